@@ -1,0 +1,38 @@
+# Two commands for a new user on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned to the CPU build that lies on this machine's disk; any other torch requirement
+# would pull a multi-GB CUDA build. It is installed first so nothing else can choose it.
+TORCH  := torch==2.13.0
+
+.PHONY: setup setup-test demo test lint bench clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.base
+
+setup-test: $(VENV)/.test
+
+demo: setup
+	$(BIN)/llmasos models pull default
+	$(BIN)/llmasos run --verbose "What is the capital of France?"
+
+test: setup-test
+	$(BIN)/ruff check llmasos tests benchmarks
+	$(BIN)/ruff format --check llmasos tests benchmarks
+	$(BIN)/pytest -q
+
+bench: setup-test
+	$(BIN)/python benchmarks/engine_vs_transformers.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

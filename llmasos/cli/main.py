@@ -1,0 +1,59 @@
+"""The `llmasos` command: groups are nouns, subcommands verbs.
+
+Errors that a user can cause (`LLMasOSError`) become one line on stderr and exit status 1; usage
+errors exit 2 (click's own handling). This is the one place that mapping lives.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import typer
+
+from llmasos.cli import generate
+from llmasos.cli import models as models_cli
+from llmasos.errors import LLMasOSError
+
+app = typer.Typer(
+    name="llmasos",
+    help="LLMasOS: an operating system for LLM applications.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models_cli.app, name="models")
+app.command()(generate.run)
+app.command()(generate.chat)
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        # Non-standalone mode returns the code of a `typer.Exit` (Ctrl-C becomes Exit(130)) instead of
+        # exiting; pass it on, or every such exit would read as success.
+        rc = app(standalone_mode=False)
+    except LLMasOSError as err:
+        typer.secho(f"error: {err.message}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except typer.Abort:
+        sys.exit(1)
+    except typer.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except Exception as err:  # click usage errors arrive here in non-standalone mode
+        # typer >= 0.29 vendors click as `typer._click`, so its usage errors are not instances of
+        # `click.ClickException`: recognise one by its interface (show() and an int exit_code).
+        show, code = getattr(err, "show", None), getattr(err, "exit_code", None)
+        if callable(show) and isinstance(code, int):
+            show()
+            sys.exit(code)
+        raise
+    if isinstance(rc, int) and rc:
+        sys.exit(rc)
+
+
+if __name__ == "__main__":
+    main()

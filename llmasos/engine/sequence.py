@@ -1,0 +1,77 @@
+"""A sequence: the engine's token state of one generation (token ids, KV blocks, sampling)."""
+
+from __future__ import annotations
+
+import time
+from enum import Enum, StrEnum
+
+from llmasos.engine.sampling import SamplingParams, SamplingState
+
+
+class SequenceStatus(Enum):
+    WAITING = "waiting"  # queued; its KV (if any was computed) has been dropped
+    RUNNING = "running"  # holds KV blocks and is scheduled every step
+    FINISHED = "finished"
+
+
+class FinishReason(StrEnum):
+    STOP = "stop"  # an end-of-turn token or a stop string
+    LENGTH = "length"  # max_tokens or the context window
+    ABORT = "abort"  # cancelled by its owner
+
+
+class Sequence:
+    """Counters are state; everything derived from them is a property."""
+
+    def __init__(
+        self,
+        seq_id: str,
+        prompt_token_ids: list[int],
+        sampling: SamplingState,
+        max_tokens: int,
+    ) -> None:
+        self.seq_id = seq_id
+        self.token_ids = list(prompt_token_ids)
+        self.num_prompt_tokens = len(prompt_token_ids)
+        self.num_computed_tokens = 0  # tokens whose keys/values are in the KV cache
+        self.block_table: list[int] = []
+        self.status = SequenceStatus.WAITING
+        self.sampling = sampling
+        self.max_tokens = max_tokens  # already clamped to the context window
+        self.finish_reason: FinishReason | None = None
+        self.arrival_time = time.monotonic()
+        self.num_preemptions = 0
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.sampling.params
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_output_tokens(self) -> int:
+        return self.num_tokens - self.num_prompt_tokens
+
+    @property
+    def output_token_ids(self) -> list[int]:
+        return self.token_ids[self.num_prompt_tokens :]
+
+    @property
+    def num_uncomputed_tokens(self) -> int:
+        """Tokens still to run through the model: the prompt's rest, or the last sampled token."""
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is SequenceStatus.FINISHED
+
+    def append_token(self, token_id: int) -> None:
+        self.token_ids.append(token_id)
+
+    def __repr__(self) -> str:
+        return (
+            f"Sequence({self.seq_id!r}, {self.status.value}, tokens={self.num_tokens}, "
+            f"computed={self.num_computed_tokens}, blocks={len(self.block_table)})"
+        )

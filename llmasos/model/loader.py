@@ -1,0 +1,195 @@
+"""Load a model from the library's files (a GGUF file or a Hugging Face folder) into torch.
+
+Both formats are first named the GGUF way (`blk.N.attn_q.weight`), then fused into the module's
+parameters by one function, so the two formats cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llmasos.errors import ModelFormatError
+from llmasos.model.config import ModelConfig
+from llmasos.model.gguf_weights import config_from_gguf, iter_gguf_tensors, open_gguf
+from llmasos.model.layers import rope_inv_freq
+from llmasos.model.llama import LlamaModel
+from llmasos.model.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+_HF_TO_GGUF = [
+    (r"^model\.embed_tokens\.weight$", "token_embd.weight"),
+    (r"^model\.norm\.weight$", "output_norm.weight"),
+    (r"^lm_head\.weight$", "output.weight"),
+    (r"^model\.layers\.(\d+)\.input_layernorm\.weight$", r"blk.\1.attn_norm.weight"),
+    (r"^model\.layers\.(\d+)\.post_attention_layernorm\.weight$", r"blk.\1.ffn_norm.weight"),
+    (r"^model\.layers\.(\d+)\.self_attn\.q_proj\.(weight|bias)$", r"blk.\1.attn_q.\2"),
+    (r"^model\.layers\.(\d+)\.self_attn\.k_proj\.(weight|bias)$", r"blk.\1.attn_k.\2"),
+    (r"^model\.layers\.(\d+)\.self_attn\.v_proj\.(weight|bias)$", r"blk.\1.attn_v.\2"),
+    (r"^model\.layers\.(\d+)\.self_attn\.o_proj\.weight$", r"blk.\1.attn_output.weight"),
+    (r"^model\.layers\.(\d+)\.mlp\.gate_proj\.weight$", r"blk.\1.ffn_gate.weight"),
+    (r"^model\.layers\.(\d+)\.mlp\.up_proj\.weight$", r"blk.\1.ffn_up.weight"),
+    (r"^model\.layers\.(\d+)\.mlp\.down_proj\.weight$", r"blk.\1.ffn_down.weight"),
+]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for the engine: module, tokenizer, architecture, and what loading cost."""
+
+    model: LlamaModel
+    tokenizer: Tokenizer
+    config: ModelConfig
+    load_seconds: float
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """`auto` is float32 on CPU (exact against references) and bfloat16 on CUDA."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        value = getattr(torch, dtype)
+    except AttributeError:
+        value = None
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ModelFormatError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return value
+
+
+def load_model(
+    path: Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """Load a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json)."""
+    start = time.perf_counter()
+    path = Path(path)
+    if path.is_dir():
+        config, tokenizer, tensors = _read_hf_folder(path)
+    else:
+        reader = open_gguf(path)
+        config = config_from_gguf(reader)
+        tokenizer = Tokenizer.from_gguf(reader)
+        tensors = iter_gguf_tensors(reader, config)
+    model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
+    elapsed = time.perf_counter() - start
+    logger.info("loaded %s (%s) in %.2fs", path.name, config.architecture, elapsed)
+    return LoadedModel(model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed)
+
+
+def _read_hf_folder(path: Path) -> tuple[ModelConfig, Tokenizer, Iterable[tuple[str, torch.Tensor]]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise ModelFormatError(f"{path} has no config.json")
+    try:
+        config = ModelConfig.from_hf_config(json.loads(config_file.read_text()))
+    except (json.JSONDecodeError, KeyError, ValueError) as err:
+        raise ModelFormatError(f"{config_file} is not a valid model config ({err})") from err
+    files = sorted(path.glob("*.safetensors"))
+    if not files:
+        raise ModelFormatError(f"{path} has no .safetensors weight files")
+    tokenizer = Tokenizer.from_hf_dir(path)
+
+    def tensors() -> Iterable[tuple[str, torch.Tensor]]:
+        for file in files:
+            try:
+                state = load_file(file)
+            except (SafetensorError, OSError) as err:
+                raise ModelFormatError(f"{file} is truncated or corrupt ({err})") from err
+            for name, value in state.items():
+                yield _gguf_name(name), value.float()
+
+    return config, tokenizer, tensors()
+
+
+def _gguf_name(hf_name: str) -> str:
+    for pattern, replacement in _HF_TO_GGUF:
+        if re.match(pattern, hf_name):
+            return re.sub(pattern, replacement, hf_name)
+    return hf_name  # unknown names are reported by build_model
+
+
+def build_model(
+    config: ModelConfig,
+    tensors: Iterable[tuple[str, torch.Tensor]],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> LlamaModel:
+    """Create the module and fill it from GGUF-named tensors, fusing q/k/v and gate/up."""
+    weights = dict(tensors)
+    state: dict[str, torch.Tensor] = {}
+    take = weights.pop
+
+    def require(name: str) -> torch.Tensor:
+        if name not in weights:
+            raise ModelFormatError(f"model file lacks tensor {name}")
+        return take(name)
+
+    state["embed_tokens.weight"] = require("token_embd.weight")
+    state["norm.weight"] = require("output_norm.weight")
+    if not config.tie_word_embeddings:
+        state["lm_head.weight"] = weights.pop("output.weight", None)
+        if state["lm_head.weight"] is None:  # HF configs may untie while the file ties
+            state["lm_head.weight"] = state["embed_tokens.weight"]
+    else:
+        weights.pop("output.weight", None)
+    for i in range(config.num_layers):
+        p, b = f"layers.{i}.", f"blk.{i}."
+        state[p + "attn_norm.weight"] = require(b + "attn_norm.weight")
+        state[p + "ffn_norm.weight"] = require(b + "ffn_norm.weight")
+        state[p + "qkv_proj.weight"] = torch.cat(
+            [require(b + "attn_q.weight"), require(b + "attn_k.weight"), require(b + "attn_v.weight")]
+        )
+        if config.attention_bias:
+            state[p + "qkv_proj.bias"] = torch.cat(
+                [require(b + "attn_q.bias"), require(b + "attn_k.bias"), require(b + "attn_v.bias")]
+            )
+        state[p + "o_proj.weight"] = require(b + "attn_output.weight")
+        state[p + "gate_up_proj.weight"] = torch.cat(
+            [require(b + "ffn_gate.weight"), require(b + "ffn_up.weight")]
+        )
+        state[p + "down_proj.weight"] = require(b + "ffn_down.weight")
+    rope_freqs = weights.pop("rope_freqs.weight", None)
+    if weights:
+        raise ModelFormatError(
+            f"model file has tensors this architecture does not use: {sorted(weights)[:5]}"
+        )
+
+    with torch.device("meta"):
+        model = LlamaModel(config)
+    for name, value in state.items():
+        expected = _param(model, name).shape
+        if value.shape != expected:
+            raise ModelFormatError(
+                f"tensor for {name} has shape {tuple(value.shape)}, expected {tuple(expected)}"
+            )
+    model.load_state_dict(
+        {k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=False, assign=True
+    )
+    if config.tie_word_embeddings:
+        model.lm_head = None
+    inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
+    if rope_freqs is not None:  # llama3-style scaling shipped as per-frequency divisors
+        inv_freq = inv_freq / rope_freqs.float()
+    with torch.device(device):
+        model.set_rope_inv_freq(inv_freq.to(device))
+    return model.eval()
+
+
+def _param(model: torch.nn.Module, name: str) -> torch.Tensor:
+    module_name, _, attr = name.rpartition(".")
+    return getattr(model.get_submodule(module_name) if module_name else model, attr)

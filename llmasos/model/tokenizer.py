@@ -1,0 +1,466 @@
+"""Text <-> token ids for a model, built with the `tokenizers` library (no transformers at runtime).
+
+Two sources:
+
+- `Tokenizer.from_gguf`: a GGUF file has no `tokenizer.json`, only llama.cpp's `tokenizer.ggml.*`
+  metadata. We rebuild the tokenizer it describes: byte-level BPE (`gpt2`, pre-tokenizer chosen by
+  `tokenizer.ggml.pre`) or SentencePiece-style BPE with byte fallback (`llama`).
+- `Tokenizer.from_hf_dir`: a Hugging Face model directory with `tokenizer.json`.
+
+Tokens the file marks CONTROL (and the UNKNOWN token) become special added tokens, and USER_DEFINED
+ones plain added tokens, so `<|im_start|>` in text is one id and special ids can be skipped on decode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import gguf
+import tokenizers
+from tokenizers import AddedToken, Regex, decoders, models, pre_tokenizers
+
+from llmasos.errors import ModelFormatError, UnsupportedModelError
+from llmasos.model.chat_template import ChatTemplate
+
+# llama.cpp's token types (gguf.TokenType).
+_NORMAL, _UNKNOWN, _CONTROL, _USER_DEFINED = 1, 2, 3, 4
+
+# Pre-tokenizer regexes, as llama.cpp and transformers define them for these vocabularies.
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_SPLIT_REGEXES = {
+    "llama-bpe": _LLAMA3_SPLIT,
+    "llama3": _LLAMA3_SPLIT,
+    "llama-v3": _LLAMA3_SPLIT,
+    "qwen2": _QWEN2_SPLIT,
+    "deepseek-r1-qwen": _QWEN2_SPLIT,
+}
+#: Values of `tokenizer.ggml.pre` a byte-level (`gpt2`) vocabulary may have.
+SUPPORTED_PRE_TOKENIZERS: tuple[str, ...] = ("default", "gpt-2", "gpt2", "smollm", *_SPLIT_REGEXES)
+#: Values of `tokenizer.ggml.model` we can build.
+SUPPORTED_MODELS: tuple[str, ...] = ("gpt2", "llama")
+
+# Control tokens that end a turn in common chat formats. They stop generation alongside EOS, as in
+# llama.cpp's end-of-generation set; only counted when the vocabulary has them as special tokens.
+_END_OF_TURN_TOKENS = (
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<end_of_turn>",
+    "<|end|>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+)
+
+
+@lru_cache(maxsize=1)
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character: how byte-level vocabularies spell bytes."""
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
+    mapping = {b: chr(b) for b in printable}
+    extra = 0
+    for b in range(256):
+        if b not in mapping:
+            mapping[b] = chr(256 + extra)
+            extra += 1
+    return mapping
+
+
+def _byte_level_pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
+    if pre == "smollm":
+        # SmolLM2's tokenizer.json: every digit its own piece, then GPT-2's byte-level split.
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Digits(individual_digits=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
+    if pre in ("default", "gpt-2", "gpt2"):
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if pre in _SPLIT_REGEXES:
+        return pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(_SPLIT_REGEXES[pre]), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    raise UnsupportedModelError(
+        f"the model's tokenizer uses the pre-tokenizer {pre!r}, which LLMasOS does not support; "
+        f"supported: {', '.join(SUPPORTED_PRE_TOKENIZERS)}"
+    )
+
+
+def _spm_merges(tokens: Sequence[str], scores: Sequence[float]) -> list[tuple[str, str]]:
+    """Merges implied by a SentencePiece vocabulary, best first, as transformers' converter derives them.
+
+    Every token that splits into two tokens of the vocabulary yields a merge ranked by the token's
+    score (higher first); among equal scores the longer left piece, then the longer right piece,
+    then the earlier token, then the lower ids of the two pieces win.
+    """
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        vocab.setdefault(token, index)
+    ranked: list[tuple[float, int, int, int, int, int, str, str]] = []
+    for index, (token, score) in enumerate(zip(tokens, scores, strict=True)):
+        for cut in range(1, len(token)):
+            left, right = token[:cut], token[cut:]
+            if left in vocab and right in vocab:
+                ranked.append(
+                    (-score, -len(left), -len(right), index, vocab[left], vocab[right], left, right)
+                )
+    ranked.sort()
+    return [(left, right) for *_, left, right in ranked]
+
+
+class _GGUFFields:
+    """Read access to a GGUF's metadata with clear errors for missing keys."""
+
+    def __init__(self, reader: gguf.GGUFReader) -> None:
+        self._fields = reader.fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        field = self._fields.get(key)
+        return default if field is None else field.contents()
+
+    def require(self, key: str) -> Any:
+        if key not in self._fields:
+            raise ModelFormatError(f"the GGUF file has no {key!r}; it does not describe a tokenizer")
+        return self._fields[key].contents()
+
+
+class Tokenizer:
+    """A model's tokenizer: encode/decode, special and stop tokens, and its chat template."""
+
+    def __init__(
+        self,
+        backend: tokenizers.Tokenizer,
+        *,
+        bos_token_id: int | None,
+        eos_token_id: int | None,
+        chat_template: str | None = None,
+        vocab_size: int | None = None,
+        extra_stop_token_ids: Iterable[int] = (),
+        add_bos_token: bool | None = None,
+        add_eos_token: bool | None = None,
+    ) -> None:
+        """Wrap a ready `tokenizers.Tokenizer`.
+
+        With `add_bos_token`/`add_eos_token` given, `encode` adds BOS/EOS itself (GGUF files say so
+        in metadata). Left as None, the backend's post-processor decides (a `tokenizer.json`), and
+        `add_bos_token` is read back from it so that `encode_chat` can avoid a second BOS.
+        """
+        self._backend = backend
+        self.bos_token_id = bos_token_id
+        self.eos_token_id = eos_token_id
+        self.vocab_size: int = vocab_size if vocab_size is not None else backend.get_vocab_size(True)
+        self.special_token_ids: frozenset[int] = frozenset(
+            index for index, token in backend.get_added_tokens_decoder().items() if token.special
+        )
+        stops = set(extra_stop_token_ids)
+        if eos_token_id is not None:
+            stops.add(eos_token_id)
+        for name in _END_OF_TURN_TOKENS:
+            index = backend.token_to_id(name)
+            if index is not None and index in self.special_token_ids:
+                stops.add(index)
+        self.stop_token_ids: frozenset[int] = frozenset(stops)
+        # Adding them ourselves rather than via a TemplateProcessing post-processor: its string
+        # syntax cannot name a token containing ":".
+        self._adds_specials = add_bos_token is not None or add_eos_token is not None
+        if self._adds_specials:
+            self.add_bos_token = bool(add_bos_token) and bos_token_id is not None
+            self.add_eos_token = bool(add_eos_token) and eos_token_id is not None
+        else:
+            with_specials = backend.encode("a", add_special_tokens=True).ids
+            self.add_bos_token = bos_token_id is not None and with_specials[:1] == [bos_token_id]
+            self.add_eos_token = eos_token_id is not None and with_specials[-1:] == [eos_token_id]
+        self.bos_token: str = self._token_text(bos_token_id)
+        self.eos_token: str = self._token_text(eos_token_id)
+        self._chat = ChatTemplate(chat_template, bos_token=self.bos_token, eos_token=self.eos_token)
+
+    # ----------------------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_gguf(cls, path_or_reader: str | os.PathLike[str] | gguf.GGUFReader) -> Tokenizer:
+        """Build the tokenizer a GGUF file describes (`tokenizer.ggml.*` and `tokenizer.chat_template`)."""
+        if isinstance(path_or_reader, gguf.GGUFReader):
+            reader = path_or_reader
+        else:
+            path = Path(path_or_reader)
+            if not path.is_file():
+                raise ModelFormatError(f"no GGUF file at {path}")
+            try:
+                reader = gguf.GGUFReader(path)
+            except (ValueError, OSError) as exc:
+                raise ModelFormatError(f"{path} is not a readable GGUF file: {exc}") from exc
+        fields = _GGUFFields(reader)
+
+        model = fields.require("tokenizer.ggml.model")
+        tokens: list[str] = fields.require("tokenizer.ggml.tokens")
+        types: list[int] = fields.get("tokenizer.ggml.token_type") or [_NORMAL] * len(tokens)
+        if len(types) != len(tokens):
+            raise ModelFormatError("tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length")
+        add_bos = bool(fields.get("tokenizer.ggml.add_bos_token", model == "llama"))
+        add_eos = bool(fields.get("tokenizer.ggml.add_eos_token", False))
+
+        if model == "gpt2":
+            backend = _byte_level_backend(fields, tokens, types)
+        elif model == "llama":
+            architecture = str(fields.get("general.architecture", ""))
+            add_space_prefix = bool(fields.get("tokenizer.ggml.add_space_prefix", True))
+            backend = _sentencepiece_backend(fields, tokens, types, architecture, add_space_prefix)
+        else:
+            raise UnsupportedModelError(
+                f"the model's tokenizer type is {model!r}, which LLMasOS does not support; "
+                f"supported: {', '.join(SUPPORTED_MODELS)}"
+            )
+
+        # Special and user-defined tokens keep their ids: they are already in the vocabulary.
+        special = [
+            AddedToken(tokens[i], special=True, normalized=False)
+            for i, kind in enumerate(types)
+            if kind in (_CONTROL, _UNKNOWN)
+        ]
+        backend.add_special_tokens(special)
+        backend.add_tokens(
+            [
+                AddedToken(tokens[i], special=False, normalized=False)
+                for i, kind in enumerate(types)
+                if kind == _USER_DEFINED
+            ]
+        )
+
+        bos = fields.get("tokenizer.ggml.bos_token_id")
+        eos = fields.get("tokenizer.ggml.eos_token_id")
+        extra_stops = [
+            fields.get(key)
+            for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+            if fields.get(key) is not None
+        ]
+        return cls(
+            backend,
+            bos_token_id=bos,
+            eos_token_id=eos,
+            chat_template=fields.get("tokenizer.chat_template"),
+            vocab_size=len(tokens),
+            extra_stop_token_ids=extra_stops,
+            add_bos_token=add_bos,
+            add_eos_token=add_eos,
+        )
+
+    @classmethod
+    def from_hf_dir(cls, path: str | os.PathLike[str]) -> Tokenizer:
+        """Load a Hugging Face model directory's tokenizer.
+
+        Reads `tokenizer.json`, and if present `tokenizer_config.json` (BOS/EOS, template, added
+        tokens), `chat_template.jinja` (overrides the config's template) and `generation_config.json`
+        (extra EOS ids, which become stop ids).
+        """
+        directory = Path(path)
+        tokenizer_file = directory / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise UnsupportedModelError(
+                f"{directory} has no tokenizer.json; LLMasOS reads only the fast-tokenizer format"
+            )
+        try:
+            backend = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+        except Exception as exc:  # the Rust side raises plain Exception for malformed files
+            raise ModelFormatError(f"{tokenizer_file} could not be read: {exc}") from exc
+        config = _read_json(directory / "tokenizer_config.json")
+
+        # Added tokens the config lists but tokenizer.json lacks (older exports).
+        for entry in (config.get("added_tokens_decoder") or {}).values():
+            content = entry.get("content")
+            if content and backend.token_to_id(content) is None:
+                token = AddedToken(content, special=bool(entry.get("special")), normalized=False)
+                if entry.get("special"):
+                    backend.add_special_tokens([token])
+                else:
+                    backend.add_tokens([token])
+
+        def token_id(name: str) -> int | None:
+            value = config.get(name)
+            if isinstance(value, dict):
+                value = value.get("content")
+            return backend.token_to_id(value) if isinstance(value, str) else None
+
+        template = config.get("chat_template")
+        if isinstance(template, list):  # named templates: [{"name": "default", "template": ...}, ...]
+            named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+            template = named.get("default")
+        jinja_file = directory / "chat_template.jinja"
+        if jinja_file.is_file():
+            template = jinja_file.read_text(encoding="utf-8")
+
+        generation = _read_json(directory / "generation_config.json")
+        eos_ids = generation.get("eos_token_id")
+        extra_stops = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids or [])
+        return cls(
+            backend,
+            bos_token_id=token_id("bos_token"),
+            eos_token_id=token_id("eos_token"),
+            chat_template=template if isinstance(template, str) else None,
+            extra_stop_token_ids=extra_stops,
+        )
+
+    # ----------------------------------------------------------------------------- encode/decode
+
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of `text`; with `add_special_tokens`, BOS/EOS only where the model adds them.
+
+        Special tokens written in the text (e.g. ``<|im_start|>``) always become their single id.
+        """
+        ids = self._backend.encode(text, add_special_tokens=add_special_tokens).ids
+        if add_special_tokens and self._adds_specials:
+            if self.add_bos_token and self.bos_token_id is not None:
+                ids.insert(0, self.bos_token_id)
+            if self.add_eos_token and self.eos_token_id is not None:
+                ids.append(self.eos_token_id)
+        return ids
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        """Text of `ids`; special tokens are left out unless `skip_special_tokens` is False."""
+        return self._backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def id_to_token(self, index: int) -> str:
+        """The vocabulary entry for `index` as the model spells it (e.g. ``Ġthe``); IndexError if none."""
+        token = self._backend.id_to_token(index) if 0 <= index < self.vocab_size else None
+        if token is None:
+            raise IndexError(f"token id {index} is outside the vocabulary (size {self.vocab_size})")
+        return token
+
+    # ----------------------------------------------------------------------------- chat
+
+    @property
+    def has_chat_template(self) -> bool:
+        """True when the model brought its own chat template (False: the plain fallback is used)."""
+        return self._chat.is_model_template
+
+    @property
+    def chat_template(self) -> str | None:
+        """The model's chat template source, if it has one."""
+        return self._chat.source
+
+    def apply_chat_template(
+        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+    ) -> str:
+        """Render `messages` to prompt text with the model's template; InvalidRequestError if malformed."""
+        return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
+
+    def encode_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[int]:
+        """Prompt ids for `messages`: the rendered template, with BOS added once if the model uses one."""
+        text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+        # The template writes its special tokens as text; encoding without the post-processor keeps
+        # EOS off the end of a prompt and BOS from doubling when the template already wrote it.
+        ids = self.encode(text, add_special_tokens=False)
+        if self.add_bos_token and self.bos_token_id is not None and ids[:1] != [self.bos_token_id]:
+            ids.insert(0, self.bos_token_id)
+        return ids
+
+    # ----------------------------------------------------------------------------- helpers
+
+    def _token_text(self, index: int | None) -> str:
+        if index is None:
+            return ""
+        return self._backend.id_to_token(index) or ""
+
+    def __repr__(self) -> str:
+        return (
+            f"Tokenizer(vocab_size={self.vocab_size}, bos={self.bos_token!r}, eos={self.eos_token!r}, "
+            f"chat_template={self.has_chat_template})"
+        )
+
+
+def _byte_level_backend(fields: _GGUFFields, tokens: list[str], types: list[int]) -> tokenizers.Tokenizer:
+    pre = str(fields.get("tokenizer.ggml.pre", "default"))
+    pre_tokenizer = _byte_level_pre_tokenizer(pre)  # fail on the pre-tokenizer before the heavy work
+    spelling = _bytes_to_unicode()
+    alphabet = set(spelling.values())
+    vocab: dict[str, int] = {}
+    for index, (token, kind) in enumerate(zip(tokens, types, strict=True)):
+        # Some converters store a normal token as raw text rather than in the byte alphabet; spell it
+        # in bytes so the BPE can produce it. Special tokens keep their text: that is what they match.
+        if kind == _NORMAL and not set(token) <= alphabet:
+            token = "".join(spelling[b] for b in token.encode("utf-8"))
+        vocab.setdefault(token, index)
+    merges = [_split_merge(m) for m in fields.get("tokenizer.ggml.merges") or []]
+    try:
+        model = models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False)
+    except Exception as exc:
+        raise ModelFormatError(
+            f"the GGUF's byte-level vocabulary and merges do not fit together: {exc}"
+        ) from exc
+    backend = tokenizers.Tokenizer(model)
+    backend.pre_tokenizer = pre_tokenizer
+    backend.decoder = decoders.ByteLevel()
+    return backend
+
+
+def _sentencepiece_backend(
+    fields: _GGUFFields, tokens: list[str], types: list[int], architecture: str, add_space_prefix: bool
+) -> tokenizers.Tokenizer:
+    if architecture.startswith("gemma"):
+        # Gemma files store runs of spaces as real spaces and their scores do not follow merge
+        # order; the file order does (as transformers' converter notes). Respell and rank by position.
+        tokens = ["▁" * len(t) if t and not t.strip(" ") else t for t in tokens]
+        scores = [-float(i) for i in range(len(tokens))]
+    else:
+        scores = fields.get("tokenizer.ggml.scores") or [0.0] * len(tokens)
+    vocab: dict[str, int] = {}
+    for index, token in enumerate(tokens):
+        vocab.setdefault(token, index)
+    file_merges = fields.get("tokenizer.ggml.merges")
+    merges = [_split_merge(m) for m in file_merges] if file_merges else _spm_merges(tokens, scores)
+    unk = fields.get("tokenizer.ggml.unknown_token_id")
+    unk_token = tokens[unk] if isinstance(unk, int) and 0 <= unk < len(tokens) else None
+    try:
+        model = models.BPE(vocab=vocab, merges=merges, unk_token=unk_token, fuse_unk=True, byte_fallback=True)
+    except Exception as exc:
+        raise ModelFormatError(
+            f"the GGUF's SentencePiece vocabulary does not form a tokenizer: {exc}"
+        ) from exc
+    backend = tokenizers.Tokenizer(model)
+    # SentencePiece writes spaces as ▁ and (unless the file says not to) puts one before the text.
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(
+        replacement="▁", prepend_scheme="first" if add_space_prefix else "never", split=False
+    )
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if add_space_prefix:
+        steps.append(decoders.Strip(content=" ", left=1, right=0))
+    backend.decoder = decoders.Sequence(steps)
+    return backend
+
+
+def _split_merge(merge: str) -> tuple[str, str]:
+    # Merges are "left right"; tokens of a BPE merge never contain a space, but splitting on the
+    # first space only keeps a right-hand piece intact if one ever does.
+    left, sep, right = merge.partition(" ")
+    if not sep:
+        raise ModelFormatError(f"malformed merge {merge!r} in the GGUF: expected 'left right'")
+    return left, right
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
+    return data if isinstance(data, dict) else {}

