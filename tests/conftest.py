@@ -63,3 +63,30 @@ def _fetch_default_gguf() -> Path:
 def default_gguf_path() -> Path:
     """Path of the real SmolLM2-135M-Instruct Q4_1 GGUF file."""
     return _fetch_default_gguf()
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama (2 layers, GQA 4:2, F32, tied embeddings) written as GGUF by the test."""
+    from tests.helpers.tiny_model import write_tiny_gguf
+
+    path, _ = write_tiny_gguf(tmp_path_factory.mktemp("tiny") / "tiny-llama.gguf")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_gguf: Path):  # -> LoadedModel
+    """The tiny model loaded once per session (float32, CPU)."""
+    from llmasos.model.loader import load_model
+
+    return load_model(tiny_gguf)
+
+
+@pytest.fixture
+def tiny_engine(tiny_loaded):  # -> LLMEngine
+    """A fresh engine on the tiny model with a small KV pool (64 blocks of 4 tokens)."""
+    from llmasos.config import EngineConfig
+    from llmasos.engine.engine import LLMEngine
+
+    config = EngineConfig(block_size=4, kv_cache_bytes=64 * 4 * tiny_loaded.config.kv_bytes_per_token(4))
+    return LLMEngine(tiny_loaded, config)

@@ -1,16 +1,22 @@
-"""`llmasos run` and `llmasos chat`: one streamed answer, or an interactive conversation."""
+"""`llmasos run` and `llmasos chat`: one streamed answer, or an interactive conversation.
+
+The engine (and torch with it) is imported inside the commands, so that `llmasos models list`
+and `--help` start in a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from llmasos.config import DEFAULT_MODEL, EngineConfig
-from llmasos.engine.engine import LLMEngine
-from llmasos.engine.sampling import SamplingParams
+
+if TYPE_CHECKING:
+    from llmasos.engine.engine import LLMEngine
+    from llmasos.engine.sampling import SamplingParams
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name or alias in the library.")]
 MaxTokensOption = Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")]
@@ -27,6 +33,12 @@ SystemOption = Annotated[str | None, typer.Option("--system", help="System promp
 StopOption = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
 
 
+def _engine(model: str) -> LLMEngine:
+    from llmasos.engine.engine import LLMEngine
+
+    return LLMEngine.from_library(model, EngineConfig())
+
+
 def _sampling(
     max_tokens: int,
     temperature: float,
@@ -36,6 +48,8 @@ def _sampling(
     seed: int | None,
     stop: list[str] | None,
 ) -> SamplingParams:
+    from llmasos.engine.sampling import SamplingParams
+
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=temperature,
@@ -92,7 +106,7 @@ def run(
     if prompt == "-":
         prompt = sys.stdin.read()
     params = _sampling(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-    engine = LLMEngine.from_library(model, EngineConfig())
+    engine = _engine(model)
     if raw:
         prompt_ids = engine.tokenizer.encode(prompt)
     else:
@@ -114,7 +128,7 @@ def chat(
 ) -> None:
     """Talk with a model. /reset forgets the conversation; /exit or Ctrl-D leaves."""
     params = _sampling(max_tokens, temperature, top_p, 0, 1.0, seed, None)
-    engine = LLMEngine.from_library(model, EngineConfig())
+    engine = _engine(model)
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     typer.echo(f"Chatting with {model}. /reset to start over, /exit to leave.", err=True)

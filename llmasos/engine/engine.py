@@ -167,8 +167,10 @@ class LLMEngine:
         seq, detok = request.seq, request.detokenizer
         seq.append_token(token_id)
         params = seq.params
-        is_stop_token = not params.ignore_eos and (
-            token_id in self.tokenizer.stop_token_ids or token_id in params.stop_token_ids
+        # ignore_eos skips the model's end-of-turn tokens only; stop ids the caller named still stop,
+        # as stop strings do (vLLM's semantics).
+        is_stop_token = token_id in params.stop_token_ids or (
+            not params.ignore_eos and token_id in self.tokenizer.stop_token_ids
         )
         text = "" if is_stop_token else detok.add(token_id)
         if is_stop_token or detok.stopped:

@@ -321,6 +321,11 @@ class Tokenizer:
 
     # ----------------------------------------------------------------------------- encode/decode
 
+    @property
+    def backend(self) -> tokenizers.Tokenizer:
+        """The underlying `tokenizers` object (e.g. to save it as tokenizer.json)."""
+        return self._backend
+
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text`; with `add_special_tokens`, BOS/EOS only where the model adds them.
 

@@ -1,0 +1,235 @@
+"""SamplingParams validation and the Sampler: greedy, temperature, top-k, top-p, seeds, repetition penalty."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from llmasos.engine.sampling import Sampler, SamplingParams, SamplingState
+from llmasos.errors import InvalidRequestError, InvalidSamplingParamsError
+
+CPU = torch.device("cpu")
+
+
+def state(**kwargs) -> SamplingState:
+    return SamplingState.create(SamplingParams(**kwargs), CPU)
+
+
+def sample_many(logits_row: torch.Tensor, n: int, **kwargs) -> list[int]:
+    """n draws from one row with one (seeded) state, as consecutive steps of one sequence would."""
+    st = state(**kwargs)
+    sampler = Sampler()
+    return [sampler(logits_row.unsqueeze(0), [st], [[]])[0] for _ in range(n)]
+
+
+# ---- SamplingParams -----------------------------------------------------------------------------
+
+BAD_PARAMS = [
+    ("temperature", -0.1),
+    ("temperature", -1),
+    ("temperature", math.nan),
+    ("temperature", math.inf),
+    ("temperature", True),
+    ("temperature", "0.5"),
+    ("temperature", None),
+    ("temperature", 101),
+    ("top_p", 0),
+    ("top_p", 0.0),
+    ("top_p", 1.01),
+    ("top_p", -0.5),
+    ("top_p", math.nan),
+    ("top_p", "1"),
+    ("top_k", -1),
+    ("top_k", 1.5),
+    ("top_k", True),
+    ("max_tokens", 0),
+    ("max_tokens", -3),
+    ("max_tokens", 1.0),
+    ("max_tokens", 2.5),
+    ("max_tokens", True),
+    ("max_tokens", "10"),
+    ("seed", 1.5),
+    ("seed", 1.0),
+    ("seed", True),
+    ("seed", "42"),
+    ("stop", ""),
+    ("stop", ("",)),
+    ("stop", ["ok", ""]),
+    ("stop", [1]),
+    ("repetition_penalty", 0),
+    ("repetition_penalty", -1.0),
+    ("repetition_penalty", math.nan),
+    ("repetition_penalty", math.inf),
+    ("repetition_penalty", True),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), BAD_PARAMS, ids=[f"{n}={v!r}" for n, v in BAD_PARAMS])
+def test_bad_sampling_params_raise_naming_the_parameter(name: str, value: object) -> None:
+    with pytest.raises(InvalidSamplingParamsError) as info:
+        SamplingParams(**{name: value})
+    assert name in str(info.value)
+    assert isinstance(info.value, InvalidRequestError)  # interfaces map it to a 400
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": 0},
+        {"temperature": 0.0},
+        {"temperature": 100},
+        {"top_p": 1.0},
+        {"top_p": 1e-9},
+        {"top_k": 0},
+        {"top_k": 1},
+        {"max_tokens": 1},
+        {"seed": 0},
+        {"seed": -5},
+        {"repetition_penalty": 10},
+        {"repetition_penalty": 0.5},
+    ],
+)
+def test_edge_values_are_accepted(kwargs: dict) -> None:
+    params = SamplingParams(**kwargs)
+    for key, value in kwargs.items():
+        assert getattr(params, key) == value
+
+
+def test_stop_string_becomes_a_tuple_and_lists_become_tuples() -> None:
+    assert SamplingParams(stop="x").stop == ("x",)
+    assert SamplingParams(stop=["a", "bc"]).stop == ("a", "bc")
+    assert SamplingParams(stop_token_ids=[5, 6]).stop_token_ids == (5, 6)
+    hash(SamplingParams(stop=["a"], stop_token_ids=[1]))  # frozen and hashable once normalised
+
+
+def test_is_greedy_only_at_temperature_zero() -> None:
+    assert SamplingParams(temperature=0).is_greedy
+    assert not SamplingParams(temperature=0.01).is_greedy
+
+
+# ---- Sampler ------------------------------------------------------------------------------------
+
+
+def test_greedy_is_argmax_per_row() -> None:
+    logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    states = [state(temperature=0) for _ in range(6)]
+    assert Sampler()(logits, states, [[]] * 6) == logits.argmax(-1).tolist()
+
+
+def test_greedy_rows_stay_argmax_beside_sampled_rows() -> None:
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
+    states = [state(temperature=0), state(temperature=1.5, seed=3), state(temperature=0), state(seed=4)]
+    tokens = Sampler()(logits, states, [[]] * 4)
+    argmax = logits.argmax(-1).tolist()
+    assert tokens[0] == argmax[0] and tokens[2] == argmax[2]
+
+
+def test_sampler_does_not_modify_the_callers_logits() -> None:
+    logits = torch.randn(2, 20, generator=torch.Generator().manual_seed(2))
+    before = logits.clone()
+    Sampler()(logits, [state(repetition_penalty=2.0, temperature=0), state(seed=1)], [[1, 2, 3], [4]])
+    assert torch.equal(logits, before)
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0, 100.0])
+def test_top_k_1_is_greedy_at_any_temperature(temperature: float) -> None:
+    gen = torch.Generator().manual_seed(5)
+    sampler = Sampler()
+    for _ in range(20):
+        row = torch.randn(1, 100, generator=gen)
+        st = state(temperature=temperature, top_k=1, seed=0)
+        assert sampler(row, [st], [[]]) == row.argmax(-1).tolist()
+
+
+def test_tiny_top_p_is_greedy() -> None:
+    gen = torch.Generator().manual_seed(6)
+    sampler = Sampler()
+    for _ in range(20):
+        row = torch.randn(1, 100, generator=gen)
+        st = state(temperature=3.0, top_p=1e-6, seed=0)
+        assert sampler(row, [st], [[]]) == row.argmax(-1).tolist()
+
+
+def test_top_k_only_yields_the_k_likeliest_tokens() -> None:
+    row = torch.randn(64, generator=torch.Generator().manual_seed(7))
+    allowed = set(torch.topk(row, 5).indices.tolist())
+    # High temperature: without the top-k cut, the other 59 tokens would be drawn all the time.
+    drawn = sample_many(row, 400, temperature=10.0, top_k=5, seed=0)
+    assert set(drawn) == allowed
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_p() -> None:
+    # Probabilities 0.5, 0.3, 0.15, 0.05: top_p=0.7 needs the first two, never the last two.
+    row = torch.tensor([0.5, 0.3, 0.15, 0.05]).log()
+    drawn = sample_many(row, 300, temperature=1.0, top_p=0.7, seed=0)
+    assert set(drawn) == {0, 1}
+    drawn = sample_many(row, 300, temperature=1.0, top_p=0.85, seed=0)
+    assert set(drawn) == {0, 1, 2}
+
+
+def test_temperature_sampling_follows_the_distribution() -> None:
+    row = torch.tensor([0.7, 0.2, 0.1]).log()
+    drawn = sample_many(row, 2000, temperature=1.0, seed=11)
+    freq = [drawn.count(i) / len(drawn) for i in range(3)]
+    assert freq == pytest.approx([0.7, 0.2, 0.1], abs=0.05)
+
+
+def test_same_seed_same_tokens_different_seed_different_tokens() -> None:
+    flat = torch.zeros(1000)
+    a = sample_many(flat, 30, temperature=1.0, seed=123)
+    b = sample_many(flat, 30, temperature=1.0, seed=123)
+    c = sample_many(flat, 30, temperature=1.0, seed=124)
+    assert a == b
+    assert a != c
+    assert len(set(a)) > 20  # a flat distribution really is sampled
+
+
+def test_seeded_row_does_not_depend_on_the_rest_of_the_batch() -> None:
+    gen = torch.Generator().manual_seed(8)
+    rows = torch.randn(12, 3, 200, generator=gen)  # 12 steps of a 3-row batch
+    sampler = Sampler()
+
+    def seeded_tokens(position: int, neighbours: list[SamplingState]) -> list[int]:
+        """My seeded tokens over 12 steps, sitting at `position` among `neighbours`."""
+        mine = state(temperature=1.0, seed=99)
+        states = [*neighbours[:position], mine, *neighbours[position:]]
+        out = []
+        for logits in rows:
+            batch = torch.stack([logits[0]] * len(states))
+            batch[position] = logits[1]
+            out.append(sampler(batch, states, [[]] * len(states))[position])
+        return out
+
+    alone = seeded_tokens(0, [])
+    beside_unseeded = seeded_tokens(1, [state(temperature=1.0), state(temperature=0.5)])
+    beside_seeded = seeded_tokens(2, [state(temperature=1.0, seed=99), state(temperature=2.0, seed=1)])
+    torch.manual_seed(0)  # the global generator, which unseeded rows use, moves in between
+    beside_other = seeded_tokens(0, [state(temperature=1.0)])
+    assert alone == beside_unseeded == beside_seeded == beside_other
+    assert len(set(alone)) > 6  # really sampled, not a constant
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits() -> None:
+    logits = torch.tensor([[2.0, -2.0, 1.0, -1.0, 0.5]])
+    Sampler._apply_repetition_penalty(logits, [state(repetition_penalty=2.0)], [[0, 1, 1]])
+    assert logits.tolist() == [[1.0, -4.0, 1.0, -1.0, 0.5]]
+
+
+def test_repetition_penalty_moves_a_greedy_pick_off_a_repeated_token() -> None:
+    sampler = Sampler()
+    logits = torch.tensor([[3.0, 2.0, 0.0]])
+    assert sampler(logits, [state(temperature=0)], [[0]]) == [0]
+    assert sampler(logits, [state(temperature=0, repetition_penalty=1.6)], [[0]]) == [1]
+    # Unseen tokens are not penalised: the same context without token 0 keeps the pick.
+    assert sampler(logits, [state(temperature=0, repetition_penalty=1.6)], [[2]]) == [0]
+    # Negative logits are pushed further down, not up towards zero.
+    negative = torch.tensor([[-1.0, -1.5, -9.0]])
+    assert sampler(negative, [state(temperature=0, repetition_penalty=2.0)], [[0]]) == [1]
+
+
+def test_repetition_penalty_applies_to_its_own_row_only() -> None:
+    logits = torch.tensor([[3.0, 2.0], [3.0, 2.0]])
+    states = [state(temperature=0, repetition_penalty=2.0), state(temperature=0)]
+    assert Sampler()(logits, states, [[0], [0]]) == [1, 0]
