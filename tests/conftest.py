@@ -20,6 +20,18 @@ DEFAULT_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Test models are far too small to gain from intra-op threads, and on a busy 2-core machine
+    the threads contend and make every step many times slower. Benchmarks set their own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def llmasos_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own empty state directory."""
     home = tmp_path / "llmasos-home"

@@ -9,22 +9,12 @@ import re
 import sys
 
 import pytest
-import torch
 
 from llmasos.cli.main import main
 from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.library import ModelStore
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model gains nothing from intra-op threads; on a busy machine they slow it down a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture
@@ -168,6 +158,12 @@ def test_run_bad_sampling_value_exits_1_naming_it(cli, tiny, option: str, value:
     assert code == 1
     assert out == ""
     assert err.count("\n") == 1 and name in err
+
+
+def test_run_prompt_over_the_context_window_exits_1_saying_so(cli, tiny) -> None:
+    code, _, err = cli("run", "-m", tiny, "--raw", "Hello " * 300)
+    assert code == 1
+    assert err.count("\n") == 1 and "context window" in err and "shorten it by at least" in err
 
 
 def test_run_non_numeric_option_is_a_usage_error(cli, tiny) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 
 import pytest
-import torch
 
 from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine, RequestOutput
@@ -20,17 +19,6 @@ from llmasos.errors import (
     KVCacheCapacityError,
     RequestNotFoundError,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """The tiny model's ops are far too small to gain from intra-op threads; on a busy machine they
-    make every step many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 VARIED = SamplingParams(max_tokens=16, temperature=0, repetition_penalty=1.3)
 

@@ -222,6 +222,22 @@ def test_newest_running_sequence_is_preempted_when_blocks_run_out_and_later_comp
     assert sched.block_manager.ref_counts == [0] * 4
 
 
+def test_several_preemptions_in_one_step_keep_arrival_order_at_the_front() -> None:
+    sched = make_scheduler(num_blocks=6, max_num_batched_tokens=64)
+    a, b, c = make_seq("a", 16, max_tokens=3), make_seq("b", 4, max_tokens=3), make_seq("c", 4, max_tokens=3)
+    d = make_seq("d", 1, max_tokens=1)
+    for seq in (a, b, c):
+        sched.add(seq)
+    step(sched)  # 4 + 1 + 1 blocks: the pool is full
+    sched.add(d)
+    out = step(sched)  # a needs a 5th block: c goes; b then needs one too and goes itself
+    assert out.preempted == [c, b]
+    assert shares(out) == {"a": 1}
+    assert list(sched.waiting) == [b, c, d]
+    run_to_completion(sched)
+    assert all(s.is_finished for s in (a, b, c, d))
+
+
 def test_preempted_sequence_is_recomputed_in_full_before_it_samples_again() -> None:
     sched = make_scheduler(num_blocks=4, max_num_seqs=2, max_num_batched_tokens=64)
     a = make_seq("a", 6, max_tokens=5)
