@@ -36,3 +36,13 @@ bench: setup-test
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# Peer benchmark: LLMasOS vs llama.cpp and transformers. Builds llama-cpp-python (about 5 minutes)
+# into the venv once; it is never part of `make test`. Pass options with BENCH_ARGS="--quick".
+.PHONY: bench-peers
+$(VENV)/.peers: $(VENV)/.test benchmarks/install_peers.sh
+	benchmarks/install_peers.sh $(VENV)
+	touch $@
+
+bench-peers: $(VENV)/.peers
+	$(BIN)/python benchmarks/engine_vs_peers.py $(BENCH_ARGS)

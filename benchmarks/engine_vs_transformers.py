@@ -9,6 +9,7 @@ process, one after the other. Prints tokens/s for each and the ratio engine / tr
 from __future__ import annotations
 
 import argparse
+import os
 import gc
 import time
 from pathlib import Path
@@ -55,6 +56,7 @@ def bench_engine(path: Path, dtype: str, ids: list[int], new_tokens: int, repeat
 
 
 def bench_transformers(path: Path, dtype: str, ids: list[int], new_tokens: int, repeats: int) -> dict:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws progress bars
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 

@@ -29,6 +29,10 @@ class EngineConfig:
     # "auto" is float32 on CPU (exact against references) and bfloat16 on CUDA; the next engine
     # issue adds the fast CPU paths.
     dtype: str = "auto"
+    # Weights: auto, float32, bfloat16, int8 or int4 (weight-only, llmasos/model/quant.py). "auto"
+    # is int4 on CPU when dtype is auto (fastest measured decode, same prefill; see
+    # quant.resolve_weight_format), dense weights in the dtype when dtype is given or on CUDA.
+    weight_format: str = "auto"
     # Tokens per KV block. 16 keeps internal fragmentation under one block per sequence small.
     block_size: int = 16
     # Bytes of KV cache to reserve; the pool's block count follows from the model's per-token size.
@@ -38,5 +42,7 @@ class EngineConfig:
     # Most tokens (decode tokens plus prefill chunks) in one forward pass; bounds step latency so a
     # long prompt never stalls running streams for more than one chunk.
     max_num_batched_tokens: int = 512
+    # Share computed KV blocks between sequences whose prompts start alike (within a namespace).
+    enable_prefix_caching: bool = True
     # torch intra-op threads; 0 leaves torch's default (one per core).
     num_threads: int = 0

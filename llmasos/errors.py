@@ -78,3 +78,56 @@ class RequestNotFoundError(LLMasOSError):
 
     type = "not_found_error"
     http_status = 404
+
+
+class AppNotFoundError(LLMasOSError):
+    """No app of that name."""
+
+    type = "app_not_found"
+    http_status = 404
+
+
+class AppExistsError(LLMasOSError):
+    """An app of that name already exists."""
+
+    type = "app_exists"
+    http_status = 409
+
+
+class PermissionDeniedError(LLMasOSError):
+    """The calling app lacks the capability for what it asked."""
+
+    type = "permission_denied"
+    http_status = 403
+
+
+class QuotaExceededError(LLMasOSError):
+    """A quota or a queue bound refuses the call now; `retry_after` says when to try again."""
+
+    type = "rate_limit_exceeded"
+    http_status = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ModelUnavailableError(LLMasOSError):
+    """The model cannot be loaded now (it does not fit the memory budget, or loading failed)."""
+
+    type = "model_unavailable"
+    http_status = 503
+
+
+class ProcessNotFoundError(LLMasOSError):
+    """No process with that id visible to the caller."""
+
+    type = "not_found_error"
+    http_status = 404
+
+
+class ProcessStateError(LLMasOSError):
+    """A process cannot make that move from the state it is in (e.g. cancelling a finished process)."""
+
+    type = "invalid_state_error"
+    http_status = 409

@@ -7,6 +7,7 @@ and aborts requests and calls `step()`; the engine's own scheduler only packs wh
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,9 @@ from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.detokenizer import IncrementalDetokenizer
 from llmasos.engine.model_runner import ModelRunner
 from llmasos.engine.sampling import SamplingParams, SamplingState
-from llmasos.engine.scheduler import Scheduler
-from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus
+from llmasos.engine.scheduler import Scheduler, SchedulerOutput
+from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus, SuspendMode
+from llmasos.engine.suspend import SuspendCost, SuspendReport, estimate_costs
 from llmasos.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
@@ -43,6 +45,24 @@ class RequestOutput:
     finish_reason: str | None
     num_prompt_tokens: int
     num_output_tokens: int
+    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot for observability (kernel counters, /metrics)."""
+
+    num_running: int
+    num_waiting: int
+    num_suspended: int
+    num_blocks: int
+    num_free_blocks: int
+    num_cached_blocks: int
+    block_size: int
+    kv_cache_bytes: int
+    prefix_cache_queries: int  # prompt tokens looked up
+    prefix_cache_hits: int  # of those, served from the cache
+    prefill_tokens_per_second: float  # recent measured rate (for recompute costs and wait estimates)
 
 
 class _Request:
@@ -51,6 +71,14 @@ class _Request:
     def __init__(self, seq: Sequence, detokenizer: IncrementalDetokenizer) -> None:
         self.seq = seq
         self.detokenizer = detokenizer
+
+
+def _suspend_mode(mode: SuspendMode | str) -> SuspendMode:
+    try:
+        return SuspendMode(mode)
+    except ValueError:
+        modes = ", ".join(m.value for m in SuspendMode)
+        raise InvalidRequestError(f"unknown suspend mode {mode!r}; use one of {modes}") from None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -69,11 +97,17 @@ class LLMEngine:
         self.loaded = loaded
         self.tokenizer: Tokenizer = loaded.tokenizer
         self.runner = ModelRunner(loaded, self.config)
-        self.block_manager = BlockManager(self.runner.num_blocks, self.config.block_size)
+        self.block_manager = BlockManager(
+            self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
+        )
         self.scheduler = Scheduler(
             self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
         )
         self.requests: dict[str, _Request] = {}
+        self.last_step_tokens: dict[str, int] = {}
+        # Measured rates, smoothed: what recomputing a context or copying KV costs on this box.
+        self.prefill_tokens_per_second = 1000.0
+        self.copy_bytes_per_second = 5e9
 
     @classmethod
     def from_path(cls, path: str, config: EngineConfig | None = None) -> LLMEngine:
@@ -107,8 +141,16 @@ class LLMEngine:
 
     # ---- mechanism ---------------------------------------------------------------------------
 
-    def add(self, request_id: str, prompt: str | list[int], params: SamplingParams | None = None) -> None:
-        """Queue a request. `prompt` is text (encoded as is) or token ids."""
+    def add(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        *,
+        cache_namespace: str = "default",
+    ) -> None:
+        """Queue a request. `prompt` is text (encoded as is) or token ids. Requests share cached
+        prompt prefixes only within one `cache_namespace` (the kernel passes one per app)."""
         params = params or SamplingParams()
         if request_id in self.requests:
             raise InvalidRequestError(f"request id {request_id!r} is already live; use a new id")
@@ -129,7 +171,8 @@ class LLMEngine:
                 "shorten the prompt or give the engine a larger kv_cache_bytes"
             )
         max_tokens = min(params.max_tokens, self.max_sequence_tokens - n)
-        seq = Sequence(request_id, token_ids, SamplingState.create(params, self.runner.device), max_tokens)
+        sampling = SamplingState.create(params, self.runner.device)
+        seq = Sequence(request_id, token_ids, sampling, max_tokens, cache_namespace=cache_namespace)
         detokenizer = IncrementalDetokenizer(
             self.tokenizer, stop_strings=params.stop, skip_special_tokens=params.skip_special_tokens
         )
@@ -139,18 +182,36 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Run one forward pass over the scheduled batch; report what each sampling request produced."""
         plan = self.scheduler.schedule()
+        self.last_step_tokens: dict[str, int] = {}  # tokens computed per request, prefill counted
         if plan.is_empty:
-            if self.scheduler.has_unfinished:  # add() clamps every request to fit, so this is a bug
+            # add() clamps every request to fit the pool, so only blocks held by sequences
+            # suspended in KEEP mode can stop the queue; their owner must resume or move them.
+            held = any(seq.block_table for seq in self.scheduler.suspended.values())
+            if self.scheduler.has_unfinished and not held:
                 raise RuntimeError(f"engine stalled with live sequences: {self.scheduler.waiting}")
             return []
+        for seq in plan.swapped_in:
+            self.runner.swap_in(seq.block_table, seq.swapped_kv)
+            seq.swapped_kv = None
+        self.last_step_tokens = {item.seq.seq_id: item.num_new_tokens for item in plan.scheduled}
+        start = time.perf_counter()
         sampled = iter(self.runner.execute(plan.scheduled))
+        self._measure_prefill(plan, time.perf_counter() - start)
         outputs = []
         for item in plan.scheduled:
             samples = item.samples  # read before the counter moves
             item.seq.num_computed_tokens += item.num_new_tokens
+            self.block_manager.register_computed_blocks(item.seq)
             if samples:
                 outputs.append(self._postprocess(self.requests[item.seq.seq_id], next(sampled)))
         return outputs
+
+    def _measure_prefill(self, plan: SchedulerOutput, seconds: float) -> None:
+        prefill_tokens = sum(s.num_new_tokens for s in plan.scheduled if s.num_new_tokens > 1)
+        if prefill_tokens >= 64 and seconds > 0:
+            self.prefill_tokens_per_second = 0.7 * self.prefill_tokens_per_second + 0.3 * (
+                plan.num_batched_tokens / seconds
+            )
 
     def abort(self, request_id: str) -> None:
         """Drop a live request at once; every KV block it held is returned."""
@@ -162,6 +223,100 @@ class LLMEngine:
         self.scheduler.remove(request.seq)
         request.seq.status = SequenceStatus.FINISHED
         request.seq.finish_reason = FinishReason.ABORT
+
+    def suspend(self, request_id: str, mode: SuspendMode | str = SuspendMode.SWAP) -> SuspendReport:
+        """Set a live request aside until `resume`; it keeps its place exactly (same tokens, same
+        sampler state). `mode` says where its KV waits: host memory, the pool, or nowhere."""
+        seq = self._live(request_id).seq
+        mode = _suspend_mode(mode)
+        if seq.status is SequenceStatus.SUSPENDED:
+            raise InvalidRequestError(f"request {request_id!r} is already suspended; resume it first")
+        start = time.perf_counter()
+        self.scheduler.detach(seq)
+        num_tokens, num_blocks, moved = seq.num_computed_tokens, 0, 0
+        if seq.swapped_kv is not None:  # resumed but never re-admitted: its KV is still on the host
+            mode = SuspendMode.SWAP
+        elif mode is SuspendMode.SWAP and seq.block_table:
+            seq.swapped_kv = self.runner.swap_out(seq.block_table, num_tokens)
+            num_blocks, moved = len(seq.block_table), seq.swapped_kv.numel() * seq.swapped_kv.element_size()
+            self.block_manager.free(seq)
+            seq.num_computed_tokens = num_tokens  # the tokens are computed; their KV is on the host
+        elif mode is SuspendMode.RECOMPUTE:
+            num_blocks = len(seq.block_table)
+            self.block_manager.free(seq)
+        seq.status, seq.suspend_mode = SequenceStatus.SUSPENDED, mode
+        self.scheduler.suspended[request_id] = seq
+        seconds = time.perf_counter() - start
+        if moved and seconds > 0:
+            self.copy_bytes_per_second = 0.5 * self.copy_bytes_per_second + 0.5 * moved / seconds
+        return SuspendReport(request_id, mode, num_tokens, num_blocks, moved, seconds)
+
+    def resume(self, request_id: str) -> SuspendReport:
+        """Make a suspended request runnable again, where it stopped. A host copy is brought back
+        at once if blocks are free, else when the scheduler admits it (`pending`)."""
+        seq = self._live(request_id).seq
+        if seq.status is not SequenceStatus.SUSPENDED:
+            raise InvalidRequestError(f"request {request_id!r} is not suspended")
+        start = time.perf_counter()
+        mode = seq.suspend_mode or SuspendMode.RECOMPUTE
+        self.scheduler.suspended.pop(request_id)
+        seq.suspend_mode = None
+        num_blocks = moved = 0
+        pending = False
+        if mode is SuspendMode.KEEP:
+            seq.status = SequenceStatus.RUNNING
+            self.scheduler.running.append(seq)
+        elif seq.swapped_kv is not None and self.block_manager.can_allocate(seq, 0):
+            self.block_manager.allocate(seq, 0)
+            self.runner.swap_in(seq.block_table, seq.swapped_kv)
+            num_blocks, moved = len(seq.block_table), seq.swapped_kv.numel() * seq.swapped_kv.element_size()
+            seq.swapped_kv = None
+            seq.status = SequenceStatus.RUNNING
+            self.scheduler.running.append(seq)
+        else:
+            pending = seq.swapped_kv is not None
+            seq.status = SequenceStatus.WAITING
+            self.scheduler.waiting.appendleft(seq)  # it had its turn; it goes first
+        return SuspendReport(
+            request_id, mode, seq.num_computed_tokens, num_blocks, moved, time.perf_counter() - start, pending
+        )
+
+    def suspend_costs(self, request_id: str) -> dict[SuspendMode, SuspendCost]:
+        """What suspending this request would cost in each mode, from measured rates."""
+        seq = self._live(request_id).seq
+        per_token = self.loaded.config.kv_bytes_per_token(self.runner.kv_cache.element_size())
+        return estimate_costs(
+            seq.num_computed_tokens,
+            len(seq.block_table),
+            per_token,
+            per_token * self.config.block_size,
+            self.copy_bytes_per_second,
+            self.prefill_tokens_per_second,
+        )
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_suspended=len(self.scheduler.suspended),
+            num_blocks=bm.num_blocks,
+            num_free_blocks=bm.num_free_blocks,
+            num_cached_blocks=bm.num_cached_blocks,
+            block_size=bm.block_size,
+            kv_cache_bytes=self.runner.kv_cache_bytes,
+            prefix_cache_queries=bm.num_prefix_queries,
+            prefix_cache_hits=bm.num_prefix_hits,
+            prefill_tokens_per_second=self.prefill_tokens_per_second,
+        )
+
+    def _live(self, request_id: str) -> _Request:
+        request = self.requests.get(request_id)
+        if request is None:
+            raise RequestNotFoundError(
+                f"no live request {request_id!r}; it finished, was aborted, or never existed"
+            )
+        return request
 
     def _postprocess(self, request: _Request, token_id: int) -> RequestOutput:
         seq, detok = request.seq, request.detokenizer
@@ -191,6 +346,7 @@ class LLMEngine:
             finish_reason=seq.finish_reason.value if seq.finish_reason else None,
             num_prompt_tokens=seq.num_prompt_tokens,
             num_output_tokens=seq.num_output_tokens,
+            num_cached_tokens=seq.num_cached_tokens,
         )
 
     # ---- conveniences for callers that own the engine alone (CLI, tests, benchmarks) ---------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from llmasos.config import EngineConfig
@@ -16,6 +17,7 @@ from llmasos.engine.sampling import Sampler
 from llmasos.engine.scheduler import ScheduledSequence
 from llmasos.model.attention import AttentionMetadata
 from llmasos.model.loader import LoadedModel
+from llmasos.model.quant import resolve_weight_format
 
 logger = logging.getLogger(__name__)
 
@@ -24,10 +26,23 @@ class ModelRunner:
     """Runs one model over a paged KV cache sized from the engine config's byte budget."""
 
     def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
-        self.model = loaded.model
         self.model_config = loaded.config
-        param = next(self.model.parameters())
+        param = next(loaded.model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        # An explicit dtype asks for dense weights in it (exact against references); "auto" lets
+        # the weight format pick the fastest path for the device.
+        weight_format = config.weight_format
+        if weight_format == "auto" and config.dtype != "auto":
+            weight_format = "native"
+        self.weight_format = resolve_weight_format(weight_format, self.device)
+        dense_same = self.weight_format in ("native", str(self.dtype).removeprefix("torch."))
+        # A converted copy: `loaded.model` keeps its float weights for other engines that share it.
+        self.model = loaded.model if dense_same else loaded.model.quantize(self.weight_format)
+        logger.info(
+            "weights: %s, %.0f MB read per decode token",
+            self.weight_format,
+            self.model.weight_bytes_per_token() / 1e6,
+        )
         self.block_size = config.block_size
         bytes_per_block = config.block_size * self.model_config.kv_bytes_per_token(param.element_size())
         self.num_blocks = max(1, config.kv_cache_bytes // bytes_per_block)
@@ -54,6 +69,31 @@ class ModelRunner:
     def kv_cache_bytes(self) -> int:
         return self.kv_cache.numel() * self.kv_cache.element_size()
 
+    def _slots(self, block_table: list[int], num_tokens: int) -> torch.Tensor:
+        """Flat cache slots of a sequence's first `num_tokens` tokens."""
+        blocks = torch.tensor(block_table, dtype=torch.long, device=self.device)
+        slots = blocks.unsqueeze(-1) * self.block_size + torch.arange(self.block_size, device=self.device)
+        return slots.flatten()[:num_tokens]
+
+    @torch.no_grad()
+    def swap_out(self, block_table: list[int], num_tokens: int) -> torch.Tensor:
+        """Copy a sequence's keys and values to host memory, (layers, 2, tokens, kv_heads, head_dim).
+
+        Pinned on CUDA so the copy back is a fast DMA; on a CPU-only box it is an ordinary copy
+        that lets the pool's blocks go to other sequences."""
+        kv = self.kv_cache[:, :, self._slots(block_table, num_tokens)]
+        if self.device.type == "cuda":
+            host = torch.empty(kv.shape, dtype=kv.dtype, pin_memory=True)
+            host.copy_(kv)
+            return host
+        return kv  # advanced indexing already made a private copy
+
+    @torch.no_grad()
+    def swap_in(self, block_table: list[int], host_kv: torch.Tensor) -> None:
+        """Copy keys and values saved by `swap_out` into a sequence's (new) blocks."""
+        slots = self._slots(block_table, host_kv.shape[2])
+        self.kv_cache[:, :, slots] = host_kv.to(self.device, non_blocking=True)
+
     @torch.no_grad()
     def execute(self, batch: list[ScheduledSequence]) -> list[int]:
         """Run one step; return the sampled token of each sequence whose `samples` is true, in order."""
@@ -63,11 +103,19 @@ class ModelRunner:
         if not sampling:
             return []
         logits = self.model.compute_logits(hidden[sample_index])
-        return self.sampler(logits, [s.seq.sampling for s in sampling], [s.seq.token_ids for s in sampling])
+        seqs = [s.seq for s in sampling]
+        outputs = (
+            [q.output_token_ids for q in seqs] if any(q.params.logits_processors for q in seqs) else None
+        )
+        return self.sampler(logits, [q.sampling for q in seqs], [q.token_ids for q in seqs], outputs)
 
     def _prepare(
         self, batch: list[ScheduledSequence]
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor]:
+        """Packed inputs and attention metadata of one step, built on the host with numpy.
+
+        Every index tensor is made once here and moved with one `.to(device)`; layers only read
+        them. Decode steps (one new token per sequence) get the short metadata of the fast path."""
         bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
@@ -84,39 +132,57 @@ class ModelRunner:
             if item.samples:
                 sample_index.append(len(input_ids) - 1)
         num_seqs, max_q, max_kv = len(batch), max(query_lens), max(context_lens)
-
-        dev = self.device
-        pos = torch.tensor(positions, dtype=torch.long)
-        q_lens = torch.tensor(query_lens, dtype=torch.long)
-        ctx_lens = torch.tensor(context_lens, dtype=torch.long)
         max_blocks = -(-max_kv // bs)
-        tables = torch.zeros(num_seqs, max_blocks, dtype=torch.long)
+        tables = np.zeros((num_seqs, max_blocks), dtype=np.int64)
         for row, item in enumerate(batch):
             table = item.seq.block_table[:max_blocks]
-            tables[row, : len(table)] = torch.tensor(table, dtype=torch.long)
+            tables[row, : len(table)] = table
         # Flat cache slot of every context position of every sequence, (B, T_kv).
-        kv_slots = (tables.unsqueeze(-1) * bs + torch.arange(bs)).view(num_seqs, -1)[:, :max_kv]
+        kv_slots = (tables[:, :, None] * bs + np.arange(bs)).reshape(num_seqs, -1)[:, :max_kv]
+        pos = np.asarray(positions, dtype=np.int64)
+        q_lens = np.asarray(query_lens, dtype=np.int64)
+        ctx_lens = np.asarray(context_lens, dtype=np.int64)
         # Slot of each new token: its sequence's slot at its position.
-        seq_of_token = torch.repeat_interleave(torch.arange(num_seqs), q_lens)
-        slot_mapping = kv_slots[seq_of_token, pos]
-        # Padded (B, T_q) view of the packed tokens.
-        offsets = torch.cumsum(q_lens, 0) - q_lens
-        col = torch.arange(max_q)
-        query_valid = col.unsqueeze(0) < q_lens.unsqueeze(1)
-        query_index = torch.where(query_valid, offsets.unsqueeze(1) + col, 0)
-        # Absolute position of each padded query; padding repeats the last real one so no row is
-        # fully masked (a fully masked softmax row is NaN).
-        q_pos = (ctx_lens - q_lens).unsqueeze(1) + torch.minimum(col.unsqueeze(0), (q_lens - 1).unsqueeze(1))
-        k_pos = torch.arange(max_kv)
-        mask = (k_pos.view(1, 1, -1) <= q_pos.unsqueeze(-1)) & (
-            k_pos.view(1, 1, -1) < ctx_lens.view(-1, 1, 1)
-        )
-        meta = AttentionMetadata(
-            slot_mapping=slot_mapping.to(dev),
-            kv_slots=kv_slots.to(dev),
-            query_index=query_index.to(dev),
-            query_valid=query_valid.to(dev),
-            mask=mask.unsqueeze(1).to(dev),
-        )
+        slot_mapping = kv_slots[np.repeat(np.arange(num_seqs), q_lens), pos]
+
+        dev = self.device
+        if max_q == 1:
+            bias = None
+            if ctx_lens.min() < max_kv:  # padded keys of shorter sequences get -inf
+                padded = np.arange(max_kv)[None, :] >= ctx_lens[:, None]
+                bias = torch.from_numpy(np.where(padded, -np.inf, 0.0).astype(np.float32))
+                bias = bias.view(num_seqs, 1, 1, max_kv).to(dev, self.dtype)
+            meta = AttentionMetadata(
+                slot_mapping=torch.from_numpy(slot_mapping).to(dev),
+                kv_slots=torch.from_numpy(kv_slots).to(dev),
+                query_index=None,
+                query_valid=None,
+                mask=None,
+                decode=True,
+                decode_bias=bias,
+            )
+        else:
+            # Padded (B, T_q) view of the packed tokens.
+            offsets = np.cumsum(q_lens) - q_lens
+            col = np.arange(max_q)
+            query_valid = col[None, :] < q_lens[:, None]
+            query_index = np.where(query_valid, offsets[:, None] + col, 0)
+            # Absolute position of each padded query; padding repeats the last real one so no row
+            # is fully masked (a fully masked softmax row is NaN).
+            q_pos = (ctx_lens - q_lens)[:, None] + np.minimum(col[None, :], (q_lens - 1)[:, None])
+            k_pos = np.arange(max_kv)
+            mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (
+                k_pos[None, None, :] < ctx_lens[:, None, None]
+            )
+            out_index = np.flatnonzero(query_valid)  # row of each packed token in (B * T_q)
+            meta = AttentionMetadata(
+                slot_mapping=torch.from_numpy(slot_mapping).to(dev),
+                kv_slots=torch.from_numpy(kv_slots).to(dev),
+                query_index=torch.from_numpy(query_index).to(dev),
+                query_valid=torch.from_numpy(query_valid).to(dev),
+                mask=torch.from_numpy(mask[:, None]).to(dev),
+                out_index=torch.from_numpy(out_index).to(dev),
+            )
         ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
-        return ids, pos.to(dev), meta, torch.tensor(sample_index, dtype=torch.long, device=dev)
+        positions_t = torch.from_numpy(pos).to(dev)
+        return ids, positions_t, meta, torch.tensor(sample_index, dtype=torch.long, device=dev)

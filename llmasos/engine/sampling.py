@@ -7,12 +7,15 @@ request gives the same output whatever else shares its batch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass, field
 
 import torch
 
 from llmasos.errors import InvalidSamplingParamsError
+
+LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,9 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()  # in addition to the model's end-of-turn tokens
     ignore_eos: bool = False  # benchmarks generate exactly max_tokens
     skip_special_tokens: bool = True
+    # Called per step as fn(output_token_ids, logits_row) -> logits_row, before penalties and
+    # sampling: the hook for constrained decoding (JSON schemas, label sets) and custom biases.
+    logits_processors: tuple[LogitsProcessor, ...] = ()
 
     def __post_init__(self) -> None:
         def bad(message: str) -> None:
@@ -52,6 +58,11 @@ class SamplingParams:
             bad(f"stop must be a list of non-empty strings, got {self.stop!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
         object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids):
+            bad(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")
+        object.__setattr__(self, "logits_processors", tuple(self.logits_processors))
+        if not all(callable(f) for f in self.logits_processors):
+            bad("logits_processors must be callables fn(output_token_ids, logits) -> logits")
 
     @property
     def is_greedy(self) -> bool:
@@ -79,50 +90,70 @@ class SamplingState:
 
 
 class Sampler:
-    """Picks one token per row of a logits batch, honouring each row's own parameters."""
+    """Picks one token per row of a logits batch, honouring each row's own parameters.
+
+    Penalties, temperature, top-k and top-p run as whole-batch tensor ops; only the final draw is
+    per row for seeded rows, since each has its own generator (which keeps a seeded request's
+    output independent of whatever else shares its batch).
+    """
 
     def __call__(
         self,
         logits: torch.Tensor,  # (B, vocab) float32
         states: SequenceABC[SamplingState],
-        context_ids: SequenceABC[SequenceABC[int]],  # tokens seen so far, for the repetition penalty
+        context_ids: SequenceABC[SequenceABC[int]],  # tokens seen so far: prompt + output
+        output_ids: SequenceABC[SequenceABC[int]] | None = None,  # for logits processors
     ) -> list[int]:
         logits = logits.float().clone()
-        self._apply_repetition_penalty(logits, states, context_ids)
+        params = [s.params for s in states]
+        for row, p in enumerate(params):
+            for processor in p.logits_processors:
+                logits[row] = processor(list(output_ids[row] if output_ids else ()), logits[row])
+        if any(p.repetition_penalty != 1.0 for p in params):
+            self._apply_repetition_penalty(logits, params, context_ids)
         greedy = logits.argmax(dim=-1)
-        if all(s.params.is_greedy for s in states):
+        if all(p.is_greedy for p in params):
             return greedy.tolist()
+        probs = self._probabilities(logits, params)
         tokens = greedy.tolist()
+        unseeded = [r for r, s in enumerate(states) if not s.params.is_greedy and s.generator is None]
+        if unseeded:
+            draws = torch.multinomial(probs[unseeded], 1).squeeze(1).tolist()
+            for row, token in zip(unseeded, draws, strict=True):
+                tokens[row] = token
         for row, state in enumerate(states):
-            if not state.params.is_greedy:
-                tokens[row] = self._sample_row(logits[row], state)
+            if not state.params.is_greedy and state.generator is not None:
+                tokens[row] = int(torch.multinomial(probs[row], 1, generator=state.generator).item())
         return tokens
 
     @staticmethod
     def _apply_repetition_penalty(
-        logits: torch.Tensor, states: SequenceABC[SamplingState], context_ids: SequenceABC[SequenceABC[int]]
+        logits: torch.Tensor, params: SequenceABC[SamplingParams], context_ids: SequenceABC[SequenceABC[int]]
     ) -> None:
         # CTRL-style, as transformers does it: divide positive logits, multiply negative ones.
-        for row, state in enumerate(states):
-            penalty = state.params.repetition_penalty
-            if penalty == 1.0 or not context_ids[row]:
-                continue
-            ids = torch.tensor(sorted(set(context_ids[row])), device=logits.device)
-            seen = logits[row, ids]
-            logits[row, ids] = torch.where(seen > 0, seen / penalty, seen * penalty)
+        seen = torch.zeros_like(logits, dtype=torch.bool)
+        for row, ids in enumerate(context_ids):
+            if params[row].repetition_penalty != 1.0 and ids:
+                seen[row, torch.tensor(ids, device=logits.device)] = True
+        penalty = torch.tensor([p.repetition_penalty for p in params], device=logits.device).unsqueeze(1)
+        penalized = torch.where(logits > 0, logits / penalty, logits * penalty)
+        logits.copy_(torch.where(seen, penalized, logits))
 
     @staticmethod
-    def _sample_row(logits: torch.Tensor, state: SamplingState) -> int:
-        params = state.params
-        logits = logits / params.temperature
-        if params.top_k and params.top_k < logits.shape[-1]:
-            kth = torch.topk(logits, params.top_k).values[-1]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if params.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+    def _probabilities(logits: torch.Tensor, params: SequenceABC[SamplingParams]) -> torch.Tensor:
+        """Per-row temperature, then top-k and top-p masks, as one batch."""
+        device, vocab = logits.device, logits.shape[-1]
+        temperature = torch.tensor([p.temperature or 1.0 for p in params], device=device).unsqueeze(1)
+        logits = logits / temperature
+        top_k = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
+        top_p = [p.top_p for p in params]
+        if min(top_k) < vocab or min(top_p) < 1.0:
+            sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+            rank = torch.arange(vocab, device=device).unsqueeze(0)
+            drop = rank >= torch.tensor(top_k, device=device).unsqueeze(1)
+            sorted_probs = sorted_logits.masked_fill(drop, float("-inf")).softmax(-1)
             # Drop a token when the tokens before it already reach top_p; the first always stays.
-            drop_sorted = (cumulative - sorted_logits.softmax(-1)) >= params.top_p
-            logits = logits.masked_fill(drop_sorted.scatter(0, order, drop_sorted), float("-inf"))
-        probs = logits.softmax(-1)
-        return int(torch.multinomial(probs, 1, generator=state.generator).item())
+            before = sorted_probs.cumsum(-1) - sorted_probs
+            drop |= before >= torch.tensor(top_p, device=device).unsqueeze(1)
+            logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+        return logits.softmax(-1)

@@ -3,7 +3,11 @@
 Every step packs, under a token budget, the decode token of each running sequence and chunks of
 prompts (chunked prefill), so a long prompt never stalls running streams for more than one chunk.
 Sequences join and leave between steps. When KV blocks run out, the newest running sequence is
-preempted: its blocks are freed and it is requeued at the front, to be recomputed later.
+preempted: its blocks are freed and it is requeued at the front, to be recomputed later (its own
+blocks usually survive in the prefix cache, so the recomputation is mostly a cache hit).
+
+A new sequence is admitted with the longest cached prefix of its prompt; a sequence resumed from
+host memory is admitted with fresh blocks that the engine fills from its host copy.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class SchedulerOutput:
 
     scheduled: list[ScheduledSequence] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    # Admitted with fresh blocks that must be filled from their host copy before the forward pass.
+    swapped_in: list[Sequence] = field(default_factory=list)
 
     @property
     def num_batched_tokens(self) -> int:
@@ -53,9 +59,11 @@ class Scheduler:
         self.max_num_batched_tokens = max_num_batched_tokens
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.suspended: dict[str, Sequence] = {}
 
     @property
     def has_unfinished(self) -> bool:
+        """Whether a step has work: suspended sequences wait for their owner, not for steps."""
         return bool(self.waiting or self.running)
 
     def add(self, seq: Sequence) -> None:
@@ -64,11 +72,17 @@ class Scheduler:
 
     def remove(self, seq: Sequence) -> None:
         """Take a sequence out (finished or aborted) and return its blocks."""
+        self.detach(seq)
+        self.block_manager.free(seq)
+        seq.swapped_kv = None
+
+    def detach(self, seq: Sequence) -> None:
+        """Take a sequence off every queue, leaving its blocks as they are."""
         if seq in self.running:
             self.running.remove(seq)
         elif seq in self.waiting:
             self.waiting.remove(seq)
-        self.block_manager.free(seq)
+        self.suspended.pop(seq.seq_id, None)
 
     def schedule(self) -> SchedulerOutput:
         out = SchedulerOutput()
@@ -88,16 +102,31 @@ class Scheduler:
         # Then admit waiting sequences in arrival order while budget, slots and blocks allow.
         while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
             seq = self.waiting[0]
-            num_new = min(seq.num_uncomputed_tokens, budget)
-            if not self.block_manager.can_allocate(seq, num_new):
+            num_new = self._admit(seq, budget)
+            if num_new is None:
                 break
             self.waiting.popleft()
-            self.block_manager.allocate(seq, num_new)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
+            if seq.swapped_kv is not None:
+                out.swapped_in.append(seq)
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
         return out
+
+    def _admit(self, seq: Sequence, budget: int) -> int | None:
+        """Give `seq` its blocks (a cached prefix first, if it is new) and return its tokens for
+        this step, or None if the pool is short."""
+        manager = self.block_manager
+        is_new = seq.swapped_kv is None and not seq.block_table
+        hits = manager.match_prefix(seq) if is_new else []
+        num_new = min(seq.num_uncomputed_tokens - len(hits) * manager.block_size, budget)
+        if manager.num_blocks_to_admit(seq, hits, num_new) > manager.num_free_blocks:
+            return None
+        if is_new:
+            manager.take_prefix(seq, hits)
+        manager.allocate(seq, num_new)
+        return num_new
 
     def _make_room(self, seq: Sequence, num_new: int, out: SchedulerOutput) -> bool:
         """Preempt the newest running sequences until `seq` fits; False if `seq` itself went."""

@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import time
 from enum import Enum, StrEnum
+from typing import Any
 
 from llmasos.engine.sampling import SamplingParams, SamplingState
 
 
 class SequenceStatus(Enum):
-    WAITING = "waiting"  # queued; its KV (if any was computed) has been dropped
+    WAITING = "waiting"  # queued for admission (new, preempted, or resumed and awaiting blocks)
     RUNNING = "running"  # holds KV blocks and is scheduled every step
+    SUSPENDED = "suspended"  # set aside by its owner; see SuspendMode for where its KV is
     FINISHED = "finished"
+
+
+class SuspendMode(StrEnum):
+    """Where a suspended sequence's keys and values wait. Each has a cost the engine reports."""
+
+    SWAP = "swap"  # copied to host memory, blocks freed; resume copies them back
+    KEEP = "keep"  # left resident in the KV pool, just not scheduled; resume is free
+    RECOMPUTE = "recompute"  # dropped; resume recomputes them (the prefix cache may help)
 
 
 class FinishReason(StrEnum):
@@ -29,6 +39,7 @@ class Sequence:
         prompt_token_ids: list[int],
         sampling: SamplingState,
         max_tokens: int,
+        cache_namespace: str = "default",
     ) -> None:
         self.seq_id = seq_id
         self.token_ids = list(prompt_token_ids)
@@ -41,6 +52,12 @@ class Sequence:
         self.finish_reason: FinishReason | None = None
         self.arrival_time = time.monotonic()
         self.num_preemptions = 0
+        # Prefix-cache partition: blocks are shared only between sequences of one namespace.
+        self.cache_namespace = cache_namespace
+        self.num_cached_tokens = 0  # prompt tokens served from the prefix cache at admission
+        self.block_hashes: list[bytes] = []  # chained hashes of this sequence's full, computed blocks
+        self.suspend_mode: SuspendMode | None = None
+        self.swapped_kv: Any = None  # host copy of the KV while suspended in SWAP mode
 
     @property
     def params(self) -> SamplingParams:

@@ -1,10 +1,18 @@
 """The Llama family (Llama 2/3, Mistral, SmolLM, Qwen2) as a pure torch module over a paged KV cache.
 
 Projections are fused as they are loaded: q/k/v into one `qkv_proj`, gate/up into one
-`gate_up_proj`, so a layer is two matmuls in, two out.
+`gate_up_proj`, so a layer is two matmuls in, two out. `quantize` swaps those linear layers (and
+the LM head) for another weight format after loading (see `quant.py`).
+
+Per-token work is kept to a fixed few ops per layer because batch-1 decode of a small model is
+as much Python/dispatch time as weight streaming: RoPE (with the 1/sqrt(head_dim) attention scale
+folded into q's table) rotates q and k in one call, tables are gathered once per step, and the
+linear layers may return bfloat16, which the residual adds promote back to the model's dtype.
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 from torch import nn
@@ -12,6 +20,7 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
+from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, make_linear
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -33,18 +42,18 @@ class LlamaDecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (N, hidden)
-        cos: torch.Tensor,  # (N, 1, head_dim)
-        sin: torch.Tensor,
+        cos: torch.Tensor,  # (N, n_heads + n_kv_heads, head_dim), q rows pre-scaled
+        sin: torch.Tensor,  # signed sin, same shape
         kv_cache: torch.Tensor,  # (2, num_slots, n_kv_heads, head_dim)
         meta: AttentionMetadata,
     ) -> torch.Tensor:
-        n = x.shape[0]
-        qkv = self.qkv_proj(self.attn_norm(x))
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q = apply_rope(q.view(n, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rope(k.view(n, self.num_kv_heads, self.head_dim), cos, sin)
-        v = v.view(n, self.num_kv_heads, self.head_dim)
-        x = x + self.o_proj(paged_attention(q, k, v, kv_cache[0], kv_cache[1], meta))
+        n, heads = x.shape[0], self.num_heads
+        qkv = self.qkv_proj(self.attn_norm(x)).to(kv_cache.dtype)  # no-op unless weights are int/bf16
+        qk_size = self.q_size + self.kv_size
+        qk = apply_rope(qkv[:, :qk_size].view(n, heads + self.num_kv_heads, self.head_dim), cos, sin)
+        v = qkv[:, qk_size:].view(n, self.num_kv_heads, self.head_dim)
+        attn = paged_attention(qk[:, :heads], qk[:, heads:], v, kv_cache[0], kv_cache[1], meta)
+        x = x + self.o_proj(attn)
         return x + self.down_proj(swiglu(self.gate_up_proj(self.ffn_norm(x))))
 
 
@@ -59,6 +68,8 @@ class LlamaModel(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
+        # The LM head in a non-default weight format (None: `lm_head` or the tied embedding, dense).
+        self.logits_proj: nn.Module | None = None
         inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
         self.set_rope_inv_freq(inv_freq)
 
@@ -67,6 +78,11 @@ class LlamaModel(nn.Module):
         cos, sin = rope_cos_sin(inv_freq, self.config.context_length)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
+        # Per-head factor of the tables: q heads carry attention's 1/sqrt(head_dim), k heads 1.
+        c = self.config
+        head_scale = torch.ones(c.num_heads + c.num_kv_heads, 1, device=cos.device)
+        head_scale[: c.num_heads] = c.head_dim**-0.5
+        self.register_buffer("rope_head_scale", head_scale, persistent=False)
 
     def forward(
         self,
@@ -76,13 +92,57 @@ class LlamaModel(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:  # (N, hidden)
         x = self.embed_tokens(input_ids)
-        cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (N, 1, head_dim)
-        sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
+        dtype = kv_caches.dtype
+        cos = (self.rope_cos[positions].unsqueeze(1) * self.rope_head_scale).to(dtype)  # (N, heads, D)
+        sin = (self.rope_sin[positions].unsqueeze(1) * self.rope_head_scale).to(dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, cos, sin, kv_cache, meta)
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits (n, vocab) for the given hidden states."""
+        if self.logits_proj is not None:
+            return self.logits_proj(hidden).float()
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         return torch.nn.functional.linear(hidden, weight).float()
+
+    def quantize(self, weight_format: str, max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS) -> LlamaModel:
+        """A copy of this model whose linear layers and LM head hold `weight_format` (resolved).
+
+        The copy shares every tensor it does not convert (embedding, norms, RoPE tables), and this
+        model is left as it was, so one loaded model can serve engines of different formats."""
+        model = copy.copy(self)
+        model._modules = dict(self._modules)
+        model.layers = nn.ModuleList()
+        for layer in self.layers:
+            new = copy.copy(layer)
+            new._modules = dict(layer._modules)
+            for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
+                old = getattr(layer, name)
+                setattr(
+                    new,
+                    name,
+                    make_linear(old.weight, old.bias, weight_format, max_quant_tokens=max_quant_tokens),
+                )
+            model.layers.append(new)
+        # The LM head sees one row per sampled sequence (at most max_num_seqs), so it always runs
+        # the int kernel: no dense copy, and a sequence's logits do not depend on its batch. The
+        # embedding lookup stays exact (one row per token): int8 rows there flipped SmolLM2's int4
+        # answer to "What is the capital of France?". int4 keeps an int8 head for the same reason
+        # (the file's own head is 8-bit); a 4-bit head would save 10 MB per token.
+        head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        head_format = "int8" if weight_format == "int4" else weight_format
+        model.logits_proj = make_linear(head, None, head_format, max_quant_tokens=1 << 30, keep_dense=False)
+        return model
+
+    def weight_bytes_per_token(self) -> int:
+        """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""
+        total = self.embed_tokens.weight[0].numel() * self.embed_tokens.weight.element_size()
+        for module in self.modules():
+            if hasattr(module, "bytes_per_token"):
+                total += module.bytes_per_token()
+            elif isinstance(module, (Linear, RMSNorm)):
+                total += sum(p.numel() * p.element_size() for p in module.parameters())
+        if self.logits_proj is None and self.lm_head is None:  # tied head, read whole
+            total += self.embed_tokens.weight.numel() * self.embed_tokens.weight.element_size()
+        return total

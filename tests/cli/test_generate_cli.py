@@ -196,14 +196,16 @@ def test_chat_replies_resets_and_exits(cli, tiny, reference) -> None:
 
 def test_chat_keeps_the_conversation_without_reset(cli, tiny, reference) -> None:
     code, out, err = cli(
-        "chat", "-m", tiny, "--max-tokens", "5", "--temperature", "0", stdin="Hello\nHi again\n"
+        "chat", "-m", tiny, "--max-tokens", "5", "--temperature", "0", "-v", stdin="Hello\nHi again\n"
     )
     assert code == 0, err
     first, _ = reference([user("Hello")], 5)
     history = [user("Hello"), {"role": "assistant", "content": first}, user("Hi again")]
-    second, _ = reference(history, 5)
-    assert second != reference([user("Hi again")], 5)[0]  # the history matters to the model
+    second, history_tokens = reference(history, 5)
     assert out == f">>> {first}\n>>> {second}\n>>> "
+    # The second turn's prompt is the whole conversation, not the last message alone.
+    prompt_sizes = [int(line.split()[0].strip("[")) for line in err.splitlines() if "prompt tokens" in line]
+    assert prompt_sizes[1] == history_tokens > reference([user("Hi again")], 5)[1]
 
 
 def test_chat_leaves_cleanly_at_end_of_input(cli, tiny) -> None:

@@ -10,7 +10,6 @@ import random
 
 import pytest
 
-from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine, RequestOutput
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
@@ -19,21 +18,9 @@ from llmasos.errors import (
     KVCacheCapacityError,
     RequestNotFoundError,
 )
+from tests.helpers.engines import engine_with, random_prompts
 
 VARIED = SamplingParams(max_tokens=16, temperature=0, repetition_penalty=1.3)
-
-
-def engine_with(loaded, num_blocks: int = 64, block_size: int = 4, **kwargs) -> LLMEngine:
-    bytes_per_block = block_size * loaded.config.kv_bytes_per_token(4)
-    config = EngineConfig(block_size=block_size, kv_cache_bytes=num_blocks * bytes_per_block, **kwargs)
-    engine = LLMEngine(loaded, config)
-    assert engine.block_manager.num_blocks == num_blocks
-    return engine
-
-
-def random_prompts(lengths: list[int], seed: int = 0, vocab: int = 409) -> list[list[int]]:
-    rng = random.Random(seed)
-    return [[rng.randrange(3, vocab) for _ in range(n)] for n in lengths]
 
 
 def run_all(engine: LLMEngine, prompts, params: SamplingParams) -> tuple[list[list[int]], list]:

@@ -213,7 +213,7 @@ def test_seeded_row_does_not_depend_on_the_rest_of_the_batch() -> None:
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits() -> None:
     logits = torch.tensor([[2.0, -2.0, 1.0, -1.0, 0.5]])
-    Sampler._apply_repetition_penalty(logits, [state(repetition_penalty=2.0)], [[0, 1, 1]])
+    Sampler._apply_repetition_penalty(logits, [state(repetition_penalty=2.0).params], [[0, 1, 1]])
     assert logits.tolist() == [[1.0, -4.0, 1.0, -1.0, 0.5]]
 
 

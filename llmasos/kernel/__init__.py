@@ -1,0 +1,1 @@
+"""The kernel: the process table, scheduling policies, context switches, model residency, system calls."""

@@ -1,0 +1,207 @@
+"""Weighted fair share across apps by virtual time, alone or under priority classes (the default).
+
+Every app has a virtual time: the tokens the engine computed for it (prefill and decode, as charged
+after each step) divided by its weight. Slots go, one at a time, to the app with the smallest virtual
+time, so over any saturated window each app's tokens approach its weight's share of the total.
+Within one step, granting a slot advances the app's *projected* virtual time by one token (the cost
+of a decode step), so the slots of a single step are already split in proportion to weight; an app
+with fewer runnable processes than its share simply runs out of candidates and the rest of the slots
+go to the others (weighted max-min, work-conserving). Prefill chunks make the real charge larger than
+the projection; the app's virtual time then runs ahead and it gets fewer slots until the others catch
+up, which is why charges, not slot counts, decide the long-run share.
+
+Context switches cost real time (the engine saves or drops a generation's KV state and later restores
+or recomputes it), so a running process keeps its slot until its app is more than `switch_tokens`
+virtual tokens ahead of the app that would replace it. The oscillation this allows is bounded by
+`switch_tokens` per app and does not bias the long-run share.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Callable
+
+from llmasos.errors import InvalidRequestError
+from llmasos.kernel.policies.base import Aging, Policy, is_running, validate_positive
+from llmasos.kernel.process import Process
+
+
+class VirtualClock:
+    """Per-app virtual time, and who is active (has a live process) as of the last look."""
+
+    def __init__(self) -> None:
+        self._vtime: dict[str, float] = {}
+        self._active: frozenset[str] = frozenset()
+        # The smallest virtual time among active apps, never decreasing: where an app starts when no
+        # app it could be compared with is active.
+        self._floor = 0.0
+
+    def vtime(self, app: str) -> float:
+        return self._vtime.get(app, self._floor)
+
+    def observe(self, active: set[str]) -> None:
+        """Start newly active apps at the minimum virtual time of the apps that stayed active.
+
+        An app that was idle must not come back with credit hoarded while idle (an old, low virtual
+        time would let it take every slot until it caught up), and one that left while ahead must not
+        come back cleaner than it left; hence max(own, floor).
+        """
+        stayed = self._active & active
+        if stayed:
+            self._floor = max(self._floor, min(self._vtime[app] for app in stayed))
+        for app in active - self._active:
+            self._vtime[app] = max(self._vtime.get(app, self._floor), self._floor)
+        self._active = frozenset(active)
+
+    def charge(self, app: str, tokens: int, weight: float) -> None:
+        self._vtime[app] = self.vtime(app) + tokens / weight
+
+
+Admit = Callable[[Process], bool]
+
+
+def allocate_fair(
+    candidates: list[Process],
+    slots: int,
+    clock: VirtualClock,
+    projected: dict[str, float],
+    switch_tokens: float,
+    admit: Admit | None = None,
+) -> list[Process]:
+    """Grant up to `slots` of `candidates`, one slot at a time, to the app with the least virtual time.
+
+    `projected` carries each app's virtual time plus the slots already granted this step (it is shared
+    between calls for the classes of one step). A candidate that `admit` refuses is skipped at no cost
+    to its app. Within an app, running processes come first (no switch for nothing), then arrival order.
+    """
+    queues: dict[str, list[Process]] = defaultdict(list)
+    for process in sorted(candidates, key=_within_app_key):
+        queues[process.app].append(process)
+
+    def entry(app: str, index: int) -> tuple[float, str, int]:
+        process = queues[app][index]
+        key = projected.get(app, clock.vtime(app)) - (switch_tokens if is_running(process) else 0.0)
+        return (key, app, index)  # the app name breaks ties, so input order never matters
+
+    heap = [entry(app, 0) for app in queues]
+    heapq.heapify(heap)
+    chosen: list[Process] = []
+    while heap and len(chosen) < slots:
+        _, app, index = heapq.heappop(heap)
+        process = queues[app][index]
+        if admit is None or admit(process):
+            chosen.append(process)
+            projected[app] = projected.get(app, clock.vtime(app)) + 1.0 / process.weight
+        if index + 1 < len(queues[app]):
+            heapq.heappush(heap, entry(app, index + 1))
+    return chosen
+
+
+def _within_app_key(process: Process) -> tuple[bool, float, int]:
+    return (not is_running(process), process.created_at, process.pid)
+
+
+def _validate_switch_tokens(switch_tokens: float) -> None:
+    if not switch_tokens >= 0:
+        raise InvalidRequestError(f"scheduling option switch_tokens must be >= 0, got {switch_tokens!r}")
+
+
+class FairSharePolicy(Policy):
+    """Weighted fair share across apps by virtual time on computed tokens (see the module docstring)."""
+
+    name = "fair_share"
+
+    def __init__(self, switch_tokens: float = 32.0) -> None:
+        _validate_switch_tokens(switch_tokens)
+        self.switch_tokens = switch_tokens
+        self.clock = VirtualClock()
+
+    def _observe(self, live: list[Process]) -> None:
+        self.clock.observe({p.app for p in live})
+
+    def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
+        return allocate_fair(live, slots, self.clock, {}, self.switch_tokens)
+
+    def _charge(self, process: Process, tokens: int, now: float) -> None:
+        self.clock.charge(process.app, tokens, process.weight)
+
+
+class _BackgroundCap:
+    """Admits latency-sensitive processes always, and at most `limit` others (None: no limit)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+
+    def admit(self, process: Process) -> bool:
+        if process.priority.is_latency_sensitive or self.left is None:
+            return True
+        if self.left == 0:
+            return False
+        self.left -= 1
+        return True
+
+
+class ClassedFairSharePolicy(FairSharePolicy):
+    """The default: priority classes on top (with aging), weighted fair share inside each class.
+
+    Classes are served strictly, most urgent first, each by fair share among its apps (one virtual
+    time per app across classes). Aging (see `Aging`) moves a waiting process up one class per
+    `aging_seconds` waited when its class got no slot at all, so nothing starves, while an app that
+    floods the queue gains nothing by it: its class is served, and its app gets its share of that.
+
+    Latency guard: while any realtime or interactive process is live, processes of lower base classes
+    get at most `background_slots_under_latency` slots, even if slots stay empty. Decoding is
+    memory-bound, so a step costs roughly the weights read once plus every sequence's KV cache read and
+    every newcomer's prefill chunk: the step grows with the batch, and each token of the urgent process
+    waits for the whole step. Capping background work keeps the urgent process's time to first token
+    and decode rate near what it gets on an idle engine, at the cost of background throughput while
+    urgent work is live. The cap counts base classes, so aging reorders background work (aged first)
+    but never lifts the cap; the cap must be at least 1 so aged work still runs (None: no guard).
+    """
+
+    name = "classed_fair_share"
+
+    def __init__(
+        self,
+        aging_seconds: float | None = 20.0,
+        switch_tokens: float = 32.0,
+        background_slots_under_latency: int | None = 4,
+    ) -> None:
+        super().__init__(switch_tokens)
+        validate_positive("background_slots_under_latency", background_slots_under_latency, allow_none=True)
+        self.aging = Aging(aging_seconds)
+        self.background_slots_under_latency = background_slots_under_latency
+
+    def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
+        def base_class(process: Process) -> int:
+            return int(process.priority)
+
+        chosen = self._by_class(live, slots, base_class)
+        served = {p.priority for p in chosen}
+        if not self.aging.enabled or all(p.priority in served for p in live):
+            return chosen  # no class was left out, so none is starving
+
+        def aged_class(process: Process) -> int:
+            if process.priority in served:
+                return int(process.priority)
+            return self.aging.effective_class(process, now)
+
+        return self._by_class(live, slots, aged_class)
+
+    def _by_class(self, live: list[Process], slots: int, class_of: Callable[[Process], int]) -> list[Process]:
+        """Classes strictly in order, fair share inside each, background capped while urgent work is live."""
+        by_class: dict[int, list[Process]] = defaultdict(list)
+        for process in live:
+            by_class[class_of(process)].append(process)
+        urgent_live = any(p.priority.is_latency_sensitive for p in live)
+        cap = _BackgroundCap(self.background_slots_under_latency if urgent_live else None)
+        projected: dict[str, float] = {}
+        chosen: list[Process] = []
+        for effective_class in sorted(by_class):
+            room = slots - len(chosen)
+            if room == 0:
+                break
+            group = by_class[effective_class]
+            chosen += allocate_fair(group, room, self.clock, projected, self.switch_tokens, cap.admit)
+        return chosen

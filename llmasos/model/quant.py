@@ -1,0 +1,182 @@
+"""Weight formats: dense float32/bfloat16, and weight-only int8 / int4 linear layers.
+
+Batch-1 decode reads every weight once per token, so its speed is memory bandwidth ÷ bytes of
+weights: int8 halves fp32's bytes twice over, int4 (group-32 scale + zero) eight times less 4.5x.
+The int kernels are torch's CPU weight-only ops, which take bfloat16 activations (with float32
+activations `_weight_int8pack_mm` is ~10x slower) and return bfloat16.
+
+Those kernels win only while the step is memory-bound: at a few hundred tokens a dense fp32 GEMM
+is 2-4x faster on an AVX2 CPU (measured; bf16 GEMMs are emulated there and slower still). So each
+quantized layer also keeps the *dequantized* weights in float32 for steps of more than
+`max_quant_tokens` tokens (4 bytes/param more memory, in exchange for unchanged prefill and batch
+speed). Both paths compute with the same quantized weights and round activations in and out to
+bfloat16, so a sequence's result does not depend on what else shares its batch beyond float
+rounding order.
+
+Q4_1 GGUF blocks (32 weights, q*d + m) survive the round trip: re-quantizing a dequantized block
+with its own min/max gives back the same q, d and m, so int4 is lossless w.r.t. the file up to
+the bfloat16 rounding of d and m.
+
+The int ops are CPU-only (CUDA's int4 op wants another packing); on other devices the int formats
+fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHT_FORMATS = ("auto", "float32", "bfloat16", "int8", "int4")
+INT4_GROUP = 32
+# Steps with more tokens than this take the dense float32 path. Measured on the AVX2 CPU (30 distinct
+# weights of each layer shape, so they stream from memory): int kernels win at 1 token (1.3-2.7x),
+# tie at 8, and lose at 16 (fp32 1.2-1.3x faster) and 32 (1.6-1.9x).
+DEFAULT_MAX_QUANT_TOKENS = 8
+
+
+def resolve_weight_format(weight_format: str, device: torch.device) -> str:
+    """The concrete format for `auto`: int4 on CPU, the model's own dtype elsewhere.
+
+    On the AVX2 CPU measured (2 threads, SmolLM2-135M) batch-1 decode was fp32 12 -> int8 ~60 ->
+    int4 ~70 tok/s: int4 reads the fewest bytes and its kernel is as fast per byte as int8's,
+    while prefill and batch-32 take the same dense path whatever the format. Its greedy text
+    matched fp32's for as many tokens as int8's did on the Q4_1 file, since int4 reproduces the
+    file's own 4-bit weights. On CUDA the int ops are not wired up, so "auto" keeps dense weights.
+    """
+    if weight_format not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight_format {weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}")
+    if weight_format == "auto":
+        return "int4" if device.type == "cpu" else "native"
+    return weight_format
+
+
+class DenseLinear(nn.Module):
+    """y = x Wᵀ + b with W in a chosen dtype; x is cast to it (bfloat16 weights on CUDA, say)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.to(self.weight.dtype), self.weight, self.bias)
+
+    def bytes_per_token(self) -> int:
+        return _nbytes(self.weight, self.bias)
+
+
+class _QuantLinear(nn.Module):
+    """Shared by the int formats: small steps run the int kernel, large ones the dequantized copy."""
+
+    def __init__(self, dense: torch.Tensor | None, bias: torch.Tensor | None, max_quant_tokens: int) -> None:
+        super().__init__()
+        # Dequantized weights for large steps; None: always use the int kernel (the LM head, whose
+        # rows are at most one per sampled sequence).
+        self.dense = dense
+        self.bias = bias
+        self.max_quant_tokens = max_quant_tokens
+
+    def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, in) -> (n, out) bfloat16
+        xb = x.to(torch.bfloat16)
+        if self.dense is None or x.shape[0] <= self.max_quant_tokens:
+            y = self._int_mm(xb)
+        else:
+            y = F.linear(xb.float(), self.dense).to(torch.bfloat16)
+        return y if self.bias is None else y + self.bias
+
+    def quant_bytes(self) -> int:
+        raise NotImplementedError
+
+    def bytes_per_token(self) -> int:
+        """Bytes a one-token step reads: the int weights and their scales (not the dense copy)."""
+        return self.quant_bytes() + _nbytes(self.bias)
+
+
+class Int8Linear(_QuantLinear):
+    """Per-output-channel symmetric int8: W ≈ q * s, q in [-127, 127]."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, max_quant_tokens: int, keep_dense: bool = True
+    ) -> None:
+        w = weight.float()
+        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+        scales = scales.to(torch.bfloat16)  # the kernel wants scales in the activation dtype
+        dense = q.float() * scales.float()[:, None] if keep_dense else None
+        super().__init__(dense, _bf16(bias), max_quant_tokens)
+        self.qweight, self.scales = q.contiguous(), scales
+
+    def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
+
+    def quant_bytes(self) -> int:
+        return _nbytes(self.qweight, self.scales)
+
+
+class Int4Linear(_QuantLinear):
+    """Asymmetric 4-bit in groups of 32 along the input: W ≈ (q - 8) * scale + zero, q in [0, 15]."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, max_quant_tokens: int, keep_dense: bool = True
+    ) -> None:
+        out_features, in_features = weight.shape
+        if in_features % INT4_GROUP:
+            raise ValueError(f"int4 needs in_features divisible by {INT4_GROUP}, got {in_features}")
+        groups = weight.float().view(out_features, in_features // INT4_GROUP, INT4_GROUP)
+        lo, hi = groups.amin(-1), groups.amax(-1)
+        scale = ((hi - lo) / 15).clamp(min=1e-12)
+        q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15)
+        # The kernel's zero point is the value of q = 8; bf16 scale/zero are what it reads.
+        scale_b, zero_b = scale.to(torch.bfloat16), (lo + 8 * scale).to(torch.bfloat16)
+        scales_and_zeros = torch.stack([scale_b.t(), zero_b.t()], dim=-1).contiguous()
+        dense = None
+        if keep_dense:
+            dense = ((q - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]).view_as(weight)
+        super().__init__(dense, _bf16(bias), max_quant_tokens)
+        q_int = q.view(out_features, in_features).to(torch.int32)
+        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q_int, 2)
+        self.scales_and_zeros = scales_and_zeros  # (in/32, out, 2) bf16
+        self.out_features, self.in_features = out_features, in_features
+
+    def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros)
+
+    def quant_bytes(self) -> int:
+        return _nbytes(self.packed, self.scales_and_zeros)
+
+
+def make_linear(
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    weight_format: str,
+    *,
+    max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+    keep_dense: bool = True,
+) -> nn.Module:
+    """A linear layer holding `weight` (out, in) in `weight_format` (already resolved, not "auto")."""
+    if weight_format == "native":
+        return DenseLinear(weight, bias)
+    if weight_format in ("float32", "bfloat16"):
+        dtype = getattr(torch, weight_format)
+        return DenseLinear(weight.to(dtype), None if bias is None else bias.to(dtype))
+    if weight.device.type != "cpu":  # see the module docstring: int ops are CPU-only here
+        kind = Int8Linear if weight_format == "int8" else Int4Linear
+        dense = kind(weight.cpu(), None, 0).dense
+        return DenseLinear(dense.to(weight.device, torch.bfloat16), bias)
+    if weight_format == "int4" and weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % 16 == 0:
+        return Int4Linear(weight, bias, max_quant_tokens, keep_dense)
+    if weight_format in ("int4", "int8"):  # int8 also serves shapes int4's packing cannot take
+        return Int8Linear(weight, bias, max_quant_tokens, keep_dense)
+    raise ValueError(f"unknown weight_format {weight_format!r}")
+
+
+def _bf16(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.to(torch.bfloat16)
+
+
+def _nbytes(*tensors: torch.Tensor | None) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors if t is not None)

@@ -1,0 +1,1 @@
+"""Apps (identities with priorities, quotas and capabilities), access checks, audit."""

@@ -1,0 +1,137 @@
+"""Apps: the identities that own processes, with a priority class, a weight, quotas and capabilities.
+
+Persisted in SQLite under $LLMASOS_HOME so they survive restarts. A capability is a pattern
+`KIND:NAME` (`model:smollm2-*`, `service:summarize`, `tool:*`) or `admin` (manage apps, see every
+process); `fnmatch` rules apply to the name.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from llmasos.config import llmasos_home
+from llmasos.errors import AppExistsError, AppNotFoundError, InvalidRequestError
+from llmasos.storage.db import Database
+
+#: Priority classes, most urgent first. The kernel maps them to its scheduling classes.
+PRIORITY_CLASSES = ("realtime", "interactive", "normal", "batch")
+CAPABILITY_KINDS = ("model", "service", "tool")
+DEFAULT_CAPABILITIES = ("model:*", "service:*", "tool:*")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class App:
+    """One app's identity and limits. Zero in a quota means unlimited."""
+
+    name: str
+    priority: str = "normal"
+    weight: float = 1.0  # share of the engine relative to other apps of its class
+    tokens_per_minute: int = 0  # prompt + generated tokens per rolling minute
+    max_concurrent: int = 16  # processes holding the engine at once
+    max_queued: int = 64  # processes waiting for the engine
+    capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
+    share_prefix_cache: bool = False  # opt in to sharing cached prompt prefixes with other apps
+    created_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise InvalidRequestError(
+                f"app name {self.name!r} is not valid: use 1-64 lowercase letters, digits, '.', '_' or '-'"
+            )
+        if self.priority not in PRIORITY_CLASSES:
+            raise InvalidRequestError(
+                f"priority {self.priority!r} is not a class; use one of {', '.join(PRIORITY_CLASSES)}"
+            )
+        if not isinstance(self.weight, int | float) or not 0 < self.weight <= 1000:
+            raise InvalidRequestError(f"weight must be a number in (0, 1000], got {self.weight!r}")
+        for quota in ("tokens_per_minute", "max_concurrent", "max_queued"):
+            value = getattr(self, quota)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidRequestError(f"{quota} must be an integer >= 0 (0 = unlimited), got {value!r}")
+        object.__setattr__(self, "capabilities", tuple(self.capabilities))
+        for cap in self.capabilities:
+            kind, _, name = cap.partition(":")
+            if cap != "admin" and (kind not in CAPABILITY_KINDS or not name):
+                raise InvalidRequestError(
+                    f"capability {cap!r} is not valid; use admin or KIND:NAME with KIND one of "
+                    f"{', '.join(CAPABILITY_KINDS)} (NAME may use * wildcards)"
+                )
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.capabilities
+
+    def allows(self, kind: str, name: str) -> bool:
+        """Whether this app may use the model/service/tool `name`."""
+        return self.is_admin or any(
+            cap.partition(":")[0] == kind and fnmatch.fnmatchcase(name, cap.partition(":")[2])
+            for cap in self.capabilities
+        )
+
+    @property
+    def cache_namespace(self) -> str:
+        """The prefix-cache partition of this app's processes."""
+        return "shared" if self.share_prefix_cache else f"app:{self.name}"
+
+
+def _create_apps_table(conn) -> None:
+    conn.execute(
+        """CREATE TABLE apps (
+            name TEXT PRIMARY KEY,
+            config TEXT NOT NULL,          -- the App's fields as JSON
+            created_at REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS = [_create_apps_table]
+
+
+class AppRegistry:
+    """Create, read, update and delete apps in `$LLMASOS_HOME/state.db`."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.db = Database(path or llmasos_home() / "state.db", MIGRATIONS)
+
+    def create(self, app: App) -> App:
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM apps WHERE name = ?", (app.name,)).fetchone():
+                raise AppExistsError(f"app {app.name!r} already exists; pick another name or remove it first")
+            conn.execute(
+                "INSERT INTO apps (name, config, created_at) VALUES (?, ?, ?)",
+                (app.name, json.dumps(asdict(app)), app.created_at),
+            )
+        return app
+
+    def get(self, name: str) -> App:
+        rows = self.db.execute("SELECT config FROM apps WHERE name = ?", (name,))
+        if not rows:
+            known = ", ".join(a.name for a in self.list()) or "none"
+            raise AppNotFoundError(
+                f"no app named {name!r} (apps: {known}); create it with `llmasos apps create`"
+            )
+        return _app_from_json(rows[0]["config"])
+
+    def list(self) -> list[App]:
+        return [_app_from_json(r["config"]) for r in self.db.execute("SELECT config FROM apps ORDER BY name")]
+
+    def update(self, name: str, **changes: object) -> App:
+        app = replace(self.get(name), **changes)
+        self.db.execute("UPDATE apps SET config = ? WHERE name = ?", (json.dumps(asdict(app)), name))
+        return app
+
+    def remove(self, name: str) -> None:
+        self.get(name)
+        self.db.execute("DELETE FROM apps WHERE name = ?", (name,))
+
+
+def _app_from_json(text: str) -> App:
+    fields = json.loads(text)
+    fields["capabilities"] = tuple(fields.get("capabilities", DEFAULT_CAPABILITIES))
+    return App(**fields)

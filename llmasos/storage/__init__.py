@@ -1,0 +1,1 @@
+"""State that must survive a restart, in SQLite under $LLMASOS_HOME."""

@@ -1,0 +1,69 @@
+"""SQLite databases under $LLMASOS_HOME: WAL mode, private file modes, named migrations.
+
+Each database is a file with an ordered list of migrations (functions that take a connection);
+`user_version` records how many have run, so opening an old file upgrades it in place.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+class Database:
+    """One SQLite file, safe to share between threads (one connection, one lock)."""
+
+    def __init__(self, path: Path, migrations: Sequence[Migration]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fresh = not self.path.exists()
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        if fresh:
+            os.chmod(self.path, 0o600)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        self._conn.execute("PRAGMA busy_timeout=5000")
+        self._migrate(migrations)
+
+    def _migrate(self, migrations: Sequence[Migration]) -> None:
+        with self._lock:
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            for index, migration in enumerate(migrations[version:], start=version + 1):
+                with self.transaction() as conn:
+                    migration(conn)
+                    conn.execute(f"PRAGMA user_version={index}")
+
+    def transaction(self) -> _Transaction:
+        """`with db.transaction() as conn:` runs its statements atomically."""
+        return _Transaction(self)
+
+    def execute(self, sql: str, params: Sequence | dict = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _Transaction:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db._lock.acquire()
+        self.db._conn.execute("BEGIN IMMEDIATE")
+        return self.db._conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.db._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.db._lock.release()

@@ -1,0 +1,123 @@
+"""A scripted engine with the real engine's interface, for kernel tests that need no model.
+
+Each step it computes prompts in chunks and one token per running request, in arrival order, up
+to `max_num_seqs` requests: enough to make scheduling observable and fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from llmasos.engine.engine import EngineStats, RequestOutput
+from llmasos.engine.sequence import SuspendMode
+from llmasos.engine.suspend import SuspendReport, estimate_costs
+from llmasos.errors import RequestNotFoundError
+
+
+class FakeTokenizer:
+    def encode(self, text: str) -> list[int]:
+        return [3 + ord(c) % 90 for c in text]
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        return self.encode("".join(m["content"] for m in messages) + "\n")
+
+
+@dataclass
+class FakeRequest:
+    prompt_left: int
+    max_tokens: int
+    out: list[int] = field(default_factory=list)
+    suspended: bool = False
+
+
+class FakeEngine:
+    def __init__(self, max_num_seqs: int = 4, prefill_chunk: int = 64, context_length: int = 4096) -> None:
+        self.config = SimpleNamespace(max_num_seqs=max_num_seqs)
+        self.prefill_chunk = prefill_chunk
+        self.context_length = context_length
+        self.tokenizer = FakeTokenizer()
+        self.requests: dict[str, FakeRequest] = {}
+        self.order: list[str] = []
+        self.last_step_tokens: dict[str, int] = {}
+        self.suspends: list[tuple[str, SuspendMode]] = []
+        self.num_blocks = 100
+
+    @property
+    def has_unfinished_requests(self) -> bool:
+        return any(not r.suspended for r in self.requests.values())
+
+    def add(self, request_id: str, prompt, params, *, cache_namespace: str = "default") -> None:
+        self.requests[request_id] = FakeRequest(len(prompt), params.max_tokens)
+        self.order.append(request_id)
+
+    def step(self) -> list[RequestOutput]:
+        self.last_step_tokens, outputs = {}, []
+        runnable = [r for r in self.order if not self.requests[r].suspended][: self.config.max_num_seqs]
+        for request_id in runnable:
+            request = self.requests[request_id]
+            if request.prompt_left:
+                chunk = min(request.prompt_left, self.prefill_chunk)
+                request.prompt_left -= chunk
+                self.last_step_tokens[request_id] = chunk
+                if request.prompt_left:
+                    continue
+            else:
+                self.last_step_tokens[request_id] = 1
+            token = 10 + len(request.out)
+            request.out.append(token)
+            finished = len(request.out) >= request.max_tokens
+            outputs.append(
+                RequestOutput(
+                    request_id,
+                    [token],
+                    f"t{token} ",
+                    finished,
+                    "length" if finished else None,
+                    0,
+                    len(request.out),
+                )
+            )
+            if finished:
+                self._remove(request_id)
+        return outputs
+
+    def abort(self, request_id: str) -> None:
+        if request_id not in self.requests:
+            raise RequestNotFoundError(request_id)
+        self._remove(request_id)
+
+    def suspend(self, request_id: str, mode=SuspendMode.SWAP) -> SuspendReport:
+        self.requests[request_id].suspended = True
+        self.suspends.append((request_id, SuspendMode(mode)))
+        return SuspendReport(request_id, SuspendMode(mode), 0, 0, 0, 0.0)
+
+    def resume(self, request_id: str) -> SuspendReport:
+        self.requests[request_id].suspended = False
+        # Resumed work goes to the back, as a process that lost its slot would.
+        self.order.remove(request_id)
+        self.order.append(request_id)
+        return SuspendReport(request_id, SuspendMode.SWAP, 0, 0, 0, 0.0)
+
+    def suspend_costs(self, request_id: str):
+        return estimate_costs(len(self.requests[request_id].out), 1, 1000, 16000, 5e9, 500.0)
+
+    def stats(self) -> EngineStats:
+        used = len(self.requests)
+        return EngineStats(
+            sum(not r.suspended for r in self.requests.values()),
+            0,
+            sum(r.suspended for r in self.requests.values()),
+            self.num_blocks,
+            self.num_blocks - used,
+            0,
+            16,
+            0,
+            0,
+            0,
+            500.0,
+        )
+
+    def _remove(self, request_id: str) -> None:
+        del self.requests[request_id]
+        self.order.remove(request_id)

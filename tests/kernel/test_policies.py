@@ -1,0 +1,380 @@
+"""Scheduling policies, driven by a fake engine on a fake clock (see sim.py); no torch, no timings.
+
+The fairness figures (shares, Jain's index) are printed with `pytest -s`; the assertions are the
+targets of issue 4: within ±5% of the weighted shares and a Jain index of at least 0.98.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmasos.errors import InvalidRequestError
+from llmasos.kernel.policies import (
+    POLICIES,
+    ClassedFairSharePolicy,
+    FairSharePolicy,
+    FifoPolicy,
+    Policy,
+    PriorityPolicy,
+    RoundRobinPolicy,
+    make_policy,
+)
+from llmasos.kernel.process import PriorityClass, Process, ProcessState
+from tests.kernel.sim import FakeEngineSim, make_process
+
+REALTIME, INTERACTIVE, BATCH = PriorityClass.REALTIME, PriorityClass.INTERACTIVE, PriorityClass.BATCH
+FAIR_POLICIES: list[Callable[[], Policy]] = [FairSharePolicy, ClassedFairSharePolicy]
+
+
+def jain_index(values: list[float]) -> float:
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def top_up(sim: FakeEngineSim, app: str, live: int, **job: object) -> None:
+    """Keep `app` at `live` live processes: a saturating, closed-loop client."""
+    for _ in range(live - len(sim.live(app))):
+        sim.submit(app, **job)
+
+
+def measure_shares(
+    sim: FakeEngineSim, clients: dict[str, dict], warmup: int, window: int
+) -> dict[str, float]:
+    """Tokens computed per app over `window` steps after `warmup`, as fractions of the total."""
+    for step in range(warmup + window):
+        if step == warmup:
+            start = dict(sim.tokens_by_app)
+        for app, client in clients.items():
+            top_up(sim, app, **client)
+        sim.step()
+    tokens = {app: sim.tokens_by_app[app] - start.get(app, 0) for app in clients}
+    return {app: n / sum(tokens.values()) for app, n in tokens.items()}
+
+
+# -- fair share -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make", FAIR_POLICIES, ids=["fair_share", "default"])
+def test_equal_weights_share_equally_when_one_app_floods(make: Callable[[], Policy]) -> None:
+    # The flooding app keeps ten times more processes live, and long prompts (prefill must count).
+    clients = {
+        "flood": {"live": 30, "prompt": 256, "output": 50},
+        "a": {"live": 3, "prompt": 16, "output": 200},
+        "b": {"live": 3, "prompt": 16, "output": 200},
+        "c": {"live": 3, "prompt": 0, "output": 120},
+    }
+    shares = measure_shares(FakeEngineSim(make(), slots=8), clients, warmup=300, window=3000)
+    jain = jain_index(list(shares.values()))
+    print(f"\n{make.__name__} equal weights: shares {shares}, Jain {jain:.5f}")
+    for app, share in shares.items():
+        assert share == pytest.approx(0.25, rel=0.05), app
+    assert jain >= 0.98
+
+
+@pytest.mark.parametrize("make", FAIR_POLICIES, ids=["fair_share", "default"])
+def test_weights_1_2_4_give_shares_1_2_4(make: Callable[[], Policy]) -> None:
+    clients = {f"w{w}": {"live": 8, "prompt": 64 * w, "output": 100, "weight": float(w)} for w in (1, 2, 4)}
+    shares = measure_shares(FakeEngineSim(make(), slots=8), clients, warmup=300, window=3000)
+    normalized = [shares[f"w{w}"] / w for w in (1, 2, 4)]
+    print(
+        f"\n{make.__name__} weights 1:2:4: shares {shares}, Jain(share/weight) {jain_index(normalized):.5f}"
+    )
+    for w in (1, 2, 4):
+        assert shares[f"w{w}"] == pytest.approx(w / 7, rel=0.05)
+
+
+def test_an_app_with_fewer_processes_than_its_share_gives_the_rest_away() -> None:
+    sim = FakeEngineSim(FairSharePolicy(), slots=8)
+    sim.submit("small", output=1000)
+    for _ in range(20):
+        sim.submit("big", output=1000)
+    for _ in range(50):
+        chosen = sim.step()
+        assert len(chosen) == 8
+        assert sum(p.app == "small" for p in chosen) == 1
+
+
+def test_fifo_within_an_app() -> None:
+    sim = FakeEngineSim(FairSharePolicy(), slots=2)
+    first = [sim.submit("a", output=1000) for _ in range(3)]
+    sim.clock.advance(1)
+    [sim.submit("b", output=1000) for _ in range(3)]
+    chosen = sim.step()
+    assert [p.app for p in chosen] == ["a", "b"] and chosen[0] is first[0]
+
+
+def test_an_app_returning_from_idle_hoards_no_credit() -> None:
+    sim = FakeEngineSim(FairSharePolicy(switch_tokens=8), slots=4)
+    for _ in range(200):
+        top_up(sim, "steady", live=4, output=100)
+        sim.step()
+    before = dict(sim.tokens_by_app)
+    for _ in range(100):
+        top_up(sim, "steady", live=4, output=100)
+        top_up(sim, "newcomer", live=4, output=100)
+        sim.step()
+    gained = {app: sim.tokens_by_app[app] - before.get(app, 0) for app in ("steady", "newcomer")}
+    # Had it started at virtual time 0 it would have taken every slot for the whole window.
+    assert gained["newcomer"] == pytest.approx(gained["steady"], rel=0.25)
+
+
+def test_hysteresis_limits_switches_without_biasing_the_share() -> None:
+    switch_tokens = 32
+    sim = FakeEngineSim(FairSharePolicy(switch_tokens=switch_tokens), slots=1)
+    sim.submit("a", output=10_000)
+    sim.submit("b", output=10_000)
+    sim.run(2000)
+    switches = sum(p.num_preemptions for p in sim.live())
+    assert switches <= 2000 / switch_tokens + 2
+    assert sim.tokens_by_app["a"] == pytest.approx(sim.tokens_by_app["b"], rel=0.05)
+
+
+def test_without_hysteresis_equal_apps_alternate_every_step() -> None:
+    sim = FakeEngineSim(FairSharePolicy(switch_tokens=0), slots=1)
+    sim.submit("a", output=10_000)
+    sim.submit("b", output=10_000)
+    sim.run(100)
+    assert sum(p.num_preemptions for p in sim.live()) >= 49
+
+
+# -- priority and the latency guard -----------------------------------------------------------------
+
+
+def saturate_with_batch(policy: Policy, slots: int = 32, streams: int = 32) -> FakeEngineSim:
+    sim = FakeEngineSim(policy, slots=slots)
+    for i in range(streams):
+        sim.submit(f"batch{i % 4}", prompt=128, output=10_000, priority=BATCH)
+    sim.run(10)
+    assert sum(p.state is ProcessState.RUNNING for p in sim.live()) == min(slots, streams)
+    return sim
+
+
+@pytest.mark.parametrize("make", [PriorityPolicy, ClassedFairSharePolicy], ids=["priority", "default"])
+def test_interactive_arrival_gets_a_slot_on_the_next_select(make: Callable[[], Policy]) -> None:
+    sim = saturate_with_batch(make())
+    urgent = sim.submit("chat", prompt=32, output=20, priority=INTERACTIVE)
+    chosen = sim.step()
+    assert chosen[0] is urgent
+
+
+def test_priority_policy_preempts_exactly_one_batch_stream() -> None:
+    sim = saturate_with_batch(PriorityPolicy())
+    sim.submit("chat", prompt=32, output=20, priority=INTERACTIVE)
+    chosen = sim.step()
+    assert len(chosen) == 32 and sum(p.priority is BATCH for p in chosen) == 31
+
+
+def test_latency_guard_caps_background_slots_while_urgent_work_runs() -> None:
+    sim = saturate_with_batch(ClassedFairSharePolicy(background_slots_under_latency=4), slots=64)
+    urgent = [sim.submit(f"chat{i}", output=20, priority=INTERACTIVE) for i in range(3)]
+    urgent.append(sim.submit("robot", output=20, priority=REALTIME))
+    chosen = sim.step()
+    assert chosen[0] is urgent[-1]
+    assert set(chosen[:4]) == set(urgent)
+    background = chosen[4:]
+    assert len(background) == 4
+    assert all(p.state is ProcessState.RUNNING for p in background)  # kept running ones: no switch
+    sim.run(25)  # the urgent processes finish ...
+    assert all(p.is_terminal for p in urgent)
+    assert len(sim.step()) == 32  # ... and the batch streams get every slot back
+
+
+def test_latency_guard_counts_base_classes_so_aging_never_lifts_it() -> None:
+    # Urgent work fills every slot, so the batch class starves and ages to realtime at once ...
+    policy = ClassedFairSharePolicy(aging_seconds=0.001, background_slots_under_latency=2)
+    sim = saturate_with_batch(policy, slots=4, streams=16)
+    for i in range(6):
+        sim.submit(f"chat{i}", output=1000, priority=INTERACTIVE)
+    for _ in range(50):
+        chosen = sim.step()
+        # ... and then runs ahead of the interactive work, but still within the cap.
+        assert sum(p.priority is BATCH for p in chosen) == 2
+        assert sum(p.priority is INTERACTIVE for p in chosen) == 2
+
+
+# -- no starvation ----------------------------------------------------------------------------------
+
+
+def run_flood(policy: Policy, flood_class: PriorityClass, steps: int = 5000) -> Process:
+    """Two slots, and always four short higher-priority processes live; returns the batch process."""
+    sim = FakeEngineSim(policy, slots=2, step_seconds=0.01)
+    victim = sim.submit("nightly", prompt=64, output=50, priority=BATCH)
+    for _ in range(steps):
+        top_up(sim, "flood", live=4, output=20, priority=flood_class)
+        sim.step()
+        if victim.is_terminal:
+            break
+    return victim
+
+
+@pytest.mark.parametrize(
+    ("make", "flood_class"),
+    [
+        (lambda aging: PriorityPolicy(aging_seconds=aging), REALTIME),
+        (lambda aging: ClassedFairSharePolicy(aging_seconds=aging), INTERACTIVE),
+        (lambda aging: ClassedFairSharePolicy(aging_seconds=aging), REALTIME),
+    ],
+    ids=["priority-realtime-flood", "default-interactive-flood", "default-realtime-flood"],
+)
+def test_aging_lets_batch_work_finish_under_a_flood(make: Callable, flood_class: PriorityClass) -> None:
+    assert run_flood(make(None), flood_class).state is ProcessState.QUEUED  # the flood starves it ...
+    victim = run_flood(make(1.0), flood_class)
+    assert victim.state is ProcessState.FINISHED  # ... unless it ages
+    assert victim.waited_seconds < 4.0  # three classes at one second each, and then it runs
+
+
+# -- round robin ------------------------------------------------------------------------------------
+
+
+def run_stretches(history: list[list[int]], pid: int) -> list[int]:
+    """Lengths of the maximal runs of consecutive steps in which `pid` was selected."""
+    stretches, current = [], 0
+    for chosen in history:
+        if pid in chosen:
+            current += 1
+        elif current:
+            stretches.append(current)
+            current = 0
+    return stretches + ([current] if current else [])
+
+
+@pytest.mark.parametrize("slots", [1, 2])
+def test_round_robin_runs_each_process_one_quantum_in_turn(slots: int) -> None:
+    quantum = 4
+    sim = FakeEngineSim(RoundRobinPolicy(quantum_tokens=quantum), slots=slots)
+    processes = [sim.submit("app", output=1000) for _ in range(3)]
+    history = [[p.pid for p in sim.step()] for _ in range(12 * quantum)]
+    if slots == 1:
+        assert history[: 3 * quantum] == [[1]] * quantum + [[2]] * quantum + [[3]] * quantum
+    for process in processes:
+        # With more slots than one, a process sent to the back can still be within the slots, so two
+        # of its turns run back to back: stretches are whole quanta.
+        stretches = run_stretches(history, process.pid)
+        assert all(s % quantum == 0 for s in stretches[:-1]) and stretches[-1] <= 2 * quantum
+        assert process.tokens_computed == pytest.approx(12 * quantum * slots / 3, abs=quantum)
+
+
+def test_round_robin_newcomer_joins_the_back_of_the_line() -> None:
+    sim = FakeEngineSim(RoundRobinPolicy(quantum_tokens=2), slots=1)
+    a, b = sim.submit("app", output=100), sim.submit("app", output=100)
+    sim.step()
+    c = sim.submit("app", output=100)
+    order = [sim.step()[0] for _ in range(7)]
+    assert order == [a, b, b, c, c, a, a]
+
+
+# -- fifo -------------------------------------------------------------------------------------------
+
+
+def test_fifo_runs_in_arrival_order_and_never_displaces_a_running_process() -> None:
+    processes = [make_process(pid, created_at=t) for pid, t in [(5, 3.0), (2, 1.0), (9, 1.0), (1, 2.0)]]
+    assert [p.pid for p in FifoPolicy().select(processes, 3, now=4.0)] == [2, 9, 1]
+    sim = FakeEngineSim(FifoPolicy(), slots=1)
+    first = sim.submit("a", output=5)
+    sim.step()
+    sim.submit("b", output=5, priority=REALTIME)
+    assert sim.step() == [first]
+
+
+# -- every policy -----------------------------------------------------------------------------------
+
+ALL_POLICIES = sorted(POLICIES)
+
+processes_strategy = st.lists(
+    st.tuples(
+        st.sampled_from(["a", "b", "c", "d"]),
+        st.sampled_from(list(PriorityClass)),
+        st.integers(0, 20),  # created_at
+        st.sampled_from([1.0, 2.0, 0.5]),  # weight
+        st.sampled_from(list(ProcessState)),
+    ),
+    max_size=40,
+)
+
+
+def build_table(rows: list[tuple]) -> list[Process]:
+    table = []
+    for pid, (app, priority, created_at, weight, state) in enumerate(rows):
+        process = make_process(pid, app, priority, float(created_at), weight)
+        if state is not ProcessState.QUEUED:
+            process.transition(ProcessState.RUNNING, "running", 30.0)
+        if state is not ProcessState.RUNNING and state is not ProcessState.QUEUED:
+            process.transition(state, "moved", 31.0)
+        table.append(process)
+    return table
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=processes_strategy, slots=st.integers(0, 12), seed=st.integers(0, 1000))
+@pytest.mark.parametrize("name", ALL_POLICIES)
+def test_basic_promises_of_every_policy(name: str, rows: list[tuple], slots: int, seed: int) -> None:
+    table = build_table(rows)
+    snapshot = [dataclasses.astuple(p) for p in table]
+    chosen = make_policy(name).select(table, slots, now=40.0)
+    live = [p for p in table if not p.is_terminal]
+
+    assert len(chosen) <= slots and len(set(map(id, chosen))) == len(chosen)
+    assert all(not p.is_terminal and p in live for p in chosen)
+    if name != "default" and name != "classed_fair_share":  # only the latency guard leaves slots empty
+        assert len(chosen) == min(slots, len(live))
+    shuffled = random.Random(seed).sample(table, len(table))
+    assert make_policy(name).select(shuffled, slots, now=40.0) == chosen  # input order does not matter
+    assert [dataclasses.astuple(p) for p in table] == snapshot  # policies only read processes
+
+
+@pytest.mark.parametrize("name", ALL_POLICIES)
+def test_simulations_are_deterministic(name: str) -> None:
+    def history() -> list[list[int]]:
+        sim = FakeEngineSim(make_policy(name), slots=4)
+        steps = []
+        for step in range(300):
+            if step % 7 == 0:
+                sim.submit(
+                    f"app{step % 3}",
+                    prompt=step % 100,
+                    output=10 + step % 30,
+                    priority=PriorityClass(step % 4),
+                )
+            steps.append([p.pid for p in sim.step()])
+        return steps
+
+    assert history() == history()
+
+
+@pytest.mark.parametrize("name", ALL_POLICIES)
+def test_select_over_256_live_processes(name: str) -> None:
+    # A sanity check that a big table works; the overhead benchmark measures the time.
+    sim = FakeEngineSim(make_policy(name), slots=32)
+    for i in range(256):
+        sim.submit(f"app{i % 16}", prompt=64, output=10_000, priority=PriorityClass(i % 4), weight=1 + i % 3)
+    for _ in range(20):
+        assert 0 < len(sim.step()) <= 32
+
+
+# -- construction and misuse ------------------------------------------------------------------------
+
+
+def test_make_policy_by_name_and_options() -> None:
+    assert isinstance(make_policy("default"), ClassedFairSharePolicy)
+    assert make_policy("round-robin", quantum_tokens=8).quantum_tokens == 8
+    with pytest.raises(InvalidRequestError, match="fifo, priority, round_robin, fair_share"):
+        make_policy("lottery")
+    with pytest.raises(InvalidRequestError, match="bad options"):
+        make_policy("fifo", quantum_tokens=8)
+    with pytest.raises(InvalidRequestError, match="quantum_tokens"):
+        make_policy("round_robin", quantum_tokens=0)
+    with pytest.raises(InvalidRequestError, match="background_slots_under_latency"):
+        make_policy("default", background_slots_under_latency=0)
+
+
+def test_misuse_by_the_kernel_is_a_value_error() -> None:
+    policy = make_policy("default")
+    with pytest.raises(ValueError, match="slots"):
+        policy.select([], -1, now=0.0)
+    with pytest.raises(ValueError, match="tokens"):
+        policy.charge(make_process(1), -5, now=0.0)
