@@ -88,7 +88,8 @@ class ResidencyManager:
         needed = self._estimate(name)
         if needed > self.budget_bytes:
             raise ModelUnavailableError(
-                f"model {name!r} needs about {gib(needed)} but the memory budget is {gib(self.budget_bytes)}; "
+                f"model {name!r} needs about {gib(needed)} but the memory budget is "
+                f"{gib(self.budget_bytes)}; "
                 "raise --memory-budget or use a smaller or more quantized model"
             )
         self._make_room(needed, now, for_model=name)
@@ -114,7 +115,8 @@ class ResidencyManager:
             if not idle:
                 busy = ", ".join(f"{m.name} ({gib(m.memory_bytes)})" for m in self.models.values())
                 raise ModelUnavailableError(
-                    f"model {for_model!r} needs about {gib(needed)}; the budget is {gib(self.budget_bytes)} and "
+                    f"model {for_model!r} needs about {gib(needed)}; the budget is "
+                    f"{gib(self.budget_bytes)} and "
                     f"models in use hold {gib(self.used_bytes)}: {busy}. Retry when they are idle"
                 )
             self.unload(idle.pop(0).name)

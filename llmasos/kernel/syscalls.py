@@ -139,7 +139,8 @@ class Syscalls:
         wanted = PriorityClass.parse(requested)
         if wanted < own:
             raise PermissionDeniedError(
-                f"app {app.name!r} runs at {own.label}; a request may ask for a lower class, not {wanted.label}"
+                f"app {app.name!r} runs at {own.label}; a request may ask for a lower class, "
+                f"not {wanted.label}"
             )
         return wanted
 
