@@ -1,0 +1,59 @@
+"""Starting a kernel on this machine: the memory budget, and engines loaded from the model library."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from llmasos.config import EngineConfig
+from llmasos.kernel.kernel import Kernel, KernelConfig
+from llmasos.kernel.residency import ResidencyManager
+from llmasos.kernel.syscalls import Syscalls
+from llmasos.library.store import ModelStore
+from llmasos.security.apps import AppRegistry
+
+#: Share of the memory that is free at start-up that models may take by default.
+DEFAULT_BUDGET_FRACTION = 0.8
+
+
+def default_memory_budget() -> int:
+    """80% of free VRAM when CUDA is present, else 80% of available RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return int(free * DEFAULT_BUDGET_FRACTION)
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(int(line.split()[1]) * 1024 * DEFAULT_BUDGET_FRACTION)
+    return 4 * 2**30
+
+
+def library_loader(
+    engine_config: EngineConfig, store: ModelStore | None = None
+) -> tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]]:
+    """(load, estimate) for the residency manager: engines on library models, and their sizes."""
+    from llmasos.engine.engine import LLMEngine
+
+    store = store or ModelStore()
+
+    def load(name: str) -> tuple[Any, int]:
+        engine = LLMEngine.from_path(str(store.model_path(name)), engine_config)
+        return engine, engine.loaded.weight_bytes + engine.runner.kv_cache_bytes
+
+    def estimate(name: str) -> int:
+        # Weights as loaded (float32 at most: 4 bytes a parameter) plus the KV pool.
+        return store.get(name).parameter_count * 4 + engine_config.kv_cache_bytes
+
+    return load, estimate
+
+
+def boot(config: KernelConfig | None = None, memory_budget: int | None = None) -> Syscalls:
+    """A kernel on the library's models with the persisted apps; call `.kernel.start()` to run it."""
+    config = config or KernelConfig()
+    store = ModelStore()
+    load, estimate = library_loader(config.engine, store)
+    residency = ResidencyManager(memory_budget or default_memory_budget(), load, estimate)
+    kernel = Kernel(residency, config)
+    return Syscalls(kernel, AppRegistry(), resolve_model=lambda name: store.get(name).name)

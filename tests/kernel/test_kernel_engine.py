@@ -1,0 +1,58 @@
+"""The kernel on a real engine (the tiny model): context switches never change what is generated."""
+
+from __future__ import annotations
+
+from llmasos.config import EngineConfig
+from llmasos.engine.engine import LLMEngine
+from llmasos.engine.sampling import SamplingParams
+from llmasos.kernel.kernel import Kernel, KernelConfig
+from llmasos.kernel.process import ProcessState
+from llmasos.kernel.residency import ResidencyManager
+from llmasos.kernel.syscalls import Syscalls
+from llmasos.security.apps import App, AppRegistry
+from tests.helpers.engines import random_prompts
+
+GREEDY = SamplingParams(max_tokens=24, temperature=0, repetition_penalty=1.3)
+
+
+def kernel_on(loaded, slots: int) -> tuple[Kernel, Syscalls, LLMEngine]:
+    config = EngineConfig(
+        block_size=4, kv_cache_bytes=48 * 4 * loaded.config.kv_bytes_per_token(4), max_num_seqs=slots
+    )
+    engine = LLMEngine(loaded, config)
+    residency = ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1)
+    kernel = Kernel(residency, KernelConfig(engine=config))
+    return kernel, Syscalls(kernel, AppRegistry()), engine
+
+
+def test_preempted_generations_equal_uninterrupted_ones(tiny_loaded) -> None:
+    prompts = random_prompts([9, 14, 6, 11], seed=3)
+    solo = LLMEngine(tiny_loaded, EngineConfig(block_size=4, kv_cache_bytes=1 << 20))
+    expected = [solo.generate([p], GREEDY)[0][1] for p in prompts]
+    kernel, sys, engine = kernel_on(tiny_loaded, slots=2)
+    batch, ui = App("etl", priority="batch"), App("ui", priority="interactive")
+    pids = [sys.generate(batch, "tiny", p, GREEDY).pid for p in prompts[:2]]
+    for _ in range(4):
+        kernel.tick()
+    pids += [sys.generate(ui, "tiny", p, GREEDY).pid for p in prompts[2:]]
+    kernel.run_until_idle()
+    assert sum(kernel.table[p].num_preemptions for p in pids) >= 2
+    for pid, want in zip(pids, expected, strict=True):
+        app = batch if kernel.table[pid].app == "etl" else ui
+        got = [t for e in sys.events(app, pid) for t in e.token_ids]
+        assert got == want
+        assert kernel.table[pid].state is ProcessState.FINISHED
+    stats = engine.stats()
+    assert stats.num_free_blocks == stats.num_blocks and not engine.requests
+
+
+def test_cancel_through_the_kernel_returns_every_block(tiny_loaded) -> None:
+    kernel, sys, engine = kernel_on(tiny_loaded, slots=4)
+    app = App("a")
+    pids = [sys.generate(app, "tiny", p, GREEDY).pid for p in random_prompts([20, 20, 20], seed=4)]
+    for _ in range(3):
+        kernel.tick()
+    for pid in pids:
+        sys.cancel(app, pid)
+    kernel.run_until_idle()
+    assert engine.stats().num_free_blocks == engine.stats().num_blocks and not engine.requests
