@@ -6,6 +6,9 @@ reads, and what share of the measured memory bandwidth that is at the measured b
 Batch-1 decode streams every weight once per token, so that share says how close a path is to
 its memory-bound ceiling; the rest is kernel inefficiency and per-op Python/dispatch overhead.
 
+Every format's engine is loaded first and the measurements then rotate through them, round after
+round, reporting medians: on a shared machine, load that comes and goes then hits all alike.
+
     python benchmarks/decode_paths.py [--path model.gguf] [--threads 2] [--formats int8 int4]
 """
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import statistics
 import time
 from pathlib import Path
@@ -116,22 +118,25 @@ def main() -> None:
         f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
         f"{args.threads} threads; memory bandwidth (1 GiB sum) {bandwidth / 1e9:.1f} GB/s"
     )
+    engines = {fmt: make_engine(args.path, fmt, args.threads) for fmt in args.formats}
+    for engine in engines.values():  # warm-up
+        list(engine.stream(prompt(engine, 16, 99), SamplingParams(max_tokens=4, temperature=0)))
+    results: dict[str, dict[str, list[float]]] = {fmt: {"b1": [], "pre": [], "b32": []} for fmt in engines}
+    for _ in range(args.repeats):
+        for fmt, engine in engines.items():
+            results[fmt]["b1"].append(decode_single(engine, args.new_tokens, 1))
+            results[fmt]["pre"].append(prefill(engine, 512, 1))
+            results[fmt]["b32"].append(decode_batch(engine, 32, args.new_tokens // 2, 1))
     header = f"{'format':>9} | {'B=1 tok/s':>9} | {'prefill 512':>11} | {'B=32 tok/s':>10} | "
     print(header + f"{'MB/token':>8} | {'% of bw':>7}")
-    for fmt in args.formats:
-        engine = make_engine(args.path, fmt, args.threads)
-        list(engine.stream(prompt(engine, 16, 99), SamplingParams(max_tokens=4, temperature=0)))  # warm-up
-        single = decode_single(engine, args.new_tokens, args.repeats)
-        pre = prefill(engine, 512, args.repeats)
-        batched = decode_batch(engine, 32, args.new_tokens // 2, max(1, args.repeats - 1))
+    for fmt, engine in engines.items():
+        single, pre, batched = (statistics.median(results[fmt][k]) for k in ("b1", "pre", "b32"))
         nbytes = weight_bytes_per_token(engine)
         share = nbytes * single / bandwidth * 100
         print(
             f"{fmt:>9} | {single:9.1f} | {pre:11.0f} | {batched:10.0f} | {nbytes / 1e6:8.1f} | {share:6.0f}%",
             flush=True,
         )
-        del engine
-        gc.collect()
 
 
 if __name__ == "__main__":

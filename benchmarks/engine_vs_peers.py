@@ -20,7 +20,8 @@ context with `n_seq_max = B`, one `llama_batch` per step holding one token per s
 own seq id. Its high-level `Llama` class serves one sequence at a time and would understate it.
 
     .venv/bin/python benchmarks/engine_vs_peers.py [--threads 2] [--quick] [--only llmasos,llamacpp]
-                                                   [--requant Q8_0] [--json out.json]
+                                                   [--requant Q8_0] [--engine-option FIELD=VALUE]
+                                                   [--json out.json]
 
 Peers are optional: `benchmarks/install_peers.sh` installs llama-cpp-python; a peer that is not
 installed is skipped with a note.
@@ -181,17 +182,19 @@ class LLMasOSPeer:
 
     label = "LLMasOS"
 
-    def __init__(self, model: Path, threads: int, notes: list[str]) -> None:
+    def __init__(self, model: Path, threads: int, options: dict[str, Any], notes: list[str]) -> None:
         from llmasos.config import EngineConfig
         from llmasos.engine.engine import LLMEngine
         from llmasos.engine.sampling import SamplingParams
 
         self.SamplingParams = SamplingParams
-        wanted = {"num_threads": threads, "enable_prefix_caching": True}
+        wanted = {"num_threads": threads, "enable_prefix_caching": True, **options}
         known = {f.name for f in dataclasses.fields(EngineConfig)}
         missing = [k for k in wanted if k not in known]
         if missing:
             notes.append(f"EngineConfig has no {', '.join(missing)}; ran with the engine's defaults for them")
+        if options:
+            notes.append("engine options: " + ", ".join(f"{k}={v!r}" for k, v in options.items()))
         self.prefix_caching = "enable_prefix_caching" in known
         self.engine = LLMEngine.from_path(
             str(model), EngineConfig(**{k: wanted[k] for k in known & set(wanted)})
@@ -212,23 +215,26 @@ class LLMasOSPeer:
             trace.record(time.perf_counter(), {ids[o.request_id]: o.token_ids[-1] for o in outputs})
         return trace
 
-    def weight_bytes(self) -> int:
-        """Bytes of weights one decode step reads: every parameter and buffer of the model once
-        (shared tensors once: a tied LM head is the embedding), less what a step does not stream.
+    def weight_bytes(self) -> dict:
+        """Bytes of weights one decode step reads, and how they were counted.
 
-        The RoPE tables and, when the LM head is a separate tensor, the embedding table are read one
-        row per token, so they are left out; everything else, the LM head included, is read whole."""
+        The model's own `weight_bytes_per_token()` when it has one: quantized layers keep their
+        packed weights outside the parameters (and also keep a dense copy for large steps, which a
+        one-token step does not read), so only the model knows. Otherwise every parameter and buffer
+        once (a tied LM head is the embedding), less the tensors a step reads one row of: the RoPE
+        tables and, when the LM head is a separate tensor, the embedding table."""
         model = self.engine.runner.model
+        if hasattr(model, "weight_bytes_per_token"):
+            return {"bytes": model.weight_bytes_per_token(), "source": "model.weight_bytes_per_token()"}
         seen: dict[int, int] = {}
         for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if "rope" in name:
-                continue
-            seen.setdefault(tensor.data_ptr(), tensor.numel() * tensor.element_size())
+            if "rope" not in name:
+                seen.setdefault(tensor.data_ptr(), tensor.numel() * tensor.element_size())
         total = sum(seen.values())
         embed = getattr(model, "embed_tokens", None)
         if embed is not None and getattr(model, "lm_head", None) is not None:
             total -= sum(p.numel() * p.element_size() for p in embed.parameters())
-        return total
+        return {"bytes": total, "source": "parameters and buffers"}
 
 
 class LlamaCppPeer:
@@ -479,21 +485,21 @@ def fig_suspend(peer: LLMasOSPeer, prompts: dict[str, list[int]], notes: list[st
         request_id = f"suspend-{mode}"
         engine.add(request_id, prompts[f"ctx-{mode}"], peer.greedy(64))
 
-        def next_output(rid: str = request_id) -> float:
-            start = time.perf_counter()
-            while not any(o.request_id == rid for o in engine.step()):
-                pass
-            return time.perf_counter() - start
+        def next_output(rid: str = request_id) -> tuple[float, Any]:
+            start, output = time.perf_counter(), None
+            while output is None:
+                output = next((o for o in engine.step() if o.request_id == rid), None)
+            return time.perf_counter() - start, output
 
         next_output()  # prefill: the context is computed
         next_output()
-        step = next_output()  # an ordinary decode step, for reference
+        step, _ = next_output()  # an ordinary decode step, for reference
         start = time.perf_counter()
         suspended = engine.suspend(request_id, mode)
         mid = time.perf_counter()
         resumed = engine.resume(request_id)
         end = time.perf_counter()
-        after = next_output()
+        after, output = next_output()
         engine.abort(request_id)
         results[mode] = {
             "suspend_ms": (mid - start) * 1e3,
@@ -503,6 +509,9 @@ def fig_suspend(peer: LLMasOSPeer, prompts: dict[str, list[int]], notes: list[st
             "bytes_moved": getattr(suspended, "bytes_moved", 0),
             "context_tokens": getattr(suspended, "num_tokens", len(prompts[f"ctx-{mode}"]) + 2),
             "next_token_ms": after * 1e3,
+            # Recompute re-admits the request like a new prompt: freed blocks still in the prefix
+            # cache make it cheap; this says how much of the context came back that way.
+            "cached_tokens_after": getattr(output, "num_cached_tokens", 0),
             "decode_step_ms": step * 1e3,
         }
     return results
@@ -531,10 +540,13 @@ def fig_bandwidth() -> dict:
 # ---- workers: one engine per process ---------------------------------------------------------------
 
 
-def run_worker(name: str, model: Path, threads: int, wl: Workload, prompts: dict[str, list[int]]) -> dict:
+def run_worker(
+    name: str, model: Path, args: argparse.Namespace, wl: Workload, prompts: dict[str, list[int]]
+) -> dict:
     """Measure one engine (or the bandwidth) in this process."""
     notes: list[str] = []
     result: dict[str, Any] = {"notes": notes}
+    threads = args.threads
     start = time.perf_counter()
     if name == "bandwidth":
         import torch
@@ -543,7 +555,7 @@ def run_worker(name: str, model: Path, threads: int, wl: Workload, prompts: dict
         result.update(fig_bandwidth())
         return result
     if name == "llmasos":
-        peer: Any = LLMasOSPeer(model, threads, notes)
+        peer: Any = LLMasOSPeer(model, threads, engine_options(args.engine_option), notes)
     elif name.startswith("llamacpp"):
         peer = LlamaCppPeer(model, threads, name)
     elif name == "transformers":
@@ -570,6 +582,21 @@ def run_worker(name: str, model: Path, threads: int, wl: Workload, prompts: dict
     return result
 
 
+def engine_options(pairs: list[str]) -> dict[str, Any]:
+    """`FIELD=VALUE` strings as EngineConfig keyword arguments; values read as JSON when they parse
+    (numbers, true/false), else kept as strings (weight_format=int8)."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--engine-option wants FIELD=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    return options
+
+
 def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
 
@@ -580,6 +607,8 @@ def spawn_worker(name: str, model: Path, prompts: Path, args: argparse.Namespace
         cmd = [sys.executable, __file__, "--worker", name, "--model", str(model), "--result", out.name]
         cmd += ["--prompts", str(prompts)]
         cmd += ["--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+        for option in args.engine_option:
+            cmd += ["--engine-option", option]
         # Same thread count for every library's pools, whatever reads which variable.
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
         print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -642,7 +671,8 @@ def summarize(results: dict, wl: Workload) -> dict:
     out["prefill_vs_transformers"] = ratio(
         get(results, "llmasos", "prefill", "tok_s"), get(results, "transformers", "prefill", "tok_s")
     )
-    single, weights = get(results, "llmasos", "single", "tok_s"), get(results, "llmasos", "weight_bytes")
+    single = get(results, "llmasos", "single", "tok_s")
+    weights = get(results, "llmasos", "weight_bytes", "bytes")
     for kind in ("copy_rw_gb_s", "sum_read_gb_s"):
         bandwidth = get(results, "bandwidth", kind)
         out[f"roofline_{kind}"] = (
@@ -652,10 +682,8 @@ def summarize(results: dict, wl: Workload) -> dict:
 
 
 def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Namespace) -> None:
-    engines = [
-        n for n in ("llmasos", *sorted(n for n in results if n.startswith("llamacpp")), "transformers")
-    ]
-    engines = [n for n in engines if n in results]
+    llamacpp = sorted(n for n in results if n.startswith("llamacpp"))
+    engines = [n for n in ("llmasos", *llamacpp, "transformers") if n in results]
     labels = {"llmasos": "LLMasOS", "transformers": "transformers"}
     labels.update({n: "llama.cpp " + n.split(":", 1)[1] for n in engines if n.startswith("llamacpp")})
     print(
@@ -706,20 +734,24 @@ def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Name
             print(
                 f"  {mode:<10} suspend {r['suspend_ms']:7.2f}  resume {r['resume_ms']:7.2f}  "
                 f"total {r['total_ms']:7.2f} [{r['reported_ms']:.2f}]  "
-                f"moved {r['bytes_moved'] / 1e6:6.1f} MB  next token {r['next_token_ms']:7.1f} "
-                f"(a decode step {r['decode_step_ms']:.1f})"
+                f"moved {r['bytes_moved'] / 1e6:6.1f} MB"
+            )
+            print(
+                f"  {'':<10} next token {r['next_token_ms']:.1f} (an ordinary decode step "
+                f"{r['decode_step_ms']:.1f}; {r['cached_tokens_after']} context tokens from the prefix cache)"
             )
     bw = results.get("bandwidth", {})
-    weights = get(results, "llmasos", "weight_bytes")
+    weights = get(results, "llmasos", "weight_bytes", "bytes")
+    source = get(results, "llmasos", "weight_bytes", "source")
     if bw.get("copy_rw_gb_s") and weights:
         print(
             f"\nmemory bandwidth ({args.threads} threads): copy {bw['copy_rw_gb_s']:.1f} GB/s counted "
             f"read+write, sum {bw['sum_read_gb_s']:.1f} GB/s read only; "
-            f"LLMasOS weights read per token {weights / 1e6:.0f} MB"
+            f"LLMasOS weights read per token {weights / 1e6:.0f} MB (from {source})"
         )
         print(
-            f"batch-1 decode at {fmt(100 * (summary['roofline_copy_rw_gb_s'] or 0), '.0f')}% of the copy "
-            f"(read+write) bandwidth limit, {fmt(100 * (summary['roofline_sum_read_gb_s'] or 0), '.0f')}% "
+            f"batch-1 decode at {fmt(100 * (summary['roofline_copy_rw_gb_s'] or 0), '.1f')}% of the copy "
+            f"(read+write) bandwidth limit, {fmt(100 * (summary['roofline_sum_read_gb_s'] or 0), '.1f')}% "
             f"of the read-only limit"
         )
 
@@ -758,6 +790,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="comma-separated llama.cpp re-quantizations to compare besides the shipped file "
         "(e.g. Q8_0,BF16,F16; empty for none)",
     )
+    parser.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="an EngineConfig field for LLMasOS, e.g. weight_format=int8 (repeatable; default: the "
+        "engine's defaults, with prefix caching on)",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement and ratio to this file")
     # Internal: one engine in this process (the parent starts these).
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -772,7 +812,7 @@ def main(argv: list[str] | None = None) -> None:
     wl = Workload.quick() if args.quick else Workload()
     if args.worker:
         prompts = json.loads(args.prompts.read_text())
-        result = run_worker(args.worker, args.model, args.threads, wl, prompts)
+        result = run_worker(args.worker, args.model, args, wl, prompts)
         result["peak_rss_bytes"] = peak_rss_bytes()
         args.result.write_text(json.dumps(result))
         return
@@ -784,12 +824,14 @@ def main(argv: list[str] | None = None) -> None:
     store.pull("default", progress=False)  # a no-op when the model is already stored
     model = store.model_path("default")
     args.model_path, args.notes = str(model), []
+    engine_options(args.engine_option)  # a malformed option fails now, not after the peers ran
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(only) - set(PEERS)
     if unknown:
         raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
 
     results: dict[str, dict] = {}
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="llmasos-peers-") as tmp:
         prompts = Path(tmp) / "prompts.json"
         prompts.write_text(json.dumps(build_prompts(Tokenizer.from_gguf(model), wl)))
@@ -823,6 +865,15 @@ def main(argv: list[str] | None = None) -> None:
         for name, path in workers:
             results[name] = spawn_worker(name, path, prompts, args)
 
+    # Other work on the cores wrecks these figures, llama.cpp's most: its threads spin at barriers,
+    # and one preempted thread stalls the rest (batched decode fell tenfold with a build running).
+    # A rough check: the load average after the run includes our own workers' threads.
+    load_after = os.getloadavg()[0]
+    if load_before > 0.5 or load_after > args.threads + 0.5:
+        args.notes.append(
+            f"the machine was busy (1-minute load average {load_before:.1f} before, {load_after:.1f} after); "
+            "rerun on an idle machine before trusting these numbers"
+        )
     summary = summarize(results, wl)
     print_report(results, summary, wl, args)
     if args.json:

@@ -9,8 +9,8 @@ process, one after the other. Prints tokens/s for each and the ratio engine / tr
 from __future__ import annotations
 
 import argparse
-import os
 import gc
+import os
 import time
 from pathlib import Path
 

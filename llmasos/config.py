@@ -29,9 +29,7 @@ class EngineConfig:
     # "auto" is float32 on CPU (exact against references) and bfloat16 on CUDA; the next engine
     # issue adds the fast CPU paths.
     dtype: str = "auto"
-    # Weights: auto, float32, bfloat16, int8 or int4 (weight-only, llmasos/model/quant.py). "auto"
-    # is int4 on CPU when dtype is auto (fastest measured decode, same prefill; see
-    # quant.resolve_weight_format), dense weights in the dtype when dtype is given or on CUDA.
+    # auto|float32|bfloat16|int8|int4; auto: int4 on CPU if dtype is auto (quant.resolve_weight_format).
     weight_format: str = "auto"
     # Tokens per KV block. 16 keeps internal fragmentation under one block per sequence small.
     block_size: int = 16

@@ -115,7 +115,11 @@ class LLMEngine:
         config = config or EngineConfig()
         device = resolve_device(config.device)
         loaded = load_model(path, dtype=resolve_dtype(config.dtype, device), device=device)
-        return cls(loaded, config)
+        engine = cls(loaded, config)
+        if engine.runner.model is not loaded.model:
+            # The engine owns this load: keep only the converted weights, not the float originals.
+            loaded.model = engine.runner.model
+        return engine
 
     @classmethod
     def from_library(cls, name: str = DEFAULT_MODEL, config: EngineConfig | None = None) -> LLMEngine:

@@ -31,10 +31,9 @@ class ModelRunner:
         self.device, self.dtype = param.device, param.dtype
         # An explicit dtype asks for dense weights in it (exact against references); "auto" lets
         # the weight format pick the fastest path for the device.
-        weight_format = config.weight_format
-        if weight_format == "auto" and config.dtype != "auto":
-            weight_format = "native"
-        self.weight_format = resolve_weight_format(weight_format, self.device)
+        self.weight_format = resolve_weight_format(config.weight_format, self.device)  # validates
+        if config.weight_format == "auto" and config.dtype != "auto":
+            self.weight_format = "native"
         dense_same = self.weight_format in ("native", str(self.dtype).removeprefix("torch."))
         # A converted copy: `loaded.model` keeps its float weights for other engines that share it.
         self.model = loaded.model if dense_same else loaded.model.quantize(self.weight_format)

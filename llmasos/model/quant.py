@@ -1,7 +1,8 @@
 """Weight formats: dense float32/bfloat16, and weight-only int8 / int4 linear layers.
 
 Batch-1 decode reads every weight once per token, so its speed is memory bandwidth ÷ bytes of
-weights: int8 halves fp32's bytes twice over, int4 (group-32 scale + zero) eight times less 4.5x.
+weights: int8 reads a quarter of fp32's bytes, int4 (4 bits plus a bf16 scale and zero per group
+of 32) about a sixth.
 The int kernels are torch's CPU weight-only ops, which take bfloat16 activations (with float32
 activations `_weight_int8pack_mm` is ~10x slower) and return bfloat16.
 
@@ -38,11 +39,13 @@ DEFAULT_MAX_QUANT_TOKENS = 8
 def resolve_weight_format(weight_format: str, device: torch.device) -> str:
     """The concrete format for `auto`: int4 on CPU, the model's own dtype elsewhere.
 
-    On the AVX2 CPU measured (2 threads, SmolLM2-135M) batch-1 decode was fp32 12 -> int8 ~60 ->
-    int4 ~70 tok/s: int4 reads the fewest bytes and its kernel is as fast per byte as int8's,
-    while prefill and batch-32 take the same dense path whatever the format. Its greedy text
-    matched fp32's for as many tokens as int8's did on the Q4_1 file, since int4 reproduces the
-    file's own 4-bit weights. On CUDA the int ops are not wired up, so "auto" keeps dense weights.
+    Why int4 on CPU (AVX2 EPYC, SmolLM2-135M, see benchmarks/decode_paths.py): it reads the fewest
+    bytes per token (95 MB vs int8's 135 MB and fp32's 538 MB), its one-token kernel was 1.2-2.7x
+    faster than int8pack's per layer, so its batch-1 decode was the fastest, while prefill and
+    batch-32 take the same dense fp32 path in every format. Its greedy text kept fp32's on more
+    prompts than int8 did, because it reproduces the Q4_1 file's own 4-bit groups. bfloat16 is
+    never chosen on CPUs without native bf16 (AVX2): its GEMMs are emulated and 2-10x slower than
+    fp32 at 4+ tokens. On CUDA the int ops are not wired up, so "auto" keeps dense weights.
     """
     if weight_format not in WEIGHT_FORMATS:
         raise ValueError(f"unknown weight_format {weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}")
