@@ -224,6 +224,8 @@ class LLMEngine:
             raise RequestNotFoundError(
                 f"no live request {request_id!r}; it finished, was aborted, or never existed"
             )
+        if request.seq.swapped_kv is not None:
+            self.runner.release_swap(request.seq.swapped_kv)
         self.scheduler.remove(request.seq)
         request.seq.status = SequenceStatus.FINISHED
         request.seq.finish_reason = FinishReason.ABORT
@@ -242,7 +244,7 @@ class LLMEngine:
             mode = SuspendMode.SWAP
         elif mode is SuspendMode.SWAP and seq.block_table:
             seq.swapped_kv = self.runner.swap_out(seq.block_table, num_tokens)
-            num_blocks, moved = len(seq.block_table), seq.swapped_kv.numel() * seq.swapped_kv.element_size()
+            num_blocks, moved = len(seq.block_table), seq.swapped_kv.nbytes
             self.block_manager.free(seq)
             seq.num_computed_tokens = num_tokens  # the tokens are computed; their KV is on the host
         elif mode is SuspendMode.RECOMPUTE:
@@ -273,7 +275,7 @@ class LLMEngine:
         elif seq.swapped_kv is not None and self.block_manager.can_allocate(seq, 0):
             self.block_manager.allocate(seq, 0)
             self.runner.swap_in(seq.block_table, seq.swapped_kv)
-            num_blocks, moved = len(seq.block_table), seq.swapped_kv.numel() * seq.swapped_kv.element_size()
+            num_blocks, moved = len(seq.block_table), seq.swapped_kv.nbytes
             seq.swapped_kv = None
             seq.status = SequenceStatus.RUNNING
             self.scheduler.running.append(seq)

@@ -15,6 +15,7 @@ import torch
 from llmasos.config import EngineConfig
 from llmasos.engine.sampling import Sampler
 from llmasos.engine.scheduler import ScheduledSequence
+from llmasos.engine.swap_space import SwapHandle, SwapSpace
 from llmasos.model.attention import AttentionMetadata
 from llmasos.model.loader import LoadedModel
 from llmasos.model.quant import resolve_weight_format
@@ -57,6 +58,12 @@ class ModelRunner:
             device=self.device,
         )
         self.sampler = Sampler()
+        # Host memory for suspended sequences' KV; pinned on CUDA so copies are DMA transfers.
+        self.swap_space = SwapSpace(
+            (mc.num_layers, 2, self.block_size, mc.num_kv_heads, mc.head_dim),
+            self.dtype,
+            pin=self.device.type == "cuda",
+        )
         logger.info(
             "KV cache: %d blocks of %d tokens (%.0f MiB)",
             self.num_blocks,
@@ -68,30 +75,24 @@ class ModelRunner:
     def kv_cache_bytes(self) -> int:
         return self.kv_cache.numel() * self.kv_cache.element_size()
 
-    def _slots(self, block_table: list[int], num_tokens: int) -> torch.Tensor:
-        """Flat cache slots of a sequence's first `num_tokens` tokens."""
-        blocks = torch.tensor(block_table, dtype=torch.long, device=self.device)
-        slots = blocks.unsqueeze(-1) * self.block_size + torch.arange(self.block_size, device=self.device)
-        return slots.flatten()[:num_tokens]
+    @property
+    def kv_blocks(self) -> torch.Tensor:
+        """The pool viewed by block: (layers, 2, num_blocks, block_size, kv_heads, head_dim)."""
+        shape = self.kv_cache.shape
+        return self.kv_cache.view(shape[0], 2, self.num_blocks, self.block_size, *shape[3:])
 
     @torch.no_grad()
-    def swap_out(self, block_table: list[int], num_tokens: int) -> torch.Tensor:
-        """Copy a sequence's keys and values to host memory, (layers, 2, tokens, kv_heads, head_dim).
-
-        Pinned on CUDA so the copy back is a fast DMA; on a CPU-only box it is an ordinary copy
-        that lets the pool's blocks go to other sequences."""
-        kv = self.kv_cache[:, :, self._slots(block_table, num_tokens)]
-        if self.device.type == "cuda":
-            host = torch.empty(kv.shape, dtype=kv.dtype, pin_memory=True)
-            host.copy_(kv)
-            return host
-        return kv  # advanced indexing already made a private copy
+    def swap_out(self, block_table: list[int], num_tokens: int) -> SwapHandle:
+        """Copy the blocks holding a sequence's first `num_tokens` tokens to the swap space."""
+        return self.swap_space.swap_out(self.kv_blocks, block_table[: -(-num_tokens // self.block_size)])
 
     @torch.no_grad()
-    def swap_in(self, block_table: list[int], host_kv: torch.Tensor) -> None:
-        """Copy keys and values saved by `swap_out` into a sequence's (new) blocks."""
-        slots = self._slots(block_table, host_kv.shape[2])
-        self.kv_cache[:, :, slots] = host_kv.to(self.device, non_blocking=True)
+    def swap_in(self, block_table: list[int], handle: SwapHandle) -> None:
+        """Copy a sequence's swapped blocks into its (new) blocks, and free its swap blocks."""
+        self.swap_space.swap_in(handle, self.kv_blocks, block_table)
+
+    def release_swap(self, handle: SwapHandle) -> None:
+        self.swap_space.release(handle)
 
     @torch.no_grad()
     def execute(self, batch: list[ScheduledSequence]) -> list[int]:

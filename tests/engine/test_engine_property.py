@@ -76,4 +76,6 @@ def test_random_operations_leave_every_block_free(tiny_loaded, seed: int) -> Non
     assert not engine.requests
     assert finished | aborted == {f"r{i}" for i in range(added)} and not finished & aborted
     assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    swap = engine.runner.swap_space
+    assert swap.num_free_blocks == swap.num_blocks  # every swapped block came back or was released
     assert engine.stats().prefix_cache_hits > 0

@@ -60,9 +60,9 @@ def test_each_mode_frees_or_keeps_blocks_as_it_says(tiny_loaded) -> None:
         report = engine.suspend(mode.value, mode)
         freed = engine.block_manager.num_free_blocks - free_before
         assert freed == (0 if mode is SuspendMode.KEEP else held)
-        assert report.bytes_moved == (
-            report.num_tokens * engine.loaded.config.kv_bytes_per_token(4) if mode is SuspendMode.SWAP else 0
-        )
+        per_token = engine.loaded.config.kv_bytes_per_token(4)
+        swapped_blocks = engine.block_manager.blocks_for(report.num_tokens)
+        assert report.bytes_moved == (swapped_blocks * 4 * per_token if mode is SuspendMode.SWAP else 0)
     assert engine.stats().num_suspended == 3
     assert engine.step() == [] and not engine.has_unfinished_requests  # nothing to run, no stall
 

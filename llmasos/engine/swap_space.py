@@ -1,0 +1,72 @@
+"""Swap space: host memory for the KV blocks of sequences suspended in SWAP mode.
+
+Like an operating system's swap area it is allocated in blocks and reused. It grows in chunks on
+demand and keeps them, so a swap copies into memory that is already mapped: copying a fresh
+2,048-token context into newly allocated memory spent most of its time on page faults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class SwapHandle:
+    """Where one sequence's KV waits: swap blocks, in the order of its block table."""
+
+    slots: tuple[tuple[int, int], ...]  # (chunk, block within chunk)
+    nbytes: int
+
+
+class SwapSpace:
+    """Host blocks shaped like the KV pool's: (layers, K/V, block_size, kv_heads, head_dim) each."""
+
+    def __init__(
+        self, block_shape: tuple[int, ...], dtype: torch.dtype, pin: bool, chunk_blocks: int = 64
+    ) -> None:
+        self.block_shape = block_shape  # (layers, 2, block_size, kv_heads, head_dim)
+        self.dtype = dtype
+        self.pin = pin
+        self.chunk_blocks = chunk_blocks
+        self.chunks: list[torch.Tensor] = []
+        self.free_slots: list[tuple[int, int]] = []
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.chunks) * self.chunk_blocks
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free_slots)
+
+    @property
+    def bytes_per_block(self) -> int:
+        return torch.Size(self.block_shape).numel() * torch.empty((), dtype=self.dtype).element_size()
+
+    def swap_out(self, kv_blocks: torch.Tensor, block_ids: list[int]) -> SwapHandle:
+        """Copy blocks `block_ids` of the pool view `kv_blocks` (layers, 2, blocks, ...) out."""
+        while len(self.free_slots) < len(block_ids):
+            self._grow()
+        slots = tuple(self.free_slots.pop() for _ in block_ids)
+        for (chunk, index), block_id in zip(slots, block_ids, strict=True):
+            self.chunks[chunk][:, :, index].copy_(kv_blocks[:, :, block_id], non_blocking=True)
+        return SwapHandle(slots, len(slots) * self.bytes_per_block)
+
+    def swap_in(self, handle: SwapHandle, kv_blocks: torch.Tensor, block_ids: list[int]) -> None:
+        """Copy a handle's blocks back into pool blocks `block_ids`, then free the swap blocks."""
+        for (chunk, index), block_id in zip(handle.slots, block_ids, strict=False):
+            kv_blocks[:, :, block_id].copy_(self.chunks[chunk][:, :, index], non_blocking=True)
+        self.release(handle)
+
+    def release(self, handle: SwapHandle) -> None:
+        self.free_slots.extend(handle.slots)
+
+    def _grow(self) -> None:
+        layers, kv, *rest = self.block_shape
+        chunk = torch.empty((layers, kv, self.chunk_blocks, *rest), dtype=self.dtype, pin_memory=self.pin)
+        chunk.zero_()  # touch every page now, not during a swap
+        self.chunks.append(chunk)
+        index = len(self.chunks) - 1
+        self.free_slots.extend((index, i) for i in reversed(range(self.chunk_blocks)))
