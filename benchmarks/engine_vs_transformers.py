@@ -36,7 +36,8 @@ def prompt_ids(tokenizer: Tokenizer, n: int) -> list[int]:
 
 
 def bench_engine(path: Path, dtype: str, ids: list[int], new_tokens: int, repeats: int) -> dict:
-    config = EngineConfig(dtype=dtype, max_num_batched_tokens=max(len(ids), 512))
+    # No prefix cache: every repeat must compute its prompt, as transformers does.
+    config = EngineConfig(dtype=dtype, max_num_batched_tokens=max(len(ids), 512), enable_prefix_caching=False)
     engine = LLMEngine.from_path(str(path), config)
     greedy = SamplingParams(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     list(engine.stream(ids[:16], SamplingParams(max_tokens=4, temperature=0)))  # warm-up
@@ -56,7 +57,6 @@ def bench_engine(path: Path, dtype: str, ids: list[int], new_tokens: int, repeat
 
 
 def bench_transformers(path: Path, dtype: str, ids: list[int], new_tokens: int, repeats: int) -> dict:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws progress bars
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -93,6 +93,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="best of N")
     args = parser.parse_args()
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader draws progress bars
 
     torch.set_num_threads(args.threads)
     store = ModelStore()
