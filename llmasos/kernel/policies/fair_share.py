@@ -166,7 +166,9 @@ class ClassedFairSharePolicy(FairSharePolicy):
         self,
         aging_seconds: float | None = 20.0,
         switch_tokens: float = 32.0,
-        background_slots_under_latency: int | None = 4,
+        # Measured on SmolLM2 with 32 batch streams on a 2-core CPU: a cap of 4 left the interactive
+        # decode rate at 0.41x idle, a cap of 1 at 0.94x (time to first token 1.33x and 1.22x).
+        background_slots_under_latency: int | None = 1,
     ) -> None:
         super().__init__(switch_tokens)
         validate_positive("background_slots_under_latency", background_slots_under_latency, allow_none=True)
