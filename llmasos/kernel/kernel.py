@@ -66,6 +66,7 @@ class Work:
     prompt_ids: list[int]
     params: SamplingParams
     cache_namespace: str
+    max_concurrent: int = 0  # the app's quota of processes holding the engine at once; 0: no limit
     events: queue.Queue = field(default_factory=queue.Queue)
     in_engine: bool = False  # added to the engine (and not yet removed)
 
@@ -175,7 +176,7 @@ class Kernel:
             live = [p for p in self.table.values() if p.model == model and not p.is_terminal]
             if not live:
                 return 0
-            chosen = policy.select(live, engine.config.max_num_seqs, now)
+            chosen = self._within_quotas(policy.select(live, engine.config.max_num_seqs, now))
             self._switch(engine, live, set(map(id, chosen)), chosen, now)
         start = time.perf_counter()
         try:
@@ -192,6 +193,18 @@ class Kernel:
         self.rate(model).observe(sum(step_tokens.values()), elapsed)
         self.counters.model_step(model, sum(step_tokens.values()), elapsed)
         return sum(step_tokens.values())
+
+    def _within_quotas(self, chosen: list[Process]) -> list[Process]:
+        """Drop the picks that would put an app over its concurrent-process quota, in pick order."""
+        holding: dict[str, int] = {}
+        kept = []
+        for process in chosen:
+            limit = self.work[process.pid].max_concurrent
+            if limit and holding.get(process.app, 0) >= limit:
+                continue
+            holding[process.app] = holding.get(process.app, 0) + 1
+            kept.append(process)
+        return kept
 
     def _switch(
         self, engine: Any, live: list[Process], chosen_ids: set[int], chosen: list[Process], now: float

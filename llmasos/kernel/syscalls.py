@@ -128,7 +128,13 @@ class Syscalls:
             weight=app.weight,
             tokens_in=len(prompt_ids),
         )
-        kernel.admit(process, Work(prompt_ids=prompt_ids, params=params, cache_namespace=app.cache_namespace))
+        work = Work(
+            prompt_ids=prompt_ids,
+            params=params,
+            cache_namespace=app.cache_namespace,
+            max_concurrent=app.max_concurrent,
+        )
+        kernel.admit(process, work)
         return process
 
     @staticmethod

@@ -184,3 +184,17 @@ def test_ps_shows_every_field_and_an_estimated_wait() -> None:
         "estimated_wait_seconds",
     }
     assert rows[1]["estimated_wait_seconds"] > 0 and rows[1]["pid"] == queued.pid
+
+
+def test_an_app_never_holds_more_processes_than_its_concurrency_quota() -> None:
+    kernel, sys, _ = make_kernel(slots=4)
+    app = App("narrow", max_concurrent=1)
+    pids = [sys.generate(app, "m", "x", params(3)).pid for _ in range(3)]
+    other = sys.generate(App("wide"), "m", "y", params(3))
+    most_running = 0
+    while any(not kernel.table[p].is_terminal for p in pids):
+        kernel.tick()
+        running = [p for p in pids if kernel.table[p].state is ProcessState.RUNNING]
+        most_running = max(most_running, len(running))
+    assert most_running == 1
+    assert kernel.table[other.pid].is_terminal  # the other app was not held back by the quota
