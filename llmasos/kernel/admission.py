@@ -21,7 +21,6 @@ class QueueLimits:
 
     max_queued_total: int = 256
     max_queued_per_app: int = 64
-    max_concurrent_per_app: int = 16
 
 
 class TokenRateLimiter:
@@ -85,11 +84,8 @@ def refuse_if_full(
     rate: ServiceRate,
 ) -> None:
     """Raise QuotaExceededError when a new process of `app` would overflow a queue bound."""
-    per_app = (
-        min(x for x in (limits.max_queued_per_app, app_max_queued) if x > 0)
-        if (limits.max_queued_per_app or app_max_queued)
-        else 0
-    )
+    bounds = [b for b in (limits.max_queued_per_app, app_max_queued) if b > 0]
+    per_app = min(bounds, default=0)
     retry = max(1.0, rate.seconds_for(tokens_ahead))
     if per_app and queued_for_app >= per_app:
         raise QuotaExceededError(

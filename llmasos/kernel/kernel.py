@@ -138,7 +138,7 @@ class Kernel:
         that is ahead of it, at the model's measured token rate."""
         with self.lock:
             ahead = sum(
-                self._remaining_tokens(p)
+                self.remaining_tokens(p)
                 for p in self.table.values()
                 if p.model == process.model
                 and not p.is_terminal
@@ -148,7 +148,8 @@ class Kernel:
             )
         return self.rate(process.model).seconds_for(ahead)
 
-    def _remaining_tokens(self, process: Process) -> int:
+    def remaining_tokens(self, process: Process) -> int:
+        """Tokens still to compute for `process`: its uncomputed prompt and its remaining output."""
         work = self.work[process.pid]
         prompt_left = max(0, process.tokens_in - process.tokens_computed)
         return prompt_left + max(0, work.params.max_tokens - process.tokens_out)

@@ -85,7 +85,7 @@ class Syscalls:
             live = [p for p in kernel.table.values() if p.app == app.name and not p.is_terminal]
             queued_total = sum(p.state is ProcessState.QUEUED for p in kernel.table.values())
             rate = kernel.rate(name)
-            ahead = sum(kernel._remaining_tokens(p) for p in kernel.table.values() if not p.is_terminal)
+            ahead = sum(kernel.remaining_tokens(p) for p in kernel.table.values() if not p.is_terminal)
             refuse_if_full(
                 app.name,
                 sum(p.state is ProcessState.QUEUED for p in live),

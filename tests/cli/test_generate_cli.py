@@ -4,17 +4,15 @@ is checked for what it generates from which prompt, not only for printing someth
 
 from __future__ import annotations
 
-import io
 import re
-import sys
 
 import pytest
 
-from llmasos.cli.main import main
 from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.library import ModelStore
+from tests.helpers.cli import run_cli
 
 
 @pytest.fixture
@@ -22,16 +20,7 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run `llmasos ARGS` in-process with `stdin` as its standard input; (exit status, stdout, stderr)."""
 
     def run(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
-        monkeypatch.setattr(sys, "argv", ["llmasos", *args])
-        if stdin is not None:
-            monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-        try:
-            main()
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_cli(monkeypatch, capsys, *args, stdin=stdin)
 
     return run
 

@@ -10,22 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from llmasos.cli.main import main
 from llmasos.config import models_dir
 from llmasos.library import ModelStore
+from tests.helpers.cli import run_cli
 from tests.library.builders import write_tiny_gguf
-
-
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str):
-    """Run `llmasos ARGS` in-process; returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["llmasos", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def tiny_hf_weights(spec: TinySpec, vocab_size: int) -> dict[str, np.ndarray]:
     def rand(*shape: int, scale: float = 0.15) -> np.ndarray:
         return (rng.standard_normal(shape) * scale).astype(np.float32)
 
-    hd, q, kv = spec.head_dim, spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
+    q, kv = spec.heads * spec.head_dim, spec.kv_heads * spec.head_dim
     w = {"model.embed_tokens.weight": rand(vocab_size, spec.hidden, scale=1.0)}
     for i in range(spec.layers):
         p = f"model.layers.{i}."
@@ -69,7 +69,6 @@ def tiny_hf_weights(spec: TinySpec, vocab_size: int) -> dict[str, np.ndarray]:
     w["model.norm.weight"] = 1.0 + rand(spec.hidden, scale=0.1)
     if not spec.tie_embeddings:
         w["lm_head.weight"] = rand(vocab_size, spec.hidden, scale=0.5)
-    del hd
     return w
 
 
