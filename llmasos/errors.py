@@ -131,3 +131,54 @@ class ProcessStateError(LLMasOSError):
 
     type = "invalid_state_error"
     http_status = 409
+
+
+class AuthenticationError(LLMasOSError):
+    """No API key, or one that names no app."""
+
+    type = "authentication_error"
+    http_status = 401
+
+
+class ServiceNotFoundError(LLMasOSError):
+    """No system service of that name."""
+
+    type = "service_not_found"
+    http_status = 404
+
+
+class InvalidSchemaError(InvalidRequestError):
+    """A JSON schema is malformed, or uses a part of JSON Schema that constrained decoding does not support."""
+
+
+def error_from_wire(type_: str | None, status: int, message: str, retry_after: float = 1.0) -> LLMasOSError:
+    """The error a server sent (its `type` and HTTP status), as the class that raised it there.
+
+    Clients of a remote server then catch the same classes as in-process callers."""
+    queue: list[type[LLMasOSError]] = [LLMasOSError]
+    by_status: type[LLMasOSError] | None = None
+    while queue:
+        cls = queue.pop(0)
+        if cls.type == type_ and cls.http_status == status:
+            break
+        if by_status is None and cls.http_status == status and cls is not LLMasOSError:
+            by_status = cls
+        queue.extend(cls.__subclasses__())
+    else:
+        cls = by_status or LLMasOSError
+    if cls is QuotaExceededError:
+        return QuotaExceededError(message, retry_after)
+    try:
+        err = cls(message)
+    except TypeError:  # a class that needs more than a message: keep its wire identity on the base
+        err, cls = LLMasOSError(message), LLMasOSError
+    if cls is LLMasOSError:
+        err.type, err.http_status = type_ or err.type, status
+    return err
+
+
+class ServerUnavailableError(LLMasOSError):
+    """No LLMasOS server answers where the client looked for one."""
+
+    type = "server_unavailable"
+    http_status = 503

@@ -11,7 +11,8 @@ import sys
 
 import typer
 
-from llmasos.cli import generate
+from llmasos.cli import apps as apps_cli
+from llmasos.cli import audit, call, generate, processes, serve
 from llmasos.cli import models as models_cli
 from llmasos.errors import LLMasOSError
 
@@ -23,8 +24,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(models_cli.app, name="models")
+app.add_typer(apps_cli.app, name="apps")
 app.command()(generate.run)
 app.command()(generate.chat)
+app.command()(call.call)
+app.command()(serve.serve)
+app.command()(processes.ps)
+app.command()(audit.audit)
 
 
 def main() -> None:

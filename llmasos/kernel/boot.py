@@ -12,6 +12,7 @@ from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.security.apps import AppRegistry
+from llmasos.security.audit import AuditLog
 
 #: Share of the memory that is free at start-up that models may take by default.
 DEFAULT_BUDGET_FRACTION = 0.8
@@ -49,11 +50,24 @@ def library_loader(
     return load, estimate
 
 
-def boot(config: KernelConfig | None = None, memory_budget: int | None = None) -> Syscalls:
-    """A kernel on the library's models with the persisted apps; call `.kernel.start()` to run it."""
+def boot(
+    config: KernelConfig | None = None,
+    memory_budget: int | None = None,
+    *,
+    audit: bool = True,
+    interface: str = "",
+) -> Syscalls:
+    """A kernel on the library's models with the persisted apps and the audit log under
+    $LLMASOS_HOME; call `.kernel.start()` to run it."""
     config = config or KernelConfig()
     store = ModelStore()
     load, estimate = library_loader(config.engine, store)
     residency = ResidencyManager(memory_budget or default_memory_budget(), load, estimate)
     kernel = Kernel(residency, config)
-    return Syscalls(kernel, AppRegistry(), resolve_model=lambda name: store.get(name).name)
+    return Syscalls(
+        kernel,
+        AppRegistry(),
+        resolve_model=lambda name: store.get(name).name,
+        audit=AuditLog() if audit else None,
+        interface=interface,
+    )

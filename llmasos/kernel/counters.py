@@ -16,6 +16,7 @@ class AppCounters:
     preemptions: int = 0
     wait_seconds_total: float = 0.0  # queued until first scheduled, summed
     waits: int = 0
+    calls: Counter = field(default_factory=Counter)  # system calls by (call, outcome)
 
 
 @dataclass
@@ -60,6 +61,13 @@ class KernelCounters:
             self.apps[app].processes[state] += 1
             if error is not None:
                 self.apps[app].errors[getattr(error, "type", type(error).__name__)] += 1
+
+    def call(self, app: str, call: str, outcome: str, error_type: str | None = None) -> None:
+        """One system call and how it went (ok, denied, error, finished, ...)."""
+        with self._lock:
+            self.apps[app].calls[(call, outcome)] += 1
+            if error_type is not None:
+                self.apps[app].errors[error_type] += 1
 
     def model_step(self, model: str, tokens: int, seconds: float) -> None:
         with self._lock:

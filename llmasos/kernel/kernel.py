@@ -13,6 +13,7 @@ process table, under a lock. Everything that touches an engine runs in the kerne
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import queue
@@ -45,6 +46,9 @@ class KernelConfig:
     engine: EngineConfig = field(default_factory=EngineConfig)
     # Seconds the loop sleeps when no model has work (new work wakes it at once).
     idle_sleep_seconds: float = 0.5
+    # Ended processes kept in the table for `ps`/`status` (newest first); older ones are forgotten so
+    # a long-running server's table does not grow without bound.
+    finished_retention: int = 1000
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,18 @@ class Work:
     max_concurrent: int = 0  # the app's quota of processes holding the engine at once; 0: no limit
     events: queue.Queue = field(default_factory=queue.Queue)
     in_engine: bool = False  # added to the engine (and not yet removed)
+    keep_text: bool = False  # collect the output text in `text` (for audit logs that keep content)
+    text: list[str] = field(default_factory=list)
+    error: LLMasOSError | None = None  # why it failed, when it did
+    # Set by `Kernel.subscribe`: events go to this callback instead of the queue (async servers).
+    listener: Callable[[Event], None] | None = None
+
+    def emit(self, event: Event) -> None:
+        """Deliver one event (the kernel calls this under its lock, so a subscription cannot miss one)."""
+        if self.listener is not None:
+            self.listener(event)
+        else:
+            self.events.put(event)
 
 
 class Kernel:
@@ -92,6 +108,9 @@ class Kernel:
         self._policies: dict[str, Policy] = {}
         self._pending_aborts: list[tuple[str, int]] = []  # (model, pid) to abort in the engine
         self._pids = itertools.count(1)
+        self._ended: collections.deque[int] = collections.deque()  # pids in the order they ended
+        # Called as fn(process, work) under the lock when a process ends (audit, metrics); must be quick.
+        self.on_finish: list[Callable[[Process, Work], None]] = []
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,6 +148,16 @@ class Kernel:
             yield event
             if event.finished:
                 return
+
+    def subscribe(self, pid: int, callback: Callable[[Event], None]) -> None:
+        """Send a process's events to `callback` (from the kernel's thread, quickly) instead of its
+        queue: first those already waiting, then each as it comes. For servers that must not block a
+        thread per stream."""
+        with self.lock:
+            work = self.work[pid]
+            while not work.events.empty():
+                callback(work.events.get_nowait())
+            work.listener = callback
 
     def rate(self, model: str) -> ServiceRate:
         return self.rates.setdefault(model, ServiceRate())
@@ -259,7 +288,9 @@ class Kernel:
             process.record_output(len(output.token_ids), now)
             self.counters.generated(process.app, model, len(output.token_ids))
             work = self.work[process.pid]
-            work.events.put(Event(process.pid, output.text, tuple(output.token_ids)))
+            work.emit(Event(process.pid, output.text, tuple(output.token_ids)))
+            if work.keep_text:
+                work.text.append(output.text)
             if output.finished:
                 work.in_engine = False
                 self._finish(
@@ -277,9 +308,29 @@ class Kernel:
         process.transition(state, reason, self.clock())
         self.residency.models[process.model].active -= 1
         self.counters.finished(process.app, process.model, state.value, error)
-        self.work[process.pid].events.put(
-            Event(process.pid, finished=True, finish_reason=finish_reason, error=error)
-        )
+        work = self.work[process.pid]
+        work.error = error
+        # Observers (the audit log) run before the final event goes out, so a client that has seen
+        # its answer end can already find the record of it.
+        for observer in self.on_finish:
+            try:
+                observer(process, work)
+            except Exception:  # an observer's bug must not wedge the scheduler
+                logger.exception("on_finish observer failed for pid %d", process.pid)
+        work.emit(Event(process.pid, finished=True, finish_reason=finish_reason, error=error))
+        self._ended.append(process.pid)
+        self._forget_old()
+
+    def _forget_old(self) -> None:
+        """Drop the oldest ended processes beyond the retention limit (their engine work is gone)."""
+        while len(self._ended) > self.config.finished_retention:
+            pid = self._ended[0]
+            work = self.work.get(pid)
+            if work is not None and work.in_engine:
+                return  # its abort has not run yet; forget it on a later call
+            self._ended.popleft()
+            self.table.pop(pid, None)
+            self.work.pop(pid, None)
 
     def _run_pending_aborts(self) -> None:
         with self.lock:
@@ -300,6 +351,10 @@ class Kernel:
                 self._finish(process, ProcessState.FAILED, str(wrapped), "error", wrapped)
 
     # ---- running in the background -------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Run the loop in a daemon thread until `stop()`."""

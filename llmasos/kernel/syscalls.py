@@ -1,36 +1,168 @@
 """System calls: the one narrow entry point through which every interface reaches the kernel.
 
 Each call names the calling app, is checked against its capabilities and quotas, and is charged
-to it. A denied call raises the error from `llmasos.errors` that says why and what to do.
+to it. A denied call raises the error from `llmasos.errors` that says why and what to do. Every
+call, allowed or not, becomes one row of the audit log (when the kernel has one): at once for a
+call that is over when it returns, and when its process ends for `generate` and `chat`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import contextlib
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
+    AuthenticationError,
     ContextWindowExceededError,
     InvalidRequestError,
+    LLMasOSError,
     PermissionDeniedError,
     ProcessNotFoundError,
+    ProcessStateError,
     QuotaExceededError,
 )
 from llmasos.kernel.admission import refuse_if_full
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.security.apps import App, AppRegistry
+from llmasos.security.audit import AuditLog, AuditRecord
+
+T = TypeVar("T")
+#: Errors that mean "not allowed" (audited as denied) rather than "not valid".
+DENIALS = (PermissionDeniedError, QuotaExceededError, AuthenticationError)
+
+
+@dataclass
+class _Started:
+    """An audited generation waiting for its process to end."""
+
+    call: str
+    started: float
+    prompt: str | None
 
 
 class Syscalls:
     """generate / chat / cancel / status / ps and app management, for one kernel."""
 
-    def __init__(self, kernel: Kernel, apps: AppRegistry, resolve_model: Any = None) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        apps: AppRegistry,
+        resolve_model: Any = None,
+        audit: AuditLog | None = None,
+        interface: str = "",
+    ) -> None:
         self.kernel = kernel
         self.apps = apps
         # name or alias -> the library's canonical name; raises ModelNotFoundError
         self._resolve_model = resolve_model or (lambda name: name)
+        self.audit = audit
+        self.interface = interface  # written into audit rows: http, sdk, cli
+        self._started: dict[int, _Started] = {}
+        kernel.on_finish.append(self._ended)
+
+    def resolve_model(self, name: str) -> str:
+        """The library's canonical name of a model name or alias; ModelNotFoundError if none."""
+        return self._resolve_model(name)
+
+    # ---- audit --------------------------------------------------------------------------------
+
+    def record(
+        self, app: str, call: str, target: str = "", error: LLMasOSError | None = None, **extra
+    ) -> None:
+        """Count the call and write its audit row (when there is an audit log). `error` makes it
+        denied (not allowed) or an error (allowed but invalid)."""
+        if error is None:
+            outcome, allowed, reason = extra.pop("outcome", "ok"), True, ""
+        else:
+            denied = isinstance(error, DENIALS)
+            outcome, allowed, reason = ("denied" if denied else "error"), not denied, str(error)
+        self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
+        if self.audit is None:
+            return
+        self.audit.record(
+            AuditRecord(
+                app=app,
+                call=call,
+                target=target,
+                outcome=outcome,
+                allowed=allowed,
+                reason=reason,
+                interface=self.interface,
+                **extra,
+            )
+        )
+
+    @contextlib.contextmanager
+    def _audited(self, app: App, call: str, target: str = "") -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        except LLMasOSError as err:
+            self.record(app.name, call, target, err, duration_s=time.monotonic() - started)
+            raise
+        self.record(app.name, call, target, duration_s=time.monotonic() - started)
+
+    def _ended(self, process: Process, work: Any) -> None:
+        """A generation's process ended: count the call and write its audit row."""
+        started = self._started.pop(process.pid, None)
+        if started is None:
+            return
+        self.kernel.counters.call(process.app, started.call, process.state.value)
+        if self.audit is None:
+            return
+        self.audit.record(
+            AuditRecord(
+                app=process.app,
+                call=started.call,
+                target=process.model,
+                outcome=process.state.value,
+                reason=""
+                if process.state is ProcessState.FINISHED
+                else (process.reason or str(work.error or "")),
+                pid=process.pid,
+                tokens_in=process.tokens_in,
+                tokens_out=process.tokens_out,
+                duration_s=time.monotonic() - started.started,
+                interface=self.interface,
+                prompt=started.prompt,
+                output="".join(work.text) if work.keep_text else None,
+            )
+        )
+
+    def invoke(self, app: App, kind: str, name: str, fn: Callable[[], T], *, call: str | None = None) -> T:
+        """Run a service or tool call `fn` for `app`: capability `KIND:NAME` checked, call audited.
+
+        The upper layers (services, tools) run the work; the kernel decides whether the app may and
+        writes it down. Token usage is read from the result's `usage` mapping when it has one.
+        """
+        started = time.monotonic()
+        call = call or f"{kind}.{name}"
+        try:
+            if not app.allows(kind, name):
+                raise PermissionDeniedError(
+                    f"app {app.name!r} may not use {kind} {name!r}; an admin can grant {kind}:{name}"
+                )
+            result = fn()
+        except LLMasOSError as err:
+            self.record(app.name, call, name, err, duration_s=time.monotonic() - started)
+            raise
+        usage = getattr(result, "usage", None) or {}
+        self.record(
+            app.name,
+            call,
+            name,
+            duration_s=time.monotonic() - started,
+            tokens_in=int(usage.get("prompt_tokens", 0)),
+            tokens_out=int(usage.get("completion_tokens", 0)),
+        )
+        return result
 
     # ---- generation ---------------------------------------------------------------------------
 
@@ -46,10 +178,12 @@ class Syscalls:
         """Start a completion of `prompt` (text as is, or token ids)."""
         return self._start(
             app,
+            "generate",
             model,
             params,
             priority,
             lambda tok: tok.encode(prompt) if isinstance(prompt, str) else list(prompt),
+            prompt if isinstance(prompt, str) else json.dumps(list(prompt)),
         )
 
     def chat(
@@ -62,15 +196,47 @@ class Syscalls:
         priority: str | None = None,
     ) -> Process:
         """Start a chat completion: the model's chat template over `messages`."""
-        return self._start(app, model, params, priority, lambda tok: tok.encode_chat(messages))
+        return self._start(
+            app, "chat", model, params, priority, lambda tok: tok.encode_chat(messages), json.dumps(messages)
+        )
 
     def events(self, app: App, pid: int, timeout: float | None = None) -> Iterator[Event]:
         """The process's events (text deltas, then a final one)."""
         self._visible(app, pid)
         return self.kernel.events(pid, timeout)
 
+    def subscribe(self, app: App, pid: int, callback: Callable[[Event], None]) -> None:
+        """Deliver the process's events to `callback` instead of `events()` (see Kernel.subscribe)."""
+        self._visible(app, pid)
+        self.kernel.subscribe(pid, callback)
+
     def _start(
-        self, app: App, model: str, params: SamplingParams | None, priority: str | None, encode
+        self,
+        app: App,
+        call: str,
+        model: str,
+        params: SamplingParams | None,
+        priority: str | None,
+        encode: Callable,
+        prompt_text: str,
+    ) -> Process:
+        started = time.monotonic()
+        try:
+            return self._admit(app, call, model, params, priority, encode, prompt_text, started)
+        except LLMasOSError as err:
+            self.record(app.name, call, model, err, duration_s=time.monotonic() - started)
+            raise
+
+    def _admit(
+        self,
+        app: App,
+        call: str,
+        model: str,
+        params: SamplingParams | None,
+        priority: str | None,
+        encode: Callable,
+        prompt_text: str,
+        started: float,
     ) -> Process:
         params = params or SamplingParams()
         name = self._resolve_model(model)
@@ -107,6 +273,10 @@ class Syscalls:
                 f"the prompt has {len(prompt_ids)} tokens but {name}'s context window is "
                 f"{engine.context_length}; shorten it by at least {over} tokens"
             )
+        # A generation ends at the context window whatever it asked for; clamping here keeps the
+        # token quota and the wait estimates honest for requests that ask for "as much as possible".
+        if len(prompt_ids) + params.max_tokens > engine.context_length:
+            params = dataclasses.replace(params, max_tokens=engine.context_length - len(prompt_ids))
         wanted = len(prompt_ids) + params.max_tokens
         retry = kernel.limiter.retry_after(app.name, app.tokens_per_minute, wanted, now)
         if retry is not None:
@@ -133,7 +303,9 @@ class Syscalls:
             params=params,
             cache_namespace=app.cache_namespace,
             max_concurrent=app.max_concurrent,
+            keep_text=app.audit_content and self.audit is not None,
         )
+        self._started[process.pid] = _Started(call, started, prompt_text if app.audit_content else None)
         kernel.admit(process, work)
         return process
 
@@ -152,19 +324,23 @@ class Syscalls:
 
     # ---- process control ----------------------------------------------------------------------
 
-    def cancel(self, app: App, pid: int) -> Process:
-        process = self._visible(app, pid)
-        if process.is_terminal:
-            raise InvalidRequestError(f"process {pid} already ended ({process.state}); nothing to cancel")
-        self.kernel.cancel(process)
+    def cancel(self, app: App, pid: int, *, reason: str = "cancelled by its owner") -> Process:
+        with self._audited(app, "cancel", str(pid)):
+            process = self._visible(app, pid)
+            if process.is_terminal:
+                raise ProcessStateError(
+                    f"process {pid} already ended ({process.state.value}); nothing to cancel"
+                )
+            self.kernel.cancel(process, reason)
         return process
 
     def status(self, app: App, pid: int) -> dict:
-        return self.describe(self._visible(app, pid))
+        with self._audited(app, "status", str(pid)):
+            return self.describe(self._visible(app, pid))
 
     def ps(self, app: App, *, include_finished: bool = True) -> list[dict]:
         """Every process the app may see (its own; all of them for an admin)."""
-        with self.kernel.lock:
+        with self._audited(app, "ps"), self.kernel.lock:
             processes = [
                 p
                 for p in self.kernel.table.values()
@@ -199,16 +375,27 @@ class Syscalls:
 
     # ---- apps (admin) -------------------------------------------------------------------------
 
-    def create_app(self, caller: App, app: App) -> App:
-        self._require_admin(caller, "create apps")
-        return self.apps.create(app)
+    def create_app(self, caller: App, app: App) -> tuple[App, str]:
+        """Register `app`; returns it with its first API key (shown once, stored hashed)."""
+        with self._audited(caller, "apps.create", app.name):
+            self._require_admin(caller, "create apps")
+            self.apps.create(app)
+            return app, self.apps.issue_key(app.name)
 
     def remove_app(self, caller: App, name: str) -> None:
-        self._require_admin(caller, "remove apps")
-        self.apps.remove(name)
+        with self._audited(caller, "apps.remove", name):
+            self._require_admin(caller, "remove apps")
+            self.apps.remove(name)
+
+    def get_app(self, caller: App, name: str) -> App:
+        with self._audited(caller, "apps.show", name):
+            if name != caller.name:
+                self._require_admin(caller, "see other apps")
+            return self.apps.get(name)
 
     def list_apps(self, caller: App) -> list[App]:
-        return self.apps.list() if caller.is_admin else [caller]
+        with self._audited(caller, "apps.list"):
+            return self.apps.list() if caller.is_admin else [caller]
 
     @staticmethod
     def _require_admin(caller: App, what: str) -> None:

@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from llmasos.config import llmasos_home
-from llmasos.errors import AppExistsError, AppNotFoundError, InvalidRequestError
+from llmasos.errors import AppExistsError, AppNotFoundError, AuthenticationError, InvalidRequestError
+from llmasos.security.keys import key_digest, key_hint, new_key
 from llmasos.storage.db import Database
 
 #: Priority classes, most urgent first. The kernel maps them to its scheduling classes.
@@ -37,6 +38,7 @@ class App:
     max_queued: int = 64  # processes waiting for the engine
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     share_prefix_cache: bool = False  # opt in to sharing cached prompt prefixes with other apps
+    audit_content: bool = False  # opt in to keeping prompts and outputs in the audit log
     created_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -90,7 +92,18 @@ def _create_apps_table(conn) -> None:
     )
 
 
-MIGRATIONS = [_create_apps_table]
+def _create_keys_table(conn) -> None:
+    conn.execute(
+        """CREATE TABLE api_keys (
+            digest TEXT PRIMARY KEY,       -- sha256 of the key; the key itself is never stored
+            app TEXT NOT NULL REFERENCES apps(name) ON DELETE CASCADE,
+            hint TEXT NOT NULL,            -- the key's first characters, for listings
+            created_at REAL NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS = [_create_apps_table, _create_keys_table]
 
 
 class AppRegistry:
@@ -129,6 +142,46 @@ class AppRegistry:
     def remove(self, name: str) -> None:
         self.get(name)
         self.db.execute("DELETE FROM apps WHERE name = ?", (name,))
+
+    # ---- keys -----------------------------------------------------------------------------------
+
+    def issue_key(self, name: str) -> str:
+        """A new API key for app `name`. Returned once; only its hash is kept."""
+        self.get(name)
+        key = new_key()
+        self.db.execute(
+            "INSERT INTO api_keys (digest, app, hint, created_at) VALUES (?, ?, ?, ?)",
+            (key_digest(key), name, key_hint(key), time.time()),
+        )
+        return key
+
+    def revoke_keys(self, name: str) -> int:
+        """Revoke every key of app `name`; returns how many there were."""
+        self.get(name)
+        with self.db.transaction() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM api_keys WHERE app = ?", (name,)).fetchone()[0]
+            conn.execute("DELETE FROM api_keys WHERE app = ?", (name,))
+        return count
+
+    def key_hints(self, name: str) -> list[str]:
+        rows = self.db.execute("SELECT hint FROM api_keys WHERE app = ? ORDER BY created_at", (name,))
+        return [r["hint"] for r in rows]
+
+    def authenticate(self, key: str | None) -> App:
+        """The app a key belongs to; AuthenticationError if there is none."""
+        if not key:
+            raise AuthenticationError(
+                "no API key: send `Authorization: Bearer <key>`; `llmasos apps create NAME` makes one"
+            )
+        rows = self.db.execute(
+            "SELECT a.config FROM api_keys k JOIN apps a ON a.name = k.app WHERE k.digest = ?",
+            (key_digest(key),),
+        )
+        if not rows:
+            raise AuthenticationError(
+                "the API key is not valid (revoked, or for another LLMASOS_HOME); ask an admin for a new one"
+            )
+        return _app_from_json(rows[0]["config"])
 
 
 def _app_from_json(text: str) -> App:

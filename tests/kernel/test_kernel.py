@@ -6,10 +6,10 @@ import pytest
 
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
-    InvalidRequestError,
     ModelUnavailableError,
     PermissionDeniedError,
     ProcessNotFoundError,
+    ProcessStateError,
     QuotaExceededError,
 )
 from llmasos.kernel.kernel import Kernel, KernelConfig
@@ -115,7 +115,7 @@ def test_cancel_frees_the_engine_and_a_second_cancel_is_refused() -> None:
     kernel.tick()
     assert not engines["m"].requests
     assert list(sys.events(app, process.pid))[-1].finish_reason == "cancelled"
-    with pytest.raises(InvalidRequestError, match="already ended"):
+    with pytest.raises(ProcessStateError, match="already ended"):
         sys.cancel(app, process.pid)
     with pytest.raises(ProcessNotFoundError):
         sys.cancel(app, 999)

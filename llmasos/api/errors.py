@@ -1,0 +1,78 @@
+"""The one place where errors become HTTP responses, in OpenAI's shape:
+`{"error": {"message": ..., "type": ..., "code": ...}}`.
+
+A client's mistake is never a 500: our own errors carry their status; FastAPI's validation
+errors become 422 (wrong types) or 400 (a body that is not JSON at all); unknown routes 404.
+Anything else is our bug: logged with its traceback, answered 500 without internals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from llmasos.errors import LLMasOSError, QuotaExceededError
+
+logger = logging.getLogger("llmasos.api")
+
+
+def error_body(message: str, type_: str, code: str | int | None = None, param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "code": code, "param": param}}
+
+
+def error_response(err: LLMasOSError) -> JSONResponse:
+    headers = {}
+    if isinstance(err, QuotaExceededError):
+        headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
+    return JSONResponse(error_body(err.message, err.type, err.type), err.http_status, headers=headers)
+
+
+def _validation_message(err: RequestValidationError) -> tuple[str, str | None, int]:
+    problems = []
+    for item in err.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        if item.get("type") == "json_invalid":
+            return f"the body is not valid JSON: {item.get('ctx', {}).get('error', item.get('msg'))}", None, 400
+        if not where and item.get("type") in ("model_attributes_type", "dict_type", "missing"):
+            return "the body must be a JSON object (send Content-Type: application/json)", None, 400
+        problems.append(f"{where or 'body'}: {item.get('msg')}")
+    first = err.errors()[0] if err.errors() else {}
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    return "invalid request: " + "; ".join(problems[:5]), param, 422
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LLMasOSError)
+    async def _ours(request: Request, err: LLMasOSError) -> JSONResponse:
+        if err.http_status >= 500:
+            logger.warning("%s %s: %s", request.method, request.url.path, err.message)
+        return error_response(err)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        message, param, status = _validation_message(err)
+        return JSONResponse(error_body(message, "invalid_request_error", "invalid_value", param), status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        type_ = "not_found_error" if err.status_code == 404 else "invalid_request_error"
+        message = (
+            f"no such endpoint: {request.method} {request.url.path}; see /docs for the API"
+            if err.status_code in (404, 405)
+            else str(err.detail)
+        )
+        return JSONResponse(
+            error_body(message, type_), err.status_code, headers=getattr(err, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, err: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal error; the server log has the details", "internal_error"), 500
+        )

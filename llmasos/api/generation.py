@@ -1,0 +1,142 @@
+"""Running generations for HTTP requests: start the processes, then wait for them or stream them.
+
+Events arrive from the kernel's thread through a subscription that hands them to the event loop,
+so thousands of open streams cost no thread each. When the client goes away (a dropped stream, or
+a closed connection while waiting for a whole answer) the processes are cancelled at once and the
+kernel returns their KV blocks on its next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from llmasos.engine.sampling import SamplingParams
+from llmasos.errors import LLMasOSError
+from llmasos.kernel.kernel import Event
+from llmasos.kernel.process import Process
+from llmasos.kernel.syscalls import Syscalls
+from llmasos.security.apps import App
+
+#: How often a waiting non-streaming request checks whether its client is still there.
+DISCONNECT_POLL_SECONDS = 0.5
+
+
+def sampling_params(body, choice: int = 0) -> SamplingParams:
+    """SamplingParams of an OpenAI request; with `n` > 1 each seeded choice gets its own seed."""
+    fields: dict = {}
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    if max_tokens is not None:
+        fields["max_tokens"] = max_tokens
+    for name in ("temperature", "top_p", "top_k"):
+        if getattr(body, name) is not None:
+            fields[name] = getattr(body, name)
+    if body.seed is not None:
+        fields["seed"] = body.seed + choice
+    if body.stop is not None:
+        fields["stop"] = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
+    return SamplingParams(**fields)
+
+
+@dataclass
+class Choice:
+    index: int
+    process: Process
+    text: list[str] = field(default_factory=list)
+    finish_reason: str | None = None
+    error: LLMasOSError | None = None
+    done: bool = False
+
+
+class Generation:
+    """The processes of one request (one per choice) and the merged stream of their events."""
+
+    def __init__(self, syscalls: Syscalls, app: App, processes: list[Process]) -> None:
+        self.syscalls = syscalls
+        self.app = app
+        self.choices = [Choice(i, p) for i, p in enumerate(processes)]
+        self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        for choice in self.choices:
+
+            def deliver(event: Event, index: int = choice.index) -> None:
+                loop.call_soon_threadsafe(self._queue.put_nowait, (index, event))
+
+            syscalls.subscribe(app, choice.process.pid, deliver)
+
+    @classmethod
+    async def start(
+        cls, syscalls: Syscalls, app: App, n: int, start_one: Callable[[int], Process]
+    ) -> Generation:
+        """Start `n` processes with `start_one(choice)` (off the event loop: admission may load a
+        model); if one is refused, cancel those already started and raise its error."""
+        processes: list[Process] = []
+        try:
+            for i in range(n):
+                processes.append(await run_in_threadpool(start_one, i))
+        except BaseException:
+            for process in processes:
+                _cancel_quietly(syscalls, app, process, "a sibling choice was refused")
+            raise
+        return cls(syscalls, app, processes)
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.choices[0].process.tokens_in
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(c.process.tokens_out for c in self.choices)
+
+    def usage(self) -> dict:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }
+
+    async def events(self, request: Request | None = None) -> AsyncIterator[tuple[Choice, Event]]:
+        """(choice, event) until every choice has finished. With `request`, a departed client cancels."""
+        try:
+            while not all(c.done for c in self.choices):
+                try:
+                    index, event = await asyncio.wait_for(self._queue.get(), DISCONNECT_POLL_SECONDS)
+                except TimeoutError:
+                    if request is not None and await request.is_disconnected():
+                        return
+                    continue
+                choice = self.choices[index]
+                if event.finished:
+                    choice.done = True
+                    choice.finish_reason = event.finish_reason
+                    choice.error = event.error
+                else:
+                    choice.text.append(event.text)
+                yield choice, event
+        finally:
+            self.cancel_unfinished("the client disconnected")
+
+    async def wait(self, request: Request) -> None:
+        """Run every choice to its end; raise the first choice's error if one failed."""
+        async for _ in self.events(request):
+            pass
+        for choice in self.choices:
+            if choice.error is not None:
+                raise choice.error
+
+    def cancel_unfinished(self, reason: str) -> None:
+        for choice in self.choices:
+            if not choice.done:
+                _cancel_quietly(self.syscalls, self.app, choice.process, reason)
+
+
+def _cancel_quietly(syscalls: Syscalls, app: App, process: Process, reason: str) -> None:
+    if process.is_terminal:
+        return
+    with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
+        syscalls.cancel(app, process.pid, reason=reason)

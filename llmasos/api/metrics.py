@@ -1,0 +1,135 @@
+"""/metrics in Prometheus' text format, read from the kernel at scrape time.
+
+A collector rather than counters updated along the request path: the kernel already keeps every
+figure (its counters, the engines' KV pools, the residency manager), so a scrape reads them once
+and nothing on the hot path pays for metrics.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from llmasos.kernel.kernel import Kernel
+from llmasos.kernel.process import ProcessState
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class KernelCollector(Collector):
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.kernel.counters.snapshot()
+        yield from self._app_metrics(snap["apps"])
+        yield from self._model_metrics(snap["models"])
+        yield from self._live_metrics()
+
+    def _app_metrics(self, apps: dict) -> Iterator[Metric]:
+        calls = CounterMetricFamily(
+            "llmasos_requests", "System calls by app, call and outcome", labels=["app", "call", "outcome"]
+        )
+        errors = CounterMetricFamily("llmasos_errors", "Errors by app and type", labels=["app", "type"])
+        processes = CounterMetricFamily(
+            "llmasos_processes_ended", "Ended processes by app and final state", labels=["app", "state"]
+        )
+        computed = CounterMetricFamily(
+            "llmasos_app_tokens_computed", "Prompt and generated tokens computed", labels=["app"]
+        )
+        generated = CounterMetricFamily("llmasos_app_tokens_generated", "Tokens generated", labels=["app"])
+        preempted = CounterMetricFamily("llmasos_app_preemptions", "Times preempted", labels=["app"])
+        waited = CounterMetricFamily(
+            "llmasos_app_wait_seconds", "Seconds queued before first running", labels=["app"]
+        )
+        waits = CounterMetricFamily("llmasos_app_waits", "Processes that waited and then ran", labels=["app"])
+        for app, c in apps.items():
+            for (call, outcome), n in c["calls"].items():
+                calls.add_metric([app, call, outcome], n)
+            for type_, n in c["errors"].items():
+                errors.add_metric([app, type_], n)
+            for state, n in c["processes"].items():
+                processes.add_metric([app, state], n)
+            computed.add_metric([app], c["tokens_computed"])
+            generated.add_metric([app], c["tokens_generated"])
+            preempted.add_metric([app], c["preemptions"])
+            waited.add_metric([app], c["wait_seconds_total"])
+            waits.add_metric([app], c["waits"])
+        yield from (calls, errors, processes, computed, generated, preempted, waited, waits)
+
+    def _model_metrics(self, models: dict) -> Iterator[Metric]:
+        computed = CounterMetricFamily(
+            "llmasos_model_tokens_computed", "Tokens computed per model", labels=["model"]
+        )
+        generated = CounterMetricFamily(
+            "llmasos_model_tokens_generated", "Tokens generated", labels=["model"]
+        )
+        steps = CounterMetricFamily("llmasos_engine_steps", "Engine steps", labels=["model"])
+        step_seconds = CounterMetricFamily(
+            "llmasos_engine_step_seconds", "Seconds spent in engine steps", labels=["model"]
+        )
+        preempted = CounterMetricFamily("llmasos_model_preemptions", "Context switches out", labels=["model"])
+        for model, c in models.items():
+            computed.add_metric([model], c["tokens_computed"])
+            generated.add_metric([model], c["tokens_generated"])
+            steps.add_metric([model], c["steps"])
+            step_seconds.add_metric([model], c["step_seconds_total"])
+            preempted.add_metric([model], c["preemptions"])
+        yield from (computed, generated, steps, step_seconds, preempted)
+
+    def _live_metrics(self) -> Iterator[Metric]:
+        kernel = self.kernel
+        by_state = GaugeMetricFamily(
+            "llmasos_processes", "Live processes by app, model and state", labels=["app", "model", "state"]
+        )
+        with kernel.lock:
+            live = Counter(
+                (p.app, p.model, p.state.value) for p in kernel.table.values() if not p.is_terminal
+            )
+            residents = list(kernel.residency.models.values())
+        for state in (ProcessState.QUEUED, ProcessState.RUNNING, ProcessState.SUSPENDED):
+            for (app, model, s), n in live.items():
+                if s == state.value:
+                    by_state.add_metric([app, model, s], n)
+        yield by_state
+        resident = GaugeMetricFamily(
+            "llmasos_model_resident_bytes", "Loaded models' memory", labels=["model"]
+        )
+        blocks = GaugeMetricFamily("llmasos_kv_blocks", "KV cache blocks by state", labels=["model", "state"])
+        kv_usage = GaugeMetricFamily("llmasos_kv_usage_ratio", "Share of KV blocks in use", labels=["model"])
+        hits = CounterMetricFamily(
+            "llmasos_prefix_cache_hit_tokens", "Prompt tokens from cache", labels=["model"]
+        )
+        queries = CounterMetricFamily(
+            "llmasos_prefix_cache_query_tokens", "Prompt tokens looked up", labels=["model"]
+        )
+        for r in residents:
+            resident.add_metric([r.name], r.memory_bytes)
+            stats = r.engine.stats()
+            used = stats.num_blocks - stats.num_free_blocks
+            blocks.add_metric([r.name, "used"], used)
+            blocks.add_metric([r.name, "free"], stats.num_free_blocks)
+            blocks.add_metric([r.name, "cached"], stats.num_cached_blocks)
+            kv_usage.add_metric([r.name], used / max(stats.num_blocks, 1))
+            hits.add_metric([r.name], stats.prefix_cache_hits)
+            queries.add_metric([r.name], stats.prefix_cache_queries)
+        yield from (resident, blocks, kv_usage, hits, queries)
+        budget = GaugeMetricFamily("llmasos_memory_budget_bytes", "Memory budget for models")
+        budget.add_metric([], kernel.residency.budget_bytes)
+        used = GaugeMetricFamily("llmasos_memory_used_bytes", "Memory held by loaded models")
+        used.add_metric([], kernel.residency.used_bytes)
+        yield from (budget, used)
+
+
+def registry_for(kernel: Kernel) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(KernelCollector(kernel))
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)

@@ -1,0 +1,221 @@
+"""The OpenAI-compatible endpoints: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from llmasos.api.auth import Caller
+from llmasos.api.errors import error_body
+from llmasos.api.generation import Generation, sampling_params
+from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
+
+router = APIRouter(tags=["openai"])
+
+#: Names under which clients ask for the embedding model.
+EMBEDDING_ALIASES = ("all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "embedding")
+
+
+def _pid_headers(gen: Generation) -> dict[str, str]:
+    # Clients can cancel or inspect the processes behind a request through /os/tasks/{pid}.
+    return {"X-LLMasOS-Pids": ",".join(str(c.process.pid) for c in gen.choices)}
+
+
+@router.get("/v1/models")
+def list_models(request: Request, app: Caller) -> dict:
+    """The models this app may use."""
+    data = [
+        {"id": m.name, "object": "model", "created": _epoch(m.created_at), "owned_by": "llmasos"}
+        for m in request.app.state.store.list()
+        if app.allows("model", m.name)
+    ]
+    if app.allows("model", EMBEDDING_ALIASES[0]):
+        data.append({"id": EMBEDDING_ALIASES[0], "object": "model", "created": 0, "owned_by": "llmasos"})
+    return {"object": "list", "data": data}
+
+
+def _epoch(iso: str) -> int:
+    try:
+        return int(datetime.fromisoformat(iso).timestamp())
+    except ValueError:
+        return 0
+
+
+@router.post("/v1/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, app: Caller
+) -> JSONResponse | StreamingResponse:
+    syscalls = request.app.state.syscalls
+    messages = [
+        {"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages
+    ]
+    gen = await Generation.start(
+        syscalls,
+        app,
+        body.n,
+        lambda i: syscalls.chat(app, body.model, messages, sampling_params(body, i), priority=body.priority),
+    )
+    meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream:
+        return _sse(_chat_chunks(gen, meta, request, include_usage), gen)
+    await gen.wait(request)
+    choices = [
+        {
+            "index": c.index,
+            "message": {"role": "assistant", "content": "".join(c.text)},
+            "finish_reason": c.finish_reason,
+            "logprobs": None,
+        }
+        for c in gen.choices
+    ]
+    return JSONResponse(
+        {**meta.fields("chat.completion"), "choices": choices, "usage": gen.usage()},
+        headers=_pid_headers(gen),
+    )
+
+
+@router.post("/v1/completions", response_model=None)
+async def completions(
+    body: CompletionRequest, request: Request, app: Caller
+) -> JSONResponse | StreamingResponse:
+    syscalls = request.app.state.syscalls
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not prompts:
+        raise InvalidRequestError("prompt is an empty list; give at least one prompt")
+    n = body.n
+
+    def start(i: int):
+        prompt = prompts[i // n]
+        return syscalls.generate(
+            app, body.model, prompt, sampling_params(body, i % n), priority=body.priority
+        )
+
+    gen = await Generation.start(syscalls, app, len(prompts) * n, start)
+    meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if body.stream:
+        return _sse(_completion_chunks(gen, meta, request, include_usage), gen)
+    await gen.wait(request)
+    choices = [
+        {"index": c.index, "text": "".join(c.text), "finish_reason": c.finish_reason, "logprobs": None}
+        for c in gen.choices
+    ]
+    usage = gen.usage()
+    usage["prompt_tokens"] = sum(c.process.tokens_in for c in gen.choices[::n])
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return JSONResponse(
+        {**meta.fields("text_completion"), "choices": choices, "usage": usage}, headers=_pid_headers(gen)
+    )
+
+
+@dataclass
+class _EmbeddingResult:
+    vectors: list[list[float]]
+    usage: dict
+
+
+@router.post("/v1/embeddings")
+async def embeddings(body: EmbeddingRequest, request: Request, app: Caller) -> dict:
+    if body.model.lower() not in EMBEDDING_ALIASES:
+        raise ModelNotFoundError(
+            f"no embedding model {body.model!r}; this server embeds with {EMBEDDING_ALIASES[0]!r}"
+        )
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or any(not t for t in texts):
+        raise InvalidRequestError("input must be a non-empty string or a list of non-empty strings")
+
+    def run() -> _EmbeddingResult:
+        from llmasos.tools.embed import load_embedder
+
+        vectors, tokens = load_embedder().embed(texts)
+        return _EmbeddingResult(vectors, {"prompt_tokens": tokens, "completion_tokens": 0})
+
+    syscalls = request.app.state.syscalls
+    result = await run_in_threadpool(syscalls.invoke, app, "model", EMBEDDING_ALIASES[0], run, call="embed")
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+        "model": EMBEDDING_ALIASES[0],
+        "usage": {
+            "prompt_tokens": result.usage["prompt_tokens"],
+            "total_tokens": result.usage["prompt_tokens"],
+        },
+    }
+
+
+# ---- streaming -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Meta:
+    id: str
+    created: int
+    model: str
+
+    def fields(self, obj: str) -> dict:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+
+def _sse(chunks: AsyncIterator[dict | str], gen: Generation) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        async for chunk in chunks:
+            yield f"data: {chunk if isinstance(chunk, str) else json.dumps(chunk)}\n\n"
+
+    headers = {**_pid_headers(gen), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _error_chunk(err: LLMasOSError) -> dict:
+    return error_body(err.message, err.type, err.type)
+
+
+async def _chat_chunks(
+    gen: Generation, meta: _Meta, request: Request, include_usage: bool
+) -> AsyncIterator[dict | str]:
+    base = meta.fields("chat.completion.chunk")
+    for c in gen.choices:
+        yield {**base, "choices": [{"index": c.index, "delta": {"role": "assistant", "content": ""}}]}
+    async for choice, event in gen.events(request):
+        if event.finished:
+            if event.error is not None:
+                yield _error_chunk(event.error)
+            delta = {"index": choice.index, "delta": {}, "finish_reason": choice.finish_reason}
+            yield {**base, "choices": [delta]}
+        elif event.text:
+            delta = {"index": choice.index, "delta": {"content": event.text}, "finish_reason": None}
+            yield {**base, "choices": [delta]}
+    if include_usage:
+        yield {**base, "choices": [], "usage": gen.usage()}
+    yield "[DONE]"
+
+
+async def _completion_chunks(
+    gen: Generation, meta: _Meta, request: Request, include_usage: bool
+) -> AsyncIterator[dict | str]:
+    base = meta.fields("text_completion")
+    async for choice, event in gen.events(request):
+        if event.finished:
+            if event.error is not None:
+                yield _error_chunk(event.error)
+            item = {
+                "index": choice.index,
+                "text": "",
+                "finish_reason": choice.finish_reason,
+                "logprobs": None,
+            }
+            yield {**base, "choices": [item]}
+        elif event.text:
+            item = {"index": choice.index, "text": event.text, "finish_reason": None, "logprobs": None}
+            yield {**base, "choices": [item]}
+    if include_usage:
+        yield {**base, "choices": [], "usage": gen.usage()}
+    yield "[DONE]"

@@ -1,0 +1,135 @@
+"""The OS endpoints: processes, apps, tasks, services, models, health."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from llmasos.api.auth import Admin, Caller
+from llmasos.api.schemas import AppCreateRequest, ServiceCallRequest
+from llmasos.errors import InvalidRequestError
+from llmasos.security.apps import DEFAULT_CAPABILITIES, App
+
+router = APIRouter(tags=["os"])
+
+
+def _app_json(request: Request, app: App) -> dict:
+    return {**asdict(app), "keys": request.app.state.syscalls.apps.key_hints(app.name)}
+
+
+@router.get("/os/ps")
+def ps(request: Request, app: Caller, all: bool = True) -> dict:
+    """Processes this app may see (every app's for an admin); `all=false` hides ended ones."""
+    return {"processes": request.app.state.syscalls.ps(app, include_finished=all)}
+
+
+@router.get("/os/tasks/{pid}")
+def task(pid: int, request: Request, app: Caller) -> dict:
+    return request.app.state.syscalls.status(app, pid)
+
+
+@router.delete("/os/tasks/{pid}")
+def cancel_task(pid: int, request: Request, app: Caller) -> dict:
+    syscalls = request.app.state.syscalls
+    process = syscalls.cancel(app, pid)
+    return syscalls.describe(process)
+
+
+@router.get("/os/apps")
+def list_apps(request: Request, app: Caller) -> dict:
+    return {"apps": [_app_json(request, a) for a in request.app.state.syscalls.list_apps(app)]}
+
+
+@router.post("/os/apps", status_code=201)
+def create_app(body: AppCreateRequest, request: Request, app: Admin) -> dict:
+    """Register an app; the response holds its API key, shown this once."""
+    fields = body.model_dump()
+    fields["capabilities"] = tuple(fields["capabilities"] or DEFAULT_CAPABILITIES)
+    created, key = request.app.state.syscalls.create_app(app, App(**fields))
+    return {**_app_json(request, created), "api_key": key}
+
+
+@router.get("/os/apps/{name}")
+def show_app(name: str, request: Request, app: Caller) -> dict:
+    return _app_json(request, request.app.state.syscalls.get_app(app, name))
+
+
+@router.delete("/os/apps/{name}")
+def remove_app(name: str, request: Request, app: Admin) -> dict:
+    if name == app.name:
+        raise InvalidRequestError("an app cannot remove itself; use another admin key")
+    request.app.state.syscalls.remove_app(app, name)
+    return {"removed": name}
+
+
+@router.get("/os/models")
+def models(request: Request, app: Caller) -> dict:
+    """Library models this app may use, with whether each is loaded and its measured memory."""
+    residency = request.app.state.syscalls.kernel.residency
+    out = []
+    for manifest in request.app.state.store.list():
+        if not app.allows("model", manifest.name):
+            continue
+        resident = residency.models.get(manifest.name)
+        out.append(
+            {
+                **manifest.to_dict(),
+                "resident": resident is not None,
+                "memory_bytes": resident.memory_bytes if resident else None,
+                "active_processes": resident.active if resident else 0,
+            }
+        )
+    return {
+        "models": out,
+        "memory_budget_bytes": residency.budget_bytes,
+        "memory_used_bytes": residency.used_bytes,
+    }
+
+
+@router.get("/os/services")
+def list_services(app: Caller) -> dict:
+    from llmasos.services import list_services as all_services
+
+    return {
+        "services": [
+            {
+                "name": s.name,
+                "description": s.description,
+                "version": s.version,
+                "input_schema": s.input_schema,
+                "params_schema": s.params_schema,
+                "output_schema": s.output_schema,
+            }
+            for s in all_services()
+            if app.allows("service", s.name)
+        ]
+    }
+
+
+@router.post("/os/services/{name}")
+async def call_service(name: str, body: ServiceCallRequest, request: Request, app: Caller) -> dict:
+    """Run a system service: `{"input": ..., "params": {...}}` -> `{"output": ..., "usage": {...}}`."""
+    from llmasos.services import get_service
+
+    syscalls = request.app.state.syscalls
+    service = get_service(name)
+    result = await run_in_threadpool(
+        syscalls.invoke,
+        app,
+        "service",
+        service.name,
+        lambda: service.run(syscalls, app, body.input, body.params, model=body.model),
+    )
+    return {"output": result.output, "usage": result.usage, "details": result.details}
+
+
+@router.get("/healthz")
+def healthz(request: Request) -> dict:
+    """Liveness without a key: the kernel thread runs and which models are loaded."""
+    kernel = request.app.state.syscalls.kernel
+    return {
+        "status": "ok" if kernel.is_running else "stopped",
+        "resident_models": sorted(kernel.residency.models),
+    }

@@ -1,0 +1,194 @@
+"""The Python SDK: `llmasos.Client()` and `llmasos.AsyncClient()`.
+
+    import llmasos
+    client = llmasos.Client()      # the local server if one runs, else an in-process kernel
+    print(client.call("summarize", text))
+    for delta in client.chat([{"role": "user", "content": "Hi"}], stream=True):
+        print(delta, end="")
+
+`Client(base_url=..., api_key=...)` talks to a remote server. The key may also come from
+`LLMASOS_API_KEY`; for the local server the admin key under `$LLMASOS_HOME` is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from llmasos.errors import ServerUnavailableError
+from llmasos.sdk.discovery import read_server_file
+from llmasos.sdk.transport import HTTPTransport, LocalTransport, Transport
+from llmasos.security.admin import read_admin_key
+
+DEFAULT_TIMEOUT = 600.0
+
+
+def _local_server_url() -> str | None:
+    info = read_server_file()
+    if info is None:
+        return None
+    try:
+        ok = httpx.get(info["url"] + "/healthz", timeout=2.0).is_success
+    except httpx.HTTPError:
+        ok = False
+    return info["url"] if ok else None
+
+
+class Client:
+    """A connection to LLMasOS: HTTP to a server, or a kernel inside this process."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        model: str = "default",
+        timeout: float = DEFAULT_TIMEOUT,
+        local: bool | None = None,
+    ) -> None:
+        """`local=True` forces an in-process kernel, `local=False` requires a server."""
+        self.model = model
+        api_key = api_key or os.environ.get("LLMASOS_API_KEY")
+        if base_url is None and local is not True:
+            base_url = _local_server_url()
+            if base_url is not None:
+                api_key = api_key or read_admin_key()
+            elif local is False:
+                raise ServerUnavailableError(
+                    "no LLMasOS server is running here; start one with `llmasos serve`"
+                )
+        self._transport: Transport = (
+            HTTPTransport(base_url, api_key, timeout) if base_url is not None else LocalTransport()
+        )
+
+    @property
+    def mode(self) -> str:
+        """ "http" or "local"."""
+        return self._transport.mode
+
+    def call(self, service: str, input: Any, *, model: str | None = None, **params: Any) -> Any:
+        """Run a system service (summarize, translate, qa, code, classify, extract, chat) and return
+        its output; `call_full` also returns usage and details."""
+        return self.call_full(service, input, model=model, **params)["output"]
+
+    def call_full(self, service: str, input: Any, *, model: str | None = None, **params: Any) -> dict:
+        return self._transport.call_service(service, input, params, model or self.model)
+
+    def chat(
+        self, messages: list[dict], *, model: str | None = None, stream: bool = False, **sampling: Any
+    ) -> str | Iterator[str]:
+        """The assistant's reply to `messages`, or an iterator of text deltas with `stream=True`.
+        Sampling: max_tokens, temperature, top_p, top_k, seed, stop, priority (a lower class)."""
+        return self._transport.generate("chat", model or self.model, messages, sampling, stream)
+
+    def complete(
+        self, prompt: str, *, model: str | None = None, stream: bool = False, **sampling: Any
+    ) -> str | Iterator[str]:
+        """A plain completion of `prompt` (no chat template)."""
+        return self._transport.generate("completion", model or self.model, prompt, sampling, stream)
+
+    def embed(self, texts: str | list[str], *, model: str = "all-minilm-l6-v2") -> list[list[float]]:
+        """Sentence embeddings (L2-normalized) of one text or a list."""
+        return self._transport.embed([texts] if isinstance(texts, str) else list(texts), model)
+
+    def ps(self) -> list[dict]:
+        return self._transport.ps()
+
+    def models(self) -> list[dict]:
+        return self._transport.models()
+
+    def cancel(self, pid: int) -> dict:
+        return self._transport.cancel(pid)
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """`Client` for asyncio code: each call runs the sync client in a worker thread, so the two
+    never drift apart; streams are handed over through a queue."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._sync = Client(*args, **kwargs)
+
+    @property
+    def mode(self) -> str:
+        return self._sync.mode
+
+    async def call(self, service: str, input: Any, **params: Any) -> Any:
+        return await asyncio.to_thread(self._sync.call, service, input, **params)
+
+    async def chat(
+        self, messages: list[dict], *, stream: bool = False, **kwargs: Any
+    ) -> str | AsyncIterator[str]:
+        if stream:
+            return _iterate_in_thread(lambda: self._sync.chat(messages, stream=True, **kwargs))
+        return await asyncio.to_thread(self._sync.chat, messages, **kwargs)
+
+    async def complete(self, prompt: str, *, stream: bool = False, **kwargs: Any) -> str | AsyncIterator[str]:
+        if stream:
+            return _iterate_in_thread(lambda: self._sync.complete(prompt, stream=True, **kwargs))
+        return await asyncio.to_thread(self._sync.complete, prompt, **kwargs)
+
+    async def embed(self, texts: str | list[str], **kwargs: Any) -> list[list[float]]:
+        return await asyncio.to_thread(self._sync.embed, texts, **kwargs)
+
+    async def ps(self) -> list[dict]:
+        return await asyncio.to_thread(self._sync.ps)
+
+    async def cancel(self, pid: int) -> dict:
+        return await asyncio.to_thread(self._sync.cancel, pid)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._sync.close)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+_END = object()
+
+
+async def _iterate_in_thread(make: Any) -> AsyncIterator[str]:
+    """Run a blocking iterator in a thread and yield its items here; closing early stops it."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = False
+
+    def pump() -> None:
+        iterator = make()
+        try:
+            for item in iterator:
+                if stop:
+                    break
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+        except BaseException as err:  # handed to the reader, raised there
+            loop.call_soon_threadsafe(queue.put_nowait, err)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+    task = loop.run_in_executor(None, pump)
+    try:
+        while (item := await queue.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop = True
+        await task

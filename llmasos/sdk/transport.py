@@ -1,0 +1,224 @@
+"""The two ways a Client reaches a kernel: HTTP to a server, or an in-process kernel.
+
+Both offer the same small set of operations, so `Client` has one implementation of each user-facing
+method and no code is written twice for local and remote use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+import httpx
+
+from llmasos.errors import InvalidRequestError, LLMasOSError, error_from_wire
+
+
+class Transport(Protocol):
+    mode: str
+
+    def generate(
+        self, kind: str, model: str, payload: Any, params: dict, stream: bool
+    ) -> str | Iterator[str]:
+        """kind "chat" (payload: messages) or "completion" (payload: prompt)."""
+        ...
+
+    def call_service(self, name: str, input: Any, params: dict, model: str) -> dict: ...
+    def embed(self, texts: list[str], model: str) -> list[list[float]]: ...
+    def ps(self) -> list[dict]: ...
+    def models(self) -> list[dict]: ...
+    def cancel(self, pid: int) -> dict: ...
+    def close(self) -> None: ...
+
+
+# ---- HTTP --------------------------------------------------------------------------------------
+
+
+class HTTPTransport:
+    mode = "http"
+
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def _raise_for(self, response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        try:
+            error = response.json()["error"]
+            message, type_ = str(error.get("message")), error.get("type")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            message, type_ = response.text[:500] or response.reason_phrase, None
+        retry = float(response.headers.get("retry-after", "1") or 1)
+        raise error_from_wire(type_, response.status_code, message, retry)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise LLMasOSError(f"cannot reach the LLMasOS server at {self.base_url}: {err}") from err
+        self._raise_for(response)
+        return response.json()
+
+    def generate(
+        self, kind: str, model: str, payload: Any, params: dict, stream: bool
+    ) -> str | Iterator[str]:
+        path, field = (
+            ("/v1/chat/completions", "messages") if kind == "chat" else ("/v1/completions", "prompt")
+        )
+        body = {"model": model, field: payload, **params}
+        if not stream:
+            choice = self._request("POST", path, json=body)["choices"][0]
+            return choice["message"]["content"] if kind == "chat" else choice["text"]
+        return self._stream(path, {**body, "stream": True}, kind)
+
+    def _stream(self, path: str, body: dict, kind: str) -> Iterator[str]:
+        try:
+            with self._http.stream("POST", path, json=body) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                for line in response.iter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[len("data: ") :]
+                    if data == "[DONE]":
+                        return
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        e = chunk["error"]
+                        raise error_from_wire(e.get("type"), 500, str(e.get("message")))
+                    for choice in chunk.get("choices", []):
+                        text = (
+                            choice.get("delta", {}).get("content") if kind == "chat" else choice.get("text")
+                        )
+                        if text:
+                            yield text
+        except httpx.HTTPError as err:
+            raise LLMasOSError(f"the stream from {self.base_url} broke: {err}") from err
+
+    def call_service(self, name: str, input: Any, params: dict, model: str) -> dict:
+        return self._request(
+            "POST", f"/os/services/{name}", json={"input": input, "params": params, "model": model}
+        )
+
+    def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        data = self._request("POST", "/v1/embeddings", json={"model": model, "input": texts})["data"]
+        return [d["embedding"] for d in sorted(data, key=lambda d: d["index"])]
+
+    def ps(self) -> list[dict]:
+        return self._request("GET", "/os/ps")["processes"]
+
+    def models(self) -> list[dict]:
+        return self._request("GET", "/os/models")["models"]
+
+    def cancel(self, pid: int) -> dict:
+        return self._request("DELETE", f"/os/tasks/{pid}")
+
+    def close(self) -> None:
+        self._http.close()
+
+
+# ---- in-process --------------------------------------------------------------------------------
+
+
+class LocalTransport:
+    """A kernel in this process, started on first use, acting as the local admin app."""
+
+    mode = "local"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._syscalls = None
+        self._app = None
+
+    def _kernel(self):
+        with self._lock:
+            if self._syscalls is None:
+                from llmasos.kernel.boot import boot
+                from llmasos.security.admin import ensure_admin
+
+                syscalls = boot(interface="sdk")
+                self._app, _ = ensure_admin(syscalls.apps)
+                syscalls.kernel.start()
+                self._syscalls = syscalls
+            return self._syscalls, self._app
+
+    def generate(
+        self, kind: str, model: str, payload: Any, params: dict, stream: bool
+    ) -> str | Iterator[str]:
+        from llmasos.engine.sampling import SamplingParams
+
+        syscalls, app = self._kernel()
+        params = dict(params)
+        if "max_completion_tokens" in params:
+            params["max_tokens"] = params.pop("max_completion_tokens")
+        priority = params.pop("priority", None)
+        if isinstance(params.get("stop"), str):
+            params["stop"] = (params["stop"],)
+        try:
+            sampling = SamplingParams(**params)
+        except TypeError as err:
+            raise InvalidRequestError(f"unknown sampling parameter: {err}") from err
+        if kind == "chat":
+            process = syscalls.chat(app, model, payload, sampling, priority=priority)
+        else:
+            process = syscalls.generate(app, model, payload, sampling, priority=priority)
+        deltas = self._deltas(syscalls, app, process.pid)
+        return deltas if stream else "".join(deltas)
+
+    @staticmethod
+    def _deltas(syscalls, app, pid: int) -> Iterator[str]:
+        finished = False
+        try:
+            for event in syscalls.events(app, pid):
+                if event.finished:
+                    finished = True
+                    if event.error is not None:
+                        raise event.error
+                    return
+                if event.text:
+                    yield event.text
+        finally:
+            if not finished:  # the caller stopped reading: give the engine back at once
+                with contextlib.suppress(LLMasOSError):
+                    syscalls.cancel(app, pid, reason="the reader stopped")
+
+    def call_service(self, name: str, input: Any, params: dict, model: str) -> dict:
+        from llmasos.services import get_service
+
+        syscalls, app = self._kernel()
+        service = get_service(name)
+        result = syscalls.invoke(
+            app, "service", service.name, lambda: service.run(syscalls, app, input, params, model=model)
+        )
+        return {"output": result.output, "usage": result.usage, "details": result.details}
+
+    def embed(self, texts: list[str], model: str) -> list[list[float]]:
+        from llmasos.tools.embed import load_embedder
+
+        syscalls, app = self._kernel()
+        return syscalls.invoke(app, "model", model, lambda: load_embedder().embed(texts)[0], call="embed")
+
+    def ps(self) -> list[dict]:
+        syscalls, app = self._kernel()
+        return syscalls.ps(app)
+
+    def models(self) -> list[dict]:
+        from llmasos.library.store import ModelStore
+
+        return [m.to_dict() for m in ModelStore().list()]
+
+    def cancel(self, pid: int) -> dict:
+        syscalls, app = self._kernel()
+        return syscalls.describe(syscalls.cancel(app, pid))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._syscalls is not None:
+                self._syscalls.kernel.stop()
+                self._syscalls = None

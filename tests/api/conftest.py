@@ -1,0 +1,88 @@
+"""A real uvicorn server on a free loopback port, over a kernel on the tiny model (or the real one)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmasos.config import EngineConfig
+from llmasos.kernel.boot import boot
+from llmasos.kernel.kernel import KernelConfig
+from llmasos.kernel.syscalls import Syscalls
+from llmasos.library.store import ModelStore
+from llmasos.security.admin import ensure_admin
+from llmasos.security.apps import App
+
+
+@dataclass
+class LiveServer:
+    url: str
+    admin_key: str
+    syscalls: Syscalls
+    model: str
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        key = self.admin_key if key is None else key
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def new_app(self, name: str, **fields) -> str:
+        """Register an app directly in the registry; returns its key."""
+        self.syscalls.apps.create(App(name, **fields))
+        return self.syscalls.apps.issue_key(name)
+
+    def engine(self):
+        return self.syscalls.kernel.residency.models[self.model].engine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_server(
+    model_path: Path, name: str, engine: EngineConfig, allow_anonymous: bool = False, **kernel
+) -> Iterator[LiveServer]:
+    import uvicorn
+
+    from llmasos.api.app import create_app
+
+    ModelStore().pull(str(model_path), name=name, progress=False)
+    syscalls = boot(KernelConfig(engine=engine, **kernel), memory_budget=4 * 2**30, interface="http")
+    _, key = ensure_admin(syscalls.apps)
+    app = create_app(syscalls, allow_anonymous=allow_anonymous)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield LiveServer(f"http://127.0.0.1:{port}", key, syscalls, name)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def tiny_server(tiny_gguf: Path) -> Iterator[LiveServer]:
+    """A server on the tiny random model, named `tiny`, with a small KV pool."""
+    yield from run_server(tiny_gguf, "tiny", EngineConfig(block_size=4, kv_cache_bytes=2**20))
+
+
+@pytest.fixture
+def anonymous_server(tiny_gguf: Path) -> Iterator[LiveServer]:
+    yield from run_server(
+        tiny_gguf, "tiny", EngineConfig(block_size=4, kv_cache_bytes=2**20), allow_anonymous=True
+    )

@@ -1,0 +1,72 @@
+"""The Python SDK: remote, discovered-local and in-process clients behave alike."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import llmasos
+from llmasos.errors import ModelNotFoundError, PermissionDeniedError, ServerUnavailableError
+from llmasos.sdk.discovery import remove_server_file, write_server_file
+
+MESSAGES = [{"role": "user", "content": "hello"}]
+
+
+def test_remote_client_chat_stream_complete_and_ps(tiny_server):
+    client = llmasos.Client(tiny_server.url, tiny_server.admin_key, model="tiny")
+    assert client.mode == "http"
+    whole = client.chat(MESSAGES, max_tokens=5, seed=3, temperature=1.0)
+    assert isinstance(whole, str)
+    assert "".join(client.chat(MESSAGES, stream=True, max_tokens=5, seed=3, temperature=1.0)) == whole
+    assert isinstance(client.complete("a b", max_tokens=3, temperature=0), str)
+    assert {p["app"] for p in client.ps()} == {"admin"}
+    assert [m["name"] for m in client.models()] == ["tiny"]
+
+
+def test_remote_errors_are_the_same_classes_as_in_process(tiny_server):
+    client = llmasos.Client(tiny_server.url, tiny_server.admin_key)
+    with pytest.raises(ModelNotFoundError, match="no-such"):
+        client.chat(MESSAGES, model="no-such")
+    narrow = llmasos.Client(tiny_server.url, tiny_server.new_app("narrow", capabilities=("model:x",)))
+    with pytest.raises(PermissionDeniedError):
+        narrow.chat(MESSAGES, model="tiny")
+
+
+def test_client_finds_the_local_server_and_its_admin_key(tiny_server):
+    write_server_file(tiny_server.url)
+    try:
+        client = llmasos.Client(model="tiny")
+        assert client.mode == "http"
+        assert client.chat(MESSAGES, max_tokens=2)
+    finally:
+        remove_server_file()
+    with pytest.raises(ServerUnavailableError, match="llmasos serve"):
+        llmasos.Client(local=False)
+
+
+def test_in_process_client_runs_its_own_kernel(tiny_server):
+    # tiny_server pulled the model into this LLMASOS_HOME; no server file exists, so Client() is local.
+    with llmasos.Client(model="tiny") as client:
+        assert client.mode == "local"
+        text = client.chat(MESSAGES, max_tokens=4, seed=1, temperature=1.0)
+        assert "".join(client.chat(MESSAGES, stream=True, max_tokens=4, seed=1, temperature=1.0)) == text
+        stream = client.chat(MESSAGES, stream=True, max_tokens=100, temperature=1.0)
+        next(stream)
+        stream.close()  # the reader stops: the process is cancelled at once
+        (last,) = [p for p in client.ps() if p["tokens_out"] < 100 and p["state"] == "cancelled"]
+        assert "stopped" in last["reason"]
+
+
+def test_async_client(tiny_server):
+    async def main() -> tuple[str, str]:
+        async with llmasos.AsyncClient(tiny_server.url, tiny_server.admin_key, model="tiny") as client:
+            whole = await client.chat(MESSAGES, max_tokens=5, seed=9, temperature=1.0)
+            parts = [
+                d
+                async for d in await client.chat(MESSAGES, stream=True, max_tokens=5, seed=9, temperature=1.0)
+            ]
+            return whole, "".join(parts)
+
+    whole, streamed = asyncio.run(main())
+    assert whole == streamed
