@@ -193,6 +193,11 @@ class Tokenizer:
         self.bos_token: str = self._token_text(bos_token_id)
         self.eos_token: str = self._token_text(eos_token_id)
         self._chat = ChatTemplate(chat_template, bos_token=self.bos_token, eos_token=self.eos_token)
+        # Spellings of the special tokens, to spot them in untrusted message text (see encode_chat).
+        self._special_texts = tuple(
+            text for text in (backend.id_to_token(i) for i in sorted(self.special_token_ids)) if text
+        )
+        self._literal_backend: tokenizers.Tokenizer | None = None
 
     # ----------------------------------------------------------------------------- constructors
 
@@ -369,13 +374,51 @@ class Tokenizer:
         return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
 
     def encode_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[int]:
-        """Prompt ids for `messages`: the rendered template, with BOS added once if the model uses one."""
-        text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
-        # The template writes its special tokens as text; encoding without the post-processor keeps
-        # EOS off the end of a prompt and BOS from doubling when the template already wrote it.
-        ids = self.encode(text, add_special_tokens=False)
+        """Prompt ids for `messages`: the rendered template, with BOS added once if the model uses one.
+
+        Special-token spellings inside message contents (a user typing ``<|im_end|>``) are encoded as
+        plain text, never as control tokens: otherwise any user could close their turn and write
+        the system's or the assistant's.
+        """
+        if isinstance(messages, list) and any(
+            isinstance(m, dict) and self._has_special_text(m.get("content")) for m in messages
+        ):
+            ids = self._encode_chat_literal(messages, add_generation_prompt)
+        else:
+            text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+            # The template writes its special tokens as text; encoding without the post-processor keeps
+            # EOS off the end of a prompt and BOS from doubling when the template already wrote it.
+            ids = self.encode(text, add_special_tokens=False)
         if self.add_bos_token and self.bos_token_id is not None and ids[:1] != [self.bos_token_id]:
             ids.insert(0, self.bos_token_id)
+        return ids
+
+    def _has_special_text(self, content: Any) -> bool:
+        return isinstance(content, str) and any(text in content for text in self._special_texts)
+
+    def _encode_chat_literal(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+        """Render with a placeholder per content, then encode the template's text with special tokens
+        and each content with special-token spellings read as text."""
+        if self._literal_backend is None:
+            literal = tokenizers.Tokenizer.from_str(self._backend.to_str())
+            literal.encode_special_tokens = True
+            self._literal_backend = literal
+        marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+        masked = [
+            {**m, "content": marks[i]} if isinstance(m.get("content"), str) else m
+            for i, m in enumerate(messages)
+        ]
+        text = self.apply_chat_template(masked, add_generation_prompt=add_generation_prompt)
+        ids: list[int] = []
+        pos = 0
+        for mark, message in zip(marks, messages, strict=True):
+            at = text.find(mark, pos)
+            if at < 0:
+                continue  # the template dropped or rewrote this content: nothing of it to encode
+            ids += self._backend.encode(text[pos:at], add_special_tokens=False).ids
+            ids += self._literal_backend.encode(message["content"], add_special_tokens=False).ids
+            pos = at + len(mark)
+        ids += self._backend.encode(text[pos:], add_special_tokens=False).ids
         return ids
 
     # ----------------------------------------------------------------------------- helpers
