@@ -94,7 +94,16 @@ class ResidencyManager:
             )
         self._make_room(needed, now, for_model=name)
         start = self.clock()
-        engine, measured = self._load(name)
+        try:
+            engine, measured = self._load(name)
+        except ModelUnavailableError:
+            raise
+        except Exception as err:  # a broken file or a device error: the model cannot serve now
+            logger.exception("loading %s failed", name)
+            raise ModelUnavailableError(
+                f"model {name!r} could not be loaded: {err}. `llmasos models show {name}` says what is "
+                "stored; pull it again with --force if the file is damaged"
+            ) from err
         resident = ResidentModel(
             name=name,
             engine=engine,

@@ -49,14 +49,19 @@ def free_port() -> int:
 
 
 def run_server(
-    model_path: Path, name: str, engine: EngineConfig, allow_anonymous: bool = False, **kernel
+    model_path: Path,
+    name: str,
+    engine: EngineConfig,
+    allow_anonymous: bool = False,
+    memory_budget: int = 4 * 2**30,
+    **kernel,
 ) -> Iterator[LiveServer]:
     import uvicorn
 
     from llmasos.api.app import create_app
 
     ModelStore().pull(str(model_path), name=name, progress=False)
-    syscalls = boot(KernelConfig(engine=engine, **kernel), memory_budget=4 * 2**30, interface="http")
+    syscalls = boot(KernelConfig(engine=engine, **kernel), memory_budget=memory_budget, interface="http")
     _, key = ensure_admin(syscalls.apps)
     app = create_app(syscalls, allow_anonymous=allow_anonymous)
     port = free_port()

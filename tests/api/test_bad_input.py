@@ -71,3 +71,26 @@ def test_cancelling_an_ended_process_is_a_conflict(tiny_server):
     assert client.get(f"/os/tasks/{pid}").json()["state"] == "finished"
     r = client.delete(f"/os/tasks/{pid}")
     assert r.status_code == 409 and "already ended" in r.json()["error"]["message"]
+
+
+def test_a_model_over_the_memory_budget_is_503(tiny_gguf):
+    from llmasos.config import EngineConfig
+    from tests.api.conftest import run_server
+
+    for server in run_server(
+        tiny_gguf, "tiny", EngineConfig(block_size=4, kv_cache_bytes=2**20), memory_budget=2**16
+    ):
+        r = server.client().post("/v1/chat/completions", json=CHAT)
+        assert r.status_code == 503
+        message = r.json()["error"]["message"]
+        assert "memory budget" in message and "--memory-budget" in message
+
+
+def test_a_damaged_model_file_is_503_not_500(tiny_server):
+    from llmasos.library.store import ModelStore
+
+    path = ModelStore().model_path("tiny")
+    path.write_bytes(path.read_bytes()[:1000])  # truncated behind the library's back
+    r = tiny_server.client().post("/v1/chat/completions", json={**CHAT, "model": "tiny"})
+    assert r.status_code == 503  # the server loads models on first use, so this is the first load
+    assert "could not be loaded" in r.json()["error"]["message"]
