@@ -1,0 +1,162 @@
+"""Constrained decoding: logits processors that let a model produce only what a grammar accepts.
+
+The grammar engine is llguidance (the one llama.cpp and vLLM use): it walks a grammar over the
+model's own byte-level vocabulary and gives, at every step, the set of tokens that keep the output
+a prefix of some accepted string; once the output is complete and nothing may follow, only the
+end-of-sequence tokens remain. Two grammars are offered:
+
+- `Grammar.json_schema(schema, tokenizer, max_tokens)`: compact JSON of a schema in the subset of
+  `llmasos.engine.json_schema`, bounded so that the value always completes within `max_tokens`;
+- `Grammar.choice(options, tokenizer)`: exactly one of the given strings.
+
+`grammar.processor()` makes a fresh `ConstrainedLogits` for one request, to put in
+`SamplingParams.logits_processors`. Its parser state is a cache of what the output token ids
+imply, rebuilt from them when they do not match (after a preemption that recomputes, or when one
+processor serves several sequences), so suspend/resume in any mode keeps the constraint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import weakref
+from dataclasses import dataclass
+
+import llguidance
+import torch
+
+from llmasos.engine.json_schema import Bounds, fit_to_budget
+from llmasos.errors import InvalidRequestError, InvalidSchemaError
+from llmasos.model.tokenizer import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+# Compact JSON: no free whitespace (a model could emit it forever), and only the two-byte escapes,
+# so that one character costs at most four bytes (json_schema.BYTES_PER_CHAR).
+_JSON_OPTIONS = {"whitespace_flexible": False, "json_allowed_escapes": '"\\bfnrt'}
+#: Parser states a processor keeps (one per sequence it serves, least recently used dropped).
+MAX_STATES = 16
+
+_tokenizers: weakref.WeakKeyDictionary[Tokenizer, llguidance.LLTokenizer] = weakref.WeakKeyDictionary()
+_tokenizers_lock = threading.Lock()
+
+
+def grammar_tokenizer(tokenizer: Tokenizer) -> llguidance.LLTokenizer:
+    """llguidance's view of a model's vocabulary (built once per tokenizer: ~0.5 s for 49k tokens)."""
+    with _tokenizers_lock:
+        found = _tokenizers.get(tokenizer)
+        if found is None:
+            found = llguidance.LLTokenizer(
+                tokenizer.backend.to_str(),
+                n_vocab=tokenizer.vocab_size,
+                eos_token=sorted(tokenizer.stop_token_ids),
+            )
+            _tokenizers[tokenizer] = found
+        return found
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A grammar compiled for one tokenizer; `processor()` makes a logits processor per request."""
+
+    text: str  # llguidance's grammar (JSON) text
+    tokenizer: llguidance.LLTokenizer
+    max_tokens: int  # tokens the longest accepted output takes at most, end token included
+    schema: dict | None = None  # the bounded JSON schema, for json_schema grammars
+    bounds: Bounds | None = None
+
+    @classmethod
+    def json_schema(cls, schema: object, tokenizer: Tokenizer, max_tokens: int) -> Grammar:
+        """Compact JSON valid under `schema`, always complete within `max_tokens` (end included)."""
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+            raise InvalidRequestError(
+                f"max_tokens for a JSON schema must be an integer >= 2, got {max_tokens!r}"
+            )
+        # Every token is at least one byte, so a value of at most max_tokens - 1 bytes always ends in time.
+        bounded, bounds = fit_to_budget(schema, max_tokens - 1)
+        text = llguidance.LLMatcher.grammar_from_json_schema(bounded, overrides=_JSON_OPTIONS)
+        grammar = cls(text, grammar_tokenizer(tokenizer), bounds.worst_case_bytes + 1, bounded, bounds)
+        grammar._check()
+        return grammar
+
+    @classmethod
+    def choice(cls, options: list[str], tokenizer: Tokenizer) -> Grammar:
+        """Exactly one of `options` (non-empty strings), then the end of the sequence."""
+        if not isinstance(options, list | tuple) or not options:
+            raise InvalidRequestError("give at least one option (a non-empty list of strings)")
+        if not all(isinstance(o, str) and o for o in options):
+            raise InvalidRequestError(f"every option must be a non-empty string, got {options!r}")
+        # Lark string literals take JSON escapes; the alternatives are plain terminals.
+        lark = "start: " + " | ".join(json.dumps(o, ensure_ascii=False) for o in dict.fromkeys(options))
+        text = llguidance.LLMatcher.grammar_from_lark(lark)
+        longest = max(len(o.encode()) for o in options)
+        grammar = cls(text, grammar_tokenizer(tokenizer), longest + 1)
+        grammar._check()
+        return grammar
+
+    def _check(self) -> None:
+        error = llguidance.LLMatcher.validate_grammar(self.text, self.tokenizer)
+        if error and not error.startswith("WARNING"):
+            raise InvalidSchemaError(f"the grammar could not be compiled: {error}")
+
+    def processor(self) -> ConstrainedLogits:
+        return ConstrainedLogits(self)
+
+    def matcher(self) -> llguidance.LLMatcher:
+        """A fresh parser at the start of the grammar."""
+        matcher = llguidance.LLMatcher(self.tokenizer, self.text, log_level=0)
+        if matcher.is_error():
+            raise InvalidSchemaError(f"the grammar could not be compiled: {matcher.get_error()}")
+        return matcher
+
+
+class ConstrainedLogits:
+    """fn(output_token_ids, logits_row) -> logits_row that masks every token the grammar forbids.
+
+    Keeps one parser per distinct output it has seen (a small LRU), advanced by the tokens that
+    were appended since; any output it has no parser for is replayed from a fresh one.
+    """
+
+    def __init__(self, grammar: Grammar) -> None:
+        self.grammar = grammar
+        self._states: list[tuple[list[int], llguidance.LLMatcher]] = []
+        self.num_replays = 0  # parsers rebuilt from scratch (first use, preemption, other sequences)
+
+    def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+        matcher = self._matcher_for(output_ids)
+        vocab = self.grammar.tokenizer.vocab_size
+        if matcher.is_error():
+            # Cannot happen for tokens this processor allowed; if it does, end the sequence (the
+            # caller sees an incomplete value) rather than fail the whole engine step.
+            logger.error("constrained decoding lost its parse: %s", matcher.get_error())
+            allowed = torch.zeros(vocab, dtype=torch.bool)
+            allowed[self.grammar.tokenizer.eos_tokens] = True
+        else:
+            bias = torch.frombuffer(bytearray(matcher.compute_logit_bias()), dtype=torch.uint8)
+            allowed = bias != 0
+        if logits.shape[-1] != vocab:  # the model's rows may be padded past the tokenizer's vocabulary
+            padded = torch.zeros(logits.shape[-1], dtype=torch.bool)
+            padded[: min(vocab, logits.shape[-1])] = allowed[: logits.shape[-1]]
+            allowed = padded
+        return torch.where(allowed.to(logits.device), logits, float("-inf"))
+
+    def _matcher_for(self, output_ids: list[int]) -> llguidance.LLMatcher:
+        best = None
+        for index, (consumed, _) in enumerate(self._states):
+            n = len(consumed)
+            if n <= len(output_ids) and output_ids[:n] == consumed and (best is None or n > best[1]):
+                best = (index, n)
+        if best is None:
+            self.num_replays += 1
+            consumed, matcher = [], self.grammar.matcher()
+        else:
+            consumed, matcher = self._states.pop(best[0])
+        new = output_ids[len(consumed) :]
+        if new:
+            matcher.consume_tokens(new)
+            consumed = consumed + new
+        self._states.append((consumed, matcher))
+        if len(self._states) > MAX_STATES:
+            self._states.pop(0)
+        return matcher
