@@ -12,6 +12,19 @@ $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e .
+	@# The speak tool runs espeak-ng, a system program: install it from the system's packages (as
+	@# root, or with sudo when there is one). If that cannot be done, say so and what to run; the rest
+	@# of LLMasOS works without it, so set-up goes on.
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else SUDO=none; fi; \
+	  echo "installing espeak-ng (for the speak tool) with apt-get"; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1 && \
+	     { $$SUDO apt-get install -y -q espeak-ng >/dev/null 2>&1 || \
+	       { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q espeak-ng >/dev/null; }; }; \
+	  then echo "espeak-ng installed"; \
+	  else echo "WARNING: could not install espeak-ng, so the speak tool (and its tests) cannot run;" \
+	    "install it as root with 'apt-get install espeak-ng' (or your system's package manager)" >&2; fi; }
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base

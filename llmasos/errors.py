@@ -182,3 +182,17 @@ class ServerUnavailableError(LLMasOSError):
 
     type = "server_unavailable"
     http_status = 503
+
+
+class ToolNotFoundError(LLMasOSError):
+    """No tool of that name in the registry."""
+
+    type = "tool_not_found"
+    http_status = 404
+
+
+class ToolUnavailableError(LLMasOSError):
+    """A tool's model or program cannot run here (a missing package or system program)."""
+
+    type = "tool_unavailable"
+    http_status = 503

@@ -1,0 +1,185 @@
+"""The `knowledge` tool: a small knowledge graph of (subject, relation, object) triples per app.
+
+Triples live in `$LLMASOS_HOME/knowledge.db`, keyed by app: every query and removal is scoped to the
+calling app, so apps never see each other's facts. Matching ignores case and surrounding spaces;
+the text is stored as given. A query by entity finds the triples where it is the subject (outgoing)
+or the object (incoming), so a graph can be walked in both directions.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from llmasos.errors import InvalidRequestError
+from llmasos.storage.db import Database
+from llmasos.tools.registry import Tool, ToolContext, ToolResult
+
+MAX_TEXT_CHARS = 500
+DEFAULT_LIMIT = 50
+
+
+def _create_triples_table(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE triples (
+            id INTEGER PRIMARY KEY,
+            app TEXT NOT NULL,
+            subject TEXT NOT NULL COLLATE NOCASE,
+            relation TEXT NOT NULL COLLATE NOCASE,
+            object TEXT NOT NULL COLLATE NOCASE,
+            created_at REAL NOT NULL,
+            UNIQUE (app, subject, relation, object)
+        )"""
+    )
+    # One index per direction of a walk, and one for "every X of this relation".
+    conn.execute("CREATE INDEX triples_by_subject ON triples (app, subject, relation)")
+    conn.execute("CREATE INDEX triples_by_object ON triples (app, object, relation)")
+    conn.execute("CREATE INDEX triples_by_relation ON triples (app, relation)")
+
+
+MIGRATIONS = [_create_triples_table]
+
+
+class KnowledgeGraph:
+    """The triples of every app in one SQLite file; each method acts for one app only."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = Database(path, MIGRATIONS)
+
+    def add(self, app: str, subject: str, relation: str, object: str) -> bool:
+        """Store a triple; False if the app already had it."""
+        subject, relation, object = (_clean(v, k) for k, v in _named(subject, relation, object))
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO triples (app, subject, relation, object, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (app, subject, relation, object, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def query(
+        self, app: str, entity: str | None = None, relation: str | None = None, limit: int = DEFAULT_LIMIT
+    ) -> list[dict]:
+        """The app's triples touching `entity` (as subject or object) and/or of `relation`, oldest first.
+
+        Each comes with `direction`: "outgoing" when `entity` is its subject, "incoming" when it is
+        its object (absent without an entity)."""
+        where, params = ["app = ?"], [app]
+        if entity is not None:
+            entity = _clean(entity, "entity")
+            where.append("(subject = ? OR object = ?)")
+            params += [entity, entity]
+        if relation is not None:
+            where.append("relation = ?")
+            params.append(_clean(relation, "relation"))
+        rows = self.db.execute(
+            f"SELECT subject, relation, object FROM triples WHERE {' AND '.join(where)} ORDER BY id LIMIT ?",
+            (*params, limit),
+        )
+        triples = []
+        for row in rows:
+            triple = {"subject": row["subject"], "relation": row["relation"], "object": row["object"]}
+            if entity is not None:
+                triple["direction"] = "outgoing" if row["subject"].lower() == entity.lower() else "incoming"
+            triples.append(triple)
+        return triples
+
+    def remove(self, app: str, subject: str, relation: str, object: str) -> bool:
+        """Delete one of the app's triples; False if it had no such triple."""
+        subject, relation, object = (_clean(v, k) for k, v in _named(subject, relation, object))
+        with self.db.transaction() as conn:
+            cursor = conn.execute(
+                "DELETE FROM triples WHERE app = ? AND subject = ? AND relation = ? AND object = ?",
+                (app, subject, relation, object),
+            )
+            return cursor.rowcount > 0
+
+    def count(self, app: str) -> int:
+        return self.db.execute("SELECT COUNT(*) AS n FROM triples WHERE app = ?", (app,))[0]["n"]
+
+
+def _named(subject: str, relation: str, object: str) -> list[tuple[str, str]]:
+    return [("subject", subject), ("relation", relation), ("object", object)]
+
+
+def _clean(value: str | None, name: str) -> str:
+    text = (value or "").strip()
+    if not text:
+        raise InvalidRequestError(f"{name} is empty; give the {name} as non-empty text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidRequestError(f"{name} is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+    return text
+
+
+_TEXT = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT_CHARS}
+_TRIPLE = {
+    "type": "object",
+    "properties": {
+        "subject": {"type": "string"},
+        "relation": {"type": "string"},
+        "object": {"type": "string"},
+        "direction": {"enum": ["outgoing", "incoming"]},
+    },
+    "required": ["subject", "relation", "object"],
+}
+
+
+class KnowledgeTool(Tool):
+    name = "knowledge"
+    description = (
+        "Remember and look up facts as (subject, relation, object) triples, private to the calling app: "
+        "add a fact, query the facts about an entity and/or of a relation, or remove a fact."
+    )
+    touches_files = True  # its own database under $LLMASOS_HOME, never a caller's path
+    parameters: ClassVar[dict] = {
+        "type": "object",
+        "properties": {
+            "operation": {"enum": ["add", "query", "remove"], "description": "what to do"},
+            "subject": {**_TEXT, "description": "add/remove: the triple's subject, e.g. 'Ada Lovelace'"},
+            "relation": {**_TEXT, "description": "add/remove: the relation; query: filter by it"},
+            "object": {**_TEXT, "description": "add/remove: the triple's object, e.g. 'London'"},
+            "entity": {**_TEXT, "description": "query: facts where this is the subject or the object"},
+            "limit": {"type": "integer", "minimum": 1, "maximum": 1000, "default": DEFAULT_LIMIT},
+        },
+        "required": ["operation"],
+        "additionalProperties": False,
+    }
+    result_schema: ClassVar[dict] = {
+        "type": "object",
+        "properties": {
+            "operation": {"enum": ["add", "query", "remove"]},
+            "changed": {"type": "boolean"},
+            "triples": {"type": "array", "items": _TRIPLE},
+        },
+        "required": ["operation"],
+    }
+
+    def __init__(self) -> None:
+        self._graphs: dict[Path, KnowledgeGraph] = {}
+        self._lock = threading.Lock()
+
+    def graph(self, context: ToolContext) -> KnowledgeGraph:
+        """The graph file of the context's $LLMASOS_HOME, opened once per tool instance."""
+        path = context.home / "knowledge.db"
+        with self._lock:
+            if path not in self._graphs:
+                self._graphs[path] = KnowledgeGraph(path)
+            return self._graphs[path]
+
+    def run(self, args: dict, context: ToolContext) -> ToolResult:
+        operation, graph, app = args["operation"], self.graph(context), context.app.name
+        if operation == "query":
+            triples = graph.query(app, args.get("entity"), args.get("relation"), args["limit"])
+            return ToolResult(self.name, {"operation": operation, "triples": triples})
+        missing = [k for k in ("subject", "relation", "object") if k not in args]
+        if missing:
+            raise InvalidRequestError(
+                f"knowledge {operation} needs subject, relation and object; missing: {', '.join(missing)}"
+            )
+        triple = (args["subject"].strip(), args["relation"].strip(), args["object"].strip())
+        changed = graph.add(app, *triple) if operation == "add" else graph.remove(app, *triple)
+        output = {"operation": operation, "changed": changed, "triples": [dict(_named(*triple))]}
+        return ToolResult(self.name, output)
