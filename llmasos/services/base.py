@@ -65,8 +65,7 @@ class Session:
     def __init__(self, syscalls: Syscalls, app: App, model: str) -> None:
         self.syscalls = syscalls
         self.app = app
-        resolve = getattr(syscalls, "resolve_model", None) or syscalls._resolve_model
-        self.model = resolve(model)
+        self.model = syscalls.resolve_model(model)
         if not app.allows("model", self.model):
             raise PermissionDeniedError(
                 f"app {app.name!r} may not use model {self.model!r}; an admin can grant model:{self.model}"

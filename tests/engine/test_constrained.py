@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import gguf
 import jsonschema
 import pytest
 import torch
@@ -20,6 +21,8 @@ from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.engine.sequence import SuspendMode
 from llmasos.errors import InvalidRequestError, InvalidSchemaError
+from llmasos.model.tokenizer import Tokenizer
+from tests.helpers.tiny_tokenizer import add_tiny_spm_tokenizer
 
 SCHEMAS = {
     "flat": {
@@ -191,3 +194,31 @@ def test_bad_grammar_requests_are_refused(engine: LLMEngine) -> None:
         Grammar.choice([], engine.tokenizer)
     with pytest.raises(InvalidRequestError, match="non-empty string"):
         Grammar.choice(["a", ""], engine.tokenizer)
+
+
+def _spm_tokenizer(directory) -> Tokenizer:
+    writer = gguf.GGUFWriter(str(directory / "spm.gguf"), "llama")
+    add_tiny_spm_tokenizer(writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return Tokenizer.from_gguf(directory / "spm.gguf")
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "sentencepiece"])
+def test_grammar_reads_the_vocabulary_as_our_decoder_does(engine: LLMEngine, kind: str, tmp_path) -> None:
+    """Random walks through the grammar decode (with our tokenizer) to valid values."""
+    tokenizer = engine.tokenizer if kind == "byte-level" else _spm_tokenizer(tmp_path)
+    grammar = Grammar.json_schema(SCHEMAS["nested"], tokenizer, max_tokens=200)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        processor, ids = grammar.processor(), []
+        while True:
+            logits = processor(ids, torch.randn(tokenizer.vocab_size, generator=generator) * 3)
+            token = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+            if token in tokenizer.stop_token_ids:
+                break
+            ids.append(token)
+        assert len(ids) < grammar.max_tokens
+        jsonschema.validate(json.loads(tokenizer.decode(ids)), SCHEMAS["nested"])
