@@ -4,11 +4,17 @@ A model is loaded on first use and unloaded after an idle keep-alive, or earlier
 needs the room. The victim is not simply the least recently used: each idle model is valued by
 its recent demand times what reloading it would cost, per byte it holds, and the least valuable
 go first. A model larger than the whole budget is refused with both sizes named.
+
+Loading takes seconds, so it never happens under the kernel's lock (every other model's streams
+would stall): `acquire` loads under the manager's own load lock, reserving the estimated bytes
+meanwhile, and returns the engine *pinned*, so no other load can evict it before the caller has
+admitted its process; `release` unpins it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +39,7 @@ class ResidentModel:
     last_used: float
     demand: float = 1.0  # decayed count of recent uses
     active: int = 0  # live processes on it; a model with any is never evicted
+    pins: int = 0  # callers between acquire() and release(); never evicted while pinned
     demand_at: float = field(default=0.0)
 
     def touch(self, now: float) -> None:
@@ -70,19 +77,43 @@ class ResidencyManager:
         self.models: dict[str, ResidentModel] = {}
         self.num_loads = 0
         self.num_evictions = 0
+        self._lock = threading.RLock()  # the table; held briefly, never while loading
+        self._load_lock = threading.Lock()  # one load at a time
+        self._reserved = 0  # bytes set aside for the load in progress
 
     @property
     def used_bytes(self) -> int:
-        return sum(m.memory_bytes for m in self.models.values())
+        return sum(m.memory_bytes for m in list(self.models.values())) + self._reserved
 
     def acquire(self, name: str) -> Any:
-        """The engine of `name`, loading it (and evicting idle models) if needed."""
-        now = self.clock()
-        resident = self.models.get(name)
-        if resident is None:
-            resident = self._load_model(name, now)
-        resident.touch(now)
-        return resident.engine
+        """The engine of `name`, loading it (and evicting idle models) if needed, pinned until
+        `release(name)`."""
+        if (engine := self._pin(name)) is not None:
+            return engine
+        with self._load_lock:
+            if (engine := self._pin(name)) is not None:  # loaded by another caller meanwhile
+                return engine
+            resident = self._load_model(name, self.clock())
+            with self._lock:
+                self.models[name] = resident
+                self._reserved = 0
+            return resident.engine
+
+    def release(self, name: str) -> None:
+        """Unpin a model pinned by `acquire`."""
+        with self._lock:
+            resident = self.models.get(name)
+            if resident is not None and resident.pins > 0:
+                resident.pins -= 1
+
+    def _pin(self, name: str) -> Any:
+        with self._lock:
+            resident = self.models.get(name)
+            if resident is None:
+                return None
+            resident.pins += 1
+            resident.touch(self.clock())
+            return resident.engine
 
     def _load_model(self, name: str, now: float) -> ResidentModel:
         needed = self._estimate(name)
@@ -92,13 +123,17 @@ class ResidencyManager:
                 f"{gib(self.budget_bytes)}; "
                 "raise --memory-budget or use a smaller or more quantized model"
             )
-        self._make_room(needed, now, for_model=name)
+        with self._lock:
+            self._make_room(needed, now, for_model=name)
+            self._reserved = needed
         start = self.clock()
         try:
             engine, measured = self._load(name)
         except ModelUnavailableError:
+            self._reserved = 0
             raise
         except Exception as err:  # a broken file or a device error: the model cannot serve now
+            self._reserved = 0
             logger.exception("loading %s failed", name)
             raise ModelUnavailableError(
                 f"model {name!r} could not be loaded: {err}. `llmasos models show {name}` says what is "
@@ -110,16 +145,19 @@ class ResidencyManager:
             memory_bytes=measured,
             load_seconds=self.clock() - start,
             last_used=now,
-            demand=0.0,
+            demand=1.0,
             demand_at=now,
+            pins=1,
         )
-        self.models[name] = resident
         self.num_loads += 1
         logger.info("loaded %s (%s) in %.1fs", name, gib(measured), resident.load_seconds)
         return resident
 
     def _make_room(self, needed: int, now: float, for_model: str) -> None:
-        idle = sorted((m for m in self.models.values() if m.active == 0), key=lambda m: m.keep_value(now))
+        idle = sorted(
+            (m for m in self.models.values() if m.active == 0 and m.pins == 0),
+            key=lambda m: m.keep_value(now),
+        )
         while self.used_bytes + needed > self.budget_bytes:
             if not idle:
                 busy = ", ".join(f"{m.name} ({gib(m.memory_bytes)})" for m in self.models.values())
@@ -131,7 +169,8 @@ class ResidencyManager:
             self.unload(idle.pop(0).name)
 
     def unload(self, name: str) -> None:
-        resident = self.models.pop(name)
+        with self._lock:
+            resident = self.models.pop(name)
         resident.engine = None  # drop the reference so its tensors are freed
         self.num_evictions += 1
         logger.info("unloaded %s", name)
@@ -139,11 +178,12 @@ class ResidencyManager:
     def unload_expired(self) -> list[str]:
         """Unload models idle past the keep-alive; return their names."""
         now = self.clock()
-        expired = [
-            m.name
-            for m in self.models.values()
-            if m.active == 0 and now - m.last_used > self.keep_alive_seconds
-        ]
-        for name in expired:
-            self.unload(name)
+        with self._lock:
+            expired = [
+                m.name
+                for m in self.models.values()
+                if m.active == 0 and m.pins == 0 and now - m.last_used > self.keep_alive_seconds
+            ]
+            for name in expired:
+                self.unload(name)
         return expired

@@ -246,7 +246,6 @@ class Syscalls:
             )
         process_class = self._priority(app, priority)
         kernel = self.kernel
-        now = kernel.clock()
         with kernel.lock:
             live = [p for p in kernel.table.values() if p.app == app.name and not p.is_terminal]
             queued_total = sum(p.state is ProcessState.QUEUED for p in kernel.table.values())
@@ -263,7 +262,29 @@ class Syscalls:
             )
             if app.max_concurrent and len(live) >= app.max_concurrent + (app.max_queued or 0):
                 raise QuotaExceededError(f"app {app.name!r} has {len(live)} live processes, its limit", 1.0)
-            engine = kernel.residency.acquire(name)
+        # Outside the kernel's lock: loading a model takes seconds and must not stall other streams.
+        engine = kernel.residency.acquire(name)
+        try:
+            return self._admit_on(
+                engine, app, call, name, params, process_class, encode, prompt_text, started
+            )
+        finally:
+            kernel.residency.release(name)
+
+    def _admit_on(
+        self,
+        engine: Any,
+        app: App,
+        call: str,
+        name: str,
+        params: SamplingParams,
+        process_class: PriorityClass,
+        encode: Callable,
+        prompt_text: str,
+        started: float,
+    ) -> Process:
+        kernel = self.kernel
+        now = kernel.clock()
         prompt_ids = encode(engine.tokenizer)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty; give at least one token of input")
