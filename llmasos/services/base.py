@@ -9,6 +9,7 @@ the tokens used, and details (how summarize split its input, how extract bounded
 
 from __future__ import annotations
 
+import contextlib
 import queue
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -98,8 +99,17 @@ class Session:
         wave = max(1, min(MAX_PARALLEL_CALLS, self.app.max_concurrent or MAX_PARALLEL_CALLS))
         done: list[Completion] = []
         for start in range(0, len(calls), wave):
-            processes = [self._start(call) for call in calls[start : start + wave]]
-            done += [self._collect(process) for process in processes]
+            processes: list[Any] = []
+            try:
+                for call in calls[start : start + wave]:
+                    processes.append(self._start(call))
+                while processes:
+                    done.append(self._collect(processes[0]))
+                    processes.pop(0)
+            finally:  # a call that failed leaves no orphans running on the app's account
+                for process in processes:
+                    with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
+                        self.syscalls.cancel(self.app, process.pid)
         return done
 
     def _start(self, call: Call) -> Any:

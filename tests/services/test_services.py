@@ -28,6 +28,7 @@ from llmasos.kernel.syscalls import Syscalls
 from llmasos.model.loader import load_model
 from llmasos.security.apps import App, AppRegistry
 from llmasos.services import get_service, list_services
+from llmasos.services.base import Call, Session
 from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
 
 SERVICES = {"summarize", "translate", "qa", "code", "classify", "extract", "chat"}
@@ -238,3 +239,13 @@ def test_text_services_answer_through_the_kernel(system, name: str, input, param
 def test_input_longer_than_the_context_window_is_refused_clearly(system) -> None:
     with pytest.raises(ContextWindowExceededError, match="context window"):
         _run(system, "translate", "word " * 3000, {"target": "French"})
+
+
+def test_a_failed_call_cancels_the_others_of_its_wave(system) -> None:
+    session = Session(system, App("tester"), "tiny")
+    fine = Call([{"role": "user", "content": "Hello"}], max_tokens=200, temperature=1.0, seed=1)
+    too_long = Call([{"role": "user", "content": "word " * 3000}], max_tokens=4)
+    with pytest.raises(ContextWindowExceededError):
+        session.chat_many([fine, too_long])
+    (process,) = system.kernel.table.values()
+    assert process.state.value == "cancelled"
