@@ -37,7 +37,11 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None, i
     for item in err.errors():
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         if item.get("type") == "json_invalid":
-            return f"the body is not valid JSON: {item.get('ctx', {}).get('error', item.get('msg'))}", None, 400
+            return (
+                f"the body is not valid JSON: {item.get('ctx', {}).get('error', item.get('msg'))}",
+                None,
+                400,
+            )
         if not where and item.get("type") in ("model_attributes_type", "dict_type", "missing"):
             return "the body must be a JSON object (send Content-Type: application/json)", None, 400
         problems.append(f"{where or 'body'}: {item.get('msg')}")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import struct
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -143,13 +145,23 @@ async def embeddings(body: EmbeddingRequest, request: Request, app: Caller) -> d
     result = await run_in_threadpool(syscalls.invoke, app, "model", EMBEDDING_ALIASES[0], run, call="embed")
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(result.vectors)],
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _encode_vector(v, body.encoding_format)}
+            for i, v in enumerate(result.vectors)
+        ],
         "model": EMBEDDING_ALIASES[0],
         "usage": {
             "prompt_tokens": result.usage["prompt_tokens"],
             "total_tokens": result.usage["prompt_tokens"],
         },
     }
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    """OpenAI's clients ask for base64 (float32, little-endian) by default: a quarter of the bytes."""
+    if encoding == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
 
 
 # ---- streaming -------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class CompletionRequest(_SamplingFields):
 class EmbeddingRequest(_Body):
     model: Annotated[str, Field(min_length=1, max_length=200)]
     input: str | list[str]
-    encoding_format: Literal["float"] = "float"
+    encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 bytes
     user: str | None = None
 
 
