@@ -41,8 +41,7 @@ def _squash(text: str) -> str:
 @pytest.fixture(scope="module")
 def ocr():
     load_engine()  # once per process: later calls reuse it
-    registry, context = default_registry(), ToolContext(App("scanner"))
-    return lambda args: registry.call("ocr", args, context).output
+    return lambda args: default_registry().call("ocr", args, ToolContext(App("scanner"))).output
 
 
 def test_reads_a_rendered_receipt_from_a_file(ocr, tmp_path: Path) -> None:

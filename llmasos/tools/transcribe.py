@@ -11,14 +11,20 @@ import re
 import threading
 from typing import Any, ClassVar
 
+import numpy as np
+
 from llmasos.errors import InvalidRequestError, ToolUnavailableError
-from llmasos.tools.media import decode_wav, read_input, resample, to_pcm16
+from llmasos.tools.media import Audio, decode_wav, read_input, resample, to_pcm16
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
 SAMPLE_RATE = 16_000  # the en-US acoustic model's rate
 FRAMES_PER_SECOND = 100  # PocketSphinx's default frame rate, for word times
 MAX_DURATION_S = 600.0
 SILENCE_DBFS = -60.0  # audio whose loudest sample is quieter than this holds no speech to transcribe
+# Silence added before and after the audio: the decoder finds word boundaries and the cepstral mean
+# better with some around the speech. Clips cut tight around speech (as espeak-ng writes them) went
+# from 33% to 19-25% word errors with it on 15 espeak-ng sentences; padding 0.25-1 s all helped.
+PAD_S = 0.25
 _FILLERS = re.compile(r"^(<s>|</s>|<sil>|\[.*\])$")
 
 _decoder: Any = None
@@ -54,7 +60,9 @@ def transcribe_wav(data: bytes) -> dict:
         raise InvalidRequestError(
             f"the audio is silent (peak {audio.peak_dbfs:.0f} dBFS); record speech and try again"
         )
-    pcm = to_pcm16(resample(audio, SAMPLE_RATE))
+    pad = np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)
+    samples = np.concatenate([pad, resample(audio, SAMPLE_RATE).samples, pad])
+    pcm = to_pcm16(Audio(samples, SAMPLE_RATE))
     decoder = load_decoder()
     with _decode_lock:
         decoder.start_utt()
@@ -65,8 +73,8 @@ def transcribe_wav(data: bytes) -> dict:
     words = [
         {
             "word": re.sub(r"\(\d+\)$", "", word),  # "the(2)" is the second pronunciation of "the"
-            "start_s": start / FRAMES_PER_SECOND,
-            "end_s": (end + 1) / FRAMES_PER_SECOND,
+            "start_s": round(max(0.0, start / FRAMES_PER_SECOND - PAD_S), 2),
+            "end_s": round(min(audio.duration_s, (end + 1) / FRAMES_PER_SECOND - PAD_S), 2),
         }
         for word, start, end in segments
         if not _FILLERS.match(word)
