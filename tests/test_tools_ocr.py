@@ -106,3 +106,15 @@ def test_a_remote_caller_cannot_read_files_outside_its_folders(tmp_path: Path) -
     context = ToolContext(App("remote"), file_roots=(tmp_path / "uploads",))
     with pytest.raises(PermissionDeniedError, match="outside its folders"):
         default_registry().call("ocr", {"path": str(secret)}, context)
+
+
+def test_oversized_images_are_refused_before_decoding(ocr, tmp_path: Path, monkeypatch) -> None:
+    from llmasos.tools import media
+
+    monkeypatch.setattr(media, "MAX_INPUT_BYTES", 100)
+    path = tmp_path / "big.png"
+    render(["too big"]).save(path)
+    with pytest.raises(InvalidRequestError, match="the limit is 100 bytes"):
+        ocr({"path": str(path)})
+    with pytest.raises(InvalidRequestError, match="the limit is 100 bytes"):
+        ocr({"image_base64": base64.b64encode(path.read_bytes()).decode()})

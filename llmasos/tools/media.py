@@ -18,7 +18,7 @@ import numpy as np
 from llmasos.errors import InvalidRequestError
 from llmasos.tools.registry import ToolContext
 
-MAX_INLINE_BYTES = 32 * 1024 * 1024
+MAX_INPUT_BYTES = 32 * 1024 * 1024  # per image or audio file, inline or on disk
 
 
 def read_input(args: dict, context: ToolContext, *, path_key: str, data_key: str, what: str) -> bytes:
@@ -33,13 +33,17 @@ def read_input(args: dict, context: ToolContext, *, path_key: str, data_key: str
             data = base64.b64decode(args[data_key], validate=True)
         except (binascii.Error, ValueError):
             raise InvalidRequestError(f"{data_key!r} is not valid base64") from None
-        if len(data) > MAX_INLINE_BYTES:
-            raise InvalidRequestError(f"the {what} is {len(data)} bytes; the limit is {MAX_INLINE_BYTES}")
-        return data
+        return _bounded(data, len(data), what)
     path = context.check_path(args[path_key], purpose="read")
     if not path.is_file():
         raise InvalidRequestError(f"no {what} file at {str(path)!r}; check the path")
-    return path.read_bytes()
+    return _bounded(path, path.stat().st_size, what)
+
+
+def _bounded(source, size: int, what: str) -> bytes:
+    if size > MAX_INPUT_BYTES:
+        raise InvalidRequestError(f"the {what} is {size} bytes; the limit is {MAX_INPUT_BYTES} bytes")
+    return source if isinstance(source, bytes) else source.read_bytes()
 
 
 @dataclass(frozen=True)
