@@ -94,14 +94,19 @@ class Session:
     def chat(self, call: Call) -> Completion:
         return self.chat_many([call])[0]
 
+    @property
+    def kv_tokens(self) -> int:
+        """Tokens the model's whole KV pool holds."""
+        stats = self._engine.stats()
+        return stats.num_blocks * stats.block_size
+
     def chat_many(self, calls: list[Call]) -> list[Completion]:
-        """Run the calls as concurrent processes (in waves), in order of the list."""
-        wave = max(1, min(MAX_PARALLEL_CALLS, self.app.max_concurrent or MAX_PARALLEL_CALLS))
+        """Run the calls as concurrent processes, in waves, and return their answers in order."""
         done: list[Completion] = []
-        for start in range(0, len(calls), wave):
+        for wave in self._waves(calls):
             processes: list[Any] = []
             try:
-                for call in calls[start : start + wave]:
+                for call in wave:
                     processes.append(self._start(call))
                 while processes:
                     done.append(self._collect(processes[0]))
@@ -111,6 +116,22 @@ class Session:
                     with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
                         self.syscalls.cancel(self.app, process.pid)
         return done
+
+    def _waves(self, calls: list[Call]) -> list[list[Call]]:
+        """Consecutive groups of calls that fit the KV pool together (more would only preempt one
+        another: long prompts recomputed again and again) and the app's concurrency quota."""
+        limit = max(1, min(MAX_PARALLEL_CALLS, self.app.max_concurrent or MAX_PARALLEL_CALLS))
+        capacity = self.kv_tokens
+        waves: list[list[Call]] = []
+        used = capacity + 1
+        for call in calls:
+            need = self.prompt_tokens(call.messages) + call.max_tokens
+            if used + need > capacity or len(waves[-1]) >= limit:
+                waves.append([])
+                used = 0
+            waves[-1].append(call)
+            used += need
+        return waves
 
     def _start(self, call: Call) -> Any:
         params = SamplingParams(

@@ -249,3 +249,14 @@ def test_a_failed_call_cancels_the_others_of_its_wave(system) -> None:
         session.chat_many([fine, too_long])
     (process,) = system.kernel.table.values()
     assert process.state.value == "cancelled"
+
+
+def test_concurrent_calls_come_in_waves_that_fit_the_kv_pool(system) -> None:
+    session = Session(system, App("tester"), "tiny")
+    assert session.kv_tokens == 8192
+    call = Call([{"role": "user", "content": "Hello"}], max_tokens=3000)
+    assert [len(wave) for wave in session._waves([call] * 5)] == [2, 2, 1]
+    small = Call(call.messages, max_tokens=10)
+    assert [len(wave) for wave in session._waves([small] * 20)] == [8, 8, 4]  # MAX_PARALLEL_CALLS
+    quota = Session(system, App("q", max_concurrent=3), "tiny")
+    assert [len(wave) for wave in quota._waves([small] * 5)] == [3, 2]
