@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import asdict
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Admin, Caller
-from llmasos.api.schemas import AppCreateRequest, ServiceCallRequest
+from llmasos.api.schemas import AppCreateRequest, AskRequest, ServiceCallRequest, VoiceRequest
 from llmasos.errors import InvalidRequestError
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
 
@@ -123,6 +125,57 @@ async def call_service(name: str, body: ServiceCallRequest, request: Request, ap
         lambda: service.run(syscalls, app, body.input, body.params, model=body.model),
     )
     return {"output": result.output, "usage": result.usage, "details": result.details}
+
+
+def _decode(data: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError(f"{what} is not valid base64") from None
+
+
+def _remote_context(app: App):
+    from llmasos.tools.registry import ToolContext
+
+    # Remote callers send files inline; no tool may read or write a path on the server for them.
+    return ToolContext(app, file_roots=())
+
+
+@router.post("/os/ask")
+async def ask(body: AskRequest, request: Request, app: Caller) -> dict:
+    """Route a plain-language request (with an optional image or WAV, base64) and run the route:
+    `{"route": {...scores, reasons}, "answer": ..., "steps": [...]}`."""
+    from llmasos.router.runner import ask as run_ask
+
+    syscalls = request.app.state.syscalls
+    data = _decode(body.file_base64, "file_base64") if body.file_base64 else None
+    answer = await run_in_threadpool(
+        run_ask,
+        syscalls,
+        app,
+        body.request,
+        attachment=data,
+        model=body.model,
+        context=_remote_context(app),
+        use_model_for_close_calls=body.use_model_for_close_calls,
+    )
+    return answer.to_dict()
+
+
+@router.post("/os/voice")
+async def voice(body: VoiceRequest, request: Request, app: Caller) -> dict:
+    """The voice loop: a spoken question (WAV, base64) in, the spoken answer (WAV, base64) out."""
+    from llmasos.router.runner import voice as run_voice
+
+    wav = _decode(body.audio_base64, "audio_base64")
+    reply = await run_in_threadpool(
+        run_voice, request.app.state.syscalls, app, wav, model=body.model, context=_remote_context(app)
+    )
+    return {
+        "transcript": reply.transcript,
+        **reply.answer.to_dict(),
+        "audio_base64": base64.b64encode(reply.audio).decode("ascii"),
+    }
 
 
 @router.get("/healthz")

@@ -90,3 +90,15 @@ class ServiceCallRequest(_Body):
     input: Any
     params: dict[str, Any] = Field(default_factory=dict)
     model: str = "default"
+
+
+class AskRequest(_Body):
+    request: Annotated[str, Field(min_length=1, max_length=20_000)]
+    file_base64: str | None = None  # an image or a WAV recording sent with the request
+    model: str = "default"
+    use_model_for_close_calls: bool = True
+
+
+class VoiceRequest(_Body):
+    audio_base64: Annotated[str, Field(min_length=1)]  # a WAV recording of the question
+    model: str = "default"

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from llmasos.cli import apps as apps_cli
-from llmasos.cli import audit, call, generate, processes, serve
+from llmasos.cli import ask, audit, call, generate, processes, serve
 from llmasos.cli import models as models_cli
 from llmasos.errors import LLMasOSError
 
@@ -28,6 +28,8 @@ app.add_typer(apps_cli.app, name="apps")
 app.command()(generate.run)
 app.command()(generate.chat)
 app.command()(call.call)
+app.command()(ask.ask)
+app.command()(ask.voice)
 app.command()(serve.serve)
 app.command()(processes.ps)
 app.command()(audit.audit)

@@ -49,7 +49,9 @@ def after_colon_or_quotes(request: str) -> str:
     """The text a request is about: after its first colon, else in quotes, else all of it."""
     head, sep, tail = request.partition(":")
     if sep and tail.strip() and len(head) < 120:
-        return tail.strip()
+        tail = tail.strip()
+        quoted = len(tail) > 2 and tail[0] in "\"'“" and tail[-1] in "\"'”"
+        return tail[1:-1].strip() if quoted else tail
     quoted = _QUOTED.search(request)
     return quoted.group(1).strip() if quoted else request.strip()
 
@@ -63,8 +65,11 @@ def _labels(request: str) -> list[str] | None:
     match = _LABELS.search(request.split(":")[0])
     if not match:
         return None
-    parts = re.split(r",\s*|\s+or\s+", match.group(1))
-    return [p.strip() for p in parts if p.strip()] or None
+    parts = [p.strip() for p in re.split(r",\s*|\s+or\s+", match.group(1)) if p.strip()]
+    # "is this review positive or negative": the first label is no longer than the last one.
+    width = len(parts[-1].split())
+    parts[0] = " ".join(parts[0].split()[-width:])
+    return parts or None
 
 
 def _fields(request: str) -> list[str] | None:

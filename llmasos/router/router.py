@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from llmasos.errors import InvalidRequestError
+from llmasos.errors import InvalidRequestError, LLMasOSError
 from llmasos.router.arguments import arguments_for, instruction
 from llmasos.router.catalog import Destination, destinations
 
@@ -25,7 +25,7 @@ PERCEPTION = {"image": "ocr", "audio": "transcribe"}
 #: Language services that can follow a perception step on its text.
 FOLLOW_UPS = ("summarize", "translate", "qa", "classify", "extract")
 #: Within this much similarity of the best, a destination is a close call for the model to settle.
-CLOSE_CALL_MARGIN = 0.04
+CLOSE_CALL_MARGIN = 0.08
 CANDIDATES_FOR_MODEL = 3
 
 Embed = Callable[[list[str]], list[list[float]]]
@@ -85,8 +85,10 @@ class IntentRouter:
         }
         return dict(sorted(scored.items(), key=lambda kv: -kv[1]))
 
-    def route(self, request: str, attachment: str | None = None) -> Route:
-        """Where `request` goes; `attachment` is the kind of a file sent with it ("image", "audio")."""
+    def route(self, request: str, attachment: str | None = None, *, decide: Decide | None = None) -> Route:
+        """Where `request` goes; `attachment` is the kind of a file sent with it ("image", "audio").
+        `decide` (else the router's own) settles close calls."""
+        decide = decide or self._decide
         if not isinstance(request, str) or not request.strip():
             raise InvalidRequestError("the request is empty; say what you want done")
         if attachment is not None and attachment not in PERCEPTION:
@@ -99,13 +101,18 @@ class IntentRouter:
         rounded = {k: round(v, 4) for k, v in scores.items()}
         if attachment is not None:
             return self._route_file(request, attachment, scores, rounded)
-        ranked = list(scores)
+        # Reading an image or a recording needs one: without a file those tools cannot be the answer.
+        ranked = [name for name in scores if name not in PERCEPTION.values()]
         best, reasons, decided_by = ranked[0], [], "embedding"
         close = [n for n in ranked[1:CANDIDATES_FOR_MODEL] if scores[best] - scores[n] < self.margin]
         reasons.append(f"closest to {best!r} (similarity {scores[best]:.3f})")
-        if close and self._decide is not None:
+        if close and decide is not None:
             candidates = [self.by_name[n] for n in (best, *close)]
-            choice = self._decide(request, candidates)
+            try:
+                choice = decide(request, candidates)
+            except LLMasOSError as err:  # e.g. the model's window is too small: keep the embedding's pick
+                choice = None
+                reasons.append(f"the model could not decide ({err}); kept the closest")
             if choice in self.by_name:
                 names = ", ".join(repr(n) for n in close)
                 reasons.append(f"{names} within {self.margin} of it: the model chose {choice!r}")

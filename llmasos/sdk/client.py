@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -78,6 +79,17 @@ class Client:
     def call_full(self, service: str, input: Any, *, model: str | None = None, **params: Any) -> dict:
         return self._transport.call_service(service, input, params, model or self.model)
 
+    def ask(self, request: str, *, file: str | bytes | None = None, model: str | None = None) -> dict:
+        """Route a plain-language request (with an image or WAV file, a path or bytes) to the right
+        service or tool and run it: {"answer", "route" (target, scores, reasons), "steps", "usage"}."""
+        data = Path(file).read_bytes() if isinstance(file, str) else file
+        return self._transport.ask(request, data, model or self.model)
+
+    def voice(self, wav: str | bytes, *, model: str | None = None) -> dict:
+        """A spoken question (WAV path or bytes) -> {"transcript", "answer", "audio_base64" (WAV), ...}."""
+        data = Path(wav).read_bytes() if isinstance(wav, str) else wav
+        return self._transport.voice(data, model or self.model)
+
     def chat(
         self, messages: list[dict], *, model: str | None = None, stream: bool = False, **sampling: Any
     ) -> str | Iterator[str]:
@@ -139,6 +151,9 @@ class AsyncClient:
         if stream:
             return _iterate_in_thread(lambda: self._sync.complete(prompt, stream=True, **kwargs))
         return await asyncio.to_thread(self._sync.complete, prompt, **kwargs)
+
+    async def ask(self, request: str, **kwargs: Any) -> dict:
+        return await asyncio.to_thread(self._sync.ask, request, **kwargs)
 
     async def embed(self, texts: str | list[str], **kwargs: Any) -> list[list[float]]:
         return await asyncio.to_thread(self._sync.embed, texts, **kwargs)

@@ -6,6 +6,7 @@ method and no code is written twice for local and remote use.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import threading
@@ -27,6 +28,8 @@ class Transport(Protocol):
         ...
 
     def call_service(self, name: str, input: Any, params: dict, model: str) -> dict: ...
+    def ask(self, request: str, file: bytes | None, model: str) -> dict: ...
+    def voice(self, wav: bytes, model: str) -> dict: ...
     def embed(self, texts: list[str], model: str) -> list[list[float]]: ...
     def ps(self) -> list[dict]: ...
     def models(self) -> list[dict]: ...
@@ -105,6 +108,16 @@ class HTTPTransport:
         return self._request(
             "POST", f"/os/services/{name}", json={"input": input, "params": params, "model": model}
         )
+
+    def ask(self, request: str, file: bytes | None, model: str) -> dict:
+        body = {"request": request, "model": model}
+        if file is not None:
+            body["file_base64"] = base64.b64encode(file).decode("ascii")
+        return self._request("POST", "/os/ask", json=body)
+
+    def voice(self, wav: bytes, model: str) -> dict:
+        body = {"audio_base64": base64.b64encode(wav).decode("ascii"), "model": model}
+        return self._request("POST", "/os/voice", json=body)
 
     def embed(self, texts: list[str], model: str) -> list[list[float]]:
         data = self._request("POST", "/v1/embeddings", json={"model": model, "input": texts})["data"]
@@ -197,6 +210,23 @@ class LocalTransport:
             app, "service", service.name, lambda: service.run(syscalls, app, input, params, model=model)
         )
         return {"output": result.output, "usage": result.usage, "details": result.details}
+
+    def ask(self, request: str, file: bytes | None, model: str) -> dict:
+        from llmasos.router.runner import ask
+
+        syscalls, app = self._kernel()
+        return ask(syscalls, app, request, attachment=file, model=model).to_dict()
+
+    def voice(self, wav: bytes, model: str) -> dict:
+        from llmasos.router.runner import voice
+
+        syscalls, app = self._kernel()
+        reply = voice(syscalls, app, wav, model=model)
+        return {
+            "transcript": reply.transcript,
+            **reply.answer.to_dict(),
+            "audio_base64": base64.b64encode(reply.audio).decode("ascii"),
+        }
 
     def embed(self, texts: list[str], model: str) -> list[list[float]]:
         from llmasos.tools.embed import load_embedder

@@ -45,6 +45,7 @@ def test_no_server_errors_under_schemathesis(tiny_server, tmp_path: Path):
         ],
         capture_output=True,
         text=True,
+        cwd=tmp_path,  # its example database (.schemathesis/) goes there, not into the checkout
         timeout=BUDGET_SECONDS + 120,
     )
     print(result.stdout[-3000:])
