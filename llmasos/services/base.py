@@ -75,9 +75,12 @@ class Session:
 
     @cached_property
     def _engine(self) -> Any:
-        kernel = self.syscalls.kernel
-        with kernel.lock:  # as the chat call itself does: loads the model if it is not resident
-            return kernel.residency.acquire(self.model)
+        # Loads the model if it is not resident. Only a handle for the tokenizer and sizes: each
+        # process pins the model itself while it is admitted, so the pin is released at once.
+        residency = self.syscalls.kernel.residency
+        engine = residency.acquire(self.model)
+        residency.release(self.model)
+        return engine
 
     @property
     def tokenizer(self) -> Any:
