@@ -205,6 +205,17 @@ class Syscalls:
         self._visible(app, pid)
         return self.kernel.events(pid, timeout)
 
+    def tokenizer(self, app: App, model: str) -> Any:
+        """The tokenizer of `model` (loading the model if needed), e.g. to build a grammar for it."""
+        name = self._resolve_model(model)
+        if not app.allows("model", name):
+            raise PermissionDeniedError(
+                f"app {app.name!r} may not use model {name!r}; an admin can grant model:{name}"
+            )
+        engine = self.kernel.residency.acquire(name)
+        self.kernel.residency.release(name)
+        return engine.tokenizer
+
     def subscribe(self, app: App, pid: int, callback: Callable[[Event], None]) -> None:
         """Deliver the process's events to `callback` instead of `events()` (see Kernel.subscribe)."""
         self._visible(app, pid)

@@ -91,3 +91,12 @@ def anonymous_server(tiny_gguf: Path) -> Iterator[LiveServer]:
     yield from run_server(
         tiny_gguf, "tiny", EngineConfig(block_size=4, kv_cache_bytes=2**20), allow_anonymous=True
     )
+
+
+@pytest.fixture
+def long_tiny_server(tmp_path: Path) -> Iterator[LiveServer]:
+    """The tiny model with a 1024-token window, for prompts longer than the default tiny one's 256."""
+    from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+    path, _ = write_tiny_gguf(tmp_path / "tiny-1k.gguf", TinySpec(context=1024))
+    yield from run_server(path, "tiny", EngineConfig(block_size=16, kv_cache_bytes=4 * 2**20))
