@@ -12,6 +12,9 @@ $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e .
+	@# Compile the C++ CPU kernels now (about a minute) rather than on the first model load; where
+	@# they cannot be built the engine runs on its torch kernels, so set-up goes on.
+	$(BIN)/python -m llmasos.model.native
 	@# The speak tool runs espeak-ng, a system program: install it from the system's packages (as
 	@# root, or with sudo when there is one). If that cannot be done, say so and what to run; the rest
 	@# of LLMasOS works without it, so set-up goes on.

@@ -20,7 +20,7 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
-from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, make_linear
+from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, NATIVE_MAX_TOKENS, make_linear
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -70,6 +70,9 @@ class LlamaModel(nn.Module):
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
         # The LM head in a non-default weight format (None: `lm_head` or the tied embedding, dense).
         self.logits_proj: nn.Module | None = None
+        # Per-layer weights of the C++ decode step (see `_enable_native_decode`); None: torch layers.
+        self.native_layers: list[torch.Tensor] | None = None
+        self.native_kernels = None
         inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
         self.set_rope_inv_freq(inv_freq)
 
@@ -92,6 +95,28 @@ class LlamaModel(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:  # (N, hidden)
         x = self.embed_tokens(input_ids)
+        if (
+            meta.decode
+            and self.native_layers is not None
+            and kv_caches.dtype == torch.float32
+            and x.shape[0] <= NATIVE_MAX_TOKENS
+        ):
+            c = self.config
+            return self.native_kernels.decode_step(
+                x,
+                positions,
+                meta.slot_mapping,
+                meta.kv_slots,
+                kv_caches,
+                self.rope_cos,
+                self.rope_sin,
+                self.native_layers,
+                self.norm.weight,
+                c.num_heads,
+                c.num_kv_heads,
+                c.head_dim,
+                c.rms_norm_eps,
+            )
         dtype = kv_caches.dtype
         cos = (self.rope_cos[positions].unsqueeze(1) * self.rope_head_scale).to(dtype)  # (N, heads, D)
         sin = (self.rope_sin[positions].unsqueeze(1) * self.rope_head_scale).to(dtype)
@@ -133,7 +158,30 @@ class LlamaModel(nn.Module):
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         head_format = "int8" if weight_format == "int4" else weight_format
         model.logits_proj = make_linear(head, None, head_format, max_quant_tokens=max_quant_tokens)
+        model._enable_native_decode()
         return model
+
+    def _enable_native_decode(self) -> None:
+        """Route decode steps through the C++ decode step when every projection has its kernel.
+
+        Why: a decode step of a small model is ~20 torch ops per layer whose dispatch cost as much as
+        the weight streaming; the C++ step runs all layers in one call with the same int4 weights.
+        """
+        tensors: list[torch.Tensor] = []
+        for layer in self.layers:
+            if layer.attn_norm.weight.dtype != torch.float32:
+                return
+            tensors += [layer.attn_norm.weight.contiguous(), layer.ffn_norm.weight.contiguous()]
+            for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
+                native = getattr(getattr(layer, name), "native_tensors", None)
+                parts = native() if native is not None else None
+                if parts is None:
+                    return
+                tensors += parts
+        if self.norm.weight.dtype != torch.float32 or self.rope_cos.device.type != "cpu":
+            return
+        self.native_layers = tensors
+        self.native_kernels = self.layers[0].qkv_proj.kernels
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""

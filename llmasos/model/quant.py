@@ -20,6 +20,12 @@ the bfloat16 rounding of d and m.
 
 The int ops are CPU-only (CUDA's int4 op wants another packing); on other devices the int formats
 fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
+
+Where the C++ kernels build (native.py, csrc/cpu_kernels.cpp; AVX2) they replace torch's int ops:
+int4 layers quantize each token's activations to int16 per block of 32 and the LM head keeps float
+activations, and steps above NATIVE_MAX_TOKENS multiply the dense copy by the same rounded
+activations, so every path computes the same products: a sequence's result depends on its batch or
+on how its prompt was chunked only through float rounding order. Their outputs are float32.
 """
 
 from __future__ import annotations
@@ -28,12 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmasos.model.native import cpu_kernels
+
 WEIGHT_FORMATS = ("auto", "float32", "bfloat16", "int8", "int4")
 INT4_GROUP = 32
 # Steps with more tokens than this take the dense float32 path. Measured on the AVX2 CPU (30 distinct
 # weights of each layer shape, so they stream from memory): int kernels win at 1 token (1.3-2.7x),
 # tie at 8, and lose at 16 (fp32 1.2-1.3x faster) and 32 (1.6-1.9x).
 DEFAULT_MAX_QUANT_TOKENS = 8
+# With the C++ kernels (native.py), steps of up to this many tokens use them (and decode steps of up to
+# this many sequences the C++ decode step): on one AVX2 core the int4 kernel beat a float32 GEMM up to
+# 16 tokens, tied at 32 and took 1.7x as long at 128; a 32-sequence decode was faster on the dense path.
+NATIVE_MAX_TOKENS = 16
 
 
 def resolve_weight_format(weight_format: str, device: torch.device) -> str:
@@ -83,12 +95,29 @@ class _QuantLinear(nn.Module):
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, in) -> (n, out) bfloat16
-        xb = x.to(torch.bfloat16)
-        if self.dense is None or x.shape[0] <= self.max_quant_tokens:
-            y = self._int_mm(xb)
+    kernels = None  # the C++ kernel module (native.py) where this layer uses it
+
+    def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the dense path multiplies when the C++ kernels serve small steps: x as they see it."""
+        return x.float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, in) -> (n, out) bfloat16 or float32
+        small = self.dense is None or x.shape[0] <= self.max_quant_tokens
+        if self.kernels is not None:
+            # The C++ kernels serve every step up to NATIVE_MAX_TOKENS (they tie with fp32 GEMMs there);
+            # larger ones multiply the dense copy by the activations as the kernel sees them, so both
+            # paths compute the same products and differ only in float rounding order.
+            if self.dense is None or x.shape[0] <= NATIVE_MAX_TOKENS:
+                y = self._native_mm(x)
+            else:
+                y = F.linear(self._dense_input(x), self.dense)
+        elif small:
+            y = self._int_mm(x.to(torch.bfloat16))
         else:
-            y = F.linear(xb.float(), self.dense).to(torch.bfloat16)
+            y = F.linear(x.to(torch.bfloat16).float(), self.dense).to(torch.bfloat16)
         return y if self.bias is None else y + self.bias
 
     def quant_bytes(self) -> int:
@@ -112,9 +141,14 @@ class Int8Linear(_QuantLinear):
         dense = q.float() * scales.float()[:, None] if keep_dense else None
         super().__init__(dense, _bf16(bias), max_quant_tokens)
         self.qweight, self.scales = q.contiguous(), scales
+        self.in_features = weight.shape[1]
+        self.kernels = cpu_kernels() if self.in_features % 8 == 0 else None
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
+
+    def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernels.q8_linear(x, self.qweight, self.scales)
 
     def quant_bytes(self) -> int:
         return _nbytes(self.qweight, self.scales)
@@ -140,16 +174,51 @@ class Int4Linear(_QuantLinear):
         if keep_dense:
             dense = ((q - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]).view_as(weight)
         super().__init__(dense, _bf16(bias), max_quant_tokens)
-        q_int = q.view(out_features, in_features).to(torch.int32)
-        self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q_int, 2)
-        self.scales_and_zeros = scales_and_zeros  # (in/32, out, 2) bf16
         self.out_features, self.in_features = out_features, in_features
+        self.kernels = cpu_kernels()
+        if self.kernels is not None:
+            # The C++ kernel's layout (csrc/cpu_kernels.cpp): per row and group, byte j holds q[j] in its
+            # low nibble and q[j + 16] in its high one; scales and zeros (out, in/32) bf16.
+            q8 = q.to(torch.uint8)
+            self.qs = (q8[..., :16] | (q8[..., 16:] << 4)).reshape(out_features, in_features // 2)
+            self.scales, self.zeros = scale_b.contiguous(), zero_b.contiguous()
+        else:
+            q_int = q.view(out_features, in_features).to(torch.int32)
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q_int, 2)
+            self.scales_and_zeros = scales_and_zeros  # (in/32, out, 2) bf16
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros)
 
+    def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernels.q4_linear(x, self.qs, self.scales, self.zeros, None)
+
+    def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
+        return quantize_activations(x.float())
+
+    def native_tensors(self) -> list[torch.Tensor] | None:
+        """(qs, scales, zeros, float32 bias or empty) for the C++ decode step; None without the kernels."""
+        if self.kernels is None:
+            return None
+        bias = torch.empty(0) if self.bias is None else self.bias.float().contiguous()
+        return [self.qs, self.scales, self.zeros, bias]
+
     def quant_bytes(self) -> int:
+        if self.kernels is not None:
+            return _nbytes(self.qs, self.scales, self.zeros)
         return _nbytes(self.packed, self.scales_and_zeros)
+
+
+def quantize_activations(x: torch.Tensor) -> torch.Tensor:
+    """x (n, in) float32 rounded as the C++ int4 kernel sees it: int16 per block of 32, scale amax/32767.
+
+    Same operations as the kernel (x * (1/scale) rounded half to even), so the dense path multiplies
+    the very values the kernel multiplies."""
+    n, k = x.shape
+    blocks = x.reshape(n, k // INT4_GROUP, INT4_GROUP)
+    scale = blocks.abs().amax(-1, keepdim=True) / 32767
+    inv = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
+    return (torch.round(blocks * inv) * scale).reshape(n, k)
 
 
 def make_linear(

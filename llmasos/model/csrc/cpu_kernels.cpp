@@ -1,0 +1,424 @@
+// AVX2 kernels for CPU decode: a 4-bit weight GEMM (after llama.cpp's q4_1 x q8_1 dot product, with int16
+// activations), an int8-weight GEMM for the LM head, and a whole decode step of the Llama family in one call.
+//
+// Why: at batch 1 a 135M-parameter model is memory-bound (~75 MB of int4 weights per token), yet torch's
+// _weight_int4pack_mm_for_cpu ran at a third of the bandwidth limit on AVX2, and the ~20 torch ops per
+// layer cost ~11 ms of dispatch per token. Here each token's activations are quantized per block of 32
+// to int16 with one float scale (int8, as llama.cpp does, flipped SmolLM2's greedy answer to "What is the
+// capital of France?"), each 32-weight group is two int16 madds, and the decode step runs every layer's
+// norm, projections, RoPE, paged attention and SwiGLU without returning to Python.
+//
+// 4-bit layout (see quant.py, Int4Linear): per output row, groups of 32 weights; group g holds 16 bytes,
+// byte j = q[j] | q[j + 16] << 4 with q in [0, 15], and bf16 `scale`, `zero`: w = (q - 8) * scale + zero.
+// Every row and every token is computed the same way whatever the batch, so a sequence's result does
+// not depend on what shares its step.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kGroup = 32;
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v);
+  __m128 hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+// One token's activations, quantized to int16 per block of 32: x ≈ xq * scale, and `sum` = scale * Σ xq, the
+// block's quantized sum, which the weights' offset (z - 8 d per group) multiplies. Every term uses the
+// quantized x, so the kernel computes exactly Σ w * (xq * scale) with w = (q - 8) * d + z, the product the
+// torch path reproduces with fake-quantized activations (quant.py, `quantize_activations`).
+struct QuantRow {
+  const int16_t* xq;
+  const float* scale;
+  const float* sum;
+};
+
+struct QuantActs {
+  std::vector<int16_t> xq;
+  std::vector<float> scale, sum;
+  int64_t k = 0, blocks = 0;
+
+  void quantize(const float* x, int64_t n, int64_t k_) {
+    k = k_;
+    blocks = k / kGroup;
+    xq.resize(n * k);
+    scale.resize(n * blocks);
+    sum.resize(n * blocks);
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t b = 0; b < blocks; ++b) {
+        const float* src = x + t * k + b * kGroup;
+        float amax = 0.f;
+        for (int i = 0; i < kGroup; ++i) amax = std::max(amax, std::fabs(src[i]));
+        const float d = amax / 32767.f;
+        const float inv = d > 0.f ? 1.f / d : 0.f;
+        int16_t* dst = xq.data() + t * k + b * kGroup;
+        int isum = 0;
+        for (int i = 0; i < kGroup; ++i) {
+          const int v = static_cast<int>(std::nearbyint(src[i] * inv));
+          dst[i] = static_cast<int16_t>(v);
+          isum += v;
+        }
+        scale[t * blocks + b] = d;
+        sum[t * blocks + b] = d * static_cast<float>(isum);
+      }
+    }
+  }
+
+  QuantRow row(int64_t t) const {
+    return {xq.data() + t * k, scale.data() + t * blocks, sum.data() + t * blocks};
+  }
+};
+
+// Unpacked 4-bit group: elements 0-15 and 16-31 as int16 in [0, 15].
+struct Q4Group {
+  __m256i lo, hi;
+};
+
+inline Q4Group unpack_q4(const uint8_t* qs) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
+  const __m128i mask = _mm_set1_epi8(0x0F);
+  return {_mm256_cvtepu8_epi16(_mm_and_si128(packed, mask)),
+          _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), mask))};
+}
+
+// Σ_g (z_g - 8 d_g) * sum[g]: the part of a row·token dot product that does not depend on q.
+inline float q4_offset_terms(const uint16_t* ws, const uint16_t* wz, const QuantRow& x, int64_t blocks) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= blocks; g += 8) {
+    const __m256i d16 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + g)));
+    const __m256i z16 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wz + g)));
+    const __m256 d = _mm256_castsi256_ps(_mm256_slli_epi32(d16, 16));
+    const __m256 z = _mm256_castsi256_ps(_mm256_slli_epi32(z16, 16));
+    const __m256 offset = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), d, z);
+    acc = _mm256_fmadd_ps(offset, _mm256_loadu_ps(x.sum + g), acc);
+  }
+  float s = hsum(acc);
+  for (; g < blocks; ++g) s += (bf16_to_float(wz[g]) - 8.f * bf16_to_float(ws[g])) * x.sum[g];
+  return s;
+}
+
+// A TR-row x TN-token tile: TR * TN independent accumulator chains, each activation block loaded once
+// per tile and each weight group unpacked once per tile.
+template <int TR, int TN>
+inline void q4_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const uint16_t* scales,
+                    const uint16_t* zeros, int64_t r0, int64_t out_features, float* y) {
+  const int64_t blocks = acts.blocks;
+  QuantRow rows[TN];
+  for (int j = 0; j < TN; ++j) rows[j] = acts.row(t0 + j);
+  __m256 acc[TR][TN];
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < blocks; ++g) {
+    Q4Group w[TR];
+    __m256 d[TR];
+    for (int i = 0; i < TR; ++i) {
+      w[i] = unpack_q4(qs + ((r0 + i) * blocks + g) * 16);
+      d[i] = _mm256_set1_ps(bf16_to_float(scales[(r0 + i) * blocks + g]));
+    }
+    for (int j = 0; j < TN; ++j) {
+      const int16_t* xg = rows[j].xq + g * kGroup;
+      const __m256i x_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg));
+      const __m256i x_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16));
+      const __m256 xs = _mm256_broadcast_ss(rows[j].scale + g);
+      for (int i = 0; i < TR; ++i) {
+        // int32 lanes sum 4 products of at most 15 * 32767: no overflow.
+        const __m256i prod = _mm256_add_epi32(_mm256_madd_epi16(w[i].lo, x_lo), _mm256_madd_epi16(w[i].hi, x_hi));
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_mul_ps(d[i], xs), acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < TR; ++i) {
+    const int64_t r = r0 + i;
+    for (int j = 0; j < TN; ++j) {
+      const float off = q4_offset_terms(scales + r * blocks, zeros + r * blocks, rows[j], blocks);
+      y[(t0 + j) * out_features + r] = hsum(acc[i][j]) + off;
+    }
+  }
+}
+
+template <int TN>
+inline void q4_token_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const uint16_t* scales,
+                          const uint16_t* zeros, int64_t r0, int64_t r1, int64_t out_features, float* y) {
+  constexpr int TR = TN <= 2 ? 4 : 2;
+  int64_t r = r0;
+  for (; r + TR <= r1; r += TR) q4_tile<TR, TN>(acts, t0, qs, scales, zeros, r, out_features, y);
+  for (; r < r1; ++r) q4_tile<1, TN>(acts, t0, qs, scales, zeros, r, out_features, y);
+}
+
+// y[t, row] for rows [r0, r1) and all n tokens. Each (row, token) is computed by the same arithmetic
+// whatever n is (tiling changes only which dot products run side by side), so results are batch-invariant.
+void q4_rows(const QuantActs& acts, int64_t n, const uint8_t* qs, const uint16_t* scales, const uint16_t* zeros,
+             int64_t r0, int64_t r1, int64_t out_features, float* y) {
+  // Tokens in chunks whose int8 activations stay in L1/L2 while the rows stream past them.
+  constexpr int64_t kTokenChunk = 32;
+  for (int64_t c0 = 0; c0 < n; c0 += kTokenChunk) {
+    const int64_t c1 = std::min(n, c0 + kTokenChunk);
+    for (int64_t rr = r0; rr < r1; rr += 64) {  // a few rows' weights stay in L1 across the chunk
+      const int64_t rr1 = std::min(r1, rr + 64);
+      int64_t t0 = c0;
+      for (; t0 + 4 <= c1; t0 += 4) q4_token_tile<4>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y);
+      switch (c1 - t0) {
+        case 3: q4_token_tile<3>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y); break;
+        case 2: q4_token_tile<2>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y); break;
+        case 1: q4_token_tile<1>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y); break;
+        default: break;
+      }
+    }
+  }
+}
+
+struct Q4Weight {
+  const uint8_t* qs;
+  const uint16_t* scales;
+  const uint16_t* zeros;
+  const float* bias;  // nullptr: none
+  int64_t out_features, in_features;
+};
+
+Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& scales, const at::Tensor& zeros, const at::Tensor& bias) {
+  TORCH_CHECK(qs.dtype() == at::kByte && qs.is_contiguous() && qs.dim() == 2, "qs: contiguous uint8 (out, in/2)");
+  TORCH_CHECK(scales.dtype() == at::kBFloat16 && zeros.dtype() == at::kBFloat16, "scales/zeros: bfloat16");
+  TORCH_CHECK(scales.is_contiguous() && zeros.is_contiguous(), "scales/zeros: contiguous (out, in/32)");
+  const float* b = nullptr;
+  if (bias.defined() && bias.numel() > 0) {
+    TORCH_CHECK(bias.dtype() == at::kFloat && bias.is_contiguous(), "bias: contiguous float32");
+    b = bias.data_ptr<float>();
+  }
+  return {qs.data_ptr<uint8_t>(), reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>()),
+          reinterpret_cast<const uint16_t*>(zeros.data_ptr<at::BFloat16>()), b, qs.size(0), qs.size(1) * 2};
+}
+
+// y (n, out) = x (n, in) W^T (+ bias), with x already quantized in `acts`.
+void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y) {
+  // Chunks of whole 4-row tiles, so the split between threads does not change a tile's rows.
+  const int64_t grain = std::max<int64_t>(16, 256 / std::max<int64_t>(n, 1));
+  at::parallel_for(0, w.out_features, grain, [&](int64_t r0, int64_t r1) {
+    q4_rows(acts, n, w.qs, w.scales, w.zeros, r0, r1, w.out_features, y);
+  });
+  if (w.bias != nullptr) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < w.out_features; ++r) y[t * w.out_features + r] += w.bias[r];
+  }
+}
+
+at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor& scales, const at::Tensor& zeros,
+                     const c10::optional<at::Tensor>& bias) {
+  const Q4Weight w = q4_view(qs, scales, zeros, bias.has_value() ? *bias : at::Tensor());
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  TORCH_CHECK(xc.dim() == 2 && xc.size(1) == w.in_features, "x: (n, in_features)");
+  const int64_t n = xc.size(0);
+  at::Tensor y = at::empty({n, w.out_features}, xc.options());
+  QuantActs acts;
+  acts.quantize(xc.data_ptr<float>(), n, w.in_features);
+  q4_linear_into(acts, n, w, y.data_ptr<float>());
+  return y;
+}
+
+// LM head: int8 weights (out, in) with one bf16 scale per row, float activations (exact logits up to
+// the weights' own rounding; the head is 8-bit in the GGUF file too).
+at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales) {
+  TORCH_CHECK(qweight.dtype() == at::kChar && qweight.is_contiguous(), "qweight: contiguous int8 (out, in)");
+  TORCH_CHECK(scales.dtype() == at::kBFloat16 && scales.is_contiguous(), "scales: bfloat16 (out,)");
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  const int64_t n = xc.size(0), k = xc.size(1), out = qweight.size(0);
+  TORCH_CHECK(qweight.size(1) == k && k % 8 == 0, "x: (n, in_features), in_features a multiple of 8");
+  at::Tensor y = at::empty({n, out}, xc.options());
+  const int8_t* w = qweight.data_ptr<int8_t>();
+  const uint16_t* s = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
+  const float* xp = xc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, out, 64, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int8_t* wr = w + r * k;
+      for (int64_t t = 0; t < n; ++t) {
+        const float* xr = xp + t * k;
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t i = 0; i < k; i += 8) {
+          const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(wr + i));
+          const __m256 wf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+          acc = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xr + i), acc);
+        }
+        yp[t * out + r] = hsum(acc) * bf16_to_float(s[r]);
+      }
+    }
+  });
+  return y;
+}
+
+void rms_norm(const float* x, const float* w, float eps, int64_t n, int64_t dim, float* y) {
+  for (int64_t t = 0; t < n; ++t) {
+    const float* xr = x + t * dim;
+    float ss = 0.f;
+    for (int64_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+    const float inv = 1.f / std::sqrt(ss / static_cast<float>(dim) + eps);
+    for (int64_t i = 0; i < dim; ++i) y[t * dim + i] = xr[i] * inv * w[i];
+  }
+}
+
+// x (heads, dim) rotated in place, "rotate half" layout: x' = x * cos + roll(x, dim/2) * signed_sin,
+// each table row scaled by `scale` (1/sqrt(head_dim) for queries, as in the torch path).
+void rope(float* x, int64_t heads, int64_t dim, const float* cos, const float* sin, float scale) {
+  const int64_t half = dim / 2;
+  std::vector<float> tmp(dim);
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * dim;
+    for (int64_t i = 0; i < dim; ++i) {
+      const float rolled = v[(i + half) % dim];
+      tmp[i] = v[i] * (cos[i] * scale) + rolled * (sin[i] * scale);
+    }
+    std::memcpy(v, tmp.data(), dim * sizeof(float));
+  }
+}
+
+inline float dot(const float* a, const float* b, int64_t n) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  float s = hsum(acc);
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+struct LayerWeights {
+  const float* attn_norm;
+  const float* ffn_norm;
+  Q4Weight qkv, o, gate_up, down;
+};
+
+// One decode step: n sequences, one new token each at `positions` (its context is positions + 1 tokens,
+// at `kv_slots` (n, T) of the flat cache); returns the final-normed hidden states (n, hidden).
+at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions, const at::Tensor& slot_mapping,
+                       const at::Tensor& kv_slots, at::Tensor kv_cache, const at::Tensor& rope_cos,
+                       const at::Tensor& rope_sin, const std::vector<at::Tensor>& layer_tensors,
+                       const at::Tensor& final_norm, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                       double eps_d) {
+  constexpr int64_t kPerLayer = 18;  // attn_norm, ffn_norm, then (qs, scales, zeros, bias) x qkv/o/gate_up/down
+  const int64_t num_layers = static_cast<int64_t>(layer_tensors.size()) / kPerLayer;
+  TORCH_CHECK(static_cast<int64_t>(layer_tensors.size()) == num_layers * kPerLayer, "layer tensors: 18 per layer");
+  TORCH_CHECK(kv_cache.dtype() == at::kFloat && kv_cache.is_contiguous() && kv_cache.dim() == 5,
+              "kv_cache: contiguous float32 (layers, 2, slots, kv_heads, head_dim)");
+  TORCH_CHECK(kv_cache.size(0) == num_layers && kv_cache.size(3) == num_kv_heads && kv_cache.size(4) == head_dim,
+              "kv_cache shape does not match the model");
+  TORCH_CHECK(hidden_in.dtype() == at::kFloat && positions.dtype() == at::kLong && slot_mapping.dtype() == at::kLong
+                  && kv_slots.dtype() == at::kLong,
+              "decode_step: float32 hidden states, int64 indices");
+  TORCH_CHECK(rope_cos.dtype() == at::kFloat && rope_cos.is_contiguous() && rope_sin.is_contiguous(),
+              "rope tables: contiguous float32 (positions, head_dim)");
+  const float eps = static_cast<float>(eps_d);
+  std::vector<LayerWeights> layers;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const at::Tensor* t = layer_tensors.data() + l * kPerLayer;
+    layers.push_back({t[0].data_ptr<float>(), t[1].data_ptr<float>(), q4_view(t[2], t[3], t[4], t[5]),
+                      q4_view(t[6], t[7], t[8], t[9]), q4_view(t[10], t[11], t[12], t[13]),
+                      q4_view(t[14], t[15], t[16], t[17])});
+  }
+  at::Tensor x = hidden_in.contiguous().clone();
+  const at::Tensor pos_c = positions.contiguous(), slot_c = slot_mapping.contiguous(), kv_c = kv_slots.contiguous();
+  const int64_t n = x.size(0), hidden = x.size(1), max_t = kv_c.size(1);
+  const int64_t q_size = num_heads * head_dim, kv_size = num_kv_heads * head_dim;
+  const int64_t inter = layers.empty() ? 0 : layers[0].down.in_features;
+  const int64_t num_slots = kv_cache.size(2), group = num_heads / num_kv_heads;
+  const int64_t* pos = pos_c.data_ptr<int64_t>();
+  const int64_t* slots = slot_c.data_ptr<int64_t>();
+  const int64_t* ctx = kv_c.data_ptr<int64_t>();
+  for (int64_t b = 0; b < n; ++b) {
+    TORCH_CHECK(pos[b] >= 0 && pos[b] < rope_cos.size(0) && pos[b] < max_t, "decode_step: position out of range");
+    TORCH_CHECK(slots[b] >= 0 && slots[b] < num_slots, "decode_step: slot out of range");
+  }
+  std::vector<float> h(n * hidden), qkv(n * (q_size + 2 * kv_size)), attn(n * q_size), tmp(n * hidden);
+  std::vector<float> gate_up(n * 2 * inter), act(n * inter);
+  QuantActs acts;
+  float* xp = x.data_ptr<float>();
+  float* cache = kv_cache.data_ptr<float>();
+  const float* cos_t = rope_cos.data_ptr<float>();
+  const float* sin_t = rope_sin.data_ptr<float>();
+  const float q_scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+  const int64_t qkv_w = q_size + 2 * kv_size, slot_stride = kv_size;
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const LayerWeights& lw = layers[l];
+    float* k_cache = cache + (l * 2) * num_slots * slot_stride;
+    float* v_cache = cache + (l * 2 + 1) * num_slots * slot_stride;
+    rms_norm(xp, lw.attn_norm, eps, n, hidden, h.data());
+    acts.quantize(h.data(), n, hidden);
+    q4_linear_into(acts, n, lw.qkv, qkv.data());
+    for (int64_t b = 0; b < n; ++b) {
+      float* row = qkv.data() + b * qkv_w;
+      const float* c = cos_t + pos[b] * head_dim;
+      const float* s = sin_t + pos[b] * head_dim;
+      rope(row, num_heads, head_dim, c, s, q_scale);
+      rope(row + q_size, num_kv_heads, head_dim, c, s, 1.f);
+      std::memcpy(k_cache + slots[b] * slot_stride, row + q_size, kv_size * sizeof(float));
+      std::memcpy(v_cache + slots[b] * slot_stride, row + q_size + kv_size, kv_size * sizeof(float));
+    }
+    at::parallel_for(0, n * num_heads, 1, [&](int64_t i0, int64_t i1) {
+      std::vector<float> scores(max_t);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t b = i / num_heads, head = i % num_heads, kvh = head / group;
+        const int64_t len = pos[b] + 1;
+        const float* q = qkv.data() + b * qkv_w + head * head_dim;
+        const int64_t* seq_slots = ctx + b * max_t;
+        float mx = -INFINITY;
+        for (int64_t t = 0; t < len; ++t) {
+          scores[t] = dot(q, k_cache + seq_slots[t] * slot_stride + kvh * head_dim, head_dim);
+          mx = std::max(mx, scores[t]);
+        }
+        float denom = 0.f;
+        for (int64_t t = 0; t < len; ++t) {
+          scores[t] = std::exp(scores[t] - mx);
+          denom += scores[t];
+        }
+        float* out = attn.data() + b * q_size + head * head_dim;
+        std::fill(out, out + head_dim, 0.f);
+        const float inv = 1.f / denom;
+        for (int64_t t = 0; t < len; ++t) {
+          const float p = scores[t] * inv;
+          const float* v = v_cache + seq_slots[t] * slot_stride + kvh * head_dim;
+          for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+        }
+      }
+    });
+    acts.quantize(attn.data(), n, q_size);
+    q4_linear_into(acts, n, lw.o, tmp.data());
+    for (int64_t i = 0; i < n * hidden; ++i) xp[i] += tmp[i];
+    rms_norm(xp, lw.ffn_norm, eps, n, hidden, h.data());
+    acts.quantize(h.data(), n, hidden);
+    q4_linear_into(acts, n, lw.gate_up, gate_up.data());
+    for (int64_t b = 0; b < n; ++b) {
+      const float* g = gate_up.data() + b * 2 * inter;
+      for (int64_t i = 0; i < inter; ++i) act[b * inter + i] = g[i] / (1.f + std::exp(-g[i])) * g[inter + i];
+    }
+    acts.quantize(act.data(), n, inter);
+    q4_linear_into(acts, n, lw.down, tmp.data());
+    for (int64_t i = 0; i < n * hidden; ++i) xp[i] += tmp[i];
+  }
+  at::Tensor out = at::empty_like(x);
+  rms_norm(xp, final_norm.contiguous().data_ptr<float>(), eps, n, hidden, out.data_ptr<float>());
+  return out;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("q4_linear", &q4_linear, "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int8 activations)");
+  m.def("q8_linear", &q8_linear, "y = x W^T with per-row int8 weights (AVX2, float activations)");
+  m.def("decode_step", &decode_step, "one decode step of the Llama family over a paged KV cache");
+}

@@ -1,0 +1,73 @@
+"""The optional C++ CPU kernels (`csrc/cpu_kernels.cpp`), compiled on first use and cached.
+
+They need g++ (and ninja) and an AVX2+FMA CPU; torch's JIT extension builder compiles them once into
+its cache folder (`TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`) and later loads take
+well under a second. Where they cannot be built or loaded, `cpu_kernels()` returns None and the
+model keeps its pure-torch paths. `LLMASOS_NATIVE=0` turns them off (for A/B checks).
+
+    python -m llmasos.model.native   # build now (`make setup` does), print whether they load
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
+# -O3 and the ISA of the kernels' intrinsics; -fopenmp so at::parallel_for runs on torch's OpenMP pool
+# (the libgomp torch already loaded, so thread counts set through torch apply).
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+
+
+def native_enabled() -> bool:
+    """False when the user turned the kernels off with LLMASOS_NATIVE=0."""
+    return os.environ.get("LLMASOS_NATIVE", "1") not in ("0", "false", "no", "off")
+
+
+def _cpu_has_avx2() -> bool:
+    capability = torch.backends.cpu.get_cpu_capability()  # "AVX2", "AVX512", "DEFAULT", ...
+    return capability.startswith("AVX")
+
+
+@functools.cache
+def _load() -> ModuleType | None:
+    if not _cpu_has_avx2():
+        logger.info("native CPU kernels off: this CPU has no AVX2")
+        return None
+    if shutil.which(os.environ.get("CXX", "c++")) is None and shutil.which("g++") is None:
+        logger.info("native CPU kernels off: no C++ compiler")
+        return None
+    if shutil.which("ninja") is None:  # the `ninja` package's binary sits beside this Python
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        from torch.utils import cpp_extension
+
+        return cpp_extension.load(
+            name="llmasos_cpu_kernels",
+            sources=[str(SOURCE)],
+            extra_cflags=CFLAGS,
+            extra_ldflags=["-fopenmp"],
+            verbose=False,
+        )
+    except Exception as exc:  # a failed build must leave the engine on its torch paths
+        logger.warning("native CPU kernels unavailable (%s); using torch kernels", exc)
+        return None
+
+
+def cpu_kernels() -> ModuleType | None:
+    """The compiled kernel module, or None where it is off, unbuildable or the CPU lacks AVX2."""
+    return _load() if native_enabled() else None
+
+
+if __name__ == "__main__":
+    kernels = cpu_kernels()
+    print("native CPU kernels:", "loaded" if kernels is not None else "unavailable (torch paths in use)")

@@ -1,0 +1,122 @@
+"""The C++ CPU kernels (llmasos/model/csrc): the int4 and int8 GEMMs against their dequantized weights,
+batch invariance, the whole-model decode step against the torch layers, and the fallback without them."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from llmasos.model.attention import AttentionMetadata
+from llmasos.model.native import cpu_kernels
+from llmasos.model.quant import Int4Linear, Int8Linear
+
+kernels = cpu_kernels()
+needs_kernels = pytest.mark.skipif(kernels is None, reason="C++ kernels unavailable (no compiler or no AVX2)")
+
+
+def _activation_error_bound(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Largest error int16 activations (one scale per block of 32, rounded to nearest) can add: each
+    element moves by at most half a step, amax / 65534, so |Δy| <= Σ |w| * amax(block) / 65534."""
+    n, k = x.shape
+    step = (x.view(n, k // 32, 32).abs().amax(-1) / 65534).repeat_interleave(32, dim=1)  # (n, k)
+    return step @ weight.abs().t()  # (n, out)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(64, 96), (36, 64), (3072, 576)])  # out not a multiple of 4 too
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
+def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape, n: int) -> None:
+    torch.manual_seed(n)
+    layer = Int4Linear(torch.randn(*shape) * 0.05, torch.randn(shape[0]) * 0.1, max_quant_tokens=8)
+    x = torch.randn(n, shape[1])
+    expected = x.double() @ layer.dense.double().t() + layer.bias.double()
+    got = layer(x)
+    assert got.dtype == torch.float32
+    bound = _activation_error_bound(layer.dense.double(), x.double()) + 1e-5 * expected.abs().max()
+    assert ((got.double() - expected).abs() <= bound).all()
+
+
+@needs_kernels
+def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch() -> None:
+    torch.manual_seed(0)
+    layer = Int4Linear(torch.randn(200, 128) * 0.05, None, max_quant_tokens=8)
+    x = torch.randn(7, 128)
+    batched = layer(x)
+    for t in range(7):
+        assert torch.equal(batched[t], layer(x[t : t + 1])[0])
+
+
+@needs_kernels
+def test_int8_head_kernel_matches_its_dequantized_weights() -> None:
+    torch.manual_seed(0)
+    layer = Int8Linear(torch.randn(1000, 64), None, max_quant_tokens=8)
+    x = torch.randn(3, 64)
+    expected = x.double() @ layer.dense.double().t()
+    torch.testing.assert_close(layer(x).double(), expected, atol=1e-4, rtol=1e-5)
+
+
+def _prefill_meta(slots: torch.Tensor) -> AttentionMetadata:
+    n = len(slots)
+    causal = torch.ones(n, n, dtype=torch.bool).tril()
+    return AttentionMetadata(
+        slot_mapping=slots,
+        kv_slots=slots[None],
+        query_index=torch.arange(n)[None],
+        query_valid=torch.ones(1, n, dtype=torch.bool),
+        mask=causal[None, None],
+        out_index=torch.arange(n),
+    )
+
+
+@needs_kernels
+def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded) -> None:
+    """Three sequences of different lengths (padded keys), one decode step: the C++ step and the torch
+    layers (running the same int4 kernels per projection) agree, and write the same KV."""
+    model = tiny_loaded.model.quantize("int4")
+    assert model.native_layers is not None
+    c = model.config
+    cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim)
+    lengths = [5, 11, 2]
+    torch.manual_seed(0)
+    for b, length in enumerate(lengths):  # prefill through the torch path
+        ids = torch.randint(0, c.vocab_size, (length,))
+        model(ids, torch.arange(length), cache, _prefill_meta(b * 32 + torch.arange(length)))
+    max_kv = max(lengths) + 1
+    kv_slots = torch.zeros(3, max_kv, dtype=torch.long)
+    bias = torch.zeros(3, 1, 1, max_kv)
+    for b, length in enumerate(lengths):
+        kv_slots[b, : length + 1] = b * 32 + torch.arange(length + 1)
+        bias[b, ..., length + 1 :] = float("-inf")
+    positions = torch.tensor(lengths)
+    meta = AttentionMetadata(
+        slot_mapping=torch.tensor([b * 32 + n for b, n in enumerate(lengths)]),
+        kv_slots=kv_slots,
+        query_index=None,
+        query_valid=None,
+        mask=None,
+        decode=True,
+        decode_bias=bias,
+    )
+    ids = torch.randint(0, c.vocab_size, (3,))
+    native_cache, torch_cache = cache.clone(), cache.clone()
+    native_hidden = model(ids, positions, native_cache, meta)
+    model.native_layers = None  # the same model through its torch layers
+    torch_hidden = model(ids, positions, torch_cache, meta)
+    # Not bit-equal: where float rounding order puts an activation on the other side of an int16
+    # rounding boundary the products move by one step (1/32767 of its block's largest value), which the
+    # layers carry on; a wrong index, head or table would be off by O(1).
+    torch.testing.assert_close(native_hidden, torch_hidden, atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(native_cache, torch_cache, atol=1e-3, rtol=1e-3)
+
+
+def test_without_kernels_the_model_keeps_its_torch_paths(tiny_loaded, monkeypatch) -> None:
+    monkeypatch.setenv("LLMASOS_NATIVE", "0")
+    assert cpu_kernels() is None
+    model = tiny_loaded.model.quantize("int4")
+    assert model.native_layers is None
+    layer = model.layers[0].qkv_proj
+    assert layer.kernels is None
+    x = torch.randn(2, layer.in_features)
+    # torch's int4 kernel: bfloat16 activations and output, within bf16 rounding of the dequantized weights
+    expected = x.bfloat16().float() @ layer.dense.t()
+    assert (layer(x).float() - expected).abs().max() <= 2**-7 * expected.abs().max()
