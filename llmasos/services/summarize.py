@@ -61,13 +61,12 @@ class Summarize(Service):
             # Each partial summary is at most a third of its chunk, so every level shrinks the text.
             partial = max(16, min(max_tokens, budget // 3))
             calls = [
-                Call(_messages(c, "in a few sentences", STYLES["paragraph"], False), partial)
-                for c, _ in chunks
+                Call(_messages(c, "in a few sentences", STYLES["paragraph"]), partial) for c, _ in chunks
             ]
             text = "\n\n".join(c.text.strip() for c in session.chat_many(calls))
         else:
             raise InvalidRequestError(f"the text did not fit in {MAX_LEVELS} levels of summaries")
-        messages = _messages(text, instruction, STYLES[params["style"]], bool(levels))
+        messages = _messages(text, instruction, STYLES[params["style"]])
         call = Call(messages, max_tokens, params["temperature"], seed=params.get("seed"))
         summary = session.chat(call).text.strip()
         input_tokens = len(session.tokenizer.encode(input, add_special_tokens=False))
@@ -83,7 +82,7 @@ class Summarize(Service):
 
     @staticmethod
     def _chunk_budget(session: Session, max_tokens: int, wanted: int | None) -> int:
-        overhead = session.prompt_tokens(_messages("", LENGTHS["long"][0], STYLES["bullets"], True))
+        overhead = session.prompt_tokens(_messages("", LENGTHS["long"][0], STYLES["bullets"]))
         room = session.context_length - overhead - max_tokens - _MARGIN
         if room < _MIN_CHUNK:
             raise InvalidRequestError(
@@ -93,11 +92,12 @@ class Summarize(Service):
         return min(room, wanted) if wanted else room
 
 
-def _messages(text: str, instruction: str, style: str, is_part: bool) -> list[dict]:
-    what = "these summaries of the parts of a document as one summary" if is_part else "the text below"
+def _messages(text: str, instruction: str, style: str) -> list[dict]:
+    # The instruction after the text: the default model keeps to it best there, even after long
+    # inputs; partial summaries are passed as plain text (naming them confused it).
     return [
         {"role": "system", "content": "You write accurate, concise summaries."},
-        {"role": "user", "content": f"Summarize {what} {instruction}. {style}\n\n{text}"},
+        {"role": "user", "content": f"Text:\n{text}\n\nWrite a summary of this text {instruction}. {style}"},
     ]
 
 
@@ -108,10 +108,11 @@ def _split(tokenizer: Any, text: str, budget: int) -> list[tuple[str, int]]:
     n = len(ids)
     if n <= budget:
         return [(text, n)]
-    size = math.ceil(n / math.ceil(n / budget))
     cuts, start = [], 0
     while start < n:
-        end = min(start + size, n)
+        # Sized afresh from what is left, so a cut moved back to a line end leaves no small tail.
+        left = n - start
+        end = start + math.ceil(left / math.ceil(left / budget))
         if end < n:
             end = _break_near(text, offsets, start, end)
         cuts.append((start, end))
