@@ -244,7 +244,9 @@ def test_input_longer_than_the_context_window_is_refused_clearly(system) -> None
 def test_a_failed_call_cancels_the_others_of_its_wave(system) -> None:
     session = Session(system, App("tester"), "tiny")
     fine = Call([{"role": "user", "content": "Hello"}], max_tokens=200, temperature=1.0, seed=1)
-    too_long = Call([{"role": "user", "content": "word " * 3000}], max_tokens=4)
+    too_long = Call(
+        [{"role": "user", "content": "word " * 1000}], max_tokens=4
+    )  # fits the pool, not the window
     with pytest.raises(ContextWindowExceededError):
         session.chat_many([fine, too_long])
     (process,) = system.kernel.table.values()
