@@ -160,6 +160,7 @@ class ModelRunner:
                 mask=None,
                 decode=True,
                 decode_bias=bias,
+                context_lens=torch.from_numpy(ctx_lens).to(dev),
             )
         else:
             # Padded (B, T_q) view of the packed tokens.

@@ -14,7 +14,9 @@ Decode steps (every sequence has exactly one new token, the common case) skip 3-
 queries are already one per sequence, and a grouped matmul (queries viewed as (B, kv_heads,
 group, D) against (B, kv_heads, D, T) keys) is much faster than SDPA for a one-row query (SDPA
 was 57% of a batch-32 decode step). Queries arrive pre-scaled by 1/sqrt(head_dim) (folded into
-the model's RoPE tables), so neither path scales again.
+the model's RoPE tables), so neither path scales again. On CPU with the C++ kernels (native.py) and
+`context_lens` given, decode steps skip the gather (2) as well: the kernel reads each sequence's keys
+and values where they lie (the padded copy was most of a 32-sequence step's attention time).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from llmasos.model.native import cpu_kernels
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,9 @@ class AttentionMetadata:
     # (N,) int64: row of each packed token in the flattened (B * T_q) padded output; avoids
     # boolean-mask indexing (which syncs on CUDA). None falls back to `query_valid`.
     out_index: torch.Tensor | None = None
+    # Decode steps: (B,) int64 context length of each sequence (its new token included); lets the C++
+    # kernel attend to each sequence's own slots instead of gathering a padded copy of every context.
+    context_lens: torch.Tensor | None = None
 
 
 def paged_attention(
@@ -56,6 +63,10 @@ def paged_attention(
     `q` must already be scaled by 1/sqrt(head_dim)."""
     k_cache.index_copy_(0, meta.slot_mapping, k)
     v_cache.index_copy_(0, meta.slot_mapping, v)
+    if meta.decode and meta.context_lens is not None and k_cache.dtype == torch.float32:
+        kernels = cpu_kernels() if k_cache.device.type == "cpu" else None
+        if kernels is not None:
+            return kernels.decode_attention(q, k_cache, v_cache, meta.kv_slots, meta.context_lens)
     keys = k_cache[meta.kv_slots]  # (B, T_kv, n_kv_heads, head_dim)
     values = v_cache[meta.kv_slots]
     if meta.decode:

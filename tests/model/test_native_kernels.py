@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmasos.model.attention import AttentionMetadata
+from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import Int4Linear, Int8Linear
+from llmasos.model.quant import Int4Linear, Int8Linear, quantize_activations
 
 kernels = cpu_kernels()
 needs_kernels = pytest.mark.skipif(kernels is None, reason="C++ kernels unavailable (no compiler or no AVX2)")
@@ -53,6 +53,41 @@ def test_int8_head_kernel_matches_its_dequantized_weights() -> None:
     x = torch.randn(3, 64)
     expected = x.double() @ layer.dense.double().t()
     torch.testing.assert_close(layer(x).double(), expected, atol=1e-4, rtol=1e-5)
+
+
+@needs_kernels
+def test_rounded_activations_are_the_documented_int16_rounding() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(5, 96) * torch.logspace(-3, 2, 96)  # blocks of very different ranges
+    x[1, :32] = 0  # an all-zero block has scale 0
+    assert torch.equal(kernels.round_activations(x), quantize_activations(x))
+
+
+@needs_kernels
+def test_decode_attention_kernel_equals_the_padded_torch_path() -> None:
+    """Four sequences of different lengths over scattered slots: the kernel reads each sequence's own
+    slots; the torch path gathers a padded copy and masks it. Same output, and the same cache writes."""
+    torch.manual_seed(0)
+    heads, kv_heads, dim, num_slots = 6, 2, 16, 200
+    lengths = torch.tensor([1, 7, 30, 12])
+    perm = torch.randperm(num_slots)
+    kv_slots = torch.zeros(4, 30, dtype=torch.long)
+    bias = torch.zeros(4, 1, 1, 30)
+    for b, n in enumerate(lengths.tolist()):
+        kv_slots[b, :n] = perm[b * 40 : b * 40 + n]
+        bias[b, ..., n:] = float("-inf")
+    slot_mapping = kv_slots[torch.arange(4), lengths - 1]
+    q, k, v = torch.randn(4, heads, dim), torch.randn(4, kv_heads, dim), torch.randn(4, kv_heads, dim)
+    caches = [torch.randn(num_slots, kv_heads, dim) for _ in range(2)]
+    outs = []
+    for context_lens in (lengths, None):
+        meta = AttentionMetadata(
+            slot_mapping, kv_slots, None, None, None, decode=True, decode_bias=bias, context_lens=context_lens
+        )
+        k_cache, v_cache = caches[0].clone(), caches[1].clone()
+        outs.append((paged_attention(q, k, v, k_cache, v_cache, meta), k_cache, v_cache))
+    torch.testing.assert_close(outs[0][0], outs[1][0], atol=1e-5, rtol=1e-5)
+    assert torch.equal(outs[0][1], outs[1][1]) and torch.equal(outs[0][2], outs[1][2])
 
 
 def _prefill_meta(slots: torch.Tensor) -> AttentionMetadata:

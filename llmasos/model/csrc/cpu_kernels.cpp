@@ -44,7 +44,7 @@ inline float hsum(__m256 v) {
 // One token's activations, quantized to int16 per block of 32: x ≈ xq * scale, and `sum` = scale * Σ xq, the
 // block's quantized sum, which the weights' offset (z - 8 d per group) multiplies. Every term uses the
 // quantized x, so the kernel computes exactly Σ w * (xq * scale) with w = (q - 8) * d + z, the product the
-// torch path reproduces with fake-quantized activations (quant.py, `quantize_activations`).
+// dense path of large steps reproduces with `round_activations`.
 struct QuantRow {
   const int16_t* xq;
   const float* scale;
@@ -233,6 +233,27 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor
   return y;
 }
 
+// x rounded as q4_linear sees it (int16 per block of 32, times the block's scale), for the dense path of
+// large steps: the same rounding code, in one pass instead of six torch ops.
+at::Tensor round_activations(const at::Tensor& x) {
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  TORCH_CHECK(xc.dim() == 2 && xc.size(1) % kGroup == 0, "x: (n, in_features), in_features a multiple of 32");
+  const int64_t n = xc.size(0), k = xc.size(1);
+  at::Tensor y = at::empty_like(xc);
+  const float* xp = xc.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  at::parallel_for(0, n, 16, [&](int64_t t0, int64_t t1) {
+    QuantActs acts;
+    for (int64_t t = t0; t < t1; ++t) {
+      acts.quantize(xp + t * k, 1, k);
+      for (int64_t b = 0; b < acts.blocks; ++b)
+        for (int64_t i = 0; i < kGroup; ++i)
+          yp[t * k + b * kGroup + i] = static_cast<float>(acts.xq[b * kGroup + i]) * acts.scale[b];
+    }
+  });
+  return y;
+}
+
 // LM head: int8 weights (out, in) with one bf16 scale per row, float activations (exact logits up to
 // the weights' own rounding; the head is 8-bit in the GGUF file too).
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales) {
@@ -298,6 +319,66 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// Decode attention over a paged cache: query b (one token; heads at q + b * q_stride, pre-scaled) attends
+// to the first pos[b] + 1 slots of its row of `kv_slots` (n, max_t). out: (n, heads * head_dim).
+void attend(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache, const int64_t* kv_slots,
+            int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+            float* attn) {
+  const int64_t group = num_heads / num_kv_heads, slot_stride = num_kv_heads * head_dim;
+  const int64_t q_size = num_heads * head_dim;
+  at::parallel_for(0, n * num_heads, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores(max_t);
+    for (int64_t i = i0; i < i1; ++i) {
+      const int64_t b = i / num_heads, head = i % num_heads, kvh = head / group;
+      const int64_t len = pos[b] + 1;
+      const float* q = q_all + b * q_stride + head * head_dim;
+      const int64_t* seq_slots = kv_slots + b * max_t;
+      float mx = -INFINITY;
+      for (int64_t t = 0; t < len; ++t) {
+        scores[t] = dot(q, k_cache + seq_slots[t] * slot_stride + kvh * head_dim, head_dim);
+        mx = std::max(mx, scores[t]);
+      }
+      float denom = 0.f;
+      for (int64_t t = 0; t < len; ++t) {
+        scores[t] = std::exp(scores[t] - mx);
+        denom += scores[t];
+      }
+      float* out = attn + b * q_size + head * head_dim;
+      std::fill(out, out + head_dim, 0.f);
+      const float inv = 1.f / denom;
+      for (int64_t t = 0; t < len; ++t) {
+        const float p = scores[t] * inv;
+        const float* v = v_cache + seq_slots[t] * slot_stride + kvh * head_dim;
+        for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+      }
+    }
+  });
+}
+
+// The same attention for the torch layers' decode steps: q (n, heads, head_dim) pre-scaled, caches
+// (slots, kv_heads, head_dim) with this step's keys/values already written, context_lens (n,).
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                            const at::Tensor& kv_slots, const at::Tensor& context_lens) {
+  TORCH_CHECK(q.dtype() == at::kFloat && k_cache.dtype() == at::kFloat && v_cache.dtype() == at::kFloat,
+              "decode_attention: float32 tensors");
+  TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "decode_attention: contiguous caches");
+  const at::Tensor qc = q.contiguous(), slots = kv_slots.contiguous();
+  const at::Tensor pos = (context_lens - 1).to(at::kLong).contiguous();
+  const int64_t n = qc.size(0), heads = qc.size(1), dim = qc.size(2), kv_heads = k_cache.size(1);
+  TORCH_CHECK(pos.size(0) == n && slots.size(0) == n, "decode_attention: one context per query");
+  const int64_t max_t = slots.size(1), num_slots = k_cache.size(0);
+  const int64_t* p = pos.data_ptr<int64_t>();
+  const int64_t* sl = slots.data_ptr<int64_t>();
+  for (int64_t b = 0; b < n; ++b) {
+    TORCH_CHECK(p[b] >= 0 && p[b] < max_t, "decode_attention: context length out of range");
+    for (int64_t t = 0; t <= p[b]; ++t) TORCH_CHECK(sl[b * max_t + t] < num_slots, "decode_attention: bad slot");
+  }
+  at::Tensor out = at::empty({n, heads * dim}, qc.options());
+  attend(qc.data_ptr<float>(), heads * dim, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), sl, max_t, p, n,
+         heads, kv_heads, dim, out.data_ptr<float>());
+  return out;
+}
+
 struct LayerWeights {
   const float* attn_norm;
   const float* ffn_norm;
@@ -336,7 +417,7 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
   const int64_t n = x.size(0), hidden = x.size(1), max_t = kv_c.size(1);
   const int64_t q_size = num_heads * head_dim, kv_size = num_kv_heads * head_dim;
   const int64_t inter = layers.empty() ? 0 : layers[0].down.in_features;
-  const int64_t num_slots = kv_cache.size(2), group = num_heads / num_kv_heads;
+  const int64_t num_slots = kv_cache.size(2);
   const int64_t* pos = pos_c.data_ptr<int64_t>();
   const int64_t* slots = slot_c.data_ptr<int64_t>();
   const int64_t* ctx = kv_c.data_ptr<int64_t>();
@@ -369,33 +450,8 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
       std::memcpy(k_cache + slots[b] * slot_stride, row + q_size, kv_size * sizeof(float));
       std::memcpy(v_cache + slots[b] * slot_stride, row + q_size + kv_size, kv_size * sizeof(float));
     }
-    at::parallel_for(0, n * num_heads, 1, [&](int64_t i0, int64_t i1) {
-      std::vector<float> scores(max_t);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int64_t b = i / num_heads, head = i % num_heads, kvh = head / group;
-        const int64_t len = pos[b] + 1;
-        const float* q = qkv.data() + b * qkv_w + head * head_dim;
-        const int64_t* seq_slots = ctx + b * max_t;
-        float mx = -INFINITY;
-        for (int64_t t = 0; t < len; ++t) {
-          scores[t] = dot(q, k_cache + seq_slots[t] * slot_stride + kvh * head_dim, head_dim);
-          mx = std::max(mx, scores[t]);
-        }
-        float denom = 0.f;
-        for (int64_t t = 0; t < len; ++t) {
-          scores[t] = std::exp(scores[t] - mx);
-          denom += scores[t];
-        }
-        float* out = attn.data() + b * q_size + head * head_dim;
-        std::fill(out, out + head_dim, 0.f);
-        const float inv = 1.f / denom;
-        for (int64_t t = 0; t < len; ++t) {
-          const float p = scores[t] * inv;
-          const float* v = v_cache + seq_slots[t] * slot_stride + kvh * head_dim;
-          for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
-        }
-      }
-    });
+    attend(qkv.data(), qkv_w, k_cache, v_cache, ctx, max_t, pos, n, num_heads, num_kv_heads, head_dim,
+           attn.data());
     acts.quantize(attn.data(), n, q_size);
     q4_linear_into(acts, n, lw.o, tmp.data());
     for (int64_t i = 0; i < n * hidden; ++i) xp[i] += tmp[i];
@@ -419,6 +475,8 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("q4_linear", &q4_linear, "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int8 activations)");
+  m.def("round_activations", &round_activations, "x rounded to int16 per block of 32, as q4_linear sees it");
   m.def("q8_linear", &q8_linear, "y = x W^T with per-row int8 weights (AVX2, float activations)");
+  m.def("decode_attention", &decode_attention, "one-token-per-sequence attention over a paged KV cache");
   m.def("decode_step", &decode_step, "one decode step of the Llama family over a paged KV cache");
 }
