@@ -1,9 +1,10 @@
-"""What constrained decoding costs per step, on the real model's 49,152-token vocabulary.
+"""What constrained decoding costs, on the real model's 49,152-token vocabulary.
 
-Generates the same requests with and without a constraint (a JSON schema; a choice of labels) and
-prints: the time of one logits-processor call (median and 99th percentile: llguidance's mask plus
-applying it), decode tokens/s of one stream and of a batch of 8 with and without the constraint,
-and the one-time costs (the grammar tokenizer per model, a grammar per request).
+Prints the one-time costs (llguidance's view of the vocabulary, once per model; a grammar, once
+per request), the time of one logits-processor call (llguidance's mask plus applying it to the
+logits) for a JSON schema and for a choice of labels, split into a request's first call and the
+later ones, and the time of a decode step of 1 and of 8 sequences with and without a JSON-schema
+constraint on every sequence.
 
     python benchmarks/constrained_decoding.py [--path model.gguf] [--threads 2]
 """
@@ -35,6 +36,13 @@ SCHEMA = {
     },
     "required": ["name", "age", "city", "tags", "employed"],
 }
+# Long free strings: a constrained sequence that does not end within the measured steps.
+LONG = {
+    "type": "object",
+    "properties": {"a": {"type": "string", "minLength": 300, "maxLength": 400}},
+    "required": ["a"],
+}
+LABELS = ["positive", "negative", "neutral"]
 TEXT = "John Smith is 42 years old, lives in Paris and works as a baker. He likes bread, chess and jazz."
 
 
@@ -49,13 +57,6 @@ class Timed:
         out = self.inner(output_ids, logits)
         self.seconds.append(time.perf_counter() - start)
         return out
-
-
-def decode_rate(engine: LLMEngine, prompts: list[list[int]], make_params) -> tuple[float, int]:
-    start = time.perf_counter()
-    outputs = engine.generate(prompts, make_params())
-    tokens = sum(len(ids) for _, ids in outputs)
-    return tokens / (time.perf_counter() - start), tokens
 
 
 def main() -> None:
@@ -75,39 +76,58 @@ def main() -> None:
     print(f"JSON-schema grammar: {1e3 * (time.perf_counter() - start):.1f} ms per request")
     messages = [{"role": "user", "content": f"Extract name, age, city, tags, employed as JSON from: {TEXT}"}]
     prompt = tokenizer.encode_chat(messages)
-    timed = Timed(grammar.processor())
-    engine.generate(
-        [prompt], SamplingParams(max_tokens=grammar.max_tokens, temperature=0, logits_processors=(timed,))
-    )
-    per_call = sorted(timed.seconds)
-    print(
-        f"processor call (JSON, {len(per_call)} steps): median {1e3 * statistics.median(per_call):.3f} ms, "
-        f"p99 {1e3 * per_call[int(0.99 * (len(per_call) - 1))]:.3f} ms, first {1e3 * timed.seconds[0]:.3f} ms"
-    )
-    labels = Grammar.choice(["positive", "negative", "neutral"], tokenizer)
-    timed_choice = Timed(labels.processor())
-    engine.generate(
-        [prompt],
-        SamplingParams(max_tokens=labels.max_tokens, temperature=0, logits_processors=(timed_choice,)),
-    )
-    print(f"processor call (choice): median {1e3 * statistics.median(timed_choice.seconds):.3f} ms")
+    for name, make in (("JSON", lambda: grammar), ("choice", lambda: Grammar.choice(LABELS, tokenizer))):
+        firsts, rest = [], []
+        for seed in range(5):
+            timed = Timed(make().processor())
+            params = SamplingParams(max_tokens=512, temperature=0.8, seed=seed, logits_processors=(timed,))
+            engine.generate([prompt], params)
+            firsts.append(timed.seconds[0])
+            rest += timed.seconds[1:]
+        print(
+            f"{name}: first call of a request median {1e3 * statistics.median(firsts):.2f} ms; "
+            + _spread(rest)
+        )
     for batch in (1, 8):
-        for label in ("free", "json"):
-            rates = [
-                decode_rate(engine, [prompt] * batch, lambda label=label: _params(label, grammar))[0]
-                for _ in range(3)
-            ]
-            print(
-                f"batch {batch} {label}: {statistics.median(rates):.1f} tok/s (median of 3, prefill included)"
-            )
+        free = _step_ms(engine, prompt, batch, lambda: ())
+        json_ms = _step_ms(
+            engine, prompt, batch, lambda: (Grammar.json_schema(LONG, tokenizer, 4000).processor(),)
+        )
+        print(f"decode step, batch {batch}: {free:.1f} ms free, {json_ms:.1f} ms constrained (median of 24)")
 
 
-def _params(label: str, grammar: Grammar) -> SamplingParams:
-    # Sampled, so the free run does not stop early; the JSON run ends when its value is complete.
-    processors = (grammar.processor(),) if label == "json" else ()
-    return SamplingParams(
-        max_tokens=64, temperature=0.8, seed=1, ignore_eos=label == "free", logits_processors=processors
+def _spread(seconds: list[float]) -> str:
+    ms = sorted(1e3 * s for s in seconds)
+    if not ms:
+        return "no later calls"
+    at = lambda q: ms[min(len(ms) - 1, int(q * len(ms)))]  # noqa: E731
+    slow = sum(m > 5 for m in ms)
+    return (
+        f"later calls ({len(ms)}): median {at(0.5):.2f} ms, p90 {at(0.9):.2f}, p99 {at(0.99):.2f}, "
+        f"max {ms[-1]:.2f}; {slow} over 5 ms"
     )
+
+
+def _step_ms(engine: LLMEngine, prompt: list[int], batch: int, processors) -> float:
+    """Median time of a decode step once every sequence of the batch has its first token."""
+    for i in range(batch):
+        # Neither run ends within the measured steps: the free one ignores end tokens, the
+        # constrained one must write 300 characters before it may end.
+        params = SamplingParams(
+            max_tokens=200, temperature=1.0, seed=i, ignore_eos=True, logits_processors=processors()
+        )
+        engine.add(f"b{i}", prompt, params)
+    while any(len(engine.requests[f"b{i}"].seq.output_token_ids) == 0 for i in range(batch)):
+        engine.step()
+    times = []
+    for _ in range(24):
+        start = time.perf_counter()
+        engine.step()
+        times.append(time.perf_counter() - start)
+    for i in range(batch):
+        if f"b{i}" in engine.requests:
+            engine.abort(f"b{i}")
+    return 1e3 * statistics.median(times)
 
 
 if __name__ == "__main__":

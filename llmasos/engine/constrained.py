@@ -122,6 +122,8 @@ class ConstrainedLogits:
         self.grammar = grammar
         self._states: list[tuple[list[int], llguidance.LLMatcher]] = []
         self.num_replays = 0  # parsers rebuilt from scratch (first use, preemption, other sequences)
+        self.failed = False  # a parser reached an error state (never expected; logged once)
+        self._end_tokens = frozenset(grammar.tokenizer.eos_tokens)
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         matcher = self._matcher_for(output_ids)
@@ -129,7 +131,10 @@ class ConstrainedLogits:
         if matcher.is_error():
             # Cannot happen for tokens this processor allowed; if it does, end the sequence (the
             # caller sees an incomplete value) rather than fail the whole engine step.
-            logger.error("constrained decoding lost its parse: %s", matcher.get_error())
+            if not self.failed:
+                logger.error("constrained decoding lost its parse; ending the sequence")
+                logger.debug("parser state: %s", matcher.get_error())  # holds output text
+            self.failed = True
             allowed = torch.zeros(vocab, dtype=torch.bool)
             allowed[self.grammar.tokenizer.eos_tokens] = True
         else:
@@ -153,9 +158,11 @@ class ConstrainedLogits:
         else:
             consumed, matcher = self._states.pop(best[0])
         new = output_ids[len(consumed) :]
-        if new:
-            matcher.consume_tokens(new)
-            consumed = consumed + new
+        for token in new:
+            # End tokens after a complete value (ignore_eos) leave the value as it is.
+            if not (matcher.is_stopped() and token in self._end_tokens):
+                matcher.consume_token(token)
+        consumed = consumed + new
         self._states.append((consumed, matcher))
         if len(self._states) > MAX_STATES:
             self._states.pop(0)

@@ -185,6 +185,20 @@ def test_complete_value_allows_only_the_end_tokens(engine: LLMEngine) -> None:
     assert set(allowed.tolist()) == set(tokenizer.stop_token_ids)
 
 
+def test_after_a_complete_value_ignore_eos_only_adds_end_tokens(engine: LLMEngine) -> None:
+    tokenizer = engine.tokenizer
+    grammar = Grammar.json_schema({"type": "boolean"}, tokenizer, 8)
+    processor = grammar.processor()
+    params = SamplingParams(
+        max_tokens=12, temperature=1.5, seed=2, ignore_eos=True, logits_processors=(processor,)
+    )
+    _, tokens = engine.generate([tokenizer.encode("Hello")], params)[0]
+    ends = [i for i, t in enumerate(tokens) if t in tokenizer.stop_token_ids]
+    assert len(tokens) == 12 and ends == list(range(ends[0], 12))
+    assert json.loads(tokenizer.decode(tokens[: ends[0]])) in (True, False)
+    assert not processor.failed
+
+
 def test_bad_grammar_requests_are_refused(engine: LLMEngine) -> None:
     with pytest.raises(InvalidSchemaError, match="not supported"):
         Grammar.json_schema({"type": "string", "format": "email"}, engine.tokenizer, 100)
