@@ -63,6 +63,7 @@ class ModelRunner:
             (mc.num_layers, 2, self.block_size, mc.num_kv_heads, mc.head_dim),
             self.dtype,
             pin=self.device.type == "cuda",
+            reserve_bytes=min(config.swap_reserve_bytes, self.kv_cache_bytes),  # never more than the pool
         )
         logger.info(
             "KV cache: %d blocks of %d tokens (%.0f MiB)",

@@ -24,7 +24,12 @@ class SwapSpace:
     """Host blocks shaped like the KV pool's: (layers, K/V, block_size, kv_heads, head_dim) each."""
 
     def __init__(
-        self, block_shape: tuple[int, ...], dtype: torch.dtype, pin: bool, chunk_blocks: int = 64
+        self,
+        block_shape: tuple[int, ...],
+        dtype: torch.dtype,
+        pin: bool,
+        chunk_blocks: int = 64,
+        reserve_bytes: int = 0,
     ) -> None:
         self.block_shape = block_shape  # (layers, 2, block_size, kv_heads, head_dim)
         self.dtype = dtype
@@ -32,6 +37,9 @@ class SwapSpace:
         self.chunk_blocks = chunk_blocks
         self.chunks: list[torch.Tensor] = []
         self.free_slots: list[tuple[int, int]] = []
+        # Touched now, so that the first suspends copy into mapped memory (like a swap partition).
+        while self.num_blocks * self.bytes_per_block < reserve_bytes:
+            self._grow()
 
     @property
     def num_blocks(self) -> int:
