@@ -20,7 +20,7 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
-from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, NATIVE_MAX_TOKENS, make_linear
+from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, NATIVE_DECODE_MAX_SEQS, make_linear
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -99,7 +99,7 @@ class LlamaModel(nn.Module):
             meta.decode
             and self.native_layers is not None
             and kv_caches.dtype == torch.float32
-            and x.shape[0] <= NATIVE_MAX_TOKENS
+            and x.shape[0] <= NATIVE_DECODE_MAX_SEQS
         ):
             c = self.config
             return self.native_kernels.decode_step(

@@ -42,10 +42,12 @@ INT4_GROUP = 32
 # weights of each layer shape, so they stream from memory): int kernels win at 1 token (1.3-2.7x),
 # tie at 8, and lose at 16 (fp32 1.2-1.3x faster) and 32 (1.6-1.9x).
 DEFAULT_MAX_QUANT_TOKENS = 8
-# With the C++ kernels (native.py), steps of up to this many tokens use them (and decode steps of up to
-# this many sequences the C++ decode step): on one AVX2 core the int4 kernel beat a float32 GEMM up to
-# 16 tokens, tied at 32 and took 1.7x as long at 128; a 32-sequence decode was faster on the dense path.
+# With the C++ kernels (native.py), steps of up to this many tokens use them: on one AVX2 core the int4
+# kernel beat a float32 GEMM up to 16 tokens, tied at 32 and took 1.7x as long at 128.
 NATIVE_MAX_TOKENS = 16
+# Decode steps of up to this many sequences run the C++ decode step: with 2 threads it was 1.1-1.2x
+# faster than the torch layers (dense GEMMs) at 24 and 32 sequences too, as it skips their per-op work.
+NATIVE_DECODE_MAX_SEQS = 64
 
 
 def resolve_weight_format(weight_format: str, device: torch.device) -> str:
