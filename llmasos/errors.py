@@ -148,7 +148,7 @@ class ServiceNotFoundError(LLMasOSError):
 
 
 class InvalidSchemaError(InvalidRequestError):
-    """A JSON schema is malformed, or uses a part of JSON Schema that constrained decoding does not support."""
+    """A JSON schema is malformed, or uses a part of JSON Schema that constrained decoding cannot use."""
 
 
 def error_from_wire(type_: str | None, status: int, message: str, retry_after: float = 1.0) -> LLMasOSError:
