@@ -1,9 +1,11 @@
 """The optional C++ CPU kernels (`csrc/cpu_kernels.cpp`), compiled on first use and cached.
 
 They need g++ (and ninja) and an AVX2+FMA CPU; torch's JIT extension builder compiles them once into
-its cache folder (`TORCH_EXTENSIONS_DIR`, default `~/.cache/torch_extensions`) and later loads take
-well under a second. Where they cannot be built or loaded, `cpu_kernels()` returns None and the
-model keeps its pure-torch paths. `LLMASOS_NATIVE=0` turns them off (for A/B checks).
+`~/.cache/llmasos/cpu_kernels/<key>` (`$XDG_CACHE_HOME` is honoured), and later loads take well under
+a second. The key hashes the source, the flags, torch's version and the Python environment: venvs that
+shared torch's one default folder rebuilt it in turn (a minute each) whenever they alternated. Where
+they cannot be built or loaded, `cpu_kernels()` returns None and the model keeps its pure-torch paths.
+`LLMASOS_NATIVE=0` turns them off (for A/B checks).
 
     python -m llmasos.model.native   # build now (`make setup` does), print whether they load
 """
@@ -11,6 +13,7 @@ model keeps its pure-torch paths. `LLMASOS_NATIVE=0` turns them off (for A/B che
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -38,6 +41,16 @@ def _cpu_has_avx2() -> bool:
     return capability.startswith("AVX")
 
 
+def build_directory() -> Path:
+    """Where this environment's build of this source lives."""
+    key = hashlib.sha256()
+    key.update(SOURCE.read_bytes())
+    for part in (*CFLAGS, torch.__version__, sys.prefix):
+        key.update(part.encode())
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmasos" / "cpu_kernels"
+    return root / key.hexdigest()[:16]
+
+
 @functools.cache
 def _load() -> ModuleType | None:
     if not _cpu_has_avx2():
@@ -51,8 +64,11 @@ def _load() -> ModuleType | None:
     try:
         from torch.utils import cpp_extension
 
+        directory = build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
         return cpp_extension.load(
             name="llmasos_cpu_kernels",
+            build_directory=str(directory),
             sources=[str(SOURCE)],
             extra_cflags=CFLAGS,
             extra_ldflags=["-fopenmp"],
