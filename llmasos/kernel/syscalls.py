@@ -8,17 +8,14 @@ call that is over when it returns, and when its process ends for `generate` and 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
-    AuthenticationError,
     ContextWindowExceededError,
     InvalidRequestError,
     LLMasOSError,
@@ -28,23 +25,13 @@ from llmasos.errors import (
     QuotaExceededError,
 )
 from llmasos.kernel.admission import refuse_if_full
+from llmasos.kernel.call_trail import CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.security.apps import App, AppRegistry
-from llmasos.security.audit import AuditLog, AuditRecord
+from llmasos.security.audit import AuditLog
 
 T = TypeVar("T")
-#: Errors that mean "not allowed" (audited as denied) rather than "not valid".
-DENIALS = (PermissionDeniedError, QuotaExceededError, AuthenticationError)
-
-
-@dataclass
-class _Started:
-    """An audited generation waiting for its process to end."""
-
-    call: str
-    started: float
-    prompt: str | None
 
 
 class Syscalls:
@@ -62,79 +49,22 @@ class Syscalls:
         self.apps = apps
         # name or alias -> the library's canonical name; raises ModelNotFoundError
         self._resolve_model = resolve_model or (lambda name: name)
-        self.audit = audit
-        self.interface = interface  # written into audit rows: http, sdk, cli
-        self._started: dict[int, _Started] = {}
-        kernel.on_finish.append(self._ended)
+        self.trail = CallTrail(kernel, audit, interface)
+        kernel.on_finish.append(self.trail.ended)
 
-    def resolve_model(self, name: str) -> str:
-        """The library's canonical name of a model name or alias; ModelNotFoundError if none."""
-        return self._resolve_model(name)
-
-    # ---- audit --------------------------------------------------------------------------------
+    @property
+    def audit(self) -> AuditLog | None:
+        return self.trail.audit
 
     def record(
         self, app: str, call: str, target: str = "", error: LLMasOSError | None = None, **extra
     ) -> None:
-        """Count the call and write its audit row (when there is an audit log). `error` makes it
-        denied (not allowed) or an error (allowed but invalid)."""
-        if error is None:
-            outcome, allowed, reason = extra.pop("outcome", "ok"), True, ""
-        else:
-            denied = isinstance(error, DENIALS)
-            outcome, allowed, reason = ("denied" if denied else "error"), not denied, str(error)
-        self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
-        if self.audit is None:
-            return
-        self.audit.record(
-            AuditRecord(
-                app=app,
-                call=call,
-                target=target,
-                outcome=outcome,
-                allowed=allowed,
-                reason=reason,
-                interface=self.interface,
-                **extra,
-            )
-        )
+        """Count one call and write its audit row (see CallTrail.record)."""
+        self.trail.record(app, call, target, error, **extra)
 
-    @contextlib.contextmanager
-    def _audited(self, app: App, call: str, target: str = "") -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        except LLMasOSError as err:
-            self.record(app.name, call, target, err, duration_s=time.monotonic() - started)
-            raise
-        self.record(app.name, call, target, duration_s=time.monotonic() - started)
-
-    def _ended(self, process: Process, work: Any) -> None:
-        """A generation's process ended: count the call and write its audit row."""
-        started = self._started.pop(process.pid, None)
-        if started is None:
-            return
-        self.kernel.counters.call(process.app, started.call, process.state.value)
-        if self.audit is None:
-            return
-        self.audit.record(
-            AuditRecord(
-                app=process.app,
-                call=started.call,
-                target=process.model,
-                outcome=process.state.value,
-                reason=""
-                if process.state is ProcessState.FINISHED
-                else (process.reason or str(work.error or "")),
-                pid=process.pid,
-                tokens_in=process.tokens_in,
-                tokens_out=process.tokens_out,
-                duration_s=time.monotonic() - started.started,
-                interface=self.interface,
-                prompt=started.prompt,
-                output="".join(work.text) if work.keep_text else None,
-            )
-        )
+    def resolve_model(self, name: str) -> str:
+        """The library's canonical name of a model name or alias; ModelNotFoundError if none."""
+        return self._resolve_model(name)
 
     def invoke(self, app: App, kind: str, name: str, fn: Callable[[], T], *, call: str | None = None) -> T:
         """Run a service or tool call `fn` for `app`: capability `KIND:NAME` checked, call audited.
@@ -335,9 +265,9 @@ class Syscalls:
             params=params,
             cache_namespace=app.cache_namespace,
             max_concurrent=app.max_concurrent,
-            keep_text=app.audit_content and self.audit is not None,
+            keep_text=app.audit_content and self.trail.audit is not None,
         )
-        self._started[process.pid] = _Started(call, started, prompt_text if app.audit_content else None)
+        self.trail.begin(process.pid, call, started, prompt_text if app.audit_content else None)
         kernel.admit(process, work)
         return process
 
@@ -357,7 +287,7 @@ class Syscalls:
     # ---- process control ----------------------------------------------------------------------
 
     def cancel(self, app: App, pid: int, *, reason: str = "cancelled by its owner") -> Process:
-        with self._audited(app, "cancel", str(pid)):
+        with self.trail.audited(app, "cancel", str(pid)):
             process = self._visible(app, pid)
             if process.is_terminal:
                 raise ProcessStateError(
@@ -367,12 +297,12 @@ class Syscalls:
         return process
 
     def status(self, app: App, pid: int) -> dict:
-        with self._audited(app, "status", str(pid)):
+        with self.trail.audited(app, "status", str(pid)):
             return self.describe(self._visible(app, pid))
 
     def ps(self, app: App, *, include_finished: bool = True) -> list[dict]:
         """Every process the app may see (its own; all of them for an admin)."""
-        with self._audited(app, "ps"), self.kernel.lock:
+        with self.trail.audited(app, "ps"), self.kernel.lock:
             processes = [
                 p
                 for p in self.kernel.table.values()
@@ -409,24 +339,24 @@ class Syscalls:
 
     def create_app(self, caller: App, app: App) -> tuple[App, str]:
         """Register `app`; returns it with its first API key (shown once, stored hashed)."""
-        with self._audited(caller, "apps.create", app.name):
+        with self.trail.audited(caller, "apps.create", app.name):
             self._require_admin(caller, "create apps")
             self.apps.create(app)
             return app, self.apps.issue_key(app.name)
 
     def remove_app(self, caller: App, name: str) -> None:
-        with self._audited(caller, "apps.remove", name):
+        with self.trail.audited(caller, "apps.remove", name):
             self._require_admin(caller, "remove apps")
             self.apps.remove(name)
 
     def get_app(self, caller: App, name: str) -> App:
-        with self._audited(caller, "apps.show", name):
+        with self.trail.audited(caller, "apps.show", name):
             if name != caller.name:
                 self._require_admin(caller, "see other apps")
             return self.apps.get(name)
 
     def list_apps(self, caller: App) -> list[App]:
-        with self._audited(caller, "apps.list"):
+        with self.trail.audited(caller, "apps.list"):
             return self.apps.list() if caller.is_admin else [caller]
 
     @staticmethod

@@ -1,0 +1,107 @@
+"""The record of system calls: a counter per app, call and outcome, and one audit row per call.
+
+A call that is over when it returns is written at once; a generation (`generate`, `chat`) when its
+process ends, with its tokens and outcome. Rows are written before the process's final event goes
+out, so a client that has seen its answer end can already find the record of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from llmasos.errors import AuthenticationError, LLMasOSError, PermissionDeniedError, QuotaExceededError
+from llmasos.kernel.kernel import Kernel
+from llmasos.kernel.process import Process, ProcessState
+from llmasos.security.apps import App
+from llmasos.security.audit import AuditLog, AuditRecord
+
+#: Errors that mean "not allowed" (audited as denied) rather than "not valid".
+DENIALS = (PermissionDeniedError, QuotaExceededError, AuthenticationError)
+
+
+@dataclass
+class _Started:
+    """A generation waiting for its process to end."""
+
+    call: str
+    started: float
+    prompt: str | None
+
+
+class CallTrail:
+    def __init__(self, kernel: Kernel, audit: AuditLog | None, interface: str) -> None:
+        self.kernel = kernel
+        self.audit = audit
+        self.interface = interface  # written into audit rows: http, sdk, cli
+        self._started: dict[int, _Started] = {}
+
+    def record(
+        self, app: str, call: str, target: str = "", error: LLMasOSError | None = None, **extra: Any
+    ) -> None:
+        """Count the call and write its audit row (when there is an audit log). `error` makes it
+        denied (not allowed) or an error (allowed but invalid)."""
+        if error is None:
+            outcome, allowed, reason = extra.pop("outcome", "ok"), True, ""
+        else:
+            denied = isinstance(error, DENIALS)
+            outcome, allowed, reason = ("denied" if denied else "error"), not denied, str(error)
+        self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
+        if self.audit is None:
+            return
+        self.audit.record(
+            AuditRecord(
+                app=app,
+                call=call,
+                target=target,
+                outcome=outcome,
+                allowed=allowed,
+                reason=reason,
+                interface=self.interface,
+                **extra,
+            )
+        )
+
+    @contextlib.contextmanager
+    def audited(self, app: App, call: str, target: str = "") -> Iterator[None]:
+        """Record the enclosed call: ok when it returns, denied or error when it raises."""
+        started = time.monotonic()
+        try:
+            yield
+        except LLMasOSError as err:
+            self.record(app.name, call, target, err, duration_s=time.monotonic() - started)
+            raise
+        self.record(app.name, call, target, duration_s=time.monotonic() - started)
+
+    def begin(self, pid: int, call: str, started: float, prompt: str | None) -> None:
+        """A generation was admitted; its row is written when its process ends."""
+        self._started[pid] = _Started(call, started, prompt)
+
+    def ended(self, process: Process, work: Any) -> None:
+        """The kernel's on_finish observer: count the generation and write its row."""
+        started = self._started.pop(process.pid, None)
+        if started is None:
+            return
+        self.kernel.counters.call(process.app, started.call, process.state.value)
+        if self.audit is None:
+            return
+        finished = process.state is ProcessState.FINISHED
+        self.audit.record(
+            AuditRecord(
+                app=process.app,
+                call=started.call,
+                target=process.model,
+                outcome=process.state.value,
+                reason="" if finished else (process.reason or str(work.error or "")),
+                pid=process.pid,
+                tokens_in=process.tokens_in,
+                tokens_out=process.tokens_out,
+                duration_s=time.monotonic() - started.started,
+                interface=self.interface,
+                prompt=started.prompt,
+                output="".join(work.text) if work.keep_text else None,
+            )
+        )
