@@ -67,3 +67,44 @@ def test_memory_budget_sizes(text, size):
 def test_bad_memory_budget_sizes(text):
     with pytest.raises(InvalidRequestError, match="memory size"):
         parse_size(text)
+
+
+def test_call_runs_a_service_from_the_command_line(tiny_server, monkeypatch, capsys):
+    write_server_file(tiny_server.url)
+    try:
+        code, out, err = run_cli(
+            monkeypatch,
+            capsys,
+            "call",
+            "classify",
+            "I loved it",
+            "-m",
+            "tiny",
+            "--param",
+            'labels=["good","bad"]',
+        )
+        assert code == 0, err
+        assert out.strip() in ("good", "bad")
+        code, out, _ = run_cli(
+            monkeypatch,
+            capsys,
+            "call",
+            "classify",
+            "-",
+            "-m",
+            "tiny",
+            "--param",
+            'labels=["x","y"]',
+            "--json",
+            stdin="some text",
+        )
+        result = json.loads(out)
+        assert code == 0 and result["output"] in ("x", "y") and result["usage"]["completion_tokens"] >= 1
+        code, _, err = run_cli(
+            monkeypatch, capsys, "call", "classify", "text", "-m", "tiny", "--param", "labels"
+        )
+        assert code == 1 and "KEY=VALUE" in err
+        code, _, err = run_cli(monkeypatch, capsys, "call", "nope", "text")
+        assert code == 1 and "summarize" in err
+    finally:
+        remove_server_file()
