@@ -149,7 +149,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     ModelStore().pull(MODEL, progress=False)
-    ticks, tries = (20, 3) if args.quick else (120, 20)
+    # The fairness window must be long against the policy's switch threshold (32 tokens of virtual
+    # time): at 120 ticks the 1:2:4 shares read 1:2.29:4.08, at 480 ticks 1:1.96:3.97 (measured).
+    ticks, tries = (20, 3) if args.quick else (480, 20)
 
     equal = [App("flood"), App("a"), App("b"), App("c")]
     shares = fairness(equal, {"flood": 20, "a": 2, "b": 2, "c": 2}, ticks)
@@ -179,7 +181,7 @@ def main() -> None:
         f"decode {busy_rate / idle_rate:.2f}x (goal >= 0.8)"
     )
 
-    kernel_s, step_s = overhead(256, max(10, ticks // 4))
+    kernel_s, step_s = overhead(256, max(10, ticks // 16))
     print(
         f"overhead with 256 live processes: kernel {kernel_s * 1000:.2f} ms per tick, engine step "
         f"{step_s * 1000:.1f} ms: {kernel_s / step_s:.1%} (goal < 2%)"
