@@ -135,13 +135,18 @@ class Syscalls:
         self._visible(app, pid)
         return self.kernel.events(pid, timeout)
 
-    def tokenizer(self, app: App, model: str) -> Any:
-        """The tokenizer of `model` (loading the model if needed), e.g. to build a grammar for it."""
+    def allowed_model(self, app: App, model: str) -> str:
+        """The canonical name of `model`, if `app` may use it; PermissionDeniedError otherwise."""
         name = self._resolve_model(model)
         if not app.allows("model", name):
             raise PermissionDeniedError(
                 f"app {app.name!r} may not use model {name!r}; an admin can grant model:{name}"
             )
+        return name
+
+    def tokenizer(self, app: App, model: str) -> Any:
+        """The tokenizer of `model` (loading the model if needed), e.g. to build a grammar for it."""
+        name = self.allowed_model(app, model)
         engine = self.kernel.residency.acquire(name)
         self.kernel.residency.release(name)
         return engine.tokenizer
@@ -180,11 +185,7 @@ class Syscalls:
         started: float,
     ) -> Process:
         params = params or SamplingParams()
-        name = self._resolve_model(model)
-        if not app.allows("model", name):
-            raise PermissionDeniedError(
-                f"app {app.name!r} may not use model {name!r}; an admin can grant model:{name}"
-            )
+        name = self.allowed_model(app, model)
         process_class = self._priority(app, priority)
         kernel = self.kernel
         with kernel.lock:

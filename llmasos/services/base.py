@@ -66,11 +66,7 @@ class Session:
     def __init__(self, syscalls: Syscalls, app: App, model: str) -> None:
         self.syscalls = syscalls
         self.app = app
-        self.model = syscalls.resolve_model(model)
-        if not app.allows("model", self.model):
-            raise PermissionDeniedError(
-                f"app {app.name!r} may not use model {self.model!r}; an admin can grant model:{self.model}"
-            )
+        self.model = syscalls.allowed_model(app, model)
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "calls": 0}
 
     @cached_property
