@@ -197,6 +197,23 @@ def test_latency_guard_counts_base_classes_so_aging_never_lifts_it() -> None:
         assert sum(p.priority is INTERACTIVE for p in chosen) == 2
 
 
+def test_default_guard_idles_background_work_until_it_has_aged_then_gives_it_one_slot() -> None:
+    policy = ClassedFairSharePolicy(aging_seconds=1.0)
+    sim = FakeEngineSim(policy, slots=8, step_seconds=0.01)
+    batch = [sim.submit(f"batch{i}", output=10_000, priority=BATCH) for i in range(4)]
+    sim.run(5)
+    urgent = sim.submit("chat", output=100_000, priority=INTERACTIVE)
+    for _ in range(90):  # 0.9 s: no batch process has waited an aging period yet
+        assert sim.step() == [urgent]
+    counts = []
+    for _ in range(300):
+        chosen = sim.step()
+        assert urgent in chosen
+        counts.append(sum(p.priority is BATCH for p in chosen))
+    assert max(counts) == 1 and counts[-1] == 1  # aged work gets exactly the one slot, and keeps it
+    assert sum(p.tokens_computed for p in batch) > 5 * 4 + 200
+
+
 # -- no starvation ----------------------------------------------------------------------------------
 
 
@@ -368,8 +385,10 @@ def test_make_policy_by_name_and_options() -> None:
         make_policy("fifo", quantum_tokens=8)
     with pytest.raises(InvalidRequestError, match="quantum_tokens"):
         make_policy("round_robin", quantum_tokens=0)
-    with pytest.raises(InvalidRequestError, match="background_slots_under_latency"):
-        make_policy("default", background_slots_under_latency=0)
+    assert make_policy("default", background_slots_under_latency=0).background_slots_under_latency == 0
+    for bad in (-1, 1.5, "2"):
+        with pytest.raises(InvalidRequestError, match="background_slots_under_latency"):
+            make_policy("default", background_slots_under_latency=bad)
 
 
 def test_misuse_by_the_kernel_is_a_value_error() -> None:

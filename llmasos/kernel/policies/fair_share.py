@@ -134,18 +134,27 @@ BACKGROUND_SWITCH_FACTOR_UNDER_LATENCY = 16
 
 
 class _BackgroundCap:
-    """Admits latency-sensitive processes always, and at most `limit` others (None: no limit)."""
+    """Admits latency-sensitive processes always, and at most `limit` others (None: no limit).
+
+    Aged background work (moved up a class by `Aging`) gets one slot even when the limit is 0 or
+    already used up by fresher work: that slot is what keeps the guard from starving it.
+    """
 
     def __init__(self, limit: int | None) -> None:
         self.left = limit
+        self.aged_floor_used = False
 
-    def admit(self, process: Process) -> bool:
+    def admit(self, process: Process, aged: bool) -> bool:
         if process.priority.is_latency_sensitive or self.left is None:
             return True
-        if self.left == 0:
-            return False
-        self.left -= 1
-        return True
+        if self.left > 0:
+            self.left -= 1
+            self.aged_floor_used |= aged
+            return True
+        if aged and not self.aged_floor_used:
+            self.aged_floor_used = True
+            return True
+        return False
 
 
 class ClassedFairSharePolicy(FairSharePolicy):
@@ -163,7 +172,9 @@ class ClassedFairSharePolicy(FairSharePolicy):
     waits for the whole step. Capping background work keeps the urgent process's time to first token
     and decode rate near what it gets on an idle engine, at the cost of background throughput while
     urgent work is live. The cap counts base classes, so aging reorders background work (aged first)
-    but never lifts the cap; the cap must be at least 1 so aged work still runs (None: no guard).
+    but lifts the cap by one slot at most: aged work always gets that one, so with a cap of 0 (the
+    default) background work waits while urgent work runs, until it has waited `aging_seconds`.
+    None: no guard.
     """
 
     name = "classed_fair_share"
@@ -172,12 +183,20 @@ class ClassedFairSharePolicy(FairSharePolicy):
         self,
         aging_seconds: float | None = 20.0,
         switch_tokens: float = 32.0,
-        # Measured on SmolLM2 with 32 batch streams on a 2-core CPU: a cap of 4 left the interactive
-        # decode rate at 0.41x idle, a cap of 1 at 0.94x (time to first token 1.33x and 1.22x).
-        background_slots_under_latency: int | None = 1,
+        # Measured on SmolLM2 with 32 batch streams on a 2-core CPU (benchmarks/kernel_scheduling.py): a
+        # cap of 4 left the interactive decode rate at 0.41x idle, a cap of 1 between 0.56x and 0.94x
+        # from run to run: there a decode step of 2 sequences costs 1.5x one of 1 (the int4 GEMMs are
+        # compute-bound at these sizes), so any background sequence beside the urgent one costs it a third.
+        background_slots_under_latency: int | None = 0,
     ) -> None:
         super().__init__(switch_tokens)
-        validate_positive("background_slots_under_latency", background_slots_under_latency, allow_none=True)
+        if background_slots_under_latency is not None and not (
+            isinstance(background_slots_under_latency, int) and background_slots_under_latency >= 0
+        ):
+            raise InvalidRequestError(
+                "scheduling option background_slots_under_latency must be a whole number >= 0 or None, "
+                f"got {background_slots_under_latency!r}"
+            )
         self.aging = Aging(aging_seconds)
         self.background_slots_under_latency = background_slots_under_latency
 
@@ -217,5 +236,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 # processes costs a context switch (and often a prefill) that the urgent process waits
                 # for inside the same steps: rotate them far less often.
                 switch *= BACKGROUND_SWITCH_FACTOR_UNDER_LATENCY
-            chosen += allocate_fair(group, room, self.clock, projected, switch, cap.admit)
+            chosen += allocate_fair(
+                group, room, self.clock, projected, switch, lambda p: cap.admit(p, class_of(p) < int(p.priority))
+            )
         return chosen
