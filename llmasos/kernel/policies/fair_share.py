@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from llmasos.errors import InvalidRequestError
-from llmasos.kernel.policies.base import Aging, Policy, is_running, validate_positive
+from llmasos.kernel.policies.base import Aging, Policy, is_running
 from llmasos.kernel.process import Process
 
 
@@ -236,7 +236,9 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 # processes costs a context switch (and often a prefill) that the urgent process waits
                 # for inside the same steps: rotate them far less often.
                 switch *= BACKGROUND_SWITCH_FACTOR_UNDER_LATENCY
-            chosen += allocate_fair(
-                group, room, self.clock, projected, switch, lambda p: cap.admit(p, class_of(p) < int(p.priority))
-            )
+
+            def admit(process: Process) -> bool:
+                return cap.admit(process, aged=class_of(process) < int(process.priority))
+
+            chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
