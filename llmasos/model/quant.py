@@ -22,8 +22,7 @@ The int ops are CPU-only (CUDA's int4 op wants another packing); on other device
 fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
 
 Where the C++ kernels build (native.py, csrc/cpu_kernels.cpp; AVX2) they replace torch's int ops:
-int4 layers quantize each token's activations to int16 per block of 32 and the LM head keeps float
-activations, and steps above NATIVE_MAX_TOKENS multiply the dense copy by the same rounded
+int4 and int8 layers (the LM head) quantize each token's activations to int16 per block of 32, and steps above NATIVE_MAX_TOKENS multiply the dense copy by the same rounded
 activations, so every path computes the same products: a sequence's result depends on its batch or
 on how its prompt was chunked only through float rounding order. Their outputs are float32.
 """
@@ -144,13 +143,16 @@ class Int8Linear(_QuantLinear):
         super().__init__(dense, _bf16(bias), max_quant_tokens)
         self.qweight, self.scales = q.contiguous(), scales
         self.in_features = weight.shape[1]
-        self.kernels = cpu_kernels() if self.in_features % 8 == 0 else None
+        self.kernels = cpu_kernels() if self.in_features % INT4_GROUP == 0 else None
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
 
     def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernels.q8_linear(x, self.qweight, self.scales)
+
+    def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.kernels.round_activations(x)  # the kernel's int16 rounding, as for Int4Linear
 
     def quant_bytes(self) -> int:
         return _nbytes(self.qweight, self.scales)

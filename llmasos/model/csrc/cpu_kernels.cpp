@@ -87,53 +87,77 @@ struct QuantActs {
   }
 };
 
-// Unpacked 4-bit group: elements 0-15 and 16-31 as int16 in [0, 15].
+// Unpacked 4-bit group: elements 0-15 and 16-31 as int16 in [0, 15]. One widening load, then each
+// 16-bit lane holds byte j = q[j] | q[j + 16] << 4: a mask and a shift split it (3 ops, not 6).
 struct Q4Group {
   __m256i lo, hi;
 };
 
 inline Q4Group unpack_q4(const uint8_t* qs) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m128i mask = _mm_set1_epi8(0x0F);
-  return {_mm256_cvtepu8_epi16(_mm_and_si128(packed, mask)),
-          _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4), mask))};
+  const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  return {_mm256_and_si256(bytes, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16(bytes, 4)};
 }
 
-// Σ_g (z_g - 8 d_g) * sum[g]: the part of a row·token dot product that does not depend on q.
-inline float q4_offset_terms(const uint16_t* ws, const uint16_t* wz, const QuantRow& x, int64_t blocks) {
-  __m256 acc = _mm256_setzero_ps();
+// A row's group scales d and offsets z - 8 d as float32, converted 8 at a time once per tile, so the
+// inner loop broadcasts each from memory instead of converting a bf16 per group and row.
+inline void q4_row_constants(const uint16_t* ws, const uint16_t* wz, int64_t blocks, float* d, float* offset) {
   int64_t g = 0;
   for (; g + 8 <= blocks; g += 8) {
     const __m256i d16 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + g)));
     const __m256i z16 = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wz + g)));
-    const __m256 d = _mm256_castsi256_ps(_mm256_slli_epi32(d16, 16));
-    const __m256 z = _mm256_castsi256_ps(_mm256_slli_epi32(z16, 16));
-    const __m256 offset = _mm256_fnmadd_ps(_mm256_set1_ps(8.f), d, z);
-    acc = _mm256_fmadd_ps(offset, _mm256_loadu_ps(x.sum + g), acc);
+    const __m256 dv = _mm256_castsi256_ps(_mm256_slli_epi32(d16, 16));
+    const __m256 zv = _mm256_castsi256_ps(_mm256_slli_epi32(z16, 16));
+    _mm256_storeu_ps(d + g, dv);
+    _mm256_storeu_ps(offset + g, _mm256_fnmadd_ps(_mm256_set1_ps(8.f), dv, zv));
   }
+  for (; g < blocks; ++g) {
+    d[g] = bf16_to_float(ws[g]);
+    offset[g] = bf16_to_float(wz[g]) - 8.f * d[g];
+  }
+}
+
+// Σ_g offset_g * sum[g]: the part of a row·token dot product that does not depend on q.
+inline float q4_offset_terms(const float* offset, const QuantRow& x, int64_t blocks) {
+  __m256 acc = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= blocks; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(offset + g), _mm256_loadu_ps(x.sum + g), acc);
   float s = hsum(acc);
-  for (; g < blocks; ++g) s += (bf16_to_float(wz[g]) - 8.f * bf16_to_float(ws[g])) * x.sum[g];
+  for (; g < blocks; ++g) s += offset[g] * x.sum[g];
   return s;
 }
+
+// Per-thread scratch of a tile's row constants (TR rows x blocks, scales then offsets).
+struct TileScratch {
+  std::vector<float> d, offset;
+  void reserve(int64_t rows, int64_t blocks) {
+    d.resize(rows * blocks);
+    offset.resize(rows * blocks);
+  }
+};
 
 // A TR-row x TN-token tile: TR * TN independent accumulator chains, each activation block loaded once
 // per tile and each weight group unpacked once per tile.
 template <int TR, int TN>
 inline void q4_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const uint16_t* scales,
-                    const uint16_t* zeros, int64_t r0, int64_t out_features, float* y) {
+                    const uint16_t* zeros, int64_t r0, int64_t out_features, float* y, TileScratch& scratch) {
   const int64_t blocks = acts.blocks;
   QuantRow rows[TN];
   for (int j = 0; j < TN; ++j) rows[j] = acts.row(t0 + j);
+  const float* ds[TR];
+  const float* offs[TR];
+  for (int i = 0; i < TR; ++i) {
+    float* d = scratch.d.data() + i * blocks;
+    float* o = scratch.offset.data() + i * blocks;
+    q4_row_constants(scales + (r0 + i) * blocks, zeros + (r0 + i) * blocks, blocks, d, o);
+    ds[i] = d;
+    offs[i] = o;
+  }
   __m256 acc[TR][TN];
   for (int i = 0; i < TR; ++i)
     for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_ps();
   for (int64_t g = 0; g < blocks; ++g) {
     Q4Group w[TR];
-    __m256 d[TR];
-    for (int i = 0; i < TR; ++i) {
-      w[i] = unpack_q4(qs + ((r0 + i) * blocks + g) * 16);
-      d[i] = _mm256_set1_ps(bf16_to_float(scales[(r0 + i) * blocks + g]));
-    }
+    for (int i = 0; i < TR; ++i) w[i] = unpack_q4(qs + ((r0 + i) * blocks + g) * 16);
     for (int j = 0; j < TN; ++j) {
       const int16_t* xg = rows[j].xq + g * kGroup;
       const __m256i x_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg));
@@ -142,26 +166,25 @@ inline void q4_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const 
       for (int i = 0; i < TR; ++i) {
         // int32 lanes sum 4 products of at most 15 * 32767: no overflow.
         const __m256i prod = _mm256_add_epi32(_mm256_madd_epi16(w[i].lo, x_lo), _mm256_madd_epi16(w[i].hi, x_hi));
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_mul_ps(d[i], xs), acc[i][j]);
+        const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(ds[i] + g), xs);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), scale, acc[i][j]);
       }
     }
   }
   for (int i = 0; i < TR; ++i) {
     const int64_t r = r0 + i;
-    for (int j = 0; j < TN; ++j) {
-      const float off = q4_offset_terms(scales + r * blocks, zeros + r * blocks, rows[j], blocks);
-      y[(t0 + j) * out_features + r] = hsum(acc[i][j]) + off;
-    }
+    for (int j = 0; j < TN; ++j) y[(t0 + j) * out_features + r] = hsum(acc[i][j]) + q4_offset_terms(offs[i], rows[j], blocks);
   }
 }
 
 template <int TN>
 inline void q4_token_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const uint16_t* scales,
-                          const uint16_t* zeros, int64_t r0, int64_t r1, int64_t out_features, float* y) {
+                          const uint16_t* zeros, int64_t r0, int64_t r1, int64_t out_features, float* y,
+                          TileScratch& scratch) {
   constexpr int TR = TN <= 2 ? 4 : 2;
   int64_t r = r0;
-  for (; r + TR <= r1; r += TR) q4_tile<TR, TN>(acts, t0, qs, scales, zeros, r, out_features, y);
-  for (; r < r1; ++r) q4_tile<1, TN>(acts, t0, qs, scales, zeros, r, out_features, y);
+  for (; r + TR <= r1; r += TR) q4_tile<TR, TN>(acts, t0, qs, scales, zeros, r, out_features, y, scratch);
+  for (; r < r1; ++r) q4_tile<1, TN>(acts, t0, qs, scales, zeros, r, out_features, y, scratch);
 }
 
 // y[t, row] for rows [r0, r1) and all n tokens. Each (row, token) is computed by the same arithmetic
@@ -170,16 +193,18 @@ void q4_rows(const QuantActs& acts, int64_t n, const uint8_t* qs, const uint16_t
              int64_t r0, int64_t r1, int64_t out_features, float* y) {
   // Tokens in chunks whose int8 activations stay in L1/L2 while the rows stream past them.
   constexpr int64_t kTokenChunk = 32;
+  TileScratch scratch;
+  scratch.reserve(4, acts.blocks);
   for (int64_t c0 = 0; c0 < n; c0 += kTokenChunk) {
     const int64_t c1 = std::min(n, c0 + kTokenChunk);
     for (int64_t rr = r0; rr < r1; rr += 64) {  // a few rows' weights stay in L1 across the chunk
       const int64_t rr1 = std::min(r1, rr + 64);
       int64_t t0 = c0;
-      for (; t0 + 4 <= c1; t0 += 4) q4_token_tile<4>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y);
+      for (; t0 + 4 <= c1; t0 += 4) q4_token_tile<4>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch);
       switch (c1 - t0) {
-        case 3: q4_token_tile<3>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y); break;
-        case 2: q4_token_tile<2>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y); break;
-        case 1: q4_token_tile<1>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y); break;
+        case 3: q4_token_tile<3>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch); break;
+        case 2: q4_token_tile<2>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch); break;
+        case 1: q4_token_tile<1>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch); break;
         default: break;
       }
     }
@@ -254,32 +279,51 @@ at::Tensor round_activations(const at::Tensor& x) {
   return y;
 }
 
-// LM head: int8 weights (out, in) with one bf16 scale per row, float activations (exact logits up to
-// the weights' own rounding; the head is 8-bit in the GGUF file too).
+// LM head: int8 weights (out, in) with one bf16 scale per row, activations rounded to int16 per block
+// of 32 like the 4-bit GEMM's (16 weights per madd instead of 8 per float FMA: the head is half of a
+// one-token step's reads on a small model, and the float version was bound by its instructions).
+template <int TN>
+inline void q8_rows_tile(const QuantActs& acts, int64_t t0, const int8_t* wr, float row_scale, int64_t out,
+                         int64_t r, float* y) {
+  const int64_t blocks = acts.blocks;
+  __m256 acc[TN];
+  for (int j = 0; j < TN; ++j) acc[j] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const __m256i w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup)));
+    const __m256i w_hi =
+        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup + 16)));
+    for (int j = 0; j < TN; ++j) {
+      const QuantRow x = acts.row(t0 + j);
+      const int16_t* xg = x.xq + b * kGroup;
+      // int32 lanes sum 4 products of at most 127 * 32767: no overflow.
+      const __m256i prod =
+          _mm256_add_epi32(_mm256_madd_epi16(w_lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg))),
+                           _mm256_madd_epi16(w_hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16))));
+      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_broadcast_ss(x.scale + b), acc[j]);
+    }
+  }
+  for (int j = 0; j < TN; ++j) y[(t0 + j) * out + r] = hsum(acc[j]) * row_scale;
+}
+
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales) {
   TORCH_CHECK(qweight.dtype() == at::kChar && qweight.is_contiguous(), "qweight: contiguous int8 (out, in)");
   TORCH_CHECK(scales.dtype() == at::kBFloat16 && scales.is_contiguous(), "scales: bfloat16 (out,)");
   const at::Tensor xc = x.to(at::kFloat).contiguous();
   const int64_t n = xc.size(0), k = xc.size(1), out = qweight.size(0);
-  TORCH_CHECK(qweight.size(1) == k && k % 8 == 0, "x: (n, in_features), in_features a multiple of 8");
+  TORCH_CHECK(qweight.size(1) == k && k % kGroup == 0, "x: (n, in_features), in_features a multiple of 32");
   at::Tensor y = at::empty({n, out}, xc.options());
   const int8_t* w = qweight.data_ptr<int8_t>();
   const uint16_t* s = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
-  const float* xp = xc.data_ptr<float>();
   float* yp = y.data_ptr<float>();
+  QuantActs acts;
+  acts.quantize(xc.data_ptr<float>(), n, k);
   at::parallel_for(0, out, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int8_t* wr = w + r * k;
-      for (int64_t t = 0; t < n; ++t) {
-        const float* xr = xp + t * k;
-        __m256 acc = _mm256_setzero_ps();
-        for (int64_t i = 0; i < k; i += 8) {
-          const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(wr + i));
-          const __m256 wf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-          acc = _mm256_fmadd_ps(wf, _mm256_loadu_ps(xr + i), acc);
-        }
-        yp[t * out + r] = hsum(acc) * bf16_to_float(s[r]);
-      }
+      const float rs = bf16_to_float(s[r]);
+      int64_t t = 0;
+      for (; t + 4 <= n; t += 4) q8_rows_tile<4>(acts, t, wr, rs, out, r, yp);
+      for (; t < n; ++t) q8_rows_tile<1>(acts, t, wr, rs, out, r, yp);
     }
   });
   return y;
@@ -476,7 +520,7 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("q4_linear", &q4_linear, "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int8 activations)");
   m.def("round_activations", &round_activations, "x rounded to int16 per block of 32, as q4_linear sees it");
-  m.def("q8_linear", &q8_linear, "y = x W^T with per-row int8 weights (AVX2, float activations)");
+  m.def("q8_linear", &q8_linear, "y = x W^T with per-row int8 weights (AVX2, int16 activations)");
   m.def("decode_attention", &decode_attention, "one-token-per-sequence attention over a paged KV cache");
   m.def("decode_step", &decode_step, "one decode step of the Llama family over a paged KV cache");
 }
