@@ -1,14 +1,20 @@
-"""The kernel on a real engine (the tiny model): context switches never change what is generated."""
+"""The kernel on real engines (the tiny model, and SmolLM2 in every suspend mode): context switches
+never change what is generated."""
 
 from __future__ import annotations
+
+import pytest
 
 from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sequence import SuspendMode
+from llmasos.kernel import kernel as kernel_module
 from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.process import ProcessState
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
+from llmasos.model.loader import load_model
 from llmasos.security.apps import App, AppRegistry
 from tests.helpers.engines import random_prompts
 
@@ -56,3 +62,47 @@ def test_cancel_through_the_kernel_returns_every_block(tiny_loaded) -> None:
         sys.cancel(app, pid)
     kernel.run_until_idle()
     assert engine.stats().num_free_blocks == engine.stats().num_blocks and not engine.requests
+
+
+# -- the real default model -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def default_loaded(default_gguf_path):  # -> LoadedModel
+    return load_model(default_gguf_path)
+
+
+@pytest.mark.parametrize("mode", list(SuspendMode))
+def test_real_model_generations_survive_preemption_unchanged_in_every_suspend_mode(
+    default_loaded, mode: SuspendMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batch chats are preempted by two interactive ones on SmolLM2 (the kernel's context switch,
+    with its choice of where the KV waits forced to `mode`); all four say exactly what they say alone."""
+    monkeypatch.setattr(kernel_module, "choose_suspend_mode", lambda *args: mode)
+    greedy = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    questions = ["What is the capital of France?", "Name a primary colour.", "What is 2 + 2?", "Say hello."]
+    solo = LLMEngine(default_loaded, EngineConfig(kv_cache_bytes=64 << 20))
+    prompts = [solo.tokenizer.encode_chat([{"role": "user", "content": q}]) for q in questions]
+    expected = [solo.generate([p], greedy)[0][1] for p in prompts]
+
+    config = EngineConfig(kv_cache_bytes=64 << 20, max_num_seqs=2)
+    engine = LLMEngine(default_loaded, config)
+    modes = []
+    suspend = engine.suspend
+    monkeypatch.setattr(engine, "suspend", lambda rid, m: modes.append(m) or suspend(rid, m))
+    residency = ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1)
+    kernel = Kernel(residency, KernelConfig(engine=config))
+    sys = Syscalls(kernel, AppRegistry())
+    batch, ui = App("etl", priority="batch"), App("ui", priority="interactive")
+    pids = [sys.generate(batch, "default", p, greedy).pid for p in prompts[:2]]
+    for _ in range(4):
+        kernel.tick()
+    pids += [sys.generate(ui, "default", p, greedy).pid for p in prompts[2:]]
+    kernel.run_until_idle()
+    assert all(kernel.table[p].num_preemptions == 1 for p in pids[:2]) and modes == [mode, mode]
+    for pid, want in zip(pids, expected, strict=True):
+        app = batch if kernel.table[pid].app == "etl" else ui
+        assert [t for e in sys.events(app, pid) for t in e.token_ids] == want
+        assert kernel.table[pid].state is ProcessState.FINISHED
+    stats = engine.stats()
+    assert stats.num_free_blocks == stats.num_blocks and not engine.requests
