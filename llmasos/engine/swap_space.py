@@ -7,9 +7,12 @@ demand and keeps them, so a swap copies into memory that is already mapped: copy
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
+
+from llmasos.model.native import cpu_kernels
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,14 @@ class SwapSpace:
         while len(self.free_slots) < len(block_ids):
             self._grow()
         slots = tuple(self.free_slots.pop() for _ in block_ids)
-        for (chunk, index), block_id in zip(slots, block_ids, strict=True):
-            self.chunks[chunk][:, :, index].copy_(kv_blocks[:, :, block_id], non_blocking=True)
+        for chunk, pairs in _by_chunk(slots, block_ids).items():
+            _copy_blocks(kv_blocks, [b for _, b in pairs], self.chunks[chunk], [i for i, _ in pairs])
         return SwapHandle(slots, len(slots) * self.bytes_per_block)
 
     def swap_in(self, handle: SwapHandle, kv_blocks: torch.Tensor, block_ids: list[int]) -> None:
         """Copy a handle's blocks back into pool blocks `block_ids`, then free the swap blocks."""
-        for (chunk, index), block_id in zip(handle.slots, block_ids, strict=False):
-            kv_blocks[:, :, block_id].copy_(self.chunks[chunk][:, :, index], non_blocking=True)
+        for chunk, pairs in _by_chunk(handle.slots, block_ids).items():
+            _copy_blocks(self.chunks[chunk], [i for i, _ in pairs], kv_blocks, [b for _, b in pairs])
         self.release(handle)
 
     def release(self, handle: SwapHandle) -> None:
@@ -78,3 +81,22 @@ class SwapSpace:
         self.chunks.append(chunk)
         index = len(self.chunks) - 1
         self.free_slots.extend((index, i) for i in reversed(range(self.chunk_blocks)))
+
+
+def _by_chunk(slots: tuple[tuple[int, int], ...], block_ids: list[int]) -> dict[int, list[tuple[int, int]]]:
+    """(index in chunk, pool block) pairs, by chunk; pairs beyond the shorter list are dropped."""
+    pairs: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for (chunk, index), block_id in zip(slots, block_ids, strict=False):
+        pairs[chunk].append((index, block_id))
+    return pairs
+
+
+def _copy_blocks(src: torch.Tensor, src_ids: list[int], dst: torch.Tensor, dst_ids: list[int]) -> None:
+    """dst[:, :, dst_ids] = src[:, :, src_ids]; on CPU one C++ call with streaming stores (a 2,048-token
+    SmolLM2 context, 94 MB, took ~10 ms each way block by block through torch's copy)."""
+    kernels = cpu_kernels() if src.device.type == dst.device.type == "cpu" else None
+    if kernels is not None and src.is_contiguous() and dst.is_contiguous():
+        kernels.copy_blocks(src, torch.tensor(src_ids), dst, torch.tensor(dst_ids))
+        return
+    for s, d in zip(src_ids, dst_ids, strict=True):
+        dst[:, :, d].copy_(src[:, :, s], non_blocking=True)

@@ -160,3 +160,17 @@ def test_without_kernels_the_model_keeps_its_torch_paths(tiny_loaded, monkeypatc
     # torch's int4 kernel: bfloat16 activations and output, within bf16 rounding of the dequantized weights
     expected = x.bfloat16().float() @ layer.dense.t()
     assert (layer(x).float() - expected).abs().max() <= 2**-7 * expected.abs().max()
+
+
+@needs_kernels
+def test_copy_blocks_moves_exactly_the_named_blocks_and_refuses_bad_ids() -> None:
+    torch.manual_seed(0)
+    src, dst = torch.randn(3, 2, 10, 4, 2, 8), torch.randn(3, 2, 6, 4, 2, 8)
+    before = dst.clone()
+    kernels.copy_blocks(src, torch.tensor([7, 0, 3]), dst, torch.tensor([1, 5, 2]))
+    for s, d in ((7, 1), (0, 5), (3, 2)):
+        assert torch.equal(dst[:, :, d], src[:, :, s])
+    untouched = [0, 3, 4]
+    assert torch.equal(dst[:, :, untouched], before[:, :, untouched])
+    with pytest.raises(RuntimeError, match="bad block id"):
+        kernels.copy_blocks(src, torch.tensor([10]), dst, torch.tensor([0]))

@@ -515,12 +515,52 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
   return out;
 }
 
+// dst[:, :, dst_ids[i]] = src[:, :, src_ids[i]] for KV blocks laid out (layers, 2, blocks, ...): the copy
+// of a suspended sequence's KV to host swap memory and back. A block is `planes` (layers * 2) contiguous
+// runs; streaming stores skip reading the destination into cache first (a plain copy moves each byte
+// three times: read the source, read the destination line, write it back).
+void copy_blocks(const at::Tensor& src, const at::Tensor& src_ids, at::Tensor dst, const at::Tensor& dst_ids) {
+  TORCH_CHECK(src.is_contiguous() && dst.is_contiguous() && src.dim() >= 3 && dst.dim() == src.dim(),
+              "copy_blocks: contiguous (layers, 2, blocks, ...) tensors");
+  TORCH_CHECK(src.dtype() == dst.dtype(), "copy_blocks: same dtype");
+  TORCH_CHECK(src.size(0) == dst.size(0) && src.size(1) == dst.size(1), "copy_blocks: same layers");
+  const at::Tensor si = src_ids.to(at::kLong).contiguous(), di = dst_ids.to(at::kLong).contiguous();
+  const int64_t pairs = si.numel();
+  TORCH_CHECK(di.numel() == pairs, "copy_blocks: one destination per source block");
+  const int64_t planes = src.size(0) * src.size(1);
+  const int64_t src_blocks = src.size(2), dst_blocks = dst.size(2);
+  const int64_t block_bytes = src.numel() / (planes * src_blocks) * src.element_size();
+  TORCH_CHECK(dst.numel() / (planes * dst_blocks) * dst.element_size() == block_bytes, "copy_blocks: block sizes");
+  const int64_t* sp = si.data_ptr<int64_t>();
+  const int64_t* dp = di.data_ptr<int64_t>();
+  for (int64_t i = 0; i < pairs; ++i)
+    TORCH_CHECK(sp[i] >= 0 && sp[i] < src_blocks && dp[i] >= 0 && dp[i] < dst_blocks, "copy_blocks: bad block id");
+  const char* s = static_cast<const char*>(src.data_ptr());
+  char* d = static_cast<char*>(dst.data_ptr());
+  at::parallel_for(0, pairs * planes, 8, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t pair = w / planes, plane = w % planes;
+      const char* from = s + (plane * src_blocks + sp[pair]) * block_bytes;
+      char* to = d + (plane * dst_blocks + dp[pair]) * block_bytes;
+      if (block_bytes % 32 == 0 && reinterpret_cast<uintptr_t>(to) % 32 == 0) {
+        for (int64_t b = 0; b < block_bytes; b += 32)
+          _mm256_stream_si256(reinterpret_cast<__m256i*>(to + b),
+                              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(from + b)));
+      } else {
+        std::memcpy(to, from, block_bytes);
+      }
+    }
+    _mm_sfence();  // streamed lines are visible before this thread's share is reported done
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("q4_linear", &q4_linear, "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int8 activations)");
+  m.def("q4_linear", &q4_linear, "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int16 activations)");
   m.def("round_activations", &round_activations, "x rounded to int16 per block of 32, as q4_linear sees it");
   m.def("q8_linear", &q8_linear, "y = x W^T with per-row int8 weights (AVX2, int16 activations)");
   m.def("decode_attention", &decode_attention, "one-token-per-sequence attention over a paged KV cache");
+  m.def("copy_blocks", &copy_blocks, "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
   m.def("decode_step", &decode_step, "one decode step of the Llama family over a paged KV cache");
 }
