@@ -100,6 +100,7 @@ def prompt_ids(tokenizer: Any, n: int, salt: str) -> list[int]:
 
 
 SUSPEND_MODES = ("swap", "keep", "recompute")
+SUSPEND_CYCLES = 5
 
 
 def build_prompts(tokenizer: Any, wl: Workload) -> dict[str, list[int]]:
@@ -494,17 +495,25 @@ def fig_suspend(peer: LLMasOSPeer, prompts: dict[str, list[int]], notes: list[st
         next_output()  # prefill: the context is computed
         next_output()
         step, _ = next_output()  # an ordinary decode step, for reference
-        start = time.perf_counter()
-        suspended = engine.suspend(request_id, mode)
-        mid = time.perf_counter()
-        resumed = engine.resume(request_id)
-        end = time.perf_counter()
-        after, output = next_output()
+        # Several cycles, medians reported: one copy of ~100 MB is at the mercy of whatever else the
+        # machine's memory is doing (single cycles of the same code read 10 ms and 28 ms).
+        cycles = []
+        for _ in range(SUSPEND_CYCLES):
+            start = time.perf_counter()
+            suspended = engine.suspend(request_id, mode)
+            mid = time.perf_counter()
+            resumed = engine.resume(request_id)
+            end = time.perf_counter()
+            after, output = next_output()
+            cycles.append((mid - start, end - mid, suspended, resumed, after, output))
+        cycles.sort(key=lambda c: c[0] + c[1])
+        suspend_s, resume_s, suspended, resumed, after, output = cycles[len(cycles) // 2]
         engine.abort(request_id)
         results[mode] = {
-            "suspend_ms": (mid - start) * 1e3,
-            "resume_ms": (end - mid) * 1e3,
-            "total_ms": (end - start) * 1e3,
+            "suspend_ms": suspend_s * 1e3,
+            "resume_ms": resume_s * 1e3,
+            "total_ms": (suspend_s + resume_s) * 1e3,
+            "total_ms_range": [(c[0] + c[1]) * 1e3 for c in (cycles[0], cycles[-1])],
             "reported_ms": (getattr(suspended, "seconds", 0) + getattr(resumed, "seconds", 0)) * 1e3,
             "bytes_moved": getattr(suspended, "bytes_moved", 0),
             "context_tokens": getattr(suspended, "num_tokens", len(prompts[f"ctx-{mode}"]) + 2),
@@ -729,11 +738,15 @@ def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Name
     suspend = results.get("llmasos", {}).get("suspend")
     if suspend:
         tokens = next(iter(suspend.values()))["context_tokens"]
-        print(f"\nsuspend + resume of a {tokens}-token context (ms; engine's own report in brackets):")
+        print(
+            f"\nsuspend + resume of a {tokens}-token context (ms, median of {SUSPEND_CYCLES} cycles; "
+            "engine's own report in brackets, fastest-slowest cycle after):"
+        )
         for mode, r in suspend.items():
+            low, high = r.get("total_ms_range", (r["total_ms"], r["total_ms"]))
             print(
                 f"  {mode:<10} suspend {r['suspend_ms']:7.2f}  resume {r['resume_ms']:7.2f}  "
-                f"total {r['total_ms']:7.2f} [{r['reported_ms']:.2f}]  "
+                f"total {r['total_ms']:7.2f} [{r['reported_ms']:.2f}] ({low:.2f}-{high:.2f})  "
                 f"moved {r['bytes_moved'] / 1e6:6.1f} MB"
             )
             print(
