@@ -71,12 +71,16 @@ def paged_attention(
     values = v_cache[meta.kv_slots]
     if meta.decode:
         b, n_kv, dim = keys.shape[0], keys.shape[2], keys.shape[3]
-        grouped = q.view(b, n_kv, -1, dim)  # query head h reads KV head h // group
-        scores = torch.matmul(grouped, keys.permute(0, 2, 3, 1))  # (B, n_kv, group, T_kv)
+        # Scores and softmax in float32 whatever the cache's dtype, as SDPA's kernels keep them:
+        # bfloat16 scores (8 bits of mantissa: steps of 0.125 at a score of 20) turned SmolLM2's
+        # "The capital of France is Paris." into "L'Étoile, la Marseillaise, ..." in bfloat16.
+        grouped = q.float().view(b, n_kv, -1, dim)  # query head h reads KV head h // group
+        scores = torch.matmul(grouped, keys.float().permute(0, 2, 3, 1))  # (B, n_kv, group, T_kv)
         if meta.decode_bias is not None:
             scores = scores + meta.decode_bias
-        out = torch.matmul(torch.softmax(scores, dim=-1), values.transpose(1, 2))  # (B, n_kv, group, D)
-        return out.view(b, -1)
+        probs = torch.softmax(scores, dim=-1)
+        out = torch.matmul(probs, values.float().transpose(1, 2))  # (B, n_kv, group, D)
+        return out.view(b, -1).to(q.dtype)
     queries = q[meta.query_index].transpose(1, 2)  # (B, n_heads, T_q, head_dim)
     out = F.scaled_dot_product_attention(
         queries,

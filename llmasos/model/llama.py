@@ -129,7 +129,12 @@ class LlamaModel(nn.Module):
         if self.logits_proj is not None:
             return self.logits_proj(hidden).float()
         weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return torch.nn.functional.linear(hidden, weight).float()
+        if weight.dtype != torch.float32:
+            # Products summed and returned in float32: bfloat16 logits move in steps of 0.125 near 25,
+            # and SmolLM2's "The" (25.33) and "L" (25.24), its first word for "What is the capital of
+            # France?", rounded to the same value, so greedy decoding answered "L'Étoile, ...".
+            return torch.nn.functional.linear(hidden.float(), weight.float())
+        return torch.nn.functional.linear(hidden, weight)
 
     def quantize(self, weight_format: str, max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS) -> LlamaModel:
         """A copy of this model whose linear layers and LM head hold `weight_format` (resolved).

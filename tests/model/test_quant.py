@@ -125,3 +125,15 @@ def test_quantized_real_model_keeps_its_answers(real_loaded, fmt: str) -> None:
     assert "Paris" in quant[0][0]
     agree = sum(q[1] == e[1] for q, e in zip(quant, exact, strict=True))
     assert agree >= MIN_AGREEMENT[fmt], f"{fmt}: only {agree} of 4 prompts kept fp32's first 16 tokens"
+
+
+@pytest.mark.real_model
+def test_bfloat16_real_model_answers_like_float32(default_gguf_path: Path) -> None:
+    """bfloat16 (the default on CUDA) keeps logits and attention scores in float32: rounded to
+    bfloat16, "The" and "L" tied as the first word of the answer below and it read "L'Étoile, ..."."""
+    config = EngineConfig(dtype="bfloat16", kv_cache_bytes=64 << 20)
+    engine = LLMEngine.from_path(str(default_gguf_path), config)
+    assert engine.runner.kv_cache.dtype == torch.bfloat16
+    prompt = engine.tokenizer.encode_chat([{"role": "user", "content": QUESTIONS[0]}])
+    text, _ = engine.generate([prompt], SamplingParams(max_tokens=12, temperature=0))[0]
+    assert text.startswith("The capital of France is Paris")
