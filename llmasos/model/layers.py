@@ -12,7 +12,10 @@ from llmasos.model.config import RopeScaling
 
 
 class RMSNorm(nn.Module):
-    """Root-mean-square layer norm (no mean subtraction, no bias), computed in float32."""
+    """Root-mean-square layer norm (no mean subtraction, no bias), computed in float32.
+
+    Its output has the dtype of its weights where they are half precision (the next matmul's
+    input), else of its input: a float32 residual stream feeds bfloat16 projections."""
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
@@ -22,9 +25,10 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == self.weight.dtype == torch.float32:  # one fused kernel instead of six ops
             return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        out_dtype = x.dtype if self.weight.dtype == torch.float32 else self.weight.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (x32 * self.weight.float()).to(x.dtype)
+        return (x32 * self.weight.float()).to(out_dtype)
 
 
 class Linear(nn.Module):

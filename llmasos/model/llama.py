@@ -118,6 +118,11 @@ class LlamaModel(nn.Module):
                 c.rms_norm_eps,
             )
         dtype = kv_caches.dtype
+        if dtype != torch.float32:
+            # The residual stream stays float32 with half-precision weights (their matmuls still take
+            # and give bfloat16): summed in bfloat16 over 30 layers, SmolLM2's first-word logits for
+            # "What is the capital of France?" drifted by 0.3 and "L'Étoile" beat "The" on CUDA.
+            x = x.float()
         cos = (self.rope_cos[positions].unsqueeze(1) * self.rope_head_scale).to(dtype)  # (N, heads, D)
         sin = (self.rope_sin[positions].unsqueeze(1) * self.rope_head_scale).to(dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
