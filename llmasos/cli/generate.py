@@ -1,7 +1,9 @@
 """`llmasos run` and `llmasos chat`: one streamed answer, or an interactive conversation.
 
-The engine (and torch with it) is imported inside the commands, so that `llmasos models list`
-and `--help` start in a fraction of a second.
+Both are system calls of the local admin app on a kernel in this process, like the SDK's local
+mode: checked, scheduled and written to the audit log as any other interface's calls are. The
+kernel (and torch with it) is imported inside the commands, so that `llmasos models list` and
+`--help` start in a fraction of a second.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from llmasos.config import DEFAULT_MODEL, EngineConfig
+from llmasos.config import DEFAULT_MODEL
 
 if TYPE_CHECKING:
-    from llmasos.engine.engine import LLMEngine
     from llmasos.engine.sampling import SamplingParams
+    from llmasos.kernel.syscalls import Syscalls
+    from llmasos.security.apps import App
 
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Model name or alias in the library.")]
 MaxTokensOption = Annotated[int, typer.Option("--max-tokens", help="Most tokens to generate.")]
@@ -33,10 +36,28 @@ SystemOption = Annotated[str | None, typer.Option("--system", help="System promp
 StopOption = Annotated[list[str] | None, typer.Option("--stop", help="Stop string (repeatable).")]
 
 
-def _engine(model: str) -> LLMEngine:
-    from llmasos.engine.engine import LLMEngine
+class _Session:
+    """The kernel in this process and the admin app the commands act as."""
 
-    return LLMEngine.from_library(model, EngineConfig())
+    def __init__(self, model: str) -> None:
+        from llmasos.kernel.boot import boot
+        from llmasos.security.admin import ensure_admin
+
+        self.model = model
+        self.syscalls: Syscalls = boot(interface="cli")
+        self.app: App
+        self.app, _ = ensure_admin(self.syscalls.apps)
+        # Loaded before the first prompt, so that time to first token is the model's, not the load's.
+        start = time.perf_counter()
+        name = self.syscalls.allowed_model(self.app, model)
+        residency = self.syscalls.kernel.residency
+        residency.acquire(name)
+        residency.release(name)
+        self.load_seconds = time.perf_counter() - start
+        self.syscalls.kernel.start()
+
+    def close(self) -> None:
+        self.syscalls.kernel.stop()
 
 
 def _sampling(
@@ -61,24 +82,32 @@ def _sampling(
     )
 
 
-def _stream_reply(engine: LLMEngine, prompt_ids: list[int], params: SamplingParams, verbose: bool) -> str:
+def _stream_reply(session: _Session, prompt: str | list[dict], params: SamplingParams, verbose: bool) -> str:
+    """Stream the answer to `prompt` (raw text) or chat messages to stdout; the whole answer."""
     start = time.perf_counter()
+    if isinstance(prompt, str):
+        process = session.syscalls.generate(session.app, session.model, prompt, params)
+    else:
+        process = session.syscalls.chat(session.app, session.model, prompt, params)
     first_token_at = None
     reply, n = "", 0
-    for output in engine.stream(prompt_ids, params):
-        if first_token_at is None:
+    for event in session.syscalls.events(session.app, process.pid):
+        if event.error is not None:
+            raise event.error
+        if event.token_ids and first_token_at is None:
             first_token_at = time.perf_counter()
-        sys.stdout.write(output.text)
-        sys.stdout.flush()
-        reply += output.text
-        n = output.num_output_tokens
+        n += len(event.token_ids)
+        if event.text:
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+            reply += event.text
     sys.stdout.write("\n")
     if verbose and first_token_at is not None:
         decode_s = time.perf_counter() - first_token_at
         rate = (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0
         typer.echo(
-            f"[{len(prompt_ids)} prompt tokens, {n} generated; first token "
-            f"{(first_token_at - start) * 1000:.0f} ms; {rate:.1f} tok/s]",
+            f"[{process.tokens_in} prompt tokens, {n} generated; first token "
+            f"{(first_token_at - start) * 1000:.0f} ms; {rate:.1f} tok/s; pid {process.pid}]",
             err=True,
         )
     return reply
@@ -106,15 +135,17 @@ def run(
     if prompt == "-":
         prompt = sys.stdin.read()
     params = _sampling(max_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop)
-    engine = _engine(model)
-    if raw:
-        prompt_ids = engine.tokenizer.encode(prompt)
-    else:
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        prompt_ids = engine.tokenizer.encode_chat(messages)
-    _stream_reply(engine, prompt_ids, params, verbose)
+    session = _Session(model)
+    if verbose:
+        typer.echo(f"[{session.model} ready in {session.load_seconds:.1f} s]", err=True)
+    try:
+        if raw:
+            _stream_reply(session, prompt, params, verbose)
+        else:
+            system_turn = [{"role": "system", "content": system}] if system else []
+            _stream_reply(session, [*system_turn, {"role": "user", "content": prompt}], params, verbose)
+    finally:
+        session.close()
 
 
 def chat(
@@ -128,7 +159,17 @@ def chat(
 ) -> None:
     """Talk with a model. /reset forgets the conversation; /exit or Ctrl-D leaves."""
     params = _sampling(max_tokens, temperature, top_p, 0, 1.0, seed, None)
-    engine = _engine(model)
+    session = _Session(model)
+    try:
+        _converse(session, params, system, verbose)
+    finally:
+        session.close()
+
+
+def _converse(session: _Session, params: SamplingParams, system: str | None, verbose: bool) -> None:
+    from llmasos.errors import ContextWindowExceededError
+
+    model = session.model
     base = [{"role": "system", "content": system}] if system else []
     messages = list(base)
     typer.echo(f"Chatting with {model}. /reset to start over, /exit to leave.", err=True)
@@ -147,10 +188,10 @@ def chat(
             messages = list(base)
             continue
         messages.append({"role": "user", "content": text})
-        prompt_ids = engine.tokenizer.encode_chat(messages)
-        if len(prompt_ids) >= engine.context_length:
+        try:
+            reply = _stream_reply(session, messages, params, verbose)
+        except ContextWindowExceededError:
             typer.echo("The conversation no longer fits the context window; /reset to start over.", err=True)
             messages.pop()
             continue
-        reply = _stream_reply(engine, prompt_ids, params, verbose)
         messages.append({"role": "assistant", "content": reply})

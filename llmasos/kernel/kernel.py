@@ -372,6 +372,9 @@ class Kernel:
             self._thread = None
 
     def _loop(self) -> None:
+        from llmasos.engine.threads import claim_compute_threads
+
+        claim_compute_threads(self.config.engine.num_threads)
         while not self._stop.is_set():
             try:
                 computed = self.tick()

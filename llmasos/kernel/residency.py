@@ -128,7 +128,10 @@ class ResidencyManager:
             self._reserved = needed
         start = self.clock()
         try:
-            engine, measured = self._load(name)
+            from llmasos.engine.threads import single_threaded
+
+            with single_threaded():  # this is not the kernel's thread: no OpenMP pool of its own here
+                engine, measured = self._load(name)
         except ModelUnavailableError:
             self._reserved = 0
             raise

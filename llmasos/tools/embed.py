@@ -88,7 +88,10 @@ class SentenceEmbedder:
         encodings = self.tokenizer.encode_batch(texts)
         ids = torch.tensor([e.ids for e in encodings])
         mask = torch.tensor([e.attention_mask for e in encodings])
-        with self._lock, torch.inference_mode():
+        from llmasos.engine.threads import single_threaded
+
+        # Inline in the caller's thread: a thread pool here would slow the kernel's (engine/threads.py).
+        with self._lock, single_threaded(), torch.inference_mode():
             states = self.encoder(ids, mask)  # (B, T, dim)
             weights = mask.unsqueeze(-1).to(states.dtype)
             mean = (states * weights).sum(1) / weights.sum(1).clamp(min=1e-9)

@@ -99,7 +99,8 @@ def test_run_verbose_prints_counts_to_stderr(cli, tiny, reference) -> None:
     assert code == 0, err
     expected, num_prompt_tokens = reference([user("Hello")], 5)
     assert out == expected + "\n"  # stdout is the answer alone
-    match = re.search(r"\[(\d+) prompt tokens, (\d+) generated; first token \d+ ms; [\d.]+ tok/s\]", err)
+    pattern = r"\[(\d+) prompt tokens, (\d+) generated; first token \d+ ms; [\d.]+ tok/s; pid \d+\]"
+    match = re.search(pattern, err)
     assert match, err
     assert int(match[1]) == num_prompt_tokens and int(match[2]) == 5
 
@@ -123,6 +124,18 @@ def test_run_stop_string_cuts_the_answer(cli, tiny, reference) -> None:
     )
     assert code == 0, err
     assert out == cut + "\n"
+
+
+def test_run_is_a_system_call_of_the_admin_app_written_to_the_audit_log(cli, tiny) -> None:
+    from llmasos.security.audit import AuditLog
+
+    code, _, err = cli("run", "-m", tiny, "--max-tokens", "3", "--temperature", "0", "Hello")
+    assert code == 0, err
+    rows = [r for r in AuditLog().query() if r["call"] == "chat"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["app"] == "admin" and row["target"] == "tiny" and row["outcome"] == "finished"
+    assert row["tokens_out"] == 3 and row["interface"] == "cli"
 
 
 def test_run_unknown_model_is_one_line_naming_models_pull(cli) -> None:

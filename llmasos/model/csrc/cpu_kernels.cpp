@@ -556,11 +556,14 @@ void copy_blocks(const at::Tensor& src, const at::Tensor& src_ids, at::Tensor ds
 
 }  // namespace
 
+// Every kernel runs without the GIL: they touch no Python object, and a decode step holds the CPU
+// for milliseconds, in which a server's event loop (or any other Python thread) must go on running.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("q4_linear", &q4_linear, "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int16 activations)");
-  m.def("round_activations", &round_activations, "x rounded to int16 per block of 32, as q4_linear sees it");
-  m.def("q8_linear", &q8_linear, "y = x W^T with per-row int8 weights (AVX2, int16 activations)");
-  m.def("decode_attention", &decode_attention, "one-token-per-sequence attention over a paged KV cache");
-  m.def("copy_blocks", &copy_blocks, "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
-  m.def("decode_step", &decode_step, "one decode step of the Llama family over a paged KV cache");
+  using release = py::call_guard<py::gil_scoped_release>;
+  m.def("q4_linear", &q4_linear, release(), "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int16 activations)");
+  m.def("round_activations", &round_activations, release(), "x rounded to int16 per block of 32, as q4_linear sees it");
+  m.def("q8_linear", &q8_linear, release(), "y = x W^T with per-row int8 weights (AVX2, int16 activations)");
+  m.def("decode_attention", &decode_attention, release(), "one-token-per-sequence attention over a paged KV cache");
+  m.def("copy_blocks", &copy_blocks, release(), "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
+  m.def("decode_step", &decode_step, release(), "one decode step of the Llama family over a paged KV cache");
 }
