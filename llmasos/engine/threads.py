@@ -1,11 +1,11 @@
 """Who may use torch's intra-op threads: the one thread that runs engine steps.
 
 torch's CPU ops run on OpenMP, and libgomp gives every thread that starts a parallel region its own
-pool of workers. Once there are more pooled threads than cores, libgomp stops letting idle workers
-spin, so each of a decode step's ~150 parallel regions waits for a sleeping worker to wake: SmolLM2
-decoded 100-120 tok/s in the thread that loaded it, and 42-45 tok/s in a second thread once the
-loading thread had a pool of its own (measured on a 2-core CPU). With the load run single-threaded
-the second thread decoded 89-94 tok/s, and the load itself took 11.8 s instead of ~10.
+pool of workers. SmolLM2 decoded 100-120 tok/s in the thread that loaded it, and 42-45 tok/s in a
+second thread once the loading thread had a pool of its own (measured on a 2-core CPU); with the load
+run single-threaded, the second thread decoded 89-94 tok/s and the load took 11.8 s instead of ~10.
+The likely cause: with more pooled threads than cores, libgomp lets idle workers spin only briefly,
+so each of a decode step's ~150 parallel regions waits for a sleeping worker to wake.
 
 So the kernel's loop claims the intra-op threads (`claim_compute_threads`), and work that runs in
 other threads (model loads, embeddings) runs inside `single_threaded()`: inline, no pool.
