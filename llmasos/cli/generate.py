@@ -40,21 +40,23 @@ class _Session:
     """The kernel in this process and the admin app the commands act as."""
 
     def __init__(self, model: str) -> None:
-        from llmasos.kernel.boot import boot
-        from llmasos.security.admin import ensure_admin
+        from llmasos.kernel.boot import boot_as_admin
 
         self.model = model
-        self.syscalls: Syscalls = boot(interface="cli")
+        self.syscalls: Syscalls
         self.app: App
-        self.app, _ = ensure_admin(self.syscalls.apps)
+        self.syscalls, self.app = boot_as_admin("cli")
         # Loaded before the first prompt, so that time to first token is the model's, not the load's.
         start = time.perf_counter()
-        name = self.syscalls.allowed_model(self.app, model)
-        residency = self.syscalls.kernel.residency
-        residency.acquire(name)
-        residency.release(name)
+        try:
+            name = self.syscalls.allowed_model(self.app, model)
+            residency = self.syscalls.kernel.residency
+            residency.acquire(name)
+            residency.release(name)
+        except BaseException:
+            self.close()
+            raise
         self.load_seconds = time.perf_counter() - start
-        self.syscalls.kernel.start()
 
     def close(self) -> None:
         self.syscalls.kernel.stop()

@@ -11,7 +11,8 @@ from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
-from llmasos.security.apps import AppRegistry
+from llmasos.security.admin import ensure_admin
+from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
 
 #: Share of the memory that is free at start-up that models may take by default.
@@ -71,3 +72,12 @@ def boot(
         audit=AuditLog() if audit else None,
         interface=interface,
     )
+
+
+def boot_as_admin(interface: str) -> tuple[Syscalls, App]:
+    """A kernel started in this process, and the local admin app to act as: what the SDK's local mode
+    and `llmasos run`/`chat` use instead of a server."""
+    syscalls = boot(interface=interface)
+    app, _ = ensure_admin(syscalls.apps)
+    syscalls.kernel.start()
+    return syscalls, app

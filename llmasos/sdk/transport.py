@@ -152,13 +152,9 @@ class LocalTransport:
     def _kernel(self):
         with self._lock:
             if self._syscalls is None:
-                from llmasos.kernel.boot import boot
-                from llmasos.security.admin import ensure_admin
+                from llmasos.kernel.boot import boot_as_admin
 
-                syscalls = boot(interface="sdk")
-                self._app, _ = ensure_admin(syscalls.apps)
-                syscalls.kernel.start()
-                self._syscalls = syscalls
+                self._syscalls, self._app = boot_as_admin("sdk")
             return self._syscalls, self._app
 
     def generate(
