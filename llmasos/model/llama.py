@@ -20,7 +20,8 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
-from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, NATIVE_DECODE_MAX_SEQS, make_linear
+from llmasos.model.native import cpu_kernels
+from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, INT4_GROUP, NATIVE_DECODE_MAX_SEQS, make_linear
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -160,14 +161,22 @@ class LlamaModel(nn.Module):
                     make_linear(old.weight, old.bias, weight_format, max_quant_tokens=max_quant_tokens),
                 )
             model.layers.append(new)
-        # The LM head keeps a dequantized float copy like the layers (113 MB for SmolLM2): at 32
-        # sampled rows int8pack was 1.5x slower than fp32. The embedding lookup stays exact (one
-        # row per token): dequantized int8 rows there flipped SmolLM2's int4 answer to "What is the
-        # capital of France?". int4 keeps an int8 head for the same reason (the file's own head is
-        # 8-bit); a 4-bit head would save 10 MB per token.
+        # The LM head has one row per sampled sequence. With the C++ kernels its int8 GEMM serves every
+        # batch (at 32 rows it took 14-21 ms against 34-40 ms for the float32 GEMM on a dequantized
+        # copy, which MKL also repacked on every call), so no float copy is kept (113 MB for SmolLM2);
+        # without them the head keeps one, as torch's int8pack was 1.5x slower than fp32 at 32 rows.
+        # The embedding lookup stays exact (one row per token): dequantized int8 rows there flipped
+        # SmolLM2's int4 answer to "What is the capital of France?". int4 keeps an int8 head for the
+        # same reason (the file's own head is 8-bit); a 4-bit head would save 10 MB per token.
         head = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         head_format = "int8" if weight_format == "int4" else weight_format
-        model.logits_proj = make_linear(head, None, head_format, max_quant_tokens=max_quant_tokens)
+        model.logits_proj = make_linear(
+            head,
+            None,
+            head_format,
+            max_quant_tokens=max_quant_tokens,
+            keep_dense=cpu_kernels() is None or head.shape[1] % INT4_GROUP != 0,
+        )
         model._enable_native_decode()
         return model
 

@@ -22,7 +22,7 @@ The int ops are CPU-only (CUDA's int4 op wants another packing); on other device
 fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
 
 Where the C++ kernels build (native.py, csrc/cpu_kernels.cpp; AVX2) they replace torch's int ops:
-int4 and int8 layers (the LM head) quantize each token's activations to int16 per block of 32, and
+int4 and int8 layers (the LM head) quantize each token's activations to int16 (one scale per token), and
 steps above NATIVE_MAX_TOKENS multiply the dense copy by the same rounded activations, so every path
 computes the same products: a sequence's result depends on its batch or on how its prompt was
 chunked only through float rounding order. Their outputs are float32.
@@ -215,15 +215,13 @@ class Int4Linear(_QuantLinear):
 
 
 def quantize_activations(x: torch.Tensor) -> torch.Tensor:
-    """x (n, in) float32 rounded as the C++ int4 kernel sees it: int16 per block of 32, scale amax/32767.
+    """x (n, in) float32 rounded as the C++ kernels see it: int16 with one scale per token, amax/32767.
 
     The kernels' own `round_activations` in torch ops (x * (1/scale) rounded half to even), for tests
     and for reading; the dense path calls the C++ one (one pass instead of six ops)."""
-    n, k = x.shape
-    blocks = x.reshape(n, k // INT4_GROUP, INT4_GROUP)
-    scale = blocks.abs().amax(-1, keepdim=True) / 32767
+    scale = x.abs().amax(-1, keepdim=True) / 32767
     inv = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
-    return (torch.round(blocks * inv) * scale).reshape(n, k)
+    return torch.round(x * inv) * scale
 
 
 def make_linear(

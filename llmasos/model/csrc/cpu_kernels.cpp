@@ -3,10 +3,12 @@
 //
 // Why: at batch 1 a 135M-parameter model is memory-bound (~75 MB of int4 weights per token), yet torch's
 // _weight_int4pack_mm_for_cpu ran at a third of the bandwidth limit on AVX2, and the ~20 torch ops per
-// layer cost ~11 ms of dispatch per token. Here each token's activations are quantized per block of 32
-// to int16 with one float scale (int8, as llama.cpp does, flipped SmolLM2's greedy answer to "What is the
-// capital of France?"), each 32-weight group is two int16 madds, and the decode step runs every layer's
-// norm, projections, RoPE, paged attention and SwiGLU without returning to Python.
+// layer cost ~11 ms of dispatch per token. Here each token's activations are quantized to int16 with one
+// float scale per token (int8 per block of 32, as llama.cpp does, flipped SmolLM2's greedy answer to
+// "What is the capital of France?"; int16 per token moved its logits by at most 0.015, against 0.005
+// for int16 per block, and a per-block scale cost a multiply per row, token and group), each 32-weight
+// group is two int16 madds, and the decode step runs every layer's norm, projections, RoPE, paged
+// attention and SwiGLU without returning to Python.
 //
 // 4-bit layout (see quant.py, Int4Linear): per output row, groups of 32 weights; group g holds 16 bytes,
 // byte j = q[j] | q[j + 16] << 4 with q in [0, 15], and bf16 `scale`, `zero`: w = (q - 8) * scale + zero.
@@ -41,50 +43,65 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
-// One token's activations, quantized to int16 per block of 32: x ≈ xq * scale, and `sum` = scale * Σ xq, the
-// block's quantized sum, which the weights' offset (z - 8 d per group) multiplies. Every term uses the
-// quantized x, so the kernel computes exactly Σ w * (xq * scale) with w = (q - 8) * d + z, the product the
-// dense path of large steps reproduces with `round_activations`.
+// One token's activations, quantized to int16 with one scale: x ≈ xq * scale, and isum[g] = Σ xq over
+// block g (an exact integer, held as float), which the weights' offset (z - 8 d per group) multiplies.
+// Every term uses the quantized x, so the kernels compute Σ w * (xq * scale) with w = (q - 8) * d + z,
+// the product the dense path of large steps reproduces with `round_activations`.
 struct QuantRow {
   const int16_t* xq;
-  const float* scale;
-  const float* sum;
+  float scale;
+  const float* isum;
 };
 
 struct QuantActs {
   std::vector<int16_t> xq;
-  std::vector<float> scale, sum;
+  std::vector<float> scale, isum;  // (n), (n, blocks)
   int64_t k = 0, blocks = 0;
 
   void quantize(const float* x, int64_t n, int64_t k_) {
     k = k_;
     blocks = k / kGroup;
     xq.resize(n * k);
-    scale.resize(n * blocks);
-    sum.resize(n * blocks);
+    scale.resize(n);
+    isum.resize(n * blocks);
+    // Vectorized: the float products rounded half to even (_mm256_round_ps in the default rounding
+    // mode, as nearbyint) and exact integer sums; serial between the GEMMs of a decode step, so its
+    // speed shows at large batches.
+    const __m256 sign = _mm256_set1_ps(-0.f);
     for (int64_t t = 0; t < n; ++t) {
+      const float* src = x + t * k;
+      __m256 m = _mm256_setzero_ps();
+      for (int64_t i = 0; i < k; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(src + i)));
+      __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+      m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+      m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+      const float amax = _mm_cvtss_f32(m4);
+      const float d = amax / 32767.f;
+      const __m256 inv = _mm256_set1_ps(d > 0.f ? 1.f / d : 0.f);
+      scale[t] = d;
       for (int64_t b = 0; b < blocks; ++b) {
-        const float* src = x + t * k + b * kGroup;
-        float amax = 0.f;
-        for (int i = 0; i < kGroup; ++i) amax = std::max(amax, std::fabs(src[i]));
-        const float d = amax / 32767.f;
-        const float inv = d > 0.f ? 1.f / d : 0.f;
-        int16_t* dst = xq.data() + t * k + b * kGroup;
-        int isum = 0;
-        for (int i = 0; i < kGroup; ++i) {
-          const int v = static_cast<int>(std::nearbyint(src[i] * inv));
-          dst[i] = static_cast<int16_t>(v);
-          isum += v;
+        __m256i q32[4];
+        __m256i isum_v = _mm256_setzero_si256();
+        for (int q = 0; q < 4; ++q) {
+          const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(src + b * kGroup + q * 8), inv);
+          q32[q] = _mm256_cvtps_epi32(_mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+          isum_v = _mm256_add_epi32(isum_v, q32[q]);
         }
-        scale[t * blocks + b] = d;
-        sum[t * blocks + b] = d * static_cast<float>(isum);
+        int16_t* dst = xq.data() + t * k + b * kGroup;
+        // packs interleaves 128-bit lanes; the permute restores element order.
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst),
+                            _mm256_permute4x64_epi64(_mm256_packs_epi32(q32[0], q32[1]), 0xD8));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + 16),
+                            _mm256_permute4x64_epi64(_mm256_packs_epi32(q32[2], q32[3]), 0xD8));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(isum_v), _mm256_extracti128_si256(isum_v, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        isum[t * blocks + b] = static_cast<float>(_mm_cvtsi128_si32(s4));
       }
     }
   }
 
-  QuantRow row(int64_t t) const {
-    return {xq.data() + t * k, scale.data() + t * blocks, sum.data() + t * blocks};
-  }
+  QuantRow row(int64_t t) const { return {xq.data() + t * k, scale[t], isum.data() + t * blocks}; }
 };
 
 // Unpacked 4-bit group: elements 0-15 and 16-31 as int16 in [0, 15]. One widening load, then each
@@ -116,14 +133,20 @@ inline void q4_row_constants(const uint16_t* ws, const uint16_t* wz, int64_t blo
   }
 }
 
-// Σ_g offset_g * sum[g]: the part of a row·token dot product that does not depend on q.
+// Σ_g offset_g * isum[g]: the part of a row·token dot product that does not depend on q (before the
+// token's scale).
 inline float q4_offset_terms(const float* offset, const QuantRow& x, int64_t blocks) {
   __m256 acc = _mm256_setzero_ps();
   int64_t g = 0;
-  for (; g + 8 <= blocks; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(offset + g), _mm256_loadu_ps(x.sum + g), acc);
+  for (; g + 8 <= blocks; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(offset + g), _mm256_loadu_ps(x.isum + g), acc);
   float s = hsum(acc);
-  for (; g < blocks; ++g) s += offset[g] * x.sum[g];
+  for (; g < blocks; ++g) s += offset[g] * x.isum[g];
   return s;
+}
+
+// The one result formula of every 4-bit kernel: xs * (Σ_g d_g Σ q x + Σ_g offset_g isum_g).
+inline float q4_result(float dot, const float* offset, const QuantRow& x, int64_t blocks) {
+  return x.scale * (dot + q4_offset_terms(offset, x, blocks));
 }
 
 // Per-thread scratch of a tile's row constants (TR rows x blocks, scales then offsets).
@@ -162,18 +185,16 @@ inline void q4_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const 
       const int16_t* xg = rows[j].xq + g * kGroup;
       const __m256i x_lo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg));
       const __m256i x_hi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16));
-      const __m256 xs = _mm256_broadcast_ss(rows[j].scale + g);
       for (int i = 0; i < TR; ++i) {
         // int32 lanes sum 4 products of at most 15 * 32767: no overflow.
         const __m256i prod = _mm256_add_epi32(_mm256_madd_epi16(w[i].lo, x_lo), _mm256_madd_epi16(w[i].hi, x_hi));
-        const __m256 scale = _mm256_mul_ps(_mm256_broadcast_ss(ds[i] + g), xs);
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), scale, acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_broadcast_ss(ds[i] + g), acc[i][j]);
       }
     }
   }
   for (int i = 0; i < TR; ++i) {
     const int64_t r = r0 + i;
-    for (int j = 0; j < TN; ++j) y[(t0 + j) * out_features + r] = hsum(acc[i][j]) + q4_offset_terms(offs[i], rows[j], blocks);
+    for (int j = 0; j < TN; ++j) y[(t0 + j) * out_features + r] = q4_result(hsum(acc[i][j]), offs[i], rows[j], blocks);
   }
 }
 
@@ -232,13 +253,236 @@ Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& scales, const at::Tenso
           reinterpret_cast<const uint16_t*>(zeros.data_ptr<at::BFloat16>()), b, qs.size(0), qs.size(1) * 2};
 }
 
+// ---- Steps of several tokens: row panels unpacked once, register tiles of 3 rows x 4 tokens ----
+//
+// The tile kernels above unpack each weight group once per 4 tokens; at 32 tokens they ran at ~0.9 ns
+// per (row, group, token) on 2 cores, a third of what the madd/convert/FMA chain allows. Here a panel
+// of 3 rows is unpacked to int16 once for a chunk of tokens, the activations of each 4 tokens are
+// interleaved group by group, and a 3 x 4 tile keeps 12 accumulators in registers and walks three
+// pointers (a tile that indexed 12 scale rows and 4 token rows ran out of registers and was slower
+// than the old kernel). Every (row, token) takes the same operations in the same order as q4_tile /
+// q8_rows_tile, so the results are bit for bit those of the one-token kernels: batch-invariant.
+
+constexpr int kPanelRows = 3;
+constexpr int kTileTokens = 4;
+constexpr int64_t kChunkTokens = 64;  // a chunk's int16 activations (<= 192 KB) stay in L2
+
+inline int16_t* align32(std::vector<int16_t>& v, size_t n) {
+  v.resize(n + 16);
+  return reinterpret_cast<int16_t*>((reinterpret_cast<uintptr_t>(v.data()) + 31) & ~uintptr_t{31});
+}
+
+// The activations of every 4 tokens interleaved: xt[tile][g][j][32]. The last tile is padded with
+// zeros (its extra tokens are computed and dropped).
+struct TiledActs {
+  std::vector<int16_t> storage;
+  int16_t* xt = nullptr;
+  int64_t tiles = 0;
+
+  void build(const QuantActs& acts, int64_t n) {
+    const int64_t k = acts.k, blocks = acts.blocks;
+    tiles = (n + kTileTokens - 1) / kTileTokens;
+    xt = align32(storage, tiles * kTileTokens * k);
+    for (int64_t t = 0; t < tiles * kTileTokens; ++t) {
+      const int64_t tile = t / kTileTokens, j = t % kTileTokens;
+      for (int64_t g = 0; g < blocks; ++g) {
+        int16_t* dst = xt + ((tile * blocks + g) * kTileTokens + j) * kGroup;
+        if (t < n) {
+          std::memcpy(dst, acts.xq.data() + t * k + g * kGroup, kGroup * sizeof(int16_t));
+        } else {
+          std::memset(dst, 0, kGroup * sizeof(int16_t));
+        }
+      }
+    }
+  }
+};
+
+struct PanelScratch {
+  std::vector<int16_t> w_storage;
+  int16_t* w = nullptr;          // wp[g][i][32] int16
+  std::vector<float> d_t, d_row, offset;  // d_t[g][i]; one row's d; offset (kPanelRows, blocks)
+
+  void reserve(int64_t k, int64_t blocks) {
+    w = align32(w_storage, kPanelRows * k);
+    d_t.resize(kPanelRows * blocks);
+    d_row.resize(blocks);
+    offset.resize(kPanelRows * blocks);
+  }
+};
+
+// int8 rows sum their int32 products over runs of this many groups before converting them to float
+// (a lane sums 4 products of at most 127 * 32767 per group: 64 groups stay below 2^31).
+constexpr int64_t kQ8RunGroups = 64;
+
+// dots[i][j], 4-bit: hsum of Σ_g cvt(Σ_k q[i] x[j]) * d[g][i] over 8 lanes.
+template <int TR>
+inline void q4_panel_tile(const int16_t* wp, const int16_t* xt, const float* d_t, int64_t blocks,
+                          float (*dots)[kTileTokens]) {
+  constexpr int TN = kTileTokens;
+  __m256 acc[TR][TN];
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_ps();
+  for (int64_t g = 0; g < blocks; ++g) {
+    const int16_t* xg = xt + g * TN * kGroup;
+    const int16_t* wg = wp + g * TR * kGroup;
+    for (int i = 0; i < TR; ++i) {
+      const __m256i w_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup));
+      const __m256i w_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup + 16));
+      const __m256 d = _mm256_broadcast_ss(d_t + g * TR + i);
+      for (int j = 0; j < TN; ++j) {
+        const __m256i x_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup));
+        const __m256i x_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup + 16));
+        const __m256i prod = _mm256_add_epi32(_mm256_madd_epi16(w_lo, x_lo), _mm256_madd_epi16(w_hi, x_hi));
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), d, acc[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < TN; ++j) dots[i][j] = hsum(acc[i][j]);
+}
+
+// dots[i][j], int8: hsum of the float sum of each run's int32 sums Σ_k w[i] x[j].
+template <int TR>
+inline void q8_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks, float (*dots)[kTileTokens]) {
+  constexpr int TN = kTileTokens;
+  __m256 facc[TR][TN];
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_setzero_ps();
+  for (int64_t g0 = 0; g0 < blocks; g0 += kQ8RunGroups) {
+    const int64_t g1 = std::min(blocks, g0 + kQ8RunGroups);
+    __m256i acc[TR][TN];
+    for (int i = 0; i < TR; ++i)
+      for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_si256();
+    for (int64_t g = g0; g < g1; ++g) {
+      const int16_t* xg = xt + g * TN * kGroup;
+      const int16_t* wg = wp + g * TR * kGroup;
+      for (int i = 0; i < TR; ++i) {
+        const __m256i w_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup));
+        const __m256i w_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup + 16));
+        for (int j = 0; j < TN; ++j) {
+          const __m256i x_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup));
+          const __m256i x_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup + 16));
+          acc[i][j] = _mm256_add_epi32(acc[i][j], _mm256_add_epi32(_mm256_madd_epi16(w_lo, x_lo),
+                                                                   _mm256_madd_epi16(w_hi, x_hi)));
+        }
+      }
+    }
+    for (int i = 0; i < TR; ++i)
+      for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_add_ps(facc[i][j], _mm256_cvtepi32_ps(acc[i][j]));
+  }
+  for (int i = 0; i < TR; ++i)
+    for (int j = 0; j < TN; ++j) dots[i][j] = hsum(facc[i][j]);
+}
+
+// The two weight formats a panel can hold: how rows unpack to int16 (wp[g][i][32]), the tile, and the
+// result formula (q4_result; int8: dot * xs * row scale).
+struct Q4Panel {
+  const Q4Weight* w;
+  template <int TR>
+  void unpack(int64_t r0, int64_t blocks, PanelScratch& s) const {
+    for (int i = 0; i < TR; ++i) {
+      for (int64_t g = 0; g < blocks; ++g) {
+        const Q4Group q = unpack_q4(w->qs + ((r0 + i) * blocks + g) * 16);
+        int16_t* dst = s.w + (g * TR + i) * kGroup;
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst), q.lo);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 16), q.hi);
+      }
+      q4_row_constants(w->scales + (r0 + i) * blocks, w->zeros + (r0 + i) * blocks, blocks, s.d_row.data(),
+                       s.offset.data() + i * blocks);
+      for (int64_t g = 0; g < blocks; ++g) s.d_t[g * TR + i] = s.d_row[g];
+    }
+  }
+  template <int TR>
+  void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, float (*dots)[kTileTokens]) const {
+    q4_panel_tile<TR>(s.w, xt, s.d_t.data(), blocks, dots);
+  }
+  float finish(float dot, int i, int64_t, const QuantRow& x, int64_t blocks, const PanelScratch& s) const {
+    return q4_result(dot, s.offset.data() + i * blocks, x, blocks);
+  }
+};
+
+struct Q8Panel {
+  const int8_t* qweight;
+  const uint16_t* row_scales;
+  template <int TR>
+  void unpack(int64_t r0, int64_t blocks, PanelScratch& s) const {
+    const int64_t k = blocks * kGroup;
+    for (int i = 0; i < TR; ++i) {
+      const int8_t* src = qweight + (r0 + i) * k;
+      for (int64_t g = 0; g < blocks; ++g) {
+        int16_t* dst = s.w + (g * TR + i) * kGroup;
+        for (int h = 0; h < 2; ++h)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + h * 16),
+                             _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                 reinterpret_cast<const __m128i*>(src + g * kGroup + h * 16))));
+      }
+    }
+  }
+  template <int TR>
+  void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, float (*dots)[kTileTokens]) const {
+    q8_panel_tile<TR>(s.w, xt, blocks, dots);
+  }
+  float finish(float dot, int i, int64_t r0, const QuantRow& x, int64_t, const PanelScratch&) const {
+    return dot * x.scale * bf16_to_float(row_scales[r0 + i]);
+  }
+};
+
+// The panel's TR rows (from r0) against tiles [tile0, tile1) of the tiled activations.
+template <int TR, class Panel>
+inline void panel_rows(const Panel& panel, const QuantActs& acts, const TiledActs& tiled, int64_t n,
+                       int64_t tile0, int64_t tile1, int64_t r0, int64_t out_features, PanelScratch& s, float* y) {
+  const int64_t blocks = acts.blocks;
+  panel.template unpack<TR>(r0, blocks, s);
+  for (int64_t tile = tile0; tile < tile1; ++tile) {
+    float dots[TR][kTileTokens];
+    panel.template tile<TR>(s, tiled.xt + tile * blocks * kTileTokens * kGroup, blocks, dots);
+    for (int j = 0; j < kTileTokens; ++j) {
+      const int64_t t = tile * kTileTokens + j;
+      if (t >= n) break;
+      const QuantRow x = acts.row(t);
+      for (int i = 0; i < TR; ++i) y[t * out_features + r0 + i] = panel.finish(dots[i][j], i, r0, x, blocks, s);
+    }
+  }
+}
+
+// y (n, out_features) for a step of several tokens, rows split between threads by whole panels.
+template <class Panel>
+void panel_gemm(const Panel& panel, const QuantActs& acts, int64_t n, int64_t out_features, float* y) {
+  TiledActs tiled;
+  tiled.build(acts, n);
+  const int64_t panels = (out_features + kPanelRows - 1) / kPanelRows;
+  constexpr int64_t kChunkTiles = kChunkTokens / kTileTokens;
+  at::parallel_for(0, panels, 8, [&](int64_t p0, int64_t p1) {
+    PanelScratch s;
+    s.reserve(acts.k, acts.blocks);
+    for (int64_t c0 = 0; c0 < tiled.tiles; c0 += kChunkTiles) {
+      const int64_t c1 = std::min(tiled.tiles, c0 + kChunkTiles);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t r0 = p * kPanelRows;
+        if (r0 + kPanelRows <= out_features) {
+          panel_rows<kPanelRows>(panel, acts, tiled, n, c0, c1, r0, out_features, s, y);
+        } else {
+          for (int64_t r = r0; r < out_features; ++r) panel_rows<1>(panel, acts, tiled, n, c0, c1, r, out_features, s, y);
+        }
+      }
+    }
+  });
+}
+
+// Steps of at least this many tokens take the panel GEMM (fewer: the tiles that read weights in place).
+constexpr int64_t kPanelMinTokens = 4;
+
 // y (n, out) = x (n, in) W^T (+ bias), with x already quantized in `acts`.
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y) {
   // Chunks of whole 4-row tiles, so the split between threads does not change a tile's rows.
-  const int64_t grain = std::max<int64_t>(16, 256 / std::max<int64_t>(n, 1));
-  at::parallel_for(0, w.out_features, grain, [&](int64_t r0, int64_t r1) {
-    q4_rows(acts, n, w.qs, w.scales, w.zeros, r0, r1, w.out_features, y);
-  });
+  if (n >= kPanelMinTokens) {
+    panel_gemm(Q4Panel{&w}, acts, n, w.out_features, y);
+  } else {
+    const int64_t grain = std::max<int64_t>(16, 256 / std::max<int64_t>(n, 1));
+    at::parallel_for(0, w.out_features, grain, [&](int64_t r0, int64_t r1) {
+      q4_rows(acts, n, w.qs, w.scales, w.zeros, r0, r1, w.out_features, y);
+    });
+  }
   if (w.bias != nullptr) {
     for (int64_t t = 0; t < n; ++t)
       for (int64_t r = 0; r < w.out_features; ++r) y[t * w.out_features + r] += w.bias[r];
@@ -258,8 +502,8 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor
   return y;
 }
 
-// x rounded as q4_linear sees it (int16 per block of 32, times the block's scale), for the dense path of
-// large steps: the same rounding code, in one pass instead of six torch ops.
+// x rounded as q4_linear sees it (int16 times the token's scale), for the dense path of large steps: the
+// same rounding code, in one pass instead of six torch ops.
 at::Tensor round_activations(const at::Tensor& x) {
   const at::Tensor xc = x.to(at::kFloat).contiguous();
   TORCH_CHECK(xc.dim() == 2 && xc.size(1) % kGroup == 0, "x: (n, in_features), in_features a multiple of 32");
@@ -273,36 +517,42 @@ at::Tensor round_activations(const at::Tensor& x) {
       acts.quantize(xp + t * k, 1, k);
       for (int64_t b = 0; b < acts.blocks; ++b)
         for (int64_t i = 0; i < kGroup; ++i)
-          yp[t * k + b * kGroup + i] = static_cast<float>(acts.xq[b * kGroup + i]) * acts.scale[b];
+          yp[t * k + b * kGroup + i] = static_cast<float>(acts.xq[b * kGroup + i]) * acts.scale[0];
     }
   });
   return y;
 }
 
-// LM head: int8 weights (out, in) with one bf16 scale per row, activations rounded to int16 per block
-// of 32 like the 4-bit GEMM's (16 weights per madd instead of 8 per float FMA: the head is half of a
-// one-token step's reads on a small model, and the float version was bound by its instructions).
+// LM head: int8 weights (out, in) with one bf16 scale per row, activations rounded to int16 like the
+// 4-bit GEMM's (16 weights per madd instead of 8 per float FMA: the head is half of a one-token step's
+// reads on a small model, and the float version was bound by its instructions). With one scale per row
+// and per token the products sum as integers, converted to float once per run of kQ8RunGroups groups.
 template <int TN>
 inline void q8_rows_tile(const QuantActs& acts, int64_t t0, const int8_t* wr, float row_scale, int64_t out,
                          int64_t r, float* y) {
   const int64_t blocks = acts.blocks;
-  __m256 acc[TN];
-  for (int j = 0; j < TN; ++j) acc[j] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const __m256i w_lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup)));
-    const __m256i w_hi =
-        _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup + 16)));
-    for (int j = 0; j < TN; ++j) {
-      const QuantRow x = acts.row(t0 + j);
-      const int16_t* xg = x.xq + b * kGroup;
-      // int32 lanes sum 4 products of at most 127 * 32767: no overflow.
-      const __m256i prod =
-          _mm256_add_epi32(_mm256_madd_epi16(w_lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg))),
-                           _mm256_madd_epi16(w_hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16))));
-      acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(prod), _mm256_broadcast_ss(x.scale + b), acc[j]);
+  __m256 facc[TN];
+  for (int j = 0; j < TN; ++j) facc[j] = _mm256_setzero_ps();
+  for (int64_t g0 = 0; g0 < blocks; g0 += kQ8RunGroups) {
+    const int64_t g1 = std::min(blocks, g0 + kQ8RunGroups);
+    __m256i acc[TN];
+    for (int j = 0; j < TN; ++j) acc[j] = _mm256_setzero_si256();
+    for (int64_t b = g0; b < g1; ++b) {
+      const __m256i w_lo =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup)));
+      const __m256i w_hi =
+          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup + 16)));
+      for (int j = 0; j < TN; ++j) {
+        const int16_t* xg = acts.xq.data() + (t0 + j) * acts.k + b * kGroup;
+        const __m256i prod = _mm256_add_epi32(
+            _mm256_madd_epi16(w_lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg))),
+            _mm256_madd_epi16(w_hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16))));
+        acc[j] = _mm256_add_epi32(acc[j], prod);
+      }
     }
+    for (int j = 0; j < TN; ++j) facc[j] = _mm256_add_ps(facc[j], _mm256_cvtepi32_ps(acc[j]));
   }
-  for (int j = 0; j < TN; ++j) y[(t0 + j) * out + r] = hsum(acc[j]) * row_scale;
+  for (int j = 0; j < TN; ++j) y[(t0 + j) * out + r] = hsum(facc[j]) * acts.scale[t0 + j] * row_scale;
 }
 
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales) {
@@ -317,6 +567,10 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
   float* yp = y.data_ptr<float>();
   QuantActs acts;
   acts.quantize(xc.data_ptr<float>(), n, k);
+  if (n >= kPanelMinTokens) {
+    panel_gemm(Q8Panel{w, s}, acts, n, out, yp);
+    return y;
+  }
   at::parallel_for(0, out, 64, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       const int8_t* wr = w + r * k;
@@ -423,6 +677,14 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
   return out;
 }
 
+// The per-token work between a decode step's GEMMs (norms, RoPE, SwiGLU), split between the threads:
+// done by one thread, the other waited for it (~10% of a 32-sequence step). Below 8 tokens it runs
+// inline. Each token's arithmetic is the same whichever thread runs it.
+template <class F>
+inline void per_token(int64_t n, const F& f) {
+  at::parallel_for(0, n, 8, f);
+}
+
 struct LayerWeights {
   const float* attn_norm;
   const float* ffn_norm;
@@ -482,30 +744,36 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
     const LayerWeights& lw = layers[l];
     float* k_cache = cache + (l * 2) * num_slots * slot_stride;
     float* v_cache = cache + (l * 2 + 1) * num_slots * slot_stride;
-    rms_norm(xp, lw.attn_norm, eps, n, hidden, h.data());
+    per_token(n, [&](int64_t b0, int64_t b1) { rms_norm(xp + b0 * hidden, lw.attn_norm, eps, b1 - b0, hidden, h.data() + b0 * hidden); });
     acts.quantize(h.data(), n, hidden);
     q4_linear_into(acts, n, lw.qkv, qkv.data());
-    for (int64_t b = 0; b < n; ++b) {
-      float* row = qkv.data() + b * qkv_w;
-      const float* c = cos_t + pos[b] * head_dim;
-      const float* s = sin_t + pos[b] * head_dim;
-      rope(row, num_heads, head_dim, c, s, q_scale);
-      rope(row + q_size, num_kv_heads, head_dim, c, s, 1.f);
-      std::memcpy(k_cache + slots[b] * slot_stride, row + q_size, kv_size * sizeof(float));
-      std::memcpy(v_cache + slots[b] * slot_stride, row + q_size + kv_size, kv_size * sizeof(float));
-    }
+    per_token(n, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        float* row = qkv.data() + b * qkv_w;
+        const float* c = cos_t + pos[b] * head_dim;
+        const float* s = sin_t + pos[b] * head_dim;
+        rope(row, num_heads, head_dim, c, s, q_scale);
+        rope(row + q_size, num_kv_heads, head_dim, c, s, 1.f);
+        std::memcpy(k_cache + slots[b] * slot_stride, row + q_size, kv_size * sizeof(float));
+        std::memcpy(v_cache + slots[b] * slot_stride, row + q_size + kv_size, kv_size * sizeof(float));
+      }
+    });
     attend(qkv.data(), qkv_w, k_cache, v_cache, ctx, max_t, pos, n, num_heads, num_kv_heads, head_dim,
            attn.data());
     acts.quantize(attn.data(), n, q_size);
     q4_linear_into(acts, n, lw.o, tmp.data());
-    for (int64_t i = 0; i < n * hidden; ++i) xp[i] += tmp[i];
-    rms_norm(xp, lw.ffn_norm, eps, n, hidden, h.data());
+    per_token(n, [&](int64_t b0, int64_t b1) {
+      for (int64_t i = b0 * hidden; i < b1 * hidden; ++i) xp[i] += tmp[i];
+      rms_norm(xp + b0 * hidden, lw.ffn_norm, eps, b1 - b0, hidden, h.data() + b0 * hidden);
+    });
     acts.quantize(h.data(), n, hidden);
     q4_linear_into(acts, n, lw.gate_up, gate_up.data());
-    for (int64_t b = 0; b < n; ++b) {
-      const float* g = gate_up.data() + b * 2 * inter;
-      for (int64_t i = 0; i < inter; ++i) act[b * inter + i] = g[i] / (1.f + std::exp(-g[i])) * g[inter + i];
-    }
+    per_token(n, [&](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const float* g = gate_up.data() + b * 2 * inter;
+        for (int64_t i = 0; i < inter; ++i) act[b * inter + i] = g[i] / (1.f + std::exp(-g[i])) * g[inter + i];
+      }
+    });
     acts.quantize(act.data(), n, inter);
     q4_linear_into(acts, n, lw.down, tmp.data());
     for (int64_t i = 0; i < n * hidden; ++i) xp[i] += tmp[i];
@@ -561,7 +829,7 @@ void copy_blocks(const at::Tensor& src, const at::Tensor& src_ids, at::Tensor ds
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using release = py::call_guard<py::gil_scoped_release>;
   m.def("q4_linear", &q4_linear, release(), "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int16 activations)");
-  m.def("round_activations", &round_activations, release(), "x rounded to int16 per block of 32, as q4_linear sees it");
+  m.def("round_activations", &round_activations, release(), "x rounded to int16 with one scale per token, as q4_linear sees it");
   m.def("q8_linear", &q8_linear, release(), "y = x W^T with per-row int8 weights (AVX2, int16 activations)");
   m.def("decode_attention", &decode_attention, release(), "one-token-per-sequence attention over a paged KV cache");
   m.def("copy_blocks", &copy_blocks, release(), "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
