@@ -39,7 +39,9 @@ def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape,
 @pytest.mark.parametrize("n", [7, 70])  # the panel GEMM's 4-token tiles, padding, and chunks of 64 tokens
 def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int) -> None:
     torch.manual_seed(0)
-    layer = Int4Linear(torch.randn(200, 128) * 0.05, None, max_quant_tokens=8)  # 200 rows: panels of 3 and a rest
+    layer = Int4Linear(
+        torch.randn(200, 128) * 0.05, None, max_quant_tokens=8
+    )  # 200 rows: panels of 3 and a rest
     x = torch.randn(n, 128)
     batched = kernels.q4_linear(x, layer.qs, layer.scales, layer.zeros, None)
     for t in range(n):
