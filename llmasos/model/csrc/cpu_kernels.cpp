@@ -43,6 +43,10 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 
+// Groups rounded up to a multiple of 8: per-group float rows (isum, offsets) are zero-padded to it so
+// their dot product runs in whole vectors.
+inline int64_t padded_blocks(int64_t blocks) { return (blocks + 7) & ~int64_t{7}; }
+
 // One token's activations, quantized to int16 with one scale: x ≈ xq * scale, and isum[g] = Σ xq over
 // block g (an exact integer, held as float), which the weights' offset (z - 8 d per group) multiplies.
 // Every term uses the quantized x, so the kernels compute Σ w * (xq * scale) with w = (q - 8) * d + z,
@@ -55,15 +59,16 @@ struct QuantRow {
 
 struct QuantActs {
   std::vector<int16_t> xq;
-  std::vector<float> scale, isum;  // (n), (n, blocks)
-  int64_t k = 0, blocks = 0;
+  std::vector<float> scale, isum;  // (n), (n, padded_blocks)
+  int64_t k = 0, blocks = 0, isum_stride = 0;
 
   void quantize(const float* x, int64_t n, int64_t k_) {
     k = k_;
     blocks = k / kGroup;
     xq.resize(n * k);
     scale.resize(n);
-    isum.resize(n * blocks);
+    isum_stride = padded_blocks(blocks);
+    isum.assign(n * isum_stride, 0.f);
     // Vectorized: the float products rounded half to even (_mm256_round_ps in the default rounding
     // mode, as nearbyint) and exact integer sums; serial between the GEMMs of a decode step, so its
     // speed shows at large batches.
@@ -96,12 +101,12 @@ struct QuantActs {
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(isum_v), _mm256_extracti128_si256(isum_v, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-        isum[t * blocks + b] = static_cast<float>(_mm_cvtsi128_si32(s4));
+        isum[t * isum_stride + b] = static_cast<float>(_mm_cvtsi128_si32(s4));
       }
     }
   }
 
-  QuantRow row(int64_t t) const { return {xq.data() + t * k, scale[t], isum.data() + t * blocks}; }
+  QuantRow row(int64_t t) const { return {xq.data() + t * k, scale[t], isum.data() + t * isum_stride}; }
 };
 
 // Unpacked 4-bit group: elements 0-15 and 16-31 as int16 in [0, 15]. One widening load, then each
@@ -131,22 +136,16 @@ inline void q4_row_constants(const uint16_t* ws, const uint16_t* wz, int64_t blo
     d[g] = bf16_to_float(ws[g]);
     offset[g] = bf16_to_float(wz[g]) - 8.f * d[g];
   }
+  for (; g < padded_blocks(blocks); ++g) offset[g] = 0.f;  // offset rows are padded_blocks long
 }
 
-// Σ_g offset_g * isum[g]: the part of a row·token dot product that does not depend on q (before the
-// token's scale).
-inline float q4_offset_terms(const float* offset, const QuantRow& x, int64_t blocks) {
-  __m256 acc = _mm256_setzero_ps();
-  int64_t g = 0;
-  for (; g + 8 <= blocks; g += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(offset + g), _mm256_loadu_ps(x.isum + g), acc);
-  float s = hsum(acc);
-  for (; g < blocks; ++g) s += offset[g] * x.isum[g];
-  return s;
-}
-
-// The one result formula of every 4-bit kernel: xs * (Σ_g d_g Σ q x + Σ_g offset_g isum_g).
-inline float q4_result(float dot, const float* offset, const QuantRow& x, int64_t blocks) {
-  return x.scale * (dot + q4_offset_terms(offset, x, blocks));
+// The one result formula of every 4-bit kernel: xs * hsum(acc + Σ_g offset_g isum_g), where acc holds
+// Σ_g d_g Σ q x in 8 lanes and the offsets (z - 8 d, the part that does not depend on q) are added
+// lane-wise 8 groups at a time, so one horizontal sum serves both.
+inline float q4_result(__m256 acc, const float* offset, const QuantRow& x, int64_t blocks) {
+  for (int64_t g = 0; g < padded_blocks(blocks); g += 8)
+    acc = _mm256_fmadd_ps(_mm256_loadu_ps(offset + g), _mm256_loadu_ps(x.isum + g), acc);
+  return x.scale * hsum(acc);
 }
 
 // Per-thread scratch of a tile's row constants (TR rows x blocks, scales then offsets).
@@ -154,7 +153,7 @@ struct TileScratch {
   std::vector<float> d, offset;
   void reserve(int64_t rows, int64_t blocks) {
     d.resize(rows * blocks);
-    offset.resize(rows * blocks);
+    offset.resize(rows * padded_blocks(blocks));
   }
 };
 
@@ -170,7 +169,7 @@ inline void q4_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const 
   const float* offs[TR];
   for (int i = 0; i < TR; ++i) {
     float* d = scratch.d.data() + i * blocks;
-    float* o = scratch.offset.data() + i * blocks;
+    float* o = scratch.offset.data() + i * padded_blocks(blocks);
     q4_row_constants(scales + (r0 + i) * blocks, zeros + (r0 + i) * blocks, blocks, d, o);
     ds[i] = d;
     offs[i] = o;
@@ -194,7 +193,7 @@ inline void q4_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, const 
   }
   for (int i = 0; i < TR; ++i) {
     const int64_t r = r0 + i;
-    for (int j = 0; j < TN; ++j) y[(t0 + j) * out_features + r] = q4_result(hsum(acc[i][j]), offs[i], rows[j], blocks);
+    for (int j = 0; j < TN; ++j) y[(t0 + j) * out_features + r] = q4_result(acc[i][j], offs[i], rows[j], blocks);
   }
 }
 
@@ -306,7 +305,7 @@ struct PanelScratch {
     w = align32(w_storage, kPanelRows * k);
     d_t.resize(kPanelRows * blocks);
     d_row.resize(blocks);
-    offset.resize(kPanelRows * blocks);
+    offset.resize(kPanelRows * padded_blocks(blocks));
   }
 };
 
@@ -317,7 +316,7 @@ constexpr int64_t kQ8RunGroups = 64;
 // dots[i][j], 4-bit: hsum of Σ_g cvt(Σ_k q[i] x[j]) * d[g][i] over 8 lanes.
 template <int TR>
 inline void q4_panel_tile(const int16_t* wp, const int16_t* xt, const float* d_t, int64_t blocks,
-                          float (*dots)[kTileTokens]) {
+                          __m256 (*dots)[kTileTokens]) {
   constexpr int TN = kTileTokens;
   __m256 acc[TR][TN];
   for (int i = 0; i < TR; ++i)
@@ -338,12 +337,12 @@ inline void q4_panel_tile(const int16_t* wp, const int16_t* xt, const float* d_t
     }
   }
   for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < TN; ++j) dots[i][j] = hsum(acc[i][j]);
+    for (int j = 0; j < TN; ++j) dots[i][j] = acc[i][j];
 }
 
 // dots[i][j], int8: hsum of the float sum of each run's int32 sums Σ_k w[i] x[j].
 template <int TR>
-inline void q8_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks, float (*dots)[kTileTokens]) {
+inline void q8_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks, __m256 (*dots)[kTileTokens]) {
   constexpr int TN = kTileTokens;
   __m256 facc[TR][TN];
   for (int i = 0; i < TR; ++i)
@@ -371,7 +370,7 @@ inline void q8_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks, 
       for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_add_ps(facc[i][j], _mm256_cvtepi32_ps(acc[i][j]));
   }
   for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < TN; ++j) dots[i][j] = hsum(facc[i][j]);
+    for (int j = 0; j < TN; ++j) dots[i][j] = facc[i][j];
 }
 
 // The two weight formats a panel can hold: how rows unpack to int16 (wp[g][i][32]), the tile, and the
@@ -388,16 +387,16 @@ struct Q4Panel {
         _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 16), q.hi);
       }
       q4_row_constants(w->scales + (r0 + i) * blocks, w->zeros + (r0 + i) * blocks, blocks, s.d_row.data(),
-                       s.offset.data() + i * blocks);
+                       s.offset.data() + i * padded_blocks(blocks));
       for (int64_t g = 0; g < blocks; ++g) s.d_t[g * TR + i] = s.d_row[g];
     }
   }
   template <int TR>
-  void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, float (*dots)[kTileTokens]) const {
+  void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, __m256 (*dots)[kTileTokens]) const {
     q4_panel_tile<TR>(s.w, xt, s.d_t.data(), blocks, dots);
   }
-  float finish(float dot, int i, int64_t, const QuantRow& x, int64_t blocks, const PanelScratch& s) const {
-    return q4_result(dot, s.offset.data() + i * blocks, x, blocks);
+  float finish(__m256 dot, int i, int64_t, const QuantRow& x, int64_t blocks, const PanelScratch& s) const {
+    return q4_result(dot, s.offset.data() + i * padded_blocks(blocks), x, blocks);
   }
 };
 
@@ -419,11 +418,11 @@ struct Q8Panel {
     }
   }
   template <int TR>
-  void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, float (*dots)[kTileTokens]) const {
+  void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, __m256 (*dots)[kTileTokens]) const {
     q8_panel_tile<TR>(s.w, xt, blocks, dots);
   }
-  float finish(float dot, int i, int64_t r0, const QuantRow& x, int64_t, const PanelScratch&) const {
-    return dot * x.scale * bf16_to_float(row_scales[r0 + i]);
+  float finish(__m256 dot, int i, int64_t r0, const QuantRow& x, int64_t, const PanelScratch&) const {
+    return hsum(dot) * x.scale * bf16_to_float(row_scales[r0 + i]);
   }
 };
 
@@ -434,7 +433,7 @@ inline void panel_rows(const Panel& panel, const QuantActs& acts, const TiledAct
   const int64_t blocks = acts.blocks;
   panel.template unpack<TR>(r0, blocks, s);
   for (int64_t tile = tile0; tile < tile1; ++tile) {
-    float dots[TR][kTileTokens];
+    __m256 dots[TR][kTileTokens];
     panel.template tile<TR>(s, tiled.xt + tile * blocks * kTileTokens * kGroup, blocks, dots);
     for (int j = 0; j < kTileTokens; ++j) {
       const int64_t t = tile * kTileTokens + j;
@@ -617,37 +616,117 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
+// e^x for 8 floats (x <= 0 here: scores minus their max): Cephes' range reduction x = n ln2 + r and
+// its degree-5 polynomial for e^r, then 2^n through the exponent bits; within 2 ulp of expf. A
+// scalar expf per (head, token) was a third of a decode step's attention time.
+inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));  // below: 0 (a denormal at most), as expf
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+// The dot products of q with four keys at once, summed across lanes by one hadd tree (one horizontal
+// sum per key cost as much as its 8 FMAs at head_dim 64).
+inline __m128 dot4(const float* q, const float* k0, const float* k1, const float* k2, const float* k3, int64_t dim) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  for (int64_t i = 0; i < dim; i += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + i);
+    a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
+    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
+    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
+    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+  }
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 // Decode attention over a paged cache: query b (one token; heads at q + b * q_stride, pre-scaled) attends
 // to the first pos[b] + 1 slots of its row of `kv_slots` (n, max_t). out: (n, heads * head_dim).
+// Work items are (sequence, kv head): the heads sharing a kv head read each key and value row once,
+// and a head's output stays in registers while the values stream past (head_dim a multiple of 8, at
+// most 256; others take the plain loop).
 void attend(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache, const int64_t* kv_slots,
             int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
             float* attn) {
   const int64_t group = num_heads / num_kv_heads, slot_stride = num_kv_heads * head_dim;
   const int64_t q_size = num_heads * head_dim;
-  at::parallel_for(0, n * num_heads, 1, [&](int64_t i0, int64_t i1) {
-    std::vector<float> scores(max_t);
+  const bool vector_dims = head_dim % 8 == 0 && head_dim <= 256;
+  at::parallel_for(0, n * num_kv_heads, 1, [&](int64_t i0, int64_t i1) {
+    std::vector<float> scores(group * (max_t + 8));
+    const int64_t stride = max_t + 8;
     for (int64_t i = i0; i < i1; ++i) {
-      const int64_t b = i / num_heads, head = i % num_heads, kvh = head / group;
+      const int64_t b = i / num_kv_heads, kvh = i % num_kv_heads;
       const int64_t len = pos[b] + 1;
-      const float* q = q_all + b * q_stride + head * head_dim;
       const int64_t* seq_slots = kv_slots + b * max_t;
-      float mx = -INFINITY;
-      for (int64_t t = 0; t < len; ++t) {
-        scores[t] = dot(q, k_cache + seq_slots[t] * slot_stride + kvh * head_dim, head_dim);
-        mx = std::max(mx, scores[t]);
-      }
-      float denom = 0.f;
-      for (int64_t t = 0; t < len; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        denom += scores[t];
-      }
-      float* out = attn + b * q_size + head * head_dim;
-      std::fill(out, out + head_dim, 0.f);
-      const float inv = 1.f / denom;
-      for (int64_t t = 0; t < len; ++t) {
-        const float p = scores[t] * inv;
-        const float* v = v_cache + seq_slots[t] * slot_stride + kvh * head_dim;
-        for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+      const float* q0 = q_all + b * q_stride + kvh * group * head_dim;
+      auto key = [&](int64_t t) { return k_cache + seq_slots[t] * slot_stride + kvh * head_dim; };
+      auto value = [&](int64_t t) { return v_cache + seq_slots[t] * slot_stride + kvh * head_dim; };
+      for (int64_t h = 0; h < group; ++h) {
+        float* sc = scores.data() + h * stride;
+        const float* q = q0 + h * head_dim;
+        int64_t t = 0;
+        if (vector_dims) {
+          for (; t + 4 <= len; t += 4) _mm_storeu_ps(sc + t, dot4(q, key(t), key(t + 1), key(t + 2), key(t + 3), head_dim));
+        }
+        for (; t < len; ++t) sc[t] = dot(q, key(t), head_dim);
+        float mx = -INFINITY;
+        for (t = 0; t < len; ++t) mx = std::max(mx, sc[t]);
+        float denom = 0.f;
+        t = 0;
+        if (vector_dims) {
+          __m256 dv = _mm256_setzero_ps();
+          for (; t + 8 <= len; t += 8) {
+            const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(sc + t), _mm256_set1_ps(mx)));
+            _mm256_storeu_ps(sc + t, e);
+            dv = _mm256_add_ps(dv, e);
+          }
+          denom = hsum(dv);
+        }
+        for (; t < len; ++t) {
+          sc[t] = std::exp(sc[t] - mx);
+          denom += sc[t];
+        }
+        const float inv = 1.f / denom;
+        float* out = attn + b * q_size + (kvh * group + h) * head_dim;
+        if (vector_dims) {
+          for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
+            const int chunks = static_cast<int>(std::min<int64_t>(8, (head_dim - d0) / 8));
+            __m256 acc[8];
+            for (int c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
+            if (chunks == 8) {  // the common head_dim 64 (and 128, 256): no per-chunk test in the loop
+              for (int64_t u = 0; u < len; ++u) {
+                const __m256 p = _mm256_set1_ps(sc[u] * inv);
+                const float* v = value(u) + d0;
+                for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + c * 8), acc[c]);
+              }
+            } else {
+              for (int64_t u = 0; u < len; ++u) {
+                const __m256 p = _mm256_set1_ps(sc[u] * inv);
+                const float* v = value(u) + d0;
+                for (int c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + c * 8), acc[c]);
+              }
+            }
+            for (int c = 0; c < chunks; ++c) _mm256_storeu_ps(out + d0 + c * 8, acc[c]);
+          }
+        } else {
+          std::fill(out, out + head_dim, 0.f);
+          for (int64_t u = 0; u < len; ++u) {
+            const float p = sc[u] * inv;
+            const float* v = value(u);
+            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+          }
+        }
       }
     }
   });
