@@ -42,9 +42,11 @@ INT4_GROUP = 32
 # weights of each layer shape, so they stream from memory): int kernels win at 1 token (1.3-2.7x),
 # tie at 8, and lose at 16 (fp32 1.2-1.3x faster) and 32 (1.6-1.9x).
 DEFAULT_MAX_QUANT_TOKENS = 8
-# With the C++ kernels (native.py), steps of up to this many tokens use them: on one AVX2 core the int4
-# kernel beat a float32 GEMM up to 16 tokens, tied at 32 and took 1.7x as long at 128.
-NATIVE_MAX_TOKENS = 16
+# With the C++ kernels (native.py), steps of up to this many tokens use them. With 2 threads, per layer
+# shape of SmolLM2 (fp32: MKL on the dequantized copy, activations rounded alike), the panel GEMM was
+# 1.1-1.3x faster than fp32 at 64 tokens, 1.2-1.4x at 128, 0.9-1.1x at 256 and 0.8-1.1x at 512 (one run
+# per size; this VM's timings move by +-25% between runs).
+NATIVE_MAX_TOKENS = 128
 # Decode steps of up to this many sequences run the C++ decode step: with 2 threads it was 1.1-1.2x
 # faster than the torch layers (dense GEMMs) at 24 and 32 sequences too, as it skips their per-op work.
 NATIVE_DECODE_MAX_SEQS = 64
@@ -109,7 +111,7 @@ class _QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (n, in) -> (n, out) bfloat16 or float32
         small = self.dense is None or x.shape[0] <= self.max_quant_tokens
         if self.kernels is not None:
-            # The C++ kernels serve every step up to NATIVE_MAX_TOKENS (they tie with fp32 GEMMs there);
+            # The C++ kernels serve every step up to NATIVE_MAX_TOKENS (they beat fp32 GEMMs there);
             # larger ones multiply the dense copy by the activations as the kernel sees them, so both
             # paths compute the same products and differ only in float rounding order.
             if self.dense is None or x.shape[0] <= NATIVE_MAX_TOKENS:

@@ -176,3 +176,15 @@ def test_copy_blocks_moves_exactly_the_named_blocks_and_refuses_bad_ids() -> Non
     assert torch.equal(dst[:, :, untouched], before[:, :, untouched])
     with pytest.raises(RuntimeError, match="bad block id"):
         kernels.copy_blocks(src, torch.tensor([10]), dst, torch.tensor([0]))
+
+
+@needs_kernels
+def test_decode_step_swiglu_handles_extreme_gate_values() -> None:
+    """The decode step's vectorized SwiGLU (its own exp) at gate values where e^-v over- or underflows:
+    silu(v) is v for large v and 0 for very negative v, never inf or nan."""
+    gate = torch.tensor([-200.0, -90.0, -20.0, -1.0, 0.0, 1.0, 20.0, 90.0, 200.0] + [0.5] * 7)
+    up = torch.full_like(gate, 2.0)
+    expected = torch.nn.functional.silu(gate.double()) * 2.0
+    got = kernels.swiglu(torch.cat([gate, up])[None])[0]
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-30)
