@@ -48,3 +48,9 @@ class EngineConfig:
     # demand beyond this): a first suspend into fresh memory spent ~35 of its ~50 ms on page faults for
     # a 2,048-token SmolLM2 context (94 MB). At most the KV pool's size; 0 allocates only on demand.
     swap_reserve_bytes: int = 128 * 1024 * 1024
+    # int4/int8 layers also keep their weights dequantized to float32 for steps of more than
+    # quant.NATIVE_MAX_TOKENS tokens (long prefill chunks): MKL's float32 GEMM there made a 1,024-token
+    # prefill ~8% faster than the C++ kernels alone (SmolLM2, 2 threads: 416 vs 381 tok/s, medians of
+    # 6 alternating runs). False drops that copy (~424 MB for SmolLM2-135M) at that cost. Ignored where
+    # the C++ kernels are unavailable (the torch int ops need the copy for large steps).
+    dense_prefill_weights: bool = True

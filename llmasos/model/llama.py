@@ -142,8 +142,13 @@ class LlamaModel(nn.Module):
             return torch.nn.functional.linear(hidden.float(), weight.float())
         return torch.nn.functional.linear(hidden, weight)
 
-    def quantize(self, weight_format: str, max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS) -> LlamaModel:
+    def quantize(
+        self, weight_format: str, max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS, *, keep_dense: bool = True
+    ) -> LlamaModel:
         """A copy of this model whose linear layers and LM head hold `weight_format` (resolved).
+
+        keep_dense=False: the int layers keep no float32 copy for large steps (EngineConfig's
+        `dense_prefill_weights`); every step then runs their int kernels.
 
         The copy shares every tensor it does not convert (embedding, norms, RoPE tables), and this
         model is left as it was, so one loaded model can serve engines of different formats."""
@@ -158,7 +163,13 @@ class LlamaModel(nn.Module):
                 setattr(
                     new,
                     name,
-                    make_linear(old.weight, old.bias, weight_format, max_quant_tokens=max_quant_tokens),
+                    make_linear(
+                        old.weight,
+                        old.bias,
+                        weight_format,
+                        max_quant_tokens=max_quant_tokens,
+                        keep_dense=keep_dense,
+                    ),
                 )
             model.layers.append(new)
         # The LM head has one row per sampled sequence. With the C++ kernels its int8 GEMM serves every

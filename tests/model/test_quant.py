@@ -12,6 +12,7 @@ from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model.loader import load_model
+from llmasos.model.native import cpu_kernels
 from llmasos.model.quant import Int4Linear, Int8Linear, make_linear, resolve_weight_format
 from tests.helpers.engines import random_prompts
 
@@ -82,6 +83,31 @@ def test_quantized_engine_batched_equals_solo(own_tiny, fmt: str) -> None:
     assert all(len(t) == 10 for t in batched)
     # The loaded model is untouched: other engines on it still get the float weights.
     assert all(torch.equal(a, b) for a, b in zip(before, own_tiny.model.parameters(), strict=True))
+
+
+@pytest.mark.skipif(
+    cpu_kernels() is None, reason="needs the C++ kernels (without them the option is ignored)"
+)
+def test_engine_without_dense_prefill_weights_keeps_no_float_copy_and_batches_invisibly(own_tiny) -> None:
+    """dense_prefill_weights=False: no int layer holds a float32 copy, so steps of more than
+    NATIVE_MAX_TOKENS tokens (a 150-token prompt in one step) run the int kernels too, and a prompt's
+    tokens do not depend on what shares its step."""
+    config = EngineConfig(
+        weight_format="int4", block_size=4, enable_prefix_caching=False, dense_prefill_weights=False
+    )
+    engine = LLMEngine(own_tiny, config)
+    layers = [m for m in engine.runner.model.modules() if isinstance(m, (Int4Linear, Int8Linear))]
+    assert layers and all(layer.dense is None for layer in layers)
+    assert all(
+        m.dense is not None
+        for m in LLMEngine(own_tiny, EngineConfig(weight_format="int4")).runner.model.modules()
+        if isinstance(m, Int4Linear)
+    )  # the default keeps it
+    prompts = random_prompts([150, 7, 40])
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    batched = [tokens for _, tokens in engine.generate(prompts, params)]
+    solo = [LLMEngine(own_tiny, config).generate([p], params)[0][1] for p in prompts]
+    assert batched == solo and all(len(t) == 8 for t in batched)
 
 
 def test_bfloat16_weights_run_through_the_engine(own_tiny) -> None:
