@@ -18,7 +18,6 @@ from llmasos.engine.scheduler import ScheduledSequence
 from llmasos.engine.swap_space import SwapHandle, SwapSpace
 from llmasos.model.attention import AttentionMetadata
 from llmasos.model.loader import LoadedModel
-from llmasos.model.native import cpu_kernels
 from llmasos.model.quant import resolve_weight_format
 
 logger = logging.getLogger(__name__)
@@ -38,9 +37,10 @@ class ModelRunner:
             self.weight_format = "native"
         dense_same = self.weight_format in ("native", str(self.dtype).removeprefix("torch."))
         # A converted copy: `loaded.model` keeps its float weights for other engines that share it.
-        keep_dense = config.dense_prefill_weights or cpu_kernels() is None
         self.model = (
-            loaded.model if dense_same else loaded.model.quantize(self.weight_format, keep_dense=keep_dense)
+            loaded.model
+            if dense_same
+            else loaded.model.quantize(self.weight_format, keep_dense=config.dense_prefill_weights)
         )
         logger.info(
             "weights: %s, %.0f MB read per decode token",

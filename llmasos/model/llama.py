@@ -20,8 +20,7 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
-from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, INT4_GROUP, NATIVE_DECODE_MAX_SEQS, make_linear
+from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, NATIVE_DECODE_MAX_SEQS, make_linear
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -148,7 +147,7 @@ class LlamaModel(nn.Module):
         """A copy of this model whose linear layers and LM head hold `weight_format` (resolved).
 
         keep_dense=False: the int layers keep no float32 copy for large steps (EngineConfig's
-        `dense_prefill_weights`); every step then runs their int kernels.
+        `dense_prefill_weights`) where the C++ kernels can run every step.
 
         The copy shares every tensor it does not convert (embedding, norms, RoPE tables), and this
         model is left as it was, so one loaded model can serve engines of different formats."""
@@ -173,9 +172,9 @@ class LlamaModel(nn.Module):
                 )
             model.layers.append(new)
         # The LM head has one row per sampled sequence. With the C++ kernels its int8 GEMM serves every
-        # batch (at 32 rows it took 14-21 ms against 34-40 ms for the float32 GEMM on a dequantized
+        # batch (at 32 rows it took 11-21 ms against 34-40 ms for the float32 GEMM on a dequantized
         # copy, which MKL also repacked on every call), so no float copy is kept (113 MB for SmolLM2);
-        # without them the head keeps one, as torch's int8pack was 1.5x slower than fp32 at 32 rows.
+        # without them the layer keeps one (quant.py), as torch's int8pack was 1.5x slower than fp32.
         # The embedding lookup stays exact (one row per token): dequantized int8 rows there flipped
         # SmolLM2's int4 answer to "What is the capital of France?". int4 keeps an int8 head for the
         # same reason (the file's own head is 8-bit); a 4-bit head would save 10 MB per token.
@@ -186,7 +185,7 @@ class LlamaModel(nn.Module):
             None,
             head_format,
             max_quant_tokens=max_quant_tokens,
-            keep_dense=cpu_kernels() is None or head.shape[1] % INT4_GROUP != 0,
+            keep_dense=False,
         )
         model._enable_native_decode()
         return model

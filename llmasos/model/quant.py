@@ -90,8 +90,10 @@ class _QuantLinear(nn.Module):
 
     def __init__(self, dense: torch.Tensor | None, bias: torch.Tensor | None, max_quant_tokens: int) -> None:
         super().__init__()
-        # Dequantized weights for large steps; None: always use the int kernel (the LM head, whose
-        # rows are at most one per sampled sequence).
+        # Dequantized weights for large steps; None: always use the int kernel (keep_dense=False, as
+        # for the LM head, whose rows are at most one per sampled sequence). The int layers keep the
+        # copy whatever keep_dense says where the C++ kernels are unavailable: torch's int ops are
+        # 1.5-4x slower than fp32 GEMMs on large steps.
         self.dense = dense
         self.bias = bias
         self.max_quant_tokens = max_quant_tokens
@@ -142,11 +144,12 @@ class Int8Linear(_QuantLinear):
         scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
         q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
         scales = scales.to(torch.bfloat16)  # the kernel wants scales in the activation dtype
-        dense = q.float() * scales.float()[:, None] if keep_dense else None
+        kernels = cpu_kernels() if weight.shape[1] % INT4_GROUP == 0 else None
+        dense = q.float() * scales.float()[:, None] if keep_dense or kernels is None else None
         super().__init__(dense, _bf16(bias), max_quant_tokens)
         self.qweight, self.scales = q.contiguous(), scales
         self.in_features = weight.shape[1]
-        self.kernels = cpu_kernels() if self.in_features % INT4_GROUP == 0 else None
+        self.kernels = kernels
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
@@ -177,12 +180,13 @@ class Int4Linear(_QuantLinear):
         # The kernel's zero point is the value of q = 8; bf16 scale/zero are what it reads.
         scale_b, zero_b = scale.to(torch.bfloat16), (lo + 8 * scale).to(torch.bfloat16)
         scales_and_zeros = torch.stack([scale_b.t(), zero_b.t()], dim=-1).contiguous()
+        kernels = cpu_kernels()
         dense = None
-        if keep_dense:
+        if keep_dense or kernels is None:
             dense = ((q - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]).view_as(weight)
         super().__init__(dense, _bf16(bias), max_quant_tokens)
         self.out_features, self.in_features = out_features, in_features
-        self.kernels = cpu_kernels()
+        self.kernels = kernels
         if self.kernels is not None:
             # The C++ kernel's layout (csrc/cpu_kernels.cpp): per row and group, byte j holds q[j] in its
             # low nibble and q[j + 16] in its high one; scales and zeros (out, in/32) bf16.

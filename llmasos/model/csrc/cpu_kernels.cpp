@@ -207,27 +207,18 @@ inline void q4_token_tile(const QuantActs& acts, int64_t t0, const uint8_t* qs, 
   for (; r < r1; ++r) q4_tile<1, TN>(acts, t0, qs, scales, zeros, r, out_features, y, scratch);
 }
 
-// y[t, row] for rows [r0, r1) and all n tokens. Each (row, token) is computed by the same arithmetic
-// whatever n is (tiling changes only which dot products run side by side), so results are batch-invariant.
+// y[t, row] for rows [r0, r1) and the 1-3 tokens of a small step (larger steps take the panel GEMM
+// below). Each (row, token) is computed by the same arithmetic whatever n is, so results are
+// batch-invariant.
 void q4_rows(const QuantActs& acts, int64_t n, const uint8_t* qs, const uint16_t* scales, const uint16_t* zeros,
              int64_t r0, int64_t r1, int64_t out_features, float* y) {
-  // Tokens in chunks whose int8 activations stay in L1/L2 while the rows stream past them.
-  constexpr int64_t kTokenChunk = 32;
   TileScratch scratch;
   scratch.reserve(4, acts.blocks);
-  for (int64_t c0 = 0; c0 < n; c0 += kTokenChunk) {
-    const int64_t c1 = std::min(n, c0 + kTokenChunk);
-    for (int64_t rr = r0; rr < r1; rr += 64) {  // a few rows' weights stay in L1 across the chunk
-      const int64_t rr1 = std::min(r1, rr + 64);
-      int64_t t0 = c0;
-      for (; t0 + 4 <= c1; t0 += 4) q4_token_tile<4>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch);
-      switch (c1 - t0) {
-        case 3: q4_token_tile<3>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch); break;
-        case 2: q4_token_tile<2>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch); break;
-        case 1: q4_token_tile<1>(acts, t0, qs, scales, zeros, rr, rr1, out_features, y, scratch); break;
-        default: break;
-      }
-    }
+  switch (n) {
+    case 3: q4_token_tile<3>(acts, 0, qs, scales, zeros, r0, r1, out_features, y, scratch); break;
+    case 2: q4_token_tile<2>(acts, 0, qs, scales, zeros, r0, r1, out_features, y, scratch); break;
+    case 1: q4_token_tile<1>(acts, 0, qs, scales, zeros, r0, r1, out_features, y, scratch); break;
+    default: TORCH_CHECK(false, "q4_rows: steps of 1-3 tokens");
   }
 }
 
@@ -299,7 +290,7 @@ struct TiledActs {
 struct PanelScratch {
   std::vector<int16_t> w_storage;
   int16_t* w = nullptr;          // wp[g][i][32] int16
-  std::vector<float> d_t, d_row, offset;  // d_t[g][i]; one row's d; offset (kPanelRows, blocks)
+  std::vector<float> d_t, d_row, offset;  // d_t[g][i]; one row's d; offset (kPanelRows, padded_blocks)
 
   void reserve(int64_t k, int64_t blocks) {
     w = align32(w_storage, kPanelRows * k);
@@ -473,10 +464,10 @@ constexpr int64_t kPanelMinTokens = 4;
 
 // y (n, out) = x (n, in) W^T (+ bias), with x already quantized in `acts`.
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y) {
-  // Chunks of whole 4-row tiles, so the split between threads does not change a tile's rows.
   if (n >= kPanelMinTokens) {
     panel_gemm(Q4Panel{&w}, acts, n, w.out_features, y);
   } else {
+    // Chunks of whole 4-row tiles, so the split between threads does not change a tile's rows.
     const int64_t grain = std::max<int64_t>(16, 256 / std::max<int64_t>(n, 1));
     at::parallel_for(0, w.out_features, grain, [&](int64_t r0, int64_t r1) {
       q4_rows(acts, n, w.qs, w.scales, w.zeros, r0, r1, w.out_features, y);
@@ -574,9 +565,7 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
     for (int64_t r = r0; r < r1; ++r) {
       const int8_t* wr = w + r * k;
       const float rs = bf16_to_float(s[r]);
-      int64_t t = 0;
-      for (; t + 4 <= n; t += 4) q8_rows_tile<4>(acts, t, wr, rs, out, r, yp);
-      for (; t < n; ++t) q8_rows_tile<1>(acts, t, wr, rs, out, r, yp);
+      for (int64_t t = 0; t < n; ++t) q8_rows_tile<1>(acts, t, wr, rs, out, r, yp);
     }
   });
   return y;
