@@ -18,6 +18,7 @@
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -34,13 +35,18 @@ inline float bf16_to_float(uint16_t v) {
   return f;
 }
 
+// The 8 lanes summed as ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the order hsum4 gives each of
+// four vectors at once, so a tile's results reduced four at a time equal the one-token kernels' bit for bit.
 inline float hsum(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v);
-  __m128 hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
-  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
-  return _mm_cvtss_f32(lo);
+  const __m256 h = _mm256_hadd_ps(v, v);
+  const __m256 hh = _mm256_hadd_ps(h, h);
+  return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(hh), _mm256_extractf128_ps(hh, 1)));
+}
+
+// {hsum(a), hsum(b), hsum(c), hsum(d)} in 3 hadds and one add (hadd keeps each vector's pairs apart).
+inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
+  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
 }
 
 // Groups rounded up to a multiple of 8: per-group float rows (isum, offsets) are zero-padded to it so
@@ -386,8 +392,16 @@ struct Q4Panel {
   void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, __m256 (*dots)[kTileTokens]) const {
     q4_panel_tile<TR>(s.w, xt, s.d_t.data(), blocks, dots);
   }
-  float finish(__m256 dot, int i, int64_t, const QuantRow& x, int64_t blocks, const PanelScratch& s) const {
-    return q4_result(dot, s.offset.data() + i * padded_blocks(blocks), x, blocks);
+  // q4_result for 4 tokens at once: the same operations per (row, token), the 4 horizontal sums in one.
+  __m128 finish4(const __m256* dots, int i, int64_t, const QuantRow* x, __m128 xs, int64_t blocks,
+                 const PanelScratch& s) const {
+    const float* offset = s.offset.data() + i * padded_blocks(blocks);
+    __m256 v[kTileTokens] = {dots[0], dots[1], dots[2], dots[3]};
+    for (int64_t g = 0; g < padded_blocks(blocks); g += 8) {
+      const __m256 o = _mm256_loadu_ps(offset + g);
+      for (int j = 0; j < kTileTokens; ++j) v[j] = _mm256_fmadd_ps(o, _mm256_loadu_ps(x[j].isum + g), v[j]);
+    }
+    return _mm_mul_ps(xs, hsum4(v[0], v[1], v[2], v[3]));
   }
 };
 
@@ -412,8 +426,10 @@ struct Q8Panel {
   void tile(const PanelScratch& s, const int16_t* xt, int64_t blocks, __m256 (*dots)[kTileTokens]) const {
     q8_panel_tile<TR>(s.w, xt, blocks, dots);
   }
-  float finish(__m256 dot, int i, int64_t r0, const QuantRow& x, int64_t, const PanelScratch&) const {
-    return hsum(dot) * x.scale * bf16_to_float(row_scales[r0 + i]);
+  __m128 finish4(const __m256* dots, int i, int64_t r0, const QuantRow*, __m128 xs, int64_t,
+                 const PanelScratch&) const {
+    return _mm_mul_ps(_mm_mul_ps(hsum4(dots[0], dots[1], dots[2], dots[3]), xs),
+                      _mm_set1_ps(bf16_to_float(row_scales[r0 + i])));
   }
 };
 
@@ -426,33 +442,51 @@ inline void panel_rows(const Panel& panel, const QuantActs& acts, const TiledAct
   for (int64_t tile = tile0; tile < tile1; ++tile) {
     __m256 dots[TR][kTileTokens];
     panel.template tile<TR>(s, tiled.xt + tile * blocks * kTileTokens * kGroup, blocks, dots);
+    const int64_t t0 = tile * kTileTokens, valid = std::min<int64_t>(kTileTokens, n - t0);
+    QuantRow x[kTileTokens];
+    alignas(16) float xs[kTileTokens];
     for (int j = 0; j < kTileTokens; ++j) {
-      const int64_t t = tile * kTileTokens + j;
-      if (t >= n) break;
-      const QuantRow x = acts.row(t);
-      for (int i = 0; i < TR; ++i) y[t * out_features + r0 + i] = panel.finish(dots[i][j], i, r0, x, blocks, s);
+      x[j] = acts.row(t0 + std::min<int64_t>(j, valid - 1));  // padding tokens: any real row, dropped below
+      xs[j] = x[j].scale;
     }
+    const __m128 xs4 = _mm_load_ps(xs);
+    alignas(16) float res[TR][kTileTokens];
+    for (int i = 0; i < TR; ++i) _mm_store_ps(res[i], panel.finish4(dots[i], i, r0, x, xs4, blocks, s));
+    for (int64_t j = 0; j < valid; ++j)
+      for (int i = 0; i < TR; ++i) y[(t0 + j) * out_features + r0 + i] = res[i][j];
   }
 }
 
-// y (n, out_features) for a step of several tokens, rows split between threads by whole panels.
+// Panels a thread claims at a time: small enough that the threads finish together, large enough that
+// claiming (one atomic add) is rare.
+constexpr int64_t kPanelsPerClaim = 4;
+
+// y (n, out_features) for a step of several tokens. Threads claim runs of panels from a shared counter
+// instead of a fixed half each: on a shared or busy core one thread falls behind, and with a static
+// split the other waited for it at every GEMM (~10% of a 32-sequence step's samples were OpenMP's spin).
+// A row's result does not depend on which thread computes it.
 template <class Panel>
 void panel_gemm(const Panel& panel, const QuantActs& acts, int64_t n, int64_t out_features, float* y) {
   TiledActs tiled;
   tiled.build(acts, n);
   const int64_t panels = (out_features + kPanelRows - 1) / kPanelRows;
+  const int64_t claims = (panels + kPanelsPerClaim - 1) / kPanelsPerClaim;
   constexpr int64_t kChunkTiles = kChunkTokens / kTileTokens;
-  at::parallel_for(0, panels, 8, [&](int64_t p0, int64_t p1) {
+  std::atomic<int64_t> next_claim{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), claims), 1, [&](int64_t, int64_t) {
     PanelScratch s;
     s.reserve(acts.k, acts.blocks);
-    for (int64_t c0 = 0; c0 < tiled.tiles; c0 += kChunkTiles) {
-      const int64_t c1 = std::min(tiled.tiles, c0 + kChunkTiles);
-      for (int64_t p = p0; p < p1; ++p) {
-        const int64_t r0 = p * kPanelRows;
-        if (r0 + kPanelRows <= out_features) {
-          panel_rows<kPanelRows>(panel, acts, tiled, n, c0, c1, r0, out_features, s, y);
-        } else {
-          for (int64_t r = r0; r < out_features; ++r) panel_rows<1>(panel, acts, tiled, n, c0, c1, r, out_features, s, y);
+    for (int64_t claim = next_claim.fetch_add(1); claim < claims; claim = next_claim.fetch_add(1)) {
+      const int64_t p0 = claim * kPanelsPerClaim, p1 = std::min(panels, p0 + kPanelsPerClaim);
+      for (int64_t c0 = 0; c0 < tiled.tiles; c0 += kChunkTiles) {
+        const int64_t c1 = std::min(tiled.tiles, c0 + kChunkTiles);
+        for (int64_t p = p0; p < p1; ++p) {
+          const int64_t r0 = p * kPanelRows;
+          if (r0 + kPanelRows <= out_features) {
+            panel_rows<kPanelRows>(panel, acts, tiled, n, c0, c1, r0, out_features, s, y);
+          } else {
+            for (int64_t r = r0; r < out_features; ++r) panel_rows<1>(panel, acts, tiled, n, c0, c1, r, out_features, s, y);
+          }
         }
       }
     }
