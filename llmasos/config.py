@@ -54,3 +54,9 @@ class EngineConfig:
     # 6 alternating runs). False drops that copy (~424 MB for SmolLM2-135M) at that cost. Ignored where
     # the C++ kernels are unavailable (the torch int ops need the copy for large steps).
     dense_prefill_weights: bool = True
+    # auto|float32|bfloat16: the KV cache's element type. auto is bfloat16 where the weights are int4,
+    # int8 or bfloat16 (the layers still compute in float32; only stored keys and values are rounded),
+    # else the model's dtype (float32 on CPU: exact against references). bfloat16 halves KV memory, so
+    # the pool holds twice the tokens and a suspended sequence moves half the bytes, and it halves
+    # decode attention's reads, which bound a 32-sequence SmolLM2 step at ~10 GB/s.
+    kv_cache_dtype: str = "auto"

@@ -97,8 +97,7 @@ def tiny_loaded(tiny_gguf: Path):  # -> LoadedModel
 @pytest.fixture
 def tiny_engine(tiny_loaded):  # -> LLMEngine
     """A fresh engine on the tiny model with a small KV pool (64 blocks of 4 tokens)."""
-    from llmasos.config import EngineConfig
     from llmasos.engine.engine import LLMEngine
+    from tests.helpers.engines import config_with
 
-    config = EngineConfig(block_size=4, kv_cache_bytes=64 * 4 * tiny_loaded.config.kv_bytes_per_token(4))
-    return LLMEngine(tiny_loaded, config)
+    return LLMEngine(tiny_loaded, config_with(tiny_loaded, num_blocks=64))

@@ -23,6 +23,37 @@ from llmasos.model.quant import resolve_weight_format
 logger = logging.getLogger(__name__)
 
 
+KV_CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def resolve_kv_cache_dtype(kv_cache_dtype: str, weight_format: str, model_dtype: torch.dtype) -> torch.dtype:
+    """The KV cache's dtype for EngineConfig.kv_cache_dtype: `auto` is bfloat16 with int4, int8 or
+    bfloat16 weights (already rounded far beyond bfloat16's 8-bit mantissa), else the model's dtype."""
+    if kv_cache_dtype == "auto":
+        return torch.bfloat16 if weight_format in ("int4", "int8", "bfloat16") else model_dtype
+    if kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ValueError(f"unknown kv_cache_dtype {kv_cache_dtype!r}; use auto, float32 or bfloat16")
+    return KV_CACHE_DTYPES[kv_cache_dtype]
+
+
+def resolve_formats(config: EngineConfig, loaded: LoadedModel) -> tuple[str, torch.dtype]:
+    """(weight format, KV cache dtype) of an engine running `loaded` under `config`.
+
+    An explicit dtype asks for dense weights in it (exact against references); "auto" lets the weight
+    format pick the fastest path for the device."""
+    param = next(loaded.model.parameters())
+    weight_format = resolve_weight_format(config.weight_format, param.device)  # validates
+    if config.weight_format == "auto" and config.dtype != "auto":
+        weight_format = "native"
+    return weight_format, resolve_kv_cache_dtype(config.kv_cache_dtype, weight_format, param.dtype)
+
+
+def kv_bytes_per_token(config: EngineConfig, loaded: LoadedModel) -> int:
+    """KV cache bytes per token of context for an engine running `loaded` under `config`."""
+    kv_dtype = resolve_formats(config, loaded)[1]
+    return loaded.config.kv_bytes_per_token(torch.empty((), dtype=kv_dtype).element_size())
+
+
 class ModelRunner:
     """Runs one model over a paged KV cache sized from the engine config's byte budget."""
 
@@ -30,11 +61,7 @@ class ModelRunner:
         self.model_config = loaded.config
         param = next(loaded.model.parameters())
         self.device, self.dtype = param.device, param.dtype
-        # An explicit dtype asks for dense weights in it (exact against references); "auto" lets
-        # the weight format pick the fastest path for the device.
-        self.weight_format = resolve_weight_format(config.weight_format, self.device)  # validates
-        if config.weight_format == "auto" and config.dtype != "auto":
-            self.weight_format = "native"
+        self.weight_format, self.kv_dtype = resolve_formats(config, loaded)
         dense_same = self.weight_format in ("native", str(self.dtype).removeprefix("torch."))
         # A converted copy: `loaded.model` keeps its float weights for other engines that share it.
         self.model = (
@@ -48,7 +75,7 @@ class ModelRunner:
             self.model.weight_bytes_per_token() / 1e6,
         )
         self.block_size = config.block_size
-        bytes_per_block = config.block_size * self.model_config.kv_bytes_per_token(param.element_size())
+        bytes_per_block = config.block_size * kv_bytes_per_token(config, loaded)
         self.num_blocks = max(1, config.kv_cache_bytes // bytes_per_block)
         mc = self.model_config
         # (layers, K/V, slots, kv_heads, head_dim): KV bytes per token are exactly the theory's.
@@ -58,21 +85,22 @@ class ModelRunner:
             self.num_blocks * self.block_size,
             mc.num_kv_heads,
             mc.head_dim,
-            dtype=self.dtype,
+            dtype=self.kv_dtype,
             device=self.device,
         )
         self.sampler = Sampler()
         # Host memory for suspended sequences' KV; pinned on CUDA so copies are DMA transfers.
         self.swap_space = SwapSpace(
             (mc.num_layers, 2, self.block_size, mc.num_kv_heads, mc.head_dim),
-            self.dtype,
+            self.kv_dtype,
             pin=self.device.type == "cuda",
             reserve_bytes=min(config.swap_reserve_bytes, self.kv_cache_bytes),  # never more than the pool
         )
         logger.info(
-            "KV cache: %d blocks of %d tokens (%.0f MiB)",
+            "KV cache: %d blocks of %d tokens, %s (%.0f MiB)",
             self.num_blocks,
             self.block_size,
+            str(self.kv_dtype).removeprefix("torch."),
             self.kv_cache.numel() * self.kv_cache.element_size() / 2**20,
         )
 

@@ -60,10 +60,17 @@ def paged_attention(
 ) -> torch.Tensor:  # (N, n_heads * head_dim)
     """Store this step's keys/values in the cache and attend over each sequence's full context.
 
-    `q` must already be scaled by 1/sqrt(head_dim)."""
-    k_cache.index_copy_(0, meta.slot_mapping, k)
-    v_cache.index_copy_(0, meta.slot_mapping, v)
-    if meta.decode and meta.context_lens is not None and k_cache.dtype == torch.float32:
+    `q` must already be scaled by 1/sqrt(head_dim). The cache may be narrower than `q` (bfloat16 under
+    float32 layers): new keys and values are rounded as they are written and widened as they are read,
+    so every query attends to the same rounded values whichever path computes it."""
+    k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
+    v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+    if (
+        meta.decode
+        and meta.context_lens is not None
+        and q.dtype == torch.float32
+        and k_cache.dtype in (torch.float32, torch.bfloat16)
+    ):
         kernels = cpu_kernels() if k_cache.device.type == "cpu" else None
         if kernels is not None:
             return kernels.decode_attention(q, k_cache, v_cache, meta.kv_slots, meta.context_lens)
@@ -84,8 +91,8 @@ def paged_attention(
     queries = q[meta.query_index].transpose(1, 2)  # (B, n_heads, T_q, head_dim)
     out = F.scaled_dot_product_attention(
         queries,
-        keys.transpose(1, 2),
-        values.transpose(1, 2),
+        keys.transpose(1, 2).to(q.dtype),  # a bfloat16 cache under float32 layers
+        values.transpose(1, 2).to(q.dtype),
         attn_mask=meta.mask,
         scale=1.0,
         enable_gqa=q.shape[1] != k.shape[1],

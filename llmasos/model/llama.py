@@ -48,7 +48,7 @@ class LlamaDecoderLayer(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:
         n, heads = x.shape[0], self.num_heads
-        qkv = self.qkv_proj(self.attn_norm(x)).to(kv_cache.dtype)  # no-op unless weights are int/bf16
+        qkv = self.qkv_proj(self.attn_norm(x)).to(cos.dtype)  # no-op unless weights are int/bf16
         qk_size = self.q_size + self.kv_size
         qk = apply_rope(qkv[:, :qk_size].view(n, heads + self.num_kv_heads, self.head_dim), cos, sin)
         v = qkv[:, qk_size:].view(n, self.num_kv_heads, self.head_dim)
@@ -98,7 +98,7 @@ class LlamaModel(nn.Module):
         if (
             meta.decode
             and self.native_layers is not None
-            and kv_caches.dtype == torch.float32
+            and kv_caches.dtype in (torch.float32, torch.bfloat16)
             and x.shape[0] <= NATIVE_DECODE_MAX_SEQS
         ):
             c = self.config
@@ -117,7 +117,9 @@ class LlamaModel(nn.Module):
                 c.head_dim,
                 c.rms_norm_eps,
             )
-        dtype = kv_caches.dtype
+        # The model's dtype (its embedding's), whatever the cache stores: keys and values are rounded
+        # to the cache's dtype only where they are written.
+        dtype = x.dtype
         if dtype != torch.float32:
             # The residual stream stays float32 with half-precision weights (their matmuls still take
             # and give bfloat16): summed in bfloat16 over 30 layers, SmolLM2's first-word logits for

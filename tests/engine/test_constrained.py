@@ -15,13 +15,13 @@ import jsonschema
 import pytest
 import torch
 
-from llmasos.config import EngineConfig
 from llmasos.engine.constrained import ConstrainedLogits, Grammar
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.engine.sequence import SuspendMode
 from llmasos.errors import InvalidRequestError, InvalidSchemaError
 from llmasos.model.tokenizer import Tokenizer
+from tests.helpers.engines import config_with
 from tests.helpers.tiny_tokenizer import add_tiny_spm_tokenizer
 
 SCHEMAS = {
@@ -56,8 +56,7 @@ SCHEMAS = {
 
 @pytest.fixture(scope="module")
 def engine(tiny_loaded) -> LLMEngine:
-    config = EngineConfig(block_size=4, kv_cache_bytes=512 * 4 * tiny_loaded.config.kv_bytes_per_token(4))
-    return LLMEngine(tiny_loaded, config)
+    return LLMEngine(tiny_loaded, config_with(tiny_loaded, num_blocks=512))
 
 
 def _adversary(engine: LLMEngine):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import random
 
 import pytest
+import torch
 
+from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine, RequestOutput
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
@@ -321,6 +323,30 @@ def test_prompt_over_the_kv_pool_is_refused(tiny_loaded) -> None:
     # Just under the pool: accepted, and max_tokens is clamped so the sequence always fits.
     _, tokens, last = final_output(engine, [5] * 60, SamplingParams(max_tokens=50, ignore_eos=True))
     assert len(tokens) == 4 and last.finish_reason == "length"
+
+
+@pytest.mark.parametrize(
+    ("options", "dtype"),
+    [
+        ({}, torch.bfloat16),  # auto: int4 weights on CPU
+        ({"kv_cache_dtype": "float32"}, torch.float32),
+        ({"weight_format": "float32"}, torch.float32),  # auto with dense float32 weights: exact
+        ({"weight_format": "float32", "kv_cache_dtype": "bfloat16"}, torch.bfloat16),
+    ],
+)
+def test_kv_cache_dtype_follows_the_config_and_costs_theory_per_token(tiny_loaded, options, dtype) -> None:
+    engine = engine_with(tiny_loaded, num_blocks=16, **options)
+    c = tiny_loaded.config
+    assert engine.runner.kv_cache.dtype == dtype
+    per_token = 2 * c.num_layers * c.num_kv_heads * c.head_dim * dtype.itemsize
+    assert engine.runner.kv_cache_bytes == 16 * 4 * per_token
+    _, tokens, _ = final_output(engine, [5, 6, 7], SamplingParams(max_tokens=5, ignore_eos=True))
+    assert len(tokens) == 5
+
+
+def test_unknown_kv_cache_dtype_is_refused_naming_the_choices(tiny_loaded) -> None:
+    with pytest.raises(ValueError, match="kv_cache_dtype 'float16'; use auto, float32 or bfloat16"):
+        LLMEngine(tiny_loaded, EngineConfig(kv_cache_dtype="float16"))
 
 
 @pytest.mark.parametrize("prompt", ["", []])

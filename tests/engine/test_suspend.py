@@ -60,7 +60,7 @@ def test_each_mode_frees_or_keeps_blocks_as_it_says(tiny_loaded) -> None:
         report = engine.suspend(mode.value, mode)
         freed = engine.block_manager.num_free_blocks - free_before
         assert freed == (0 if mode is SuspendMode.KEEP else held)
-        per_token = engine.loaded.config.kv_bytes_per_token(4)
+        per_token = engine.loaded.config.kv_bytes_per_token(engine.runner.kv_cache.element_size())
         swapped_blocks = engine.block_manager.blocks_for(report.num_tokens)
         assert report.bytes_moved == (swapped_blocks * 4 * per_token if mode is SuspendMode.SWAP else 0)
     assert engine.stats().num_suspended == 3
@@ -89,7 +89,7 @@ def test_costs_name_every_mode(tiny_loaded) -> None:
     engine.add("a", random_prompts([17], seed=6)[0], GREEDY)
     engine.step()
     costs = engine.suspend_costs("a")
-    per_token = engine.loaded.config.kv_bytes_per_token(4)
+    per_token = engine.loaded.config.kv_bytes_per_token(engine.runner.kv_cache.element_size())
     assert set(costs) == set(MODES)
     assert costs[SuspendMode.SWAP].host_bytes == 17 * per_token
     assert costs[SuspendMode.KEEP].kv_bytes_held == 5 * 4 * per_token

@@ -16,15 +16,13 @@ from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.model.loader import load_model
 from llmasos.security.apps import App, AppRegistry
-from tests.helpers.engines import random_prompts
+from tests.helpers.engines import config_with, random_prompts
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0, repetition_penalty=1.3)
 
 
 def kernel_on(loaded, slots: int) -> tuple[Kernel, Syscalls, LLMEngine]:
-    config = EngineConfig(
-        block_size=4, kv_cache_bytes=48 * 4 * loaded.config.kv_bytes_per_token(4), max_num_seqs=slots
-    )
+    config = config_with(loaded, num_blocks=48, max_num_seqs=slots)
     engine = LLMEngine(loaded, config)
     residency = ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1)
     kernel = Kernel(residency, KernelConfig(engine=config))

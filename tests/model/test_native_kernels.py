@@ -71,7 +71,8 @@ def test_rounded_activations_are_the_documented_int16_rounding() -> None:
 
 
 @needs_kernels
-def test_decode_attention_kernel_equals_the_padded_torch_path() -> None:
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_decode_attention_kernel_equals_the_padded_torch_path(cache_dtype: torch.dtype) -> None:
     """Four sequences of different lengths over scattered slots: the kernel reads each sequence's own
     slots; the torch path gathers a padded copy and masks it. Same output, and the same cache writes."""
     torch.manual_seed(0)
@@ -85,7 +86,7 @@ def test_decode_attention_kernel_equals_the_padded_torch_path() -> None:
         bias[b, ..., n:] = float("-inf")
     slot_mapping = kv_slots[torch.arange(4), lengths - 1]
     q, k, v = torch.randn(4, heads, dim), torch.randn(4, kv_heads, dim), torch.randn(4, kv_heads, dim)
-    caches = [torch.randn(num_slots, kv_heads, dim) for _ in range(2)]
+    caches = [torch.randn(num_slots, kv_heads, dim).to(cache_dtype) for _ in range(2)]
     outs = []
     for context_lens in (lengths, None):
         meta = AttentionMetadata(
@@ -111,13 +112,28 @@ def _prefill_meta(slots: torch.Tensor) -> AttentionMetadata:
 
 
 @needs_kernels
-def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded) -> None:
+def test_bfloat16_cache_attention_is_the_float32_kernel_on_the_widened_cache() -> None:
+    """The bfloat16 kernel widens each element exactly and then does the float32 kernel's arithmetic."""
+    torch.manual_seed(1)
+    heads, kv_heads, dim, num_slots = 9, 3, 64, 300
+    lengths = torch.tensor([1, 5, 130, 64, 200])
+    kv_slots = torch.stack([torch.randperm(num_slots)[:200] for _ in lengths])
+    q = torch.randn(len(lengths), heads, dim)
+    k16, v16 = (torch.randn(num_slots, kv_heads, dim).to(torch.bfloat16) for _ in range(2))
+    narrow = kernels.decode_attention(q, k16, v16, kv_slots, lengths)
+    wide = kernels.decode_attention(q, k16.float(), v16.float(), kv_slots, lengths)
+    assert torch.equal(narrow, wide)
+
+
+@needs_kernels
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded, cache_dtype: torch.dtype) -> None:
     """Three sequences of different lengths (padded keys), one decode step: the C++ step and the torch
     layers (running the same int4 kernels per projection) agree, and write the same KV."""
     model = tiny_loaded.model.quantize("int4")
     assert model.native_layers is not None
     c = model.config
-    cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim)
+    cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim, dtype=cache_dtype)
     lengths = [5, 11, 2]
     torch.manual_seed(0)
     for b, length in enumerate(lengths):  # prefill through the torch path
@@ -142,13 +158,24 @@ def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded) -> None:
     ids = torch.randint(0, c.vocab_size, (3,))
     native_cache, torch_cache = cache.clone(), cache.clone()
     native_hidden = model(ids, positions, native_cache, meta)
-    model.native_layers = None  # the same model through its torch layers
+    native_layers, model.native_layers = model.native_layers, None  # the same model through its torch layers
     torch_hidden = model(ids, positions, torch_cache, meta)
     # Not bit-equal: where float rounding order puts an activation on the other side of an int16
     # rounding boundary the products move by one step (1/32767 of its block's largest value), which the
     # layers carry on; a wrong index, head or table would be off by O(1).
     torch.testing.assert_close(native_hidden, torch_hidden, atol=1e-3, rtol=1e-3)
-    torch.testing.assert_close(native_cache, torch_cache, atol=1e-3, rtol=1e-3)
+    # bfloat16 keeps 8 bits of mantissa: values a hair apart may round to neighbouring steps (2^-8).
+    tol = 1e-3 if cache_dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(native_cache.float(), torch_cache.float(), atol=tol, rtol=tol)
+    if cache_dtype == torch.bfloat16:
+        # The step rounds exactly as torch does: from the same state, its layer-0 keys and values (which
+        # no attention has touched yet) written to a float32 cache and narrowed by torch are the rows
+        # it wrote to the bfloat16 cache.
+        model.native_layers = native_layers
+        wide_cache = cache.float()
+        model(ids, positions, wide_cache, meta)
+        new = meta.slot_mapping
+        assert torch.equal(wide_cache[0][:, new].to(torch.bfloat16), native_cache[0][:, new])
 
 
 def test_without_kernels_the_model_keeps_its_torch_paths(tiny_loaded, monkeypatch) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.json_schema import check_schema
 from llmasos.errors import (
@@ -29,6 +28,7 @@ from llmasos.model.loader import load_model
 from llmasos.security.apps import App, AppRegistry
 from llmasos.services import get_service, list_services
 from llmasos.services.base import Call, Session
+from tests.helpers.engines import config_with
 from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
 
 SERVICES = {"summarize", "translate", "qa", "code", "classify", "extract", "chat"}
@@ -61,7 +61,7 @@ def tiny_long(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def system(tiny_long):
-    config = EngineConfig(block_size=8, kv_cache_bytes=1024 * 8 * tiny_long.config.kv_bytes_per_token(4))
+    config = config_with(tiny_long, num_blocks=1024, block_size=8)
     engine = LLMEngine(tiny_long, config)
     kernel = Kernel(
         ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1), KernelConfig(engine=config)

@@ -630,12 +630,37 @@ void rope(float* x, int64_t heads, int64_t dim, const float* cos, const float* s
   }
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
+// KV cache elements: float32, or bfloat16 held as uint16_t. Decode attention reads every context row of
+// every sequence at every step, bound by memory bandwidth at large batches (a 32-sequence step read
+// ~220 MB of float32 keys and values at 150 tokens of context), so half the bytes is about half the time.
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) { return bf16_to_float(v); }
+
+// float32 -> bfloat16 rounded to nearest even, NaN to the quiet NaN: torch's conversion, so a row the
+// decode step writes is bit for bit the row the torch layers write for the same values.
+inline uint16_t float_to_bf16(float f) {
+  if (std::isnan(f)) return 0x7FC0;
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  return static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+}
+inline void store_row(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
+inline void store_row(uint16_t* dst, const float* src, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
+}
+
+template <class KV>
+inline float dot(const float* a, const KV* b, int64_t n) {
   __m256 acc = _mm256_setzero_ps();
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+  for (; i + 8 <= n; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), load8(b + i), acc);
   float s = hsum(acc);
-  for (; i < n; ++i) s += a[i] * b[i];
+  for (; i < n; ++i) s += a[i] * to_float(b[i]);
   return s;
 }
 
@@ -662,17 +687,17 @@ inline __m256 exp256(__m256 x) {
 
 // The dot products of q with four keys at once, summed across lanes by one hadd tree (one horizontal
 // sum per key cost as much as its 8 FMAs at head_dim 64).
-inline __m128 dot4(const float* q, const float* k0, const float* k1, const float* k2, const float* k3, int64_t dim) {
+template <class KV>
+inline __m128 dot4(const float* q, const KV* k0, const KV* k1, const KV* k2, const KV* k3, int64_t dim) {
   __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
   for (int64_t i = 0; i < dim; i += 8) {
     const __m256 qv = _mm256_loadu_ps(q + i);
-    a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), a0);
-    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), a1);
-    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), a2);
-    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), a3);
+    a0 = _mm256_fmadd_ps(qv, load8(k0 + i), a0);
+    a1 = _mm256_fmadd_ps(qv, load8(k1 + i), a1);
+    a2 = _mm256_fmadd_ps(qv, load8(k2 + i), a2);
+    a3 = _mm256_fmadd_ps(qv, load8(k3 + i), a3);
   }
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+  return hsum4(a0, a1, a2, a3);
 }
 
 // Decode attention over a paged cache: query b (one token; heads at q + b * q_stride, pre-scaled) attends
@@ -680,7 +705,8 @@ inline __m128 dot4(const float* q, const float* k0, const float* k1, const float
 // Work items are (sequence, kv head): the heads sharing a kv head read each key and value row once,
 // and a head's output stays in registers while the values stream past (head_dim a multiple of 8, at
 // most 256; others take the plain loop).
-void attend(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache, const int64_t* kv_slots,
+template <class KV>
+void attend(const float* q_all, int64_t q_stride, const KV* k_cache, const KV* v_cache, const int64_t* kv_slots,
             int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
             float* attn) {
   const int64_t group = num_heads / num_kv_heads, slot_stride = num_kv_heads * head_dim;
@@ -731,14 +757,14 @@ void attend(const float* q_all, int64_t q_stride, const float* k_cache, const fl
             if (chunks == 8) {  // the common head_dim 64 (and 128, 256): no per-chunk test in the loop
               for (int64_t u = 0; u < len; ++u) {
                 const __m256 p = _mm256_set1_ps(sc[u] * inv);
-                const float* v = value(u) + d0;
-                for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + c * 8), acc[c]);
+                const KV* v = value(u) + d0;
+                for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(p, load8(v + c * 8), acc[c]);
               }
             } else {
               for (int64_t u = 0; u < len; ++u) {
                 const __m256 p = _mm256_set1_ps(sc[u] * inv);
-                const float* v = value(u) + d0;
-                for (int c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + c * 8), acc[c]);
+                const KV* v = value(u) + d0;
+                for (int c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(p, load8(v + c * 8), acc[c]);
               }
             }
             for (int c = 0; c < chunks; ++c) _mm256_storeu_ps(out + d0 + c * 8, acc[c]);
@@ -747,8 +773,8 @@ void attend(const float* q_all, int64_t q_stride, const float* k_cache, const fl
           std::fill(out, out + head_dim, 0.f);
           for (int64_t u = 0; u < len; ++u) {
             const float p = sc[u] * inv;
-            const float* v = value(u);
-            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * v[d];
+            const KV* v = value(u);
+            for (int64_t d = 0; d < head_dim; ++d) out[d] += p * to_float(v[d]);
           }
         }
       }
@@ -760,8 +786,9 @@ void attend(const float* q_all, int64_t q_stride, const float* k_cache, const fl
 // (slots, kv_heads, head_dim) with this step's keys/values already written, context_lens (n,).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                             const at::Tensor& kv_slots, const at::Tensor& context_lens) {
-  TORCH_CHECK(q.dtype() == at::kFloat && k_cache.dtype() == at::kFloat && v_cache.dtype() == at::kFloat,
-              "decode_attention: float32 tensors");
+  TORCH_CHECK(q.dtype() == at::kFloat, "decode_attention: float32 queries");
+  TORCH_CHECK(k_cache.dtype() == v_cache.dtype() && (k_cache.dtype() == at::kFloat || k_cache.dtype() == at::kBFloat16),
+              "decode_attention: float32 or bfloat16 caches");
   TORCH_CHECK(k_cache.is_contiguous() && v_cache.is_contiguous(), "decode_attention: contiguous caches");
   const at::Tensor qc = q.contiguous(), slots = kv_slots.contiguous();
   const at::Tensor pos = (context_lens - 1).to(at::kLong).contiguous();
@@ -775,8 +802,14 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
     for (int64_t t = 0; t <= p[b]; ++t) TORCH_CHECK(sl[b * max_t + t] < num_slots, "decode_attention: bad slot");
   }
   at::Tensor out = at::empty({n, heads * dim}, qc.options());
-  attend(qc.data_ptr<float>(), heads * dim, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), sl, max_t, p, n,
-         heads, kv_heads, dim, out.data_ptr<float>());
+  if (k_cache.dtype() == at::kBFloat16) {
+    attend(qc.data_ptr<float>(), heads * dim, reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),
+           reinterpret_cast<const uint16_t*>(v_cache.data_ptr<at::BFloat16>()), sl, max_t, p, n, heads, kv_heads, dim,
+           out.data_ptr<float>());
+  } else {
+    attend(qc.data_ptr<float>(), heads * dim, k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), sl, max_t, p, n,
+           heads, kv_heads, dim, out.data_ptr<float>());
+  }
   return out;
 }
 
@@ -787,6 +820,19 @@ template <class F>
 inline void per_token(int64_t n, const F& f) {
   at::parallel_for(0, n, 8, f);
 }
+
+// One layer's keys and values in a float32 or bfloat16 cache (slots, kv_heads, head_dim): where the
+// decode step writes a token's row and what it attends over.
+template <class KV>
+struct KVLayer {
+  KV* k;
+  KV* v;
+  int64_t slot_stride;
+  void write(int64_t slot, const float* key, const float* value) const {
+    store_row(k + slot * slot_stride, key, slot_stride);
+    store_row(v + slot * slot_stride, value, slot_stride);
+  }
+};
 
 struct LayerWeights {
   const float* attn_norm;
@@ -828,8 +874,9 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
   constexpr int64_t kPerLayer = 18;  // attn_norm, ffn_norm, then (qs, scales, zeros, bias) x qkv/o/gate_up/down
   const int64_t num_layers = static_cast<int64_t>(layer_tensors.size()) / kPerLayer;
   TORCH_CHECK(static_cast<int64_t>(layer_tensors.size()) == num_layers * kPerLayer, "layer tensors: 18 per layer");
-  TORCH_CHECK(kv_cache.dtype() == at::kFloat && kv_cache.is_contiguous() && kv_cache.dim() == 5,
-              "kv_cache: contiguous float32 (layers, 2, slots, kv_heads, head_dim)");
+  TORCH_CHECK((kv_cache.dtype() == at::kFloat || kv_cache.dtype() == at::kBFloat16) && kv_cache.is_contiguous()
+                  && kv_cache.dim() == 5,
+              "kv_cache: contiguous float32 or bfloat16 (layers, 2, slots, kv_heads, head_dim)");
   TORCH_CHECK(kv_cache.size(0) == num_layers && kv_cache.size(3) == num_kv_heads && kv_cache.size(4) == head_dim,
               "kv_cache shape does not match the model");
   TORCH_CHECK(hidden_in.dtype() == at::kFloat && positions.dtype() == at::kLong && slot_mapping.dtype() == at::kLong
@@ -862,15 +909,20 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
   std::vector<float> gate_up(n * 2 * inter), act(n * inter);
   QuantActs acts;
   float* xp = x.data_ptr<float>();
-  float* cache = kv_cache.data_ptr<float>();
+  const bool bf16_cache = kv_cache.dtype() == at::kBFloat16;
+  char* cache = static_cast<char*>(kv_cache.data_ptr());
+  const int64_t plane_bytes = num_slots * kv_size * kv_cache.element_size();
   const float* cos_t = rope_cos.data_ptr<float>();
   const float* sin_t = rope_sin.data_ptr<float>();
   const float q_scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   const int64_t qkv_w = q_size + 2 * kv_size, slot_stride = kv_size;
   for (int64_t l = 0; l < num_layers; ++l) {
     const LayerWeights& lw = layers[l];
-    float* k_cache = cache + (l * 2) * num_slots * slot_stride;
-    float* v_cache = cache + (l * 2 + 1) * num_slots * slot_stride;
+    char* k_plane = cache + (l * 2) * plane_bytes;
+    char* v_plane = cache + (l * 2 + 1) * plane_bytes;
+    const KVLayer<float> kv32{reinterpret_cast<float*>(k_plane), reinterpret_cast<float*>(v_plane), slot_stride};
+    const KVLayer<uint16_t> kv16{reinterpret_cast<uint16_t*>(k_plane), reinterpret_cast<uint16_t*>(v_plane),
+                                 slot_stride};
     per_token(n, [&](int64_t b0, int64_t b1) { rms_norm(xp + b0 * hidden, lw.attn_norm, eps, b1 - b0, hidden, h.data() + b0 * hidden); });
     acts.quantize(h.data(), n, hidden);
     q4_linear_into(acts, n, lw.qkv, qkv.data());
@@ -881,12 +933,18 @@ at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions,
         const float* s = sin_t + pos[b] * head_dim;
         rope(row, num_heads, head_dim, c, s, q_scale);
         rope(row + q_size, num_kv_heads, head_dim, c, s, 1.f);
-        std::memcpy(k_cache + slots[b] * slot_stride, row + q_size, kv_size * sizeof(float));
-        std::memcpy(v_cache + slots[b] * slot_stride, row + q_size + kv_size, kv_size * sizeof(float));
+        if (bf16_cache) {
+          kv16.write(slots[b], row + q_size, row + q_size + kv_size);
+        } else {
+          kv32.write(slots[b], row + q_size, row + q_size + kv_size);
+        }
       }
     });
-    attend(qkv.data(), qkv_w, k_cache, v_cache, ctx, max_t, pos, n, num_heads, num_kv_heads, head_dim,
-           attn.data());
+    if (bf16_cache) {
+      attend(qkv.data(), qkv_w, kv16.k, kv16.v, ctx, max_t, pos, n, num_heads, num_kv_heads, head_dim, attn.data());
+    } else {
+      attend(qkv.data(), qkv_w, kv32.k, kv32.v, ctx, max_t, pos, n, num_heads, num_kv_heads, head_dim, attn.data());
+    }
     acts.quantize(attn.data(), n, q_size);
     q4_linear_into(acts, n, lw.o, tmp.data());
     per_token(n, [&](int64_t b0, int64_t b1) {
