@@ -49,14 +49,15 @@ class EngineConfig:
     # a 2,048-token SmolLM2 context (94 MB). At most the KV pool's size; 0 allocates only on demand.
     swap_reserve_bytes: int = 128 * 1024 * 1024
     # int4/int8 layers also keep their weights dequantized to float32 for steps of more than
-    # quant.NATIVE_MAX_TOKENS tokens (long prefill chunks): MKL's float32 GEMM there made a 1,024-token
-    # prefill ~8% faster than the C++ kernels alone (SmolLM2, 2 threads: 416 vs 381 tok/s, medians of
-    # 6 alternating runs). False drops that copy (~424 MB for SmolLM2-135M) at that cost. Ignored where
-    # the C++ kernels are unavailable (the torch int ops need the copy for large steps).
-    dense_prefill_weights: bool = True
+    # quant.NATIVE_MAX_TOKENS tokens (long prefill chunks), which then take MKL's float32 GEMM instead of
+    # the C++ kernels. Off by default: since the kernels' threads claim rows as they go, a 1,024-token
+    # SmolLM2 prefill ran as fast without the copy (medians 374 vs 364 tok/s, 8 alternating runs on 2
+    # threads; with a static split it had been 8% slower), and the copy costs ~424 MB. Ignored where the
+    # C++ kernels are unavailable (the torch int ops need the copy for large steps).
+    dense_prefill_weights: bool = False
     # auto|float32|bfloat16: the KV cache's element type. auto is bfloat16 where the weights are int4,
     # int8 or bfloat16 (the layers still compute in float32; only stored keys and values are rounded),
-    # else the model's dtype (float32 on CPU: exact against references). bfloat16 halves KV memory, so
-    # the pool holds twice the tokens and a suspended sequence moves half the bytes, and it halves
-    # decode attention's reads, which bound a 32-sequence SmolLM2 step at ~10 GB/s.
+    # else the model's dtype (float32 on CPU: exact against references). bfloat16 halves KV memory: the
+    # pool holds twice the tokens and a suspended sequence moves half the bytes. (Decode attention did
+    # not get faster: 30 layers of 32 sequences at 150 tokens took 16-20 ms with either dtype.)
     kv_cache_dtype: str = "auto"

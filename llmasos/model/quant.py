@@ -22,8 +22,9 @@ The int ops are CPU-only (CUDA's int4 op wants another packing); on other device
 fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
 
 Where the C++ kernels build (native.py, csrc/cpu_kernels.cpp; AVX2) they replace torch's int ops:
-int4 and int8 layers (the LM head) quantize each token's activations to int16 (one scale per token), and
-steps above NATIVE_MAX_TOKENS multiply the dense copy by the same rounded activations, so every path
+int4 and int8 layers (the LM head) quantize each token's activations to int16 (one scale per token).
+Without a dense copy (EngineConfig.dense_prefill_weights, off by default) the kernels serve every step;
+with one, steps above NATIVE_MAX_TOKENS multiply it by the same rounded activations, so every path
 computes the same products: a sequence's result depends on its batch or on how its prompt was
 chunked only through float rounding order. Their outputs are float32.
 """

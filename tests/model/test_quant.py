@@ -88,21 +88,20 @@ def test_quantized_engine_batched_equals_solo(own_tiny, fmt: str) -> None:
 @pytest.mark.skipif(
     cpu_kernels() is None, reason="needs the C++ kernels (without them the option is ignored)"
 )
-def test_engine_without_dense_prefill_weights_keeps_no_float_copy_and_batches_invisibly(own_tiny) -> None:
-    """dense_prefill_weights=False: no int layer holds a float32 copy, so steps of more than
-    NATIVE_MAX_TOKENS tokens (a 150-token prompt in one step) run the int kernels too, and a prompt's
-    tokens do not depend on what shares its step."""
-    config = EngineConfig(
-        weight_format="int4", block_size=4, enable_prefix_caching=False, dense_prefill_weights=False
-    )
+def test_engine_by_default_keeps_no_float_copy_and_batches_invisibly(own_tiny) -> None:
+    """dense_prefill_weights=False (the default): no int layer holds a float32 copy, so steps of more
+    than NATIVE_MAX_TOKENS tokens (a 150-token prompt in one step) run the int kernels too, and a
+    prompt's tokens do not depend on what shares its step. True keeps the copy."""
+    config = EngineConfig(weight_format="int4", block_size=4, enable_prefix_caching=False)
     engine = LLMEngine(own_tiny, config)
     layers = [m for m in engine.runner.model.modules() if isinstance(m, (Int4Linear, Int8Linear))]
     assert layers and all(layer.dense is None for layer in layers)
+    with_copy = EngineConfig(weight_format="int4", dense_prefill_weights=True)
     assert all(
         m.dense is not None
-        for m in LLMEngine(own_tiny, EngineConfig(weight_format="int4")).runner.model.modules()
+        for m in LLMEngine(own_tiny, with_copy).runner.model.modules()
         if isinstance(m, Int4Linear)
-    )  # the default keeps it
+    )
     prompts = random_prompts([150, 7, 40])
     params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
     batched = [tokens for _, tokens in engine.generate(prompts, params)]
