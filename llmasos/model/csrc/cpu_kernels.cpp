@@ -718,6 +718,28 @@ inline __m128 dot4(const float* q, const KV* k0, const KV* k1, const KV* k2, con
   return hsum4(a0, a1, a2, a3);
 }
 
+// out[0:64] = Σ_u (p[u] * scale) * value(u)[d0 : d0 + 64], the eight accumulators in registers for the
+// whole context (as an array shared with the general loop, GCC stored all eight to the stack after
+// every row).
+template <class ValueRow>
+inline void weighted_rows64(const float* p, float scale, int64_t len, const ValueRow& value, int64_t d0, float* out) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  for (int64_t u = 0; u < len; ++u) {
+    const __m256 w = _mm256_set1_ps(p[u] * scale);
+    const auto* v = value(u) + d0;
+    a0 = _mm256_fmadd_ps(w, load8(v), a0);
+    a1 = _mm256_fmadd_ps(w, load8(v + 8), a1);
+    a2 = _mm256_fmadd_ps(w, load8(v + 16), a2);
+    a3 = _mm256_fmadd_ps(w, load8(v + 24), a3);
+    a4 = _mm256_fmadd_ps(w, load8(v + 32), a4);
+    a5 = _mm256_fmadd_ps(w, load8(v + 40), a5);
+    a6 = _mm256_fmadd_ps(w, load8(v + 48), a6);
+    a7 = _mm256_fmadd_ps(w, load8(v + 56), a7);
+  }
+  const __m256 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+  for (int c = 0; c < 8; ++c) _mm256_storeu_ps(out + c * 8, acc[c]);
+}
+
 // Decode attention over a paged cache: query b (one token; heads at q + b * q_stride, pre-scaled) attends
 // to the first pos[b] + 1 slots of its row of `kv_slots` (n, max_t). out: (n, heads * head_dim).
 // Work items are (sequence, kv head): the heads sharing a kv head read each key and value row once,
@@ -770,20 +792,16 @@ void attend(const float* q_all, int64_t q_stride, const KV* k_cache, const KV* v
         if (vector_dims) {
           for (int64_t d0 = 0; d0 < head_dim; d0 += 64) {
             const int chunks = static_cast<int>(std::min<int64_t>(8, (head_dim - d0) / 8));
+            if (chunks == 8) {  // the common head_dim 64 (and 128, 256)
+              weighted_rows64(sc, inv, len, value, d0, out + d0);
+              continue;
+            }
             __m256 acc[8];
             for (int c = 0; c < 8; ++c) acc[c] = _mm256_setzero_ps();
-            if (chunks == 8) {  // the common head_dim 64 (and 128, 256): no per-chunk test in the loop
-              for (int64_t u = 0; u < len; ++u) {
-                const __m256 p = _mm256_set1_ps(sc[u] * inv);
-                const KV* v = value(u) + d0;
-                for (int c = 0; c < 8; ++c) acc[c] = _mm256_fmadd_ps(p, load8(v + c * 8), acc[c]);
-              }
-            } else {
-              for (int64_t u = 0; u < len; ++u) {
-                const __m256 p = _mm256_set1_ps(sc[u] * inv);
-                const KV* v = value(u) + d0;
-                for (int c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(p, load8(v + c * 8), acc[c]);
-              }
+            for (int64_t u = 0; u < len; ++u) {
+              const __m256 p = _mm256_set1_ps(sc[u] * inv);
+              const KV* v = value(u) + d0;
+              for (int c = 0; c < chunks; ++c) acc[c] = _mm256_fmadd_ps(p, load8(v + c * 8), acc[c]);
             }
             for (int c = 0; c < chunks; ++c) _mm256_storeu_ps(out + d0 + c * 8, acc[c]);
           }
