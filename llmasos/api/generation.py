@@ -23,7 +23,7 @@ from llmasos.kernel.process import Process
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import App
 
-#: How often a waiting non-streaming request checks whether its client is still there.
+#: How often a request checks whether its client is still there (waiting or streaming).
 DISCONNECT_POLL_SECONDS = 0.5
 
 
@@ -102,13 +102,24 @@ class Generation:
 
     async def events(self, request: Request | None = None) -> AsyncIterator[tuple[Choice, Event]]:
         """(choice, event) until every choice has finished. With `request`, a departed client cancels."""
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
         try:
             while not all(c.done for c in self.choices):
                 try:
                     index, event = await asyncio.wait_for(self._queue.get(), DISCONNECT_POLL_SECONDS)
                 except TimeoutError:
-                    if request is not None and await request.is_disconnected():
+                    index = None
+                # Checked while tokens flow too, at most every poll interval: a fast model may never
+                # leave the queue idle, and a write to a closed socket need not fail, so a departed
+                # client's generation could run to its end (the disconnect test once saw "finished").
+                if request is not None and (
+                    index is None or loop.time() - checked >= DISCONNECT_POLL_SECONDS
+                ):
+                    checked = loop.time()
+                    if await request.is_disconnected():
                         return
+                if index is None:
                     continue
                 choice = self.choices[index]
                 if event.finished:

@@ -12,6 +12,7 @@ they cannot be built or loaded, `cpu_kernels()` returns None and the model keeps
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import logging
@@ -66,14 +67,21 @@ def _load() -> ModuleType | None:
 
         directory = build_directory()
         directory.mkdir(parents=True, exist_ok=True)
-        return cpp_extension.load(
-            name="llmasos_cpu_kernels",
-            build_directory=str(directory),
-            sources=[str(SOURCE)],
-            extra_cflags=CFLAGS,
-            extra_ldflags=["-fopenmp"],
-            verbose=False,
-        )
+        # torch guards a build with a `lock` file that a killed build leaves behind, and every later
+        # load then waits on it forever (a server killed during its first build hung the next start).
+        # An flock is released by the OS when its holder dies: every loader takes it first, so a
+        # `lock` file found while holding it is a dead build's, and is removed.
+        with open(directory / "llmasos-build.lock", "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            (directory / "lock").unlink(missing_ok=True)
+            return cpp_extension.load(
+                name="llmasos_cpu_kernels",
+                build_directory=str(directory),
+                sources=[str(SOURCE)],
+                extra_cflags=CFLAGS,
+                extra_ldflags=["-fopenmp"],
+                verbose=False,
+            )
     except Exception as exc:  # a failed build must leave the engine on its torch paths
         logger.warning("native CPU kernels unavailable (%s); using torch kernels", exc)
         return None

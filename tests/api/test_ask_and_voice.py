@@ -79,4 +79,7 @@ def test_voice_loop_answers_a_spoken_question(tiny_server, tmp_path, monkeypatch
     assert out.startswith("It is")
     heard_back = hear(answer_wav.read_bytes()).lower()
     weekday = out.split(" on ")[1].split(",")[0].lower()
-    assert "it is" in heard_back or weekday in heard_back, heard_back
+    year = "two thousand"  # espeak reads the date's year as "two thousand twenty six"
+    # Any of these words heard back shows the answer was spoken intelligibly; pocketsphinx misses some
+    # of them at some times of day ("It is 21:50 on Sunday" came back as "the twenty one fifty for...").
+    assert "it is" in heard_back or weekday in heard_back or year in heard_back, heard_back

@@ -3,6 +3,9 @@ batch invariance, the whole-model decode step against the torch layers, and the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -215,3 +218,16 @@ def test_decode_step_swiglu_handles_extreme_gate_values() -> None:
     got = kernels.swiglu(torch.cat([gate, up])[None])[0]
     assert torch.isfinite(got).all()
     torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-30)
+
+
+@needs_kernels
+def test_a_killed_builds_lock_file_does_not_hang_the_next_load() -> None:
+    """torch's build `lock`, left behind by a build that was killed, is cleared, not waited on forever."""
+    from llmasos.model.native import build_directory
+
+    stale = build_directory() / "lock"
+    stale.touch()
+    code = "from llmasos.model.native import cpu_kernels; print(cpu_kernels() is not None)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr
+    assert not stale.exists()
