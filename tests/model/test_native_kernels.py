@@ -43,8 +43,8 @@ def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape,
 def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int) -> None:
     torch.manual_seed(0)
     layer = Int4Linear(
-        torch.randn(200, 128) * 0.05, None, max_quant_tokens=8
-    )  # 200 rows: panels of 3 and a rest
+        torch.randn(202, 128) * 0.05, None, max_quant_tokens=8
+    )  # 202 rows: panels of 4 and a rest of 2 one-row panels
     x = torch.randn(n, 128)
     batched = kernels.q4_linear(x, layer.qs, layer.scales, layer.zeros, None)
     for t in range(n):
@@ -55,7 +55,7 @@ def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int)
 @pytest.mark.parametrize("n", [1, 3, 4, 9])  # 4-token tiles and the single-token rest
 def test_int8_head_kernel_is_within_activation_rounding_of_dequantized_weights(n: int) -> None:
     torch.manual_seed(n)
-    layer = Int8Linear(torch.randn(1000, 96), None, max_quant_tokens=8)
+    layer = Int8Linear(torch.randn(1001, 96), None, max_quant_tokens=8)  # 4-row panels and a rest
     x = torch.randn(n, 96) * torch.logspace(-2, 1, 96)
     expected = x.double() @ layer.dense.double().t()
     got = layer(x)

@@ -249,17 +249,20 @@ Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& scales, const at::Tenso
           reinterpret_cast<const uint16_t*>(zeros.data_ptr<at::BFloat16>()), b, qs.size(0), qs.size(1) * 2};
 }
 
-// ---- Steps of several tokens: row panels unpacked once, register tiles of 3 rows x 4 tokens ----
+// ---- Steps of several tokens: row panels unpacked once, register tiles of 4 rows x 4 tokens ----
 //
 // The tile kernels above unpack each weight group once per 4 tokens; at 32 tokens they ran at ~0.9 ns
 // per (row, group, token) on 2 cores, a third of what the madd/convert/FMA chain allows. Here a panel
-// of 3 rows is unpacked to int16 once for a chunk of tokens, the activations of each 4 tokens are
-// interleaved group by group, and a 3 x 4 tile keeps 12 accumulators in registers and walks three
-// pointers (a tile that indexed 12 scale rows and 4 token rows ran out of registers and was slower
-// than the old kernel). Every (row, token) takes the same operations in the same order as q4_tile /
-// q8_rows_tile, so the results are bit for bit those of the one-token kernels: batch-invariant.
+// of 4 rows is unpacked to int16 once for a chunk of tokens, the activations of each 4 tokens are
+// interleaved group by group, and a 4 x 4 tile keeps 16 accumulators and walks three pointers (a tile
+// that indexed 12 scale rows and 4 token rows ran out of registers and was slower than the old
+// kernel). GCC keeps some accumulators on the stack either way; on one core 4 rows ran at 0.74-0.78 ns
+// per (row, group, token) against 0.81-0.86 for 3 (5 rows about as 4, 6 or 8 slower; 3,072 x 576 at
+// 32 tokens, alternating runs). Every (row, token) takes the same operations in the same order as
+// q4_tile / q8_rows_tile, so the results are bit for bit those of the one-token kernels:
+// batch-invariant, whatever the panel height.
 
-constexpr int kPanelRows = 3;
+constexpr int kPanelRows = 4;
 constexpr int kTileTokens = 4;
 constexpr int64_t kChunkTokens = 64;  // a chunk's int16 activations (<= 192 KB) stay in L2
 
@@ -473,11 +476,12 @@ inline void panel_rows(const Panel& panel, const QuantActs& acts, const TiledAct
 }
 
 // Panels a thread claims at a time: 48 rows, so a claim writes whole 64-byte lines of each output row
-// (in a 64-byte aligned output, the decode step's): claims of 4 panels (12 rows) had both threads
-// writing the same lines, which bounced between the cores, and a 32-sequence step ran ~15% slower than
-// the static split; 16 panels ran ~20% faster than it (alternating runs). Still small enough that the
-// threads finish together (12-1,024 claims per GEMM for SmolLM2).
-constexpr int64_t kPanelsPerClaim = 16;
+// (in a 64-byte aligned output, the decode step's): claims of 12 rows had both threads writing the same
+// lines, which bounced between the cores, and a 32-sequence step ran ~15% slower than the static
+// split; 48-row claims ran ~20% faster than it (alternating runs). 48 divides every SmolLM2 width
+// (576 = 12 claims: 64-row claims would split them 5 to 4), and the threads finish together (12-1,024
+// claims per GEMM).
+constexpr int64_t kPanelsPerClaim = 48 / kPanelRows;
 
 // y (n, out_features) for a step of several tokens. Threads claim runs of panels from a shared counter
 // instead of a fixed half each: on a shared or busy core one thread falls behind, and with a static
@@ -739,6 +743,25 @@ inline void weighted_rows64(const float* p, float scale, int64_t len, const Valu
   for (int c = 0; c < 8; ++c) _mm256_storeu_ps(out + c * 8, acc[c]);
 }
 
+// Keys ahead of the one being scored whose key and value rows are fetched early. A sequence's rows sit
+// in 16-slot blocks scattered over the pool, one kv head's 128-256 bytes in every slot's 384-768, which
+// the hardware prefetchers did not follow: 30 layers of 32 sequences at 150 tokens took 19-24 ms from
+// DRAM against 9.5 ms with the same rows in cache; prefetched, 12-16 ms for a bfloat16 cache (8 and
+// 32 keys ahead measured the same, within this machine's noise).
+constexpr int64_t kPrefetchKeys = 16;
+
+// prefetcht0 as volatile asm: at -O3, GCC 12 removed every __builtin_prefetch (and _mm_prefetch) of this
+// loop during its interprocedural passes (seen in its tree dumps), and the binary had none.
+inline void prefetch_line(const char* p) { asm volatile("prefetcht0 %0" : : "m"(*p)); }
+
+template <class KV>
+inline void prefetch_row(const KV* row, int64_t n) {
+  const char* p = reinterpret_cast<const char*>(row);
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(KV));
+  for (int64_t b = 0; b < bytes; b += 64) prefetch_line(p + b);
+  prefetch_line(p + bytes - 1);
+}
+
 // Decode attention over a paged cache: query b (one token; heads at q + b * q_stride, pre-scaled) attends
 // to the first pos[b] + 1 slots of its row of `kv_slots` (n, max_t). out: (n, heads * head_dim).
 // Work items are (sequence, kv head): the heads sharing a kv head read each key and value row once,
@@ -761,12 +784,22 @@ void attend(const float* q_all, int64_t q_stride, const KV* k_cache, const KV* v
       const float* q0 = q_all + b * q_stride + kvh * group * head_dim;
       auto key = [&](int64_t t) { return k_cache + seq_slots[t] * slot_stride + kvh * head_dim; };
       auto value = [&](int64_t t) { return v_cache + seq_slots[t] * slot_stride + kvh * head_dim; };
+      auto prefetch = [&](int64_t t) {
+        prefetch_row(key(t), head_dim);
+        prefetch_row(value(t), head_dim);
+      };
+      for (int64_t t = 0; t < std::min(len, kPrefetchKeys); ++t) prefetch(t);
       for (int64_t h = 0; h < group; ++h) {
         float* sc = scores.data() + h * stride;
         const float* q = q0 + h * head_dim;
         int64_t t = 0;
         if (vector_dims) {
-          for (; t + 4 <= len; t += 4) _mm_storeu_ps(sc + t, dot4(q, key(t), key(t + 1), key(t + 2), key(t + 3), head_dim));
+          for (; t + 4 <= len; t += 4) {
+            if (h == 0) {  // the first head's pass brings the rows in; the others find them in cache
+              for (int64_t a = t + kPrefetchKeys; a < std::min(len, t + kPrefetchKeys + 4); ++a) prefetch(a);
+            }
+            _mm_storeu_ps(sc + t, dot4(q, key(t), key(t + 1), key(t + 2), key(t + 3), head_dim));
+          }
         }
         for (; t < len; ++t) sc[t] = dot(q, key(t), head_dim);
         float mx = -INFINITY;
