@@ -104,8 +104,12 @@ class Sampler:
         context_ids: SequenceABC[SequenceABC[int]],  # tokens seen so far: prompt + output
         output_ids: SequenceABC[SequenceABC[int]] | None = None,  # for logits processors
     ) -> list[int]:
-        logits = logits.float().clone()
         params = [s.params for s in states]
+        logits = logits.float()
+        if any(p.logits_processors or p.repetition_penalty != 1.0 for p in params):
+            # Both edit rows in place; the caller's logits stay as they were. (An unconditional
+            # copy of 32 x 49,152 logits cost ~1.8 ms of a ~90 ms decode step.)
+            logits = logits.clone()
         for row, p in enumerate(params):
             for processor in p.logits_processors:
                 logits[row] = processor(list(output_ids[row] if output_ids else ()), logits[row])

@@ -126,11 +126,26 @@ def test_greedy_rows_stay_argmax_beside_sampled_rows() -> None:
     assert tokens[0] == argmax[0] and tokens[2] == argmax[2]
 
 
-def test_sampler_does_not_modify_the_callers_logits() -> None:
+def _boost_token_0(ids: list[int], row: torch.Tensor) -> torch.Tensor:
+    row[0] = 1e4  # edits the row it is given, as a processor may
+    return row
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"repetition_penalty": 2.0, "temperature": 0},
+        {"logits_processors": (_boost_token_0,), "temperature": 0},
+    ],
+    ids=["repetition_penalty", "logits_processor"],
+)
+def test_sampler_does_not_modify_the_callers_logits(params: dict) -> None:
     logits = torch.randn(2, 20, generator=torch.Generator().manual_seed(2))
     before = logits.clone()
-    Sampler()(logits, [state(repetition_penalty=2.0, temperature=0), state(seed=1)], [[1, 2, 3], [4]])
+    tokens = Sampler()(logits, [state(**params), state(seed=1)], [[1, 2, 3], [4]], [[], []])
     assert torch.equal(logits, before)
+    if "logits_processors" in params:
+        assert tokens[0] == 0
 
 
 @pytest.mark.parametrize("temperature", [0.1, 1.0, 5.0, 100.0])
