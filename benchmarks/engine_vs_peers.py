@@ -652,8 +652,10 @@ def get(results: dict, name: str, *keys: str) -> float | None:
     return value
 
 
-def summarize(results: dict, wl: Workload) -> dict:
-    """Ratios LLMasOS ÷ peer. llama.cpp's figure is its best variant's, figure by figure."""
+def summarize(results: dict, wl: Workload, same_file: str | None = None) -> dict:
+    """Ratios LLMasOS ÷ peer. llama.cpp's figure is its best variant's, figure by figure (the floors
+    are checked against it); `same_file` names the llama.cpp worker that ran LLMasOS's own GGUF file,
+    the issue's comparison, whose ratios are kept as `*_vs_same_file`."""
     llamacpp = [n for n in results if n.startswith("llamacpp")]
 
     def best_llamacpp(*keys: str) -> float | None:
@@ -670,6 +672,12 @@ def summarize(results: dict, wl: Workload) -> dict:
         "shared_prefix_ratio": get(results, "llmasos", "shared_prefix", "ratio"),
         "swap_ms": get(results, "llmasos", "suspend", "swap", "total_ms"),
     }
+    for key in ("single", *(f"b{b}" for b in wl.batch_sizes), "prefill"):
+        out[f"{key}_vs_same_file"] = (
+            ratio(get(results, "llmasos", key, "tok_s"), get(results, same_file, key, "tok_s"))
+            if same_file
+            else None
+        )
     for b in wl.batch_sizes:
         ours = get(results, "llmasos", f"b{b}", "tok_s")
         out[f"b{b}_vs_llamacpp"] = ratio(ours, best_llamacpp(f"b{b}", "tok_s"))
@@ -690,17 +698,58 @@ def summarize(results: dict, wl: Workload) -> dict:
     return out
 
 
-def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Namespace) -> None:
+def merge_rounds(values: list[Any]) -> Any:
+    """The rounds' results as one: numbers by their median, notes pooled, anything else (token ids,
+    ranges) from the first round that has it. One round is returned as it is."""
+    present = [v for v in values if v is not None]
+    if len(present) <= 1:
+        return present[0] if present else None
+    first = present[0]
+    if isinstance(first, dict):
+        keys = dict.fromkeys(k for v in present if isinstance(v, dict) for k in v)
+        return {k: merge_rounds([v.get(k) for v in present if isinstance(v, dict)]) for k in keys}
+    numbers = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(numbers) == len(present):
+        return statistics.median(numbers)
+    if all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in present):
+        return list(dict.fromkeys(x for v in present for x in v))
+    return first
+
+
+def ratio_medians(per_round: list[dict]) -> tuple[dict, dict]:
+    """Each ratio's median over the rounds, and its (lowest, highest). A ratio is taken within one
+    round, between engines that ran minutes apart, before the rounds are combined."""
+    medians: dict[str, float | None] = {}
+    ranges: dict[str, tuple[float, float]] = {}
+    for key in dict.fromkeys(k for r in per_round for k in r):
+        values = [r[key] for r in per_round if r.get(key) is not None]
+        medians[key] = statistics.median(values) if values else None
+        if values:
+            ranges[key] = (min(values), max(values))
+    return medians, ranges
+
+
+def print_report(
+    results: dict,
+    summary: dict,
+    wl: Workload,
+    args: argparse.Namespace,
+    spread: dict[str, tuple[float, float]] | None = None,
+) -> None:
     llamacpp = sorted(n for n in results if n.startswith("llamacpp"))
     engines = [n for n in ("llmasos", *llamacpp, "transformers") if n in results]
     labels = {"llmasos": "LLMasOS", "transformers": "transformers"}
     labels.update({n: "llama.cpp " + n.split(":", 1)[1] for n in engines if n.startswith("llamacpp")})
     print(
         f"\nSmolLM2-135M-Instruct ({Path(args.model_path).name}), {args.threads} threads, "
-        f"{wl.new_tokens} new tokens{' (--quick)' if args.quick else ''}\n"
+        f"{wl.new_tokens} new tokens{' (--quick)' if args.quick else ''}"
+        + (f"; medians of {args.rounds} rounds, engines alternating" if spread is not None else "")
+        + "\n"
     )
     head = f"{'figure':<28}" + "".join(f"{labels[n]:>16}" for n in engines)
-    head += f"{'÷ llama.cpp':>13}{'÷ transf.':>11}"
+    same_file = next((n for n in engines if n == getattr(args, "same_file", None)), None)
+    head += f"{'÷ llama.cpp':>13}" + (f"{'÷ ' + labels[same_file].split()[-1]:>9}" if same_file else "")
+    head += f"{'÷ transf.':>11}"
     print(head)
     print("-" * len(head))
     rows = [("decode B=1 tok/s", ("single", "tok_s"), "single")]
@@ -709,6 +758,8 @@ def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Name
     for title, keys, key in rows:
         line = f"{title:<28}" + "".join(f"{fmt(get(results, n, *keys)):>16}" for n in engines)
         line += f"{fmt(summary.get(f'{key}_vs_llamacpp'), '.2f'):>13}"
+        if same_file:
+            line += f"{fmt(summary.get(f'{key}_vs_same_file'), '.2f'):>9}"
         line += f"{fmt(summary.get(f'{key}_vs_transformers'), '.2f'):>11}"
         print(line)
     rss = {n: get(results, n, "peak_rss_bytes") for n in engines}
@@ -768,7 +819,7 @@ def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Name
             f"of the read-only limit"
         )
 
-    print("\nfloors (goal):")
+    print("\nfloors (goal), against llama.cpp's faster file:")
     for key, text, op, floor, goal in FLOORS:
         value = summary.get(key)
         if value is None:
@@ -777,7 +828,10 @@ def print_report(results: dict, summary: dict, wl: Workload, args: argparse.Name
             ok = value >= floor if op == ">=" else value <= floor
             verdict = "PASS" if ok else "FAIL"
         target = f"{op} {floor:g}" + (f" (goal {goal:g})" if goal else "")
-        print(f"  {text:<38} {fmt(value, '.2f'):>8}   {target:<20} {verdict}")
+        line = f"  {text:<38} {fmt(value, '.2f'):>8}   {target:<20} {verdict}"
+        if spread is not None and key in spread:
+            line += f"   (rounds {spread[key][0]:.2f}-{spread[key][1]:.2f})"
+        print(line)
 
     notes = [f"{n}: {note}" for n, r in results.items() for note in r.get("notes", [])]
     notes += args.notes
@@ -811,6 +865,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="an EngineConfig field for LLMasOS, e.g. weight_format=int8 (repeatable; default: the "
         "engine's defaults, with prefix caching on)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run every engine this many times, engines alternating, and report each figure's median "
+        "and each ratio's median and range over the rounds (a round takes ~4 minutes)",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement and ratio to this file")
     # Internal: one engine in this process (the parent starts these).
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -822,6 +883,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds wants a positive number of rounds, got {args.rounds}")
     wl = Workload.quick() if args.quick else Workload()
     if args.worker:
         prompts = json.loads(args.prompts.read_text())
@@ -843,7 +906,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--only: unknown {', '.join(sorted(unknown))}; choose from {', '.join(PEERS)}")
 
-    results: dict[str, dict] = {}
+    rounds: list[dict[str, dict]] = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="llmasos-peers-") as tmp:
         prompts = Path(tmp) / "prompts.json"
@@ -855,6 +918,7 @@ def main(argv: list[str] | None = None) -> None:
             if installed("llama_cpp"):
                 shipped = model.stem.rsplit(".", 1)[-1] if "." in model.stem else "as shipped"
                 workers.append((f"llamacpp:{shipped}", model))
+                args.same_file = f"llamacpp:{shipped}"
                 for ftype in filter(None, (f.strip().upper() for f in args.requant.split(","))):
                     dst = Path(tmp) / f"{model.stem}.{ftype}.gguf"
                     try:
@@ -875,8 +939,12 @@ def main(argv: list[str] | None = None) -> None:
                 workers.append(("transformers", model))
             else:
                 args.notes.append("transformers skipped: transformers and accelerate not installed")
-        for name, path in workers:
-            results[name] = spawn_worker(name, path, prompts, args)
+        # Engines alternate within each round, so a slow spell of this machine (timings here moved by
+        # up to 25% between back-to-back runs) lands on every engine of a round, not on one engine.
+        for number in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
+            rounds.append({name: spawn_worker(name, path, prompts, args) for name, path in workers})
 
     # Other work on the cores wrecks these figures, llama.cpp's most: its threads spin at barriers,
     # and one preempted thread stalls the rest (batched decode fell tenfold with a build running).
@@ -887,8 +955,10 @@ def main(argv: list[str] | None = None) -> None:
             f"the machine was busy (1-minute load average {load_before:.1f} before, {load_after:.1f} after); "
             "rerun on an idle machine before trusting these numbers"
         )
-    summary = summarize(results, wl)
-    print_report(results, summary, wl, args)
+    results = merge_rounds(rounds)
+    per_round = [summarize(r, wl, getattr(args, "same_file", None)) for r in rounds]
+    summary, spread = ratio_medians(per_round)
+    print_report(results, summary, wl, args, spread if args.rounds > 1 else None)
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -897,6 +967,9 @@ def main(argv: list[str] | None = None) -> None:
                     "threads": args.threads,
                     "results": results,
                     "ratios": summary,
+                    "ratio_ranges": spread,
+                    "rounds": rounds,
+                    "ratios_per_round": per_round,
                     "notes": args.notes,
                 },
                 indent=1,

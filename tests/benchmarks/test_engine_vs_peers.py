@@ -1,0 +1,63 @@
+"""The peers benchmark's arithmetic: combining rounds and taking ratios (the engines' runs are the
+benchmark's own business; these are what turns them into the printed figures)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "engine_vs_peers.py"
+spec = importlib.util.spec_from_file_location("engine_vs_peers", SCRIPT)
+bench = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = bench  # its dataclasses look their module up while the script loads
+spec.loader.exec_module(bench)
+
+
+def _round(ours: float, same: float, faster: float, transformers: float, note: str) -> dict:
+    return {
+        "llmasos": {"b32": {"tok_s": ours, "tokens_first": [1, 2, 3]}, "notes": [note]},
+        "llamacpp:Q4_1": {"b32": {"tok_s": same}, "notes": []},
+        "llamacpp:Q8_0": {"b32": {"tok_s": faster}, "notes": []},
+        "transformers": {"b32": {"tok_s": transformers}, "notes": []},
+    }
+
+
+def test_rounds_merge_to_medians_with_notes_pooled_and_token_ids_kept() -> None:
+    rounds = [
+        _round(300, 150, 200, 100, "slow"),
+        _round(420, 160, 260, 140, "fast"),
+        _round(390, 170, 250, 150, "slow"),
+    ]
+    merged = bench.merge_rounds(rounds)
+    assert merged["llmasos"]["b32"]["tok_s"] == 390
+    assert merged["llamacpp:Q8_0"]["b32"]["tok_s"] == 250
+    assert merged["llmasos"]["notes"] == ["slow", "fast"]
+    assert merged["llmasos"]["b32"]["tokens_first"] == [1, 2, 3]
+
+
+def test_a_figure_missing_from_one_round_takes_the_others() -> None:
+    rounds = [{"llmasos": {"prefill": {"tok_s": 400}}}, {"llmasos": {"notes": ["prefill failed"]}}]
+    merged = bench.merge_rounds(rounds)
+    assert merged["llmasos"]["prefill"]["tok_s"] == 400
+    assert merged["llmasos"]["notes"] == ["prefill failed"]
+
+
+def test_one_round_is_reported_as_it_ran() -> None:
+    only = _round(300, 150, 200, 100, "x")
+    assert bench.merge_rounds([only]) is only
+
+
+def test_ratios_are_taken_within_each_round_then_combined() -> None:
+    wl = bench.Workload(batch_sizes=(32,))
+    rounds = [_round(300, 150, 200, 100, ""), _round(420, 160, 260, 140, ""), _round(390, 170, 250, 150, "")]
+    per_round = [bench.summarize(r, wl, "llamacpp:Q4_1") for r in rounds]
+    medians, ranges = bench.ratio_medians(per_round)
+    # Against the faster llama.cpp file: 300/200, 420/260, 390/250 (not the ratio of the medians).
+    assert medians["b32_vs_llamacpp"] == pytest.approx(390 / 250)
+    assert ranges["b32_vs_llamacpp"] == pytest.approx((300 / 200, 420 / 260))
+    assert medians["b32_vs_same_file"] == pytest.approx(390 / 170)  # of 2.0, 2.625, 2.29
+    assert medians["b32_vs_transformers"] == pytest.approx(3.0)
+    assert medians["prefill_vs_llamacpp"] is None and "prefill_vs_llamacpp" not in ranges
