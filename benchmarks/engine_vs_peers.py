@@ -710,6 +710,8 @@ def merge_rounds(values: list[Any]) -> Any:
         return {k: merge_rounds([v.get(k) for v in present if isinstance(v, dict)]) for k in keys}
     numbers = [v for v in present if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(numbers) == len(present):
+        if all(isinstance(v, int) for v in numbers):  # counts stay whole: one round's value
+            return statistics.median_low(numbers)
         return statistics.median(numbers)
     if all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in present):
         return list(dict.fromkeys(x for v in present for x in v))

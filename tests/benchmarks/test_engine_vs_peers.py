@@ -38,6 +38,15 @@ def test_rounds_merge_to_medians_with_notes_pooled_and_token_ids_kept() -> None:
     assert merged["llmasos"]["b32"]["tokens_first"] == [1, 2, 3]
 
 
+def test_counts_stay_whole_numbers() -> None:
+    rounds = [
+        {"llmasos": {"context_tokens": 2050, "ms": 1.0}},
+        {"llmasos": {"context_tokens": 2052, "ms": 2.0}},
+    ]
+    merged = bench.merge_rounds(rounds)["llmasos"]
+    assert merged["context_tokens"] == 2050 and merged["ms"] == 1.5
+
+
 def test_a_figure_missing_from_one_round_takes_the_others() -> None:
     rounds = [{"llmasos": {"prefill": {"tok_s": 400}}}, {"llmasos": {"notes": ["prefill failed"]}}]
     merged = bench.merge_rounds(rounds)
