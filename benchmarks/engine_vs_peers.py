@@ -21,7 +21,7 @@ own seq id. Its high-level `Llama` class serves one sequence at a time and would
 
     .venv/bin/python benchmarks/engine_vs_peers.py [--threads 2] [--quick] [--only llmasos,llamacpp]
                                                    [--requant Q8_0] [--engine-option FIELD=VALUE]
-                                                   [--json out.json]
+                                                   [--rounds N] [--json out.json]
 
 Peers are optional: `benchmarks/install_peers.sh` installs llama-cpp-python; a peer that is not
 installed is skipped with a note.
