@@ -3,18 +3,32 @@ batch invariance, the whole-model decode step against the torch layers, and the 
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 
+from llmasos.model import native
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.native import cpu_kernels
 from llmasos.model.quant import Int4Linear, Int8Linear, quantize_activations
 
 kernels = cpu_kernels()
-needs_kernels = pytest.mark.skipif(kernels is None, reason="C++ kernels unavailable (no compiler or no AVX2)")
+needs_kernels = pytest.mark.skipif(
+    kernels is None, reason="C++ kernels unavailable (no AVX2 or compiler, LLMASOS_NATIVE=0, or build failed)"
+)
+
+
+def test_kernels_build_wherever_the_cpu_and_a_compiler_allow() -> None:
+    # A failed build leaves the engine on its slower torch paths and skips every kernel test here, so
+    # a broken kernel source would pass as 30 skips: where nothing excuses it, it is a failure.
+    compiler = shutil.which(os.environ.get("CXX", "c++")) or shutil.which("g++")
+    if not (native._cpu_has_avx2() and compiler and native.native_enabled()):
+        pytest.skip("no AVX2, no C++ compiler, or LLMASOS_NATIVE=0")
+    assert kernels is not None, "the C++ kernels failed to build: see the warning from llmasos.model.native"
 
 
 def _activation_error_bound(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
