@@ -673,10 +673,8 @@ def summarize(results: dict, wl: Workload, same_file: str | None = None) -> dict
         "swap_ms": get(results, "llmasos", "suspend", "swap", "total_ms"),
     }
     for key in ("single", *(f"b{b}" for b in wl.batch_sizes), "prefill"):
-        out[f"{key}_vs_same_file"] = (
-            ratio(get(results, "llmasos", key, "tok_s"), get(results, same_file, key, "tok_s"))
-            if same_file
-            else None
+        out[f"{key}_vs_same_file"] = ratio(
+            get(results, "llmasos", key, "tok_s"), get(results, same_file or "", key, "tok_s")
         )
     for b in wl.batch_sizes:
         ours = get(results, "llmasos", f"b{b}", "tok_s")
@@ -749,7 +747,7 @@ def print_report(
         + "\n"
     )
     head = f"{'figure':<28}" + "".join(f"{labels[n]:>16}" for n in engines)
-    same_file = next((n for n in engines if n == getattr(args, "same_file", None)), None)
+    same_file = args.same_file if args.same_file in results else None
     head += f"{'÷ llama.cpp':>13}" + (f"{'÷ ' + labels[same_file].split()[-1]:>9}" if same_file else "")
     head += f"{'÷ transf.':>11}"
     print(head)
@@ -902,6 +900,7 @@ def main(argv: list[str] | None = None) -> None:
     store.pull("default", progress=False)  # a no-op when the model is already stored
     model = store.model_path("default")
     args.model_path, args.notes = str(model), []
+    args.same_file = None  # the llama.cpp worker on LLMasOS's own file, once one is started
     engine_options(args.engine_option)  # a malformed option fails now, not after the peers ran
     only = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(only) - set(PEERS)
@@ -958,7 +957,7 @@ def main(argv: list[str] | None = None) -> None:
             "rerun on an idle machine before trusting these numbers"
         )
     results = merge_rounds(rounds)
-    per_round = [summarize(r, wl, getattr(args, "same_file", None)) for r in rounds]
+    per_round = [summarize(r, wl, args.same_file) for r in rounds]
     summary, spread = ratio_medians(per_round)
     print_report(results, summary, wl, args, spread if args.rounds > 1 else None)
     if args.json:

@@ -780,11 +780,6 @@ inline void weighted_rows64(const float* p, float scale, int64_t len, const Valu
 // 32 keys ahead measured the same, within this machine's noise).
 constexpr int64_t kPrefetchKeys = 16;
 
-template <class KV>
-inline void prefetch_row(const KV* row, int64_t n) {
-  prefetch_bytes(row, n * static_cast<int64_t>(sizeof(KV)));
-}
-
 // Decode attention over a paged cache: query b (one token; heads at q + b * q_stride, pre-scaled) attends
 // to the first pos[b] + 1 slots of its row of `kv_slots` (n, max_t). out: (n, heads * head_dim).
 // Work items are (sequence, kv head): the heads sharing a kv head read each key and value row once,
@@ -807,9 +802,10 @@ void attend(const float* q_all, int64_t q_stride, const KV* k_cache, const KV* v
       const float* q0 = q_all + b * q_stride + kvh * group * head_dim;
       auto key = [&](int64_t t) { return k_cache + seq_slots[t] * slot_stride + kvh * head_dim; };
       auto value = [&](int64_t t) { return v_cache + seq_slots[t] * slot_stride + kvh * head_dim; };
+      const int64_t row_bytes = head_dim * static_cast<int64_t>(sizeof(KV));
       auto prefetch = [&](int64_t t) {
-        prefetch_row(key(t), head_dim);
-        prefetch_row(value(t), head_dim);
+        prefetch_bytes(key(t), row_bytes);
+        prefetch_bytes(value(t), row_bytes);
       };
       for (int64_t t = 0; t < std::min(len, kPrefetchKeys); ++t) prefetch(t);
       for (int64_t h = 0; h < group; ++h) {
