@@ -216,6 +216,8 @@ class ModelRunner:
                 query_valid=torch.from_numpy(query_valid).to(dev),
                 mask=torch.from_numpy(mask[:, None]).to(dev),
                 out_index=torch.from_numpy(out_index).to(dev),
+                context_lens=torch.from_numpy(ctx_lens).to(dev),
+                query_start=torch.from_numpy(np.concatenate([[0], np.cumsum(q_lens)])).to(dev),
             )
         ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
         positions_t = torch.from_numpy(pos).to(dev)

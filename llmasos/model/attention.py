@@ -10,6 +10,11 @@ layer), so each layer costs a fixed handful of tensor ops whatever the mix of se
 4. masked attention (`mask`: causal by absolute position, and only the sequence's own slots);
 5. scatter the padded output back to the packed order (`out_index`, else `query_valid`).
 
+On CPU with the C++ kernels, steps with prompt chunks skip 2-5 as well: `prefill_attention`
+(csrc/prefill_attention.cpp) reads each sequence's keys and values where they lie, block by block, and
+never scores a key block that lies wholly after a query block (SDPA with a padded mask scores every
+pair: 0.49 s of a 2.0 s 1,024-token prefill, against 0.29 s for the kernel).
+
 Decode steps (every sequence has exactly one new token, the common case) skip 3-5: the N == B
 queries are already one per sequence, and a grouped matmul (queries viewed as (B, kv_heads,
 group, D) against (B, kv_heads, D, T) keys) is much faster than SDPA for a one-row query (SDPA
@@ -45,9 +50,11 @@ class AttentionMetadata:
     # (N,) int64: row of each packed token in the flattened (B * T_q) padded output; avoids
     # boolean-mask indexing (which syncs on CUDA). None falls back to `query_valid`.
     out_index: torch.Tensor | None = None
-    # Decode steps: (B,) int64 context length of each sequence (its new token included); lets the C++
-    # kernel attend to each sequence's own slots instead of gathering a padded copy of every context.
+    # (B,) int64 context length of each sequence (its new tokens included); lets the C++ kernels
+    # attend to each sequence's own slots instead of gathering a padded copy of every context.
     context_lens: torch.Tensor | None = None
+    # Steps with prompt chunks: (B + 1,) int64 offsets of each sequence's tokens in the packed N.
+    query_start: torch.Tensor | None = None
 
 
 def paged_attention(
@@ -66,14 +73,18 @@ def paged_attention(
     k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
     v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
     if (
-        meta.decode
-        and meta.context_lens is not None
+        meta.context_lens is not None
         and q.dtype == torch.float32
         and k_cache.dtype in (torch.float32, torch.bfloat16)
+        and k_cache.device.type == "cpu"
     ):
-        kernels = cpu_kernels() if k_cache.device.type == "cpu" else None
-        if kernels is not None:
+        kernels = cpu_kernels()
+        if kernels is not None and meta.decode:
             return kernels.decode_attention(q, k_cache, v_cache, meta.kv_slots, meta.context_lens)
+        if kernels is not None and meta.query_start is not None and q.shape[-1] % 16 == 0:
+            return kernels.prefill_attention(
+                q, k_cache, v_cache, meta.kv_slots, meta.query_start, meta.context_lens
+            )
     keys = k_cache[meta.kv_slots]  # (B, T_kv, n_kv_heads, head_dim)
     values = v_cache[meta.kv_slots]
     if meta.decode:

@@ -1,4 +1,4 @@
-"""The optional C++ CPU kernels (`csrc/cpu_kernels.cpp`), compiled on first use and cached.
+"""The optional C++ CPU kernels (`csrc/*.cpp`, one module), compiled on first use and cached.
 
 They need g++ (and ninja) and an AVX2+FMA CPU; torch's JIT extension builder compiles them once into
 `~/.cache/llmasos/cpu_kernels/<key>` (`$XDG_CACHE_HOME` is honoured), and later loads take well under
@@ -26,7 +26,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
+CSRC = Path(__file__).parent / "csrc"
+SOURCES = sorted(CSRC.glob("*.cpp"))  # cpu_kernels.cpp holds the module; the others its kernels
 # -O3 and the ISA of the kernels' intrinsics; -fopenmp so at::parallel_for runs on torch's OpenMP pool
 # (the libgomp torch already loaded, so thread counts set through torch apply).
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
@@ -43,9 +44,12 @@ def _cpu_has_avx2() -> bool:
 
 
 def build_directory() -> Path:
-    """Where this environment's build of this source lives."""
+    """Where this environment's build of these sources lives."""
     key = hashlib.sha256()
-    key.update(SOURCE.read_bytes())
+    for path in sorted(CSRC.iterdir()):  # headers included: an edit to any file gets a fresh folder
+        if path.suffix in (".cpp", ".h"):
+            key.update(path.name.encode())
+            key.update(path.read_bytes())
     for part in (*CFLAGS, torch.__version__, sys.prefix):
         key.update(part.encode())
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmasos" / "cpu_kernels"
@@ -77,7 +81,7 @@ def _load() -> ModuleType | None:
             return cpp_extension.load(
                 name="llmasos_cpu_kernels",
                 build_directory=str(directory),
-                sources=[str(SOURCE)],
+                sources=[str(path) for path in SOURCES],
                 extra_cflags=CFLAGS,
                 extra_ldflags=["-fopenmp"],
                 verbose=False,

@@ -1,5 +1,6 @@
 // AVX2 kernels for CPU decode: a 4-bit weight GEMM (after llama.cpp's q4_1 x q8_1 dot product, with int16
 // activations), an int8-weight GEMM for the LM head, and a whole decode step of the Llama family in one call.
+// This file also holds the Python module of every kernel source (prefill_attention.cpp; simd.h's helpers).
 //
 // Why: at batch 1 a 135M-parameter model is memory-bound (~75 MB of int4 weights per token), yet torch's
 // _weight_int4pack_mm_for_cpu ran at a third of the bandwidth limit on AVX2, and the ~20 torch ops per
@@ -24,41 +25,13 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels.h"
+#include "simd.h"
+
+namespace llmasos {
 namespace {
 
 constexpr int64_t kGroup = 32;
-
-inline float bf16_to_float(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-// The 8 lanes summed as ((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7)): the order hsum4 gives each of
-// four vectors at once, so a tile's results reduced four at a time equal the one-token kernels' bit for bit.
-inline float hsum(__m256 v) {
-  const __m256 h = _mm256_hadd_ps(v, v);
-  const __m256 hh = _mm256_hadd_ps(h, h);
-  return _mm_cvtss_f32(_mm_add_ps(_mm256_castps256_ps128(hh), _mm256_extractf128_ps(hh, 1)));
-}
-
-// {hsum(a), hsum(b), hsum(c), hsum(d)} in 3 hadds and one add (hadd keeps each vector's pairs apart).
-inline __m128 hsum4(__m256 a, __m256 b, __m256 c, __m256 d) {
-  const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
-  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
-// prefetcht0 as volatile asm: at -O3, GCC 12 removed every __builtin_prefetch (and _mm_prefetch) of the
-// attention loop during its interprocedural passes (seen in its tree dumps), and the binary had none.
-inline void prefetch_line(const char* p) { asm volatile("prefetcht0 %0" : : "m"(*p)); }
-
-// Every cache line of [p, p + bytes).
-inline void prefetch_bytes(const void* p, int64_t bytes) {
-  const char* c = static_cast<const char*>(p);
-  for (int64_t b = 0; b < bytes; b += 64) prefetch_line(c + b);
-  if (bytes > 0) prefetch_line(c + bytes - 1);
-}
 
 // Groups rounded up to a multiple of 8: per-group float rows (isum, offsets) are zero-padded to it so
 // their dot product runs in whole vectors.
@@ -682,24 +655,6 @@ void rope(float* x, int64_t heads, int64_t dim, const float* cos, const float* s
   }
 }
 
-// KV cache elements: float32, or bfloat16 held as uint16_t (half the memory per token of context; decode
-// attention measured the same speed with either: 16-20 ms for 30 layers of 32 sequences at 150 tokens).
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-}
-inline float to_float(float v) { return v; }
-inline float to_float(uint16_t v) { return bf16_to_float(v); }
-
-// float32 -> bfloat16 rounded to nearest even, NaN to the quiet NaN: torch's conversion, so a row the
-// decode step writes is bit for bit the row the torch layers write for the same values.
-inline uint16_t float_to_bf16(float f) {
-  if (std::isnan(f)) return 0x7FC0;
-  uint32_t bits;
-  std::memcpy(&bits, &f, sizeof(bits));
-  return static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
-}
 inline void store_row(float* dst, const float* src, int64_t n) { std::memcpy(dst, src, n * sizeof(float)); }
 inline void store_row(uint16_t* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] = float_to_bf16(src[i]);
@@ -713,27 +668,6 @@ inline float dot(const float* a, const KV* b, int64_t n) {
   float s = hsum(acc);
   for (; i < n; ++i) s += a[i] * to_float(b[i]);
   return s;
-}
-
-// e^x for 8 floats: Cephes' range reduction x = n ln2 + r and its degree-5 polynomial for e^r, then 2^n
-// through the exponent bits; within 2 ulp of expf. x is clamped to [-87.3, 88.3], where 2^n stays a
-// normal float (e^-87.3 ~ 1e-38 stands for 0, e^88.3 ~ 2e38 for infinity). A scalar expf per (head,
-// token) was a third of a decode step's attention time.
-inline __m256 exp256(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(5.0000001201e-1f));
-  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
 }
 
 // The dot products of q with four keys at once, summed across lanes by one hadd tree (one horizontal
@@ -1093,15 +1027,19 @@ void copy_blocks(const at::Tensor& src, const at::Tensor& src_ids, at::Tensor ds
 }
 
 }  // namespace
+}  // namespace llmasos
 
 // Every kernel runs without the GIL: they touch no Python object, and a decode step holds the CPU
 // for milliseconds, in which a server's event loop (or any other Python thread) must go on running.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using release = py::call_guard<py::gil_scoped_release>;
+  using namespace llmasos;
   m.def("q4_linear", &q4_linear, release(), "y = x W^T (+ bias) with 4-bit grouped weights (AVX2, int16 activations)");
   m.def("round_activations", &round_activations, release(), "x rounded to int16 with one scale per token, as q4_linear sees it");
   m.def("q8_linear", &q8_linear, release(), "y = x W^T with per-row int8 weights (AVX2, int16 activations)");
   m.def("decode_attention", &decode_attention, release(), "one-token-per-sequence attention over a paged KV cache");
+  m.def("prefill_attention", &prefill_attention, release(),
+        "causal attention of packed prompt chunks over a paged KV cache (prefill_attention.cpp)");
   m.def("swiglu", &swiglu_rows, release(), "silu(gate) * up for rows (n, 2 * inter), as the decode step computes it");
   m.def("copy_blocks", &copy_blocks, release(), "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
   m.def("decode_step", &decode_step, release(), "one decode step of the Llama family over a paged KV cache");
