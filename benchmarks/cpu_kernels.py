@@ -71,7 +71,7 @@ def _variants(kernels, layers: list, packed: list, n: int) -> dict[str, Callable
     x = torch.randn(n, layers[0].in_features)
     xb = x.bfloat16()
     return {
-        "cpp": lambda: [kernels.q4_linear(x, la.qs, la.scales, la.zeros, None) for la in layers],
+        "cpp": lambda: [kernels.q4_linear(x, la.qs, la.k, la.c, la.row_scale, None) for la in layers],
         "torch": lambda: [
             torch.ops.aten._weight_int4pack_mm_for_cpu(xb, qp, INT4_GROUP, sz) for qp, sz in packed
         ],
@@ -80,7 +80,10 @@ def _variants(kernels, layers: list, packed: list, n: int) -> dict[str, Callable
 
 
 def _scales_and_zeros(layer) -> torch.Tensor:
-    return torch.stack([layer.scales.t(), layer.zeros.t()], dim=-1).contiguous()  # (in/32, out, 2)
+    """torch's int4 constants (in/32, out, 2) bf16 for the layer's groups: scale d, and the value of q = 8."""
+    d = layer.k.float() * layer.row_scale[:, None]
+    m = layer.c.float() * layer.row_scale[:, None]
+    return torch.stack([d.bfloat16().t(), (m + 8 * d).bfloat16().t()], dim=-1).contiguous()
 
 
 def _q(layer) -> torch.Tensor:

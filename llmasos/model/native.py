@@ -29,8 +29,10 @@ logger = logging.getLogger(__name__)
 CSRC = Path(__file__).parent / "csrc"
 SOURCES = sorted(CSRC.glob("*.cpp"))  # cpu_kernels.cpp holds the module; the others its kernels
 # -O3 and the ISA of the kernels' intrinsics; -fopenmp so at::parallel_for runs on torch's OpenMP pool
-# (the libgomp torch already loaded, so thread counts set through torch apply).
-CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp"]
+# (the libgomp torch already loaded, so thread counts set through torch apply); hidden visibility so
+# the module exports its init function only, and two builds loaded in one process (A/B runs) cannot
+# bind to each other's copies of shared template code.
+CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fvisibility=hidden"]
 
 
 def native_enabled() -> bool:

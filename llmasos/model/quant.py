@@ -16,13 +16,15 @@ rounding order.
 
 Q4_1 GGUF blocks (32 weights, q*d + m) survive the round trip: re-quantizing a dequantized block
 with its own min/max gives back the same q, d and m, so int4 is lossless w.r.t. the file up to
-the bfloat16 rounding of d and m.
+the rounding of d and m (to bfloat16 for torch's op; to integer steps of a row scale for the C++
+kernels, see Int4Linear).
 
 The int ops are CPU-only (CUDA's int4 op wants another packing); on other devices the int formats
 fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
 
 Where the C++ kernels build (native.py, csrc/cpu_kernels.cpp; AVX2) they replace torch's int ops:
-int4 and int8 layers (the LM head) quantize each token's activations to int16 (one scale per token).
+int4 and int8 layers (the LM head) round each token's activations to integers in [-ACTIVATION_MAX,
+ACTIVATION_MAX] (one scale per token).
 Without a dense copy (EngineConfig.dense_prefill_weights, off by default) the kernels serve every step;
 with one, steps above NATIVE_MAX_TOKENS multiply it by the same rounded activations, so every path
 computes the same products: a sequence's result depends on its batch or on how its prompt was
@@ -39,6 +41,9 @@ from llmasos.model.native import cpu_kernels
 
 WEIGHT_FORMATS = ("auto", "float32", "bfloat16", "int8", "int4")
 INT4_GROUP = 32
+# The C++ kernels' activation range (csrc/cpu_kernels.cpp, kActMax): 15 bits, so that runs of 4-bit
+# products sum exactly in int32.
+ACTIVATION_MAX = 16383
 # Steps with more tokens than this take the dense float32 path. Measured on the AVX2 CPU (30 distinct
 # weights of each layer shape, so they stream from memory): int kernels win at 1 token (1.3-2.7x),
 # tie at 8, and lose at 16 (fp32 1.2-1.3x faster) and 32 (1.6-1.9x).
@@ -159,14 +164,20 @@ class Int8Linear(_QuantLinear):
         return self.kernels.q8_linear(x, self.qweight, self.scales)
 
     def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kernels.round_activations(x)  # the kernel's int16 rounding, as for Int4Linear
+        return self.kernels.round_activations(x)  # the kernels' activation rounding, as for Int4Linear
 
     def quant_bytes(self) -> int:
         return _nbytes(self.qweight, self.scales)
 
 
 class Int4Linear(_QuantLinear):
-    """Asymmetric 4-bit in groups of 32 along the input: W ≈ (q - 8) * scale + zero, q in [0, 15]."""
+    """Asymmetric 4-bit in groups of 32 along the input: W ≈ q * d + m, q in [0, 15], d and m per group.
+
+    With the C++ kernels, d and m become integers: W ≈ row_scale * (q * k + c), int16 k and c per group,
+    one float scale per row, with |q * k + c| <= the kernels' Q4_INT_MAX (8191) for every q, so that a
+    run of groups' products sums exactly in int32 (csrc/cpu_kernels.cpp). Rounding d and m to steps of
+    row_scale moves a weight by at most 8 * row_scale, 0.1% of its row's largest; SmolLM2's logits moved
+    from the file's by 0.024 on average, half as much as with bfloat16 d and m (the torch int4 op's)."""
 
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None, max_quant_tokens: int, keep_dense: bool = True
@@ -178,23 +189,24 @@ class Int4Linear(_QuantLinear):
         lo, hi = groups.amin(-1), groups.amax(-1)
         scale = ((hi - lo) / 15).clamp(min=1e-12)
         q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15)
-        # The kernel's zero point is the value of q = 8; bf16 scale/zero are what it reads.
-        scale_b, zero_b = scale.to(torch.bfloat16), (lo + 8 * scale).to(torch.bfloat16)
-        scales_and_zeros = torch.stack([scale_b.t(), zero_b.t()], dim=-1).contiguous()
         kernels = cpu_kernels()
-        dense = None
-        if keep_dense or kernels is None:
-            dense = ((q - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]).view_as(weight)
-        super().__init__(dense, _bf16(bias), max_quant_tokens)
+        super().__init__(None, _bf16(bias), max_quant_tokens)
         self.out_features, self.in_features = out_features, in_features
         self.kernels = kernels
-        if self.kernels is not None:
+        if kernels is not None:
             # The C++ kernel's layout (csrc/cpu_kernels.cpp): per row and group, byte j holds q[j] in its
-            # low nibble and q[j + 16] in its high one; scales and zeros (out, in/32) bf16.
+            # low nibble and q[j + 16] in its high one; k and c (out, in/32) int16; row_scale (out,).
             q8 = q.to(torch.uint8)
             self.qs = (q8[..., :16] | (q8[..., 16:] << 4)).reshape(out_features, in_features // 2)
-            self.scales, self.zeros = scale_b.contiguous(), zero_b.contiguous()
+            self.k, self.c, self.row_scale = _integer_groups(scale, lo, kernels.Q4_INT_MAX)
+            ints = q * self.k[..., None].float() + self.c[..., None].float()
+            if keep_dense:
+                self.dense = (ints * self.row_scale[:, None, None]).view_as(weight)
         else:
+            # torch's int4 op: its zero point is the value of q = 8, scale and zero in bfloat16.
+            scale_b, zero_b = scale.to(torch.bfloat16), (lo + 8 * scale).to(torch.bfloat16)
+            scales_and_zeros = torch.stack([scale_b.t(), zero_b.t()], dim=-1).contiguous()
+            self.dense = ((q - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]).view_as(weight)
             q_int = q.view(out_features, in_features).to(torch.int32)
             self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q_int, 2)
             self.scales_and_zeros = scales_and_zeros  # (in/32, out, 2) bf16
@@ -203,30 +215,47 @@ class Int4Linear(_QuantLinear):
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros)
 
     def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kernels.q4_linear(x, self.qs, self.scales, self.zeros, None)
+        return self.kernels.q4_linear(x, self.qs, self.k, self.c, self.row_scale, None)
 
     def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernels.round_activations(x)
 
     def native_tensors(self) -> list[torch.Tensor] | None:
-        """(qs, scales, zeros, float32 bias or empty) for the C++ decode step; None without the kernels."""
+        """(qs, k, c, row_scale, float32 bias or empty) for the C++ decode step; None without the kernels."""
         if self.kernels is None:
             return None
         bias = torch.empty(0) if self.bias is None else self.bias.float().contiguous()
-        return [self.qs, self.scales, self.zeros, bias]
+        return [self.qs, self.k, self.c, self.row_scale, bias]
 
     def quant_bytes(self) -> int:
         if self.kernels is not None:
-            return _nbytes(self.qs, self.scales, self.zeros)
+            return _nbytes(self.qs, self.k, self.c, self.row_scale)
         return _nbytes(self.packed, self.scales_and_zeros)
 
 
+def _integer_groups(
+    d: torch.Tensor, m: torch.Tensor, int_max: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer group constants for weights q * d + m (q in [0, 15]; d, m (out, groups) float32).
+
+    Returns int16 k, c (out, groups) and float32 row_scale (out,) with |q * k + c| <= int_max for every q:
+    the row's largest |weight| maps to int_max - 8, which leaves room for rounding k (7.5 at q = 15) and c."""
+    largest = torch.maximum(m.abs(), (15 * d + m).abs()).amax(-1)
+    row_scale = torch.where(largest > 0, largest / (int_max - 8), torch.ones_like(largest))
+    k = torch.round(d / row_scale[:, None])
+    c = torch.round(m / row_scale[:, None])
+    worst = torch.maximum(c.abs(), (15 * k + c).abs()).max()
+    assert worst <= int_max, f"int4 group constants reach {worst}, beyond {int_max}"
+    return k.to(torch.int16).contiguous(), c.to(torch.int16).contiguous(), row_scale.contiguous()
+
+
 def quantize_activations(x: torch.Tensor) -> torch.Tensor:
-    """x (n, in) float32 rounded as the C++ kernels see it: int16 with one scale per token, amax/32767.
+    """x (n, in) float32 rounded as the C++ kernels see it: integers in [-ACTIVATION_MAX, ACTIVATION_MAX]
+    with one scale per token, amax / ACTIVATION_MAX.
 
     The kernels' own `round_activations` in torch ops (x * (1/scale) rounded half to even), for tests
     and for reading; the dense path calls the C++ one (one pass instead of six ops)."""
-    scale = x.abs().amax(-1, keepdim=True) / 32767
+    scale = x.abs().amax(-1, keepdim=True) / ACTIVATION_MAX
     inv = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
     return torch.round(x * inv) * scale
 

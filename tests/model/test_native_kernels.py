@@ -14,7 +14,7 @@ import torch
 from llmasos.model import native
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import Int4Linear, Int8Linear, quantize_activations
+from llmasos.model.quant import ACTIVATION_MAX, Int4Linear, Int8Linear, quantize_activations
 
 kernels = cpu_kernels()
 needs_kernels = pytest.mark.skipif(
@@ -32,9 +32,9 @@ def test_kernels_build_wherever_the_cpu_and_a_compiler_allow() -> None:
 
 
 def _activation_error_bound(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Largest error int16 activations (one scale per token, rounded to nearest) can add: each element
-    moves by at most half a step, amax / 65534, so |Δy| <= Σ |w| * amax(token) / 65534."""
-    step = x.abs().amax(-1, keepdim=True) / 65534  # (n, 1)
+    """Largest error the rounded activations (one scale per token, to nearest) can add: each element moves
+    by at most half a step, h = amax / (2 * ACTIVATION_MAX), so |Δy| <= Σ |w| * h."""
+    step = x.abs().amax(-1, keepdim=True) / (2 * ACTIVATION_MAX)  # (n, 1)
     return step * weight.abs().sum(-1)  # (n, out)
 
 
@@ -58,18 +58,58 @@ def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int)
     torch.manual_seed(0)
     layer = Int4Linear(
         torch.randn(202, 128) * 0.05, None, max_quant_tokens=8
-    )  # 202 rows: panels of 4 and a rest of 2 one-row panels
+    )  # 202 rows: 67 panels of 3 and a one-row rest (a multiple of 3 would leave none)
     x = torch.randn(n, 128)
-    batched = kernels.q4_linear(x, layer.qs, layer.scales, layer.zeros, None)
+    batched = kernels.q4_linear(x, layer.qs, layer.k, layer.c, layer.row_scale, None)
     for t in range(n):
         assert torch.equal(batched[t], layer(x[t : t + 1])[0])
+
+
+@needs_kernels
+def test_int4_integer_constants_fit_the_kernels_bound_and_keep_each_group() -> None:
+    """Groups whose ranges differ by 10^4 within a row, an all-zero row, a constant group and a row of
+    negative weights: every q * k + c fits the kernels' bound (their int32 sums rely on it), and every
+    weight is within 8 row steps (rounding k and c) of its group's q * d + m."""
+    torch.manual_seed(0)
+    weight = torch.randn(8, 256) * torch.logspace(-3, 1, 256)
+    weight[1] = 0
+    weight[2, :32] = 5.0
+    weight[3] = -weight[3].abs()
+    layer = Int4Linear(weight, None, max_quant_tokens=8, keep_dense=True)
+    packed = layer.qs.view(8, 8, 16)  # byte j of a group holds q[j] and q[j + 16]
+    q = torch.cat([packed & 15, packed >> 4], -1).int()
+    ints = q * layer.k[..., None].int() + layer.c[..., None].int()
+    assert torch.equal(ints * layer.row_scale[:, None, None], layer.dense.view(8, 8, 32))
+    assert ints.abs().max() <= kernels.Q4_INT_MAX
+    assert (layer.c.int().abs() <= kernels.Q4_INT_MAX).all()
+    assert ((15 * layer.k.int() + layer.c.int()).abs() <= kernels.Q4_INT_MAX).all()
+    groups = weight.view(8, 8, 32)
+    lo, hi = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
+    d = ((hi - lo) / 15).clamp(min=1e-12)
+    exact = torch.round((groups - lo) / d).clamp(0, 15) * d + lo
+    steps = layer.row_scale[:, None, None] * 8 + 1e-6
+    assert ((layer.dense.view(8, 8, 32) - exact).abs() <= steps).all()
+    assert torch.equal(layer.dense[1], torch.zeros(256))
+
+
+@needs_kernels
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_int4_sums_at_the_largest_integers_do_not_wrap(sign: float) -> None:
+    """Constant rows make every weight the largest integer (c = Q4_INT_MAX - 8) and a constant token
+    makes every activation ACTIVATION_MAX: each int32 lane's run then sums to 2.145e9, just under 2^31.
+    A longer run (or a wider range) would wrap, and the result would be garbage."""
+    layer = Int4Linear(torch.full((8, 576), 3.0 * sign), None, max_quant_tokens=8)
+    assert layer.c.abs().min() == kernels.Q4_INT_MAX - 8
+    for n in (1, 5):  # the one-token tiles and the panel GEMM
+        y = layer(torch.ones(n, 576))
+        torch.testing.assert_close(y, torch.full((n, 8), 3.0 * sign * 576), rtol=1e-4, atol=0)
 
 
 @needs_kernels
 @pytest.mark.parametrize("n", [1, 3, 4, 9])  # 4-token tiles and the single-token rest
 def test_int8_head_kernel_is_within_activation_rounding_of_dequantized_weights(n: int) -> None:
     torch.manual_seed(n)
-    layer = Int8Linear(torch.randn(1001, 96), None, max_quant_tokens=8)  # 4-row panels and a rest
+    layer = Int8Linear(torch.randn(1001, 96), None, max_quant_tokens=8)  # 3-row panels and a 2-row rest
     x = torch.randn(n, 96) * torch.logspace(-2, 1, 96)
     expected = x.double() @ layer.dense.double().t()
     got = layer(x)
@@ -80,7 +120,8 @@ def test_int8_head_kernel_is_within_activation_rounding_of_dequantized_weights(n
 
 
 @needs_kernels
-def test_rounded_activations_are_the_documented_int16_rounding() -> None:
+def test_rounded_activations_are_the_documented_rounding() -> None:
+    assert kernels.ACTIVATION_MAX == ACTIVATION_MAX  # the Python reference's range is the kernels' own
     torch.manual_seed(0)
     x = torch.randn(5, 96) * torch.logspace(-3, 2, 96)  # elements of very different ranges
     x[1] = 0  # an all-zero token has scale 0

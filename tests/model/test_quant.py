@@ -15,6 +15,7 @@ from llmasos.model.loader import load_model
 from llmasos.model.native import cpu_kernels
 from llmasos.model.quant import Int4Linear, Int8Linear, make_linear, resolve_weight_format
 from tests.helpers.engines import random_prompts
+from tests.helpers.reference import full_logits
 
 QUANT_FORMATS = ["int8", "int4"]
 
@@ -130,11 +131,12 @@ def real_loaded(default_gguf_path: Path):
     return load_model(default_gguf_path)
 
 
-# Prompts (of 4) whose first 16 greedy tokens must equal fp32's. Measured, each prompt alone: int4
-# 3 of 4 (the 4th diverges at token 10), int8 2 of 4 (also token 6 of the second: "add_numbers"
-# for "add_two_numbers", a near-tie). int4 reproduces the Q4_1 file's own 4-bit groups; int8 with
-# one scale per output row re-quantizes them coarsely where a row mixes small and large groups.
-MIN_AGREEMENT = {"int8": 2, "int4": 3}
+# A quantized model may leave fp32's greedy path only where fp32 itself nearly tied: the two tokens' fp32
+# logits (~25 at the top) closer than this. Measured, each prompt alone, 16 tokens: int4 left it twice
+# (prompts 2 and 4, at tokens 6 and 10, margins 0.029 each; the float-scale int4 it replaced left it
+# only at the second), int8 at the same two. A real loss of precision leaves it where fp32
+# was sure.
+NEAR_TIE = 0.1
 
 
 @pytest.mark.real_model
@@ -148,8 +150,14 @@ def test_quantized_real_model_keeps_its_answers(real_loaded, fmt: str) -> None:
     exact = [exact_engine.generate([p], params)[0] for p in prompts]
     quant = [quant_engine.generate([p], params)[0] for p in prompts]
     assert "Paris" in quant[0][0]
-    agree = sum(q[1] == e[1] for q, e in zip(quant, exact, strict=True))
-    assert agree >= MIN_AGREEMENT[fmt], f"{fmt}: only {agree} of 4 prompts kept fp32's first 16 tokens"
+    assert sum(q[1] == e[1] for q, e in zip(quant, exact, strict=True)) >= 2
+    for prompt, (_, want), (_, got) in zip(prompts, exact, quant, strict=True):
+        split = next((i for i, (a, b) in enumerate(zip(want, got, strict=True)) if a != b), None)
+        if split is None:
+            continue
+        logits = full_logits(real_loaded, prompt + want[:split])[-1]
+        margin = (logits[want[split]] - logits[got[split]]).item()
+        assert margin < NEAR_TIE, f"{fmt} left fp32's path where fp32 was sure (margin {margin:.3f})"
 
 
 @pytest.mark.real_model
