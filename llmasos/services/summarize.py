@@ -94,10 +94,13 @@ class Summarize(Service):
 
 def _messages(text: str, instruction: str, style: str) -> list[dict]:
     # The instruction after the text: the default model keeps to it best there, even after long
-    # inputs; partial summaries are passed as plain text (naming them confused it).
+    # inputs; partial summaries are passed as plain text (naming them confused it). "Summarize the text
+    # above": with "Write a summary of this text in one sentence." SmolLM2 once answered "A sentence that
+    # conveys the essence of the text without using bold formatting." (a three-times-chunked text, int4
+    # weights); this phrasing summarized it at both lengths tried under int4 (both kernels) and fp32.
     return [
         {"role": "system", "content": "You write accurate, concise summaries."},
-        {"role": "user", "content": f"Text:\n{text}\n\nWrite a summary of this text {instruction}. {style}"},
+        {"role": "user", "content": f"Text:\n{text}\n\nSummarize the text above {instruction}. {style}"},
     ]
 
 
