@@ -22,7 +22,7 @@ kernels, see Int4Linear).
 The int ops are CPU-only (CUDA's int4 op wants another packing); on other devices the int formats
 fall back to bfloat16 dense weights holding the dequantized values (same quantization error).
 
-Where the C++ kernels build (native.py, csrc/cpu_kernels.cpp; AVX2) they replace torch's int ops:
+Where the C++ kernels build (native.py, csrc/quant_gemm.cpp; AVX2) they replace torch's int ops:
 int4 and int8 layers (the LM head) round each token's activations to integers in [-ACTIVATION_MAX,
 ACTIVATION_MAX] (one scale per token).
 Without a dense copy (EngineConfig.dense_prefill_weights, off by default) the kernels serve every step;
@@ -41,7 +41,7 @@ from llmasos.model.native import cpu_kernels
 
 WEIGHT_FORMATS = ("auto", "float32", "bfloat16", "int8", "int4")
 INT4_GROUP = 32
-# The C++ kernels' activation range (csrc/cpu_kernels.cpp, kActMax): 15 bits, so that runs of 4-bit
+# The C++ kernels' activation range (csrc/quant_gemm.h, kActMax): 15 bits, so that runs of 4-bit
 # products sum exactly in int32.
 ACTIVATION_MAX = 16383
 # Steps with more tokens than this take the dense float32 path. Measured on the AVX2 CPU (30 distinct
@@ -175,7 +175,7 @@ class Int4Linear(_QuantLinear):
 
     With the C++ kernels, d and m become integers: W ≈ row_scale * (q * k + c), int16 k and c per group,
     one float scale per row, with |q * k + c| <= the kernels' Q4_INT_MAX (8191) for every q, so that a
-    run of groups' products sums exactly in int32 (csrc/cpu_kernels.cpp). Rounding d and m to steps of
+    run of groups' products sums exactly in int32 (csrc/quant_gemm.h). Rounding d and m to steps of
     row_scale moves a weight by at most 8 * row_scale, 0.1% of its row's largest; SmolLM2's logits moved
     from the file's by 0.024 on average, half as much as with bfloat16 d and m (the torch int4 op's)."""
 
@@ -194,7 +194,7 @@ class Int4Linear(_QuantLinear):
         self.out_features, self.in_features = out_features, in_features
         self.kernels = kernels
         if kernels is not None:
-            # The C++ kernel's layout (csrc/cpu_kernels.cpp): per row and group, byte j holds q[j] in its
+            # The C++ kernel's layout (csrc/quant_gemm.h): per row and group, byte j holds q[j] in its
             # low nibble and q[j + 16] in its high one; k and c (out, in/32) int16; row_scale (out,).
             q8 = q.to(torch.uint8)
             self.qs = (q8[..., :16] | (q8[..., 16:] << 4)).reshape(out_features, in_features // 2)

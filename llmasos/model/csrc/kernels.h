@@ -1,13 +1,43 @@
-// Kernels defined in one source and registered in the module of another (cpu_kernels.cpp).
+// The kernels of every source, for the module (cpu_kernels.cpp) and for each other.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <vector>
 
 namespace llmasos {
 
-// Causal attention of a step's packed query tokens over a paged KV cache (prefill_attention.cpp).
+// quant_gemm.cpp: y = x W^T with 4-bit (integer group constants) or int8 weights; x as they round it.
+at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c,
+                     const at::Tensor& row_scale, const c10::optional<at::Tensor>& bias);
+at::Tensor round_activations(const at::Tensor& x);
+at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales);
+
+// decode_attention.cpp: one query per sequence over the paged cache (float32 or bfloat16 as uint16_t).
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                            const at::Tensor& kv_slots, const at::Tensor& context_lens);
+void attend_decode(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache,
+                   const int64_t* kv_slots, int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads,
+                   int64_t num_kv_heads, int64_t head_dim, float* attn);
+void attend_decode(const float* q_all, int64_t q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                   const int64_t* kv_slots, int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads,
+                   int64_t num_kv_heads, int64_t head_dim, float* attn);
+
+// prefill_attention.cpp: causal attention of a step's packed query tokens over the paged cache.
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                              const at::Tensor& kv_slots, const at::Tensor& query_start,
                              const at::Tensor& context_lens);
+
+// decode_step.cpp: a whole decode step of the Llama family, and its SwiGLU for tests.
+at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions, const at::Tensor& slot_mapping,
+                       const at::Tensor& kv_slots, at::Tensor kv_cache, const at::Tensor& rope_cos,
+                       const at::Tensor& rope_sin, const std::vector<at::Tensor>& layer_tensors,
+                       const at::Tensor& final_norm, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                       double eps_d);
+at::Tensor swiglu_rows(const at::Tensor& gate_up);
+
+// copy_blocks.cpp: KV blocks between pools by id.
+void copy_blocks(const at::Tensor& src, const at::Tensor& src_ids, at::Tensor dst, const at::Tensor& dst_ids);
 
 }  // namespace llmasos

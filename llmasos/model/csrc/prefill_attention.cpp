@@ -14,7 +14,9 @@
 // output rescaled when m grows); O += P V by a 6-row x 16-dim tile. A row's arithmetic depends only on
 // its own query and the key blocks, whose bounds are absolute positions: results do not depend on how
 // a prompt was chunked or on what else shares the step.
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
