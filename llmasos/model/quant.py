@@ -199,8 +199,8 @@ class Int4Linear(_QuantLinear):
             q8 = q.to(torch.uint8)
             self.qs = (q8[..., :16] | (q8[..., 16:] << 4)).reshape(out_features, in_features // 2)
             self.k, self.c, self.row_scale = _integer_groups(scale, lo, kernels.Q4_INT_MAX)
-            ints = q * self.k[..., None].float() + self.c[..., None].float()
             if keep_dense:
+                ints = q * self.k[..., None].float() + self.c[..., None].float()
                 self.dense = (ints * self.row_scale[:, None, None]).view_as(weight)
         else:
             # torch's int4 op: its zero point is the value of q = 8, scale and zero in bfloat16.
