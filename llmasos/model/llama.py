@@ -20,7 +20,12 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
-from llmasos.model.quant import DEFAULT_MAX_QUANT_TOKENS, NATIVE_DECODE_MAX_SEQS, make_linear
+from llmasos.model.quant import (
+    DEFAULT_MAX_QUANT_TOKENS,
+    NATIVE_DECODE_MAX_SEQS,
+    NATIVE_MAX_TOKENS,
+    make_linear,
+)
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -70,9 +75,10 @@ class LlamaModel(nn.Module):
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
         # The LM head in a non-default weight format (None: `lm_head` or the tied embedding, dense).
         self.logits_proj: nn.Module | None = None
-        # Per-layer weights of the C++ decode step (see `_enable_native_decode`); None: torch layers.
+        # Per-layer weights of the C++ forward step (see `_enable_native_step`); None: torch layers.
         self.native_layers: list[torch.Tensor] | None = None
         self.native_kernels = None
+        self.native_keeps_dense = False  # whether the int layers keep a dense copy for large steps
         inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
         self.set_rope_inv_freq(inv_freq)
 
@@ -95,14 +101,11 @@ class LlamaModel(nn.Module):
         meta: AttentionMetadata,
     ) -> torch.Tensor:  # (N, hidden)
         x = self.embed_tokens(input_ids)
-        if (
-            meta.decode
-            and self.native_layers is not None
-            and kv_caches.dtype in (torch.float32, torch.bfloat16)
-            and x.shape[0] <= NATIVE_DECODE_MAX_SEQS
-        ):
+        native = self._native_step_kind(x.shape[0], kv_caches.dtype, meta)
+        if native is not None:
             c = self.config
-            return self.native_kernels.decode_step(
+            chunks = native == "chunks"
+            return self.native_kernels.forward_step(
                 x,
                 positions,
                 meta.slot_mapping,
@@ -116,6 +119,8 @@ class LlamaModel(nn.Module):
                 c.num_kv_heads,
                 c.head_dim,
                 c.rms_norm_eps,
+                query_start=meta.query_start if chunks else None,
+                context_lens=meta.context_lens if chunks else None,
             )
         # The model's dtype (its embedding's), whatever the cache stores: keys and values are rounded
         # to the cache's dtype only where they are written.
@@ -130,6 +135,26 @@ class LlamaModel(nn.Module):
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, cos, sin, kv_cache, meta)
         return self.norm(x)
+
+    def _native_step_kind(
+        self, num_tokens: int, kv_dtype: torch.dtype, meta: AttentionMetadata
+    ) -> str | None:
+        """ "decode" or "chunks" where the C++ forward step takes this step, else None (the torch layers).
+
+        Steps with prompt chunks take it where its GEMMs are what the torch layers would run anyway: every
+        size when the layers keep no dense copy (the default), else up to NATIVE_MAX_TOKENS tokens."""
+        if self.native_layers is None or kv_dtype not in (torch.float32, torch.bfloat16):
+            return None
+        if meta.decode:
+            return "decode" if num_tokens <= NATIVE_DECODE_MAX_SEQS else None
+        if (
+            meta.query_start is not None
+            and meta.context_lens is not None
+            and self.config.head_dim % 16 == 0
+            and (not self.native_keeps_dense or num_tokens <= NATIVE_MAX_TOKENS)
+        ):
+            return "chunks"
+        return None
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits (n, vocab) for the given hidden states."""
@@ -189,30 +214,36 @@ class LlamaModel(nn.Module):
             max_quant_tokens=max_quant_tokens,
             keep_dense=False,
         )
-        model._enable_native_decode()
+        model._enable_native_step()
         return model
 
-    def _enable_native_decode(self) -> None:
-        """Route decode steps through the C++ decode step when every projection has its kernel.
+    def _enable_native_step(self) -> None:
+        """Route steps through the C++ forward step when every projection has its kernel.
 
         Why: a decode step of a small model is ~20 torch ops per layer whose dispatch cost as much as
-        the weight streaming; the C++ step runs all layers in one call with the same int4 weights.
+        the weight streaming, and a prompt chunk's norms, RoPE and SwiGLU in torch ops (with conversions
+        between them) were a tenth of its prefill; the C++ step runs all layers in one call with the
+        same int4 weights.
         """
         tensors: list[torch.Tensor] = []
+        keeps_dense = False
         for layer in self.layers:
             if layer.attn_norm.weight.dtype != torch.float32:
                 return
             tensors += [layer.attn_norm.weight.contiguous(), layer.ffn_norm.weight.contiguous()]
             for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
-                native = getattr(getattr(layer, name), "native_tensors", None)
+                proj = getattr(layer, name)
+                native = getattr(proj, "native_tensors", None)
                 parts = native() if native is not None else None
                 if parts is None:
                     return
                 tensors += parts
+                keeps_dense = keeps_dense or proj.dense is not None
         if self.norm.weight.dtype != torch.float32 or self.rope_cos.device.type != "cpu":
             return
         self.native_layers = tensors
         self.native_kernels = self.layers[0].qkv_proj.kernels
+        self.native_keeps_dense = keeps_dense
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""

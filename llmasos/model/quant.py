@@ -53,7 +53,7 @@ DEFAULT_MAX_QUANT_TOKENS = 8
 # 1.1-1.3x faster than fp32 at 64 tokens, 1.2-1.4x at 128, 0.9-1.1x at 256 and 0.8-1.1x at 512 (one run
 # per size; this VM's timings move by +-25% between runs).
 NATIVE_MAX_TOKENS = 128
-# Decode steps of up to this many sequences run the C++ decode step: with 2 threads it was 1.1-1.2x
+# Decode steps of up to this many sequences run the C++ forward step: with 2 threads it was 1.1-1.2x
 # faster than the torch layers (dense GEMMs) at 24 and 32 sequences too, as it skips their per-op work.
 NATIVE_DECODE_MAX_SEQS = 64
 
@@ -221,7 +221,7 @@ class Int4Linear(_QuantLinear):
         return self.kernels.round_activations(x)
 
     def native_tensors(self) -> list[torch.Tensor] | None:
-        """(qs, k, c, row_scale, float32 bias or empty) for the C++ decode step; None without the kernels."""
+        """(qs, k, c, row_scale, float32 bias or empty) for the C++ forward step; None without the kernels."""
         if self.kernels is None:
             return None
         bias = torch.empty(0) if self.bias is None else self.bias.float().contiguous()

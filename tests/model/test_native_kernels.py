@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -186,8 +187,8 @@ def test_bfloat16_cache_attention_is_the_float32_kernel_on_the_widened_cache() -
 @needs_kernels
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded, cache_dtype: torch.dtype) -> None:
-    """Three sequences of different lengths (padded keys), one decode step: the C++ step and the torch
-    layers (running the same int4 kernels per projection) agree, and write the same KV."""
+    """Three sequences of different lengths (padded keys), one decode step: the C++ forward step and the
+    torch layers (running the same int4 kernels per projection) agree, and write the same KV."""
     model = tiny_loaded.model.quantize("int4")
     assert model.native_layers is not None
     c = model.config
@@ -236,6 +237,95 @@ def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded, cache_dtype: to
         assert torch.equal(wide_cache[0][:, new].to(torch.bfloat16), native_cache[0][:, new])
 
 
+def _chunk_meta(contexts: list[torch.Tensor], new_tokens: list[int]) -> AttentionMetadata:
+    """A step in which sequence b's context is the cache slots contexts[b], its last new_tokens[b] new."""
+    kv_slots = torch.zeros(len(contexts), max(len(c) for c in contexts), dtype=torch.long)
+    for b, context in enumerate(contexts):
+        kv_slots[b, : len(context)] = context
+    q_lens = torch.tensor(new_tokens)
+    return AttentionMetadata(
+        slot_mapping=torch.cat([c[len(c) - q :] for c, q in zip(contexts, new_tokens, strict=True)]),
+        kv_slots=kv_slots,
+        query_index=None,
+        query_valid=None,
+        mask=None,
+        context_lens=torch.tensor([len(c) for c in contexts]),
+        query_start=torch.cat([torch.zeros(1, dtype=torch.long), q_lens.cumsum(0)]),
+    )
+
+
+def _positions(meta: AttentionMetadata) -> torch.Tensor:
+    lens, starts = meta.context_lens, meta.query_start
+    return torch.cat([torch.arange(n - (starts[b + 1] - starts[b]), n) for b, n in enumerate(lens.tolist())])
+
+
+@needs_kernels
+@pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_prompt_chunks_in_the_cpp_step_equal_the_torch_layers(tiny_loaded, cache_dtype: torch.dtype) -> None:
+    """One step carrying a whole prompt, a later chunk of another over its cached start, and a third
+    sequence's decode token: the C++ forward step and the torch layers agree, and write the same KV."""
+    model = tiny_loaded.model.quantize("int4", keep_dense=False)
+    assert model.native_layers is not None and not model.native_keeps_dense
+    c = model.config
+    cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim, dtype=cache_dtype)
+    torch.manual_seed(0)
+    ids = [torch.randint(0, c.vocab_size, (n,)) for n in (7, 11, 5)]
+    first = _chunk_meta([32 + torch.arange(5), 64 + torch.arange(4)], [5, 4])  # seqs 1 and 2 start
+    model(torch.cat([ids[1][:5], ids[2][:4]]), _positions(first), cache, first)
+    meta = _chunk_meta([torch.arange(7), 32 + torch.arange(11), 64 + torch.arange(5)], [7, 6, 1])
+    step_ids, positions = torch.cat([ids[0], ids[1][5:], ids[2][4:]]), _positions(meta)
+    assert positions.tolist() == [*range(7), *range(5, 11), 4]
+    native_cache, torch_cache = cache.clone(), cache.clone()
+    native_hidden = model(step_ids, positions, native_cache, meta)
+    native_layers, model.native_layers = model.native_layers, None  # the same model through its torch layers
+    try:
+        torch_hidden = model(step_ids, positions, torch_cache, meta)
+    finally:
+        model.native_layers = native_layers
+    # As for the decode step: equal up to activations landing on the other side of an int16 rounding step.
+    torch.testing.assert_close(native_hidden, torch_hidden, atol=1e-3, rtol=1e-3)
+    tol = 1e-3 if cache_dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(native_cache.float(), torch_cache.float(), atol=tol, rtol=tol)
+    assert native_cache[:, :, meta.slot_mapping].abs().amax() > 0  # every new token's row was written
+
+
+@needs_kernels
+def test_the_cpp_step_gives_a_prompt_the_same_bits_however_it_is_chunked(tiny_loaded) -> None:
+    """A 23-token prompt in one step, or in chunks of 8, 1 and 14 beside another sequence's tokens:
+    the same KV rows and the same hidden state for its last token, bit for bit."""
+    model = tiny_loaded.model.quantize("int4", keep_dense=False)
+    c = model.config
+    torch.manual_seed(1)
+    prompt, other = torch.randint(0, c.vocab_size, (23,)), torch.randint(0, c.vocab_size, (16,))
+    slots = torch.randperm(64)[:23]  # scattered blocks
+    whole = torch.zeros(c.num_layers, 2, 128, c.num_kv_heads, c.head_dim, dtype=torch.bfloat16)
+    meta = _chunk_meta([slots], [23])
+    assert model._native_step_kind(23, whole.dtype, meta) == "chunks"
+    want = model(prompt, _positions(meta), whole, meta)[-1]
+    chunked = torch.zeros_like(whole)
+    done = 0
+    for size, beside in ((8, 3), (1, 5), (14, 8)):
+        meta = _chunk_meta([64 + torch.arange(beside), slots[: done + size]], [beside, size])
+        ids = torch.cat([other[:beside], prompt[done : done + size]])
+        got = model(ids, _positions(meta), chunked, meta)[-1]
+        done += size
+    assert torch.equal(got, want)
+    assert torch.equal(chunked[:, :, slots], whole[:, :, slots])
+
+
+@needs_kernels
+def test_the_cpp_step_refuses_chunk_offsets_that_would_read_outside_the_step(tiny_loaded) -> None:
+    model = tiny_loaded.model.quantize("int4", keep_dense=False)
+    c = model.config
+    cache = torch.zeros(c.num_layers, 2, 64, c.num_kv_heads, c.head_dim)
+    meta = replace(_chunk_meta([torch.arange(6)], [6]), query_start=torch.tensor([0, 9]))  # 9 of 6 tokens
+    with pytest.raises(RuntimeError, match="query_start must run from 0 to the token count"):
+        model(torch.zeros(6, dtype=torch.long), torch.arange(6), cache, meta)
+    meta = _chunk_meta([torch.tensor([0, 1, 2, 900])], [4])  # a slot past the cache
+    with pytest.raises(RuntimeError, match="slot"):
+        model(torch.zeros(4, dtype=torch.long), torch.arange(4), cache, meta)
+
+
 def test_without_kernels_the_model_keeps_its_torch_paths(tiny_loaded, monkeypatch) -> None:
     monkeypatch.setenv("LLMASOS_NATIVE", "0")
     assert cpu_kernels() is None
@@ -264,8 +354,8 @@ def test_copy_blocks_moves_exactly_the_named_blocks_and_refuses_bad_ids() -> Non
 
 
 @needs_kernels
-def test_decode_step_swiglu_handles_extreme_gate_values() -> None:
-    """The decode step's vectorized SwiGLU (its own exp) at gate values where e^-v over- or underflows:
+def test_forward_step_swiglu_handles_extreme_gate_values() -> None:
+    """The forward step's vectorized SwiGLU (its own exp) at gate values where e^-v over- or underflows:
     silu(v) is v for large v and 0 for very negative v, never inf or nan."""
     gate = torch.tensor([-200.0, -90.0, -20.0, -1.0, 0.0, 1.0, 20.0, 90.0, 200.0] + [0.5] * 7)
     up = torch.full_like(gate, 2.0)

@@ -1,6 +1,6 @@
 // The Python module of the C++ CPU kernels (native.py builds every source here into it):
-//   quant_gemm.cpp         4-bit and int8 weight GEMMs (quant_gemm.h: what the decode step shares)
-//   decode_step.cpp        a whole decode step of the Llama family in one call
+//   quant_gemm.cpp         4-bit and int8 weight GEMMs (quant_gemm.h: what the forward step shares)
+//   forward_step.cpp       a whole step of the Llama family (decode tokens, prompt chunks) in one call
 //   decode_attention.cpp   one query per sequence over the paged KV cache
 //   prefill_attention.cpp  causal attention of prompt chunks over the paged KV cache
 //   copy_blocks.cpp        KV blocks between pools (suspend to host memory and back)
@@ -23,7 +23,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, release(), "one-token-per-sequence attention over a paged KV cache");
   m.def("prefill_attention", &prefill_attention, release(),
         "causal attention of packed prompt chunks over a paged KV cache (prefill_attention.cpp)");
-  m.def("swiglu", &swiglu_rows, release(), "silu(gate) * up for rows (n, 2 * inter), as the decode step computes it");
+  m.def("swiglu", &swiglu_rows, release(), "silu(gate) * up for rows (n, 2 * inter), as the forward step computes it");
   m.def("copy_blocks", &copy_blocks, release(), "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
-  m.def("decode_step", &decode_step, release(), "one decode step of the Llama family over a paged KV cache");
+  m.def("forward_step", &forward_step, release(), "one step of the Llama family over a paged KV cache",
+        py::arg("hidden"), py::arg("positions"), py::arg("slot_mapping"), py::arg("kv_slots"), py::arg("kv_cache"),
+        py::arg("rope_cos"), py::arg("rope_sin"), py::arg("layers"), py::arg("final_norm"), py::arg("num_heads"),
+        py::arg("num_kv_heads"), py::arg("head_dim"), py::arg("eps"), py::arg("query_start") = py::none(),
+        py::arg("context_lens") = py::none());
 }

@@ -1,6 +1,6 @@
 // Decode attention over the paged KV cache: one query token per sequence, each reading its own cache slots
-// in place (a padded copy of every context was most of a 32-sequence step's attention time). The decode
-// step (decode_step.cpp) calls it per layer; `decode_attention` serves the torch layers' decode steps.
+// in place (a padded copy of every context was most of a 32-sequence step's attention time). The forward
+// step (forward_step.cpp) calls it per layer of a decode step; `decode_attention` serves the torch layers'.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>

@@ -28,13 +28,26 @@ void attend_decode(const float* q_all, int64_t q_stride, const uint16_t* k_cache
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                              const at::Tensor& kv_slots, const at::Tensor& query_start,
                              const at::Tensor& context_lens);
+// The same for the forward step: q rows q_stride apart, sequence b's tokens at [query_start[b],
+// query_start[b + 1]), its context the first context_lens[b] slots of kv_slots row b (max_t wide).
+void attend_prefill(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache,
+                    const int64_t* kv_slots, int64_t max_t, const int64_t* query_start, const int64_t* context_lens,
+                    int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float* out);
+void attend_prefill(const float* q_all, int64_t q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                    const int64_t* kv_slots, int64_t max_t, const int64_t* query_start, const int64_t* context_lens,
+                    int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float* out);
+// Refuses offsets, lengths or slots that would read outside the step or the cache.
+void check_prefill_layout(const int64_t* query_start, const int64_t* context_lens, const int64_t* kv_slots,
+                          int64_t num_seqs, int64_t max_t, int64_t num_slots, int64_t num_tokens);
 
-// decode_step.cpp: a whole decode step of the Llama family, and its SwiGLU for tests.
-at::Tensor decode_step(const at::Tensor& hidden_in, const at::Tensor& positions, const at::Tensor& slot_mapping,
-                       const at::Tensor& kv_slots, at::Tensor kv_cache, const at::Tensor& rope_cos,
-                       const at::Tensor& rope_sin, const std::vector<at::Tensor>& layer_tensors,
-                       const at::Tensor& final_norm, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                       double eps_d);
+// forward_step.cpp: a whole step of the Llama family (decode tokens, prompt chunks or both), and its
+// SwiGLU for tests.
+at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions, const at::Tensor& slot_mapping,
+                        const at::Tensor& kv_slots, at::Tensor kv_cache, const at::Tensor& rope_cos,
+                        const at::Tensor& rope_sin, const std::vector<at::Tensor>& layer_tensors,
+                        const at::Tensor& final_norm, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                        double eps_d, const c10::optional<at::Tensor>& query_start,
+                        const c10::optional<at::Tensor>& context_lens);
 at::Tensor swiglu_rows(const at::Tensor& gate_up);
 
 // copy_blocks.cpp: KV blocks between pools by id.

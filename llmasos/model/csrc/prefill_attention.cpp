@@ -230,6 +230,33 @@ void attend_chunks(const float* q_all, int64_t q_stride, const KV* k_cache, cons
 
 }  // namespace
 
+void attend_prefill(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache,
+                    const int64_t* kv_slots, int64_t max_t, const int64_t* query_start, const int64_t* context_lens,
+                    int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float* out) {
+  attend_chunks(q_all, q_stride, k_cache, v_cache, kv_slots, max_t, query_start, context_lens, num_seqs, num_heads,
+                num_kv_heads, head_dim, out);
+}
+
+void attend_prefill(const float* q_all, int64_t q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
+                    const int64_t* kv_slots, int64_t max_t, const int64_t* query_start, const int64_t* context_lens,
+                    int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, float* out) {
+  attend_chunks(q_all, q_stride, k_cache, v_cache, kv_slots, max_t, query_start, context_lens, num_seqs, num_heads,
+                num_kv_heads, head_dim, out);
+}
+
+void check_prefill_layout(const int64_t* query_start, const int64_t* context_lens, const int64_t* kv_slots,
+                          int64_t num_seqs, int64_t max_t, int64_t num_slots, int64_t num_tokens) {
+  TORCH_CHECK(query_start[0] == 0 && query_start[num_seqs] == num_tokens,
+              "prefill_attention: query_start must run from 0 to the token count");
+  for (int64_t b = 0; b < num_seqs; ++b) {
+    const int64_t queries = query_start[b + 1] - query_start[b];
+    TORCH_CHECK(queries >= 1 && context_lens[b] >= queries && context_lens[b] <= max_t,
+                "prefill_attention: bad query or context length");
+    for (int64_t t = 0; t < context_lens[b]; ++t)
+      TORCH_CHECK(kv_slots[b * max_t + t] >= 0 && kv_slots[b * max_t + t] < num_slots, "prefill_attention: bad slot");
+  }
+}
+
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
                              const at::Tensor& kv_slots, const at::Tensor& query_start,
                              const at::Tensor& context_lens) {
@@ -251,20 +278,14 @@ at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, con
   const int64_t* st = starts.data_ptr<int64_t>();
   const int64_t* ln = lens.data_ptr<int64_t>();
   const int64_t* sl = slots.data_ptr<int64_t>();
-  TORCH_CHECK(st[0] == 0 && st[num_seqs] == n, "prefill_attention: query_start must run from 0 to the token count");
-  for (int64_t b = 0; b < num_seqs; ++b) {
-    const int64_t queries = st[b + 1] - st[b];
-    TORCH_CHECK(queries >= 1 && ln[b] >= queries && ln[b] <= max_t, "prefill_attention: bad query or context length");
-    for (int64_t t = 0; t < ln[b]; ++t)
-      TORCH_CHECK(sl[b * max_t + t] >= 0 && sl[b * max_t + t] < num_slots, "prefill_attention: bad slot");
-  }
+  check_prefill_layout(st, ln, sl, num_seqs, max_t, num_slots, n);
   at::Tensor out = at::empty({n, heads * dim}, qc.options());
   if (k_cache.dtype() == at::kBFloat16) {
-    attend_chunks(qc.data_ptr<float>(), qc.stride(0), reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),
+    attend_prefill(qc.data_ptr<float>(), qc.stride(0), reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),
                   reinterpret_cast<const uint16_t*>(v_cache.data_ptr<at::BFloat16>()), sl, max_t, st, ln, num_seqs, heads,
                   kv_heads, dim, out.data_ptr<float>());
   } else {
-    attend_chunks(qc.data_ptr<float>(), qc.stride(0), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), sl, max_t, st,
+    attend_prefill(qc.data_ptr<float>(), qc.stride(0), k_cache.data_ptr<float>(), v_cache.data_ptr<float>(), sl, max_t, st,
                   ln, num_seqs, heads, kv_heads, dim, out.data_ptr<float>());
   }
   return out;

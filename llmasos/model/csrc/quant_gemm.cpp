@@ -154,17 +154,20 @@ struct TiledActs {
     const int64_t k = acts.k, blocks = acts.blocks;
     tiles = (n + kTileTokens - 1) / kTileTokens;
     xt = aligned_storage<32>(storage, tiles * kTileTokens * k);
-    for (int64_t t = 0; t < tiles * kTileTokens; ++t) {
-      const int64_t tile = t / kTileTokens, j = t % kTileTokens;
-      for (int64_t g = 0; g < blocks; ++g) {
-        int16_t* dst = xt + ((tile * blocks + g) * kTileTokens + j) * kGroup;
-        if (t < n) {
-          std::memcpy(dst, acts.xq.data() + t * k + g * kGroup, kGroup * sizeof(int16_t));
-        } else {
-          std::memset(dst, 0, kGroup * sizeof(int16_t));
+    // Split between the threads by tile (a 512-token chunk's copy is MBs, and the GEMM waits for it).
+    at::parallel_for(0, tiles, 8, [&](int64_t tile0, int64_t tile1) {
+      for (int64_t t = tile0 * kTileTokens; t < tile1 * kTileTokens; ++t) {
+        const int64_t tile = t / kTileTokens, j = t % kTileTokens;
+        for (int64_t g = 0; g < blocks; ++g) {
+          int16_t* dst = xt + ((tile * blocks + g) * kTileTokens + j) * kGroup;
+          if (t < n) {
+            std::memcpy(dst, acts.xq.data() + t * k + g * kGroup, kGroup * sizeof(int16_t));
+          } else {
+            std::memset(dst, 0, kGroup * sizeof(int16_t));
+          }
         }
       }
-    }
+    });
   }
 };
 
@@ -276,7 +279,7 @@ inline void panel_rows(const Panel& panel, const QuantActs& acts, const TiledAct
 }
 
 // Panels a thread claims at a time: 48 rows, so a claim writes whole 64-byte lines of each output row
-// (in a 64-byte aligned output, the decode step's): claims of 12 rows had both threads writing the same
+// (in a 64-byte aligned output, the forward step's): claims of 12 rows had both threads writing the same
 // lines, which bounced between the cores, and a 32-sequence step ran ~15% slower than the static
 // split; 48-row claims ran ~20% faster than it (alternating runs). 48 divides every SmolLM2 width
 // (576 = 12 claims: 64-row claims would split them 5 to 4), and the threads finish together (12-1,024
@@ -315,7 +318,7 @@ void panel_gemm(const Panel& panel, const QuantActs& acts, int64_t n, int64_t ou
   });
 }
 
-// Steps of at least this many tokens take the panel GEMM// Steps of at least this many tokens take the panel GEMM (fewer: the tiles that read weights in place).
+// Steps of at least this many tokens take the panel GEMM (fewer: the tiles that read weights in place).
 constexpr int64_t kPanelMinTokens = 4;
 
 

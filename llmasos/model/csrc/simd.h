@@ -53,7 +53,7 @@ inline float to_float(float v) { return v; }
 inline float to_float(uint16_t v) { return bf16_to_float(v); }
 
 // float32 -> bfloat16 rounded to nearest even, NaN to the quiet NaN: torch's conversion, so a row the
-// decode step writes is bit for bit the row the torch layers write for the same values.
+// forward step writes is bit for bit the row the torch layers write for the same values.
 inline uint16_t float_to_bf16(float f) {
   if (std::isnan(f)) return 0x7FC0;
   uint32_t bits;
