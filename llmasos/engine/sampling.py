@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from llmasos.errors import InvalidSamplingParamsError
+from llmasos.model.native import cpu_kernels
 
 LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
@@ -89,6 +90,14 @@ class SamplingState:
         return cls(params=params, generator=generator)
 
 
+def _argmax(logits: torch.Tensor) -> torch.Tensor:
+    """logits.argmax(dim=-1), by the C++ kernel on CPU (torch's took 0.9-1.9 ms of a 32-sequence step)."""
+    kernels = cpu_kernels() if logits.device.type == "cpu" and logits.dim() == 2 else None
+    if kernels is None:
+        return logits.argmax(dim=-1)
+    return kernels.argmax_rows(logits.contiguous())
+
+
 class Sampler:
     """Picks one token per row of a logits batch, honouring each row's own parameters.
 
@@ -115,7 +124,7 @@ class Sampler:
                 logits[row] = processor(list(output_ids[row] if output_ids else ()), logits[row])
         if any(p.repetition_penalty != 1.0 for p in params):
             self._apply_repetition_penalty(logits, params, context_ids)
-        greedy = logits.argmax(dim=-1)
+        greedy = _argmax(logits)
         if all(p.is_greedy for p in params):
             return greedy.tolist()
         probs = self._probabilities(logits, params)

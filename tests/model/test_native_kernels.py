@@ -340,6 +340,25 @@ def test_without_kernels_the_model_keeps_its_torch_paths(tiny_loaded, monkeypatc
 
 
 @needs_kernels
+def test_argmax_rows_answers_as_torch_argmax_does() -> None:
+    """Greedy sampling's argmax: the first index of the largest value (ties, tails past the last full
+    vector, rows of -inf) and the first NaN where a row has one, as torch.argmax gives them."""
+    torch.manual_seed(0)
+    rows = [torch.randn(shape) for shape in ((32, 49152), (1, 7), (3, 8), (5, 17), (2, 1000))]
+    special = torch.full((5, 40), float("-inf"))
+    special[1, [5, 30]] = 3.0  # a tie: the first wins
+    special[2, [9, 33]] = float("nan")  # the first NaN
+    special[3, 39] = float("nan")  # a NaN in the tail
+    special[4, :] = 1.0  # all equal
+    ties = torch.zeros(2, 100)
+    ties[0, 50:] = 1.0
+    for x in (*rows, special, ties):
+        assert torch.equal(kernels.argmax_rows(x), x.argmax(dim=-1))
+    with pytest.raises(RuntimeError, match="contiguous float32"):
+        kernels.argmax_rows(torch.zeros(4, 8, dtype=torch.float64))
+
+
+@needs_kernels
 def test_copy_blocks_moves_exactly_the_named_blocks_and_refuses_bad_ids() -> None:
     torch.manual_seed(0)
     src, dst = torch.randn(3, 2, 10, 4, 2, 8), torch.randn(3, 2, 6, 4, 2, 8)

@@ -3,6 +3,7 @@
 //   forward_step.cpp       a whole step of the Llama family (decode tokens, prompt chunks) in one call
 //   decode_attention.cpp   one query per sequence over the paged KV cache
 //   prefill_attention.cpp  causal attention of prompt chunks over the paged KV cache
+//   argmax.cpp             greedy sampling's argmax of each row of the logits
 //   copy_blocks.cpp        KV blocks between pools (suspend to host memory and back)
 //   simd.h                 AVX2 helpers they share
 #include <torch/extension.h>
@@ -24,6 +25,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("prefill_attention", &prefill_attention, release(),
         "causal attention of packed prompt chunks over a paged KV cache (prefill_attention.cpp)");
   m.def("swiglu", &swiglu_rows, release(), "silu(gate) * up for rows (n, 2 * inter), as the forward step computes it");
+  m.def("argmax_rows", &argmax_rows, release(), "torch.argmax(logits, dim=-1) of contiguous float32 rows (AVX2)");
   m.def("copy_blocks", &copy_blocks, release(), "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
   m.def("forward_step", &forward_step, release(), "one step of the Llama family over a paged KV cache",
         py::arg("hidden"), py::arg("positions"), py::arg("slot_mapping"), py::arg("kv_slots"), py::arg("kv_cache"),

@@ -50,6 +50,9 @@ at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions
                         const c10::optional<at::Tensor>& context_lens);
 at::Tensor swiglu_rows(const at::Tensor& gate_up);
 
+// argmax.cpp: torch.argmax(logits, dim=-1) of contiguous float32 rows, for greedy sampling.
+at::Tensor argmax_rows(const at::Tensor& logits);
+
 // copy_blocks.cpp: KV blocks between pools by id.
 void copy_blocks(const at::Tensor& src, const at::Tensor& src_ids, at::Tensor dst, const at::Tensor& dst_ids);
 
