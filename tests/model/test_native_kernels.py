@@ -131,11 +131,18 @@ def test_rounded_activations_are_the_documented_rounding() -> None:
 
 @needs_kernels
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_decode_attention_kernel_equals_the_padded_torch_path(cache_dtype: torch.dtype) -> None:
+# (heads, kv heads, head_dim): groups of 3, 1 (MHA), 2, 4 and 7 (taken 4 + 3) heads; a head_dim with an
+# 8-wide tail, and one that is no multiple of 8 (the plain loop).
+@pytest.mark.parametrize(
+    "heads, kv_heads, dim", [(6, 2, 16), (8, 8, 64), (8, 4, 72), (16, 4, 64), (14, 2, 32), (4, 2, 20)]
+)
+def test_decode_attention_kernel_equals_the_padded_torch_path(
+    cache_dtype: torch.dtype, heads: int, kv_heads: int, dim: int
+) -> None:
     """Four sequences of different lengths over scattered slots: the kernel reads each sequence's own
     slots; the torch path gathers a padded copy and masks it. Same output, and the same cache writes."""
     torch.manual_seed(0)
-    heads, kv_heads, dim, num_slots = 6, 2, 16, 200
+    num_slots = 200
     lengths = torch.tensor([1, 7, 30, 12])
     perm = torch.randperm(num_slots)
     kv_slots = torch.zeros(4, 30, dtype=torch.long)
