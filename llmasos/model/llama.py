@@ -139,7 +139,7 @@ class LlamaModel(nn.Module):
     def _native_step_kind(
         self, num_tokens: int, kv_dtype: torch.dtype, meta: AttentionMetadata
     ) -> str | None:
-        """ "decode" or "chunks" where the C++ forward step takes this step, else None (the torch layers).
+        """Whether the C++ forward step takes this step: as "decode", as "chunks", or None (torch layers).
 
         Steps with prompt chunks take it where its GEMMs are what the torch layers would run anyway: every
         size when the layers keep no dense copy (the default), else up to NATIVE_MAX_TOKENS tokens."""
