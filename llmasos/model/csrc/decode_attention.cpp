@@ -222,6 +222,14 @@ void attend(const float* q_all, int64_t q_stride, const KV* k_cache, const KV* v
 
 }  // namespace
 
+void check_decode_layout(const int64_t* pos, const int64_t* kv_slots, int64_t n, int64_t max_t, int64_t num_slots) {
+  for (int64_t b = 0; b < n; ++b) {
+    TORCH_CHECK(pos[b] >= 0 && pos[b] < max_t, "decode_attention: context length out of range");
+    for (int64_t t = 0; t <= pos[b]; ++t)
+      TORCH_CHECK(kv_slots[b * max_t + t] >= 0 && kv_slots[b * max_t + t] < num_slots, "decode_attention: bad slot");
+  }
+}
+
 void attend_decode(const float* q_all, int64_t q_stride, const float* k_cache, const float* v_cache,
                    const int64_t* kv_slots, int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads,
                    int64_t num_kv_heads, int64_t head_dim, float* attn) {
@@ -249,10 +257,7 @@ at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, cons
   const int64_t max_t = slots.size(1), num_slots = k_cache.size(0);
   const int64_t* p = pos.data_ptr<int64_t>();
   const int64_t* sl = slots.data_ptr<int64_t>();
-  for (int64_t b = 0; b < n; ++b) {
-    TORCH_CHECK(p[b] >= 0 && p[b] < max_t, "decode_attention: context length out of range");
-    for (int64_t t = 0; t <= p[b]; ++t) TORCH_CHECK(sl[b * max_t + t] < num_slots, "decode_attention: bad slot");
-  }
+  check_decode_layout(p, sl, n, max_t, num_slots);
   at::Tensor out = at::empty({n, heads * dim}, qc.options());
   if (k_cache.dtype() == at::kBFloat16) {
     attend(qc.data_ptr<float>(), heads * dim, reinterpret_cast<const uint16_t*>(k_cache.data_ptr<at::BFloat16>()),

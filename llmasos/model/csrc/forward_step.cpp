@@ -189,9 +189,7 @@ at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions
     check_prefill_layout(starts, lens, ctx, num_seqs, max_t, num_slots, n);
   } else {
     TORCH_CHECK(kv_c.size(0) == n, "forward_step: decode steps have one token per kv_slots row");
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t t = 0; t <= pos[b]; ++t)
-        TORCH_CHECK(ctx[b * max_t + t] >= 0 && ctx[b * max_t + t] < num_slots, "forward_step: context slot out of range");
+    check_decode_layout(pos, ctx, n, max_t, num_slots);
   }
   // 64-byte aligned, so the threads' claims of output rows (kPanelsPerClaim) never share a cache line.
   AlignedFloats h(n * hidden), qkv(n * (q_size + 2 * kv_size)), attn(n * q_size), tmp(n * hidden);

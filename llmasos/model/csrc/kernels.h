@@ -23,6 +23,8 @@ void attend_decode(const float* q_all, int64_t q_stride, const float* k_cache, c
 void attend_decode(const float* q_all, int64_t q_stride, const uint16_t* k_cache, const uint16_t* v_cache,
                    const int64_t* kv_slots, int64_t max_t, const int64_t* pos, int64_t n, int64_t num_heads,
                    int64_t num_kv_heads, int64_t head_dim, float* attn);
+// Refuses positions past kv_slots' width or context slots outside the cache.
+void check_decode_layout(const int64_t* pos, const int64_t* kv_slots, int64_t n, int64_t max_t, int64_t num_slots);
 
 // prefill_attention.cpp: causal attention of a step's packed query tokens over the paged cache.
 at::Tensor prefill_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
