@@ -788,7 +788,8 @@ def print_report(
         )
     suspend = results.get("llmasos", {}).get("suspend")
     if suspend:
-        tokens = next(iter(suspend.values()))["context_tokens"]
+        sizes = sorted({r["context_tokens"] for r in suspend.values()})  # each mode's own prompt and cycle
+        tokens = f"{sizes[0]}" if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
         print(
             f"\nsuspend + resume of a {tokens}-token context (ms, median of {SUSPEND_CYCLES} cycles; "
             "engine's own report in brackets, fastest-slowest cycle after):"
@@ -800,10 +801,15 @@ def print_report(
                 f"total {r['total_ms']:7.2f} [{r['reported_ms']:.2f}] ({low:.2f}-{high:.2f})  "
                 f"moved {r['bytes_moved'] / 1e6:6.1f} MB"
             )
-            print(
-                f"  {'':<10} next token {r['next_token_ms']:.1f} (an ordinary decode step "
-                f"{r['decode_step_ms']:.1f}; {r['cached_tokens_after']} context tokens from the prefix cache)"
-            )
+            line = f"  {'':<10} next token {r['next_token_ms']:.1f} (an ordinary decode step "
+            line += f"{r['decode_step_ms']:.1f}"
+            if mode == "recompute":
+                # The prefix cache keeps whole blocks only: the step re-runs the context past the last
+                # one, a tail that grows by a token each cycle, so this figure moves with the cycle.
+                cached, context = r["cached_tokens_after"], r["context_tokens"]
+                line += f"; {cached} of {context} context tokens from the prefix cache"
+                line += f", {context + 1 - cached} computed"
+            print(line + ")")
     bw = results.get("bandwidth", {})
     weights = get(results, "llmasos", "weight_bytes", "bytes")
     source = get(results, "llmasos", "weight_bytes", "source")
