@@ -90,13 +90,16 @@ def resolve_device(device: str) -> torch.device:
 class LLMEngine:
     """Serves several sequences of one model in shared forward passes."""
 
-    def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None) -> None:
+    def __init__(
+        self, loaded: LoadedModel, config: EngineConfig | None = None, *, owns_load: bool = False
+    ) -> None:
+        """owns_load: no one else uses `loaded`, so its float weights go once converted (`from_path`)."""
         self.config = config or EngineConfig()
         if self.config.num_threads > 0:
             torch.set_num_threads(self.config.num_threads)
         self.loaded = loaded
         self.tokenizer: Tokenizer = loaded.tokenizer
-        self.runner = ModelRunner(loaded, self.config)
+        self.runner = ModelRunner(loaded, self.config, owns_load=owns_load)
         self.block_manager = BlockManager(
             self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
@@ -115,11 +118,7 @@ class LLMEngine:
         config = config or EngineConfig()
         device = resolve_device(config.device)
         loaded = load_model(path, dtype=resolve_dtype(config.dtype, device), device=device)
-        engine = cls(loaded, config)
-        if engine.runner.model is not loaded.model:
-            # The engine owns this load: keep only the converted weights, not the float originals.
-            loaded.model = engine.runner.model
-        return engine
+        return cls(loaded, config, owns_load=True)
 
     @classmethod
     def from_library(cls, name: str = DEFAULT_MODEL, config: EngineConfig | None = None) -> LLMEngine:

@@ -7,6 +7,8 @@ its last token.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 
 import numpy as np
@@ -24,6 +26,20 @@ logger = logging.getLogger(__name__)
 
 
 KV_CACHE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def return_freed_memory() -> None:
+    """Collect garbage, then hand the C heap's free pages back to the OS (glibc's `malloc_trim`).
+
+    Why: tensors below glibc's mmap threshold (which rises to 32 MB once large blocks are freed) live
+    in the heap, and freeing them leaves its pages resident: after SmolLM2's float weights were
+    dropped, 128 MB more were returned by the trim than by the frees."""
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
+        return
+    trim(0)
 
 
 def resolve_kv_cache_dtype(kv_cache_dtype: str, weight_format: str, model_dtype: torch.dtype) -> torch.dtype:
@@ -57,7 +73,7 @@ def kv_bytes_per_token(config: EngineConfig, loaded: LoadedModel) -> int:
 class ModelRunner:
     """Runs one model over a paged KV cache sized from the engine config's byte budget."""
 
-    def __init__(self, loaded: LoadedModel, config: EngineConfig) -> None:
+    def __init__(self, loaded: LoadedModel, config: EngineConfig, *, owns_load: bool = False) -> None:
         self.model_config = loaded.config
         param = next(loaded.model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -69,6 +85,12 @@ class ModelRunner:
             if dense_same
             else loaded.model.quantize(self.weight_format, keep_dense=config.dense_prefill_weights)
         )
+        if owns_load and self.model is not loaded.model:
+            # Keep only the converted weights, and give the float originals' memory back before the
+            # KV pool and swap reserve are allocated: with both alive at once, SmolLM2's engine peaked
+            # at 1,650 MB RSS during load against 1,370 after it.
+            loaded.model = self.model
+            return_freed_memory()
         logger.info(
             "weights: %s, %.0f MB read per decode token",
             self.weight_format,

@@ -24,6 +24,7 @@ from llmasos.model.quant import (
     DEFAULT_MAX_QUANT_TOKENS,
     NATIVE_DECODE_MAX_SEQS,
     NATIVE_MAX_TOKENS,
+    Q8Embedding,
     make_linear,
 )
 
@@ -214,6 +215,11 @@ class LlamaModel(nn.Module):
             max_quant_tokens=max_quant_tokens,
             keep_dense=False,
         )
+        # The lookup table in the file's own 8-bit form where that is exact (Q8Embedding). The head
+        # above was made from the float table, which this copy no longer holds.
+        embedding = Q8Embedding.from_dense(self.embed_tokens.weight)
+        if embedding is not None:
+            model.embed_tokens = embedding
         model._enable_native_step()
         return model
 
@@ -247,7 +253,10 @@ class LlamaModel(nn.Module):
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""
-        total = self.embed_tokens.weight[0].numel() * self.embed_tokens.weight.element_size()
+        if isinstance(self.embed_tokens, Q8Embedding):
+            total = self.embed_tokens.bytes_per_token()
+        else:
+            total = self.embed_tokens.weight[0].numel() * self.embed_tokens.weight.element_size()
         for module in self.modules():
             if hasattr(module, "bytes_per_token"):
                 total += module.bytes_per_token()

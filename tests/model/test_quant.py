@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf
 import pytest
 import torch
+from torch import nn
 
 from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model.loader import load_model
 from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import Int4Linear, Int8Linear, make_linear, resolve_weight_format
+from llmasos.model.quant import Int4Linear, Int8Linear, Q8Embedding, make_linear, resolve_weight_format
 from tests.helpers.engines import random_prompts
 from tests.helpers.reference import full_logits
+from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
 
 QUANT_FORMATS = ["int8", "int4"]
 
@@ -118,6 +121,60 @@ def test_bfloat16_weights_run_through_the_engine(own_tiny) -> None:
     assert engine.runner.model.weight_bytes_per_token() < own_tiny.model.weight_bytes_per_token()
 
 
+def _q8_0_table(rows: int, dim: int) -> torch.Tensor:
+    """A float32 table as a Q8_0 file dequantizes: int8 times a float16 scale per block of 32, each
+    block's largest |int| 127 (Q8_0's scale is the block's max |w| / 127)."""
+    torch.manual_seed(0)
+    q = torch.randint(-127, 128, (rows, dim // 32, 32))
+    q[..., 0] = 127 * torch.where(torch.rand(rows, dim // 32) < 0.5, -1, 1)
+    d = (torch.rand(rows, dim // 32) * 0.01 + 1e-4).half().float()
+    return (q.float() * d[..., None]).view(rows, dim)
+
+
+def test_q8_embedding_reproduces_a_q8_0_table_exactly() -> None:
+    table = _q8_0_table(100, 96)
+    embedding = Q8Embedding.from_dense(table)
+    assert embedding is not None
+    ids = torch.tensor([[3, 0, 99], [42, 42, 7]])
+    assert torch.equal(embedding(ids), table[ids])  # bit for bit, any shape of ids
+    assert torch.equal(embedding(torch.arange(100)), table)
+    assert (embedding.q.nbytes + embedding.scales.nbytes) * 3 < table.nbytes
+    assert embedding.bytes_per_token() == 96 + 3 * 4
+
+
+def test_q8_embedding_refuses_tables_it_cannot_hold_exactly() -> None:
+    table = _q8_0_table(100, 96)
+    off = table.clone()
+    off[57, 40] = torch.nextafter(off[57, 40], torch.tensor(1.0))  # one value not on its block's grid
+    assert Q8Embedding.from_dense(off) is None
+    assert Q8Embedding.from_dense(torch.randn(100, 96)) is None  # a float table
+    assert Q8Embedding.from_dense(torch.randn(100, 40)) is None  # rows not whole blocks
+    assert Q8Embedding.from_dense(table.bfloat16()) is None
+
+
+def test_int_engines_hold_a_q8_0_files_embedding_in_q8_0(tmp_path: Path, own_tiny) -> None:
+    """An engine that loads its own model (`from_path`) keeps only the converted weights, with the
+    file's Q8_0 embedding as a Q8Embedding; it decodes as one whose lookup reads the float table.
+    A float32 file's embedding stays a dense table."""
+    path, _ = write_tiny_gguf(tmp_path / "q8.gguf", TinySpec(qtype=gguf.GGMLQuantizationType.Q8_0, seed=8))
+    config = EngineConfig(weight_format="int4", block_size=4, enable_prefix_caching=False)
+    engine = LLMEngine.from_path(str(path), config)
+    model = engine.runner.model
+    assert engine.loaded.model is model
+    assert isinstance(model.embed_tokens, Q8Embedding)
+    assert not [name for name, p in model.named_parameters() if p.dim() == 2]  # no float weight left
+    reference = load_model(path)
+    dense = reference.model.embed_tokens.weight
+    assert torch.equal(model.embed_tokens(torch.arange(dense.shape[0])), dense)
+    # The same engine with the float table: same tokens.
+    float_table = LLMEngine(reference, config)
+    float_table.runner.model.embed_tokens = reference.model.embed_tokens
+    prompts = random_prompts([5, 17])
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    assert engine.generate(prompts, params) == float_table.generate(prompts, params)
+    assert isinstance(own_tiny.model.quantize("int4").embed_tokens, nn.Embedding)
+
+
 QUESTIONS = [
     "What is the capital of France?",
     "Write a Python function that adds two numbers.",
@@ -158,6 +215,15 @@ def test_quantized_real_model_keeps_its_answers(real_loaded, fmt: str) -> None:
         logits = full_logits(real_loaded, prompt + want[:split])[-1]
         margin = (logits[want[split]] - logits[got[split]]).item()
         assert margin < NEAR_TIE, f"{fmt} left fp32's path where fp32 was sure (margin {margin:.3f})"
+
+
+@pytest.mark.real_model
+def test_real_models_int4_copy_holds_its_q8_0_embedding_exactly(real_loaded) -> None:
+    dense = real_loaded.model.embed_tokens.weight
+    embedding = real_loaded.model.quantize("int4").embed_tokens
+    assert isinstance(embedding, Q8Embedding)
+    assert torch.equal(embedding(torch.arange(dense.shape[0])), dense)
+    assert embedding.q.nbytes + embedding.scales.nbytes < dense.nbytes * 0.3
 
 
 @pytest.mark.real_model
