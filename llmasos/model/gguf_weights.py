@@ -24,6 +24,23 @@ _PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
 _GGUF_MAGIC = b"GGUF"
 
 
+class _PlainArrayReader(gguf.GGUFReader):
+    """gguf's reader over a plain ndarray view of its memory map instead of the `np.memmap` itself.
+
+    Why: the reader slices its data once per metadata value (SmolLM2's 49,152 tokens and 48,900 merges
+    are ~250,000 slices), and every slice of an `np.memmap` runs its Python-level `__getitem__` and
+    `__array_finalize__`; over a plain view, opening SmolLM2's file took 1.7-2.3 s instead of 3.5-5.0 s,
+    with the same fields and tensors. The view keeps the map alive."""
+
+    @property
+    def data(self) -> np.ndarray:
+        return self._plain_data
+
+    @data.setter
+    def data(self, value: np.ndarray) -> None:
+        self._plain_data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+
 def open_gguf(path: Path) -> gguf.GGUFReader:
     """Open a GGUF file, turning every way it can be malformed into one clear error."""
     try:
@@ -34,7 +51,7 @@ def open_gguf(path: Path) -> gguf.GGUFReader:
     if magic != _GGUF_MAGIC:
         raise ModelFormatError(f"{path} is not a GGUF file (it does not start with the GGUF magic bytes)")
     try:
-        return gguf.GGUFReader(path)
+        return _PlainArrayReader(path)
     except (ValueError, struct.error, IndexError, KeyError, OverflowError, TypeError) as err:
         raise ModelFormatError(
             f"{path} is a truncated or corrupt GGUF file ({err}); pull the model again"

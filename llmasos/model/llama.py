@@ -69,8 +69,9 @@ class LlamaModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.embed_tokens.weight.requires_grad_(False)
+        # Filled by the loader: an uninitialized table (nn.Embedding's own random init on the meta device,
+        # where the loader builds the module, first imports torch's meta kernels, as below).
+        self.embed_tokens = nn.Embedding.from_pretrained(torch.empty(config.vocab_size, config.hidden_size))
         self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
@@ -80,8 +81,11 @@ class LlamaModel(nn.Module):
         self.native_layers: list[torch.Tensor] | None = None
         self.native_kernels = None
         self.native_keeps_dense = False  # whether the int layers keep a dense copy for large steps
-        inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
-        self.set_rope_inv_freq(inv_freq)
+        # Computed on the CPU even where the module is built on the meta device (the loader builds it
+        # there, then installs tables on the weights' device): torch's meta `arange` first imports its
+        # Python reference kernels, which was 2.3 s of every model load.
+        with torch.device("cpu"):
+            self.set_rope_inv_freq(rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling))
 
     def set_rope_inv_freq(self, inv_freq: torch.Tensor) -> None:
         """Install rotary frequencies (GGUF files may ship precomputed llama3 factors)."""
