@@ -52,7 +52,9 @@ def build_directory() -> Path:
         if path.suffix in (".cpp", ".h"):
             key.update(path.name.encode())
             key.update(path.read_bytes())
-    for part in (*CFLAGS, torch.__version__, sys.prefix):
+    # The sources' folder too: torch rebuilds a folder whose build file names other source paths, so two
+    # checkouts sharing one environment (and one folder) rebuilt it on every alternate load (~60 s).
+    for part in (*CFLAGS, torch.__version__, sys.prefix, str(CSRC)):
         key.update(part.encode())
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmasos" / "cpu_kernels"
     return root / key.hexdigest()[:16]
