@@ -40,7 +40,7 @@ def make_kernel(engine_config: EngineConfig) -> tuple[Kernel, Syscalls]:
         if "engine" not in cache:
             cache["engine"] = LLMEngine.from_path(str(path), engine_config)
         engine = cache["engine"]
-        return engine, engine.loaded.weight_bytes + engine.runner.kv_cache_bytes
+        return engine, engine.runner.memory_bytes
 
     residency = ResidencyManager(1 << 40, load, lambda name: 0)
     kernel = Kernel(residency, KernelConfig(engine=engine_config))

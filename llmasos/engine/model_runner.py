@@ -127,6 +127,12 @@ class ModelRunner:
         )
 
     @property
+    def memory_bytes(self) -> int:
+        """Bytes this runner holds: the model's tensors, the KV pool and the swap space's blocks."""
+        swap = self.swap_space.num_blocks * self.swap_space.bytes_per_block
+        return self.model.held_bytes() + self.kv_cache_bytes + swap
+
+    @property
     def kv_cache_bytes(self) -> int:
         return self.kv_cache.numel() * self.kv_cache.element_size()
 

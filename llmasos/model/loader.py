@@ -52,7 +52,8 @@ class LoadedModel:
 
     @property
     def weight_bytes(self) -> int:
-        return sum(p.numel() * p.element_size() for p in self.model.parameters())
+        """Bytes of every tensor the model holds (see LlamaModel.held_bytes)."""
+        return self.model.held_bytes()
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:

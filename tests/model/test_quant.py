@@ -121,6 +121,23 @@ def test_bfloat16_weights_run_through_the_engine(own_tiny) -> None:
     assert engine.runner.model.weight_bytes_per_token() < own_tiny.model.weight_bytes_per_token()
 
 
+@pytest.mark.parametrize("fmt", ["float32", "int4"])
+def test_runner_memory_counts_every_tensor_it_holds(own_tiny, fmt: str) -> None:
+    """What the residency manager charges a loaded engine: parameters, buffers, the packed weights of
+    quantized layers (plain attributes, not parameters), the KV pool and the swap space."""
+    engine = LLMEngine(own_tiny, EngineConfig(weight_format=fmt, block_size=4, kv_cache_bytes=1 << 20))
+    model = engine.runner.model
+    packed = sum(m.quant_bytes() for m in model.modules() if isinstance(m, (Int4Linear, Int8Linear)))
+    assert (packed > 0) == (fmt == "int4")
+    dense = sum(t.nbytes for t in (*model.parameters(), *model.buffers()))
+    assert model.held_bytes() == dense + packed
+    swap = engine.runner.swap_space
+    assert swap.num_blocks > 0
+    assert engine.runner.memory_bytes == (
+        model.held_bytes() + engine.runner.kv_cache_bytes + swap.num_blocks * swap.bytes_per_block
+    )
+
+
 def _q8_0_table(rows: int, dim: int) -> torch.Tensor:
     """A float32 table as a Q8_0 file dequantizes: int8 times a float16 scale per block of 32, each
     block's largest |int| 127 (Q8_0's scale is the block's max |w| / 127)."""
