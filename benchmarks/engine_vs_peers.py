@@ -921,6 +921,11 @@ def main(argv: list[str] | None = None) -> None:
         workers: list[tuple[str, Path]] = []
         if "llmasos" in only:
             workers += [("llmasos", model), ("bandwidth", model)]
+            # Built now if this environment has no build yet (~1 min, once), so that the workers' load
+            # times are loads, not a compile: one such round made a 2-round median 42.6 s, not ~4.
+            from llmasos.model.native import cpu_kernels
+
+            cpu_kernels()
         if "llamacpp" in only:
             if installed("llama_cpp"):
                 shipped = model.stem.rsplit(".", 1)[-1] if "." in model.stem else "as shipped"
