@@ -277,10 +277,8 @@ class LlamaModel(nn.Module):
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""
-        if isinstance(self.embed_tokens, Q8Embedding):
-            total = self.embed_tokens.bytes_per_token()
-        else:
-            total = self.embed_tokens.weight[0].numel() * self.embed_tokens.weight.element_size()
+        embed = self.embed_tokens  # one row; a Q8Embedding counts its own in the loop below
+        total = 0 if isinstance(embed, Q8Embedding) else embed.weight[0].numel() * embed.weight.element_size()
         for module in self.modules():
             if hasattr(module, "bytes_per_token"):
                 total += module.bytes_per_token()

@@ -50,11 +50,6 @@ class LoadedModel:
     config: ModelConfig
     load_seconds: float
 
-    @property
-    def weight_bytes(self) -> int:
-        """Bytes of every tensor the model holds (see LlamaModel.held_bytes)."""
-        return self.model.held_bytes()
-
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """`auto` is float32 on CPU (exact against references) and bfloat16 on CUDA."""

@@ -189,6 +189,9 @@ def test_int_engines_hold_a_q8_0_files_embedding_in_q8_0(tmp_path: Path, own_tin
     prompts = random_prompts([5, 17])
     params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
     assert engine.generate(prompts, params) == float_table.generate(prompts, params)
+    # A decode step reads one Q8_0 row instead of one float32 row, and nothing else differs.
+    row_saving = dense.shape[1] * 4 - model.embed_tokens.bytes_per_token()
+    assert model.weight_bytes_per_token() == float_table.runner.model.weight_bytes_per_token() - row_saving
     assert isinstance(own_tiny.model.quantize("int4").embed_tokens, nn.Embedding)
 
 
