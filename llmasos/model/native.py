@@ -7,6 +7,12 @@ shared torch's one default folder rebuilt it in turn (a minute each) whenever th
 they cannot be built or loaded, `cpu_kernels()` returns None and the model keeps its pure-torch paths.
 `LLMASOS_NATIVE=0` turns them off (for A/B checks).
 
+They are built for the CPU they run on: AVX2 + FMA everywhere, and where the CPU also has AVX-512 VNNI
+(with BW and VL), its `vpdpwssd` fuses each pair of int16 multiply-adds with their accumulation. The
+integer sums are exact either way, so both builds give the same results bit for bit; the flags are part
+of the build key, so a venv moved to another CPU builds the variant that CPU runs.
+`LLMASOS_NATIVE_ISA=avx2` forces the AVX2 build on a VNNI CPU (for A/B checks).
+
     python -m llmasos.model.native   # build now (`make setup` does), print whether they load
 """
 
@@ -33,6 +39,10 @@ SOURCES = sorted(CSRC.glob("*.cpp"))  # cpu_kernels.cpp holds the module; the ot
 # the module exports its init function only, and two builds loaded in one process (A/B runs) cannot
 # bind to each other's copies of shared template code.
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fvisibility=hidden"]
+# The kernels test __AVX512VNNI__ (quant_gemm.cpp); VL gives the 256-bit forms they use, and with it the
+# 32 vector registers.
+VNNI_CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]
+_VNNI_CPU_FLAGS = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
 
 
 def native_enabled() -> bool:
@@ -45,6 +55,34 @@ def _cpu_has_avx2() -> bool:
     return capability.startswith("AVX")
 
 
+def _cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        pass
+    return set()
+
+
+def kernel_isa() -> str:
+    """The instruction set the kernels are built for here: "avx512vnni" or "avx2"."""
+    forced = os.environ.get("LLMASOS_NATIVE_ISA", "").strip().lower()
+    if forced not in ("", "avx2", "avx512vnni"):
+        logger.warning("LLMASOS_NATIVE_ISA=%s is not avx2 or avx512vnni; ignoring it", forced)
+        forced = ""
+    if forced == "avx2":
+        return "avx2"
+    return "avx512vnni" if _cpu_flags() >= _VNNI_CPU_FLAGS else "avx2"
+
+
+def compile_flags() -> list[str]:
+    """The compiler flags of this CPU's build."""
+    return CFLAGS + (VNNI_CFLAGS if kernel_isa() == "avx512vnni" else [])
+
+
 def build_directory() -> Path:
     """Where this environment's build of these sources lives."""
     key = hashlib.sha256()
@@ -54,7 +92,7 @@ def build_directory() -> Path:
             key.update(path.read_bytes())
     # The sources' folder too: torch rebuilds a folder whose build file names other source paths, so two
     # checkouts sharing one environment (and one folder) rebuilt it on every alternate load (~60 s).
-    for part in (*CFLAGS, torch.__version__, sys.prefix, str(CSRC)):
+    for part in (*compile_flags(), torch.__version__, sys.prefix, str(CSRC)):
         key.update(part.encode())
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "llmasos" / "cpu_kernels"
     return root / key.hexdigest()[:16]
@@ -86,7 +124,7 @@ def _load() -> ModuleType | None:
                 name="llmasos_cpu_kernels",
                 build_directory=str(directory),
                 sources=[str(path) for path in SOURCES],
-                extra_cflags=CFLAGS,
+                extra_cflags=compile_flags(),
                 extra_ldflags=["-fopenmp"],
                 verbose=False,
             )
@@ -102,4 +140,7 @@ def cpu_kernels() -> ModuleType | None:
 
 if __name__ == "__main__":
     kernels = cpu_kernels()
-    print("native CPU kernels:", "loaded" if kernels is not None else "unavailable (torch paths in use)")
+    print(
+        "native CPU kernels:",
+        f"loaded ({kernel_isa()})" if kernels is not None else "unavailable (torch paths in use)",
+    )

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -30,6 +31,53 @@ def test_kernels_build_wherever_the_cpu_and_a_compiler_allow() -> None:
     if not (native._cpu_has_avx2() and compiler and native.native_enabled()):
         pytest.skip("no AVX2, no C++ compiler, or LLMASOS_NATIVE=0")
     assert kernels is not None, "the C++ kernels failed to build: see the warning from llmasos.model.native"
+
+
+def test_the_kernels_are_built_for_the_instruction_set_of_this_cpu(monkeypatch) -> None:
+    vnni_cpu = {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
+    monkeypatch.delenv("LLMASOS_NATIVE_ISA", raising=False)
+    monkeypatch.setattr(native, "_cpu_flags", lambda: vnni_cpu)
+    assert native.kernel_isa() == "avx512vnni"
+    assert "-mavx512vnni" in native.compile_flags()
+    vnni_folder = native.build_directory()
+    monkeypatch.setattr(native, "_cpu_flags", lambda: vnni_cpu - {"avx512_vnni"})
+    assert native.kernel_isa() == "avx2"
+    assert not [flag for flag in native.compile_flags() if "avx512" in flag]
+    assert native.build_directory() != vnni_folder  # a venv moved to another CPU builds that CPU's variant
+    monkeypatch.setattr(native, "_cpu_flags", lambda: vnni_cpu)
+    monkeypatch.setenv("LLMASOS_NATIVE_ISA", "avx2")  # forced, for A/B runs
+    assert native.kernel_isa() == "avx2"
+    monkeypatch.setattr(native, "_cpu_flags", lambda: vnni_cpu - {"avx512_vnni"})
+    monkeypatch.setenv("LLMASOS_NATIVE_ISA", "avx512vnni")  # never forced onto a CPU without it
+    assert native.kernel_isa() == "avx2"
+
+
+@needs_kernels
+def test_the_avx2_and_the_vnni_builds_give_the_same_bits(tiny_gguf, tmp_path) -> None:
+    """The VNNI build fuses the GEMMs' multiply-adds; integer sums are exact, so every output (GEMMs, and
+    whole C++ steps over prompt chunks and decode tokens) is the AVX2 build's bit for bit. Builds the
+    AVX2 variant (about a minute, once) in a second process."""
+    from tests.helpers.kernel_outputs import kernel_outputs
+
+    if native.kernel_isa() != "avx512vnni":
+        pytest.skip("this CPU has no AVX-512 VNNI: the AVX2 build is the only one it runs")
+    saved = tmp_path / "avx2.pt"
+    env = {**os.environ, "LLMASOS_NATIVE_ISA": "avx2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.helpers.kernel_outputs", str(tiny_gguf), str(saved)],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    avx2 = torch.load(saved)
+    assert avx2["isa"] == "avx2"
+    ours = kernel_outputs(tiny_gguf)
+    assert ours.keys() == avx2["outputs"].keys()
+    differ = [name for name, value in ours.items() if not torch.equal(value, avx2["outputs"][name])]
+    assert not differ, f"the builds differ in {differ}"
 
 
 def _activation_error_bound(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,96 @@
+"""The C++ kernels' outputs on fixed inputs, for a test that compares two builds of them bit for bit.
+
+    python -m tests.helpers.kernel_outputs TINY_GGUF OUT.pt    (with LLMASOS_NATIVE_ISA=avx2, say)
+
+Covers every path whose instructions differ between the AVX2 and the AVX-512 VNNI builds: the 4-bit
+and int8 GEMMs at 1-3 tokens and in panels (with a padded last tile and several 64-token chunks), and
+the whole C++ forward step of a tiny model over a prompt in chunks and a decode step of three sequences.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from llmasos.model.attention import AttentionMetadata
+from llmasos.model.loader import load_model
+from llmasos.model.quant import Int4Linear, Int8Linear
+
+
+def _chunk_meta(contexts: list[torch.Tensor], new_tokens: list[int]) -> AttentionMetadata:
+    kv_slots = torch.zeros(len(contexts), max(len(c) for c in contexts), dtype=torch.long)
+    for b, context in enumerate(contexts):
+        kv_slots[b, : len(context)] = context
+    q_lens = torch.tensor(new_tokens)
+    return AttentionMetadata(
+        slot_mapping=torch.cat([c[len(c) - q :] for c, q in zip(contexts, new_tokens, strict=True)]),
+        kv_slots=kv_slots,
+        query_index=None,
+        query_valid=None,
+        mask=None,
+        context_lens=torch.tensor([len(c) for c in contexts]),
+        query_start=torch.cat([torch.zeros(1, dtype=torch.long), q_lens.cumsum(0)]),
+    )
+
+
+def _decode_meta(lengths: list[int], block: int) -> AttentionMetadata:
+    """One new token for each sequence b, whose context is slots b * block + [0, length]."""
+    max_kv = max(lengths) + 1
+    kv_slots = torch.zeros(len(lengths), max_kv, dtype=torch.long)
+    bias = torch.zeros(len(lengths), 1, 1, max_kv)
+    for b, length in enumerate(lengths):
+        kv_slots[b, : length + 1] = b * block + torch.arange(length + 1)
+        bias[b, ..., length + 1 :] = float("-inf")
+    return AttentionMetadata(
+        slot_mapping=torch.tensor([b * block + n for b, n in enumerate(lengths)]),
+        kv_slots=kv_slots,
+        query_index=None,
+        query_valid=None,
+        mask=None,
+        decode=True,
+        decode_bias=bias,
+    )
+
+
+def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
+    """Every output, by name, computed with the kernels this process loads."""
+    outputs: dict[str, torch.Tensor] = {}
+    torch.manual_seed(0)
+    for shape in ((36, 64), (576, 1536)):
+        weight = torch.randn(*shape) * 0.05
+        int4 = Int4Linear(weight, None, max_quant_tokens=8, keep_dense=False)
+        int8 = Int8Linear(weight, None, max_quant_tokens=8, keep_dense=False)
+        for n in (1, 2, 3, 7, 70):
+            x = torch.randn(n, shape[1]) * 3
+            outputs[f"int4 {shape} x{n}"] = int4(x)
+            outputs[f"int8 {shape} x{n}"] = int8(x)
+
+    model = load_model(tiny_gguf).model.quantize("int4", keep_dense=False)
+    assert model.native_layers is not None, "the C++ forward step is not in use"
+    c = model.config
+    cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim, dtype=torch.bfloat16)
+    lengths = [23, 9, 2]
+    done = {b: 0 for b in range(3)}
+    prompts = [torch.randint(0, c.vocab_size, (n,)) for n in lengths]
+    for step, sizes in enumerate(([16, 9, 2], [7, 0, 0])):  # chunks of prompts, then one prompt's tail
+        seqs = [b for b in range(3) if sizes[b]]
+        contexts = [b * 32 + torch.arange(done[b] + sizes[b]) for b in seqs]
+        meta = _chunk_meta(contexts, [sizes[b] for b in seqs])
+        ids = torch.cat([prompts[b][done[b] : done[b] + sizes[b]] for b in seqs])
+        positions = torch.cat([torch.arange(done[b], done[b] + sizes[b]) for b in seqs])
+        outputs[f"chunk step {step}"] = model(ids, positions, cache, meta)
+        for b in seqs:
+            done[b] += sizes[b]
+    meta = _decode_meta(lengths, 32)
+    outputs["decode step"] = model(torch.randint(0, c.vocab_size, (3,)), torch.tensor(lengths), cache, meta)
+    outputs["cache"] = cache
+    return outputs
+
+
+if __name__ == "__main__":
+    from llmasos.model.native import kernel_isa
+
+    torch.set_num_threads(1)  # as the test suite runs
+    torch.save({"isa": kernel_isa(), "outputs": kernel_outputs(Path(sys.argv[1]))}, sys.argv[2])
