@@ -158,14 +158,15 @@ constexpr int64_t kChunkTokens = 64;  // a chunk's int16 activations (<= 192 KB)
 // The activations of every 4 tokens interleaved: xt[tile][g][j][32]. The last tile is padded with
 // zeros (its extra tokens are computed and dropped).
 struct TiledActs {
-  std::vector<int16_t> storage;
+  AlignedBuffer<int16_t> storage;
   int16_t* xt = nullptr;
   int64_t tiles = 0;
 
   void build(const QuantActs& acts, int64_t n) {
     const int64_t k = acts.k, blocks = acts.blocks;
     tiles = (n + kTileTokens - 1) / kTileTokens;
-    xt = aligned_storage<32>(storage, tiles * kTileTokens * k);
+    storage.resize(tiles * kTileTokens * k);
+    xt = storage.data();
     // Split between the threads by tile (a 512-token chunk's copy is MBs, and the GEMM waits for it).
     at::parallel_for(0, tiles, 8, [&](int64_t tile0, int64_t tile1) {
       for (int64_t t = tile0 * kTileTokens; t < tile1 * kTileTokens; ++t) {
@@ -184,10 +185,13 @@ struct TiledActs {
 };
 
 struct PanelScratch {
-  std::vector<int16_t> w_storage;
+  AlignedBuffer<int16_t> w_storage;
   int16_t* w = nullptr;  // wp[g][i][32] int16
 
-  void reserve(int64_t k) { w = aligned_storage<32>(w_storage, kPanelRows * k); }
+  void reserve(int64_t k) {
+    w_storage.resize(kPanelRows * k);
+    w = w_storage.data();
+  }
 };
 
 // int8 rows sum their int32 products over runs of this many groups before converting them to float
