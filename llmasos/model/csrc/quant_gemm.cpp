@@ -198,6 +198,26 @@ struct PanelScratch {
 // (a lane sums 4 products of at most 127 * 16383 per group: 64 groups stay below 2^31).
 constexpr int64_t kQ8RunGroups = 64;
 
+#ifdef __AVX512VNNI__
+// One group of a TR-row x 4-token tile: acc[i][j] += Σ w[i] x[j] over its 32 elements.
+template <int TR>
+inline void vnni_tile_group(const int16_t* wg, const int16_t* xg, __m256i (*acc)[kTileTokens]) {
+  __m256i x_lo[kTileTokens], x_hi[kTileTokens];
+  for (int j = 0; j < kTileTokens; ++j) {
+    x_lo[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup));
+    x_hi[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup + 16));
+  }
+  for (int i = 0; i < TR; ++i) {
+    const __m256i w_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup));
+    for (int j = 0; j < kTileTokens; ++j) acc[i][j] = _mm256_dpwssd_epi32(acc[i][j], w_lo, x_lo[j]);
+  }
+  for (int i = 0; i < TR; ++i) {
+    const __m256i w_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup + 16));
+    for (int j = 0; j < kTileTokens; ++j) acc[i][j] = _mm256_dpwssd_epi32(acc[i][j], w_hi, x_hi[j]);
+  }
+}
+#endif
+
 // dots[i][j]: the float sum of each run's int32 sums Σ_k w[i] x[j] (8 lanes), for int16 panels of
 // either weight format.
 template <int TR, int64_t RunGroups>
@@ -211,6 +231,21 @@ inline void int_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks,
     __m256i acc[TR][TN];
     for (int i = 0; i < TR; ++i)
       for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_si256();
+#ifdef __AVX512VNNI__
+    // Whole runs unrolled, each group's low halves against every token, then its high halves, with the
+    // tokens' 8 activation vectors held (AVX-512's 32 registers: 12 accumulators, 8 activations, a
+    // weight). GCC then keeps every accumulator in place; the loop above it copied them between
+    // registers around each vpdpwssd, and on one Zen 4 core the tile ran at 97-101 G multiply-adds/s
+    // against 116-117 this way, vpdpwssd's peak (2 per cycle at 3.67 GHz). Integer sums: same bits.
+    int64_t g = g0;
+    for (; g + 4 <= g1; g += 4) {
+      vnni_tile_group<TR>(wp + g * TR * kGroup, xt + g * TN * kGroup, acc);
+      vnni_tile_group<TR>(wp + (g + 1) * TR * kGroup, xt + (g + 1) * TN * kGroup, acc);
+      vnni_tile_group<TR>(wp + (g + 2) * TR * kGroup, xt + (g + 2) * TN * kGroup, acc);
+      vnni_tile_group<TR>(wp + (g + 3) * TR * kGroup, xt + (g + 3) * TN * kGroup, acc);
+    }
+    for (; g < g1; ++g) vnni_tile_group<TR>(wp + g * TR * kGroup, xt + g * TN * kGroup, acc);
+#else
     for (int64_t g = g0; g < g1; ++g) {
       const int16_t* xg = xt + g * TN * kGroup;
       const int16_t* wg = wp + g * TR * kGroup;
@@ -224,6 +259,7 @@ inline void int_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks,
         }
       }
     }
+#endif
     for (int i = 0; i < TR; ++i)
       for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_add_ps(facc[i][j], _mm256_cvtepi32_ps(acc[i][j]));
   }
