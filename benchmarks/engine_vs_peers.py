@@ -631,6 +631,25 @@ def spawn_worker(name: str, model: Path, prompts: Path, args: argparse.Namespace
 # ---- report -------------------------------------------------------------------------------------
 
 
+def cpu_description() -> str:
+    """The CPU's model name, core count and vector extensions: figures from different machines differ
+    by far more than the floors' margins (this project's VM has been both an AVX2-only Zen 3 and a Zen 4
+    with AVX-512 VNNI), so every report says which it ran on."""
+    name, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and name == "unknown CPU":
+                name = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile")
+    extensions = ", ".join(f for f in wanted if f in flags) or "none of AVX2/AVX-512"
+    return f"{name}, {os.cpu_count()} logical CPUs, {extensions}"
+
+
 def installed(module: str) -> bool:
     import importlib.util
 
@@ -744,7 +763,7 @@ def print_report(
         f"\nSmolLM2-135M-Instruct ({Path(args.model_path).name}), {args.threads} threads, "
         f"{wl.new_tokens} new tokens{' (--quick)' if args.quick else ''}"
         + (f"; medians of {args.rounds} rounds, engines alternating" if spread is not None else "")
-        + "\n"
+        + f"\n{args.machine}\n"
     )
     head = f"{'figure':<28}" + "".join(f"{labels[n]:>16}" for n in engines)
     same_file = args.same_file if args.same_file in results else None
@@ -905,7 +924,7 @@ def main(argv: list[str] | None = None) -> None:
     store = ModelStore()
     store.pull("default", progress=False)  # a no-op when the model is already stored
     model = store.model_path("default")
-    args.model_path, args.notes = str(model), []
+    args.model_path, args.notes, args.machine = str(model), [], cpu_description()
     args.same_file = None  # the llama.cpp worker on LLMasOS's own file, once one is started
     engine_options(args.engine_option)  # a malformed option fails now, not after the peers ran
     only = [p.strip() for p in args.only.split(",") if p.strip()]
@@ -923,9 +942,11 @@ def main(argv: list[str] | None = None) -> None:
             workers += [("llmasos", model), ("bandwidth", model)]
             # Built now if this environment has no build yet (~1 min, once), so that the workers' load
             # times are loads, not a compile: one such round made a 2-round median 42.6 s, not ~4.
-            from llmasos.model.native import cpu_kernels
+            from llmasos.model.native import cpu_kernels, kernel_isa
 
-            cpu_kernels()
+            kernels = cpu_kernels()
+            isa = kernel_isa() if kernels is not None else "off (torch paths)"
+            args.machine += f"; LLMasOS kernels: {isa}"
         if "llamacpp" in only:
             if installed("llama_cpp"):
                 shipped = model.stem.rsplit(".", 1)[-1] if "." in model.stem else "as shipped"
@@ -977,6 +998,7 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "workload": dataclasses.asdict(wl),
                     "threads": args.threads,
+                    "machine": args.machine,
                     "results": results,
                     "ratios": summary,
                     "ratio_ranges": spread,

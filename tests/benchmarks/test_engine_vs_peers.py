@@ -70,3 +70,15 @@ def test_ratios_are_taken_within_each_round_then_combined() -> None:
     assert medians["b32_vs_same_file"] == pytest.approx(390 / 170)  # of 2.0, 2.625, 2.29
     assert medians["b32_vs_transformers"] == pytest.approx(3.0)
     assert medians["prefill_vs_llamacpp"] is None and "prefill_vs_llamacpp" not in ranges
+
+
+def test_the_report_names_the_cpu_and_its_vector_extensions() -> None:
+    line = bench.cpu_description()
+    assert "logical CPUs" in line
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo here")
+    lines = cpuinfo.read_text().splitlines()
+    flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
+    for flag in ("avx2", "avx512_vnni", "avx512_bf16"):
+        assert (flag in line.split(", ")) == (flag in flags), (flag, line)
