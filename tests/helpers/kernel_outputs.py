@@ -14,44 +14,9 @@ from pathlib import Path
 
 import torch
 
-from llmasos.model.attention import AttentionMetadata
 from llmasos.model.loader import load_model
 from llmasos.model.quant import Int4Linear, Int8Linear
-
-
-def _chunk_meta(contexts: list[torch.Tensor], new_tokens: list[int]) -> AttentionMetadata:
-    kv_slots = torch.zeros(len(contexts), max(len(c) for c in contexts), dtype=torch.long)
-    for b, context in enumerate(contexts):
-        kv_slots[b, : len(context)] = context
-    q_lens = torch.tensor(new_tokens)
-    return AttentionMetadata(
-        slot_mapping=torch.cat([c[len(c) - q :] for c, q in zip(contexts, new_tokens, strict=True)]),
-        kv_slots=kv_slots,
-        query_index=None,
-        query_valid=None,
-        mask=None,
-        context_lens=torch.tensor([len(c) for c in contexts]),
-        query_start=torch.cat([torch.zeros(1, dtype=torch.long), q_lens.cumsum(0)]),
-    )
-
-
-def _decode_meta(lengths: list[int], block: int) -> AttentionMetadata:
-    """One new token for each sequence b, whose context is slots b * block + [0, length]."""
-    max_kv = max(lengths) + 1
-    kv_slots = torch.zeros(len(lengths), max_kv, dtype=torch.long)
-    bias = torch.zeros(len(lengths), 1, 1, max_kv)
-    for b, length in enumerate(lengths):
-        kv_slots[b, : length + 1] = b * block + torch.arange(length + 1)
-        bias[b, ..., length + 1 :] = float("-inf")
-    return AttentionMetadata(
-        slot_mapping=torch.tensor([b * block + n for b, n in enumerate(lengths)]),
-        kv_slots=kv_slots,
-        query_index=None,
-        query_valid=None,
-        mask=None,
-        decode=True,
-        decode_bias=bias,
-    )
+from tests.helpers.step_meta import chunk_meta, decode_meta
 
 
 def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
@@ -77,13 +42,13 @@ def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
     for step, sizes in enumerate(([16, 9, 2], [7, 0, 0])):  # chunks of prompts, then one prompt's tail
         seqs = [b for b in range(3) if sizes[b]]
         contexts = [b * 32 + torch.arange(done[b] + sizes[b]) for b in seqs]
-        meta = _chunk_meta(contexts, [sizes[b] for b in seqs])
+        meta = chunk_meta(contexts, [sizes[b] for b in seqs])
         ids = torch.cat([prompts[b][done[b] : done[b] + sizes[b]] for b in seqs])
         positions = torch.cat([torch.arange(done[b], done[b] + sizes[b]) for b in seqs])
         outputs[f"chunk step {step}"] = model(ids, positions, cache, meta)
         for b in seqs:
             done[b] += sizes[b]
-    meta = _decode_meta(lengths, 32)
+    meta = decode_meta(lengths, 32)
     outputs["decode step"] = model(torch.randint(0, c.vocab_size, (3,)), torch.tensor(lengths), cache, meta)
     outputs["cache"] = cache
     return outputs

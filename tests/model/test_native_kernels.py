@@ -17,6 +17,7 @@ from llmasos.model import native
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.native import cpu_kernels
 from llmasos.model.quant import ACTIVATION_MAX, Int4Linear, Int8Linear, quantize_activations
+from tests.helpers.step_meta import chunk_meta, chunk_positions, decode_meta
 
 kernels = cpu_kernels()
 needs_kernels = pytest.mark.skipif(
@@ -253,22 +254,8 @@ def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded, cache_dtype: to
     for b, length in enumerate(lengths):  # prefill through the torch path
         ids = torch.randint(0, c.vocab_size, (length,))
         model(ids, torch.arange(length), cache, _prefill_meta(b * 32 + torch.arange(length)))
-    max_kv = max(lengths) + 1
-    kv_slots = torch.zeros(3, max_kv, dtype=torch.long)
-    bias = torch.zeros(3, 1, 1, max_kv)
-    for b, length in enumerate(lengths):
-        kv_slots[b, : length + 1] = b * 32 + torch.arange(length + 1)
-        bias[b, ..., length + 1 :] = float("-inf")
     positions = torch.tensor(lengths)
-    meta = AttentionMetadata(
-        slot_mapping=torch.tensor([b * 32 + n for b, n in enumerate(lengths)]),
-        kv_slots=kv_slots,
-        query_index=None,
-        query_valid=None,
-        mask=None,
-        decode=True,
-        decode_bias=bias,
-    )
+    meta = decode_meta(lengths, 32)
     ids = torch.randint(0, c.vocab_size, (3,))
     native_cache, torch_cache = cache.clone(), cache.clone()
     native_hidden = model(ids, positions, native_cache, meta)
@@ -292,28 +279,6 @@ def test_decode_step_in_cpp_equals_the_torch_layers(tiny_loaded, cache_dtype: to
         assert torch.equal(wide_cache[0][:, new].to(torch.bfloat16), native_cache[0][:, new])
 
 
-def _chunk_meta(contexts: list[torch.Tensor], new_tokens: list[int]) -> AttentionMetadata:
-    """A step in which sequence b's context is the cache slots contexts[b], its last new_tokens[b] new."""
-    kv_slots = torch.zeros(len(contexts), max(len(c) for c in contexts), dtype=torch.long)
-    for b, context in enumerate(contexts):
-        kv_slots[b, : len(context)] = context
-    q_lens = torch.tensor(new_tokens)
-    return AttentionMetadata(
-        slot_mapping=torch.cat([c[len(c) - q :] for c, q in zip(contexts, new_tokens, strict=True)]),
-        kv_slots=kv_slots,
-        query_index=None,
-        query_valid=None,
-        mask=None,
-        context_lens=torch.tensor([len(c) for c in contexts]),
-        query_start=torch.cat([torch.zeros(1, dtype=torch.long), q_lens.cumsum(0)]),
-    )
-
-
-def _positions(meta: AttentionMetadata) -> torch.Tensor:
-    lens, starts = meta.context_lens, meta.query_start
-    return torch.cat([torch.arange(n - (starts[b + 1] - starts[b]), n) for b, n in enumerate(lens.tolist())])
-
-
 @needs_kernels
 @pytest.mark.parametrize("cache_dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_prompt_chunks_in_the_cpp_step_equal_the_torch_layers(tiny_loaded, cache_dtype: torch.dtype) -> None:
@@ -325,10 +290,10 @@ def test_prompt_chunks_in_the_cpp_step_equal_the_torch_layers(tiny_loaded, cache
     cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim, dtype=cache_dtype)
     torch.manual_seed(0)
     ids = [torch.randint(0, c.vocab_size, (n,)) for n in (7, 11, 5)]
-    first = _chunk_meta([32 + torch.arange(5), 64 + torch.arange(4)], [5, 4])  # seqs 1 and 2 start
-    model(torch.cat([ids[1][:5], ids[2][:4]]), _positions(first), cache, first)
-    meta = _chunk_meta([torch.arange(7), 32 + torch.arange(11), 64 + torch.arange(5)], [7, 6, 1])
-    step_ids, positions = torch.cat([ids[0], ids[1][5:], ids[2][4:]]), _positions(meta)
+    first = chunk_meta([32 + torch.arange(5), 64 + torch.arange(4)], [5, 4])  # seqs 1 and 2 start
+    model(torch.cat([ids[1][:5], ids[2][:4]]), chunk_positions(first), cache, first)
+    meta = chunk_meta([torch.arange(7), 32 + torch.arange(11), 64 + torch.arange(5)], [7, 6, 1])
+    step_ids, positions = torch.cat([ids[0], ids[1][5:], ids[2][4:]]), chunk_positions(meta)
     assert positions.tolist() == [*range(7), *range(5, 11), 4]
     native_cache, torch_cache = cache.clone(), cache.clone()
     native_hidden = model(step_ids, positions, native_cache, meta)
@@ -354,15 +319,15 @@ def test_the_cpp_step_gives_a_prompt_the_same_bits_however_it_is_chunked(tiny_lo
     prompt, other = torch.randint(0, c.vocab_size, (23,)), torch.randint(0, c.vocab_size, (16,))
     slots = torch.randperm(64)[:23]  # scattered blocks
     whole = torch.zeros(c.num_layers, 2, 128, c.num_kv_heads, c.head_dim, dtype=torch.bfloat16)
-    meta = _chunk_meta([slots], [23])
+    meta = chunk_meta([slots], [23])
     assert model._native_step_kind(23, whole.dtype, meta) == "chunks"
-    want = model(prompt, _positions(meta), whole, meta)[-1]
+    want = model(prompt, chunk_positions(meta), whole, meta)[-1]
     chunked = torch.zeros_like(whole)
     done = 0
     for size, beside in ((8, 3), (1, 5), (14, 8)):
-        meta = _chunk_meta([64 + torch.arange(beside), slots[: done + size]], [beside, size])
+        meta = chunk_meta([64 + torch.arange(beside), slots[: done + size]], [beside, size])
         ids = torch.cat([other[:beside], prompt[done : done + size]])
-        got = model(ids, _positions(meta), chunked, meta)[-1]
+        got = model(ids, chunk_positions(meta), chunked, meta)[-1]
         done += size
     assert torch.equal(got, want)
     assert torch.equal(chunked[:, :, slots], whole[:, :, slots])
@@ -373,10 +338,10 @@ def test_the_cpp_step_refuses_chunk_offsets_that_would_read_outside_the_step(tin
     model = tiny_loaded.model.quantize("int4", keep_dense=False)
     c = model.config
     cache = torch.zeros(c.num_layers, 2, 64, c.num_kv_heads, c.head_dim)
-    meta = replace(_chunk_meta([torch.arange(6)], [6]), query_start=torch.tensor([0, 9]))  # 9 of 6 tokens
+    meta = replace(chunk_meta([torch.arange(6)], [6]), query_start=torch.tensor([0, 9]))  # 9 of 6 tokens
     with pytest.raises(RuntimeError, match="query_start must run from 0 to the token count"):
         model(torch.zeros(6, dtype=torch.long), torch.arange(6), cache, meta)
-    meta = _chunk_meta([torch.tensor([0, 1, 2, 900])], [4])  # a slot past the cache
+    meta = chunk_meta([torch.tensor([0, 1, 2, 900])], [4])  # a slot past the cache
     with pytest.raises(RuntimeError, match="slot"):
         model(torch.zeros(4, dtype=torch.long), torch.arange(4), cache, meta)
 
