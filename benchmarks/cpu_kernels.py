@@ -81,17 +81,15 @@ def _variants(kernels, layers: list, packed: list, n: int) -> dict[str, Callable
 
 def _scales_and_zeros(layer) -> torch.Tensor:
     """torch's int4 constants (in/32, out, 2) bf16 for the layer's groups: scale d, and the value of q = 8."""
-    d = layer.k.float() * layer.row_scale[:, None]
-    m = layer.c.float() * layer.row_scale[:, None]
+    _, k, c = layer.integer_weights()
+    d = k.float() * layer.row_scale[:, None]
+    m = c.float() * layer.row_scale[:, None]
     return torch.stack([d.bfloat16().t(), (m + 8 * d).bfloat16().t()], dim=-1).contiguous()
 
 
 def _q(layer) -> torch.Tensor:
     """The 4-bit values (out, in) int32 back from the C++ layout."""
-    lo, hi = layer.qs & 0xF, layer.qs >> 4
-    groups = layer.qs.shape[1] // 16
-    q = torch.cat([lo.view(-1, groups, 16), hi.view(-1, groups, 16)], dim=-1)
-    return q.reshape(layer.qs.shape[0], -1).to(torch.int32)
+    return layer.integer_weights()[0].to(torch.int32)
 
 
 def bench_engine(path: Path, threads: int, batches: list[int], rounds: int) -> None:

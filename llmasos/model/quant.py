@@ -153,15 +153,23 @@ class Int8Linear(_QuantLinear):
         kernels = cpu_kernels() if weight.shape[1] % INT4_GROUP == 0 else None
         dense = q.float() * scales.float()[:, None] if keep_dense or kernels is None else None
         super().__init__(dense, _bf16(bias), max_quant_tokens)
-        self.qweight, self.scales = q.contiguous(), scales
-        self.in_features = weight.shape[1]
+        self.out_features, self.in_features = weight.shape
+        if kernels is None:
+            self.qweight, self.scales = q.contiguous(), scales  # (out, in), torch's op
+        else:
+            # The kernels' layout takes whole blocks of 16 rows: zero rows fill the last (a vocabulary of
+            # 49,155 costs 13 rows of work) and their outputs are dropped.
+            pad = -self.out_features % BLOCK_ROWS
+            self.qweight = pack_int8_blocks(F.pad(q, (0, 0, 0, pad)))
+            self.scales = F.pad(scales, (0, pad), value=1.0)
         self.kernels = kernels
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int8pack_mm(x, self.qweight, self.scales)
 
     def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
-        return self.kernels.q8_linear(x, self.qweight, self.scales)
+        y = self.kernels.q8_linear(x, self.qweight, self.scales)
+        return y if y.shape[1] == self.out_features else y[:, : self.out_features].contiguous()
 
     def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernels.round_activations(x)  # the kernels' activation rounding, as for Int4Linear
@@ -175,16 +183,21 @@ class Int4Linear(_QuantLinear):
 
     With the C++ kernels, d and m become integers: W ≈ row_scale * (q * k + c), int16 k and c per group,
     one float scale per row, with |q * k + c| <= the kernels' Q4_INT_MAX (8191) for every q, so that a
-    run of groups' products sums exactly in int32 (csrc/quant_gemm.h). Rounding d and m to steps of
+    run of products sums exactly in int32 (csrc/quant_gemm.h). Rounding d and m to steps of
     row_scale moves a weight by at most 8 * row_scale, 0.1% of its row's largest; SmolLM2's logits moved
-    from the file's by 0.024 on average, half as much as with bfloat16 d and m (the torch int4 op's)."""
+    from the file's by 0.024 on average, half as much as with bfloat16 d and m (the torch int4 op's).
+    The kernels read q, k and c in blocks of 16 rows (`pack_int4_blocks`, `to_row_blocks`);
+    `integer_weights` gives them back as (out, in) and (out, in/32)."""
 
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None, max_quant_tokens: int, keep_dense: bool = True
     ) -> None:
         out_features, in_features = weight.shape
-        if in_features % INT4_GROUP:
-            raise ValueError(f"int4 needs in_features divisible by {INT4_GROUP}, got {in_features}")
+        if in_features % INT4_GROUP or out_features % BLOCK_ROWS:
+            raise ValueError(
+                f"int4 needs in_features divisible by {INT4_GROUP} and out_features by {BLOCK_ROWS}, "
+                f"got ({out_features}, {in_features})"
+            )
         groups = weight.float().view(out_features, in_features // INT4_GROUP, INT4_GROUP)
         lo, hi = groups.amin(-1), groups.amax(-1)
         scale = ((hi - lo) / 15).clamp(min=1e-12)
@@ -196,11 +209,11 @@ class Int4Linear(_QuantLinear):
         if kernels is not None:
             # The C++ kernel's layout (csrc/quant_gemm.h): per row and group, byte j holds q[j] in its
             # low nibble and q[j + 16] in its high one; k and c (out, in/32) int16; row_scale (out,).
-            q8 = q.to(torch.uint8)
-            self.qs = (q8[..., :16] | (q8[..., 16:] << 4)).reshape(out_features, in_features // 2)
-            self.k, self.c, self.row_scale = _integer_groups(scale, lo, kernels.Q4_INT_MAX)
+            k, c, self.row_scale = _integer_groups(scale, lo, kernels.Q4_INT_MAX)
+            self.qs = pack_int4_blocks(q.view(out_features, in_features))
+            self.k, self.c = to_row_blocks(k), to_row_blocks(c)
             if keep_dense:
-                ints = q * self.k[..., None].float() + self.c[..., None].float()
+                ints = q * k[..., None].float() + c[..., None].float()
                 self.dense = (ints * self.row_scale[:, None, None]).view_as(weight)
         else:
             # torch's int4 op: its zero point is the value of q = 8, scale and zero in bfloat16.
@@ -213,6 +226,13 @@ class Int4Linear(_QuantLinear):
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.aten._weight_int4pack_mm_for_cpu(x, self.packed, INT4_GROUP, self.scales_and_zeros)
+
+    def integer_weights(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(q (out, in) in [0, 15], k and c (out, in/32) int16) of the C++ kernels' form, W = row_scale *
+        (q * k + c), read back from their packed layout (for tests and benchmarks)."""
+        if self.kernels is None:
+            raise RuntimeError("integer_weights: this layer holds torch's int4 form, not the C++ kernels'")
+        return unpack_int4_blocks(self.qs), from_row_blocks(self.k), from_row_blocks(self.c)
 
     def _native_mm(self, x: torch.Tensor) -> torch.Tensor:
         return self.kernels.q4_linear(x, self.qs, self.k, self.c, self.row_scale, None)
@@ -298,6 +318,50 @@ def _integer_groups(
     return k.to(torch.int16).contiguous(), c.to(torch.int16).contiguous(), row_scale.contiguous()
 
 
+# Rows per block of the C++ kernels' layouts: a block's rows lie across the lanes of their vectors
+# (csrc/row_vectors.h), so every layout below keeps 16 rows' values side by side.
+BLOCK_ROWS = 16
+
+
+def pack_int4_blocks(q: torch.Tensor) -> torch.Tensor:
+    """q (out, in), integers in [0, 15], in the C++ kernels' 4-bit layout (csrc/quant_gemm.h): (out/16, in/32,
+    256) bytes; in group g of block b, byte 2r + e of 32-byte chunk j holds elements 2j + e (low nibble) and
+    2j + 16 + e (high nibble) of the group, for row r of the block."""
+    blocks, groups = q.shape[0] // BLOCK_ROWS, q.shape[1] // INT4_GROUP
+    # (block, row, group, half, chunk, e): element half * 16 + 2 * chunk + e of the group
+    values = q.to(torch.uint8).view(blocks, BLOCK_ROWS, groups, 2, 8, 2)
+    nibbles = values[:, :, :, 0] | (values[:, :, :, 1] << 4)  # (block, row, group, chunk, e)
+    return nibbles.permute(0, 2, 3, 1, 4).contiguous().view(blocks, groups, 256)
+
+
+def unpack_int4_blocks(qs: torch.Tensor) -> torch.Tensor:
+    """`pack_int4_blocks`' inverse: q (out, in) uint8."""
+    blocks, groups, _ = qs.shape
+    chunks = qs.view(blocks, groups, 8, BLOCK_ROWS, 2)  # (block, group, chunk, row, e)
+    halves = torch.stack([chunks & 0x0F, chunks >> 4], dim=2)  # (block, group, half, chunk, row, e)
+    return halves.permute(0, 4, 1, 2, 3, 5).reshape(blocks * BLOCK_ROWS, groups * INT4_GROUP)
+
+
+def to_row_blocks(values: torch.Tensor) -> torch.Tensor:
+    """Per-(row, group) values (out, groups) as the kernels read them: (out/16, groups, 16)."""
+    out_features, groups = values.shape
+    return values.view(out_features // BLOCK_ROWS, BLOCK_ROWS, groups).transpose(1, 2).contiguous()
+
+
+def from_row_blocks(values: torch.Tensor) -> torch.Tensor:
+    """`to_row_blocks`' inverse: (out, groups)."""
+    blocks, groups, _ = values.shape
+    return values.transpose(1, 2).reshape(blocks * BLOCK_ROWS, groups)
+
+
+def pack_int8_blocks(q: torch.Tensor) -> torch.Tensor:
+    """int8 weights (out, in) in the C++ head kernel's layout: (out/16, in/2, 32), byte 2r + e of pair p
+    holding w[r][2p + e] for row r of the block."""
+    blocks, pairs = q.shape[0] // BLOCK_ROWS, q.shape[1] // 2
+    values = q.view(blocks, BLOCK_ROWS, pairs, 2)  # (block, row, pair, e)
+    return values.permute(0, 2, 1, 3).contiguous().view(blocks, pairs, 2 * BLOCK_ROWS)
+
+
 def quantize_activations(x: torch.Tensor) -> torch.Tensor:
     """x (n, in) float32 rounded as the C++ kernels see it: integers in [-ACTIVATION_MAX, ACTIVATION_MAX]
     with one scale per token, amax / ACTIVATION_MAX.
@@ -327,7 +391,7 @@ def make_linear(
         kind = Int8Linear if weight_format == "int8" else Int4Linear
         dense = kind(weight.cpu(), None, 0).dense
         return DenseLinear(dense.to(weight.device, torch.bfloat16), bias)
-    if weight_format == "int4" and weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % 16 == 0:
+    if weight_format == "int4" and weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % BLOCK_ROWS == 0:
         return Int4Linear(weight, bias, max_quant_tokens, keep_dense)
     if weight_format in ("int4", "int8"):  # int8 also serves shapes int4's packing cannot take
         return Int8Linear(weight, bias, max_quant_tokens, keep_dense)

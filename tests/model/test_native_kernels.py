@@ -16,7 +16,15 @@ import torch
 from llmasos.model import native
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import ACTIVATION_MAX, Int4Linear, Int8Linear, quantize_activations
+from llmasos.model.quant import (
+    ACTIVATION_MAX,
+    Int4Linear,
+    Int8Linear,
+    pack_int4_blocks,
+    pack_int8_blocks,
+    quantize_activations,
+    unpack_int4_blocks,
+)
 from tests.helpers.step_meta import chunk_meta, chunk_positions, decode_meta
 
 kernels = cpu_kernels()
@@ -89,7 +97,8 @@ def _activation_error_bound(weight: torch.Tensor, x: torch.Tensor) -> torch.Tens
 
 
 @needs_kernels
-@pytest.mark.parametrize("shape", [(64, 96), (36, 64), (3072, 576)])  # out not a multiple of 4 too
+# 48 rows: three blocks of 16, so AVX-512's two-block panels leave a one-block rest
+@pytest.mark.parametrize("shape", [(64, 96), (48, 64), (3072, 576)])
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8])
 def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape, n: int) -> None:
     torch.manual_seed(n)
@@ -103,12 +112,11 @@ def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape,
 
 
 @needs_kernels
-@pytest.mark.parametrize("n", [7, 70])  # the panel GEMM's 4-token tiles, padding, and chunks of 64 tokens
+@pytest.mark.parametrize("n", [7, 70])  # the panels' 3- or 4-token tiles and every rest of 1-3 tokens
 def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int) -> None:
     torch.manual_seed(0)
-    layer = Int4Linear(
-        torch.randn(202, 128) * 0.05, None, max_quant_tokens=8
-    )  # 202 rows: 67 panels of 3 and a one-row rest (a multiple of 3 would leave none)
+    # 13 blocks of 16 rows: AVX-512's panels of 2 blocks leave a one-block rest
+    layer = Int4Linear(torch.randn(208, 128) * 0.05, None, max_quant_tokens=8)
     x = torch.randn(n, 128)
     batched = kernels.q4_linear(x, layer.qs, layer.k, layer.c, layer.row_scale, None)
     for t in range(n):
@@ -121,24 +129,23 @@ def test_int4_integer_constants_fit_the_kernels_bound_and_keep_each_group() -> N
     negative weights: every q * k + c fits the kernels' bound (their int32 sums rely on it), and every
     weight is within 8 row steps (rounding k and c) of its group's q * d + m."""
     torch.manual_seed(0)
-    weight = torch.randn(8, 256) * torch.logspace(-3, 1, 256)
+    weight = torch.randn(16, 256) * torch.logspace(-3, 1, 256)
     weight[1] = 0
     weight[2, :32] = 5.0
     weight[3] = -weight[3].abs()
     layer = Int4Linear(weight, None, max_quant_tokens=8, keep_dense=True)
-    packed = layer.qs.view(8, 8, 16)  # byte j of a group holds q[j] and q[j + 16]
-    q = torch.cat([packed & 15, packed >> 4], -1).int()
-    ints = q * layer.k[..., None].int() + layer.c[..., None].int()
-    assert torch.equal(ints * layer.row_scale[:, None, None], layer.dense.view(8, 8, 32))
+    q, k, c = layer.integer_weights()
+    ints = q.view(16, 8, 32).int() * k[..., None].int() + c[..., None].int()
+    assert torch.equal(ints * layer.row_scale[:, None, None], layer.dense.view(16, 8, 32))
     assert ints.abs().max() <= kernels.Q4_INT_MAX
-    assert (layer.c.int().abs() <= kernels.Q4_INT_MAX).all()
-    assert ((15 * layer.k.int() + layer.c.int()).abs() <= kernels.Q4_INT_MAX).all()
-    groups = weight.view(8, 8, 32)
+    assert (c.int().abs() <= kernels.Q4_INT_MAX).all()
+    assert ((15 * k.int() + c.int()).abs() <= kernels.Q4_INT_MAX).all()
+    groups = weight.view(16, 8, 32)
     lo, hi = groups.amin(-1, keepdim=True), groups.amax(-1, keepdim=True)
     d = ((hi - lo) / 15).clamp(min=1e-12)
     exact = torch.round((groups - lo) / d).clamp(0, 15) * d + lo
     steps = layer.row_scale[:, None, None] * 8 + 1e-6
-    assert ((layer.dense.view(8, 8, 32) - exact).abs() <= steps).all()
+    assert ((layer.dense.view(16, 8, 32) - exact).abs() <= steps).all()
     assert torch.equal(layer.dense[1], torch.zeros(256))
 
 
@@ -146,20 +153,53 @@ def test_int4_integer_constants_fit_the_kernels_bound_and_keep_each_group() -> N
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_int4_sums_at_the_largest_integers_do_not_wrap(sign: float) -> None:
     """Constant rows make every weight the largest integer (c = Q4_INT_MAX - 8) and a constant token
-    makes every activation ACTIVATION_MAX: each int32 lane's run then sums to 2.145e9, just under 2^31.
-    A longer run (or a wider range) would wrap, and the result would be garbage."""
-    layer = Int4Linear(torch.full((8, 576), 3.0 * sign), None, max_quant_tokens=8)
+    makes every activation ACTIVATION_MAX: each int32 lane's run (16 products) then sums to 2.145e9, just
+    under 2^31. A longer run (or a wider range) would wrap, and the result would be garbage."""
+    layer = Int4Linear(torch.full((16, 576), 3.0 * sign), None, max_quant_tokens=8)
     assert layer.c.abs().min() == kernels.Q4_INT_MAX - 8
-    for n in (1, 5):  # the one-token tiles and the panel GEMM
+    for n in (1, 5):  # the weights read in place and the panels
         y = layer(torch.ones(n, 576))
-        torch.testing.assert_close(y, torch.full((n, 8), 3.0 * sign * 576), rtol=1e-4, atol=0)
+        torch.testing.assert_close(y, torch.full((n, 16), 3.0 * sign * 576), rtol=1e-4, atol=0)
+
+
+def test_block_layouts_put_each_weight_where_the_kernels_read_it() -> None:
+    """4-bit: in group g of block b, byte 2r + e of chunk j holds elements 2j + e (low nibble) and
+    2j + 16 + e (high) of row 16b + r; int8: byte 2r + e of pair p is w[16b + r][2p + e]."""
+    torch.manual_seed(0)
+    q = torch.randint(0, 16, (48, 96), dtype=torch.uint8)
+    packed = pack_int4_blocks(q)
+    assert packed.shape == (3, 3, 256)
+    assert torch.equal(unpack_int4_blocks(packed), q)
+    for b, g, j, r, e in [(0, 0, 0, 0, 0), (2, 1, 7, 15, 1), (1, 2, 3, 9, 0)]:
+        byte = int(packed[b, g, 32 * j + 2 * r + e])
+        row, col = 16 * b + r, 32 * g + 2 * j + e
+        assert (byte & 15, byte >> 4) == (int(q[row, col]), int(q[row, col + 16]))
+    w = torch.randint(-127, 128, (32, 64), dtype=torch.int8)
+    packed8 = pack_int8_blocks(w)
+    assert packed8.shape == (2, 32, 32)
+    assert int(packed8[1, 5, 2 * 3 + 1]) == int(w[16 + 3, 2 * 5 + 1])
 
 
 @needs_kernels
-@pytest.mark.parametrize("n", [1, 3, 4, 9])  # 4-token tiles and the single-token rest
+@pytest.mark.parametrize("n", [1, 5])
+def test_int8_head_with_rows_past_whole_blocks_pads_them_and_drops_their_outputs(n: int) -> None:
+    """A vocabulary that is not a multiple of 16 (1,001 rows here) gets zero rows to fill its last block."""
+    torch.manual_seed(n)
+    layer = Int8Linear(torch.randn(1001, 64), None, max_quant_tokens=8, keep_dense=True)
+    assert layer.qweight.shape == (63, 32, 32)
+    x = torch.randn(n, 64)
+    got = layer(x)
+    assert got.shape == (n, 1001) and got.is_contiguous()
+    expected = x.double() @ layer.dense.double().t()
+    bound = _activation_error_bound(layer.dense.double(), x.double()) + 1e-5 * expected.abs().max()
+    assert ((got.double() - expected).abs() <= bound).all()
+
+
+@needs_kernels
+@pytest.mark.parametrize("n", [1, 3, 4, 9])  # weights read in place, the panels' tiles and their rests
 def test_int8_head_kernel_is_within_activation_rounding_of_dequantized_weights(n: int) -> None:
     torch.manual_seed(n)
-    layer = Int8Linear(torch.randn(1001, 96), None, max_quant_tokens=8)  # 3-row panels and a 2-row rest
+    layer = Int8Linear(torch.randn(1008, 96), None, max_quant_tokens=8)  # 63 blocks: a one-block rest
     x = torch.randn(n, 96) * torch.logspace(-2, 1, 96)
     expected = x.double() @ layer.dense.double().t()
     got = layer(x)

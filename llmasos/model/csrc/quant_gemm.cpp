@@ -1,18 +1,18 @@
-// AVX2 GEMMs for quantized weights: 4-bit (after llama.cpp's q4_1 x q8_1 dot product, with integer group
+// GEMMs for quantized weights: 4-bit (after llama.cpp's q4_1 x q8_1 dot product, with integer group
 // constants) for the layers, int8 for the LM head, both against activations rounded to 15-bit integers.
 //
 // Why: at batch 1 a 135M-parameter model is memory-bound (~75 MB of int4 weights per token), yet torch's
 // _weight_int4pack_mm_for_cpu ran at a third of the bandwidth limit on AVX2. Here each token's activations
 // are rounded with one float scale per token (int8 per block of 32, as llama.cpp does, flipped SmolLM2's
 // greedy answer to "What is the capital of France?"; int16 per token moved its logits by at most 0.015,
-// against 0.005 for int16 per block, and a per-block scale cost a multiply per row, token and group), and
-// each 32-weight group is two int16 madds summed in int32 (see kQ4IntMax).
+// against 0.005 for int16 per block, and a per-block scale cost a multiply per row, token and group).
 //
-// 4-bit layout (see quant.py, Int4Linear): per output row, groups of 32 weights; group g holds 16 bytes,
-// byte j = q[j] | q[j + 16] << 4 with q in [0, 15], and int16 `k`, `c`; each row a float `row_scale`:
-// w = row_scale * (q * k + c) (see kQ4IntMax).
-// Every row and every token is computed the same way whatever the batch, so a sequence's result does
-// not depend on what shares its step.
+// Rows lie across vector lanes, in blocks of 16 (row_vectors.h); quant_gemm.h gives the 4-bit layout. The
+// int8 head is (blocks, in/2, 32): byte 2r + e of pair p is w[r][2p + e], with a bfloat16 scale per row.
+// A row's result is the int32 sums of runs of its input pairs (8 pairs for 4-bit, see kQ4IntMax; up to 512
+// for int8), each converted to float and added in order, times the token's scale, times the row's scale.
+// Every path (1-3 tokens reading the weights in place, 4 or more through unpacked panels) takes those
+// steps in that order, so a sequence's result does not depend on what shares its step.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -28,380 +28,354 @@
 
 #include "kernels.h"
 #include "quant_gemm.h"
+#include "row_vectors.h"
 #include "simd.h"
 
 namespace llmasos {
 namespace {
 
-// acc + Σ w_lo x_lo + Σ w_hi x_hi, pairs of int16 products summed into each int32 lane. With AVX-512 VNNI
-// `vpdpwssd` fuses each multiply-add with its accumulation: 2 instructions instead of 4, and the int32
-// lanes hold the same sums (integer addition is exact, and wraps alike in both forms), so the two builds
-// agree bit for bit. One core of a Zen 4 ran the panel tile at 95-97 G multiply-adds/s with it, against
-// 78-81 with madd + add.
-inline __m256i madd_pairs(__m256i acc, __m256i w_lo, __m256i x_lo, __m256i w_hi, __m256i x_hi) {
-#ifdef __AVX512VNNI__
-  return _mm256_dpwssd_epi32(_mm256_dpwssd_epi32(acc, w_lo, x_lo), w_hi, x_hi);
-#else
-  return _mm256_add_epi32(acc, _mm256_add_epi32(_mm256_madd_epi16(w_lo, x_lo), _mm256_madd_epi16(w_hi, x_hi)));
-#endif
-}
+constexpr int64_t kPairsPerGroup = kGroup / 2;
+// 4-bit runs: half a group (16 products of at most 16383 x 8191 per lane, see kQ4IntMax).
+constexpr int64_t kQ4RunPairs = kPairsPerGroup / 2;
+// int8 runs: 1,024 products of at most 127 x 16383 per lane stay below 2^31.
+constexpr int64_t kQ8RunPairs = 512;
 
-// A group's 32 elements as int16, 0-15 and 16-31: unpack_q4 gives q in [0, 15] (one widening load, then
-// each 16-bit lane holds byte j = q[j] | q[j + 16] << 4: a mask and a shift split it, 3 ops, not 6).
-struct Q4Group {
-  __m256i lo, hi;
+// How far ahead of the block being computed a small step fetches weights. A one-token step reads each
+// weight once, from DRAM, in one sequential run per thread, yet the rows streamed at 8-15 GB/s against ~28
+// GB/s for a plain read of as many bytes until they were prefetched ~8-24 KB ahead. The prefetches go
+// with the work, a group (or a cache line of the head) at a time: a whole block's ~90 lines at once
+// stalled on the core's outstanding-miss slots (half the samples of that loop sat on its prefetches).
+constexpr int64_t kPrefetchBlocks = 2;
+
+// ---- the two weight formats: where a block's bytes lie, how a block unpacks to int16 pairs ----
+
+// Writes pair p of vector v of a block to dst(p, v).
+struct Q4Format {
+  const Q4Weight* w;
+  static constexpr int64_t kRunPairs = kQ4RunPairs;
+
+  int64_t out_features() const { return w->out_features; }
+  int64_t pairs() const { return w->in_features / 2; }
+  const uint8_t* chunks(int64_t block, int64_t g) const { return w->qs + (block * w->groups + g) * 8 * 32; }
+  // Group g of a block: its chunks and its constants.
+  void prefetch_group(int64_t block, int64_t g) const {
+    if (block * kBlockRows >= w->out_features) return;
+    const int64_t at = block * w->groups + g;
+    prefetch_bytes(w->qs + at * 256, 256);
+    prefetch_line(reinterpret_cast<const char*>(w->k + at * kBlockRows));
+    prefetch_line(reinterpret_cast<const char*>(w->c + at * kBlockRows));
+  }
+  void prefetch(int64_t block) const {
+    for (int64_t g = 0; g < w->groups; ++g) prefetch_group(block, g);
+  }
+  // Group g's 16 pairs of vector v: pairs c (lo) and c + 8 (hi) of chunk c, as q k + c in int16.
+  template <class Sink>
+  inline void unpack_group(int64_t block, int64_t g, int v, const Sink& sink) const {
+    const int64_t at = (block * w->groups + g) * kBlockRows + v * kRowLanes;
+    const IVec k = pair_of_each(w->k + at), c = pair_of_each(w->c + at);
+    const uint8_t* chunk = chunks(block, g);
+    for (int ch = 0; ch < 8; ++ch) {
+      const IVec bytes = widen_u8(chunk + ch * 32, v);
+      sink(ch, mul_add16(low_nibbles(bytes), k, c), mul_add16(high_nibbles(bytes), k, c));
+    }
+  }
+  // Vector v of a block into dst(pair), fetching block `ahead` (the next panel's) group by group.
+  template <class Dst>
+  void unpack_block(int64_t block, int v, int64_t ahead, const Dst& dst) const {
+    for (int64_t g = 0; g < w->groups; ++g) {
+      if (v == 0) prefetch_group(ahead, g);
+      unpack_group(block, g, v, [&](int ch, IVec lo, IVec hi) {
+        store_pairs(dst(g * kPairsPerGroup + ch), lo);
+        store_pairs(dst(g * kPairsPerGroup + ch + 8), hi);
+      });
+    }
+  }
+  void row_scales(int64_t r0, int64_t rows, float* dst) const { std::memcpy(dst, w->row_scale + r0, rows * 4); }
 };
 
-inline Q4Group unpack_q4(const uint8_t* qs) {
-  const __m256i bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
-  return {_mm256_and_si256(bytes, _mm256_set1_epi16(0x0F)), _mm256_srli_epi16(bytes, 4)};
-}
+struct Q8Weight {
+  const int8_t* q;  // (blocks, in/2, 32)
+  const uint16_t* scales;  // (out) bfloat16
+  int64_t out_features, in_features;
+};
 
-// A group's 32 weights as int16 q * k + c, elements 0-15 and 16-31.
-inline Q4Group q4_ints(const Q4Weight& w, int64_t row, int64_t g, int64_t blocks) {
-  const Q4Group q = unpack_q4(w.qs + (row * blocks + g) * 16);
-  const __m256i k = _mm256_set1_epi16(w.k[row * blocks + g]), c = _mm256_set1_epi16(w.c[row * blocks + g]);
-  return {_mm256_add_epi16(_mm256_mullo_epi16(q.lo, k), c), _mm256_add_epi16(_mm256_mullo_epi16(q.hi, k), c)};
-}
+struct Q8Format {
+  const Q8Weight* w;
+  static constexpr int64_t kRunPairs = kQ8RunPairs;
 
-// A TR-row x TN-token tile: TR * TN independent accumulator chains, each activation block loaded once
-// per tile and each weight group unpacked once per tile. y = (hsum(Σ_runs float(run sums)) * xs) * row
-// scale, the operations (and their order) of the panel GEMM's tiles, so results are batch-invariant.
-template <int TR, int TN>
-inline void q4_tile(const QuantActs& acts, int64_t t0, const Q4Weight& w, int64_t r0, float* y) {
-  const int64_t blocks = acts.blocks, out_features = w.out_features;
-  const int16_t* xs[TN];
-  for (int j = 0; j < TN; ++j) xs[j] = acts.xq.data() + (t0 + j) * acts.k;
-  __m256 facc[TR][TN];
-  for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_setzero_ps();
-  for (int64_t g0 = 0; g0 < blocks; g0 += kQ4RunGroups) {
-    const int64_t g1 = std::min(blocks, g0 + kQ4RunGroups);
-    __m256i acc[TR][TN];
-    for (int i = 0; i < TR; ++i)
-      for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_si256();
-    for (int64_t g = g0; g < g1; ++g) {
-      __m256i x_lo[TN], x_hi[TN];
-      for (int j = 0; j < TN; ++j) {
-        x_lo[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + g * kGroup));
-        x_hi[j] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xs[j] + g * kGroup + 16));
-      }
-      for (int i = 0; i < TR; ++i) {  // one row's weights live at a time: no register spills
-        const Q4Group wi = q4_ints(w, r0 + i, g, blocks);
-        for (int j = 0; j < TN; ++j)
-          acc[i][j] = madd_pairs(acc[i][j], wi.lo, x_lo[j], wi.hi, x_hi[j]);
-      }
-    }
-    for (int i = 0; i < TR; ++i)
-      for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_add_ps(facc[i][j], _mm256_cvtepi32_ps(acc[i][j]));
+  int64_t out_features() const { return w->out_features; }
+  int64_t pairs() const { return w->in_features / 2; }
+  const int8_t* block_pairs(int64_t block) const { return w->q + block * pairs() * 32; }
+  void prefetch(int64_t block) const {
+    if (block * kBlockRows < w->out_features) prefetch_bytes(block_pairs(block), pairs() * 32);
   }
-  for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < TN; ++j)
-      y[(t0 + j) * out_features + r0 + i] = hsum(facc[i][j]) * acts.scale[t0 + j] * w.row_scale[r0 + i];
+  template <class Dst>
+  void unpack_block(int64_t block, int v, int64_t ahead, const Dst& dst) const {
+    const int8_t* src = block_pairs(block);
+    const char* next = reinterpret_cast<const char*>(block_pairs(ahead));
+    const bool fetch = v == 0 && ahead * kBlockRows < w->out_features;
+    for (int64_t p = 0; p < pairs(); p += 2) {
+      if (fetch) prefetch_line(next + p * 32);
+      store_pairs(dst(p), widen_i8(src + p * 32, v));
+      store_pairs(dst(p + 1), widen_i8(src + (p + 1) * 32, v));
+    }
+  }
+  void row_scales(int64_t r0, int64_t rows, float* dst) const {
+    for (int64_t r = 0; r < rows; ++r) dst[r] = bf16_to_float(w->scales[r0 + r]);
+  }
+};
+
+// y[t, rows] = (sums * token scale) * row scales for one vector of rows.
+inline void store_rows(FVec sums, float token_scale, const float* row_scales, float* y) {
+  fvec_store(y, fvec_mul(fvec_mul(sums, fvec_set1(token_scale)), fvec_load(row_scales)));
 }
 
-// Tiles ahead of the one being computed whose weights (4-bit groups, k, c) are fetched early.
-// A one-token step reads each weight once, from DRAM, and a thread's rows are one sequential run, yet
-// they streamed at 8-15 GB/s against ~28 GB/s for a plain read of as many bytes. 8 tiles ahead (12-24
-// KB for SmolLM2's rows) took SmolLM2's 30 layers of GEMMs from 5.3-6.6 ms to 3.8-4.9 ms per token
-// (alternating runs); 4 and 16 tiles ahead gained less.
-constexpr int64_t kPrefetchTiles = 8;
+// ---- steps of 1-3 tokens: the weights read in place, once ----
+
+// Blocks [b0, b0 + NB) for TN tokens: each group's chunks unpacked in registers and multiplied by every
+// token's pairs. Runs A (pairs 0-7 of a group) and B (8-15) accumulate apart and enter the float sums in
+// that order, as in the panels. Two blocks at a time with AVX-512: their chains keep vpdpwssd busy.
+template <int NB, int TN>
+inline void q4_small_blocks(const QuantActs& acts, const Q4Format& f, int64_t b0, const float* rs, float* y) {
+  constexpr int NV = NB * kBlockVecs;
+  const Q4Weight& w = *f.w;
+  const int16_t* x[TN];
+  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
+  FVec sums[NV][TN];
+  for (int i = 0; i < NV; ++i)
+    for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
+  for (int64_t g = 0; g < w.groups; ++g) {
+    for (int b = 0; b < NB; ++b) f.prefetch_group(b0 + (kPrefetchBlocks + 1) * NB + b, g);
+    IVec run_a[NV][TN], run_b[NV][TN];
+    for (int i = 0; i < NV; ++i)
+      for (int j = 0; j < TN; ++j) run_a[i][j] = run_b[i][j] = ivec_zero();
+    for (int i = 0; i < NV; ++i) {
+      f.unpack_group(b0 + i / kBlockVecs, g, i % kBlockVecs, [&](int ch, IVec lo, IVec hi) {
+        for (int j = 0; j < TN; ++j) {
+          run_a[i][j] = dot_pairs(run_a[i][j], lo, activation_pair(x[j], g * kPairsPerGroup + ch));
+          run_b[i][j] = dot_pairs(run_b[i][j], hi, activation_pair(x[j], g * kPairsPerGroup + ch + 8));
+        }
+      });
+    }
+    for (int i = 0; i < NV; ++i)
+      for (int j = 0; j < TN; ++j) sums[i][j] = add_run(add_run(sums[i][j], run_a[i][j]), run_b[i][j]);
+  }
+  for (int i = 0; i < NV; ++i)
+    for (int j = 0; j < TN; ++j)
+      store_rows(sums[i][j], acts.scale[j], rs + i * kRowLanes, y + j * w.out_features + b0 * kBlockRows + i * kRowLanes);
+}
+
+#ifdef __AVX512VNNI__
+constexpr int kSmallBlocks = 2;
+#else
+constexpr int kSmallBlocks = 1;  // AVX2's 16 registers
+#endif
 
 template <int TN>
-inline void q4_token_tile(const QuantActs& acts, int64_t t0, const Q4Weight& w, int64_t r0, int64_t r1, float* y) {
-  constexpr int TR = TN <= 2 ? 4 : 2;
-  const int64_t blocks = acts.blocks;
-  auto prefetch_tile = [&](int64_t a) {
-    const int64_t b = std::min(r1, a + TR);
-    if (a >= b) return;
-    prefetch_bytes(w.qs + a * blocks * 16, (b - a) * blocks * 16);
-    prefetch_bytes(w.k + a * blocks, (b - a) * blocks * 2);
-    prefetch_bytes(w.c + a * blocks, (b - a) * blocks * 2);
-  };
-  for (int64_t a = r0; a < std::min(r1, r0 + kPrefetchTiles * TR); a += TR) prefetch_tile(a);
-  int64_t r = r0;
-  for (; r + TR <= r1; r += TR) {
-    prefetch_tile(r + kPrefetchTiles * TR);
-    q4_tile<TR, TN>(acts, t0, w, r, y);
-  }
-  for (; r < r1; ++r) q4_tile<1, TN>(acts, t0, w, r, y);
-}
-
-// y[t, row] for rows [r0, r1) and the 1-3 tokens of a small step (larger steps take the panel GEMM
-// below). Each (row, token) is computed by the same arithmetic whatever n is, so results are
-// batch-invariant.
-void q4_rows(const QuantActs& acts, int64_t n, const Q4Weight& w, int64_t r0, int64_t r1, float* y) {
-  switch (n) {
-    case 3: q4_token_tile<3>(acts, 0, w, r0, r1, y); break;
-    case 2: q4_token_tile<2>(acts, 0, w, r0, r1, y); break;
-    case 1: q4_token_tile<1>(acts, 0, w, r0, r1, y); break;
-    default: TORCH_CHECK(false, "q4_rows: steps of 1-3 tokens");
-  }
-}
-
-// ---- Steps of several tokens: row panels unpacked once, register tiles of 3 rows x 4 tokens ----
-//
-// The tile kernels above unpack each weight group once per 4 tokens; at 32 tokens they ran at ~0.9 ns
-// per (row, group, token) on 2 cores, a third of what the multiply chain allows. Here a panel of 3 rows
-// is unpacked to int16 (q * k + c, or the int8 weights) once for a chunk of tokens, the activations of
-// each 4 tokens are interleaved group by group, and a 3 x 4 tile keeps its 12 int32 accumulators, the
-// row's two weight vectors and an activation in the 16 registers. A 4 x 4 tile spilled accumulators to
-// the stack and ran ~20% slower on one core (int8 head: 45-47 against 54-57 G multiply-adds/s; 4-bit:
-// 38-40 against 43-51), and its speed moved with where buffers happened to lie. Every (row, token) takes
-// the same operations in the same order as q4_tile / q8_rows_tile, so the results are bit for bit those
-// of the one-token kernels: batch-invariant, whatever the panel height.
-
-constexpr int kPanelRows = 3;
-constexpr int kTileTokens = 4;
-constexpr int64_t kChunkTokens = 64;  // a chunk's int16 activations (<= 192 KB) stay in L2
-
-// The activations of every 4 tokens interleaved: xt[tile][g][j][32]. The last tile is padded with
-// zeros (its extra tokens are computed and dropped).
-struct TiledActs {
-  AlignedBuffer<int16_t> storage;
-  int16_t* xt = nullptr;
-  int64_t tiles = 0;
-
-  void build(const QuantActs& acts, int64_t n) {
-    const int64_t k = acts.k, blocks = acts.blocks;
-    tiles = (n + kTileTokens - 1) / kTileTokens;
-    storage.resize(tiles * kTileTokens * k);
-    xt = storage.data();
-    // Split between the threads by tile (a 512-token chunk's copy is MBs, and the GEMM waits for it).
-    at::parallel_for(0, tiles, 8, [&](int64_t tile0, int64_t tile1) {
-      for (int64_t t = tile0 * kTileTokens; t < tile1 * kTileTokens; ++t) {
-        const int64_t tile = t / kTileTokens, j = t % kTileTokens;
-        for (int64_t g = 0; g < blocks; ++g) {
-          int16_t* dst = xt + ((tile * blocks + g) * kTileTokens + j) * kGroup;
-          if (t < n) {
-            std::memcpy(dst, acts.xq.data() + t * k + g * kGroup, kGroup * sizeof(int16_t));
-          } else {
-            std::memset(dst, 0, kGroup * sizeof(int16_t));
-          }
-        }
-      }
-    });
-  }
-};
-
-struct PanelScratch {
-  AlignedBuffer<int16_t> w_storage;
-  int16_t* w = nullptr;  // wp[g][i][32] int16
-
-  void reserve(int64_t k) {
-    w_storage.resize(kPanelRows * k);
-    w = w_storage.data();
-  }
-};
-
-// int8 rows sum their int32 products over runs of this many groups before converting them to float
-// (a lane sums 4 products of at most 127 * 16383 per group: 64 groups stay below 2^31).
-constexpr int64_t kQ8RunGroups = 64;
-
-#ifdef __AVX512VNNI__
-// One group of a TR-row x 4-token tile: acc[i][j] += Σ w[i] x[j] over its 32 elements.
-template <int TR>
-inline void vnni_tile_group(const int16_t* wg, const int16_t* xg, __m256i (*acc)[kTileTokens]) {
-  __m256i x_lo[kTileTokens], x_hi[kTileTokens];
-  for (int j = 0; j < kTileTokens; ++j) {
-    x_lo[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup));
-    x_hi[j] = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup + 16));
-  }
-  for (int i = 0; i < TR; ++i) {
-    const __m256i w_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup));
-    for (int j = 0; j < kTileTokens; ++j) acc[i][j] = _mm256_dpwssd_epi32(acc[i][j], w_lo, x_lo[j]);
-  }
-  for (int i = 0; i < TR; ++i) {
-    const __m256i w_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup + 16));
-    for (int j = 0; j < kTileTokens; ++j) acc[i][j] = _mm256_dpwssd_epi32(acc[i][j], w_hi, x_hi[j]);
-  }
-}
-#endif
-
-// dots[i][j]: the float sum of each run's int32 sums Σ_k w[i] x[j] (8 lanes), for int16 panels of
-// either weight format.
-template <int TR, int64_t RunGroups>
-inline void int_panel_tile(const int16_t* wp, const int16_t* xt, int64_t blocks, __m256 (*dots)[kTileTokens]) {
-  constexpr int TN = kTileTokens;
-  __m256 facc[TR][TN];
-  for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_setzero_ps();
-  for (int64_t g0 = 0; g0 < blocks; g0 += RunGroups) {
-    const int64_t g1 = std::min(blocks, g0 + RunGroups);
-    __m256i acc[TR][TN];
-    for (int i = 0; i < TR; ++i)
-      for (int j = 0; j < TN; ++j) acc[i][j] = _mm256_setzero_si256();
-#ifdef __AVX512VNNI__
-    // Whole runs unrolled, each group's low halves against every token, then its high halves, with the
-    // tokens' 8 activation vectors held (AVX-512's 32 registers: 12 accumulators, 8 activations, a
-    // weight). GCC then keeps every accumulator in place; the loop above it copied them between
-    // registers around each vpdpwssd, and on one Zen 4 core the tile ran at 97-101 G multiply-adds/s
-    // against 116-117 this way, vpdpwssd's peak (2 per cycle at 3.67 GHz). Integer sums: same bits.
-    int64_t g = g0;
-    for (; g + 4 <= g1; g += 4) {
-      vnni_tile_group<TR>(wp + g * TR * kGroup, xt + g * TN * kGroup, acc);
-      vnni_tile_group<TR>(wp + (g + 1) * TR * kGroup, xt + (g + 1) * TN * kGroup, acc);
-      vnni_tile_group<TR>(wp + (g + 2) * TR * kGroup, xt + (g + 2) * TN * kGroup, acc);
-      vnni_tile_group<TR>(wp + (g + 3) * TR * kGroup, xt + (g + 3) * TN * kGroup, acc);
-    }
-    for (; g < g1; ++g) vnni_tile_group<TR>(wp + g * TR * kGroup, xt + g * TN * kGroup, acc);
-#else
-    for (int64_t g = g0; g < g1; ++g) {
-      const int16_t* xg = xt + g * TN * kGroup;
-      const int16_t* wg = wp + g * TR * kGroup;
-      for (int i = 0; i < TR; ++i) {
-        const __m256i w_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup));
-        const __m256i w_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(wg + i * kGroup + 16));
-        for (int j = 0; j < TN; ++j) {
-          const __m256i x_lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup));
-          const __m256i x_hi = _mm256_load_si256(reinterpret_cast<const __m256i*>(xg + j * kGroup + 16));
-          acc[i][j] = madd_pairs(acc[i][j], w_lo, x_lo, w_hi, x_hi);
-        }
-      }
-    }
-#endif
-    for (int i = 0; i < TR; ++i)
-      for (int j = 0; j < TN; ++j) facc[i][j] = _mm256_add_ps(facc[i][j], _mm256_cvtepi32_ps(acc[i][j]));
-  }
-  for (int i = 0; i < TR; ++i)
-    for (int j = 0; j < TN; ++j) dots[i][j] = facc[i][j];
-}
-
-// The two weight formats a panel can hold: how rows unpack to int16 (wp[g][i][32]), the run length,
-// and each row's scale (the result is (dot * xs) * row scale in both).
-struct Q4Panel {
-  const Q4Weight* w;
-  static constexpr int64_t kRunGroups = kQ4RunGroups;
-  template <int TR>
-  void unpack(int64_t r0, int64_t blocks, PanelScratch& s) const {
-    for (int i = 0; i < TR; ++i) {
-      for (int64_t g = 0; g < blocks; ++g) {
-        const Q4Group q = q4_ints(*w, r0 + i, g, blocks);
-        int16_t* dst = s.w + (g * TR + i) * kGroup;
-        _mm256_store_si256(reinterpret_cast<__m256i*>(dst), q.lo);
-        _mm256_store_si256(reinterpret_cast<__m256i*>(dst + 16), q.hi);
-      }
-    }
-  }
-  float row_scale(int64_t r) const { return w->row_scale[r]; }
-};
-
-struct Q8Panel {
-  const int8_t* qweight;
-  const uint16_t* row_scales;
-  static constexpr int64_t kRunGroups = kQ8RunGroups;
-  template <int TR>
-  void unpack(int64_t r0, int64_t blocks, PanelScratch& s) const {
-    const int64_t k = blocks * kGroup;
-    for (int i = 0; i < TR; ++i) {
-      const int8_t* src = qweight + (r0 + i) * k;
-      for (int64_t g = 0; g < blocks; ++g) {
-        int16_t* dst = s.w + (g * TR + i) * kGroup;
-        for (int h = 0; h < 2; ++h)
-          _mm256_store_si256(reinterpret_cast<__m256i*>(dst + h * 16),
-                             _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                                 reinterpret_cast<const __m128i*>(src + g * kGroup + h * 16))));
-      }
-    }
-  }
-  float row_scale(int64_t r) const { return bf16_to_float(row_scales[r]); }
-};
-
-// The panel's TR rows (from r0) against tiles [tile0, tile1) of the tiled activations.
-template <int TR, class Panel>
-inline void panel_rows(const Panel& panel, const QuantActs& acts, const TiledActs& tiled, int64_t n,
-                       int64_t tile0, int64_t tile1, int64_t r0, int64_t out_features, PanelScratch& s, float* y) {
-  const int64_t blocks = acts.blocks;
-  panel.template unpack<TR>(r0, blocks, s);
-  for (int64_t tile = tile0; tile < tile1; ++tile) {
-    __m256 dots[TR][kTileTokens];
-    int_panel_tile<TR, Panel::kRunGroups>(s.w, tiled.xt + tile * blocks * kTileTokens * kGroup, blocks, dots);
-    const int64_t t0 = tile * kTileTokens, valid = std::min<int64_t>(kTileTokens, n - t0);
-    alignas(16) float xs[kTileTokens];
-    for (int j = 0; j < kTileTokens; ++j) xs[j] = acts.scale[t0 + std::min<int64_t>(j, valid - 1)];  // padding: dropped
-    const __m128 xs4 = _mm_load_ps(xs);
-    alignas(16) float res[TR][kTileTokens];
-    for (int i = 0; i < TR; ++i)  // the one-token kernels' (hsum * xs) * row scale, four tokens at once
-      _mm_store_ps(res[i], _mm_mul_ps(_mm_mul_ps(hsum4(dots[i][0], dots[i][1], dots[i][2], dots[i][3]), xs4),
-                                      _mm_set1_ps(panel.row_scale(r0 + i))));
-    for (int64_t j = 0; j < valid; ++j)
-      for (int i = 0; i < TR; ++i) y[(t0 + j) * out_features + r0 + i] = res[i][j];
-  }
-}
-
-// Panels a thread claims at a time: 48 rows, so a claim writes whole 64-byte lines of each output row
-// (in a 64-byte aligned output, the forward step's): claims of 12 rows had both threads writing the same
-// lines, which bounced between the cores, and a 32-sequence step ran ~15% slower than the static
-// split; 48-row claims ran ~20% faster than it (alternating runs). 48 divides every SmolLM2 width
-// (576 = 12 claims: 64-row claims would split them 5 to 4), and the threads finish together (12-1,024
-// claims per GEMM).
-constexpr int64_t kPanelsPerClaim = 48 / kPanelRows;
-
-// y (n, out_features) for a step of several tokens. Threads claim runs of panels from a shared counter
-// instead of a fixed half each: on a shared or busy core one thread falls behind, and with a static
-// split the other waited for it at every GEMM (~10% of a 32-sequence step's samples were OpenMP's spin).
-// A row's result does not depend on which thread computes it.
-template <class Panel>
-void panel_gemm(const Panel& panel, const QuantActs& acts, int64_t n, int64_t out_features, float* y) {
-  TiledActs tiled;
-  tiled.build(acts, n);
-  const int64_t panels = (out_features + kPanelRows - 1) / kPanelRows;
-  const int64_t claims = (panels + kPanelsPerClaim - 1) / kPanelsPerClaim;
-  constexpr int64_t kChunkTiles = kChunkTokens / kTileTokens;
-  std::atomic<int64_t> next_claim{0};
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), claims), 1, [&](int64_t, int64_t) {
-    PanelScratch s;
-    s.reserve(acts.k);
-    for (int64_t claim = next_claim.fetch_add(1); claim < claims; claim = next_claim.fetch_add(1)) {
-      const int64_t p0 = claim * kPanelsPerClaim, p1 = std::min(panels, p0 + kPanelsPerClaim);
-      for (int64_t c0 = 0; c0 < tiled.tiles; c0 += kChunkTiles) {
-        const int64_t c1 = std::min(tiled.tiles, c0 + kChunkTiles);
-        for (int64_t p = p0; p < p1; ++p) {
-          const int64_t r0 = p * kPanelRows;
-          if (r0 + kPanelRows <= out_features) {
-            panel_rows<kPanelRows>(panel, acts, tiled, n, c0, c1, r0, out_features, s, y);
-          } else {
-            for (int64_t r = r0; r < out_features; ++r) panel_rows<1>(panel, acts, tiled, n, c0, c1, r, out_features, s, y);
-          }
-        }
+void q4_small(const QuantActs& acts, const Q4Weight& w, float* y) {
+  const Q4Format f{&w};
+  const int64_t blocks = w.out_features / kBlockRows;
+  const int64_t steps = (blocks + kSmallBlocks - 1) / kSmallBlocks;
+  at::parallel_for(0, steps, 8, [&](int64_t s0, int64_t s1) {
+    // The first blocks at once; later ones a group at a time as the blocks before them are computed.
+    for (int64_t b = s0 * kSmallBlocks; b < (s0 + kPrefetchBlocks + 1) * kSmallBlocks; ++b) f.prefetch(b);
+    for (int64_t s = s0; s < s1; ++s) {
+      const int64_t b0 = s * kSmallBlocks;
+      if (b0 + kSmallBlocks <= blocks) {
+        q4_small_blocks<kSmallBlocks, TN>(acts, f, b0, w.row_scale + b0 * kBlockRows, y);
+      } else {
+        for (int64_t b = b0; b < blocks; ++b) q4_small_blocks<1, TN>(acts, f, b, w.row_scale + b * kBlockRows, y);
       }
     }
   });
 }
 
-// Steps of at least this many tokens take the panel GEMM (fewer: the tiles that read weights in place).
-constexpr int64_t kPanelMinTokens = 4;
+// The int8 head for 1-3 tokens: four interleaved accumulators per token break vpdpwssd's dependency
+// chain; their sum is the run's exact integer sum, as one accumulator would give.
+template <int TN>
+inline void q8_small_vec(const QuantActs& acts, const Q8Format& f, int64_t block, int v, const float* rs, float* y) {
+  const int64_t pairs = f.pairs();
+  const int16_t* x[TN];
+  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
+  const int8_t* src = f.block_pairs(block);
+  const char* ahead = reinterpret_cast<const char*>(f.block_pairs(block + kPrefetchBlocks));
+  const bool fetch = (block + kPrefetchBlocks) * kBlockRows < f.out_features() && v == 0;
+  FVec sums[TN];
+  for (int j = 0; j < TN; ++j) sums[j] = fvec_zero();
+  for (int64_t p0 = 0; p0 < pairs; p0 += kQ8RunPairs) {
+    const int64_t p1 = std::min(pairs, p0 + kQ8RunPairs);
+    IVec a0[TN], a1[TN], a2[TN], a3[TN];
+    for (int j = 0; j < TN; ++j) a0[j] = a1[j] = a2[j] = a3[j] = ivec_zero();
+    for (int64_t p = p0; p < p1; p += 4) {  // pairs is a multiple of 16
+      if (fetch) prefetch_line(ahead + p * 32 + 64);  // two lines of pairs, in step with their use
+      if (fetch) prefetch_line(ahead + p * 32);
+      const IVec w0 = widen_i8(src + p * 32, v), w1 = widen_i8(src + (p + 1) * 32, v);
+      const IVec w2 = widen_i8(src + (p + 2) * 32, v), w3 = widen_i8(src + (p + 3) * 32, v);
+      for (int j = 0; j < TN; ++j) {
+        a0[j] = dot_pairs(a0[j], w0, activation_pair(x[j], p));
+        a1[j] = dot_pairs(a1[j], w1, activation_pair(x[j], p + 1));
+        a2[j] = dot_pairs(a2[j], w2, activation_pair(x[j], p + 2));
+        a3[j] = dot_pairs(a3[j], w3, activation_pair(x[j], p + 3));
+      }
+    }
+    for (int j = 0; j < TN; ++j) sums[j] = add_run(sums[j], ivec_add(ivec_add(a0[j], a1[j]), ivec_add(a2[j], a3[j])));
+  }
+  for (int j = 0; j < TN; ++j)
+    store_rows(sums[j], acts.scale[j], rs + v * kRowLanes, y + j * f.out_features() + block * kBlockRows + v * kRowLanes);
+}
 
+template <int TN>
+void q8_small(const QuantActs& acts, const Q8Format& f, float* y) {
+  const int64_t blocks = f.out_features() / kBlockRows;
+  at::parallel_for(0, blocks, 16, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b0 + kPrefetchBlocks; ++b) f.prefetch(b);
+    alignas(64) float rs[kBlockRows];
+    for (int64_t b = b0; b < b1; ++b) {
+      f.row_scales(b * kBlockRows, kBlockRows, rs);
+      for (int v = 0; v < kBlockVecs; ++v) q8_small_vec<TN>(acts, f, b, v, rs, y);
+    }
+  });
+}
+
+// ---- steps of 4 or more tokens: panels unpacked once, tiles of row vectors x tokens ----
+//
+// A panel holds kPanelBlocks blocks' weights unpacked to int16, pair-major: pair p of row vector rv at
+// (p * vecs + rv) * kRowLanes * 2. A tile of RV row vectors x TN tokens keeps RV * TN int32 accumulators
+// and as many float sums in registers (AVX-512: 2 x 4, 16 of its 32 registers; AVX2: 2 x 3 of 16); each
+// token's pair is broadcast from its activations, so they need no tiling. A standalone copy ran such tiles
+// at vpdpwssd's peak (117 G multiply-adds/s per Zen 4 core) from L1.
+#ifdef __AVX512VNNI__
+constexpr int kPanelBlocks = 2;
+constexpr int kTileTokens = 4;
+#else
+constexpr int kPanelBlocks = 1;
+constexpr int kTileTokens = 3;
+#endif
+constexpr int kPanelVecs = kPanelBlocks * kBlockVecs;
+
+template <int RV, int TN, int64_t RunPairs>
+inline void panel_tile(const int16_t* panel, int64_t pairs, const int16_t* const* x, FVec (*sums)[TN]) {
+  for (int i = 0; i < RV; ++i)
+    for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
+  for (int64_t p0 = 0; p0 < pairs; p0 += RunPairs) {
+    const int64_t p1 = std::min(pairs, p0 + RunPairs);
+    IVec acc[RV][TN];
+    for (int i = 0; i < RV; ++i)
+      for (int j = 0; j < TN; ++j) acc[i][j] = ivec_zero();
+#pragma GCC unroll 8
+    for (int64_t p = p0; p < p1; ++p) {
+      IVec wv[RV];
+      for (int i = 0; i < RV; ++i) wv[i] = load_pairs(panel + (p * RV + i) * kRowLanes * 2);
+      for (int j = 0; j < TN; ++j) {
+        const IVec xb = activation_pair(x[j], p);
+        for (int i = 0; i < RV; ++i) acc[i][j] = dot_pairs(acc[i][j], wv[i], xb);
+      }
+    }
+    for (int i = 0; i < RV; ++i)
+      for (int j = 0; j < TN; ++j) sums[i][j] = add_run(sums[i][j], acc[i][j]);
+  }
+}
+
+struct PanelScratch {
+  AlignedBuffer<int16_t> pairs;
+  alignas(64) float rs[kPanelBlocks * kBlockRows];
+};
+
+// Tokens [t0, t0 + TN) against an unpacked panel of RV row vectors starting at row r0.
+template <int RV, int TN, class Format>
+inline void panel_tokens(const Format& f, const QuantActs& acts, const PanelScratch& s, int64_t t0, int64_t r0,
+                         float* y) {
+  const int16_t* x[TN];
+  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + (t0 + j) * acts.k;
+  FVec sums[RV][TN];
+  panel_tile<RV, TN, Format::kRunPairs>(s.pairs.data(), f.pairs(), x, sums);
+  const int64_t out = f.out_features();
+  for (int j = 0; j < TN; ++j)
+    for (int i = 0; i < RV; ++i)
+      store_rows(sums[i][j], acts.scale[t0 + j], s.rs + i * kRowLanes, y + (t0 + j) * out + r0 + i * kRowLanes);
+}
+
+// Every token of the step against the panel of RV row vectors at row r0: whole tiles, then the 1 to
+// kTileTokens - 1 left over.
+template <int RV, class Format>
+void panel_rows(const Format& f, const QuantActs& acts, int64_t n, const PanelScratch& s, int64_t r0, float* y) {
+  int64_t t = 0;
+  for (; t + kTileTokens <= n; t += kTileTokens) panel_tokens<RV, kTileTokens>(f, acts, s, t, r0, y);
+  const int64_t left = n - t;
+  if (left == 1) panel_tokens<RV, 1>(f, acts, s, t, r0, y);
+  if (left == 2) panel_tokens<RV, 2>(f, acts, s, t, r0, y);
+  if constexpr (kTileTokens > 3) {
+    if (left == 3) panel_tokens<RV, 3>(f, acts, s, t, r0, y);
+  }
+}
+
+// y (n, out) for a step of several tokens. Threads claim panels from a shared counter instead of a fixed
+// half each: on a shared or busy core one thread falls behind, and with a static split the other waited
+// for it at every GEMM (~10% of a 32-sequence step's samples were OpenMP's spin). A panel's 32 rows (16
+// with AVX2) write whole 64-byte lines of each token's output row, so the threads never share a line.
+template <class Format>
+void panel_gemm(const Format& f, const QuantActs& acts, int64_t n, float* y) {
+  const int64_t blocks = f.out_features() / kBlockRows;
+  const int64_t panels = (blocks + kPanelBlocks - 1) / kPanelBlocks;
+  const int64_t pairs = f.pairs();
+  std::atomic<int64_t> next_panel{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), panels), 1, [&](int64_t, int64_t) {
+    PanelScratch s;
+    s.pairs.resize(pairs * kPanelVecs * kRowLanes * 2);
+    // Each thread claims its next panel before computing the current one, so that it can fetch the next
+    // one's weights while it unpacks this one's.
+    int64_t panel = next_panel.fetch_add(1);
+    for (int64_t after = next_panel.fetch_add(1); panel < panels; panel = after, after = next_panel.fetch_add(1)) {
+      const int64_t b0 = panel * kPanelBlocks, nb = std::min<int64_t>(kPanelBlocks, blocks - b0);
+      const int vecs = static_cast<int>(nb) * kBlockVecs;
+      int16_t* dst = s.pairs.data();
+      for (int64_t b = 0; b < nb; ++b)
+        for (int v = 0; v < kBlockVecs; ++v) {
+          const int64_t rv = b * kBlockVecs + v;
+          f.unpack_block(b0 + b, v, after * kPanelBlocks + b, [&](int64_t p) { return dst + (p * vecs + rv) * kRowLanes * 2; });
+        }
+      f.row_scales(b0 * kBlockRows, nb * kBlockRows, s.rs);
+      if (vecs == kPanelVecs) {
+        panel_rows<kPanelVecs>(f, acts, n, s, b0 * kBlockRows, y);
+      } else {
+        panel_rows<kBlockVecs>(f, acts, n, s, b0 * kBlockRows, y);
+      }
+    }
+  });
+}
+
+// Steps of at least this many tokens take the panels (fewer: the weights read in place).
+constexpr int64_t kPanelMinTokens = 4;
 
 }  // namespace
 
 Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c, const at::Tensor& row_scale,
                  const at::Tensor& bias) {
-  TORCH_CHECK(qs.dtype() == at::kByte && qs.is_contiguous() && qs.dim() == 2, "qs: contiguous uint8 (out, in/2)");
-  const int64_t out = qs.size(0), groups = qs.size(1) * 2 / kGroup;
+  TORCH_CHECK(qs.dtype() == at::kByte && qs.is_contiguous() && qs.dim() == 3 && qs.size(2) == 256,
+              "qs: contiguous uint8 (out/16, in/32, 256)");
+  const int64_t blocks = qs.size(0), groups = qs.size(1), out = blocks * kBlockRows;
   TORCH_CHECK(k.dtype() == at::kShort && c.dtype() == at::kShort && k.is_contiguous() && c.is_contiguous()
-                  && k.numel() == out * groups && c.numel() == out * groups,
-              "k/c: contiguous int16 (out, in/32)");
+                  && k.dim() == 3 && c.sizes() == k.sizes() && k.size(0) == blocks && k.size(1) == groups
+                  && k.size(2) == kBlockRows,
+              "k/c: contiguous int16 (out/16, in/32, 16)");
   TORCH_CHECK(row_scale.dtype() == at::kFloat && row_scale.is_contiguous() && row_scale.numel() == out,
               "row_scale: contiguous float32 (out,)");
   const float* b = nullptr;
   if (bias.defined() && bias.numel() > 0) {
-    TORCH_CHECK(bias.dtype() == at::kFloat && bias.is_contiguous(), "bias: contiguous float32");
+    TORCH_CHECK(bias.dtype() == at::kFloat && bias.is_contiguous() && bias.numel() == out, "bias: contiguous float32 (out,)");
     b = bias.data_ptr<float>();
   }
   return {qs.data_ptr<uint8_t>(), k.data_ptr<int16_t>(), c.data_ptr<int16_t>(), row_scale.data_ptr<float>(), b,
-          out, qs.size(1) * 2};
+          out, groups * kGroup, groups};
 }
 
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y) {
-  if (n >= kPanelMinTokens) {
-    panel_gemm(Q4Panel{&w}, acts, n, w.out_features, y);
-  } else {
-    // Chunks of whole 4-row tiles, so the split between threads does not change a tile's rows.
-    const int64_t grain = std::max<int64_t>(16, 256 / std::max<int64_t>(n, 1));
-    at::parallel_for(0, w.out_features, grain, [&](int64_t r0, int64_t r1) {
-      q4_rows(acts, n, w, r0, r1, y);
-    });
+  switch (n) {
+    case 0: break;
+    case 1: q4_small<1>(acts, w, y); break;
+    case 2: q4_small<2>(acts, w, y); break;
+    case 3: q4_small<3>(acts, w, y); break;
+    default: panel_gemm(Q4Format{&w}, acts, n, y);
   }
   if (w.bias != nullptr) {
     for (int64_t t = 0; t < n; ++t)
@@ -443,59 +417,31 @@ at::Tensor round_activations(const at::Tensor& x) {
   return y;
 }
 
-// LM head: int8 weights (out, in) with one bf16 scale per row, activations rounded to int16 like the
-// 4-bit GEMM's (16 weights per madd instead of 8 per float FMA: the head is half of a one-token step's
-// reads on a small model, and the float version was bound by its instructions). With one scale per row
-// and per token the products sum as integers, converted to float once per run of kQ8RunGroups groups.
-template <int TN>
-inline void q8_rows_tile(const QuantActs& acts, int64_t t0, const int8_t* wr, float row_scale, int64_t out,
-                         int64_t r, float* y) {
-  const int64_t blocks = acts.blocks;
-  __m256 facc[TN];
-  for (int j = 0; j < TN; ++j) facc[j] = _mm256_setzero_ps();
-  for (int64_t g0 = 0; g0 < blocks; g0 += kQ8RunGroups) {
-    const int64_t g1 = std::min(blocks, g0 + kQ8RunGroups);
-    __m256i acc[TN];
-    for (int j = 0; j < TN; ++j) acc[j] = _mm256_setzero_si256();
-    for (int64_t b = g0; b < g1; ++b) {
-      const __m256i w_lo =
-          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup)));
-      const __m256i w_hi =
-          _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + b * kGroup + 16)));
-      for (int j = 0; j < TN; ++j) {
-        const int16_t* xg = acts.xq.data() + (t0 + j) * acts.k + b * kGroup;
-        acc[j] = madd_pairs(acc[j], w_lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg)), w_hi,
-                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xg + 16)));
-      }
-    }
-    for (int j = 0; j < TN; ++j) facc[j] = _mm256_add_ps(facc[j], _mm256_cvtepi32_ps(acc[j]));
-  }
-  for (int j = 0; j < TN; ++j) y[(t0 + j) * out + r] = hsum(facc[j]) * acts.scale[t0 + j] * row_scale;
-}
-
+// LM head: int8 weights with one bf16 scale per row, activations rounded to int16 like the 4-bit GEMM's
+// (16 weights per madd instead of 8 per float FMA: the head is half of a one-token step's reads on a small
+// model, and the float version was bound by its instructions).
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales) {
-  TORCH_CHECK(qweight.dtype() == at::kChar && qweight.is_contiguous(), "qweight: contiguous int8 (out, in)");
-  TORCH_CHECK(scales.dtype() == at::kBFloat16 && scales.is_contiguous(), "scales: bfloat16 (out,)");
+  TORCH_CHECK(qweight.dtype() == at::kChar && qweight.is_contiguous() && qweight.dim() == 3 && qweight.size(2) == 32,
+              "qweight: contiguous int8 (out/16, in/2, 32)");
+  const int64_t out = qweight.size(0) * kBlockRows, k = qweight.size(1) * 2;
+  TORCH_CHECK(scales.dtype() == at::kBFloat16 && scales.is_contiguous() && scales.numel() == out,
+              "scales: bfloat16 (out,)");
   const at::Tensor xc = x.to(at::kFloat).contiguous();
-  const int64_t n = xc.size(0), k = xc.size(1), out = qweight.size(0);
-  TORCH_CHECK(qweight.size(1) == k && k % kGroup == 0, "x: (n, in_features), in_features a multiple of 32");
+  TORCH_CHECK(xc.dim() == 2 && xc.size(1) == k && k % kGroup == 0, "x: (n, in_features), in_features a multiple of 32");
+  const int64_t n = xc.size(0);
   at::Tensor y = at::empty({n, out}, xc.options());
-  const int8_t* w = qweight.data_ptr<int8_t>();
-  const uint16_t* s = reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>());
+  const Q8Weight w{qweight.data_ptr<int8_t>(), reinterpret_cast<const uint16_t*>(scales.data_ptr<at::BFloat16>()), out, k};
+  const Q8Format f{&w};
   float* yp = y.data_ptr<float>();
   QuantActs acts;
   acts.quantize(xc.data_ptr<float>(), n, k);
-  if (n >= kPanelMinTokens) {
-    panel_gemm(Q8Panel{w, s}, acts, n, out, yp);
-    return y;
+  switch (n) {
+    case 0: break;
+    case 1: q8_small<1>(acts, f, yp); break;
+    case 2: q8_small<2>(acts, f, yp); break;
+    case 3: q8_small<3>(acts, f, yp); break;
+    default: panel_gemm(f, acts, n, yp);
   }
-  at::parallel_for(0, out, 64, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int8_t* wr = w + r * k;
-      const float rs = bf16_to_float(s[r]);
-      for (int64_t t = 0; t < n; ++t) q8_rows_tile<1>(acts, t, wr, rs, out, r, yp);
-    }
-  });
   return y;
 }
 
