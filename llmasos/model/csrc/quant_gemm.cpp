@@ -47,9 +47,10 @@ constexpr int64_t kQ8RunPairs = 512;
 // stalled on the core's outstanding-miss slots (half the samples of that loop sat on its prefetches).
 constexpr int64_t kPrefetchBlocks = 2;
 
-// ---- the two weight formats: where a block's bytes lie, how a block unpacks to int16 pairs ----
+// ---- the two weight formats ----
+// Each says where a block's bytes lie (to fetch them early), how vector v of a block unpacks to int16
+// pairs (unpack_block writes pair p to dst(p)), its rows' float scales, and how many pairs a run sums.
 
-// Writes pair p of vector v of a block to dst(p, v).
 struct Q4Format {
   const Q4Weight* w;
   static constexpr int64_t kRunPairs = kQ4RunPairs;
