@@ -47,14 +47,23 @@ from typing import Any
 
 PEERS = ("llmasos", "llamacpp", "transformers")
 
-# The floors (and goals) this benchmark checks: (key, text, comparison, floor, goal).
+# The floors (and goals) this benchmark checks: (key, text, comparison, floor, goal). Issue 3 measures
+# llama.cpp "on the same GGUF file" (the *_vs_same_file ratios). The same llama.cpp floors are also checked
+# against its faster file (the Q8_0 re-quantization where that is faster, *_vs_llamacpp): a different
+# model, whose 8-bit activations multiply twice as fast as LLMasOS's 15-bit ones (what 8 bits cost in
+# accuracy: csrc/quant_gemm.h, kActMax).
 FLOORS = (
-    ("single_vs_llamacpp", "single-stream ÷ llama.cpp", ">=", 0.75, 1.0),
-    ("b32_vs_llamacpp", "32-concurrent ÷ llama.cpp batched", ">=", 2.0, 3.0),
+    ("single_vs_same_file", "single-stream ÷ llama.cpp", ">=", 0.75, 1.0),
+    ("b32_vs_same_file", "32-concurrent ÷ llama.cpp batched", ">=", 2.0, 3.0),
     ("b32_vs_transformers", "32-concurrent ÷ transformers", ">=", 3.0, None),
-    ("prefill_vs_llamacpp", "prefill 1024 ÷ llama.cpp", ">=", 3.0, None),
+    ("prefill_vs_same_file", "prefill 1024 ÷ llama.cpp", ">=", 3.0, None),
     ("shared_prefix_ratio", "shared-prefix TTFT later ÷ first", "<=", 0.25, None),
     ("swap_ms", "host-memory suspend+resume (ms)", "<=", 20.0, None),
+)
+FASTER_FILE_FLOORS = tuple(
+    (key.replace("_vs_same_file", "_vs_llamacpp"), text, op, floor, goal)
+    for key, text, op, floor, goal in FLOORS
+    if key.endswith("_vs_same_file")
 )
 
 TEXT = (
@@ -672,9 +681,9 @@ def get(results: dict, name: str, *keys: str) -> float | None:
 
 
 def summarize(results: dict, wl: Workload, same_file: str | None = None) -> dict:
-    """Ratios LLMasOS ÷ peer. llama.cpp's figure is its best variant's, figure by figure (the floors
-    are checked against it); `same_file` names the llama.cpp worker that ran LLMasOS's own GGUF file,
-    the issue's comparison, whose ratios are kept as `*_vs_same_file`."""
+    """Ratios LLMasOS ÷ peer. `same_file` names the llama.cpp worker that ran LLMasOS's own GGUF file,
+    the issue's comparison, whose ratios are `*_vs_same_file`; `*_vs_llamacpp` are against llama.cpp's
+    best variant, figure by figure (its faster file)."""
     llamacpp = [n for n in results if n.startswith("llamacpp")]
 
     def best_llamacpp(*keys: str) -> float | None:
@@ -844,8 +853,22 @@ def print_report(
             f"of the read-only limit"
         )
 
-    print("\nfloors (goal), against llama.cpp's faster file:")
-    for key, text, op, floor, goal in FLOORS:
+    same = labels[same_file].split()[-1] if same_file else "the same file"
+    print(f"\nfloors (goal), llama.cpp on the same GGUF file ({same}), as issue 3 measures it:")
+    print_verdicts(FLOORS, summary, spread)
+    print("the llama.cpp floors against its faster file (whichever file ran faster, figure by figure):")
+    print_verdicts(FASTER_FILE_FLOORS, summary, spread)
+
+    notes = [f"{n}: {note}" for n, r in results.items() for note in r.get("notes", [])]
+    notes += args.notes
+    if notes:
+        print("\nnotes:")
+        for note in notes:
+            print(f"  - {note}")
+
+
+def print_verdicts(floors: tuple, summary: dict, spread: dict[str, tuple[float, float]] | None) -> None:
+    for key, text, op, floor, goal in floors:
         value = summary.get(key)
         if value is None:
             verdict = "not measured"
@@ -857,13 +880,6 @@ def print_report(
         if spread is not None and key in spread:
             line += f"   (rounds {spread[key][0]:.2f}-{spread[key][1]:.2f})"
         print(line)
-
-    notes = [f"{n}: {note}" for n, r in results.items() for note in r.get("notes", [])]
-    notes += args.notes
-    if notes:
-        print("\nnotes:")
-        for note in notes:
-            print(f"  - {note}")
 
 
 # ---- main ---------------------------------------------------------------------------------------

@@ -82,3 +82,22 @@ def test_the_report_names_the_cpu_and_its_vector_extensions() -> None:
     flags = next((ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")), [])
     for flag in ("avx2", "avx512_vnni", "avx512_bf16"):
         assert (flag in line.split(", ")) == (flag in flags), (flag, line)
+
+
+def test_the_floors_are_judged_on_the_same_file_and_then_against_the_faster_one(capsys) -> None:
+    """Issue 3 measures llama.cpp on LLMasOS's own GGUF file: 400 ÷ 150 passes its 32-sequence floor of 2
+    there, while against the faster file (400 ÷ 250) the same floor fails, and the report says both."""
+    wl = bench.Workload(batch_sizes=(32,))
+    results = _round(400, 150, 250, 100, "")
+    summary = bench.summarize(results, wl, "llamacpp:Q4_1")
+    args = bench.parse_args([])
+    args.model_path, args.machine, args.notes, args.same_file = "m.Q4_1.gguf", "a CPU", [], "llamacpp:Q4_1"
+    bench.print_report(results, summary, wl, args)
+    report = capsys.readouterr().out
+    verdicts = report.split("floors (goal), llama.cpp on the same GGUF file (Q4_1)")[1]
+    issue, faster = (part.splitlines() for part in verdicts.split("faster file"))
+    b32 = [line for line in issue if "32-concurrent ÷ llama.cpp" in line]
+    assert len(b32) == 1 and "2.67" in b32[0] and b32[0].endswith("PASS")
+    b32 = [line for line in faster if "32-concurrent ÷ llama.cpp" in line]
+    assert len(b32) == 1 and "1.60" in b32[0] and b32[0].endswith("FAIL")
+    assert any("32-concurrent ÷ transformers" in line and line.endswith("PASS") for line in issue)
