@@ -131,13 +131,36 @@ inline void store_rows(FVec sums, float token_scale, const float* row_scales, fl
   fvec_store(y, fvec_mul(fvec_mul(sums, fvec_set1(token_scale)), fvec_load(row_scales)));
 }
 
+// Runs of `per_claim` blocks, taken by the threads from a shared counter: a thread slowed by a busy core
+// takes fewer, where a static split made the other wait for it at every GEMM (OpenMP's spin was ~10% of a
+// 32-sequence step's samples, and a quarter of a one-token step's). Each thread claims its next run before
+// computing the current one: fn(begin, end, next) gets that run's first block (`blocks`: none), whose
+// weights it can fetch while it computes this run.
+template <class Fn>
+void for_claimed_blocks(int64_t blocks, int64_t per_claim, const Fn& fn) {
+  const int64_t claims = (blocks + per_claim - 1) / per_claim;
+  std::atomic<int64_t> counter{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), claims), 1, [&](int64_t, int64_t) {
+    for (int64_t claim = counter.fetch_add(1); claim < claims;) {
+      const int64_t after = counter.fetch_add(1), begin = claim * per_claim;
+      fn(begin, std::min(blocks, begin + per_claim), after < claims ? after * per_claim : blocks);
+      claim = after;
+    }
+  });
+}
+
+// The block `distance` blocks after b in a thread's sequence: within its run [b, end), else in its next run.
+inline int64_t block_ahead(int64_t b, int64_t distance, int64_t end, int64_t next) {
+  return b + distance < end ? b + distance : next + (b + distance - end);
+}
+
 // ---- steps of 1-3 tokens: the weights read in place, once ----
 
 // Blocks [b0, b0 + NB) for TN tokens: each group's chunks unpacked in registers and multiplied by every
 // token's pairs. Runs A (pairs 0-7 of a group) and B (8-15) accumulate apart and enter the float sums in
 // that order, as in the panels. Two blocks at a time with AVX-512: their chains keep vpdpwssd busy.
 template <int NB, int TN>
-inline void q4_small_blocks(const QuantActs& acts, const Q4Format& f, int64_t b0, const float* rs, float* y) {
+inline void q4_small_blocks(const QuantActs& acts, const Q4Format& f, int64_t b0, int64_t ahead, float* y) {
   constexpr int NV = NB * kBlockVecs;
   const Q4Weight& w = *f.w;
   const int16_t* x[TN];
@@ -146,7 +169,7 @@ inline void q4_small_blocks(const QuantActs& acts, const Q4Format& f, int64_t b0
   for (int i = 0; i < NV; ++i)
     for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
   for (int64_t g = 0; g < w.groups; ++g) {
-    for (int b = 0; b < NB; ++b) f.prefetch_group(b0 + (kPrefetchBlocks + 1) * NB + b, g);
+    for (int b = 0; b < NB; ++b) f.prefetch_group(ahead + b, g);
     IVec run_a[NV][TN], run_b[NV][TN];
     for (int i = 0; i < NV; ++i)
       for (int j = 0; j < TN; ++j) run_a[i][j] = run_b[i][j] = ivec_zero();
@@ -161,6 +184,7 @@ inline void q4_small_blocks(const QuantActs& acts, const Q4Format& f, int64_t b0
     for (int i = 0; i < NV; ++i)
       for (int j = 0; j < TN; ++j) sums[i][j] = add_run(add_run(sums[i][j], run_a[i][j]), run_b[i][j]);
   }
+  const float* rs = w.row_scale + b0 * kBlockRows;
   for (int i = 0; i < NV; ++i)
     for (int j = 0; j < TN; ++j)
       store_rows(sums[i][j], acts.scale[j], rs + i * kRowLanes, y + j * w.out_features + b0 * kBlockRows + i * kRowLanes);
@@ -172,35 +196,33 @@ constexpr int kSmallBlocks = 2;
 constexpr int kSmallBlocks = 1;  // AVX2's 16 registers
 #endif
 
+// Blocks per claim of the small steps: 64 rows, so a 576-row layer makes 9 claims and the threads end
+// within one claim of each other.
+constexpr int64_t kSmallClaimBlocks = 4;
+
 template <int TN>
 void q4_small(const QuantActs& acts, const Q4Weight& w, float* y) {
   const Q4Format f{&w};
   const int64_t blocks = w.out_features / kBlockRows;
-  const int64_t steps = (blocks + kSmallBlocks - 1) / kSmallBlocks;
-  at::parallel_for(0, steps, 8, [&](int64_t s0, int64_t s1) {
-    // The first blocks at once; later ones a group at a time as the blocks before them are computed.
-    for (int64_t b = s0 * kSmallBlocks; b < (s0 + kPrefetchBlocks + 1) * kSmallBlocks; ++b) f.prefetch(b);
-    for (int64_t s = s0; s < s1; ++s) {
-      const int64_t b0 = s * kSmallBlocks;
-      if (b0 + kSmallBlocks <= blocks) {
-        q4_small_blocks<kSmallBlocks, TN>(acts, f, b0, w.row_scale + b0 * kBlockRows, y);
-      } else {
-        for (int64_t b = b0; b < blocks; ++b) q4_small_blocks<1, TN>(acts, f, b, w.row_scale + b * kBlockRows, y);
-      }
-    }
+  for_claimed_blocks(blocks, kSmallClaimBlocks, [&](int64_t begin, int64_t end, int64_t next) {
+    int64_t b0 = begin;
+    for (; b0 + kSmallBlocks <= end; b0 += kSmallBlocks)
+      q4_small_blocks<kSmallBlocks, TN>(acts, f, b0, block_ahead(b0, kPrefetchBlocks * kSmallBlocks, end, next), y);
+    for (; b0 < end; ++b0) q4_small_blocks<1, TN>(acts, f, b0, block_ahead(b0, kPrefetchBlocks * kSmallBlocks, end, next), y);
   });
 }
 
 // The int8 head for 1-3 tokens: four interleaved accumulators per token break vpdpwssd's dependency
 // chain; their sum is the run's exact integer sum, as one accumulator would give.
 template <int TN>
-inline void q8_small_vec(const QuantActs& acts, const Q8Format& f, int64_t block, int v, const float* rs, float* y) {
+inline void q8_small_vec(const QuantActs& acts, const Q8Format& f, int64_t block, int v, int64_t ahead_block,
+                         const float* rs, float* y) {
   const int64_t pairs = f.pairs();
   const int16_t* x[TN];
   for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
   const int8_t* src = f.block_pairs(block);
-  const char* ahead = reinterpret_cast<const char*>(f.block_pairs(block + kPrefetchBlocks));
-  const bool fetch = (block + kPrefetchBlocks) * kBlockRows < f.out_features() && v == 0;
+  const char* ahead = reinterpret_cast<const char*>(f.block_pairs(ahead_block));
+  const bool fetch = ahead_block * kBlockRows < f.out_features() && v == 0;
   FVec sums[TN];
   for (int j = 0; j < TN; ++j) sums[j] = fvec_zero();
   for (int64_t p0 = 0; p0 < pairs; p0 += kQ8RunPairs) {
@@ -228,12 +250,12 @@ inline void q8_small_vec(const QuantActs& acts, const Q8Format& f, int64_t block
 template <int TN>
 void q8_small(const QuantActs& acts, const Q8Format& f, float* y) {
   const int64_t blocks = f.out_features() / kBlockRows;
-  at::parallel_for(0, blocks, 16, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b0 + kPrefetchBlocks; ++b) f.prefetch(b);
+  for_claimed_blocks(blocks, 4 * kSmallClaimBlocks, [&](int64_t begin, int64_t end, int64_t next) {
     alignas(64) float rs[kBlockRows];
-    for (int64_t b = b0; b < b1; ++b) {
+    for (int64_t b = begin; b < end; ++b) {
       f.row_scales(b * kBlockRows, kBlockRows, rs);
-      for (int v = 0; v < kBlockVecs; ++v) q8_small_vec<TN>(acts, f, b, v, rs, y);
+      const int64_t ahead = block_ahead(b, kPrefetchBlocks, end, next);
+      for (int v = 0; v < kBlockVecs; ++v) q8_small_vec<TN>(acts, f, b, v, ahead, rs, y);
     }
   });
 }
@@ -310,37 +332,27 @@ void panel_rows(const Format& f, const QuantActs& acts, int64_t n, const PanelSc
   }
 }
 
-// y (n, out) for a step of several tokens. Threads claim panels from a shared counter instead of a fixed
-// half each: on a shared or busy core one thread falls behind, and with a static split the other waited
-// for it at every GEMM (~10% of a 32-sequence step's samples were OpenMP's spin). A panel's 32 rows (16
-// with AVX2) write whole 64-byte lines of each token's output row, so the threads never share a line.
+// y (n, out) for a step of several tokens, a claim a panel. A panel's 32 rows (16 with AVX2) write whole
+// 64-byte lines of each token's output row, so the threads never share a line.
 template <class Format>
 void panel_gemm(const Format& f, const QuantActs& acts, int64_t n, float* y) {
-  const int64_t blocks = f.out_features() / kBlockRows;
-  const int64_t panels = (blocks + kPanelBlocks - 1) / kPanelBlocks;
-  const int64_t pairs = f.pairs();
-  std::atomic<int64_t> next_panel{0};
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), panels), 1, [&](int64_t, int64_t) {
-    PanelScratch s;
+  const int64_t blocks = f.out_features() / kBlockRows, pairs = f.pairs();
+  for_claimed_blocks(blocks, kPanelBlocks, [&](int64_t b0, int64_t b1, int64_t next) {
+    thread_local PanelScratch s;  // a thread's panel lives as long as it does: no allocation per claim
     s.pairs.resize(pairs * kPanelVecs * kRowLanes * 2);
-    // Each thread claims its next panel before computing the current one, so that it can fetch the next
-    // one's weights while it unpacks this one's.
-    int64_t panel = next_panel.fetch_add(1);
-    for (int64_t after = next_panel.fetch_add(1); panel < panels; panel = after, after = next_panel.fetch_add(1)) {
-      const int64_t b0 = panel * kPanelBlocks, nb = std::min<int64_t>(kPanelBlocks, blocks - b0);
-      const int vecs = static_cast<int>(nb) * kBlockVecs;
-      int16_t* dst = s.pairs.data();
-      for (int64_t b = 0; b < nb; ++b)
-        for (int v = 0; v < kBlockVecs; ++v) {
-          const int64_t rv = b * kBlockVecs + v;
-          f.unpack_block(b0 + b, v, after * kPanelBlocks + b, [&](int64_t p) { return dst + (p * vecs + rv) * kRowLanes * 2; });
-        }
-      f.row_scales(b0 * kBlockRows, nb * kBlockRows, s.rs);
-      if (vecs == kPanelVecs) {
-        panel_rows<kPanelVecs>(f, acts, n, s, b0 * kBlockRows, y);
-      } else {
-        panel_rows<kBlockVecs>(f, acts, n, s, b0 * kBlockRows, y);
+    const int64_t nb = b1 - b0;
+    const int vecs = static_cast<int>(nb) * kBlockVecs;
+    int16_t* dst = s.pairs.data();
+    for (int64_t b = 0; b < nb; ++b)
+      for (int v = 0; v < kBlockVecs; ++v) {
+        const int64_t rv = b * kBlockVecs + v;  // the next claim's weights fetched as this one unpacks
+        f.unpack_block(b0 + b, v, next + b, [&](int64_t p) { return dst + (p * vecs + rv) * kRowLanes * 2; });
       }
+    f.row_scales(b0 * kBlockRows, nb * kBlockRows, s.rs);
+    if (vecs == kPanelVecs) {
+      panel_rows<kPanelVecs>(f, acts, n, s, b0 * kBlockRows, y);
+    } else {
+      panel_rows<kBlockVecs>(f, acts, n, s, b0 * kBlockRows, y);
     }
   });
 }
