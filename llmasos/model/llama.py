@@ -13,6 +13,7 @@ linear layers may return bfloat16, which the residual adds promote back to the m
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -77,8 +78,9 @@ class LlamaModel(nn.Module):
         self.lm_head = None if config.tie_word_embeddings else Linear(config.hidden_size, config.vocab_size)
         # The LM head in a non-default weight format (None: `lm_head` or the tied embedding, dense).
         self.logits_proj: nn.Module | None = None
-        # Per-layer weights of the C++ forward step (see `_enable_native_step`); None: torch layers.
-        self.native_layers: list[torch.Tensor] | None = None
+        # The layers' weights as the C++ forward step holds them (its StepWeights, see
+        # `_enable_native_step`); None: the torch layers run.
+        self.native_layers: Any = None
         self.native_kernels = None
         self.native_keeps_dense = False  # whether the int layers keep a dense copy for large steps
         # Computed on the CPU even where the module is built on the meta device (the loader builds it
@@ -251,8 +253,8 @@ class LlamaModel(nn.Module):
                 keeps_dense = keeps_dense or proj.dense is not None
         if self.norm.weight.dtype != torch.float32 or self.rope_cos.device.type != "cpu":
             return
-        self.native_layers = tensors
         self.native_kernels = self.layers[0].qkv_proj.kernels
+        self.native_layers = self.native_kernels.StepWeights(tensors)  # checked and viewed once, not per step
         self.native_keeps_dense = keeps_dense
 
     def held_bytes(self) -> int:

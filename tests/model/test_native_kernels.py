@@ -374,6 +374,16 @@ def test_the_cpp_step_gives_a_prompt_the_same_bits_however_it_is_chunked(tiny_lo
 
 
 @needs_kernels
+def test_step_weights_refuse_a_layer_list_they_cannot_read(tiny_loaded) -> None:
+    model = tiny_loaded.model.quantize("int4", keep_dense=False)
+    assert len(model.native_layers) == tiny_loaded.config.num_layers
+    with pytest.raises(RuntimeError, match="22 tensors per layer"):
+        kernels.StepWeights([torch.zeros(3)])
+    with pytest.raises(RuntimeError, match="float32 norms"):
+        kernels.StepWeights([torch.zeros(4, dtype=torch.float64)] * 22)
+
+
+@needs_kernels
 def test_the_cpp_step_refuses_chunk_offsets_that_would_read_outside_the_step(tiny_loaded) -> None:
     model = tiny_loaded.model.quantize("int4", keep_dense=False)
     c = model.config

@@ -1,13 +1,15 @@
 // The Python module of the C++ CPU kernels (native.py builds every source here into it):
 //   quant_gemm.cpp         4-bit and int8 weight GEMMs (quant_gemm.h: what the forward step shares)
-//   forward_step.cpp       a whole step of the Llama family (decode tokens, prompt chunks) in one call
+//   forward_step.cpp       a whole step of the Llama family (decode tokens, prompt chunks) in one call, over
+//                          the layers' weights held as a StepWeights (forward_step.h)
 //   decode_attention.cpp   one query per sequence over the paged KV cache
 //   prefill_attention.cpp  causal attention of prompt chunks over the paged KV cache
 //   argmax.cpp             greedy sampling's argmax of each row of the logits
 //   copy_blocks.cpp        KV blocks between pools (suspend to host memory and back)
-//   simd.h                 AVX2 helpers they share
+//   simd.h                 AVX2 helpers they share; row_vectors.h the GEMMs' row-per-lane vectors
 #include <torch/extension.h>
 
+#include "forward_step.h"
 #include "kernels.h"
 #include "quant_gemm.h"
 
@@ -27,6 +29,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("swiglu", &swiglu_rows, release(), "silu(gate) * up for rows (n, 2 * inter), as the forward step computes it");
   m.def("argmax_rows", &argmax_rows, release(), "torch.argmax(logits, dim=-1) of contiguous float32 rows (AVX2)");
   m.def("copy_blocks", &copy_blocks, release(), "copy KV blocks between pools (layers, 2, blocks, ...) by id, streaming stores");
+  py::class_<StepWeights>(m, "StepWeights", "a model's layer weights as forward_step reads them")
+      .def(py::init<std::vector<at::Tensor>>(), py::arg("tensors"))
+      .def("__len__", [](const StepWeights& w) { return w.layers().size(); });
   m.def("forward_step", &forward_step, release(), "one step of the Llama family over a paged KV cache",
         py::arg("hidden"), py::arg("positions"), py::arg("slot_mapping"), py::arg("kv_slots"), py::arg("kv_cache"),
         py::arg("rope_cos"), py::arg("rope_sin"), py::arg("layers"), py::arg("final_norm"), py::arg("num_heads"),

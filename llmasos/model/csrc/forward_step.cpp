@@ -14,6 +14,7 @@
 #include <cstring>
 #include <vector>
 
+#include "forward_step.h"
 #include "kernels.h"
 #include "quant_gemm.h"
 #include "simd.h"
@@ -93,12 +94,6 @@ struct KVLayer {
   }
 };
 
-struct LayerWeights {
-  const float* attn_norm;
-  const float* ffn_norm;
-  Q4Weight qkv, o, gate_up, down;
-};
-
 // SwiGLU of one token: out[i] = silu(g[i]) * g[inter + i], with silu(v) = v / (1 + e^-v). The exp is
 // exp256's (a scalar expf per element was 5 ms of a 32-sequence step, 5% of it).
 inline void swiglu(const float* g, int64_t inter, float* out) {
@@ -114,6 +109,20 @@ inline void swiglu(const float* g, int64_t inter, float* out) {
 }
 
 }  // namespace
+
+StepWeights::StepWeights(std::vector<at::Tensor> tensors) : tensors_(std::move(tensors)) {
+  constexpr int64_t kPerLayer = 22;
+  const int64_t num_layers = static_cast<int64_t>(tensors_.size()) / kPerLayer;
+  TORCH_CHECK(static_cast<int64_t>(tensors_.size()) == num_layers * kPerLayer, "StepWeights: 22 tensors per layer");
+  for (int64_t l = 0; l < num_layers; ++l) {
+    const at::Tensor* t = tensors_.data() + l * kPerLayer;
+    TORCH_CHECK(t[0].dtype() == at::kFloat && t[0].is_contiguous() && t[1].dtype() == at::kFloat && t[1].is_contiguous(),
+                "StepWeights: contiguous float32 norms");
+    layers_.push_back({t[0].data_ptr<float>(), t[1].data_ptr<float>(), q4_view(t[2], t[3], t[4], t[5], t[6]),
+                       q4_view(t[7], t[8], t[9], t[10], t[11]), q4_view(t[12], t[13], t[14], t[15], t[16]),
+                       q4_view(t[17], t[18], t[19], t[20], t[21])});
+  }
+}
 
 // SwiGLU of rows (n, 2 * inter) -> (n, inter), gate half first: the forward step's own, for tests.
 at::Tensor swiglu_rows(const at::Tensor& gate_up) {
@@ -133,13 +142,11 @@ at::Tensor swiglu_rows(const at::Tensor& gate_up) {
 // any sequence may have one token (a decode token sharing the step).
 at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions, const at::Tensor& slot_mapping,
                         const at::Tensor& kv_slots, at::Tensor kv_cache, const at::Tensor& rope_cos,
-                        const at::Tensor& rope_sin, const std::vector<at::Tensor>& layer_tensors,
-                        const at::Tensor& final_norm, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                        double eps_d, const c10::optional<at::Tensor>& query_start,
-                        const c10::optional<at::Tensor>& context_lens) {
-  constexpr int64_t kPerLayer = 22;  // attn_norm, ffn_norm, then (qs, k, c, row_scale, bias) x qkv/o/gate_up/down
-  const int64_t num_layers = static_cast<int64_t>(layer_tensors.size()) / kPerLayer;
-  TORCH_CHECK(static_cast<int64_t>(layer_tensors.size()) == num_layers * kPerLayer, "layer tensors: 22 per layer");
+                        const at::Tensor& rope_sin, const StepWeights& weights, const at::Tensor& final_norm,
+                        int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps_d,
+                        const c10::optional<at::Tensor>& query_start, const c10::optional<at::Tensor>& context_lens) {
+  const std::vector<LayerWeights>& layers = weights.layers();
+  const int64_t num_layers = static_cast<int64_t>(layers.size());
   TORCH_CHECK((kv_cache.dtype() == at::kFloat || kv_cache.dtype() == at::kBFloat16) && kv_cache.is_contiguous()
                   && kv_cache.dim() == 5,
               "kv_cache: contiguous float32 or bfloat16 (layers, 2, slots, kv_heads, head_dim)");
@@ -151,13 +158,6 @@ at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions
   TORCH_CHECK(rope_cos.dtype() == at::kFloat && rope_cos.is_contiguous() && rope_sin.is_contiguous(),
               "rope tables: contiguous float32 (positions, head_dim)");
   const float eps = static_cast<float>(eps_d);
-  std::vector<LayerWeights> layers;
-  for (int64_t l = 0; l < num_layers; ++l) {
-    const at::Tensor* t = layer_tensors.data() + l * kPerLayer;
-    layers.push_back({t[0].data_ptr<float>(), t[1].data_ptr<float>(), q4_view(t[2], t[3], t[4], t[5], t[6]),
-                      q4_view(t[7], t[8], t[9], t[10], t[11]), q4_view(t[12], t[13], t[14], t[15], t[16]),
-                      q4_view(t[17], t[18], t[19], t[20], t[21])});
-  }
   at::Tensor x = hidden_in.contiguous().clone();
   const at::Tensor pos_c = positions.contiguous(), slot_c = slot_mapping.contiguous(), kv_c = kv_slots.contiguous();
   const int64_t n = x.size(0), hidden = x.size(1), max_t = kv_c.size(1);

@@ -44,12 +44,12 @@ void check_prefill_layout(const int64_t* query_start, const int64_t* context_len
 
 // forward_step.cpp: a whole step of the Llama family (decode tokens, prompt chunks or both), and its
 // SwiGLU for tests.
+class StepWeights;  // forward_step.h
 at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions, const at::Tensor& slot_mapping,
                         const at::Tensor& kv_slots, at::Tensor kv_cache, const at::Tensor& rope_cos,
-                        const at::Tensor& rope_sin, const std::vector<at::Tensor>& layer_tensors,
-                        const at::Tensor& final_norm, int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                        double eps_d, const c10::optional<at::Tensor>& query_start,
-                        const c10::optional<at::Tensor>& context_lens);
+                        const at::Tensor& rope_sin, const StepWeights& weights, const at::Tensor& final_norm,
+                        int64_t num_heads, int64_t num_kv_heads, int64_t head_dim, double eps_d,
+                        const c10::optional<at::Tensor>& query_start, const c10::optional<at::Tensor>& context_lens);
 at::Tensor swiglu_rows(const at::Tensor& gate_up);
 
 // argmax.cpp: torch.argmax(logits, dim=-1) of contiguous float32 rows, for greedy sampling.
