@@ -8,9 +8,10 @@ they cannot be built or loaded, `cpu_kernels()` returns None and the model keeps
 `LLMASOS_NATIVE=0` turns them off (for A/B checks).
 
 They are built for the CPU they run on: AVX2 + FMA everywhere, and where the CPU also has AVX-512 VNNI
-(with BW and VL), its `vpdpwssd` fuses each pair of int16 multiply-adds with their accumulation. The
-integer sums are exact either way, so both builds give the same results bit for bit; the flags are part
-of the build key, so a venv moved to another CPU builds the variant that CPU runs.
+(with BW and VL), the GEMMs use 512-bit vectors (16 rows a vector, csrc/row_vectors.h) and `vpdpwssd`,
+which fuses each pair of int16 multiply-adds with their accumulation. The integer sums are exact either
+way and every float step is the same per row, so both builds give the same results bit for bit; the
+flags are part of the build key, so a venv moved to another CPU builds the variant that CPU runs.
 `LLMASOS_NATIVE_ISA=avx2` forces the AVX2 build on a VNNI CPU (for A/B checks).
 
     python -m llmasos.model.native   # build now (`make setup` does), print whether they load
@@ -39,8 +40,8 @@ SOURCES = sorted(CSRC.glob("*.cpp"))  # cpu_kernels.cpp holds the module; the ot
 # the module exports its init function only, and two builds loaded in one process (A/B runs) cannot
 # bind to each other's copies of shared template code.
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fopenmp", "-fvisibility=hidden"]
-# The kernels test __AVX512VNNI__ (quant_gemm.cpp); VL gives the 256-bit forms they use, and with it the
-# 32 vector registers.
+# The kernels test __AVX512VNNI__ (row_vectors.h, quant_gemm.cpp): F and BW give the 512-bit integer
+# forms of the GEMMs, VL the 256-bit forms elsewhere, and with them the 32 vector registers.
 VNNI_CFLAGS = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]
 _VNNI_CPU_FLAGS = {"avx512f", "avx512bw", "avx512vl", "avx512_vnni"}
 
