@@ -101,3 +101,22 @@ def test_the_floors_are_judged_on_the_same_file_and_then_against_the_faster_one(
     b32 = [line for line in faster if "32-concurrent ÷ llama.cpp" in line]
     assert len(b32) == 1 and "1.60" in b32[0] and b32[0].endswith("FAIL")
     assert any("32-concurrent ÷ transformers" in line and line.endswith("PASS") for line in issue)
+
+
+def test_single_stream_tokens_come_from_the_same_prompt_whichever_repeat_was_faster() -> None:
+    class Peer:
+        def __init__(self) -> None:
+            self.runs = 0
+
+        def run(self, prompts: list[list[int]], new_tokens: int):
+            self.runs += 1
+            trace = bench.Trace(0.0)
+            step = 1.0 / self.runs  # the second repeat runs twice as fast
+            for i in range(3):
+                trace.record(step * (i + 1), {0: prompts[0][0] + i})
+            return trace
+
+    wl = bench.Workload(repeats=2)
+    figure = bench.fig_single_stream(Peer(), {"single-0": [10], "single-1": [20]}, wl)
+    assert figure["tok_s"] == pytest.approx(2.0)  # the faster repeat's rate (1 token per 0.5 s)
+    assert figure["tokens"] == [10, 11, 12]  # the first prompt's tokens
