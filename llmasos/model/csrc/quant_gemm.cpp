@@ -132,10 +132,10 @@ inline void store_rows(FVec sums, float token_scale, const float* row_scales, fl
 }
 
 // Runs of `per_claim` blocks, taken by the threads from a shared counter: a thread slowed by a busy core
-// takes fewer, where a static split made the other wait for it at every GEMM (OpenMP's spin was ~10% of a
-// 32-sequence step's samples, and a quarter of a one-token step's). Each thread claims its next run before
-// computing the current one: fn(begin, end, next) gets that run's first block (`blocks`: none), whose
-// weights it can fetch while it computes this run.
+// takes fewer, where with fixed halves the other waits for it at every GEMM (OpenMP's spin was ~10% of a
+// 32-sequence step's samples before the panels were claimed this way). Each thread claims its next run
+// before computing the current one: fn(begin, end, next) gets that run's first block (`blocks`: none),
+// whose weights it can fetch while it computes this run.
 template <class Fn>
 void for_claimed_blocks(int64_t blocks, int64_t per_claim, const Fn& fn) {
   const int64_t claims = (blocks + per_claim - 1) / per_claim;
