@@ -207,8 +207,8 @@ class Int4Linear(_QuantLinear):
         self.out_features, self.in_features = out_features, in_features
         self.kernels = kernels
         if kernels is not None:
-            # The C++ kernel's layout (csrc/quant_gemm.h): per row and group, byte j holds q[j] in its
-            # low nibble and q[j + 16] in its high one; k and c (out, in/32) int16; row_scale (out,).
+            # The C++ kernels' layout (csrc/quant_gemm.h): q, k and c in blocks of 16 rows
+            # (pack_int4_blocks, to_row_blocks); row_scale (out,).
             k, c, self.row_scale = _integer_groups(scale, lo, kernels.Q4_INT_MAX)
             self.qs = pack_int4_blocks(q.view(out_features, in_features))
             self.k, self.c = to_row_blocks(k), to_row_blocks(c)
@@ -387,15 +387,15 @@ def make_linear(
     if weight_format in ("float32", "bfloat16"):
         dtype = getattr(torch, weight_format)
         return DenseLinear(weight.to(dtype), None if bias is None else bias.to(dtype))
+    if weight_format not in ("int4", "int8"):
+        raise ValueError(f"unknown weight_format {weight_format!r}")
+    # int8 also serves shapes int4's packing cannot take.
+    int4_fits = weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % BLOCK_ROWS == 0
+    kind = Int4Linear if weight_format == "int4" and int4_fits else Int8Linear
     if weight.device.type != "cpu":  # see the module docstring: int ops are CPU-only here
-        kind = Int8Linear if weight_format == "int8" else Int4Linear
         dense = kind(weight.cpu(), None, 0).dense
         return DenseLinear(dense.to(weight.device, torch.bfloat16), bias)
-    if weight_format == "int4" and weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % BLOCK_ROWS == 0:
-        return Int4Linear(weight, bias, max_quant_tokens, keep_dense)
-    if weight_format in ("int4", "int8"):  # int8 also serves shapes int4's packing cannot take
-        return Int8Linear(weight, bias, max_quant_tokens, keep_dense)
-    raise ValueError(f"unknown weight_format {weight_format!r}")
+    return kind(weight, bias, max_quant_tokens, keep_dense)
 
 
 def _bf16(t: torch.Tensor | None) -> torch.Tensor | None:
