@@ -66,9 +66,6 @@ struct Q4Format {
     prefetch_line(reinterpret_cast<const char*>(w->k + at * kBlockRows));
     prefetch_line(reinterpret_cast<const char*>(w->c + at * kBlockRows));
   }
-  void prefetch(int64_t block) const {
-    for (int64_t g = 0; g < w->groups; ++g) prefetch_group(block, g);
-  }
   // Group g's 16 pairs of vector v: pairs c (lo) and c + 8 (hi) of chunk c, as q k + c in int16.
   template <class Sink>
   inline void unpack_group(int64_t block, int64_t g, int v, const Sink& sink) const {
@@ -107,9 +104,6 @@ struct Q8Format {
   int64_t out_features() const { return w->out_features; }
   int64_t pairs() const { return w->in_features / 2; }
   const int8_t* block_pairs(int64_t block) const { return w->q + block * pairs() * 32; }
-  void prefetch(int64_t block) const {
-    if (block * kBlockRows < w->out_features) prefetch_bytes(block_pairs(block), pairs() * 32);
-  }
   template <class Dst>
   void unpack_block(int64_t block, int v, int64_t ahead, const Dst& dst) const {
     const int8_t* src = block_pairs(block);
@@ -357,9 +351,6 @@ void panel_gemm(const Format& f, const QuantActs& acts, int64_t n, float* y) {
   });
 }
 
-// Steps of at least this many tokens take the panels (fewer: the weights read in place).
-constexpr int64_t kPanelMinTokens = 4;
-
 }  // namespace
 
 Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c, const at::Tensor& row_scale,
@@ -383,7 +374,7 @@ Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c,
 }
 
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y) {
-  switch (n) {
+  switch (n) {  // 1-3 tokens read the weights in place; more take the panels
     case 0: break;
     case 1: q4_small<1>(acts, w, y); break;
     case 2: q4_small<2>(acts, w, y); break;
