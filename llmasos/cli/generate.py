@@ -71,16 +71,18 @@ def _sampling(
     seed: int | None,
     stop: list[str] | None,
 ) -> SamplingParams:
-    from llmasos.engine.sampling import SamplingParams
+    from llmasos.kernel.sampling_request import sampling_params
 
-    return SamplingParams(
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        repetition_penalty=repetition_penalty,
-        seed=seed,
-        stop=tuple(stop or ()),
+    return sampling_params(
+        {
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "top_k": top_k,
+            "repetition_penalty": repetition_penalty,
+            "seed": seed,
+            "stop": stop,
+        }
     )
 
 

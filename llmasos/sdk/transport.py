@@ -160,19 +160,18 @@ class LocalTransport:
     def generate(
         self, kind: str, model: str, payload: Any, params: dict, stream: bool
     ) -> str | Iterator[str]:
-        from llmasos.engine.sampling import SamplingParams
+        from llmasos.kernel.sampling_request import SAMPLING_FIELDS, sampling_params
 
         syscalls, app = self._kernel()
         params = dict(params)
-        if "max_completion_tokens" in params:
-            params["max_tokens"] = params.pop("max_completion_tokens")
         priority = params.pop("priority", None)
-        if isinstance(params.get("stop"), str):
-            params["stop"] = (params["stop"],)
-        try:
-            sampling = SamplingParams(**params)
-        except TypeError as err:
-            raise InvalidRequestError(f"unknown sampling parameter: {err}") from err
+        unknown = sorted(set(params) - SAMPLING_FIELDS)
+        if unknown:  # a server ignores unknown fields; here a misspelled one is named instead
+            raise InvalidRequestError(
+                f"unknown sampling parameter {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(SAMPLING_FIELDS))}"
+            )
+        sampling = sampling_params(params)
         if kind == "chat":
             process = syscalls.chat(app, model, payload, sampling, priority=priority)
         else:
