@@ -24,12 +24,12 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_kernel:
-            syscalls.kernel.start()
+            syscalls.start()
         try:
             yield
         finally:
             if manage_kernel:
-                syscalls.kernel.stop()
+                syscalls.stop()
 
     app = FastAPI(
         title="LLMasOS",
@@ -43,7 +43,7 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
     app.state.syscalls = syscalls
     app.state.store = ModelStore()
     app.state.allow_anonymous = allow_anonymous
-    app.state.metrics = metrics.registry_for(syscalls.kernel)
+    app.state.metrics = metrics.registry_for(syscalls)
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(os_router)

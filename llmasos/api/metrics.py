@@ -7,28 +7,28 @@ and nothing on the hot path pays for metrics.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from llmasos.kernel.kernel import Kernel
 from llmasos.kernel.process import ProcessState
+from llmasos.kernel.snapshots import KernelSnapshot
+from llmasos.kernel.syscalls import Syscalls
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class KernelCollector(Collector):
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
+    def __init__(self, syscalls: Syscalls) -> None:
+        self.syscalls = syscalls
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.kernel.counters.snapshot()
-        yield from self._app_metrics(snap["apps"])
-        yield from self._model_metrics(snap["models"])
-        yield from self._live_metrics()
+        snap = self.syscalls.metrics_snapshot()
+        yield from self._app_metrics(snap.counters["apps"])
+        yield from self._model_metrics(snap.counters["models"])
+        yield from self._live_metrics(snap)
 
     def _app_metrics(self, apps: dict) -> Iterator[Metric]:
         calls = CounterMetricFamily(
@@ -81,18 +81,12 @@ class KernelCollector(Collector):
             preempted.add_metric([model], c["preemptions"])
         yield from (computed, generated, steps, step_seconds, preempted)
 
-    def _live_metrics(self) -> Iterator[Metric]:
-        kernel = self.kernel
+    def _live_metrics(self, snap: KernelSnapshot) -> Iterator[Metric]:
         by_state = GaugeMetricFamily(
             "llmasos_processes", "Live processes by app, model and state", labels=["app", "model", "state"]
         )
-        with kernel.lock:
-            live = Counter(
-                (p.app, p.model, p.state.value) for p in kernel.table.values() if not p.is_terminal
-            )
-            residents = list(kernel.residency.models.values())
         for state in (ProcessState.QUEUED, ProcessState.RUNNING, ProcessState.SUSPENDED):
-            for (app, model, s), n in live.items():
+            for (app, model, s), n in snap.live_processes.items():
                 if s == state.value:
                     by_state.add_metric([app, model, s], n)
         yield by_state
@@ -107,9 +101,11 @@ class KernelCollector(Collector):
         queries = CounterMetricFamily(
             "llmasos_prefix_cache_query_tokens", "Prompt tokens looked up", labels=["model"]
         )
-        for r in residents:
+        for r in snap.resident_models:
             resident.add_metric([r.name], r.memory_bytes)
-            stats = r.engine.stats()
+            stats = snap.kv_stats.get(r.name)
+            if stats is None:  # unloaded while the snapshot was taken
+                continue
             used = stats.num_blocks - stats.num_free_blocks
             blocks.add_metric([r.name, "used"], used)
             blocks.add_metric([r.name, "free"], stats.num_free_blocks)
@@ -119,15 +115,15 @@ class KernelCollector(Collector):
             queries.add_metric([r.name], stats.prefix_cache_queries)
         yield from (resident, blocks, kv_usage, hits, queries)
         budget = GaugeMetricFamily("llmasos_memory_budget_bytes", "Memory budget for models")
-        budget.add_metric([], kernel.residency.budget_bytes)
+        budget.add_metric([], snap.memory.budget_bytes)
         used = GaugeMetricFamily("llmasos_memory_used_bytes", "Memory held by loaded models")
-        used.add_metric([], kernel.residency.used_bytes)
+        used.add_metric([], snap.memory.used_bytes)
         yield from (budget, used)
 
 
-def registry_for(kernel: Kernel) -> CollectorRegistry:
+def registry_for(syscalls: Syscalls) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(KernelCollector(kernel))
+    registry.register(KernelCollector(syscalls))
     return registry
 
 

@@ -69,25 +69,23 @@ def remove_app(name: str, request: Request, app: Admin) -> dict:
 @router.get("/os/models")
 def models(request: Request, app: Caller) -> dict:
     """Library models this app may use, with whether each is loaded and its measured memory."""
-    residency = request.app.state.syscalls.kernel.residency
+    syscalls = request.app.state.syscalls
+    residents = {r.name: r for r in syscalls.resident_models()}
     out = []
     for manifest in request.app.state.store.list():
         if not app.allows("model", manifest.name):
             continue
-        resident = residency.models.get(manifest.name)
+        resident = residents.get(manifest.name)
         out.append(
             {
                 **manifest.to_dict(),
                 "resident": resident is not None,
                 "memory_bytes": resident.memory_bytes if resident else None,
-                "active_processes": resident.active if resident else 0,
+                "active_processes": resident.active_processes if resident else 0,
             }
         )
-    return {
-        "models": out,
-        "memory_budget_bytes": residency.budget_bytes,
-        "memory_used_bytes": residency.used_bytes,
-    }
+    memory = syscalls.memory_budget()
+    return {"models": out, "memory_budget_bytes": memory.budget_bytes, "memory_used_bytes": memory.used_bytes}
 
 
 @router.get("/os/services")
@@ -181,8 +179,8 @@ async def voice(body: VoiceRequest, request: Request, app: Caller) -> dict:
 @router.get("/healthz")
 def healthz(request: Request) -> dict:
     """Liveness without a key: the kernel thread runs and which models are loaded."""
-    kernel = request.app.state.syscalls.kernel
+    syscalls = request.app.state.syscalls
     return {
-        "status": "ok" if kernel.is_running else "stopped",
-        "resident_models": sorted(kernel.residency.models),
+        "status": "ok" if syscalls.is_running else "stopped",
+        "resident_models": [r.name for r in syscalls.resident_models()],
     }

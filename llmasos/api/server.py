@@ -35,10 +35,9 @@ def serve(
 ) -> None:
     """Serve until interrupted. Prints where, and where the admin key is, before it starts."""
     syscalls = boot(memory_budget=memory_budget, interface="http")
-    ensure_admin(syscalls.apps)
+    admin, _ = ensure_admin(syscalls.apps)
     for model in preload:
-        with syscalls.kernel.lock:
-            syscalls.kernel.residency.acquire(syscalls.resolve_model(model))
+        syscalls.preload(admin, model, keep=True)
     app = create_app(syscalls, allow_anonymous=allow_anonymous)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"LLMasOS serving on {url} (admin key: {admin_key_path()})", flush=True)

@@ -24,6 +24,7 @@ from llmasos.errors import (
     ProcessStateError,
     QuotaExceededError,
 )
+from llmasos.kernel import snapshots
 from llmasos.kernel.admission import refuse_if_full
 from llmasos.kernel.call_trail import CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
@@ -150,6 +151,24 @@ class Syscalls:
         engine = self.kernel.residency.acquire(name)
         self.kernel.residency.release(name)
         return engine.tokenizer
+
+    def model_limits(self, app: App, model: str) -> snapshots.ModelLimits:
+        """The context length and KV pool of `model` (loading it if needed), to size requests by."""
+        name = self.allowed_model(app, model)
+        engine = self.kernel.residency.acquire(name)
+        self.kernel.residency.release(name)
+        return snapshots.model_limits(engine)
+
+    def preload(self, app: App, model: str, *, keep: bool = False) -> float:
+        """Load `model` now, so that a first request does not wait for it; the seconds it took.
+        With `keep`, it stays loaded until the kernel stops (`llmasos serve --preload`)."""
+        with self.trail.audited(app, "preload", model):
+            name = self.allowed_model(app, model)
+            started = time.monotonic()
+            self.kernel.residency.acquire(name)
+            if not keep:
+                self.kernel.residency.release(name)
+            return time.monotonic() - started
 
     def subscribe(self, app: App, pid: int, callback: Callable[[Event], None]) -> None:
         """Deliver the process's events to `callback` instead of `events()` (see Kernel.subscribe)."""
@@ -335,6 +354,31 @@ class Syscalls:
         if process is None or not (app.is_admin or process.app == app.name):
             raise ProcessNotFoundError(f"no process {pid} of app {app.name!r}; `llmasos ps` lists them")
         return process
+
+    # ---- the kernel's life and state, for the interfaces that show it ---------------------------
+    # Unaudited: health checks and scrapes come every few seconds, and show no app's data beyond
+    # counters; the routes decide who may see them (/metrics needs the admin key).
+
+    @property
+    def is_running(self) -> bool:
+        return self.kernel.is_running
+
+    def start(self) -> None:
+        """Run the kernel's scheduling loop in its own thread (a server at start-up)."""
+        self.kernel.start()
+
+    def stop(self) -> None:
+        """Stop the loop; live processes stay in the table."""
+        self.kernel.stop()
+
+    def resident_models(self) -> list[snapshots.ResidentModelInfo]:
+        return snapshots.resident_models(self.kernel)
+
+    def memory_budget(self) -> snapshots.MemoryUse:
+        return snapshots.memory_use(self.kernel)
+
+    def metrics_snapshot(self) -> snapshots.KernelSnapshot:
+        return snapshots.kernel_snapshot(self.kernel)
 
     # ---- apps (admin) -------------------------------------------------------------------------
 

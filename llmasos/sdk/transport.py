@@ -245,5 +245,5 @@ class LocalTransport:
     def close(self) -> None:
         with self._lock:
             if self._syscalls is not None:
-                self._syscalls.kernel.stop()
+                self._syscalls.stop()
                 self._syscalls = None
