@@ -184,6 +184,13 @@ class ServerUnavailableError(LLMasOSError):
     http_status = 503
 
 
+class AddressInUseError(LLMasOSError):
+    """`llmasos serve` cannot listen where it was asked to: another program holds the port."""
+
+    type = "address_in_use"
+    http_status = 409
+
+
 class ToolNotFoundError(LLMasOSError):
     """No tool of that name in the registry."""
 

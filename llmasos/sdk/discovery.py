@@ -1,10 +1,12 @@
 """How local clients find the running server: `$LLMASOS_HOME/server.json`, written by `llmasos serve`
-while it runs (mode 0600), holding its URL and process id."""
+while it runs (mode 0600), holding its URL, process id and a token that tells its writer's own file
+from one a later server wrote."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
 from llmasos.config import llmasos_home
@@ -14,25 +16,37 @@ def server_file() -> Path:
     return llmasos_home() / "server.json"
 
 
+#: The token this process put in the server file it wrote last; only that file is this process's to remove.
+_written_token: str | None = None
+
+
 def write_server_file(url: str) -> None:
+    """Record this process as the local server (after it holds its port, so a second server that
+    cannot serve never replaces a running one's record)."""
+    global _written_token
     path = server_file()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token = secrets.token_hex(8)
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "pid": os.getpid()}, f)
+        json.dump({"url": url, "pid": os.getpid(), "token": token}, f)
     os.replace(tmp, path)
+    _written_token = token
 
 
 def remove_server_file() -> None:
-    """Remove the file if this process wrote it (another server may have replaced it)."""
+    """Remove the file if this process wrote it: same pid and token. Another server may have replaced
+    it, or this process (tests run several servers in one) may have written a later one."""
+    global _written_token
     info = read_server_file()
-    if info is not None and info.get("pid") == os.getpid():
+    if info is not None and info.get("pid") == os.getpid() and info.get("token") == _written_token:
         server_file().unlink(missing_ok=True)
+        _written_token = None
 
 
 def read_server_file() -> dict | None:
-    """{"url", "pid"} of the local server, or None if none is recorded or its process is gone."""
+    """{"url", "pid", "token"} of the local server, or None if none is recorded or its process is gone."""
     try:
         info = json.loads(server_file().read_text())
         pid = int(info["pid"])
