@@ -63,6 +63,7 @@ class _SamplingFields(_Body):
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
     top_p: Annotated[float, Field(gt=0, le=1)] | None = None
     top_k: Annotated[int, Field(ge=0)] | None = None  # an extension many local servers accept
+    repetition_penalty: Annotated[float, Field(gt=0, le=10)] | None = None  # as top_k; `llmasos run` sends it
     seed: int | None = None
     stop: Annotated[str, Field(min_length=1)] | list[Annotated[str, Field(min_length=1)]] | None = None
     n: Annotated[int, Field(ge=1, le=MAX_CHOICES)] = 1

@@ -12,7 +12,7 @@ import sys
 import typer
 
 from llmasos.cli import apps as apps_cli
-from llmasos.cli import ask, audit, call, generate, processes, serve
+from llmasos.cli import ask, audit, call, chat, processes, run, serve
 from llmasos.cli import models as models_cli
 from llmasos.errors import LLMasOSError
 
@@ -25,8 +25,8 @@ app = typer.Typer(
 )
 app.add_typer(models_cli.app, name="models")
 app.add_typer(apps_cli.app, name="apps")
-app.command()(generate.run)
-app.command()(generate.chat)
+app.command()(run.run)
+app.command()(chat.chat)
 app.command()(call.call)
 app.command()(ask.ask)
 app.command()(ask.voice)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 
 from llmasos.errors import ServerUnavailableError
 from llmasos.sdk.discovery import read_server_file
+from llmasos.sdk.stream import TextStream
 from llmasos.sdk.transport import HTTPTransport, LocalTransport, Transport
 from llmasos.security.admin import read_admin_key
 
@@ -50,8 +51,10 @@ class Client:
         model: str = "default",
         timeout: float = DEFAULT_TIMEOUT,
         local: bool | None = None,
+        interface: str = "sdk",
     ) -> None:
-        """`local=True` forces an in-process kernel, `local=False` requires a server."""
+        """`local=True` forces an in-process kernel, `local=False` requires a server. `interface`
+        names the caller in an in-process kernel's audit rows (`llmasos run` passes "cli")."""
         self.model = model
         api_key = api_key or os.environ.get("LLMASOS_API_KEY")
         if base_url is None and local is not True:
@@ -63,13 +66,23 @@ class Client:
                     "no LLMasOS server is running here; start one with `llmasos serve`"
                 )
         self._transport: Transport = (
-            HTTPTransport(base_url, api_key, timeout) if base_url is not None else LocalTransport()
+            HTTPTransport(base_url, api_key, timeout) if base_url is not None else LocalTransport(interface)
         )
 
     @property
     def mode(self) -> str:
         """ "http" or "local"."""
         return self._transport.mode
+
+    @property
+    def base_url(self) -> str | None:
+        """The server's URL; None for an in-process kernel."""
+        return getattr(self._transport, "base_url", None)
+
+    def preload(self, model: str | None = None) -> float | None:
+        """Load the model now, so that the first answer does not wait for it: the seconds it took
+        in an in-process kernel; None with a server, which loads models when first asked."""
+        return self._transport.preload(model or self.model)
 
     def call(self, service: str, input: Any, *, model: str | None = None, **params: Any) -> Any:
         """Run a system service (summarize, translate, qa, code, classify, extract, chat) and return
@@ -92,14 +105,16 @@ class Client:
 
     def chat(
         self, messages: list[dict], *, model: str | None = None, stream: bool = False, **sampling: Any
-    ) -> str | Iterator[str]:
-        """The assistant's reply to `messages`, or an iterator of text deltas with `stream=True`.
-        Sampling: max_tokens, temperature, top_p, top_k, seed, stop, priority (a lower class)."""
+    ) -> str | TextStream:
+        """The assistant's reply to `messages`, or an iterator of text deltas with `stream=True`
+        (a `TextStream`: once read, its `pid` and `usage` say which process answered and what it
+        computed). Sampling: max_tokens, temperature, top_p, top_k, seed, stop, repetition_penalty,
+        priority (a lower class)."""
         return self._transport.generate("chat", model or self.model, messages, sampling, stream)
 
     def complete(
         self, prompt: str, *, model: str | None = None, stream: bool = False, **sampling: Any
-    ) -> str | Iterator[str]:
+    ) -> str | TextStream:
         """A plain completion of `prompt` (no chat template)."""
         return self._transport.generate("completion", model or self.model, prompt, sampling, stream)
 

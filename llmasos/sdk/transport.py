@@ -16,15 +16,19 @@ from typing import Any, Protocol
 import httpx
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, error_from_wire
+from llmasos.sdk.stream import TextStream, usage_of
 
 
 class Transport(Protocol):
     mode: str
 
-    def generate(
-        self, kind: str, model: str, payload: Any, params: dict, stream: bool
-    ) -> str | Iterator[str]:
+    def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         """kind "chat" (payload: messages) or "completion" (payload: prompt)."""
+        ...
+
+    def preload(self, model: str) -> float | None:
+        """Load `model` now if this transport owns the kernel: the seconds it took; None for a
+        server, which loads models itself."""
         ...
 
     def call_service(self, name: str, input: Any, params: dict, model: str) -> dict: ...
@@ -67,9 +71,7 @@ class HTTPTransport:
         self._raise_for(response)
         return response.json()
 
-    def generate(
-        self, kind: str, model: str, payload: Any, params: dict, stream: bool
-    ) -> str | Iterator[str]:
+    def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         path, field = (
             ("/v1/chat/completions", "messages") if kind == "chat" else ("/v1/completions", "prompt")
         )
@@ -77,14 +79,17 @@ class HTTPTransport:
         if not stream:
             choice = self._request("POST", path, json=body)["choices"][0]
             return choice["message"]["content"] if kind == "chat" else choice["text"]
-        return self._stream(path, {**body, "stream": True}, kind)
+        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
+        return TextStream(lambda into: self._stream(path, body, kind, into))
 
-    def _stream(self, path: str, body: dict, kind: str) -> Iterator[str]:
+    def _stream(self, path: str, body: dict, kind: str, into: TextStream) -> Iterator[str]:
         try:
             with self._http.stream("POST", path, json=body) as response:
                 if not response.is_success:
                     response.read()
                     self._raise_for(response)
+                pids = response.headers.get("x-llmasos-pids", "").split(",")
+                into.pid = int(pids[0]) if pids[0].isdigit() else None
                 for line in response.iter_lines():
                     if not line.startswith("data: "):
                         continue
@@ -95,6 +100,8 @@ class HTTPTransport:
                     if "error" in chunk:
                         e = chunk["error"]
                         raise error_from_wire(e.get("type"), 500, str(e.get("message")))
+                    if chunk.get("usage"):
+                        into.usage = chunk["usage"]
                     for choice in chunk.get("choices", []):
                         text = (
                             choice.get("delta", {}).get("content") if kind == "chat" else choice.get("text")
@@ -103,6 +110,9 @@ class HTTPTransport:
                             yield text
         except httpx.HTTPError as err:
             raise LLMasOSError(f"the stream from {self.base_url} broke: {err}") from err
+
+    def preload(self, model: str) -> float | None:
+        return None
 
     def call_service(self, name: str, input: Any, params: dict, model: str) -> dict:
         return self._request(
@@ -144,7 +154,8 @@ class LocalTransport:
 
     mode = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, interface: str = "sdk") -> None:
+        self._interface = interface  # written into the audit rows of this kernel's calls
         self._lock = threading.Lock()
         self._syscalls = None
         self._app = None
@@ -154,12 +165,10 @@ class LocalTransport:
             if self._syscalls is None:
                 from llmasos.kernel.boot import boot_as_admin
 
-                self._syscalls, self._app = boot_as_admin("sdk")
+                self._syscalls, self._app = boot_as_admin(self._interface)
             return self._syscalls, self._app
 
-    def generate(
-        self, kind: str, model: str, payload: Any, params: dict, stream: bool
-    ) -> str | Iterator[str]:
+    def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         from llmasos.kernel.sampling_request import SAMPLING_FIELDS, sampling_params
 
         syscalls, app = self._kernel()
@@ -176,16 +185,19 @@ class LocalTransport:
             process = syscalls.chat(app, model, payload, sampling, priority=priority)
         else:
             process = syscalls.generate(app, model, payload, sampling, priority=priority)
-        deltas = self._deltas(syscalls, app, process.pid)
+        deltas = TextStream(lambda into: self._deltas(syscalls, app, process, into))
+        deltas.pid = process.pid
         return deltas if stream else "".join(deltas)
 
     @staticmethod
-    def _deltas(syscalls, app, pid: int) -> Iterator[str]:
+    def _deltas(syscalls, app, process, into: TextStream) -> Iterator[str]:
+        pid = process.pid
         finished = False
         try:
             for event in syscalls.events(app, pid):
                 if event.finished:
                     finished = True
+                    into.usage = usage_of(process.tokens_in, process.tokens_out)
                     if event.error is not None:
                         raise event.error
                     return
@@ -195,6 +207,10 @@ class LocalTransport:
             if not finished:  # the caller stopped reading: give the engine back at once
                 with contextlib.suppress(LLMasOSError):
                     syscalls.cancel(app, pid, reason="the reader stopped")
+
+    def preload(self, model: str) -> float | None:
+        syscalls, app = self._kernel()
+        return syscalls.preload(app, model)
 
     def call_service(self, name: str, input: Any, params: dict, model: str) -> dict:
         from llmasos.services import get_service

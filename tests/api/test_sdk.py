@@ -7,7 +7,12 @@ import asyncio
 import pytest
 
 import llmasos
-from llmasos.errors import ModelNotFoundError, PermissionDeniedError, ServerUnavailableError
+from llmasos.errors import (
+    InvalidRequestError,
+    ModelNotFoundError,
+    PermissionDeniedError,
+    ServerUnavailableError,
+)
 from llmasos.sdk.discovery import remove_server_file, write_server_file
 
 MESSAGES = [{"role": "user", "content": "hello"}]
@@ -71,3 +76,28 @@ def test_async_client(tiny_server):
 
     whole, streamed = asyncio.run(main())
     assert whole == streamed
+
+
+@pytest.mark.parametrize("local", [False, True])
+def test_a_stream_names_its_process_and_usage(tiny_server, local):
+    client = (
+        llmasos.Client(model="tiny", local=True)
+        if local
+        else llmasos.Client(tiny_server.url, tiny_server.admin_key)
+    )
+    with client:
+        stream = client.chat(MESSAGES, model="tiny", stream=True, max_tokens=3, temperature=0)
+        text = "".join(stream)
+        assert text == client.chat(MESSAGES, model="tiny", max_tokens=3, temperature=0)
+        assert stream.usage["completion_tokens"] == 3 and stream.usage["prompt_tokens"] > 3
+        assert stream.usage["total_tokens"] == stream.usage["prompt_tokens"] + 3
+        (process,) = [p for p in client.ps() if p["pid"] == stream.pid]
+        assert process["tokens_out"] == 3 and process["tokens_in"] == stream.usage["prompt_tokens"]
+
+
+def test_in_process_client_names_a_misspelled_sampling_parameter(tiny_server):
+    with (
+        llmasos.Client(model="tiny", local=True) as client,
+        pytest.raises(InvalidRequestError, match="tempreature"),
+    ):
+        client.chat(MESSAGES, tempreature=0.5)

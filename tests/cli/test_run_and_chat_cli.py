@@ -1,6 +1,7 @@
 """`llmasos run` and `llmasos chat` end to end through `llmasos.cli.main.main`, on the tiny model pulled
-into the test's own LLMASOS_HOME. Expected replies come from an engine of the test's own, so the CLI
-is checked for what it generates from which prompt, not only for printing something."""
+into the test's own LLMASOS_HOME, with no server running: they answer from a kernel in this process.
+Expected replies come from an engine of the test's own (`reference`), so the CLI is checked for what
+it generates from which prompt, not only for printing something."""
 
 from __future__ import annotations
 
@@ -8,10 +9,6 @@ import re
 
 import pytest
 
-from llmasos.config import EngineConfig
-from llmasos.engine.engine import LLMEngine
-from llmasos.engine.sampling import SamplingParams
-from llmasos.library import ModelStore
 from tests.helpers.cli import run_cli
 
 
@@ -23,31 +20,6 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
         return run_cli(monkeypatch, capsys, *args, stdin=stdin)
 
     return run
-
-
-@pytest.fixture
-def tiny(tiny_gguf) -> str:
-    ModelStore().pull(str(tiny_gguf), name="tiny", progress=False)
-    return "tiny"
-
-
-@pytest.fixture(scope="module")
-def reference(tiny_loaded):
-    """What the engine itself answers: greedy text for chat messages or a raw prompt."""
-    engine = LLMEngine(tiny_loaded, EngineConfig(block_size=4, kv_cache_bytes=1 << 20))
-
-    def answer(
-        prompt: str | list[dict], max_tokens: int, temperature: float = 0, **params
-    ) -> tuple[str, int]:
-        """(text, prompt length) for a raw prompt (str) or chat messages (list)."""
-        if isinstance(prompt, str):
-            ids = engine.tokenizer.encode(prompt)
-        else:
-            ids = engine.tokenizer.encode_chat(prompt)
-        params = SamplingParams(max_tokens=max_tokens, temperature=temperature, **params)
-        return "".join(o.text for o in engine.stream(ids, params)), len(ids)
-
-    return answer
 
 
 def user(text: str) -> dict:
