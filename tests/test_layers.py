@@ -20,6 +20,7 @@ LAYERS = {
     "engine": 3,
     "cluster": 3,
     "kernel": 4,
+    "programs": 5,  # the one registry of services and tools, and the plugin door they enter by
     "services": 5,
     "tools": 5,
     "router": 5,

@@ -9,8 +9,10 @@ import pytest
 
 from llmasos.errors import InvalidRequestError, PermissionDeniedError, ToolNotFoundError
 from llmasos.security.apps import App
+from llmasos.security.audit import AuditLog
 from llmasos.tools.builtin import builtin_tools
 from llmasos.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult, default_registry, get_tool
+from tests.helpers.programs import syscalls_without_models
 
 BUILTIN = ["calculator", "clock", "embed", "knowledge", "ocr", "speak", "transcribe"]
 
@@ -48,6 +50,11 @@ class BrokenTool(EchoTool):
 @pytest.fixture
 def registry() -> ToolRegistry:
     return ToolRegistry([EchoTool(), BrokenTool()])
+
+
+@pytest.fixture
+def syscalls():
+    return syscalls_without_models()
 
 
 @pytest.fixture
@@ -100,19 +107,24 @@ def test_arguments_must_be_an_object(registry: ToolRegistry, context: ToolContex
         registry.call("echo", ["hi"], context)
 
 
-def test_an_app_without_the_capability_is_refused(registry: ToolRegistry) -> None:
-    limited = ToolContext(App("limited", capabilities=("model:*", "tool:calc*")))
+def test_the_system_call_refuses_an_app_without_the_capability(registry: ToolRegistry, syscalls) -> None:
+    limited = App("limited", capabilities=("model:*", "tool:calc*"))
     with pytest.raises(PermissionDeniedError, match="tool:echo") as err:
-        registry.call("echo", {"word": "hi"}, limited)
+        registry.run(syscalls, limited, "echo", {"word": "hi"})
     assert err.value.http_status == 403
-    allowed = ToolContext(App("echoer", capabilities=("tool:echo",)))
-    assert registry.call("echo", {"word": "hi"}, allowed).output["text"] == "hi hi"
+    allowed = App("echoer", capabilities=("tool:echo",))
+    assert registry.run(syscalls, allowed, "echo", {"word": "hi"}).output["text"] == "hi hi"
+    rows = AuditLog().query()
+    assert [(r["app"], r["call"], r["outcome"]) for r in reversed(rows)] == [
+        ("limited", "tool.echo", "denied"),
+        ("echoer", "tool.echo", "ok"),
+    ]
 
 
-def test_the_capability_is_checked_before_the_arguments(registry: ToolRegistry) -> None:
-    limited = ToolContext(App("limited", capabilities=("model:*",)))
+def test_the_capability_is_checked_before_the_arguments(registry: ToolRegistry, syscalls) -> None:
+    limited = App("limited", capabilities=("model:*",))
     with pytest.raises(PermissionDeniedError):
-        registry.call("echo", {"bad": True}, limited)
+        registry.run(syscalls, limited, "echo", {"bad": True})
 
 
 def test_a_result_outside_the_tool_schema_is_an_internal_error(

@@ -15,6 +15,7 @@ from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
+from llmasos.programs import default_registry
 
 
 def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kernel: bool = True) -> FastAPI:
@@ -44,6 +45,7 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
     app.state.store = ModelStore()
     app.state.allow_anonymous = allow_anonymous
     app.state.metrics = metrics.registry_for(syscalls.kernel)
+    default_registry()  # load the plugins now: a broken one is logged at start (and skipped)
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(os_router)
