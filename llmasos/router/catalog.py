@@ -11,7 +11,7 @@ plugin's programs become destinations the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llmasos.programs import ProgramRegistry, default_registry
 
@@ -22,6 +22,7 @@ class Destination:
     kind: str  # "service" or "tool"
     description: str
     examples: tuple[str, ...]
+    input_schema: dict = field(default_factory=dict)  # what a step there takes
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -31,4 +32,7 @@ class Destination:
 def destinations(registry: ProgramRegistry | None = None) -> list[Destination]:
     """Every program of `registry` (default: the process-wide one), with its routing examples."""
     registry = registry or default_registry()
-    return [Destination(p.name, p.kind, p.description, registry.examples_of(p)) for p in registry.list()]
+    return [
+        Destination(p.name, p.kind, p.description, registry.examples_of(p), p.input_schema)
+        for p in registry.list()
+    ]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from llmasos.errors import InvalidRequestError, LLMasOSError
 from llmasos.programs import default_registry
-from llmasos.router.arguments import arguments_for, instruction
+from llmasos.router.arguments import arguments_for, instruction, text_arguments
 from llmasos.router.catalog import Destination, destinations
 
 #: The first step for each kind of attached file.
@@ -138,6 +138,8 @@ class IntentRouter:
             reasons.append(f"{', '.join(repr(n) for n in close)} close behind; no model to decide")
         dest = self.by_name[best]
         step_input, params = arguments_for(dest.name, request)
+        if dest.kind == "tool" and isinstance(step_input, str):  # a tool the rules do not know
+            step_input = text_arguments(dest.input_schema, step_input)
         return Route(request, best, [Step(dest.kind, best, step_input, params)], rounded, reasons, decided_by)
 
     def _route_file(self, request: str, kind: str, scores: dict[str, float], rounded: dict) -> Route:
