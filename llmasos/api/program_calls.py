@@ -80,14 +80,20 @@ class ProgramPool:
                 if done:
                     return future.result()
                 if request is not None and await request.is_disconnected():
-                    cancellation.set()
+                    _abandon(future, cancellation)
                     raise CallCancelledError("the client went away; its program call was cancelled")
         except asyncio.CancelledError:  # the server is shutting the request down
-            cancellation.set()
+            _abandon(future, cancellation)
             raise
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _abandon(future: asyncio.Future, cancellation: Cancellation) -> None:
+    """Stop a call nobody waits for any more; its end (a CallCancelledError, usually) is dropped."""
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    cancellation.set()
 
 
 def program_pool(request: Request) -> ProgramPool:
