@@ -67,6 +67,9 @@ def test_builtin_tools_are_listed_with_capabilities_and_no_network() -> None:
     assert [t.name for t in tools] == BUILTIN
     assert all(t.capability == f"tool:{t.name}" and not t.touches_network for t in tools)
     assert {t.name for t in tools if t.touches_files} == {"knowledge", "ocr", "speak", "transcribe"}
+    effects = {t.name: {str(e) for e in t.side_effects} for t in tools}
+    assert effects["knowledge"] == {"app_data"} and effects["ocr"] == {"files"} and effects["clock"] == set()
+    assert all(default_registry().examples_of(t) for t in tools)  # every built-in teaches the router
     assert get_tool("ocr").name == "ocr"
 
 

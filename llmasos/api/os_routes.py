@@ -96,7 +96,14 @@ def models(request: Request, app: Caller) -> dict:
 def list_services(request: Request, app: Caller) -> dict:
     """The services and tools this app may use (every program is called through /os/services/{name}),
     each with its schemas, capability and side effects."""
-    return {"services": [p.describe() for p in default_registry().list() if app.allows(p.kind, p.name)]}
+    registry = default_registry()
+    return {
+        "services": [
+            {**p.describe(), "examples": list(registry.examples_of(p))}
+            for p in registry.list()
+            if app.allows(p.kind, p.name)
+        ]
+    }
 
 
 @router.get("/os/tools")

@@ -9,6 +9,7 @@ constrained in the engine.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -296,3 +297,36 @@ def test_a_cancelled_session_ends_its_running_calls_at_once(system) -> None:
     assert states == {"cancelled"}, states
     with pytest.raises(CallCancelledError):  # and nothing more starts on it
         session.chat(long)
+
+
+def test_function_calling_is_a_program_over_the_chat_system_call(system) -> None:
+    from llmasos.engine.sampling import SamplingParams
+    from llmasos.services.function_calling import Function, call_functions
+
+    weather = Function(
+        "get_weather",
+        "The weather in a city",
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+        },
+    )
+    clock = Function("get_time", "The time", {"type": "object", "properties": {}})
+    session = Session(system, App("caller"), "tiny")
+    ask = [{"role": "user", "content": "What's the weather in Paris?"}]
+    sampling = [SamplingParams(max_tokens=4, temperature=1.0, seed=seed) for seed in range(4)]
+    for decision in call_functions(session, ask, [weather, clock], "required", sampling):
+        assert decision.is_call and decision.finish_reason == "tool_calls"
+        schema = {"get_weather": weather, "get_time": clock}[decision.name].parameters
+        jsonschema.validate(json.loads(decision.arguments), schema)
+    (named,) = call_functions(session, ask, [weather, clock], "get_time", sampling[:1])
+    assert named.name == "get_time" and isinstance(json.loads(named.arguments), dict)
+    (answer,) = call_functions(session, ask, [weather], "none", sampling[:1])
+    assert not answer.is_call and isinstance(answer.content, str)
+    assert answer.finish_reason in ("stop", "length")
+    with pytest.raises(InvalidRequestError, match="'teleport', which is not among the tools"):
+        call_functions(session, ask, [weather], "teleport", sampling[:1])
+    processes = list(system.kernel.table.values())  # each step was an ordinary chat process of the app
+    assert processes and {p.app for p in processes} == {"caller"}
+    assert session.usage["calls"] == len(processes)
