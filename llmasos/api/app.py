@@ -13,6 +13,7 @@ from llmasos.api.auth import Admin
 from llmasos.api.errors import install_error_handlers
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
+from llmasos.api.program_calls import close_program_pool
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.programs import default_registry
@@ -29,6 +30,7 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
         try:
             yield
         finally:
+            close_program_pool(app)
             if manage_kernel:
                 syscalls.kernel.stop()
 

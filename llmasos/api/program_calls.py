@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 
 from llmasos.api.generation import DISCONNECT_POLL_SECONDS
 from llmasos.errors import CallCancelledError, QuotaExceededError
@@ -42,6 +42,7 @@ class ProgramPool:
     def __init__(self, size: int) -> None:
         self.size = size
         self.busy = 0  # calls holding a thread now
+        self._running: set[Cancellation] = set()
         self._executor = ThreadPoolExecutor(size, thread_name_prefix="program-call")
         self._lock = threading.Lock()
 
@@ -66,11 +67,15 @@ class ProgramPool:
                 RETRY_AFTER_SECONDS,
             )
         cancellation = Cancellation()
+        with self._lock:
+            self._running.add(cancellation)
 
         def work() -> T:
             try:
                 return fn(cancellation)
             finally:
+                with self._lock:
+                    self._running.discard(cancellation)
                 self._give()
 
         future = asyncio.wrap_future(self._executor.submit(work))
@@ -86,7 +91,13 @@ class ProgramPool:
             _abandon(future, cancellation)
             raise
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
+        """Cancel every running call (the server is stopping): their threads end with their processes,
+        so the interpreter's exit does not wait on them."""
+        with self._lock:
+            running = list(self._running)
+        for cancellation in running:
+            cancellation.set()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
@@ -106,3 +117,10 @@ def program_pool(request: Request) -> ProgramPool:
             if pool is None:
                 pool = state.program_pool = ProgramPool(MAX_PROGRAM_CALLS)
     return pool
+
+
+def close_program_pool(app: FastAPI) -> None:
+    """At shutdown: cancel the program calls still running, if any ever ran."""
+    pool = getattr(app.state, "program_pool", None)
+    if pool is not None:
+        pool.close()

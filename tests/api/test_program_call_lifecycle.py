@@ -3,6 +3,7 @@ while /healthz still answers), and a call whose client hangs up is cancelled wit
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -15,6 +16,7 @@ import pytest
 
 from llmasos.api import program_calls
 from llmasos.engine.sampling import SamplingParams
+from llmasos.errors import QuotaExceededError
 from llmasos.programs import NO_PARAMS, Program, default_registry
 from llmasos.services import Service
 from llmasos.services.base import Call
@@ -137,3 +139,29 @@ def test_the_pool_is_free_again_after_a_refusal_and_after_errors(long_tiny_serve
     assert ok.status_code == 200 and ok.json()["output"]["value"] == 42
     with httpx.Client(base_url=long_tiny_server.url) as anonymous:
         assert anonymous.post("/os/services/calculator", json={"input": {}}).status_code == 401
+
+
+def test_closing_the_pool_cancels_the_calls_still_running() -> None:
+    from llmasos.errors import CallCancelledError
+    from llmasos.programs import Cancellation
+
+    pool = program_calls.ProgramPool(1)
+    started = threading.Event()
+
+    def held(cancellation: Cancellation) -> None:
+        started.set()
+        while not cancellation.is_set:  # a program between steps
+            time.sleep(0.01)
+        cancellation.check()
+
+    async def scenario() -> None:
+        call = asyncio.create_task(pool.run(None, held))
+        await asyncio.to_thread(started.wait, 30)
+        with pytest.raises(QuotaExceededError):  # its one thread is taken
+            await pool.run(None, held)
+        pool.close()  # what the server's shutdown does
+        with pytest.raises(CallCancelledError):
+            await asyncio.wait_for(call, 30)
+
+    asyncio.run(scenario())
+    assert pool.busy == 0
