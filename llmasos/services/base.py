@@ -142,7 +142,7 @@ class Session:
         with self._live_lock:
             live = list(self._live.values())
         for process in live:
-            self._cancel(process, "the service call was cancelled: its client went away")
+            self._cancel(process, "its call was cancelled: the client went away or the server is stopping")
 
     def _waves(self, calls: list[Call]) -> list[list[Call]]:
         """Consecutive groups of calls that fit the KV pool together (more would only preempt one
