@@ -203,3 +203,18 @@ class ToolUnavailableError(LLMasOSError):
 
     type = "tool_unavailable"
     http_status = 503
+
+
+class CallCancelledError(LLMasOSError):
+    """A program call was cancelled while it ran: its client went away, or one of its processes was
+    cancelled through `/os/tasks`. Nothing of it is left running."""
+
+    type = "cancelled"
+    http_status = 409
+
+
+class PluginError(LLMasOSError):
+    """A plugin does not hold to the plugin contract (e.g. registers a name already taken)."""
+
+    type = "plugin_error"
+    http_status = 500

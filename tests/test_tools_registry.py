@@ -9,8 +9,10 @@ import pytest
 
 from llmasos.errors import InvalidRequestError, PermissionDeniedError, ToolNotFoundError
 from llmasos.security.apps import App
+from llmasos.security.audit import AuditLog
 from llmasos.tools.builtin import builtin_tools
 from llmasos.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult, default_registry, get_tool
+from tests.helpers.programs import syscalls_without_models
 
 BUILTIN = ["calculator", "clock", "embed", "knowledge", "ocr", "speak", "transcribe"]
 
@@ -51,6 +53,11 @@ def registry() -> ToolRegistry:
 
 
 @pytest.fixture
+def syscalls():
+    return syscalls_without_models()
+
+
+@pytest.fixture
 def context() -> ToolContext:
     return ToolContext(App("tester"))
 
@@ -60,6 +67,9 @@ def test_builtin_tools_are_listed_with_capabilities_and_no_network() -> None:
     assert [t.name for t in tools] == BUILTIN
     assert all(t.capability == f"tool:{t.name}" and not t.touches_network for t in tools)
     assert {t.name for t in tools if t.touches_files} == {"knowledge", "ocr", "speak", "transcribe"}
+    effects = {t.name: {str(e) for e in t.side_effects} for t in tools}
+    assert effects["knowledge"] == {"app_data"} and effects["ocr"] == {"files"} and effects["clock"] == set()
+    assert all(default_registry().examples_of(t) for t in tools)  # every built-in teaches the router
     assert get_tool("ocr").name == "ocr"
 
 
@@ -100,19 +110,24 @@ def test_arguments_must_be_an_object(registry: ToolRegistry, context: ToolContex
         registry.call("echo", ["hi"], context)
 
 
-def test_an_app_without_the_capability_is_refused(registry: ToolRegistry) -> None:
-    limited = ToolContext(App("limited", capabilities=("model:*", "tool:calc*")))
+def test_the_system_call_refuses_an_app_without_the_capability(registry: ToolRegistry, syscalls) -> None:
+    limited = App("limited", capabilities=("model:*", "tool:calc*"))
     with pytest.raises(PermissionDeniedError, match="tool:echo") as err:
-        registry.call("echo", {"word": "hi"}, limited)
+        registry.run(syscalls, limited, "echo", {"word": "hi"})
     assert err.value.http_status == 403
-    allowed = ToolContext(App("echoer", capabilities=("tool:echo",)))
-    assert registry.call("echo", {"word": "hi"}, allowed).output["text"] == "hi hi"
+    allowed = App("echoer", capabilities=("tool:echo",))
+    assert registry.run(syscalls, allowed, "echo", {"word": "hi"}).output["text"] == "hi hi"
+    rows = AuditLog().query()
+    assert [(r["app"], r["call"], r["outcome"]) for r in reversed(rows)] == [
+        ("limited", "tool.echo", "denied"),
+        ("echoer", "tool.echo", "ok"),
+    ]
 
 
-def test_the_capability_is_checked_before_the_arguments(registry: ToolRegistry) -> None:
-    limited = ToolContext(App("limited", capabilities=("model:*",)))
+def test_the_capability_is_checked_before_the_arguments(registry: ToolRegistry, syscalls) -> None:
+    limited = App("limited", capabilities=("model:*",))
     with pytest.raises(PermissionDeniedError):
-        registry.call("echo", {"bad": True}, limited)
+        registry.run(syscalls, limited, "echo", {"bad": True})
 
 
 def test_a_result_outside_the_tool_schema_is_an_internal_error(

@@ -13,8 +13,10 @@ from llmasos.api.auth import Admin
 from llmasos.api.errors import install_error_handlers
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
+from llmasos.api.program_calls import close_program_pool
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
+from llmasos.programs import default_registry
 
 
 def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kernel: bool = True) -> FastAPI:
@@ -28,6 +30,7 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
         try:
             yield
         finally:
+            close_program_pool(app)
             if manage_kernel:
                 syscalls.stop()
 
@@ -44,6 +47,7 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
     app.state.store = ModelStore()
     app.state.allow_anonymous = allow_anonymous
     app.state.metrics = metrics.registry_for(syscalls)
+    default_registry()  # load the plugins now: a broken one is logged at start (and skipped)
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(os_router)

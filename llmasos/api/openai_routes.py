@@ -6,7 +6,6 @@ import base64
 import json
 import struct
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,9 +18,8 @@ from llmasos.api.auth import Caller
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, sampling_params
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from llmasos.api.tool_calls import decide, messages_for_template, tool_call_message, wants_tools
+from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
-from llmasos.security.apps import App
 
 router = APIRouter(tags=["openai"])
 
@@ -61,7 +59,7 @@ async def chat_completions(
     syscalls = request.app.state.syscalls
     messages = messages_for_template(body.messages)
     if wants_tools(body):
-        return await _chat_with_tools(syscalls, app, body, messages, request)
+        return await chat_with_tools(syscalls, app, body, messages, request)
     gen = await Generation.start(
         syscalls,
         app,
@@ -86,55 +84,6 @@ async def chat_completions(
         {**meta.fields("chat.completion"), "choices": choices, "usage": gen.usage()},
         headers=_pid_headers(gen),
     )
-
-
-async def _chat_with_tools(
-    syscalls, app: App, body: ChatCompletionRequest, messages: list[dict], request: Request
-) -> JSONResponse | StreamingResponse:
-    """Each choice either calls a function (arguments constrained to its schema) or answers."""
-    choices, usage = [], {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-    pids: list[int] = []
-    for i in range(body.n):
-        decision = await decide(syscalls, app, body, messages, i, request)
-        for key in usage:
-            usage[key] += decision.usage.get(key, 0)
-        if decision.name is not None:
-            choices.append(
-                {"index": i, "message": tool_call_message(decision), "finish_reason": "tool_calls"}
-            )
-            continue
-        gen = await Generation.start(
-            syscalls,
-            app,
-            1,
-            lambda _, i=i: syscalls.chat(
-                app, body.model, messages, sampling_params(body, i), priority=body.priority
-            ),
-        )
-        await gen.wait(request)
-        pids.append(gen.choices[0].process.pid)
-        for key, value in gen.usage().items():
-            usage[key] += value
-        message = {"role": "assistant", "content": "".join(gen.choices[0].text)}
-        choices.append({"index": i, "message": message, "finish_reason": gen.choices[0].finish_reason})
-    meta = _Meta(f"chatcmpl-{uuid.uuid4().hex[:12]}", int(time.time()), syscalls.resolve_model(body.model))
-    if not body.stream:
-        return JSONResponse({**meta.fields("chat.completion"), "choices": choices, "usage": usage})
-
-    async def chunks():
-        base = meta.fields("chat.completion.chunk")
-        for c in choices:
-            delta = {"role": "assistant", **{k: v for k, v in c["message"].items() if k != "role"}}
-            if "tool_calls" in delta:
-                delta["tool_calls"] = [{"index": 0, **call} for call in delta["tool_calls"]]
-            yield f"data: {json.dumps({**base, 'choices': [{'index': c['index'], 'delta': delta}]})}\n\n"
-            finish = {"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"]}
-            yield f"data: {json.dumps({**base, 'choices': [finish]})}\n\n"
-        if body.stream_options and body.stream_options.include_usage:
-            yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(chunks(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 @router.post("/v1/completions", response_model=None)

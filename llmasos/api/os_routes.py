@@ -10,8 +10,10 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Admin, Caller
+from llmasos.api.program_calls import program_pool
 from llmasos.api.schemas import AppCreateRequest, AskRequest, ServiceCallRequest, VoiceRequest
 from llmasos.errors import InvalidRequestError
+from llmasos.programs import Cancellation, ProgramResult, default_registry
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
 
 router = APIRouter(tags=["os"])
@@ -89,39 +91,53 @@ def models(request: Request, app: Caller) -> dict:
 
 
 @router.get("/os/services")
-def list_services(app: Caller) -> dict:
-    from llmasos.services import list_services as all_services
-
+def list_services(request: Request, app: Caller) -> dict:
+    """The services and tools this app may use (every program is called through /os/services/{name}),
+    each with its schemas, capability and side effects."""
+    registry = default_registry()
     return {
         "services": [
-            {
-                "name": s.name,
-                "description": s.description,
-                "version": s.version,
-                "input_schema": s.input_schema,
-                "params_schema": s.params_schema,
-                "output_schema": s.output_schema,
-            }
-            for s in all_services()
-            if app.allows("service", s.name)
+            {**p.describe(), "examples": list(registry.examples_of(p))}
+            for p in registry.list()
+            if app.allows(p.kind, p.name)
         ]
     }
 
 
+@router.get("/os/tools")
+def list_tools(request: Request, app: Caller) -> dict:
+    """The tools this app may use, as OpenAI `tools=[...]` entries for function calling."""
+    return {"tools": default_registry().openai_tools(app)}
+
+
+@router.get("/os/plugins")
+def list_plugins(request: Request, app: Caller) -> dict:
+    """The plugins loaded into this server: where each comes from, what it added, why one failed."""
+    return {"plugins": [p.to_dict() for p in default_registry().plugins]}
+
+
 @router.post("/os/services/{name}")
 async def call_service(name: str, body: ServiceCallRequest, request: Request, app: Caller) -> dict:
-    """Run a system service: `{"input": ..., "params": {...}}` -> `{"output": ..., "usage": {...}}`."""
-    from llmasos.services import get_service
+    """Run a service or tool: `{"input": ..., "params": {...}}` -> `{"output": ..., "usage": {...}}`.
 
+    On a thread of the program-call pool (429 when it is full), cancelled if the client goes away."""
     syscalls = request.app.state.syscalls
-    service = get_service(name)
-    result = await run_in_threadpool(
-        syscalls.invoke,
-        app,
-        "service",
-        service.name,
-        lambda: service.run(syscalls, app, body.input, body.params, model=body.model),
-    )
+    registry = default_registry()
+    registry.get(name)  # an unknown name is a 404 before any thread is taken
+
+    def run(cancellation: Cancellation) -> ProgramResult:
+        return registry.run(
+            syscalls,
+            app,
+            name,
+            body.input,
+            body.params,
+            model=body.model,
+            file_roots=(),  # remote callers send files inline; no path on the server is theirs
+            cancellation=cancellation,
+        )
+
+    result = await program_pool(request).run(request, run)
     return {"output": result.output, "usage": result.usage, "details": result.details}
 
 

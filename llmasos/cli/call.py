@@ -1,4 +1,7 @@
-"""`llmasos call SERVICE [INPUT | -] [--param KEY=VALUE ...]`: run a system service."""
+"""`llmasos call NAME [INPUT | -] [--param KEY=VALUE ...]`: run a service or a tool.
+
+INPUT is text, or a JSON object when it is one (`'{"question": ..., "context": ...}'` for qa, a tool's
+arguments such as `'{"expression": "2+2"}'`); `--text` keeps it text whatever it looks like."""
 
 from __future__ import annotations
 
@@ -22,16 +25,30 @@ def parse_param(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def read_input(text: str, as_text: bool) -> Any:
+    """The input as the program gets it: a JSON object when `text` is one (and not `as_text`)."""
+    if not as_text and text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return text
+        if isinstance(value, dict):
+            return value
+    return text
+
+
 def call(
-    service: str,
+    service: Annotated[str, typer.Argument(metavar="NAME", help="The service or tool to run.")],
     input_: Annotated[
         str | None, typer.Argument(metavar="INPUT", help="The input, or - to read stdin.")
     ] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="KEY=VALUE (repeatable).")] = None,
     model: Annotated[str, typer.Option("--model", "-m", help="Model to run the service on.")] = "default",
     json_: Annotated[bool, typer.Option("--json", help="Print output, usage and details as JSON.")] = False,
+    as_text: Annotated[bool, typer.Option("--text", help="Send INPUT as text even if it is JSON.")] = False,
 ) -> None:
-    """Call a system service (summarize, translate, qa, code, classify, extract, chat)."""
+    """Call a service (summarize, translate, qa, ...) or a tool (calculator, clock, ...); `llmasos plugins
+    list` shows what is installed."""
     from llmasos.sdk.client import Client
 
     text = sys.stdin.read() if input_ in (None, "-") else input_
@@ -39,7 +56,7 @@ def call(
         raise InvalidRequestError("no input: give it as an argument, or pipe it in with -")
     params = dict(parse_param(p) for p in param or ())
     with Client(model=model) as client:
-        result = client.call_full(service, text, **params)
+        result = client.call_full(service, read_input(text, as_text), **params)
     if json_:
         typer.echo(json.dumps(result, indent=2))
     elif isinstance(result["output"], str):

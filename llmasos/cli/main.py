@@ -14,6 +14,7 @@ import typer
 from llmasos.cli import apps as apps_cli
 from llmasos.cli import ask, audit, call, chat, processes, run, serve
 from llmasos.cli import models as models_cli
+from llmasos.cli import plugins as plugins_cli
 from llmasos.errors import LLMasOSError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(models_cli.app, name="models")
 app.add_typer(apps_cli.app, name="apps")
+app.add_typer(plugins_cli.app, name="plugins")
 app.command()(run.run)
 app.command()(chat.chat)
 app.command()(call.call)

@@ -201,3 +201,15 @@ def arguments_for(name: str, request: str) -> tuple[Any, dict]:
     if name in ("speak", "embed"):
         return ({"text": text} if name == "speak" else {"texts": [text]}), {}
     return text, {}
+
+
+def text_arguments(schema: dict, text: str) -> dict:
+    """A tool's arguments from the text a request carries, for a tool these rules do not know (a
+    plugin's): the text goes to its one required string argument (else its one string argument)."""
+    properties = schema.get("properties") or {}
+    strings = [k for k, s in properties.items() if isinstance(s, dict) and s.get("type") == "string"]
+    required = [k for k in strings if k in schema.get("required", ())]
+    for names in (required, strings):
+        if len(names) == 1:
+            return {names[0]: text}
+    return {}

@@ -13,11 +13,13 @@ caller can show why it went where it went.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from llmasos.errors import InvalidRequestError, LLMasOSError
-from llmasos.router.arguments import arguments_for, instruction
+from llmasos.programs import default_registry
+from llmasos.router.arguments import arguments_for, instruction, text_arguments
 from llmasos.router.catalog import Destination, destinations
 
 #: The first step for each kind of attached file.
@@ -67,17 +69,32 @@ class IntentRouter:
         decide: Decide | None = None,
         margin: float = CLOSE_CALL_MARGIN,
     ) -> None:
-        self.catalog = catalog if catalog is not None else destinations()
-        self.by_name = {d.name: d for d in self.catalog}
         self._embed = embed
         self._decide = decide
         self.margin = margin
-        texts = [t for d in self.catalog for t in d.texts]
-        vectors = iter(_normalize(v) for v in embed(texts))
-        self._vectors = {d.name: [next(vectors) for _ in d.texts] for d in self.catalog}
+        # Without a fixed catalog the router follows the program registry: plugins loaded again
+        # (after a `pip install`) become destinations at the next request.
+        self._registry = None if catalog is not None else default_registry()
+        self._lock = threading.Lock()
+        self._learn(catalog if catalog is not None else destinations(self._registry))
+
+    def _learn(self, catalog: list[Destination]) -> None:
+        texts = [t for d in catalog for t in d.texts]
+        vectors = iter(_normalize(v) for v in self._embed(texts))
+        self._vectors = {d.name: [next(vectors) for _ in d.texts] for d in catalog}
+        self.catalog = catalog
+        self.by_name = {d.name: d for d in catalog}
+
+    def _follow_registry(self) -> None:
+        with self._lock:
+            registry = default_registry()
+            if self._registry is not None and registry is not self._registry:
+                self._learn(destinations(registry))
+                self._registry = registry
 
     def scores(self, request: str) -> dict[str, float]:
         """Each destination's similarity to `request`, best first."""
+        self._follow_registry()
         (query,) = [_normalize(v) for v in self._embed([request])]
         scored = {
             name: max(sum(a * b for a, b in zip(query, v, strict=True)) for v in vectors)
@@ -121,6 +138,8 @@ class IntentRouter:
             reasons.append(f"{', '.join(repr(n) for n in close)} close behind; no model to decide")
         dest = self.by_name[best]
         step_input, params = arguments_for(dest.name, request)
+        if dest.kind == "tool" and isinstance(step_input, str):  # a tool the rules do not know
+            step_input = text_arguments(dest.input_schema, step_input)
         return Route(request, best, [Step(dest.kind, best, step_input, params)], rounded, reasons, decided_by)
 
     def _route_file(self, request: str, kind: str, scores: dict[str, float], rounded: dict) -> Route:

@@ -213,13 +213,10 @@ class LocalTransport:
         return syscalls.preload(app, model)
 
     def call_service(self, name: str, input: Any, params: dict, model: str) -> dict:
-        from llmasos.services import get_service
+        from llmasos.programs import default_registry
 
         syscalls, app = self._kernel()
-        service = get_service(name)
-        result = syscalls.invoke(
-            app, "service", service.name, lambda: service.run(syscalls, app, input, params, model=model)
-        )
+        result = default_registry().run(syscalls, app, name, input, params, model=model)
         return {"output": result.output, "usage": result.usage, "details": result.details}
 
     def ask(self, request: str, file: bytes | None, model: str) -> dict:

@@ -1,25 +1,28 @@
 """System services: small, typed prompt programs over the kernel's `chat` system call.
 
-A service has a name, a description, a version, and JSON schemas for its input, its params and its
-output. `run(syscalls, app, input, params, model)` checks the app may use it, validates the params
-(defaults filled in), and runs; every model call it makes is an ordinary `chat` system call of that
-app, so the kernel checks, schedules and charges it like any other. The result carries the output,
-the tokens used, and details (how summarize split its input, how extract bounded the schema, ...).
+A service is a program (llmasos/programs) of kind "service": a name, a description, a version, JSON
+schemas for its input, its params and its output, and example requests for the router. The program
+registry validates a call and runs `execute`, which gives the service a `Session`: every model call
+it makes is an ordinary `chat` system call of the calling app, so the kernel checks, schedules and
+charges it like any other. A session ends its live processes when its call is cancelled (the HTTP
+client went away). The result carries the output, the tokens used, and details (how summarize split
+its input, how extract bounded the schema, ...).
 """
 
 from __future__ import annotations
 
 import contextlib
 import queue
-from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+import threading
+from abc import abstractmethod
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
-from llmasos.engine.json_schema import check_schema, validate
 from llmasos.engine.sampling import LogitsProcessor, SamplingParams
-from llmasos.errors import InvalidRequestError, LLMasOSError, PermissionDeniedError, ServiceNotFoundError
+from llmasos.errors import CallCancelledError, LLMasOSError
 from llmasos.kernel.syscalls import Syscalls
+from llmasos.programs import Cancellation, Invocation, Program, ProgramResult, default_registry
 from llmasos.security.apps import App
 
 #: Seconds to wait for a process's next event before deciding the kernel is not running.
@@ -28,13 +31,8 @@ EVENT_TIMEOUT_SECONDS = 600.0
 MAX_PARALLEL_CALLS = 8
 
 
-@dataclass(frozen=True)
-class ServiceResult:
-    """What a service returns: its output, the tokens its model calls used, and how it worked."""
-
-    output: str | dict | list | int | float | bool | None
-    usage: dict[str, int]  # prompt_tokens, completion_tokens, total_tokens, calls
-    details: dict[str, Any] = field(default_factory=dict)
+#: What a service returns (usage: prompt_tokens, completion_tokens, total_tokens, calls).
+ServiceResult = ProgramResult
 
 
 @dataclass(frozen=True)
@@ -58,34 +56,45 @@ class Call:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     logits_processors: tuple[LogitsProcessor, ...] = ()
+    # A client's own sampling params (an API request's), used as they are instead of the fields above.
+    params: SamplingParams | None = None
 
 
 class Session:
     """One service run's access to a model through the system calls, and the usage it adds up."""
 
-    def __init__(self, syscalls: Syscalls, app: App, model: str) -> None:
+    def __init__(
+        self,
+        syscalls: Syscalls,
+        app: App,
+        model: str,
+        cancellation: Cancellation | None = None,
+        *,
+        priority: str | None = None,  # a lower class than the app's, as a request may ask
+    ) -> None:
         self.syscalls = syscalls
         self.app = app
+        self.priority = priority
         self.model = syscalls.allowed_model(app, model)
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "calls": 0}
+        self.cancellation = cancellation or Cancellation()
+        self._live: dict[int, Any] = {}  # pid -> process, of the calls running now
+        self._live_lock = threading.Lock()
+        self.cancellation.on_cancel(self._cancel_live)
 
     @cached_property
-    def _engine(self) -> Any:
-        # Loads the model if it is not resident. Only a handle for the tokenizer and sizes: each
-        # process pins the model itself while it is admitted, so the pin is released at once.
-        residency = self.syscalls.kernel.residency
-        engine = residency.acquire(self.model)
-        residency.release(self.model)
-        return engine
-
-    @property
     def tokenizer(self) -> Any:
-        return self._engine.tokenizer
+        # Loads the model if it is not resident; each process pins the model itself while admitted.
+        return self.syscalls.tokenizer(self.app, self.model)
+
+    @cached_property
+    def _limits(self) -> Any:
+        return self.syscalls.model_limits(self.app, self.model)
 
     @property
     def context_length(self) -> int:
         """Tokens a prompt and its output may take together on this model."""
-        return min(self._engine.context_length, self._engine.max_sequence_tokens)
+        return self._limits.context_length
 
     def prompt_tokens(self, messages: list[dict]) -> int:
         return len(self.tokenizer.encode_chat(messages))
@@ -96,13 +105,13 @@ class Session:
     @property
     def kv_tokens(self) -> int:
         """Tokens the model's whole KV pool holds."""
-        stats = self._engine.stats()
-        return stats.num_blocks * stats.block_size
+        return self._limits.kv_tokens
 
     def chat_many(self, calls: list[Call]) -> list[Completion]:
         """Run the calls as concurrent processes, in waves, and return their answers in order."""
         done: list[Completion] = []
         for wave in self._waves(calls):
+            self.cancellation.check()
             processes: list[Any] = []
             try:
                 for call in wave:
@@ -112,9 +121,23 @@ class Session:
                     processes.pop(0)
             finally:  # a call that failed leaves no orphans running on the app's account
                 for process in processes:
-                    with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
-                        self.syscalls.cancel(self.app, process.pid)
+                    self._cancel(process, "a sibling call of its service failed")
+                with self._live_lock:
+                    self._live.clear()
         return done
+
+    def _cancel(self, process: Any, reason: str) -> None:
+        if process.is_terminal:
+            return
+        with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
+            self.syscalls.cancel(self.app, process.pid, reason=reason)
+
+    def _cancel_live(self) -> None:
+        """On cancellation (from the canceller's thread): end every call running now."""
+        with self._live_lock:
+            live = list(self._live.values())
+        for process in live:
+            self._cancel(process, "its call was cancelled: the client went away or the server is stopping")
 
     def _waves(self, calls: list[Call]) -> list[list[Call]]:
         """Consecutive groups of calls that fit the KV pool together (more would only preempt one
@@ -133,7 +156,7 @@ class Session:
         return waves
 
     def _start(self, call: Call) -> Any:
-        params = SamplingParams(
+        params = call.params or SamplingParams(
             max_tokens=call.max_tokens,
             temperature=call.temperature,
             repetition_penalty=call.repetition_penalty,
@@ -141,7 +164,12 @@ class Session:
             stop=call.stop,
             logits_processors=call.logits_processors,
         )
-        return self.syscalls.chat(self.app, self.model, call.messages, params)
+        process = self.syscalls.chat(self.app, self.model, call.messages, params, priority=self.priority)
+        with self._live_lock:
+            self._live[process.pid] = process
+        if self.cancellation.is_set:  # cancelled while it was being admitted
+            self._cancel_live()
+        return process
 
     def _collect(self, process: Any) -> Completion:
         parts, final = [], None
@@ -161,91 +189,49 @@ class Session:
         self.usage["calls"] += 1
         if final.error is not None:
             raise final.error
+        if final.finish_reason == "cancelled":
+            raise CallCancelledError(
+                f"process {process.pid} of the service call was cancelled ({process.reason})"
+            )
         if final.finish_reason not in ("stop", "length"):
             raise LLMasOSError(f"process {process.pid} ended without an answer ({final.finish_reason})")
         return Completion("".join(parts), final.finish_reason, process.tokens_in, process.tokens_out)
 
 
-class Service(ABC):
+class Service(Program):
     """A named, versioned prompt program. Subclasses set the class attributes and `_run`."""
 
-    name: ClassVar[str]
-    description: ClassVar[str]
-    version: ClassVar[str] = "1.0"
+    kind: ClassVar[str] = "service"
     input_schema: ClassVar[dict]
     params_schema: ClassVar[dict]  # an object schema; its properties are the params
     output_schema: ClassVar[dict]
 
+    def execute(self, input: Any, invocation: Invocation) -> ProgramResult:
+        session = Session(invocation.syscalls, invocation.app, invocation.model, invocation.cancellation)
+        output, details = self._run(session, input, invocation.params)
+        return ProgramResult(output, dict(session.usage), details)
+
     def run(
         self, syscalls: Syscalls, app: App, input: Any, params: dict | None = None, model: str = "default"
-    ) -> ServiceResult:
-        if not app.allows("service", self.name):
-            raise PermissionDeniedError(
-                f"app {app.name!r} may not use service {self.name!r}; an admin can grant service:{self.name}"
-            )
-        checked = self.check_params(params)
-        self.check_input(input)
-        session = Session(syscalls, app, model)
-        output, details = self._run(session, input, checked)
-        return ServiceResult(output, dict(session.usage), details)
+    ) -> ProgramResult:
+        """Validate and run this service for `app`. The capability check and the audit row are the
+        `invoke` system call's: wrap this in it, or use `default_registry().run(...)` which does."""
+        invocation = Invocation(app, syscalls=syscalls, model=model)
+        return default_registry().execute(self, input, params, invocation)
 
     @abstractmethod
     def _run(self, session: Session, input: Any, params: dict) -> tuple[Any, dict]:
         """(output, details) for a checked input and params."""
 
-    def check_params(self, params: dict | None) -> dict:
-        """`params` validated against params_schema, with defaults filled in."""
-        params = {} if params is None else params
-        properties = self.params_schema.get("properties", {})
-        valid = f"valid params of {self.name}: {', '.join(properties) or 'none'}"
-        if not isinstance(params, dict):
-            raise InvalidRequestError(f"params must be an object, got {type(params).__name__}; {valid}")
-        for key in params:
-            if key not in properties:
-                raise InvalidRequestError(f"unknown param {key!r}; {valid}")
-        errors = validate(params, self.params_schema, "params")
-        if errors:
-            raise InvalidRequestError(f"bad param: {errors[0]}; {valid}")
-        defaults = {k: s["default"] for k, s in properties.items() if "default" in s}
-        return {**defaults, **params}
-
-    def check_input(self, input: Any) -> None:
-        errors = validate(input, self.input_schema, "input")
-        if errors:
-            raise InvalidRequestError(f"bad input for service {self.name}: {errors[0]}")
-
-    def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "version": self.version,
-            "input_schema": self.input_schema,
-            "params_schema": self.params_schema,
-            "output_schema": self.output_schema,
-        }
-
-
-_REGISTRY: dict[str, Service] = {}
-
-
-def register(service_class: type[Service]) -> type[Service]:
-    """Class decorator: make a service available by its name."""
-    check_schema(service_class.params_schema)
-    _REGISTRY[service_class.name] = service_class()
-    return service_class
-
 
 def get_service(name: str) -> Service:
-    service = _REGISTRY.get(name)
-    if service is None:
-        raise ServiceNotFoundError(
-            f"no service named {name!r}; the services are: {', '.join(sorted(_REGISTRY))}"
-        )
-    return service
+    """A registered service by name (ServiceNotFoundError, listing the services, otherwise)."""
+    return default_registry().get_service(name)
 
 
 def list_services() -> list[Service]:
-    return [_REGISTRY[name] for name in sorted(_REGISTRY)]
+    """The registered services, by name."""
+    return default_registry().list_services()
 
 
 def text_schema(description: str, min_length: int = 1) -> dict:

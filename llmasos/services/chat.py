@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from llmasos.errors import InvalidRequestError
 from llmasos.model.chat_template import validate_messages
-from llmasos.services.base import Call, Service, Session, common_params, register
+from llmasos.services.base import Call, Service, Session, common_params
 
 MESSAGE = {
     "type": "object",
@@ -18,11 +18,17 @@ MESSAGE = {
 }
 
 
-@register
 class Chat(Service):
     name = "chat"
     description = "Talk with the model: a reply to a message or to a whole conversation."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Hello!",
+        "How was your day?",
+        "Give me some advice on learning the guitar",
+        "Can you recommend a good book?",
+        "I feel bored, what should I do?",
+    )
     # A string is one user message; a list is the conversation so far.
     input_schema: ClassVar[dict] = {
         "anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "items": MESSAGE}]

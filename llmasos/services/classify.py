@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from llmasos.engine.constrained import Grammar
-from llmasos.services.base import Call, Service, Session, common_params, register, text_schema
+from llmasos.services.base import Call, Service, Session, common_params, text_schema
 
 LABELS = {
     "type": "array",
@@ -20,11 +20,16 @@ LABELS = {
 }
 
 
-@register
 class Classify(Service):
     name = "classify"
     description = "Classify a text into exactly one of the given labels (e.g. positive or negative)."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Label this message as urgent or not urgent",
+        "Is the sentiment of this tweet happy, sad or angry?",
+        "Categorize this ticket: billing, technical or other",
+        "Decide whether this comment is toxic",
+    )
     input_schema: ClassVar[dict] = text_schema("the text to classify")
     params_schema: ClassVar[dict] = common_params(
         None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from llmasos.services.base import Call, Service, Session, common_params, register, text_schema
+from llmasos.services.base import Call, Service, Session, common_params, text_schema
 
 TASKS = {
     "write": ("You are an expert programmer. Reply with the code in one fenced block, then at most "
@@ -14,11 +14,17 @@ TASKS = {
 }  # fmt: skip
 
 
-@register
 class Code(Service):
     name = "code"
     description = "Write code for a task described in words, or explain what a piece of code does."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Write a function that sorts a list",
+        "Implement a class for a bank account in Java",
+        "What does this snippet do?",
+        "Debug my script, it throws an error",
+        "Write a SQL query that counts the users",
+    )
     input_schema: ClassVar[dict] = text_schema("the task (write) or the code (explain)")
     params_schema: ClassVar[dict] = common_params(
         512,

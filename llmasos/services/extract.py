@@ -11,18 +11,23 @@ import json
 from typing import Any, ClassVar
 
 from llmasos.engine.constrained import Grammar
-from llmasos.engine.json_schema import validate
 from llmasos.errors import InvalidRequestError, LLMasOSError
-from llmasos.services.base import Call, Service, Session, common_params, register, text_schema
+from llmasos.programs.schemas import compile_schema, first_error
+from llmasos.services.base import Call, Service, Session, common_params, text_schema
 
 DEFAULT_MAX_TOKENS = 2048
 
 
-@register
 class Extract(Service):
     name = "extract"
     description = "Extract fields from a text as JSON that is valid under a given JSON schema."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Extract the dates from this text",
+        "Find the names and addresses mentioned here and return them as JSON",
+        "Get the product, price and quantity from this order",
+        "Parse this resume into fields",
+    )
     input_schema: ClassVar[dict] = text_schema("the text to extract from")
     params_schema: ClassVar[dict] = common_params(
         DEFAULT_MAX_TOKENS,
@@ -68,9 +73,9 @@ class Extract(Service):
             raise LLMasOSError(
                 f"constrained decoding produced invalid JSON ({err}); please report it"
             ) from err
-        errors = validate(value, grammar.schema)
-        if errors:
-            raise LLMasOSError(f"constrained decoding broke the schema ({errors[0]}); please report it")
+        error = first_error(compile_schema(grammar.schema, "the bounded schema"), value)
+        if error is not None:
+            raise LLMasOSError(f"constrained decoding broke the schema ({error.message}); please report it")
         bounds = grammar.bounds
         details = {
             "bounds": {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from llmasos.services.base import Call, Service, Session, common_params, register
+from llmasos.services.base import Call, Service, Session, common_params
 
 QA_INPUT = {
     "type": "object",
@@ -17,11 +17,16 @@ QA_INPUT = {
 }
 
 
-@register
 class QuestionAnswering(Service):
     name = "qa"
     description = "Answer a question about a given text, using only that text."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Answer the question using this passage",
+        "According to the document, what year did it happen?",
+        "Given this context, who is the author?",
+        "From the text below, find out where they live",
+    )
     input_schema: ClassVar[dict] = QA_INPUT
     params_schema: ClassVar[dict] = common_params(256)
     output_schema: ClassVar[dict] = {"type": "string", "description": "the answer"}

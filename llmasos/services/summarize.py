@@ -13,7 +13,7 @@ import math
 from typing import Any, ClassVar
 
 from llmasos.errors import InvalidRequestError
-from llmasos.services.base import Call, Service, Session, common_params, register, text_schema
+from llmasos.services.base import Call, Service, Session, common_params, text_schema
 
 LENGTHS = {  # length -> (instruction, default max_tokens)
     "short": ("in one sentence", 64),
@@ -29,11 +29,17 @@ _MARGIN = 8  # tokens of slack between a prompt plus its answer and the context 
 _MIN_CHUNK = 64
 
 
-@register
 class Summarize(Service):
     name = "summarize"
     description = "Summarize a text of any length (long texts are split and summarized map-reduce style)."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Summarize this text",
+        "Give me a short summary of this report",
+        "What are the main points of this document?",
+        "Condense these notes into a few bullet points",
+        "Make this long email shorter",
+    )
     input_schema: ClassVar[dict] = text_schema("the text to summarize")
     params_schema: ClassVar[dict] = common_params(
         None,

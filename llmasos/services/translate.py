@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from llmasos.services.base import Call, Service, Session, common_params, register, text_schema
+from llmasos.services.base import Call, Service, Session, common_params, text_schema
 
 _LANGUAGE = {"type": "string", "minLength": 1, "maxLength": 64}
 
 
-@register
 class Translate(Service):
     name = "translate"
     description = "Translate a text into another language (e.g. English to French)."
     version = "1.0"
+    examples: ClassVar[tuple[str, ...]] = (
+        "Translate this into Italian",
+        "What is this sentence in Japanese?",
+        "Can you say this in English?",
+        "Convert this paragraph from Dutch to English",
+    )
     input_schema: ClassVar[dict] = text_schema("the text to translate")
     params_schema: ClassVar[dict] = common_params(
         512,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError
-from llmasos.tools.registry import Tool, ToolContext, ToolResult
+from llmasos.tools.base import Tool, ToolContext, ToolResult
 
 MAX_EXPRESSION_CHARS = 500
 # Results must fit a float (the JSON number of the result); bigger integers are refused before computing.
@@ -194,6 +194,13 @@ class CalculatorTool(Tool):
     description = (
         "Evaluate arithmetic: + - * / ** %, parentheses, percentages ('17% of 2,340'), "
         "and functions such as sqrt, log, sin, round, min, max. Use it for any calculation."
+    )
+    examples: ClassVar[tuple[str, ...]] = (
+        "What is 45 times 12?",
+        "Calculate the square root of 144",
+        "How much is 15 percent of 80?",
+        "Add 1,250 and 3,400",
+        "Divide 100 by 7",
     )
     parameters: ClassVar[dict] = {
         "type": "object",

@@ -8,7 +8,7 @@ from typing import ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from llmasos.errors import InvalidRequestError
-from llmasos.tools.registry import Tool, ToolContext, ToolResult
+from llmasos.tools.base import Tool, ToolContext, ToolResult
 
 
 def now(timezone: str = "UTC", *, timestamp: float | None = None) -> dict:
@@ -36,6 +36,12 @@ def now(timezone: str = "UTC", *, timestamp: float | None = None) -> dict:
 class ClockTool(Tool):
     name = "clock"
     description = "Tell the current date, time and weekday, in UTC or in a given IANA time zone."
+    examples: ClassVar[tuple[str, ...]] = (
+        "What time is it?",
+        "What day of the week is it today?",
+        "Tell me the current date",
+        "What is the time in London now?",
+    )
     parameters: ClassVar[dict] = {
         "type": "object",
         "properties": {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError, ToolUnavailableError
-from llmasos.tools.registry import Tool, ToolContext, ToolResult
+from llmasos.tools.base import Tool, ToolContext, ToolResult
 
 MODEL_NAME = "all-minilm-l6-v2"
 BATCH_SIZE = 32  # texts per forward pass; sorted by length first so padding stays small
@@ -117,6 +117,11 @@ class EmbedTool(Tool):
     description = (
         "Turn texts into sentence embeddings (all-MiniLM-L6-v2, 384 dimensions, unit length) for "
         "semantic search and similarity; the dot product of two vectors is their cosine similarity."
+    )
+    examples: ClassVar[tuple[str, ...]] = (
+        "Compute the vector embedding of this text",
+        "Turn these sentences into embeddings for my search index",
+        "Give me the sentence vector for this phrase",
     )
     parameters: ClassVar[dict] = {
         "type": "object",

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError
+from llmasos.programs.base import SideEffect
 from llmasos.storage.db import Database
-from llmasos.tools.registry import Tool, ToolContext, ToolResult
+from llmasos.tools.base import Tool, ToolContext, ToolResult
 
 MAX_TEXT_CHARS = 500
 DEFAULT_LIMIT = 50
@@ -134,6 +135,18 @@ class KnowledgeTool(Tool):
         "add a fact, query the facts about an entity and/or of a relation, or remove a fact."
     )
     touches_files = True  # its own database under $LLMASOS_HOME, never a caller's path
+    examples: ClassVar[tuple[str, ...]] = (
+        "Remember that my sister lives in Berlin",
+        "Note that the project deadline is Friday",
+        "What do you know about Bob?",
+        "Where does my sister live, as I told you before?",
+        "Forget that Bob likes tea",
+    )
+
+    @property
+    def side_effects(self) -> frozenset[SideEffect]:
+        return frozenset({SideEffect.APP_DATA})
+
     parameters: ClassVar[dict] = {
         "type": "object",
         "properties": {

@@ -9,12 +9,17 @@ constrained in the engine.
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+
 import jsonschema
 import pytest
 
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.json_schema import check_schema
 from llmasos.errors import (
+    CallCancelledError,
     ContextWindowExceededError,
     InvalidRequestError,
     InvalidSchemaError,
@@ -25,6 +30,7 @@ from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.model.loader import load_model
+from llmasos.programs import Cancellation, default_registry
 from llmasos.security.apps import App, AppRegistry
 from llmasos.services import get_service, list_services
 from llmasos.services.base import Call, Session
@@ -73,7 +79,9 @@ def system(tiny_long):
 
 
 def _run(syscalls: Syscalls, name: str, input, params: dict | None = None, app: App | None = None):
-    return get_service(name).run(syscalls, app or App("tester"), input, params, model="tiny")
+    """The service through the one door: the registry's run, in the `invoke` system call."""
+    app = app or App("tester")
+    return default_registry().run(syscalls, app, name, input, params, model="tiny", kind="service")
 
 
 def test_registry_has_every_service_with_its_schemas() -> None:
@@ -99,13 +107,13 @@ def test_unknown_service_is_not_found_and_the_message_lists_the_services() -> No
     [
         ("summarize", {"lenght": "short"}, "unknown param 'lenght'"),
         ("summarize", {"length": "huge"}, "params.length: 'huge' is not one of"),
-        ("summarize", {"chunk_tokens": "64"}, "params.chunk_tokens: expected integer, got string"),
-        ("summarize", {"chunk_tokens": 3}, "params.chunk_tokens: 3 is below the minimum"),
-        ("translate", {}, "missing required property 'target'"),
-        ("classify", {"labels": []}, "params.labels: has 0 items"),
-        ("classify", {"labels": ["a", 3]}, "params.labels[1]: expected string"),
-        ("extract", {"schema": "not a schema"}, "params.schema: expected object, got string"),
-        ("chat", {"temperature": "hot"}, "params.temperature: expected number"),
+        ("summarize", {"chunk_tokens": "64"}, "params.chunk_tokens: '64' is not of type 'integer'"),
+        ("summarize", {"chunk_tokens": 3}, "params.chunk_tokens: 3 is less than the minimum of 64"),
+        ("translate", {}, "params.target: 'target' is a required property"),
+        ("classify", {"labels": []}, "params.labels: [] should be non-empty"),
+        ("classify", {"labels": ["a", 3]}, "params.labels[1]: 3 is not of type 'string'"),
+        ("extract", {"schema": "not a schema"}, "params.schema: 'not a schema' is not of type 'object'"),
+        ("chat", {"temperature": "hot"}, "params.temperature: 'hot' is not of type 'number'"),
         ("chat", [1], "params must be an object"),
     ],
 )
@@ -120,9 +128,9 @@ def test_bad_params_name_the_param_and_list_the_valid_ones(system, name: str, pa
 @pytest.mark.parametrize(
     ("name", "input", "says"),
     [
-        ("summarize", 42, "input: expected string, got integer"),
-        ("summarize", "", "input: has 0 characters"),
-        ("qa", {"question": "why?"}, "missing required property 'context'"),
+        ("summarize", 42, "input: 42 is not of type 'string'"),
+        ("summarize", "", "input: '' should be non-empty"),
+        ("qa", {"question": "why?"}, "input.context: 'context' is a required property"),
         ("chat", [{"role": "robot", "content": "hi"}], "role 'robot'"),
         ("chat", {"text": "hi"}, "a message (string) or a list of messages"),
     ],
@@ -262,3 +270,63 @@ def test_concurrent_calls_come_in_waves_that_fit_the_kv_pool(system) -> None:
     assert [len(wave) for wave in session._waves([small] * 20)] == [8, 8, 4]  # MAX_PARALLEL_CALLS
     quota = Session(system, App("q", max_concurrent=3), "tiny")
     assert [len(wave) for wave in quota._waves([small] * 5)] == [3, 2]
+
+
+def test_a_cancelled_session_ends_its_running_calls_at_once(system) -> None:
+    cancellation = Cancellation()
+    session = Session(system, App("tester"), "tiny", cancellation)
+    long = Call([{"role": "user", "content": "Hello"}], max_tokens=1500, temperature=1.0, seed=3)
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            session.chat_many([long, long])
+        except BaseException as err:
+            caught.append(err)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 60
+    while len(system.kernel.table) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cancellation.set()
+    worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert len(caught) == 1 and isinstance(caught[0], CallCancelledError)
+    states = {p.state.value for p in system.kernel.table.values()}
+    assert states == {"cancelled"}, states
+    with pytest.raises(CallCancelledError):  # and nothing more starts on it
+        session.chat(long)
+
+
+def test_function_calling_is_a_program_over_the_chat_system_call(system) -> None:
+    from llmasos.engine.sampling import SamplingParams
+    from llmasos.services.function_calling import Function, call_functions
+
+    weather = Function(
+        "get_weather",
+        "The weather in a city",
+        {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"enum": ["c", "f"]}},
+            "required": ["city", "unit"],
+        },
+    )
+    clock = Function("get_time", "The time", {"type": "object", "properties": {}})
+    session = Session(system, App("caller"), "tiny")
+    ask = [{"role": "user", "content": "What's the weather in Paris?"}]
+    sampling = [SamplingParams(max_tokens=4, temperature=1.0, seed=seed) for seed in range(4)]
+    for decision in call_functions(session, ask, [weather, clock], "required", sampling):
+        assert decision.is_call and decision.finish_reason == "tool_calls"
+        schema = {"get_weather": weather, "get_time": clock}[decision.name].parameters
+        jsonschema.validate(json.loads(decision.arguments), schema)
+    (named,) = call_functions(session, ask, [weather, clock], "get_time", sampling[:1])
+    assert named.name == "get_time" and isinstance(json.loads(named.arguments), dict)
+    (answer,) = call_functions(session, ask, [weather], "none", sampling[:1])
+    assert not answer.is_call and isinstance(answer.content, str)
+    assert answer.finish_reason in ("stop", "length")
+    with pytest.raises(InvalidRequestError, match="'teleport', which is not among the tools"):
+        call_functions(session, ask, [weather], "teleport", sampling[:1])
+    processes = list(system.kernel.table.values())  # each step was an ordinary chat process of the app
+    assert processes and {p.app for p in processes} == {"caller"}
+    assert session.usage["calls"] == len(processes)
