@@ -20,7 +20,7 @@ from llmasos.engine.scheduler import ScheduledSequence
 from llmasos.engine.swap_space import SwapHandle, SwapSpace
 from llmasos.model.attention import AttentionMetadata
 from llmasos.model.loader import LoadedModel
-from llmasos.model.quant import resolve_weight_format
+from llmasos.model.weight_formats import resolve_weight_format
 
 logger = logging.getLogger(__name__)
 
