@@ -42,7 +42,7 @@ def _median_seconds(fns: dict[str, Callable[[], object]], rounds: int) -> dict[s
 
 def bench_kernels(rounds: int) -> None:
     from llmasos.model.native import cpu_kernels
-    from llmasos.model.quant import Int4Linear
+    from llmasos.model.quant_linear import Int4Linear
 
     kernels = cpu_kernels()
     if kernels is None:
@@ -66,7 +66,7 @@ def bench_kernels(rounds: int) -> None:
 
 
 def _variants(kernels, layers: list, packed: list, n: int) -> dict[str, Callable[[], object]]:
-    from llmasos.model.quant import INT4_GROUP
+    from llmasos.model.block_layout import INT4_GROUP
 
     x = torch.randn(n, layers[0].in_features)
     xb = x.bfloat16()

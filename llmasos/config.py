@@ -29,7 +29,7 @@ class EngineConfig:
     # "auto" is float32 on CPU (exact against references) and bfloat16 on CUDA; the next engine
     # issue adds the fast CPU paths.
     dtype: str = "auto"
-    # auto|float32|bfloat16|int8|int4; auto: int4 on CPU if dtype is auto (quant.resolve_weight_format).
+    # auto|float32|bfloat16|int8|int4; auto: int4 on CPU if dtype is auto (resolve_weight_format).
     weight_format: str = "auto"
     # Tokens per KV block. 16 keeps internal fragmentation under one block per sequence small.
     block_size: int = 16
@@ -49,7 +49,7 @@ class EngineConfig:
     # a 2,048-token SmolLM2 context (94 MB). At most the KV pool's size; 0 allocates only on demand.
     swap_reserve_bytes: int = 128 * 1024 * 1024
     # int4/int8 layers also keep their weights dequantized to float32 for steps of more than
-    # quant.NATIVE_MAX_TOKENS tokens (long prefill chunks), which then take MKL's float32 GEMM instead of
+    # NATIVE_MAX_TOKENS tokens (long prefill chunks), which then take MKL's float32 GEMM instead of
     # the C++ kernels. Off by default: since the kernels' threads claim rows as they go, a 1,024-token
     # SmolLM2 prefill ran as fast without the copy (medians 374 vs 364 tok/s, 8 alternating runs on 2
     # threads; with a static split it had been 8% slower), and the copy costs ~424 MB. Ignored where the

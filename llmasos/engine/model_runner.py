@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from llmasos.engine.scheduler import ScheduledSequence
 from llmasos.engine.swap_space import SwapHandle, SwapSpace
 from llmasos.model.attention import AttentionMetadata
 from llmasos.model.loader import LoadedModel
-from llmasos.model.quant import resolve_weight_format
+from llmasos.model.weight_formats import resolve_weight_format
 
 logger = logging.getLogger(__name__)
 
@@ -177,76 +178,120 @@ class ModelRunner:
 
         Every index tensor is made once here and moved with one `.to(device)`; layers only read
         them. Decode steps (one new token per sequence) get the short metadata of the fast path."""
-        bs = self.block_size
-        input_ids: list[int] = []
-        positions: list[int] = []
-        query_lens: list[int] = []
-        context_lens: list[int] = []
-        sample_index: list[int] = []
-        for item in batch:
-            seq, start = item.seq, item.seq.num_computed_tokens
-            end = start + item.num_new_tokens
-            input_ids += seq.token_ids[start:end]
-            positions += range(start, end)
-            query_lens.append(item.num_new_tokens)
-            context_lens.append(end)
-            if item.samples:
-                sample_index.append(len(input_ids) - 1)
-        num_seqs, max_q, max_kv = len(batch), max(query_lens), max(context_lens)
-        max_blocks = -(-max_kv // bs)
-        tables = np.zeros((num_seqs, max_blocks), dtype=np.int64)
-        for row, item in enumerate(batch):
-            table = item.seq.block_table[:max_blocks]
-            tables[row, : len(table)] = table
-        # Flat cache slot of every context position of every sequence, (B, T_kv).
-        kv_slots = (tables[:, :, None] * bs + np.arange(bs)).reshape(num_seqs, -1)[:, :max_kv]
-        pos = np.asarray(positions, dtype=np.int64)
-        q_lens = np.asarray(query_lens, dtype=np.int64)
-        ctx_lens = np.asarray(context_lens, dtype=np.int64)
+        tokens = pack_tokens(batch)
+        kv_slots = context_slots(batch, tokens.context_lens, self.block_size)
         # Slot of each new token: its sequence's slot at its position.
-        slot_mapping = kv_slots[np.repeat(np.arange(num_seqs), q_lens), pos]
-
-        dev = self.device
-        if max_q == 1:
-            bias = None
-            if ctx_lens.min() < max_kv:  # padded keys of shorter sequences get -inf
-                padded = np.arange(max_kv)[None, :] >= ctx_lens[:, None]
-                bias = torch.from_numpy(np.where(padded, -np.inf, 0.0).astype(np.float32))
-                bias = bias.view(num_seqs, 1, 1, max_kv).to(dev, self.dtype)
-            meta = AttentionMetadata(
-                slot_mapping=torch.from_numpy(slot_mapping).to(dev),
-                kv_slots=torch.from_numpy(kv_slots).to(dev),
-                query_index=None,
-                query_valid=None,
-                mask=None,
-                decode=True,
-                decode_bias=bias,
-                context_lens=torch.from_numpy(ctx_lens).to(dev),
-            )
+        slot_mapping = kv_slots[np.repeat(np.arange(len(batch)), tokens.query_lens), tokens.positions]
+        if tokens.max_query_len == 1:
+            meta = self._decode_metadata(slot_mapping, kv_slots, tokens.context_lens)
         else:
-            # Padded (B, T_q) view of the packed tokens.
-            offsets = np.cumsum(q_lens) - q_lens
-            col = np.arange(max_q)
-            query_valid = col[None, :] < q_lens[:, None]
-            query_index = np.where(query_valid, offsets[:, None] + col, 0)
-            # Absolute position of each padded query; padding repeats the last real one so no row
-            # is fully masked (a fully masked softmax row is NaN).
-            q_pos = (ctx_lens - q_lens)[:, None] + np.minimum(col[None, :], (q_lens - 1)[:, None])
-            k_pos = np.arange(max_kv)
-            mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (
-                k_pos[None, None, :] < ctx_lens[:, None, None]
-            )
-            out_index = np.flatnonzero(query_valid)  # row of each packed token in (B * T_q)
-            meta = AttentionMetadata(
-                slot_mapping=torch.from_numpy(slot_mapping).to(dev),
-                kv_slots=torch.from_numpy(kv_slots).to(dev),
-                query_index=torch.from_numpy(query_index).to(dev),
-                query_valid=torch.from_numpy(query_valid).to(dev),
-                mask=torch.from_numpy(mask[:, None]).to(dev),
-                out_index=torch.from_numpy(out_index).to(dev),
-                context_lens=torch.from_numpy(ctx_lens).to(dev),
-                query_start=torch.from_numpy(np.concatenate([[0], np.cumsum(q_lens)])).to(dev),
-            )
-        ids = torch.tensor(input_ids, dtype=torch.long, device=dev)
-        positions_t = torch.from_numpy(pos).to(dev)
-        return ids, positions_t, meta, torch.tensor(sample_index, dtype=torch.long, device=dev)
+            meta = self._chunk_metadata(slot_mapping, kv_slots, tokens.query_lens, tokens.context_lens)
+        dev = self.device
+        ids = torch.tensor(tokens.input_ids, dtype=torch.long, device=dev)
+        positions_t = torch.from_numpy(tokens.positions).to(dev)
+        return ids, positions_t, meta, torch.tensor(tokens.sample_index, dtype=torch.long, device=dev)
+
+    def _decode_metadata(
+        self, slot_mapping: np.ndarray, kv_slots: np.ndarray, ctx_lens: np.ndarray
+    ) -> AttentionMetadata:
+        """The fast path's metadata: one query per sequence, keys masked only past each context."""
+        dev = self.device
+        num_seqs, max_kv = kv_slots.shape
+        bias = None
+        if ctx_lens.min() < max_kv:  # padded keys of shorter sequences get -inf
+            padded = np.arange(max_kv)[None, :] >= ctx_lens[:, None]
+            bias = torch.from_numpy(np.where(padded, -np.inf, 0.0).astype(np.float32))
+            bias = bias.view(num_seqs, 1, 1, max_kv).to(dev, self.dtype)
+        return AttentionMetadata(
+            slot_mapping=torch.from_numpy(slot_mapping).to(dev),
+            kv_slots=torch.from_numpy(kv_slots).to(dev),
+            query_index=None,
+            query_valid=None,
+            mask=None,
+            decode=True,
+            decode_bias=bias,
+            context_lens=torch.from_numpy(ctx_lens).to(dev),
+        )
+
+    def _chunk_metadata(
+        self, slot_mapping: np.ndarray, kv_slots: np.ndarray, q_lens: np.ndarray, ctx_lens: np.ndarray
+    ) -> AttentionMetadata:
+        """Metadata of a step where some sequence computes several tokens (a prompt or a chunk of one):
+        a padded (B, T_q) view of the packed tokens and a causal mask over each context."""
+        dev = self.device
+        max_kv = kv_slots.shape[1]
+        max_q = int(q_lens.max())
+        # Padded (B, T_q) view of the packed tokens.
+        offsets = np.cumsum(q_lens) - q_lens
+        col = np.arange(max_q)
+        query_valid = col[None, :] < q_lens[:, None]
+        query_index = np.where(query_valid, offsets[:, None] + col, 0)
+        # Absolute position of each padded query; padding repeats the last real one so no row
+        # is fully masked (a fully masked softmax row is NaN).
+        q_pos = (ctx_lens - q_lens)[:, None] + np.minimum(col[None, :], (q_lens - 1)[:, None])
+        k_pos = np.arange(max_kv)
+        mask = (k_pos[None, None, :] <= q_pos[:, :, None]) & (k_pos[None, None, :] < ctx_lens[:, None, None])
+        out_index = np.flatnonzero(query_valid)  # row of each packed token in (B * T_q)
+        return AttentionMetadata(
+            slot_mapping=torch.from_numpy(slot_mapping).to(dev),
+            kv_slots=torch.from_numpy(kv_slots).to(dev),
+            query_index=torch.from_numpy(query_index).to(dev),
+            query_valid=torch.from_numpy(query_valid).to(dev),
+            mask=torch.from_numpy(mask[:, None]).to(dev),
+            out_index=torch.from_numpy(out_index).to(dev),
+            context_lens=torch.from_numpy(ctx_lens).to(dev),
+            query_start=torch.from_numpy(np.concatenate([[0], np.cumsum(q_lens)])).to(dev),
+        )
+
+
+@dataclass
+class PackedTokens:
+    """One step's new tokens, every sequence's after the last: what the model reads, and per sequence
+    how many tokens it adds (query) to how long a context."""
+
+    input_ids: list[int]
+    positions: np.ndarray  # (N,) int64, the absolute position of each packed token
+    query_lens: np.ndarray  # (B,) int64
+    context_lens: np.ndarray  # (B,) int64, computed tokens after this step
+    sample_index: list[int]  # packed index of the last token of each sequence that samples
+
+    @property
+    def max_query_len(self) -> int:
+        return int(self.query_lens.max())
+
+
+def pack_tokens(batch: list[ScheduledSequence]) -> PackedTokens:
+    """The batch's new tokens packed one sequence after another, with their positions."""
+    input_ids: list[int] = []
+    positions: list[int] = []
+    query_lens: list[int] = []
+    context_lens: list[int] = []
+    sample_index: list[int] = []
+    for item in batch:
+        seq, start = item.seq, item.seq.num_computed_tokens
+        end = start + item.num_new_tokens
+        input_ids += seq.token_ids[start:end]
+        positions += range(start, end)
+        query_lens.append(item.num_new_tokens)
+        context_lens.append(end)
+        if item.samples:
+            sample_index.append(len(input_ids) - 1)
+    return PackedTokens(
+        input_ids=input_ids,
+        positions=np.asarray(positions, dtype=np.int64),
+        query_lens=np.asarray(query_lens, dtype=np.int64),
+        context_lens=np.asarray(context_lens, dtype=np.int64),
+        sample_index=sample_index,
+    )
+
+
+def context_slots(batch: list[ScheduledSequence], context_lens: np.ndarray, block_size: int) -> np.ndarray:
+    """Flat cache slot of every context position of every sequence, (B, T_kv), from the block tables
+    (positions past a shorter sequence's context point at its table's padding, block 0)."""
+    max_kv = int(context_lens.max())
+    max_blocks = -(-max_kv // block_size)
+    tables = np.zeros((len(batch), max_blocks), dtype=np.int64)
+    for row, item in enumerate(batch):
+        table = item.seq.block_table[:max_blocks]
+        tables[row, : len(table)] = table
+    return (tables[:, :, None] * block_size + np.arange(block_size)).reshape(len(batch), -1)[:, :max_kv]

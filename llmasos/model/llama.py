@@ -2,7 +2,7 @@
 
 Projections are fused as they are loaded: q/k/v into one `qkv_proj`, gate/up into one
 `gate_up_proj`, so a layer is two matmuls in, two out. `quantize` swaps those linear layers (and
-the LM head) for another weight format after loading (see `quant.py`).
+the LM head) for another weight format after loading (see `weight_formats.py`).
 
 Per-token work is kept to a fixed few ops per layer because batch-1 decode of a small model is
 as much Python/dispatch time as weight streaming: RoPE (with the 1/sqrt(head_dim) attention scale
@@ -21,13 +21,9 @@ from torch import nn
 from llmasos.model.attention import AttentionMetadata, paged_attention
 from llmasos.model.config import ModelConfig
 from llmasos.model.layers import Linear, RMSNorm, apply_rope, rope_cos_sin, rope_inv_freq, swiglu
-from llmasos.model.quant import (
-    DEFAULT_MAX_QUANT_TOKENS,
-    NATIVE_DECODE_MAX_SEQS,
-    NATIVE_MAX_TOKENS,
-    Q8Embedding,
-    make_linear,
-)
+from llmasos.model.q8_embedding import Q8Embedding
+from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, NATIVE_DECODE_MAX_SEQS, NATIVE_MAX_TOKENS
+from llmasos.model.weight_formats import make_linear
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -208,7 +204,7 @@ class LlamaModel(nn.Module):
         # The LM head has one row per sampled sequence. With the C++ kernels its int8 GEMM serves every
         # batch (at 32 rows it took 11-21 ms against 34-40 ms for the float32 GEMM on a dequantized
         # copy, which MKL also repacked on every call), so no float copy is kept (113 MB for SmolLM2);
-        # without them the layer keeps one (quant.py), as torch's int8pack was 1.5x slower than fp32.
+        # without them the layer keeps one (quant_linear.py), as torch's int8pack was 1.5x slower than fp32.
         # The embedding lookup stays exact (one row per token): dequantized int8 rows there flipped
         # SmolLM2's int4 answer to "What is the capital of France?". int4 keeps an int8 head for the
         # same reason (the file's own head is 8-bit); a 4-bit head would save 10 MB per token.

@@ -127,63 +127,84 @@ def build_model(
 ) -> LlamaModel:
     """Create the module and fill it from GGUF-named tensors, fusing q/k/v and gate/up."""
     weights = dict(tensors)
-    state: dict[str, torch.Tensor] = {}
-    take = weights.pop
-
-    def require(name: str) -> torch.Tensor:
-        if name not in weights:
-            raise ModelFormatError(f"model file lacks tensor {name}")
-        return take(name)
-
-    state["embed_tokens.weight"] = require("token_embd.weight")
-    state["norm.weight"] = require("output_norm.weight")
-    if not config.tie_word_embeddings:
-        state["lm_head.weight"] = weights.pop("output.weight", None)
-        if state["lm_head.weight"] is None:  # HF configs may untie while the file ties
-            state["lm_head.weight"] = state["embed_tokens.weight"]
-    else:
-        weights.pop("output.weight", None)
-    for i in range(config.num_layers):
-        p, b = f"layers.{i}.", f"blk.{i}."
-        state[p + "attn_norm.weight"] = require(b + "attn_norm.weight")
-        state[p + "ffn_norm.weight"] = require(b + "ffn_norm.weight")
-        state[p + "qkv_proj.weight"] = torch.cat(
-            [require(b + "attn_q.weight"), require(b + "attn_k.weight"), require(b + "attn_v.weight")]
-        )
-        if config.attention_bias:
-            state[p + "qkv_proj.bias"] = torch.cat(
-                [require(b + "attn_q.bias"), require(b + "attn_k.bias"), require(b + "attn_v.bias")]
-            )
-        state[p + "o_proj.weight"] = require(b + "attn_output.weight")
-        state[p + "gate_up_proj.weight"] = torch.cat(
-            [require(b + "ffn_gate.weight"), require(b + "ffn_up.weight")]
-        )
-        state[p + "down_proj.weight"] = require(b + "ffn_down.weight")
+    state = _module_state(config, weights)
     rope_freqs = weights.pop("rope_freqs.weight", None)
     if weights:
         raise ModelFormatError(
             f"model file has tensors this architecture does not use: {sorted(weights)[:5]}"
         )
-
     with torch.device("meta"):
         model = LlamaModel(config)
+    _check_shapes(model, state)
+    model.load_state_dict(
+        {k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=False, assign=True
+    )
+    if config.tie_word_embeddings:
+        model.lm_head = None
+    _set_rope(model, config, rope_freqs, device)
+    return model.eval()
+
+
+def _module_state(config: ModelConfig, weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The module's parameters by name, taken out of the GGUF-named `weights` (what is left there, the
+    model does not use)."""
+    state = {
+        "embed_tokens.weight": _take(weights, "token_embd.weight"),
+        "norm.weight": _take(weights, "output_norm.weight"),
+    }
+    lm_head = weights.pop("output.weight", None)
+    if not config.tie_word_embeddings:
+        # HF configs may untie while the file ties
+        state["lm_head.weight"] = state["embed_tokens.weight"] if lm_head is None else lm_head
+    for i in range(config.num_layers):
+        state.update(_layer_state(config, weights, i))
+    return state
+
+
+def _layer_state(config: ModelConfig, weights: dict[str, torch.Tensor], i: int) -> dict[str, torch.Tensor]:
+    """Decoder layer `i`'s parameters, with q/k/v and gate/up fused as the module holds them."""
+    p, b = f"layers.{i}.", f"blk.{i}."
+    state = {
+        p + "attn_norm.weight": _take(weights, b + "attn_norm.weight"),
+        p + "ffn_norm.weight": _take(weights, b + "ffn_norm.weight"),
+        p + "qkv_proj.weight": torch.cat([_take(weights, b + f"attn_{x}.weight") for x in "qkv"]),
+    }
+    if config.attention_bias:
+        state[p + "qkv_proj.bias"] = torch.cat([_take(weights, b + f"attn_{x}.bias") for x in "qkv"])
+    state[p + "o_proj.weight"] = _take(weights, b + "attn_output.weight")
+    state[p + "gate_up_proj.weight"] = torch.cat(
+        [_take(weights, b + "ffn_gate.weight"), _take(weights, b + "ffn_up.weight")]
+    )
+    state[p + "down_proj.weight"] = _take(weights, b + "ffn_down.weight")
+    return state
+
+
+def _take(weights: dict[str, torch.Tensor], name: str) -> torch.Tensor:
+    """Remove and return the tensor `name`; ModelFormatError if the file has none."""
+    if name not in weights:
+        raise ModelFormatError(f"model file lacks tensor {name}")
+    return weights.pop(name)
+
+
+def _check_shapes(model: LlamaModel, state: dict[str, torch.Tensor]) -> None:
+    """ModelFormatError naming the first tensor whose shape is not its parameter's."""
     for name, value in state.items():
         expected = _param(model, name).shape
         if value.shape != expected:
             raise ModelFormatError(
                 f"tensor for {name} has shape {tuple(value.shape)}, expected {tuple(expected)}"
             )
-    model.load_state_dict(
-        {k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=False, assign=True
-    )
-    if config.tie_word_embeddings:
-        model.lm_head = None
+
+
+def _set_rope(
+    model: LlamaModel, config: ModelConfig, rope_freqs: torch.Tensor | None, device: torch.device
+) -> None:
+    """The RoPE frequencies of the config, divided by the file's own where it ships them."""
     inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling)
     if rope_freqs is not None:  # llama3-style scaling shipped as per-frequency divisors
         inv_freq = inv_freq / rope_freqs.float()
     with torch.device(device):
         model.set_rope_inv_freq(inv_freq.to(device))
-    return model.eval()
 
 
 def _param(model: torch.nn.Module, name: str) -> torch.Tensor:

@@ -110,67 +110,21 @@ class Tokenizer:
     @classmethod
     def from_gguf(cls, path_or_reader: str | os.PathLike[str] | gguf.GGUFReader) -> Tokenizer:
         """Build the tokenizer a GGUF file describes (`tokenizer.ggml.*` and `tokenizer.chat_template`)."""
-        if isinstance(path_or_reader, gguf.GGUFReader):
-            reader = path_or_reader
-        else:
-            path = Path(path_or_reader)
-            if not path.is_file():
-                raise ModelFormatError(f"no GGUF file at {path}")
-            try:
-                reader = gguf.GGUFReader(path)
-            except (ValueError, OSError) as exc:
-                raise ModelFormatError(f"{path} is not a readable GGUF file: {exc}") from exc
-        fields = GGUFFields(reader)
-
+        fields = GGUFFields(_open_gguf(path_or_reader))
         model = fields.require("tokenizer.ggml.model")
         tokens: list[str] = fields.require("tokenizer.ggml.tokens")
-        types: list[int] = fields.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
-        if len(types) != len(tokens):
-            raise ModelFormatError("tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length")
+        types = _gguf_token_types(fields, tokens)
         add_bos = bool(fields.get("tokenizer.ggml.add_bos_token", model == "llama"))
         add_eos = bool(fields.get("tokenizer.ggml.add_eos_token", False))
-
-        if model == "gpt2":
-            backend = byte_level_backend(fields, tokens, types)
-        elif model == "llama":
-            architecture = str(fields.get("general.architecture", ""))
-            add_space_prefix = bool(fields.get("tokenizer.ggml.add_space_prefix", True))
-            backend = sentencepiece_backend(fields, tokens, types, architecture, add_space_prefix)
-        else:
-            raise UnsupportedModelError(
-                f"the model's tokenizer type is {model!r}, which LLMasOS does not support; "
-                f"supported: {', '.join(SUPPORTED_MODELS)}"
-            )
-
-        # Special and user-defined tokens keep their ids: they are already in the vocabulary.
-        special = [
-            AddedToken(tokens[i], special=True, normalized=False)
-            for i, kind in enumerate(types)
-            if kind in (CONTROL, UNKNOWN)
-        ]
-        backend.add_special_tokens(special)
-        backend.add_tokens(
-            [
-                AddedToken(tokens[i], special=False, normalized=False)
-                for i, kind in enumerate(types)
-                if kind == USER_DEFINED
-            ]
-        )
-
-        bos = fields.get("tokenizer.ggml.bos_token_id")
-        eos = fields.get("tokenizer.ggml.eos_token_id")
-        extra_stops = [
-            fields.get(key)
-            for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
-            if fields.get(key) is not None
-        ]
+        backend = _gguf_backend(fields, model, tokens, types)
+        _add_marked_tokens(backend, tokens, types)
         return cls(
             backend,
-            bos_token_id=bos,
-            eos_token_id=eos,
+            bos_token_id=fields.get("tokenizer.ggml.bos_token_id"),
+            eos_token_id=fields.get("tokenizer.ggml.eos_token_id"),
             chat_template=fields.get("tokenizer.chat_template"),
             vocab_size=len(tokens),
-            extra_stop_token_ids=extra_stops,
+            extra_stop_token_ids=_gguf_extra_stops(fields),
             add_bos_token=add_bos,
             add_eos_token=add_eos,
         )
@@ -349,3 +303,68 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise ModelFormatError(f"{path} is not valid JSON: {exc}") from exc
     return data if isinstance(data, dict) else {}
+
+
+def _open_gguf(path_or_reader: str | os.PathLike[str] | gguf.GGUFReader) -> gguf.GGUFReader:
+    """The reader itself, or a reader over the file at the path; ModelFormatError if there is none."""
+    if isinstance(path_or_reader, gguf.GGUFReader):
+        return path_or_reader
+    path = Path(path_or_reader)
+    if not path.is_file():
+        raise ModelFormatError(f"no GGUF file at {path}")
+    try:
+        return gguf.GGUFReader(path)
+    except (ValueError, OSError) as exc:
+        raise ModelFormatError(f"{path} is not a readable GGUF file: {exc}") from exc
+
+
+def _gguf_token_types(fields: GGUFFields, tokens: list[str]) -> list[int]:
+    """Each token's llama.cpp type (NORMAL, CONTROL, ...); all NORMAL where the file gives none."""
+    types: list[int] = fields.get("tokenizer.ggml.token_type") or [NORMAL] * len(tokens)
+    if len(types) != len(tokens):
+        raise ModelFormatError("tokenizer.ggml.token_type and tokenizer.ggml.tokens differ in length")
+    return types
+
+
+def _gguf_backend(
+    fields: GGUFFields, model: str, tokens: list[str], types: list[int]
+) -> tokenizers.Tokenizer:
+    """The `tokenizers` pipeline of the file's tokenizer type (`tokenizer.ggml.model`)."""
+    if model == "gpt2":
+        return byte_level_backend(fields, tokens, types)
+    if model == "llama":
+        architecture = str(fields.get("general.architecture", ""))
+        add_space_prefix = bool(fields.get("tokenizer.ggml.add_space_prefix", True))
+        return sentencepiece_backend(fields, tokens, types, architecture, add_space_prefix)
+    raise UnsupportedModelError(
+        f"the model's tokenizer type is {model!r}, which LLMasOS does not support; "
+        f"supported: {', '.join(SUPPORTED_MODELS)}"
+    )
+
+
+def _add_marked_tokens(backend: tokenizers.Tokenizer, tokens: list[str], types: list[int]) -> None:
+    """CONTROL and UNKNOWN tokens as special added tokens, USER_DEFINED ones as plain added tokens.
+
+    They keep their ids: they are already in the vocabulary."""
+    special = [
+        AddedToken(tokens[i], special=True, normalized=False)
+        for i, kind in enumerate(types)
+        if kind in (CONTROL, UNKNOWN)
+    ]
+    backend.add_special_tokens(special)
+    backend.add_tokens(
+        [
+            AddedToken(tokens[i], special=False, normalized=False)
+            for i, kind in enumerate(types)
+            if kind == USER_DEFINED
+        ]
+    )
+
+
+def _gguf_extra_stops(fields: GGUFFields) -> list[int]:
+    """End-of-turn and end-of-message ids the file names, which stop generation besides EOS."""
+    return [
+        fields.get(key)
+        for key in ("tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id")
+        if fields.get(key) is not None
+    ]

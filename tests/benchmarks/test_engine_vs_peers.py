@@ -3,17 +3,15 @@ benchmark's own business; these are what turns them into the printed figures).""
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "engine_vs_peers.py"
-spec = importlib.util.spec_from_file_location("engine_vs_peers", SCRIPT)
-bench = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = bench  # its dataclasses look their module up while the script loads
-spec.loader.exec_module(bench)
+from benchmarks.peers import cli, figures, machine, ratios, report, workers
+from benchmarks.peers.trace import Trace
+from benchmarks.peers.workload import Workload
 
 
 def _round(ours: float, same: float, faster: float, transformers: float, note: str) -> dict:
@@ -31,7 +29,7 @@ def test_rounds_merge_to_medians_with_notes_pooled_and_token_ids_kept() -> None:
         _round(420, 160, 260, 140, "fast"),
         _round(390, 170, 250, 150, "slow"),
     ]
-    merged = bench.merge_rounds(rounds)
+    merged = ratios.merge_rounds(rounds)
     assert merged["llmasos"]["b32"]["tok_s"] == 390
     assert merged["llamacpp:Q8_0"]["b32"]["tok_s"] == 250
     assert merged["llmasos"]["notes"] == ["slow", "fast"]
@@ -43,27 +41,27 @@ def test_counts_stay_whole_numbers() -> None:
         {"llmasos": {"context_tokens": 2050, "ms": 1.0}},
         {"llmasos": {"context_tokens": 2052, "ms": 2.0}},
     ]
-    merged = bench.merge_rounds(rounds)["llmasos"]
+    merged = ratios.merge_rounds(rounds)["llmasos"]
     assert merged["context_tokens"] == 2050 and merged["ms"] == 1.5
 
 
 def test_a_figure_missing_from_one_round_takes_the_others() -> None:
     rounds = [{"llmasos": {"prefill": {"tok_s": 400}}}, {"llmasos": {"notes": ["prefill failed"]}}]
-    merged = bench.merge_rounds(rounds)
+    merged = ratios.merge_rounds(rounds)
     assert merged["llmasos"]["prefill"]["tok_s"] == 400
     assert merged["llmasos"]["notes"] == ["prefill failed"]
 
 
 def test_one_round_is_reported_as_it_ran() -> None:
     only = _round(300, 150, 200, 100, "x")
-    assert bench.merge_rounds([only]) is only
+    assert ratios.merge_rounds([only]) is only
 
 
 def test_ratios_are_taken_within_each_round_then_combined() -> None:
-    wl = bench.Workload(batch_sizes=(32,))
+    wl = Workload(batch_sizes=(32,))
     rounds = [_round(300, 150, 200, 100, ""), _round(420, 160, 260, 140, ""), _round(390, 170, 250, 150, "")]
-    per_round = [bench.summarize(r, wl, "llamacpp:Q4_1") for r in rounds]
-    medians, ranges = bench.ratio_medians(per_round)
+    per_round = [ratios.summarize(r, wl, "llamacpp:Q4_1") for r in rounds]
+    medians, ranges = ratios.ratio_medians(per_round)
     # Against the faster llama.cpp file: 300/200, 420/260, 390/250 (not the ratio of the medians).
     assert medians["b32_vs_llamacpp"] == pytest.approx(390 / 250)
     assert ranges["b32_vs_llamacpp"] == pytest.approx((300 / 200, 420 / 260))
@@ -73,7 +71,7 @@ def test_ratios_are_taken_within_each_round_then_combined() -> None:
 
 
 def test_the_report_names_the_cpu_and_its_vector_extensions() -> None:
-    line = bench.cpu_description()
+    line = machine.cpu_description()
     assert "logical CPUs" in line
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.exists():
@@ -87,14 +85,14 @@ def test_the_report_names_the_cpu_and_its_vector_extensions() -> None:
 def test_the_floors_are_judged_on_the_same_file_and_then_against_the_faster_one(capsys) -> None:
     """Issue 3 measures llama.cpp on LLMasOS's own GGUF file: 400 ÷ 150 passes its 32-sequence floor of 2
     there, while against the faster file (400 ÷ 250) the same floor fails, and the report says both."""
-    wl = bench.Workload(batch_sizes=(32,))
+    wl = Workload(batch_sizes=(32,))
     results = _round(400, 150, 250, 100, "")
-    summary = bench.summarize(results, wl, "llamacpp:Q4_1")
-    args = bench.parse_args([])
+    summary = ratios.summarize(results, wl, "llamacpp:Q4_1")
+    args = cli.parse_args([])
     args.model_path, args.machine, args.notes, args.same_file = "m.Q4_1.gguf", "a CPU", [], "llamacpp:Q4_1"
-    bench.print_report(results, summary, wl, args)
-    report = capsys.readouterr().out
-    verdicts = report.split("floors (goal), llama.cpp on the same GGUF file (Q4_1)")[1]
+    report.print_report(results, summary, wl, args)
+    printed = capsys.readouterr().out
+    verdicts = printed.split("floors (goal), llama.cpp on the same GGUF file (Q4_1)")[1]
     issue, faster = (part.splitlines() for part in verdicts.split("faster file"))
     b32 = [line for line in issue if "32-concurrent ÷ llama.cpp" in line]
     assert len(b32) == 1 and "2.67" in b32[0] and b32[0].endswith("PASS")
@@ -110,13 +108,26 @@ def test_single_stream_tokens_come_from_the_same_prompt_whichever_repeat_was_fas
 
         def run(self, prompts: list[list[int]], new_tokens: int):
             self.runs += 1
-            trace = bench.Trace(0.0)
+            trace = Trace(0.0)
             step = 1.0 / self.runs  # the second repeat runs twice as fast
             for i in range(3):
                 trace.record(step * (i + 1), {0: prompts[0][0] + i})
             return trace
 
-    wl = bench.Workload(repeats=2)
-    figure = bench.fig_single_stream(Peer(), {"single-0": [10], "single-1": [20]}, wl)
+    wl = Workload(repeats=2)
+    figure = figures.fig_single_stream(Peer(), {"single-0": [10], "single-1": [20]}, wl)
     assert figure["tok_s"] == pytest.approx(2.0)  # the faster repeat's rate (1 token per 0.5 s)
     assert figure["tokens"] == [10, 11, 12]  # the first prompt's tokens
+
+
+def test_the_entry_point_that_workers_run_parses_the_command_line() -> None:
+    """Workers are this script again with `--worker`: it must start from outside the package's folder."""
+    done = subprocess.run(
+        [sys.executable, str(workers.ENTRY_POINT), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(workers.ENTRY_POINT).anchor,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--rounds" in done.stdout and "--engine-option" in done.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from llmasos.model.loader import load_model
-from llmasos.model.quant import Int4Linear, Int8Linear
+from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from tests.helpers.step_meta import chunk_meta, decode_meta
 
 

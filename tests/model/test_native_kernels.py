@@ -15,16 +15,15 @@ import torch
 
 from llmasos.model import native
 from llmasos.model.attention import AttentionMetadata, paged_attention
-from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import (
+from llmasos.model.block_layout import (
     ACTIVATION_MAX,
-    Int4Linear,
-    Int8Linear,
     pack_int4_blocks,
     pack_int8_blocks,
     quantize_activations,
     unpack_int4_blocks,
 )
+from llmasos.model.native import cpu_kernels
+from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from tests.helpers.step_meta import chunk_meta, chunk_positions, decode_meta
 
 kernels = cpu_kernels()

@@ -15,7 +15,9 @@ from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model.loader import load_model
 from llmasos.model.native import cpu_kernels
-from llmasos.model.quant import Int4Linear, Int8Linear, Q8Embedding, make_linear, resolve_weight_format
+from llmasos.model.q8_embedding import Q8Embedding
+from llmasos.model.quant_linear import Int4Linear, Int8Linear
+from llmasos.model.weight_formats import make_linear, resolve_weight_format
 from tests.helpers.engines import random_prompts
 from tests.helpers.reference import full_logits
 from tests.helpers.tiny_model import TinySpec, write_tiny_gguf

@@ -1,4 +1,4 @@
-"""Weight formats: dense float32/bfloat16, and weight-only int8 / int4 linear layers.
+"""Linear layers over dense float32/bfloat16 weights and weight-only int8 / int4 weights.
 
 Batch-1 decode reads every weight once per token, so its speed is memory bandwidth ÷ bytes of
 weights: int8 reads a quarter of fp32's bytes, int4 (4 bits plus a bf16 scale and zero per group
@@ -37,13 +37,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from llmasos.model.block_layout import (
+    BLOCK_ROWS,
+    INT4_GROUP,
+    from_row_blocks,
+    pack_int4_blocks,
+    pack_int8_blocks,
+    to_row_blocks,
+    unpack_int4_blocks,
+)
 from llmasos.model.native import cpu_kernels
 
-WEIGHT_FORMATS = ("auto", "float32", "bfloat16", "int8", "int4")
-INT4_GROUP = 32
-# The C++ kernels' activation range (csrc/quant_gemm.h, kActMax): 15 bits, so that runs of 4-bit
-# products sum exactly in int32.
-ACTIVATION_MAX = 16383
 # Steps with more tokens than this take the dense float32 path. Measured on the AVX2 CPU (30 distinct
 # weights of each layer shape, so they stream from memory): int kernels win at 1 token (1.3-2.7x),
 # tie at 8, and lose at 16 (fp32 1.2-1.3x faster) and 32 (1.6-1.9x).
@@ -56,24 +60,6 @@ NATIVE_MAX_TOKENS = 128
 # Decode steps of up to this many sequences run the C++ forward step: with 2 threads it was 1.1-1.2x
 # faster than the torch layers (dense GEMMs) at 24 and 32 sequences too, as it skips their per-op work.
 NATIVE_DECODE_MAX_SEQS = 64
-
-
-def resolve_weight_format(weight_format: str, device: torch.device) -> str:
-    """The concrete format for `auto`: int4 on CPU, the model's own dtype elsewhere.
-
-    Why int4 on CPU (AVX2 EPYC, SmolLM2-135M, see benchmarks/decode_paths.py): it reads the fewest
-    bytes per token (95 MB vs int8's 135 MB and fp32's 538 MB), its one-token kernel was 1.2-2.7x
-    faster than int8pack's per layer, so its batch-1 decode was the fastest, while prefill and
-    batch-32 take the same dense fp32 path in every format. Its greedy text kept fp32's on more
-    prompts than int8 did, because it reproduces the Q4_1 file's own 4-bit groups. bfloat16 is
-    never chosen on CPUs without native bf16 (AVX2): its GEMMs are emulated and 2-10x slower than
-    fp32 at 4+ tokens. On CUDA the int ops are not wired up, so "auto" keeps dense weights.
-    """
-    if weight_format not in WEIGHT_FORMATS:
-        raise ValueError(f"unknown weight_format {weight_format!r}; use one of {', '.join(WEIGHT_FORMATS)}")
-    if weight_format == "auto":
-        return "int4" if device.type == "cpu" else "native"
-    return weight_format
 
 
 class DenseLinear(nn.Module):
@@ -253,55 +239,6 @@ class Int4Linear(_QuantLinear):
         return _nbytes(self.packed, self.scales_and_zeros)
 
 
-Q8_BLOCK = 32
-
-
-class Q8Embedding(nn.Module):
-    """An embedding table held as GGUF's Q8_0 holds it: int8 in blocks of 32, a float32 scale each.
-
-    Built (`from_dense`) only where that form reproduces the loaded float32 table exactly, as for a file
-    that ships its embedding in Q8_0 (both SmolLM2 files do): a lookup returns the same float32 rows as
-    the dense table, from 1.125 bytes a value instead of 4 (32 MB instead of 113 MB for SmolLM2). The
-    table is read one row per token, so the dequantizing costs nothing that shows."""
-
-    ROWS_PER_CHECK = 4096  # rows converted at a time: the check's float temporaries stay ~10 MB
-
-    def __init__(self, q: torch.Tensor, scales: torch.Tensor) -> None:
-        super().__init__()
-        self.q = q  # (vocab, dim) int8
-        self.scales = scales  # (vocab, dim / Q8_BLOCK) float32
-
-    @classmethod
-    def from_dense(cls, weight: torch.Tensor) -> Q8Embedding | None:
-        """`weight` in Q8_0 form if every block of 32 is exactly an int8 vector times max|w| / 127 (how
-        Q8_0 quantizes, so a dequantized Q8_0 table passes); None where any block is not (a float or
-        otherwise quantized table stays dense)."""
-        if weight.dtype != torch.float32 or weight.dim() != 2 or weight.device.type != "cpu":
-            return None
-        vocab, dim = weight.shape
-        if dim % Q8_BLOCK:
-            return None
-        q = torch.empty(vocab, dim, dtype=torch.int8)
-        scales = torch.empty(vocab, dim // Q8_BLOCK)
-        for r0 in range(0, vocab, cls.ROWS_PER_CHECK):
-            blocks = weight[r0 : r0 + cls.ROWS_PER_CHECK].detach().reshape(-1, dim // Q8_BLOCK, Q8_BLOCK)
-            scale = blocks.abs().amax(-1) / 127
-            ints = torch.round(blocks / torch.where(scale > 0, scale, torch.ones_like(scale))[..., None])
-            if not torch.equal(ints * scale[..., None], blocks):
-                return None
-            q[r0 : r0 + len(blocks)] = ints.to(torch.int8).view(len(blocks), dim)
-            scales[r0 : r0 + len(blocks)] = scale
-        return cls(q, scales)
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., dim) float32
-        rows = self.q[input_ids].unflatten(-1, (-1, Q8_BLOCK)).float() * self.scales[input_ids].unsqueeze(-1)
-        return rows.flatten(-2)
-
-    def bytes_per_token(self) -> int:
-        """Bytes one token's lookup reads: its row and the row's scales."""
-        return self.q.shape[1] * self.q.element_size() + self.scales.shape[1] * self.scales.element_size()
-
-
 def _integer_groups(
     d: torch.Tensor, m: torch.Tensor, int_max: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -316,86 +253,6 @@ def _integer_groups(
     worst = torch.maximum(c.abs(), (15 * k + c).abs()).max()
     assert worst <= int_max, f"int4 group constants reach {worst}, beyond {int_max}"
     return k.to(torch.int16).contiguous(), c.to(torch.int16).contiguous(), row_scale.contiguous()
-
-
-# Rows per block of the C++ kernels' layouts: a block's rows lie across the lanes of their vectors
-# (csrc/row_vectors.h), so every layout below keeps 16 rows' values side by side.
-BLOCK_ROWS = 16
-
-
-def pack_int4_blocks(q: torch.Tensor) -> torch.Tensor:
-    """q (out, in), integers in [0, 15], in the C++ kernels' 4-bit layout (csrc/quant_gemm.h): (out/16, in/32,
-    256) bytes; in group g of block b, byte 2r + e of 32-byte chunk j holds elements 2j + e (low nibble) and
-    2j + 16 + e (high nibble) of the group, for row r of the block."""
-    blocks, groups = q.shape[0] // BLOCK_ROWS, q.shape[1] // INT4_GROUP
-    # (block, row, group, half, chunk, e): element half * 16 + 2 * chunk + e of the group
-    values = q.to(torch.uint8).view(blocks, BLOCK_ROWS, groups, 2, 8, 2)
-    nibbles = values[:, :, :, 0] | (values[:, :, :, 1] << 4)  # (block, row, group, chunk, e)
-    return nibbles.permute(0, 2, 3, 1, 4).contiguous().view(blocks, groups, 256)
-
-
-def unpack_int4_blocks(qs: torch.Tensor) -> torch.Tensor:
-    """`pack_int4_blocks`' inverse: q (out, in) uint8."""
-    blocks, groups, _ = qs.shape
-    chunks = qs.view(blocks, groups, 8, BLOCK_ROWS, 2)  # (block, group, chunk, row, e)
-    halves = torch.stack([chunks & 0x0F, chunks >> 4], dim=2)  # (block, group, half, chunk, row, e)
-    return halves.permute(0, 4, 1, 2, 3, 5).reshape(blocks * BLOCK_ROWS, groups * INT4_GROUP)
-
-
-def to_row_blocks(values: torch.Tensor) -> torch.Tensor:
-    """Per-(row, group) values (out, groups) as the kernels read them: (out/16, groups, 16)."""
-    out_features, groups = values.shape
-    return values.view(out_features // BLOCK_ROWS, BLOCK_ROWS, groups).transpose(1, 2).contiguous()
-
-
-def from_row_blocks(values: torch.Tensor) -> torch.Tensor:
-    """`to_row_blocks`' inverse: (out, groups)."""
-    blocks, groups, _ = values.shape
-    return values.transpose(1, 2).reshape(blocks * BLOCK_ROWS, groups)
-
-
-def pack_int8_blocks(q: torch.Tensor) -> torch.Tensor:
-    """int8 weights (out, in) in the C++ head kernel's layout: (out/16, in/2, 32), byte 2r + e of pair p
-    holding w[r][2p + e] for row r of the block."""
-    blocks, pairs = q.shape[0] // BLOCK_ROWS, q.shape[1] // 2
-    values = q.view(blocks, BLOCK_ROWS, pairs, 2)  # (block, row, pair, e)
-    return values.permute(0, 2, 1, 3).contiguous().view(blocks, pairs, 2 * BLOCK_ROWS)
-
-
-def quantize_activations(x: torch.Tensor) -> torch.Tensor:
-    """x (n, in) float32 rounded as the C++ kernels see it: integers in [-ACTIVATION_MAX, ACTIVATION_MAX]
-    with one scale per token, amax / ACTIVATION_MAX.
-
-    The kernels' own `round_activations` in torch ops (x * (1/scale) rounded half to even), for tests
-    and for reading; the dense path calls the C++ one (one pass instead of six ops)."""
-    scale = x.abs().amax(-1, keepdim=True) / ACTIVATION_MAX
-    inv = torch.where(scale > 0, 1 / scale, torch.zeros_like(scale))
-    return torch.round(x * inv) * scale
-
-
-def make_linear(
-    weight: torch.Tensor,
-    bias: torch.Tensor | None,
-    weight_format: str,
-    *,
-    max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
-    keep_dense: bool = True,
-) -> nn.Module:
-    """A linear layer holding `weight` (out, in) in `weight_format` (already resolved, not "auto")."""
-    if weight_format == "native":
-        return DenseLinear(weight, bias)
-    if weight_format in ("float32", "bfloat16"):
-        dtype = getattr(torch, weight_format)
-        return DenseLinear(weight.to(dtype), None if bias is None else bias.to(dtype))
-    if weight_format not in ("int4", "int8"):
-        raise ValueError(f"unknown weight_format {weight_format!r}")
-    # int8 also serves shapes int4's packing cannot take.
-    int4_fits = weight.shape[1] % INT4_GROUP == 0 and weight.shape[0] % BLOCK_ROWS == 0
-    kind = Int4Linear if weight_format == "int4" and int4_fits else Int8Linear
-    if weight.device.type != "cpu":  # see the module docstring: int ops are CPU-only here
-        dense = kind(weight.cpu(), None, 0).dense
-        return DenseLinear(dense.to(weight.device, torch.bfloat16), bias)
-    return kind(weight, bias, max_quant_tokens, keep_dense)
 
 
 def _bf16(t: torch.Tensor | None) -> torch.Tensor | None:

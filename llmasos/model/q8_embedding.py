@@ -1,0 +1,54 @@
+"""An embedding table kept in GGUF's Q8_0 form where that form is exact (1.125 bytes a value)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Q8_BLOCK = 32
+
+
+class Q8Embedding(nn.Module):
+    """An embedding table held as GGUF's Q8_0 holds it: int8 in blocks of 32, a float32 scale each.
+
+    Built (`from_dense`) only where that form reproduces the loaded float32 table exactly, as for a file
+    that ships its embedding in Q8_0 (both SmolLM2 files do): a lookup returns the same float32 rows as
+    the dense table, from 1.125 bytes a value instead of 4 (32 MB instead of 113 MB for SmolLM2). The
+    table is read one row per token, so the dequantizing costs nothing that shows."""
+
+    ROWS_PER_CHECK = 4096  # rows converted at a time: the check's float temporaries stay ~10 MB
+
+    def __init__(self, q: torch.Tensor, scales: torch.Tensor) -> None:
+        super().__init__()
+        self.q = q  # (vocab, dim) int8
+        self.scales = scales  # (vocab, dim / Q8_BLOCK) float32
+
+    @classmethod
+    def from_dense(cls, weight: torch.Tensor) -> Q8Embedding | None:
+        """`weight` in Q8_0 form if every block of 32 is exactly an int8 vector times max|w| / 127 (how
+        Q8_0 quantizes, so a dequantized Q8_0 table passes); None where any block is not (a float or
+        otherwise quantized table stays dense)."""
+        if weight.dtype != torch.float32 or weight.dim() != 2 or weight.device.type != "cpu":
+            return None
+        vocab, dim = weight.shape
+        if dim % Q8_BLOCK:
+            return None
+        q = torch.empty(vocab, dim, dtype=torch.int8)
+        scales = torch.empty(vocab, dim // Q8_BLOCK)
+        for r0 in range(0, vocab, cls.ROWS_PER_CHECK):
+            blocks = weight[r0 : r0 + cls.ROWS_PER_CHECK].detach().reshape(-1, dim // Q8_BLOCK, Q8_BLOCK)
+            scale = blocks.abs().amax(-1) / 127
+            ints = torch.round(blocks / torch.where(scale > 0, scale, torch.ones_like(scale))[..., None])
+            if not torch.equal(ints * scale[..., None], blocks):
+                return None
+            q[r0 : r0 + len(blocks)] = ints.to(torch.int8).view(len(blocks), dim)
+            scales[r0 : r0 + len(blocks)] = scale
+        return cls(q, scales)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., dim) float32
+        rows = self.q[input_ids].unflatten(-1, (-1, Q8_BLOCK)).float() * self.scales[input_ids].unsqueeze(-1)
+        return rows.flatten(-2)
+
+    def bytes_per_token(self) -> int:
+        """Bytes one token's lookup reads: its row and the row's scales."""
+        return self.q.shape[1] * self.q.element_size() + self.scales.shape[1] * self.scales.element_size()
