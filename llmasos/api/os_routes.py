@@ -145,7 +145,7 @@ def _remote_context(app: App):
 async def ask(body: AskRequest, request: Request, app: Caller) -> dict:
     """Route a plain-language request (with an optional image or WAV, base64) and run the route:
     `{"route": {...scores, reasons}, "answer": ..., "steps": [...]}`."""
-    from llmasos.router.runner import ask as run_ask
+    from llmasos.router.ask import ask as run_ask
 
     syscalls = request.app.state.syscalls
     data = _decode(body.file_base64, "file_base64") if body.file_base64 else None
@@ -165,7 +165,7 @@ async def ask(body: AskRequest, request: Request, app: Caller) -> dict:
 @router.post("/os/voice")
 async def voice(body: VoiceRequest, request: Request, app: Caller) -> dict:
     """The voice loop: a spoken question (WAV, base64) in, the spoken answer (WAV, base64) out."""
-    from llmasos.router.runner import voice as run_voice
+    from llmasos.router.ask import voice as run_voice
 
     wav = _decode(body.audio_base64, "audio_base64")
     reply = await run_in_threadpool(
