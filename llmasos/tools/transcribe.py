@@ -2,24 +2,31 @@
 
 The acoustic model, dictionary and language model ship inside the `pocketsphinx` wheel, so nothing
 is downloaded. Audio of any PCM WAV format is mixed to mono and resampled to the model's 16 kHz.
-One decoder is loaded per process, on first use; decoding holds a lock (a decoder is not reentrant).
+A decoder is not reentrant (it holds the utterance it decodes), so each concurrent call gets its
+own from a small pool, and the audio's length is bounded so that no call holds one for minutes.
 """
 
 from __future__ import annotations
 
 import re
-import threading
 from typing import Any, ClassVar
 
 import numpy as np
 
 from llmasos.errors import InvalidRequestError, ToolUnavailableError
+from llmasos.tools.instances import InstancePool
 from llmasos.tools.media import Audio, decode_wav, read_input, resample, to_pcm16
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
 SAMPLE_RATE = 16_000  # the en-US acoustic model's rate
 FRAMES_PER_SECOND = 100  # PocketSphinx's default frame rate, for word times
-MAX_DURATION_S = 600.0
+# Noise is the slowest input: a 590 s noisy WAV took 263 s to decode (0.45 s per second of audio),
+# and 20 s of white noise took 38 s on a busy 2-core machine. Two minutes holds a spoken question
+# or a voice memo and bounds one call to about a minute of decoding on an idle machine.
+MAX_DURATION_S = 120.0
+# Each decoder holds the en-US model, measured at 91 MB resident; two let a short question be
+# answered while a long recording is decoded.
+DECODERS = 2
 SILENCE_DBFS = -60.0  # audio whose loudest sample is quieter than this holds no speech to transcribe
 # Silence added before and after the audio: the decoder finds word boundaries and the cepstral mean
 # better with some around the speech. Clips cut tight around speech (as espeak-ng writes them) went
@@ -27,49 +34,31 @@ SILENCE_DBFS = -60.0  # audio whose loudest sample is quieter than this holds no
 PAD_S = 0.25
 _FILLERS = re.compile(r"^(<s>|</s>|<sil>|\[.*\])$")
 
-_decoder: Any = None
-_load_lock = threading.Lock()
-_decode_lock = threading.Lock()
-
 
 def load_decoder() -> Any:
-    """The process's PocketSphinx decoder on the bundled en-US model (loaded once)."""
-    global _decoder
-    with _load_lock:
-        if _decoder is None:
-            try:
-                from pocketsphinx import Decoder
-            except ImportError as err:
-                raise ToolUnavailableError(
-                    f"transcribe needs the pocketsphinx package ({err}); "
-                    "install it with `pip install pocketsphinx`"
-                ) from None
-            _decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
-        return _decoder
+    """A PocketSphinx decoder on the bundled en-US model."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError as err:
+        raise ToolUnavailableError(
+            f"transcribe needs the pocketsphinx package ({err}); install it with `pip install pocketsphinx`"
+        ) from None
+    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+
+
+decoders: InstancePool[Any] = InstancePool(load_decoder, size=DECODERS)
 
 
 def transcribe_wav(data: bytes) -> dict:
     """Text and word timings of the speech in WAV bytes."""
-    audio = decode_wav(data)
-    if audio.duration_s > MAX_DURATION_S:
-        raise InvalidRequestError(
-            f"the audio is {audio.duration_s:.0f} s long; transcribe takes at most {MAX_DURATION_S:.0f} s, "
-            "so split it"
-        )
+    audio = decode_wav(data, max_duration_s=MAX_DURATION_S)  # the length is checked from the header
     if audio.peak_dbfs < SILENCE_DBFS:
         raise InvalidRequestError(
             f"the audio is silent (peak {audio.peak_dbfs:.0f} dBFS); record speech and try again"
         )
     pad = np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)
     samples = np.concatenate([pad, resample(audio, SAMPLE_RATE).samples, pad])
-    pcm = to_pcm16(Audio(samples, SAMPLE_RATE))
-    decoder = load_decoder()
-    with _decode_lock:
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)  # whole-utterance mode: cepstral mean from all of it
-        decoder.end_utt()
-        hypothesis = decoder.hyp()
-        segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
+    hypothesis, segments = decode_pcm(to_pcm16(Audio(samples, SAMPLE_RATE)))
     words = [
         {
             "word": re.sub(r"\(\d+\)$", "", word),  # "the(2)" is the second pronunciation of "the"
@@ -80,11 +69,22 @@ def transcribe_wav(data: bytes) -> dict:
         if not _FILLERS.match(word)
     ]
     return {
-        "text": hypothesis.hypstr if hypothesis is not None else "",
+        "text": hypothesis,
         "words": words,
         "duration_s": round(audio.duration_s, 3),
         "sample_rate": audio.sample_rate,
     }
+
+
+def decode_pcm(pcm: bytes) -> tuple[str, list[tuple[str, int, int]]]:
+    """The hypothesis and its (word, start frame, end frame) segments for 16 kHz 16-bit mono PCM."""
+    with decoders.use() as decoder:
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)  # whole-utterance mode: cepstral mean from all of it
+        decoder.end_utt()
+        hypothesis = decoder.hyp()
+        segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
+    return (hypothesis.hypstr if hypothesis is not None else ""), segments
 
 
 class TranscribeTool(Tool):
