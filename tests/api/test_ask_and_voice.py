@@ -158,3 +158,22 @@ def test_voice_loop_answers_a_spoken_question(tiny_server, tmp_path, monkeypatch
     # Any of these words heard back shows the answer was spoken intelligibly; pocketsphinx misses some
     # of them at some times of day ("It is 21:50 on Sunday" came back as "the twenty one fifty for...").
     assert "it is" in heard_back or weekday in heard_back or year in heard_back, heard_back
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng could not be installed")
+def test_cli_ask_writes_spoken_audio_where_the_user_asks(tiny_server, tmp_path, monkeypatch, capsys):
+    from llmasos.sdk.discovery import remove_server_file, write_server_file
+
+    target = tmp_path / "welcome.wav"
+    write_server_file(tiny_server.url)
+    try:
+        code, _, err = run_cli(
+            monkeypatch, capsys, "ask", "Say 'welcome home' as audio.", "-o", str(target), "-m", "tiny"
+        )
+        nothing = tmp_path / "nothing.wav"
+        quiet = run_cli(monkeypatch, capsys, "ask", "What is 17% of 2,340?", "-o", str(nothing), "-m", "tiny")
+    finally:
+        remove_server_file()
+    assert code == 0, err
+    assert target.read_bytes()[:4] == b"RIFF" and f"wrote {target}" in err
+    assert quiet[0] == 1 and "no step returned audio" in quiet[2] and not nothing.exists()
