@@ -1,14 +1,18 @@
-"""The pool of tool-model instances: each instance serves one call at a time, calls beyond the pool's
-size wait for a free one, and no call holds a lock that stops the others. Ordering is shown with
-events, never timing."""
+"""The pools of tool-model instances: each instance serves one call at a time, calls beyond a pool's
+size wait for a free one, and no call holds a lock that stops the others; in the process pool the
+instances live in worker processes. Ordering is shown with events, never timing."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 
 import pytest
 
-from llmasos.tools.instances import InstancePool
+from llmasos.errors import LLMasOSError
+from llmasos.tools.instances import InstancePool, ProcessInstancePool
+from tests.helpers import pool_workers
 
 WAIT_S = 30  # only bounds a failing test; a passing one never waits this long
 
@@ -91,3 +95,58 @@ def test_an_instance_whose_call_failed_is_dropped_and_a_failed_load_frees_its_sl
 def test_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         InstancePool(object, size=0)
+
+
+@pytest.fixture
+def process_pool():
+    pools: list[ProcessInstancePool] = []
+
+    def make(size: int) -> ProcessInstancePool:
+        pools.append(ProcessInstancePool(pool_workers.make_instance, size=size, what="test model"))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.shutdown()
+
+
+def test_instances_live_in_worker_processes_and_are_reused(process_pool) -> None:
+    pool = process_pool(2)
+    served = [pool.run(pool_workers.identify) for _ in range(6)]
+    assert os.getpid() not in {pid for pid, _ in served} and len({pid for pid, _ in served}) <= 2
+    assert {number for _, number in served} == {0}  # one instance per worker, made once
+
+
+def test_two_calls_run_at_once_in_two_workers(process_pool) -> None:
+    """The first call waits, inside its worker, for the second to finish in the other one; in a
+    pool of one the second could not start, and the first call's wait would fail."""
+    pool = process_pool(2)
+    with multiprocessing.get_context("spawn").Manager() as manager:
+        first_inside, second_done = manager.Event(), manager.Event()
+        first = pool.submit(pool_workers.wait_for_other, first_inside, second_done)
+        assert first_inside.wait(60)
+        second_pid = pool.run(pool_workers.mark_done, second_done)
+        assert first.result(60) is True
+    assert second_pid != os.getpid()
+
+
+def test_an_error_comes_back_whole_and_its_instance_is_replaced(process_pool) -> None:
+    pool = process_pool(1)
+    assert pool.run(pool_workers.identify)[1] == 0
+    with pytest.raises(ValueError, match="the model choked"):
+        pool.run(pool_workers.fail, "the model choked")
+    assert pool.run(pool_workers.identify)[1] == 1  # the instance the error left behind was dropped
+
+
+def test_a_worker_that_dies_is_an_error_and_the_pool_starts_afresh(process_pool) -> None:
+    pool = process_pool(1)
+    before = pool.run(pool_workers.identify)[0]
+    with pytest.raises(LLMasOSError, match="test model worker process stopped unexpectedly; try again"):
+        pool.run(pool_workers.die)
+    after, number = pool.run(pool_workers.identify)
+    assert after not in (before, os.getpid()) and number == 0
+
+
+def test_process_pool_size_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        ProcessInstancePool(pool_workers.make_instance, size=0, what="test model")
