@@ -66,7 +66,11 @@ class OcrTool(Tool):
         "type": "object",
         "properties": {
             "path": {"type": "string", "minLength": 1, "description": "path of an image file"},
-            "image_base64": {"type": "string", "minLength": 1, "description": "image file bytes, base64"},
+            "image_base64": {
+                "type": "string",
+                "minLength": 1,
+                "description": "image file bytes, base64 or a data: URL",
+            },
         },
         "additionalProperties": False,
     }

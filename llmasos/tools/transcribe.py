@@ -107,7 +107,11 @@ class TranscribeTool(Tool):
         "type": "object",
         "properties": {
             "path": {"type": "string", "minLength": 1, "description": "path of a WAV file"},
-            "audio_base64": {"type": "string", "minLength": 1, "description": "WAV file bytes, base64"},
+            "audio_base64": {
+                "type": "string",
+                "minLength": 1,
+                "description": "WAV file bytes, base64 or a data: URL",
+            },
         },
         "additionalProperties": False,
     }
