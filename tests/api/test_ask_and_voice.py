@@ -177,3 +177,42 @@ def test_cli_ask_writes_spoken_audio_where_the_user_asks(tiny_server, tmp_path, 
     assert code == 0, err
     assert target.read_bytes()[:4] == b"RIFF" and f"wrote {target}" in err
     assert quiet[0] == 1 and "no step returned audio" in quiet[2] and not nothing.exists()
+
+
+def test_the_server_answers_while_a_recording_is_being_transcribed(tiny_server, monkeypatch):
+    """PocketSphinx holds the GIL while it decodes; decoding in the server's process froze every
+    thread (8 s of noise paused another thread for 28 s). With the decoders in worker processes,
+    /healthz answers while the noise is still being decoded."""
+    import threading
+
+    import numpy as np
+
+    from llmasos.tools import transcribe
+    from llmasos.tools.media import Audio, encode_wav
+
+    decoding = threading.Event()
+    real_run = transcribe.decoders.run
+
+    class Signalling:  # the server's pool, saying when a decode has been handed to a worker
+        def run(self, fn, *args):
+            decoding.set()
+            return real_run(fn, *args)
+
+    monkeypatch.setattr(transcribe, "decoders", Signalling())
+    noise = np.random.default_rng(0).normal(0, 0.2, 10 * 16000).clip(-1, 1).astype(np.float32)
+    body = {
+        "request": "Transcribe this voice memo.",
+        "file_base64": _b64(encode_wav(Audio(noise, 16000))),
+        "model": "tiny",
+        "use_model_for_close_calls": False,
+    }
+    answered: list[int] = []
+    with tiny_server.client() as http:
+        asking = threading.Thread(target=lambda: answered.append(http.post("/os/ask", json=body).status_code))
+        asking.start()
+        assert decoding.wait(60)
+        health = tiny_server.client().get("/healthz")
+        still_decoding = asking.is_alive()
+        asking.join(300)
+    assert health.status_code == 200 and still_decoding
+    assert answered == [200]
