@@ -11,7 +11,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from llmasos.errors import InvalidRequestError, PermissionDeniedError
 from llmasos.security.apps import App
-from llmasos.tools.ocr import load_engine
 from llmasos.tools.registry import ToolContext, default_registry
 
 pytestmark = pytest.mark.real_model
@@ -40,7 +39,6 @@ def _squash(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def ocr():
-    load_engine()  # once per process: later calls reuse it
     return lambda args: default_registry().call("ocr", args, ToolContext(App("scanner"))).output
 
 
@@ -118,3 +116,50 @@ def test_oversized_images_are_refused_before_decoding(ocr, tmp_path: Path, monke
         ocr({"path": str(path)})
     with pytest.raises(InvalidRequestError, match="the limit is 100 bytes"):
         ocr({"image_base64": base64.b64encode(path.read_bytes()).decode()})
+
+
+def test_two_images_are_read_at_once_on_their_own_engines(ocr, monkeypatch) -> None:
+    """A small image is read while a larger one is inside its engine: the first call waits, inside
+    its engine, until the second has been read on another. One engine under one lock (as before)
+    would keep the second call out, and the first one's wait would fail."""
+    import threading
+
+    from llmasos.tools import ocr as ocr_module
+    from llmasos.tools.instances import InstancePool
+
+    log: list[str] = []
+    large_inside, small_read = threading.Event(), threading.Event()
+
+    class Watched:  # a real engine that records when a call is inside it
+        def __init__(self) -> None:
+            self.engine = ocr_module.load_engine()
+
+        def __call__(self, image):
+            who = threading.current_thread().name
+            log.append(f"{who} reading")
+            if who == "large":
+                large_inside.set()
+                assert small_read.wait(60), "the small image waited for the large one"
+            found = self.engine(image)
+            log.append(f"{who} read")
+            if who == "small":
+                small_read.set()
+            return found
+
+    monkeypatch.setattr(ocr_module, "_engines", InstancePool(Watched, size=ocr_module.ENGINES))
+    images = {"large": _png(render(LINES)), "small": _png(render(["Invoice 2026-11"]))}
+    read: dict[str, str] = {}
+
+    def read_as(name: str) -> None:
+        read[name] = ocr({"image_base64": base64.b64encode(images[name]).decode()})["text"]
+
+    first = threading.Thread(target=read_as, args=("large",), name="large")
+    first.start()
+    large_inside.wait(60)
+    second = threading.Thread(target=read_as, args=("small",), name="small")
+    second.start()
+    first.join(120)
+    second.join(120)
+    assert log == ["large reading", "small reading", "small read", "large read"]
+    assert _squash(read["large"]) == _squash(" ".join(LINES))
+    assert _squash(read["small"]) == _squash("Invoice 2026-11")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 from dataclasses import asdict
 
 from fastapi import APIRouter, Request
@@ -141,13 +140,6 @@ async def call_service(name: str, body: ServiceCallRequest, request: Request, ap
     return {"output": result.output, "usage": result.usage, "details": result.details}
 
 
-def _decode(data: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequestError(f"{what} is not valid base64") from None
-
-
 def _remote_context(app: App):
     from llmasos.tools.registry import ToolContext
 
@@ -159,10 +151,11 @@ def _remote_context(app: App):
 async def ask(body: AskRequest, request: Request, app: Caller) -> dict:
     """Route a plain-language request (with an optional image or WAV, base64) and run the route:
     `{"route": {...scores, reasons}, "answer": ..., "steps": [...]}`."""
-    from llmasos.router.runner import ask as run_ask
+    from llmasos.router.ask import ask as run_ask
+    from llmasos.tools.media import decode_base64
 
     syscalls = request.app.state.syscalls
-    data = _decode(body.file_base64, "file_base64") if body.file_base64 else None
+    data = decode_base64(body.file_base64, "file_base64") if body.file_base64 else None
     answer = await run_in_threadpool(
         run_ask,
         syscalls,
@@ -179,9 +172,10 @@ async def ask(body: AskRequest, request: Request, app: Caller) -> dict:
 @router.post("/os/voice")
 async def voice(body: VoiceRequest, request: Request, app: Caller) -> dict:
     """The voice loop: a spoken question (WAV, base64) in, the spoken answer (WAV, base64) out."""
-    from llmasos.router.runner import voice as run_voice
+    from llmasos.router.ask import voice as run_voice
+    from llmasos.tools.media import decode_base64
 
-    wav = _decode(body.audio_base64, "audio_base64")
+    wav = decode_base64(body.audio_base64, "audio_base64")
     reply = await run_in_threadpool(
         run_voice, request.app.state.syscalls, app, wav, model=body.model, context=_remote_context(app)
     )

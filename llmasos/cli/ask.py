@@ -31,6 +31,10 @@ def ask(
         bool, typer.Option("--explain", help="Also print the route, its scores and reasons.")
     ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the whole result as JSON.")] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the audio a step returned (e.g. speak) to this WAV."),
+    ] = None,
 ) -> None:
     """Route a request to the right service, tool or chain, run it, and print the answer."""
     from llmasos.sdk.client import Client
@@ -40,14 +44,34 @@ def ask(
         result = client.ask(request, file=data)
     if json_:
         typer.echo(json.dumps(result, indent=2, ensure_ascii=False))
-        return
-    typer.echo(result["answer"])
-    if explain:
+    else:
+        typer.echo(result["answer"])
+    if output is not None:
+        _write_step_audio(result, output)
+    if explain and not json_:
         route = result["route"]
         top = ", ".join(f"{k} {v:.3f}" for k, v in list(route["scores"].items())[:4])
         typer.echo(f"route: {route['target']} (decided by {route['decided_by']}); scores: {top}", err=True)
         for reason in route["reasons"]:
             typer.echo(f"  - {reason}", err=True)
+
+
+def _write_step_audio(result: dict, output: Path) -> None:
+    """The last audio a step of `result` returned, written to `output`."""
+    spoken = [s["output"]["audio_base64"] for s in result["steps"] if "audio_base64" in (s["output"] or {})]
+    if not spoken:
+        raise InvalidRequestError(
+            f"no step returned audio, so nothing was written to {str(output)!r}; "
+            "ask for speech (e.g. 'say ...') or leave out --output"
+        )
+    _write_whole(output, base64.b64decode(spoken[-1]))
+    typer.echo(f"wrote {output}", err=True)
+
+
+def _write_whole(output: Path, data: bytes) -> None:
+    tmp = output.with_name(output.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, output)  # never a half-written WAV where the user looks
 
 
 def voice(
@@ -61,10 +85,7 @@ def voice(
     data = _read(wav, "recording")
     with Client(model=model) as client:
         result = client.voice(data)
-    audio = base64.b64decode(result["audio_base64"])
-    tmp = output.with_name(output.name + ".tmp")
-    tmp.write_bytes(audio)
-    os.replace(tmp, output)  # never a half-written WAV where the user looks
+    _write_whole(output, base64.b64decode(result["audio_base64"]))
     typer.echo(f"heard: {result['transcript']}", err=True)
     typer.echo(f"route: {result['route']['target']}", err=True)
     typer.echo(result["answer"])

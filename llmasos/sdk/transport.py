@@ -220,13 +220,13 @@ class LocalTransport:
         return {"output": result.output, "usage": result.usage, "details": result.details}
 
     def ask(self, request: str, file: bytes | None, model: str) -> dict:
-        from llmasos.router.runner import ask
+        from llmasos.router.ask import ask
 
         syscalls, app = self._kernel()
         return ask(syscalls, app, request, attachment=file, model=model).to_dict()
 
     def voice(self, wav: bytes, model: str) -> dict:
-        from llmasos.router.runner import voice
+        from llmasos.router.ask import voice
 
         syscalls, app = self._kernel()
         reply = voice(syscalls, app, wav, model=model)

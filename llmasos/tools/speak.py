@@ -1,10 +1,14 @@
-"""The `speak` tool: text to a WAV file with espeak-ng, run as a subprocess with a timeout.
+"""The `speak` tool: text to WAV audio with espeak-ng, run as a subprocess with a timeout.
 
 espeak-ng is a system program (Debian package `espeak-ng`; `make setup` installs it). The text goes
 in on stdin, never on the command line, so no text can be read as an option. The default voice,
 American English with the `f5` variant at 180 words per minute, is the one PocketSphinx (the
 `transcribe` tool) understood best of those tried on 15 sentences: 19% of words wrong, against 25%
 for `f2`, 66% for `klatt4` and 82% for espeak-ng's default `en-us`; 140-200 wpm gave 19-34%.
+
+The audio goes back to the caller (base64 in the result), or into the file the caller names; the
+server keeps nothing. It used to keep every WAV (13.8 MB for the longest text) and answer with its
+own path on disk.
 """
 
 from __future__ import annotations
@@ -14,17 +18,20 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
-import wave
+from pathlib import Path
 from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, ToolUnavailableError
+from llmasos.tools.media import read_wav_header
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
 PROGRAM = "espeak-ng"
 DEFAULT_VOICE = "en-us+f5"
 DEFAULT_SPEED_WPM = 180
 MAX_TEXT_CHARS = 5_000
+FILE_MODE = 0o600  # a WAV written for the caller is theirs alone
 _VOICE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]+)*(\+[A-Za-z0-9_]+)?$")
 
 
@@ -39,20 +46,22 @@ def espeak_path() -> str:
     return path
 
 
-def synthesize(
-    text: str, path: os.PathLike, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED_WPM
-) -> dict:
-    """Speak `text` into a 16-bit mono WAV file at `path`; its sample rate, frames and duration."""
+def synthesize(text: str, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED_WPM) -> tuple[bytes, dict]:
+    """`text` spoken as 16-bit mono WAV bytes, with their sample rate, frames and duration."""
     if not text.strip():
         raise InvalidRequestError("text is empty; give the words to speak")
     if not _VOICE.match(voice):
         raise InvalidRequestError(f"voice {voice!r} is not a voice name; use e.g. 'en-us', 'en-us+f5', 'fr'")
-    target = os.fspath(path)
-    partial = f"{target}.{uuid.uuid4().hex[:8]}.partial"
-    command = [espeak_path(), "-v", voice, "-s", str(speed), "-w", partial]
     timeout = 30 + len(text) / 20  # espeak-ng speaks far faster than real time; this only stops a hang
-    try:
-        done = subprocess.run(command, input=text.encode(), capture_output=True, timeout=timeout)
+    # espeak-ng writes a seekable file with true sizes (to stdout it leaves placeholders), so it
+    # writes into a folder of its own (mkdtemp makes it 0700), removed as soon as it is read.
+    with tempfile.TemporaryDirectory(prefix="llmasos-speak-") as folder:
+        target = Path(folder) / "speech.wav"
+        command = [espeak_path(), "-v", voice, "-s", str(speed), "-w", str(target)]
+        try:
+            done = subprocess.run(command, input=text.encode(), capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LLMasOSError(f"espeak-ng did not finish within {timeout:.0f} s") from None
         if done.returncode != 0:
             message = done.stderr.decode(errors="replace").strip() or f"exit status {done.returncode}"
             if "voice does not exist" in message:
@@ -60,20 +69,35 @@ def synthesize(
                     f"espeak-ng has no voice {voice!r}; list them with `espeak-ng --voices`"
                 )
             raise LLMasOSError(f"espeak-ng failed: {message}")
-        with wave.open(partial) as wav:
-            rate, frames = wav.getframerate(), wav.getnframes()
-        os.replace(partial, target)
-    except subprocess.TimeoutExpired:
-        raise LLMasOSError(f"espeak-ng did not finish within {timeout:.0f} s") from None
+        data = target.read_bytes()
+    header = read_wav_header(data)
+    info = {
+        "sample_rate": header.sample_rate,
+        "num_frames": header.num_frames,
+        "duration_s": round(header.duration_s, 3),
+    }
+    return data, info
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """`data` into `path`, created 0600 and replaced whole (never a half-written WAV at `path`)."""
+    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(partial, path)
     finally:
-        if os.path.exists(partial):
-            os.remove(partial)
-    return {"sample_rate": rate, "num_frames": frames, "duration_s": round(frames / rate, 3)}
+        if partial.exists():
+            partial.unlink()
 
 
 class SpeakTool(Tool):
     name = "speak"
-    description = "Say text aloud: synthesize speech with espeak-ng and write it to a WAV file."
+    description = (
+        "Say text aloud: synthesize speech with espeak-ng and return the WAV (base64), "
+        "or write it to a file you name."
+    )
     touches_files = True
     parameters: ClassVar[dict] = {
         "type": "object",
@@ -93,9 +117,13 @@ class SpeakTool(Tool):
             "output_path": {
                 "type": "string",
                 "minLength": 1,
-                "description": "where to write the WAV; default: a new file under the app's folder",
+                "description": "write the WAV to this file instead of returning it (local callers)",
             },
-            "return_base64": {"type": "boolean", "default": False, "description": "also return the bytes"},
+            "return_base64": {
+                "type": "boolean",
+                "default": False,
+                "description": "with output_path: also return the bytes (without it they always are)",
+            },
         },
         "required": ["text"],
         "additionalProperties": False,
@@ -103,28 +131,29 @@ class SpeakTool(Tool):
     result_schema: ClassVar[dict] = {
         "type": "object",
         "properties": {
-            "path": {"type": "string"},
+            "audio_base64": {"type": "string"},  # the WAV, unless it went to output_path alone
+            "path": {"type": "string"},  # output_path as resolved, when one was given
             "sample_rate": {"type": "integer"},
             "num_frames": {"type": "integer"},
             "duration_s": {"type": "number"},
             "voice": {"type": "string"},
-            "audio_base64": {"type": "string"},
         },
-        "required": ["path", "sample_rate", "num_frames", "duration_s", "voice"],
+        "required": ["sample_rate", "num_frames", "duration_s", "voice"],
     }
 
     def run(self, args: dict, context: ToolContext) -> ToolResult:
+        path = None
         if args.get("output_path"):
             path = context.check_path(args["output_path"], purpose="write")
-        else:
-            context.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            path = context.output_dir / f"speak-{uuid.uuid4().hex[:12]}.wav"
-        if not path.parent.is_dir():
-            raise InvalidRequestError(
-                f"no folder {str(path.parent)!r} to write the WAV into; create it first"
-            )
-        output = {"path": str(path), **synthesize(args["text"], path, args["voice"], args["speed"])}
-        output["voice"] = args["voice"]
-        if args["return_base64"]:
-            output["audio_base64"] = base64.b64encode(path.read_bytes()).decode()
+            if not path.parent.is_dir():
+                raise InvalidRequestError(
+                    f"no folder {str(path.parent)!r} to write the WAV into; create it first"
+                )
+        data, info = synthesize(args["text"], args["voice"], args["speed"])
+        output = {**info, "voice": args["voice"]}
+        if path is not None:
+            write_private(path, data)
+            output["path"] = str(path)
+        if path is None or args["return_base64"]:
+            output["audio_base64"] = base64.b64encode(data).decode("ascii")
         return ToolResult(self.name, output)

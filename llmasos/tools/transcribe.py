@@ -2,24 +2,34 @@
 
 The acoustic model, dictionary and language model ship inside the `pocketsphinx` wheel, so nothing
 is downloaded. Audio of any PCM WAV format is mixed to mono and resampled to the model's 16 kHz.
-One decoder is loaded per process, on first use; decoding holds a lock (a decoder is not reentrant).
+A decoder is not reentrant (it holds the utterance it decodes) and holds the GIL while it decodes,
+so decoders live in a small pool of worker processes, one each: concurrent calls decode at once
+and the server's own threads run meanwhile. The audio's length is bounded so that no call holds a
+decoder for minutes.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import re
-import threading
 from typing import Any, ClassVar
 
 import numpy as np
 
 from llmasos.errors import InvalidRequestError, ToolUnavailableError
+from llmasos.tools.instances import ProcessInstancePool
 from llmasos.tools.media import Audio, decode_wav, read_input, resample, to_pcm16
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
 SAMPLE_RATE = 16_000  # the en-US acoustic model's rate
 FRAMES_PER_SECOND = 100  # PocketSphinx's default frame rate, for word times
-MAX_DURATION_S = 600.0
+# Noise is the slowest input: a 590 s noisy WAV took 263 s to decode (0.45 s per second of audio),
+# and 20 s of white noise took 38 s on a busy 2-core machine. Two minutes holds a spoken question
+# or a voice memo and bounds one call to about a minute of decoding on an idle machine.
+MAX_DURATION_S = 120.0
+# Each worker process holds a decoder on the en-US model: 129 MB resident, 1.6 s to start, measured.
+# Two let a short question be answered while a long recording is decoded.
+DECODERS = 2
 SILENCE_DBFS = -60.0  # audio whose loudest sample is quieter than this holds no speech to transcribe
 # Silence added before and after the audio: the decoder finds word boundaries and the cepstral mean
 # better with some around the speech. Clips cut tight around speech (as espeak-ng writes them) went
@@ -27,49 +37,32 @@ SILENCE_DBFS = -60.0  # audio whose loudest sample is quieter than this holds no
 PAD_S = 0.25
 _FILLERS = re.compile(r"^(<s>|</s>|<sil>|\[.*\])$")
 
-_decoder: Any = None
-_load_lock = threading.Lock()
-_decode_lock = threading.Lock()
+
+_MISSING = "transcribe needs the pocketsphinx package; install it with `pip install pocketsphinx`"
 
 
 def load_decoder() -> Any:
-    """The process's PocketSphinx decoder on the bundled en-US model (loaded once)."""
-    global _decoder
-    with _load_lock:
-        if _decoder is None:
-            try:
-                from pocketsphinx import Decoder
-            except ImportError as err:
-                raise ToolUnavailableError(
-                    f"transcribe needs the pocketsphinx package ({err}); "
-                    "install it with `pip install pocketsphinx`"
-                ) from None
-            _decoder = Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
-        return _decoder
+    """A PocketSphinx decoder on the bundled en-US model."""
+    try:
+        from pocketsphinx import Decoder
+    except ImportError as err:
+        raise ToolUnavailableError(f"{_MISSING} ({err})") from None
+    return Decoder(samprate=SAMPLE_RATE, loglevel="FATAL")
+
+
+decoders = ProcessInstancePool(load_decoder, size=DECODERS, what="speech decoder")
 
 
 def transcribe_wav(data: bytes) -> dict:
     """Text and word timings of the speech in WAV bytes."""
-    audio = decode_wav(data)
-    if audio.duration_s > MAX_DURATION_S:
-        raise InvalidRequestError(
-            f"the audio is {audio.duration_s:.0f} s long; transcribe takes at most {MAX_DURATION_S:.0f} s, "
-            "so split it"
-        )
+    audio = decode_wav(data, max_duration_s=MAX_DURATION_S)  # the length is checked from the header
     if audio.peak_dbfs < SILENCE_DBFS:
         raise InvalidRequestError(
             f"the audio is silent (peak {audio.peak_dbfs:.0f} dBFS); record speech and try again"
         )
     pad = np.zeros(int(PAD_S * SAMPLE_RATE), np.float32)
     samples = np.concatenate([pad, resample(audio, SAMPLE_RATE).samples, pad])
-    pcm = to_pcm16(Audio(samples, SAMPLE_RATE))
-    decoder = load_decoder()
-    with _decode_lock:
-        decoder.start_utt()
-        decoder.process_raw(pcm, full_utt=True)  # whole-utterance mode: cepstral mean from all of it
-        decoder.end_utt()
-        hypothesis = decoder.hyp()
-        segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
+    hypothesis, segments = decode_pcm(to_pcm16(Audio(samples, SAMPLE_RATE)))
     words = [
         {
             "word": re.sub(r"\(\d+\)$", "", word),  # "the(2)" is the second pronunciation of "the"
@@ -80,11 +73,28 @@ def transcribe_wav(data: bytes) -> dict:
         if not _FILLERS.match(word)
     ]
     return {
-        "text": hypothesis.hypstr if hypothesis is not None else "",
+        "text": hypothesis,
         "words": words,
         "duration_s": round(audio.duration_s, 3),
         "sample_rate": audio.sample_rate,
     }
+
+
+def decode_pcm(pcm: bytes) -> tuple[str, list[tuple[str, int, int]]]:
+    """The hypothesis and its (word, start frame, end frame) segments for 16 kHz 16-bit mono PCM."""
+    if importlib.util.find_spec("pocketsphinx") is None:  # said here, not by a worker process
+        raise ToolUnavailableError(_MISSING)
+    return decoders.run(decode_utterance, pcm)
+
+
+def decode_utterance(decoder: Any, pcm: bytes) -> tuple[str, list[tuple[str, int, int]]]:
+    """`decode_pcm`'s work, in the worker process that holds `decoder`."""
+    decoder.start_utt()
+    decoder.process_raw(pcm, full_utt=True)  # whole-utterance mode: cepstral mean from all of it
+    decoder.end_utt()
+    hypothesis = decoder.hyp()
+    segments = [(s.word, s.start_frame, s.end_frame) for s in decoder.seg()]
+    return (hypothesis.hypstr if hypothesis is not None else ""), segments
 
 
 class TranscribeTool(Tool):
@@ -97,7 +107,11 @@ class TranscribeTool(Tool):
         "type": "object",
         "properties": {
             "path": {"type": "string", "minLength": 1, "description": "path of a WAV file"},
-            "audio_base64": {"type": "string", "minLength": 1, "description": "WAV file bytes, base64"},
+            "audio_base64": {
+                "type": "string",
+                "minLength": 1,
+                "description": "WAV file bytes, base64 or a data: URL",
+            },
         },
         "additionalProperties": False,
     }

@@ -1,6 +1,10 @@
-"""Running a route: each step through the kernel's system calls (checked and audited), the text of
-one step feeding the next, and one plain answer at the end. Also the voice loop:
-speech -> text -> route -> answer -> speech."""
+"""`ask` and `voice`: a plain-language request routed and run, and the spoken loop around it.
+
+`ask` checks the file sent with a request (its WAV or image header, against the tools' limits)
+before anything is routed, then runs the route: each step through the kernel's system calls
+(checked and audited), the text of one step feeding the next, and one plain answer at the end.
+`voice` is speech -> text -> `ask` -> answer -> speech, the audio returned to the caller.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from typing import Any
 from llmasos.errors import InvalidRequestError
 from llmasos.router.router import IntentRouter, Route, Step
 from llmasos.security.apps import App
+from llmasos.tools.media import open_image, read_wav_header, sniff_kind
 from llmasos.tools.registry import ToolContext, default_registry
+from llmasos.tools.transcribe import MAX_DURATION_S as MAX_RECORDING_S
 
 _ROUTER: IntentRouter | None = None
 _ROUTER_LOCK = threading.Lock()
@@ -62,7 +68,8 @@ def tool_answer(name: str, output: dict) -> str:
             return "I have no facts about that."
         return "; ".join(f"{t['subject']} {t['relation']} {t['object']}" for t in triples)
     if name == "speak":
-        return f"Spoken to {output['path']} ({output['duration_s']:.1f} s)."
+        where = f"to {output['path']}" if "path" in output else "as a WAV in this step's audio_base64"
+        return f"Spoken {where} ({output['duration_s']:.1f} s)."
     if name == "embed":
         vectors = output.get("vectors") or output.get("embeddings") or []
         return f"{len(vectors)} embedding(s) of {len(vectors[0]) if vectors else 0} dimensions."
@@ -140,7 +147,6 @@ def ask(
     request: str,
     *,
     attachment: bytes | None = None,
-    attachment_kind: str | None = None,
     model: str = "default",
     context: ToolContext | None = None,
     use_model_for_close_calls: bool = True,
@@ -148,28 +154,21 @@ def ask(
     """Route `request` (with an optional file) and run the route."""
     from llmasos.router.decider import model_decider
 
-    if attachment is not None and attachment_kind is None:
-        attachment_kind = sniff_kind(attachment)
+    attachment_kind = checked_kind(attachment) if attachment is not None else None
     decide = model_decider(syscalls, app, model) if use_model_for_close_calls else None
     route = shared_router().route(request, attachment_kind, decide=decide)
     return run_route(route, syscalls, app, attachment=attachment, model=model, context=context)
 
 
-def sniff_kind(data: bytes) -> str:
-    """ "audio" for a WAV file, "image" for PNG/JPEG/GIF/BMP/WebP/TIFF; else a clear error."""
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
-        return "audio"
-    if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:3] == b"\xff\xd8\xff" or data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image"
-    if (
-        data[:2] == b"BM"
-        or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")
-        or data[:4] in (b"II*\x00", b"MM\x00*")
-    ):
-        return "image"
-    raise InvalidRequestError(
-        "the file is neither a WAV recording nor an image (PNG, JPEG, GIF, BMP, WebP, TIFF)"
-    )
+def checked_kind(data: bytes) -> str:
+    """ "audio" or "image", once the file's header is within what `transcribe` or `ocr` takes:
+    a bad file is refused before routing spends any work on the request."""
+    kind = sniff_kind(data)
+    if kind == "audio":
+        read_wav_header(data, max_duration_s=MAX_RECORDING_S)
+    else:
+        open_image(data)
+    return kind
 
 
 @dataclass
@@ -183,6 +182,7 @@ def voice(
     syscalls: Any, app: App, wav: bytes, *, model: str = "default", context: ToolContext | None = None
 ) -> VoiceReply:
     """The voice loop: transcribe the question, route and answer it, speak the answer."""
+    read_wav_header(wav, max_duration_s=MAX_RECORDING_S)  # refused before any tool runs
     context = context or ToolContext(app)
     registry = default_registry()
     heard = syscalls.invoke(
@@ -198,8 +198,6 @@ def voice(
         app,
         "tool",
         "speak",
-        lambda: registry.call(
-            "speak", {"text": answer.answer[:4000] or "I have no answer.", "return_base64": True}, context
-        ),
+        lambda: registry.call("speak", {"text": answer.answer[:4000] or "I have no answer."}, context),
     ).output
     return VoiceReply(heard, answer, base64.b64decode(spoken["audio_base64"]))
