@@ -35,11 +35,6 @@ class ToolContext:
     home: Path = field(default_factory=llmasos_home)
     file_roots: tuple[Path, ...] | None = None
 
-    @property
-    def output_dir(self) -> Path:
-        """Where a tool writes files it makes for this app when the caller names no path."""
-        return self.home / "files" / self.app.name
-
     def check_path(self, path: str | Path, *, purpose: str) -> Path:
         """`path` resolved, if this caller may use it for `purpose` ("read"/"write")."""
         resolved = Path(path).expanduser().resolve()
