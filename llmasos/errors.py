@@ -196,3 +196,11 @@ class ToolUnavailableError(LLMasOSError):
 
     type = "tool_unavailable"
     http_status = 503
+
+
+class AuditIntegrityError(LLMasOSError):
+    """The audit log cannot be written as it must be (its key is missing or unreadable): the server
+    refuses to work unaudited rather than carry on with a log it cannot vouch for."""
+
+    type = "audit_unavailable"
+    http_status = 503
