@@ -14,6 +14,8 @@ class LLMasOSError(Exception):
     type: str = "internal_error"
     #: HTTP status this error maps to.
     http_status: int = 500
+    #: Set once the error has its audit row, so the interfaces' error mappers do not write another.
+    audited: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
+    AuthenticationError,
     ContextWindowExceededError,
     InvalidRequestError,
     LLMasOSError,
@@ -260,6 +261,7 @@ class Syscalls:
             created_at=now,
             weight=app.weight,
             tokens_in=len(prompt_ids),
+            app_id=app.identity,
         )
         work = Work(
             prompt_ids=prompt_ids,
@@ -268,7 +270,7 @@ class Syscalls:
             max_concurrent=app.max_concurrent,
             keep_text=app.audit_content and self.trail.audit is not None,
         )
-        self.trail.begin(process.pid, call, started, prompt_text if app.audit_content else None)
+        self.trail.begin(process, call, started, prompt_text if app.audit_content else None)
         kernel.admit(process, work)
         return process
 
@@ -307,7 +309,7 @@ class Syscalls:
             processes = [
                 p
                 for p in self.kernel.table.values()
-                if (app.is_admin or p.app == app.name) and (include_finished or not p.is_terminal)
+                if (app.is_admin or p.app_id == app.identity) and (include_finished or not p.is_terminal)
             ]
         return [self.describe(p) for p in sorted(processes, key=lambda p: p.pid)]
 
@@ -332,23 +334,41 @@ class Syscalls:
 
     def _visible(self, app: App, pid: int) -> Process:
         process = self.kernel.table.get(pid)
-        if process is None or not (app.is_admin or process.app == app.name):
+        if process is None or not (app.is_admin or process.app_id == app.identity):
             raise ProcessNotFoundError(f"no process {pid} of app {app.name!r}; `llmasos ps` lists them")
         return process
 
     # ---- apps (admin) -------------------------------------------------------------------------
 
     def create_app(self, caller: App, app: App) -> tuple[App, str]:
-        """Register `app`; returns it with its first API key (shown once, stored hashed)."""
+        """Register `app`; returns it (with its new id) and its first API key (shown once, stored hashed)."""
         with self.trail.audited(caller, "apps.create", app.name):
             self._require_admin(caller, "create apps")
-            self.apps.create(app)
-            return app, self.apps.issue_key(app.name)
+            created = self.apps.create(app)
+            return created, self.apps.issue_key(created.name)
 
     def remove_app(self, caller: App, name: str) -> None:
+        """Remove an app and its keys, and cancel its live processes at once."""
         with self.trail.audited(caller, "apps.remove", name):
             self._require_admin(caller, "remove apps")
-            self.apps.remove(name)
+            removed = self.apps.remove(name)
+            self._cancel_all_of(removed, f"app {name!r} was removed")
+
+    def issue_key(self, caller: App, name: str, *, revoke_old: bool = False) -> tuple[str, int]:
+        """Another API key for app `name` (to rotate it: `revoke_old`); returns it and how many
+        old keys were revoked. The app keeps a key, so its processes go on."""
+        with self.trail.audited(caller, "apps.new_key", name):
+            self._require_admin(caller, "issue keys")
+            revoked = self.apps.revoke_keys(name) if revoke_old else 0
+            return self.apps.issue_key(name), revoked
+
+    def revoke_keys(self, caller: App, name: str) -> int:
+        """Revoke every key of app `name` and cancel its live processes: nothing acts for it any more."""
+        with self.trail.audited(caller, "apps.revoke_keys", name):
+            self._require_admin(caller, "revoke keys")
+            revoked = self.apps.revoke_keys(name)
+            self._cancel_all_of(self.apps.get(name), f"the keys of app {name!r} were revoked")
+            return revoked
 
     def get_app(self, caller: App, name: str) -> App:
         with self.trail.audited(caller, "apps.show", name):
@@ -359,6 +379,19 @@ class Syscalls:
     def list_apps(self, caller: App) -> list[App]:
         with self.trail.audited(caller, "apps.list"):
             return self.apps.list() if caller.is_admin else [caller]
+
+    def key_hints(self, caller: App, name: str) -> list[str]:
+        """The first characters of each key of app `name`, to tell them apart in listings."""
+        if name != caller.name:
+            self._require_admin(caller, "see other apps' keys")
+        return self.apps.key_hints(name)
+
+    def _cancel_all_of(self, app: App, why: str) -> None:
+        error = AuthenticationError(f"{why}; its processes were cancelled")
+        with self.kernel.lock:
+            live = [p for p in self.kernel.table.values() if p.app_id == app.identity and not p.is_terminal]
+        for process in live:
+            self.kernel.cancel(process, why, error)
 
     @staticmethod
     def _require_admin(caller: App, what: str) -> None:
