@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
 from rich.console import Console
 
 from llmasos.errors import ModelSourceError
@@ -52,11 +53,13 @@ def parse_source(source: str) -> Source:
         return parse_source(entry.source)
     if source.startswith(PYPI_PREFIX):
         spec, _, member = source[len(PYPI_PREFIX) :].partition("#")
-        spec = spec.strip()
-        # A spec starting with "-" would reach pip as an option.
-        if not spec or spec.startswith("-") or any(c.isspace() for c in spec):
-            raise ModelSourceError(f"bad source {source!r}: expected pypi:PACKAGE or pypi:PACKAGE==VERSION")
-        return Source("pypi", source, spec=spec, member=member or None, catalog=lookup_by_source(source))
+        return Source(
+            "pypi",
+            source,
+            spec=pypi_spec(spec, source),
+            member=member or None,
+            catalog=lookup_by_source(source),
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         return Source("folder", str(path.resolve()), path=path.resolve())
@@ -64,6 +67,24 @@ def parse_source(source: str) -> Source:
         # Any file is tried as GGUF: the magic-bytes check gives a clearer error than the suffix would.
         return Source("gguf", str(path.resolve()), path=path.resolve())
     raise ModelSourceError(f"no such file or folder: {source}; {SOURCE_HELP}")
+
+
+def pypi_spec(spec: str, source: str) -> str:
+    """The pip requirement of a `pypi:` source: a package name and an optional version specifier, and
+    nothing else pip would act on (a URL or path to fetch, an option, extras, markers), rebuilt from
+    its parsed parts so that only those reach pip."""
+    bad = f"bad source {source!r}: expected pypi:PACKAGE or pypi:PACKAGE==VERSION (a name and versions only"
+    if not spec or spec != spec.strip() or spec.startswith("-") or any(c.isspace() for c in spec):
+        raise ModelSourceError(f"{bad})")
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement:
+        raise ModelSourceError(f"{bad}; a file or folder is pulled by its path, without pypi:)") from None
+    if requirement.url:
+        raise ModelSourceError(f"{bad}; a URL is not fetched: download the file and pull its path)")
+    if requirement.extras or requirement.marker:
+        raise ModelSourceError(f"{bad}; no [extras] or ; markers)")
+    return f"{requirement.name}{requirement.specifier}"
 
 
 def _pip_error(stderr: str) -> str:

@@ -41,5 +41,3 @@ def ensure_admin(registry: AppRegistry) -> tuple[App, str]:
     key = registry.issue_key(ADMIN_APP)
     write_private(admin_key_path(), key + "\n")
     return app, key
-
-

@@ -2,8 +2,9 @@
 
 Triples live in `$LLMASOS_HOME/knowledge.db`, keyed by app (`App.identity`, never its name): every
 query and removal is scoped to the calling app, so apps never see each other's facts, and an app
-created with a removed app's name starts with none. Rows from before ids were keyed by name; an app
-takes over those written while it existed (not before its creation: those were a predecessor's). Matching ignores case and surrounding spaces;
+created with a removed app's name starts with none. Rows from before ids were keyed by name; an
+app takes over those written while it existed (not those from before its creation: a
+predecessor's). Matching ignores case and surrounding spaces;
 the text is stored as given. A query by entity finds the triples where it is the subject (outgoing)
 or the object (incoming), so a graph can be walked in both directions.
 """
