@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
-    AuthenticationError,
     ContextWindowExceededError,
     InvalidRequestError,
     LLMasOSError,
@@ -25,6 +24,7 @@ from llmasos.errors import (
     ProcessStateError,
     QuotaExceededError,
 )
+from llmasos.kernel.admin_calls import AdminCalls
 from llmasos.kernel.admission import refuse_if_full
 from llmasos.kernel.call_trail import CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
@@ -35,8 +35,9 @@ from llmasos.security.audit import AuditLog
 T = TypeVar("T")
 
 
-class Syscalls:
-    """generate / chat / cancel / status / ps and app management, for one kernel."""
+class Syscalls(AdminCalls):
+    """generate / chat / cancel / status / ps for one kernel, and (from `AdminCalls`) apps, models
+    and the audit log."""
 
     def __init__(
         self,
@@ -337,63 +338,3 @@ class Syscalls:
         if process is None or not (app.is_admin or process.app_id == app.identity):
             raise ProcessNotFoundError(f"no process {pid} of app {app.name!r}; `llmasos ps` lists them")
         return process
-
-    # ---- apps (admin) -------------------------------------------------------------------------
-
-    def create_app(self, caller: App, app: App) -> tuple[App, str]:
-        """Register `app`; returns it (with its new id) and its first API key (shown once, stored hashed)."""
-        with self.trail.audited(caller, "apps.create", app.name):
-            self._require_admin(caller, "create apps")
-            created = self.apps.create(app)
-            return created, self.apps.issue_key(created.name)
-
-    def remove_app(self, caller: App, name: str) -> None:
-        """Remove an app and its keys, and cancel its live processes at once."""
-        with self.trail.audited(caller, "apps.remove", name):
-            self._require_admin(caller, "remove apps")
-            removed = self.apps.remove(name)
-            self._cancel_all_of(removed, f"app {name!r} was removed")
-
-    def issue_key(self, caller: App, name: str, *, revoke_old: bool = False) -> tuple[str, int]:
-        """Another API key for app `name` (to rotate it: `revoke_old`); returns it and how many
-        old keys were revoked. The app keeps a key, so its processes go on."""
-        with self.trail.audited(caller, "apps.new_key", name):
-            self._require_admin(caller, "issue keys")
-            revoked = self.apps.revoke_keys(name) if revoke_old else 0
-            return self.apps.issue_key(name), revoked
-
-    def revoke_keys(self, caller: App, name: str) -> int:
-        """Revoke every key of app `name` and cancel its live processes: nothing acts for it any more."""
-        with self.trail.audited(caller, "apps.revoke_keys", name):
-            self._require_admin(caller, "revoke keys")
-            revoked = self.apps.revoke_keys(name)
-            self._cancel_all_of(self.apps.get(name), f"the keys of app {name!r} were revoked")
-            return revoked
-
-    def get_app(self, caller: App, name: str) -> App:
-        with self.trail.audited(caller, "apps.show", name):
-            if name != caller.name:
-                self._require_admin(caller, "see other apps")
-            return self.apps.get(name)
-
-    def list_apps(self, caller: App) -> list[App]:
-        with self.trail.audited(caller, "apps.list"):
-            return self.apps.list() if caller.is_admin else [caller]
-
-    def key_hints(self, caller: App, name: str) -> list[str]:
-        """The first characters of each key of app `name`, to tell them apart in listings."""
-        if name != caller.name:
-            self._require_admin(caller, "see other apps' keys")
-        return self.apps.key_hints(name)
-
-    def _cancel_all_of(self, app: App, why: str) -> None:
-        error = AuthenticationError(f"{why}; its processes were cancelled")
-        with self.kernel.lock:
-            live = [p for p in self.kernel.table.values() if p.app_id == app.identity and not p.is_terminal]
-        for process in live:
-            self.kernel.cancel(process, why, error)
-
-    @staticmethod
-    def _require_admin(caller: App, what: str) -> None:
-        if not caller.is_admin:
-            raise PermissionDeniedError(f"app {caller.name!r} may not {what}; it needs the admin capability")
