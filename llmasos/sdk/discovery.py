@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from llmasos.config import llmasos_home
+from llmasos.storage.files import write_private
 
 
 def server_file() -> Path:
@@ -15,13 +16,7 @@ def server_file() -> Path:
 
 
 def write_server_file(url: str) -> None:
-    path = server_file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "pid": os.getpid()}, f)
-    os.replace(tmp, path)
+    write_private(server_file(), json.dumps({"url": url, "pid": os.getpid()}))
 
 
 def remove_server_file() -> None:

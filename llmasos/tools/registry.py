@@ -39,7 +39,7 @@ class ToolContext:
     @property
     def output_dir(self) -> Path:
         """Where a tool writes files it makes for this app when the caller names no path."""
-        return self.home / "files" / self.app.name
+        return self.home / "files" / (self.app.id or self.app.name)  # the id: a namesake gets a new folder
 
     def check_path(self, path: str | Path, *, purpose: str) -> Path:
         """`path` resolved, if this caller may use it for `purpose` ("read"/"write")."""

@@ -19,6 +19,7 @@ import wave
 from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, ToolUnavailableError
+from llmasos.storage.files import make_private, private_dir
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
 PROGRAM = "espeak-ng"
@@ -117,13 +118,15 @@ class SpeakTool(Tool):
         if args.get("output_path"):
             path = context.check_path(args["output_path"], purpose="write")
         else:
-            context.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            private_dir(context.output_dir)
             path = context.output_dir / f"speak-{uuid.uuid4().hex[:12]}.wav"
         if not path.parent.is_dir():
             raise InvalidRequestError(
                 f"no folder {str(path.parent)!r} to write the WAV into; create it first"
             )
         output = {"path": str(path), **synthesize(args["text"], path, args["voice"], args["speed"])}
+        if path.is_relative_to(context.home):
+            make_private(path)  # espeak-ng wrote it with the umask's mode
         output["voice"] = args["voice"]
         if args["return_base64"]:
             output["audio_base64"] = base64.b64encode(path.read_bytes()).decode()
