@@ -15,6 +15,7 @@ from llmasos.security.audit import AuditLog, AuditReport
 if TYPE_CHECKING:
     from llmasos.kernel.call_trail import CallTrail
     from llmasos.kernel.kernel import Kernel
+    from llmasos.kernel.process import Process
 
 
 class AdminCalls:
@@ -72,8 +73,15 @@ class AdminCalls:
             self._require_admin(caller, "see other apps' keys")
         return self.apps.key_hints(name)
 
+    def cancel_if_removed(self, app: App, process: Process) -> None:
+        """Cancel a just-admitted process whose app was removed meanwhile. Removal deletes the app,
+        then cancels what the table holds; admission puts the process in the table, then checks the
+        app: whichever comes second sees the other, so no process outlives its app."""
+        if app.id and not self.apps.exists(app.id):
+            self.kernel.cancel(process, f"app {app.name!r} was removed", _removed(app.name))
+
     def _cancel_all_of(self, app: App, why: str) -> None:
-        error = AuthenticationError(f"{why}; its processes were cancelled")
+        error = _removed(app.name, why)
         with self.kernel.lock:
             live = [p for p in self.kernel.table.values() if p.app_id == app.identity and not p.is_terminal]
         for process in live:
@@ -145,6 +153,10 @@ class AdminCalls:
     def _require_admin(caller: App, what: str) -> None:
         if not caller.is_admin:
             raise PermissionDeniedError(f"app {caller.name!r} may not {what}; it needs the admin capability")
+
+
+def _removed(name: str, why: str | None = None) -> AuthenticationError:
+    return AuthenticationError(f"{why or f'app {name!r} was removed'}; its processes were cancelled")
 
 
 def _details(manifest: Any, store: ModelStore) -> dict[str, Any]:

@@ -273,6 +273,7 @@ class Syscalls(AdminCalls):
         )
         self.trail.begin(process, call, started, prompt_text if app.audit_content else None)
         kernel.admit(process, work)
+        self.cancel_if_removed(app, process)
         return process
 
     @staticmethod

@@ -163,6 +163,10 @@ class AppRegistry:
             )
         return _app_from_json(rows[0]["config"])
 
+    def exists(self, app_id: str) -> bool:
+        """Whether the app with this id is still registered (a namesake has another id)."""
+        return bool(self.db.execute("SELECT 1 FROM apps WHERE id = ?", (app_id,)))
+
     def list(self) -> list[App]:
         return [_app_from_json(r["config"]) for r in self.db.execute("SELECT config FROM apps ORDER BY name")]
 

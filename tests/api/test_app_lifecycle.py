@@ -130,3 +130,17 @@ def test_name_keyed_triples_from_before_ids_go_to_the_app_that_wrote_them(tiny_s
 def test_reserved_app_names_are_refused_everywhere(tiny_server, name):
     r = tiny_server.client().post("/os/apps", json={"name": name})
     assert r.status_code == 400 and "reserved" in r.json()["error"]["message"]
+
+
+def test_a_generation_admitted_as_its_app_is_removed_is_cancelled(tiny_server):
+    """The race's other order: the removal ran between authentication and admission."""
+    from llmasos.engine.sampling import SamplingParams
+
+    syscalls = tiny_server.syscalls
+    admin = syscalls.apps.get(ADMIN_APP)
+    racer, _ = syscalls.create_app(admin, App("racer"))
+    syscalls.remove_app(admin, "racer")
+    process = syscalls.generate(racer, "tiny", "a", SamplingParams(max_tokens=5))
+    assert process.state.value == "cancelled"
+    final = list(syscalls.events(racer, process.pid, timeout=30))[-1]
+    assert final.finished and "was removed" in final.error.message
