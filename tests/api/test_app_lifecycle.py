@@ -97,6 +97,13 @@ def test_a_new_app_with_a_removed_apps_name_sees_none_of_its_state(tiny_server, 
 
     assert new.id and new.id != old.id
     assert graph.query(new) == [] and graph.count(new) == 0
+    from llmasos.tools.builtin import builtin_tools
+    from llmasos.tools.registry import ToolContext, ToolRegistry
+
+    tools = ToolRegistry(builtin_tools())
+    ask = {"operation": "query", "entity": "Ada"}
+    assert tools.call("knowledge", ask, ToolContext(new)).output["triples"] == []  # through the tool
+    assert len(tools.call("knowledge", ask, ToolContext(old)).output["triples"]) == 1
     assert tiny_server.client(new_key).get("/os/ps").json()["processes"] == []
     assert tiny_server.client(new_key).get(f"/os/tasks/{pid}").status_code == 404
     assert new.cache_namespace != old.cache_namespace

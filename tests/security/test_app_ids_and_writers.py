@@ -24,9 +24,7 @@ def test_apps_from_before_ids_get_one_each_and_keep_their_keys(llmasos_home: Pat
             "INSERT INTO apps (name, config, created_at) VALUES (?, ?, ?)",
             (name, json.dumps(fields), fields["created_at"]),
         )
-    old.execute(
-        "INSERT INTO api_keys (digest, app, hint, created_at) VALUES ('d', 'one', 'lmos-x…', 0)"
-    )
+    old.execute("INSERT INTO api_keys (digest, app, hint, created_at) VALUES ('d', 'one', 'lmos-x…', 0)")
     old.close()
     registry = AppRegistry()
     one, two = registry.get("one"), registry.get("two")
