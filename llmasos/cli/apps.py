@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from llmasos.cli.local import admin_syscalls, remove_app_on_server
-from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
+
+if TYPE_CHECKING:
+    from llmasos.kernel.syscalls import Syscalls
 
 app = typer.Typer(
     help="Apps: identities with a priority, quotas, capabilities and API keys.", no_args_is_help=True

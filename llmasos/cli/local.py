@@ -6,20 +6,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-
-import httpx
+from typing import TYPE_CHECKING
 
 from llmasos.errors import error_from_wire
-from llmasos.kernel.boot import boot
-from llmasos.kernel.syscalls import Syscalls
 from llmasos.sdk.discovery import read_server_file
 from llmasos.security.admin import ensure_admin, read_admin_key
 from llmasos.security.apps import App
+
+if TYPE_CHECKING:
+    from llmasos.kernel.syscalls import Syscalls
 
 
 @contextmanager
 def admin_syscalls() -> Iterator[tuple[Syscalls, App]]:
     """(system calls, the admin app to call them as), for one command."""
+    from llmasos.kernel.boot import boot  # imports torch: only for the commands that need it
+
     syscalls = boot(interface="cli")
     app, _ = ensure_admin(syscalls.apps)
     try:
@@ -36,6 +38,8 @@ def remove_app_on_server(name: str) -> bool:
     info, key = read_server_file(), read_admin_key()
     if info is None or key is None:
         return False
+    import httpx
+
     try:
         response = httpx.delete(
             f"{info['url']}/os/apps/{name}", headers={"Authorization": f"Bearer {key}"}, timeout=30
