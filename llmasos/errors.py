@@ -14,6 +14,8 @@ class LLMasOSError(Exception):
     type: str = "internal_error"
     #: HTTP status this error maps to.
     http_status: int = 500
+    #: Set once the error has its audit row, so the interfaces' error mappers do not write another.
+    audited: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -218,3 +220,11 @@ class PluginError(LLMasOSError):
 
     type = "plugin_error"
     http_status = 500
+
+
+class AuditIntegrityError(LLMasOSError):
+    """The audit log cannot be written as it must be (its key is missing or unreadable): the server
+    refuses to work unaudited rather than carry on with a log it cannot vouch for."""
+
+    type = "audit_unavailable"
+    http_status = 503

@@ -1,16 +1,21 @@
-"""`llmasos apps ...`: register apps and their keys (works on `$LLMASOS_HOME` directly, server or not)."""
+"""`llmasos apps ...`: register apps and their keys, through the system calls as the local admin
+(server or not), so every change is audited like `POST /os/apps`."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmasos.security.apps import DEFAULT_CAPABILITIES, App, AppRegistry
+from llmasos.cli.local import admin_syscalls, remove_app_on_server
+from llmasos.security.apps import DEFAULT_CAPABILITIES, App
+
+if TYPE_CHECKING:
+    from llmasos.kernel.syscalls import Syscalls
 
 app = typer.Typer(
     help="Apps: identities with a priority, quotas, capabilities and API keys.", no_args_is_help=True
@@ -18,8 +23,8 @@ app = typer.Typer(
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
 
-def _info(registry: AppRegistry, a: App) -> dict:
-    return {**asdict(a), "keys": registry.key_hints(a.name)}
+def _info(syscalls: Syscalls, caller: App, a: App) -> dict:
+    return {**asdict(a), "keys": syscalls.key_hints(caller, a.name)}
 
 
 @app.command()
@@ -43,7 +48,6 @@ def create(
     json_: JsonOpt = False,
 ) -> None:
     """Register an app and print its API key (shown once; only a hash is kept)."""
-    registry = AppRegistry()
     new = App(
         name,
         priority=priority,
@@ -55,10 +59,11 @@ def create(
         share_prefix_cache=share_prefix_cache,
         audit_content=audit_content,
     )
-    registry.create(new)
-    key = registry.issue_key(name)
+    with admin_syscalls() as (syscalls, admin):
+        created, key = syscalls.create_app(admin, new)
+        info = _info(syscalls, admin, created)
     if json_:
-        typer.echo(json.dumps({**_info(registry, new), "api_key": key}, indent=2))
+        typer.echo(json.dumps({**info, "api_key": key}, indent=2))
         return
     typer.echo(key)
     typer.echo(
@@ -70,10 +75,11 @@ def create(
 @app.command("list")
 def list_(json_: JsonOpt = False) -> None:
     """Every app."""
-    registry = AppRegistry()
-    apps = registry.list()
+    with admin_syscalls() as (syscalls, admin):
+        apps = syscalls.list_apps(admin)
+        infos = [_info(syscalls, admin, a) for a in apps]
     if json_:
-        typer.echo(json.dumps([_info(registry, a) for a in apps], indent=2))
+        typer.echo(json.dumps(infos, indent=2))
         return
     table = Table("name", "priority", "weight", "tokens/min", "concurrent", "queued", "capabilities")
     for a in apps:
@@ -92,8 +98,8 @@ def list_(json_: JsonOpt = False) -> None:
 @app.command()
 def show(name: str, json_: JsonOpt = False) -> None:
     """One app's settings and its keys' first characters."""
-    registry = AppRegistry()
-    info = _info(registry, registry.get(name))
+    with admin_syscalls() as (syscalls, admin):
+        info = _info(syscalls, admin, syscalls.get_app(admin, name))
     if json_:
         typer.echo(json.dumps(info, indent=2))
         return
@@ -103,8 +109,10 @@ def show(name: str, json_: JsonOpt = False) -> None:
 
 @app.command()
 def rm(name: str) -> None:
-    """Remove an app and revoke its keys."""
-    AppRegistry().remove(name)
+    """Remove an app and revoke its keys; its running processes are cancelled."""
+    if not remove_app_on_server(name):
+        with admin_syscalls() as (syscalls, admin):
+            syscalls.remove_app(admin, name)
     typer.echo(f"removed app {name!r} and its keys", err=True)
 
 
@@ -113,8 +121,17 @@ def new_key(
     name: str, revoke_old: Annotated[bool, typer.Option(help="Revoke the app's other keys.")] = False
 ) -> None:
     """Issue another key for an app (e.g. to rotate it)."""
-    registry = AppRegistry()
-    revoked = registry.revoke_keys(name) if revoke_old else 0
-    typer.echo(registry.issue_key(name))
+    with admin_syscalls() as (syscalls, admin):
+        key, revoked = syscalls.issue_key(admin, name, revoke_old=revoke_old)
+    typer.echo(key)
     if revoked:
         typer.echo(f"revoked {revoked} old key(s) of {name!r}", err=True)
+
+
+@app.command()
+def revoke(name: str) -> None:
+    """Revoke every key of an app: a running server refuses them from now on. Processes that a running
+    server holds for the app go on to their end (`apps rm` goes through the server and cancels them)."""
+    with admin_syscalls() as (syscalls, admin):
+        revoked = syscalls.revoke_keys(admin, name)
+    typer.echo(f"revoked {revoked} key(s) of {name!r}", err=True)

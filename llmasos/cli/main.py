@@ -1,7 +1,9 @@
 """The `llmasos` command: groups are nouns, subcommands verbs.
 
 Errors that a user can cause (`LLMasOSError`) become one line on stderr and exit status 1; usage
-errors exit 2 (click's own handling). This is the one place that mapping lives.
+errors exit 2 (click's own handling). This is the one place that mapping lives, and where a command
+that ends in an error is audited (as the admin app, whose key the local user holds) when no system
+call wrote its row already.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from llmasos.cli import apps as apps_cli
 from llmasos.cli import ask, audit, call, chat, processes, run, serve
 from llmasos.cli import models as models_cli
 from llmasos.cli import plugins as plugins_cli
-from llmasos.errors import LLMasOSError
+from llmasos.errors import AuditIntegrityError, LLMasOSError
+
+logger = logging.getLogger("llmasos.cli")
 
 app = typer.Typer(
     name="llmasos",
@@ -45,6 +49,7 @@ def main() -> None:
         # exiting; pass it on, or every such exit would read as success.
         rc = app(standalone_mode=False)
     except LLMasOSError as err:
+        _audit_failure(err.message, err)
         typer.secho(f"error: {err.message}", err=True, fg=typer.colors.RED)
         sys.exit(1)
     except KeyboardInterrupt:
@@ -60,9 +65,37 @@ def main() -> None:
         if callable(show) and isinstance(code, int):
             show()
             sys.exit(code)
+        _audit_failure(f"internal error: {type(err).__name__}")
         raise
     if isinstance(rc, int) and rc:
         sys.exit(rc)
+
+
+def _command() -> str:
+    """The command's name (`apps create`, `run`), never its arguments: a prompt is no audit field."""
+    words = [w for w in sys.argv[1:3] if not w.startswith("-")]
+    groups = {g.name for g in app.registered_groups}
+    return " ".join(words[:2] if words and words[0] in groups else words[:1]) or "(none)"
+
+
+def _audit_failure(reason: str, err: LLMasOSError | None = None) -> None:
+    if err is not None and (err.audited or isinstance(err, AuditIntegrityError)):
+        return
+    from llmasos.security.admin import ADMIN_APP
+    from llmasos.security.audit import AuditLog, AuditRecord
+
+    try:
+        AuditLog().record(
+            AuditRecord(
+                app=ADMIN_APP,
+                call=f"cli {_command()}",
+                outcome="error",
+                reason=reason,
+                interface="cli",
+            )
+        )
+    except Exception:  # the user's error message matters more than its audit row
+        logger.warning("could not audit the failed command", exc_info=True)
 
 
 if __name__ == "__main__":

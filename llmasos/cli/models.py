@@ -1,7 +1,8 @@
 """`llmasos models ...`: the model library from the command line (pull, list, show, rm).
 
-A thin layer over `llmasos.library.ModelStore`: parse, call, render. Errors are LLMasOSError
-subclasses that `llmasos.cli.main` turns into one line on stderr and exit status 1.
+A thin layer over the model system calls (`Syscalls.pull_model` etc., as the local admin, audited):
+parse, call, render. Errors are LLMasOSError subclasses that `llmasos.cli.main` turns into one line on
+stderr and exit status 1.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from llmasos.library import ModelManifest, ModelStore
+from llmasos.cli.local import admin_syscalls
 
 app = typer.Typer(help="The model library: pull, list, show, rm.", no_args_is_help=True)
 
@@ -41,11 +42,6 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _details(manifest: ModelManifest, store: ModelStore) -> dict[str, Any]:
-    """The manifest plus the absolute path a loader would open."""
-    return {**manifest.to_dict(), "path": str(manifest.resolve(store.root / manifest.name))}
-
-
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2))
 
@@ -60,40 +56,41 @@ def pull(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Add a model to the library."""
-    manifest = ModelStore().pull(source, name, force=force, progress=not quiet)
+    with admin_syscalls() as (syscalls, admin):
+        m = syscalls.pull_model(admin, source, name, force=force, progress=not quiet)
     typer.echo(
-        f"{manifest.name}: {manifest.architecture} {human_count(manifest.parameter_count)} "
-        f"{manifest.quantization} {manifest.format}, {human_bytes(manifest.file_size)}, "
-        f"sha256 {manifest.sha256[:12]} (from {manifest.source})"
+        f"{m['name']}: {m['architecture']} {human_count(m['parameter_count'])} "
+        f"{m['quantization']} {m['format']}, {human_bytes(m['file_size'])}, "
+        f"sha256 {m['sha256'][:12]} (from {m['source']})"
     )
 
 
 @app.command("list")
 def list_(as_json: JsonOpt = False) -> None:
     """List the models in the library."""
-    store = ModelStore()
-    manifests = store.list()
+    with admin_syscalls() as (syscalls, admin):
+        manifests = syscalls.list_models(admin)
     if as_json:
-        _print_json([_details(m, store) for m in manifests])
+        _print_json(manifests)
         return
     if not manifests:
         typer.echo("no models; add one with `llmasos models pull default`")
         return
     table = Table(box=None, pad_edge=False)
     # Names are what users type next, so they never get cut; a long source path wraps instead.
-    table.add_column("NAME", no_wrap=True, min_width=max(len(m.name) for m in manifests))
+    table.add_column("NAME", no_wrap=True, min_width=max(len(m["name"]) for m in manifests))
     for column in ("ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE"):
         table.add_column(column, justify="left" if column in ("ARCH", "QUANT") else "right", no_wrap=True)
     table.add_column("SOURCE", overflow="fold")
     for m in manifests:
         table.add_row(
-            m.name,
-            m.architecture,
-            human_count(m.parameter_count),
-            m.quantization,
-            str(m.context_length or "-"),
-            human_bytes(m.file_size),
-            m.source,
+            m["name"],
+            m["architecture"],
+            human_count(m["parameter_count"]),
+            m["quantization"],
+            str(m["context_length"] or "-"),
+            human_bytes(m["file_size"]),
+            m["source"],
         )
     _console().print(table)
 
@@ -103,8 +100,8 @@ def show(
     name: Annotated[str, typer.Argument(help="Model name (or `default`).")], as_json: JsonOpt = False
 ) -> None:
     """Show everything the library knows about one model."""
-    store = ModelStore()
-    details = _details(store.get(name), store)
+    with admin_syscalls() as (syscalls, admin):
+        details = syscalls.show_model(admin, name)
     if as_json:
         _print_json(details)
         return
@@ -125,5 +122,6 @@ def show(
 @app.command()
 def rm(name: Annotated[str, typer.Argument(help="Model name (or `default`).")]) -> None:
     """Remove a model from the library."""
-    manifest = ModelStore().remove(name)
-    typer.echo(f"removed {manifest.name}")
+    with admin_syscalls() as (syscalls, admin):
+        removed = syscalls.remove_model(admin, name)
+    typer.echo(f"removed {removed['name']}")

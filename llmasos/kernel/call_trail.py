@@ -1,8 +1,11 @@
 """The record of system calls: a counter per app, call and outcome, and one audit row per call.
 
-A call that is over when it returns is written at once; a generation (`generate`, `chat`) when its
-process ends, with its tokens and outcome. Rows are written before the process's final event goes
-out, so a client that has seen its answer end can already find the record of it.
+A call that is over when it returns is written at once; a generation (`generate`, `chat`) writes a
+row when it is admitted (outcome `started`) and one when its process ends, with its tokens and
+outcome, naming the start row (`opens`): a server killed mid-generation leaves "started, never
+ended". Rows are written before the process's final event goes out, so a client that has seen its
+answer end can already find the record of it. An error that is written here is marked (`audited`),
+so the interfaces' error mappers, which audit every error that ends a request, write it once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class _Started:
     call: str
     started: float
     prompt: str | None
+    row: int | None  # the id of its start row in the audit log
 
 
 class CallTrail:
@@ -49,6 +53,7 @@ class CallTrail:
         else:
             denied = isinstance(error, DENIALS)
             outcome, allowed, reason = ("denied" if denied else "error"), not denied, str(error)
+            error.audited = True
         self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
         if self.audit is None:
             return
@@ -76,9 +81,22 @@ class CallTrail:
             raise
         self.record(app.name, call, target, duration_s=time.monotonic() - started)
 
-    def begin(self, pid: int, call: str, started: float, prompt: str | None) -> None:
-        """A generation was admitted; its row is written when its process ends."""
-        self._started[pid] = _Started(call, started, prompt)
+    def begin(self, process: Process, call: str, started: float, prompt: str | None) -> None:
+        """A generation is being admitted: its start row now, its end row when its process ends."""
+        row = None
+        if self.audit is not None:
+            row = self.audit.record(
+                AuditRecord(
+                    app=process.app,
+                    call=call,
+                    target=process.model,
+                    outcome="started",
+                    pid=process.pid,
+                    tokens_in=process.tokens_in,
+                    interface=self.interface,
+                )
+            )
+        self._started[process.pid] = _Started(call, started, prompt, row)
 
     def ended(self, process: Process, work: Any) -> None:
         """The kernel's on_finish observer: count the generation and write its row."""
@@ -103,5 +121,6 @@ class CallTrail:
                 interface=self.interface,
                 prompt=started.prompt,
                 output="".join(work.text) if work.keep_text else None,
+                opens=started.row,
             )
         )

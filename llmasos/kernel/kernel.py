@@ -129,15 +129,18 @@ class Kernel:
             self.residency.models[process.model].active += 1
         self._wake.set()
 
-    def cancel(self, process: Process, reason: str = "cancelled by its owner") -> None:
-        """End a live process now; its engine sequence (and every KV block) is dropped next tick."""
+    def cancel(
+        self, process: Process, reason: str = "cancelled by its owner", error: LLMasOSError | None = None
+    ) -> None:
+        """End a live process now; its engine sequence (and every KV block) is dropped next tick.
+        With `error`, its final event carries it (the client is told why, not just "cancelled")."""
         with self.lock:
             if process.is_terminal:
                 return
             work = self.work[process.pid]
             if work.in_engine:
                 self._pending_aborts.append((process.model, process.pid))
-            self._finish(process, ProcessState.CANCELLED, reason, "cancelled")
+            self._finish(process, ProcessState.CANCELLED, reason, "cancelled", error)
         self._wake.set()
 
     def events(self, pid: int, timeout: float | None = None) -> Iterator[Event]:

@@ -96,6 +96,7 @@ class Process:
     priority: PriorityClass
     created_at: float
     weight: float = 1.0  # the app's share weight, copied at creation
+    app_id: str = ""  # the app's `App.identity`: who may see it (a name can pass to a new app; this never)
     tokens_in: int = 0  # prompt tokens
     state: ProcessState = ProcessState.QUEUED
     reason: str = "waiting for a batch slot"

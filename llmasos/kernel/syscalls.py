@@ -25,6 +25,7 @@ from llmasos.errors import (
     QuotaExceededError,
 )
 from llmasos.kernel import snapshots
+from llmasos.kernel.admin_calls import AdminCalls
 from llmasos.kernel.admission import refuse_if_full
 from llmasos.kernel.call_trail import CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
@@ -35,8 +36,9 @@ from llmasos.security.audit import AuditLog
 T = TypeVar("T")
 
 
-class Syscalls:
-    """generate / chat / cancel / status / ps and app management, for one kernel."""
+class Syscalls(AdminCalls):
+    """generate / chat / cancel / status / ps for one kernel, and (from `AdminCalls`) apps, models
+    and the audit log."""
 
     def __init__(
         self,
@@ -279,6 +281,7 @@ class Syscalls:
             created_at=now,
             weight=app.weight,
             tokens_in=len(prompt_ids),
+            app_id=app.identity,
         )
         work = Work(
             prompt_ids=prompt_ids,
@@ -287,8 +290,9 @@ class Syscalls:
             max_concurrent=app.max_concurrent,
             keep_text=app.audit_content and self.trail.audit is not None,
         )
-        self.trail.begin(process.pid, call, started, prompt_text if app.audit_content else None)
+        self.trail.begin(process, call, started, prompt_text if app.audit_content else None)
         kernel.admit(process, work)
+        self.cancel_if_removed(app, process)
         return process
 
     @staticmethod
@@ -326,7 +330,7 @@ class Syscalls:
             processes = [
                 p
                 for p in self.kernel.table.values()
-                if (app.is_admin or p.app == app.name) and (include_finished or not p.is_terminal)
+                if (app.is_admin or p.app_id == app.identity) and (include_finished or not p.is_terminal)
             ]
         return [self.describe(p) for p in sorted(processes, key=lambda p: p.pid)]
 
@@ -351,7 +355,7 @@ class Syscalls:
 
     def _visible(self, app: App, pid: int) -> Process:
         process = self.kernel.table.get(pid)
-        if process is None or not (app.is_admin or process.app == app.name):
+        if process is None or not (app.is_admin or process.app_id == app.identity):
             raise ProcessNotFoundError(f"no process {pid} of app {app.name!r}; `llmasos ps` lists them")
         return process
 
@@ -379,32 +383,3 @@ class Syscalls:
 
     def metrics_snapshot(self) -> snapshots.KernelSnapshot:
         return snapshots.kernel_snapshot(self.kernel)
-
-    # ---- apps (admin) -------------------------------------------------------------------------
-
-    def create_app(self, caller: App, app: App) -> tuple[App, str]:
-        """Register `app`; returns it with its first API key (shown once, stored hashed)."""
-        with self.trail.audited(caller, "apps.create", app.name):
-            self._require_admin(caller, "create apps")
-            self.apps.create(app)
-            return app, self.apps.issue_key(app.name)
-
-    def remove_app(self, caller: App, name: str) -> None:
-        with self.trail.audited(caller, "apps.remove", name):
-            self._require_admin(caller, "remove apps")
-            self.apps.remove(name)
-
-    def get_app(self, caller: App, name: str) -> App:
-        with self.trail.audited(caller, "apps.show", name):
-            if name != caller.name:
-                self._require_admin(caller, "see other apps")
-            return self.apps.get(name)
-
-    def list_apps(self, caller: App) -> list[App]:
-        with self.trail.audited(caller, "apps.list"):
-            return self.apps.list() if caller.is_admin else [caller]
-
-    @staticmethod
-    def _require_admin(caller: App, what: str) -> None:
-        if not caller.is_admin:
-            raise PermissionDeniedError(f"app {caller.name!r} may not {what}; it needs the admin capability")

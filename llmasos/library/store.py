@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from llmasos.config import DEFAULT_MODEL, models_dir
 from llmasos.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError, ModelSourceError
 from llmasos.library.catalog import DEFAULT_ALIAS, resolve_alias
-from llmasos.library.digest import FILE_MODE, copy_file, copy_stream, digest_of_digests
+from llmasos.library.digest import copy_file, copy_stream, digest_of_digests
 from llmasos.library.manifest import MANIFEST_FILE, ModelManifest, read_manifest, utc_now_iso
 from llmasos.library.model_info import ModelInfo, hf_folder_files, inspect_gguf, inspect_hf_folder
 from llmasos.library.sources import (
@@ -30,10 +30,10 @@ from llmasos.library.sources import (
     wheel_license,
     wheel_model_member,
 )
+from llmasos.storage.files import create_private, private_dir
 
 log = logging.getLogger(__name__)
 
-DIR_MODE = 0o700
 # Library names are directory names: lowercase so that case-insensitive filesystems cannot collide.
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
@@ -59,13 +59,7 @@ def validate_name(name: str) -> str:
 
 def _make_private_dirs(path: Path) -> None:
     """Create `path` and any missing parents with mode 0o700 (existing ones are left as they are)."""
-    missing = []
-    while not path.exists():
-        missing.append(path)
-        path = path.parent
-    for p in reversed(missing):
-        p.mkdir(mode=DIR_MODE, exist_ok=True)
-        os.chmod(p, DIR_MODE)  # mkdir's mode is filtered by the umask
+    private_dir(path)
 
 
 class ModelStore:
@@ -230,7 +224,7 @@ class ModelStore:
             model_path=model_path,
             created_at=utc_now_iso(),
         )
-        fd = os.open(staging / MANIFEST_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        fd = create_private(staging / MANIFEST_FILE, exclusive=True)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(manifest.to_json())
         return manifest

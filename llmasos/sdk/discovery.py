@@ -10,6 +10,7 @@ import secrets
 from pathlib import Path
 
 from llmasos.config import llmasos_home
+from llmasos.storage.files import private_dir, write_private
 
 
 def server_file() -> Path:
@@ -24,14 +25,9 @@ def write_server_file(url: str) -> None:
     """Record this process as the local server (after it holds its port, so a second server that
     cannot serve never replaces a running one's record)."""
     global _written_token
-    path = server_file()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     token = secrets.token_hex(8)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"url": url, "pid": os.getpid(), "token": token}, f)
-    os.replace(tmp, path)
+    private_dir(server_file().parent)
+    write_private(server_file(), json.dumps({"url": url, "pid": os.getpid(), "token": token}))
     _written_token = token
 
 

@@ -3,12 +3,12 @@ for the local CLI and SDK, which read it instead of asking the user for a key.""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from llmasos.config import llmasos_home
 from llmasos.errors import AppNotFoundError, AuthenticationError
 from llmasos.security.apps import App, AppRegistry
+from llmasos.storage.files import write_private
 
 ADMIN_APP = "admin"
 
@@ -30,7 +30,7 @@ def ensure_admin(registry: AppRegistry) -> tuple[App, str]:
     try:
         app = registry.get(ADMIN_APP)
     except AppNotFoundError:
-        app = registry.create(App(ADMIN_APP, priority="interactive", capabilities=("admin",)))
+        app = registry.create(App(ADMIN_APP, priority="interactive", capabilities=("admin",)), system=True)
     key = read_admin_key()
     if key is not None:
         try:
@@ -39,18 +39,5 @@ def ensure_admin(registry: AppRegistry) -> tuple[App, str]:
         except AuthenticationError:
             pass  # revoked or from another home: issue a new one below
     key = registry.issue_key(ADMIN_APP)
-    _write_private(admin_key_path(), key + "\n")
+    write_private(admin_key_path(), key + "\n")
     return app, key
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically, readable by its owner only from the first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, text.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)

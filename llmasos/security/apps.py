@@ -3,6 +3,10 @@
 Persisted in SQLite under $LLMASOS_HOME so they survive restarts. A capability is a pattern
 `KIND:NAME` (`model:smollm2-*`, `service:summarize`, `tool:*`) or `admin` (manage apps, see every
 process); `fnmatch` rules apply to the name.
+
+Each registered app has an id that no other app ever gets, even one created later with the same
+name: every piece of per-app state (processes, knowledge, the prefix cache) keys on `App.identity`,
+so an app removed and created again starts with nothing of the old one's.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import fnmatch
 import json
 import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -24,6 +29,8 @@ PRIORITY_CLASSES = ("realtime", "interactive", "normal", "batch")
 CAPABILITY_KINDS = ("model", "service", "tool")
 DEFAULT_CAPABILITIES = ("model:*", "service:*", "tool:*")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+#: Names the system gives itself: keyless callers (`anonymous`) and the local admin (`admin`).
+RESERVED_NAMES = ("anonymous", "admin")
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class App:
     share_prefix_cache: bool = False  # opt in to sharing cached prompt prefixes with other apps
     audit_content: bool = False  # opt in to keeping prompts and outputs in the audit log
     created_at: float = field(default_factory=time.time)
+    id: str = ""  # given by the registry when the app is created; never reused by another app
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -77,9 +85,15 @@ class App:
         )
 
     @property
+    def identity(self) -> str:
+        """What per-app state keys on: the registry's id, or for an app that was never registered
+        (the built-in `anonymous`) its name. Names cannot hold ':', so the two never meet."""
+        return f"id:{self.id}" if self.id else f"name:{self.name}"
+
+    @property
     def cache_namespace(self) -> str:
         """The prefix-cache partition of this app's processes."""
-        return "shared" if self.share_prefix_cache else f"app:{self.name}"
+        return "shared" if self.share_prefix_cache else f"app:{self.identity}"
 
 
 def _create_apps_table(conn) -> None:
@@ -103,7 +117,17 @@ def _create_keys_table(conn) -> None:
     )
 
 
-MIGRATIONS = [_create_apps_table, _create_keys_table]
+def _give_apps_ids(conn) -> None:
+    """Apps from before ids get one each; from now on a new app of an old name gets a new one."""
+    conn.execute("ALTER TABLE apps ADD COLUMN id TEXT")
+    for name, config in conn.execute("SELECT name, config FROM apps").fetchall():
+        app_id = uuid.uuid4().hex
+        fields = {**json.loads(config), "id": app_id}
+        conn.execute("UPDATE apps SET id = ?, config = ? WHERE name = ?", (app_id, json.dumps(fields), name))
+    conn.execute("CREATE UNIQUE INDEX apps_by_id ON apps (id)")
+
+
+MIGRATIONS = [_create_apps_table, _create_keys_table, _give_apps_ids]
 
 
 class AppRegistry:
@@ -112,13 +136,21 @@ class AppRegistry:
     def __init__(self, path: Path | None = None) -> None:
         self.db = Database(path or llmasos_home() / "state.db", MIGRATIONS)
 
-    def create(self, app: App) -> App:
+    def create(self, app: App, *, system: bool = False) -> App:
+        """Register `app` under a new id; returns it with that id. Reserved names are refused
+        unless the system makes its own (`system`: the admin app)."""
+        if app.name in RESERVED_NAMES and not system:
+            raise InvalidRequestError(
+                f"the app name {app.name!r} is reserved for the system ({', '.join(RESERVED_NAMES)}); "
+                "pick another name"
+            )
+        app = replace(app, id=uuid.uuid4().hex)
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM apps WHERE name = ?", (app.name,)).fetchone():
                 raise AppExistsError(f"app {app.name!r} already exists; pick another name or remove it first")
             conn.execute(
-                "INSERT INTO apps (name, config, created_at) VALUES (?, ?, ?)",
-                (app.name, json.dumps(asdict(app)), app.created_at),
+                "INSERT INTO apps (name, config, created_at, id) VALUES (?, ?, ?, ?)",
+                (app.name, json.dumps(asdict(app)), app.created_at, app.id),
             )
         return app
 
@@ -131,17 +163,25 @@ class AppRegistry:
             )
         return _app_from_json(rows[0]["config"])
 
+    def exists(self, app_id: str) -> bool:
+        """Whether the app with this id is still registered (a namesake has another id)."""
+        return bool(self.db.execute("SELECT 1 FROM apps WHERE id = ?", (app_id,)))
+
     def list(self) -> list[App]:
         return [_app_from_json(r["config"]) for r in self.db.execute("SELECT config FROM apps ORDER BY name")]
 
     def update(self, name: str, **changes: object) -> App:
+        if "id" in changes or "name" in changes:
+            raise InvalidRequestError("an app's name and id cannot change; create another app instead")
         app = replace(self.get(name), **changes)
         self.db.execute("UPDATE apps SET config = ? WHERE name = ?", (json.dumps(asdict(app)), name))
         return app
 
-    def remove(self, name: str) -> None:
-        self.get(name)
+    def remove(self, name: str) -> App:
+        """Remove app `name` and its keys; returns what it was."""
+        app = self.get(name)
         self.db.execute("DELETE FROM apps WHERE name = ?", (name,))
+        return app
 
     # ---- keys -----------------------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ Each database is a file with an ordered list of migrations (functions that take 
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from llmasos.storage.files import touch_private
 
 Migration = Callable[[sqlite3.Connection], None]
 
@@ -20,12 +21,10 @@ class Database:
 
     def __init__(self, path: Path, migrations: Sequence[Migration]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fresh = not self.path.exists()
+        # Created 0600 before SQLite opens it: its -wal and -shm files then take the same mode.
+        touch_private(self.path)
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        if fresh:
-            os.chmod(self.path, 0o600)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA foreign_keys=ON")

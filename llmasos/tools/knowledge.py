@@ -1,7 +1,10 @@
 """The `knowledge` tool: a small knowledge graph of (subject, relation, object) triples per app.
 
-Triples live in `$LLMASOS_HOME/knowledge.db`, keyed by app: every query and removal is scoped to the
-calling app, so apps never see each other's facts. Matching ignores case and surrounding spaces;
+Triples live in `$LLMASOS_HOME/knowledge.db`, keyed by app (`App.identity`, never its name): every
+query and removal is scoped to the calling app, so apps never see each other's facts, and an app
+created with a removed app's name starts with none. Rows from before ids were keyed by name; an
+app takes over those written while it existed (not those from before its creation: a
+predecessor's). Matching ignores case and surrounding spaces;
 the text is stored as given. A query by entity finds the triples where it is the subject (outgoing)
 or the object (incoming), so a graph can be walked in both directions.
 """
@@ -16,6 +19,7 @@ from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError
 from llmasos.programs.base import SideEffect
+from llmasos.security.apps import App
 from llmasos.storage.db import Database
 from llmasos.tools.base import Tool, ToolContext, ToolResult
 
@@ -41,7 +45,14 @@ def _create_triples_table(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX triples_by_relation ON triples (app, relation)")
 
 
-MIGRATIONS = [_create_triples_table]
+def _mark_name_keyed_rows(conn: sqlite3.Connection) -> None:
+    """Rows so far are keyed by app name; `legacy` marks them until their app takes them over."""
+    conn.execute("ALTER TABLE triples ADD COLUMN legacy INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE triples SET legacy = 1")
+    conn.execute("CREATE INDEX triples_legacy ON triples (legacy, app)")
+
+
+MIGRATIONS = [_create_triples_table, _mark_name_keyed_rows]
 
 
 class KnowledgeGraph:
@@ -50,25 +61,37 @@ class KnowledgeGraph:
     def __init__(self, path: Path) -> None:
         self.db = Database(path, MIGRATIONS)
 
-    def add(self, app: str, subject: str, relation: str, object: str) -> bool:
+    def _owner(self, app: App) -> str:
+        """The key of `app`'s rows, after taking over its name-keyed rows from before ids."""
+        owner = app.identity
+        if app.id:
+            self.db.execute(
+                "UPDATE OR IGNORE triples SET app = ?, legacy = 0 "
+                "WHERE legacy = 1 AND app = ? AND created_at >= ?",
+                (owner, app.name, app.created_at),
+            )
+        return owner
+
+    def add(self, app: App, subject: str, relation: str, object: str) -> bool:
         """Store a triple; False if the app already had it."""
         subject, relation, object = (_clean(v, k) for k, v in _named(subject, relation, object))
+        owner = self._owner(app)
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO triples (app, subject, relation, object, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (app, subject, relation, object, time.time()),
+                (owner, subject, relation, object, time.time()),
             )
             return cursor.rowcount == 1
 
     def query(
-        self, app: str, entity: str | None = None, relation: str | None = None, limit: int = DEFAULT_LIMIT
+        self, app: App, entity: str | None = None, relation: str | None = None, limit: int = DEFAULT_LIMIT
     ) -> list[dict]:
         """The app's triples touching `entity` (as subject or object) and/or of `relation`, oldest first.
 
         Each comes with `direction`: "outgoing" when `entity` is its subject, "incoming" when it is
         its object (absent without an entity)."""
-        where, params = ["app = ?"], [app]
+        where, params = ["app = ?"], [self._owner(app)]
         if entity is not None:
             entity = _clean(entity, "entity")
             where.append("(subject = ? OR object = ?)")
@@ -88,18 +111,19 @@ class KnowledgeGraph:
             triples.append(triple)
         return triples
 
-    def remove(self, app: str, subject: str, relation: str, object: str) -> bool:
+    def remove(self, app: App, subject: str, relation: str, object: str) -> bool:
         """Delete one of the app's triples; False if it had no such triple."""
         subject, relation, object = (_clean(v, k) for k, v in _named(subject, relation, object))
+        owner = self._owner(app)
         with self.db.transaction() as conn:
             cursor = conn.execute(
                 "DELETE FROM triples WHERE app = ? AND subject = ? AND relation = ? AND object = ?",
-                (app, subject, relation, object),
+                (owner, subject, relation, object),
             )
             return cursor.rowcount > 0
 
-    def count(self, app: str) -> int:
-        return self.db.execute("SELECT COUNT(*) AS n FROM triples WHERE app = ?", (app,))[0]["n"]
+    def count(self, app: App) -> int:
+        return self.db.execute("SELECT COUNT(*) AS n FROM triples WHERE app = ?", (self._owner(app),))[0]["n"]
 
 
 def _named(subject: str, relation: str, object: str) -> list[tuple[str, str]]:
@@ -183,7 +207,7 @@ class KnowledgeTool(Tool):
             return self._graphs[path]
 
     def run(self, args: dict, context: ToolContext) -> ToolResult:
-        operation, graph, app = args["operation"], self.graph(context), context.app.name
+        operation, graph, app = args["operation"], self.graph(context), context.app
         if operation == "query":
             triples = graph.query(app, args.get("entity"), args.get("relation"), args["limit"])
             return ToolResult(self.name, {"operation": operation, "triples": triples})

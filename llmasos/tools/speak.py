@@ -14,16 +14,15 @@ own path on disk.
 from __future__ import annotations
 
 import base64
-import os
 import re
 import shutil
 import subprocess
 import tempfile
-import uuid
 from pathlib import Path
 from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, ToolUnavailableError
+from llmasos.storage.files import write_private
 from llmasos.tools.media import read_wav_header
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
@@ -31,7 +30,6 @@ PROGRAM = "espeak-ng"
 DEFAULT_VOICE = "en-us+f5"
 DEFAULT_SPEED_WPM = 180
 MAX_TEXT_CHARS = 5_000
-FILE_MODE = 0o600  # a WAV written for the caller is theirs alone
 _VOICE = re.compile(r"^[a-z]{2,3}(-[a-z0-9]+)*(\+[A-Za-z0-9_]+)?$")
 
 
@@ -77,19 +75,6 @@ def synthesize(text: str, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED
         "duration_s": round(header.duration_s, 3),
     }
     return data, info
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """`data` into `path`, created 0600 and replaced whole (never a half-written WAV at `path`)."""
-    partial = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(partial, path)
-    finally:
-        if partial.exists():
-            partial.unlink()
 
 
 class SpeakTool(Tool):

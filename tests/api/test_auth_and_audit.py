@@ -66,13 +66,15 @@ def test_audit_rows_record_tokens_and_keep_content_only_on_opt_in(tiny_server):
     loud = tiny_server.client(tiny_server.new_app("loud", audit_content=True))
     for client in (quiet, loud):
         assert client.post("/v1/chat/completions", json=CHAT).status_code == 200
-    (q,) = AuditLog().query(app="quiet")
-    (lo,) = AuditLog().query(app="loud")
+    (q, q_start) = AuditLog().query(app="quiet")
+    (lo, _) = AuditLog().query(app="loud")
     assert q["outcome"] == lo["outcome"] == "finished"
+    assert q_start["outcome"] == "started" and q["opens"] == q_start["id"] and not q_start["unfinished"]
+    assert q_start["pid"] == q["pid"] and q_start["prompt"] is None
     assert q["tokens_out"] == lo["tokens_out"] == 2 and q["tokens_in"] > 0
     assert q["prompt"] is None and q["output"] is None
     assert "hi" in lo["prompt"] and isinstance(lo["output"], str)
-    assert AuditLog().verify() is None
+    assert AuditLog().verify().intact
 
 
 def test_token_quota_answers_429_with_retry_after(tiny_server):
@@ -90,5 +92,35 @@ def test_token_quota_answers_429_with_retry_after(tiny_server):
 def test_anonymous_access_only_when_the_operator_allows_it(anonymous_server):
     r = httpx.post(anonymous_server.url + "/v1/chat/completions", json=CHAT)
     assert r.status_code == 200
-    (row,) = AuditLog().query(app="anonymous")
-    assert row["outcome"] == "finished"
+    (row, start) = AuditLog().query(app="anonymous")
+    assert row["outcome"] == "finished" and start["outcome"] == "started"
+
+
+def _rows(call: str) -> list[dict]:
+    return [r for r in AuditLog().query(limit=1000) if r["call"] == call]
+
+
+def test_a_request_that_ends_in_a_500_is_audited(tiny_server, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(tiny_server.syscalls, "describe", broken)
+    tiny_server.client().post("/v1/completions", json={"model": "tiny", "prompt": "a", "max_tokens": 1})
+    r = tiny_server.client().get("/os/ps")
+    assert r.status_code == 500
+    (row,) = _rows("http GET /os/ps")
+    assert row["app"] == "admin" and row["outcome"] == "error"
+    assert row["reason"] == "internal error: ZeroDivisionError"
+
+
+def test_every_failed_request_of_a_known_caller_is_audited_once(tiny_server):
+    client = tiny_server.client()
+    assert client.post("/v1/completions", json={"model": "tiny", "prompt": 5}).status_code == 422
+    (row,) = _rows("http POST /v1/completions")
+    assert row["app"] == "admin" and row["outcome"] == "error" and "prompt" in row["reason"]
+    assert client.get("/os/tasks/999").status_code == 404  # written by the status system call
+    assert len([r for r in AuditLog().query(limit=1000) if "999" in (r["target"] + r["reason"])]) == 1
+    before = len(AuditLog().query(limit=10_000))
+    for path in ("/nope-1", "/nope-2", "/os/nope"):  # no key: the authentication layer's business
+        assert httpx.get(tiny_server.url + path).status_code == 404
+    assert len(AuditLog().query(limit=10_000)) == before

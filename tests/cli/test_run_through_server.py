@@ -67,7 +67,7 @@ def test_run_answers_through_the_server_and_loads_no_model(served, home, referen
     process = server_process(served, pid)
     assert process["app"] == "admin" and process["model"] == "tiny"
     assert process["state"] == "finished" and process["tokens_out"] == 5
-    (row,) = [r for r in AuditLog().query(app="admin") if r["pid"] == pid]
+    (row,) = [r for r in AuditLog().query(app="admin") if r["pid"] == pid and r["outcome"] != "started"]
     assert row["call"] == "chat" and row["interface"] == "http" and row["tokens_out"] == 5
 
     assert loaded_model_modules(modules) == []
@@ -98,5 +98,5 @@ def test_without_a_server_run_loads_the_model_in_its_own_process(tmp_path, tiny_
     assert result.returncode == 0, result.stderr
     assert "in this process (no server runs)" in result.stderr
     assert "llmasos.model.loader" in loaded_model_modules(modules)
-    (row,) = [r for r in AuditLog().query(app="admin") if r["call"] == "chat"]
+    (row,) = [r for r in AuditLog().query(app="admin") if r["call"] == "chat" and r["outcome"] != "started"]
     assert row["interface"] == "cli"

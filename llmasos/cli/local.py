@@ -1,0 +1,57 @@
+"""System calls from the command line: `apps`, `models` and `audit` act as the local admin app (the
+user who holds `$LLMASOS_HOME` holds its key) through the same system calls as HTTP, so they are
+checked and audited (interface `cli`) the same way. No kernel thread starts and no model loads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from llmasos.errors import error_from_wire
+from llmasos.sdk.discovery import read_server_file
+from llmasos.security.admin import ensure_admin, read_admin_key
+from llmasos.security.apps import App
+
+if TYPE_CHECKING:
+    from llmasos.kernel.syscalls import Syscalls
+
+
+@contextmanager
+def admin_syscalls() -> Iterator[tuple[Syscalls, App]]:
+    """(system calls, the admin app to call them as), for one command."""
+    from llmasos.kernel.boot import boot  # imports torch: only for the commands that need it
+
+    syscalls = boot(interface="cli")
+    app, _ = ensure_admin(syscalls.apps)
+    try:
+        yield syscalls, app
+    finally:
+        if syscalls.audit is not None:
+            syscalls.audit.close()
+
+
+def remove_app_on_server(name: str) -> bool:
+    """Remove app `name` through the running server, if one runs here, so that the server cancels the
+    app's live processes at once (a removal made in this process could not reach them); False
+    when no server runs."""
+    info, key = read_server_file(), read_admin_key()
+    if info is None or key is None:
+        return False
+    import httpx
+
+    try:
+        response = httpx.delete(
+            f"{info['url']}/os/apps/{name}", headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+    except httpx.HTTPError:
+        return False  # recorded but not answering: act on the files directly
+    if response.status_code >= 400:
+        try:
+            body = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            body = {"message": response.text, "type": None}
+        err = error_from_wire(body.get("type"), response.status_code, body.get("message", ""))
+        err.audited = True  # the server wrote its row
+        raise err
+    return True
