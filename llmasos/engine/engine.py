@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +46,7 @@ class RequestOutput:
     num_prompt_tokens: int
     num_output_tokens: int
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
+    error: str | None = None  # why the request failed, when finish_reason is "error"
 
 
 @dataclass(frozen=True)
@@ -182,32 +183,90 @@ class LLMEngine:
         self.requests[request_id] = _Request(seq, detokenizer)
         self.scheduler.add(seq)
 
-    def step(self) -> list[RequestOutput]:
-        """Run one forward pass over the scheduled batch; report what each sampling request produced."""
-        plan = self.scheduler.schedule()
+    def step(self, request_ids: Collection[str] | None = None) -> list[RequestOutput]:
+        """Run one forward pass over the scheduled batch; report what each sampling request produced.
+
+        `request_ids` limits the batch to those requests (the kernel steps them apart to find
+        which one makes a step fail). A step that raises has committed nothing: no counter moved
+        and no seeded generator advanced, so it can be retried."""
+        plan = self.scheduler.schedule(request_ids)
         self.last_step_tokens: dict[str, int] = {}  # tokens computed per request, prefill counted
         if plan.is_empty:
-            # add() clamps every request to fit the pool, so only blocks held by sequences
-            # suspended in KEEP mode can stop the queue; their owner must resume or move them.
-            held = any(seq.block_table for seq in self.scheduler.suspended.values())
-            if self.scheduler.has_unfinished and not held:
-                raise RuntimeError(f"engine stalled with live sequences: {self.scheduler.waiting}")
+            if request_ids is None:
+                self._check_not_stalled()
             return []
+        self._swap_in(plan)
+        sampled = self._run(plan)
+        samplers = [item.seq for item in plan.scheduled if item.samples]  # before the counters move
+        self._update(plan)
+        return self._collect(samplers, sampled)
+
+    def _check_not_stalled(self) -> None:
+        # add() clamps every request to fit the pool, so only blocks held by sequences
+        # suspended in KEEP mode can stop the queue; their owner must resume or move them.
+        held = any(seq.block_table for seq in self.scheduler.suspended.values())
+        if self.scheduler.has_unfinished and not held:
+            raise RuntimeError(f"engine stalled with live sequences: {self.scheduler.waiting}")
+
+    def _swap_in(self, plan: SchedulerOutput) -> None:
         for seq in plan.swapped_in:
             self.runner.swap_in(seq.block_table, seq.swapped_kv)
             seq.swapped_kv = None
-        self.last_step_tokens = {item.seq.seq_id: item.num_new_tokens for item in plan.scheduled}
+
+    def _run(self, plan: SchedulerOutput) -> list[int]:
+        """The forward pass and the draws; on failure the seeded generators are put back as they
+        were (the KV it wrote is rewritten identically on the retry)."""
+        generators = [
+            item.seq.sampling.generator
+            for item in plan.scheduled
+            if item.samples and item.seq.sampling.generator is not None
+        ]
+        saved = [g.get_state() for g in generators]
         start = time.perf_counter()
-        sampled = iter(self.runner.execute(plan.scheduled))
+        try:
+            sampled = self.runner.execute(plan.scheduled)
+        except BaseException:
+            for generator, state in zip(generators, saved, strict=True):
+                generator.set_state(state)
+            raise
         self._measure_prefill(plan, time.perf_counter() - start)
-        outputs = []
+        return sampled
+
+    def _update(self, plan: SchedulerOutput) -> None:
+        """Commit the step: every scheduled sequence's computed tokens and its full blocks."""
+        self.last_step_tokens = {item.seq.seq_id: item.num_new_tokens for item in plan.scheduled}
         for item in plan.scheduled:
-            samples = item.samples  # read before the counter moves
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.register_computed_blocks(item.seq)
-            if samples:
-                outputs.append(self._postprocess(self.requests[item.seq.seq_id], next(sampled)))
+
+    def _collect(self, samplers: list[Sequence], sampled: list[int]) -> list[RequestOutput]:
+        """Each sampled token into its request's output; a request whose token cannot be processed
+        (a detokenizer or stop-check failure) ends alone, with the error in its output."""
+        outputs = []
+        for seq, token_id in zip(samplers, sampled, strict=True):
+            request = self.requests[seq.seq_id]
+            try:
+                outputs.append(self._postprocess(request, token_id))
+            except Exception as err:
+                logger.exception("processing the token of request %s failed", seq.seq_id)
+                outputs.append(self._fail(request, err))
         return outputs
+
+    def _fail(self, request: _Request, err: Exception) -> RequestOutput:
+        """End a request whose step failed for it alone; its blocks are returned."""
+        seq = request.seq
+        self.abort(seq.seq_id)
+        return RequestOutput(
+            request_id=seq.seq_id,
+            token_ids=[],
+            text="",
+            finished=True,
+            finish_reason="error",
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_output_tokens=seq.num_output_tokens,
+            num_cached_tokens=seq.num_cached_tokens,
+            error=f"{type(err).__name__}: {err}",
+        )
 
     def _measure_prefill(self, plan: SchedulerOutput, seconds: float) -> None:
         prefill_tokens = sum(s.num_new_tokens for s in plan.scheduled if s.num_new_tokens > 1)

@@ -25,7 +25,7 @@ from typing import Any
 
 from llmasos.config import EngineConfig
 from llmasos.engine.sampling import SamplingParams
-from llmasos.errors import LLMasOSError
+from llmasos.errors import EngineFaultError, LLMasOSError, RequestNotFoundError
 from llmasos.kernel.admission import QueueLimits, ServiceRate, TokenRateLimiter
 from llmasos.kernel.context_switch import choose_suspend_mode
 from llmasos.kernel.counters import KernelCounters
@@ -209,20 +209,73 @@ class Kernel:
             chosen = self._within_quotas(policy.select(live, engine.config.max_num_seqs, now))
             self._switch(engine, live, set(map(id, chosen)), chosen, now)
         start = time.perf_counter()
-        try:
-            outputs = engine.step()
-        except Exception as err:  # a bug or a device error: fail the processes, keep the kernel up
-            logger.exception("engine step failed on %s", model)
-            self._fail_all(engine, model, err)
-            return 0
+        step_tokens, outputs = self._step(engine, model)
         elapsed = time.perf_counter() - start
-        step_tokens = dict(engine.last_step_tokens)
         now = self.clock()
         with self.lock:
             self._account(model, policy, step_tokens, outputs, now)
         self.rate(model).observe(sum(step_tokens.values()), elapsed)
         self.counters.model_step(model, sum(step_tokens.values()), elapsed)
         return sum(step_tokens.values())
+
+    # ---- fault isolation: one request's failure ends its process alone ---------------------------
+
+    def _step(self, engine: Any, model: str) -> tuple[dict[str, int], list]:
+        """One engine step: (tokens computed per request, outputs). If the step raises, the
+        request that makes it fail is found and failed, and the others' step is taken without it."""
+        try:
+            outputs = engine.step()
+        except Exception:
+            logger.exception("engine step failed on %s; stepping its requests apart to find the cause", model)
+            return self._step_isolating(engine, model)
+        return dict(engine.last_step_tokens), outputs
+
+    def _step_isolating(self, engine: Any, model: str) -> tuple[dict[str, int], list]:
+        """Step the running requests in groups, halving each group that fails, until every request
+        either stepped or failed alone (a failing request costs about 2 log2(n) extra steps; a
+        transient fault, one). An engine step that raises commits nothing, so retrying is safe."""
+        with self.lock:
+            suspects = [
+                str(p.pid)
+                for p in self.table.values()
+                if p.model == model and p.state is ProcessState.RUNNING and self.work[p.pid].in_engine
+            ]
+        if not suspects:  # nothing runs, yet the step fails: the engine holds no one that can go on
+            self._fail_in_engine(engine, model)
+            return {}, []
+        step_tokens: dict[str, int] = {}
+        outputs: list = []
+        groups = [suspects]
+        while groups:
+            group = groups.pop()
+            try:
+                outputs += engine.step(group)
+            except Exception as err:
+                if len(group) == 1:
+                    self._fail_request(engine, group[0], err, "step")
+                else:
+                    groups += [group[len(group) // 2 :], group[: len(group) // 2]]
+                continue
+            step_tokens.update(engine.last_step_tokens)
+        return step_tokens, outputs
+
+    def _fail_in_engine(self, engine: Any, model: str) -> None:
+        with self.lock:
+            pids = [p.pid for p in self.table.values() if p.model == model and self.work[p.pid].in_engine]
+        for pid in pids:
+            self._fail_request(engine, str(pid), RuntimeError("the engine's step failed"), "step")
+
+    def _fail_request(self, engine: Any, request_id: str, err: Exception, stage: str) -> None:
+        """End the process of `request_id` as failed and drop its request from the engine."""
+        with self.lock:
+            process = self.table.get(int(request_id))
+            _abort_quietly(engine, request_id)
+            if process is None:
+                return
+            self.work[process.pid].in_engine = False
+            if not process.is_terminal:
+                fault = engine_fault(err, stage)
+                self._finish(process, ProcessState.FAILED, str(fault), "error", fault)
 
     def _within_quotas(self, chosen: list[Process]) -> list[Process]:
         """Drop the picks that would put an app over its concurrent-process quota, in pick order."""
@@ -244,31 +297,47 @@ class Kernel:
         winner = chosen[0] if chosen else None
         for process in losers:
             request_id = str(process.pid)
-            costs = engine.suspend_costs(request_id)
-            stats = engine.stats()
-            mode = choose_suspend_mode(
-                costs, self.estimated_wait(process), stats.num_free_blocks / max(stats.num_blocks, 1)
-            )
-            engine.suspend(request_id, mode)
+            try:
+                costs = engine.suspend_costs(request_id)
+                stats = engine.stats()
+                mode = choose_suspend_mode(
+                    costs, self.estimated_wait(process), stats.num_free_blocks / max(stats.num_blocks, 1)
+                )
+                engine.suspend(request_id, mode)
+            except Exception as err:
+                logger.exception("suspending pid %d failed", process.pid)
+                self._fail_request(engine, request_id, err, "suspend")
+                continue
             by = f" by pid {winner.pid} ({winner.priority.label})" if winner else ""
             process.transition(ProcessState.SUSPENDED, f"preempted{by}; KV {mode.value}", now)
             self.counters.preempted(process.app, process.model)
         for process in chosen:
-            work = self.work[process.pid]
             if process.state is ProcessState.QUEUED:
-                try:
-                    engine.add(
-                        str(process.pid), work.prompt_ids, work.params, cache_namespace=work.cache_namespace
-                    )
-                except LLMasOSError as err:
-                    self._finish(process, ProcessState.FAILED, str(err), "error", err)
-                    continue
-                work.in_engine = True
-                self.counters.waited(process.app, now - process.created_at)
-                process.transition(ProcessState.RUNNING, "running", now)
+                self._add(engine, process, now)
             elif process.state is ProcessState.SUSPENDED:
-                engine.resume(str(process.pid))
+                try:
+                    engine.resume(str(process.pid))
+                except Exception as err:
+                    logger.exception("resuming pid %d failed", process.pid)
+                    self._fail_request(engine, str(process.pid), err, "resume")
+                    continue
                 process.transition(ProcessState.RUNNING, "running (resumed)", now)
+
+    def _add(self, engine: Any, process: Process, now: float) -> None:
+        """Give a queued process's request to the engine; a request it refuses fails alone."""
+        work = self.work[process.pid]
+        try:
+            engine.add(str(process.pid), work.prompt_ids, work.params, cache_namespace=work.cache_namespace)
+        except LLMasOSError as err:  # the request's own fault: too long for the pool, say
+            self._finish(process, ProcessState.FAILED, str(err), "error", err)
+            return
+        except Exception as err:
+            logger.exception("adding pid %d to the engine failed", process.pid)
+            self._fail_request(engine, str(process.pid), err, "add")
+            return
+        work.in_engine = True
+        self.counters.waited(process.app, now - process.created_at)
+        process.transition(ProcessState.RUNNING, "running", now)
 
     def _account(
         self, model: str, policy: Policy, step_tokens: dict[str, int], outputs: list, now: float
@@ -293,9 +362,12 @@ class Kernel:
                 work.text.append(output.text)
             if output.finished:
                 work.in_engine = False
-                self._finish(
-                    process, ProcessState.FINISHED, f"finished ({output.finish_reason})", output.finish_reason
-                )
+                if output.finish_reason == "error":
+                    fault = engine_fault(RuntimeError(output.error), "step")
+                    self._finish(process, ProcessState.FAILED, str(fault), "error", fault)
+                else:
+                    reason = f"finished ({output.finish_reason})"
+                    self._finish(process, ProcessState.FINISHED, reason, output.finish_reason)
 
     def _finish(
         self,
@@ -337,18 +409,9 @@ class Kernel:
             pending, self._pending_aborts = self._pending_aborts, []
         for model, pid in pending:
             resident = self.residency.models.get(model)
-            if resident is not None and str(pid) in resident.engine.requests:
-                resident.engine.abort(str(pid))
+            if resident is not None:
+                _abort_quietly(resident.engine, str(pid))
             self.work[pid].in_engine = False
-
-    def _fail_all(self, engine: Any, model: str, err: Exception) -> None:
-        wrapped = err if isinstance(err, LLMasOSError) else LLMasOSError(f"the engine failed: {err}")
-        with self.lock:
-            for process in [p for p in self.table.values() if p.model == model and not p.is_terminal]:
-                if str(process.pid) in engine.requests:
-                    engine.abort(str(process.pid))
-                self.work[process.pid].in_engine = False
-                self._finish(process, ProcessState.FAILED, str(wrapped), "error", wrapped)
 
     # ---- running in the background -------------------------------------------------------------
 
@@ -396,3 +459,27 @@ class Kernel:
                 return
             self.tick()
         raise RuntimeError(f"kernel still busy after {max_ticks} ticks")
+
+
+def engine_fault(err: Exception, stage: str) -> LLMasOSError:
+    """The error a process's client sees when the engine failed on its request."""
+    if isinstance(err, LLMasOSError):
+        return err
+    return EngineFaultError(
+        f"the engine failed on this request while {STAGE_WORDS.get(stage, stage)} it "
+        f"({type(err).__name__}: {err}); other requests were not affected. Retry it; if it fails "
+        "again, report it with the server log"
+    )
+
+
+STAGE_WORDS = {"add": "admitting", "step": "running", "suspend": "suspending", "resume": "resuming"}
+
+
+def _abort_quietly(engine: Any, request_id: str) -> None:
+    """Drop a request from the engine if it is there; an engine that fails to is logged, not raised."""
+    try:
+        engine.abort(request_id)
+    except RequestNotFoundError:
+        pass
+    except Exception:
+        logger.exception("aborting request %s failed", request_id)

@@ -2,10 +2,16 @@
 
 Each step it computes prompts in chunks and one token per running request, in arrival order, up
 to `max_num_seqs` requests: enough to make scheduling observable and fast.
+
+`fault_hook(stage, request_ids)` is called where the real engine could fail for a request: "add",
+"prepare" (a step's batch, before anything moves), "sample" (the requests that would get a token,
+after the step's work is computed and before it is committed), "suspend" and "resume". A hook that
+raises makes that call fail as the real engine's would: with nothing committed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -42,45 +48,49 @@ class FakeEngine:
         self.last_step_tokens: dict[str, int] = {}
         self.suspends: list[tuple[str, SuspendMode]] = []
         self.num_blocks = 100
+        self.fault_hook: Callable[[str, list[str]], None] = lambda stage, request_ids: None
 
     @property
     def has_unfinished_requests(self) -> bool:
         return any(not r.suspended for r in self.requests.values())
 
     def add(self, request_id: str, prompt, params, *, cache_namespace: str = "default") -> None:
+        self.fault_hook("add", [request_id])
         self.requests[request_id] = FakeRequest(len(prompt), params.max_tokens)
         self.order.append(request_id)
 
-    def step(self) -> list[RequestOutput]:
-        self.last_step_tokens, outputs = {}, []
-        runnable = [r for r in self.order if not self.requests[r].suspended][: self.config.max_num_seqs]
+    def step(self, request_ids: Collection[str] | None = None) -> list[RequestOutput]:
+        runnable = [
+            r
+            for r in self.order
+            if not self.requests[r].suspended and (request_ids is None or r in request_ids)
+        ][: self.config.max_num_seqs]
+        self.last_step_tokens = {}
+        self.fault_hook("prepare", runnable)
+        computed, sampled = {}, []
         for request_id in runnable:
             request = self.requests[request_id]
-            if request.prompt_left:
-                chunk = min(request.prompt_left, self.prefill_chunk)
-                request.prompt_left -= chunk
-                self.last_step_tokens[request_id] = chunk
-                if request.prompt_left:
-                    continue
-            else:
-                self.last_step_tokens[request_id] = 1
-            token = 10 + len(request.out)
-            request.out.append(token)
-            finished = len(request.out) >= request.max_tokens
-            outputs.append(
-                RequestOutput(
-                    request_id,
-                    [token],
-                    f"t{token} ",
-                    finished,
-                    "length" if finished else None,
-                    0,
-                    len(request.out),
-                )
-            )
-            if finished:
-                self._remove(request_id)
-        return outputs
+            chunk = min(request.prompt_left, self.prefill_chunk) if request.prompt_left else 1
+            computed[request_id] = chunk
+            if request.prompt_left <= chunk:  # the prompt's last chunk, or a decode step
+                sampled.append(request_id)
+        self.fault_hook("sample", sampled)
+        for request_id, chunk in computed.items():
+            request = self.requests[request_id]
+            request.prompt_left = max(0, request.prompt_left - chunk)
+        self.last_step_tokens = computed
+        return [self._sample(request_id) for request_id in sampled]
+
+    def _sample(self, request_id: str) -> RequestOutput:
+        request = self.requests[request_id]
+        token = 10 + len(request.out)
+        request.out.append(token)
+        finished = len(request.out) >= request.max_tokens
+        if finished:
+            self._remove(request_id)
+        return RequestOutput(
+            request_id, [token], f"t{token} ", finished, "length" if finished else None, 0, len(request.out)
+        )
 
     def abort(self, request_id: str) -> None:
         if request_id not in self.requests:
@@ -88,11 +98,13 @@ class FakeEngine:
         self._remove(request_id)
 
     def suspend(self, request_id: str, mode=SuspendMode.SWAP) -> SuspendReport:
+        self.fault_hook("suspend", [request_id])
         self.requests[request_id].suspended = True
         self.suspends.append((request_id, SuspendMode(mode)))
         return SuspendReport(request_id, SuspendMode(mode), 0, 0, 0, 0.0)
 
     def resume(self, request_id: str) -> SuspendReport:
+        self.fault_hook("resume", [request_id])
         self.requests[request_id].suspended = False
         # Resumed work goes to the back, as a process that lost its slot would.
         self.order.remove(request_id)
