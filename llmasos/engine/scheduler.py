@@ -85,6 +85,24 @@ class Scheduler:
             self.waiting.remove(seq)
         self.suspended.pop(seq.seq_id, None)
 
+    def suspend(self, seq: Sequence) -> None:
+        """Set a sequence aside until `resume`: off every queue, its blocks as they are (the engine
+        moves or frees its KV)."""
+        self.detach(seq)
+        seq.status = SequenceStatus.SUSPENDED
+        self.suspended[seq.seq_id] = seq
+
+    def resume(self, seq: Sequence, *, resident: bool) -> None:
+        """Queue a suspended sequence again: running at once if its KV is `resident`, else first in
+        line for blocks (it had its turn)."""
+        del self.suspended[seq.seq_id]
+        if resident:
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+        else:
+            seq.status = SequenceStatus.WAITING
+            self.waiting.appendleft(seq)
+
     def schedule(self, only: Collection[str] | None = None) -> SchedulerOutput:
         """This step's batch; with `only`, of those sequences alone (the others wait a step)."""
         out = SchedulerOutput()

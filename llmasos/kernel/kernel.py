@@ -21,9 +21,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from llmasos.config import EngineConfig
+from llmasos.engine.protocol import Engine, StepOutput
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import EngineFaultError, LLMasOSError, RequestNotFoundError
 from llmasos.kernel.admission import QueueLimits, ServiceRate, TokenRateLimiter
@@ -206,31 +206,30 @@ class Kernel:
             live = [p for p in self.table.values() if p.model == model and not p.is_terminal]
             if not live:
                 return 0
-            chosen = self._within_quotas(policy.select(live, engine.config.max_num_seqs, now))
+            chosen = self._within_quotas(policy.select(live, engine.max_num_seqs, now))
             self._switch(engine, live, set(map(id, chosen)), chosen, now)
         start = time.perf_counter()
-        step_tokens, outputs = self._step(engine, model)
+        step = self._step(engine, model)
         elapsed = time.perf_counter() - start
         now = self.clock()
         with self.lock:
-            self._account(model, policy, step_tokens, outputs, now)
-        self.rate(model).observe(sum(step_tokens.values()), elapsed)
-        self.counters.model_step(model, sum(step_tokens.values()), elapsed)
-        return sum(step_tokens.values())
+            self._account(model, policy, step, now)
+        self.rate(model).observe(step.total_computed_tokens, elapsed)
+        self.counters.model_step(model, step.total_computed_tokens, elapsed)
+        return step.total_computed_tokens
 
     # ---- fault isolation: one request's failure ends its process alone ---------------------------
 
-    def _step(self, engine: Any, model: str) -> tuple[dict[str, int], list]:
-        """One engine step: (tokens computed per request, outputs). If the step raises, the
-        request that makes it fail is found and failed, and the others' step is taken without it."""
+    def _step(self, engine: Engine, model: str) -> StepOutput:
+        """One engine step. If it raises, the request that makes it fail is found and failed, and
+        the others' step is taken without it."""
         try:
-            outputs = engine.step()
+            return engine.step()
         except Exception:
             logger.exception("engine step failed on %s; stepping its requests apart to find the cause", model)
             return self._step_isolating(engine, model)
-        return dict(engine.last_step_tokens), outputs
 
-    def _step_isolating(self, engine: Any, model: str) -> tuple[dict[str, int], list]:
+    def _step_isolating(self, engine: Engine, model: str) -> StepOutput:
         """Step the running requests in groups, halving each group that fails, until every request
         either stepped or failed alone (a failing request costs about 2 log2(n) extra steps; a
         transient fault, one). An engine step that raises commits nothing, so retrying is safe."""
@@ -242,30 +241,28 @@ class Kernel:
             ]
         if not suspects:  # nothing runs, yet the step fails: the engine holds no one that can go on
             self._fail_in_engine(engine, model)
-            return {}, []
-        step_tokens: dict[str, int] = {}
-        outputs: list = []
+            return StepOutput()
+        steps: list[StepOutput] = []
         groups = [suspects]
         while groups:
             group = groups.pop()
             try:
-                outputs += engine.step(group)
+                steps.append(engine.step(group))
             except Exception as err:
                 if len(group) == 1:
                     self._fail_request(engine, group[0], err, "step")
                 else:
                     groups += [group[len(group) // 2 :], group[: len(group) // 2]]
-                continue
-            step_tokens.update(engine.last_step_tokens)
-        return step_tokens, outputs
+        computed = {rid: n for step in steps for rid, n in step.num_computed_tokens.items()}
+        return StepOutput(tuple(out for step in steps for out in step.outputs), computed)
 
-    def _fail_in_engine(self, engine: Any, model: str) -> None:
+    def _fail_in_engine(self, engine: Engine, model: str) -> None:
         with self.lock:
             pids = [p.pid for p in self.table.values() if p.model == model and self.work[p.pid].in_engine]
         for pid in pids:
             self._fail_request(engine, str(pid), RuntimeError("the engine's step failed"), "step")
 
-    def _fail_request(self, engine: Any, request_id: str, err: Exception, stage: str) -> None:
+    def _fail_request(self, engine: Engine, request_id: str, err: Exception, stage: str) -> None:
         """End the process of `request_id` as failed and drop its request from the engine."""
         with self.lock:
             process = self.table.get(int(request_id))
@@ -290,7 +287,7 @@ class Kernel:
         return kept
 
     def _switch(
-        self, engine: Any, live: list[Process], chosen_ids: set[int], chosen: list[Process], now: float
+        self, engine: Engine, live: list[Process], chosen_ids: set[int], chosen: list[Process], now: float
     ) -> None:
         """Context-switch out the running processes that lost their slot, then let the winners in."""
         losers = [p for p in live if p.state is ProcessState.RUNNING and id(p) not in chosen_ids]
@@ -323,7 +320,7 @@ class Kernel:
                     continue
                 process.transition(ProcessState.RUNNING, "running (resumed)", now)
 
-    def _add(self, engine: Any, process: Process, now: float) -> None:
+    def _add(self, engine: Engine, process: Process, now: float) -> None:
         """Give a queued process's request to the engine; a request it refuses fails alone."""
         work = self.work[process.pid]
         try:
@@ -339,10 +336,8 @@ class Kernel:
         self.counters.waited(process.app, now - process.created_at)
         process.transition(ProcessState.RUNNING, "running", now)
 
-    def _account(
-        self, model: str, policy: Policy, step_tokens: dict[str, int], outputs: list, now: float
-    ) -> None:
-        for request_id, tokens in step_tokens.items():
+    def _account(self, model: str, policy: Policy, step: StepOutput, now: float) -> None:
+        for request_id, tokens in step.num_computed_tokens.items():
             process = self.table.get(int(request_id))
             if process is None or process.is_terminal:
                 continue
@@ -350,7 +345,7 @@ class Kernel:
             policy.charge(process, tokens, now)
             self.limiter.record(process.app, tokens, now)
             self.counters.computed(process.app, model, tokens)
-        for output in outputs:
+        for output in step.outputs:
             process = self.table.get(int(output.request_id))
             if process is None or process.is_terminal:
                 continue
@@ -363,7 +358,7 @@ class Kernel:
             if output.finished:
                 work.in_engine = False
                 if output.finish_reason == "error":
-                    fault = engine_fault(RuntimeError(output.error), "step")
+                    fault = engine_fault(RuntimeError(output.error or "unknown"), "step")
                     self._finish(process, ProcessState.FAILED, str(fault), "error", fault)
                 else:
                     reason = f"finished ({output.finish_reason})"
@@ -475,7 +470,7 @@ def engine_fault(err: Exception, stage: str) -> LLMasOSError:
 STAGE_WORDS = {"add": "admitting", "step": "running", "suspend": "suspending", "resume": "resuming"}
 
 
-def _abort_quietly(engine: Any, request_id: str) -> None:
+def _abort_quietly(engine: Engine, request_id: str) -> None:
     """Drop a request from the engine if it is there; an engine that fails to is logged, not raised."""
     try:
         engine.abort(request_id)

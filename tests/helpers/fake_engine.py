@@ -1,4 +1,5 @@
-"""A scripted engine with the real engine's interface, for kernel tests that need no model.
+"""A scripted engine implementing the engine protocol (`llmasos.engine.protocol.Engine`), for kernel
+tests that need no model.
 
 Each step it computes prompts in chunks and one token per running request, in arrival order, up
 to `max_num_seqs` requests: enough to make scheduling observable and fast.
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
-from llmasos.engine.engine import EngineStats, RequestOutput
+from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
+from llmasos.engine.sampling import SamplingParams
 from llmasos.engine.sequence import SuspendMode
-from llmasos.engine.suspend import SuspendReport, estimate_costs
+from llmasos.engine.suspend import SuspendCost, SuspendReport, estimate_costs
 from llmasos.errors import RequestNotFoundError
 
 
@@ -39,13 +40,14 @@ class FakeRequest:
 
 class FakeEngine:
     def __init__(self, max_num_seqs: int = 4, prefill_chunk: int = 64, context_length: int = 4096) -> None:
-        self.config = SimpleNamespace(max_num_seqs=max_num_seqs)
+        self.max_num_seqs = max_num_seqs
         self.prefill_chunk = prefill_chunk
         self.context_length = context_length
+        self.max_sequence_tokens = context_length
+        self.memory_bytes = 1000
         self.tokenizer = FakeTokenizer()
         self.requests: dict[str, FakeRequest] = {}
         self.order: list[str] = []
-        self.last_step_tokens: dict[str, int] = {}
         self.suspends: list[tuple[str, SuspendMode]] = []
         self.num_blocks = 100
         self.fault_hook: Callable[[str, list[str]], None] = lambda stage, request_ids: None
@@ -54,18 +56,25 @@ class FakeEngine:
     def has_unfinished_requests(self) -> bool:
         return any(not r.suspended for r in self.requests.values())
 
-    def add(self, request_id: str, prompt, params, *, cache_namespace: str = "default") -> None:
+    def add(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        *,
+        cache_namespace: str = "default",
+    ) -> None:
+        params = params or SamplingParams()
         self.fault_hook("add", [request_id])
         self.requests[request_id] = FakeRequest(len(prompt), params.max_tokens)
         self.order.append(request_id)
 
-    def step(self, request_ids: Collection[str] | None = None) -> list[RequestOutput]:
+    def step(self, request_ids: Collection[str] | None = None) -> StepOutput:
         runnable = [
             r
             for r in self.order
             if not self.requests[r].suspended and (request_ids is None or r in request_ids)
-        ][: self.config.max_num_seqs]
-        self.last_step_tokens = {}
+        ][: self.max_num_seqs]
         self.fault_hook("prepare", runnable)
         computed, sampled = {}, []
         for request_id in runnable:
@@ -78,8 +87,7 @@ class FakeEngine:
         for request_id, chunk in computed.items():
             request = self.requests[request_id]
             request.prompt_left = max(0, request.prompt_left - chunk)
-        self.last_step_tokens = computed
-        return [self._sample(request_id) for request_id in sampled]
+        return StepOutput(tuple(self._sample(request_id) for request_id in sampled), computed)
 
     def _sample(self, request_id: str) -> RequestOutput:
         request = self.requests[request_id]
@@ -97,7 +105,7 @@ class FakeEngine:
             raise RequestNotFoundError(request_id)
         self._remove(request_id)
 
-    def suspend(self, request_id: str, mode=SuspendMode.SWAP) -> SuspendReport:
+    def suspend(self, request_id: str, mode: SuspendMode | str = SuspendMode.SWAP) -> SuspendReport:
         self.fault_hook("suspend", [request_id])
         self.requests[request_id].suspended = True
         self.suspends.append((request_id, SuspendMode(mode)))
@@ -111,7 +119,7 @@ class FakeEngine:
         self.order.append(request_id)
         return SuspendReport(request_id, SuspendMode.SWAP, 0, 0, 0, 0.0)
 
-    def suspend_costs(self, request_id: str):
+    def suspend_costs(self, request_id: str) -> dict[SuspendMode, SuspendCost]:
         return estimate_costs(len(self.requests[request_id].out), 1, 1000, 16000, 5e9, 500.0)
 
     def stats(self) -> EngineStats:
