@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,14 +23,18 @@ from dataclasses import dataclass, field
 
 from llmasos.config import EngineConfig
 from llmasos.engine.protocol import Engine, StepOutput
-from llmasos.engine.sampling import SamplingParams
-from llmasos.errors import EngineFaultError, LLMasOSError, RequestNotFoundError
+from llmasos.errors import LLMasOSError
 from llmasos.kernel.admission import QueueLimits, ServiceRate, TokenRateLimiter
 from llmasos.kernel.context_switch import choose_suspend_mode
 from llmasos.kernel.counters import KernelCounters
+from llmasos.kernel.faults import abort_quietly, engine_fault, step_apart
+from llmasos.kernel.loop import KernelLoop
 from llmasos.kernel.policies import Policy, make_policy
 from llmasos.kernel.process import Process, ProcessState
 from llmasos.kernel.residency import ResidencyManager
+from llmasos.kernel.work import Event, Work
+
+__all__ = ["Event", "Kernel", "KernelConfig", "Work"]  # Event and Work live in work.py
 
 logger = logging.getLogger(__name__)
 
@@ -51,44 +54,8 @@ class KernelConfig:
     finished_retention: int = 1000
 
 
-@dataclass(frozen=True)
-class Event:
-    """What a process produced: text as it comes, then one final event."""
-
-    pid: int
-    text: str = ""
-    token_ids: tuple[int, ...] = ()
-    finished: bool = False
-    finish_reason: str | None = None  # stop, length, cancelled, error
-    error: LLMasOSError | None = None
-
-
-@dataclass
-class Work:
-    """What the kernel holds for a process besides its record: the request and its outbox."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    cache_namespace: str
-    max_concurrent: int = 0  # the app's quota of processes holding the engine at once; 0: no limit
-    events: queue.Queue = field(default_factory=queue.Queue)
-    in_engine: bool = False  # added to the engine (and not yet removed)
-    keep_text: bool = False  # collect the output text in `text` (for audit logs that keep content)
-    text: list[str] = field(default_factory=list)
-    error: LLMasOSError | None = None  # why it failed, when it did
-    # Set by `Kernel.subscribe`: events go to this callback instead of the queue (async servers).
-    listener: Callable[[Event], None] | None = None
-
-    def emit(self, event: Event) -> None:
-        """Deliver one event (the kernel calls this under its lock, so a subscription cannot miss one)."""
-        if self.listener is not None:
-            self.listener(event)
-        else:
-            self.events.put(event)
-
-
-class Kernel:
-    """The process table and the scheduler loop over every resident model."""
+class Kernel(KernelLoop):
+    """The process table and the scheduler's tick over every resident model (run by `KernelLoop`)."""
 
     def __init__(
         self,
@@ -96,6 +63,7 @@ class Kernel:
         config: KernelConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.config = config or KernelConfig()
         self.residency = residency
         self.clock = clock
@@ -111,9 +79,6 @@ class Kernel:
         self._ended: collections.deque[int] = collections.deque()  # pids in the order they ended
         # Called as fn(process, work) under the lock when a process ends (audit, metrics); must be quick.
         self.on_finish: list[Callable[[Process, Work], None]] = []
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         make_policy(self.config.policy, **self.config.policy_options)  # fail fast on a bad name
 
     # ---- the table (any thread, under the lock) -------------------------------------------------
@@ -230,9 +195,7 @@ class Kernel:
             return self._step_isolating(engine, model)
 
     def _step_isolating(self, engine: Engine, model: str) -> StepOutput:
-        """Step the running requests in groups, halving each group that fails, until every request
-        either stepped or failed alone (a failing request costs about 2 log2(n) extra steps; a
-        transient fault, one). An engine step that raises commits nothing, so retrying is safe."""
+        """The failed step again, its running requests apart (`step_apart`)."""
         with self.lock:
             suspects = [
                 str(p.pid)
@@ -242,19 +205,9 @@ class Kernel:
         if not suspects:  # nothing runs, yet the step fails: the engine holds no one that can go on
             self._fail_in_engine(engine, model)
             return StepOutput()
-        steps: list[StepOutput] = []
-        groups = [suspects]
-        while groups:
-            group = groups.pop()
-            try:
-                steps.append(engine.step(group))
-            except Exception as err:
-                if len(group) == 1:
-                    self._fail_request(engine, group[0], err, "step")
-                else:
-                    groups += [group[len(group) // 2 :], group[: len(group) // 2]]
-        computed = {rid: n for step in steps for rid, n in step.num_computed_tokens.items()}
-        return StepOutput(tuple(out for step in steps for out in step.outputs), computed)
+        return step_apart(
+            engine, suspects, lambda request_id, err: self._fail_request(engine, request_id, err, "step")
+        )
 
     def _fail_in_engine(self, engine: Engine, model: str) -> None:
         with self.lock:
@@ -266,7 +219,7 @@ class Kernel:
         """End the process of `request_id` as failed and drop its request from the engine."""
         with self.lock:
             process = self.table.get(int(request_id))
-            _abort_quietly(engine, request_id)
+            abort_quietly(engine, request_id)
             if process is None:
                 return
             self.work[process.pid].in_engine = False
@@ -405,76 +358,5 @@ class Kernel:
         for model, pid in pending:
             resident = self.residency.models.get(model)
             if resident is not None:
-                _abort_quietly(resident.engine, str(pid))
+                abort_quietly(resident.engine, str(pid))
             self.work[pid].in_engine = False
-
-    # ---- running in the background -------------------------------------------------------------
-
-    @property
-    def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Run the loop in a daemon thread until `stop()`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="llmasos-kernel", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        from llmasos.engine.threads import claim_compute_threads
-
-        claim_compute_threads(self.config.engine.num_threads)
-        while not self._stop.is_set():
-            try:
-                computed = self.tick()
-                with self.lock:
-                    self.residency.unload_expired()
-            except Exception:  # never let one bad tick kill the scheduler
-                logger.exception("kernel tick failed")
-                computed = 0
-            if computed == 0:
-                self._wake.wait(self.config.idle_sleep_seconds)
-                self._wake.clear()
-
-    def run_until_idle(self, max_ticks: int = 1_000_000) -> None:
-        """Tick in the caller's thread until no process is live (tests, scripts)."""
-        for _ in range(max_ticks):
-            with self.lock:
-                live = any(not p.is_terminal for p in self.table.values())
-            if not live and not self._pending_aborts:
-                return
-            self.tick()
-        raise RuntimeError(f"kernel still busy after {max_ticks} ticks")
-
-
-def engine_fault(err: Exception, stage: str) -> LLMasOSError:
-    """The error a process's client sees when the engine failed on its request."""
-    if isinstance(err, LLMasOSError):
-        return err
-    return EngineFaultError(
-        f"the engine failed on this request while {STAGE_WORDS.get(stage, stage)} it "
-        f"({type(err).__name__}: {err}); other requests were not affected. Retry it; if it fails "
-        "again, report it with the server log"
-    )
-
-
-STAGE_WORDS = {"add": "admitting", "step": "running", "suspend": "suspending", "resume": "resuming"}
-
-
-def _abort_quietly(engine: Engine, request_id: str) -> None:
-    """Drop a request from the engine if it is there; an engine that fails to is logged, not raised."""
-    try:
-        engine.abort(request_id)
-    except RequestNotFoundError:
-        pass
-    except Exception:
-        logger.exception("aborting request %s failed", request_id)
