@@ -166,8 +166,10 @@ class Kernel(KernelLoop):
         policy = self._policies.setdefault(
             model, make_policy(self.config.policy, **self.config.policy_options)
         )
-        now = self.clock()
         with self.lock:
+            # Read under the lock: a process admitted meanwhile was created after any earlier
+            # reading, and moving it to running at that earlier time raised (clock went backwards).
+            now = self.clock()
             live = [p for p in self.table.values() if p.model == model and not p.is_terminal]
             if not live:
                 return 0

@@ -19,7 +19,7 @@ from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
 from llmasos.engine.sampling import SamplingParams
 from llmasos.engine.sequence import SuspendMode
 from llmasos.engine.suspend import SuspendCost, SuspendReport, estimate_costs
-from llmasos.errors import RequestNotFoundError
+from llmasos.errors import InvalidRequestError, RequestNotFoundError
 
 
 class FakeTokenizer:
@@ -65,6 +65,8 @@ class FakeEngine:
         cache_namespace: str = "default",
     ) -> None:
         params = params or SamplingParams()
+        if request_id in self.requests:  # as the real engine refuses it
+            raise InvalidRequestError(f"request id {request_id!r} is already live; use a new id")
         self.fault_hook("add", [request_id])
         self.requests[request_id] = FakeRequest(len(prompt), params.max_tokens)
         self.order.append(request_id)

@@ -5,6 +5,7 @@ KV block comes back."""
 from __future__ import annotations
 
 import random
+import threading
 
 import pytest
 
@@ -206,3 +207,36 @@ def test_random_faults_on_the_real_engine_fail_only_their_processes(tiny_loaded)
     assert any(state is ProcessState.FAILED for state, *_ in faulty)
     stats = engine.stats()
     assert not engine.requests and stats.num_free_blocks == stats.num_blocks
+
+
+def test_a_process_admitted_while_a_tick_begins_is_added_to_the_engine_once() -> None:
+    """Seen under load: a tick read its clock, another thread then admitted a process (created later
+    than that reading), and the tick moved it to running at the earlier time: "clock went backwards"
+    after the engine had taken its request, so the next tick added it a second time."""
+    kernel, sys, engines = fake_kernel(slots=4, injector=None)
+    app = App("a")
+    first = sys.generate(app, "m", "first", SamplingParams(max_tokens=3, temperature=0))
+    base, late, racers = kernel.clock, [], []
+
+    def clock_with_an_admission_racing_the_tick() -> float:
+        now = base()
+        if not late:
+            late.append(None)
+            racer = threading.Thread(
+                target=lambda: late.append(sys.generate(app, "m", "late", SamplingParams(max_tokens=3)))
+            )
+            racers.append(racer)
+            racer.start()
+            racer.join(0.5)  # with the clock read under the kernel's lock, the racer waits for the tick
+        return now
+
+    kernel.clock = clock_with_an_admission_racing_the_tick
+    kernel.tick()  # raised ValueError("clock went backwards") before the fix
+    racers[0].join()
+    kernel.run_until_idle()
+    (_, second) = late
+    for process in (first, second):
+        events = list(sys.events(app, process.pid, timeout=0))
+        assert kernel.table[process.pid].state is ProcessState.FINISHED
+        assert [t for e in events for t in e.token_ids] == [10, 11, 12]
+    assert not engines["m"].requests
