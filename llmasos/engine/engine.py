@@ -1,7 +1,9 @@
 """The engine: one model, many sequences. `add`, `step`, `abort`; the loop reads like a sentence.
 
-The engine offers mechanism and never decides who runs: the kernel above it (a later layer) adds
-and aborts requests and calls `step()`; the engine's own scheduler only packs what it was given.
+The engine offers mechanism and never decides who runs: the kernel above it adds and aborts
+requests and calls `step()`; the engine's own scheduler only packs what it was given. `LLMEngine`
+implements `llmasos.engine.protocol.Engine`, which is all the kernel knows of it; `requests`,
+`stream` and `generate` are for callers that own an engine alone (the CLI, tests, benchmarks).
 """
 
 from __future__ import annotations
