@@ -178,9 +178,8 @@ class Kernel(KernelLoop):
         start = time.perf_counter()
         step = self._step(engine, model)
         elapsed = time.perf_counter() - start
-        now = self.clock()
         with self.lock:
-            self._account(model, policy, step, now)
+            self._account(model, policy, step, self.clock())
         self.rate(model).observe(step.total_computed_tokens, elapsed)
         self.counters.model_step(model, step.total_computed_tokens, elapsed)
         return step.total_computed_tokens
