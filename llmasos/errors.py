@@ -36,6 +36,16 @@ class InvalidSamplingParamsError(InvalidRequestError):
     """A sampling parameter is out of range (temperature, top_p, top_k, max_tokens, ...)."""
 
 
+class EngineFaultError(LLMasOSError):
+    """The engine failed while preparing, running or sampling one request; that request alone ended.
+
+    Not the caller's mistake as far as the server can tell (their values passed every check), so a 500;
+    the other requests on the model go on."""
+
+    type = "engine_error"
+    http_status = 500
+
+
 class ContextWindowExceededError(LLMasOSError):
     """The prompt does not fit the model's context window."""
 

@@ -1,8 +1,10 @@
 """Running generations for HTTP requests: start the processes, then wait for them or stream them.
 
 Events arrive from the kernel's thread through a subscription that hands them to the event loop,
-so thousands of open streams cost no thread each. When the client goes away (a dropped stream, or
-a closed connection while waiting for a whole answer) the processes are cancelled at once and the
+so thousands of open streams cost no thread each. They cross in bursts: a tick's events for every
+stream of a loop wake it once (`LoopDelivery`), not once per token, and a stream that fell behind
+reads what has piled up as one delta per choice. When the client goes away (a dropped stream, or a
+closed connection while waiting for a whole answer) the processes are cancelled at once and the
 kernel returns their KV blocks on its next tick.
 """
 
@@ -10,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +49,44 @@ def sampling_params(body, choice: int = 0) -> SamplingParams:
     return SamplingParams(**fields)
 
 
+class LoopDelivery:
+    """Hands items from other threads to queues of one event loop, waking the loop once per burst.
+
+    The kernel emits a tick's events for every stream back to back; one `call_soon_threadsafe` per
+    event (a self-pipe write and a loop wake-up each) cost the loop a wake-up per token per stream."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._pending: list[tuple[asyncio.Queue, object]] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopDelivery:
+        with _DELIVERIES_LOCK:
+            delivery = _DELIVERIES.get(loop)
+            if delivery is None:
+                delivery = _DELIVERIES[loop] = cls(loop)
+            return delivery
+
+    def put(self, queue: asyncio.Queue, item: object) -> None:
+        """From any thread: `queue.put_nowait(item)` in the loop, soon."""
+        with self._lock:
+            self._pending.append((queue, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop has closed (server shutdown): nobody listens
+            self.loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+            self._scheduled = False
+        for queue, item in pending:
+            queue.put_nowait(item)
+
+
 @dataclass
 class Choice:
     index: int
@@ -63,11 +105,11 @@ class Generation:
         self.app = app
         self.choices = [Choice(i, p) for i, p in enumerate(processes)]
         self._queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
+        delivery = LoopDelivery.of(asyncio.get_running_loop())
         for choice in self.choices:
 
             def deliver(event: Event, index: int = choice.index) -> None:
-                loop.call_soon_threadsafe(self._queue.put_nowait, (index, event))
+                delivery.put(self._queue, (index, event))
 
             syscalls.subscribe(app, choice.process.pid, deliver)
 
@@ -103,36 +145,46 @@ class Generation:
         }
 
     async def events(self, request: Request | None = None) -> AsyncIterator[tuple[Choice, Event]]:
-        """(choice, event) until every choice has finished. With `request`, a departed client cancels."""
+        """(choice, event) until every choice has finished. With `request`, a departed client cancels.
+        Text events that piled up for a choice come as one (their text and tokens joined)."""
         loop = asyncio.get_running_loop()
         checked = loop.time()
         try:
             while not all(c.done for c in self.choices):
-                try:
-                    index, event = await asyncio.wait_for(self._queue.get(), DISCONNECT_POLL_SECONDS)
-                except TimeoutError:
-                    index = None
+                batch = await self._next_batch()
                 # Checked while tokens flow too, at most every poll interval: a fast model may never
                 # leave the queue idle, and a write to a closed socket need not fail, so a departed
                 # client's generation could run to its end (the disconnect test once saw "finished").
-                if request is not None and (
-                    index is None or loop.time() - checked >= DISCONNECT_POLL_SECONDS
-                ):
+                if request is not None and (not batch or loop.time() - checked >= DISCONNECT_POLL_SECONDS):
                     checked = loop.time()
                     if await request.is_disconnected():
                         return
-                if index is None:
-                    continue
-                choice = self.choices[index]
-                if event.finished:
-                    choice.done = True
-                    choice.finish_reason = event.finish_reason
-                    choice.error = event.error
-                else:
-                    choice.text.append(event.text)
-                yield choice, event
+                for index, event in batch:
+                    choice = self.choices[index]
+                    if event.finished:
+                        choice.done = True
+                        choice.finish_reason = event.finish_reason
+                        choice.error = event.error
+                    else:
+                        choice.text.append(event.text)
+                    yield choice, event
         finally:
             self.cancel_unfinished("the client disconnected")
+
+    async def _next_batch(self) -> list[tuple[int, Event]]:
+        """Every event waiting now (waiting up to the poll interval for one), coalesced; [] if none came."""
+        if self._queue.empty():
+            try:
+                async with asyncio.timeout(DISCONNECT_POLL_SECONDS):
+                    first = await self._queue.get()
+            except TimeoutError:
+                return []
+        else:
+            first = self._queue.get_nowait()
+        batch = [first]
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return _coalesced(batch)
 
     async def wait(self, request: Request) -> None:
         """Run every choice to its end; raise the first choice's error if one failed."""
@@ -146,6 +198,33 @@ class Generation:
         for choice in self.choices:
             if not choice.done:
                 _cancel_quietly(self.syscalls, self.app, choice.process, reason)
+
+
+_DELIVERIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopDelivery] = weakref.WeakKeyDictionary()
+_DELIVERIES_LOCK = threading.Lock()
+
+
+def _coalesced(batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
+    """Each choice's text events in `batch` joined into its first one (its final event stays after
+    them): a stream that fell behind sends one delta per choice instead of one per token. Each
+    choice's own order is kept; choices are independent streams."""
+    merged: list[tuple[int, Event]] = []
+    open_text: dict[int, int] = {}  # choice -> position in `merged` of its text event still joinable
+    for index, event in batch:
+        position = open_text.get(index)
+        if event.finished:
+            open_text.pop(index, None)
+        elif position is not None:
+            joined = merged[position][1]
+            merged[position] = (
+                index,
+                replace(joined, text=joined.text + event.text, token_ids=joined.token_ids + event.token_ids),
+            )
+            continue
+        else:
+            open_text[index] = len(merged)
+        merged.append((index, event))
+    return merged
 
 
 def _cancel_quietly(syscalls: Syscalls, app: App, process: Process, reason: str) -> None:

@@ -1,7 +1,9 @@
 """The engine: one model, many sequences. `add`, `step`, `abort`; the loop reads like a sentence.
 
-The engine offers mechanism and never decides who runs: the kernel above it (a later layer) adds
-and aborts requests and calls `step()`; the engine's own scheduler only packs what it was given.
+The engine offers mechanism and never decides who runs: the kernel above it adds and aborts
+requests and calls `step()`; the engine's own scheduler only packs what it was given. `LLMEngine`
+implements `llmasos.engine.protocol.Engine`, which is all the kernel knows of it; `requests`,
+`stream` and `generate` are for callers that own an engine alone (the CLI, tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -9,8 +11,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator
 
 import torch
 
@@ -18,6 +19,8 @@ from llmasos.config import DEFAULT_MODEL, EngineConfig
 from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.detokenizer import IncrementalDetokenizer
 from llmasos.engine.model_runner import ModelRunner
+from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
+from llmasos.engine.requests import Request
 from llmasos.engine.sampling import SamplingParams, SamplingState
 from llmasos.engine.scheduler import Scheduler, SchedulerOutput
 from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus, SuspendMode
@@ -33,44 +36,7 @@ from llmasos.model.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class RequestOutput:
-    """What one step produced for one request: new tokens and text since its previous output."""
-
-    request_id: str
-    token_ids: list[int]
-    text: str
-    finished: bool
-    finish_reason: str | None
-    num_prompt_tokens: int
-    num_output_tokens: int
-    num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
-
-
-@dataclass(frozen=True)
-class EngineStats:
-    """A snapshot for observability (kernel counters, /metrics)."""
-
-    num_running: int
-    num_waiting: int
-    num_suspended: int
-    num_blocks: int
-    num_free_blocks: int
-    num_cached_blocks: int
-    block_size: int
-    kv_cache_bytes: int
-    prefix_cache_queries: int  # prompt tokens looked up
-    prefix_cache_hits: int  # of those, served from the cache
-    prefill_tokens_per_second: float  # recent measured rate (for recompute costs and wait estimates)
-
-
-class _Request:
-    """The engine's bookkeeping for one request: its sequence and its streaming detokenizer."""
-
-    def __init__(self, seq: Sequence, detokenizer: IncrementalDetokenizer) -> None:
-        self.seq = seq
-        self.detokenizer = detokenizer
+__all__ = ["EngineStats", "LLMEngine", "RequestOutput", "StepOutput"]  # the dataclasses live in protocol.py
 
 
 def _suspend_mode(mode: SuspendMode | str) -> SuspendMode:
@@ -106,8 +72,7 @@ class LLMEngine:
         self.scheduler = Scheduler(
             self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
         )
-        self.requests: dict[str, _Request] = {}
-        self.last_step_tokens: dict[str, int] = {}
+        self.requests: dict[str, Request] = {}  # live requests by id (the kernel never reads it)
         # Measured rates, smoothed: what recomputing a context or copying KV costs on this box.
         self.prefill_tokens_per_second = 1000.0
         self.copy_bytes_per_second = 5e9
@@ -137,6 +102,14 @@ class LLMEngine:
     def max_sequence_tokens(self) -> int:
         """Longest sequence that can ever be resident: the context window or the whole KV pool."""
         return min(self.context_length, self.block_manager.num_blocks * self.block_manager.block_size)
+
+    @property
+    def max_num_seqs(self) -> int:
+        return self.config.max_num_seqs
+
+    @property
+    def memory_bytes(self) -> int:
+        return self.runner.memory_bytes
 
     @property
     def has_unfinished_requests(self) -> bool:
@@ -179,34 +152,82 @@ class LLMEngine:
         detokenizer = IncrementalDetokenizer(
             self.tokenizer, stop_strings=params.stop, skip_special_tokens=params.skip_special_tokens
         )
-        self.requests[request_id] = _Request(seq, detokenizer)
+        self.requests[request_id] = Request(seq, detokenizer)
         self.scheduler.add(seq)
 
-    def step(self) -> list[RequestOutput]:
-        """Run one forward pass over the scheduled batch; report what each sampling request produced."""
-        plan = self.scheduler.schedule()
-        self.last_step_tokens: dict[str, int] = {}  # tokens computed per request, prefill counted
+    def step(self, request_ids: Collection[str] | None = None) -> StepOutput:
+        """Run one forward pass over the scheduled batch: what each request computed, and what each
+        sampling request produced.
+
+        `request_ids` limits the batch to those requests (the kernel steps them apart to find
+        which one makes a step fail). A step that raises has committed nothing: no counter moved
+        and no seeded generator advanced, so it can be retried."""
+        plan = self.scheduler.schedule(request_ids)
         if plan.is_empty:
-            # add() clamps every request to fit the pool, so only blocks held by sequences
-            # suspended in KEEP mode can stop the queue; their owner must resume or move them.
-            held = any(seq.block_table for seq in self.scheduler.suspended.values())
-            if self.scheduler.has_unfinished and not held:
-                raise RuntimeError(f"engine stalled with live sequences: {self.scheduler.waiting}")
-            return []
+            if request_ids is None:
+                self._check_not_stalled()
+            return StepOutput()
+        self._swap_in(plan)
+        sampled = self._run(plan)
+        samplers = [item.seq for item in plan.scheduled if item.samples]  # before the counters move
+        computed = self._update(plan)
+        return StepOutput(tuple(self._collect(samplers, sampled)), computed)
+
+    def _check_not_stalled(self) -> None:
+        # add() clamps every request to fit the pool, so only blocks held by sequences
+        # suspended in KEEP mode can stop the queue; their owner must resume or move them.
+        held = any(seq.block_table for seq in self.scheduler.suspended.values())
+        if self.scheduler.has_unfinished and not held:
+            raise RuntimeError(f"engine stalled with live sequences: {self.scheduler.waiting}")
+
+    def _swap_in(self, plan: SchedulerOutput) -> None:
         for seq in plan.swapped_in:
             self.runner.swap_in(seq.block_table, seq.swapped_kv)
             seq.swapped_kv = None
-        self.last_step_tokens = {item.seq.seq_id: item.num_new_tokens for item in plan.scheduled}
+
+    def _run(self, plan: SchedulerOutput) -> list[int]:
+        """The forward pass and the draws; on failure the seeded generators are put back as they
+        were (the KV it wrote is rewritten identically on the retry)."""
+        generators = [
+            item.seq.sampling.generator
+            for item in plan.scheduled
+            if item.samples and item.seq.sampling.generator is not None
+        ]
+        saved = [g.get_state() for g in generators]
         start = time.perf_counter()
-        sampled = iter(self.runner.execute(plan.scheduled))
+        try:
+            sampled = self.runner.execute(plan.scheduled)
+        except BaseException:
+            for generator, state in zip(generators, saved, strict=True):
+                generator.set_state(state)
+            raise
         self._measure_prefill(plan, time.perf_counter() - start)
-        outputs = []
+        return sampled
+
+    def _update(self, plan: SchedulerOutput) -> dict[str, int]:
+        """Commit the step: every scheduled sequence's computed tokens and its full blocks."""
         for item in plan.scheduled:
-            samples = item.samples  # read before the counter moves
             item.seq.num_computed_tokens += item.num_new_tokens
             self.block_manager.register_computed_blocks(item.seq)
-            if samples:
-                outputs.append(self._postprocess(self.requests[item.seq.seq_id], next(sampled)))
+        return {item.seq.seq_id: item.num_new_tokens for item in plan.scheduled}
+
+    def _collect(self, samplers: list[Sequence], sampled: list[int]) -> list[RequestOutput]:
+        """Each sampled token into its request's output; a request whose token cannot be processed
+        (a detokenizer or stop-check failure) ends alone, with the error in its output."""
+        outputs = []
+        for seq, token_id in zip(samplers, sampled, strict=True):
+            request = self.requests[seq.seq_id]
+            try:
+                output = request.accept(token_id, self.tokenizer.stop_token_ids)
+            except Exception as err:
+                logger.exception("processing the token of request %s failed", seq.seq_id)
+                self.abort(seq.seq_id)
+                outputs.append(request.output([], "", error=f"{type(err).__name__}: {err}"))
+                continue
+            if output.finished:
+                self.scheduler.remove(seq)
+                del self.requests[seq.seq_id]
+            outputs.append(output)
         return outputs
 
     def _measure_prefill(self, plan: SchedulerOutput, seconds: float) -> None:
@@ -237,7 +258,7 @@ class LLMEngine:
         if seq.status is SequenceStatus.SUSPENDED:
             raise InvalidRequestError(f"request {request_id!r} is already suspended; resume it first")
         start = time.perf_counter()
-        self.scheduler.detach(seq)
+        self.scheduler.suspend(seq)
         num_tokens, num_blocks, moved = seq.num_computed_tokens, 0, 0
         if seq.swapped_kv is not None:  # resumed but never re-admitted: its KV is still on the host
             mode = SuspendMode.SWAP
@@ -249,8 +270,7 @@ class LLMEngine:
         elif mode is SuspendMode.RECOMPUTE:
             num_blocks = len(seq.block_table)
             self.block_manager.free(seq)
-        seq.status, seq.suspend_mode = SequenceStatus.SUSPENDED, mode
-        self.scheduler.suspended[request_id] = seq
+        seq.suspend_mode = mode
         seconds = time.perf_counter() - start
         if moved and seconds > 0:
             self.copy_bytes_per_second = 0.5 * self.copy_bytes_per_second + 0.5 * moved / seconds
@@ -264,24 +284,18 @@ class LLMEngine:
             raise InvalidRequestError(f"request {request_id!r} is not suspended")
         start = time.perf_counter()
         mode = seq.suspend_mode or SuspendMode.RECOMPUTE
-        self.scheduler.suspended.pop(request_id)
         seq.suspend_mode = None
         num_blocks = moved = 0
-        pending = False
-        if mode is SuspendMode.KEEP:
-            seq.status = SequenceStatus.RUNNING
-            self.scheduler.running.append(seq)
-        elif seq.swapped_kv is not None and self.block_manager.can_allocate(seq, 0):
+        swapped_in = seq.swapped_kv is not None and self.block_manager.can_allocate(seq, 0)
+        if swapped_in:
             self.block_manager.allocate(seq, 0)
             self.runner.swap_in(seq.block_table, seq.swapped_kv)
             num_blocks, moved = len(seq.block_table), seq.swapped_kv.nbytes
             seq.swapped_kv = None
-            seq.status = SequenceStatus.RUNNING
-            self.scheduler.running.append(seq)
-        else:
-            pending = seq.swapped_kv is not None
-            seq.status = SequenceStatus.WAITING
-            self.scheduler.waiting.appendleft(seq)  # it had its turn; it goes first
+        pending = seq.swapped_kv is not None
+        # Its KV is resident (kept, or copied back just now): it runs next step. Else it goes first
+        # in line for blocks: it had its turn.
+        self.scheduler.resume(seq, resident=mode is SuspendMode.KEEP or swapped_in)
         return SuspendReport(
             request_id, mode, seq.num_computed_tokens, num_blocks, moved, time.perf_counter() - start, pending
         )
@@ -315,44 +329,13 @@ class LLMEngine:
             prefill_tokens_per_second=self.prefill_tokens_per_second,
         )
 
-    def _live(self, request_id: str) -> _Request:
+    def _live(self, request_id: str) -> Request:
         request = self.requests.get(request_id)
         if request is None:
             raise RequestNotFoundError(
                 f"no live request {request_id!r}; it finished, was aborted, or never existed"
             )
         return request
-
-    def _postprocess(self, request: _Request, token_id: int) -> RequestOutput:
-        seq, detok = request.seq, request.detokenizer
-        seq.append_token(token_id)
-        params = seq.params
-        # ignore_eos skips the model's end-of-turn tokens only; stop ids the caller named still stop,
-        # as stop strings do (vLLM's semantics).
-        is_stop_token = token_id in params.stop_token_ids or (
-            not params.ignore_eos and token_id in self.tokenizer.stop_token_ids
-        )
-        text = "" if is_stop_token else detok.add(token_id)
-        if is_stop_token or detok.stopped:
-            seq.finish_reason = FinishReason.STOP
-        elif seq.num_output_tokens >= seq.max_tokens:
-            seq.finish_reason = FinishReason.LENGTH
-        if seq.finish_reason is not None:
-            if not detok.stopped:
-                text += detok.flush()
-            seq.status = SequenceStatus.FINISHED
-            self.scheduler.remove(seq)
-            del self.requests[seq.seq_id]
-        return RequestOutput(
-            request_id=seq.seq_id,
-            token_ids=[token_id],
-            text=text,
-            finished=seq.is_finished,
-            finish_reason=seq.finish_reason.value if seq.finish_reason else None,
-            num_prompt_tokens=seq.num_prompt_tokens,
-            num_output_tokens=seq.num_output_tokens,
-            num_cached_tokens=seq.num_cached_tokens,
-        )
 
     # ---- conveniences for callers that own the engine alone (CLI, tests, benchmarks) ---------
 

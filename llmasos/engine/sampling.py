@@ -18,6 +18,16 @@ from llmasos.model.native import cpu_kernels
 
 LogitsProcessor = Callable[[list[int], torch.Tensor], torch.Tensor]
 
+#: torch's generators take any seed from -2**63 (as two's complement) to 2**64 - 1.
+MIN_SEED, MAX_SEED = -(2**63), 2**64 - 1
+#: Counts of tokens (max_tokens, top_k, token ids) stay within a signed 32-bit integer.
+MAX_TOKENS = 2**31 - 1
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 512
+MAX_STOP_TOKEN_IDS = 256
+#: Below this temperature logits / temperature overflows float32; such requests sample greedily.
+GREEDY_BELOW_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -38,40 +48,68 @@ class SamplingParams:
     logits_processors: tuple[LogitsProcessor, ...] = ()
 
     def __post_init__(self) -> None:
-        def bad(message: str) -> None:
-            raise InvalidSamplingParamsError(message)
-
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            bad(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
-        if not _is_real(self.temperature) or not 0 <= self.temperature <= 100:
-            bad(f"temperature must be a number from 0 (greedy) to 100, got {self.temperature!r}")
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            bad(f"top_k must be an integer >= 0 (0 disables it), got {self.top_k!r}")
+        # Every bound is one the engine can take: a value past it once passed this check and then
+        # failed in torch on every kernel tick (a seed of 2**70, issue 20).
+        _check_int("max_tokens", self.max_tokens, 1, MAX_TOKENS, "a positive integer")
+        _check_real("temperature", self.temperature, 0, 100, "a number from 0 (greedy) to 100")
+        _check_int("top_k", self.top_k, 0, MAX_TOKENS, "an integer >= 0 (0 disables it)")
         if not _is_real(self.top_p) or not 0 < self.top_p <= 1:
-            bad(f"top_p must be in (0, 1] (1 disables it), got {self.top_p!r}")
-        if not _is_real(self.repetition_penalty) or not 0 < self.repetition_penalty <= 10:
-            bad(f"repetition_penalty must be in (0, 10] (1 disables it), got {self.repetition_penalty!r}")
-        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)):
-            bad(f"seed must be an integer, got {self.seed!r}")
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        if not all(isinstance(s, str) and s for s in self.stop):
-            bad(f"stop must be a list of non-empty strings, got {self.stop!r}")
-        object.__setattr__(self, "stop", tuple(self.stop))
-        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
-        if not all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in self.stop_token_ids):
-            bad(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids!r}")
+            _bad(f"top_p must be in (0, 1] (1 disables it), got {self.top_p!r}")
+        _check_real(
+            "repetition_penalty",
+            self.repetition_penalty,
+            0.01,
+            10,
+            "a number from 0.01 to 10 (1 disables it)",
+        )
+        if self.seed is not None:
+            _check_int("seed", self.seed, MIN_SEED, MAX_SEED, "an integer that fits in 64 bits")
+        self._normalize_stops()
         object.__setattr__(self, "logits_processors", tuple(self.logits_processors))
         if not all(callable(f) for f in self.logits_processors):
-            bad("logits_processors must be callables fn(output_token_ids, logits) -> logits")
+            _bad("logits_processors must be callables fn(output_token_ids, logits) -> logits")
+
+    def _normalize_stops(self) -> None:
+        """`stop` and `stop_token_ids` as tuples, each bounded: the detokenizer checks every stop
+        string after every token, on the kernel's thread."""
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        if isinstance(self.stop, list | tuple) and len(self.stop) > MAX_STOP_STRINGS:
+            _bad(f"stop takes at most {MAX_STOP_STRINGS} strings, got {len(self.stop)}")
+        if not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_CHARS for s in self.stop):
+            _bad(
+                f"stop must be a list of non-empty strings of at most {MAX_STOP_CHARS} characters, "
+                f"got {self.stop!r:.200}"
+            )
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        if len(self.stop_token_ids) > MAX_STOP_TOKEN_IDS:
+            _bad(f"stop_token_ids takes at most {MAX_STOP_TOKEN_IDS} ids, got {len(self.stop_token_ids)}")
+        for token_id in self.stop_token_ids:
+            _check_int("stop_token_ids", token_id, 0, MAX_TOKENS, "non-negative integers (token ids)")
 
     @property
     def is_greedy(self) -> bool:
-        return self.temperature == 0
+        """Temperature 0, or one so small that dividing logits by it overflows (vLLM's rule)."""
+        return self.temperature < GREEDY_BELOW_TEMPERATURE
+
+
+def _bad(message: str) -> None:
+    raise InvalidSamplingParamsError(message)
 
 
 def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_int(name: str, value: object, low: int, high: int, what: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        _bad(f"{name} must be {what}, from {low} to {high}; got {value!r:.100}")
+
+
+def _check_real(name: str, value: object, low: float, high: float, what: str) -> None:
+    if not _is_real(value) or not low <= value <= high:  # type: ignore[operator]
+        _bad(f"{name} must be {what}; got {value!r:.100}")
 
 
 @dataclass
@@ -156,7 +194,9 @@ class Sampler:
     def _probabilities(logits: torch.Tensor, params: SequenceABC[SamplingParams]) -> torch.Tensor:
         """Per-row temperature, then top-k and top-p masks, as one batch."""
         device, vocab = logits.device, logits.shape[-1]
-        temperature = torch.tensor([p.temperature or 1.0 for p in params], device=device).unsqueeze(1)
+        temperature = torch.tensor(
+            [1.0 if p.is_greedy else p.temperature for p in params], device=device
+        ).unsqueeze(1)
         logits = logits / temperature
         top_k = [p.top_k if 0 < p.top_k < vocab else vocab for p in params]
         top_p = [p.top_p for p in params]

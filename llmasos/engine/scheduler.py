@@ -13,6 +13,7 @@ host memory is admitted with fresh blocks that the engine fills from its host co
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from llmasos.engine.block_manager import BlockManager
@@ -84,13 +85,32 @@ class Scheduler:
             self.waiting.remove(seq)
         self.suspended.pop(seq.seq_id, None)
 
-    def schedule(self) -> SchedulerOutput:
+    def suspend(self, seq: Sequence) -> None:
+        """Set a sequence aside until `resume`: off every queue, its blocks as they are (the engine
+        moves or frees its KV)."""
+        self.detach(seq)
+        seq.status = SequenceStatus.SUSPENDED
+        self.suspended[seq.seq_id] = seq
+
+    def resume(self, seq: Sequence, *, resident: bool) -> None:
+        """Queue a suspended sequence again: running at once if its KV is `resident`, else first in
+        line for blocks (it had its turn)."""
+        del self.suspended[seq.seq_id]
+        if resident:
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+        else:
+            seq.status = SequenceStatus.WAITING
+            self.waiting.appendleft(seq)
+
+    def schedule(self, only: Collection[str] | None = None) -> SchedulerOutput:
+        """This step's batch; with `only`, of those sequences alone (the others wait a step)."""
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         # Running sequences first, oldest first: they hold memory and users are watching them.
         for seq in list(self.running):
-            if seq not in self.running:  # preempted earlier in this loop to make room
-                continue
+            if seq not in self.running or (only is not None and seq.seq_id not in only):
+                continue  # preempted earlier in this loop to make room, or not asked for
             num_new = min(seq.num_uncomputed_tokens, budget)
             if num_new == 0:
                 break
@@ -100,12 +120,13 @@ class Scheduler:
             out.scheduled.append(ScheduledSequence(seq, num_new))
             budget -= num_new
         # Then admit waiting sequences in arrival order while budget, slots and blocks allow.
-        while self.waiting and budget > 0 and len(self.running) < self.max_num_seqs:
-            seq = self.waiting[0]
+        for seq in [s for s in self.waiting if only is None or s.seq_id in only]:
+            if budget <= 0 or len(self.running) >= self.max_num_seqs:
+                break
             num_new = self._admit(seq, budget)
             if num_new is None:
                 break
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             if seq.swapped_kv is not None:

@@ -42,7 +42,7 @@ def library_loader(
 
     def load(name: str) -> tuple[Any, int]:
         engine = LLMEngine.from_path(str(store.model_path(name)), engine_config)
-        return engine, engine.runner.memory_bytes
+        return engine, engine.memory_bytes
 
     def estimate(name: str) -> int:
         # Weights as loaded (float32 at most: 4 bytes a parameter) plus the KV pool.

@@ -16,22 +16,25 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from llmasos.config import EngineConfig
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.protocol import Engine, StepOutput
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.admission import QueueLimits, ServiceRate, TokenRateLimiter
 from llmasos.kernel.context_switch import choose_suspend_mode
 from llmasos.kernel.counters import KernelCounters
+from llmasos.kernel.faults import abort_quietly, engine_fault, step_apart
+from llmasos.kernel.loop import KernelLoop
 from llmasos.kernel.policies import Policy, make_policy
 from llmasos.kernel.process import Process, ProcessState
 from llmasos.kernel.residency import ResidencyManager
+from llmasos.kernel.work import Event, Work
+
+__all__ = ["Event", "Kernel", "KernelConfig", "Work"]  # Event and Work live in work.py
 
 logger = logging.getLogger(__name__)
 
@@ -51,44 +54,8 @@ class KernelConfig:
     finished_retention: int = 1000
 
 
-@dataclass(frozen=True)
-class Event:
-    """What a process produced: text as it comes, then one final event."""
-
-    pid: int
-    text: str = ""
-    token_ids: tuple[int, ...] = ()
-    finished: bool = False
-    finish_reason: str | None = None  # stop, length, cancelled, error
-    error: LLMasOSError | None = None
-
-
-@dataclass
-class Work:
-    """What the kernel holds for a process besides its record: the request and its outbox."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    cache_namespace: str
-    max_concurrent: int = 0  # the app's quota of processes holding the engine at once; 0: no limit
-    events: queue.Queue = field(default_factory=queue.Queue)
-    in_engine: bool = False  # added to the engine (and not yet removed)
-    keep_text: bool = False  # collect the output text in `text` (for audit logs that keep content)
-    text: list[str] = field(default_factory=list)
-    error: LLMasOSError | None = None  # why it failed, when it did
-    # Set by `Kernel.subscribe`: events go to this callback instead of the queue (async servers).
-    listener: Callable[[Event], None] | None = None
-
-    def emit(self, event: Event) -> None:
-        """Deliver one event (the kernel calls this under its lock, so a subscription cannot miss one)."""
-        if self.listener is not None:
-            self.listener(event)
-        else:
-            self.events.put(event)
-
-
-class Kernel:
-    """The process table and the scheduler loop over every resident model."""
+class Kernel(KernelLoop):
+    """The process table and the scheduler's tick over every resident model (run by `KernelLoop`)."""
 
     def __init__(
         self,
@@ -96,6 +63,7 @@ class Kernel:
         config: KernelConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__()
         self.config = config or KernelConfig()
         self.residency = residency
         self.clock = clock
@@ -111,9 +79,6 @@ class Kernel:
         self._ended: collections.deque[int] = collections.deque()  # pids in the order they ended
         # Called as fn(process, work) under the lock when a process ends (audit, metrics); must be quick.
         self.on_finish: list[Callable[[Process, Work], None]] = []
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         make_policy(self.config.policy, **self.config.policy_options)  # fail fast on a bad name
 
     # ---- the table (any thread, under the lock) -------------------------------------------------
@@ -204,28 +169,67 @@ class Kernel:
         policy = self._policies.setdefault(
             model, make_policy(self.config.policy, **self.config.policy_options)
         )
-        now = self.clock()
         with self.lock:
+            # Read under the lock: a process admitted meanwhile was created after any earlier
+            # reading, and moving it to running at that earlier time raised (clock went backwards).
+            now = self.clock()
             live = [p for p in self.table.values() if p.model == model and not p.is_terminal]
             if not live:
                 return 0
-            chosen = self._within_quotas(policy.select(live, engine.config.max_num_seqs, now))
+            chosen = self._within_quotas(policy.select(live, engine.max_num_seqs, now))
             self._switch(engine, live, set(map(id, chosen)), chosen, now)
         start = time.perf_counter()
-        try:
-            outputs = engine.step()
-        except Exception as err:  # a bug or a device error: fail the processes, keep the kernel up
-            logger.exception("engine step failed on %s", model)
-            self._fail_all(engine, model, err)
-            return 0
+        step = self._step(engine, model)
         elapsed = time.perf_counter() - start
-        step_tokens = dict(engine.last_step_tokens)
-        now = self.clock()
         with self.lock:
-            self._account(model, policy, step_tokens, outputs, now)
-        self.rate(model).observe(sum(step_tokens.values()), elapsed)
-        self.counters.model_step(model, sum(step_tokens.values()), elapsed)
-        return sum(step_tokens.values())
+            self._account(model, policy, step, self.clock())
+        self.rate(model).observe(step.total_computed_tokens, elapsed)
+        self.counters.model_step(model, step.total_computed_tokens, elapsed)
+        return step.total_computed_tokens
+
+    # ---- fault isolation: one request's failure ends its process alone ---------------------------
+
+    def _step(self, engine: Engine, model: str) -> StepOutput:
+        """One engine step. If it raises, the request that makes it fail is found and failed, and
+        the others' step is taken without it."""
+        try:
+            return engine.step()
+        except Exception:
+            logger.exception("engine step failed on %s; stepping its requests apart to find the cause", model)
+            return self._step_isolating(engine, model)
+
+    def _step_isolating(self, engine: Engine, model: str) -> StepOutput:
+        """The failed step again, its running requests apart (`step_apart`)."""
+        with self.lock:
+            suspects = [
+                str(p.pid)
+                for p in self.table.values()
+                if p.model == model and p.state is ProcessState.RUNNING and self.work[p.pid].in_engine
+            ]
+        if not suspects:  # nothing runs, yet the step fails: the engine holds no one that can go on
+            self._fail_in_engine(engine, model)
+            return StepOutput()
+        return step_apart(
+            engine, suspects, lambda request_id, err: self._fail_request(engine, request_id, err, "step")
+        )
+
+    def _fail_in_engine(self, engine: Engine, model: str) -> None:
+        with self.lock:
+            pids = [p.pid for p in self.table.values() if p.model == model and self.work[p.pid].in_engine]
+        for pid in pids:
+            self._fail_request(engine, str(pid), RuntimeError("the engine's step failed"), "step")
+
+    def _fail_request(self, engine: Engine, request_id: str, err: Exception, stage: str) -> None:
+        """End the process of `request_id` as failed and drop its request from the engine."""
+        with self.lock:
+            process = self.table.get(int(request_id))
+            abort_quietly(engine, request_id)
+            if process is None:
+                return
+            self.work[process.pid].in_engine = False
+            if not process.is_terminal:
+                fault = engine_fault(err, stage)
+                self._finish(process, ProcessState.FAILED, str(fault), "error", fault)
 
     def _within_quotas(self, chosen: list[Process]) -> list[Process]:
         """Drop the picks that would put an app over its concurrent-process quota, in pick order."""
@@ -240,43 +244,57 @@ class Kernel:
         return kept
 
     def _switch(
-        self, engine: Any, live: list[Process], chosen_ids: set[int], chosen: list[Process], now: float
+        self, engine: Engine, live: list[Process], chosen_ids: set[int], chosen: list[Process], now: float
     ) -> None:
         """Context-switch out the running processes that lost their slot, then let the winners in."""
         losers = [p for p in live if p.state is ProcessState.RUNNING and id(p) not in chosen_ids]
         winner = chosen[0] if chosen else None
         for process in losers:
             request_id = str(process.pid)
-            costs = engine.suspend_costs(request_id)
-            stats = engine.stats()
-            mode = choose_suspend_mode(
-                costs, self.estimated_wait(process), stats.num_free_blocks / max(stats.num_blocks, 1)
-            )
-            engine.suspend(request_id, mode)
+            try:
+                costs = engine.suspend_costs(request_id)
+                stats = engine.stats()
+                mode = choose_suspend_mode(
+                    costs, self.estimated_wait(process), stats.num_free_blocks / max(stats.num_blocks, 1)
+                )
+                engine.suspend(request_id, mode)
+            except Exception as err:
+                logger.exception("suspending pid %d failed", process.pid)
+                self._fail_request(engine, request_id, err, "suspend")
+                continue
             by = f" by pid {winner.pid} ({winner.priority.label})" if winner else ""
             process.transition(ProcessState.SUSPENDED, f"preempted{by}; KV {mode.value}", now)
             self.counters.preempted(process.app, process.model)
         for process in chosen:
-            work = self.work[process.pid]
             if process.state is ProcessState.QUEUED:
-                try:
-                    engine.add(
-                        str(process.pid), work.prompt_ids, work.params, cache_namespace=work.cache_namespace
-                    )
-                except LLMasOSError as err:
-                    self._finish(process, ProcessState.FAILED, str(err), "error", err)
-                    continue
-                work.in_engine = True
-                self.counters.waited(process.app, now - process.created_at)
-                process.transition(ProcessState.RUNNING, "running", now)
+                self._add(engine, process, now)
             elif process.state is ProcessState.SUSPENDED:
-                engine.resume(str(process.pid))
+                try:
+                    engine.resume(str(process.pid))
+                except Exception as err:
+                    logger.exception("resuming pid %d failed", process.pid)
+                    self._fail_request(engine, str(process.pid), err, "resume")
+                    continue
                 process.transition(ProcessState.RUNNING, "running (resumed)", now)
 
-    def _account(
-        self, model: str, policy: Policy, step_tokens: dict[str, int], outputs: list, now: float
-    ) -> None:
-        for request_id, tokens in step_tokens.items():
+    def _add(self, engine: Engine, process: Process, now: float) -> None:
+        """Give a queued process's request to the engine; a request it refuses fails alone."""
+        work = self.work[process.pid]
+        try:
+            engine.add(str(process.pid), work.prompt_ids, work.params, cache_namespace=work.cache_namespace)
+        except LLMasOSError as err:  # the request's own fault: too long for the pool, say
+            self._finish(process, ProcessState.FAILED, str(err), "error", err)
+            return
+        except Exception as err:
+            logger.exception("adding pid %d to the engine failed", process.pid)
+            self._fail_request(engine, str(process.pid), err, "add")
+            return
+        work.in_engine = True
+        self.counters.waited(process.app, now - process.created_at)
+        process.transition(ProcessState.RUNNING, "running", now)
+
+    def _account(self, model: str, policy: Policy, step: StepOutput, now: float) -> None:
+        for request_id, tokens in step.num_computed_tokens.items():
             process = self.table.get(int(request_id))
             if process is None or process.is_terminal:
                 continue
@@ -284,7 +302,7 @@ class Kernel:
             policy.charge(process, tokens, now)
             self.limiter.record(process.app, tokens, now)
             self.counters.computed(process.app, model, tokens)
-        for output in outputs:
+        for output in step.outputs:
             process = self.table.get(int(output.request_id))
             if process is None or process.is_terminal:
                 continue
@@ -296,9 +314,12 @@ class Kernel:
                 work.text.append(output.text)
             if output.finished:
                 work.in_engine = False
-                self._finish(
-                    process, ProcessState.FINISHED, f"finished ({output.finish_reason})", output.finish_reason
-                )
+                if output.finish_reason == "error":
+                    fault = engine_fault(RuntimeError(output.error or "unknown"), "step")
+                    self._finish(process, ProcessState.FAILED, str(fault), "error", fault)
+                else:
+                    reason = f"finished ({output.finish_reason})"
+                    self._finish(process, ProcessState.FINISHED, reason, output.finish_reason)
 
     def _finish(
         self,
@@ -340,62 +361,6 @@ class Kernel:
             pending, self._pending_aborts = self._pending_aborts, []
         for model, pid in pending:
             resident = self.residency.models.get(model)
-            if resident is not None and str(pid) in resident.engine.requests:
-                resident.engine.abort(str(pid))
+            if resident is not None:
+                abort_quietly(resident.engine, str(pid))
             self.work[pid].in_engine = False
-
-    def _fail_all(self, engine: Any, model: str, err: Exception) -> None:
-        wrapped = err if isinstance(err, LLMasOSError) else LLMasOSError(f"the engine failed: {err}")
-        with self.lock:
-            for process in [p for p in self.table.values() if p.model == model and not p.is_terminal]:
-                if str(process.pid) in engine.requests:
-                    engine.abort(str(process.pid))
-                self.work[process.pid].in_engine = False
-                self._finish(process, ProcessState.FAILED, str(wrapped), "error", wrapped)
-
-    # ---- running in the background -------------------------------------------------------------
-
-    @property
-    def is_running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> None:
-        """Run the loop in a daemon thread until `stop()`."""
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="llmasos-kernel", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _loop(self) -> None:
-        from llmasos.engine.threads import claim_compute_threads
-
-        claim_compute_threads(self.config.engine.num_threads)
-        while not self._stop.is_set():
-            try:
-                computed = self.tick()
-                with self.lock:
-                    self.residency.unload_expired()
-            except Exception:  # never let one bad tick kill the scheduler
-                logger.exception("kernel tick failed")
-                computed = 0
-            if computed == 0:
-                self._wake.wait(self.config.idle_sleep_seconds)
-                self._wake.clear()
-
-    def run_until_idle(self, max_ticks: int = 1_000_000) -> None:
-        """Tick in the caller's thread until no process is live (tests, scripts)."""
-        for _ in range(max_ticks):
-            with self.lock:
-                live = any(not p.is_terminal for p in self.table.values())
-            if not live and not self._pending_aborts:
-                return
-            self.tick()
-        raise RuntimeError(f"kernel still busy after {max_ticks} ticks")

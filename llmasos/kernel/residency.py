@@ -18,8 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from llmasos.engine.protocol import Engine
 from llmasos.errors import ModelUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class ResidentModel:
     """A loaded model and what it costs to hold and to reload."""
 
     name: str
-    engine: Any
+    engine: Engine
     memory_bytes: int  # measured after loading: weights + KV pool
     load_seconds: float
     last_used: float
@@ -64,7 +64,7 @@ class ResidencyManager:
     def __init__(
         self,
         budget_bytes: int,
-        load: Callable[[str], tuple[Any, int]],  # name -> (engine, measured bytes)
+        load: Callable[[str], tuple[Engine, int]],  # name -> (engine, measured bytes)
         estimate_bytes: Callable[[str], int],  # name -> bytes it will need, before loading
         keep_alive_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
@@ -85,7 +85,7 @@ class ResidencyManager:
     def used_bytes(self) -> int:
         return sum(m.memory_bytes for m in list(self.models.values())) + self._reserved
 
-    def acquire(self, name: str) -> Any:
+    def acquire(self, name: str) -> Engine:
         """The engine of `name`, loading it (and evicting idle models) if needed, pinned until
         `release(name)`."""
         if (engine := self._pin(name)) is not None:
@@ -106,7 +106,7 @@ class ResidencyManager:
             if resident is not None and resident.pins > 0:
                 resident.pins -= 1
 
-    def _pin(self, name: str) -> Any:
+    def _pin(self, name: str) -> Engine | None:
         with self._lock:
             resident = self.models.get(name)
             if resident is None:
@@ -174,7 +174,7 @@ class ResidencyManager:
     def unload(self, name: str) -> None:
         with self._lock:
             resident = self.models.pop(name)
-        resident.engine = None  # drop the reference so its tensors are freed
+        resident.engine = None  # type: ignore[assignment]  # drop the reference so its tensors are freed
         self.num_evictions += 1
         logger.info("unloaded %s", name)
 

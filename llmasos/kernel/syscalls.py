@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from llmasos.engine.protocol import Engine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import (
     ContextWindowExceededError,
@@ -30,6 +31,7 @@ from llmasos.kernel.admission import refuse_if_full
 from llmasos.kernel.call_trail import CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
+from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
 
@@ -147,7 +149,7 @@ class Syscalls(AdminCalls):
             )
         return name
 
-    def tokenizer(self, app: App, model: str) -> Any:
+    def tokenizer(self, app: App, model: str) -> Tokenizer:
         """The tokenizer of `model` (loading the model if needed), e.g. to build a grammar for it."""
         name = self.allowed_model(app, model)
         engine = self.kernel.residency.acquire(name)
@@ -236,7 +238,7 @@ class Syscalls(AdminCalls):
 
     def _admit_on(
         self,
-        engine: Any,
+        engine: Engine,
         app: App,
         call: str,
         name: str,

@@ -214,7 +214,7 @@ def test_abort_frees_every_block_and_a_second_abort_raises(tiny_engine) -> None:
         tiny_engine.abort("live")
     with pytest.raises(RequestNotFoundError):
         tiny_engine.abort("never-added")
-    assert tiny_engine.step() == []
+    assert tiny_engine.step().is_empty
 
 
 def test_abort_of_a_waiting_request_and_of_a_finished_one(tiny_engine) -> None:

@@ -63,6 +63,18 @@ BAD_PARAMS = [
     ("repetition_penalty", math.nan),
     ("repetition_penalty", math.inf),
     ("repetition_penalty", True),
+    ("repetition_penalty", 1e-3),  # divides logits by 1e-3: a softmax of overflowed values
+    # Values a type check lets through but the engine cannot take (issue 20: a seed of 2**70 was
+    # accepted and then failed every kernel tick in torch's generator).
+    ("seed", 2**70),
+    ("seed", 2**64),
+    ("seed", -(2**63) - 1),
+    ("max_tokens", 2**31),
+    ("top_k", 2**31),
+    ("stop", ["x"] * 17),
+    ("stop", ["x" * 513]),
+    ("stop_token_ids", [2**31]),
+    ("stop_token_ids", list(range(300))),
 ]
 
 
@@ -87,6 +99,10 @@ def test_bad_sampling_params_raise_naming_the_parameter(name: str, value: object
         {"max_tokens": 1},
         {"seed": 0},
         {"seed": -5},
+        {"seed": 2**64 - 1},
+        {"seed": -(2**63)},
+        {"max_tokens": 2**31 - 1},
+        {"stop": ("x" * 512,) * 16},
         {"repetition_penalty": 10},
         {"repetition_penalty": 0.5},
     ],
@@ -97,6 +113,22 @@ def test_edge_values_are_accepted(kwargs: dict) -> None:
         assert getattr(params, key) == value
 
 
+@pytest.mark.parametrize("seed", [0, -5, 2**64 - 1, -(2**63), 2**63])
+def test_every_accepted_seed_is_one_the_generator_takes(seed: int) -> None:
+    st = state(seed=seed, temperature=1.0)
+    assert st.generator is not None
+    logits = torch.randn(1, 50, generator=torch.Generator().manual_seed(1))
+    assert 0 <= Sampler()(logits, [st], [[]])[0] < 50
+
+
+def test_a_temperature_too_small_to_divide_by_is_greedy() -> None:
+    """1e-300 passes the range check; dividing logits by it overflows, so it samples as greedy."""
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(2))
+    states = [state(temperature=1e-300), state(temperature=1.0, seed=1), state(temperature=1e-300, seed=2)]
+    tokens = Sampler()(logits, states, [[]] * 3)
+    assert tokens[0] == logits[0].argmax().item() and tokens[2] == logits[2].argmax().item()
+
+
 def test_stop_string_becomes_a_tuple_and_lists_become_tuples() -> None:
     assert SamplingParams(stop="x").stop == ("x",)
     assert SamplingParams(stop=["a", "bc"]).stop == ("a", "bc")
@@ -104,8 +136,9 @@ def test_stop_string_becomes_a_tuple_and_lists_become_tuples() -> None:
     hash(SamplingParams(stop=["a"], stop_token_ids=[1]))  # frozen and hashable once normalised
 
 
-def test_is_greedy_only_at_temperature_zero() -> None:
+def test_is_greedy_only_at_temperature_zero_or_below_what_sampling_can_divide_by() -> None:
     assert SamplingParams(temperature=0).is_greedy
+    assert SamplingParams(temperature=1e-6).is_greedy
     assert not SamplingParams(temperature=0.01).is_greedy
 
 

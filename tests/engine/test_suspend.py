@@ -64,7 +64,7 @@ def test_each_mode_frees_or_keeps_blocks_as_it_says(tiny_loaded) -> None:
         swapped_blocks = engine.block_manager.blocks_for(report.num_tokens)
         assert report.bytes_moved == (swapped_blocks * 4 * per_token if mode is SuspendMode.SWAP else 0)
     assert engine.stats().num_suspended == 3
-    assert engine.step() == [] and not engine.has_unfinished_requests  # nothing to run, no stall
+    assert engine.step().is_empty and not engine.has_unfinished_requests  # nothing to run, no stall
 
 
 def test_swap_resume_waits_for_blocks_then_continues_exactly(tiny_loaded) -> None:

@@ -1,0 +1,81 @@
+"""Running a kernel: its loop in a daemon thread (servers), or ticks in the caller's thread until idle
+(tests, scripts). The kernel's own state and tick live in kernel.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from llmasos.kernel.kernel import KernelConfig
+    from llmasos.kernel.process import Process
+    from llmasos.kernel.residency import ResidencyManager
+
+logger = logging.getLogger(__name__)
+
+
+class KernelLoop:
+    """The loop half of `Kernel`: it ticks while any model has work and sleeps until woken when none
+    has."""
+
+    config: KernelConfig
+    residency: ResidencyManager
+    table: dict[int, Process]
+    lock: threading.RLock
+    _pending_aborts: list[tuple[str, int]]
+
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> int:
+        raise NotImplementedError
+
+    # ---- running in the background -------------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Run the loop in a daemon thread until `stop()`."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="llmasos-kernel", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        from llmasos.engine.threads import claim_compute_threads
+
+        claim_compute_threads(self.config.engine.num_threads)
+        while not self._stop.is_set():
+            try:
+                computed = self.tick()
+                with self.lock:
+                    self.residency.unload_expired()
+            except Exception:  # never let one bad tick kill the scheduler
+                logger.exception("kernel tick failed")
+                computed = 0
+            if computed == 0:
+                self._wake.wait(self.config.idle_sleep_seconds)
+                self._wake.clear()
+
+    def run_until_idle(self, max_ticks: int = 1_000_000) -> None:
+        """Tick in the caller's thread until no process is live (tests, scripts)."""
+        for _ in range(max_ticks):
+            with self.lock:
+                live = any(not p.is_terminal for p in self.table.values())
+            if not live and not self._pending_aborts:
+                return
+            self.tick()
+        raise RuntimeError(f"kernel still busy after {max_ticks} ticks")
