@@ -23,6 +23,8 @@ class ResidentModelInfo:
     name: str
     memory_bytes: int  # measured after loading: weights + KV pool
     active_processes: int  # live processes on it
+    # Seconds until it is unloaded if it stays idle (the keep-alive); None while it is in use.
+    expires_in_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,16 @@ def resident_models(kernel: Kernel) -> list[ResidentModelInfo]:
     """The loaded models, by name."""
     with kernel.lock:
         residents = list(kernel.residency.models.values())
-    return _infos(residents)
+    return _infos(residents, kernel.residency)
 
 
-def _infos(residents: list) -> list[ResidentModelInfo]:
-    infos = (ResidentModelInfo(r.name, r.memory_bytes, r.active) for r in residents)
+def _infos(residents: list, residency: Any = None) -> list[ResidentModelInfo]:
+    def expires_in(r: Any) -> float | None:
+        if residency is None or r.active or r.pins:
+            return None
+        return max(0.0, r.last_used + residency.keep_alive_seconds - residency.clock())
+
+    infos = (ResidentModelInfo(r.name, r.memory_bytes, r.active, expires_in(r)) for r in residents)
     return sorted(infos, key=lambda r: r.name)
 
 
