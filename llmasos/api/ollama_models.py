@@ -177,7 +177,7 @@ async def pull(body: ModelRequest, request: Request, app: Caller) -> JSONRespons
     async def pulled() -> ModelManifest:
         return await run_in_threadpool(syscalls.invoke, app, "model", target, run, call="pull")
 
-    if not body.stream:
+    if body.stream is False:
         await pulled()
         return JSONResponse({"status": "success"})
 

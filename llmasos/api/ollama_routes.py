@@ -138,7 +138,7 @@ async def chat(body: ChatRequest, request: Request, app: Caller) -> JSONResponse
         params = await run_in_threadpool(_constrained, syscalls, app, model, messages, "", schema, params)
     gen = await Generation.start(syscalls, app, 1, lambda _: syscalls.chat(app, model, messages, params))
     timing.mark("admitted")
-    return await reply(gen, shape, timing, request, body.stream)
+    return await reply(gen, shape, timing, request, body.streams)
 
 
 @router.post("/api/generate", response_model=None)
@@ -165,7 +165,7 @@ async def generate(body: GenerateRequest, request: Request, app: Caller) -> JSON
         )
     gen = await Generation.start(syscalls, app, 1, start)
     timing.mark("admitted")
-    return await reply(gen, shape, timing, request, body.stream)
+    return await reply(gen, shape, timing, request, body.streams)
 
 
 async def _chat_with_tools(
@@ -198,10 +198,10 @@ async def _chat_with_tools(
             "content": "",
             "tool_calls": [{"function": {"name": decision.name, "arguments": arguments}}],
         }
-        return await whole_reply(shape, message, "stop", stats, body.stream)
+        return await whole_reply(shape, message, "stop", stats, body.streams)
     message = {"role": "assistant", "content": decision.content or ""}
     return await whole_reply(
-        shape, message, "length" if decision.finish_reason == "length" else "stop", stats, body.stream
+        shape, message, "length" if decision.finish_reason == "length" else "stop", stats, body.streams
     )
 
 

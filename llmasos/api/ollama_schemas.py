@@ -138,11 +138,17 @@ Format = Literal["", "json"] | dict[str, Any] | None
 
 class _GenerationBody(_Body):
     model: Annotated[str, Field(min_length=1, max_length=200)]
-    stream: bool = True  # Ollama streams unless told not to
+    stream: bool | None = True  # Ollama streams unless told not to (null too)
     options: Options = Field(default_factory=Options)
     format: Format = None
     keep_alive: float | str | None = None
     think: bool | str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    @property
+    def streams(self) -> bool:
+        return self.stream is not False
 
     def format_schema(self) -> dict[str, Any] | None:
         """The JSON schema the answer must follow: `"json"` is any object; None for free text."""
@@ -154,6 +160,8 @@ class _GenerationBody(_Body):
         keep_alive_seconds(self.keep_alive)  # validated; see the README for what it does here
         if self.think not in (None, False):
             raise InvalidRequestError("think: this server's models do not think aloud; leave it out")
+        if self.logprobs or self.top_logprobs:
+            raise InvalidRequestError("logprobs: not supported on the Ollama routes yet; leave it out")
 
 
 class ToolFunction(_Body):
@@ -238,7 +246,7 @@ class ModelRequest(_Body):
 
     model: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     name: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
-    stream: bool = True
+    stream: bool | None = True
     insecure: bool = False
     verbose: bool = False
 

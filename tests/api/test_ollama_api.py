@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -313,6 +315,12 @@ def test_the_ollama_client_raises_its_error_on_404(client):
         ({"format": "yaml"}, "format"),
         ({"format": {"type": "object", "properties": {"x": {"type": "nonsense"}}}}, "format"),
         ({"stream": "yes"}, "stream"),
+        ({"think": True}, "think"),
+        ({"logprobs": True}, "logprobs"),
+        ({"suffix": "end"}, "suffix"),
+        ({"context": [1, 2]}, "context"),
+        ({"images": ["aGk="]}, "images"),
+        ({"raw": True, "system": "be brief"}, "system"),
     ],
 )
 def test_bad_values_are_400_naming_the_field(server, body, named):
@@ -321,14 +329,28 @@ def test_bad_values_are_400_naming_the_field(server, body, named):
     assert named in r.json()["error"]
 
 
+def test_format_and_tools_together_are_refused(server):
+    body = {"model": "tiny", "messages": ASK, "tools": [WEATHER], "format": "json", "stream": False}
+    r = _post(server, "/api/chat", body)
+    assert r.status_code == 400 and "format" in r.json()["error"]
+
+
 def test_compatibility_options_are_accepted(server):
-    options = {"num_ctx": 4096, "num_thread": 2, "use_mmap": True, "presence_penalty": 0, "num_predict": -1}
+    options = {"num_ctx": 4096, "num_thread": 2, "use_mmap": True, "presence_penalty": 0, "num_predict": 3}
     r = _post(
         server,
         "/api/generate",
         {"model": "tiny", "prompt": "x", "stream": False, "keep_alive": "5m", "options": options},
     )
-    assert r.status_code == 200 and r.json()["done"] is True
+    assert r.status_code == 200 and r.json()["done"] is True and r.json()["eval_count"] == 3
+
+
+def test_a_null_stream_streams_and_num_predict_minus_one_takes_the_default(server):
+    body = {"model": "tiny", "prompt": "x", "raw": True, "stream": None, "options": {"num_predict": -1}}
+    r = _post(server, "/api/generate", body)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/x-ndjson"
+    final = json.loads(r.text.splitlines()[-1])
+    assert final["done"] is True and 0 < final["eval_count"] <= 256
 
 
 def test_keyless_and_placeholder_keys_run_as_the_bound_app(keyless_server):
@@ -370,6 +392,29 @@ def test_an_admin_app_cannot_be_bound_to_keyless_requests(server):
         keyless_app(server.syscalls.apps, "admin")
     with pytest.raises(AuthenticationError, match="apps create ghost"):
         keyless_app(server.syscalls.apps, "ghost")
+
+
+def test_serve_refuses_to_bind_keyless_requests_to_a_missing_app(llmasos_home):
+    from tests.api.conftest import free_port
+    from tests.helpers.served import environment
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmasos.cli.main",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--anonymous-app",
+            "ghost",
+        ],
+        env=environment(llmasos_home),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "llmasos apps create ghost" in result.stderr
 
 
 # ---- the real default model ------------------------------------------------------------------
