@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from llmasos.errors import AppNotFoundError, AuthenticationError, LLMasOSError, PermissionDeniedError
-from llmasos.security.apps import App
+from llmasos.security.apps import App, AppRegistry
 from llmasos.security.keys import KEY_PREFIX
 
 #: The identity of unauthenticated calls when the operator allowed them (`--allow-anonymous`).
@@ -37,7 +37,7 @@ def caller(request: Request) -> App:
         raise
 
 
-def keyless_app(apps, name: str) -> App:
+def keyless_app(apps: AppRegistry, name: str) -> App:
     """`--anonymous-app NAME`: a request with no key, or with one that is not an LLMasOS key (Ollama's
     clients send none or a placeholder), runs as app NAME, read afresh so that its priority, quotas
     and capabilities as they are now apply. A wrong `lmos-` key is still refused (401)."""

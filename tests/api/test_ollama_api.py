@@ -214,6 +214,8 @@ def test_format_json_and_a_schema_give_parseable_valid_json(client):
     for seed in range(3):
         out = client.generate(model="tiny", prompt="A person", format=schema, options={"seed": seed})
         jsonschema.validate(json.loads(out.response), schema)
+    parts = client.chat(model="tiny", messages=ASK, format=schema, stream=True, options={"temperature": 1.0})
+    jsonschema.validate(json.loads("".join(p.message.content for p in parts)), schema)
 
 
 def _tool(name: str) -> dict:
