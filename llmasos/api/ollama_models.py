@@ -6,6 +6,7 @@ Included by `ollama_routes.router`, so app.py registers the whole Ollama API wit
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -18,9 +19,10 @@ from llmasos.api.auth import Caller
 from llmasos.api.ollama_replies import ndjson
 from llmasos.api.ollama_schemas import ModelRequest
 from llmasos.api.openai_routes import EMBEDDING_ALIASES
-from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
+from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError, ModelSourceError
 from llmasos.library.catalog import CATALOG, DEFAULT_ALIAS
 from llmasos.library.manifest import ModelManifest
+from llmasos.library.sources import SOURCE_HELP
 
 router = APIRouter(tags=["ollama"])
 
@@ -172,7 +174,16 @@ async def pull(body: ModelRequest, request: Request, app: Caller) -> JSONRespons
     syscalls, store = request.app.state.syscalls, request.app.state.store
 
     def run() -> ModelManifest:
-        return store.pull(known.source if known else source, progress=False)
+        try:
+            return store.pull(known.source if known else source, progress=False)
+        except OSError as err:
+            # The library asks the filesystem whether a source is a path; a name past the OS's limit
+            # makes that raise (found by schemathesis) instead of answering "no such file".
+            if err.errno != errno.ENAMETOOLONG:
+                raise
+            raise ModelSourceError(
+                f"model {source[:60]!r}... is too long for a path and is not a known name; {SOURCE_HELP}"
+            ) from None
 
     async def pulled() -> ModelManifest:
         return await run_in_threadpool(syscalls.invoke, app, "model", target, run, call="pull")

@@ -163,6 +163,8 @@ def test_a_failed_pull_ends_its_stream_with_an_error_line(client, server, tmp_pa
     assert "missing.gguf" in err.value.error
     r = _post(server, "/api/pull", {"model": missing, "stream": False})
     assert r.status_code == 400 and "missing.gguf" in r.json()["error"]
+    r = _post(server, "/api/pull", {"model": "0" * 1000, "stream": False})  # found by schemathesis
+    assert r.status_code == 400 and "too long" in r.json()["error"]
 
 
 # ---- generation ------------------------------------------------------------------------------
