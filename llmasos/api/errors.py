@@ -1,5 +1,6 @@
 """The one place where errors become HTTP responses, in OpenAI's shape:
-`{"error": {"message": ..., "type": ..., "code": ...}}`.
+`{"error": {"message": ..., "type": ..., "code": ...}}` — or, under the Ollama API's `/api/`, in
+Ollama's shape `{"error": "..."}` (with 400 for a body of wrong types, as Ollama answers it).
 
 A client's mistake is never a 500: our own errors carry their status; FastAPI's validation
 errors become 422 (wrong types) or 400 (a body that is not JSON at all); unknown routes 404.
@@ -33,11 +34,20 @@ def error_body(message: str, type_: str, code: str | int | None = None, param: s
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
 
 
-def error_response(err: LLMasOSError) -> JSONResponse:
+#: Routes whose errors take Ollama's shape (llmasos/api/ollama_routes.py).
+OLLAMA_PREFIX = "/api/"
+
+
+def is_ollama(request: Request) -> bool:
+    return request.url.path.startswith(OLLAMA_PREFIX)
+
+
+def error_response(err: LLMasOSError, ollama: bool = False) -> JSONResponse:
     headers = {}
     if isinstance(err, QuotaExceededError):
         headers["Retry-After"] = str(max(1, math.ceil(err.retry_after)))
-    return JSONResponse(error_body(err.message, err.type, err.type), err.http_status, headers=headers)
+    body = {"error": err.message} if ollama else error_body(err.message, err.type, err.type)
+    return JSONResponse(body, err.http_status, headers=headers)
 
 
 def _validation_message(err: RequestValidationError) -> tuple[str, str | None, int]:
@@ -107,12 +117,14 @@ def install_error_handlers(app: FastAPI) -> None:
         if err.http_status >= 500:
             logger.warning("%s %s: %s", request.method, request.url.path, err.message)
         await run_in_threadpool(audit_failed_request, request, err.http_status, err.message, err)
-        return error_response(err)
+        return error_response(err, is_ollama(request))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError) -> JSONResponse:
         message, param, status = _validation_message(err)
         await run_in_threadpool(audit_failed_request, request, status, message)
+        if is_ollama(request):
+            return JSONResponse({"error": message}, 400)
         return JSONResponse(error_body(message, "invalid_request_error", "invalid_value", param), status)
 
     @app.exception_handler(StarletteHTTPException)
@@ -124,6 +136,8 @@ def install_error_handlers(app: FastAPI) -> None:
             else str(err.detail)
         )
         await run_in_threadpool(audit_failed_request, request, err.status_code, message)
+        if is_ollama(request):
+            return JSONResponse({"error": message}, err.status_code, headers=getattr(err, "headers", None))
         return JSONResponse(
             error_body(message, type_), err.status_code, headers=getattr(err, "headers", None)
         )
@@ -132,6 +146,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _bug(request: Request, err: Exception) -> JSONResponse:
         logger.exception("unhandled error on %s %s", request.method, request.url.path)
         await run_in_threadpool(audit_failed_request, request, 500, f"internal error: {type(err).__name__}")
+        if is_ollama(request):
+            return JSONResponse({"error": "internal error; the server log has the details"}, 500)
         return JSONResponse(
             error_body("internal error; the server log has the details", "internal_error"), 500
         )

@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from llmasos.api.app import create_app
+from llmasos.api.auth import keyless_app
 from llmasos.errors import AddressInUseError
 from llmasos.kernel.boot import boot
 from llmasos.sdk.discovery import read_server_file, remove_server_file, write_server_file
@@ -77,6 +78,7 @@ def serve(
     *,
     memory_budget: int | None = None,
     allow_anonymous: bool = False,
+    anonymous_app: str | None = None,
     preload: tuple[str, ...] = (),
     log_level: str = "info",
 ) -> None:
@@ -84,7 +86,7 @@ def serve(
     sock = listen_on(host, port)
     _exit_cleanly_on_sigterm()
     try:
-        _serve_on(sock, host, port, memory_budget, allow_anonymous, preload, log_level)
+        _serve_on(sock, host, port, memory_budget, allow_anonymous, anonymous_app, preload, log_level)
     finally:
         remove_server_file()  # only if this process wrote it
         sock.close()
@@ -103,18 +105,23 @@ def _serve_on(
     port: int,
     memory_budget: int | None,
     allow_anonymous: bool,
+    anonymous_app: str | None,
     preload: tuple[str, ...],
     log_level: str,
 ) -> None:
     syscalls = boot(memory_budget=memory_budget, interface="http")
     admin, _ = ensure_admin(syscalls.apps)
+    if anonymous_app is not None:
+        keyless_app(syscalls.apps, anonymous_app)  # a missing or admin app fails now, not per request
     for model in preload:
         syscalls.preload(admin, model, keep=True)
-    app = create_app(syscalls, allow_anonymous=allow_anonymous)
+    app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app)
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"LLMasOS serving on {url} (admin key: {admin_key_path()})", flush=True)
     if not is_loopback(host):
         print(f"warning: listening on {host}, reachable from other machines; keys are required", flush=True)
+    if anonymous_app is not None:
+        print(f"requests without an LLMasOS key run as app {anonymous_app!r} (--anonymous-app)", flush=True)
     if allow_anonymous:
         print("warning: --allow-anonymous: requests without a key run as app 'anonymous'", flush=True)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

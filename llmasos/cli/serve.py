@@ -42,6 +42,14 @@ def serve(
     allow_anonymous: Annotated[
         bool, typer.Option("--allow-anonymous", help="Serve requests without a key as a 'batch' app.")
     ] = False,
+    anonymous_app: Annotated[
+        str | None,
+        typer.Option(
+            "--anonymous-app",
+            help="Serve requests without an LLMasOS key (none, or a placeholder as Ollama clients send) "
+            "as this app, with its priority, quotas and capabilities.",
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Run the HTTP server (OpenAI-compatible API + OS endpoints) until interrupted."""
@@ -52,6 +60,7 @@ def serve(
         port,
         memory_budget=parse_size(memory_budget) if memory_budget else None,
         allow_anonymous=allow_anonymous,
+        anonymous_app=anonymous_app,
         preload=tuple(preload or ()),
         log_level=log_level,
     )

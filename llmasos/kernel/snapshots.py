@@ -9,7 +9,7 @@ a remote engine, another residency policy — without any interface noticing.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ class ResidentModelInfo:
     name: str
     memory_bytes: int  # measured after loading: weights + KV pool
     active_processes: int  # live processes on it
+    # Seconds until it is unloaded if it stays idle (the whole keep-alive while it is in use). A
+    # reading that changes by the second, so two snapshots of the same state still compare equal.
+    expires_in_seconds: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,16 @@ def resident_models(kernel: Kernel) -> list[ResidentModelInfo]:
     """The loaded models, by name."""
     with kernel.lock:
         residents = list(kernel.residency.models.values())
-    return _infos(residents)
+    return _infos(residents, kernel.residency)
 
 
-def _infos(residents: list) -> list[ResidentModelInfo]:
-    infos = (ResidentModelInfo(r.name, r.memory_bytes, r.active) for r in residents)
+def _infos(residents: list, residency: Any) -> list[ResidentModelInfo]:
+    def expires_in(r: Any) -> float:
+        if r.active or r.pins:
+            return residency.keep_alive_seconds
+        return max(0.0, r.last_used + residency.keep_alive_seconds - residency.clock())
+
+    infos = (ResidentModelInfo(r.name, r.memory_bytes, r.active, expires_in(r)) for r in residents)
     return sorted(infos, key=lambda r: r.name)
 
 
@@ -85,7 +93,7 @@ def kernel_snapshot(kernel: Kernel) -> KernelSnapshot:
     return KernelSnapshot(
         counters=kernel.counters.snapshot(),
         live_processes=live,
-        resident_models=_infos(residents),
+        resident_models=_infos(residents, kernel.residency),
         kv_stats={name: engine.stats() for name, engine in engines if engine is not None},
         memory=memory_use(kernel),
     )

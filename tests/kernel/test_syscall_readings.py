@@ -18,6 +18,8 @@ def test_resident_models_and_memory_follow_what_is_loaded() -> None:
     assert sys.memory_budget() == MemoryUse(budget_bytes=10_000, used_bytes=0)
     process = sys.generate(app, "m", "hello", SamplingParams(max_tokens=3, temperature=0))
     assert sys.resident_models() == [ResidentModelInfo("m", memory_bytes=3000, active_processes=1)]
+    keep_alive = kernel.residency.keep_alive_seconds
+    assert sys.resident_models()[0].expires_in_seconds == keep_alive  # in use: all of it, once idle
     assert sys.metrics_snapshot().live_processes == {("a", "m", "queued"): 1}
     kernel.tick()
     snap = sys.metrics_snapshot()
@@ -30,6 +32,7 @@ def test_resident_models_and_memory_follow_what_is_loaded() -> None:
     assert snap.live_processes == {}
     assert snap.counters["apps"]["a"]["calls"][("generate", "finished")] == 1
     assert snap.resident_models == [ResidentModelInfo("m", 3000, 0)]  # kept loaded, now idle
+    assert 0 <= sys.resident_models()[0].expires_in_seconds <= keep_alive
 
 
 def test_start_and_stop_run_the_kernels_loop() -> None:
