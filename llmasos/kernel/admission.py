@@ -13,10 +13,25 @@ import contextlib
 import re
 import weakref
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from llmasos.errors import ContextWindowExceededError, InvalidRequestError, QuotaExceededError
+
+#: Prompts tokenized at once. The tokenizer holds a core while it runs; two leave the rest of a
+#: small machine to the engine, and any more requests wait their turn instead of piling on.
+TOKENIZING_THREADS = 2
+
+
+@dataclass(frozen=True)
+class PromptRequest:
+    """A prompt as a system call receives it: how to tokenize it, its texts (checked and measured
+    before tokenizing), and its text for an audit log that keeps content (built only then)."""
+
+    encode: Callable[[Any], list[int]]
+    texts: tuple[str, ...]
+    audit_text: Callable[[], str]
 
 
 @dataclass(frozen=True)
@@ -131,6 +146,24 @@ class PendingAdmissions:
         self._by_app[app] -= 1
         if self._by_app[app] <= 0:
             del self._by_app[app]
+
+
+def refuse_if_over_token_quota(
+    limiter: TokenRateLimiter, app: str, limit: int, wanted: int, now: float
+) -> None:
+    """QuotaExceededError when reserving `wanted` more tokens would pass `app`'s tokens per minute."""
+    retry = limiter.retry_after(app, limit, wanted, now)
+    if retry is None:
+        return
+    raise QuotaExceededError(
+        f"app {app!r} would exceed its {limit} tokens per minute"
+        + (
+            f"; retry in {retry:.0f} s"
+            if retry != float("inf")
+            else f": this one request needs {wanted}; lower max_tokens"
+        ),
+        retry if retry != float("inf") else 60.0,
+    )
 
 
 class ServiceRate:

@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from llmasos.engine.sampling import SamplingParams
@@ -27,8 +26,11 @@ from llmasos.errors import (
     QuotaExceededError,
 )
 from llmasos.kernel.admission import (
+    TOKENIZING_THREADS,
     PendingAdmissions,
+    PromptRequest,
     refuse_if_full,
+    refuse_if_over_token_quota,
     refuse_if_prompt_cannot_fit,
     refuse_invalid_unicode,
 )
@@ -39,20 +41,6 @@ from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
 
 T = TypeVar("T")
-
-#: Prompts tokenized at once. The tokenizer holds a core while it runs; two leave the rest of a
-#: small machine to the engine, and any more requests wait their turn instead of piling on.
-TOKENIZING_THREADS = 2
-
-
-@dataclass(frozen=True)
-class PromptRequest:
-    """A prompt as a system call receives it: how to tokenize it, its texts (checked and measured
-    before tokenizing), and its text for an audit log that keeps content (built only then)."""
-
-    encode: Callable[[Any], list[int]]
-    texts: tuple[str, ...]
-    audit_text: Callable[[], str]
 
 
 class Syscalls:
@@ -281,7 +269,7 @@ class Syscalls:
         with kernel.lock:  # the quota check and the reservation are one step
             now = kernel.clock()
             wanted = len(prompt_ids) + params.max_tokens
-            self._refuse_if_over_token_quota(app, wanted, now)
+            refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, wanted, now)
             process = Process(
                 pid=kernel.new_pid(),
                 app=app.name,
@@ -295,20 +283,6 @@ class Syscalls:
             self.trail.begin(process.pid, call, started, request.audit_text() if app.audit_content else None)
             kernel.admit(process, work)
         return process
-
-    def _refuse_if_over_token_quota(self, app: App, wanted: int, now: float) -> None:
-        retry = self.kernel.limiter.retry_after(app.name, app.tokens_per_minute, wanted, now)
-        if retry is None:
-            return
-        raise QuotaExceededError(
-            f"app {app.name!r} would exceed its {app.tokens_per_minute} tokens per minute"
-            + (
-                f"; retry in {retry:.0f} s"
-                if retry != float("inf")
-                else f": this one request needs {wanted}; lower max_tokens"
-            ),
-            retry if retry != float("inf") else 60.0,
-        )
 
     def _tokenize(self, request: PromptRequest, tokenizer: Any) -> list[int]:
         """The prompt's ids, computed on the small tokenizing pool: off the event loop and the

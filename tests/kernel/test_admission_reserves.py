@@ -108,7 +108,7 @@ def test_a_prompt_far_over_the_context_is_refused_before_tokenizing(tiny_loaded)
 
 
 def test_a_lone_surrogate_in_a_prompt_is_a_clear_error() -> None:
-    kernel, sys, _ = make_kernel()
+    _, sys, _ = make_kernel()
     with pytest.raises(InvalidRequestError, match="lone surrogate"):
         sys.generate(App("a"), "m", "a\ud800b", params(3))
     with pytest.raises(InvalidRequestError, match="lone surrogate"):
