@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,25 +11,40 @@ from fastapi import FastAPI, Request, Response
 
 from llmasos import __version__
 from llmasos.api import metrics
-from llmasos.api.auth import Admin
+from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
+from llmasos.api.auth_guard import FailedAuthGuard
 from llmasos.api.errors import install_error_handlers
+from llmasos.api.limits import LOOPBACK_HOSTS, HttpLimits, TrustedHostMiddleware, install_body_limit
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 
+logger = logging.getLogger(__name__)
 
-def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kernel: bool = True) -> FastAPI:
+
+def create_app(
+    syscalls: Syscalls,
+    *,
+    allow_anonymous: bool = False,
+    manage_kernel: bool = True,
+    limits: HttpLimits | None = None,
+) -> FastAPI:
     """The HTTP API over `syscalls`. With `manage_kernel`, the app starts the kernel's thread when
-    it starts serving and stops it on shutdown."""
+    it starts serving and stops it on shutdown. `limits` bound what one request may make it do."""
+    limits = limits or HttpLimits()
+    guard = FailedAuthGuard(limits.failed_auth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_kernel:
             syscalls.kernel.start()
+        sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls))
         try:
             yield
         finally:
+            sweeper.cancel()
+            write_failure_summaries(guard, syscalls, everything=True)
             if manage_kernel:
                 syscalls.kernel.stop()
 
@@ -44,6 +61,7 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
     app.state.store = ModelStore()
     app.state.allow_anonymous = allow_anonymous
     app.state.metrics = metrics.registry_for(syscalls.kernel)
+    app.state.auth_guard = guard
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(os_router)
@@ -53,4 +71,26 @@ def create_app(syscalls: Syscalls, *, allow_anonymous: bool = False, manage_kern
         """Prometheus metrics (admin key): per app and model, KV usage, resident models."""
         return Response(metrics.render(request.app.state.metrics), media_type=metrics.CONTENT_TYPE)
 
+    # Each middleware added wraps the ones before: the Host is checked first, then the key, then the
+    # body's size, and only then does a route read the body.
+    install_body_limit(app, limits.max_body_bytes)
+    app.add_middleware(
+        AuthenticationMiddleware,
+        syscalls=syscalls,
+        routes=app.router.routes,
+        guard=guard,
+        allow_anonymous=allow_anonymous,
+    )
+    if allow_anonymous if limits.check_hosts is None else limits.check_hosts:
+        app.add_middleware(TrustedHostMiddleware, hosts=(*LOOPBACK_HOSTS, *limits.trusted_hosts))
     return app
+
+
+async def _sweep_failed_auth(guard: FailedAuthGuard, syscalls: Syscalls) -> None:
+    """Write the summary rows of failed-authentication windows as they end."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            write_failure_summaries(guard, syscalls)
+        except Exception:  # an audit write that fails must not end the sweeps
+            logger.exception("writing failed-authentication summaries")

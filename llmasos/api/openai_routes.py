@@ -21,6 +21,7 @@ from llmasos.api.generation import Generation, sampling_params
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import decide, messages_for_template, tool_call_message, wants_tools
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
+from llmasos.kernel.admission import refuse_invalid_unicode
 from llmasos.security.apps import App
 
 router = APIRouter(tags=["openai"])
@@ -186,6 +187,8 @@ async def embeddings(body: EmbeddingRequest, request: Request, app: Caller) -> d
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or any(not t for t in texts):
         raise InvalidRequestError("input must be a non-empty string or a list of non-empty strings")
+    for i, text in enumerate(texts):  # the request model checked this too; the tokenizer must not see it
+        refuse_invalid_unicode(text, f"input.{i}" if isinstance(body.input, list) else "input")
 
     def run() -> _EmbeddingResult:
         from llmasos.tools.embed import load_embedder

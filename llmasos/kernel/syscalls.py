@@ -34,7 +34,7 @@ from llmasos.kernel.admission import (
     refuse_if_prompt_cannot_fit,
     refuse_invalid_unicode,
 )
-from llmasos.kernel.call_trail import CallTrail
+from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.security.apps import App, AppRegistry
@@ -73,6 +73,11 @@ class Syscalls:
     ) -> None:
         """Count one call and write its audit row (see CallTrail.record)."""
         self.trail.record(app, call, target, error, **extra)
+
+    def count(self, app: str, call: str, error: LLMasOSError | None = None) -> None:
+        """Count a call in the metrics without an audit row (failures that are audited in aggregate)."""
+        outcome = "ok" if error is None else ("denied" if isinstance(error, DENIALS) else "error")
+        self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
 
     def resolve_model(self, name: str) -> str:
         """The library's canonical name of a model name or alias; ModelNotFoundError if none."""
