@@ -113,3 +113,21 @@ def test_a_lone_surrogate_in_a_prompt_is_a_clear_error() -> None:
         sys.generate(App("a"), "m", "a\ud800b", params(3))
     with pytest.raises(InvalidRequestError, match="lone surrogate"):
         sys.chat(App("a"), "m", [{"role": "user", "content": "a\udfffb"}], params(3))
+
+
+def test_prompts_are_tokenized_on_the_small_tokenizing_pool() -> None:
+    kernel, sys, engines = make_kernel()
+    kernel.residency.acquire("m")
+    kernel.residency.release("m")
+    tokenizer = engines["m"].tokenizer
+    threads: list[str] = []
+    encode = tokenizer.encode
+
+    def recording_encode(text: str) -> list[int]:
+        threads.append(threading.current_thread().name)
+        return encode(text)
+
+    tokenizer.encode = recording_encode
+    sys.generate(App("a"), "m", "hello", params(2))
+    assert len(threads) == 1 and threads[0].startswith("llmasos-tokenize")
+    assert threads[0] != threading.current_thread().name
