@@ -172,3 +172,23 @@ def test_a_huge_prompt_is_refused_before_tokenizing(tiny_server):
     assert "shorten it by at least" in r.json()["error"]["message"]
     assert "characters" in r.json()["error"]["message"]
     print(f"refused in {time.monotonic() - started:.3f} s")
+
+
+def test_concurrent_requests_stay_within_the_token_quota(tiny_server):
+    """The reproduction: 20 concurrent requests of max_tokens 300 from an app allowed 2,000 a minute."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = tiny_server.new_app("metered", tokens_per_minute=2000)
+    body = {"model": "tiny", "prompt": "a b c d", "max_tokens": 300, "temperature": 1.0}
+
+    def one(_: int) -> httpx.Response:
+        with tiny_server.client(key) as client:
+            return client.post("/v1/completions", json=body)
+
+    with ThreadPoolExecutor(20) as pool:
+        responses = list(pool.map(one, range(20)))
+    ok = [r for r in responses if r.status_code == 200]
+    refused = [r for r in responses if r.status_code == 429]
+    assert len(ok) + len(refused) == 20 and refused
+    assert sum(r.json()["usage"]["total_tokens"] for r in ok) <= 2000
+    assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
