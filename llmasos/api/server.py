@@ -103,6 +103,8 @@ def serve(
         access_log=access_log,
         timeout_graceful_shutdown=5,
     )
+    if access_log:  # uvicorn set every one of its loggers to `log_level`; access lines are INFO
+        logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     server = uvicorn.Server(config)
     write_server_file(url if host not in ("0.0.0.0", "::") else f"http://127.0.0.1:{port}")
     try:

