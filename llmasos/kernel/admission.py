@@ -256,6 +256,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 def invalid_unicode_at(text: str) -> int | None:
     """The index of the first code point that no UTF-8 text can hold (a lone surrogate, which JSON's
     `\\ud800` escapes can produce), or None when `text` is valid."""
+    if text.isascii():  # O(1) in CPython; a 4 MB prompt's scan cost 22 ms of the event loop
+        return None
     match = _SURROGATE.search(text)
     return match.start() if match else None
 
