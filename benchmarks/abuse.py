@@ -14,10 +14,12 @@ well-behaved app `calm` and a metered app `metered` (2,000 tokens a minute), and
   attack's size), and the attackers' processes still live a second after the attack.
 
 Attacks (issue 20's reproductions): oversized bodies (30 MB, with and without a key, declared and
-chunked); huge prompts (4 MB, under the body limit); 3,000 bad-key requests on distinct paths;
-clients that open streams and never read them; disconnect storms (streams dropped after their first
-chunk); quota overshoot (20 concurrent requests of max_tokens 300 from the metered app: the tokens it
-is charged must stay within its 2,000 a minute).
+chunked); huge prompts (4 MB, under the body limit); 3,000 bad-key requests on distinct paths, and as
+its control the same client against a stub that answers at once (what the calm app loses there is
+the attacking client's CPU on this shared machine, not the server's work); clients that open streams
+and never read them; disconnect storms (streams dropped after their first chunk); quota overshoot
+(20 concurrent requests of max_tokens 300 from the metered app: the tokens the server computes for it
+must stay within its 2,000 a minute).
 """
 
 from __future__ import annotations
@@ -225,7 +227,29 @@ async def huge_prompts(server: Server, keys: dict, deadline: float, stats: dict)
 
 
 async def bad_keys(server: Server, keys: dict, deadline: float, stats: dict, total: int = 3000) -> None:
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": "Bearer lmos-guess"}) as c:
+    await _guesses(server.url, stats, total)
+
+
+async def bad_keys_elsewhere(server: Server, keys: dict, deadline: float, stats: dict) -> None:
+    """The control for `bad_keys`: the same client, against a stub in this process that answers 401 at
+    once. What the calm app loses here is the attacker's CPU on this machine, not the server's work."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    stub = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = stub.sockets[0].getsockname()[1]
+    async with stub:
+        await _guesses(f"http://127.0.0.1:{port}", stats, 3000)
+
+
+async def _guesses(url: str, stats: dict, total: int) -> None:
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer lmos-guess"}) as c:
         sent = 0
         while sent < total:  # all of them, however long it takes
             probes = (c.get(f"/v1/probe/{sent + i}/x") for i in range(50))
@@ -308,6 +332,7 @@ ATTACKS: dict[str, Attack] = {
     "oversized bodies (30 MB)": oversized_bodies,
     "huge prompts (4 MB)": huge_prompts,
     "3,000 bad-key requests": bad_keys,
+    "control: the same client against a stub": bad_keys_elsewhere,
     "never-reading clients": never_reading,
     "disconnect storm": disconnect_storm,
     "quota overshoot (tpm 2000)": quota_overshoot,
