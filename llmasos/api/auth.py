@@ -104,6 +104,7 @@ class AuthenticationMiddleware:
             )
             self.syscalls.count("?", call, err)
             raise err
+        self.guard.checking(address)
         try:
             app = await run_in_threadpool(self.syscalls.apps.authenticate, key)
         except AuthenticationError as err:
@@ -112,6 +113,8 @@ class AuthenticationMiddleware:
             else:
                 self.syscalls.count("?", call, err)
             raise
+        finally:
+            self.guard.checked(address)
         self.guard.succeeded(digest)
         return app
 

@@ -59,6 +59,7 @@ class _Address:
     throttled: int = 0
     strikes: int = 0  # failures past the free ones, ever (until forgotten): the backoff's exponent
     locked_until: float = 0.0
+    checking: int = 0  # keys being looked up now
 
     def summary(self, address: str, now: float) -> FailureSummary | None:
         if self.failures <= self.audited and not self.throttled:
@@ -89,10 +90,26 @@ class FailedAuthGuard:
             return None
         entry = self._addresses.get(address)
         now = self.clock()
-        if entry is None or now >= entry.locked_until:
+        if entry is None:
             return None
-        entry.throttled += 1
-        return entry.locked_until - now
+        if now < entry.locked_until:
+            entry.throttled += 1
+            return entry.locked_until - now
+        if entry.checking >= self.policy.free_failures:  # a burst is checked no faster than failures
+            entry.throttled += 1  # could lock it out (a key that has worked before is never held here)
+            return self.policy.first_lockout_seconds
+        return None
+
+    def checking(self, address: str) -> None:
+        """A key from `address` is being looked up (`checked` when done): concurrent lookups from one
+        address are bounded like its failures, or a burst of a thousand would all be checked
+        before the first failure were known."""
+        self._entry(address, self.clock()).checking += 1
+
+    def checked(self, address: str) -> None:
+        entry = self._addresses.get(address)
+        if entry is not None and entry.checking > 0:
+            entry.checking -= 1
 
     def failed(self, address: str) -> bool:
         """A key from `address` was checked and wrong. True when this failure gets a row of its own."""

@@ -117,6 +117,19 @@ def test_the_lockout_doubles_with_each_further_failure():
     assert lockouts == [0.0, 1.0, 2.0, 4.0, 8.0]
 
 
+def test_a_burst_of_unknown_keys_is_checked_no_faster_than_failures_are_allowed():
+    guard = FailedAuthGuard(FailedAuthPolicy(free_failures=3), clock=lambda: 0.0)
+    admitted = 0
+    for _ in range(50):  # fifty requests arrive before any lookup has finished
+        if guard.retry_after("10.0.0.1", guard.digest("lmos-guess")) is None:
+            guard.checking("10.0.0.1")
+            admitted += 1
+    assert admitted == 3
+    known = guard.digest("lmos-good")
+    guard.succeeded(known)
+    assert guard.retry_after("10.0.0.1", known) is None  # a key that worked before is not held
+
+
 def test_the_guard_remembers_a_bounded_number_of_addresses():
     guard = FailedAuthGuard(FailedAuthPolicy(max_addresses=100))
     for i in range(5000):
