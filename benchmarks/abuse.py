@@ -239,7 +239,7 @@ async def bad_keys_elsewhere(server: Server, keys: dict, deadline: float, stats:
             while await reader.readuntil(b"\r\n\r\n"):
                 writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}")
                 await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             writer.close()
 
     stub = await asyncio.start_server(answer, "127.0.0.1", 0)
