@@ -33,6 +33,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc"
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: The label of every path that no route matches.
 UNMATCHED = "unmatched"
+#: The metric label of requests refused during a failed-authentication lockout, whatever their path.
+THROTTLED_CALL = "http.auth_lockout"
 #: Seconds between sweeps that write the summary rows of ended windows of failures.
 SWEEP_SECONDS = 10.0
 
@@ -96,14 +98,14 @@ class AuthenticationMiddleware:
         address = client[0] if client else "unknown"
         digest = self.guard.digest(key)
         retry = self.guard.retry_after(address, digest)
-        call = call_name(scope["method"], route_template(self.routes, scope))
-        if retry is not None:
+        if retry is not None:  # refused as cheaply as can be: a flood of these must not slow the rest
             err: LLMasOSError = QuotaExceededError(
                 f"too many failed authentications from {address}; retry in {retry:.0f} s with a valid key",
                 retry,
             )
-            self.syscalls.count("?", call, err)
+            self.syscalls.count("?", THROTTLED_CALL, err)
             raise err
+        call = call_name(scope["method"], route_template(self.routes, scope))
         self.guard.checking(address)
         try:
             app = await run_in_threadpool(self.syscalls.apps.authenticate, key)
