@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,8 +11,10 @@ from fastapi import FastAPI, Request, Response
 
 from llmasos import __version__
 from llmasos.api import metrics
-from llmasos.api.auth import Admin
+from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
+from llmasos.api.auth_guard import FailedAuthGuard
 from llmasos.api.errors import install_error_handlers
+from llmasos.api.limits import LOOPBACK_HOSTS, HttpLimits, TrustedHostMiddleware, install_body_limit
 from llmasos.api.ollama_routes import router as ollama_router
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
@@ -19,6 +23,8 @@ from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.programs import default_registry
 
+logger = logging.getLogger(__name__)
+
 
 def create_app(
     syscalls: Syscalls,
@@ -26,19 +32,25 @@ def create_app(
     allow_anonymous: bool = False,
     manage_kernel: bool = True,
     anonymous_app: str | None = None,
+    limits: HttpLimits | None = None,
 ) -> FastAPI:
     """The HTTP API over `syscalls`. With `manage_kernel`, the app starts the kernel's thread when
     it starts serving and stops it on shutdown. With `anonymous_app`, requests without an LLMasOS
-    key run as that app (see auth.keyless_app)."""
+    key run as that app (see auth.keyless_app). `limits` bound what one request may make it do."""
+    limits = limits or HttpLimits()
+    guard = FailedAuthGuard(limits.failed_auth)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_kernel:
             syscalls.start()
+        sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls))
         try:
             yield
         finally:
+            sweeper.cancel()
             close_program_pool(app)
+            write_failure_summaries(guard, syscalls, everything=True)
             if manage_kernel:
                 syscalls.stop()
 
@@ -56,6 +68,7 @@ def create_app(
     app.state.allow_anonymous = allow_anonymous
     app.state.anonymous_app = anonymous_app
     app.state.metrics = metrics.registry_for(syscalls)
+    app.state.auth_guard = guard
     default_registry()  # load the plugins now: a broken one is logged at start (and skipped)
     install_error_handlers(app)
     app.include_router(openai_router)
@@ -67,4 +80,28 @@ def create_app(
         """Prometheus metrics (admin key): per app and model, KV usage, resident models."""
         return Response(metrics.render(request.app.state.metrics), media_type=metrics.CONTENT_TYPE)
 
+    # Each middleware added wraps the ones before: the Host is checked first, then the key, then the
+    # body's size, and only then does a route read the body.
+    install_body_limit(app, limits.max_body_bytes)
+    app.add_middleware(
+        AuthenticationMiddleware,
+        syscalls=syscalls,
+        routes=app.router.routes,
+        guard=guard,
+        allow_anonymous=allow_anonymous,
+        anonymous_app=anonymous_app,
+    )
+    keyless = allow_anonymous or anonymous_app is not None  # then a rebinding page could act as that app
+    if keyless if limits.check_hosts is None else limits.check_hosts:
+        app.add_middleware(TrustedHostMiddleware, hosts=(*LOOPBACK_HOSTS, *limits.trusted_hosts))
     return app
+
+
+async def _sweep_failed_auth(guard: FailedAuthGuard, syscalls: Syscalls) -> None:
+    """Write the summary rows of failed-authentication windows as they end."""
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            write_failure_summaries(guard, syscalls)
+        except Exception:  # an audit write that fails must not end the sweeps
+            logger.exception("writing failed-authentication summaries")

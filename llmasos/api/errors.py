@@ -24,7 +24,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from llmasos.api.auth import bearer_key
 from llmasos.errors import AuditIntegrityError, LLMasOSError, QuotaExceededError
 
 logger = logging.getLogger("llmasos.api")
@@ -70,8 +69,12 @@ def _validation_message(err: RequestValidationError) -> tuple[str, str | None, i
 
 def _caller_name(request: Request) -> str | None:
     """The app a failed request came from, or None when it named none that is valid."""
+    caller = request.scope.get("state", {}).get("caller")  # set by api.auth.AuthenticationMiddleware
+    if caller is not None:
+        return caller.name
     state = request.app.state
-    key = bearer_key(request)
+    scheme, _, key = request.headers.get("authorization", "").partition(" ")
+    key = key.strip() if scheme.lower() == "bearer" and key.strip() else None
     if key is None:
         return "anonymous" if getattr(state, "allow_anonymous", False) else None
     try:

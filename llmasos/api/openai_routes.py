@@ -20,6 +20,7 @@ from llmasos.api.generation import Generation, sampling_params
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
+from llmasos.kernel.admission import refuse_invalid_unicode
 
 router = APIRouter(tags=["openai"])
 
@@ -135,6 +136,8 @@ async def embeddings(body: EmbeddingRequest, request: Request, app: Caller) -> d
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or any(not t for t in texts):
         raise InvalidRequestError("input must be a non-empty string or a list of non-empty strings")
+    for i, text in enumerate(texts):  # the request model checked this too; the tokenizer must not see it
+        refuse_invalid_unicode(text, f"input.{i}" if isinstance(body.input, list) else "input")
 
     def run() -> _EmbeddingResult:
         from llmasos.tools.embed import load_embedder

@@ -13,17 +13,15 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
 
 
-def parse_size(text: str) -> int:
+def parse_size(text: str, what: str = "memory size") -> int:
     """'2GiB' -> 2147483648, '1.5G' -> 1500000000, '512MiB', '1000000' (bytes)."""
     match = _SIZE.match(text)
     unit = (match.group(2) or "").lower().removesuffix("b") if match else None
     if match is None or unit not in _UNITS:
-        raise InvalidRequestError(
-            f"memory size {text!r} is not valid; write it like 2GiB, 1.5G, 512MiB or bytes"
-        )
+        raise InvalidRequestError(f"{what} {text!r} is not valid; write it like 2GiB, 1.5G, 512MiB or bytes")
     size = int(float(match.group(1)) * _UNITS[unit])
     if size <= 0:
-        raise InvalidRequestError(f"memory size {text!r} must be more than zero")
+        raise InvalidRequestError(f"{what} {text!r} must be more than zero")
     return size
 
 
@@ -51,8 +49,25 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log", help="Log every request to $LLMASOS_HOME/logs/access.log (rotated at 10 MiB)."
+        ),
+    ] = False,
+    max_body_size: Annotated[
+        str, typer.Option("--max-body-size", help="Largest request body accepted, e.g. 8MiB.")
+    ] = "8MiB",
+    trusted_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-host",
+            help="A Host name keyless requests may use besides loopback (repeatable; see --allow-anonymous).",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP server (OpenAI-compatible API + OS endpoints) until interrupted."""
+    from llmasos.api.limits import HttpLimits
     from llmasos.api.server import serve as run_server
 
     run_server(
@@ -63,4 +78,8 @@ def serve(
         anonymous_app=anonymous_app,
         preload=tuple(preload or ()),
         log_level=log_level,
+        access_log=access_log,
+        limits=HttpLimits(
+            max_body_bytes=parse_size(max_body_size, "body size"), trusted_hosts=tuple(trusted_host or ())
+        ),
     )

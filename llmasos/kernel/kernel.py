@@ -300,7 +300,7 @@ class Kernel(KernelLoop):
                 continue
             process.record_computed(tokens)
             policy.charge(process, tokens, now)
-            self.limiter.record(process.app, tokens, now)
+            self.limiter.record(process.app, tokens, now, pid=process.pid)
             self.counters.computed(process.app, model, tokens)
         for output in step.outputs:
             process = self.table.get(int(output.request_id))

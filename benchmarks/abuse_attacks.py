@@ -1,0 +1,186 @@
+"""The attacks of `abuse.py`, each a coroutine `attack(server, keys, deadline, stats)` that runs until
+`deadline` (time.monotonic()) or until it is done, and writes what it saw into `stats`. `server` has
+`url`, `admin_key` and `headers(key)`; `keys` holds the API keys of the benchmark's apps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+
+#: The well-behaved app's request (streamed and timed by abuse.py; the attacks reuse its shape).
+CALM_CHAT = {
+    "model": "default",
+    "messages": [{"role": "user", "content": "Name three primary colors."}],
+    "max_tokens": 16,
+    "temperature": 0,
+    "stream": True,
+}
+
+
+async def _raw(url: str, head: str, chunks: list[bytes]) -> bytes:
+    """Send a raw request over one connection while reading its answer: a server that answers before
+    reading the whole body can close the connection under the writer."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    answer = asyncio.create_task(reader.read(200))
+    try:
+        writer.write(head.encode() + b"\r\n\r\n")
+        for chunk in chunks:
+            if answer.done():
+                break
+            writer.write(chunk)
+            await writer.drain()
+    except ConnectionError:
+        pass
+    try:
+        return await asyncio.wait_for(answer, 60)
+    except (ConnectionError, TimeoutError):
+        return b""
+    finally:
+        writer.close()
+
+
+async def oversized_bodies(server, keys: dict, deadline: float, stats: dict) -> None:
+    """30 MB bodies: without a key, with one (declared), and with one, chunked (no Content-Length)."""
+    size = 30 << 20
+    piece = b"a" * (1 << 20)
+    declared = [piece] * 30
+    chunked = [b"100000\r\n" + piece + b"\r\n"] * 30 + [b"0\r\n\r\n"]
+    start = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    auth = f"Authorization: Bearer {server.admin_key}\r\n"
+    variants = [
+        (start + f"Content-Length: {size}", declared),
+        (start + auth + f"Content-Length: {size}", declared),
+        (start + auth + "Transfer-Encoding: chunked", chunked),
+    ]
+    while time.monotonic() < deadline:
+        answers = await asyncio.gather(*(_raw(server.url, *variants[i % 3]) for i in range(9)))
+        for a in answers:
+            code = a[9:12].decode(errors="replace") or "closed"
+            stats[code] = stats.get(code, 0) + 1
+
+
+async def huge_prompts(server, keys: dict, deadline: float, stats: dict) -> None:
+    body = {**CALM_CHAT, "stream": False, "messages": [{"role": "user", "content": "word " * 790_000}]}
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), timeout=120) as c:
+        while time.monotonic() < deadline:
+            rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(4)))
+            for r in rs:
+                stats[str(r.status_code)] = stats.get(str(r.status_code), 0) + 1
+
+
+async def bad_keys(server, keys: dict, deadline: float, stats: dict, total: int = 3000) -> None:
+    await _guesses(server.url, stats, total)
+
+
+async def bad_keys_elsewhere(server, keys: dict, deadline: float, stats: dict) -> None:
+    """The control for `bad_keys`: the same client, against a stub in this process that answers 401 at
+    once. What the calm app loses here is the attacker's CPU on this machine, not the server's work."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                writer.write(b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 2\r\n\r\n{}")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            writer.close()
+
+    stub = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = stub.sockets[0].getsockname()[1]
+    async with stub:
+        await _guesses(f"http://127.0.0.1:{port}", stats, 3000)
+
+
+async def _guesses(url: str, stats: dict, total: int) -> None:
+    async with httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer lmos-guess"}) as c:
+        sent = 0
+        while sent < total:  # all of them, however long it takes
+            probes = (c.get(f"/v1/probe/{sent + i}/x") for i in range(50))
+            rs = await asyncio.gather(*probes, return_exceptions=True)
+            sent += len(rs)
+            for r in rs:
+                code = str(r.status_code) if isinstance(r, httpx.Response) else "error"
+                stats[code] = stats.get(code, 0) + 1
+
+
+async def never_reading(server, keys: dict, deadline: float, stats: dict) -> None:
+    body = (
+        b'{"model": "default", "messages": [{"role": "user", "content": "Tell a long story."}], '
+        b'"max_tokens": 400, "stream": true}'
+    )
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {keys['idle']}\r\nContent-Length: {len(body)}"
+    )
+    host, port = server.url.removeprefix("http://").split(":")
+    writers = []
+    for _ in range(16):
+        _, writer = await asyncio.open_connection(host, int(port))
+        writer.write(head.encode() + b"\r\n\r\n" + body)
+        writers.append(writer)
+    stats["open"] = len(writers)
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    for writer in writers:
+        writer.close()
+
+
+async def disconnect_storm(server, keys: dict, deadline: float, stats: dict) -> None:
+    body = {**CALM_CHAT, "max_tokens": 200, "messages": [{"role": "user", "content": "Count to 100."}]}
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(keys["storm"]), timeout=60) as c:
+
+        async def one() -> None:
+            try:
+                async with c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    async for _ in r.aiter_lines():
+                        break  # hang up after the first chunk
+                stats["dropped"] = stats.get("dropped", 0) + 1
+            except httpx.HTTPError:
+                stats["error"] = stats.get("error", 0) + 1
+
+        while time.monotonic() < deadline:
+            await asyncio.gather(*(one() for _ in range(10)))
+
+
+async def quota_overshoot(server, keys: dict, deadline: float, stats: dict) -> None:
+    """20 concurrent requests of max_tokens 300 from the app allowed 2,000 tokens a minute; those
+    still running at the deadline are dropped (and so cancelled). The tokens the server computed for
+    the app must stay within its quota."""
+    body = {**CALM_CHAT, "stream": False, "max_tokens": 300, "temperature": 1.0}
+    timeout = max(1.0, deadline - time.monotonic())
+    headers = server.headers(keys["metered"])
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=timeout) as c:
+        rs = await asyncio.gather(
+            *(c.post("/v1/chat/completions", json=body) for _ in range(20)), return_exceptions=True
+        )
+    for r in rs:
+        code = str(r.status_code) if isinstance(r, httpx.Response) else "dropped at the deadline"
+        stats[code] = stats.get(code, 0) + 1
+    await asyncio.sleep(1.0)
+    metrics = httpx.get(server.url + "/metrics", headers=server.headers(), timeout=30).text
+    prefix = 'llmasos_app_tokens_computed_total{app="metered"}'
+    computed = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)]
+    stats["tokens computed for the app (quota 2000)"] = int(sum(computed))
+
+
+def run_attack(name: str, server, keys: dict, deadline: float) -> dict:
+    """One attack, in a process of its own (as an attacker is): its client work must not slow the
+    calm app's client, which runs in this benchmark's process."""
+    stats: dict = {}
+    asyncio.run(ATTACKS[name](server, keys, deadline, stats))
+    return stats
+
+
+Attack = Callable[[Any, dict, float, dict], Awaitable[None]]
+ATTACKS: dict[str, Attack] = {
+    "oversized bodies (30 MB)": oversized_bodies,
+    "huge prompts (4 MB)": huge_prompts,
+    "3,000 bad-key requests": bad_keys,
+    "control: the same client against a stub": bad_keys_elsewhere,
+    "never-reading clients": never_reading,
+    "disconnect storm": disconnect_storm,
+    "quota overshoot (tpm 2000)": quota_overshoot,
+}

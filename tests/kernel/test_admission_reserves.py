@@ -1,0 +1,133 @@
+"""Quotas that reserve: concurrent requests cannot all pass a check that none has been charged for.
+
+Reproduction (issue 20): an app with `--tokens-per-minute 2000` ran 20 concurrent requests of
+max_tokens 300 to 5,040 tokens in 20 s. Here the same over the scripted engine, where "concurrent"
+means admitted before the kernel computed anything.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from llmasos.errors import ContextWindowExceededError, InvalidRequestError, QuotaExceededError
+from llmasos.kernel import admission
+from llmasos.security.apps import App
+from tests.kernel.test_kernel import make_kernel, params
+
+
+def _try(fn):
+    try:
+        return fn()
+    except QuotaExceededError as err:
+        return err
+
+
+def test_twenty_requests_at_once_stay_within_the_token_quota() -> None:
+    kernel, sys, _ = make_kernel(slots=32)
+    app = App("metered", tokens_per_minute=2000, max_queued=0)
+    outcomes = [_try(lambda: sys.generate(app, "m", "x" * 10, params(300))) for _ in range(20)]
+    admitted = [o for o in outcomes if not isinstance(o, QuotaExceededError)]
+    refused = [o for o in outcomes if isinstance(o, QuotaExceededError)]
+    assert len(admitted) == 2000 // (10 + 300)  # each reserves its 10 prompt tokens + 300
+    assert refused and all("tokens per minute" in str(e) and e.retry_after > 0 for e in refused)
+    kernel.run_until_idle()
+    computed = kernel.counters.snapshot()["apps"]["metered"]["tokens_computed"]
+    assert computed <= 2000
+
+
+def test_what_a_process_did_not_use_is_refunded_when_it_ends() -> None:
+    kernel, sys, _ = make_kernel()
+    app = App("metered", tokens_per_minute=1000)
+    first = sys.generate(app, "m", "x" * 10, params(900))
+    with pytest.raises(QuotaExceededError):
+        sys.generate(app, "m", "x" * 10, params(100))  # 910 reserved + 110 > 1000
+    for _ in range(3):
+        kernel.tick()
+    sys.cancel(app, first.pid)
+    used = kernel.limiter.used("metered", kernel.clock())
+    assert used == kernel.counters.snapshot()["apps"]["metered"]["tokens_computed"] < 100
+    assert kernel.limiter.open_reservations == 0
+    sys.generate(app, "m", "x" * 10, params(100))  # fits now
+
+
+def test_a_finished_process_is_charged_exactly_what_it_computed() -> None:
+    kernel, sys, _ = make_kernel()
+    app = App("metered", tokens_per_minute=10_000)
+    sys.generate(app, "m", "x" * 10, params(5))
+    kernel.run_until_idle()
+    computed = kernel.counters.snapshot()["apps"]["metered"]["tokens_computed"]
+    assert kernel.limiter.used("metered", kernel.clock()) == computed > 0
+
+
+def test_limiter_window_stays_bounded_for_apps_without_a_quota() -> None:
+    limiter = admission.TokenRateLimiter()
+    for second in range(10_000):
+        limiter.record("free", 3, float(second))
+    assert len(limiter._events["free"]) <= admission.TokenRateLimiter.WINDOW + 1
+
+
+def test_concurrent_admissions_cannot_pass_max_queued_together() -> None:
+    """Ten threads whose prompts are all being tokenized at once: the queue bound holds."""
+    kernel, sys, engines = make_kernel()
+    kernel.residency.acquire("m")
+    kernel.residency.release("m")
+    tokenizer = engines["m"].tokenizer
+    release = threading.Event()
+    encode = tokenizer.encode
+
+    def slow_encode(text: str) -> list[int]:
+        release.wait(10)
+        return encode(text)
+
+    tokenizer.encode = slow_encode
+    app = App("bursty", max_concurrent=1, max_queued=1)
+    outcomes: list = []
+
+    def call() -> None:
+        outcomes.append(_try(lambda: sys.generate(app, "m", "hi", params(3))))
+
+    threads = [threading.Thread(target=call) for _ in range(10)]
+    for t in threads:
+        t.start()
+    while len(outcomes) < 8:  # the ones that cannot fit are refused while two are tokenized
+        threading.Event().wait(0.01)
+    release.set()
+    for t in threads:
+        t.join()
+    admitted = [o for o in outcomes if not isinstance(o, QuotaExceededError)]
+    assert len(admitted) == 1  # the first, while being admitted, already fills max_queued 1
+
+
+def test_a_prompt_far_over_the_context_is_refused_before_tokenizing(tiny_loaded) -> None:
+    tokenizer = tiny_loaded.tokenizer
+    with pytest.raises(ContextWindowExceededError, match=r"shorten it by at least \d+ characters"):
+        admission.refuse_if_prompt_cannot_fit(10_000_000, tokenizer, 256, "tiny")
+    admission.refuse_if_prompt_cannot_fit(256, tokenizer, 256, "tiny")  # may fit: left to the tokenizer
+
+
+def test_a_lone_surrogate_in_a_prompt_is_a_clear_error() -> None:
+    _, sys, _ = make_kernel()
+    with pytest.raises(InvalidRequestError, match="lone surrogate"):
+        sys.generate(App("a"), "m", "a\ud800b", params(3))
+    with pytest.raises(InvalidRequestError, match="lone surrogate"):
+        sys.chat(App("a"), "m", [{"role": "user", "content": "a\udfffb"}], params(3))
+
+
+def test_prompts_are_tokenized_on_the_small_tokenizing_pool() -> None:
+    kernel, sys, engines = make_kernel()
+    kernel.residency.acquire("m")
+    kernel.residency.release("m")
+    tokenizer = engines["m"].tokenizer
+    threads: list[str] = []
+    encode = tokenizer.encode
+
+    def recording_encode(text: str) -> list[int]:
+        threads.append(threading.current_thread().name)
+        return encode(text)
+
+    tokenizer.encode = recording_encode
+    sys.generate(App("a"), "m", "hello", params(2))
+    assert len(threads) == 1 and threads[0].startswith("llmasos-tokenize")
+    assert threads[0] != threading.current_thread().name
