@@ -1,0 +1,58 @@
+"""The habits a user brings from other CLIs (Ollama, git): `-h`, `--version`, top-level model verbs,
+did-you-mean for mistyped commands and names."""
+
+from __future__ import annotations
+
+import json
+from importlib.metadata import version
+
+import pytest
+
+from tests.helpers.cli import run_cli
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables and help: no wrapping in assertions
+    return lambda *args: run_cli(monkeypatch, capsys, *args)
+
+
+@pytest.mark.parametrize(
+    "words",
+    [(), ("models",), ("models", "show"), ("apps", "create"), ("run",), ("chat",), ("call",), ("audit",)],
+)
+def test_dash_h_is_help_everywhere(cli, words: tuple[str, ...]) -> None:
+    code_h, out_h, _ = cli(*words, "-h")
+    code_long, out_long, _ = cli(*words, "--help")
+    assert code_h == 0 and code_long == 0
+    assert "Usage:" in out_h and out_h == out_long
+
+
+def test_version_prints_the_installed_version(cli) -> None:
+    code, out, _ = cli("--version")
+    assert code == 0 and out.strip() == f"llmasos {version('llmasos')}"
+
+
+def test_help_lists_the_top_level_verbs_as_aliases(cli) -> None:
+    _, out, _ = cli("--help")
+    for verb in ("pull", "list", "show", "rm"):
+        assert f"Alias of `llmasos models {verb}`" in out
+
+
+def test_top_level_verbs_do_what_the_models_verbs_do(cli, tiny_gguf) -> None:
+    code, out, err = cli("pull", str(tiny_gguf), "--name", "tiny", "-q")
+    assert code == 0, err
+    assert out.startswith("tiny: llama")
+    assert cli("list") == cli("models", "list")
+    assert cli("show", "tiny", "--json") == cli("models", "show", "tiny", "--json")
+    assert json.loads(cli("list", "--json")[1])[0]["name"] == "tiny"
+    code, out, _ = cli("rm", "tiny")
+    assert code == 0 and out.strip() == "removed tiny"
+    assert json.loads(cli("models", "list", "--json")[1]) == []
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("lsit", "list"), ("pul", "pull"), ("caht", "chat")])
+def test_unknown_command_names_the_closest(cli, typed: str, meant: str) -> None:
+    code, _, err = cli(typed)
+    assert code == 2
+    assert f"did you mean '{meant}'?" in err.lower()
