@@ -56,3 +56,34 @@ def test_unknown_command_names_the_closest(cli, typed: str, meant: str) -> None:
     code, _, err = cli(typed)
     assert code == 2
     assert f"did you mean '{meant}'?" in err.lower()
+
+
+def test_model_names_are_matched_whatever_their_case(cli, tiny) -> None:
+    code, out, err = cli("models", "show", "TINY", "--json")
+    assert code == 0, err
+    assert json.loads(out)["name"] == "tiny"
+    code, out, err = cli("run", "-m", "Tiny", "--max-tokens", "2", "Hello")
+    assert code == 0, err
+    assert out.strip()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("models", "show", "tinny"),
+        ("models", "rm", "tinny"),
+        ("show", "tiney"),
+        ("run", "-m", "tinny", "Hello"),
+        ("call", "summarize", "-m", "tinny", "Some text to sum up."),
+    ],
+)
+def test_an_unknown_model_name_offers_the_closest(cli, tiny, args: tuple[str, ...]) -> None:
+    code, out, err = cli(*args)
+    assert code == 1 and out == ""
+    assert "did you mean 'tiny'?" in err and err.count("\n") == 1
+
+
+def test_an_unknown_service_name_offers_the_closest(cli, tiny) -> None:
+    code, _, err = cli("call", "sumarize", "-m", "tiny", "Some text to sum up.")
+    assert code == 1
+    assert "no service or tool named 'sumarize'; did you mean 'summarize'?" in err
