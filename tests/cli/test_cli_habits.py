@@ -87,3 +87,20 @@ def test_an_unknown_service_name_offers_the_closest(cli, tiny) -> None:
     code, _, err = cli("call", "sumarize", "-m", "tiny", "Some text to sum up.")
     assert code == 1
     assert "no service or tool named 'sumarize'; did you mean 'summarize'?" in err
+
+
+def test_param_given_as_text_where_an_array_is_wanted_says_how_to_write_it(cli, tiny) -> None:
+    code, out, err = cli("call", "classify", "-m", "tiny", "-p", "labels=a,b", "hello there")
+    assert code == 1 and out == ""
+    assert """write it as -p labels='["a", "b"]'""" in err
+
+
+def test_param_given_as_json_is_sent_as_json(cli, tiny) -> None:
+    code, out, err = cli("call", "classify", "-m", "tiny", "-p", 'labels=["alpha","beta"]', "--json", "hi")
+    assert code == 0, err
+    assert json.loads(out)["output"] in ("alpha", "beta")
+
+
+def test_param_help_shows_the_json_form(cli) -> None:
+    _, out, _ = cli("call", "--help")
+    assert "VALUE is JSON when it parses" in out
