@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from llmasos.config import llmasos_home
 from tests.helpers.cli import run_cli
 
 
@@ -65,3 +66,84 @@ def test_unknown_and_incomplete_commands_say_what_to_do(cli, tiny) -> None:
     assert "unknown command '/frobnicate'; /help lists them" in err
     assert "/save needs a file name" in err
     assert out == ">>> >>> >>> "  # nothing was answered
+
+
+# ---- in a terminal ---------------------------------------------------------------------------------
+
+PASTE_START, PASTE_END = "\x1b[200~", "\x1b[201~"  # how a terminal brackets a paste
+UP = "\x1b[A"
+
+
+def spawn_chat(*args: str):
+    """`llmasos chat ARGS` in a pseudo-terminal, on the test's $LLMASOS_HOME (inherited), waiting for
+    its first prompt."""
+    import os
+    import sys
+
+    import pexpect
+
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "llmasos.cli.main", "chat", *args],
+        env={**os.environ, "TERM": "xterm", "NO_COLOR": "1"},
+        encoding="utf-8",
+        timeout=30,
+        dimensions=(40, 200),
+    )
+    child.expect_exact(">>>")
+    return child
+
+
+def test_in_a_terminal_help_paste_and_history(tiny, reference) -> None:
+    import pexpect
+
+    child = spawn_chat("-m", tiny, "--max-tokens", "3", *GREEDY, "-v")
+    child.send("/help\r")
+    child.expect_exact("/save FILE")
+    child.expect_exact(">>>")
+    pasted = "line one\nline two\nline three"
+    child.send(f"{PASTE_START}{pasted}{PASTE_END}")
+    child.send("\r")
+    # One turn of three lines: one generation, whose prompt is the three lines as one message.
+    child.expect(r"\[(\d+) prompt tokens")
+    assert int(child.match.group(1)) == reference([user(pasted)], 3)[1]
+    child.expect_exact(">>>")
+    child.send(UP)  # the last line sent comes back from the history, to send again
+    child.send("\r")
+    child.expect(r"\[(\d+) prompt tokens")
+    expected = reference(
+        [user(pasted), {"role": "assistant", "content": reference([user(pasted)], 3)[0]}, user(pasted)], 3
+    )
+    assert int(child.match.group(1)) == expected[1]
+    child.expect_exact(">>>")
+    child.sendcontrol("d")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    history = llmasos_home() / "chat_history"
+    assert stat.S_IMODE(history.stat().st_mode) == 0o600 and "line two" in history.read_text()
+
+
+def test_in_a_terminal_ctrl_c_stops_the_answer_and_keeps_the_chat(tiny, reference) -> None:
+    import pexpect
+
+    child = spawn_chat("-m", tiny, "--max-tokens", "200", "--temperature", "1", "--seed", "3", "-v")
+    child.sendcontrol("c")  # at the prompt: the line is cleared, the chat goes on
+    child.expect_exact("Ctrl-D or /exit leaves")
+    child.expect_exact(">>>")
+    child.send("Tell me a long story\r")
+    # This seeded answer says "user" within its first tokens and goes on for ~190 more (about half a
+    # second on this model): Ctrl-C as soon as it is seen lands in the middle of the answer.
+    child.expect_exact("user")
+    child.sendintr()
+    child.expect_exact("[stopped: interrupted]")
+    assert "prompt tokens" not in child.before  # the generation did not run to its end
+    child.expect_exact(">>>")
+    child.send("Hi\r")  # the conversation goes on, the stopped exchange in it
+    child.expect(r"\[(\d+) prompt tokens")
+    assert int(child.match.group(1)) > reference([user("Tell me a long story"), user("Hi")], 1)[1]
+    child.expect_exact(">>>")
+    child.send("/exit\r")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
