@@ -98,6 +98,7 @@ def test_in_a_terminal_help_paste_and_history(tiny, reference) -> None:
     import pexpect
 
     child = spawn_chat("-m", tiny, "--max-tokens", "3", *GREEDY, "-v")
+    assert f"loading {tiny}..." in child.before  # the spinner while the model loads (no server here)
     child.send("/help\r")
     child.expect_exact("/save FILE")
     child.expect_exact(">>>")
