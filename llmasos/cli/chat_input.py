@@ -4,8 +4,10 @@ from a pipe or a file with plain `input()`, one line a turn, so scripts and test
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from llmasos.config import llmasos_home
 from llmasos.storage.files import create_private
@@ -13,7 +15,8 @@ from llmasos.storage.files import create_private
 PROMPT = ">>> "
 
 
-def history_path():
+def history_path() -> Path:
+    """Where the chat's input history is kept (private to the user, as everything under the home)."""
     return llmasos_home() / "chat_history"
 
 
@@ -21,8 +24,6 @@ def line_reader() -> Callable[[], str]:
     """A function that reads one turn (EOFError at the end of input, KeyboardInterrupt on Ctrl-C)."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         return lambda: input(PROMPT)
-    import os
-
     from prompt_toolkit import PromptSession
     from prompt_toolkit.history import FileHistory
 
