@@ -6,6 +6,9 @@ attributes below; nothing else in the system decides how an error is shown.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class LLMasOSError(Exception):
     """Base of every error LLMasOS raises on purpose."""
@@ -238,3 +241,13 @@ class AuditIntegrityError(LLMasOSError):
 
     type = "audit_unavailable"
     http_status = 503
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`did you mean 'list'? ` naming the known names closest to `name` (case ignored), or "" if none is
+    close: the start of a not-found message's hint."""
+    by_folded = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_folded), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return f"did you mean {' or '.join(repr(by_folded[c]) for c in close)}? "

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmasos.cli.dates import human_time
 from llmasos.cli.local import admin_syscalls, remove_app_on_server
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
 
@@ -81,7 +82,14 @@ def list_(json_: JsonOpt = False) -> None:
     if json_:
         typer.echo(json.dumps(infos, indent=2))
         return
-    table = Table("name", "priority", "weight", "tokens/min", "concurrent", "queued", "capabilities")
+    # Names are what users type next: never cut; the numbers and capabilities fold when narrow.
+    table = Table(box=None, pad_edge=False, collapse_padding=True)
+    table.add_column("NAME", no_wrap=True, min_width=max(len(a.name) for a in apps) if apps else None)
+    table.add_column("PRIORITY", no_wrap=True)
+    for column in ("WEIGHT", "TOKENS/MIN", "CONCURRENT", "QUEUED"):
+        table.add_column(column, justify="right", overflow="fold")
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("CAPABILITIES", overflow="fold")
     for a in apps:
         table.add_row(
             a.name,
@@ -90,6 +98,7 @@ def list_(json_: JsonOpt = False) -> None:
             str(a.tokens_per_minute or "-"),
             str(a.max_concurrent or "-"),
             str(a.max_queued or "-"),
+            human_time(a.created_at),
             " ".join(a.capabilities),
         )
     Console(highlight=False).print(table)
@@ -104,6 +113,8 @@ def show(name: str, json_: JsonOpt = False) -> None:
         typer.echo(json.dumps(info, indent=2))
         return
     for key, value in info.items():
+        if key == "created_at":
+            value = human_time(value)
         typer.echo(f"{key:20} {' '.join(value) if isinstance(value, list | tuple) else value}")
 
 

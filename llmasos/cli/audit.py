@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmasos.cli.dates import local_time
 from llmasos.cli.local import admin_syscalls
 from llmasos.security.audit import OUTCOMES, AuditReport
 
@@ -75,11 +76,19 @@ def _print_report(report: AuditReport) -> None:
 
 
 def _print_rows(rows: list[dict]) -> None:
-    table = Table("id", "time", "app", "call", "target", "outcome", "tokens in/out", "reason")
+    # The row's identity (id, time, app, outcome) is never wrapped; the rest folds in a narrow terminal.
+    table = Table(box=None, pad_edge=False, collapse_padding=True)
+    for column in ("ID", "TIME", "APP"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("CALL", overflow="fold")
+    table.add_column("TARGET", overflow="fold")
+    table.add_column("OUTCOME", no_wrap=True)
+    table.add_column("IN/OUT", justify="right", overflow="fold")
+    table.add_column("REASON", overflow="fold")
     for r in rows:
         table.add_row(
             str(r["id"]),
-            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["ts"])),
+            local_time(r["ts"], seconds=True),  # the order of events matters here: to the second
             r["app"],
             r["call"],
             r["target"],

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from typing import Annotated
 
 import typer
 
@@ -21,13 +24,43 @@ from llmasos.errors import AuditIntegrityError, LLMasOSError
 
 logger = logging.getLogger("llmasos.cli")
 
+# `-h` as well as `--help`, as Ollama, git and most CLIs accept it; click hands the setting down to every
+# subcommand's context, so the groups and commands below need no setting of their own.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="llmasos",
     help="LLMasOS: an operating system for LLM applications.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings=HELP_OPTIONS,
 )
+
+
+def _version_text() -> str:
+    try:
+        return f"llmasos {package_version('llmasos')}"
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "llmasos (version unknown: not installed as a package)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(_version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """LLMasOS: an operating system for LLM applications."""
+
+
 app.add_typer(models_cli.app, name="models")
 app.add_typer(apps_cli.app, name="apps")
 app.add_typer(plugins_cli.app, name="plugins")
@@ -39,6 +72,21 @@ app.command()(ask.voice)
 app.command()(serve.serve)
 app.command()(processes.ps)
 app.command()(audit.audit)
+
+# Ollama's habits: `pull`, `list`, `show`, `rm` at the top level run the `models` verbs themselves (same
+# options, same output), listed in their own help panel as aliases.
+_ALIASES_PANEL = "Aliases of `llmasos models ...`"
+for _verb, _command_fn in (
+    ("pull", models_cli.pull),
+    ("list", models_cli.list_),
+    ("show", models_cli.show),
+    ("rm", models_cli.rm),
+):
+    app.command(
+        _verb,
+        help=f"Alias of `llmasos models {_verb}`: {_command_fn.__doc__}",
+        rich_help_panel=_ALIASES_PANEL,
+    )(_command_fn)
 
 
 def main() -> None:

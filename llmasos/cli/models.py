@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from llmasos.cli.dates import human_time
 from llmasos.cli.local import admin_syscalls
 
 app = typer.Typer(help="The model library: pull, list, show, rm.", no_args_is_help=True)
@@ -81,6 +82,7 @@ def list_(as_json: JsonOpt = False) -> None:
     table.add_column("NAME", no_wrap=True, min_width=max(len(m["name"]) for m in manifests))
     for column in ("ARCH", "PARAMS", "QUANT", "CONTEXT", "SIZE"):
         table.add_column(column, justify="left" if column in ("ARCH", "QUANT") else "right", no_wrap=True)
+    table.add_column("PULLED", no_wrap=True)
     table.add_column("SOURCE", overflow="fold")
     for m in manifests:
         table.add_row(
@@ -90,6 +92,7 @@ def list_(as_json: JsonOpt = False) -> None:
             m["quantization"],
             str(m["context_length"] or "-"),
             human_bytes(m["file_size"]),
+            human_time(m["created_at"]),
             m["source"],
         )
     _console().print(table)
@@ -115,6 +118,8 @@ def show(
             value = f"{value} ({human_bytes(value)})"
         elif key == "files":
             value = "\n".join(value)
+        elif key == "created_at":
+            value = human_time(value)
         table.add_row(key, str(value))
     _console().print(table)
 

@@ -24,7 +24,25 @@ def ps(
     if json_:
         typer.echo(json.dumps(processes, indent=2))
         return
-    table = Table("pid", "app", "model", "state", "priority", "in", "out", "waited", "running", "reason")
+    console = Console(highlight=False)
+    console.print(process_table(processes))
+    for p in processes:
+        if p["reason"]:  # below the table, where a long reason wraps as text and squeezes no column
+            console.print(f"{p['pid']} {p['state']}: {p['reason']}", soft_wrap=False)
+    if not processes:
+        typer.echo("no live processes" + ("" if all_ else " (--all shows ended ones)"), err=True)
+
+
+def process_table(processes: list[dict]) -> Table:
+    """The table `ps` prints, one line a process. What a user reads a row by (pid, app, model, state,
+    priority) is never cut or wrapped, at 80 columns too; the numbers fold first when the terminal is
+    narrower. A process's reason (why it failed or was cancelled) follows the table."""
+    table = Table(box=None, pad_edge=False, collapse_padding=True)
+    for column in ("PID", "APP", "MODEL", "STATE", "PRIORITY"):
+        cells = [str(p[column.lower()]) for p in processes]
+        table.add_column(column, no_wrap=True, min_width=max(map(len, [column, *cells])))
+    for column in ("IN", "OUT", "WAITED", "RUNNING"):
+        table.add_column(column, justify="right", overflow="fold")
     for p in processes:
         table.add_row(
             str(p["pid"]),
@@ -36,8 +54,5 @@ def ps(
             str(p["tokens_out"]),
             f"{p['waited_seconds']:.1f}s",
             f"{p['running_seconds']:.1f}s",
-            p["reason"] or "",
         )
-    Console(highlight=False).print(table)
-    if not processes:
-        typer.echo("no live processes" + ("" if all_ else " (--all shows ended ones)"), err=True)
+    return table

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.console import Console
 
 if TYPE_CHECKING:
     from llmasos.sdk.client import Client
@@ -44,6 +47,17 @@ def sampling_fields(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
 
 
+@contextmanager
+def spinner(what: str) -> Iterator[None]:
+    """A spinner on stderr saying `what` while the block runs, in a terminal only (never in a pipe)."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(what, spinner="dots"):
+        yield
+
+
 class Connection:
     """The SDK client that answers, opened for one command: the server's, or this process's kernel."""
 
@@ -58,13 +72,16 @@ class Connection:
                 where = f"answering through the server at {self.client.base_url}"
             else:
                 # Loaded before the first prompt, so that time to first token is the model's, not the load's.
-                seconds = self.client.preload(model)
+                with spinner(f"loading {model}..."):
+                    seconds = self.client.preload(model)
                 where = f"{model} ready in {seconds:.1f} s, in this process (no server runs)"
         except BaseException:
             self.client.close()
             raise
         if verbose:
             typer.echo(f"[{where}]", err=True)
+        #: Why the last reply stopped before its end: "interrupted", "token limit", or None.
+        self.stopped: str | None = None
 
     def __enter__(self) -> Connection:
         return self
@@ -72,32 +89,49 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.client.close()
 
-    def stream_reply(self, prompt: str | list[dict], fields: dict[str, Any]) -> str:
-        """Stream the answer to `prompt` (raw text) or chat messages to stdout; the whole answer.
-        Leaving early (Ctrl-C, an error) closes the stream, which cancels the process."""
+    def stream_reply(
+        self, prompt: str | list[dict], fields: dict[str, Any], *, stop_on_interrupt: bool = False
+    ) -> str:
+        """Stream the answer to `prompt` (raw text) or chat messages to stdout; the answer, whole or as
+        far as it came. Leaving early (Ctrl-C, an error) closes the stream, which cancels the process;
+        with `stop_on_interrupt`, Ctrl-C ends only this answer (`stopped` says so) instead of the command."""
         start = time.perf_counter()
-        if isinstance(prompt, str):
-            stream = self.client.complete(prompt, stream=True, **fields)
-        else:
-            stream = self.client.chat(prompt, stream=True, **fields)
+        self.stopped = None
         first_token_at = None
         reply = ""
+        stream = None
+        waiting = ExitStack()  # a spinner until the first token: a model may be loading on the server
+        waiting.enter_context(spinner("..."))
         try:
+            if isinstance(prompt, str):
+                stream = self.client.complete(prompt, stream=True, **fields)
+            else:
+                stream = self.client.chat(prompt, stream=True, **fields)
             for text in stream:
                 if first_token_at is None:
                     first_token_at = time.perf_counter()
+                    waiting.close()
                 sys.stdout.write(text)
                 sys.stdout.flush()
                 reply += text
+        except KeyboardInterrupt:
+            if not stop_on_interrupt:
+                raise
+            self.stopped = "interrupted"
         finally:
-            stream.close()
+            waiting.close()
+            if stream is not None:
+                stream.close()
         sys.stdout.write("\n")
-        if self.verbose and stream.usage is not None and first_token_at is not None:
-            n = stream.usage["completion_tokens"]
+        usage = stream.usage if stream is not None else None
+        if usage is not None and usage["completion_tokens"] >= fields.get("max_tokens", float("inf")):
+            self.stopped = "token limit"
+        if self.verbose and usage is not None and first_token_at is not None:
+            n = usage["completion_tokens"]
             decode_s = time.perf_counter() - first_token_at
             rate = (n - 1) / decode_s if n > 1 and decode_s > 0 else 0.0
             typer.echo(
-                f"[{stream.usage['prompt_tokens']} prompt tokens, {n} generated; first token "
+                f"[{usage['prompt_tokens']} prompt tokens, {n} generated; first token "
                 f"{(first_token_at - start) * 1000:.0f} ms; {rate:.1f} tok/s; pid {stream.pid}]",
                 err=True,
             )

@@ -37,12 +37,12 @@ CATALOG: tuple[CatalogEntry, ...] = (
 
 def resolve_alias(name: str) -> str:
     """The library name behind `name`: `default` becomes the default model, anything else is itself."""
-    return DEFAULT_MODEL if name == DEFAULT_ALIAS else name
+    return DEFAULT_MODEL if name.lower() == DEFAULT_ALIAS else name
 
 
 def lookup(name: str) -> CatalogEntry | None:
-    """The catalog entry named `name` (aliases resolved), or None."""
-    name = resolve_alias(name)
+    """The catalog entry named `name` (aliases resolved, case folded: names are lowercase), or None."""
+    name = resolve_alias(name).lower()
     return next((entry for entry in CATALOG if entry.name == name), None)
 
 

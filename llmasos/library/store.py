@@ -16,7 +16,13 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from llmasos.config import DEFAULT_MODEL, models_dir
-from llmasos.errors import InvalidRequestError, ModelFormatError, ModelNotFoundError, ModelSourceError
+from llmasos.errors import (
+    InvalidRequestError,
+    ModelFormatError,
+    ModelNotFoundError,
+    ModelSourceError,
+    did_you_mean,
+)
 from llmasos.library.catalog import DEFAULT_ALIAS, resolve_alias
 from llmasos.library.digest import copy_file, copy_stream, digest_of_digests
 from llmasos.library.manifest import MANIFEST_FILE, ModelManifest, read_manifest, utc_now_iso
@@ -93,16 +99,21 @@ class ModelStore:
 
     def get(self, name: str) -> ModelManifest:
         """The manifest of `name` (`default` is an alias); ModelNotFoundError says how to get it."""
-        resolved = resolve_alias(name)
+        # Library names are lowercase, so folding the case is the case-insensitive match
+        # (`SmolLM2-135M-Instruct` finds `smollm2-135m-instruct`), for every interface at once.
+        resolved = resolve_alias(name).lower()
         # An invalid name cannot be a directory of ours; never let it walk the filesystem ("../x").
         if _NAME_RE.match(resolved) and (self.root / resolved / MANIFEST_FILE).is_file():
             return read_manifest(self.root / resolved)
-        installed = ", ".join(m.name for m in self.list()) or "none"
+        names = [m.name for m in self.list()]
         if resolved == DEFAULT_MODEL:
             hint = f"the default model is not installed: run `llmasos models pull {DEFAULT_ALIAS}`"
         else:
             hint = f"add one with `llmasos models pull SOURCE` ({SOURCE_HELP})"
-        raise ModelNotFoundError(f"no model named {name!r} in the library; installed: {installed}; {hint}")
+        raise ModelNotFoundError(
+            f"no model named {name!r} in the library; {did_you_mean(resolved, names)}"
+            f"installed: {', '.join(names) or 'none'}; {hint}"
+        )
 
     def model_path(self, name: str) -> Path:
         """Absolute path of the model's .gguf file, or of its folder for safetensors models."""

@@ -20,6 +20,7 @@ from llmasos.errors import (
     PluginError,
     ServiceNotFoundError,
     ToolNotFoundError,
+    did_you_mean,
 )
 from llmasos.programs.base import Cancellation, Invocation, Program, ProgramResult
 from llmasos.programs.schemas import compile_schema, defaults_of, field_path, first_error
@@ -82,13 +83,14 @@ class ProgramRegistry:
         """The program `name` (of `kind`, if given); a 404 error that lists the known ones otherwise."""
         program = self._programs.get(name)
         if program is None or (kind is not None and program.kind != kind):
-            known = ", ".join(p.name for p in self.list(kind)) or "none"
+            names = [p.name for p in self.list(kind)]
+            known, hint = ", ".join(names) or "none", did_you_mean(name, names)
             if kind == "tool":
-                raise ToolNotFoundError(f"no tool named {name!r}; known tools: {known}")
+                raise ToolNotFoundError(f"no tool named {name!r}; {hint}known tools: {known}")
             if kind == "service":
-                raise ServiceNotFoundError(f"no service named {name!r}; the services are: {known}")
+                raise ServiceNotFoundError(f"no service named {name!r}; {hint}the services are: {known}")
             raise ServiceNotFoundError(
-                f"no service or tool named {name!r}; the services and tools are: {known}"
+                f"no service or tool named {name!r}; {hint}the services and tools are: {known}"
             )
         return program
 
