@@ -67,6 +67,14 @@ def remove_app(name: str, request: Request, app: Admin) -> dict:
     return {"removed": name}
 
 
+@router.delete("/os/apps/{name}/keys")
+def revoke_keys(name: str, request: Request, app: Admin) -> dict:
+    """Revoke every key of app `name`: its live processes are cancelled at once."""
+    if name == app.name:
+        raise InvalidRequestError("an app cannot revoke its own keys; use another admin key")
+    return {"app": name, "revoked": request.app.state.syscalls.revoke_keys(app, name)}
+
+
 @router.get("/os/models")
 def models(request: Request, app: Caller) -> dict:
     """Library models this app may use, with whether each is loaded and its measured memory."""

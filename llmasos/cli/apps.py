@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llmasos.cli.dates import human_time
-from llmasos.cli.local import admin_syscalls, remove_app_on_server
+from llmasos.cli.local import admin_syscalls, remove_app_on_server, revoke_keys_on_server
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
 
 if TYPE_CHECKING:
@@ -141,8 +141,10 @@ def new_key(
 
 @app.command()
 def revoke(name: str) -> None:
-    """Revoke every key of an app: a running server refuses them from now on. Processes that a running
-    server holds for the app go on to their end (`apps rm` goes through the server and cancels them)."""
-    with admin_syscalls() as (syscalls, admin):
-        revoked = syscalls.revoke_keys(admin, name)
+    """Revoke every key of an app: refused from now on, and its running processes are cancelled
+    (through the running server, when there is one, which holds them)."""
+    revoked = revoke_keys_on_server(name)
+    if revoked is None:
+        with admin_syscalls() as (syscalls, admin):
+            revoked = syscalls.revoke_keys(admin, name)
     typer.echo(f"revoked {revoked} key(s) of {name!r}", err=True)

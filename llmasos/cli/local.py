@@ -35,17 +35,29 @@ def remove_app_on_server(name: str) -> bool:
     """Remove app `name` through the running server, if one runs here, so that the server cancels the
     app's live processes at once (a removal made in this process could not reach them); False
     when no server runs."""
+    return delete_on_server(f"/os/apps/{name}") is not None
+
+
+def revoke_keys_on_server(name: str) -> int | None:
+    """Revoke every key of app `name` through the running server, which cancels the app's live
+    processes at once; how many keys it revoked, or None when no server runs."""
+    answer = delete_on_server(f"/os/apps/{name}/keys")
+    return None if answer is None else int(answer["revoked"])
+
+
+def delete_on_server(path: str) -> dict | None:
+    """DELETE `path` on the server running here, as the admin app: its JSON answer, None when no
+    server runs (or it does not answer), or the error it answered, raised."""
     info, key = read_server_file(), read_admin_key()
     if info is None or key is None:
-        return False
+        return None
     import httpx
 
     try:
-        response = httpx.delete(
-            f"{info['url']}/os/apps/{name}", headers={"Authorization": f"Bearer {key}"}, timeout=30
-        )
+        headers = {"Authorization": f"Bearer {key}"}
+        response = httpx.delete(f"{info['url']}{path}", headers=headers, timeout=30)
     except httpx.HTTPError:
-        return False  # recorded but not answering: act on the files directly
+        return None  # recorded but not answering: act on the files directly
     if response.status_code >= 400:
         try:
             body = response.json()["error"]
@@ -54,4 +66,4 @@ def remove_app_on_server(name: str) -> bool:
         err = error_from_wire(body.get("type"), response.status_code, body.get("message", ""))
         err.audited = True  # the server wrote its row
         raise err
-    return True
+    return response.json()

@@ -4,6 +4,7 @@ removed app's name inherits nothing of it: processes, knowledge triples, prefix 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 
@@ -74,6 +75,25 @@ def test_removing_an_app_or_revoking_its_keys_ends_its_stream_with_an_error_and_
     assert (
         httpx.get(tiny_server.url + "/os/ps", headers={"Authorization": f"Bearer {key}"}).status_code == 401
     )
+
+
+def test_revoking_an_apps_keys_over_http_ends_its_streams(tiny_server):
+    """DELETE /os/apps/{name}/keys (what `llmasos apps revoke` calls when a server runs) revokes the
+    keys and cancels the app's live stream at once."""
+    key = tiny_server.new_app("revoked")
+    answers: list[httpx.Response] = []
+    revoker = threading.Thread(
+        target=lambda: answers.append(tiny_server.client().delete("/os/apps/revoked/keys"))
+    )
+    # Started under the kernel's lock, mid-stream: the request is served once the lock is let go.
+    pid, after = _end_while_streaming(tiny_server, key, revoker.start)
+    revoker.join(timeout=30)
+    assert answers[0].status_code == 200 and answers[0].json() == {"app": "revoked", "revoked": 1}
+    (error,) = [c["error"] for c in after if "error" in c]
+    assert error["type"] == "authentication_error" and "were revoked" in error["message"]
+    assert after[-1]["choices"][0]["finish_reason"] == "cancelled"
+    assert tiny_server.syscalls.kernel.table[pid].state.value == "cancelled"
+    assert tiny_server.client().delete("/os/apps/admin/keys").status_code == 400  # never its own
 
 
 def test_a_new_app_with_a_removed_apps_name_sees_none_of_its_state(tiny_server, llmasos_home):
