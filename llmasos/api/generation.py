@@ -16,6 +16,7 @@ import threading
 import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +25,7 @@ from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.kernel import Event
 from llmasos.kernel.process import Process
+from llmasos.kernel.sampling_request import SAMPLING_FIELDS, sampling_params
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import App
 
@@ -33,20 +35,10 @@ from llmasos.security.apps import App
 DISCONNECT_POLL_SECONDS = 0.1
 
 
-def sampling_params(body, choice: int = 0) -> SamplingParams:
-    """SamplingParams of an OpenAI request; with `n` > 1 each seeded choice gets its own seed."""
-    fields: dict = {}
-    max_tokens = body.max_completion_tokens or body.max_tokens
-    if max_tokens is not None:
-        fields["max_tokens"] = max_tokens
-    for name in ("temperature", "top_p", "top_k"):
-        if getattr(body, name) is not None:
-            fields[name] = getattr(body, name)
-    if body.seed is not None:
-        fields["seed"] = body.seed + choice
-    if body.stop is not None:
-        fields["stop"] = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
-    return SamplingParams(**fields)
+def request_sampling(body: Any, choice: int = 0) -> SamplingParams:
+    """SamplingParams of an OpenAI request body (a pydantic model) for one of its `n` choices,
+    through the one builder every interface uses (`kernel.sampling_request`)."""
+    return sampling_params(body.model_dump(include=SAMPLING_FIELDS), choice=choice)
 
 
 class LoopDelivery:

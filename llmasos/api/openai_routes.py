@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Caller
 from llmasos.api.errors import error_body
-from llmasos.api.generation import Generation, sampling_params
+from llmasos.api.generation import Generation, request_sampling
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
@@ -65,7 +65,7 @@ async def chat_completions(
         syscalls,
         app,
         body.n,
-        lambda i: syscalls.chat(app, body.model, messages, sampling_params(body, i), priority=body.priority),
+        lambda i: syscalls.chat(app, body.model, messages, request_sampling(body, i), priority=body.priority),
     )
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -100,7 +100,7 @@ async def completions(
     def start(i: int):
         prompt = prompts[i // n]
         return syscalls.generate(
-            app, body.model, prompt, sampling_params(body, i % n), priority=body.priority
+            app, body.model, prompt, request_sampling(body, i % n), priority=body.priority
         )
 
     gen = await Generation.start(syscalls, app, len(prompts) * n, start)

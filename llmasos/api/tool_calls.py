@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmasos.api.generation import sampling_params
+from llmasos.api.generation import request_sampling
 from llmasos.api.program_calls import program_pool
 from llmasos.api.schemas import ChatCompletionRequest, ChatMessage
 from llmasos.kernel.syscalls import Syscalls
@@ -61,7 +61,7 @@ async def chat_with_tools(
         Function(t.function.name, t.function.description or "", t.function.parameters)
         for t in body.tools or ()
     ]
-    sampling = [sampling_params(body, i) for i in range(body.n)]
+    sampling = [request_sampling(body, i) for i in range(body.n)]
 
     def run(cancellation) -> tuple[list[Decision], dict]:
         session = Session(syscalls, app, body.model, cancellation, priority=body.priority)

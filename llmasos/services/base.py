@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 from llmasos.engine.sampling import LogitsProcessor, SamplingParams
 from llmasos.errors import CallCancelledError, LLMasOSError
+from llmasos.kernel.sampling_request import sampling_params
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.programs import Cancellation, Invocation, Program, ProgramResult, default_registry
 from llmasos.security.apps import App
@@ -156,13 +157,15 @@ class Session:
         return waves
 
     def _start(self, call: Call) -> Any:
-        params = call.params or SamplingParams(
-            max_tokens=call.max_tokens,
-            temperature=call.temperature,
-            repetition_penalty=call.repetition_penalty,
-            seed=call.seed,
-            stop=call.stop,
-            logits_processors=call.logits_processors,
+        params = call.params or sampling_params(
+            {
+                "max_tokens": call.max_tokens,
+                "temperature": call.temperature,
+                "repetition_penalty": call.repetition_penalty,
+                "seed": call.seed,
+                "stop": call.stop,
+                "logits_processors": call.logits_processors,
+            }
         )
         process = self.syscalls.chat(self.app, self.model, call.messages, params, priority=self.priority)
         with self._live_lock:

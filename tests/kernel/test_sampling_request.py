@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmasos.api.generation import sampling_params as openai_sampling_params
+from llmasos.api.generation import request_sampling
 from llmasos.api.schemas import ChatCompletionRequest
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import InvalidSamplingParamsError
@@ -83,16 +83,28 @@ def test_bad_values_are_refused_naming_the_field(fields: dict, named: str) -> No
 
 
 @pytest.mark.parametrize(
-    "fields",
+    ("fields", "expected"),
     [
-        {},
-        {"max_tokens": 12, "temperature": 0.0, "stop": "x"},
-        {"max_completion_tokens": 3, "max_tokens": 8, "top_p": 0.5, "top_k": 2, "seed": 7, "n": 3},
-        {"seed": 1, "stop": ["a", "b"], "temperature": 1.5},
+        ({}, {}),
+        (
+            {"max_tokens": 12, "temperature": 0.0, "stop": "x"},
+            {"max_tokens": 12, "temperature": 0.0, "stop": ("x",)},
+        ),
+        (
+            {"max_completion_tokens": 3, "max_tokens": 8, "top_p": 0.5, "top_k": 2, "seed": 7, "n": 3},
+            {"max_tokens": 3, "top_p": 0.5, "top_k": 2, "seed": 7},
+        ),
+        (
+            {"seed": 1, "stop": ["a", "b"], "temperature": 1.5},
+            {"seed": 1, "stop": ("a", "b"), "temperature": 1.5},
+        ),
+        ({"repetition_penalty": 1.3}, {"repetition_penalty": 1.3}),
     ],
 )
-def test_an_openai_body_maps_as_the_http_routes_map_it(fields: dict) -> None:
-    """The HTTP routes' own mapping (api/generation.py) is the reference this one must keep."""
+def test_an_openai_body_maps_to_the_engines_fields(fields: dict, expected: dict) -> None:
+    """What the HTTP routes send the engine for each of a body's `n` choices: OpenAI's names, the newer
+    max_completion_tokens winning, one stop string as a list, a seeded choice's seed offset by its index."""
     body = ChatCompletionRequest.model_validate({"model": "tiny", "messages": MESSAGES, **fields})
     for choice in range(body.n):
-        assert sampling_params(body.model_dump(), choice=choice) == openai_sampling_params(body, choice)
+        seeded = {"seed": expected["seed"] + choice} if "seed" in expected else {}
+        assert request_sampling(body, choice) == SamplingParams(**{**expected, **seeded})
