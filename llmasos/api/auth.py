@@ -9,7 +9,9 @@ authenticated app through the `Caller` and `Admin` parameter types.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -89,6 +91,8 @@ class AuthenticationMiddleware:
         self.guard = guard
         self.allow_anonymous = allow_anonymous
         self.anonymous_app = anonymous_app
+        # Per client address: [the semaphore of its concurrent key lookups, requests holding or waiting].
+        self._slots: dict[str, list] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -111,6 +115,12 @@ class AuthenticationMiddleware:
         client = scope.get("client")
         address = client[0] if client else "unknown"
         digest = self.guard.digest(key)
+        self._refuse_if_locked(address, digest)
+        async with self._lookup_slot(address):
+            self._refuse_if_locked(address, digest)  # the lookups it waited behind may have failed
+            return await self._look_up(scope, key, address, digest)
+
+    def _refuse_if_locked(self, address: str, digest: bytes | None) -> None:
         retry = self.guard.retry_after(address, digest)
         if retry is not None:  # refused as cheaply as can be: a flood of these must not slow the rest
             err: LLMasOSError = QuotaExceededError(
@@ -119,6 +129,25 @@ class AuthenticationMiddleware:
             )
             self.syscalls.count("?", THROTTLED_CALL, err)
             raise err
+
+    @contextlib.asynccontextmanager
+    async def _lookup_slot(self, address: str) -> AsyncIterator[None]:
+        """One of the `free_failures` lookups an address may run at once; the rest wait their turn,
+        so a burst of bad keys is checked no faster than failures are allowed, and a burst of good
+        ones is only delayed, never refused."""
+        slot = self._slots.get(address)
+        if slot is None:
+            slot = self._slots[address] = [asyncio.Semaphore(self.guard.policy.free_failures), 0]
+        slot[1] += 1
+        try:
+            async with slot[0]:
+                yield
+        finally:
+            slot[1] -= 1
+            if slot[1] == 0:  # nobody holds or waits for it: forget the address
+                del self._slots[address]
+
+    async def _look_up(self, scope: Scope, key: str | None, address: str, digest: bytes | None) -> App:
         call = call_name(scope["method"], route_template(self.routes, scope))
         self.guard.checking(address)
         try:

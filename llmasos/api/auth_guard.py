@@ -95,15 +95,13 @@ class FailedAuthGuard:
         if now < entry.locked_until:
             entry.throttled += 1
             return entry.locked_until - now
-        if entry.checking >= self.policy.free_failures:  # a burst is checked no faster than failures
-            entry.throttled += 1  # could lock it out (a key that has worked before is never held here)
-            return self.policy.first_lockout_seconds
         return None
 
     def checking(self, address: str) -> None:
-        """A key from `address` is being looked up (`checked` when done): concurrent lookups from one
-        address are bounded like its failures, or a burst of a thousand would all be checked
-        before the first failure were known."""
+        """A key from `address` is being looked up (`checked` when done). The middleware lets at most
+        `free_failures` lookups of one address run at once and holds the rest until one ends, so a
+        burst of a thousand bad keys is not all checked before the first failure is known, while a
+        burst of good ones (every app on loopback shares 127.0.0.1) waits instead of being refused."""
         self._entry(address, self.clock()).checking += 1
 
     def checked(self, address: str) -> None:
