@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -43,19 +42,7 @@ from pathlib import Path
 
 import httpx
 from abuse_attacks import ATTACKS, CALM_CHAT, run_attack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from server_load import free_port, rss_mb
 
 
 def llmasos(home: Path, *args: str) -> subprocess.CompletedProcess:
