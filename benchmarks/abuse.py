@@ -20,6 +20,11 @@ the attacking client's CPU on this shared machine, not the server's work); clien
 and never read them; disconnect storms (streams dropped after their first chunk); quota overshoot
 (20 concurrent requests of max_tokens 300 from the metered app: the tokens the server computes for it
 must stay within its 2,000 a minute).
+
+The attacker runs in its own process. On a real deployment it is another machine; here it shares
+this box's two cores with the server, so by default it runs at the lowest CPU priority (nice 19):
+the calm app then loses what the server spends on the attack, not what the attacking client spends
+on itself. `--attacker-nice 0` measures both together, as earlier runs of this script did.
 """
 
 from __future__ import annotations
@@ -151,13 +156,14 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
 
 
-async def measure(server: Server, keys: dict, name: str, seconds: float) -> dict:
+async def measure(server: Server, keys: dict, name: str, seconds: float, attacker_nice: int) -> dict:
     """The calm app alone for `seconds`, then beside the attack for at least `seconds` and until the
     attack is over; the server's state before and after, and what the attacker left running."""
     alone = await calm_streams(server.url, keys["calm"], for_seconds(seconds))
     before = server.state()
     started = time.monotonic()
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn, initializer=os.nice, initargs=(attacker_nice,)) as pool:
         task = asyncio.get_running_loop().run_in_executor(
             pool, run_attack, name, server, keys, started + seconds
         )
@@ -229,6 +235,14 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="6 s per phase instead of --seconds")
     parser.add_argument("--seconds", type=float, default=20.0, help="seconds of each phase (calm, attack)")
+    parser.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=19,
+        choices=range(20),
+        metavar="0-19",
+        help="CPU niceness of the attacking process (19, the default, stands in for another machine)",
+    )
     args = parser.parse_args()
     seconds = 6.0 if args.quick else args.seconds
 
@@ -253,11 +267,12 @@ def main() -> None:
         for key in keys.values():
             httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
         print(
-            f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each attack"
+            f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each"
+            f" attack; the attacker at nice {args.attacker_nice}"
         )
         start = server.state()
         for name in ATTACKS:
-            print(report(asyncio.run(measure(server, keys, name, seconds))), flush=True)
+            print(report(asyncio.run(measure(server, keys, name, seconds, args.attacker_nice))), flush=True)
         end = server.state()
         print(
             f"whole run: RSS {start['rss_mb']:.0f} -> {end['rss_mb']:.0f} MB; /metrics "
