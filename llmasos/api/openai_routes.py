@@ -6,7 +6,7 @@ import base64
 import json
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,8 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from llmasos.api.auth import Caller
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
+from llmasos.api.response_format import StructuredOutput, structured_grammar
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
+from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
 from llmasos.kernel.admission import refuse_invalid_unicode
 
@@ -59,13 +61,17 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     syscalls = request.app.state.syscalls
     messages = messages_for_template(body.messages)
+    structured = StructuredOutput.of(body)
     if wants_tools(body):
+        if structured is not None:
+            raise InvalidRequestError("response_format: cannot be combined with tools; send one or the other")
         return await chat_with_tools(syscalls, app, body, messages, request)
+    sampling = await _sampling_for(syscalls, app, body, structured, messages=messages)
     gen = await Generation.start(
         syscalls,
         app,
         body.n,
-        lambda i: syscalls.chat(app, body.model, messages, request_sampling(body, i), priority=body.priority),
+        lambda i: syscalls.chat(app, body.model, messages, sampling(i), priority=body.priority),
     )
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -96,12 +102,11 @@ async def completions(
     if not prompts:
         raise InvalidRequestError("prompt is an empty list; give at least one prompt")
     n = body.n
+    sampling = await _sampling_for(syscalls, app, body, StructuredOutput.of(body), texts=prompts)
 
     def start(i: int):
         prompt = prompts[i // n]
-        return syscalls.generate(
-            app, body.model, prompt, request_sampling(body, i % n), priority=body.priority
-        )
+        return syscalls.generate(app, body.model, prompt, sampling(i % n), priority=body.priority)
 
     gen = await Generation.start(syscalls, app, len(prompts) * n, start)
     meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
@@ -119,6 +124,16 @@ async def completions(
     return JSONResponse(
         {**meta.fields("text_completion"), "choices": choices, "usage": usage}, headers=_pid_headers(gen)
     )
+
+
+async def _sampling_for(
+    syscalls, app, body, structured: StructuredOutput | None, **prompt
+) -> Callable[[int], SamplingParams]:
+    """choice -> its SamplingParams; under response_format's grammar when the request has one."""
+    if structured is None:
+        return lambda i: request_sampling(body, i)
+    grammar = await run_in_threadpool(structured_grammar, syscalls, app, body, structured, **prompt)
+    return lambda i: structured.sampling(grammar, request_sampling(body, i))
 
 
 @dataclass

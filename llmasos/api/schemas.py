@@ -166,14 +166,36 @@ class NamedToolChoice(_Body):
     function: dict[str, Name]  # {"name": ...}
 
 
+class JsonSchemaFormat(_Body):
+    """OpenAI's `response_format.json_schema`; the schema is checked in `api/response_format.py`."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+    name: Annotated[str, Field(min_length=1, max_length=64)] = "response"
+    description: Annotated[str, Field(max_length=8192)] | None = None
+    json_schema: dict[str, Any] | bool | None = Field(None, alias="schema")
+    strict: bool | None = None  # accepted: the output always keeps to the schema, strict or not
+
+
+class ResponseFormat(_Body):
+    """`{"type": "text" | "json_object" | "json_schema", ...}`; json_object may carry a `schema`
+    (as vLLM and Together accept it)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, populate_by_name=True)
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+    object_schema: dict[str, Any] | None = Field(None, alias="schema")
+
+
 class ChatCompletionRequest(_SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    response_format: ResponseFormat | None = None
     tools: Annotated[list[ToolDef], Field(max_length=64)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
 
 
 class CompletionRequest(_SamplingFields):
     prompt: Text | Annotated[list[Text], Field(max_length=MAX_PROMPTS)]
+    response_format: ResponseFormat | None = None
 
 
 class EmbeddingRequest(_RequestBody):

@@ -7,6 +7,8 @@ end-of-sequence tokens remain. Two grammars are offered:
 
 - `Grammar.json_schema(schema, tokenizer, max_tokens)`: compact JSON of a schema in the subset of
   `llmasos.engine.json_schema`, bounded so that the value always completes within `max_tokens`;
+- `Grammar.json_object(tokenizer, max_tokens)`: any JSON object (`response_format` json_object),
+  bounded likewise;
 - `Grammar.choice(options, tokenizer)`: exactly one of the given strings.
 
 `grammar.processor()` makes a fresh `ConstrainedLogits` for one request, to put in
@@ -26,15 +28,13 @@ from dataclasses import dataclass
 import llguidance
 import torch
 
-from llmasos.engine.json_schema import Bounds, fit_to_budget
+from llmasos.engine.json_object import json_object_grammar
+from llmasos.engine.json_schema import fit_to_budget, grammar_text
+from llmasos.engine.schema_bounds import Bounds
 from llmasos.errors import InvalidRequestError, InvalidSchemaError
 from llmasos.model.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
-
-# Compact JSON: no free whitespace (a model could emit it forever), and only the two-byte escapes,
-# so that one character costs at most four bytes (json_schema.BYTES_PER_CHAR).
-_JSON_OPTIONS = {"whitespace_flexible": False, "json_allowed_escapes": '"\\bfnrt'}
 #: Parser states a processor keeps (one per sequence it serves, least recently used dropped).
 MAX_STATES = 16
 
@@ -69,14 +69,21 @@ class Grammar:
     @classmethod
     def json_schema(cls, schema: object, tokenizer: Tokenizer, max_tokens: int) -> Grammar:
         """Compact JSON valid under `schema`, always complete within `max_tokens` (end included)."""
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
-            raise InvalidRequestError(
-                f"max_tokens for a JSON schema must be an integer >= 2, got {max_tokens!r}"
-            )
+        _check_budget(max_tokens)
         # Every token is at least one byte, so a value of at most max_tokens - 1 bytes always ends in time.
         bounded, bounds = fit_to_budget(schema, max_tokens - 1)
-        text = llguidance.LLMatcher.grammar_from_json_schema(bounded, overrides=_JSON_OPTIONS)
+        text = grammar_text(bounded)
         grammar = cls(text, grammar_tokenizer(tokenizer), bounds.worst_case_bytes + 1, bounded, bounds)
+        grammar._check()
+        return grammar
+
+    @classmethod
+    def json_object(cls, tokenizer: Tokenizer, max_tokens: int) -> Grammar:
+        """Any compact JSON object (nesting, members and strings bounded), complete within `max_tokens`."""
+        _check_budget(max_tokens)
+        text, worst_case = json_object_grammar(max_tokens - 1)
+        lark = llguidance.LLMatcher.grammar_from_lark(text)
+        grammar = cls(lark, grammar_tokenizer(tokenizer), worst_case + 1)
         grammar._check()
         return grammar
 
@@ -109,6 +116,11 @@ class Grammar:
         if matcher.is_error():
             raise InvalidSchemaError(f"the grammar could not be compiled: {matcher.get_error()}")
         return matcher
+
+
+def _check_budget(max_tokens: object) -> None:
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+        raise InvalidRequestError(f"max_tokens for a JSON value must be an integer >= 2, got {max_tokens!r}")
 
 
 class ConstrainedLogits:
