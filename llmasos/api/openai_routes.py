@@ -18,7 +18,7 @@ from llmasos.api.auth import Caller
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
+from llmasos.api.tool_calls import chat_with_tools, messages_for_template, tool_request
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
 from llmasos.kernel.admission import refuse_invalid_unicode
 
@@ -59,8 +59,9 @@ async def chat_completions(
 ) -> JSONResponse | StreamingResponse:
     syscalls = request.app.state.syscalls
     messages = messages_for_template(body.messages)
-    if wants_tools(body):
-        return await chat_with_tools(syscalls, app, body, messages, request)
+    tools = tool_request(body)  # checked whether or not the model will call them
+    if tools is not None and tools.wants_calls:
+        return await chat_with_tools(syscalls, app, body, tools, messages, request)
     gen = await Generation.start(
         syscalls,
         app,
