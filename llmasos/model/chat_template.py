@@ -30,8 +30,8 @@ from, and sees no call syntax of its own to imitate::
     system: You can call these functions:
     - get_weather: The current weather in a city
     ...
-    system: Function results, to answer the user with:
-    - get_weather with {"city": "Paris"} returned: {"temp": 18}
+    system: Information looked up for the user's request (answer from it, in your own words):
+    - get_weather {"city": "Paris"}: {"temp": 18}
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ from llmasos.errors import InvalidRequestError, ModelFormatError
 #: Roles a message may have; anything else is a caller error, not something to pass to a template.
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
+#: How the tool fallback introduces results: as information to answer from, not as calls to discuss.
+RESULTS_HEADING = "Information looked up for the user's request (answer from it, in your own words):"
 _FALLBACK_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
@@ -207,11 +209,11 @@ def fold_tool_turns(
             calls = {c.get("id", ""): _described_call(c) for c in message["tool_calls"]}
             if message["content"]:
                 out.append({"role": "assistant", "content": message["content"]})
-            results = {"role": "system", "content": "Function results, to answer the user with:"}
+            results = {"role": "system", "content": RESULTS_HEADING}
             out.append(results)
         elif message["role"] == "tool" and results is not None:
             called = calls.get(message.get("tool_call_id") or "") or message.get("name") or "a function"
-            results["content"] += f"\n- {called} returned: {message['content']}"
+            results["content"] += f"\n- {called}: {message['content']}"
         else:
             results = None
             out.append({k: v for k, v in message.items() if k not in ("tool_calls", "tool_call_id")})
@@ -235,4 +237,4 @@ def _described_call(call: dict[str, Any]) -> str:
     arguments = function.get("arguments")
     if not isinstance(arguments, str):
         arguments = json.dumps(arguments, ensure_ascii=False)
-    return f"{function.get('name')} with {arguments}"
+    return f"{function.get('name')} {arguments}"

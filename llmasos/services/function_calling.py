@@ -148,9 +148,20 @@ class _Turn:
             return self._answer(choice, sampling)
         calls: list[FunctionCall] = []
         while name != DONE:
-            self._emit(choice, "call", name, len(calls))
-            step = _step_sampling(sampling, 2 * len(calls) + 1)
-            calls.append(FunctionCall(name, self._arguments(choice, len(calls), name, calls, step)))
+            index = len(calls)
+            # The first call streams as it is generated; a later one once it is known not to repeat
+            # an earlier call (a small model repeats the first; a repeat adds nothing, so it ends the turn).
+            live = index == 0
+            if live:
+                self._emit(choice, "call", name, index)
+            step = _step_sampling(sampling, 2 * index + 1)
+            call = FunctionCall(name, self._arguments(choice, index, name, calls, step, live))
+            if call in calls:
+                break
+            if not live:
+                self._emit(choice, "call", name, index)
+                self._emit(choice, "arguments", call.arguments, index)
+            calls.append(call)
             if not self.parallel or len(calls) >= MAX_PARALLEL_CALLS:
                 break
             name = self._next(calls, _step_sampling(sampling, 2 * len(calls)))
@@ -183,12 +194,23 @@ class _Turn:
         return self._constrained(instruction, grammar, sampling)
 
     def _arguments(
-        self, choice: int, index: int, name: str, calls: list[FunctionCall], sampling: SamplingParams
+        self,
+        choice: int,
+        index: int,
+        name: str,
+        calls: list[FunctionCall],
+        sampling: SamplingParams,
+        live: bool,
     ) -> str:
         """Step 2: the call's arguments, JSON valid under the function's parameters by construction."""
         function = self.functions[name]
         fields = ", ".join(function.parameters.get("properties") or {}) or "no fields"
-        earlier = f"You already called: {_listed(calls)}; this is the next call.\n" if calls else ""
+        earlier = (
+            f"You already called: {_listed(calls)}.\nThis next call is for another item the user "
+            "named: give it different arguments.\n"
+            if calls
+            else ""
+        )
         instruction = (
             f"{earlier}Call the function {function.name}: {function.description}\n"
             # The grammar enforces the schema; the prompt only names the fields, to stay short.
@@ -196,7 +218,7 @@ class _Turn:
         )
         grammar = Grammar.json_schema(function.parameters, self.session.tokenizer, ARGUMENT_TOKENS)
         on_text = None
-        if self.on_event is not None:
+        if self.on_event is not None and live:
 
             def on_text(text: str) -> None:
                 self._emit(choice, "arguments", text, index)

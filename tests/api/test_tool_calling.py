@@ -99,6 +99,7 @@ def test_several_calls_in_one_turn_stream_as_openai_streams_them(client):
         reply = client.chat.completions.create(**ask, tool_choice="required")
         calls = _checked(reply.choices[0].message.tool_calls)
         assert 1 <= len(calls) <= MAX_PARALLEL_CALLS and {n for n, _ in calls} <= {"do", "d"}
+        assert len({json.dumps(call) for call in calls}) == len(calls)  # a repeated call ends the turn
         counts.append(len(calls))
         # Streamed, assembled as the SDK's helper does: the same calls as the same seed not streamed.
         with client.chat.completions.stream(**ask, tool_choice="required") as stream:
@@ -131,10 +132,11 @@ def _round_trip(question: str, result: str) -> list[dict]:
 
 def test_after_tool_results_auto_answers_in_text_streamed_as_it_comes(client):
     pieces = []
-    # The second conversation is one where the random model's answer is mostly whole characters
-    # (the detokenizer holds back the bytes of a character not yet complete, so an answer of broken
-    # characters comes as one piece at its end, streamed or not).
-    for history in (_round_trip(ASK[0]["content"], '{"temp": 18}'), _round_trip("Hi", "18")):
+    # The random model's answers are mostly broken characters, which the detokenizer holds back
+    # until the end (an answer of them comes as one piece, streamed or not); in some conversations
+    # it writes whole ones, and those must come piece by piece.
+    conversations = [(ASK[0]["content"], '{"temp": 18}'), ("Hi", "18"), ("x", "1"), ("hello", "ok")]
+    for history in (_round_trip(question, result) for question, result in conversations):
         for seed in range(2):
             ask = {"model": "tiny", "messages": history, "tools": [WEATHER], "seed": seed, "temperature": 1.0}
             (choice,) = client.chat.completions.create(**ask, max_tokens=12).choices

@@ -9,7 +9,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from llmasos.api.schemas import ChatMessage
 from llmasos.api.tool_calls import messages_for_template
-from llmasos.model.chat_template import ChatTemplate
+from llmasos.model.chat_template import RESULTS_HEADING, ChatTemplate
 from tests.helpers.templates import QWEN25, SMOLLM2
 
 WEATHER = {
@@ -66,9 +66,9 @@ def test_a_template_without_one_reads_results_as_context_and_sees_no_call_syntax
     assert ours == (
         "<|im_start|>system\nYou can call these functions:\n- get_weather: The current weather in a city"
         "<|im_end|>\n<|im_start|>user\nWeather in Paris and Tokyo?<|im_end|>\n"
-        "<|im_start|>system\nFunction results, to answer the user with:\n"
-        '- get_weather with {"city": "Paris"} returned: {"temp": 18}\n'
-        '- get_weather with {"city": "Tokyo"} returned: {"temp": 25}<|im_end|>\n'
+        f"<|im_start|>system\n{RESULTS_HEADING}\n"
+        '- get_weather {"city": "Paris"}: {"temp": 18}\n'
+        '- get_weather {"city": "Tokyo"}: {"temp": 25}<|im_end|>\n'
         "<|im_start|>assistant\n"
     )
     assert "Calling" not in ours and "<|im_start|>tool" not in ours
@@ -76,7 +76,7 @@ def test_a_template_without_one_reads_results_as_context_and_sees_no_call_syntax
 
 def test_the_plain_fallback_folds_tool_turns_too_and_leaves_a_lone_tool_message_alone():
     ours = ChatTemplate(None).render(_template_messages(ROUND_TRIP))
-    assert "Function results, to answer the user with:" in ours and "Calling" not in ours
+    assert RESULTS_HEADING in ours and "Calling" not in ours
     lone = ChatTemplate(None).render([{"role": "tool", "content": "42"}], add_generation_prompt=False)
     assert lone == "Tool: 42"
 
