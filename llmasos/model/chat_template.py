@@ -203,16 +203,16 @@ def fold_tool_turns(
     message that answers no such turn is left as it is)."""
     out: list[dict[str, Any]] = []
     results: dict[str, Any] | None = None  # the results message being filled
-    calls: dict[str, str] = {}  # tool_call_id -> "name with arguments"
+    calls: dict[str, str] = {}  # tool_call_id (or its position) -> the call described, not yet answered
     for message in messages:
         if message["role"] == "assistant" and message.get("tool_calls"):
-            calls = {c.get("id", ""): _described_call(c) for c in message["tool_calls"]}
+            calls = {c.get("id") or f"#{i}": _described_call(c) for i, c in enumerate(message["tool_calls"])}
             if message["content"]:
                 out.append({"role": "assistant", "content": message["content"]})
             results = {"role": "system", "content": RESULTS_HEADING}
             out.append(results)
         elif message["role"] == "tool" and results is not None:
-            called = calls.get(message.get("tool_call_id") or "") or message.get("name") or "a function"
+            called = _answered_call(calls, message)
             results["content"] += f"\n- {called}: {message['content']}"
         else:
             results = None
@@ -221,6 +221,14 @@ def fold_tool_turns(
         at = 1 if out and out[0]["role"] == "system" else 0
         out.insert(at, {"role": "system", "content": describe_tools(tools)})
     return out
+
+
+def _answered_call(calls: dict[str, str], message: dict[str, Any]) -> str:
+    """The call a tool message answers: by its tool_call_id, else (Ollama sends none) the next in order."""
+    called = calls.pop(message.get("tool_call_id") or "", None)
+    if called is None and calls:
+        called = calls.pop(next(iter(calls)))
+    return called or message.get("name") or "a function"
 
 
 def describe_tools(tools: list[dict[str, Any]]) -> str:

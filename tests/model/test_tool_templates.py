@@ -108,3 +108,16 @@ def test_legacy_function_calls_and_results_become_tool_turns():
     assert '<tool_response>\n{"temp": 18}\n</tool_response>' in ChatTemplate(QWEN25).render(
         _template_messages(legacy), tools=[WEATHER]
     )
+
+
+def test_results_without_call_ids_answer_the_calls_in_order():
+    # Ollama's messages carry no tool_call_id: the n-th result answers the n-th call.
+    calls = [{"function": {"name": "get_weather", "arguments": {"city": c}}} for c in ("Paris", "Tokyo")]
+    messages = [
+        {"role": "user", "content": "Weather in Paris and Tokyo?"},
+        {"role": "assistant", "content": "", "tool_calls": calls},
+        {"role": "tool", "content": "18", "name": "get_weather"},
+        {"role": "tool", "content": "25", "name": "get_weather"},
+    ]
+    ours = ChatTemplate(SMOLLM2).render(messages)
+    assert '- get_weather {"city": "Paris"}: 18\n- get_weather {"city": "Tokyo"}: 25<|im_end|>' in ours
