@@ -60,18 +60,16 @@ def _template_messages(messages: list[Message]) -> list[dict]:
             raise InvalidRequestError(
                 "messages: images are not supported: this server's models have no vision"
             )
-        content = m.content or ""
-        if m.tool_calls:
-            calls = "; ".join(f"{c.function.name}({_json(c.function.arguments)})" for c in m.tool_calls)
-            content = (content + "\n" if content else "") + f"Calling: {calls}"
-        if m.role == "tool":
-            content = f"Result{f' of {m.tool_name}' if m.tool_name else ''}: {content}"
-        out.append({"role": m.role, "content": content})
+        message: dict = {"role": m.role, "content": m.content or ""}
+        if m.tool_calls:  # as structure, for the chat template's tool format or its fallback
+            message["tool_calls"] = [
+                {"type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+                for c in m.tool_calls
+            ]
+        if m.tool_name:
+            message["name"] = m.tool_name
+        out.append(message)
     return out
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False)
 
 
 def _constrained(

@@ -19,7 +19,7 @@ from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
 from llmasos.api.response_format import StructuredOutput, structured_grammar
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
-from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
+from llmasos.api.tool_calls import chat_with_tools, messages_for_template, tool_request
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
 from llmasos.kernel.admission import refuse_invalid_unicode
@@ -62,10 +62,14 @@ async def chat_completions(
     syscalls = request.app.state.syscalls
     messages = messages_for_template(body.messages)
     structured = StructuredOutput.of(body)
-    if wants_tools(body):
+    tools = tool_request(body)  # checked whether or not the model will call them
+    if tools is not None and tools.wants_calls:
         if structured is not None:
-            raise InvalidRequestError("response_format: cannot be combined with tools; send one or the other")
-        return await chat_with_tools(syscalls, app, body, messages, request)
+            raise InvalidRequestError(
+                "response_format: cannot be combined with tools the model may call; send one or the "
+                'other (or tool_choice "none")'
+            )
+        return await chat_with_tools(syscalls, app, body, tools, messages, request)
     sampling = await _sampling_for(syscalls, app, body, structured, messages=messages)
     gen = await Generation.start(
         syscalls,

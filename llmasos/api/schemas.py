@@ -105,11 +105,12 @@ class ToolCall(_Body):
 
 
 class ChatMessage(_Body):
-    role: Literal["system", "user", "assistant", "tool", "developer"]
+    role: Literal["system", "user", "assistant", "tool", "developer", "function"]  # function: legacy
     content: Text | Annotated[list[TextPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
     name: Name | None = None
     tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None  # an assistant's calls
     tool_call_id: Name | None = None  # a tool turn: which call this is the result of
+    function_call: FunctionCall | None = None  # an assistant's call, in the legacy spelling
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -191,6 +192,9 @@ class ChatCompletionRequest(_SamplingFields):
     response_format: ResponseFormat | None = None
     tools: Annotated[list[ToolDef], Field(max_length=64)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None  # absent or null: true, as OpenAI's default
+    functions: Annotated[list[FunctionDef], Field(max_length=64)] | None = None  # legacy tools
+    function_call: Literal["none", "auto"] | dict[str, Name] | None = None  # legacy tool_choice
 
 
 class CompletionRequest(_SamplingFields):

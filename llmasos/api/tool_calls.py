@@ -1,6 +1,11 @@
 """Function calling on /v1/chat/completions: OpenAI's request and response shapes around the
 function-calling program (llmasos/services/function_calling.py), which does the work below the
-interfaces: which function, and arguments constrained to its schema.
+interfaces: which functions, and arguments constrained to their schemas.
+
+Both spellings are taken: `tools` / `tool_choice` / `parallel_tool_calls`, and the legacy
+`functions` / `function_call` (answered with `message.function_call` and finish reason
+"function_call", one call a turn, as OpenAI answers them). Every schema and the choice are checked
+when the request arrives, so a request never succeeds or fails by what the model happens to pick.
 """
 
 from __future__ import annotations
@@ -8,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -16,97 +21,175 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from llmasos.api.generation import request_sampling
 from llmasos.api.program_calls import program_pool
 from llmasos.api.schemas import ChatCompletionRequest, ChatMessage
+from llmasos.api.tool_stream import ToolStream
+from llmasos.errors import InvalidRequestError
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import App
 from llmasos.services.base import Session
-from llmasos.services.function_calling import Decision, Function, call_functions
+from llmasos.services.function_calling import (
+    Decision,
+    Function,
+    OnEvent,
+    call_functions,
+    check_functions,
+)
 
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
-def messages_for_template(messages: list[ChatMessage]) -> list[dict]:
-    """OpenAI messages, tool calls and results included, as plain role/content turns."""
-    out = []
-    for m in messages:
-        role = "system" if m.role == "developer" else m.role
-        content = m.text()
-        if m.tool_calls:
-            calls = "; ".join(f"{c.function.name}({c.function.arguments})" for c in m.tool_calls)
-            content = (content + "\n" if content else "") + f"Calling: {calls}"
-        if m.role == "tool":
-            content = f"Result{f' of {m.name}' if m.name else ''}: {content}"
-        out.append({"role": role, "content": content})
-    return out
+@dataclass(frozen=True)
+class ToolRequest:
+    """What a request asks of function calling, whichever spelling it used."""
+
+    functions: list[Function]
+    choice: str | None  # None ("auto"), "required", "none", or a function's name
+    parallel: bool  # several calls in one turn allowed
+    legacy: bool  # `functions`/`function_call`: answered with `function_call`
+
+    @property
+    def wants_calls(self) -> bool:
+        return self.choice != "none"
 
 
-def wants_tools(body: ChatCompletionRequest) -> bool:
-    return bool(body.tools) and body.tool_choice != "none"
+def tool_request(body: ChatCompletionRequest) -> ToolRequest | None:
+    """The request's functions and choice, checked (InvalidRequestError naming the field), or None
+    when it offers none."""
+    if body.tools and body.functions:
+        raise InvalidRequestError("give either tools or the legacy functions, not both")
+    if body.tools:
+        functions = [_function(t.function) for t in body.tools]
+        choice = _choice(body.tool_choice, "tool_choice")
+        request = ToolRequest(functions, choice, body.parallel_tool_calls is not False, legacy=False)
+        path = "tools[{}].function.parameters"
+    elif body.functions:
+        functions = [_function(f) for f in body.functions]
+        choice = _choice(body.function_call, "function_call")
+        request = ToolRequest(functions, choice, parallel=False, legacy=True)
+        path = "functions[{}].parameters"
+    else:
+        if body.tool_choice not in (None, "none", "auto") or body.function_call not in (None, "none", "auto"):
+            raise InvalidRequestError("tool_choice asks for a call but the request gives no tools")
+        return None
+    check_functions(request.functions, request.choice, path)
+    return request
 
 
-def _tool_choice(body: ChatCompletionRequest) -> str | None:
-    """OpenAI's tool_choice as the program takes it: "auto" (None), "required", or a function name."""
-    choice = body.tool_choice
+def _function(definition) -> Function:
+    return Function(definition.name, definition.description or "", definition.parameters)
+
+
+def _choice(choice, field: str) -> str | None:
+    """OpenAI's tool_choice/function_call as the program takes it."""
     if choice is None or choice == "auto":
         return None
     if isinstance(choice, str):
         return choice
-    return str(choice.function.get("name", ""))
+    name = choice.function.get("name") if hasattr(choice, "function") else choice.get("name")
+    if not name:
+        raise InvalidRequestError(f"{field} names no function: give {{'name': ...}}")
+    return str(name)
+
+
+def messages_for_template(messages: list[ChatMessage]) -> list[dict]:
+    """OpenAI messages as chat templates take them: tool calls (arguments as objects) and tool
+    results kept as structure, for the template's tool format or its fallback to render."""
+    out = []
+    for index, m in enumerate(messages):
+        message: dict = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        calls = [(c.id, c.function) for c in m.tool_calls or ()]
+        if m.function_call is not None:  # legacy: one call, no id
+            calls.append((f"call_{index}", m.function_call))
+        if calls:
+            message["tool_calls"] = [
+                {
+                    "id": id_,
+                    "type": "function",
+                    "function": {"name": f.name, "arguments": _parsed(f.arguments)},
+                }
+                for id_, f in calls
+            ]
+        if m.role == "function":  # legacy result: answers the function call just before it
+            message.update(role="tool", tool_call_id=f"call_{index - 1}")
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            message["name"] = m.name
+        out.append(message)
+    return out
+
+
+def _parsed(arguments: str) -> object:
+    # Templates write arguments with `tojson`: an object, or the text when it is not JSON.
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 async def chat_with_tools(
-    syscalls: Syscalls, app: App, body: ChatCompletionRequest, messages: list[dict], request: Request
+    syscalls: Syscalls,
+    app: App,
+    body: ChatCompletionRequest,
+    tools: ToolRequest,
+    messages: list[dict],
+    request: Request,
 ) -> JSONResponse | StreamingResponse:
-    """Each choice either calls a function (arguments constrained to its schema) or answers."""
-    functions = [
-        Function(t.function.name, t.function.description or "", t.function.parameters)
-        for t in body.tools or ()
-    ]
+    """Each choice either calls functions (arguments constrained to their schemas) or answers."""
     sampling = [request_sampling(body, i) for i in range(body.n)]
 
-    def run(cancellation) -> tuple[list[Decision], dict]:
-        session = Session(syscalls, app, body.model, cancellation, priority=body.priority)
-        decisions = call_functions(session, messages, functions, _tool_choice(body), sampling)
-        return decisions, session.usage
+    def run(on_event: OnEvent | None):
+        def program(cancellation) -> tuple[list[Decision], dict]:
+            session = Session(syscalls, app, body.model, cancellation, priority=body.priority)
+            decisions = call_functions(
+                session,
+                messages,
+                tools.functions,
+                tools.choice,
+                sampling,
+                parallel=tools.parallel,
+                on_event=on_event,
+            )
+            return decisions, {key: session.usage[key] for key in USAGE_KEYS}
 
-    decisions, usage = await program_pool(request).run(request, run)
-    usage = {key: usage[key] for key in USAGE_KEYS}
-    choices = [
-        {"index": i, "message": _message(d), "finish_reason": d.finish_reason}
-        for i, d in enumerate(decisions)
-    ]
+        return program
+
     fields = {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "created": int(time.time()),
         "model": syscalls.resolve_model(body.model),
     }
-    if not body.stream:
-        return JSONResponse({**fields, "object": "chat.completion", "choices": choices, "usage": usage})
-    include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = _chunks({**fields, "object": "chat.completion.chunk"}, choices, usage if include_usage else None)
-    return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        stream = ToolStream({**fields, "object": "chat.completion.chunk"}, tools.legacy, include_usage)
+        return await stream.start(program_pool(request), run(stream.on_event))
+    decisions, usage = await program_pool(request).run(request, run(None))
+    choices = [
+        {"index": i, "message": message(d, tools.legacy), "finish_reason": finish_reason(d, tools.legacy)}
+        for i, d in enumerate(decisions)
+    ]
+    return JSONResponse({**fields, "object": "chat.completion", "choices": choices, "usage": usage})
 
 
-def _message(decision: Decision) -> dict:
+def call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def finish_reason(decision: Decision, legacy: bool) -> str:
+    if decision.is_call and legacy:
+        return "function_call"
+    return decision.finish_reason
+
+
+def message(decision: Decision, legacy: bool) -> dict:
     """The assistant message of a choice, in OpenAI's shape."""
     if not decision.is_call:
         return {"role": "assistant", "content": decision.content}
-    call = {
-        "id": f"call_{uuid.uuid4().hex[:24]}",
-        "type": "function",
-        "function": {"name": decision.name, "arguments": decision.arguments},
-    }
-    return {"role": "assistant", "content": None, "tool_calls": [call]}
+    if legacy:
+        call = decision.calls[0]
+        return {"role": "assistant", "content": None, "function_call": _call_function(call)}
+    calls = [{"id": call_id(), "type": "function", "function": _call_function(c)} for c in decision.calls]
+    return {"role": "assistant", "content": None, "tool_calls": calls}
 
 
-async def _chunks(base: dict, choices: list[dict], usage: dict | None) -> AsyncIterator[str]:
-    """The finished choices as a stream: one delta each, then its finish reason."""
-    for c in choices:
-        delta = {"role": "assistant", **{k: v for k, v in c["message"].items() if k != "role"}}
-        if "tool_calls" in delta:
-            delta["tool_calls"] = [{"index": 0, **call} for call in delta["tool_calls"]]
-        yield f"data: {json.dumps({**base, 'choices': [{'index': c['index'], 'delta': delta}]})}\n\n"
-        finish = {"index": c["index"], "delta": {}, "finish_reason": c["finish_reason"]}
-        yield f"data: {json.dumps({**base, 'choices': [finish]})}\n\n"
-    if usage is not None:
-        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
-    yield "data: [DONE]\n\n"
+def _call_function(call) -> dict:
+    return {"name": call.name, "arguments": call.arguments}

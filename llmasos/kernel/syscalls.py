@@ -142,10 +142,14 @@ class Syscalls(ProcessCalls, AdminCalls):
         params: SamplingParams | None = None,
         *,
         priority: str | None = None,
+        tools: list[dict] | None = None,
     ) -> Process:
-        """Start a chat completion: the model's chat template over `messages`."""
+        """Start a chat completion: the model's chat template over `messages` (and `tools`, the
+        OpenAI-style definitions of the functions it may call, in the template's tool format)."""
         contents = tuple(m["content"] for m in messages if isinstance(m.get("content"), str))
-        request = PromptRequest(lambda tok: tok.encode_chat(messages), contents, lambda: json.dumps(messages))
+        request = PromptRequest(
+            lambda tok: tok.encode_chat(messages, tools=tools), contents, lambda: json.dumps(messages)
+        )
         return self._start(app, "chat", model, params, priority, request)
 
     def events(self, app: App, pid: int, timeout: float | None = None) -> Iterator[Event]:

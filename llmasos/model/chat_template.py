@@ -17,6 +17,21 @@ A model without a template (a base model) gets a plain, documented fallback form
     Assistant:
 
 (messages joined by a blank line; the final ``Assistant:`` only with ``add_generation_prompt``).
+
+Tools. A template that renders tools itself (it reads ``tools`` and writes ``tool_call``s, as
+Qwen2.5's does with ``<tool_call>`` and ``<tool_response>``) gets the OpenAI-style ``tools`` list and
+the messages as they are: an assistant message's ``tool_calls`` (arguments as objects) and ``tool``
+messages with their ``tool_call_id``. A template without a tool format (SmolLM2's, the plain fallback)
+gets the documented tool fallback instead (`fold_tool_turns`): the functions are listed in a system
+message, and each assistant turn of calls with the results that answer it becomes one system message
+that states what was called and what it returned, so the model reads the results as context to answer
+from, and sees no call syntax of its own to imitate::
+
+    system: You can call these functions:
+    - get_weather: The current weather in a city
+    ...
+    system: Information looked up for the user's request (answer from it, in your own words):
+    - get_weather {"city": "Paris"}: {"temp": 18}
 """
 
 from __future__ import annotations
@@ -35,6 +50,8 @@ from llmasos.errors import InvalidRequestError, ModelFormatError
 #: Roles a message may have; anything else is a caller error, not something to pass to a template.
 ROLES: tuple[str, ...] = ("system", "user", "assistant", "tool")
 
+#: How the tool fallback introduces results: as information to answer from, not as calls to discuss.
+RESULTS_HEADING = "Information looked up for the user's request (answer from it, in your own words):"
 _FALLBACK_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 
@@ -130,9 +147,25 @@ class ChatTemplate:
         """True when the model supplied its own template, False for the plain fallback format."""
         return self._template is not None
 
-    def render(self, messages: object, *, add_generation_prompt: bool = True) -> str:
-        """Validate `messages` and render them to prompt text (special tokens appear as text)."""
+    @property
+    def has_tool_format(self) -> bool:
+        """True when the template renders tools and tool calls itself (Qwen2.5's does)."""
+        return self.source is not None and "tools" in self.source and "tool_call" in self.source
+
+    def render(
+        self,
+        messages: object,
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
+        """Validate `messages` and render them to prompt text (special tokens appear as text).
+
+        `tools`: OpenAI-style tool definitions, rendered by the template's own tool format when it
+        has one, or by the documented fallback (see the module docstring)."""
         checked = validate_messages(messages)
+        if not self.has_tool_format:
+            checked, tools = fold_tool_turns(checked, tools), None
         if self._template is None:
             return render_fallback(checked, add_generation_prompt=add_generation_prompt)
         try:
@@ -141,7 +174,7 @@ class ChatTemplate:
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                tools=None,
+                tools=tools or None,
             )
         except InvalidRequestError:
             raise
@@ -159,3 +192,57 @@ def render_fallback(messages: list[dict[str, Any]], *, add_generation_prompt: bo
     if add_generation_prompt:
         parts.append("Assistant:")
     return "\n\n".join(parts)
+
+
+def fold_tool_turns(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """The tool fallback for templates without a tool format (see the module docstring): the tools
+    as a system message after the first system one (or first), and every assistant turn of
+    `tool_calls` with the `tool` messages after it as one system message of results (a `tool`
+    message that answers no such turn is left as it is)."""
+    out: list[dict[str, Any]] = []
+    results: dict[str, Any] | None = None  # the results message being filled
+    calls: dict[str, str] = {}  # tool_call_id (or its position) -> the call described, not yet answered
+    for message in messages:
+        if message["role"] == "assistant" and message.get("tool_calls"):
+            calls = {c.get("id") or f"#{i}": _described_call(c) for i, c in enumerate(message["tool_calls"])}
+            if message["content"]:
+                out.append({"role": "assistant", "content": message["content"]})
+            results = {"role": "system", "content": RESULTS_HEADING}
+            out.append(results)
+        elif message["role"] == "tool" and results is not None:
+            called = _answered_call(calls, message)
+            results["content"] += f"\n- {called}: {message['content']}"
+        else:
+            results = None
+            out.append({k: v for k, v in message.items() if k not in ("tool_calls", "tool_call_id")})
+    if tools:
+        at = 1 if out and out[0]["role"] == "system" else 0
+        out.insert(at, {"role": "system", "content": describe_tools(tools)})
+    return out
+
+
+def _answered_call(calls: dict[str, str], message: dict[str, Any]) -> str:
+    """The call a tool message answers: by its tool_call_id, else (Ollama sends none) the next in order."""
+    called = calls.pop(message.get("tool_call_id") or "", None)
+    if called is None and calls:
+        called = calls.pop(next(iter(calls)))
+    return called or message.get("name") or "a function"
+
+
+def describe_tools(tools: list[dict[str, Any]]) -> str:
+    """OpenAI-style tool definitions as a plain list, for templates without a tool format."""
+    lines = ["You can call these functions:"]
+    for tool in tools:
+        function = tool.get("function", tool)
+        lines.append(f"- {function.get('name')}: {function.get('description') or 'no description'}")
+    return "\n".join(lines)
+
+
+def _described_call(call: dict[str, Any]) -> str:
+    function = call.get("function", call)
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):
+        arguments = json.dumps(arguments, ensure_ascii=False)
+    return f"{function.get('name')} {arguments}"

@@ -227,13 +227,28 @@ class Tokenizer:
         """The model's chat template source, if it has one."""
         return self._chat.source
 
+    @property
+    def has_tool_format(self) -> bool:
+        """True when the model's template renders tools and tool calls itself (see chat_template)."""
+        return self._chat.has_tool_format
+
     def apply_chat_template(
-        self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
     ) -> str:
         """Render `messages` to prompt text with the model's template; InvalidRequestError if malformed."""
-        return self._chat.render(messages, add_generation_prompt=add_generation_prompt)
+        return self._chat.render(messages, add_generation_prompt=add_generation_prompt, tools=tools)
 
-    def encode_chat(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> list[int]:
+    def encode_chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> list[int]:
         """Prompt ids for `messages`: the rendered template, with BOS added once if the model uses one.
 
         Special-token spellings inside message contents (a user typing ``<|im_end|>``) are encoded as
@@ -243,9 +258,11 @@ class Tokenizer:
         if isinstance(messages, list) and any(
             isinstance(m, dict) and self._has_special_text(m.get("content")) for m in messages
         ):
-            ids = self._encode_chat_literal(messages, add_generation_prompt)
+            ids = self._encode_chat_literal(messages, add_generation_prompt, tools)
         else:
-            text = self.apply_chat_template(messages, add_generation_prompt=add_generation_prompt)
+            text = self.apply_chat_template(
+                messages, add_generation_prompt=add_generation_prompt, tools=tools
+            )
             # The template writes its special tokens as text; encoding without the post-processor keeps
             # EOS off the end of a prompt and BOS from doubling when the template already wrote it.
             ids = self.encode(text, add_special_tokens=False)
@@ -256,7 +273,9 @@ class Tokenizer:
     def _has_special_text(self, content: Any) -> bool:
         return isinstance(content, str) and any(text in content for text in self._special_texts)
 
-    def _encode_chat_literal(self, messages: list[dict[str, Any]], add_generation_prompt: bool) -> list[int]:
+    def _encode_chat_literal(
+        self, messages: list[dict[str, Any]], add_generation_prompt: bool, tools: list[dict[str, Any]] | None
+    ) -> list[int]:
         """Render with a placeholder per content, then encode the template's text with special tokens
         and each content with special-token spellings read as text."""
         if self._literal_backend is None:
@@ -268,7 +287,7 @@ class Tokenizer:
             {**m, "content": marks[i]} if isinstance(m.get("content"), str) else m
             for i, m in enumerate(messages)
         ]
-        text = self.apply_chat_template(masked, add_generation_prompt=add_generation_prompt)
+        text = self.apply_chat_template(masked, add_generation_prompt=add_generation_prompt, tools=tools)
         ids: list[int] = []
         pos = 0
         for mark, message in zip(marks, messages, strict=True):

@@ -15,6 +15,7 @@ import contextlib
 import queue
 import threading
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
@@ -59,6 +60,7 @@ class Call:
     logits_processors: tuple[LogitsProcessor, ...] = ()
     # A client's own sampling params (an API request's), used as they are instead of the fields above.
     params: SamplingParams | None = None
+    tools: list[dict] | None = None  # OpenAI-style tools, rendered in the chat template's tool format
 
 
 class Session:
@@ -102,6 +104,17 @@ class Session:
 
     def chat(self, call: Call) -> Completion:
         return self.chat_many([call])[0]
+
+    def chat_streamed(self, call: Call, on_text: Callable[[str], None]) -> Completion:
+        """One call whose text is handed to `on_text` piece by piece as it is generated."""
+        self.cancellation.check()
+        process = self._start(call)
+        try:
+            return self._collect(process, on_text)
+        finally:
+            self._cancel(process, "its service call failed")
+            with self._live_lock:
+                self._live.pop(process.pid, None)
 
     @property
     def kv_tokens(self) -> int:
@@ -167,19 +180,23 @@ class Session:
                 "logits_processors": call.logits_processors,
             }
         )
-        process = self.syscalls.chat(self.app, self.model, call.messages, params, priority=self.priority)
+        process = self.syscalls.chat(
+            self.app, self.model, call.messages, params, priority=self.priority, tools=call.tools
+        )
         with self._live_lock:
             self._live[process.pid] = process
         if self.cancellation.is_set:  # cancelled while it was being admitted
             self._cancel_live()
         return process
 
-    def _collect(self, process: Any) -> Completion:
+    def _collect(self, process: Any, on_text: Callable[[str], None] | None = None) -> Completion:
         parts, final = [], None
         try:
             for event in self.syscalls.events(self.app, process.pid, timeout=EVENT_TIMEOUT_SECONDS):
                 parts.append(event.text)
                 final = event
+                if on_text is not None and event.text:
+                    on_text(event.text)
         except queue.Empty:
             self.syscalls.cancel(self.app, process.pid)
             raise LLMasOSError(
