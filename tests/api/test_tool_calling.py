@@ -57,7 +57,7 @@ def test_every_tool_schema_is_checked_when_the_request_arrives(tiny_server):
         assert "tools[1].function.parameters" in r.json()["error"]["message"]
     legacy = {"name": "get_time", "parameters": {"type": "object", "properties": {"x": {"type": "tuple"}}}}
     r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": ASK, "functions": [legacy]})
-    assert r.status_code == 400 and "functions[0].parameters/x" in r.json()["error"]["message"]
+    assert r.status_code == 400 and "functions[0].parameters/properties/x" in r.json()["error"]["message"]
     for choice, words in (
         ({"type": "function", "function": {"name": "teleport"}}, "'teleport', which is not among the tools"),
         ("required", "no tools"),
