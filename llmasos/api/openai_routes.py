@@ -17,10 +17,18 @@ from starlette.concurrency import run_in_threadpool
 from llmasos.api.auth import Caller
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
+from llmasos.api.logprobs import chat_logprobs, completion_logprobs
+from llmasos.api.request_fields import (
+    check_echo,
+    completion_prompts,
+    logprobs_tokenizer,
+    refuse_media_parts,
+)
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
 from llmasos.kernel.admission import refuse_invalid_unicode
+from llmasos.model.tokenizer import Tokenizer
 
 router = APIRouter(tags=["openai"])
 
@@ -58,6 +66,7 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, app: Caller
 ) -> JSONResponse | StreamingResponse:
     syscalls = request.app.state.syscalls
+    refuse_media_parts(body.messages, body.model)
     messages = messages_for_template(body.messages)
     if wants_tools(body):
         return await chat_with_tools(syscalls, app, body, messages, request)
@@ -69,15 +78,16 @@ async def chat_completions(
     )
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    tokenizer = await logprobs_tokenizer(syscalls, app, meta.model, body.logprobs)
     if body.stream:
-        return _sse(_chat_chunks(gen, meta, request, include_usage), gen)
+        return _sse(_chat_chunks(gen, meta, request, include_usage, tokenizer), gen)
     await gen.wait(request)
     choices = [
         {
             "index": c.index,
             "message": {"role": "assistant", "content": "".join(c.text)},
             "finish_reason": c.finish_reason,
-            "logprobs": None,
+            "logprobs": chat_logprobs(tokenizer, c.logprobs) if tokenizer else None,
         }
         for c in gen.choices
     ]
@@ -92,9 +102,9 @@ async def completions(
     body: CompletionRequest, request: Request, app: Caller
 ) -> JSONResponse | StreamingResponse:
     syscalls = request.app.state.syscalls
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if not prompts:
-        raise InvalidRequestError("prompt is an empty list; give at least one prompt")
+    check_echo(body)
+    prompts = await completion_prompts(syscalls, app, body)
+    echoes = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     n = body.n
 
     def start(i: int):
@@ -106,11 +116,18 @@ async def completions(
     gen = await Generation.start(syscalls, app, len(prompts) * n, start)
     meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    tokenizer = await logprobs_tokenizer(syscalls, app, meta.model, body.logprobs)
+    echo = [echoes[c.index // n] if body.echo else "" for c in gen.choices]
     if body.stream:
-        return _sse(_completion_chunks(gen, meta, request, include_usage), gen)
+        return _sse(_completion_chunks(gen, meta, request, include_usage, tokenizer, echo), gen)
     await gen.wait(request)
     choices = [
-        {"index": c.index, "text": "".join(c.text), "finish_reason": c.finish_reason, "logprobs": None}
+        {
+            "index": c.index,
+            "text": echo[c.index] + "".join(c.text),
+            "finish_reason": c.finish_reason,
+            "logprobs": completion_logprobs(tokenizer, c.logprobs) if tokenizer else None,
+        }
         for c in gen.choices
     ]
     usage = gen.usage()
@@ -195,7 +212,7 @@ def _error_chunk(err: LLMasOSError) -> dict:
 
 
 async def _chat_chunks(
-    gen: Generation, meta: _Meta, request: Request, include_usage: bool
+    gen: Generation, meta: _Meta, request: Request, include_usage: bool, tokenizer: Tokenizer | None
 ) -> AsyncIterator[dict | str]:
     base = meta.fields("chat.completion.chunk")
     for c in gen.choices:
@@ -208,6 +225,8 @@ async def _chat_chunks(
             yield {**base, "choices": [delta]}
         elif event.text:
             delta = {"index": choice.index, "delta": {"content": event.text}, "finish_reason": None}
+            if tokenizer is not None:
+                delta["logprobs"] = chat_logprobs(tokenizer, event.logprobs)
             yield {**base, "choices": [delta]}
     if include_usage:
         yield {**base, "choices": [], "usage": gen.usage()}
@@ -215,9 +234,18 @@ async def _chat_chunks(
 
 
 async def _completion_chunks(
-    gen: Generation, meta: _Meta, request: Request, include_usage: bool
+    gen: Generation,
+    meta: _Meta,
+    request: Request,
+    include_usage: bool,
+    tokenizer: Tokenizer | None,
+    echo: list[str],
 ) -> AsyncIterator[dict | str]:
     base = meta.fields("text_completion")
+    for c in gen.choices:
+        if echo[c.index]:
+            item = {"index": c.index, "text": echo[c.index], "finish_reason": None, "logprobs": None}
+            yield {**base, "choices": [item]}
     async for choice, event in gen.events(request):
         if event.finished:
             if event.error is not None:
@@ -231,6 +259,9 @@ async def _completion_chunks(
             yield {**base, "choices": [item]}
         elif event.text:
             item = {"index": choice.index, "text": event.text, "finish_reason": None, "logprobs": None}
+            if tokenizer is not None:
+                offset = sum(len(t) for t in choice.text) - len(event.text)
+                item["logprobs"] = completion_logprobs(tokenizer, event.logprobs, offset)
             yield {**base, "choices": [item]}
     if include_usage:
         yield {**base, "choices": [], "usage": gen.usage()}
