@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Caller
+from llmasos.api.embedding_inputs import refuse_over_window, shorten
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
 from llmasos.api.logprobs import chat_logprobs, completion_logprobs
@@ -52,6 +53,23 @@ def list_models(request: Request, app: Caller) -> dict:
     if app.allows("model", EMBEDDING_ALIASES[0]):
         data.append({"id": EMBEDDING_ALIASES[0], "object": "model", "created": 0, "owned_by": "llmasos"})
     return {"object": "list", "data": data}
+
+
+@router.get("/v1/models/{model_id:path}")
+def retrieve_model(model_id: str, request: Request, app: Caller) -> dict:
+    """One model as /v1/models lists it; 404 in OpenAI's error shape for one that is unknown or that
+    this app may not use (the same answer, so a key cannot probe what others may use)."""
+    if model_id.lower() in EMBEDDING_ALIASES and app.allows("model", EMBEDDING_ALIASES[0]):
+        return {"id": EMBEDDING_ALIASES[0], "object": "model", "created": 0, "owned_by": "llmasos"}
+    manifest = request.app.state.store.get(model_id)  # ModelNotFoundError (404) says what exists
+    if not app.allows("model", manifest.name):
+        raise ModelNotFoundError(f"no model named {model_id!r} for this app; GET /v1/models lists its models")
+    return {
+        "id": manifest.name,
+        "object": "model",
+        "created": _epoch(manifest.created_at),
+        "owned_by": "llmasos",
+    }
 
 
 def _epoch(iso: str) -> int:
@@ -159,7 +177,11 @@ async def embeddings(body: EmbeddingRequest, request: Request, app: Caller) -> d
     def run() -> _EmbeddingResult:
         from llmasos.tools.embed import load_embedder
 
-        vectors, tokens = load_embedder().embed(texts)
+        embedder = load_embedder()
+        listed = isinstance(body.input, list)
+        refuse_over_window(embedder.tokenizer, embedder.max_seq_length, texts, EMBEDDING_ALIASES[0], listed)
+        vectors, tokens = embedder.embed(texts)
+        vectors = shorten(vectors, body.dimensions, EMBEDDING_ALIASES[0])
         return _EmbeddingResult(vectors, {"prompt_tokens": tokens, "completion_tokens": 0})
 
     syscalls = request.app.state.syscalls

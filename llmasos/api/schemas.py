@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llmasos.api.openai_fields import refuse_unsupported
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.admission import invalid_unicode_at
 from llmasos.security.apps import PRIORITY_CLASSES
@@ -201,6 +202,13 @@ class NamedToolChoice(_Body):
 
 
 class ChatCompletionRequest(_SamplingFields):
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            refuse_unsupported("chat", data)
+        return data
+
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     tools: Annotated[list[ToolDef], Field(max_length=64)] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
@@ -209,6 +217,13 @@ class ChatCompletionRequest(_SamplingFields):
 
 
 class CompletionRequest(_SamplingFields):
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            refuse_unsupported("completions", data)
+        return data
+
     prompt: Text | Annotated[list[Text], Field(max_length=MAX_PROMPTS)]
     logprobs: TopLogprobs | None = None  # the legacy shape: how many alternatives per token
     echo: bool = False  # the prompt before the completion, in `text`

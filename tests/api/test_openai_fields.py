@@ -5,6 +5,7 @@ echo, suffix, nulls, image parts."""
 from __future__ import annotations
 
 import json
+import math
 
 import httpx
 import pytest
@@ -26,6 +27,10 @@ BAD_BODIES = [
     ("/v1/completions", {**COMPLETION, "logprobs": 21}, 422, "logprobs"),
     ("/v1/completions", {**COMPLETION, "echo": True, "logprobs": 1}, 400, "echo"),
     ("/v1/completions", {**COMPLETION, "suffix": "end"}, 400, "fill-in-the-middle"),
+    ("/v1/completions", {**COMPLETION, "best_of": 3}, 400, "best_of"),
+    ("/v1/chat/completions", {**CHAT, "modalities": ["text", "audio"]}, 400, "modalities"),
+    ("/v1/chat/completions", {**CHAT, "audio": {"voice": "alloy", "format": "wav"}}, 400, "audio"),
+    ("/v1/chat/completions", {**CHAT, "prediction": {"type": "content", "content": "x"}}, 400, "prediction"),
     (
         "/v1/chat/completions",
         {
@@ -69,6 +74,10 @@ def test_nulls_mean_not_given(tiny_server):
         "presence_penalty": None,
         "stream_options": None,
         "user": None,
+        "modalities": ["text"],
+        "store": False,
+        "metadata": {"k": "v"},
+        "service_tier": "auto",
     }
     r = post(tiny_server, "/v1/chat/completions", {**CHAT, **nulls})
     assert r.status_code == 200, r.text
@@ -90,7 +99,9 @@ def test_logit_bias_forces_and_bans_tokens(tiny_server):
     forced = tokenizer.encode(" the", add_special_tokens=False)[-1]
     body = {**CHAT, "max_tokens": 3, "logit_bias": {str(forced): 100}, "temperature": 1.0, "seed": 3}
     reply = post(tiny_server, "/v1/chat/completions", {**body, "logprobs": True}).json()
-    assert [t["token"] for t in reply["choices"][0]["logprobs"]["content"]] == [token_text(tokenizer, forced)] * 3
+    assert [t["token"] for t in reply["choices"][0]["logprobs"]["content"]] == [
+        token_text(tokenizer, forced)
+    ] * 3
 
 
 def test_penalties_change_a_greedy_answer(tiny_server):
@@ -139,7 +150,8 @@ def test_completion_logprobs_legacy_shape_and_echo(tiny_server):
     assert len(logprobs["token_logprobs"]) == 4 and all(lp <= 0 for lp in logprobs["token_logprobs"])
     assert logprobs["text_offset"][0] == 0
     assert all(
-        len(top) >= 2 and token in top for token, top in zip(logprobs["tokens"], logprobs["top_logprobs"])
+        len(top) >= 2 and token in top
+        for token, top in zip(logprobs["tokens"], logprobs["top_logprobs"], strict=True)
     )
     echoed = post(tiny_server, "/v1/completions", {**COMPLETION, "echo": True}).json()["choices"][0]["text"]
     assert echoed == COMPLETION["prompt"] + choice["text"]
@@ -148,3 +160,98 @@ def test_completion_logprobs_legacy_shape_and_echo(tiny_server):
     ) as r:
         chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
     assert "".join(ch["text"] for c in chunks for ch in c["choices"]) == echoed
+
+
+def test_models_retrieve_one_and_404_in_openais_shape(tiny_server):
+    client = tiny_server.client()
+    assert client.get("/v1/models/tiny").json() == {
+        **client.get("/v1/models/tiny").json(),
+        "id": "tiny",
+        "object": "model",
+        "owned_by": "llmasos",
+    }
+    assert client.get("/v1/models/TINY").json()["id"] == "tiny"
+    assert client.get("/v1/models/sentence-transformers/all-minilm-l6-v2").json()["id"] == "all-minilm-l6-v2"
+    r = client.get("/v1/models/no-such-model")
+    assert r.status_code == 404
+    assert "no-such-model" in r.json()["error"]["message"] and r.json()["error"]["type"]
+    narrow = tiny_server.new_app("narrow", capabilities=("model:other",))
+    r = tiny_server.client(narrow).get("/v1/models/tiny")
+    assert r.status_code == 404, r.text
+
+
+def test_embeddings_dimensions_and_inputs_over_the_window(tiny_server):
+    client = tiny_server.client()
+    body = {"model": "all-minilm-l6-v2", "input": ["a cat on a mat", "stocks fell"]}
+    full = client.post("/v1/embeddings", json=body).json()["data"]
+    short = client.post("/v1/embeddings", json={**body, "dimensions": 64}).json()["data"]
+    for whole, cut in zip(full, short, strict=True):
+        head = whole["embedding"][:64]
+        norm = math.sqrt(sum(x * x for x in head))
+        assert len(cut["embedding"]) == 64
+        assert cut["embedding"] == pytest.approx([x / norm for x in head], abs=1e-6)
+    r = client.post("/v1/embeddings", json={**body, "dimensions": 385})
+    assert r.status_code == 400 and "at most 384" in r.json()["error"]["message"]
+    long = " ".join(["word"] * 2000)
+    r = client.post("/v1/embeddings", json={**body, "input": ["short", long]})
+    assert r.status_code == 413, r.text
+    assert "input.1 has 2002 tokens" in r.json()["error"]["message"] and "256" in r.json()["error"]["message"]
+
+
+@pytest.fixture
+def cors_server(tiny_gguf):
+    from llmasos.api.limits import HttpLimits
+    from llmasos.config import EngineConfig
+    from tests.api.conftest import run_server
+
+    limits = HttpLimits(cors_origins=("http://localhost:3000",))
+    yield from run_server(tiny_gguf, "tiny", EngineConfig(block_size=4, kv_cache_bytes=2**20), limits=limits)
+
+
+PREFLIGHT = {
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization,content-type",
+}
+
+
+def test_cors_preflight_is_answered_for_allowed_origins_only(cors_server):
+    raw = httpx.Client(base_url=cors_server.url)
+    ok = raw.options("/v1/chat/completions", headers={"Origin": "http://localhost:3000", **PREFLIGHT})
+    assert ok.status_code == 200
+    assert ok.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert "POST" in ok.headers["access-control-allow-methods"]
+    other = raw.options("/v1/chat/completions", headers={"Origin": "http://evil.example", **PREFLIGHT})
+    assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    r = cors_server.client().get("/v1/models", headers={"Origin": "http://localhost:3000"})
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+
+
+def test_cors_is_off_by_default(tiny_server):
+    r = httpx.Client(base_url=tiny_server.url).options(
+        "/v1/chat/completions", headers={"Origin": "http://localhost:3000", **PREFLIGHT}
+    )
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_stop_seed_and_n_do_what_openai_documents(tiny_server):
+    body = {**COMPLETION, "max_tokens": 12, "temperature": 2.0, "repetition_penalty": 1.3, "seed": 11}
+    first = post(tiny_server, "/v1/completions", body).json()["choices"][0]["text"]
+    assert post(tiny_server, "/v1/completions", body).json()["choices"][0]["text"] == first
+    other = post(tiny_server, "/v1/completions", {**body, "seed": 12}).json()["choices"][0]["text"]
+    assert other != first
+    stop = first[len(first) // 2 : len(first) // 2 + 2]
+    stopped = post(tiny_server, "/v1/completions", {**body, "stop": [stop]}).json()["choices"][0]
+    assert stopped["text"] == first[: first.index(stop)] and stopped["finish_reason"] == "stop"
+    choices = post(tiny_server, "/v1/completions", {**body, "n": 3}).json()["choices"]
+    assert [c["index"] for c in choices] == [0, 1, 2] and choices[0]["text"] == first
+    assert len({c["text"] for c in choices}) > 1
+
+
+def test_cors_origins_are_checked_when_the_server_starts():
+    from llmasos.api.cors import check_origins
+    from llmasos.errors import InvalidRequestError
+
+    assert check_origins(["http://localhost:3000", "*"]) == ("http://localhost:3000", "*")
+    for bad in ("localhost:3000", "http://x/path", "ftp://x"):
+        with pytest.raises(InvalidRequestError, match="scheme://host"):
+            check_origins([bad])
