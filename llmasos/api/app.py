@@ -13,6 +13,7 @@ from llmasos import __version__
 from llmasos.api import metrics
 from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
 from llmasos.api.auth_guard import FailedAuthGuard
+from llmasos.api.cors import install_cors
 from llmasos.api.errors import install_error_handlers
 from llmasos.api.limits import LOOPBACK_HOSTS, HttpLimits, TrustedHostMiddleware, install_body_limit
 from llmasos.api.ollama_routes import router as ollama_router
@@ -94,6 +95,7 @@ def create_app(
     keyless = allow_anonymous or anonymous_app is not None  # then a rebinding page could act as that app
     if keyless if limits.check_hosts is None else limits.check_hosts:
         app.add_middleware(TrustedHostMiddleware, hosts=(*LOOPBACK_HOSTS, *limits.trusted_hosts))
+    install_cors(app, limits.cors_origins)  # outermost: a browser's preflight carries no key
     return app
 
 

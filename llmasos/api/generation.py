@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling import SamplingParams, TokenLogprobs
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.kernel import Event
 from llmasos.kernel.process import Process
@@ -84,6 +84,7 @@ class Choice:
     index: int
     process: Process
     text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprobs] = field(default_factory=list)  # when the request asked for them
     finish_reason: str | None = None
     error: LLMasOSError | None = None
     done: bool = False
@@ -159,6 +160,7 @@ class Generation:
                         choice.error = event.error
                     else:
                         choice.text.append(event.text)
+                        choice.logprobs.extend(event.logprobs)
                     yield choice, event
         finally:
             self.cancel_unfinished("the client disconnected")
@@ -210,7 +212,12 @@ def _coalesced(batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
             joined = merged[position][1]
             merged[position] = (
                 index,
-                replace(joined, text=joined.text + event.text, token_ids=joined.token_ids + event.token_ids),
+                replace(
+                    joined,
+                    text=joined.text + event.text,
+                    token_ids=joined.token_ids + event.token_ids,
+                    logprobs=joined.logprobs + event.logprobs,
+                ),
             )
             continue
         else:

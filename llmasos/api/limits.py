@@ -40,6 +40,8 @@ class HttpLimits:
     # keys, a rebinding page has nothing to send).
     check_hosts: bool | None = None
     failed_auth: FailedAuthPolicy = field(default_factory=FailedAuthPolicy)
+    # Origins whose web pages may call the API (CORS, `api/cors.py`); none: browsers' same-origin rule.
+    cors_origins: tuple[str, ...] = ()
 
 
 def host_of(header: str | None) -> str | None:

@@ -15,14 +15,23 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Caller
+from llmasos.api.embedding_inputs import refuse_over_window, shorten
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
+from llmasos.api.logprobs import chat_logprobs, completion_logprobs
+from llmasos.api.request_fields import (
+    check_echo,
+    completion_prompts,
+    logprobs_tokenizer,
+    refuse_media_parts,
+)
 from llmasos.api.response_format import StructuredOutput, structured_grammar
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, tool_request
 from llmasos.engine.sampling import SamplingParams
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
 from llmasos.kernel.admission import refuse_invalid_unicode
+from llmasos.model.tokenizer import Tokenizer
 
 router = APIRouter(tags=["openai"])
 
@@ -48,6 +57,23 @@ def list_models(request: Request, app: Caller) -> dict:
     return {"object": "list", "data": data}
 
 
+@router.get("/v1/models/{model_id:path}")
+def retrieve_model(model_id: str, request: Request, app: Caller) -> dict:
+    """One model as /v1/models lists it; 404 in OpenAI's error shape for one that is unknown or that
+    this app may not use (the same answer, so a key cannot probe what others may use)."""
+    if model_id.lower() in EMBEDDING_ALIASES and app.allows("model", EMBEDDING_ALIASES[0]):
+        return {"id": EMBEDDING_ALIASES[0], "object": "model", "created": 0, "owned_by": "llmasos"}
+    manifest = request.app.state.store.get(model_id)  # ModelNotFoundError (404) says what exists
+    if not app.allows("model", manifest.name):
+        raise ModelNotFoundError(f"no model named {model_id!r} for this app; GET /v1/models lists its models")
+    return {
+        "id": manifest.name,
+        "object": "model",
+        "created": _epoch(manifest.created_at),
+        "owned_by": "llmasos",
+    }
+
+
 def _epoch(iso: str) -> int:
     try:
         return int(datetime.fromisoformat(iso).timestamp())
@@ -60,6 +86,7 @@ async def chat_completions(
     body: ChatCompletionRequest, request: Request, app: Caller
 ) -> JSONResponse | StreamingResponse:
     syscalls = request.app.state.syscalls
+    refuse_media_parts(body.messages, body.model)
     messages = messages_for_template(body.messages)
     structured = StructuredOutput.of(body)
     tools = tool_request(body)  # checked whether or not the model will call them
@@ -79,15 +106,16 @@ async def chat_completions(
     )
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    tokenizer = await logprobs_tokenizer(syscalls, app, meta.model, body.logprobs)
     if body.stream:
-        return _sse(_chat_chunks(gen, meta, request, include_usage), gen)
+        return _sse(_chat_chunks(gen, meta, request, include_usage, tokenizer), gen)
     await gen.wait(request)
     choices = [
         {
             "index": c.index,
             "message": {"role": "assistant", "content": "".join(c.text)},
             "finish_reason": c.finish_reason,
-            "logprobs": None,
+            "logprobs": chat_logprobs(tokenizer, c.logprobs) if tokenizer else None,
         }
         for c in gen.choices
     ]
@@ -102,9 +130,9 @@ async def completions(
     body: CompletionRequest, request: Request, app: Caller
 ) -> JSONResponse | StreamingResponse:
     syscalls = request.app.state.syscalls
-    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-    if not prompts:
-        raise InvalidRequestError("prompt is an empty list; give at least one prompt")
+    check_echo(body)
+    prompts = await completion_prompts(syscalls, app, body)
+    echoes = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     n = body.n
     sampling = await _sampling_for(syscalls, app, body, StructuredOutput.of(body), texts=prompts)
 
@@ -115,11 +143,18 @@ async def completions(
     gen = await Generation.start(syscalls, app, len(prompts) * n, start)
     meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    tokenizer = await logprobs_tokenizer(syscalls, app, meta.model, body.logprobs)
+    echo = [echoes[c.index // n] if body.echo else "" for c in gen.choices]
     if body.stream:
-        return _sse(_completion_chunks(gen, meta, request, include_usage), gen)
+        return _sse(_completion_chunks(gen, meta, request, include_usage, tokenizer, echo), gen)
     await gen.wait(request)
     choices = [
-        {"index": c.index, "text": "".join(c.text), "finish_reason": c.finish_reason, "logprobs": None}
+        {
+            "index": c.index,
+            "text": echo[c.index] + "".join(c.text),
+            "finish_reason": c.finish_reason,
+            "logprobs": completion_logprobs(tokenizer, c.logprobs) if tokenizer else None,
+        }
         for c in gen.choices
     ]
     usage = gen.usage()
@@ -161,7 +196,11 @@ async def embeddings(body: EmbeddingRequest, request: Request, app: Caller) -> d
     def run() -> _EmbeddingResult:
         from llmasos.tools.embed import load_embedder
 
-        vectors, tokens = load_embedder().embed(texts)
+        embedder = load_embedder()
+        listed = isinstance(body.input, list)
+        refuse_over_window(embedder.tokenizer, embedder.max_seq_length, texts, EMBEDDING_ALIASES[0], listed)
+        vectors, tokens = embedder.embed(texts)
+        vectors = shorten(vectors, body.dimensions, EMBEDDING_ALIASES[0])
         return _EmbeddingResult(vectors, {"prompt_tokens": tokens, "completion_tokens": 0})
 
     syscalls = request.app.state.syscalls
@@ -214,7 +253,7 @@ def _error_chunk(err: LLMasOSError) -> dict:
 
 
 async def _chat_chunks(
-    gen: Generation, meta: _Meta, request: Request, include_usage: bool
+    gen: Generation, meta: _Meta, request: Request, include_usage: bool, tokenizer: Tokenizer | None
 ) -> AsyncIterator[dict | str]:
     base = meta.fields("chat.completion.chunk")
     for c in gen.choices:
@@ -227,6 +266,8 @@ async def _chat_chunks(
             yield {**base, "choices": [delta]}
         elif event.text:
             delta = {"index": choice.index, "delta": {"content": event.text}, "finish_reason": None}
+            if tokenizer is not None:
+                delta["logprobs"] = chat_logprobs(tokenizer, event.logprobs)
             yield {**base, "choices": [delta]}
     if include_usage:
         yield {**base, "choices": [], "usage": gen.usage()}
@@ -234,9 +275,18 @@ async def _chat_chunks(
 
 
 async def _completion_chunks(
-    gen: Generation, meta: _Meta, request: Request, include_usage: bool
+    gen: Generation,
+    meta: _Meta,
+    request: Request,
+    include_usage: bool,
+    tokenizer: Tokenizer | None,
+    echo: list[str],
 ) -> AsyncIterator[dict | str]:
     base = meta.fields("text_completion")
+    for c in gen.choices:
+        if echo[c.index]:
+            item = {"index": c.index, "text": echo[c.index], "finish_reason": None, "logprobs": None}
+            yield {**base, "choices": [item]}
     async for choice, event in gen.events(request):
         if event.finished:
             if event.error is not None:
@@ -250,6 +300,9 @@ async def _completion_chunks(
             yield {**base, "choices": [item]}
         elif event.text:
             item = {"index": choice.index, "text": event.text, "finish_reason": None, "logprobs": None}
+            if tokenizer is not None:
+                offset = sum(len(t) for t in choice.text) - len(event.text)
+                item["logprobs"] = completion_logprobs(tokenizer, event.logprobs, offset)
             yield {**base, "choices": [item]}
     if include_usage:
         yield {**base, "choices": [], "usage": gen.usage()}

@@ -1,7 +1,8 @@
 """Request bodies of the OpenAI-compatible endpoints and of the OS endpoints.
 
-Unknown fields are ignored (clients send many we do not use: `logprobs`, `logit_bias`, ...);
-fields we read are strictly typed, so `"max_tokens": "10"` is rejected (422) rather than guessed at.
+Unknown fields are ignored (the README lists those OpenAI defines that are accepted only for
+compatibility); fields we read are strictly typed, so `"max_tokens": "10"` is rejected (422)
+rather than guessed at.
 Every number is bounded to what the engine can take (a 2^70 seed once wedged the kernel's tick),
 every list and string has a length bound, and every text is valid Unicode: a request whose body
 holds a lone surrogate (`"a\\ud800b"`, which JSON can spell) or nests deeper than `MAX_DEPTH` is
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from llmasos.api.openai_fields import refuse_unsupported
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.admission import invalid_unicode_at
 from llmasos.security.apps import PRIORITY_CLASSES
@@ -45,6 +47,12 @@ MAX_DEPTH = 32
 Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
 Name = Annotated[str, Field(max_length=MAX_NAME_CHARS)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
+#: logit_bias: token ids as JSON spells object keys (decimal strings) -> a bias from -100 to 100.
+LogitBias = Annotated[
+    dict[Annotated[str, Field(pattern=r"^[0-9]{1,10}$")], Annotated[float, Field(ge=-100, le=100)]],
+    Field(max_length=1024),
+]
+TopLogprobs = Annotated[int, Field(ge=0, le=20)]
 
 
 class _Body(BaseModel):
@@ -63,6 +71,15 @@ class _RequestBody(_Body):
         # string" would be a 422 that does not say what is wrong).
         check_json_value(data, "")
         return data
+
+
+def _null_means_default(cls: type[BaseModel], data: Any) -> Any:
+    """OpenAI's optional fields take `null` as "not given" (`"stream": null`, `"n": null`): drop
+    such keys so the field's default applies, instead of a 422 for a value clients really send."""
+    if not isinstance(data, dict):
+        return data
+    fields = cls.model_fields
+    return {k: v for k, v in data.items() if v is not None or k not in fields or fields[k].default is None}
 
 
 def check_json_value(value: Any, path: str, depth: int = 0) -> None:
@@ -93,6 +110,12 @@ class TextPart(_Body):
     text: Text
 
 
+class ImageURLPart(_Body):
+    """Parsed so that it can be refused clearly (`api.content_parts`): no model here has vision."""
+
+    type: Literal["image_url", "input_image", "input_audio", "file"]
+
+
 class FunctionCall(_Body):
     name: Annotated[str, Field(min_length=1, max_length=64)]
     arguments: Text  # JSON text, as OpenAI sends it
@@ -106,7 +129,14 @@ class ToolCall(_Body):
 
 class ChatMessage(_Body):
     role: Literal["system", "user", "assistant", "tool", "developer", "function"]  # function: legacy
-    content: Text | Annotated[list[TextPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    content: (
+        Text
+        | Annotated[
+            list[Annotated[TextPart | ImageURLPart, Field(discriminator="type")]],
+            Field(max_length=MAX_CONTENT_PARTS),
+        ]
+        | None
+    ) = None
     name: Name | None = None
     tool_calls: Annotated[list[ToolCall], Field(max_length=128)] | None = None  # an assistant's calls
     tool_call_id: Name | None = None  # a tool turn: which call this is the result of
@@ -114,7 +144,7 @@ class ChatMessage(_Body):
 
     def text(self) -> str:
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
 
 
@@ -146,9 +176,14 @@ class _SamplingFields(_RequestBody):
     stream_options: StreamOptions | None = None
     user: Name | None = None
     priority: PriorityName | None = None  # only lower than the app's own class  # type: ignore[valid-type]
-    # Accepted in OpenAI's ranges so clients that send them work; the engine does not apply them.
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    logit_bias: LogitBias | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _null_means_default(cls, data)
 
 
 class FunctionDef(_Body):
@@ -188,6 +223,13 @@ class ResponseFormat(_Body):
 
 
 class ChatCompletionRequest(_SamplingFields):
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            refuse_unsupported("chat", data)
+        return data
+
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     response_format: ResponseFormat | None = None
     tools: Annotated[list[ToolDef], Field(max_length=64)] | None = None
@@ -195,11 +237,23 @@ class ChatCompletionRequest(_SamplingFields):
     parallel_tool_calls: bool | None = None  # absent or null: true, as OpenAI's default
     functions: Annotated[list[FunctionDef], Field(max_length=64)] | None = None  # legacy tools
     function_call: Literal["none", "auto"] | dict[str, Name] | None = None  # legacy tool_choice
+    logprobs: bool | None = None
+    top_logprobs: TopLogprobs | None = None  # needs logprobs: true
 
 
 class CompletionRequest(_SamplingFields):
+    @model_validator(mode="before")
+    @classmethod
+    def _unsupported(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            refuse_unsupported("completions", data)
+        return data
+
     prompt: Text | Annotated[list[Text], Field(max_length=MAX_PROMPTS)]
     response_format: ResponseFormat | None = None
+    logprobs: TopLogprobs | None = None  # the legacy shape: how many alternatives per token
+    echo: bool = False  # the prompt before the completion, in `text`
+    suffix: Text | None = None  # text after the completion (fill-in-the-middle)
 
 
 class EmbeddingRequest(_RequestBody):
@@ -207,6 +261,12 @@ class EmbeddingRequest(_RequestBody):
     input: Text | Annotated[list[Text], Field(max_length=MAX_EMBEDDING_INPUTS)]
     encoding_format: Literal["float", "base64"] = "float"  # base64: little-endian float32 bytes
     user: Name | None = None
+    dimensions: Annotated[int, Field(ge=1, le=65536)] | None = None  # truncate, then renormalize
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls(cls, data: Any) -> Any:
+        return _null_means_default(cls, data)
 
 
 class AppCreateRequest(_RequestBody):

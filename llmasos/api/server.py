@@ -181,6 +181,15 @@ def _serve_on(
         print(f"warning: listening on {host}, reachable from other machines; keys are required", flush=True)
     if anonymous_app is not None:
         print(f"requests without an LLMasOS key run as app {anonymous_app!r} (--anonymous-app)", flush=True)
+    if limits.cors_origins:
+        print(
+            f"web pages from {', '.join(limits.cors_origins)} may call this server (--cors-origin)",
+            flush=True,
+        )
+        if "*" in limits.cors_origins and (allow_anonymous or anonymous_app is not None):
+            print(
+                "warning: --cors-origin * with keyless requests lets any web page act as that app", flush=True
+            )
     if allow_anonymous:
         print("warning: --allow-anonymous: requests without a key run as app 'anonymous'", flush=True)
     if access_log:

@@ -65,8 +65,17 @@ def serve(
             help="A Host name keyless requests may use besides loopback (repeatable; see --allow-anonymous).",
         ),
     ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cors-origin",
+            help="Let web pages from this origin (e.g. http://localhost:3000, or * for all) call the API "
+            "from a browser (repeatable; off by default).",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP server (OpenAI-compatible API + OS endpoints) until interrupted."""
+    from llmasos.api.cors import check_origins
     from llmasos.api.limits import HttpLimits
     from llmasos.api.server import serve as run_server
 
@@ -80,6 +89,8 @@ def serve(
         log_level=log_level,
         access_log=access_log,
         limits=HttpLimits(
-            max_body_bytes=parse_size(max_body_size, "body size"), trusted_hosts=tuple(trusted_host or ())
+            max_body_bytes=parse_size(max_body_size, "body size"),
+            trusted_hosts=tuple(trusted_host or ()),
+            cors_origins=check_origins(cors_origin or ()),
         ),
     )

@@ -21,13 +21,14 @@ from llmasos.engine.detokenizer import IncrementalDetokenizer
 from llmasos.engine.model_runner import ModelRunner
 from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
 from llmasos.engine.requests import Request
-from llmasos.engine.sampling import SamplingParams, SamplingState
+from llmasos.engine.sampling import SamplerOutput, SamplingParams, SamplingState
 from llmasos.engine.scheduler import Scheduler, SchedulerOutput
 from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus, SuspendMode
 from llmasos.engine.suspend import SuspendCost, SuspendReport, estimate_costs
 from llmasos.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
+    InvalidSamplingParamsError,
     KVCacheCapacityError,
     RequestNotFoundError,
 )
@@ -133,8 +134,15 @@ class LLMEngine:
         token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not token_ids:
             raise InvalidRequestError("the prompt is empty; give at least one token of input")
-        if any(not 0 <= t < self.loaded.config.vocab_size for t in token_ids):
-            raise InvalidRequestError(f"prompt token ids must be in [0, {self.loaded.config.vocab_size})")
+        vocab_size = self.loaded.config.vocab_size
+        if any(not 0 <= t < vocab_size for t in token_ids):
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab_size})")
+        outside = [t for t, _ in params.logit_bias if t >= vocab_size]
+        if outside:
+            raise InvalidSamplingParamsError(
+                f"logit_bias names token id {outside[0]}, outside the model's vocabulary of {vocab_size} "
+                f"tokens; use ids from 0 to {vocab_size - 1}"
+            )
         n = len(token_ids)
         if n >= self.context_length:
             raise ContextWindowExceededError(
@@ -185,7 +193,7 @@ class LLMEngine:
             self.runner.swap_in(seq.block_table, seq.swapped_kv)
             seq.swapped_kv = None
 
-    def _run(self, plan: SchedulerOutput) -> list[int]:
+    def _run(self, plan: SchedulerOutput) -> SamplerOutput:
         """The forward pass and the draws; on failure the seeded generators are put back as they
         were (the KV it wrote is rewritten identically on the retry)."""
         generators = [
@@ -211,14 +219,15 @@ class LLMEngine:
             self.block_manager.register_computed_blocks(item.seq)
         return {item.seq.seq_id: item.num_new_tokens for item in plan.scheduled}
 
-    def _collect(self, samplers: list[Sequence], sampled: list[int]) -> list[RequestOutput]:
+    def _collect(self, samplers: list[Sequence], sampled: SamplerOutput) -> list[RequestOutput]:
         """Each sampled token into its request's output; a request whose token cannot be processed
         (a detokenizer or stop-check failure) ends alone, with the error in its output."""
         outputs = []
-        for seq, token_id in zip(samplers, sampled, strict=True):
+        draws = zip(samplers, sampled.token_ids, sampled.logprobs, strict=True)
+        for seq, token_id, logprobs in draws:
             request = self.requests[seq.seq_id]
             try:
-                output = request.accept(token_id, self.tokenizer.stop_token_ids)
+                output = request.accept(token_id, self.tokenizer.stop_token_ids, logprobs)
             except Exception as err:
                 logger.exception("processing the token of request %s failed", seq.seq_id)
                 self.abort(seq.seq_id)

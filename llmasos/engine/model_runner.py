@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from llmasos.config import EngineConfig
-from llmasos.engine.sampling import Sampler
+from llmasos.engine.sampling import Sampler, SamplerOutput
 from llmasos.engine.scheduler import ScheduledSequence
 from llmasos.engine.swap_space import SwapHandle, SwapSpace
 from llmasos.model.attention import AttentionMetadata
@@ -157,18 +157,17 @@ class ModelRunner:
         self.swap_space.release(handle)
 
     @torch.no_grad()
-    def execute(self, batch: list[ScheduledSequence]) -> list[int]:
-        """Run one step; return the sampled token of each sequence whose `samples` is true, in order."""
+    def execute(self, batch: list[ScheduledSequence]) -> SamplerOutput:
+        """Run one step; return the sampled token (and logprobs, if asked) of each sequence whose
+        `samples` is true, in order."""
         input_ids, positions, meta, sample_index = self._prepare(batch)
         hidden = self.model(input_ids, positions, self.kv_cache, meta)
         sampling = [s for s in batch if s.samples]
         if not sampling:
-            return []
+            return SamplerOutput([], [])
         logits = self.model.compute_logits(hidden[sample_index])
         seqs = [s.seq for s in sampling]
-        outputs = (
-            [q.output_token_ids for q in seqs] if any(q.params.logits_processors for q in seqs) else None
-        )
+        outputs = [q.output_token_ids for q in seqs] if any(q.params.needs_output_ids for q in seqs) else None
         return self.sampler(logits, [q.sampling for q in seqs], [q.token_ids for q in seqs], outputs)
 
     def _prepare(

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling import SamplingParams, TokenLogprobs
 from llmasos.engine.sequence import SuspendMode
 from llmasos.engine.suspend import SuspendCost, SuspendReport
 from llmasos.model.tokenizer import Tokenizer
@@ -41,6 +41,8 @@ class RequestOutput:
     num_output_tokens: int
     num_cached_tokens: int = 0  # prompt tokens served from the prefix cache
     error: str | None = None  # why the request failed, when finish_reason is "error"
+    # One per token of `token_ids` when the request asked for logprobs (SamplingParams.logprobs).
+    logprobs: tuple[TokenLogprobs, ...] = ()
 
 
 @dataclass(frozen=True)

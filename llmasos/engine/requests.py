@@ -7,6 +7,7 @@ from collections.abc import Collection
 
 from llmasos.engine.detokenizer import IncrementalDetokenizer
 from llmasos.engine.protocol import RequestOutput
+from llmasos.engine.sampling import TokenLogprobs
 from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 
@@ -17,7 +18,9 @@ class Request:
         self.seq = seq
         self.detokenizer = detokenizer
 
-    def accept(self, token_id: int, eos_token_ids: Collection[int]) -> RequestOutput:
+    def accept(
+        self, token_id: int, eos_token_ids: Collection[int], logprobs: TokenLogprobs | None = None
+    ) -> RequestOutput:
         """Append a sampled token; the request finishes on a stop token, a stop string or its length.
         The caller removes a finished request from its queues."""
         seq, detok, params = self.seq, self.detokenizer, self.seq.params
@@ -35,9 +38,15 @@ class Request:
             if not detok.stopped:
                 text += detok.flush()
             seq.status = SequenceStatus.FINISHED
-        return self.output([token_id], text)
+        return self.output([token_id], text, logprobs=(logprobs,) if logprobs is not None else ())
 
-    def output(self, token_ids: list[int], text: str, error: str | None = None) -> RequestOutput:
+    def output(
+        self,
+        token_ids: list[int],
+        text: str,
+        error: str | None = None,
+        logprobs: tuple[TokenLogprobs, ...] = (),
+    ) -> RequestOutput:
         seq = self.seq
         return RequestOutput(
             request_id=seq.seq_id,
@@ -49,4 +58,5 @@ class Request:
             num_output_tokens=seq.num_output_tokens,
             num_cached_tokens=seq.num_cached_tokens,
             error=error,
+            logprobs=logprobs,
         )

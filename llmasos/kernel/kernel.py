@@ -309,7 +309,7 @@ class Kernel(KernelLoop):
             process.record_output(len(output.token_ids), now)
             self.counters.generated(process.app, model, len(output.token_ids))
             work = self.work[process.pid]
-            work.emit(Event(process.pid, output.text, tuple(output.token_ids)))
+            work.emit(Event(process.pid, output.text, tuple(output.token_ids), logprobs=output.logprobs))
             if work.keep_text:
                 work.text.append(output.text)
             if output.finished:

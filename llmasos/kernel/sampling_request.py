@@ -18,8 +18,13 @@ from llmasos.errors import InvalidSamplingParamsError
 
 #: OpenAI's newer name for `max_tokens`; when both are given, this one wins, as in OpenAI's API.
 MAX_TOKENS_ALIAS = "max_completion_tokens"
-#: Every field a request may set: SamplingParams' own names and the alias above.
-SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams)) | {MAX_TOKENS_ALIAS}
+#: Chat's spelling of logprobs: `logprobs: true` with `top_logprobs: k` (completions send `logprobs: k`).
+TOP_LOGPROBS = "top_logprobs"
+#: Every field a request may set: SamplingParams' own names and the aliases above.
+SAMPLING_FIELDS = frozenset(f.name for f in dataclasses.fields(SamplingParams)) | {
+    MAX_TOKENS_ALIAS,
+    TOP_LOGPROBS,
+}
 
 
 def sampling_params(fields: Mapping[str, Any], *, choice: int = 0) -> SamplingParams:
@@ -36,10 +41,21 @@ def sampling_params(fields: Mapping[str, Any], *, choice: int = 0) -> SamplingPa
         given["max_tokens"] = given.pop(MAX_TOKENS_ALIAS)
     if "stop" in given:
         given["stop"] = _stop_strings(given["stop"])
+    if isinstance(given.get("logprobs"), bool) or TOP_LOGPROBS in given:
+        _chat_logprobs(given)
     seed = given.get("seed")
     if choice and isinstance(seed, int) and not isinstance(seed, bool):
         given["seed"] = seed + choice
     return SamplingParams(**given)
+
+
+def _chat_logprobs(given: dict[str, Any]) -> None:
+    """Chat's `logprobs: bool` + `top_logprobs: k` as SamplingParams' one `logprobs: k | None`."""
+    wanted, top = given.pop("logprobs", False), given.pop(TOP_LOGPROBS, None)
+    if top is not None and wanted is not True:
+        raise InvalidSamplingParamsError("top_logprobs needs logprobs: true; set both or neither")
+    if wanted:
+        given["logprobs"] = top or 0
 
 
 def _stop_strings(stop: Any) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling import SamplingParams, TokenLogprobs
 from llmasos.errors import LLMasOSError
 
 
@@ -21,6 +21,7 @@ class Event:
     finished: bool = False
     finish_reason: str | None = None  # stop, length, cancelled, error
     error: LLMasOSError | None = None
+    logprobs: tuple[TokenLogprobs, ...] = ()  # one per token id, when the request asked for them
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """The Python SDK."""
 
 from llmasos.sdk.client import AsyncClient, Client
+from llmasos.sdk.results import ChatCompletion
+from llmasos.sdk.retries import RetryPolicy
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "ChatCompletion", "Client", "RetryPolicy"]

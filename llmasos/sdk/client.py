@@ -6,7 +6,10 @@
     for delta in client.chat([{"role": "user", "content": "Hi"}], stream=True):
         print(delta, end="")
 
-`Client(base_url=..., api_key=...)` talks to a remote server. The key may also come from
+`Client(base_url=..., api_key=...)` talks to a remote server, trying a request again on 429, 503
+and connection errors (`max_retries`, default 2, honouring `Retry-After`). `chat()` returns the
+reply's text; `chat_completion()` returns a `ChatCompletion` with its text, finish reason, usage
+and tool calls. The key may also come from
 `LLMASOS_API_KEY`; for the local server the admin key under `$LLMASOS_HOME` is used.
 """
 
@@ -22,6 +25,8 @@ import httpx
 
 from llmasos.errors import ServerUnavailableError
 from llmasos.sdk.discovery import read_server_file
+from llmasos.sdk.results import ChatCompletion
+from llmasos.sdk.retries import RetryPolicy
 from llmasos.sdk.stream import TextStream
 from llmasos.sdk.transport import HTTPTransport, LocalTransport, Transport
 from llmasos.security.admin import read_admin_key
@@ -52,9 +57,12 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         local: bool | None = None,
         interface: str = "sdk",
+        max_retries: int = 2,
     ) -> None:
         """`local=True` forces an in-process kernel, `local=False` requires a server. `interface`
-        names the caller in an in-process kernel's audit rows (`llmasos run` passes "cli")."""
+        names the caller in an in-process kernel's audit rows (`llmasos run` passes "cli").
+        `max_retries`: tries after the first on 429/503 or a connection error, with exponential
+        backoff or the server's `Retry-After` (up to 60 s; a longer one is raised at once)."""
         self.model = model
         api_key = api_key or os.environ.get("LLMASOS_API_KEY")
         if base_url is None and local is not True:
@@ -66,7 +74,9 @@ class Client:
                     "no LLMasOS server is running here; start one with `llmasos serve`"
                 )
         self._transport: Transport = (
-            HTTPTransport(base_url, api_key, timeout) if base_url is not None else LocalTransport(interface)
+            HTTPTransport(base_url, api_key, timeout, RetryPolicy(max_retries=max_retries))
+            if base_url is not None
+            else LocalTransport(interface)
         )
 
     @property
@@ -111,6 +121,16 @@ class Client:
         computed). Sampling: max_tokens, temperature, top_p, top_k, seed, stop, repetition_penalty,
         priority (a lower class)."""
         return self._transport.generate("chat", model or self.model, messages, sampling, stream)
+
+    def chat_completion(
+        self, messages: list[dict], *, model: str | None = None, stream: bool = False, **fields: Any
+    ) -> ChatCompletion | TextStream:
+        """The reply to `messages` as a `ChatCompletion`: `.text`, `.finish_reason`, `.usage`,
+        `.tool_calls` (OpenAI's shape) and `.pid`. `fields` are the sampling fields of `chat()` and,
+        with a server, any other OpenAI chat field (`tools`, `tool_choice`, `response_format`,
+        `logprobs`, ...; the whole reply is in `.raw`). With `stream=True`, a `TextStream` of text
+        deltas whose `finish_reason`, `usage` and `tool_calls` are known once it is read."""
+        return self._transport.chat_completion(model or self.model, messages, fields, stream)
 
     def complete(
         self, prompt: str, *, model: str | None = None, stream: bool = False, **sampling: Any
@@ -161,6 +181,13 @@ class AsyncClient:
         if stream:
             return _iterate_in_thread(lambda: self._sync.chat(messages, stream=True, **kwargs))
         return await asyncio.to_thread(self._sync.chat, messages, **kwargs)
+
+    async def chat_completion(
+        self, messages: list[dict], *, stream: bool = False, **kwargs: Any
+    ) -> ChatCompletion | AsyncIterator[str]:
+        if stream:
+            return _iterate_in_thread(lambda: self._sync.chat_completion(messages, stream=True, **kwargs))
+        return await asyncio.to_thread(self._sync.chat_completion, messages, **kwargs)
 
     async def complete(self, prompt: str, *, stream: bool = False, **kwargs: Any) -> str | AsyncIterator[str]:
         if stream:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 
 class TextStream(Iterator[str]):
     """Iterate it for the reply's text deltas. `pid` is the kernel's process behind the reply (for
     `Client.cancel`, `llmasos ps`) once the stream has started; `usage` (`prompt_tokens`,
-    `completion_tokens`, `total_tokens`) once it has been read to its end. `close()` before the end
-    cancels the process."""
+    `completion_tokens`, `total_tokens`), `finish_reason` and `tool_calls` (OpenAI's shape, pieces
+    joined) once it has been read to its end. `close()` before the end cancels the process."""
 
     def __init__(self, make: Callable[[TextStream], Iterator[str]]) -> None:
         self.pid: int | None = None
         self.usage: dict[str, int] | None = None
+        self.finish_reason: str | None = None
+        self.tool_calls: list[dict[str, Any]] = []
         self._deltas = make(self)
 
     def __next__(self) -> str:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
-import httpx
-
-from llmasos.errors import InvalidRequestError, LLMasOSError, error_from_wire
+from llmasos.errors import InvalidRequestError, LLMasOSError
+from llmasos.sdk.http import HTTPTransport
+from llmasos.sdk.results import ChatCompletion
 from llmasos.sdk.stream import TextStream, usage_of
+
+__all__ = ["HTTPTransport", "LocalTransport", "Transport"]
 
 
 class Transport(Protocol):
@@ -24,6 +25,13 @@ class Transport(Protocol):
 
     def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         """kind "chat" (payload: messages) or "completion" (payload: prompt)."""
+        ...
+
+    def chat_completion(
+        self, model: str, messages: list[dict], params: dict, stream: bool
+    ) -> ChatCompletion | TextStream:
+        """The reply with its finish reason, usage and tool calls (a TextStream that learns them as
+        it is read, with `stream`)."""
         ...
 
     def preload(self, model: str) -> float | None:
@@ -39,111 +47,6 @@ class Transport(Protocol):
     def models(self) -> list[dict]: ...
     def cancel(self, pid: int) -> dict: ...
     def close(self) -> None: ...
-
-
-# ---- HTTP --------------------------------------------------------------------------------------
-
-
-class HTTPTransport:
-    mode = "http"
-
-    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
-
-    def _raise_for(self, response: httpx.Response) -> None:
-        if response.is_success:
-            return
-        try:
-            error = response.json()["error"]
-            message, type_ = str(error.get("message")), error.get("type")
-        except (ValueError, KeyError, TypeError, AttributeError):
-            message, type_ = response.text[:500] or response.reason_phrase, None
-        retry = float(response.headers.get("retry-after", "1") or 1)
-        raise error_from_wire(type_, response.status_code, message, retry)
-
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as err:
-            raise LLMasOSError(f"cannot reach the LLMasOS server at {self.base_url}: {err}") from err
-        self._raise_for(response)
-        return response.json()
-
-    def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
-        path, field = (
-            ("/v1/chat/completions", "messages") if kind == "chat" else ("/v1/completions", "prompt")
-        )
-        body = {"model": model, field: payload, **params}
-        if not stream:
-            choice = self._request("POST", path, json=body)["choices"][0]
-            return choice["message"]["content"] if kind == "chat" else choice["text"]
-        body = {**body, "stream": True, "stream_options": {"include_usage": True}}
-        return TextStream(lambda into: self._stream(path, body, kind, into))
-
-    def _stream(self, path: str, body: dict, kind: str, into: TextStream) -> Iterator[str]:
-        try:
-            with self._http.stream("POST", path, json=body) as response:
-                if not response.is_success:
-                    response.read()
-                    self._raise_for(response)
-                pids = response.headers.get("x-llmasos-pids", "").split(",")
-                into.pid = int(pids[0]) if pids[0].isdigit() else None
-                for line in response.iter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    data = line[len("data: ") :]
-                    if data == "[DONE]":
-                        return
-                    chunk = json.loads(data)
-                    if "error" in chunk:
-                        e = chunk["error"]
-                        raise error_from_wire(e.get("type"), 500, str(e.get("message")))
-                    if chunk.get("usage"):
-                        into.usage = chunk["usage"]
-                    for choice in chunk.get("choices", []):
-                        text = (
-                            choice.get("delta", {}).get("content") if kind == "chat" else choice.get("text")
-                        )
-                        if text:
-                            yield text
-        except httpx.HTTPError as err:
-            raise LLMasOSError(f"the stream from {self.base_url} broke: {err}") from err
-
-    def preload(self, model: str) -> float | None:
-        return None
-
-    def call_service(self, name: str, input: Any, params: dict, model: str) -> dict:
-        return self._request(
-            "POST", f"/os/services/{name}", json={"input": input, "params": params, "model": model}
-        )
-
-    def ask(self, request: str, file: bytes | None, model: str) -> dict:
-        body = {"request": request, "model": model}
-        if file is not None:
-            body["file_base64"] = base64.b64encode(file).decode("ascii")
-        return self._request("POST", "/os/ask", json=body)
-
-    def voice(self, wav: bytes, model: str) -> dict:
-        body = {"audio_base64": base64.b64encode(wav).decode("ascii"), "model": model}
-        return self._request("POST", "/os/voice", json=body)
-
-    def embed(self, texts: list[str], model: str) -> list[list[float]]:
-        data = self._request("POST", "/v1/embeddings", json={"model": model, "input": texts})["data"]
-        return [d["embedding"] for d in sorted(data, key=lambda d: d["index"])]
-
-    def ps(self) -> list[dict]:
-        return self._request("GET", "/os/ps")["processes"]
-
-    def models(self) -> list[dict]:
-        return self._request("GET", "/os/models")["models"]
-
-    def cancel(self, pid: int) -> dict:
-        return self._request("DELETE", f"/os/tasks/{pid}")
-
-    def close(self) -> None:
-        self._http.close()
 
 
 # ---- in-process --------------------------------------------------------------------------------
@@ -189,6 +92,21 @@ class LocalTransport:
         deltas.pid = process.pid
         return deltas if stream else "".join(deltas)
 
+    def chat_completion(
+        self, model: str, messages: list[dict], params: dict, stream: bool
+    ) -> ChatCompletion | TextStream:
+        if params.get("tools") or params.get("tool_choice"):
+            raise InvalidRequestError(
+                "tools need a server: tool calling runs in `llmasos serve`; "
+                "use llmasos.Client(base_url=...) or start one"
+            )
+        deltas = self.generate("chat", model, messages, params, stream=True)
+        assert isinstance(deltas, TextStream)
+        if stream:
+            return deltas
+        text = "".join(deltas)
+        return ChatCompletion(text, deltas.finish_reason, deltas.usage, [], deltas.pid)
+
     @staticmethod
     def _deltas(syscalls, app, process, into: TextStream) -> Iterator[str]:
         pid = process.pid
@@ -198,6 +116,7 @@ class LocalTransport:
                 if event.finished:
                     finished = True
                     into.usage = usage_of(process.tokens_in, process.tokens_out)
+                    into.finish_reason = event.finish_reason
                     if event.error is not None:
                         raise event.error
                     return

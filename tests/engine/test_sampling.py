@@ -21,7 +21,7 @@ def sample_many(logits_row: torch.Tensor, n: int, **kwargs) -> list[int]:
     """n draws from one row with one (seeded) state, as consecutive steps of one sequence would."""
     st = state(**kwargs)
     sampler = Sampler()
-    return [sampler(logits_row.unsqueeze(0), [st], [[]])[0] for _ in range(n)]
+    return [sampler(logits_row.unsqueeze(0), [st], [[]]).token_ids[0] for _ in range(n)]
 
 
 # ---- SamplingParams -----------------------------------------------------------------------------
@@ -118,14 +118,14 @@ def test_every_accepted_seed_is_one_the_generator_takes(seed: int) -> None:
     st = state(seed=seed, temperature=1.0)
     assert st.generator is not None
     logits = torch.randn(1, 50, generator=torch.Generator().manual_seed(1))
-    assert 0 <= Sampler()(logits, [st], [[]])[0] < 50
+    assert 0 <= Sampler()(logits, [st], [[]]).token_ids[0] < 50
 
 
 def test_a_temperature_too_small_to_divide_by_is_greedy() -> None:
     """1e-300 passes the range check; dividing logits by it overflows, so it samples as greedy."""
     logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(2))
     states = [state(temperature=1e-300), state(temperature=1.0, seed=1), state(temperature=1e-300, seed=2)]
-    tokens = Sampler()(logits, states, [[]] * 3)
+    tokens = Sampler()(logits, states, [[]] * 3).token_ids
     assert tokens[0] == logits[0].argmax().item() and tokens[2] == logits[2].argmax().item()
 
 
@@ -148,13 +148,13 @@ def test_is_greedy_only_at_temperature_zero_or_below_what_sampling_can_divide_by
 def test_greedy_is_argmax_per_row() -> None:
     logits = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
     states = [state(temperature=0) for _ in range(6)]
-    assert Sampler()(logits, states, [[]] * 6) == logits.argmax(-1).tolist()
+    assert Sampler()(logits, states, [[]] * 6).token_ids == logits.argmax(-1).tolist()
 
 
 def test_greedy_rows_stay_argmax_beside_sampled_rows() -> None:
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
     states = [state(temperature=0), state(temperature=1.5, seed=3), state(temperature=0), state(seed=4)]
-    tokens = Sampler()(logits, states, [[]] * 4)
+    tokens = Sampler()(logits, states, [[]] * 4).token_ids
     argmax = logits.argmax(-1).tolist()
     assert tokens[0] == argmax[0] and tokens[2] == argmax[2]
 
@@ -175,7 +175,7 @@ def _boost_token_0(ids: list[int], row: torch.Tensor) -> torch.Tensor:
 def test_sampler_does_not_modify_the_callers_logits(params: dict) -> None:
     logits = torch.randn(2, 20, generator=torch.Generator().manual_seed(2))
     before = logits.clone()
-    tokens = Sampler()(logits, [state(**params), state(seed=1)], [[1, 2, 3], [4]], [[], []])
+    tokens = Sampler()(logits, [state(**params), state(seed=1)], [[1, 2, 3], [4]], [[], []]).token_ids
     assert torch.equal(logits, before)
     if "logits_processors" in params:
         assert tokens[0] == 0
@@ -188,7 +188,7 @@ def test_top_k_1_is_greedy_at_any_temperature(temperature: float) -> None:
     for _ in range(20):
         row = torch.randn(1, 100, generator=gen)
         st = state(temperature=temperature, top_k=1, seed=0)
-        assert sampler(row, [st], [[]]) == row.argmax(-1).tolist()
+        assert sampler(row, [st], [[]]).token_ids == row.argmax(-1).tolist()
 
 
 def test_tiny_top_p_is_greedy() -> None:
@@ -197,7 +197,7 @@ def test_tiny_top_p_is_greedy() -> None:
     for _ in range(20):
         row = torch.randn(1, 100, generator=gen)
         st = state(temperature=3.0, top_p=1e-6, seed=0)
-        assert sampler(row, [st], [[]]) == row.argmax(-1).tolist()
+        assert sampler(row, [st], [[]]).token_ids == row.argmax(-1).tolist()
 
 
 def test_top_k_only_yields_the_k_likeliest_tokens() -> None:
@@ -247,7 +247,7 @@ def test_seeded_row_does_not_depend_on_the_rest_of_the_batch() -> None:
         for logits in rows:
             batch = torch.stack([logits[0]] * len(states))
             batch[position] = logits[1]
-            out.append(sampler(batch, states, [[]] * len(states))[position])
+            out.append(sampler(batch, states, [[]] * len(states)).token_ids[position])
         return out
 
     alone = seeded_tokens(0, [])
@@ -268,16 +268,16 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_seen_logits
 def test_repetition_penalty_moves_a_greedy_pick_off_a_repeated_token() -> None:
     sampler = Sampler()
     logits = torch.tensor([[3.0, 2.0, 0.0]])
-    assert sampler(logits, [state(temperature=0)], [[0]]) == [0]
-    assert sampler(logits, [state(temperature=0, repetition_penalty=1.6)], [[0]]) == [1]
+    assert sampler(logits, [state(temperature=0)], [[0]]).token_ids == [0]
+    assert sampler(logits, [state(temperature=0, repetition_penalty=1.6)], [[0]]).token_ids == [1]
     # Unseen tokens are not penalised: the same context without token 0 keeps the pick.
-    assert sampler(logits, [state(temperature=0, repetition_penalty=1.6)], [[2]]) == [0]
+    assert sampler(logits, [state(temperature=0, repetition_penalty=1.6)], [[2]]).token_ids == [0]
     # Negative logits are pushed further down, not up towards zero.
     negative = torch.tensor([[-1.0, -1.5, -9.0]])
-    assert sampler(negative, [state(temperature=0, repetition_penalty=2.0)], [[0]]) == [1]
+    assert sampler(negative, [state(temperature=0, repetition_penalty=2.0)], [[0]]).token_ids == [1]
 
 
 def test_repetition_penalty_applies_to_its_own_row_only() -> None:
     logits = torch.tensor([[3.0, 2.0], [3.0, 2.0]])
     states = [state(temperature=0, repetition_penalty=2.0), state(temperature=0)]
-    assert Sampler()(logits, states, [[0], [0]]) == [1, 0]
+    assert Sampler()(logits, states, [[0], [0]]).token_ids == [1, 0]

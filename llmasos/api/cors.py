@@ -1,0 +1,48 @@
+"""Cross-origin requests (CORS), off unless the operator names origins (`llmasos serve --cors-origin`).
+
+Browsers send a preflight `OPTIONS` with no key before a cross-origin call that carries one; it is
+answered here, outside authentication, so a web app on an allowed origin can call the API with its
+key. Keys travel in the `Authorization` header, not cookies, so credentials mode stays off. Origins
+are exact (`http://localhost:3000`); `*` allows every page, which with a keyless server
+(`--anonymous-app`) would let any site a user visits act as that app: the server says so at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+
+from llmasos.errors import InvalidRequestError
+
+#: How long a browser may cache a preflight answer, in seconds.
+PREFLIGHT_MAX_AGE = 600
+
+
+def check_origins(origins: Sequence[str]) -> tuple[str, ...]:
+    """The origins as given, each `*` or `scheme://host[:port]` with no path (InvalidRequestError)."""
+    for origin in origins:
+        scheme, _, rest = origin.partition("://")
+        if origin != "*" and (scheme not in ("http", "https") or not rest or "/" in rest):
+            raise InvalidRequestError(
+                f"--cors-origin {origin!r} is not an origin; write it as scheme://host[:port] "
+                "(e.g. http://localhost:3000, no path) or * for every origin"
+            )
+    return tuple(origins)
+
+
+def install_cors(app: FastAPI, origins: Sequence[str]) -> None:
+    """Answer preflights and add CORS headers for `origins`; nothing when there are none. Call it
+    after every other middleware, so it wraps them all (a preflight carries no key)."""
+    if not origins:
+        return
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["X-LLMasOS-Pids", "Retry-After"],
+        allow_credentials=False,
+        max_age=PREFLIGHT_MAX_AGE,
+    )
