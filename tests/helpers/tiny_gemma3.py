@@ -72,7 +72,7 @@ def tiny_gemma3_reference(vocab_size: int, *, sliding_window: int, layers: int =
 def write_tiny_gemma3_gguf(path: Path, *, sliding_window: int = 4, seed: int = 0):
     """Write the tiny Gemma 3 as GGUF; returns (path, the transformers model with the same weights)."""
     writer = gguf.GGUFWriter(str(path), "gemma3")
-    vocab_size = add_tiny_tokenizer(writer)
+    vocab_size = add_tiny_tokenizer(writer, chat_template=False)  # a base model, as Gemma 3 270M is
     model = tiny_gemma3_reference(vocab_size, sliding_window=sliding_window, seed=seed)
     c = model.config
     writer.add_name("tiny-gemma3")
