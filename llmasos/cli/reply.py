@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from llmasos.errors import LLMasOSError
+
 if TYPE_CHECKING:
     from llmasos.sdk.client import Client
 
@@ -58,6 +60,18 @@ def spinner(what: str) -> Iterator[None]:
         yield
 
 
+def _has_chat_template(client: Any, model: str) -> bool:
+    """Whether the library's manifest of `model` says it has a chat template (True when unknown)."""
+    from llmasos.library.catalog import resolve_alias
+
+    name = resolve_alias(model).lower()
+    try:
+        manifest = next((m for m in client.models() if m["name"] == name), None)
+    except LLMasOSError:
+        return True  # e.g. a key without the right to list models: let the server decide as before
+    return True if manifest is None else bool(manifest.get("has_chat_template", True))
+
+
 class Connection:
     """The SDK client that answers, opened for one command: the server's, or this process's kernel."""
 
@@ -80,6 +94,8 @@ class Connection:
             raise
         if verbose:
             typer.echo(f"[{where}]", err=True)
+        #: False for a base model, which brings no chat template (run completes its prompt as plain text).
+        self.has_chat_template = _has_chat_template(self.client, model)
         #: Why the last reply stopped before its end: "interrupted", "token limit", or None.
         self.stopped: str | None = None
 

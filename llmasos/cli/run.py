@@ -53,7 +53,14 @@ def run(
         stop=stop,
     )
     with Connection(model, verbose) as connection:
-        if raw:
+        if not raw and not connection.has_chat_template:
+            # A base model (e.g. gemma-3-270m) was trained to continue text, not to answer turns.
+            typer.echo(
+                f"[{model} has no chat template (a base model): completing the prompt as plain text]",
+                err=True,
+            )
+            connection.stream_reply(f"{system}\n\n{prompt}" if system else prompt, fields)
+        elif raw:
             connection.stream_reply(prompt, fields)
         else:
             system_turn = [{"role": "system", "content": system}] if system else []

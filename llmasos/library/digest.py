@@ -10,9 +10,10 @@ changing their bytes.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from rich.console import Console
 from rich.progress import (
@@ -54,36 +55,43 @@ def _open_private(dst: Path) -> BinaryIO:
     return open_private(dst, "wb")
 
 
+@contextmanager
+def byte_progress(label: str, total: int | None, *, enabled: bool = True) -> Iterator[Callable[[int], None]]:
+    """A rich bar of bytes and speed on stderr (stdout stays clean for `--json`); yields `advance(n)`."""
+    if not enabled:
+        yield lambda n: None
+        return
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def copy_into(src: BinaryIO, out: BinaryIO, digest: Any, advance: Callable[[int], None]) -> int:
+    """Stream `src` to the end of `out`, feeding `digest`; returns the bytes copied."""
+    written = 0
+    while chunk := src.read(CHUNK):
+        digest.update(chunk)
+        out.write(chunk)
+        written += len(chunk)
+        advance(len(chunk))
+    return written
+
+
 def copy_stream(
     src: BinaryIO, dst: Path, *, total: int | None, label: str, progress: bool = True
 ) -> tuple[str, int]:
-    """Copy `src` into a new private file `dst`, returning (hex sha256, bytes written).
-
-    With `progress`, a rich bar on stderr shows bytes and speed; stdout stays clean for `--json`.
-    """
+    """Copy `src` into a new private file `dst`, returning (hex sha256, bytes written), with a
+    progress bar when `progress`."""
     digest = hashlib.sha256()
-    written = 0
-    with _open_private(dst) as out:
-        if not progress:
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                written += len(chunk)
-            return digest.hexdigest(), written
-        columns = (
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
-            task = bar.add_task(label, total=total)
-            while chunk := src.read(CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                written += len(chunk)
-                bar.advance(task, len(chunk))
+    with _open_private(dst) as out, byte_progress(label, total, enabled=progress) as advance:
+        written = copy_into(src, out, digest, advance)
     return digest.hexdigest(), written
 
 

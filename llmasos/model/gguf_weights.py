@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from llmasos.errors import ModelFormatError, UnsupportedModelError
-from llmasos.model.config import ModelConfig, RopeScaling
+from llmasos.model.config import ModelConfig, RopeScaling, gemma3_fields
 
 #: Architectures whose GGUF conversion permuted Q/K rows (llama.cpp's "normal" RoPE type).
 _PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
@@ -105,6 +105,7 @@ def config_from_gguf(reader: gguf.GGUFReader) -> ModelConfig:
             context_length=int(get("context_length", 2048)),
             tie_word_embeddings="output.weight" not in tensor_names,
             attention_bias="blk.0.attn_q.bias" in tensor_names,
+            **(gemma3_fields(get, int(get("block_count")), hidden, num_heads) if arch == "gemma3" else {}),
         )
     except TypeError as err:  # int(None): a required key is missing
         raise ModelFormatError(f"GGUF file lacks a required {arch}.* metadata key ({err})") from err

@@ -18,6 +18,7 @@ import torch
 
 from llmasos.errors import ModelFormatError
 from llmasos.model.config import ModelConfig
+from llmasos.model.gemma3 import Gemma3Model, gemma3_layer_state
 from llmasos.model.gguf_weights import config_from_gguf, iter_gguf_tensors, open_gguf
 from llmasos.model.layers import rope_inv_freq
 from llmasos.model.llama import LlamaModel
@@ -134,7 +135,7 @@ def build_model(
             f"model file has tensors this architecture does not use: {sorted(weights)[:5]}"
         )
     with torch.device("meta"):
-        model = LlamaModel(config)
+        model = (Gemma3Model if config.architecture == "gemma3" else LlamaModel)(config)
     _check_shapes(model, state)
     model.load_state_dict(
         {k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=False, assign=True
@@ -176,6 +177,8 @@ def _layer_state(config: ModelConfig, weights: dict[str, torch.Tensor], i: int) 
         [_take(weights, b + "ffn_gate.weight"), _take(weights, b + "ffn_up.weight")]
     )
     state[p + "down_proj.weight"] = _take(weights, b + "ffn_down.weight")
+    if config.architecture == "gemma3":
+        state.update(gemma3_layer_state(weights, i, _take))
     return state
 
 

