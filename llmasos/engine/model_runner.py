@@ -65,6 +65,15 @@ def resolve_formats(config: EngineConfig, loaded: LoadedModel) -> tuple[str, tor
     return weight_format, resolve_kv_cache_dtype(config.kv_cache_dtype, weight_format, param.dtype)
 
 
+def packed_weight_format(config: EngineConfig, device: torch.device) -> str | None:
+    """The format the loader should pack a file's weights in directly (no float32 copy of the model):
+    "int4" where `resolve_formats` would pick it, else None (the engine converts float weights itself)."""
+    weight_format = resolve_weight_format(config.weight_format, device)
+    if config.weight_format == "auto" and config.dtype != "auto":
+        return None
+    return weight_format if weight_format == "int4" else None
+
+
 def kv_bytes_per_token(config: EngineConfig, loaded: LoadedModel) -> int:
     """KV cache bytes per token of context for an engine running `loaded` under `config`."""
     kv_dtype = resolve_formats(config, loaded)[1]

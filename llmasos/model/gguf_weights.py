@@ -19,7 +19,7 @@ from llmasos.errors import ModelFormatError, UnsupportedModelError
 from llmasos.model.config import ModelConfig, RopeScaling
 
 #: Architectures whose GGUF conversion permuted Q/K rows (llama.cpp's "normal" RoPE type).
-_PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
+PERMUTED_QK_ARCHITECTURES = ("llama", "mistral")
 
 _GGUF_MAGIC = b"GGUF"
 
@@ -131,7 +131,7 @@ def _dequantize(tensor: gguf.ReaderTensor) -> torch.Tensor:
     return torch.from_numpy(array).reshape(shape)
 
 
-def _unpermute_qk(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
+def unpermute_qk(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
     """Undo llama.cpp's per-head interleave of rotary rows (weights (out, in) or biases (out,))."""
     head_dim = weight.shape[0] // num_heads
     rest = weight.shape[1:]
@@ -144,11 +144,11 @@ def _unpermute_qk(weight: torch.Tensor, num_heads: int) -> torch.Tensor:
 
 def iter_gguf_tensors(reader: gguf.GGUFReader, config: ModelConfig) -> Iterator[tuple[str, torch.Tensor]]:
     """(GGUF tensor name, float32 tensor) pairs, Q/K rows un-permuted where the format permuted them."""
-    permuted = config.architecture in _PERMUTED_QK_ARCHITECTURES
+    permuted = config.architecture in PERMUTED_QK_ARCHITECTURES
     for tensor in reader.tensors:
         value = _dequantize(tensor)
         if permuted and tensor.name.endswith(("attn_q.weight", "attn_q.bias")):
-            value = _unpermute_qk(value, config.num_heads)
+            value = unpermute_qk(value, config.num_heads)
         elif permuted and tensor.name.endswith(("attn_k.weight", "attn_k.bias")):
-            value = _unpermute_qk(value, config.num_kv_heads)
+            value = unpermute_qk(value, config.num_kv_heads)
         yield tensor.name, value

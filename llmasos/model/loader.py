@@ -21,6 +21,7 @@ from llmasos.model.config import ModelConfig
 from llmasos.model.gguf_weights import config_from_gguf, iter_gguf_tensors, open_gguf
 from llmasos.model.layers import rope_inv_freq
 from llmasos.model.llama import LlamaModel
+from llmasos.model.packed_build import PACKED_FORMATS, build_packed_model, can_build_packed
 from llmasos.model.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -65,22 +66,45 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(
-    path: Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    path: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    packed_format: str | None = None,
+    keep_dense: bool = False,
 ) -> LoadedModel:
-    """Load a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json)."""
+    """Load a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json).
+
+    packed_format="int4": a GGUF file's projections go straight into the engine's int4 layout, tensor
+    by tensor (packed_build.py), with no float32 copy of the model; the model can then serve engines of
+    that format only. Folders, other devices and dtypes, and shapes the layout cannot take load as floats.
+    """
     start = time.perf_counter()
     path = Path(path)
     if path.is_dir():
         config, tokenizer, tensors = _read_hf_folder(path)
+        model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
     else:
         reader = open_gguf(path)
         config = config_from_gguf(reader)
         tokenizer = Tokenizer.from_gguf(reader)
-        tensors = iter_gguf_tensors(reader, config)
-    model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
+        if _packs(packed_format, config, dtype, torch.device(device)):
+            model, rope_freqs = build_packed_model(config, reader, keep_dense=keep_dense)
+            _set_rope(model, config, rope_freqs, torch.device(device))
+        else:
+            tensors = iter_gguf_tensors(reader, config)
+            model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
     elapsed = time.perf_counter() - start
     logger.info("loaded %s (%s) in %.2fs", path.name, config.architecture, elapsed)
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed)
+
+
+def _packs(packed_format: str | None, config: ModelConfig, dtype: torch.dtype, device: torch.device) -> bool:
+    if packed_format is None:
+        return False
+    if packed_format not in PACKED_FORMATS:
+        raise ValueError(f"cannot load packed as {packed_format!r}; use one of {', '.join(PACKED_FORMATS)}")
+    return device.type == "cpu" and dtype == torch.float32 and can_build_packed(config)
 
 
 def _read_hf_folder(path: Path) -> tuple[ModelConfig, Tokenizer, Iterable[tuple[str, torch.Tensor]]]:

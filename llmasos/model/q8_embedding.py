@@ -1,4 +1,5 @@
-"""An embedding table kept in GGUF's Q8_0 form where that form is exact (1.125 bytes a value)."""
+"""An embedding table kept in GGUF's Q8_0 form where that form is exact (1.125 bytes a value), or in
+Q6_K's integers with a scale per 16 (1.25 bytes a value)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,10 @@ class Q8Embedding(nn.Module):
     def __init__(self, q: torch.Tensor, scales: torch.Tensor) -> None:
         super().__init__()
         self.q = q  # (vocab, dim) int8
-        self.scales = scales  # (vocab, dim / Q8_BLOCK) float32
+        self.scales = scales  # (vocab, dim / block) float32
+        # Values per scale: 32 for Q8_0; 16 for Q6_K's tables, held exactly the same way
+        # (gguf_blocks.int8_groups).
+        self.block = q.shape[1] // scales.shape[1]
 
     @classmethod
     def from_dense(cls, weight: torch.Tensor) -> Q8Embedding | None:
@@ -46,7 +50,9 @@ class Q8Embedding(nn.Module):
         return cls(q, scales)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., dim) float32
-        rows = self.q[input_ids].unflatten(-1, (-1, Q8_BLOCK)).float() * self.scales[input_ids].unsqueeze(-1)
+        rows = self.q[input_ids].unflatten(-1, (-1, self.block)).float() * self.scales[input_ids].unsqueeze(
+            -1
+        )
         return rows.flatten(-2)
 
     def bytes_per_token(self) -> int:
