@@ -101,6 +101,8 @@ class ModelRunner:
             # at 1,650 MB RSS during load against 1,370 after it.
             loaded.model = self.model
             return_freed_memory()
+        elif owns_load:  # packed at load (packed_build.py): its temporaries' heap pages go back too
+            return_freed_memory()
         logger.info(
             "weights: %s, %.0f MB read per decode token",
             self.weight_format,

@@ -7,6 +7,7 @@ garbled text and no error, so the permutation is covered by a test against trans
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,24 @@ class _PlainArrayReader(gguf.GGUFReader):
 
     @data.setter
     def data(self, value: np.ndarray) -> None:
+        if isinstance(value, np.memmap):
+            self._memmap = value  # for release_pages
         self._plain_data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+    def release_pages(self, tensor: gguf.ReaderTensor) -> None:
+        """Drop `tensor`'s pages of the file from this process's memory (MADV_DONTNEED; the OS's page
+        cache keeps them, and a later read faults them back in).
+
+        Why: a mapped page the loader has read counts in its RSS until the map closes, so converting a
+        model tensor by tensor still peaked at the steady state plus the whole file (1.1 GB for
+        Qwen2.5-1.5B) without this."""
+        raw = getattr(getattr(self, "_memmap", None), "_mmap", None)
+        if raw is None or not hasattr(raw, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+            return
+        start = tensor.data_offset // mmap.PAGESIZE * mmap.PAGESIZE
+        end = min(tensor.data_offset + int(tensor.n_bytes), len(raw))
+        if end > start:
+            raw.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def open_gguf(path: Path) -> gguf.GGUFReader:

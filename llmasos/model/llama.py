@@ -284,8 +284,10 @@ class LlamaModel(nn.Module):
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""
-        embed = self.embed_tokens  # one row; a Q8Embedding counts its own in the loop below
-        total = 0 if isinstance(embed, Q8Embedding) else embed.weight[0].numel() * embed.weight.element_size()
+        embed = self.embed_tokens  # one row; a Q8Embedding or Int4Embedding counts its own in the loop below
+        total = (
+            0 if hasattr(embed, "bytes_per_token") else embed.weight[0].numel() * embed.weight.element_size()
+        )
         for module in self.modules():
             if hasattr(module, "bytes_per_token"):
                 total += module.bytes_per_token()

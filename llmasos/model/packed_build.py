@@ -35,7 +35,7 @@ from llmasos.model.gguf_blocks import (
 )
 from llmasos.model.gguf_weights import PERMUTED_QK_ARCHITECTURES, unpermute_qk
 from llmasos.model.llama import LlamaModel
-from llmasos.model.q8_embedding import Q8Embedding
+from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, Int4Linear, Int8Linear, int4_requantize
 
 PACKED_FORMATS = ("int4",)
@@ -56,20 +56,20 @@ def build_packed_model(
     keep_dense: bool = False,
 ) -> tuple[LlamaModel, torch.Tensor | None]:
     """(the model with int4 projections and an int8 head, the file's RoPE divisors or None)."""
-    tensors = {t.name: t for t in reader.tensors}
+    tensors = _Released(reader)
     with torch.device("meta"):
         model = LlamaModel(config)
     pack = _Packer(config, tensors, max_quant_tokens, keep_dense)
     for i, layer in enumerate(model.layers):
         pack.layer(layer, i)
     model.norm.weight = _param(_take(tensors, "output_norm.weight"))
-    head = tensors.pop("output.weight", None)
     embedding = _take(tensors, "token_embd.weight")
     model.embed_tokens = _embedding(embedding, config)
-    head = head if head is not None else embedding
+    head = tensors.pop("output.weight", None) or embedding
     model.lm_head = None
     model.logits_proj = Int8Linear.from_rows(dequantize_rows(head), tensor_shape(head), max_quant_tokens)
     rope_freqs = tensors.pop("rope_freqs.weight", None)
+    tensors.release_taken()
     if tensors:
         raise ModelFormatError(
             f"model file has tensors this architecture does not use: {sorted(tensors)[:5]}"
@@ -77,6 +77,30 @@ def build_packed_model(
     model.packed_format = "int4"
     model._enable_native_step()  # as quantize() does for the models it converts
     return model, None if rope_freqs is None else dequantize(rope_freqs)
+
+
+class _Released(dict):
+    """The file's tensors by name; each one taken out is released from memory (the file's pages) once the
+    next is taken, so the loader's RSS holds one tensor of the file at a time."""
+
+    def __init__(self, reader: gguf.GGUFReader) -> None:
+        super().__init__((t.name, t) for t in reader.tensors)
+        self.reader = reader
+        self.taken: list[gguf.ReaderTensor] = []
+
+    def pop(self, name: str, *default: object) -> gguf.ReaderTensor:
+        self.release_taken()
+        tensor = super().pop(name, *default)
+        if tensor is not None:
+            self.taken.append(tensor)
+        return tensor
+
+    def release_taken(self) -> None:
+        release = getattr(self.reader, "release_pages", None)
+        for tensor in self.taken[:-1] if len(self.taken) > 1 else []:
+            if release is not None:
+                release(tensor)
+        self.taken = self.taken[-1:]
 
 
 class _Packer:
@@ -146,6 +170,8 @@ def _embedding(tensor: gguf.ReaderTensor, config: ModelConfig) -> nn.Module:
         raise ModelFormatError(f"token_embd.weight has shape {tensor_shape(tensor)}, expected {expected}")
     if tensor.tensor_type in INT8_GROUP_TYPES:
         return Q8Embedding(*int8_groups(tensor))
+    if tensor.tensor_type in INT4_TYPES:
+        return Int4Embedding(*int4_groups(tensor))
     table = torch.empty(expected)
     r0 = 0
     for part in dequantize_rows(tensor):

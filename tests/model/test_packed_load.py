@@ -13,7 +13,7 @@ from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model.loader import load_model
-from llmasos.model.q8_embedding import Q8Embedding
+from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
 
 Q = gguf.GGMLQuantizationType
@@ -93,3 +93,14 @@ def test_engine_from_path_packs_at_load(tmp_path: Path) -> None:
         str(path), EngineConfig(kv_cache_bytes=4 * 1024 * 1024, weight_format="float32")
     )
     assert dense.runner.model.packed_format is None
+
+
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q4_1], ids=lambda q: q.name)
+def test_a_4bit_embedding_table_stays_in_its_integers_and_looks_up_exactly(tmp_path: Path, qtype: Q) -> None:
+    path, _ = write_tiny_gguf(tmp_path / "m.gguf", TinySpec(qtype=qtype))
+    packed = load_model(path, packed_format="int4").model
+    table = load_model(path).model.embed_tokens.weight  # gguf-py's dequantization
+    assert isinstance(packed.embed_tokens, Int4Embedding)
+    ids = torch.arange(table.shape[0])
+    torch.testing.assert_close(packed.embed_tokens(ids), table, rtol=0, atol=1e-6)
+    assert packed.held_bytes() < load_model(path).model.held_bytes() / 3
