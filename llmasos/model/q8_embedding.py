@@ -73,6 +73,14 @@ class Int4Embedding(nn.Module):
         self.packed = (q[:, 0::2] | (q[:, 1::2] << 4)).contiguous()  # (vocab, dim / 2) uint8
         self.d, self.m = d.contiguous(), m.contiguous()  # (vocab, dim / 32) float32
 
+    @classmethod
+    def from_packed(cls, packed: torch.Tensor, d: torch.Tensor, m: torch.Tensor) -> Int4Embedding:
+        """The table from its packed form (`packed`, `d`, `m` as this class holds them), taken as it is."""
+        table = cls.__new__(cls)
+        nn.Module.__init__(table)
+        table.packed, table.d, table.m = packed, d, m
+        return table
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (...,) -> (..., dim) float32
         rows = self.packed[input_ids]
         q = torch.stack([rows & 0x0F, rows >> 4], dim=-1).flatten(-2)  # (..., dim) in [0, 15]

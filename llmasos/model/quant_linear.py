@@ -180,6 +180,24 @@ class Int8Linear(_QuantLinear):
         layer.out_features, layer.in_features, layer.kernels = out_features, in_features, kernels
         return layer
 
+    @classmethod
+    def from_packed(
+        cls,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        shape: tuple[int, int],
+        max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+    ) -> Int8Linear:
+        """A layer (no bias, no dense copy) over the C++ kernels' packed int8 form, taken as it is."""
+        kernels = cpu_kernels()
+        if kernels is None:
+            raise RuntimeError("Int8Linear.from_packed needs the C++ kernels")
+        layer = cls.__new__(cls)
+        _QuantLinear.__init__(layer, None, None, max_quant_tokens)
+        layer.out_features, layer.in_features = shape
+        layer.qweight, layer.scales, layer.kernels = qweight, scales, kernels
+        return layer
+
     def _init_int8(
         self,
         q: torch.Tensor,
@@ -262,6 +280,32 @@ class Int4Linear(_QuantLinear):
             )
         layer = cls.__new__(cls)
         layer._init_groups(q, d.float(), m.float(), bias, max_quant_tokens, keep_dense)
+        return layer
+
+    @classmethod
+    def from_packed(
+        cls,
+        qs: torch.Tensor,
+        k: torch.Tensor,
+        c: torch.Tensor,
+        row_scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        shape: tuple[int, int],
+        max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+    ) -> Int4Linear:
+        """A layer over tensors already in the C++ kernels' layout (`native_tensors`, as packed_cache.py
+        stores them), taken as they are (memory-mapped ones stay mapped); needs the kernels."""
+        kernels = cpu_kernels()
+        if kernels is None:
+            raise RuntimeError("Int4Linear.from_packed needs the C++ kernels")
+        out_features, in_features = shape
+        groups = in_features // INT4_GROUP
+        if qs.shape != (out_features // BLOCK_ROWS, groups, 256) or row_scale.shape != (out_features,):
+            raise ValueError(f"packed int4 tensors {tuple(qs.shape)} do not fit the shape {shape}")
+        layer = cls.__new__(cls)
+        _QuantLinear.__init__(layer, None, _bf16(bias), max_quant_tokens)
+        layer.out_features, layer.in_features, layer.kernels = out_features, in_features, kernels
+        layer.qs, layer.k, layer.c, layer.row_scale = qs, k, c, row_scale
         return layer
 
     def _init_groups(
