@@ -58,10 +58,12 @@ def _nibbles_32(qs: np.ndarray) -> np.ndarray:
     return np.concatenate([qs & 0x0F, qs >> 4], axis=-1)
 
 
-def int4_groups(tensor: gguf.ReaderTensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def int4_groups(
+    tensor: gguf.ReaderTensor, rows: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(q (out, in) uint8 in [0, 15], d and m (out, in/32) float32) with weights q * d + m, read from a
-    Q4_0, Q4_1 or Q4_K tensor's blocks as stored."""
-    blocks = _row_blocks(tensor)
+    Q4_0, Q4_1 or Q4_K tensor's blocks as stored (its `rows` only, to bound the temporaries)."""
+    blocks = _row_blocks(tensor)[rows]
     rows = blocks.shape[0]
     kind = tensor.tensor_type
     if kind == Q.Q4_0:  # d, qs[16]; w = d (q - 8)
