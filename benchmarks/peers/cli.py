@@ -76,9 +76,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and each ratio's median and range over the rounds (a round takes ~4 minutes)",
     )
     parser.add_argument("--json", type=Path, help="write every measurement and ratio to this file")
-    # Internal: one engine in this process (the parent starts these).
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="a model of the library by name (pulled if missing), or a .gguf file's path "
+        "(default: the default model); every engine runs this same file",
+    )
+    # Internal: one engine in this process (the parent starts these, with --model the file's path).
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--prompts", type=Path, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -112,18 +117,21 @@ def main(argv: list[str] | None = None) -> None:
 def run_as_worker(args: argparse.Namespace, wl: Workload) -> None:
     """`--worker NAME`: measure one engine in this process and write its result where the parent reads it."""
     prompts = json.loads(args.prompts.read_text())
-    result = run_worker(args.worker, args.model, args, wl, prompts)
+    result = run_worker(args.worker, Path(args.model), args, wl, prompts)
     result["peak_rss_bytes"] = peak_rss_bytes()
     args.result.write_text(json.dumps(result))
 
 
 def fetch_model(args: argparse.Namespace) -> Path:
-    """The default model's file, pulled into the library if it is not there; sets the report's fields."""
+    """The model's file (`--model`: a path, or a library name pulled if it is not there); sets the
+    report's fields."""
     from llmasos.library.store import ModelStore
 
-    store = ModelStore()
-    store.pull("default", progress=False)  # a no-op when the model is already stored
-    model = store.model_path("default")
+    model = Path(args.model).expanduser()
+    if not model.is_file():
+        store = ModelStore()
+        store.pull(args.model, progress=False)  # a no-op when the model is already stored
+        model = store.model_path(args.model)
     args.model_path, args.notes, args.machine = str(model), [], cpu_description()
     args.same_file = None  # the llama.cpp worker on LLMasOS's own file, once one is started
     engine_options(args.engine_option)  # a malformed option fails now, not after the peers ran

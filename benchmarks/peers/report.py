@@ -48,7 +48,7 @@ def print_report(
     labels.update({n: "llama.cpp " + n.split(":", 1)[1] for n in engines if n.startswith("llamacpp")})
     same_file = args.same_file if args.same_file in results else None
     print(
-        f"\nSmolLM2-135M-Instruct ({Path(args.model_path).name}), {args.threads} threads, "
+        f"\n{Path(args.model_path).name}, {args.threads} threads, "
         f"{wl.new_tokens} new tokens{' (--quick)' if args.quick else ''}"
         + (f"; medians of {args.rounds} rounds, engines alternating" if spread is not None else "")
         + f"\n{args.machine}\n"

@@ -18,7 +18,7 @@ import torch
 from llmasos.config import DEFAULT_MODEL, EngineConfig
 from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.detokenizer import IncrementalDetokenizer
-from llmasos.engine.model_runner import ModelRunner
+from llmasos.engine.model_runner import ModelRunner, packed_weight_format
 from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
 from llmasos.engine.requests import Request
 from llmasos.engine.sampling import SamplerOutput, SamplingParams, SamplingState
@@ -83,7 +83,13 @@ class LLMEngine:
         """An engine on a model file or folder."""
         config = config or EngineConfig()
         device = resolve_device(config.device)
-        loaded = load_model(path, dtype=resolve_dtype(config.dtype, device), device=device)
+        loaded = load_model(
+            path,
+            dtype=resolve_dtype(config.dtype, device),
+            device=device,
+            packed_format=packed_weight_format(config, device),
+            keep_dense=config.dense_prefill_weights,
+        )
         return cls(loaded, config, owns_load=True)
 
     @classmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import mmap
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,34 @@ def resolve_formats(config: EngineConfig, loaded: LoadedModel) -> tuple[str, tor
     return weight_format, resolve_kv_cache_dtype(config.kv_cache_dtype, weight_format, param.dtype)
 
 
+def kv_pool_blocks(config: EngineConfig, context_length: int, bytes_per_block: int) -> int:
+    """Blocks of the KV pool: `kv_cache_bytes` worth, but never more than every sequence of a full
+    batch (max_num_seqs) at the model's full context could fill."""
+    most_useful = config.max_num_seqs * -(-context_length // config.block_size)
+    return max(1, min(config.kv_cache_bytes // bytes_per_block, most_useful))
+
+
+def allocate_kv_pool(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed KV pool. On the CPU it lies in an anonymous memory map, whose pages the OS gives (zeroed)
+    when a block is first written, so the pool grows in resident memory with the KV actually held
+    rather than up front: torch.zeros touched all 512 MB of it at every load, for a model that may
+    never hold more than a few thousand tokens."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+    pages = mmap.mmap(-1, max(nbytes, 1))  # anonymous, private, zero-filled on first touch
+    return torch.frombuffer(pages, dtype=dtype, count=torch.Size(shape).numel()).view(shape)
+
+
+def packed_weight_format(config: EngineConfig, device: torch.device) -> str | None:
+    """The format the loader should pack a file's weights in directly (no float32 copy of the model):
+    "int4" where `resolve_formats` would pick it, else None (the engine converts float weights itself)."""
+    weight_format = resolve_weight_format(config.weight_format, device)
+    if config.weight_format == "auto" and config.dtype != "auto":
+        return None
+    return weight_format if weight_format == "int4" else None
+
+
 def kv_bytes_per_token(config: EngineConfig, loaded: LoadedModel) -> int:
     """KV cache bytes per token of context for an engine running `loaded` under `config`."""
     kv_dtype = resolve_formats(config, loaded)[1]
@@ -92,6 +121,8 @@ class ModelRunner:
             # at 1,650 MB RSS during load against 1,370 after it.
             loaded.model = self.model
             return_freed_memory()
+        elif owns_load:  # packed at load (packed_build.py): its temporaries' heap pages go back too
+            return_freed_memory()
         logger.info(
             "weights: %s, %.0f MB read per decode token",
             self.weight_format,
@@ -99,18 +130,11 @@ class ModelRunner:
         )
         self.block_size = config.block_size
         bytes_per_block = config.block_size * kv_bytes_per_token(config, loaded)
-        self.num_blocks = max(1, config.kv_cache_bytes // bytes_per_block)
         mc = self.model_config
+        self.num_blocks = kv_pool_blocks(config, mc.context_length, bytes_per_block)
         # (layers, K/V, slots, kv_heads, head_dim): KV bytes per token are exactly the theory's.
-        self.kv_cache = torch.zeros(
-            mc.num_layers,
-            2,
-            self.num_blocks * self.block_size,
-            mc.num_kv_heads,
-            mc.head_dim,
-            dtype=self.kv_dtype,
-            device=self.device,
-        )
+        shape = (mc.num_layers, 2, self.num_blocks * self.block_size, mc.num_kv_heads, mc.head_dim)
+        self.kv_cache = allocate_kv_pool(shape, self.kv_dtype, self.device)
         self.sampler = Sampler()
         # Host memory for suspended sequences' KV; pinned on CUDA so copies are DMA transfers.
         self.swap_space = SwapSpace(

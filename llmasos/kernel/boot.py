@@ -36,7 +36,8 @@ def library_loader(
     engine_config: EngineConfig, store: ModelStore | None = None
 ) -> tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]]:
     """(load, estimate) for the residency manager: engines on library models, and their sizes."""
-    from llmasos.engine.engine import LLMEngine
+    from llmasos.engine.engine import LLMEngine, resolve_device
+    from llmasos.engine.model_runner import packed_weight_format
 
     store = store or ModelStore()
 
@@ -45,8 +46,13 @@ def library_loader(
         return engine, engine.memory_bytes
 
     def estimate(name: str) -> int:
-        # Weights as loaded (float32 at most: 4 bytes a parameter) plus the KV pool.
-        return store.get(name).parameter_count * 4 + engine_config.kv_cache_bytes
+        # Weights as loaded plus the KV pool and swap reserve. Packed at load (int4 on the CPU, the
+        # default) an engine holds under a byte a parameter (Qwen2.5-1.5B: 1.28 GB for 1.54 B; SmolLM2:
+        # 140 MB for 135 M); float weights 4 bytes a parameter at most.
+        packed = packed_weight_format(engine_config, resolve_device(engine_config.device)) is not None
+        per_parameter = 1 if packed else 4
+        reserved = engine_config.kv_cache_bytes + engine_config.swap_reserve_bytes
+        return store.get(name).parameter_count * per_parameter + reserved
 
     return load, estimate
 

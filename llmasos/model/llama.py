@@ -79,6 +79,9 @@ class LlamaModel(nn.Module):
         self.native_layers: Any = None
         self.native_kernels = None
         self.native_keeps_dense = False  # whether the int layers keep a dense copy for large steps
+        # The weight format the loader packed this model in straight from its file (packed_build.py),
+        # or None for float weights; `quantize` to that format returns the model itself.
+        self.packed_format: str | None = None
         # Computed on the CPU even where the module is built on the meta device (the loader builds it
         # there, then installs tables on the weights' device): torch's meta `arange` first imports its
         # Python reference kernels, which was 2.3 s of every model load.
@@ -181,6 +184,12 @@ class LlamaModel(nn.Module):
 
         The copy shares every tensor it does not convert (embedding, norms, RoPE tables), and this
         model is left as it was, so one loaded model can serve engines of different formats."""
+        if self.packed_format is not None:
+            if weight_format != self.packed_format:
+                raise ValueError(
+                    f"this model was loaded packed as {self.packed_format}; load it again for {weight_format}"
+                )
+            return self
         model = copy.copy(self)
         model._modules = dict(self._modules)
         model.layers = nn.ModuleList()
@@ -275,8 +284,10 @@ class LlamaModel(nn.Module):
 
     def weight_bytes_per_token(self) -> int:
         """Bytes of weights a one-token decode step reads (one embedding row, every matrix once)."""
-        embed = self.embed_tokens  # one row; a Q8Embedding counts its own in the loop below
-        total = 0 if isinstance(embed, Q8Embedding) else embed.weight[0].numel() * embed.weight.element_size()
+        embed = self.embed_tokens  # one row; a Q8Embedding or Int4Embedding counts its own in the loop below
+        total = (
+            0 if hasattr(embed, "bytes_per_token") else embed.weight[0].numel() * embed.weight.element_size()
+        )
         for module in self.modules():
             if hasattr(module, "bytes_per_token"):
                 total += module.bytes_per_token()

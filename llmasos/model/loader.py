@@ -19,9 +19,12 @@ import torch
 from llmasos.errors import ModelFormatError
 from llmasos.model.config import ModelConfig
 from llmasos.model.gemma3 import Gemma3Model, gemma3_layer_state
-from llmasos.model.gguf_weights import config_from_gguf, iter_gguf_tensors, open_gguf
+from llmasos.model.gguf_weights import config_from_gguf, field_value, iter_gguf_tensors, open_gguf
 from llmasos.model.layers import rope_inv_freq
 from llmasos.model.llama import LlamaModel
+from llmasos.model.native import cpu_kernels
+from llmasos.model.packed_build import PACKED_FORMATS, build_packed_model, can_build_packed
+from llmasos.model.packed_cache import load_cached, save_cached
 from llmasos.model.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -66,22 +69,61 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
 
 
 def load_model(
-    path: Path, *, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
+    path: Path,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    packed_format: str | None = None,
+    keep_dense: bool = False,
 ) -> LoadedModel:
-    """Load a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json)."""
+    """Load a `.gguf` file or a Hugging Face folder (config.json + safetensors + tokenizer.json).
+
+    packed_format="int4": a GGUF file's projections go straight into the engine's int4 layout, tensor
+    by tensor (packed_build.py), with no float32 copy of the model; the model can then serve engines of
+    that format only. Folders, other devices and dtypes, and shapes the layout cannot take load as floats.
+    """
     start = time.perf_counter()
     path = Path(path)
     if path.is_dir():
         config, tokenizer, tensors = _read_hf_folder(path)
+        model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
+    elif (cached := _cached_packed(path, packed_format, dtype, torch.device(device), keep_dense)) is not None:
+        model, tokenizer, config = cached
     else:
         reader = open_gguf(path)
         config = config_from_gguf(reader)
         tokenizer = Tokenizer.from_gguf(reader)
-        tensors = iter_gguf_tensors(reader, config)
-    model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
+        if _packs(packed_format, config, dtype, torch.device(device)):
+            model, rope_freqs = build_packed_model(config, reader, keep_dense=keep_dense)
+            _set_rope(model, config, rope_freqs, torch.device(device))
+            kernels = cpu_kernels()
+            if not keep_dense and kernels is not None and model.native_layers is not None:
+                template = field_value(reader, "tokenizer.chat_template")
+                save_cached(path, kernels.Q4_INT_MAX, model, tokenizer, config, template)
+        else:
+            tensors = iter_gguf_tensors(reader, config)
+            model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
     elapsed = time.perf_counter() - start
     logger.info("loaded %s (%s) in %.2fs", path.name, config.architecture, elapsed)
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed)
+
+
+def _cached_packed(
+    path: Path, packed_format: str | None, dtype: torch.dtype, device: torch.device, keep_dense: bool
+) -> tuple[LlamaModel, Tokenizer, ModelConfig] | None:
+    """The packed model's on-disk cache (packed_cache.py), where this load would pack and one is valid."""
+    if packed_format != "int4" or keep_dense or device.type != "cpu" or dtype != torch.float32:
+        return None
+    kernels = cpu_kernels()
+    return None if kernels is None else load_cached(path, kernels.Q4_INT_MAX)
+
+
+def _packs(packed_format: str | None, config: ModelConfig, dtype: torch.dtype, device: torch.device) -> bool:
+    if packed_format is None:
+        return False
+    if packed_format not in PACKED_FORMATS:
+        raise ValueError(f"cannot load packed as {packed_format!r}; use one of {', '.join(PACKED_FORMATS)}")
+    return device.type == "cpu" and dtype == torch.float32 and can_build_packed(config)
 
 
 def _read_hf_folder(path: Path) -> tuple[ModelConfig, Tokenizer, Iterable[tuple[str, torch.Tensor]]]:

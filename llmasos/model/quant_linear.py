@@ -33,6 +33,8 @@ chunked only through float rounding order. Their outputs are float32.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,14 +134,82 @@ class Int8Linear(_QuantLinear):
     def __init__(
         self, weight: torch.Tensor, bias: torch.Tensor | None, max_quant_tokens: int, keep_dense: bool = True
     ) -> None:
-        w = weight.float()
-        scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
-        q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
-        scales = scales.to(torch.bfloat16)  # the kernel wants scales in the activation dtype
-        kernels = cpu_kernels() if weight.shape[1] % INT4_GROUP == 0 else None
+        q, scales = int8_rows(weight)
+        self._init_int8(q, scales, bias, max_quant_tokens, keep_dense)
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Iterable[torch.Tensor],
+        shape: tuple[int, int],
+        max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+    ) -> Int8Linear:
+        """The layer (no bias, no dense copy) of an (out, in) weight given as slices of rows, each a multiple
+        of 16 rows but the last (gguf_blocks.dequantize_rows), quantized and packed as it comes: neither the
+        float32 weight nor an unpacked int8 copy is ever whole (a 151,936-row vocabulary is 933 MB of the
+        first, 233 MB of the second)."""
+        out_features, in_features = shape
+        layer = cls.__new__(cls)
+        kernels = cpu_kernels() if in_features % INT4_GROUP == 0 else None
+        if kernels is None:
+            parts = [int8_rows(r) for r in rows]
+            layer._init_int8(
+                torch.cat([p[0] for p in parts]),
+                torch.cat([p[1] for p in parts]),
+                None,
+                max_quant_tokens,
+                False,
+            )
+            return layer
+        _QuantLinear.__init__(layer, None, None, max_quant_tokens)
+        padded = out_features + (-out_features % BLOCK_ROWS)
+        layer.qweight = torch.empty(padded // BLOCK_ROWS, in_features // 2, 2 * BLOCK_ROWS, dtype=torch.int8)
+        layer.scales = torch.ones(padded, dtype=torch.bfloat16)
+        r0 = 0
+        for part in rows:
+            q, scales = int8_rows(part)
+            n = len(part)
+            pad = -n % BLOCK_ROWS  # only the last slice may be short of a whole block
+            layer.qweight[r0 // BLOCK_ROWS : (r0 + n + pad) // BLOCK_ROWS] = pack_int8_blocks(
+                F.pad(q, (0, 0, 0, pad))
+            )
+            layer.scales[r0 : r0 + n] = scales
+            r0 += n
+        if r0 != out_features:
+            raise ValueError(f"rows add up to {r0}, expected {out_features}")
+        layer.out_features, layer.in_features, layer.kernels = out_features, in_features, kernels
+        return layer
+
+    @classmethod
+    def from_packed(
+        cls,
+        qweight: torch.Tensor,
+        scales: torch.Tensor,
+        shape: tuple[int, int],
+        max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+    ) -> Int8Linear:
+        """A layer (no bias, no dense copy) over the C++ kernels' packed int8 form, taken as it is."""
+        kernels = cpu_kernels()
+        if kernels is None:
+            raise RuntimeError("Int8Linear.from_packed needs the C++ kernels")
+        layer = cls.__new__(cls)
+        _QuantLinear.__init__(layer, None, None, max_quant_tokens)
+        layer.out_features, layer.in_features = shape
+        layer.qweight, layer.scales, layer.kernels = qweight, scales, kernels
+        return layer
+
+    def _init_int8(
+        self,
+        q: torch.Tensor,
+        scales: torch.Tensor,
+        bias: torch.Tensor | None,
+        max_quant_tokens: int,
+        keep_dense: bool,
+    ) -> None:
+        kernels = cpu_kernels() if q.shape[1] % INT4_GROUP == 0 else None
         dense = q.float() * scales.float()[:, None] if keep_dense or kernels is None else None
         super().__init__(dense, _bf16(bias), max_quant_tokens)
-        self.out_features, self.in_features = weight.shape
+        self.out_features, self.in_features = q.shape
         if kernels is None:
             self.qweight, self.scales = q.contiguous(), scales  # (out, in), torch's op
         else:
@@ -184,10 +254,70 @@ class Int4Linear(_QuantLinear):
                 f"int4 needs in_features divisible by {INT4_GROUP} and out_features by {BLOCK_ROWS}, "
                 f"got ({out_features}, {in_features})"
             )
-        groups = weight.float().view(out_features, in_features // INT4_GROUP, INT4_GROUP)
-        lo, hi = groups.amin(-1), groups.amax(-1)
-        scale = ((hi - lo) / 15).clamp(min=1e-12)
-        q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15)
+        self._init_groups(*int4_requantize(weight), bias, max_quant_tokens, keep_dense)
+
+    @classmethod
+    def from_groups(
+        cls,
+        q: torch.Tensor,
+        d: torch.Tensor,
+        m: torch.Tensor,
+        bias: torch.Tensor | None,
+        max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+        keep_dense: bool = False,
+    ) -> Int4Linear:
+        """A layer of weights q * d + m as a file stores them (gguf_blocks.int4_groups: Q4_0, Q4_1, Q4_K):
+        q (out, in) in [0, 15], d and m (out, in/32) float32; no float32 copy of the weights is made
+        (unless keep_dense, or where the C++ kernels are unavailable)."""
+        out_features, in_features = q.shape
+        if (
+            in_features % INT4_GROUP
+            or out_features % BLOCK_ROWS
+            or d.shape != (out_features, in_features // INT4_GROUP)
+        ):
+            raise ValueError(
+                f"int4 groups of shape {tuple(q.shape)} / {tuple(d.shape)} do not fit the layout"
+            )
+        layer = cls.__new__(cls)
+        layer._init_groups(q, d.float(), m.float(), bias, max_quant_tokens, keep_dense)
+        return layer
+
+    @classmethod
+    def from_packed(
+        cls,
+        qs: torch.Tensor,
+        k: torch.Tensor,
+        c: torch.Tensor,
+        row_scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        shape: tuple[int, int],
+        max_quant_tokens: int = DEFAULT_MAX_QUANT_TOKENS,
+    ) -> Int4Linear:
+        """A layer over tensors already in the C++ kernels' layout (`native_tensors`, as packed_cache.py
+        stores them), taken as they are (memory-mapped ones stay mapped); needs the kernels."""
+        kernels = cpu_kernels()
+        if kernels is None:
+            raise RuntimeError("Int4Linear.from_packed needs the C++ kernels")
+        out_features, in_features = shape
+        groups = in_features // INT4_GROUP
+        if qs.shape != (out_features // BLOCK_ROWS, groups, 256) or row_scale.shape != (out_features,):
+            raise ValueError(f"packed int4 tensors {tuple(qs.shape)} do not fit the shape {shape}")
+        layer = cls.__new__(cls)
+        _QuantLinear.__init__(layer, None, _bf16(bias), max_quant_tokens)
+        layer.out_features, layer.in_features, layer.kernels = out_features, in_features, kernels
+        layer.qs, layer.k, layer.c, layer.row_scale = qs, k, c, row_scale
+        return layer
+
+    def _init_groups(
+        self,
+        q: torch.Tensor,  # (out, in) uint8 in [0, 15]
+        d: torch.Tensor,  # (out, in/32) float32
+        m: torch.Tensor,
+        bias: torch.Tensor | None,
+        max_quant_tokens: int,
+        keep_dense: bool,
+    ) -> None:
+        out_features, in_features = q.shape
         kernels = cpu_kernels()
         super().__init__(None, _bf16(bias), max_quant_tokens)
         self.out_features, self.in_features = out_features, in_features
@@ -195,19 +325,21 @@ class Int4Linear(_QuantLinear):
         if kernels is not None:
             # The C++ kernels' layout (csrc/quant_gemm.h): q, k and c in blocks of 16 rows
             # (pack_int4_blocks, to_row_blocks); row_scale (out,).
-            k, c, self.row_scale = _integer_groups(scale, lo, kernels.Q4_INT_MAX)
-            self.qs = pack_int4_blocks(q.view(out_features, in_features))
+            k, c, self.row_scale = _integer_groups(d, m, kernels.Q4_INT_MAX)
+            self.qs = pack_int4_blocks(q)
             self.k, self.c = to_row_blocks(k), to_row_blocks(c)
             if keep_dense:
-                ints = q * k[..., None].float() + c[..., None].float()
-                self.dense = (ints * self.row_scale[:, None, None]).view_as(weight)
+                groups = q.view(out_features, -1, INT4_GROUP).float()
+                ints = groups * k[..., None].float() + c[..., None].float()
+                self.dense = (ints * self.row_scale[:, None, None]).view(out_features, in_features)
         else:
             # torch's int4 op: its zero point is the value of q = 8, scale and zero in bfloat16.
-            scale_b, zero_b = scale.to(torch.bfloat16), (lo + 8 * scale).to(torch.bfloat16)
+            scale_b, zero_b = d.to(torch.bfloat16), (m + 8 * d).to(torch.bfloat16)
             scales_and_zeros = torch.stack([scale_b.t(), zero_b.t()], dim=-1).contiguous()
-            self.dense = ((q - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]).view_as(weight)
-            q_int = q.view(out_features, in_features).to(torch.int32)
-            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q_int, 2)
+            groups = q.view(out_features, -1, INT4_GROUP).float()
+            dense = (groups - 8) * scale_b.float()[..., None] + zero_b.float()[..., None]
+            self.dense = dense.view(out_features, in_features)
+            self.packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q.to(torch.int32), 2)
             self.scales_and_zeros = scales_and_zeros  # (in/32, out, 2) bf16
 
     def _int_mm(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,6 +369,26 @@ class Int4Linear(_QuantLinear):
         if self.kernels is not None:
             return _nbytes(self.qs, self.k, self.c, self.row_scale)
         return _nbytes(self.packed, self.scales_and_zeros)
+
+
+def int4_requantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q (out, in) uint8 in [0, 15], d, m (out, in/32) float32) of a float weight: each group of 32 on
+    16 even steps from its minimum to its maximum (a dequantized Q4_1 or Q4_0 group gives back its own q,
+    d and m; other formats lose what 4 bits cannot hold)."""
+    out_features, in_features = weight.shape
+    groups = weight.float().view(out_features, in_features // INT4_GROUP, INT4_GROUP)
+    lo, hi = groups.amin(-1), groups.amax(-1)
+    scale = ((hi - lo) / 15).clamp(min=1e-12)
+    q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15)
+    return q.to(torch.uint8).view(out_features, in_features), scale, lo
+
+
+def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row symmetric int8 of a float weight: (q (out, in) int8, scales (out,) bfloat16), W ≈ q * s."""
+    w = weight.float()
+    scales = (w.abs().amax(dim=1) / 127).clamp(min=1e-12)
+    q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scales.to(torch.bfloat16)  # the kernel wants scales in the activation dtype
 
 
 def _integer_groups(

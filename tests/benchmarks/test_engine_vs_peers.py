@@ -131,3 +131,18 @@ def test_the_entry_point_that_workers_run_parses_the_command_line() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "--rounds" in done.stdout and "--engine-option" in done.stdout
+
+
+def test_model_takes_a_gguf_path_without_pulling_anything(tmp_path: Path) -> None:
+    model = tmp_path / "other-model.Q4_K_M.gguf"
+    model.write_bytes(b"GGUF")
+    args = cli.parse_args(["--model", str(model)])
+    assert cli.fetch_model(args) == model and args.model_path == str(model)
+    assert cli.parse_args([]).model == "default"
+
+
+def test_model_by_an_unknown_name_is_refused_by_the_library() -> None:
+    from llmasos.errors import LLMasOSError
+
+    with pytest.raises(LLMasOSError):
+        cli.fetch_model(cli.parse_args(["--model", "no-such-model-here"]))
