@@ -26,7 +26,7 @@ from llmasos.programs.base import Cancellation, Invocation, Program, ProgramResu
 from llmasos.programs.schemas import compile_schema, defaults_of, field_path, first_error
 from llmasos.security.apps import App
 
-KINDS = ("service", "tool")
+KINDS = ("service", "tool", "function")  # function: a workflow step's Python code (workflows/functions.py)
 
 
 class ProgramRegistry:

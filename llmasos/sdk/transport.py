@@ -71,6 +71,29 @@ class HTTPTransport:
         self._raise_for(response)
         return response.json()
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request to the server; its JSON answer (errors raised as their classes)."""
+        return self._request(method, path, **kwargs)
+
+    def request_bytes(self, method: str, path: str, **kwargs: Any) -> bytes:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as err:
+            raise LLMasOSError(f"cannot reach the LLMasOS server at {self.base_url}: {err}") from err
+        self._raise_for(response)
+        return response.content
+
+    def stream_lines(self, method: str, path: str, **kwargs: Any) -> Iterator[str]:
+        """The lines of a streamed answer (server-sent events) as they come."""
+        try:
+            with self._http.stream(method, path, timeout=None, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as err:
+            raise LLMasOSError(f"cannot reach the LLMasOS server at {self.base_url}: {err}") from err
+
     def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         path, field = (
             ("/v1/chat/completions", "messages") if kind == "chat" else ("/v1/completions", "prompt")
@@ -159,6 +182,10 @@ class LocalTransport:
         self._lock = threading.Lock()
         self._syscalls = None
         self._app = None
+
+    def system_calls(self):
+        """(syscalls, app) of the in-process kernel, booted on first use (workflows run over it)."""
+        return self._kernel()
 
     def _kernel(self):
         with self._lock:

@@ -21,8 +21,10 @@ FunctionBody = Callable[[dict, ToolContext], dict]
 
 
 class Function(Tool):
-    """A tool made from a Python function: `body(args, context) -> output`."""
+    """A tool made from a Python function: `body(args, context) -> output`. Its kind is `function`,
+    so it is no tool a model is offered (`list_tools`), and an app needs `function:NAME` to run it."""
 
+    kind: ClassVar[str] = "function"
     description: ClassVar[str] = "a workflow function"
 
     def __init__(

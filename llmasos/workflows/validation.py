@@ -20,7 +20,6 @@ from llmasos.programs.registry import ProgramRegistry
 from llmasos.programs.schemas import field_path, first_error
 from llmasos.security.apps import App
 from llmasos.workflows import templates
-from llmasos.workflows.functions import Function
 from llmasos.workflows.spec import Step, Workflow
 from llmasos.workflows.templates import Reference
 
@@ -98,7 +97,7 @@ def handlers(workflow: Workflow) -> dict[str, str]:
 
 def program_kind(step: Step) -> str | None:
     """The registry kind a step runs: service and chat steps services, tool and function steps tools."""
-    return {"service": "service", "chat": "service", "tool": "tool", "function": "tool"}.get(step.kind)
+    return {"service": "service", "chat": "service", "tool": "tool", "function": "function"}.get(step.kind)
 
 
 def _check_program(
@@ -122,17 +121,22 @@ def _check_program(
         return
     name = "chat" if step.kind == "chat" else step.name
     try:
-        program = registry.get(name, kind)
+        registry.get(name, kind)
     except LLMasOSError as err:
+        if kind == "function":
+            known = ", ".join(p.name for p in registry.list("function")) or "none"
+            other = f"{name!r} is a tool, not a function; use kind: tool" if _is_tool(registry, name) else ""
+            message = other or f"no function named {name!r}; {did_you_mean(name, known.split(', '))}"
+            raise WorkflowValidationError(f"{message}; the functions are: {known}", f"{path}.name") from None
         raise WorkflowValidationError(err.message, f"{path}.name") from None
-    if step.kind == "function" and not isinstance(program, Function):
-        raise WorkflowValidationError(
-            f"{name!r} is a tool, not a function; use kind: tool, or register a Function", f"{path}.name"
-        )
     if app is not None and not app.allows(kind, name):
         raise WorkflowValidationError(
             f"app {app.name!r} may not use {kind} {name!r}; an admin can grant {kind}:{name}", f"{path}.name"
         )
+
+
+def _is_tool(registry: ProgramRegistry, name: str) -> bool:
+    return any(p.name == name for p in registry.list("tool"))
 
 
 def output_schema(step: Step, registry: ProgramRegistry, lookup: Lookup) -> dict:

@@ -142,10 +142,10 @@ def test_fan_out_beyond_the_apps_limits_is_refused(llmasos_home) -> None:
 
 
 def test_a_capability_the_app_lacks_is_refused(llmasos_home) -> None:
-    runner, app = make_runner(Calls(), capabilities=("tool:upper",))
+    runner, app = make_runner(Calls(), capabilities=("function:upper",))
     spec = two_steps(kind="function", name="count_words", input={"text": "x"})
     err = refused(runner.registry, spec, app)
-    assert err.path == "steps.b.name" and "tool:count_words" in err.message
+    assert err.path == "steps.b.name" and "function:count_words" in err.message
 
 
 def test_the_published_schema_is_current_and_accepts_the_examples() -> None:
