@@ -121,3 +121,24 @@ def test_the_graph_as_a_picture_or_a_clear_refusal(long_tiny_server: LiveServer,
             assert (
                 answer.status_code == 503 and "apt-get install graphviz" in answer.json()["error"]["message"]
             )
+
+
+def test_the_sdk_runs_and_follows_a_workflow(long_tiny_server: LiveServer) -> None:
+    import llmasos
+    from llmasos.errors import WorkflowValidationError
+    from llmasos.workflows import WorkflowBuilder
+
+    flow = WorkflowBuilder("sdk-flow", inputs={"expr": {"type": "string"}})
+    calc = flow.tool("calc", "calculator", input={"expression": "{{ inputs.expr }}"})
+    flow.function("tidy", "clean_text", needs=[calc], input={"text": "= {{ steps.calc.output.value }}"})
+    flow.output("{{ steps.tidy.output.text }}")
+    with llmasos.Client(long_tiny_server.url, long_tiny_server.new_app("sdk")) as client:
+        assert client.workflows.validate(flow)["valid"]
+        run = client.workflows.run(flow, inputs={"expr": "2+3"}, wait=True)
+        assert run["status"] == "succeeded" and run["output"] == "= 5"
+        assert [e["type"] for e in client.workflows.events(run["id"])][-1] == "run_succeeded"
+        assert client.workflows.get(run["id"])["output"] == "= 5"
+        assert b"<svg" in client.workflows.graph(run["id"])
+        with pytest.raises(WorkflowValidationError) as refused:
+            client.workflows.run({"name": "x", "steps": {"a": {"kind": "tool", "name": "nope"}}})
+        assert "steps.a.name" in str(refused.value)
