@@ -277,6 +277,65 @@ def step_overhead(samples: int = 200) -> dict:
     }
 
 
+def parallel_model_steps(branches: int = 4, max_tokens: int = 64, repeats: int = 3) -> dict:
+    """Wall time of a run of `branches` independent chat steps, against the longest of them alone and
+    against the same steps chained: their tokens share the engine's steps, so the first is near the
+    longest, not the sum."""
+    from llmasos.engine.engine import LLMEngine
+    from llmasos.kernel.kernel import Kernel, KernelConfig
+    from llmasos.kernel.residency import ResidencyManager
+    from llmasos.kernel.syscalls import Syscalls
+    from llmasos.model.loader import load_model
+    from llmasos.programs import default_registry
+    from llmasos.security.apps import App, AppRegistry
+    from llmasos.workflows import RunStore, WorkflowRunner, parse
+    from tests.helpers.engines import config_with
+    from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+    path, _ = write_tiny_gguf(
+        Path(os.environ["LLMASOS_HOME"]).parent / "tiny-par.gguf", TinySpec(context=1024)
+    )
+    loaded = load_model(path)
+    config = config_with(loaded, num_blocks=1024, block_size=8)
+    engine = LLMEngine(loaded, config)
+    kernel = Kernel(
+        ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1), KernelConfig(engine=config)
+    )
+    syscalls = Syscalls(kernel, AppRegistry())
+    kernel.start()
+    app = syscalls.apps.create(App("parallel"))
+    runner = WorkflowRunner(syscalls, RunStore(), default_registry())
+
+    def chat(i: int) -> dict:
+        # temperature 0: each step makes the same tokens on every repeat (the service has no ignore_eos)
+        return {
+            "kind": "chat",
+            "prompt": f"Story {i}",
+            "max_tokens": max_tokens,
+            "params": {"temperature": 0},
+        }
+
+    def timed(steps: dict) -> float:
+        started = time.perf_counter()
+        run_id = runner.submit(app, parse({"name": "par", "steps": steps}))
+        assert runner.wait(run_id, 300)["status"] == "succeeded"
+        return time.perf_counter() - started
+
+    chained = {f"s{i}": {**chat(i), "needs": [f"s{i - 1}"] if i else []} for i in range(branches)}
+    serial = statistics.median(timed(chained) for _ in range(repeats))
+    many = statistics.median(timed({f"s{i}": chat(i) for i in range(branches)}) for _ in range(repeats))
+    longest = max(statistics.median(timed({"s": chat(i)}) for _ in range(repeats)) for i in range(branches))
+    runner.close()
+    kernel.stop()
+    return {
+        "branches": branches,
+        "longest_one_step_s": longest,
+        "parallel_steps_s": many,
+        "same_steps_chained_s": serial,
+        "parallel_over_longest": many / longest,
+    }
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -292,7 +351,15 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--langgraph-python", type=Path, default=None)
+    parser.add_argument(
+        "--only-in-process", action="store_true", help="only the overhead and parallel figures"
+    )
     args = parser.parse_args()
+    if args.only_in_process:
+        with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
+            os.environ["LLMASOS_HOME"] = str(Path(tmp) / "home")
+            print(json.dumps({"overhead": step_overhead(), "parallel": parallel_model_steps()}, indent=2))
+        return
     with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
         home = Path(tmp) / "home"
         os.environ["LLMASOS_HOME"] = str(home)
@@ -300,6 +367,7 @@ def main() -> None:
         figures = run_chaos(home, args.runs, args.kills, args.seed)
         figures["wall_s"] = time.monotonic() - started
         figures["overhead"] = step_overhead()
+        figures["parallel"] = parallel_model_steps()
     progress = figures.pop("progress_s")
     figures["restart_to_progress_p50_s"] = percentile(progress, 0.5)
     figures["restart_to_progress_p95_s"] = percentile(progress, 0.95)
