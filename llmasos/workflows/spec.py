@@ -18,11 +18,12 @@ renders to text. The structure here is checked by pydantic; the references, kind
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from llmasos.errors import WorkflowValidationError
 
@@ -34,6 +35,8 @@ WORKFLOW_NAME = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 #: Bounds of one for_each, whatever the app's limits: a spec cannot ask a server for more.
 MAX_FOR_EACH_ITEMS = 1000
 MAX_FOR_EACH_CONCURRENCY = 64
+#: Containers nested deeper than this in a spec are refused (no workflow needs them; recursion does).
+MAX_NESTING = 32
 
 
 class Strict(BaseModel):
@@ -96,6 +99,17 @@ class Workflow(Strict):
     steps: dict[str, Step] = Field(min_length=1)
     output: Any = Field(None, description="the run's output: templates over inputs and steps")
 
+    @field_validator("steps")
+    @classmethod
+    def _step_ids(cls, steps: dict[str, Step]) -> dict[str, Step]:
+        for step_id in steps:
+            if not re.match(STEP_ID, step_id):
+                raise ValueError(
+                    f"step id {step_id!r} is not valid: use a lowercase letter, then letters, digits or '_' "
+                    "(up to 64), so that templates can name it as steps.<id>"
+                )
+        return steps
+
 
 def json_schema() -> dict:
     """The published JSON Schema of a workflow spec (`docs/workflow.schema.json`)."""
@@ -113,12 +127,24 @@ def parse(data: Any) -> Workflow:
         raise WorkflowValidationError(
             f"a workflow is a mapping (name, steps, ...), got {type(data).__name__}"
         )
+    _refuse_deep(data)
     try:
         return Workflow.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         path = ".".join(str(part) for part in first["loc"])
         raise WorkflowValidationError(_message(first), path) from None
+
+
+def _refuse_deep(data: Any) -> None:
+    """WorkflowValidationError if containers nest deeper than MAX_NESTING (walked without recursion)."""
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_NESTING:
+            raise WorkflowValidationError(f"the spec nests deeper than {MAX_NESTING} levels; flatten it")
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
 
 
 def _message(error: dict) -> str:

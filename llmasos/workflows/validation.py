@@ -15,9 +15,9 @@ from typing import Any
 
 import jsonschema
 
-from llmasos.errors import LLMasOSError, WorkflowValidationError, did_you_mean
+from llmasos.errors import InvalidRequestError, LLMasOSError, WorkflowValidationError, did_you_mean
 from llmasos.programs.registry import ProgramRegistry
-from llmasos.programs.schemas import field_path, first_error
+from llmasos.programs.schemas import compile_schema, field_path, first_error
 from llmasos.security.apps import App
 from llmasos.workflows import templates
 from llmasos.workflows.spec import Step, Workflow
@@ -33,6 +33,7 @@ def validate(
     workflow: Workflow, registry: ProgramRegistry, app: App | None = None, lookup: Lookup | None = None
 ) -> None:
     """WorkflowValidationError (with `.path`) at the first thing wrong with `workflow`."""
+    _check_schemas(workflow)
     ancestors = check_graph(workflow)
     lookup = lookup or (lambda name: None)
     schemas = {step_id: output_schema(step, registry, lookup) for step_id, step in workflow.steps.items()}
@@ -47,6 +48,19 @@ def validate(
         scope = Scope(workflow, schemas, set(workflow.steps))
         for reference in references:
             scope.schema_of(reference, path)
+
+
+def _check_schemas(workflow: Workflow) -> None:
+    """The inputs' and steps' declared schemas must be JSON Schema themselves."""
+    declared = [(f"inputs.{name}", schema) for name, schema in workflow.inputs.items()]
+    declared += [
+        (f"steps.{i}.output_schema", s.output_schema) for i, s in workflow.steps.items() if s.output_schema
+    ]
+    for path, schema in declared:
+        try:
+            compile_schema(schema, path)
+        except InvalidRequestError as err:
+            raise WorkflowValidationError(err.message, path) from None
 
 
 # ---- the graph ------------------------------------------------------------------------------------

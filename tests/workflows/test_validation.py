@@ -155,3 +155,18 @@ def test_the_published_schema_is_current_and_accepts_the_examples() -> None:
     jsonschema.validate(loads(GOOD).model_dump(mode="json", exclude_unset=True), published)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({"name": "x", "steps": {"a": {"kind": "teleport"}}}, published)
+
+
+def test_bad_ids_schemas_and_nesting_are_refused(registry) -> None:
+    assert "step id" in refused(registry, {"name": "w", "steps": {"A b": {"kind": "wait"}}}).message
+    spec = {"name": "w", "inputs": {"a": {"type": 5}}, "steps": {"s": {"kind": "wait"}}}
+    assert refused(registry, spec).path == "inputs.a"
+    spec = {"name": "w", "steps": {"s": {"kind": "wait", "output_schema": {"properties": 5}}}}
+    assert refused(registry, spec).path == "steps.s.output_schema"
+    deep: object = 1
+    for _ in range(40):
+        deep = [deep]
+    assert (
+        "nests deeper"
+        in refused(registry, {"name": "w", "steps": {"s": {"kind": "wait", "input": deep}}}).message
+    )
