@@ -37,6 +37,7 @@ MAX_FOR_EACH_ITEMS = 1000
 MAX_FOR_EACH_CONCURRENCY = 64
 #: Containers nested deeper than this in a spec are refused (no workflow needs them; recursion does).
 MAX_NESTING = 32
+MAX_NODES = 100_000
 
 
 class Strict(BaseModel):
@@ -137,14 +138,18 @@ def parse(data: Any) -> Workflow:
 
 
 def _refuse_deep(data: Any) -> None:
-    """WorkflowValidationError if containers nest deeper than MAX_NESTING (walked without recursion)."""
-    pending = [(data, 1)]
+    """WorkflowValidationError if containers nest deeper than MAX_NESTING or hold more than MAX_NODES
+    values in all (walked without recursion)."""
+    pending, seen = [(data, 1)], 0
     while pending:
         value, depth = pending.pop()
+        seen += 1
+        if seen > MAX_NODES:  # YAML aliases can make a short text a huge tree (a "billion laughs")
+            raise WorkflowValidationError(f"the spec has more than {MAX_NODES} values; split it")
         if depth > MAX_NESTING:
             raise WorkflowValidationError(f"the spec nests deeper than {MAX_NESTING} levels; flatten it")
         children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+        pending.extend((child, depth + 1) for child in children)
 
 
 def _message(error: dict) -> str:

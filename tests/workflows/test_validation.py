@@ -170,3 +170,10 @@ def test_bad_ids_schemas_and_nesting_are_refused(registry) -> None:
         "nests deeper"
         in refused(registry, {"name": "w", "steps": {"s": {"kind": "wait", "input": deep}}}).message
     )
+
+
+def test_a_yaml_alias_bomb_is_refused(registry) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = "\n".join(["name: w", "extra:", *("  " + line for line in lines), "steps: {s: {kind: wait}}"])
+    assert "more than" in refused(registry, bomb).message
