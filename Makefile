@@ -28,6 +28,17 @@ $(VENV)/.base: pyproject.toml
 	  then echo "espeak-ng installed"; \
 	  else echo "WARNING: could not install espeak-ng, so the speak tool (and its tests) cannot run;" \
 	    "install it as root with 'apt-get install espeak-ng' (or your system's package manager)" >&2; fi; }
+	@# Pictures of workflows (llmasos/workflows/graph.py) are drawn by Graphviz's dot, the same way.
+	@command -v dot >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else SUDO=none; fi; \
+	  echo "installing graphviz (for workflow pictures) with apt-get"; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1 && \
+	     { $$SUDO apt-get install -y -q graphviz >/dev/null 2>&1 || \
+	       { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q graphviz >/dev/null; }; }; \
+	  then echo "graphviz installed"; \
+	  else echo "WARNING: could not install graphviz, so workflow pictures are DOT text only;" \
+	    "install it as root with 'apt-get install graphviz' (or your system's package manager)" >&2; fi; }
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base

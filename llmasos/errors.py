@@ -251,3 +251,27 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     if not close:
         return ""
     return f"did you mean {' or '.join(repr(by_folded[c]) for c in close)}? "
+
+
+class WorkflowValidationError(InvalidRequestError):
+    """A workflow spec is refused at submission: `path` says where (`steps.fetch.input.text`)."""
+
+    type = "invalid_workflow"
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+class WorkflowNotFoundError(LLMasOSError):
+    """No workflow or run of that name or id visible to the caller."""
+
+    type = "workflow_not_found"
+    http_status = 404
+
+
+class WorkflowStateError(LLMasOSError):
+    """A run cannot make that move from the state it is in (approving a step that does not wait)."""
+
+    type = "invalid_workflow_state"
+    http_status = 409

@@ -20,9 +20,12 @@ from llmasos.api.ollama_routes import router as ollama_router
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
 from llmasos.api.program_calls import close_program_pool
+from llmasos.api.workflow_routes import router as workflow_router
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.programs import default_registry
+from llmasos.workflows import RunStore, WorkflowRunner
+from llmasos.workflows.calls import WorkflowCalls
 
 logger = logging.getLogger(__name__)
 
@@ -46,9 +49,13 @@ def create_app(
         if manage_kernel:
             syscalls.start()
         sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls))
+        resumed = workflows.runner.resume_unfinished()  # runs a previous server left unfinished
+        if resumed:
+            logger.info("resumed %d unfinished workflow runs", len(resumed))
         try:
             yield
         finally:
+            workflows.runner.close()  # unmarked: the next start resumes what is still running
             sweeper.cancel()
             close_program_pool(app)
             write_failure_summaries(guard, syscalls, everything=True)
@@ -71,10 +78,12 @@ def create_app(
     app.state.metrics = metrics.registry_for(syscalls)
     app.state.auth_guard = guard
     default_registry()  # load the plugins now: a broken one is logged at start (and skipped)
+    workflows = app.state.workflows = WorkflowCalls(WorkflowRunner(syscalls, RunStore(), default_registry()))
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(os_router)
     app.include_router(ollama_router)
+    app.include_router(workflow_router)
 
     @app.get("/metrics", tags=["os"], response_class=Response)
     def prometheus(request: Request, _: Admin) -> Response:

@@ -93,6 +93,9 @@ class Invocation:
     home: Path = field(default_factory=llmasos_home)
     file_roots: tuple[Path, ...] | None = None
     cancellation: Cancellation = field(default_factory=Cancellation)
+    # Names one logical call however often it is retried (a workflow step's run, step, item and
+    # attempt): programs that write honour it, so a call re-run after a crash writes once.
+    idempotency_key: str = ""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ GROUP = "llmasos.plugins"
 BUILTIN = (
     metadata.EntryPoint("services", "llmasos.services.builtin:register", GROUP),
     metadata.EntryPoint("tools", "llmasos.tools.builtin:register", GROUP),
+    metadata.EntryPoint("workflow-functions", "llmasos.workflows.builtin:register", GROUP),
 )
 
 

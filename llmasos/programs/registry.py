@@ -26,7 +26,7 @@ from llmasos.programs.base import Cancellation, Invocation, Program, ProgramResu
 from llmasos.programs.schemas import compile_schema, defaults_of, field_path, first_error
 from llmasos.security.apps import App
 
-KINDS = ("service", "tool")
+KINDS = ("service", "tool", "function")  # function: a workflow step's Python code (workflows/functions.py)
 
 
 class ProgramRegistry:
@@ -121,6 +121,7 @@ class ProgramRegistry:
         kind: str | None = None,
         file_roots: tuple[Path, ...] | None = None,
         cancellation: Cancellation | None = None,
+        idempotency_key: str = "",
     ) -> ProgramResult:
         """Run program `name` for `app` through the `invoke` system call (capability, audit)."""
         program = self.get(name, kind)
@@ -130,6 +131,7 @@ class ProgramRegistry:
             model=model,
             file_roots=file_roots,
             cancellation=cancellation or Cancellation(),
+            idempotency_key=idempotency_key,
         )
         return syscalls.invoke(
             app, program.kind, program.name, lambda: self.execute(program, input, params, invocation)

@@ -35,4 +35,5 @@ def destinations(registry: ProgramRegistry | None = None) -> list[Destination]:
     return [
         Destination(p.name, p.kind, p.description, registry.examples_of(p), p.input_schema)
         for p in registry.list()
+        if p.kind != "function"  # workflow functions are steps of workflows, not where requests go
     ]

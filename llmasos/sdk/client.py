@@ -29,6 +29,7 @@ from llmasos.sdk.results import ChatCompletion
 from llmasos.sdk.retries import RetryPolicy
 from llmasos.sdk.stream import TextStream
 from llmasos.sdk.transport import HTTPTransport, LocalTransport, Transport
+from llmasos.sdk.workflows import Workflows
 from llmasos.security.admin import read_admin_key
 
 DEFAULT_TIMEOUT = 600.0
@@ -78,6 +79,14 @@ class Client:
             if base_url is not None
             else LocalTransport(interface)
         )
+        self._workflows: Workflows | None = None
+
+    @property
+    def workflows(self) -> Workflows:
+        """Workflows: define, validate, run; follow, approve, cancel and resume runs."""
+        if self._workflows is None:
+            self._workflows = Workflows(self._transport)
+        return self._workflows
 
     @property
     def mode(self) -> str:

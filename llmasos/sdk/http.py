@@ -64,6 +64,28 @@ class HTTPTransport:
         self._raise_for(response)
         return response.json()
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One request to the server (retried as `_send` retries); its JSON answer, errors raised as
+        their classes. The SDK's resource clients (workflows, documents, ...) go through it."""
+        return self._request(method, path, **kwargs)
+
+    def request_bytes(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """As `request`, for an answer that is not JSON (a file's content, a picture)."""
+        response = self._send(method, path, **kwargs)
+        self._raise_for(response)
+        return response.content
+
+    def stream_lines(self, method: str, path: str, **kwargs: Any) -> Iterator[str]:
+        """The lines of a streamed answer (server-sent events) as they come."""
+        try:
+            with self._http.stream(method, path, timeout=None, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                yield from response.iter_lines()
+        except httpx.HTTPError as err:
+            raise LLMasOSError(f"cannot reach the LLMasOS server at {self.base_url}: {err}") from err
+
     def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         if stream:
             return self._text_stream(kind, model, payload, params)

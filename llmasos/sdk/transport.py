@@ -63,6 +63,10 @@ class LocalTransport:
         self._syscalls = None
         self._app = None
 
+    def system_calls(self):
+        """(syscalls, app) of the in-process kernel, booted on first use (workflows run over it)."""
+        return self._kernel()
+
     def _kernel(self):
         with self._lock:
             if self._syscalls is None:

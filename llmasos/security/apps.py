@@ -26,8 +26,9 @@ from llmasos.storage.db import Database
 
 #: Priority classes, most urgent first. The kernel maps them to its scheduling classes.
 PRIORITY_CLASSES = ("realtime", "interactive", "normal", "batch")
-CAPABILITY_KINDS = ("model", "service", "tool")
-DEFAULT_CAPABILITIES = ("model:*", "service:*", "tool:*")
+#: `function`: workflow functions (llmasos/workflows/functions.py), Python code run as workflow steps.
+CAPABILITY_KINDS = ("model", "service", "tool", "function")
+DEFAULT_CAPABILITIES = ("model:*", "service:*", "tool:*", "function:*")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 #: Names the system gives itself: keyless callers (`anonymous`) and the local admin (`admin`).
 RESERVED_NAMES = ("anonymous", "admin")

@@ -34,6 +34,7 @@ class ToolContext:
     app: App
     home: Path = field(default_factory=llmasos_home)
     file_roots: tuple[Path, ...] | None = None
+    idempotency_key: str = ""  # see Invocation.idempotency_key: tools that write honour it
 
     def check_path(self, path: str | Path, *, purpose: str) -> Path:
         """`path` resolved, if this caller may use it for `purpose` ("read"/"write")."""
@@ -94,7 +95,9 @@ class Tool(Program):
         defaults = {
             k: s["default"] for k, s in self.parameters.get("properties", {}).items() if "default" in s
         }
-        context = ToolContext(invocation.app, invocation.home, invocation.file_roots)
+        context = ToolContext(
+            invocation.app, invocation.home, invocation.file_roots, invocation.idempotency_key
+        )
         return ProgramResult(self.run({**defaults, **input}, context).output)
 
     def bad_input(self, input: Any, error: jsonschema.ValidationError) -> InvalidRequestError:

@@ -52,7 +52,21 @@ def _mark_name_keyed_rows(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX triples_legacy ON triples (legacy, app)")
 
 
-MIGRATIONS = [_create_triples_table, _mark_name_keyed_rows]
+def _create_applied_keys_table(conn: sqlite3.Connection) -> None:
+    """Writes done under an idempotency key, with their outcome: the same key again writes nothing
+    and answers the same (a workflow step re-run after a crash)."""
+    conn.execute(
+        """CREATE TABLE applied_keys (
+            app TEXT NOT NULL,
+            key TEXT NOT NULL,
+            changed INTEGER NOT NULL,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (app, key)
+        )"""
+    )
+
+
+MIGRATIONS = [_create_triples_table, _mark_name_keyed_rows, _create_applied_keys_table]
 
 
 class KnowledgeGraph:
@@ -72,17 +86,21 @@ class KnowledgeGraph:
             )
         return owner
 
-    def add(self, app: App, subject: str, relation: str, object: str) -> bool:
-        """Store a triple; False if the app already had it."""
+    def add(self, app: App, subject: str, relation: str, object: str, *, key: str = "") -> bool:
+        """Store a triple; False if the app already had it. With `key`, a second call of the same
+        key writes nothing and answers what the first did."""
         subject, relation, object = (_clean(v, k) for k, v in _named(subject, relation, object))
         owner = self._owner(app)
         with self.db.transaction() as conn:
+            done = _applied(conn, owner, key)
+            if done is not None:
+                return done
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO triples (app, subject, relation, object, created_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (owner, subject, relation, object, time.time()),
             )
-            return cursor.rowcount == 1
+            return _apply(conn, owner, key, cursor.rowcount == 1)
 
     def query(
         self, app: App, entity: str | None = None, relation: str | None = None, limit: int = DEFAULT_LIMIT
@@ -111,19 +129,45 @@ class KnowledgeGraph:
             triples.append(triple)
         return triples
 
-    def remove(self, app: App, subject: str, relation: str, object: str) -> bool:
-        """Delete one of the app's triples; False if it had no such triple."""
+    def remove(self, app: App, subject: str, relation: str, object: str, *, key: str = "") -> bool:
+        """Delete one of the app's triples; False if it had no such triple (`key`: as in `add`)."""
         subject, relation, object = (_clean(v, k) for k, v in _named(subject, relation, object))
         owner = self._owner(app)
         with self.db.transaction() as conn:
+            done = _applied(conn, owner, key)
+            if done is not None:
+                return done
             cursor = conn.execute(
                 "DELETE FROM triples WHERE app = ? AND subject = ? AND relation = ? AND object = ?",
                 (owner, subject, relation, object),
             )
-            return cursor.rowcount > 0
+            return _apply(conn, owner, key, cursor.rowcount > 0)
+
+    def applied_keys(self, app: App) -> int:
+        """How many keyed writes the app has made (each counted once however often it was sent)."""
+        rows = self.db.execute("SELECT COUNT(*) AS n FROM applied_keys WHERE app = ?", (self._owner(app),))
+        return rows[0]["n"]
 
     def count(self, app: App) -> int:
         return self.db.execute("SELECT COUNT(*) AS n FROM triples WHERE app = ?", (self._owner(app),))[0]["n"]
+
+
+def _applied(conn: sqlite3.Connection, owner: str, key: str) -> bool | None:
+    """What the write of `key` did, if it was made before (inside the write's transaction)."""
+    if not key:
+        return None
+    row = conn.execute("SELECT changed FROM applied_keys WHERE app = ? AND key = ?", (owner, key)).fetchone()
+    return None if row is None else bool(row["changed"])
+
+
+def _apply(conn: sqlite3.Connection, owner: str, key: str, changed: bool) -> bool:
+    """Record the write of `key` in the same transaction as the write itself."""
+    if key:
+        conn.execute(
+            "INSERT INTO applied_keys (app, key, changed, created_at) VALUES (?, ?, ?, ?)",
+            (owner, key, int(changed), time.time()),
+        )
+    return changed
 
 
 def _named(subject: str, relation: str, object: str) -> list[tuple[str, str]]:
@@ -217,6 +261,7 @@ class KnowledgeTool(Tool):
                 f"knowledge {operation} needs subject, relation and object; missing: {', '.join(missing)}"
             )
         triple = (args["subject"].strip(), args["relation"].strip(), args["object"].strip())
-        changed = graph.add(app, *triple) if operation == "add" else graph.remove(app, *triple)
+        write = graph.add if operation == "add" else graph.remove
+        changed = write(app, *triple, key=context.idempotency_key)
         output = {"operation": operation, "changed": changed, "triples": [dict(_named(*triple))]}
         return ToolResult(self.name, output)

@@ -70,13 +70,17 @@ def _entry(name: str, value: str) -> metadata.EntryPoint:
 def test_the_builtins_come_through_the_plugin_door() -> None:
     registry = ProgramRegistry()
     infos = load_plugins(registry)
-    assert [(i.name, i.entry_point) for i in infos[:2]] == [
+    assert [(i.name, i.entry_point) for i in infos[:3]] == [
         ("services", "llmasos.services.builtin:register"),
         ("tools", "llmasos.tools.builtin:register"),
+        ("workflow-functions", "llmasos.workflows.builtin:register"),
     ]
     assert infos[0].distribution == "llmasos" and infos[0].error is None
     assert set(infos[0].programs) == {p.name for p in registry.list_services()}
     assert set(infos[1].programs) == {p.name for p in registry.list_tools()}
+    assert (
+        set(infos[2].programs) == {p.name for p in registry.list("function")} == {"clean_text", "join_texts"}
+    )
     assert registry.plugins == infos
 
 
@@ -90,6 +94,7 @@ def test_an_entry_point_listed_twice_is_loaded_once(monkeypatch: pytest.MonkeyPa
     assert values == [
         "llmasos.services.builtin:register",
         "llmasos.tools.builtin:register",
+        "llmasos.workflows.builtin:register",
         "plugin_good:register",
     ]
 

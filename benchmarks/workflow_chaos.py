@@ -1,0 +1,405 @@
+"""Durable workflows under SIGKILL: a real `llmasos serve` killed at random moments while runs go on.
+
+    .venv/bin/python benchmarks/workflow_chaos.py [--runs 50] [--kills 20] [--seed 0]
+        [--langgraph-python /path/to/venv/bin/python]   # the same harness against LangGraph
+
+A 5-step workflow (chat -> knowledge add, the side effect -> calculator -> chat -> clean_text) on the
+tiny random model. Runs are submitted in waves between kills; after each wave the server is killed
+with SIGKILL after a random delay and started again (it resumes every unfinished run). At the end,
+read from the stores themselves (not from the server's answers):
+- every run succeeded;
+- every side effect happened exactly once: one keyed write per run in knowledge.db (`applied_keys`),
+  one triple per run;
+- no step attempt started after its step's result was committed (`attempts` vs `step_results`);
+- restart-to-progress: from spawning the server again to the first new step event, p50 / p95.
+Then the step overhead: a one-step workflow (calculator) in process against the same call made
+directly, p50 of the difference (goal <= 5 ms).
+
+With --langgraph-python (a venv with benchmarks/requirements-langgraph.txt), the same harness runs
+benchmarks/workflow_chaos_langgraph.py there: the same five steps as LangGraph nodes with its SQLite
+checkpointer (model steps replaced by sleeps of the duration measured here), and prints its figures
+beside these.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from server_load import free_port  # noqa: E402
+
+WORKFLOW = {
+    "name": "chaos",
+    "inputs": {"n": {"type": "integer"}},
+    "steps": {
+        "draft": {"kind": "chat", "model": "bench", "max_tokens": 48, "prompt": "Write note {{ inputs.n }}."},
+        "remember": {
+            "kind": "tool",
+            "name": "knowledge",
+            "needs": ["draft"],
+            "input": {
+                "operation": "add",
+                "subject": "run-{{ inputs.n }}",
+                "relation": "has",
+                "object": "note",
+            },
+        },
+        "double": {
+            "kind": "tool",
+            "name": "calculator",
+            "needs": ["remember"],
+            "input": {"expression": "{{ inputs.n }} * 2"},
+        },
+        "reply": {
+            "kind": "chat",
+            "model": "bench",
+            "max_tokens": 48,
+            "needs": ["double"],
+            "prompt": "Note {{ steps.double.output.value }}: {{ steps.draft.output[:40] }}",
+        },
+        "tidy": {
+            "kind": "function",
+            "name": "clean_text",
+            "needs": ["reply"],
+            "input": {"text": "{{ steps.reply.output }} .", "max_chars": 200},
+        },
+    },
+    "output": "{{ steps.tidy.output.text }}",
+}
+
+
+class Server:
+    """`llmasos serve` as a child process over one home, started again after each kill."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.port = home, free_port()
+        self.env = {**os.environ, "LLMASOS_HOME": str(home)}
+        self.process: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def pull_tiny_model(self) -> None:
+        from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+        path, _ = write_tiny_gguf(self.home.parent / "tiny.gguf", TinySpec(context=1024))
+        cli = [sys.executable, "-m", "llmasos.cli.main"]
+        subprocess.run([*cli, "models", "pull", str(path), "--name", "bench"], env=self.env, check=True)
+
+    def start(self) -> float:
+        """Spawn the server; the monotonic time it was spawned (it answers a little later)."""
+        spawned = time.time()
+        cli = [
+            sys.executable,
+            "-m",
+            "llmasos.cli.main",
+            "serve",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+        ]
+        self.process = subprocess.Popen([*cli, "--preload", "bench"], env=self.env, stderr=subprocess.DEVNULL)
+        return spawned
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise SystemExit("the server did not start")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def client(self) -> httpx.Client:
+        key = (self.home / "admin.key").read_text().strip()
+        return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {key}"}, timeout=60)
+
+
+def _db(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def latest_step_event(home: Path) -> float:
+    try:
+        with _db(home / "workflows.db") as conn:
+            row = conn.execute("SELECT MAX(at) AS at FROM events WHERE type LIKE 'step_%'").fetchone()
+    except sqlite3.Error:
+        return 0.0
+    return row["at"] or 0.0
+
+
+def unfinished(home: Path) -> int:
+    with _db(home / "workflows.db") as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')").fetchone()[0]
+
+
+def run_chaos(home: Path, runs: int, kills: int, seed: int = 0, max_delay: float = 2.0) -> dict:
+    """The harness: submit runs in waves, kill and restart the server `kills` times; the figures."""
+    rng = random.Random(seed)
+    server = Server(home)
+    server.pull_tiny_model()
+    server.start()
+    server.wait_ready()
+    per_wave = [runs // kills + (1 if i < runs % kills else 0) for i in range(kills)]
+    progress_s, submitted, n = [], [], 0
+    for wave in per_wave:
+        with server.client() as http:
+            for _ in range(wave):
+                answer = http.post("/os/workflows/runs", json={"spec": WORKFLOW, "inputs": {"n": n}})
+                answer.raise_for_status()
+                submitted.append(answer.json()["id"])
+                n += 1
+        time.sleep(rng.uniform(0.05, max_delay))
+        had_work = unfinished(home) > 0
+        server.kill()
+        spawned = server.start()
+        if had_work:
+            progress_s.append(_time_to_progress(home, spawned))
+        server.wait_ready()
+    _wait_for_runs(home, timeout=600)
+    server.stop()
+    return {**count_outcomes(home, submitted), "kills": kills, "progress_s": progress_s}
+
+
+def _time_to_progress(home: Path, spawned: float, timeout: float = 300) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if latest_step_event(home) > spawned:
+            return latest_step_event(home) - spawned
+        time.sleep(0.02)
+    return float("nan")
+
+
+def _wait_for_runs(home: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while unfinished(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def count_outcomes(home: Path, run_ids: list[str]) -> dict:
+    """What the stores say: statuses, side effects per run, attempts started after their commit."""
+    with _db(home / "workflows.db") as conn:
+        statuses = dict(
+            conn.execute("SELECT status, COUNT(*) FROM runs WHERE parent IS NULL GROUP BY status").fetchall()
+        )
+        reruns = conn.execute(
+            "SELECT COUNT(*) FROM attempts a JOIN step_results r ON a.run_id = r.run_id AND a.step = r.step "
+            "AND a.item = r.item WHERE a.started_at > r.finished_at"
+        ).fetchone()[0]
+        interrupted = conn.execute(
+            "SELECT COUNT(*) FROM (SELECT run_id, step, item, attempt FROM attempts "
+            "GROUP BY run_id, step, item, attempt HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
+    with _db(home / "knowledge.db") as conn:
+        keys = conn.execute("SELECT key FROM applied_keys").fetchall()
+        triples = conn.execute("SELECT COUNT(*) FROM triples").fetchone()[0]
+    effects_per_run: dict[str, int] = {}
+    for (key,) in keys:
+        run_id = key.split(":")[0]
+        effects_per_run[run_id] = effects_per_run.get(run_id, 0) + 1
+    return {
+        "runs": len(run_ids),
+        "statuses": statuses,
+        "runs_with_one_effect": sum(effects_per_run.get(r) == 1 for r in run_ids),
+        "duplicate_effects": sum(max(0, c - 1) for c in effects_per_run.values()),
+        "triples": triples,
+        "reruns_after_commit": reruns,
+        "attempts_resumed_after_kill": interrupted,
+    }
+
+
+def step_overhead(samples: int = 200) -> dict:
+    """p50 of (a one-step workflow's step wall time) - (the same calculator call made directly)."""
+    from llmasos.programs import default_registry
+    from llmasos.security.apps import App
+    from llmasos.workflows import RunStore, WorkflowRunner, parse
+    from llmasos.workflows.store import WHOLE
+    from tests.helpers.programs import syscalls_without_models
+
+    syscalls = syscalls_without_models()
+    app = syscalls.apps.create(App("overhead"))
+    registry = default_registry()
+    runner = WorkflowRunner(syscalls, RunStore(), registry)
+    spec = parse(
+        {
+            "name": "one",
+            "steps": {"c": {"kind": "tool", "name": "calculator", "input": {"expression": "2*3"}}},
+        }
+    )
+    direct, in_flow, whole = [], [], []
+    for _ in range(samples):
+        started = time.perf_counter()
+        registry.run(syscalls, app, "calculator", {"expression": "2*3"})
+        direct.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        run_id = runner.submit(app, spec)
+        runner.wait(run_id, 30)
+        whole.append(time.perf_counter() - started)
+        record = runner.store.results(run_id)[("c", WHOLE)]
+        in_flow.append(record.finished_at - record.started_at)
+    runner.close()
+    p50 = statistics.median
+    return {
+        "direct_ms": p50(direct) * 1000,
+        "step_ms": p50(in_flow) * 1000,
+        "overhead_ms": (p50(in_flow) - p50(direct)) * 1000,
+        "run_ms": p50(whole) * 1000,
+    }
+
+
+def parallel_model_steps(branches: int = 4, max_tokens: int = 64, repeats: int = 3) -> dict:
+    """Wall time of a run of `branches` independent chat steps, against the longest of them alone and
+    against the same steps chained: their tokens share the engine's steps, so the first is near the
+    longest, not the sum."""
+    from llmasos.engine.engine import LLMEngine
+    from llmasos.kernel.kernel import Kernel, KernelConfig
+    from llmasos.kernel.residency import ResidencyManager
+    from llmasos.kernel.syscalls import Syscalls
+    from llmasos.model.loader import load_model
+    from llmasos.programs import default_registry
+    from llmasos.security.apps import App, AppRegistry
+    from llmasos.workflows import RunStore, WorkflowRunner, parse
+    from tests.helpers.engines import config_with
+    from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+    path, _ = write_tiny_gguf(
+        Path(os.environ["LLMASOS_HOME"]).parent / "tiny-par.gguf", TinySpec(context=1024)
+    )
+    loaded = load_model(path)
+    config = config_with(loaded, num_blocks=1024, block_size=8)
+    engine = LLMEngine(loaded, config)
+    kernel = Kernel(
+        ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1), KernelConfig(engine=config)
+    )
+    syscalls = Syscalls(kernel, AppRegistry())
+    kernel.start()
+    app = syscalls.apps.create(App("parallel"))
+    runner = WorkflowRunner(syscalls, RunStore(), default_registry())
+
+    def chat(i: int) -> dict:
+        # temperature 0: each step makes the same tokens on every repeat (the service has no ignore_eos)
+        return {
+            "kind": "chat",
+            "prompt": f"Story {i}",
+            "max_tokens": max_tokens,
+            "params": {"temperature": 0},
+        }
+
+    def timed(steps: dict) -> float:
+        started = time.perf_counter()
+        run_id = runner.submit(app, parse({"name": "par", "steps": steps}))
+        assert runner.wait(run_id, 300)["status"] == "succeeded"
+        return time.perf_counter() - started
+
+    chained = {f"s{i}": {**chat(i), "needs": [f"s{i - 1}"] if i else []} for i in range(branches)}
+    serial = statistics.median(timed(chained) for _ in range(repeats))
+    many = statistics.median(timed({f"s{i}": chat(i) for i in range(branches)}) for _ in range(repeats))
+    longest = max(statistics.median(timed({"s": chat(i)}) for _ in range(repeats)) for i in range(branches))
+    runner.close()
+    kernel.stop()
+    return {
+        "branches": branches,
+        "longest_one_step_s": longest,
+        "parallel_steps_s": many,
+        "same_steps_chained_s": serial,
+        "parallel_over_longest": many / longest,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--langgraph-python", type=Path, default=None)
+    parser.add_argument(
+        "--only-in-process", action="store_true", help="only the overhead and parallel figures"
+    )
+    args = parser.parse_args()
+    if args.only_in_process:
+        with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
+            os.environ["LLMASOS_HOME"] = str(Path(tmp) / "home")
+            print(json.dumps({"overhead": step_overhead(), "parallel": parallel_model_steps()}, indent=2))
+        return
+    with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
+        home = Path(tmp) / "home"
+        os.environ["LLMASOS_HOME"] = str(home)
+        started = time.monotonic()
+        figures = run_chaos(home, args.runs, args.kills, args.seed)
+        figures["wall_s"] = time.monotonic() - started
+        figures["overhead"] = step_overhead()
+        figures["parallel"] = parallel_model_steps()
+    progress = figures.pop("progress_s")
+    figures["restart_to_progress_p50_s"] = percentile(progress, 0.5)
+    figures["restart_to_progress_p95_s"] = percentile(progress, 0.95)
+    print("LLMasOS:", json.dumps(figures, indent=2))
+    if args.langgraph_python is not None:
+        script = Path(__file__).resolve().parent / "workflow_chaos_langgraph.py"
+        command = [
+            str(args.langgraph_python),
+            str(script),
+            "--runs",
+            str(args.runs),
+            "--kills",
+            str(args.kills),
+        ]
+        done = subprocess.run(
+            [*command, "--seed", str(args.seed)], capture_output=True, text=True, check=True
+        )
+        theirs = json.loads(done.stdout.strip().splitlines()[-1])
+        print("LangGraph:", json.dumps(theirs, indent=2))
+        keys = (
+            "runs",
+            "kills",
+            "runs_with_one_effect",
+            "duplicate_effects",
+            "reruns_after_commit",
+            "restart_to_progress_p50_s",
+            "restart_to_progress_p95_s",
+        )
+        print(f"{'':32}{'LLMasOS':>12}{'LangGraph':>12}")
+        for key in keys:
+            print(f"{key:32}{figures.get(key, '-')!s:>12}{theirs.get(key, '-')!s:>12}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,22 @@
+"""The chaos check, small: a real `llmasos serve` SIGKILLed while runs go on, started again, and the
+stores read afterwards (benchmarks/workflow_chaos.py runs the full one: 50 runs, 20 kills)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def test_runs_survive_sigkill_with_each_side_effect_once(llmasos_home: Path) -> None:
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from workflow_chaos import run_chaos
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    figures = run_chaos(llmasos_home, runs=3, kills=2, seed=1, max_delay=0.5)
+    assert figures["statuses"] == {"succeeded": 3}
+    assert figures["runs_with_one_effect"] == 3 and figures["duplicate_effects"] == 0
+    assert figures["triples"] == 3
+    assert figures["reruns_after_commit"] == 0
