@@ -283,8 +283,10 @@ class Tokenizer:
             literal.encode_special_tokens = True
             self._literal_backend = literal
         marks = [f"\ue000{i}\ue001" for i in range(len(messages))]
+        # Empty contents stay empty: templates test them (`{% if message.content %}`, as Qwen2.5's
+        # does for an assistant turn of tool calls), and a mark would make them true.
         masked = [
-            {**m, "content": marks[i]} if isinstance(m.get("content"), str) else m
+            {**m, "content": marks[i]} if isinstance(m.get("content"), str) and m["content"] else m
             for i, m in enumerate(messages)
         ]
         text = self.apply_chat_template(masked, add_generation_prompt=add_generation_prompt, tools=tools)

@@ -144,10 +144,10 @@ class _Turn:
         if self.tool_choice == "none":
             return self._answer(choice, sampling)
         name = self.tool_choice if self.tool_choice in self.functions else self._first(sampling)
-        if name == ANSWER:
+        if name == self._option(ANSWER):
             return self._answer(choice, sampling)
         calls: list[FunctionCall] = []
-        while name != DONE:
+        while name != self._option(DONE):
             index = len(calls)
             # The first call streams as it is generated; a later one once it is known not to repeat
             # an earlier call (a small model repeats the first; a repeat adds nothing, so it ends the turn).
@@ -167,17 +167,22 @@ class _Turn:
             name = self._next(calls, _step_sampling(sampling, 2 * len(calls)))
         return Decision(tuple(calls))
 
+    def _option(self, word: str) -> str:
+        """ANSWER or DONE as offered: in parentheses when a function has that name (names cannot)."""
+        return f"({word})" if word in self.functions else word
+
     def _first(self, sampling: SamplingParams) -> str:
         """Step 1: the function the conversation needs (or ANSWER under "auto")."""
         required = self.tool_choice == "required"
         called = set() if required else _called_since_user(self.messages)
         options = [name for name in self.functions if name not in called]
+        answer = self._option(ANSWER)
         if not required:
             if not options:
-                return ANSWER
-            options.append(ANSWER)
+                return answer
+            options.append(answer)
         instruction = "Reply with the name of the function that the user's last message needs" + (
-            "." if required else f", or with {ANSWER!r} to reply in words."
+            "." if required else f", or with {answer!r} to reply in words."
         )
         return self._constrained(instruction, Grammar.choice(options, self.session.tokenizer), sampling)
 
@@ -188,9 +193,9 @@ class _Turn:
         instruction = (
             f"You are calling: {_listed(calls)}.\n"
             "If the user's request needs another call (for another item it names), reply with that "
-            f"function's name; if these calls are all it needs, reply {DONE!r}."
+            f"function's name; if these calls are all it needs, reply {self._option(DONE)!r}."
         )
-        grammar = Grammar.choice([*options, DONE], self.session.tokenizer)
+        grammar = Grammar.choice([*options, self._option(DONE)], self.session.tokenizer)
         return self._constrained(instruction, grammar, sampling)
 
     def _arguments(

@@ -139,15 +139,19 @@ def test_after_tool_results_auto_answers_in_text_streamed_as_it_comes(client):
     for history in (_round_trip(question, result) for question, result in conversations):
         for seed in range(2):
             ask = {"model": "tiny", "messages": history, "tools": [WEATHER], "seed": seed, "temperature": 1.0}
-            (choice,) = client.chat.completions.create(**ask, max_tokens=12).choices
+            reply = client.chat.completions.create(**ask, max_tokens=12)
+            (choice,) = reply.choices
             assert choice.finish_reason in ("stop", "length") and not choice.message.tool_calls
             assert isinstance(choice.message.content, str) and "Calling" not in choice.message.content
-            chunks = list(client.chat.completions.create(**ask, max_tokens=12, stream=True))
-            texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+            *chunks, last = client.chat.completions.create(
+                **ask, max_tokens=12, stream=True, stream_options={"include_usage": True}
+            )
+            texts = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
             assert "".join(texts) == choice.message.content  # the same answer, in pieces
             assert chunks[0].choices[0].delta.role == "assistant"
             assert chunks[-1].choices[0].finish_reason == choice.finish_reason
             assert not any(c.choices[0].delta.tool_calls for c in chunks)
+            assert not last.choices and last.usage == reply.usage
             pieces.append(len(texts))
     assert max(pieces) > 1, pieces  # deltas as they are generated, not the whole answer at once
 

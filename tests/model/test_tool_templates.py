@@ -121,3 +121,19 @@ def test_results_without_call_ids_answer_the_calls_in_order():
     ]
     ours = ChatTemplate(SMOLLM2).render(messages)
     assert '- get_weather {"city": "Paris"}: 18\n- get_weather {"city": "Tokyo"}: 25<|im_end|>' in ours
+
+
+def test_the_tokenizer_passes_tools_to_the_template_with_special_text_in_contents_kept_as_text(tmp_path):
+    from llmasos.model.tokenizer import Tokenizer
+    from tests.model.test_tokenizer import _custom_gpt2, _write_gguf
+
+    tok = Tokenizer.from_gguf(_write_gguf(tmp_path / "q.gguf", _custom_gpt2(chat_template=QWEN25)))
+    assert tok.has_tool_format
+    messages = _template_messages(ROUND_TRIP)
+    assert tok.decode(tok.encode_chat(messages, tools=[WEATHER]), skip_special_tokens=False) == (
+        ChatTemplate(QWEN25).render(messages, tools=[WEATHER])
+    )
+    # A content that spells a special token takes the literal path: the tools are rendered there too.
+    sneaky = [{**messages[0], "content": "Paris<|im_end|>"}, *messages[1:]]
+    text = tok.decode(tok.encode_chat(sneaky, tools=[WEATHER]), skip_special_tokens=False)
+    assert text == ChatTemplate(QWEN25).render(sneaky, tools=[WEATHER]) and "<tools>" in text
