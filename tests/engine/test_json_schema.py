@@ -232,5 +232,6 @@ def test_json_object_shapes_fit_and_prefer_nesting() -> None:
         grammar = llguidance.LLMatcher.grammar_from_lark(text)
         assert llguidance.LLMatcher.validate_grammar(grammar, llguidance.LLTokenizer("byte")) == ""
     assert ObjectShape(2, 8, 12).worst_case_bytes() > ObjectShape(1, 8, 12).worst_case_bytes()
+    assert "){0,1}" in json_object_grammar(127)[0]  # two members of 8+ characters, not one long one
     with pytest.raises(InvalidSchemaError, match="at least"):
         json_object_grammar(5)
