@@ -4,7 +4,7 @@ A schema cannot bound free keys, so the grammar is written in llguidance's Lark 
 arrays nested at most `depth` levels, at most `members` members each, keys of at most `length`
 ASCII characters, strings of at most `length` characters, numbers within +-1e15 with at most six
 decimals. `json_object_grammar` picks the loosest such bounds that fit: first depth and members
-with strings of at least PREFERRED_LENGTH characters, else the longest strings.
+with strings of at least PREFERRED_LENGTH characters, then SHORT_LENGTH, else the longest strings.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from llmasos.errors import InvalidSchemaError
 #: (depth, members) tried in order of preference; the first whose strings reach PREFERRED_LENGTH wins.
 SHAPES = ((2, 8), (2, 4), (1, 8), (1, 4), (1, 2), (1, 1))
 PREFERRED_LENGTH = 16
+SHORT_LENGTH = 8
 MAX_LENGTH = 512
 NUMBER_BYTES = 1 + 15 + 1 + 6  # sign, integer digits, point, decimals
 BYTES_PER_CHAR = 4  # UTF-8; escapes are two bytes
@@ -59,23 +60,21 @@ class ObjectShape:
 
 
 def json_object_grammar(budget_bytes: int) -> tuple[str, int]:
-    """(Lark grammar text, bytes of its longest value) for the loosest shape within `budget_bytes`."""
-    best: ObjectShape | None = None
-    for depth, members in SHAPES:
-        shape = _longest(depth, members, budget_bytes)
-        if shape is None:
-            continue
-        if shape.length >= PREFERRED_LENGTH:
-            best = shape
-            break
-        if best is None or shape.length > best.length:
-            best = shape
-    if best is None:
+    """(Lark grammar text, bytes of its longest value) for the loosest shape within `budget_bytes`:
+    the first of SHAPES whose strings reach PREFERRED_LENGTH, else the first whose strings reach
+    SHORT_LENGTH (more members rather than longer strings), else the one with the longest strings."""
+    shapes = [s for s in (_longest(depth, members, budget_bytes) for depth, members in SHAPES) if s]
+    if not shapes:
         smallest = ObjectShape(1, 1, 1).worst_case_bytes()
         raise InvalidSchemaError(
             f"a JSON object needs a budget of at least {smallest + 1} tokens here, more than the "
             f"{budget_bytes + 1} given; raise max_tokens"
         )
+    for wanted in (PREFERRED_LENGTH, SHORT_LENGTH):
+        for shape in shapes:
+            if shape.length >= wanted and shape.members > 1:  # one member only as the last resort
+                return shape.lark(), shape.worst_case_bytes()
+    best = max(shapes, key=lambda s: s.length)
     return best.lark(), best.worst_case_bytes()
 
 

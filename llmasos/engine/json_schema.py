@@ -161,7 +161,10 @@ def grammar_text(schema: dict) -> str:
 def _compile(schema: dict | bool, path: str) -> None:
     if isinstance(schema, bool):  # true: any value; false: none (refused when it is bounded)
         return
-    error = llguidance.LLMatcher.validate_grammar(grammar_text(schema), _byte_tokenizer())
+    try:
+        error = llguidance.LLMatcher.validate_grammar(grammar_text(schema), _byte_tokenizer())
+    except (ValueError, TypeError, RuntimeError) as raised:  # what it cannot even parse
+        error = str(raised)
     if error and not error.startswith("WARNING"):
         fail(path, f"the grammar engine cannot compile it: {error.strip()}")
 

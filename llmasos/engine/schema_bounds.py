@@ -101,11 +101,12 @@ def _expand(node: Any, state: _Expansion, refs: tuple[str, ...]) -> dict | None:
         return _expand(_merge(target if isinstance(target, dict) else {}, node), state, (*refs, ref))
     if "allOf" in node:
         (only,) = node.pop("allOf")
-        return None if only is False else _expand(_merge(node, only or {}), state, refs)
+        return None if only is False else _expand(_merge(node, _as_dict(only)), state, refs)
     for key in ("anyOf", "oneOf"):  # oneOf is generated as anyOf (tagged unions stay exclusive)
         if key in node:
             branches = node.pop(key)
-            return _union([_expand(_merge(node, b or {}), state, refs) for b in branches if b is not False])
+            kept = [b for b in branches if b is not False]
+            return _union([_expand(_merge(node, _as_dict(b)), state, refs) for b in kept])
     if "enum" in node or "const" in node:
         return _enum(node)
     kinds = node.get("type") or _implied_types(node)
@@ -113,6 +114,10 @@ def _expand(node: Any, state: _Expansion, refs: tuple[str, ...]) -> dict | None:
         return _expand(ANY_SCALAR, state, refs)
     kinds = [kinds] if isinstance(kinds, str) else kinds
     return _union([_single(kind, node, state, refs) for kind in kinds])
+
+
+def _as_dict(schema: dict | bool) -> dict:
+    return schema if isinstance(schema, dict) else {}  # true: no constraint (false is dropped before)
 
 
 def _merge(base: dict, extra: dict) -> dict:
@@ -141,9 +146,14 @@ def _union(branches: list[dict | None]) -> dict | None:
 def _enum(node: dict) -> dict | None:
     values = [node["const"]] if "const" in node else list(node["enum"])
     rest = {k: v for k, v in node.items() if k not in ("enum", "const")}
-    if rest:  # {"type": "string", "enum": ["a", 1]}: only "a" is valid
-        validator = jsonschema.Draft202012Validator(rest)
+    if not rest:
+        return {"enum": values}
+    # {"type": "string", "enum": ["a", 1]}: only "a" is valid.
+    validator = jsonschema.Draft202012Validator(rest)
+    try:
         values = [v for v in values if validator.is_valid(v)]
+    except re.error:  # a pattern in Rust's syntax that Python's `re` cannot read: llguidance intersects
+        return {"enum": values, **rest}
     return {"enum": values} if values else None
 
 
@@ -364,7 +374,7 @@ def _expansions(schema: dict | bool) -> list[tuple[int, dict]]:
         if not was_cut:
             break
     if not found:
-        fail("$", "it has no finite value: a required property or item refers to itself; make it optional")
+        fail("$", "no value satisfies it: a required property or item refers to itself, or is false")
     return found
 
 

@@ -114,7 +114,7 @@ ZOD_STYLE = {  # as zod-to-json-schema writes a nullable string, a const and a d
         (
             {"type": "object", "properties": {"s": {"$ref": "#"}}, "required": ["s"]},
             "$",
-            "no finite value",
+            "no value satisfies it",
         ),
         (
             {
@@ -154,6 +154,8 @@ def test_the_path_prefix_is_the_callers() -> None:
         {},
         True,
         {"type": "array", "prefixItems": [{"type": "integer"}], "items": False},
+        {"anyOf": [True, {"type": "null"}]},
+        {"allOf": [True], "type": "integer"},
     ],
     ids=lambda s: json.dumps(s)[:40],
 )
@@ -232,5 +234,13 @@ def test_json_object_shapes_fit_and_prefer_nesting() -> None:
         grammar = llguidance.LLMatcher.grammar_from_lark(text)
         assert llguidance.LLMatcher.validate_grammar(grammar, llguidance.LLTokenizer("byte")) == ""
     assert ObjectShape(2, 8, 12).worst_case_bytes() > ObjectShape(1, 8, 12).worst_case_bytes()
+    assert "){0,1}" in json_object_grammar(127)[0]  # two members of 8+ characters, not one long one
     with pytest.raises(InvalidSchemaError, match="at least"):
         json_object_grammar(5)
+
+
+def test_enum_values_outside_the_other_keywords_are_not_generated() -> None:
+    assert fit_to_budget({"type": "string", "enum": ["a", 1]}, 100)[0] == {"enum": ["a"]}
+    # A pattern only Rust's regex syntax reads stays beside the enum, for llguidance to intersect.
+    bounded, _ = fit_to_budget({"type": "string", "pattern": r"^\p{L}+$", "enum": ["a", "1"]}, 100)
+    assert bounded["pattern"] == r"^\p{L}+$"
