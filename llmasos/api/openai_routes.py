@@ -17,6 +17,8 @@ from starlette.concurrency import run_in_threadpool
 from llmasos.api.auth import Caller
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
+from llmasos.api.model_routes import apply_keep_alive
+from llmasos.api.ollama_schemas import keep_alive_seconds
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, wants_tools
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
@@ -61,12 +63,14 @@ async def chat_completions(
     messages = messages_for_template(body.messages)
     if wants_tools(body):
         return await chat_with_tools(syscalls, app, body, messages, request)
+    keep_alive = keep_alive_seconds(body.keep_alive)
     gen = await Generation.start(
         syscalls,
         app,
         body.n,
         lambda i: syscalls.chat(app, body.model, messages, request_sampling(body, i), priority=body.priority),
     )
+    apply_keep_alive(syscalls, app, gen.choices[0].process.model, keep_alive)
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:
@@ -103,7 +107,9 @@ async def completions(
             app, body.model, prompt, request_sampling(body, i % n), priority=body.priority
         )
 
+    keep_alive = keep_alive_seconds(body.keep_alive)
     gen = await Generation.start(syscalls, app, len(prompts) * n, start)
+    apply_keep_alive(syscalls, app, gen.choices[0].process.model, keep_alive)
     meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     if body.stream:

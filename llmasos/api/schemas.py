@@ -148,6 +148,8 @@ class _SamplingFields(_RequestBody):
     # Accepted in OpenAI's ranges so clients that send them work; the engine does not apply them.
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    # An extension, as Ollama's: seconds (or "10m") the model stays loaded after this request; -1 forever.
+    keep_alive: float | Annotated[str, Field(max_length=64)] | None = None
 
 
 class FunctionDef(_Body):
