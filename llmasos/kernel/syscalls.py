@@ -37,6 +37,7 @@ from llmasos.kernel.admission import (
 )
 from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
+from llmasos.kernel.latency import LatencyHistograms
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
 from llmasos.kernel.residency_calls import ResidencyCalls
@@ -71,6 +72,8 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls):
         self._tokenizing = ThreadPoolExecutor(TOKENIZING_THREADS, thread_name_prefix="llmasos-tokenize")
         kernel.on_finish.append(self.trail.ended)
         kernel.on_finish.append(self._settle_tokens)
+        self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
+        kernel.on_finish.append(self.latency.observe)
 
     @property
     def audit(self) -> AuditLog | None:
