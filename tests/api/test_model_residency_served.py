@@ -16,16 +16,32 @@ from llmasos.library import ModelStore
 from llmasos.security.admin import read_admin_key
 from tests.api.conftest import free_port
 from tests.helpers.served import Served, run_llmasos, start_serve
+from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+CONFIG = """\
+[models]
+keep_alive = "1h"
+
+[engine]
+kv_cache_bytes = "1MiB"
+
+[services]
+summarize = "tiny-long"
+"""
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, tiny_gguf: Path) -> Iterator[Served]:
-    """A server that preloads the tiny model (flag) and keeps idle models an hour (config.toml)."""
-    home = tmp_path_factory.mktemp("residency") / "home"
+    """A server that preloads the tiny model (flag), keeps idle models an hour and runs `summarize` on a
+    second tiny model, `tiny-long` (config.toml). The default model is not in its library."""
+    base = tmp_path_factory.mktemp("residency")
+    home = base / "home"
+    long_path, _ = write_tiny_gguf(base / "tiny-long.gguf", TinySpec(context=2048, seed=1))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LLMASOS_HOME", str(home))
         ModelStore().pull(str(tiny_gguf), name="tiny", progress=False)
-    (home / "config.toml").write_text('[models]\nkeep_alive = "1h"\n\n[engine]\nkv_cache_bytes = "1MiB"\n')
+        ModelStore().pull(str(long_path), name="tiny-long", progress=False)
+    (home / "config.toml").write_text(CONFIG)
     server = start_serve(home, free_port(), "--preload", "tiny")
     yield server
     server.stop()
@@ -136,3 +152,21 @@ def test_models_load_unload_and_ps_from_the_cli_are_audited(served, admin) -> No
 def test_load_without_a_server_says_how_to_start_one(tmp_path) -> None:
     result, _ = run_llmasos(tmp_path / "home", "models", "load", "tiny")
     assert result.returncode == 1 and "llmasos serve" in result.stderr
+
+
+def test_a_service_runs_on_the_model_the_configuration_names_for_it(admin) -> None:
+    call = {
+        "input": "The telescope sees infrared light from the first galaxies.",
+        "params": {"length": "short"},
+    }
+    answer = admin.post("/os/services/summarize", json=call)
+    assert answer.status_code == 200, answer.text
+    processes = admin.get("/os/ps").json()["processes"]
+    assert {p["model"] for p in processes if p["app"] == "admin"} >= {"tiny-long"}
+    assert "tiny-long" in loaded(admin)
+    # A service with no model configured takes the default model, which this library does not hold.
+    fallback = admin.post("/os/services/translate", json={"input": "Hello", "params": {"target": "French"}})
+    assert (
+        fallback.status_code == 404
+        and "the default model is not installed" in fallback.json()["error"]["message"]
+    )
