@@ -70,7 +70,8 @@ def parse_duration(value: float | str, what: str = "keep_alive") -> float:
     parts = _DURATION_PART.findall(body)
     if not body or "".join(n + u for n, u in parts) != body:
         _bad_duration(value, what)
-    return sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    seconds = sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    return seconds if math.isfinite(seconds) else _bad_duration(value, what)
 
 
 def _bad_duration(value: Any, what: str) -> float:

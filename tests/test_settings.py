@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from llmasos.config import EngineConfig
-from llmasos.errors import ConfigurationError
+from llmasos.errors import ConfigurationError, InvalidRequestError
 from llmasos.settings import config_path, env_name, load_settings, parse_duration
 from tests.helpers.cli import run_cli
 
@@ -149,6 +149,12 @@ def test_a_file_that_is_not_toml_says_where() -> None:
 )
 def test_durations(value, seconds) -> None:
     assert parse_duration(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["soon", "5 m", "", "1e400", "9" * 400 + "h", float("inf"), True])
+def test_what_is_not_a_duration_says_how_to_write_one(value) -> None:
+    with pytest.raises(InvalidRequestError, match=r"keep_alive: .* is not a duration; write seconds"):
+        parse_duration(value)
 
 
 def test_config_show_prints_values_and_where_they_came_from(monkeypatch, capsys) -> None:

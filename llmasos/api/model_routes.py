@@ -5,8 +5,9 @@ on the OpenAI routes). Each is a thin layer over the residency system calls, whi
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict
 from starlette.concurrency import run_in_threadpool
 
@@ -18,9 +19,12 @@ from llmasos.security.apps import App
 
 router = APIRouter(tags=["os"])
 
+#: A model's name or alias in a path, as long as the request bodies allow.
+ModelName = Annotated[str, Path(min_length=1, max_length=200)]
+
 
 class LoadRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
     # Seconds, or a duration like "10m"; -1: until unloaded; absent: the model's configured keep-alive.
     keep_alive: float | str | None = None
 
@@ -52,7 +56,7 @@ def loaded(request: Request, app: Caller) -> dict:
 
 
 @router.post("/os/models/{name}/load")
-async def load(name: str, request: Request, app: Caller, body: LoadRequest | None = None) -> dict:
+async def load(name: ModelName, request: Request, app: Caller, body: LoadRequest | None = None) -> dict:
     """Load a model now, to stay `keep_alive` after its last use; what is loaded. Admin only: the
     system call checks it, so a refusal is audited as `models.load`."""
     syscalls: Syscalls = request.app.state.syscalls
@@ -64,6 +68,6 @@ async def load(name: str, request: Request, app: Caller, body: LoadRequest | Non
 
 
 @router.post("/os/models/{name}/unload")
-def unload(name: str, request: Request, app: Caller) -> dict:
+def unload(name: ModelName, request: Request, app: Caller) -> dict:
     """Unload a model (admin): at once if it is idle, else when its processes end (`pending`)."""
     return request.app.state.syscalls.unload_model(app, name)

@@ -19,8 +19,9 @@ def ps(
         bool, typer.Option("--models", "-m", help="Only the loaded models (memory, keep-alive, expiry).")
     ] = False,
 ) -> None:
-    """Loaded models (memory, expiry), then processes: app, model, state, priority, tokens in/out, waited
-    and running time, reason. `--models --json`: the loaded models as `GET /os/models/loaded` gives them."""
+    """Processes: app, model, state, priority, tokens in/out, waited and running time, reason; then the
+    loaded models (memory, expiry). `--models [--json]`: only the loaded models, as `GET
+    /os/models/loaded` gives them."""
     from llmasos.sdk.client import Client
 
     with Client(local=False) as client:
@@ -40,13 +41,13 @@ def ps(
         typer.echo(json.dumps(processes, indent=2))
         return
     console = Console(highlight=False)
-    if loaded is not None:
-        console.print(loaded_table(loaded["models"]))
-        console.print()
     console.print(process_table(processes))
     for p in processes:
         if p["reason"]:  # below the table, where a long reason wraps as text and squeezes no column
             console.print(f"{p['pid']} {p['state']}: {p['reason']}", soft_wrap=False)
+    if loaded is not None:  # after the processes, so what scripts read first stays where it was
+        console.print()
+        console.print(loaded_table(loaded["models"]))
     if not processes:
         typer.echo("no live processes" + ("" if all_ else " (--all shows ended ones)"), err=True)
 
