@@ -61,3 +61,6 @@ class EngineConfig:
     # pool holds twice the tokens and a suspended sequence moves half the bytes. (Decode attention did
     # not get faster: 30 layers of 32 sequences at 150 tokens took 16-20 ms with either dtype.)
     kv_cache_dtype: str = "auto"
+    # Most tokens one sequence (prompt and output) may take; 0 is the model's own context window. A
+    # smaller window bounds what one request can hold of the KV pool (config.toml: engine.context_length).
+    max_context_length: int = 0

@@ -199,6 +199,14 @@ class ServerUnavailableError(LLMasOSError):
     http_status = 503
 
 
+class ConfigurationError(LLMasOSError):
+    """The operator's settings (config.toml, an LLMASOS_* variable, a flag) hold an unknown key or a bad
+    value; the message names the key, where it was set and what is allowed."""
+
+    type = "configuration_error"
+    http_status = 400
+
+
 class AddressInUseError(LLMasOSError):
     """`llmasos serve` cannot listen where it was asked to: another program holds the port."""
 

@@ -23,6 +23,7 @@ PACKAGE = Path(llmasos.__file__).parent
 LAYERS = {
     "errors": 0,
     "config": 0,
+    "settings": 0,  # config.toml, the environment and flags over the defaults (llmasos/settings.py)
     "storage": 1,
     "security": 1,
     "library": 1,

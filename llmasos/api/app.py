@@ -16,6 +16,7 @@ from llmasos.api.auth_guard import FailedAuthGuard
 from llmasos.api.cors import install_cors
 from llmasos.api.errors import install_error_handlers
 from llmasos.api.limits import LOOPBACK_HOSTS, HttpLimits, TrustedHostMiddleware, install_body_limit
+from llmasos.api.model_routes import router as model_router
 from llmasos.api.ollama_routes import router as ollama_router
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
@@ -82,6 +83,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(openai_router)
     app.include_router(os_router)
+    app.include_router(model_router)
     app.include_router(ollama_router)
     app.include_router(workflow_router)
 

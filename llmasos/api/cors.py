@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from llmasos.errors import InvalidRequestError
+from llmasos.settings import origin_problem
 
 #: How long a browser may cache a preflight answer, in seconds.
 PREFLIGHT_MAX_AGE = 600
@@ -23,12 +24,8 @@ PREFLIGHT_MAX_AGE = 600
 def check_origins(origins: Sequence[str]) -> tuple[str, ...]:
     """The origins as given, each `*` or `scheme://host[:port]` with no path (InvalidRequestError)."""
     for origin in origins:
-        scheme, _, rest = origin.partition("://")
-        if origin != "*" and (scheme not in ("http", "https") or not rest or "/" in rest):
-            raise InvalidRequestError(
-                f"--cors-origin {origin!r} is not an origin; write it as scheme://host[:port] "
-                "(e.g. http://localhost:3000, no path) or * for every origin"
-            )
+        if (problem := origin_problem(origin)) is not None:
+            raise InvalidRequestError(f"--cors-origin {problem}")
     return tuple(origins)
 
 

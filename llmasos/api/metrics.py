@@ -2,7 +2,8 @@
 
 A collector rather than counters updated along the request path: the kernel already keeps every
 figure (its counters, the engines' KV pools, the residency manager), so a scrape reads them once
-and nothing on the hot path pays for metrics.
+and nothing on the hot path pays for metrics. The latency histograms (kernel/latency.py) are fed
+once per process as it ends, from times the process records anyway.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class KernelCollector(Collector):
 def registry_for(syscalls: Syscalls) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(KernelCollector(syscalls))
+    registry.register(syscalls.latency)  # histograms per model and app (kernel/latency.py)
     return registry
 
 

@@ -132,6 +132,10 @@ def show(body: ModelRequest, request: Request, app: Caller) -> dict:
     }
 
 
+#: ~292 years: Go's largest duration, Ollama's "never" for a model loaded with keep_alive -1.
+FOREVER_SECONDS = 2**63 / 1e9
+
+
 @router.get("/api/ps")
 def ps(request: Request, app: Caller) -> dict:
     """The loaded models this app may use, with their memory and when an idle one will be unloaded."""
@@ -144,7 +148,9 @@ def ps(request: Request, app: Caller) -> dict:
             manifest = store.get(resident.name)
         except ModelNotFoundError:  # removed from the library while loaded
             continue
-        expires = datetime.now(UTC) + timedelta(seconds=resident.expires_in_seconds or 0)
+        # A model kept forever expires, as Ollama shows it, when a 64-bit count of nanoseconds ends.
+        left = resident.expires_in_seconds
+        expires = datetime.now(UTC) + timedelta(seconds=FOREVER_SECONDS if left is None else left)
         models.append(
             {
                 "name": manifest.name + TAG,

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Caller
 from llmasos.api.generation import Generation
+from llmasos.api.model_routes import apply_keep_alive
 from llmasos.api.ollama_models import TAG, embedding_name, library_name
 from llmasos.api.ollama_models import router as models_router
 from llmasos.api.ollama_replies import ReplyShape, Timing, reply, whole_reply
@@ -110,12 +111,22 @@ def _sampling(body: ChatRequest | GenerateRequest) -> SamplingParams:
     return sampling_params(fields)
 
 
-async def _load_only(request: Request, app: App, model: str, shape: ReplyShape) -> JSONResponse:
-    """An empty chat or prompt loads the model, as Ollama does (clients warm models up this way)."""
+async def _load_only(
+    request: Request, app: App, model: str, shape: ReplyShape, keep_alive: float | None
+) -> JSONResponse:
+    """An empty chat or prompt loads the model, as Ollama does (clients warm models up this way);
+    with `keep_alive` 0 it unloads it once idle instead (done_reason "unload")."""
     timing = Timing()
-    await run_in_threadpool(request.app.state.syscalls.preload, app, model)
+    syscalls = request.app.state.syscalls
+    if keep_alive == 0:
+        syscalls.set_keep_alive(app, model, 0)
+        reason = "unload"
+    else:
+        await run_in_threadpool(syscalls.preload, app, model)
+        apply_keep_alive(syscalls, app, model, keep_alive)
+        reason = "load"
     stats = timing.stats(0, 0)
-    return JSONResponse(shape.final("", "load", {"total_duration": stats["total_duration"]}))
+    return JSONResponse(shape.final("", reason, {"total_duration": stats["total_duration"]}))
 
 
 @router.post("/api/chat", response_model=None)
@@ -126,7 +137,7 @@ async def chat(body: ChatRequest, request: Request, app: Caller) -> JSONResponse
     messages = _template_messages(body.messages)
     shape = ReplyShape(model + TAG, is_chat=True)
     if not messages:
-        return await _load_only(request, app, model, shape)
+        return await _load_only(request, app, model, shape, keep_alive_seconds(body.keep_alive))
     if body.tools:
         if body.format_schema() is not None:
             raise InvalidRequestError("format: cannot be combined with tools; send one or the other")
@@ -135,6 +146,7 @@ async def chat(body: ChatRequest, request: Request, app: Caller) -> JSONResponse
     if (schema := body.format_schema()) is not None:
         params = await run_in_threadpool(_constrained, syscalls, app, model, messages, "", schema, params)
     gen = await Generation.start(syscalls, app, 1, lambda _: syscalls.chat(app, model, messages, params))
+    apply_keep_alive(syscalls, app, model, keep_alive_seconds(body.keep_alive))
     timing.mark("admitted")
     return await reply(gen, shape, timing, request, body.streams)
 
@@ -146,7 +158,7 @@ async def generate(body: GenerateRequest, request: Request, app: Caller) -> JSON
     params = _sampling(body)
     shape = ReplyShape(model + TAG, is_chat=False)
     if not body.prompt:
-        return await _load_only(request, app, model, shape)
+        return await _load_only(request, app, model, shape, keep_alive_seconds(body.keep_alive))
     timing = Timing()
     if body.raw:  # the prompt is already formatted: no template, no system prompt
         if body.system:
@@ -162,6 +174,7 @@ async def generate(body: GenerateRequest, request: Request, app: Caller) -> JSON
             _constrained, syscalls, app, model, messages, body.prompt, schema, params
         )
     gen = await Generation.start(syscalls, app, 1, start)
+    apply_keep_alive(syscalls, app, model, keep_alive_seconds(body.keep_alive))
     timing.mark("admitted")
     return await reply(gen, shape, timing, request, body.streams)
 

@@ -7,12 +7,12 @@ that the README does not list.
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from llmasos.errors import InvalidRequestError
+from llmasos.settings import parse_duration
 
 #: Ollama's "forever" and "until the context is full" values of num_predict.
 UNBOUNDED_NUM_PREDICT = (-1, -2)
@@ -109,28 +109,10 @@ class Options(BaseModel):
         return fields
 
 
-# keep_alive: a number of seconds, or a Go duration such as "5m", "1h30m", "300ms", "-1".
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
-
-
 def keep_alive_seconds(value: float | str | None) -> float | None:
-    """Seconds of `keep_alive` (negative: forever), or None when absent; InvalidRequestError if bad."""
-    if value is None or isinstance(value, int | float):
-        return None if value is None else float(value)
-    text = value.strip()
-    sign = -1 if text.startswith("-") else 1
-    body = text.lstrip("+-")
-    try:
-        return sign * float(body)
-    except ValueError:
-        pass
-    parts = _DURATION_PART.findall(body)
-    if not body or "".join(n + u for n, u in parts) != body:
-        raise InvalidRequestError(
-            f"keep_alive: {value!r} is not a duration; write seconds (300) or a duration like '5m', '1h30m'"
-        )
-    return sign * sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    """Seconds of `keep_alive` (seconds, or a Go duration such as "5m", "1h30m", "300ms"; negative:
+    forever), or None when absent; InvalidRequestError if bad."""
+    return None if value is None else parse_duration(value, "keep_alive")
 
 
 Format = Literal["", "json"] | dict[str, Any] | None

@@ -19,6 +19,8 @@ from llmasos.api.embedding_inputs import refuse_over_window, shorten
 from llmasos.api.errors import error_body
 from llmasos.api.generation import Generation, request_sampling
 from llmasos.api.logprobs import chat_logprobs, completion_logprobs
+from llmasos.api.model_routes import apply_keep_alive
+from llmasos.api.ollama_schemas import keep_alive_seconds
 from llmasos.api.request_fields import (
     check_echo,
     completion_prompts,
@@ -98,12 +100,14 @@ async def chat_completions(
             )
         return await chat_with_tools(syscalls, app, body, tools, messages, request)
     sampling = await _sampling_for(syscalls, app, body, structured, messages=messages)
+    keep_alive = keep_alive_seconds(body.keep_alive)
     gen = await Generation.start(
         syscalls,
         app,
         body.n,
         lambda i: syscalls.chat(app, body.model, messages, sampling(i), priority=body.priority),
     )
+    apply_keep_alive(syscalls, app, gen.choices[0].process.model, keep_alive)
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tokenizer = await logprobs_tokenizer(syscalls, app, meta.model, body.logprobs)
@@ -140,7 +144,9 @@ async def completions(
         prompt = prompts[i // n]
         return syscalls.generate(app, body.model, prompt, sampling(i % n), priority=body.priority)
 
+    keep_alive = keep_alive_seconds(body.keep_alive)
     gen = await Generation.start(syscalls, app, len(prompts) * n, start)
+    apply_keep_alive(syscalls, app, gen.choices[0].process.model, keep_alive)
     meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     tokenizer = await logprobs_tokenizer(syscalls, app, meta.model, body.logprobs)

@@ -179,6 +179,8 @@ class _SamplingFields(_RequestBody):
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     logit_bias: LogitBias | None = None
+    # An extension, as Ollama's: seconds (or "10m") the model stays loaded after this request; -1 forever.
+    keep_alive: float | Annotated[str, Field(max_length=64)] | None = None
 
     @model_validator(mode="before")
     @classmethod

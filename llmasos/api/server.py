@@ -35,6 +35,7 @@ from llmasos.errors import AddressInUseError
 from llmasos.kernel.boot import boot
 from llmasos.sdk.discovery import read_server_file, remove_server_file, write_server_file
 from llmasos.security.admin import admin_key_path, ensure_admin
+from llmasos.settings import Settings
 
 logger = logging.getLogger("llmasos.serve")
 
@@ -112,35 +113,16 @@ def _holder(port: int) -> str:
     return "(by another program)"
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    memory_budget: int | None = None,
-    allow_anonymous: bool = False,
-    anonymous_app: str | None = None,
-    preload: tuple[str, ...] = (),
-    log_level: str = "info",
-    access_log: bool = False,
-    limits: HttpLimits | None = None,
-) -> None:
-    """Serve until interrupted. Prints where, and where the admin key is, before it starts.
-    `access_log` writes one line per request to a rotating file (see `logging_config`)."""
-    sock = listen_on(host, port)
+def serve(settings: Settings | None = None, *, preload: tuple[str, ...] = ()) -> None:
+    """Serve until interrupted, as `settings` say (`llmasos.settings.load_settings`), loading the
+    `preload` models and those the settings mark to preload at start. Prints where, and where the
+    admin key is, before it starts; `server.access_log` writes one line per request to a rotating
+    file (see `logging_config`)."""
+    settings = settings or Settings()
+    sock = listen_on(settings.server.host, settings.server.port)
     _exit_cleanly_on_sigterm()
     try:
-        _serve_on(
-            sock,
-            host,
-            port,
-            memory_budget,
-            allow_anonymous,
-            anonymous_app,
-            preload,
-            log_level,
-            access_log,
-            limits,
-        )
+        _serve_on(sock, settings, (*preload, *settings.preloaded()))
     finally:
         remove_server_file()  # only if this process wrote it
         sock.close()
@@ -153,25 +135,21 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _serve_on(
-    sock: socket.socket,
-    host: str,
-    port: int,
-    memory_budget: int | None,
-    allow_anonymous: bool,
-    anonymous_app: str | None,
-    preload: tuple[str, ...],
-    log_level: str,
-    access_log: bool,
-    limits: HttpLimits | None,
-) -> None:
-    syscalls = boot(memory_budget=memory_budget, interface="http")
+def _serve_on(sock: socket.socket, settings: Settings, preload: tuple[str, ...]) -> None:
+    server = settings.server
+    host, port, anonymous_app, access_log = server.host, server.port, server.anonymous_app, server.access_log
+    allow_anonymous = server.allow_anonymous
+    syscalls = boot(interface="http", settings=settings)
     admin, _ = ensure_admin(syscalls.apps)
     if anonymous_app is not None:
         keyless_app(syscalls.apps, anonymous_app)  # a missing or admin app fails now, not per request
-    for model in preload:
+    for model in dict.fromkeys(preload):
         syscalls.preload(admin, model, keep=True)
-    limits = limits or HttpLimits()
+    limits = HttpLimits(
+        max_body_bytes=server.max_body_size,
+        trusted_hosts=server.trusted_hosts,
+        cors_origins=server.cors_origins,
+    )
     if host not in ("0.0.0.0", "::", *limits.trusted_hosts):  # the bound name is always trusted
         limits = dataclasses.replace(limits, trusted_hosts=(*limits.trusted_hosts, host))
     app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app, limits=limits)
@@ -198,7 +176,7 @@ def _serve_on(
         app,
         host=host,
         port=port,
-        log_level=log_level,
+        log_level=server.log_level,
         log_config=logging_config(access_log),
         access_log=access_log,
         timeout_graceful_shutdown=5,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from llmasos.errors import error_from_wire
+from llmasos.errors import ServerUnavailableError, error_from_wire
 from llmasos.sdk.discovery import read_server_file
 from llmasos.security.admin import ensure_admin, read_admin_key
 from llmasos.security.apps import App
@@ -48,6 +48,12 @@ def revoke_keys_on_server(name: str) -> int | None:
 def delete_on_server(path: str) -> dict | None:
     """DELETE `path` on the server running here, as the admin app: its JSON answer, None when no
     server runs (or it does not answer), or the error it answered, raised."""
+    return request_on_server("DELETE", path)
+
+
+def request_on_server(method: str, path: str, body: dict | None = None) -> dict | None:
+    """`method path` (with a JSON `body`) on the server running here, as the admin app: its JSON
+    answer, None when no server runs (or it does not answer), or the error it answered, raised."""
     info, key = read_server_file(), read_admin_key()
     if info is None or key is None:
         return None
@@ -55,7 +61,7 @@ def delete_on_server(path: str) -> dict | None:
 
     try:
         headers = {"Authorization": f"Bearer {key}"}
-        response = httpx.delete(f"{info['url']}{path}", headers=headers, timeout=30)
+        response = httpx.request(method, f"{info['url']}{path}", headers=headers, json=body, timeout=300)
     except httpx.HTTPError:
         return None  # recorded but not answering: act on the files directly
     if response.status_code >= 400:
@@ -67,3 +73,15 @@ def delete_on_server(path: str) -> dict | None:
         err.audited = True  # the server wrote its row
         raise err
     return response.json()
+
+
+def on_server(method: str, path: str, body: dict | None = None) -> dict:
+    """As `request_on_server`, for commands that only a running server can do (models live in it):
+    ServerUnavailableError saying how to start one when none runs here."""
+    answer = request_on_server(method, path, body)
+    if answer is None:
+        raise ServerUnavailableError(
+            "no llmasos server runs under this LLMASOS_HOME, and models are loaded into one; "
+            "start it with `llmasos serve`"
+        )
+    return answer

@@ -15,10 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from llmasos.cli.dates import human_time
-from llmasos.cli.local import admin_syscalls
+from llmasos.cli.local import admin_syscalls, on_server
 from llmasos.library.catalog import CATALOG
 
-app = typer.Typer(help="The model library: pull, list, show, rm, catalog.", no_args_is_help=True)
+app = typer.Typer(
+    help="The model library: pull, list, show, rm, catalog; load and unload in the running server.",
+    no_args_is_help=True,
+)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
@@ -168,3 +171,60 @@ def rm(name: Annotated[str, typer.Argument(help="Model name (or `default`).")]) 
     with admin_syscalls() as (syscalls, admin):
         removed = syscalls.remove_model(admin, name)
     typer.echo(f"removed {removed['name']}")
+
+
+@app.command()
+def load(
+    name: Annotated[str, typer.Argument(help="Model name (or `default`).")],
+    keep_alive: Annotated[
+        str | None,
+        typer.Option("--keep-alive", help="Stay loaded this long after last use: 10m, 300, -1 (forever)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load a model into the running server now (as the admin app; audited)."""
+    from urllib.parse import quote
+
+    body = {} if keep_alive is None else {"keep_alive": keep_alive}
+    answer = on_server("POST", f"/os/models/{quote(name, safe='')}/load", body)
+    if as_json:
+        _print_json(answer)
+        return
+    if not answer["loaded"]:
+        typer.echo(f"{answer['model']} loaded and unloaded again (keep-alive 0)")
+        return
+    typer.echo(
+        f"loaded {answer['name']} ({human_bytes(answer['memory_bytes'])}, in {answer['load_seconds']:.1f}s); "
+        f"{expiry_text(answer)}"
+    )
+
+
+@app.command()
+def unload(
+    name: Annotated[str, typer.Argument(help="Model name (or `default`).")], as_json: JsonOpt = False
+) -> None:
+    """Unload a model from the running server: now if idle, else when its processes end."""
+    from urllib.parse import quote
+
+    answer = on_server("POST", f"/os/models/{quote(name, safe='')}/unload")
+    if as_json:
+        _print_json(answer)
+    elif answer["unloaded"]:
+        typer.echo(f"unloaded {answer['model']}")
+    else:
+        typer.echo(f"{answer['model']} is busy; it unloads when its processes end")
+
+
+def expiry_text(model: dict) -> str:
+    """When a loaded model goes if it stays idle: "kept until unloaded", "expires in 4m 10s"."""
+    if model["held"] or model["expires_in_seconds"] is None:
+        return "kept until unloaded"
+    if model["active_processes"]:
+        return f"in use; {_duration(model['keep_alive_seconds'])} keep-alive"
+    return f"expires in {_duration(model['expires_in_seconds'])}"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return " ".join(f"{n}{u}" for n, u in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from llmasos.errors import InvalidRequestError
+from llmasos.settings import parse_size
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12, "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str, what: str = "memory size") -> int:
-    """'2GiB' -> 2147483648, '1.5G' -> 1500000000, '512MiB', '1000000' (bytes)."""
-    match = _SIZE.match(text)
-    unit = (match.group(2) or "").lower().removesuffix("b") if match else None
-    if match is None or unit not in _UNITS:
-        raise InvalidRequestError(f"{what} {text!r} is not valid; write it like 2GiB, 1.5G, 512MiB or bytes")
-    size = int(float(match.group(1)) * _UNITS[unit])
-    if size <= 0:
-        raise InvalidRequestError(f"{what} {text!r} must be more than zero")
-    return size
+__all__ = ["parse_size", "serve"]  # parse_size lived here first; it is llmasos.settings' now
 
 
 def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on; loopback by default.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on; loopback by default (server.host).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="TCP port; 8080 (server.port).")] = None,
     memory_budget: Annotated[
         str | None,
         typer.Option(
@@ -48,7 +36,7 @@ def serve(
             "as this app, with its priority, quotas and capabilities.",
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    log_level: Annotated[str | None, typer.Option(help="uvicorn log level; info (server.log_level).")] = None,
     access_log: Annotated[
         bool,
         typer.Option(
@@ -56,8 +44,8 @@ def serve(
         ),
     ] = False,
     max_body_size: Annotated[
-        str, typer.Option("--max-body-size", help="Largest request body accepted, e.g. 8MiB.")
-    ] = "8MiB",
+        str | None, typer.Option("--max-body-size", help="Largest request body accepted; 8MiB by default.")
+    ] = None,
     trusted_host: Annotated[
         list[str] | None,
         typer.Option(
@@ -73,24 +61,77 @@ def serve(
             "from a browser (repeatable; off by default).",
         ),
     ] = None,
+    keep_alive: Annotated[
+        str | None,
+        typer.Option("--keep-alive", help="How long an idle model stays loaded: 5m, 300, 0, -1 (forever)."),
+    ] = None,
+    context_length: Annotated[
+        int | None, typer.Option("--context-length", help="Most tokens a sequence may take (engine).")
+    ] = None,
+    kv_cache_bytes: Annotated[
+        str | None, typer.Option("--kv-cache-size", help="KV pool of each loaded model, e.g. 512MiB.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=0, help="Compute threads; 0: one per core.")
+    ] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
 ) -> None:
-    """Run the HTTP server (OpenAI-compatible API + OS endpoints) until interrupted."""
-    from llmasos.api.cors import check_origins
-    from llmasos.api.limits import HttpLimits
-    from llmasos.api.server import serve as run_server
+    """Run the HTTP server (OpenAI-compatible API + OS endpoints) until interrupted.
 
-    run_server(
-        host,
-        port,
-        memory_budget=parse_size(memory_budget) if memory_budget else None,
-        allow_anonymous=allow_anonymous,
-        anonymous_app=anonymous_app,
-        preload=tuple(preload or ()),
-        log_level=log_level,
-        access_log=access_log,
-        limits=HttpLimits(
-            max_body_bytes=parse_size(max_body_size, "body size"),
-            trusted_hosts=tuple(trusted_host or ()),
-            cors_origins=check_origins(cors_origin or ()),
-        ),
+    Every option also has a key in $LLMASOS_HOME/config.toml and an LLMASOS_* variable; a flag wins
+    over both (`llmasos config show` prints what is in force and where it came from)."""
+    from llmasos.api.server import serve as run_server
+    from llmasos.settings import load_settings
+
+    effective = load_settings(
+        serve_flags(
+            host=host,
+            port=port,
+            memory_budget=memory_budget,
+            allow_anonymous=allow_anonymous,
+            anonymous_app=anonymous_app,
+            log_level=log_level,
+            access_log=access_log,
+            max_body_size=max_body_size,
+            trusted_host=trusted_host,
+            cors_origin=cors_origin,
+            keep_alive=keep_alive,
+            context_length=context_length,
+            kv_cache_bytes=kv_cache_bytes,
+            threads=threads,
+            device=device,
+        )
     )
+    run_server(settings=effective.settings, preload=tuple(preload or ()))
+
+
+#: Each flag of `serve` and the setting it overrides.
+FLAG_KEYS = {
+    "host": ("server.host", "--host"),
+    "port": ("server.port", "--port"),
+    "allow_anonymous": ("server.allow_anonymous", "--allow-anonymous"),
+    "anonymous_app": ("server.anonymous_app", "--anonymous-app"),
+    "log_level": ("server.log_level", "--log-level"),
+    "access_log": ("server.access_log", "--access-log"),
+    "max_body_size": ("server.max_body_size", "--max-body-size"),
+    "trusted_host": ("server.trusted_hosts", "--trusted-host"),
+    "cors_origin": ("server.cors_origins", "--cors-origin"),
+    "memory_budget": ("models.memory_budget", "--memory-budget"),
+    "keep_alive": ("models.keep_alive", "--keep-alive"),
+    "context_length": ("engine.context_length", "--context-length"),
+    "kv_cache_bytes": ("engine.kv_cache_bytes", "--kv-cache-size"),
+    "threads": ("engine.threads", "--threads"),
+    "device": ("engine.device", "--device"),
+}
+
+
+def serve_flags(**given: Any) -> dict[str, tuple[Any, str]]:
+    """The flags given, as `load_settings` takes them. An on-only flag that is off, or a repeatable
+    one never given, was not given: the file or the environment decide."""
+    flags = {}
+    for name, value in given.items():
+        if value is False or value == [] or value is None:
+            continue
+        key, flag = FLAG_KEYS[name]
+        flags[key] = (tuple(value) if isinstance(value, list) else value, flag)
+    return flags

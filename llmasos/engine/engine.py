@@ -103,7 +103,9 @@ class LLMEngine:
 
     @property
     def context_length(self) -> int:
-        return self.loaded.config.context_length
+        """The model's context window, or the configured `max_context_length` when that is smaller."""
+        window = self.loaded.config.context_length
+        return min(window, self.config.max_context_length) if self.config.max_context_length else window
 
     @property
     def max_sequence_tokens(self) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from llmasos.library.store import ModelStore
 from llmasos.security.admin import ensure_admin
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
+from llmasos.settings import Settings, load_settings
 
 #: Share of the memory that is free at start-up that models may take by default.
 DEFAULT_BUDGET_FRACTION = 0.8
@@ -33,16 +35,19 @@ def default_memory_budget() -> int:
 
 
 def library_loader(
-    engine_config: EngineConfig, store: ModelStore | None = None
+    engine_config: EngineConfig, store: ModelStore | None = None, settings: Settings | None = None
 ) -> tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]]:
-    """(load, estimate) for the residency manager: engines on library models, and their sizes."""
+    """(load, estimate) for the residency manager: engines on library models, and their sizes. With
+    `settings`, a model with its own context length in them gets it."""
     from llmasos.engine.engine import LLMEngine, resolve_device
     from llmasos.engine.model_runner import packed_weight_format
 
     store = store or ModelStore()
+    settings = settings or Settings()
 
     def load(name: str) -> tuple[Any, int]:
-        engine = LLMEngine.from_path(str(store.model_path(name)), engine_config)
+        config = settings.engine_config(engine_config, name)
+        engine = LLMEngine.from_path(str(store.model_path(name)), config)
         return engine, engine.memory_bytes
 
     def estimate(name: str) -> int:
@@ -63,13 +68,24 @@ def boot(
     *,
     audit: bool = True,
     interface: str = "",
+    settings: Settings | None = None,
 ) -> Syscalls:
     """A kernel on the library's models with the persisted apps and the audit log under
-    $LLMASOS_HOME; call `.kernel.start()` to run it."""
+    $LLMASOS_HOME; call `.kernel.start()` to run it. `settings` (default: config.toml and the
+    environment, `load_settings`) size the engines, set keep-alives and the memory budget unless
+    `memory_budget` is given, and name the models services use."""
+    settings = settings or load_settings().settings
     config = config or KernelConfig()
+    config = dataclasses.replace(config, engine=settings.engine_config(config.engine))
     store = ModelStore()
-    load, estimate = library_loader(config.engine, store)
-    residency = ResidencyManager(memory_budget or default_memory_budget(), load, estimate)
+    load, estimate = library_loader(config.engine, store, settings)
+    residency = ResidencyManager(
+        memory_budget or settings.models.memory_budget or default_memory_budget(),
+        load,
+        estimate,
+        keep_alive_seconds=settings.models.keep_alive,
+        model_keep_alive=settings.model_keep_alive(),
+    )
     kernel = Kernel(residency, config)
     return Syscalls(
         kernel,
@@ -77,6 +93,7 @@ def boot(
         resolve_model=lambda name: store.get(name).name,
         audit=AuditLog() if audit else None,
         interface=interface,
+        settings=settings,
     )
 
 

@@ -330,7 +330,7 @@ class Kernel(KernelLoop):
         error: LLMasOSError | None = None,
     ) -> None:
         process.transition(state, reason, self.clock())
-        self.residency.models[process.model].active -= 1
+        self.residency.process_ended(process.model)
         self.counters.finished(process.app, process.model, state.value, error)
         work = self.work[process.pid]
         work.error = error

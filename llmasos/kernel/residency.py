@@ -1,9 +1,14 @@
 """Model residency: which models are loaded, within one memory budget for weights and KV together.
 
-A model is loaded on first use and unloaded after an idle keep-alive, or earlier when another
-needs the room. The victim is not simply the least recently used: each idle model is valued by
-its recent demand times what reloading it would cost, per byte it holds, and the least valuable
-go first. A model larger than the whole budget is refused with both sizes named.
+A model is loaded on first use (or on request: `load`, `serve --preload`) and unloaded after an
+idle keep-alive, on request (`request_unload`), or earlier when another needs the room. Its
+keep-alive is the last one a request or a load asked for, else its own configured one, else the
+default (Ollama's 300 s); a negative one never expires, 0 unloads it as soon as it is idle. A
+*held* model (`serve --preload`) neither expires nor is evicted until it is unloaded on request.
+
+When another model needs the room, the victim is not simply the least recently used: each idle
+model is valued by its recent demand times what reloading it would cost, per byte it holds, and the
+least valuable go first. A model larger than the whole budget is refused with both sizes named.
 
 Loading takes seconds, so it never happens under the kernel's lock (every other model's streams
 would stall): `acquire` loads under the manager's own load lock, reserving the estimated bytes
@@ -40,7 +45,12 @@ class ResidentModel:
     demand: float = 1.0  # decayed count of recent uses
     active: int = 0  # live processes on it; a model with any is never evicted
     pins: int = 0  # callers between acquire() and release(); never evicted while pinned
+    held: bool = False  # loaded to stay (serve --preload): never expires or is evicted until unloaded
     demand_at: float = field(default=0.0)
+
+    @property
+    def is_idle(self) -> bool:
+        return self.active == 0 and self.pins == 0
 
     def touch(self, now: float) -> None:
         self.demand = self.decayed_demand(now) + 1.0
@@ -68,11 +78,14 @@ class ResidencyManager:
         estimate_bytes: Callable[[str], int],  # name -> bytes it will need, before loading
         keep_alive_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        model_keep_alive: dict[str, float] | None = None,  # models' own keep-alives (config.toml)
     ) -> None:
         self.budget_bytes = budget_bytes
         self._load = load
         self._estimate = estimate_bytes
         self.keep_alive_seconds = keep_alive_seconds
+        self.model_keep_alive = dict(model_keep_alive or {})
+        self._requested_keep_alive: dict[str, float] = {}  # the last keep-alive asked for, per model
         self.clock = clock
         self.models: dict[str, ResidentModel] = {}
         self.num_loads = 0
@@ -98,6 +111,54 @@ class ResidencyManager:
                 self.models[name] = resident
                 self._reserved = 0
             return resident.engine
+
+    def hold(self, name: str) -> None:
+        """Keep a loaded model until `request_unload` (it neither expires nor is evicted)."""
+        with self._lock:
+            self.models[name].held = True
+
+    def set_keep_alive(self, name: str, seconds: float) -> None:
+        """From now on `name` stays loaded `seconds` after its last use (negative: forever; 0: unloaded
+        once idle), whether it is loaded yet or not; forgotten when it is unloaded."""
+        with self._lock:
+            if seconds == 0 and name not in self.models:
+                return  # "unload it when idle" of a model that is not loaded: nothing to do
+            self._requested_keep_alive[name] = seconds
+
+    def keep_alive_of(self, name: str) -> float:
+        """The seconds `name` stays loaded when idle: asked for, else its own, else the default."""
+        if name in self._requested_keep_alive:
+            return self._requested_keep_alive[name]
+        return self.model_keep_alive.get(name, self.keep_alive_seconds)
+
+    def expires_in(self, resident: ResidentModel) -> float | None:
+        """Seconds until `resident` is unloaded if it stays idle (the whole keep-alive while it is in
+        use); None if it never expires."""
+        keep_alive = self.keep_alive_of(resident.name)
+        if resident.held or keep_alive < 0:
+            return None
+        if not resident.is_idle:
+            return keep_alive
+        return max(0.0, resident.last_used + keep_alive - self.clock())
+
+    def process_ended(self, name: str) -> None:
+        """A process on `name` ended: one fewer active, and its keep-alive counts from now."""
+        with self._lock:
+            resident = self.models[name]
+            resident.active -= 1
+            resident.last_used = self.clock()
+
+    def request_unload(self, name: str) -> bool:
+        """Unload `name` now if it is idle (True); else drop its hold and unload it as soon as its
+        processes end (False). KeyError if it is not loaded."""
+        with self._lock:
+            resident = self.models[name]
+            resident.held = False
+            if resident.is_idle:
+                self.unload(name, evicted=False)
+                return True
+            self._requested_keep_alive[name] = 0.0
+            return False
 
     def release(self, name: str) -> None:
         """Unpin a model pinned by `acquire`."""
@@ -142,12 +203,13 @@ class ResidencyManager:
                 f"model {name!r} could not be loaded: {err}. `llmasos models show {name}` says what is "
                 "stored; pull it again with --force if the file is damaged"
             ) from err
+        loaded = self.clock()  # its keep-alive counts from here, not from when its load began
         resident = ResidentModel(
             name=name,
             engine=engine,
             memory_bytes=measured,
-            load_seconds=self.clock() - start,
-            last_used=now,
+            load_seconds=loaded - start,
+            last_used=loaded,
             demand=1.0,
             demand_at=now,
             pins=1,
@@ -158,7 +220,7 @@ class ResidencyManager:
 
     def _make_room(self, needed: int, now: float, for_model: str) -> None:
         idle = sorted(
-            (m for m in self.models.values() if m.active == 0 and m.pins == 0),
+            (m for m in self.models.values() if m.is_idle and not m.held),
             key=lambda m: m.keep_value(now),
         )
         while self.used_bytes + needed > self.budget_bytes:
@@ -171,22 +233,19 @@ class ResidencyManager:
                 )
             self.unload(idle.pop(0).name)
 
-    def unload(self, name: str) -> None:
+    def unload(self, name: str, *, evicted: bool = True) -> None:
+        """Drop `name` now (the caller checked it is idle); `evicted`: for room or expiry, not asked."""
         with self._lock:
             resident = self.models.pop(name)
+            self._requested_keep_alive.pop(name, None)
         resident.engine = None  # type: ignore[assignment]  # drop the reference so its tensors are freed
-        self.num_evictions += 1
+        self.num_evictions += evicted
         logger.info("unloaded %s", name)
 
     def unload_expired(self) -> list[str]:
-        """Unload models idle past the keep-alive; return their names."""
-        now = self.clock()
+        """Unload models idle past their keep-alive; return their names."""
         with self._lock:
-            expired = [
-                m.name
-                for m in self.models.values()
-                if m.active == 0 and m.pins == 0 and now - m.last_used > self.keep_alive_seconds
-            ]
+            expired = [m.name for m in self.models.values() if m.is_idle and self.expires_in(m) == 0.0]
             for name in expired:
                 self.unload(name)
         return expired

@@ -23,9 +23,14 @@ class ResidentModelInfo:
     name: str
     memory_bytes: int  # measured after loading: weights + KV pool
     active_processes: int  # live processes on it
-    # Seconds until it is unloaded if it stays idle (the whole keep-alive while it is in use). A
-    # reading that changes by the second, so two snapshots of the same state still compare equal.
+    # Seconds until it is unloaded if it stays idle (the whole keep-alive while it is in use; None:
+    # never). A reading that changes by the second, so two snapshots of the same state still compare equal.
     expires_in_seconds: float | None = field(default=None, compare=False)
+    # Its keep-alive now (negative: forever), how long it took to load, and whether it is held
+    # (serve --preload: never expires or is evicted until unloaded).
+    keep_alive_seconds: float | None = field(default=None, compare=False)
+    load_seconds: float | None = field(default=None, compare=False)
+    held: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -63,12 +68,18 @@ def resident_models(kernel: Kernel) -> list[ResidentModelInfo]:
 
 
 def _infos(residents: list, residency: Any) -> list[ResidentModelInfo]:
-    def expires_in(r: Any) -> float:
-        if r.active or r.pins:
-            return residency.keep_alive_seconds
-        return max(0.0, r.last_used + residency.keep_alive_seconds - residency.clock())
-
-    infos = (ResidentModelInfo(r.name, r.memory_bytes, r.active, expires_in(r)) for r in residents)
+    infos = (
+        ResidentModelInfo(
+            r.name,
+            r.memory_bytes,
+            r.active,
+            residency.expires_in(r),
+            keep_alive_seconds=residency.keep_alive_of(r.name),
+            load_seconds=round(r.load_seconds, 3),
+            held=r.held,
+        )
+        for r in residents
+    )
     return sorted(infos, key=lambda r: r.name)
 
 

@@ -37,18 +37,21 @@ from llmasos.kernel.admission import (
 )
 from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.kernel import Event, Kernel, Work
+from llmasos.kernel.latency import LatencyHistograms
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
+from llmasos.kernel.residency_calls import ResidencyCalls
 from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
+from llmasos.settings import Settings
 
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls):
-    """generate / chat / cancel / status / ps for one kernel, and (from `AdminCalls`) apps, models
-    and the audit log."""
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls):
+    """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models
+    and the audit log, and (from `ResidencyCalls`) loading and unloading models."""
 
     def __init__(
         self,
@@ -57,8 +60,10 @@ class Syscalls(ProcessCalls, AdminCalls):
         resolve_model: Any = None,
         audit: AuditLog | None = None,
         interface: str = "",
+        settings: Settings | None = None,
     ) -> None:
         self.kernel = kernel
+        self.settings = settings or Settings()  # the operator's: which model each service uses
         self.apps = apps
         # name or alias -> the library's canonical name; raises ModelNotFoundError
         self._resolve_model = resolve_model or (lambda name: name)
@@ -67,6 +72,8 @@ class Syscalls(ProcessCalls, AdminCalls):
         self._tokenizing = ThreadPoolExecutor(TOKENIZING_THREADS, thread_name_prefix="llmasos-tokenize")
         kernel.on_finish.append(self.trail.ended)
         kernel.on_finish.append(self._settle_tokens)
+        self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
+        kernel.on_finish.append(self.latency.observe)
 
     @property
     def audit(self) -> AuditLog | None:
@@ -182,13 +189,15 @@ class Syscalls(ProcessCalls, AdminCalls):
 
     def preload(self, app: App, model: str, *, keep: bool = False) -> float:
         """Load `model` now, so that a first request does not wait for it; the seconds it took.
-        With `keep`, it stays loaded until the kernel stops (`llmasos serve --preload`)."""
+        With `keep`, it stays loaded (never expires or is evicted) until it is unloaded on request
+        (`llmasos serve --preload`, `llmasos models unload`)."""
         with self.trail.audited(app, "preload", model):
             name = self.allowed_model(app, model)
             started = time.monotonic()
             self.kernel.residency.acquire(name)
-            if not keep:
-                self.kernel.residency.release(name)
+            if keep:
+                self.kernel.residency.hold(name)
+            self.kernel.residency.release(name)
             return time.monotonic() - started
 
     def subscribe(self, app: App, pid: int, callback: Callable[[Event], None]) -> None:

@@ -155,7 +155,9 @@ def ask(
     from llmasos.router.decider import model_decider
 
     attachment_kind = checked_kind(attachment) if attachment is not None else None
-    decide = model_decider(syscalls, app, model) if use_model_for_close_calls else None
+    # The decider's model: the request's when it names one, else `[router] decider`, else the default.
+    decider = syscalls.decider_model(model)
+    decide = model_decider(syscalls, app, decider) if use_model_for_close_calls else None
     route = shared_router().route(request, attachment_kind, decide=decide)
     return run_route(route, syscalls, app, attachment=attachment, model=model, context=context)
 

@@ -227,7 +227,9 @@ class Service(Program):
     output_schema: ClassVar[dict]
 
     def execute(self, input: Any, invocation: Invocation) -> ProgramResult:
-        session = Session(invocation.syscalls, invocation.app, invocation.model, invocation.cancellation)
+        # The caller's model, else the one the operator configured for this service, else the default.
+        model = invocation.syscalls.model_for(self.name, invocation.model)
+        session = Session(invocation.syscalls, invocation.app, model, invocation.cancellation)
         output, details = self._run(session, input, invocation.params)
         return ProgramResult(output, dict(session.usage), details)
 
