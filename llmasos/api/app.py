@@ -13,8 +13,8 @@ from llmasos import __version__
 from llmasos.api import metrics
 from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
 from llmasos.api.auth_guard import FailedAuthGuard
-from llmasos.api.cors import install_cors
-from llmasos.api.errors import install_error_handlers
+from llmasos.api.cors import OllamaJsonBodyMiddleware, install_cors
+from llmasos.api.errors import OLLAMA_PREFIX, install_error_handlers
 from llmasos.api.limits import LOOPBACK_HOSTS, HttpLimits, TrustedHostMiddleware, install_body_limit
 from llmasos.api.model_routes import router as model_router
 from llmasos.api.ollama_routes import router as ollama_router
@@ -95,6 +95,7 @@ def create_app(
     # Each middleware added wraps the ones before: the Host is checked first, then the key, then the
     # body's size, and only then does a route read the body.
     install_body_limit(app, limits.max_body_bytes)
+    app.add_middleware(OllamaJsonBodyMiddleware, prefix=OLLAMA_PREFIX)
     app.add_middleware(
         AuthenticationMiddleware,
         syscalls=syscalls,

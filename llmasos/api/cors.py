@@ -1,4 +1,4 @@
-"""Cross-origin requests (CORS), off unless the operator names origins (`llmasos serve --cors-origin`).
+"""Cross-origin requests: CORS, off unless the operator names origins (`llmasos serve --cors-origin`).
 
 Browsers send a preflight `OPTIONS` with no key before a cross-origin call that carries one; it is
 answered here, outside authentication, so a web app on an allowed origin can call the API with its
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmasos.errors import InvalidRequestError
 from llmasos.settings import origin_problem
@@ -43,3 +44,24 @@ def install_cors(app: FastAPI, origins: Sequence[str]) -> None:
         allow_credentials=False,
         max_age=PREFLIGHT_MAX_AGE,
     )
+
+
+class OllamaJsonBodyMiddleware:
+    """Reads an Ollama route's body as JSON when it comes with no Content-Type and no Origin.
+
+    Ollama parses every body as JSON, and some of its clients send none (litellm's `ollama_chat/`
+    posts bare JSON); FastAPI refuses such bodies to stop cross-site requests, which browsers send
+    without a preflight but always with an `Origin` header. A request with no Origin is not from a
+    web page, so it is given `Content-Type: application/json`; one with an Origin is left as it is.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith(self.prefix):
+            names = {name for name, _ in scope["headers"]}
+            if b"content-type" not in names and b"origin" not in names:
+                scope = {**scope, "headers": [*scope["headers"], (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)

@@ -270,7 +270,7 @@ async def _chat_chunks(
                 yield _error_chunk(event.error)
             delta = {"index": choice.index, "delta": {}, "finish_reason": choice.finish_reason}
             yield {**base, "choices": [delta]}
-        elif event.text:
+        elif event.text or (tokenizer is not None and event.logprobs):
             delta = {"index": choice.index, "delta": {"content": event.text}, "finish_reason": None}
             if tokenizer is not None:
                 delta["logprobs"] = chat_logprobs(tokenizer, event.logprobs)
@@ -304,7 +304,7 @@ async def _completion_chunks(
                 "logprobs": None,
             }
             yield {**base, "choices": [item]}
-        elif event.text:
+        elif event.text or (tokenizer is not None and event.logprobs):
             item = {"index": choice.index, "text": event.text, "finish_reason": None, "logprobs": None}
             if tokenizer is not None:
                 offset = sum(len(t) for t in choice.text) - len(event.text)

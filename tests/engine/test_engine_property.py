@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling import SamplerOutput, SamplingParams
 from llmasos.engine.sequence import SequenceStatus, SuspendMode
 from tests.helpers.engines import engine_with
 
@@ -35,7 +35,12 @@ def check_invariants(engine) -> None:
 def test_random_operations_leave_every_block_free(tiny_loaded, seed: int) -> None:
     rng = random.Random(seed)
     engine = engine_with(tiny_loaded, num_blocks=24, max_num_batched_tokens=16, max_num_seqs=6)
-    engine.runner.execute = lambda batch: [rng.randrange(3, 400) for s in batch if s.samples]
+
+    def random_draws(batch) -> SamplerOutput:
+        tokens = [rng.randrange(3, 400) for s in batch if s.samples]
+        return SamplerOutput(tokens, [None] * len(tokens))
+
+    engine.runner.execute = random_draws
     shared_prefix = [rng.randrange(3, 400) for _ in range(9)]
     finished, aborted, added = set(), set(), 0
     for op in range(5000):
