@@ -24,6 +24,7 @@ LAYERS = {
     "errors": 0,
     "config": 0,
     "storage": 1,
+    "data": 1,  # each app's files, vector stores and key-value data (below the kernel's syscalls)
     "security": 1,
     "library": 1,
     "model": 2,

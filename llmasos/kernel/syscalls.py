@@ -36,6 +36,7 @@ from llmasos.kernel.admission import (
     refuse_invalid_unicode,
 )
 from llmasos.kernel.call_trail import DENIALS, CallTrail
+from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
@@ -46,9 +47,9 @@ from llmasos.security.audit import AuditLog
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls):
+class Syscalls(ProcessCalls, AdminCalls, DataCalls):
     """generate / chat / cancel / status / ps for one kernel, and (from `AdminCalls`) apps, models
-    and the audit log."""
+    and the audit log, and (from `DataCalls`) each app's files, vector stores and key-value store."""
 
     def __init__(
         self,
