@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmasos.api.auth import Admin, Caller
-from llmasos.data.search import MODES, Hit, SearchOptions
+from llmasos.data.search import MODES, SearchOptions
 
 router = APIRouter(tags=["os"])
 
@@ -32,29 +32,11 @@ class QuotaBody(BaseModel):
     max_items: int | None = Field(None, ge=0, description="null: the default")
 
 
-def cited(hit: Hit, explain: bool) -> dict:
-    """A result with its citation: the file, the chunk and the character span in the file's text."""
-    out = {
-        "file_id": hit.file_id,
-        "filename": hit.filename,
-        "chunk": hit.ordinal,
-        "span": [hit.start, hit.end],
-        "heading": hit.heading,
-        "score": round(hit.score, 6),
-        "text": hit.text,
-        "metadata": hit.meta,
-        "attributes": hit.attributes,
-    }
-    if explain:
-        out["explain"] = hit.explain
-    return out
-
-
 @router.post("/os/vector_stores/{store_id}/search")
 def search(store_id: str, body: OsSearch, request: Request, app: Caller) -> dict:
     options = SearchOptions(**body.model_dump(exclude={"query"}))
     hits = request.app.state.syscalls.search_store(app, store_id, body.query, options)
-    return {"object": "list", "data": [cited(h, body.explain) for h in hits]}
+    return {"object": "list", "data": [h.cited(body.explain) for h in hits]}
 
 
 @router.get("/os/apps/{name}/data")

@@ -17,6 +17,9 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
+
+_blas = ThreadpoolController()
 
 EXACT_MAX_ROWS = 20_000
 #: Extra candidates asked of HNSW when a filter will drop some.
@@ -32,6 +35,7 @@ class VectorIndex:
     file_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, object))
     matrix: np.ndarray | None = None  # (N, dim) float32 unit rows, in chunk_ids order
     hnsw: object | None = None  # usearch Index keyed by chunk id, once past EXACT_MAX_ROWS
+    version: int = -1  # the store's chunks_version these rows reflect
 
     @property
     def max_id(self) -> int:
@@ -78,7 +82,10 @@ class VectorIndex:
         positions = np.arange(len(self.chunk_ids)) if mask is None else np.flatnonzero(mask)
         if not len(positions):
             return []
-        scores = self.matrix @ query if mask is None else self.matrix[positions] @ query
+        # One BLAS thread: a multi-threaded gemv of one query waits on workers that the kernel's decode
+        # keeps busy (p50 40 ms instead of 1.5 ms at 10k rows on this busy 2-core machine).
+        with _blas.limit(limits=1, user_api="blas"):
+            scores = self.matrix @ query if mask is None else self.matrix[positions] @ query
         k = min(k, len(positions))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]

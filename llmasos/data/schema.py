@@ -138,6 +138,17 @@ def _quota(conn: sqlite3.Connection) -> None:
     )
 
 
+def _chunk_versions(conn: sqlite3.Connection) -> None:
+    """A counter per store that every chunk written or deleted moves, so a search learns whether its
+    cached vector index is current from one row instead of reading every chunk id."""
+    conn.execute("ALTER TABLE vector_stores ADD COLUMN chunks_version INTEGER NOT NULL DEFAULT 0")
+    for event, row in (("INSERT", "new"), ("DELETE", "old"), ("UPDATE", "new")):
+        conn.execute(
+            f"CREATE TRIGGER chunks_version_{event.lower()} AFTER {event} ON chunks BEGIN "
+            f"UPDATE vector_stores SET chunks_version = chunks_version + 1 WHERE id = {row}.store_id; END"
+        )
+
+
 def _versioned(number: int, migration: Migration) -> Migration:
     def run(conn: sqlite3.Connection) -> None:
         migration(conn)
@@ -152,7 +163,9 @@ def _versioned(number: int, migration: Migration) -> Migration:
 
 MIGRATIONS: list[Migration] = [
     _versioned(number, migration)
-    for number, migration in enumerate([_schema_version, _files, _vector_stores, _kv, _quota], start=1)
+    for number, migration in enumerate(
+        [_schema_version, _files, _vector_stores, _kv, _quota, _chunk_versions], start=1
+    )
 ]
 
 

@@ -76,6 +76,23 @@ class Hit:
     attributes: dict = field(default_factory=dict)
     explain: dict = field(default_factory=dict)
 
+    def cited(self, explain: bool = False) -> dict:
+        """The result with its citation: file, chunk, and the character span in the file's text."""
+        out = {
+            "file_id": self.file_id,
+            "filename": self.filename,
+            "chunk": self.ordinal,
+            "span": [self.start, self.end],
+            "heading": self.heading,
+            "score": round(self.score, 6),
+            "text": self.text,
+            "metadata": self.meta,
+            "attributes": self.attributes,
+        }
+        if explain:
+            out["explain"] = self.explain
+        return out
+
 
 def fts_query(query: str) -> str:
     """An FTS5 MATCH expression: the query's content words, quoted, any of them (OR)."""
@@ -102,22 +119,20 @@ def bm25_ranking(
 
 
 def vector_index(data: AppData, store_id: str) -> VectorIndex:
-    """The store's index, brought up to date with its rows (only changed rows are read)."""
+    """The store's index, brought up to date with its rows when they changed (only the changed
+    rows are read; whether any did is one row: the store's `chunks_version`)."""
     with indexes.lock:
         index = indexes.get((data.owner, store_id))
-        ids = np.asarray(
-            [
-                r[0]
-                for r in data.db.execute("SELECT id FROM chunks WHERE store_id = ? ORDER BY id", (store_id,))
-            ],
-            np.int64,
-        )
-        if len(ids) != len(index.chunk_ids) or (len(ids) and ids[-1] != index.max_id):
+        version = data.db.execute("SELECT chunks_version FROM vector_stores WHERE id = ?", (store_id,))
+        version = version[0][0] if version else -1
+        if version != index.version:
+            ids = data.db.execute("SELECT id FROM chunks WHERE store_id = ? ORDER BY id", (store_id,))
             rows = data.db.execute(
                 "SELECT id, file_id, embedding FROM chunks WHERE store_id = ? AND id > ? ORDER BY id",
                 (store_id, index.max_id),
             )
-            index.update(ids, [(r[0], r[1], bytes(r[2])) for r in rows])
+            index.update(np.asarray([r[0] for r in ids], np.int64), [(r[0], r[1], bytes(r[2])) for r in rows])
+            index.version = version
         return index
 
 

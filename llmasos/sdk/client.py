@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from llmasos.errors import ServerUnavailableError
+from llmasos.sdk.data import KV, Docs
 from llmasos.sdk.discovery import read_server_file
 from llmasos.sdk.stream import TextStream
 from llmasos.sdk.transport import HTTPTransport, LocalTransport, Transport
@@ -68,6 +69,8 @@ class Client:
         self._transport: Transport = (
             HTTPTransport(base_url, api_key, timeout) if base_url is not None else LocalTransport(interface)
         )
+        self.docs = Docs(self._transport)  # the app's documents: vector stores with hybrid search
+        self.kv = KV(self._transport)  # the app's key-value store
 
     @property
     def mode(self) -> str:

@@ -63,6 +63,10 @@ class HTTPTransport:
         retry = float(response.headers.get("retry-after", "1") or 1)
         raise error_from_wire(type_, response.status_code, message, retry)
 
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One JSON request to the server, its errors raised as LLMasOS's (for sdk/data.py)."""
+        return self._request(method, path, **kwargs)
+
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._http.request(method, path, **kwargs)
@@ -167,6 +171,15 @@ class LocalTransport:
 
                 self._syscalls, self._app = boot_as_admin(self._interface)
             return self._syscalls, self._app
+
+    def kernel(self):
+        """(system calls, the local admin app): the in-process kernel, started on first use, with
+        the embedding model that each app's documents need (for sdk/data.py)."""
+        from llmasos.tools.embed import load_embedder
+
+        syscalls, app = self._kernel()
+        syscalls.use_embedder(load_embedder, replace=False)
+        return syscalls, app
 
     def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         from llmasos.kernel.sampling_request import SAMPLING_FIELDS, sampling_params
