@@ -28,7 +28,7 @@ class Docs:
         self._transport = transport
 
     def _local(self):
-        return self._transport.kernel() if self._transport.mode == "local" else None
+        return self._transport.data_calls() if self._transport.mode == "local" else None
 
     def create_store(self, name: str = "", metadata: dict | None = None) -> dict:
         if local := self._local():
@@ -134,7 +134,7 @@ class KV:
         self._transport = transport
 
     def _local(self):
-        return self._transport.kernel() if self._transport.mode == "local" else None
+        return self._transport.data_calls() if self._transport.mode == "local" else None
 
     def get(self, key: str, default: Any = _MISSING) -> Any:
         """The value of `key`; `default` if given and the key is absent, else DataNotFoundError."""

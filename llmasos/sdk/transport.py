@@ -172,7 +172,7 @@ class LocalTransport:
                 self._syscalls, self._app = boot_as_admin(self._interface)
             return self._syscalls, self._app
 
-    def kernel(self):
+    def data_calls(self):
         """(system calls, the local admin app): the in-process kernel, started on first use, with
         the embedding model that each app's documents need (for sdk/data.py)."""
         from llmasos.tools.embed import load_embedder
