@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-DIM = 64
+DIM = 1024  # few collisions: texts without a shared word are near orthogonal
 
 
 class HashingEmbedder:
