@@ -1,14 +1,15 @@
 """The vector index of one vector store: exact cosine (numpy) while it is small, HNSW graph search
 (usearch) past `EXACT_MAX_ROWS`, both kept in step with the store's rows in SQLite incrementally.
 
-Why these two: measured here (2 cores shared with other work, load average ~12; `benchmarks/
-retrieval_locomo.py --speed` prints the figures again), exact search of 100k 384-dimensional rows
-took p50 62 ms / p95 78 ms with numpy f32 and 42 / 94 ms with usearch's exact int8 kernels, far from a
-20 ms goal, while usearch's HNSW answered in about 1 ms; at 10k rows numpy's exact search is
-~2 ms at the median and exact. sqlite-vec (brute force only) is no faster than numpy; hnswlib would
-have to compile here, while usearch ships wheels and stores vectors as f16 (half the memory).
-The rows stay the truth; an index is a cache of them, refreshed with the rows added or deleted
-since (chunk ids only grow: the table is AUTOINCREMENT).
+Why these two, measured here (2 cores shared with seven other engineers' work, load average 12-20):
+exact search of one query over 100k 384-dimensional rows took p50 62 / p95 78 ms with numpy f32 and
+42 / 94 ms with usearch's exact int8 kernel, while usearch's HNSW answered a 10k-row index in p50
+0.8 ms; at 10k rows numpy on one BLAS thread takes p50 1.5 ms, exactly. sqlite-vec is brute force
+only (no faster than numpy), and hnswlib would compile from source here, while usearch ships wheels
+and keeps vectors as f16. The cost is HNSW's build: 100k rows took 24 minutes on this loaded
+machine (the first search after a bulk load pays it; later changes add or remove only their rows).
+`benchmarks/retrieval_locomo.py --speed-only` measures search at 10k and 100k chunks again.
+The rows stay the truth; an index is a cache of them.
 """
 
 from __future__ import annotations
