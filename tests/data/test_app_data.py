@@ -15,6 +15,7 @@ from llmasos.data.app_data import app_data
 from llmasos.data.pages import PageRequest
 from llmasos.data.schema import app_folder
 from llmasos.data.search import SearchOptions
+from llmasos.data.vector_stores import attach_files
 from llmasos.errors import DataNotFoundError, InvalidRequestError, StorageQuotaError
 from llmasos.security.apps import App
 from llmasos.security.audit import AuditLog
@@ -264,3 +265,18 @@ def test_the_key_value_store_keeps_json_with_ttl_prefixes_and_pages(world: DataW
         s.kv_set(app, "bad", float("nan"))
     with pytest.raises(InvalidRequestError, match="key"):
         s.kv_set(app, "", 1)
+
+
+def test_files_left_in_progress_by_a_stopped_server_are_ingested_on_resume(world: DataWorld) -> None:
+    s = world.syscalls
+    store = s.create_store(world.alpha, "pets")
+    file = s.create_file(world.alpha, "pets.md", DOC)
+    # What a server killed mid-ingestion leaves: the attachment recorded, no chunks, nothing queued.
+    attach_files(app_data(world.alpha.identity), store["id"], [file["id"]])
+    assert s.get_store_file(world.alpha, store["id"], file["id"])["status"] == "in_progress"
+    assert s.search_store(world.alpha, store["id"], "dogs bark") == []
+    restarted = world.syscalls.__class__(s.kernel, s.apps, audit=s.audit)
+    restarted.use_embedder(lambda: world.embedder)
+    assert restarted.resume_ingestion() == 1
+    world.settle(world.alpha, store["id"])
+    assert s.search_store(world.alpha, store["id"], "dogs bark")[0].heading == "Dogs"
