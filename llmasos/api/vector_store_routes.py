@@ -140,6 +140,24 @@ def get_store_file(store_id: str, file_id: str, request: Request, response: Resp
     return request.app.state.syscalls.get_store_file(app, store_id, file_id)
 
 
+class StoreFileUpdate(_Body):
+    attributes: dict[str, str | float | bool] | None
+
+
+@router.post("/v1/vector_stores/{store_id}/files/{file_id}")
+def update_store_file(
+    store_id: str, file_id: str, body: StoreFileUpdate, request: Request, app: Caller
+) -> dict:
+    return request.app.state.syscalls.update_store_file(app, store_id, file_id, body.attributes)
+
+
+@router.get("/v1/vector_stores/{store_id}/files/{file_id}/content")
+def store_file_content(store_id: str, file_id: str, request: Request, app: Caller) -> dict:
+    """The file's indexed text, one entry a chunk."""
+    data = request.app.state.syscalls.store_file_content(app, store_id, file_id)
+    return {"object": "vector_store.file_content.page", "data": data, "has_more": False, "next_page": None}
+
+
 @router.delete("/v1/vector_stores/{store_id}/files/{file_id}")
 def detach_file(store_id: str, file_id: str, request: Request, app: Caller) -> dict:
     return request.app.state.syscalls.detach_file(app, store_id, file_id)

@@ -269,3 +269,22 @@ def new_batch_id() -> str:
 def embedding_model(data: AppData, store_id: str) -> str | None:
     rows = data.db.execute("SELECT embedding_model FROM vector_stores WHERE id = ?", (store_id,))
     return rows[0][0] if rows else None
+
+
+def update_attributes(data: AppData, store_id: str, file_id: str, attributes: Any) -> dict:
+    attributes = check_attributes(attributes)
+    get_store_file(data, store_id, file_id)  # 404s first
+    data.db.execute(
+        "UPDATE store_files SET attributes = ? WHERE store_id = ? AND file_id = ?",
+        (json.dumps(attributes), store_id, file_id),
+    )
+    return get_store_file(data, store_id, file_id)
+
+
+def parsed_content(data: AppData, store_id: str, file_id: str) -> list[dict]:
+    """The file's indexed text, chunk by chunk (OpenAI's vector store file content)."""
+    get_store_file(data, store_id, file_id)
+    rows = data.db.execute(
+        "SELECT text FROM chunks WHERE store_id = ? AND file_id = ? ORDER BY ordinal", (store_id, file_id)
+    )
+    return [{"type": "text", "text": r["text"]} for r in rows]

@@ -182,6 +182,16 @@ class DataCalls:
                 stores_api.batch_object(data, store_id, batch_id)  # 404 for an unknown batch
             return stores_api.list_store_files(data, store_id, page, status, batch_id)
 
+    def update_store_file(self, app: App, store_id: str, file_id: str, attributes: dict | None) -> dict:
+        with self.trail.audited(app, "vector_stores.files.update", f"{store_id}/{file_id}"):
+            return stores_api.update_attributes(
+                self._data(app, "vector_stores"), store_id, file_id, attributes
+            )
+
+    def store_file_content(self, app: App, store_id: str, file_id: str) -> list[dict]:
+        with self.trail.audited(app, "vector_stores.files.content", f"{store_id}/{file_id}"):
+            return stores_api.parsed_content(self._data(app, "vector_stores"), store_id, file_id)
+
     def detach_file(self, app: App, store_id: str, file_id: str) -> dict:
         with self.trail.audited(app, "vector_stores.files.delete", f"{store_id}/{file_id}"):
             return stores_api.detach_file(self._data(app, "vector_stores"), store_id, file_id)

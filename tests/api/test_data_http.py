@@ -62,6 +62,16 @@ def test_the_openai_package_uploads_polls_and_searches(served: Served) -> None:
     )
     assert filtered.data == []
     assert client.files.content(done.id).read() == DOC
+    texts = [part.text for part in client.vector_stores.files.content(done.id, vector_store_id=store.id)]
+    assert texts == ["Cats sleep all day long.", "Dogs bark at the mailman every morning."]
+    updated = client.vector_stores.files.update(
+        done.id, vector_store_id=store.id, attributes={"kind": "other"}
+    )
+    assert updated.attributes == {"kind": "other"}
+    refiltered = client.vector_stores.search(
+        store.id, query="dogs", filters={"type": "eq", "key": "kind", "value": "other"}
+    )
+    assert refiltered.data[0].file_id == done.id
     assert client.vector_stores.retrieve(store.id).file_counts.completed == 1
 
 
@@ -101,6 +111,8 @@ def test_every_endpoint_answers_404_for_another_apps_ids(served: Served) -> None
         ("POST", f"/v1/vector_stores/{s}/files", {"file_id": f}),
         ("GET", f"/v1/vector_stores/{s}/files", None),
         ("GET", f"/v1/vector_stores/{s}/files/{f}", None),
+        ("POST", f"/v1/vector_stores/{s}/files/{f}", {"attributes": {"a": "b"}}),
+        ("GET", f"/v1/vector_stores/{s}/files/{f}/content", None),
         ("DELETE", f"/v1/vector_stores/{s}/files/{f}", None),
         ("POST", f"/v1/vector_stores/{s}/file_batches", {"file_ids": [f]}),
         ("GET", f"/v1/vector_stores/{s}/file_batches/{b}", None),
