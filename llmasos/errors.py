@@ -283,3 +283,21 @@ class WorkflowStateError(LLMasOSError):
 
     type = "invalid_workflow_state"
     http_status = 409
+
+
+class DataNotFoundError(LLMasOSError):
+    """No file, vector store, batch or key of that id among the calling app's own data."""
+
+    type = "not_found_error"
+    http_status = 404
+
+
+class StorageQuotaError(LLMasOSError):
+    """Storing this would take the app past its data quota (bytes or items)."""
+
+    type = "storage_quota_exceeded"
+    http_status = 413
+
+
+class UnsupportedFileError(InvalidRequestError):
+    """A file that cannot be read as the format it claims (a PDF that is not one, empty, not text)."""

@@ -25,6 +25,7 @@ LAYERS = {
     "config": 0,
     "settings": 0,  # config.toml, the environment and flags over the defaults (llmasos/settings.py)
     "storage": 1,
+    "data": 1,  # each app's files, vector stores and key-value data (below the kernel's syscalls)
     "security": 1,
     "library": 1,
     "model": 2,

@@ -14,17 +14,22 @@ from llmasos.api import metrics
 from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
 from llmasos.api.auth_guard import FailedAuthGuard
 from llmasos.api.cors import OllamaJsonBodyMiddleware, install_cors
+from llmasos.api.data_routes import router as data_router
 from llmasos.api.errors import OLLAMA_PREFIX, install_error_handlers
+from llmasos.api.files_routes import router as files_router
+from llmasos.api.kv_routes import router as kv_router
 from llmasos.api.limits import LOOPBACK_HOSTS, HttpLimits, TrustedHostMiddleware, install_body_limit
 from llmasos.api.model_routes import router as model_router
 from llmasos.api.ollama_routes import router as ollama_router
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
 from llmasos.api.program_calls import close_program_pool
+from llmasos.api.vector_store_routes import router as vector_store_router
 from llmasos.api.workflow_routes import router as workflow_router
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.programs import default_registry
+from llmasos.tools.embed import load_embedder
 from llmasos.workflows import RunStore, WorkflowRunner
 from llmasos.workflows.calls import WorkflowCalls
 
@@ -49,6 +54,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if manage_kernel:
             syscalls.start()
+            syscalls.resume_ingestion()  # files a stopped server left half-indexed
         sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls))
         resumed = workflows.runner.resume_unfinished()  # runs a previous server left unfinished
         if resumed:
@@ -73,6 +79,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.syscalls = syscalls
+    syscalls.use_embedder(load_embedder, replace=False)  # embeds documents and search queries (llmasos.data)
     app.state.store = ModelStore()
     app.state.allow_anonymous = allow_anonymous
     app.state.anonymous_app = anonymous_app
@@ -86,6 +93,10 @@ def create_app(
     app.include_router(model_router)
     app.include_router(ollama_router)
     app.include_router(workflow_router)
+    app.include_router(files_router)
+    app.include_router(vector_store_router)
+    app.include_router(kv_router)
+    app.include_router(data_router)
 
     @app.get("/metrics", tags=["os"], response_class=Response)
     def prometheus(request: Request, _: Admin) -> Response:

@@ -24,6 +24,7 @@ class AdminCalls:
     kernel: Kernel
     apps: AppRegistry
     trail: CallTrail
+    delete_app_data: Any  # from DataCalls
 
     # ---- apps -----------------------------------------------------------------------------------
 
@@ -40,6 +41,7 @@ class AdminCalls:
             self._require_admin(caller, "remove apps")
             removed = self.apps.remove(name)
             self._cancel_all_of(removed, f"app {name!r} was removed")
+            self.delete_app_data(removed)  # its files, stores, chunks, vectors and keys (DataCalls)
 
     def issue_key(self, caller: App, name: str, *, revoke_old: bool = False) -> tuple[str, int]:
         """Another API key for app `name` (to rotate it: `revoke_old`); returns it and how many old

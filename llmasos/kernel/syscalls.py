@@ -36,6 +36,7 @@ from llmasos.kernel.admission import (
     refuse_invalid_unicode,
 )
 from llmasos.kernel.call_trail import DENIALS, CallTrail
+from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
@@ -49,9 +50,10 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls):
-    """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models
-    and the audit log, and (from `ResidencyCalls`) loading and unloading models."""
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
+    """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
+    the audit log, (from `ResidencyCalls`) loading and unloading models, and (from `DataCalls`) each
+    app's files, vector stores and key-value store."""
 
     def __init__(
         self,

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 
 from llmasos.errors import ServerUnavailableError
+from llmasos.sdk.data import KV, Docs
 from llmasos.sdk.discovery import read_server_file
 from llmasos.sdk.results import ChatCompletion
 from llmasos.sdk.retries import RetryPolicy
@@ -87,6 +88,8 @@ class Client:
         if self._workflows is None:
             self._workflows = Workflows(self._transport)
         return self._workflows
+        self.docs = Docs(self._transport)  # the app's documents: vector stores with hybrid search
+        self.kv = KV(self._transport)  # the app's key-value store
 
     @property
     def mode(self) -> str:

@@ -75,6 +75,15 @@ class LocalTransport:
                 self._syscalls, self._app = boot_as_admin(self._interface)
             return self._syscalls, self._app
 
+    def data_calls(self):
+        """(system calls, the local admin app): the in-process kernel, started on first use, with
+        the embedding model that each app's documents need (for sdk/data.py)."""
+        from llmasos.tools.embed import load_embedder
+
+        syscalls, app = self._kernel()
+        syscalls.use_embedder(load_embedder, replace=False)
+        return syscalls, app
+
     def generate(self, kind: str, model: str, payload: Any, params: dict, stream: bool) -> str | TextStream:
         from llmasos.kernel.sampling_request import SAMPLING_FIELDS, sampling_params
 

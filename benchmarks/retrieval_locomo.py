@@ -1,0 +1,232 @@
+"""Retrieval on LoCoMo (../shared/data/locomo-dev): each conversation's turns ingested as one vector
+store through llmasos.data (one JSON-lines item per turn with its dia_id, speaker and session date),
+then for every question of categories 1-4 the recall@5 and @10 of its evidence turns, for our BM25
+(FTS5), our vectors, and our fused ranking, beside two plain baselines run on the same turns in the
+same run: `bm25s` (BM25 over the same text) and exact numpy cosine over the same embeddings.
+`--speed` adds ingestion chunks/s and search p50/p95 at 10k and 100k chunks (synthetic vectors).
+
+    python benchmarks/retrieval_locomo.py [--data ../shared/data/locomo-dev] [--speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo-dev"
+CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
+KS = (5, 10)
+METHODS = ("bm25s", "numpy-cosine", "ours-bm25", "ours-vector", "ours-fused")
+
+
+def turns_of(conversation: dict) -> list[dict]:
+    """Every turn as a JSON-lines item: its text (with a shared photo's caption), speaker, date."""
+    items = []
+    sessions = sorted(
+        (int(m.group(1)), key) for key in conversation if (m := re.fullmatch(r"session_(\d+)", key))
+    )
+    for number, key in sessions:
+        date = conversation.get(f"session_{number}_date_time", "")
+        for turn in conversation[key]:
+            text = turn["text"]
+            if turn.get("blip_caption"):
+                text += f" [shares a photo: {turn['blip_caption']}]"
+            items.append({"text": text, "speaker": turn["speaker"], "date": date, "dia_id": turn["dia_id"]})
+    return items
+
+
+def evidence_of(question: dict) -> set[str]:
+    return {e.strip() for raw in question.get("evidence", []) for e in re.split(r"[;,]", raw) if e.strip()}
+
+
+def recall(ranked: list[str], evidence: set[str], k: int) -> float:
+    return len(evidence & set(ranked[:k])) / len(evidence)
+
+
+def ingest(items: list[dict], name: str, embedder):
+    from llmasos.data.app_data import app_data
+    from llmasos.data.files import create_file
+    from llmasos.data.ingest import ingest_file
+    from llmasos.data.vector_stores import attach_files, create_store
+
+    data = app_data(f"name:bench-{name}")
+    content = "\n".join(json.dumps(item) for item in items).encode()
+    file = create_file(data, f"{name}.jsonl", content)
+    store = create_store(data, name, None)
+    attach_files(data, store["id"], [file["id"]])
+    started = time.perf_counter()
+    result = ingest_file(data, store["id"], file["id"], embedder)
+    seconds = time.perf_counter() - started
+    assert result.status == "completed", result
+    return data, store["id"], result.chunks, seconds
+
+
+def evaluate(path: Path, embedder, per_category: dict, totals: dict) -> tuple[int, float]:
+    import bm25s
+
+    from llmasos.data.search import SearchOptions, search
+
+    record = json.loads(path.read_text())
+    conversation = record.get("conversation", record)
+    questions = [q for q in record["qa"] if q.get("category") in CATEGORIES and evidence_of(q)]
+    items = turns_of(conversation)
+    data, store_id, chunks, seconds = ingest(items, path.stem, embedder)
+    rows = data.db.execute(
+        "SELECT id, search_text, meta, embedding FROM chunks WHERE store_id = ? ORDER BY id", (store_id,)
+    )
+    dia_of = {r["id"]: json.loads(r["meta"])["dia_id"] for r in rows}
+    dia_ids = [dia_of[r["id"]] for r in rows]
+    matrix = np.frombuffer(b"".join(bytes(r["embedding"]) for r in rows), np.float32).reshape(len(rows), -1)
+    retriever = bm25s.BM25()
+    retriever.index(
+        bm25s.tokenize([r["search_text"] for r in rows], stopwords="en", show_progress=False),
+        show_progress=False,
+    )
+    for question in questions:
+        text, evidence = question["question"], evidence_of(question)
+        query_vector = np.asarray(embedder.embed([text])[0][0], np.float32)
+        ranked = {}
+        ids, _ = retriever.retrieve(
+            bm25s.tokenize([text], stopwords="en", show_progress=False), k=10, show_progress=False
+        )
+        ranked["bm25s"] = [dia_ids[i] for i in ids[0]]
+        ranked["numpy-cosine"] = [dia_ids[i] for i in np.argsort(-(matrix @ query_vector))[:10]]
+        for mode, method in (("bm25", "ours-bm25"), ("vector", "ours-vector"), ("hybrid", "ours-fused")):
+            hits = search(data, store_id, text, query_vector, SearchOptions(max_results=10, mode=mode))
+            ranked[method] = [h.meta["dia_id"] for h in hits]
+        for method, order in ranked.items():
+            for k in KS:
+                score = recall(order, evidence, k)
+                per_category[(question["category"], method, k)].append(score)
+                totals[(method, k)].append(score)
+    return chunks, seconds
+
+
+def print_recall(per_category: dict, totals: dict) -> None:
+    header = f"{'category':<14}{'n':>5}  " + "".join(f"{m:>14}" for m in METHODS)
+    for k in KS:
+        print(f"\nrecall@{k}")
+        print(header)
+        for category, label in CATEGORIES.items():
+            n = len(per_category[(category, METHODS[0], k)])
+            cells = "".join(
+                f"{100 * statistics.mean(per_category[(category, m, k)]):>14.1f}" for m in METHODS
+            )
+            print(f"{f'{category} {label}':<14}{n:>5}  {cells}")
+        n = len(totals[(METHODS[0], k)])
+        print(
+            f"{'all 1-4':<14}{n:>5}  "
+            + "".join(f"{100 * statistics.mean(totals[(m, k)]):>14.1f}" for m in METHODS)
+        )
+    fused = 100 * statistics.mean(totals[("ours-fused", 10)])
+    best_single = max(100 * statistics.mean(totals[(m, 10)]) for m in ("ours-bm25", "ours-vector"))
+    print(
+        f"\nfused recall@10 {fused:.1f} vs best single retriever {best_single:.1f}: "
+        f"{fused - best_single:+.1f} points (goal +5)"
+    )
+
+
+# ---- speed at scale -------------------------------------------------------------------------------
+
+
+def speed(scales: list[int], queries: int) -> None:
+    from llmasos.data.app_data import app_data
+    from llmasos.data.ingest import as_blob
+    from llmasos.data.search import SearchOptions, search, vector_index
+    from llmasos.data.vector_stores import create_store
+
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(20_000)]
+    for scale in scales:
+        data = app_data(f"name:speed-{scale}")
+        store_id = create_store(data, f"speed-{scale}", None)["id"]
+        data.db.execute(
+            "INSERT INTO files (id, filename, purpose, bytes, content, created_at) "
+            "VALUES ('file-s', 's.txt', 'assistants', 1, x'00', 0)"
+        )
+        data.db.execute(
+            "INSERT INTO store_files (store_id, file_id, status, attributes, chunking, created_at) "
+            "VALUES (?, 'file-s', 'completed', '{}', '{}', 0)",
+            (store_id,),
+        )
+        vectors = rng.standard_normal((scale, 384)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        with data.db.transaction() as conn:
+            conn.executemany(
+                "INSERT INTO chunks (store_id, file_id, ordinal, text, search_text, start, end, heading, "
+                "meta, embedding, model) "
+                "VALUES (?, 'file-s', ?, ?, ?, 0, 0, '', '{}', ?, 'synthetic')",
+                (
+                    (store_id, i, text, text, as_blob(vectors[i]))
+                    for i in range(scale)
+                    for text in [" ".join(random.Random(i).choices(words, k=40))]
+                ),
+            )
+        started = time.perf_counter()
+        vector_index(data, store_id)
+        build = time.perf_counter() - started
+        timings = {"vector": [], "bm25": [], "hybrid": []}
+        for q in range(queries):
+            query_vector = vectors[q * 7 % scale] + 0.05 * rng.standard_normal(384).astype(np.float32)
+            query_vector /= np.linalg.norm(query_vector)
+            text = " ".join(random.Random(q * 7 % scale).choices(words, k=40)[:6])
+            for mode in timings:
+                started = time.perf_counter()
+                search(data, store_id, text, query_vector, SearchOptions(max_results=10, mode=mode))
+                timings[mode].append(time.perf_counter() - started)
+        cells = "  ".join(
+            f"{mode} p50 {1e3 * np.percentile(t, 50):.1f} ms p95 {1e3 * np.percentile(t, 95):.1f} ms"
+            for mode, t in timings.items()
+        )
+        print(f"{scale:>7} chunks: index built in {build:.1f} s; {cells}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="the folder of LoCoMo conv-*.json files"
+    )
+    parser.add_argument("--speed", action="store_true", help="also measure search at 10k and 100k chunks")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed part")
+    parser.add_argument("--scales", default="10000,100000")
+    parser.add_argument("--queries", type=int, default=100)
+    args = parser.parse_args()
+    os.environ["LLMASOS_HOME"] = tempfile.mkdtemp(prefix="llmasos-bench-")
+    sys.path.insert(0, str(REPO))
+    from llmasos.tools.embed import load_embedder
+
+    if args.speed_only:
+        print(f"search speed (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        speed([int(s) for s in args.scales.split(",")], args.queries)
+        return
+    files = sorted(args.data.glob("conv-*.json"))
+    if not files:
+        raise SystemExit(f"no conv-*.json under {args.data}; pass --data")
+    embedder = load_embedder()
+    per_category, totals = defaultdict(list), defaultdict(list)
+    chunks = seconds = 0.0
+    for path in files:
+        n, s = evaluate(path, embedder, per_category, totals)
+        chunks, seconds = chunks + n, seconds + s
+    print(f"LoCoMo dev: {len(files)} conversations, {int(chunks)} turns; embedder {embedder.name}")
+    print(f"ingestion (read, chunk, embed, write): {chunks / seconds:.0f} chunks/s")
+    print_recall(per_category, totals)
+    if args.speed:
+        print(f"\nsearch speed (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
+        speed([int(s) for s in args.scales.split(",")], args.queries)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The per-app database: its file, its tables, and the ordered migrations that build them.
+
+Each migration is a function of a connection; `schema_version` holds one row per migration applied
+(with when), and SQLite's `user_version` the count, so an old file upgrades in place on open.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+from llmasos.config import llmasos_home
+from llmasos.storage.db import Database, Migration
+
+
+def data_root() -> Path:
+    return llmasos_home() / "data"
+
+
+def app_folder(identity: str) -> Path:
+    """The folder of one app's data. `identity` is `App.identity` (`id:<hex>` or `name:<name>`), whose
+    characters are letters, digits, '.', '_', '-' and one ':'."""
+    return data_root() / identity.replace(":", "-")
+
+
+def remove_app_folder(identity: str) -> bool:
+    """Delete every byte of an app's data; whether there was any."""
+    folder = app_folder(identity)
+    if not folder.exists():
+        return False
+    shutil.rmtree(folder)
+    return True
+
+
+def _schema_version(conn: sqlite3.Connection) -> None:
+    conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, name TEXT, applied_at REAL)")
+
+
+def _files(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE files (
+            id TEXT PRIMARY KEY,
+            filename TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            bytes INTEGER NOT NULL,
+            content BLOB NOT NULL,          -- the upload as sent
+            created_at INTEGER NOT NULL
+        )"""
+    )
+
+
+def _vector_stores(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE vector_stores (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            metadata TEXT NOT NULL,         -- JSON object
+            embedding_model TEXT,           -- the model its vectors came from (NULL: none yet)
+            created_at INTEGER NOT NULL,
+            last_active_at INTEGER NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE store_files (
+            store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+            file_id TEXT NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+            batch_id TEXT,
+            status TEXT NOT NULL,           -- in_progress, completed, failed, cancelled
+            last_error TEXT,                -- JSON {code, message} when failed
+            attributes TEXT NOT NULL,       -- JSON object, what filters match
+            chunking TEXT NOT NULL,         -- JSON {max_chunk_size_tokens, chunk_overlap_tokens}
+            chunks_total INTEGER NOT NULL DEFAULT 0,
+            chunks_done INTEGER NOT NULL DEFAULT 0,
+            usage_bytes INTEGER NOT NULL DEFAULT 0,
+            embedding_tokens INTEGER NOT NULL DEFAULT 0,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (store_id, file_id)
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE chunks (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused: (count, max id) names a version
+            store_id TEXT NOT NULL,
+            file_id TEXT NOT NULL,
+            ordinal INTEGER NOT NULL,       -- position in its file
+            text TEXT NOT NULL,             -- what is shown and cited
+            search_text TEXT NOT NULL,      -- what is indexed: the text with its item's fields
+            start INTEGER NOT NULL,         -- character span of `text` in the file's extracted text
+            end INTEGER NOT NULL,
+            heading TEXT NOT NULL,
+            meta TEXT NOT NULL,             -- JSON: a JSON-lines item's other fields
+            embedding BLOB NOT NULL,        -- float32, unit length
+            model TEXT NOT NULL,
+            FOREIGN KEY (store_id, file_id) REFERENCES store_files(store_id, file_id) ON DELETE CASCADE
+        )"""
+    )
+    conn.execute("CREATE INDEX chunks_by_file ON chunks (store_id, file_id, ordinal)")
+    # BM25 over search_text; external content, kept in step by triggers (cascaded deletes included).
+    conn.execute(
+        "CREATE VIRTUAL TABLE chunks_fts USING fts5(search_text, content='chunks', content_rowid='id', "
+        "tokenize='porter unicode61')"
+    )
+    conn.execute(
+        "CREATE TRIGGER chunks_ai AFTER INSERT ON chunks BEGIN "
+        "INSERT INTO chunks_fts(rowid, search_text) VALUES (new.id, new.search_text); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER chunks_ad AFTER DELETE ON chunks BEGIN "
+        "INSERT INTO chunks_fts(chunks_fts, rowid, search_text) VALUES ('delete', old.id, "
+        "old.search_text); END"
+    )
+    conn.execute(
+        """CREATE TABLE batches (
+            id TEXT PRIMARY KEY,
+            store_id TEXT NOT NULL REFERENCES vector_stores(id) ON DELETE CASCADE,
+            created_at INTEGER NOT NULL,
+            cancelled INTEGER NOT NULL DEFAULT 0
+        )"""
+    )
+
+
+def _kv(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        """CREATE TABLE kv (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL,            -- JSON
+            expires_at REAL,                -- unix seconds; NULL: never
+            updated_at REAL NOT NULL
+        )"""
+    )
+
+
+def _quota(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE quota (id INTEGER PRIMARY KEY CHECK (id = 1), max_bytes INTEGER, max_items INTEGER)"
+    )
+
+
+def _chunk_versions(conn: sqlite3.Connection) -> None:
+    """A counter per store that every chunk written or deleted moves, so a search learns whether its
+    cached vector index is current from one row instead of reading every chunk id."""
+    conn.execute("ALTER TABLE vector_stores ADD COLUMN chunks_version INTEGER NOT NULL DEFAULT 0")
+    for event, row in (("INSERT", "new"), ("DELETE", "old"), ("UPDATE", "new")):
+        conn.execute(
+            f"CREATE TRIGGER chunks_version_{event.lower()} AFTER {event} ON chunks BEGIN "
+            f"UPDATE vector_stores SET chunks_version = chunks_version + 1 WHERE id = {row}.store_id; END"
+        )
+
+
+def _versioned(number: int, migration: Migration) -> Migration:
+    def run(conn: sqlite3.Connection) -> None:
+        migration(conn)
+        conn.execute(
+            "INSERT INTO schema_version VALUES (?, ?, ?)",
+            (number, migration.__name__.strip("_"), time.time()),
+        )
+
+    run.__name__ = migration.__name__
+    return run
+
+
+MIGRATIONS: list[Migration] = [
+    _versioned(number, migration)
+    for number, migration in enumerate(
+        [_schema_version, _files, _vector_stores, _kv, _quota, _chunk_versions], start=1
+    )
+]
+
+
+def open_database(identity: str) -> Database:
+    """The app's database, created (0600, WAL) and migrated to the latest schema."""
+    return Database(app_folder(identity) / "data.db", MIGRATIONS)

@@ -1,0 +1,230 @@
+"""Hybrid search over one vector store: BM25 (SQLite FTS5) and vectors (index.py), fused by weighted
+reciprocal rank fusion, restricted to the files whose attributes pass a filter.
+
+Reciprocal rank fusion (Cormack et al., 2009) adds `weight / (k + rank)` over the rankings a chunk
+appears in; it needs no calibration between BM25 scores and cosines, which live on unrelated scales.
+Only chunks of completed files exist in the table, so a file being ingested is never found.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmasos.data.app_data import AppData, indexes
+from llmasos.data.filters import compile_filter
+from llmasos.data.index import VectorIndex
+from llmasos.errors import InvalidRequestError
+
+RRF_K = 60
+#: Candidates taken from each retriever before fusing, per result asked for (at least 50).
+CANDIDATES_PER_RESULT = 5
+MAX_RESULTS = 50
+MODES = ("hybrid", "bm25", "vector")
+
+# Words that carry no topic: a question's "what did ... do" would otherwise match every chunk that
+# says "did" (FTS5 keeps every token; BM25's idf only dampens them).
+STOPWORDS = frozenset(
+    """
+    a about above after again all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he
+    her here hers herself him himself his how i if in into is it its itself just me more most my myself
+    no nor not now of off on once only or other our ours out over own same she should so some such than
+    that the their theirs them then there these they this those through to too under until up very was
+    we were what when where which while who whom why will with would you your yours
+    """.split()  # noqa: SIM905 (a list of 120 words would take 120 lines)
+)
+_WORD = re.compile(r"\w+")
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    max_results: int = 10
+    mode: str = "hybrid"
+    bm25_weight: float = 1.0
+    vector_weight: float = 1.0
+    score_threshold: float = 0.0  # OpenAI's ranking_options.score_threshold, on the returned score
+    filters: dict | None = None
+    explain: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_results, int) or not 1 <= self.max_results <= MAX_RESULTS:
+            raise InvalidRequestError(f"max_num_results must be an integer from 1 to {MAX_RESULTS}")
+        if self.mode not in MODES:
+            raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}")
+        for name in ("bm25_weight", "vector_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise InvalidRequestError(f"{name} must be a number >= 0")
+
+
+@dataclass
+class Hit:
+    chunk_id: int
+    score: float
+    file_id: str = ""
+    filename: str = ""
+    text: str = ""
+    start: int = 0
+    end: int = 0
+    ordinal: int = 0
+    heading: str = ""
+    meta: dict = field(default_factory=dict)
+    attributes: dict = field(default_factory=dict)
+    explain: dict = field(default_factory=dict)
+
+    def cited(self, explain: bool = False) -> dict:
+        """The result with its citation: file, chunk, and the character span in the file's text."""
+        out = {
+            "file_id": self.file_id,
+            "filename": self.filename,
+            "chunk": self.ordinal,
+            "span": [self.start, self.end],
+            "heading": self.heading,
+            "score": round(self.score, 6),
+            "text": self.text,
+            "metadata": self.meta,
+            "attributes": self.attributes,
+        }
+        if explain:
+            out["explain"] = self.explain
+        return out
+
+
+def fts_query(query: str) -> str:
+    """An FTS5 MATCH expression: the query's content words, quoted, any of them (OR)."""
+    words = [w for w in _WORD.findall(query.lower()) if w not in STOPWORDS]
+    if not words:  # a query of stopwords only: search them rather than nothing
+        words = _WORD.findall(query.lower())
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+def bm25_ranking(
+    data: AppData, store_id: str, query: str, limit: int, files: set[str] | None
+) -> list[tuple[int, float]]:
+    expression = fts_query(query)
+    if not expression:
+        return []
+    sql = (
+        "SELECT c.id, -bm25(chunks_fts) AS score, c.file_id FROM chunks_fts JOIN chunks c ON "
+        "c.id = chunks_fts.rowid "
+        "WHERE chunks_fts MATCH ? AND c.store_id = ? ORDER BY bm25(chunks_fts) LIMIT ?"
+    )
+    # A filter keeps fewer files: ask for more rows, then drop the others.
+    rows = data.db.execute(sql, (expression, store_id, limit if files is None else limit * 20))
+    return [(r[0], float(r[1])) for r in rows if files is None or r[2] in files][:limit]
+
+
+def vector_index(data: AppData, store_id: str) -> VectorIndex:
+    """The store's index, brought up to date with its rows when they changed (only the changed
+    rows are read; whether any did is one row: the store's `chunks_version`)."""
+    with indexes.lock:
+        index = indexes.get((data.owner, store_id))
+        version = data.db.execute("SELECT chunks_version FROM vector_stores WHERE id = ?", (store_id,))
+        version = version[0][0] if version else -1
+        if version != index.version:
+            ids = data.db.execute("SELECT id FROM chunks WHERE store_id = ? ORDER BY id", (store_id,))
+            rows = data.db.execute(
+                "SELECT id, file_id, embedding FROM chunks WHERE store_id = ? AND id > ? ORDER BY id",
+                (store_id, index.max_id),
+            )
+            index.update(np.asarray([r[0] for r in ids], np.int64), [(r[0], r[1], bytes(r[2])) for r in rows])
+            index.version = version
+        return index
+
+
+def allowed_files(
+    data: AppData, store_id: str, filters: dict | None
+) -> tuple[set[str] | None, dict[str, dict]]:
+    """(the files a filter lets through, None for all; each completed file's attributes)."""
+    predicate = compile_filter(filters)
+    attributes = {
+        r[0]: json.loads(r[1])
+        for r in data.db.execute(
+            "SELECT file_id, attributes FROM store_files WHERE store_id = ? AND status = 'completed'",
+            (store_id,),
+        )
+    }
+    if filters is None:
+        return None, attributes
+    return {f for f, a in attributes.items() if predicate(a)}, attributes
+
+
+def fuse(
+    rankings: dict[str, list[tuple[int, float]]], weights: dict[str, float]
+) -> list[tuple[int, float, dict]]:
+    """Weighted reciprocal rank fusion: (chunk id, fused score, {retriever: (rank, score)}), best first."""
+    fused: dict[int, float] = {}
+    why: dict[int, dict] = {}
+    for name, ranking in rankings.items():
+        for rank, (chunk_id, score) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weights[name] / (RRF_K + rank)
+            why.setdefault(chunk_id, {})[name] = {"rank": rank, "score": round(score, 6)}
+    return sorted(((c, s, why[c]) for c, s in fused.items()), key=lambda t: -t[1])
+
+
+def search(
+    data: AppData, store_id: str, query: str, query_vector: np.ndarray | None, options: SearchOptions
+) -> list[Hit]:
+    """The best chunks of the store for `query` (`query_vector`: its embedding, for the vector side)."""
+    files, attributes = allowed_files(data, store_id, options.filters)
+    depth = max(50, options.max_results * CANDIDATES_PER_RESULT)
+    rankings: dict[str, list[tuple[int, float]]] = {}
+    if options.mode in ("hybrid", "bm25") and options.bm25_weight > 0:
+        rankings["bm25"] = bm25_ranking(data, store_id, query, depth, files)
+    if options.mode in ("hybrid", "vector") and options.vector_weight > 0 and query_vector is not None:
+        rankings["vector"] = vector_index(data, store_id).search(query_vector, depth, files)
+    weights = {"bm25": options.bm25_weight, "vector": options.vector_weight}
+    if options.mode == "hybrid":
+        ranked = fuse(rankings, weights)
+        # Fused scores are tiny (about 1/60); scale so that a chunk first in every ranking scores 1.
+        top = sum(weights[name] / (RRF_K + 1) for name in rankings) or 1.0
+        ranked = [(c, s / top, w) for c, s, w in ranked]
+    else:
+        only = rankings.get(options.mode, [])
+        ranked = [
+            (c, s, {options.mode: {"rank": i, "score": round(s, 6)}}) for i, (c, s) in enumerate(only, 1)
+        ]
+    ranked = [r for r in ranked if r[1] >= options.score_threshold][: options.max_results]
+    return _hits(data, ranked, attributes, options.explain)
+
+
+def _hits(
+    data: AppData, ranked: list[tuple[int, float, dict]], attributes: dict[str, dict], explain: bool
+) -> list[Hit]:
+    if not ranked:
+        return []
+    marks = ",".join("?" * len(ranked))
+    rows = {
+        r["id"]: r
+        for r in data.db.execute(
+            "SELECT c.id, c.file_id, c.text, c.start, c.end, c.ordinal, c.heading, c.meta, f.filename "
+            f"FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})",
+            [c for c, _, _ in ranked],
+        )
+    }
+    hits = []
+    for chunk_id, score, why in ranked:
+        row = rows.get(chunk_id)
+        if row is None:  # deleted between ranking and reading
+            continue
+        hits.append(
+            Hit(
+                chunk_id,
+                score,
+                row["file_id"],
+                row["filename"],
+                row["text"],
+                row["start"],
+                row["end"],
+                row["ordinal"],
+                row["heading"],
+                json.loads(row["meta"]),
+                attributes.get(row["file_id"], {}),
+                why if explain else {},
+            )
+        )
+    return hits
