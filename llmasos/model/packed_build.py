@@ -8,7 +8,7 @@ one projection's temporaries beyond what the model keeps:
 - Q4_0, Q4_1 and Q4_K tensors keep the file's own q, d and m (gguf_blocks.int4_groups): exact up to the
   kernels' integer rounding of d and m (quant_linear.Int4Linear).
 - Other formats in a projection (Q5_*, Q6_K, Q8_0, F16, BF16, F32) are dequantized one tensor at a time
-  and re-quantized to 4-bit groups of 32 (quant_linear.int4_requantize), as the float32 path did.
+  and re-quantized to 4-bit groups of 32 (int_weights.int4_requantize), as the float32 path did.
 - The embedding table stays in the file's integers where they are 8-bit exact (Q8_0, Q6_K; Q8Embedding),
   else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time.
 
@@ -35,9 +35,10 @@ from llmasos.model.gguf_blocks import (
     tensor_shape,
 )
 from llmasos.model.gguf_weights import PERMUTED_QK_ARCHITECTURES, unpermute_qk
+from llmasos.model.int_weights import int4_requantize
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
-from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, Int4Linear, Int8Linear, int4_requantize
+from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, Int4Linear, Int8Linear
 
 PACKED_FORMATS = ("int4",)
 
