@@ -81,6 +81,8 @@ class Client:
             else LocalTransport(interface)
         )
         self._workflows: Workflows | None = None
+        self.docs = Docs(self._transport)  # the app's documents: vector stores with hybrid search
+        self.kv = KV(self._transport)  # the app's key-value store
 
     @property
     def workflows(self) -> Workflows:
@@ -88,8 +90,6 @@ class Client:
         if self._workflows is None:
             self._workflows = Workflows(self._transport)
         return self._workflows
-        self.docs = Docs(self._transport)  # the app's documents: vector stores with hybrid search
-        self.kv = KV(self._transport)  # the app's key-value store
 
     @property
     def mode(self) -> str:

@@ -26,8 +26,9 @@ class FakeTokenizer:
     def encode(self, text: str) -> list[int]:
         return [3 + ord(c) % 90 for c in text]
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        return self.encode("".join(m["content"] for m in messages) + "\n")
+    def encode_chat(self, messages: list[dict], *, tools: list[dict] | None = None) -> list[int]:
+        tools_text = "".join(t["function"]["name"] for t in tools or ())
+        return self.encode(tools_text + "".join(m["content"] or "" for m in messages) + "\n")
 
 
 @dataclass
