@@ -1,11 +1,10 @@
-"""The packed model cached on disk beside its GGUF file, memory-mapped by later loads.
+"""The packed model cached on disk beside its GGUF file, read by later loads.
 
 Why: packing Qwen2.5-1.5B from its GGUF blocks is ~40 s of CPU (and parsing the file's 150,000-token
 vocabulary a few more), where llama.cpp maps the file in 0.7 s. The first packed load writes what it
 made (projections in the C++ kernels' layout, the head, the embedding, norms, the architecture and the
 tokenizer) to one file, `<model>.gguf.int4.pt`, atomically (a temporary file renamed into place, mode
-0600); later loads map it (`torch.load(mmap=True)`): no GGUF parsing, no conversion, and pages become
-resident as the model reads them.
+0600); later loads read it (`torch.load`): no GGUF parsing, no conversion.
 
 The cache names the file it was made from (size and modification time) and this code's layout
 (`CACHE_VERSION`, the kernels' integer range); any mismatch, or an unreadable cache, means a fresh
@@ -49,12 +48,16 @@ def cache_key(gguf_path: Path, int_max: int) -> dict[str, int]:
 
 
 def load_cached(gguf_path: Path, int_max: int) -> tuple[LlamaModel, Tokenizer, ModelConfig] | None:
-    """The cached packed model of `gguf_path`, memory-mapped; None where there is no valid cache."""
+    """The cached packed model of `gguf_path`; None where there is no valid cache."""
     path = cache_path(gguf_path)
     if not path.is_file():
         return None
     try:
-        stored = torch.load(path, mmap=True, weights_only=True)
+        # Read, not mapped (mmap=True): mapped weights are page cache the OS may evict under memory
+        # pressure, and SmolLM2's decode then swung between 8 and 100 tok/s on this shared machine
+        # while the read copy held 45; reading 133 MB (1.27 GB for Qwen2.5-1.5B) costs a fraction of
+        # a second, and the engine's RSS is what it really holds.
+        stored = torch.load(path, weights_only=True)
         if stored.get("key") != cache_key(gguf_path, int_max):
             logger.info("packed cache %s is stale; packing %s again", path.name, gguf_path.name)
             return None
