@@ -156,10 +156,23 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
         """Start a chat completion: the model's chat template over `messages` (and `tools`, the
         OpenAI-style definitions of the functions it may call, in the template's tool format)."""
         contents = tuple(m["content"] for m in messages if isinstance(m.get("content"), str))
+        tools = self.offered_tools(app, tools)
         request = PromptRequest(
             lambda tok: tok.encode_chat(messages, tools=tools), contents, lambda: json.dumps(messages)
         )
         return self._start(app, "chat", model, params, priority, request)
+
+    def offered_tools(self, app: App, tools: list[dict] | None) -> list[dict] | None:
+        """The OpenAI-style `tools` that `app` may have a model call (capability `tool:NAME`): the
+        only ones a model of this app is ever shown. What the conversation says (a document, a tool's
+        result, an OCR'd image) cannot add to them: they come from the request and the app alone."""
+        if tools is None:
+            return None
+        return [t for t in tools if app.allows("tool", str(t.get("function", t).get("name", "")))]
+
+    def usable_tools(self, app: App, names: list[str]) -> list[str]:
+        """Those of `names` that `app` may have a model call, in order (see `offered_tools`)."""
+        return [name for name in names if app.allows("tool", name)]
 
     def events(self, app: App, pid: int, timeout: float | None = None) -> Iterator[Event]:
         """The process's events (text deltas, then a final one)."""

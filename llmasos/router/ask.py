@@ -158,7 +158,7 @@ def ask(
     # The decider's model: the request's when it names one, else `[router] decider`, else the default.
     decider = syscalls.decider_model(model)
     decide = model_decider(syscalls, app, decider) if use_model_for_close_calls else None
-    route = shared_router().route(request, attachment_kind, decide=decide)
+    route = shared_router().route(request, attachment_kind, decide=decide, allows=app.allows)
     return run_route(route, syscalls, app, attachment=attachment, model=model, context=context)
 
 

@@ -32,6 +32,7 @@ CANDIDATES_FOR_MODEL = 3
 
 Embed = Callable[[list[str]], list[list[float]]]
 Decide = Callable[[str, list[Destination]], str]  # (request, candidates) -> a candidate's name
+Allows = Callable[[str, str], bool]  # (kind, name) -> whether the calling app may use it
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,19 @@ class IntentRouter:
         }
         return dict(sorted(scored.items(), key=lambda kv: -kv[1]))
 
-    def route(self, request: str, attachment: str | None = None, *, decide: Decide | None = None) -> Route:
+    def route(
+        self,
+        request: str,
+        attachment: str | None = None,
+        *,
+        decide: Decide | None = None,
+        allows: Allows | None = None,
+    ) -> Route:
         """Where `request` goes; `attachment` is the kind of a file sent with it ("image", "audio").
-        `decide` (else the router's own) settles close calls."""
+        `decide` (else the router's own) settles close calls, between destinations that `allows`
+        (the calling app's capabilities) permits only: a model is never offered what the app may not
+        use. The route depends on the request's words and the file's kind, never on the file's
+        contents, so text read from an image or a recording cannot choose what runs."""
         decide = decide or self._decide
         if not isinstance(request, str) or not request.strip():
             raise InvalidRequestError("the request is empty; say what you want done")
@@ -122,15 +133,19 @@ class IntentRouter:
         ranked = [name for name in scores if name not in PERCEPTION.values()]
         best, reasons, decided_by = ranked[0], [], "embedding"
         close = [n for n in ranked[1:CANDIDATES_FOR_MODEL] if scores[best] - scores[n] < self.margin]
+        if allows is not None:
+            close = [n for n in close if allows(self.by_name[n].kind, n)]
         reasons.append(f"closest to {best!r} (similarity {scores[best]:.3f})")
         if close and decide is not None:
             candidates = [self.by_name[n] for n in (best, *close)]
+            if allows is not None:
+                candidates = [d for d in candidates if allows(d.kind, d.name)]
             try:
                 choice = decide(request, candidates)
             except LLMasOSError as err:  # e.g. the model's window is too small: keep the embedding's pick
                 choice = None
                 reasons.append(f"the model could not decide ({err}); kept the closest")
-            if choice in self.by_name:
+            if choice in {d.name for d in candidates}:
                 names = ", ".join(repr(n) for n in close)
                 reasons.append(f"{names} within {self.margin} of it: the model chose {choice!r}")
                 best, decided_by = choice, "model"

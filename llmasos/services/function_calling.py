@@ -12,6 +12,10 @@ rendered in the chat template's own tool format (or its documented fallback, mod
    one only, under a named choice) or "done"; then 2 again, up to MAX_PARALLEL_CALLS calls a turn.
 When the model answers instead of calling, the answer is generated as in any chat completion.
 
+Only the functions the app may use (capability `tool:NAME`) are offered, and a name the model
+writes is called only if it was offered: what a conversation says (a tool's result, a document)
+can never widen them (docs/THREAT_MODEL.md).
+
 After a turn of calls and their results, "auto" no longer offers the functions already called since
 the user's last message: a small model otherwise calls the same function again and again instead of
 answering from its result. "required" and a named choice are the client's to decide, and are obeyed.
@@ -26,7 +30,7 @@ from dataclasses import dataclass, field
 from llmasos.engine.constrained import Grammar
 from llmasos.engine.json_schema import check_schema
 from llmasos.engine.sampling import SamplingParams
-from llmasos.errors import InvalidRequestError
+from llmasos.errors import InvalidRequestError, PermissionDeniedError
 from llmasos.services.base import Call, Session
 
 ANSWER = "answer"  # the "auto" option that means: reply in words, call nothing
@@ -125,6 +129,7 @@ def call_functions(
     "required", "none", or the name of the function to call; `parallel` allows several calls in a
     turn; `on_event` receives answer text and call pieces as they are generated."""
     check_functions(functions, tool_choice)
+    functions = _usable(session, functions, tool_choice)
     turn = _Turn(session, messages, {f.name: f for f in functions}, tool_choice, parallel, on_event)
     return [turn.decide(index, params) for index, params in enumerate(sampling)]
 
@@ -167,6 +172,16 @@ class _Turn:
             name = self._next(calls, _step_sampling(sampling, 2 * len(calls)))
         return Decision(tuple(calls))
 
+    def _offered(self, name: str, options: list[str]) -> str:
+        """`name` if it is one of the `options` the model was offered; the grammar makes it so, and
+        this check keeps it so whatever a model or a bug in the grammar produces: a name outside
+        them is never called."""
+        if name not in options:
+            raise PermissionDeniedError(
+                f"the model named {name[:80]!r}, which it was not offered; nothing was called"
+            )
+        return name
+
     def _option(self, word: str) -> str:
         """ANSWER or DONE as offered: in parentheses when a function has that name (names cannot)."""
         return f"({word})" if word in self.functions else word
@@ -184,7 +199,8 @@ class _Turn:
         instruction = "Reply with the name of the function that the user's last message needs" + (
             "." if required else f", or with {answer!r} to reply in words."
         )
-        return self._constrained(instruction, Grammar.choice(options, self.session.tokenizer), sampling)
+        chosen = self._constrained(instruction, Grammar.choice(options, self.session.tokenizer), sampling)
+        return self._offered(chosen, options)
 
     def _next(self, calls: list[FunctionCall], sampling: SamplingParams) -> str:
         """Step 3: another call the user's request needs, or DONE."""
@@ -195,8 +211,9 @@ class _Turn:
             "If the user's request needs another call (for another item it names), reply with that "
             f"function's name; if these calls are all it needs, reply {self._option(DONE)!r}."
         )
-        grammar = Grammar.choice([*options, self._option(DONE)], self.session.tokenizer)
-        return self._constrained(instruction, grammar, sampling)
+        options = [*options, self._option(DONE)]
+        grammar = Grammar.choice(options, self.session.tokenizer)
+        return self._offered(self._constrained(instruction, grammar, sampling), options)
 
     def _arguments(
         self,
@@ -262,6 +279,20 @@ class _Turn:
     def _emit(self, choice: int, kind: str, text: str, call: int = 0) -> None:
         if self.on_event is not None:
             self.on_event(ToolEvent(choice, kind, text, call))
+
+
+def _usable(session: Session, functions: list[Function], tool_choice: str | None) -> list[Function]:
+    """The functions the app may have its model call (capability `tool:NAME`, decided by the chat
+    system call): the others are never offered. A choice that needs one of them is refused."""
+    usable = set(session.syscalls.usable_tools(session.app, [f.name for f in functions]))
+    refused = [f.name for f in functions if f.name not in usable]
+    if tool_choice in refused or (tool_choice == "required" and not usable):
+        names = ", ".join(refused)
+        raise PermissionDeniedError(
+            f"app {session.app.name!r} may not use the tool(s) {names}; "
+            f"an admin can grant tool:{refused[0]}, or offer tools the app may use"
+        )
+    return [f for f in functions if f.name in usable]
 
 
 def _step_sampling(sampling: SamplingParams, step: int) -> SamplingParams:
