@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TEXT_PREFIX = "llmenc1:"
 BYTES_PREFIX = b"LLMENC1"
 NONCE_BYTES = 12
+AUDIT_PURPOSE = "audit"  # prompts and outputs in the audit log
 SHREDDED = "[unreadable: the app's data key was destroyed when the app was deleted]"
 
 
