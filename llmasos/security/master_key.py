@@ -3,7 +3,7 @@ keys). It never encrypts data itself, so changing it (`llmasos keys rotate`) re-
 per key instead of re-encrypting data.
 
 Where it comes from, first found wins:
-1. `LLMASOS_MASTER_KEY`: 32 bytes as base64 (what `llmasos keys show-new` prints) or 64 hex digits;
+1. `LLMASOS_MASTER_KEY`: 32 bytes as base64 (what `llmasos keys generate` prints) or 64 hex digits;
 2. the system keyring (the `keyring` package, when installed and a backend is available), service
    `llmasos`, user `master-key:<LLMASOS_HOME>`;
 3. the key file `$LLMASOS_HOME/keys/master.key` (mode 0600; a file others can read is refused).

@@ -31,7 +31,9 @@ def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sealed_file, "DEFAULT_CHUNK_BYTES", CHUNK)
-    monkeypatch.setattr(encrypted, "encrypt_file", lambda s, t: sealed_file.encrypt_file(s, t, chunk_bytes=CHUNK))
+    monkeypatch.setattr(
+        encrypted, "encrypt_file", lambda s, t: sealed_file.encrypt_file(s, t, chunk_bytes=CHUNK)
+    )
 
 
 def _decrypt(path: Path) -> bytes:
@@ -63,7 +65,9 @@ def sealed(tmp_path: Path, plain: Path) -> Path:
     return target
 
 
-def test_round_trip_over_several_chunks_and_an_exact_multiple(tmp_path: Path, plain: Path, sealed: Path) -> None:
+def test_round_trip_over_several_chunks_and_an_exact_multiple(
+    tmp_path: Path, plain: Path, sealed: Path
+) -> None:
     assert plain.stat().st_size > 3 * CHUNK
     assert _decrypt(sealed) == plain.read_bytes()
     assert plain.read_bytes()[:4096] not in sealed.read_bytes()
@@ -102,7 +106,7 @@ def test_reordered_chunks_fail(sealed: Path) -> None:
 
 def test_wrong_and_missing_master_key(sealed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(master_key.ENV_VAR, master_key.encode_key(master_key.new_key()))
-    with pytest.raises(MasterKeyError, match="wrapped under master key .* but the configured key is"):
+    with pytest.raises(MasterKeyError, match=r"wrapped under master key .* but the configured key is"):
         _decrypt(sealed)
     monkeypatch.delenv(master_key.ENV_VAR)
     master_key.key_file().unlink()
@@ -116,7 +120,9 @@ def test_a_key_file_others_can_read_is_refused(sealed: Path) -> None:
         _decrypt(sealed)
 
 
-def test_the_master_key_from_the_environment(tmp_path: Path, plain: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_master_key_from_the_environment(
+    tmp_path: Path, plain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key = master_key.new_key()
     monkeypatch.setenv(master_key.ENV_VAR, key.hex())
     sealed_file.encrypt_file(plain, tmp_path / "env.enc", chunk_bytes=CHUNK)
@@ -155,7 +161,9 @@ def test_a_folder_cannot_be_pulled_encrypted(tmp_path: Path) -> None:
         ModelStore().pull(str(tmp_path / "folder"), encrypt=True, progress=False)
 
 
-def test_rotation_rewraps_model_headers_and_the_old_key_no_longer_opens(plain: Path, small_chunks: None) -> None:
+def test_rotation_rewraps_model_headers_and_the_old_key_no_longer_opens(
+    plain: Path, small_chunks: None
+) -> None:
     store = ModelStore()
     store.pull(str(plain), name="secret", encrypt=True, progress=False)
     old = master_key.key_file().read_text()
