@@ -315,3 +315,10 @@ class DecryptionError(LLMasOSError):
 
     type = "decryption_error"
     http_status = 500
+
+
+class PrivacyBudgetError(LLMasOSError):
+    """An analyst asked for private statistics past the privacy (epsilon) budget of their key."""
+
+    type = "privacy_budget_exhausted"
+    http_status = 403
