@@ -301,3 +301,24 @@ class StorageQuotaError(LLMasOSError):
 
 class UnsupportedFileError(InvalidRequestError):
     """A file that cannot be read as the format it claims (a PDF that is not one, empty, not text)."""
+
+
+class MasterKeyError(LLMasOSError):
+    """The master key is missing, malformed, or not the one the data keys were wrapped with."""
+
+    type = "master_key_error"
+    http_status = 503
+
+
+class DecryptionError(LLMasOSError):
+    """Encrypted bytes failed authentication: flipped, truncated, reordered, or under another key."""
+
+    type = "decryption_error"
+    http_status = 500
+
+
+class PrivacyBudgetError(LLMasOSError):
+    """An analyst asked for private statistics past the privacy (epsilon) budget of their key."""
+
+    type = "privacy_budget_exhausted"
+    http_status = 403

@@ -59,14 +59,17 @@ def pull(
     name: Annotated[str | None, typer.Option("--name", "-n", help="Library name (default: derived).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Fetch again and replace a model.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    encrypt: Annotated[
+        bool, typer.Option("--encrypt", help="Store it encrypted under the master key (`llmasos keys`).")
+    ] = False,
 ) -> None:
     """Add a model to the library."""
     with admin_syscalls() as (syscalls, admin):
-        m = syscalls.pull_model(admin, source, name, force=force, progress=not quiet)
+        m = syscalls.pull_model(admin, source, name, force=force, progress=not quiet, encrypt=encrypt)
     typer.echo(
         f"{m['name']}: {m['architecture']} {human_count(m['parameter_count'])} "
         f"{m['quantization']} {m['format']}, {human_bytes(m['file_size'])}, "
-        f"sha256 {m['sha256'][:12]} (from {m['source']})"
+        f"sha256 {m['sha256'][:12]} (from {m['source']})" + (", encrypted" if m.get("encrypted") else "")
     )
 
 

@@ -3,6 +3,11 @@
 The storage API takes the identity from the `App` the kernel authenticated; no method takes an app
 name or id from a request, so no call can name another app's rows. Handles are shared per process
 (one SQLite connection per app database, as `storage.db.Database` is thread-safe).
+
+Encryption at rest sits at this boundary: key-value values and uploaded files are sealed with the
+app's data key (`security/data_keys.py`) by `seal_*`/`open_*` below, and deleting the app destroys
+that key. Documents' chunks, their full-text index and vectors stay plaintext inside the app's own
+0600 database (FTS5 and vector search need them), and go with the app's folder.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 
 from llmasos.data.index import IndexCache
 from llmasos.data.schema import app_folder, open_database, remove_app_folder
+from llmasos.security.data_keys import data_keys
 from llmasos.storage.db import Database
 
 
@@ -20,6 +26,20 @@ from llmasos.storage.db import Database
 class AppData:
     owner: str  # App.identity
     db: Database
+
+    def seal_bytes(self, plain: bytes, purpose: str) -> bytes:
+        """`plain` encrypted under this app's data key, bound to `purpose` (e.g. `file:<id>`)."""
+        return data_keys().seal_bytes(self.owner, plain, purpose)
+
+    def open_bytes(self, stored: bytes, purpose: str) -> bytes:
+        """What `seal_bytes` sealed (bytes stored before encryption are returned as they are)."""
+        return data_keys().open_bytes(self.owner, stored, purpose)
+
+    def seal_text(self, plain: str, purpose: str) -> str:
+        return data_keys().seal_text(self.owner, plain, purpose)
+
+    def open_text(self, stored: str, purpose: str) -> str:
+        return data_keys().open_text(stored, purpose)
 
 
 _open: dict[str, AppData] = {}
@@ -40,13 +60,16 @@ def app_data(owner: str) -> AppData:
 
 
 def delete_app_data(owner: str) -> bool:
-    """Remove every file, store, chunk, vector and key of an app; whether it had any."""
+    """Remove every file, store, chunk, vector and key of an app, and destroy its data key, so that
+    what it sealed anywhere (the audit log, workflow runs, disk blocks) is unreadable; whether it had
+    any data."""
     with _lock:
         data = _open.pop(owner, None)
         if data is not None:
             data.db.close()
         indexes.drop(owner)
-        return remove_app_folder(owner)
+        shredded = data_keys().shred(owner)
+        return remove_app_folder(owner) or shredded
 
 
 def new_id(prefix: str) -> str:

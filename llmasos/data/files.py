@@ -49,7 +49,14 @@ def create_file(data: AppData, filename: str, content: bytes, purpose: str = "as
         require_room(conn, len(content), 1, f"uploading {filename!r}")
         conn.execute(
             "INSERT INTO files (id, filename, purpose, bytes, content, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (file_id, filename, purpose, len(content), content, int(time.time())),
+            (
+                file_id,
+                filename,
+                purpose,
+                len(content),
+                data.seal_bytes(content, f"file:{file_id}"),
+                int(time.time()),
+            ),
         )
     return get_file(data, file_id)
 
@@ -68,7 +75,7 @@ def file_content(data: AppData, file_id: str) -> tuple[str, bytes]:
     rows = data.db.execute("SELECT filename, content FROM files WHERE id = ?", (file_id,))
     if not rows:
         raise DataNotFoundError(f"no file {file_id!r}; list yours with GET /v1/files")
-    return rows[0]["filename"], bytes(rows[0]["content"])
+    return rows[0]["filename"], data.open_bytes(bytes(rows[0]["content"]), f"file:{file_id}")
 
 
 def list_files(data: AppData, request: PageRequest, purpose: str | None = None) -> dict:

@@ -57,7 +57,8 @@ def ingest_file(data: AppData, store_id: str, file_id: str, embedder: Embedder) 
         return Ingested("gone" if not rows else rows[0]["status"])
     row = rows[0]
     try:
-        document = read_document(row["filename"], bytes(row["content"]))
+        content = data.open_bytes(bytes(row["content"]), f"file:{file_id}")
+        document = read_document(row["filename"], content)
         strategy = ChunkingStrategy.from_openai(json.loads(row["chunking"]))
         chunks = chunk_document(document, strategy)
         if not chunks:

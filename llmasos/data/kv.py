@@ -44,16 +44,17 @@ def kv_set(data: AppData, key: str, value: Any, ttl_s: float | None = None) -> d
         )
     now = time.time()
     expires_at = now + ttl_s if ttl_s is not None else None
+    sealed = data.seal_text(encoded, f"kv:{key}")
     with data.db.transaction() as conn:
         conn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
         old = conn.execute("SELECT length(key) + length(value) FROM kv WHERE key = ?", (key,)).fetchone()
-        grow = len(key) + len(encoded) - (old[0] if old else 0)
+        grow = len(key) + len(sealed) - (old[0] if old else 0)
         require_room(conn, max(0, grow), 0 if old else 1, f"setting key {key[:40]!r}")
         conn.execute(
             "INSERT INTO kv (key, value, expires_at, updated_at) VALUES (?, ?, ?, ?) ON "
             "CONFLICT(key) DO UPDATE "
             "SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
-            (key, encoded, expires_at, now),
+            (key, sealed, expires_at, now),
         )
     return {"key": key, "value": value, "expires_at": expires_at}
 
@@ -64,7 +65,8 @@ def kv_get(data: AppData, key: str) -> dict:
     rows = data.db.execute(f"SELECT value, expires_at FROM kv WHERE key = ? AND {live}", (key, *params))
     if not rows:
         raise DataNotFoundError(f"no key {key[:80]!r} (never set, deleted or expired)")
-    return {"key": key, "value": json.loads(rows[0]["value"]), "expires_at": rows[0]["expires_at"]}
+    value = json.loads(data.open_text(rows[0]["value"], f"kv:{key}"))
+    return {"key": key, "value": value, "expires_at": rows[0]["expires_at"]}
 
 
 def kv_delete(data: AppData, key: str) -> dict:

@@ -11,6 +11,7 @@ from llmasos.errors import AuthenticationError, PermissionDeniedError
 from llmasos.library.store import ModelStore
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog, AuditReport
+from llmasos.security.key_rotation import RotationReport, rotate_master_key
 
 if TYPE_CHECKING:
     from llmasos.kernel.call_trail import CallTrail
@@ -116,17 +117,26 @@ class AdminCalls:
         *,
         force: bool = False,
         progress: bool = False,
+        encrypt: bool = False,
     ) -> dict[str, Any]:
-        """Add a model to the library (see `library.sources`); admin only: it fetches and writes."""
+        """Add a model to the library (see `library.sources`); admin only: it fetches and writes.
+        With `encrypt`, it is stored sealed under the master key (library/encrypted.py)."""
         with self.trail.audited(caller, "models.pull", name or source):
             self._require_admin(caller, "pull models")
             store = ModelStore()
-            return _details(store.pull(source, name, force=force, progress=progress), store)
+            manifest = store.pull(source, name, force=force, progress=progress, encrypt=encrypt)
+            return _details(manifest, store)
 
     def remove_model(self, caller: App, name: str) -> dict[str, Any]:
         with self.trail.audited(caller, "models.remove", name):
             self._require_admin(caller, "remove models")
             return ModelStore().remove(name).to_dict()
+
+    def rotate_master_key(self, caller: App) -> RotationReport:
+        """Re-wrap every data key and encrypted model under a new master key (security/key_rotation.py)."""
+        with self.trail.audited(caller, "keys.rotate", "master"):
+            self._require_admin(caller, "rotate the master key")
+            return rotate_master_key()
 
     # ---- the audit log -------------------------------------------------------------------------
 

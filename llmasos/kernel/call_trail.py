@@ -21,6 +21,7 @@ from llmasos.kernel.kernel import Kernel
 from llmasos.kernel.process import Process, ProcessState
 from llmasos.security.apps import App
 from llmasos.security.audit import AuditLog, AuditRecord
+from llmasos.security.data_keys import AUDIT_PURPOSE, data_keys
 
 #: Errors that mean "not allowed" (audited as denied) rather than "not valid".
 DENIALS = (PermissionDeniedError, QuotaExceededError, AuthenticationError)
@@ -119,8 +120,16 @@ class CallTrail:
                 tokens_out=process.tokens_out,
                 duration_s=time.monotonic() - started.started,
                 interface=self.interface,
-                prompt=started.prompt,
-                output="".join(work.text) if work.keep_text else None,
+                prompt=_sealed(process.app_id, started.prompt),
+                output=_sealed(process.app_id, "".join(work.text) if work.keep_text else None),
                 opens=started.row,
             )
         )
+
+
+def _sealed(owner: str, text: str | None) -> str | None:
+    """Audited content sealed under its app's data key: the hash chain covers the sealed text, so the
+    log still verifies after the app is deleted and its key destroyed, and its content is unreadable."""
+    if text is None or not owner:
+        return text
+    return data_keys().seal_text(owner, text, AUDIT_PURPOSE)

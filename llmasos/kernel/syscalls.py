@@ -42,6 +42,7 @@ from llmasos.kernel.latency import LatencyHistograms
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
 from llmasos.kernel.residency_calls import ResidencyCalls
+from llmasos.kernel.stats_calls import StatsCalls
 from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
@@ -50,7 +51,7 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
     the audit log, (from `ResidencyCalls`) loading and unloading models, and (from `DataCalls`) each
     app's files, vector stores and key-value store."""

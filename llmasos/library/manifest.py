@@ -47,6 +47,9 @@ class ModelManifest:
     origin: tuple[str, ...] = ()
     # Terms and notices stored beside the model (e.g. the Gemma terms), relative paths.
     license_files: tuple[str, ...] = ()
+    # Stored sealed (`models pull --encrypt`, library/encrypted.py): `model_path` names the `.enc` file,
+    # and `sha256`/`file_size` describe the plaintext it decrypts to.
+    encrypted: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (files as a list)."""

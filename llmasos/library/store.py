@@ -26,6 +26,7 @@ from llmasos.errors import (
 )
 from llmasos.library.catalog import DEFAULT_ALIAS, resolve_alias
 from llmasos.library.digest import copy_file, copy_stream, digest_of_digests
+from llmasos.library.encrypted import seal_model_file
 from llmasos.library.manifest import MANIFEST_FILE, ModelManifest, read_manifest, utc_now_iso
 from llmasos.library.model_info import ModelInfo, hf_folder_files, inspect_gguf, inspect_hf_folder
 from llmasos.library.parts import pull_parts
@@ -161,20 +162,32 @@ class ModelStore:
         return manifest
 
     def pull(
-        self, source: str, name: str | None = None, *, force: bool = False, progress: bool = True
+        self,
+        source: str,
+        name: str | None = None,
+        *,
+        force: bool = False,
+        progress: bool = True,
+        encrypt: bool = False,
     ) -> ModelManifest:
         """Add a model from `source` (see `sources.SOURCE_HELP`) under `name`, atomically.
 
         Without `force`, pulling a source that is already stored (under `name`, or under any name when
         none is given) returns the stored manifest without fetching anything; a name taken by another
         source is a ModelSourceError. With `force`, the model is fetched again and replaces the old one.
+        With `encrypt`, the model file is stored sealed under the master key (library/encrypted.py).
         """
         src = parse_source(source)
+        if encrypt and src.kind == "folder":
+            raise InvalidRequestError(
+                "only GGUF models can be stored encrypted; "
+                "convert the folder to GGUF, or pull it without --encrypt"
+            )
         if name is not None:
             name = validate_name(name)
         wanted = name or (src.catalog.name if src.catalog else None)
         if not force:
-            existing = self._stored_copy_of(src, wanted)
+            existing = self._stored_copy_of(src, wanted, encrypt)
             if existing is not None:
                 return existing
             if wanted is not None:
@@ -184,7 +197,7 @@ class ModelStore:
         # The pid in the name lets a later pull remove what a killed one left (mkdtemp makes it 0o700).
         staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING_PREFIX}{os.getpid()}-", dir=self.root))
         try:
-            manifest = self._build(src, staging, wanted, progress)
+            manifest = self._build(src, staging, wanted, progress, encrypt)
             self._commit(staging, manifest.name, force)
         except BaseException:  # Ctrl-C included: leave the store exactly as it was
             shutil.rmtree(staging, ignore_errors=True)
@@ -201,9 +214,14 @@ class ModelStore:
                 log.info("removing %s, left by an interrupted pull", folder.name)
                 shutil.rmtree(folder, ignore_errors=True)
 
-    def _stored_copy_of(self, src: Source, name: str | None) -> ModelManifest | None:
-        """A stored model pulled from the same source (and, for local files, still the same size)."""
-        candidates = [m for m in self.list() if m.source == src.canonical and name in (None, m.name)]
+    def _stored_copy_of(self, src: Source, name: str | None, encrypted: bool = False) -> ModelManifest | None:
+        """A stored model pulled from the same source (and, for local files, still the same size),
+        stored encrypted or not as asked."""
+        candidates = [
+            m
+            for m in self.list()
+            if m.source == src.canonical and name in (None, m.name) and m.encrypted == encrypted
+        ]
         for manifest in candidates:
             if src.path is None:
                 return manifest
@@ -227,7 +245,9 @@ class ModelStore:
             "choose another name with --name, or replace it with --force"
         )
 
-    def _build(self, src: Source, staging: Path, name: str | None, progress: bool) -> ModelManifest:
+    def _build(
+        self, src: Source, staging: Path, name: str | None, progress: bool, encrypt: bool = False
+    ) -> ModelManifest:
         """Fetch, validate and describe the model inside `staging`; writes manifest.json last."""
         fetched = self._fetch(src, staging, progress)
         final_name = name or fetched.derived_name
@@ -237,7 +257,12 @@ class ModelStore:
             validate_name(final_name)
         catalog_license = src.catalog.license if src.catalog else None
         digests, info = fetched.digests, fetched.info
-        files = sorted([*digests, *fetched.license_files])
+        file_size = sum((staging / f).stat().st_size for f in digests)
+        model_path = fetched.model_path
+        if encrypt:  # the plaintext leaves the staging folder before it is renamed into the store
+            model_path = seal_model_file(staging, fetched.model_path)
+        stored = [model_path if f == fetched.model_path else f for f in digests]
+        files = sorted([*stored, *fetched.license_files])
         manifest = ModelManifest(
             name=final_name,
             architecture=info.architecture,
@@ -245,16 +270,17 @@ class ModelStore:
             parameter_count=info.parameter_count,
             quantization=info.quantization,
             context_length=info.context_length,
-            file_size=sum((staging / f).stat().st_size for f in digests),
+            file_size=file_size,
             sha256=digests[fetched.model_path] if fetched.model_path != "." else digest_of_digests(digests),
             source=src.canonical,
             license=info.license or fetched.wheel_license or catalog_license or "unknown",
             has_chat_template=info.has_chat_template,
             files=tuple(files),
-            model_path=fetched.model_path,
+            model_path=model_path,
             created_at=utc_now_iso(),
             origin=fetched.origin,
             license_files=fetched.license_files,
+            encrypted=encrypt,
         )
         fd = create_private(staging / MANIFEST_FILE, exclusive=True)
         with os.fdopen(fd, "w", encoding="utf-8") as f:

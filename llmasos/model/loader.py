@@ -6,11 +6,13 @@ parameters by one function, so the two formats cannot drift apart.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from llmasos.model.native import cpu_kernels
 from llmasos.model.packed_build import PACKED_FORMATS, build_packed_model, can_build_packed
 from llmasos.model.packed_cache import load_cached, save_cached
 from llmasos.model.tokenizer import Tokenizer
+from llmasos.security.sealed_file import decrypt_file, is_sealed
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +93,8 @@ def load_model(
     elif (cached := _cached_packed(path, packed_format, dtype, torch.device(device), keep_dense)) is not None:
         model, tokenizer, config = cached
     else:
-        reader = open_gguf(path)
+        with _plaintext_path(path) as plaintext:
+            reader = open_gguf(plaintext)
         config = config_from_gguf(reader)
         tokenizer = Tokenizer.from_gguf(reader)
         if _packs(packed_format, config, dtype, torch.device(device)):
@@ -106,6 +110,28 @@ def load_model(
     elapsed = time.perf_counter() - start
     logger.info("loaded %s (%s) in %.2fs", path.name, config.architecture, elapsed)
     return LoadedModel(model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed)
+
+
+@contextlib.contextmanager
+def _plaintext_path(path: Path) -> Iterator[Path]:
+    """`path` itself, or for a sealed (encrypted) model a path to its plaintext in memory only: an
+    anonymous memory file (memfd) that the GGUF reader maps like any file and that is freed with its
+    last mapping. A chunk that fails authentication raises before the reader sees a byte."""
+    if not is_sealed(path):
+        yield path
+        return
+    fd = os.memfd_create(f"llmasos-{path.name}", os.MFD_CLOEXEC)
+    try:
+        decrypt_file(path, lambda chunk: _write_all(fd, chunk))
+        yield Path(f"/proc/self/fd/{fd}")  # the reader maps it; the map outlives this descriptor
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _cached_packed(

@@ -9,11 +9,17 @@ tokenizer) to one file, `<model>.gguf.int4.pt`, atomically (a temporary file ren
 The cache names the file it was made from (size and modification time) and this code's layout
 (`CACHE_VERSION`, the kernels' integer range); any mismatch, or an unreadable cache, means a fresh
 build that replaces it. Where the folder is not writable the model is simply built each time.
+
+Beside an encrypted model (`models pull --encrypt`) the cache is sealed the same way
+(`<model>.gguf.enc.int4.pt.enc`, security/sealed_file.py) and decrypted in memory when read: without
+it every load would parse and pack the GGUF again (seconds), and a plaintext cache would put the
+weights back on disk in the clear.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import tempfile
@@ -29,6 +35,7 @@ from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from llmasos.model.tokenizer import Tokenizer
+from llmasos.security.sealed_file import decrypt_file, encrypt_stream, is_sealed
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +45,17 @@ PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 
 def cache_path(gguf_path: Path) -> Path:
-    return gguf_path.with_name(gguf_path.name + ".int4.pt")
+    suffix = ".int4.pt.enc" if is_sealed(gguf_path) else ".int4.pt"
+    return gguf_path.with_name(gguf_path.name + suffix)
+
+
+def _read(path: Path, sealed: bool) -> dict[str, Any]:
+    if not sealed:
+        return torch.load(path, weights_only=True)
+    buffer = io.BytesIO()
+    decrypt_file(path, buffer.write)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
 
 
 def cache_key(gguf_path: Path, int_max: int) -> dict[str, int]:
@@ -57,7 +74,7 @@ def load_cached(gguf_path: Path, int_max: int) -> tuple[LlamaModel, Tokenizer, M
         # pressure, and SmolLM2's decode then swung between 8 and 100 tok/s on this shared machine
         # while the read copy held 45; reading 133 MB (1.27 GB for Qwen2.5-1.5B) costs a fraction of
         # a second, and the engine's RSS is what it really holds.
-        stored = torch.load(path, weights_only=True)
+        stored = _read(path, is_sealed(gguf_path))
         if stored.get("key") != cache_key(gguf_path, int_max):
             logger.info("packed cache %s is stale; packing %s again", path.name, gguf_path.name)
             return None
@@ -92,10 +109,17 @@ def save_cached(
         logger.info("not caching the packed model beside %s: %s", gguf_path, err.strerror)
         return
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(stored, f)
-            f.flush()
-            os.fsync(f.fileno())
+        if is_sealed(gguf_path):
+            os.close(fd)
+            buffer = io.BytesIO()
+            torch.save(stored, buffer)
+            buffer.seek(0)
+            encrypt_stream(buffer, Path(tmp))
+        else:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(stored, f)
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, 0o600)
         os.replace(tmp, path)
     except OSError as err:

@@ -40,6 +40,7 @@ from llmasos.security.audit_seal import (
     write_anchor,
 )
 from llmasos.security.audit_verify import ANCHOR_LOST, AuditReport, first_legacy_break, verify_log
+from llmasos.security.data_keys import AUDIT_PURPOSE, data_keys
 from llmasos.storage.db import Database
 from llmasos.storage.files import create_private
 
@@ -263,7 +264,7 @@ class AuditLog:
         )
         sql += f" WHERE {' AND '.join(where)}" if where else ""
         rows = self.db.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, max(1, int(limit))))
-        return [{**dict(r), "allowed": bool(r["allowed"]), "unfinished": bool(r["unfinished"])} for r in rows]
+        return [_readable(r) for r in rows]
 
     def verify(self) -> AuditReport:
         """Check every row's seal, the chain, and the anchor; the report says exactly what is wrong."""
@@ -275,6 +276,18 @@ class AuditLog:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _readable(row: sqlite3.Row) -> dict:
+    """A row as callers see it: content sealed under its app's data key opened (or noted as shredded)."""
+    keys = data_keys()
+    return {
+        **dict(row),
+        "allowed": bool(row["allowed"]),
+        "unfinished": bool(row["unfinished"]),
+        "prompt": keys.open_text_or_note(row["prompt"], AUDIT_PURPOSE),
+        "output": keys.open_text_or_note(row["output"], AUDIT_PURPOSE),
+    }
 
 
 def _db_head(conn: sqlite3.Connection) -> Anchor:

@@ -22,6 +22,7 @@ from typing import Any
 from llmasos.config import llmasos_home
 from llmasos.errors import WorkflowNotFoundError
 from llmasos.security.apps import App
+from llmasos.security.data_keys import data_keys
 from llmasos.storage.db import Database
 from llmasos.storage.files import private_dir, write_private
 from llmasos.workflows.spec import Workflow, dumps, parse
@@ -72,6 +73,9 @@ def _create_tables(conn: sqlite3.Connection) -> None:
 
 
 MIGRATIONS = [_create_tables]
+
+
+WORKFLOW_PURPOSE = "workflow"
 
 
 @dataclass(frozen=True)
@@ -152,7 +156,7 @@ class RunStore:
                     app.identity,
                     workflow.name,
                     dumps(workflow),
-                    json.dumps(inputs),
+                    _seal(app.identity, json.dumps(inputs)),
                     parent,
                     depth,
                     now,
@@ -168,8 +172,8 @@ class RunStore:
         if not rows or (app is not None and not app.is_admin and rows[0]["app_id"] != app.identity):
             raise WorkflowNotFoundError(f"no workflow run {run_id!r}; `llmasos workflow ps` lists the runs")
         row = dict(rows[0])
-        row["inputs"] = json.loads(row["inputs"])
-        row["output"] = json.loads(row["output"]) if row["output"] is not None else None
+        row["inputs"] = json.loads(_open(row["inputs"]))
+        row["output"] = json.loads(_open(row["output"])) if row["output"] is not None else None
         return row
 
     def spec_of(self, run: dict) -> Workflow:
@@ -201,11 +205,12 @@ class RunStore:
     def set_status(self, run_id: str, status: str, *, error: str | None = None, output: Any = None) -> None:
         now = time.time()
         finished = now if status in FINISHED else None
+        sealed = None if output is None else _seal(self._owner(run_id), json.dumps(output))
         with self.db.transaction() as conn:
             conn.execute(
                 "UPDATE runs SET status = ?, error = ?, output = ?, updated_at = ?, finished_at = ? "
                 "WHERE id = ?",
-                (status, error, None if output is None else json.dumps(output), now, finished, run_id),
+                (status, error, sealed, now, finished, run_id),
             )
             _event(conn, run_id, f"run_{status}", data={"error": error} if error else None)
 
@@ -241,7 +246,7 @@ class RunStore:
     ) -> StepRecord:
         """Commit one result (durable when this returns); a second commit of the same (step, item)
         keeps the first and returns it."""
-        text, blob = self._encode(output)
+        text, blob = self._encode(output, self._owner(run_id))
         now = time.time()
         with self.db.transaction() as conn:
             cursor = conn.execute(
@@ -313,24 +318,31 @@ class RunStore:
 
     # ---- outputs ------------------------------------------------------------------------------
 
-    def _encode(self, output: Any) -> tuple[str | None, str | None]:
+    def _owner(self, run_id: str) -> str:
+        """The identity of the app whose run this is (whose data key seals its data)."""
+        rows = self.db.execute("SELECT app_id FROM runs WHERE id = ?", (run_id,))
+        return rows[0]["app_id"] if rows else ""
+
+    def _encode(self, output: Any, owner: str) -> tuple[str | None, str | None]:
+        """(text, blob name): a result sealed under its app's data key, in the row or, when large,
+        in a blob file named by a digest of its app and content (one app's blob never serves another's)."""
         if output is None:
             return None, None
         text = json.dumps(output, ensure_ascii=False)
         if len(text.encode()) <= BLOB_BYTES:
-            return text, None
-        digest = hashlib.sha256(text.encode()).hexdigest()
+            return _seal(owner, text), None
+        digest = hashlib.sha256(f"{owner}\0{text}".encode()).hexdigest()
         path = self.blobs / f"{digest}.json"
         if not path.exists():
             private_dir(self.blobs)
-            write_private(path, text)  # durable before the row that names it commits
+            write_private(path, _seal(owner, text))  # durable before the row that names it commits
         return None, digest
 
     def _record(self, row: sqlite3.Row) -> StepRecord:
         if row["blob"]:
-            output = json.loads((self.blobs / f"{row['blob']}.json").read_text())
+            output = json.loads(_open((self.blobs / f"{row['blob']}.json").read_text()))
         else:
-            output = json.loads(row["output"]) if row["output"] is not None else None
+            output = json.loads(_open(row["output"])) if row["output"] is not None else None
         return StepRecord(
             row["step"],
             row["item"],
@@ -362,3 +374,12 @@ def _event(
             json.dumps(data) if data else None,
         ),
     )
+
+
+def _seal(owner: str, text: str) -> str:
+    """Run data (inputs, results, outputs) sealed under the app's data key (security/data_keys.py)."""
+    return data_keys().seal_text(owner, text, WORKFLOW_PURPOSE) if owner else text
+
+
+def _open(stored: str) -> str:
+    return data_keys().open_text(stored, WORKFLOW_PURPOSE)

@@ -1,0 +1,74 @@
+"""Per-app data keys: values sealed under them open only as the same app's same value, a rotation of
+the master key keeps every value readable (in this process and a fresh one) without re-encrypting
+anything, and a wrong or missing master key is a clear error before anything is decrypted."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmasos.data.app_data import app_data, delete_app_data
+from llmasos.data.kv import kv_get, kv_set
+from llmasos.errors import DecryptionError, MasterKeyError
+from llmasos.security import master_key
+from llmasos.security.data_keys import DataKeys, data_keys
+from llmasos.security.key_rotation import rotate_master_key
+
+
+@pytest.fixture(autouse=True)
+def no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(master_key.ENV_VAR, raising=False)
+
+
+def test_a_sealed_value_opens_only_as_its_own_app_and_purpose() -> None:
+    keys = data_keys()
+    sealed = keys.seal_text("id:a", "card 4111", "kv:x")
+    assert "4111" not in sealed and keys.open_text(sealed, "kv:x") == "card 4111"
+    with pytest.raises(DecryptionError, match="failed authentication"):
+        keys.open_text(sealed, "kv:y")  # moved to another key
+    forged = sealed.replace("id:a:", "id:b:")
+    keys.seal_text("id:b", "other", "kv:x")
+    with pytest.raises(DecryptionError, match="failed authentication"):
+        keys.open_text(forged, "kv:x")  # moved to another app
+    assert keys.open_text("plain from before", "kv:x") == "plain from before"
+
+
+def test_rotation_keeps_values_readable_without_a_restart_and_after_one() -> None:
+    data = app_data("id:alpha")
+    kv_set(data, "k", {"v": 1})
+    stored_before = data.db.execute("SELECT value FROM kv")[0]["value"]
+    old_id = master_key.configured_key().key_id
+    report = rotate_master_key()
+    assert report.data_keys == 1 and report.old_key_ids == (old_id,)
+    assert master_key.configured_key().key_id == report.new_key_id
+    assert kv_get(data, "k")["value"] == {"v": 1}  # the running process keeps its unwrapped key
+    assert data.db.execute("SELECT value FROM kv")[0]["value"] == stored_before  # nothing re-encrypted
+    fresh = DataKeys(data_keys().path)  # a restarted server unwraps under the new master key
+    assert fresh.open_text(stored_before, "kv:k") == '{"v": 1}'
+    assert fresh.master_key_ids() == {report.new_key_id: 1}
+
+
+def test_wrong_or_missing_master_key_refuses_before_decrypting(monkeypatch: pytest.MonkeyPatch) -> None:
+    kv_set(app_data("id:alpha"), "k", "secret")
+    sealed = app_data("id:alpha").db.execute("SELECT value FROM kv")[0]["value"]
+    saved = master_key.key_file().read_text()
+    master_key.key_file().unlink()
+    with pytest.raises(MasterKeyError, match="none was found"):
+        DataKeys(data_keys().path).open_text(sealed, "kv:k")
+    monkeypatch.setenv(master_key.ENV_VAR, master_key.encode_key(master_key.new_key()))
+    with pytest.raises(MasterKeyError, match="wrapped under master key"):
+        DataKeys(data_keys().path).open_text(sealed, "kv:k")
+    monkeypatch.delenv(master_key.ENV_VAR)
+    master_key.store_key_file(master_key.key_file(), master_key.decode_key(saved, "saved"))
+    assert DataKeys(data_keys().path).open_text(sealed, "kv:k") == '"secret"'
+
+
+def test_deleting_the_app_shreds_its_key_and_its_sealed_values() -> None:
+    kv_set(app_data("id:alpha"), "k", "secret")
+    sealed = app_data("id:alpha").db.execute("SELECT value FROM kv")[0]["value"]
+    wrapped = bytes(data_keys().db.execute("SELECT wrapped FROM data_keys")[0]["wrapped"])
+    delete_app_data("id:alpha")
+    with pytest.raises(DecryptionError, match="data key was destroyed"):
+        data_keys().open_text(sealed, "kv:k")
+    # No copy of the wrapped key is left in the database's free pages or its write-ahead log.
+    folder = data_keys().path.parent
+    assert not any(wrapped in p.read_bytes() for p in folder.iterdir() if p.name.startswith("data_keys.db"))
