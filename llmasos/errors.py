@@ -301,3 +301,15 @@ class StorageQuotaError(LLMasOSError):
 
 class UnsupportedFileError(InvalidRequestError):
     """A file that cannot be read as the format it claims (a PDF that is not one, empty, not text)."""
+
+
+class PersonalDataBlockedError(InvalidRequestError):
+    """The app's privacy policy refuses personal data in this direction, and the input had some.
+
+    The message names the entity types found, never their values."""
+
+    type = "personal_data_blocked"
+
+    def __init__(self, message: str, entity_types: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.entity_types = tuple(entity_types)

@@ -23,6 +23,7 @@ from llmasos.api.model_routes import router as model_router
 from llmasos.api.ollama_routes import router as ollama_router
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
+from llmasos.api.privacy_routes import router as privacy_router
 from llmasos.api.program_calls import close_program_pool
 from llmasos.api.vector_store_routes import router as vector_store_router
 from llmasos.api.workflow_routes import router as workflow_router
@@ -97,6 +98,7 @@ def create_app(
     app.include_router(vector_store_router)
     app.include_router(kv_router)
     app.include_router(data_router)
+    app.include_router(privacy_router)
 
     @app.get("/metrics", tags=["os"], response_class=Response)
     def prometheus(request: Request, _: Admin) -> Response:
