@@ -322,3 +322,15 @@ class PrivacyBudgetError(LLMasOSError):
 
     type = "privacy_budget_exhausted"
     http_status = 403
+
+
+class PersonalDataBlockedError(InvalidRequestError):
+    """The app's privacy policy refuses personal data in this direction, and the input had some.
+
+    The message names the entity types found, never their values."""
+
+    type = "personal_data_blocked"
+
+    def __init__(self, message: str, entity_types: Iterable[str] = ()) -> None:
+        super().__init__(message)
+        self.entity_types = tuple(entity_types)

@@ -27,6 +27,7 @@ LAYERS = {
     "storage": 1,
     "data": 1,  # each app's files, vector stores and key-value data (below the kernel's syscalls)
     "security": 1,
+    "privacy": 1,  # personal-data detection and policy (below the kernel, beside security)
     "library": 1,
     "model": 2,
     "engine": 3,

@@ -23,6 +23,7 @@ from llmasos.api.model_routes import router as model_router
 from llmasos.api.ollama_routes import router as ollama_router
 from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
+from llmasos.api.privacy_routes import router as privacy_router
 from llmasos.api.program_calls import close_program_pool
 from llmasos.api.stats_routes import router as stats_router
 from llmasos.api.vector_store_routes import router as vector_store_router
@@ -99,6 +100,7 @@ def create_app(
     app.include_router(kv_router)
     app.include_router(stats_router)
     app.include_router(data_router)
+    app.include_router(privacy_router)
 
     @app.get("/metrics", tags=["os"], response_class=Response)
     def prometheus(request: Request, _: Admin) -> Response:

@@ -30,6 +30,18 @@ class KernelCollector(Collector):
         yield from self._app_metrics(snap.counters["apps"])
         yield from self._model_metrics(snap.counters["models"])
         yield from self._live_metrics(snap)
+        yield from self._pii_metrics()
+
+    def _pii_metrics(self) -> Iterator[Metric]:
+        """Personal data found, per app, direction and type: counts only, never a value."""
+        found = CounterMetricFamily(
+            "llmasos_pii_detections",
+            "Personal data detected by app, direction and entity type",
+            labels=["app", "direction", "type"],
+        )
+        for (app, direction, entity_type), n in sorted(self.syscalls.pii_counts().items()):
+            found.add_metric([app, direction, entity_type], n)
+        yield found
 
     def _app_metrics(self, apps: dict) -> Iterator[Metric]:
         calls = CounterMetricFamily(

@@ -281,6 +281,8 @@ class AppCreateRequest(_RequestBody):
     capabilities: Annotated[list[Name], Field(max_length=256)] | None = None
     share_prefix_cache: bool = False
     audit_content: bool = False
+    # personal data: a mode for every direction, or {direction: mode} (llmasos/privacy/policy.py)
+    pii: str | dict[str, str] | None = None
 
 
 class ServiceCallRequest(_RequestBody):

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from llmasos.cli.dates import human_time
 from llmasos.cli.local import admin_syscalls, remove_app_on_server, revoke_keys_on_server
+from llmasos.privacy.policy import PiiPolicy
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
 
 if TYPE_CHECKING:
@@ -22,6 +23,14 @@ app = typer.Typer(
     help="Apps: identities with a priority, quotas, capabilities and API keys.", no_args_is_help=True
 )
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+PiiOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pii",
+        help="Personal data: MODE for every direction, or DIRECTION=MODE (repeatable). Modes: off, "
+        "pseudonymize, redact, block; directions: prompts, outputs, documents, audit.",
+    ),
+]
 
 
 def _info(syscalls: Syscalls, caller: App, a: App) -> dict:
@@ -46,6 +55,7 @@ def create(
         bool, typer.Option(help="Share cached prompt prefixes with other apps.")
     ] = False,
     audit_content: Annotated[bool, typer.Option(help="Keep prompts and outputs in the audit log.")] = False,
+    pii: PiiOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Register an app and print its API key (shown once; only a hash is kept)."""
@@ -59,6 +69,7 @@ def create(
         capabilities=tuple(allow or DEFAULT_CAPABILITIES),
         share_prefix_cache=share_prefix_cache,
         audit_content=audit_content,
+        pii=PiiPolicy.parse(pii),
     )
     with admin_syscalls() as (syscalls, admin):
         created, key = syscalls.create_app(admin, new)
@@ -71,6 +82,30 @@ def create(
         f"created app {name!r} ({priority}); the key above is shown once: keep it, it cannot be recovered",
         err=True,
     )
+
+
+@app.command()
+def update(name: str, pii: PiiOpt = None, json_: JsonOpt = False) -> None:
+    """Change an app's settings; a running server applies them from its next request."""
+    if not pii:
+        raise typer.BadParameter("nothing to change: give --pii MODE or --pii DIRECTION=MODE")
+    items = [item.strip() for spec in pii for item in spec.split(",") if item.strip()]
+    with admin_syscalls() as (syscalls, admin):
+        changed = PiiPolicy.parse(items)
+        if all("=" in item for item in items):  # DIRECTION=MODE alone: the other directions stay
+            named = {item.partition("=")[0] for item in items}
+            current = syscalls.get_app(admin, name).pii.as_dict()
+            changed = PiiPolicy(**{**current, **{d: getattr(changed, d) for d in named}})
+        updated = syscalls.update_app(admin, name, pii=changed)
+        info = _info(syscalls, admin, updated)
+    if json_:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"updated app {name!r}: pii {_policy_text(updated.pii)}", err=True)
+
+
+def _policy_text(policy: PiiPolicy) -> str:
+    return " ".join(f"{k}={v}" for k, v in policy.as_dict().items())
 
 
 @app.command("list")
@@ -115,6 +150,8 @@ def show(name: str, json_: JsonOpt = False) -> None:
     for key, value in info.items():
         if key == "created_at":
             value = human_time(value)
+        if key == "pii":
+            value = _policy_text(PiiPolicy.parse(value))
         typer.echo(f"{key:20} {' '.join(value) if isinstance(value, list | tuple) else value}")
 
 

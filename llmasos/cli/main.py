@@ -22,6 +22,7 @@ from llmasos.cli import config as config_cli
 from llmasos.cli import docs as docs_cli
 from llmasos.cli import keys as keys_cli
 from llmasos.cli import models as models_cli
+from llmasos.cli import pii as pii_cli
 from llmasos.cli import plugins as plugins_cli
 from llmasos.cli import workflow as workflow_cli
 from llmasos.errors import AuditIntegrityError, LLMasOSError
@@ -73,6 +74,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(docs_cli.docs_app, name="docs")
 app.add_typer(docs_cli.kv_app, name="kv")
 app.add_typer(keys_cli.app, name="keys")
+app.add_typer(pii_cli.app, name="pii")
 app.command()(run.run)
 app.command()(chat.chat)
 app.command()(call.call)

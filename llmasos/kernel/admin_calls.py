@@ -36,6 +36,13 @@ class AdminCalls:
             created = self.apps.create(app)
             return created, self.apps.issue_key(created.name)
 
+    def update_app(self, caller: App, name: str, **changes: Any) -> App:
+        """Change app `name`'s settings (not its name or id); returns the app as it now is. A running
+        server reads the app at each request, so the change applies to the next one."""
+        with self.trail.audited(caller, "apps.update", name):
+            self._require_admin(caller, "change apps")
+            return self.apps.update(name, **changes)
+
     def remove_app(self, caller: App, name: str) -> None:
         """Remove an app and its keys, and cancel its live processes at once."""
         with self.trail.audited(caller, "apps.remove", name):

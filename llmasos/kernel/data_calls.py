@@ -47,6 +47,9 @@ class DataCalls:
     _ingestor: Ingestor | None = None
     _data_lock = threading.Lock()
     _owner_names: dict[str, str]
+    _private_document: Callable[[App, str, bytes], bytes]  # from PrivacyCalls
+    _private_query: Callable[[App, str], str]
+    _restored_hits: Callable[[App, list[Hit]], list[Hit]]
 
     # ---- wiring ---------------------------------------------------------------------------------
 
@@ -95,7 +98,9 @@ class DataCalls:
 
     def create_file(self, app: App, filename: str, content: bytes, purpose: str = "assistants") -> dict:
         with self.trail.audited(app, "files.create", filename):
-            return files_api.create_file(self._data(app, "files"), filename, content, purpose)
+            data = self._data(app, "files")
+            content = self._private_document(app, filename, content)  # PrivacyCalls
+            return files_api.create_file(data, filename, content, purpose)
 
     def list_files(self, app: App, page: PageRequest, purpose: str | None = None) -> dict:
         with self.trail.audited(app, "files.list"):
@@ -257,6 +262,7 @@ class DataCalls:
             )
         data = self._data(app, "vector_stores")
         stores_api.get_store(data, store_id)  # 404 for an unknown store
+        query = self._private_query(app, query)  # PrivacyCalls: the stored text's placeholders
         vector = None
         if options.mode != "bm25":
             embedder = self._embedder()
@@ -267,7 +273,8 @@ class DataCalls:
             spent[0] += used
             vector = np.asarray(vectors[0], dtype=np.float32)
         touch_store(data, store_id)
-        return search(data, store_id, query, vector, options)
+        hits = search(data, store_id, query, vector, options)
+        return self._restored_hits(app, hits)  # PrivacyCalls
 
     # ---- key-value store ------------------------------------------------------------------------
 

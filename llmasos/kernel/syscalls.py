@@ -39,11 +39,13 @@ from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
+from llmasos.kernel.privacy_calls import PrivacyCalls
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
 from llmasos.kernel.residency_calls import ResidencyCalls
 from llmasos.kernel.stats_calls import StatsCalls
 from llmasos.model.tokenizer import Tokenizer
+from llmasos.privacy.guard import PrivacyGuard
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
 from llmasos.settings import Settings
@@ -51,10 +53,11 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, PrivacyCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
-    the audit log, (from `ResidencyCalls`) loading and unloading models, and (from `DataCalls`) each
-    app's files, vector stores and key-value store."""
+    the audit log, (from `ResidencyCalls`) loading and unloading models, (from `DataCalls`) each
+    app's files, vector stores and key-value store, and (from `PrivacyCalls`) each app's
+    personal-data policy on what goes to a model and what comes back."""
 
     def __init__(
         self,
@@ -77,6 +80,8 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
         kernel.on_finish.append(self._settle_tokens)
         self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
         kernel.on_finish.append(self.latency.observe)
+        self.privacy = PrivacyGuard()  # apps' personal-data policies (privacy_calls.py)
+        self._restorers = {}  # pid -> what restores its placeholders in the text it sends back
 
     @property
     def audit(self) -> AuditLog | None:
@@ -138,6 +143,7 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
     ) -> Process:
         """Start a completion of `prompt` (text as is, or token ids)."""
         if isinstance(prompt, str):
+            prompt = self._private_prompt(app, "generate", model, prompt)
             request = PromptRequest(lambda tok: tok.encode(prompt), (prompt,), lambda: prompt)
         else:
             ids = list(prompt)
@@ -156,6 +162,7 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
     ) -> Process:
         """Start a chat completion: the model's chat template over `messages` (and `tools`, the
         OpenAI-style definitions of the functions it may call, in the template's tool format)."""
+        messages = self._private_messages(app, "chat", model, messages)
         contents = tuple(m["content"] for m in messages if isinstance(m.get("content"), str))
         tools = self.offered_tools(app, tools)
         request = PromptRequest(
@@ -178,7 +185,7 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
     def events(self, app: App, pid: int, timeout: float | None = None) -> Iterator[Event]:
         """The process's events (text deltas, then a final one)."""
         self._visible(app, pid)
-        return self.kernel.events(pid, timeout)
+        return self._restored_events(pid, self.kernel.events(pid, timeout))
 
     def allowed_model(self, app: App, model: str) -> str:
         """The canonical name of `model`, if `app` may use it; PermissionDeniedError otherwise."""
@@ -219,7 +226,7 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
     def subscribe(self, app: App, pid: int, callback: Callable[[Event], None]) -> None:
         """Deliver the process's events to `callback` instead of `events()` (see Kernel.subscribe)."""
         self._visible(app, pid)
-        self.kernel.subscribe(pid, callback)
+        self.kernel.subscribe(pid, self._restoring(pid, callback))
 
     def _start(
         self,
@@ -337,10 +344,18 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls):
                 app_id=app.identity,
             )
             kernel.limiter.reserve(app.name, process.pid, wanted, now)
-            self.trail.begin(process, call, started, request.audit_text() if app.audit_content else None)
+            self._watch_output(app, process.pid)
+            self.trail.begin(process, call, started, self._audit_content(app, request))
             kernel.admit(process, work)
         self.cancel_if_removed(app, process)
         return process
+
+    def _audit_content(self, app: App, request: PromptRequest) -> str | None:
+        """What the audit row keeps of the prompt: nothing unless the app opted in; then the text the
+        model saw, with the audit direction's policy applied to it as well."""
+        if not app.audit_content:
+            return None
+        return self.private_text(app, "audit", request.audit_text(), "the audit content")
 
     def _tokenize(self, request: PromptRequest, tokenizer: Any) -> list[int]:
         """The prompt's ids, computed on the small tokenizing pool: off the event loop and the

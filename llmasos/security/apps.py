@@ -21,6 +21,7 @@ from pathlib import Path
 
 from llmasos.config import llmasos_home
 from llmasos.errors import AppExistsError, AppNotFoundError, AuthenticationError, InvalidRequestError
+from llmasos.privacy.policy import PiiPolicy
 from llmasos.security.keys import key_digest, key_hint, new_key
 from llmasos.storage.db import Database
 
@@ -47,6 +48,7 @@ class App:
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     share_prefix_cache: bool = False  # opt in to sharing cached prompt prefixes with other apps
     audit_content: bool = False  # opt in to keeping prompts and outputs in the audit log
+    pii: PiiPolicy = field(default_factory=PiiPolicy)  # personal data per direction (privacy/policy.py)
     created_at: float = field(default_factory=time.time)
     id: str = ""  # given by the registry when the app is created; never reused by another app
 
@@ -66,6 +68,7 @@ class App:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidRequestError(f"{quota} must be an integer >= 0 (0 = unlimited), got {value!r}")
         object.__setattr__(self, "capabilities", tuple(self.capabilities))
+        object.__setattr__(self, "pii", PiiPolicy.parse(self.pii))
         for cap in self.capabilities:
             kind, _, name = cap.partition(":")
             if cap != "admin" and (kind not in CAPABILITY_KINDS or not name):
@@ -228,4 +231,5 @@ class AppRegistry:
 def _app_from_json(text: str) -> App:
     fields = json.loads(text)
     fields["capabilities"] = tuple(fields.get("capabilities", DEFAULT_CAPABILITIES))
+    fields["pii"] = PiiPolicy.parse(fields.get("pii"))
     return App(**fields)

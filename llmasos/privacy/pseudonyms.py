@@ -1,0 +1,102 @@
+"""What is done to personal data once found: a stable placeholder in its place (`<PERSON_1>`), kept
+in the app's vault so that what comes back can be restored; or its type (`[PERSON]`), for good.
+
+The vault lives in the server's memory only: the values it maps are never written anywhere (not to
+`$LLMASOS_HOME`, not to a log). Placeholders are stable per app while the server runs, so a value
+pseudonymized in a stored document and the same value in a later prompt read alike to the model.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+from llmasos.privacy.entities import Detection
+
+PLACEHOLDER = re.compile(r"<([A-Z][A-Z_]*)_(\d+)>")
+#: What a placeholder's beginning can look like, cut anywhere: "<", "<PER", "<PERSON_", "<PERSON_1".
+_PLACEHOLDER_PREFIX = re.compile(r"<(?:[A-Z][A-Z_]*\d*)?")
+_LONGEST_PLACEHOLDER = 40
+
+
+class PseudonymVault:
+    """One app's values and their placeholders, both ways. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._placeholders: dict[str, str] = {}  # value -> placeholder
+        self._values: dict[str, str] = {}  # placeholder -> value
+        self._numbers: Counter[str] = Counter()  # entity type -> placeholders given
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def placeholder(self, entity_type: str, value: str) -> str:
+        """The value's placeholder, the same every time it is asked for."""
+        with self._lock:
+            known = self._placeholders.get(value)
+            if known is not None:
+                return known
+            self._numbers[entity_type] += 1
+            placeholder = f"<{entity_type}_{self._numbers[entity_type]}>"
+            self._placeholders[value] = placeholder
+            self._values[placeholder] = value
+            return placeholder
+
+    def restore(self, text: str) -> str:
+        """`text` with each placeholder of this vault back to its value (others left as they are)."""
+        return PLACEHOLDER.sub(lambda m: self._values.get(m.group(0), m.group(0)), text)
+
+
+def pseudonymize(text: str, detections: list[Detection], vault: PseudonymVault) -> str:
+    return _replace(text, detections, lambda d: vault.placeholder(d.entity_type, text[d.start : d.end]))
+
+
+def redact(text: str, detections: list[Detection]) -> str:
+    return _replace(text, detections, lambda d: f"[{d.entity_type}]")
+
+
+def redact_placeholders(text: str) -> str:
+    """Placeholders shown as their type only: `<PERSON_1>` -> `[PERSON]`."""
+    return PLACEHOLDER.sub(lambda m: f"[{m.group(1)}]", text)
+
+
+def outside_placeholders(text: str, detections: list[Detection]) -> list[Detection]:
+    """The detections that touch no placeholder already in `text` (a pseudonymized document quoted in
+    a prompt must keep its placeholders, not have them read as names)."""
+    taken = [m.span() for m in PLACEHOLDER.finditer(text)]
+    return [d for d in detections if not any(d.start < end and start < d.end for start, end in taken)]
+
+
+def _replace(text: str, detections: list[Detection], by: Callable[[Detection], str]) -> str:
+    parts, position = [], 0
+    for d in sorted(detections, key=lambda d: d.start):
+        parts += [text[position : d.start], by(d)]
+        position = d.end
+    return "".join(parts) + text[position:]
+
+
+class StreamRestorer:
+    """Applies `restore` to a stream of text deltas, so that a placeholder cut across deltas
+    (`<PERS` + `ON_1>`) is restored whole: a delta's tail that could begin a placeholder is held
+    back until the next delta shows what it is. Text that cannot is passed on at once."""
+
+    def __init__(self, restore: Callable[[str], str]) -> None:
+        self.restore = restore
+        self._held = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._held + delta
+        cut = text.rfind("<")
+        if cut != -1 and len(text) - cut <= _LONGEST_PLACEHOLDER and _PLACEHOLDER_PREFIX.fullmatch(text, cut):
+            text, self._held = text[:cut], text[cut:]
+        else:
+            self._held = ""
+        return self.restore(text)
+
+    def flush(self) -> str:
+        """What is held back, at the stream's end."""
+        text, self._held = self._held, ""
+        return self.restore(text)
