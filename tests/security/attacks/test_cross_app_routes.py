@@ -179,6 +179,10 @@ ROUTES: dict[tuple[str, str], tuple[str, str, dict | None]] = {
     ("DELETE", "/os/kv/{key:path}"): (OWNED, "/os/kv/alpha-key", None),
     ("GET", "/os/apps/{name}/data"): (OWNED, "/os/apps/alpha/data", None),
     ("PUT", "/os/apps/{name}/data/quota"): (ADMIN, "/os/apps/alpha/data/quota", {"max_bytes": 1}),
+    # privacy: any app may analyze its own text and read usage released with differential privacy
+    ("POST", "/os/pii/analyze"): (CALLER, "/os/pii/analyze", {"text": "call Ann at 555-0100"}),
+    ("GET", "/os/stats"): (CALLER, "/os/stats", None),
+    ("PUT", "/os/stats/budgets/{name}"): (ADMIN, "/os/stats/budgets/beta", {"epsilon": 1000}),
 }
 
 
