@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import re
 import time
 from collections.abc import Iterable, Iterator
@@ -28,7 +27,7 @@ from llmasos.model.native import cpu_kernels
 from llmasos.model.packed_build import PACKED_FORMATS, build_packed_model, can_build_packed
 from llmasos.model.packed_cache import load_cached, save_cached
 from llmasos.model.tokenizer import Tokenizer
-from llmasos.security.sealed_file import decrypt_file, is_sealed
+from llmasos.security.sealed_file import is_sealed, plaintext_in_memory
 
 logger = logging.getLogger(__name__)
 
@@ -114,24 +113,13 @@ def load_model(
 
 @contextlib.contextmanager
 def _plaintext_path(path: Path) -> Iterator[Path]:
-    """`path` itself, or for a sealed (encrypted) model a path to its plaintext in memory only: an
-    anonymous memory file (memfd) that the GGUF reader maps like any file and that is freed with its
-    last mapping. A chunk that fails authentication raises before the reader sees a byte."""
+    """`path` itself, or for a sealed (encrypted) model its plaintext in memory only (the GGUF reader
+    maps it; the map outlives the `with`)."""
     if not is_sealed(path):
         yield path
         return
-    fd = os.memfd_create(f"llmasos-{path.name}", os.MFD_CLOEXEC)
-    try:
-        decrypt_file(path, lambda chunk: _write_all(fd, chunk))
-        yield Path(f"/proc/self/fd/{fd}")  # the reader maps it; the map outlives this descriptor
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
+    with plaintext_in_memory(path) as plaintext:
+        yield plaintext
 
 
 def _cached_packed(

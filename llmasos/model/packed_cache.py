@@ -35,7 +35,7 @@ from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from llmasos.model.tokenizer import Tokenizer
-from llmasos.security.sealed_file import decrypt_file, encrypt_stream, is_sealed
+from llmasos.security.sealed_file import encrypt_stream, is_sealed, plaintext_in_memory
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,10 @@ def cache_path(gguf_path: Path) -> Path:
 def _read(path: Path, sealed: bool) -> dict[str, Any]:
     if not sealed:
         return torch.load(path, weights_only=True)
-    buffer = io.BytesIO()
-    decrypt_file(path, buffer.write)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
+    # Decrypted into anonymous memory and mapped from there: no copy into a second buffer, and
+    # (unlike a mapped file on disk) nothing the OS can drop and read back from the file.
+    with plaintext_in_memory(path) as plaintext:
+        return torch.load(plaintext, weights_only=True, mmap=True)
 
 
 def cache_key(gguf_path: Path, int_max: int) -> dict[str, int]:

@@ -18,11 +18,12 @@ file and the chunk. Decryption goes to memory only; a caller gets all of the pla
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -168,6 +169,25 @@ def decrypt_file(path: Path, write: Callable[[bytes], object]) -> int:
             if last:
                 return size
             index, chunk = index + 1, following
+
+
+@contextlib.contextmanager
+def plaintext_in_memory(path: Path) -> Iterator[Path]:
+    """A path to the plaintext of sealed `path` that lives in memory only: an anonymous memory file
+    (memfd) that a reader may open or map like any file; its memory is freed with its last mapping
+    once the `with` ends. A chunk that fails authentication raises before anyone sees a byte."""
+    fd = os.memfd_create(f"llmasos-{Path(path).name}", os.MFD_CLOEXEC)
+    try:
+        decrypt_file(path, lambda chunk: _write_all(fd, chunk))
+        yield Path(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _open_chunk(aead: AESGCM, header: Header, index: int, chunk: bytes, last: bool, path: Path) -> bytes:

@@ -174,3 +174,36 @@ def test_rotation_rewraps_model_headers_and_the_old_key_no_longer_opens(
     master_key.store_key_file(master_key.key_file(), master_key.decode_key(old, "old"))
     with pytest.raises(MasterKeyError, match=f"wrapped under master key {report.new_key_id}"):
         _decrypt(store.model_path("secret"))
+
+
+def test_an_encrypted_models_packed_cache_is_sealed_and_serves_the_next_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gguf
+
+    from llmasos.config import EngineConfig
+    from llmasos.engine.engine import LLMEngine
+    from llmasos.engine.sampling import SamplingParams
+    from llmasos.model import loader, packed_cache
+    from tests.helpers.tiny_model import TinySpec
+
+    plain_path, _ = write_tiny_gguf(tmp_path / "q.gguf", TinySpec(qtype=gguf.GGMLQuantizationType.Q4_1))
+    path = tmp_path / "q.gguf.enc"
+    sealed_file.encrypt_file(plain_path, path, chunk_bytes=CHUNK)
+    first = load_model(path, packed_format="int4")
+    if first.model.native_layers is None:
+        pytest.skip("the cache holds the C++ kernels' layout; they do not build here")
+    cache = packed_cache.cache_path(path)
+    assert cache.name == "q.gguf.enc.int4.pt.enc" and sealed_file.is_sealed(cache)
+    assert not (tmp_path / "q.gguf.enc.int4.pt").exists()
+
+    def not_opened(*_args: object) -> None:
+        raise AssertionError("the sealed cache should have served this load")
+
+    monkeypatch.setattr(loader, "open_gguf", not_opened)
+    second = load_model(path, packed_format="int4")
+    monkeypatch.undo()
+    greedy = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    config = EngineConfig(kv_cache_bytes=4 * 1024 * 1024)
+    want = LLMEngine(first, config).generate([[1, 5, 9, 14]], greedy)
+    assert LLMEngine(second, config).generate([[1, 5, 9, 14]], greedy) == want
