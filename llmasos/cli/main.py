@@ -24,6 +24,7 @@ from llmasos.cli import keys as keys_cli
 from llmasos.cli import models as models_cli
 from llmasos.cli import pii as pii_cli
 from llmasos.cli import plugins as plugins_cli
+from llmasos.cli import top as top_cli
 from llmasos.cli import workflow as workflow_cli
 from llmasos.errors import AuditIntegrityError, LLMasOSError
 
@@ -82,6 +83,7 @@ app.command()(ask.ask)
 app.command()(ask.voice)
 app.command()(serve.serve)
 app.command()(processes.ps)
+app.command()(top_cli.top)
 app.command()(audit.audit)
 
 # Ollama's habits: `pull`, `list`, `show`, `rm` at the top level run the `models` verbs themselves (same
