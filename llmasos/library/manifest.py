@@ -47,6 +47,10 @@ class ModelManifest:
     origin: tuple[str, ...] = ()
     # Terms and notices stored beside the model (e.g. the Gemma terms), relative paths.
     license_files: tuple[str, ...] = ()
+    # The engine's packed form of the weights (model/packed_cache.py), written beside the model file by
+    # its first packed load: its file name and hex sha256 when it was written ("" until then).
+    packed_file: str = ""
+    packed_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (files as a list)."""
