@@ -48,6 +48,8 @@ def library_loader(
     def load(name: str) -> tuple[Any, int]:
         config = settings.engine_config(engine_config, name)
         engine = LLMEngine.from_path(str(store.model_path(name)), config)
+        if (written := engine.loaded.packed_cache_written) is not None:
+            store.record_packed_cache(name, *written)
         return engine, engine.memory_bytes
 
     def estimate(name: str) -> int:

@@ -50,6 +50,10 @@ class ModelManifest:
     # Stored sealed (`models pull --encrypt`, library/encrypted.py): `model_path` names the `.enc` file,
     # and `sha256`/`file_size` describe the plaintext it decrypts to.
     encrypted: bool = False
+    # The engine's packed form of the weights (model/packed_cache.py), written beside the model file by
+    # its first packed load: its file name and hex sha256 when it was written ("" until then).
+    packed_file: str = ""
+    packed_sha256: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (files as a list)."""

@@ -8,6 +8,7 @@ exactly as before. Directories are 0o700 and files 0o600: the state directory is
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -152,6 +153,23 @@ class ModelStore:
                 f"{path}: model file missing; run `llmasos models rm {manifest.name}` and pull it again"
             )
         return path
+
+    def record_packed_cache(self, name: str, file: str, sha256: str) -> ModelManifest:
+        """Record the packed cache a load wrote beside `name`'s file (its name and digest) in the manifest,
+        replaced atomically (a reader sees the old manifest or the new one)."""
+        manifest = self.get(name)
+        updated = dataclasses.replace(manifest, packed_file=file, packed_sha256=sha256)
+        model_dir = self.root / manifest.name
+        fd, tmp = tempfile.mkstemp(dir=model_dir, prefix=".manifest-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(updated.to_json())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, model_dir / MANIFEST_FILE)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return updated
 
     def remove(self, name: str) -> ModelManifest:
         """Delete a model; returns its manifest. Renamed aside first so no reader sees it half-deleted."""

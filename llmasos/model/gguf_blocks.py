@@ -10,6 +10,10 @@ The 8-bit-exact formats (Q8_0, Q6_K) are "q * d" with q small integers and d per
 Q8_0, 16 for Q6_K): they convert to int8 with a scale per group (`int8_groups`), exactly, for the
 embedding table.
 
+Every block format, 4-bit or more, is also "q * d + m" over groups of 16 with q in int8
+(`int8_group_values`): the engine's 8-bit grouped layout (group_linear.Int8GroupLinear), which computes
+Q5_0, Q5_1, Q5_K, Q6_K and Q8_0 projections as stored rather than re-quantized to 4 bits.
+
 Everything else is dequantized with gguf-py a slice of rows at a time (`dequantize_rows`), so no
 step holds more than a slice of float32 values.
 """
@@ -27,6 +31,10 @@ from llmasos.errors import ModelFormatError, UnsupportedModelError
 Q = gguf.GGMLQuantizationType
 INT4_TYPES = (Q.Q4_0, Q.Q4_1, Q.Q4_K)
 INT8_GROUP_TYPES = {Q.Q8_0: 32, Q.Q6_K: 16}
+# Every format `int8_group_values` reads as stored (the rest are re-quantized from their float values).
+EIGHT_BIT_TYPES = (Q.Q5_0, Q.Q5_1, Q.Q5_K, Q.Q6_K, Q.Q8_0)  # more than 4 bits a weight: held in 8
+BLOCK_TYPES = (*INT4_TYPES, *EIGHT_BIT_TYPES)
+SUB_GROUP = 16  # inputs per d and m of the 8-bit grouped layout
 # Rows dequantized at a time: a slice of a 1,536-wide matrix is 25 MB of float32.
 ROWS_PER_SLICE = 4096
 
@@ -115,6 +123,62 @@ def int8_groups(tensor: gguf.ReaderTensor) -> tuple[torch.Tensor, torch.Tensor]:
         q[r0 : r0 + n] = torch.from_numpy(ints.astype(np.int8).reshape(n, cols))
         scales[r0 : r0 + n] = torch.from_numpy(sub)
     return q, scales
+
+
+def int8_group_values(
+    tensor: gguf.ReaderTensor, rows: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q (out, in) int8, d and m (out, in/16) float32) with weights q * d + m exactly as the file means
+    them, for every format in BLOCK_TYPES (its `rows` only).
+
+    d and m come from each block's header; q is read back from gguf-py's dequantized values as
+    (w - m) / d rounded, which is exact: w is d q + m up to one float rounding, far below half a step."""
+    kind = tensor.tensor_type
+    if kind in INT4_TYPES:
+        q, d, m = int4_groups(tensor, rows)
+        return q.to(torch.int8), d.repeat_interleave(2, 1), m.repeat_interleave(2, 1)
+    blocks = _row_blocks(tensor)[rows]
+    if kind == Q.Q8_0:  # d, qs[32] int8
+        d = np.repeat(_f16(blocks, 0)[..., 0], 2, axis=-1)
+        q = blocks[..., 2:].view(np.int8).reshape(blocks.shape[0], -1)
+        return _int8_groups_tensors(q, d, np.zeros_like(d))
+    d, m = _group_scales(blocks, kind)
+    n = blocks.shape[0]
+    values = gguf.quants.dequantize(blocks.reshape(n, -1), kind).reshape(n, -1, SUB_GROUP)
+    safe = np.where(d == 0, 1, d)
+    q = np.clip(np.rint((values - m[..., None]) / safe[..., None]), -128, 127).astype(np.int8)
+    return _int8_groups_tensors(q.reshape(n, -1), d, m)
+
+
+def _group_scales(blocks: np.ndarray, kind: Q) -> tuple[np.ndarray, np.ndarray]:
+    """d and m (rows, in/16) of a Q5_0, Q5_1, Q5_K or Q6_K tensor's blocks, from their headers."""
+    n = blocks.shape[0]
+    if kind == Q.Q5_0:  # d, qh[4], qs[16]; w = d (q - 16)
+        d = _f16(blocks, 0)[..., 0]
+        d, m = d, -16 * d
+    elif kind == Q.Q5_1:  # d, m, qh[4], qs[16]; w = d q + m
+        d, m = _f16(blocks, 0)[..., 0], _f16(blocks, 2)[..., 0]
+    elif kind == Q.Q5_K:  # d, dmin, scales[12], qh[32], qs[128]; sub-block j of 32: w = d sc_j q - dmin m_j
+        flat = blocks.reshape(-1, blocks.shape[-1])
+        sc, mins = gguf.quants.Q4_K.get_scale_min(flat[:, 4:16])
+        d = (_f16(flat, 0) * sc.astype(np.float32)).reshape(n, -1)
+        m = -(_f16(flat, 2) * mins.astype(np.float32)).reshape(n, -1)
+    elif kind == Q.Q6_K:  # ql[128], qh[64], scales[16] int8, d; sub-block j of 16: w = d sc_j (q - 32)
+        d = (_f16(blocks, 208) * blocks[..., 192:208].view(np.int8).astype(np.float32)).reshape(n, -1)
+        return d, np.zeros_like(d)
+    else:
+        raise ValueError(f"{kind.name} is not a block format")
+    return np.repeat(d, 2, axis=-1), np.repeat(m, 2, axis=-1)  # per 32 -> per 16
+
+
+def _int8_groups_tensors(
+    q: np.ndarray, d: np.ndarray, m: np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return (
+        torch.from_numpy(np.ascontiguousarray(q, dtype=np.int8)),
+        torch.from_numpy(np.ascontiguousarray(d, dtype=np.float32)),
+        torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)),
+    )
 
 
 def dequantize_rows(

@@ -1,6 +1,6 @@
-"""Integer forms of float weights, as the int layers (quant_linear.py) hold them: 4-bit groups of 32
-(`int4_requantize`), their integer constants for the C++ kernels (`integer_groups`), and per-row int8
-(`int8_rows`)."""
+"""Integer forms of float weights, as the int layers (quant_linear.py, group_linear.py) hold them: 4-bit
+groups of 32 (`int4_requantize`), their integer constants for the C++ kernels (`integer_groups`), 8-bit
+groups of 16 (`int8_group_requantize`) and per-row int8 (`int8_rows`)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,16 @@ def int4_requantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     scale = ((hi - lo) / 15).clamp(min=1e-12)
     q = torch.round((groups - lo[..., None]) / scale[..., None]).clamp(0, 15)
     return q.to(torch.uint8).view(out_features, in_features), scale, lo
+
+
+def int8_group_requantize(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q (out, in) int8, d, m (out, in/16) float32) of a float weight (F16, BF16, F32 tensors): symmetric
+    groups of 16, d = the group's largest |w| / 127, m = 0; a weight moves by at most d / 2."""
+    out_features, in_features = weight.shape
+    groups = weight.float().view(out_features, in_features // 16, 16)
+    d = groups.abs().amax(-1) / 127
+    q = torch.round(groups / torch.where(d > 0, d, 1)[..., None]).clamp(-127, 127)
+    return q.to(torch.int8).view(out_features, in_features), d, torch.zeros_like(d)
 
 
 def int8_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ from llmasos.model.layers import rope_inv_freq
 from llmasos.model.llama import LlamaModel
 from llmasos.model.native import cpu_kernels
 from llmasos.model.packed_build import PACKED_FORMATS, build_packed_model, can_build_packed
-from llmasos.model.packed_cache import load_cached, save_cached
+from llmasos.model.packed_cache import cache_path, load_cached, save_cached
 from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.sealed_file import is_sealed, plaintext_in_memory
 
@@ -55,6 +55,9 @@ class LoadedModel:
     tokenizer: Tokenizer
     config: ModelConfig
     load_seconds: float
+    # (file name, hex sha256) of the packed cache this load wrote beside the file, for the library's
+    # manifest; None where it read one or wrote none.
+    packed_cache_written: tuple[str, str] | None = None
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -86,6 +89,7 @@ def load_model(
     """
     start = time.perf_counter()
     path = Path(path)
+    written = None
     if path.is_dir():
         config, tokenizer, tensors = _read_hf_folder(path)
         model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
@@ -102,13 +106,16 @@ def load_model(
             kernels = cpu_kernels()
             if not keep_dense and kernels is not None and model.native_layers is not None:
                 template = field_value(reader, "tokenizer.chat_template")
-                save_cached(path, kernels.Q4_INT_MAX, model, tokenizer, config, template)
+                digest = save_cached(path, kernels.Q4_INT_MAX, model, tokenizer, config, template)
+                written = None if digest is None else (cache_path(path).name, digest)
         else:
             tensors = iter_gguf_tensors(reader, config)
             model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
     elapsed = time.perf_counter() - start
     logger.info("loaded %s (%s) in %.2fs", path.name, config.architecture, elapsed)
-    return LoadedModel(model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed)
+    return LoadedModel(
+        model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed, packed_cache_written=written
+    )
 
 
 @contextlib.contextmanager

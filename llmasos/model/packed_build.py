@@ -5,10 +5,14 @@ weight before packing it: 7 GB for Qwen2.5-1.5B (10 GB peak RSS against 3.9 GB a
 projection goes from the memory-mapped blocks to its packed layer directly, so a load holds at most
 one projection's temporaries beyond what the model keeps:
 
-- Q4_0, Q4_1 and Q4_K tensors keep the file's own q, d and m (gguf_blocks.int4_groups): exact up to the
-  kernels' integer rounding of d and m (quant_linear.Int4Linear).
-- Other formats in a projection (Q5_*, Q6_K, Q8_0, F16, BF16, F32) are dequantized one tensor at a time
-  and re-quantized to 4-bit groups of 32 (int_weights.int4_requantize), as the float32 path did.
+- Projections with a part of more than 4 bits per weight in a block format (Q5_0, Q5_1, Q5_K, Q6_K,
+  Q8_0) become 8-bit groups of 16 holding every part's q, d and m exactly (gguf_blocks.int8_group_values,
+  group_linear.Int8GroupLinear): computed as stored, where they were re-quantized to 4 bits before. A
+  float part among them (F16, BF16, F32) is rounded to those groups (int_weights.int8_group_requantize).
+- Other projections are 4-bit: Q4_0, Q4_1 and Q4_K parts keep the file's own q, d and m
+  (gguf_blocks.int4_groups), exact up to the kernels' integer rounding of d and m (quant_linear.Int4Linear);
+  float parts are dequantized one tensor at a time and re-quantized to 4-bit groups of 32
+  (int_weights.int4_requantize), as the float32 path does (an F16 model stays the size of a 4-bit one).
 - The embedding table stays in the file's integers where they are 8-bit exact (Q8_0, Q6_K; Q8Embedding),
   else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time.
 
@@ -25,17 +29,21 @@ from torch import nn
 from llmasos.errors import ModelFormatError
 from llmasos.model.config import ModelConfig
 from llmasos.model.gguf_blocks import (
+    BLOCK_TYPES,
+    EIGHT_BIT_TYPES,
     INT4_TYPES,
     INT8_GROUP_TYPES,
     ROWS_PER_SLICE,
     dequantize,
     dequantize_rows,
     int4_groups,
+    int8_group_values,
     int8_groups,
     tensor_shape,
 )
 from llmasos.model.gguf_weights import PERMUTED_QK_ARCHITECTURES, unpermute_qk
-from llmasos.model.int_weights import int4_requantize
+from llmasos.model.group_linear import Int8GroupLinear
+from llmasos.model.int_weights import int4_requantize, int8_group_requantize
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, Int4Linear, Int8Linear
@@ -152,22 +160,48 @@ class _Packer:
                 )
             setattr(layer, name, packed)
 
-    def linear(self, parts: list[tuple[str, int | None]], bias: torch.Tensor | None = None) -> Int4Linear:
+    def linear(self, parts: list[tuple[str, int | None]], bias: torch.Tensor | None = None) -> nn.Module:
         """The fused projection of `parts` (name, heads to un-permute or None), stacked by rows."""
-        groups = [self.groups(_take(self.tensors, name), heads) for name, heads in parts]
+        for name, _ in parts:
+            if name not in self.tensors:
+                raise ModelFormatError(f"model file lacks tensor {name}")
+        kinds = [self.tensors[name].tensor_type for name, _ in parts]
+        four_bit = not any(kind in EIGHT_BIT_TYPES for kind in kinds)
+        values = int4_values if four_bit else int8_values
+        groups = [values(_take(self.tensors, name), heads) for name, heads in parts]
         q, d, m = (torch.cat([g[j] for g in groups]) for j in range(3))
-        return Int4Linear.from_groups(q, d, m, bias, self.max_quant_tokens, self.keep_dense)
+        kind = Int4Linear if four_bit else Int8GroupLinear
+        return kind.from_groups(q, d, m, bias, self.max_quant_tokens, self.keep_dense)
 
-    def groups(
-        self, tensor: gguf.ReaderTensor, heads: int | None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        if len(tensor_shape(tensor)) != 2:
-            raise ModelFormatError(f"tensor {tensor.name} has shape {tensor_shape(tensor)}, not a matrix")
-        if tensor.tensor_type in INT4_TYPES:
-            q, d, m = int4_groups(tensor)
-        else:
-            q, d, m = int4_requantize(dequantize(tensor))
-        return _unpermuted(q, heads), _unpermuted(d, heads), _unpermuted(m, heads)
+
+def int4_values(
+    tensor: gguf.ReaderTensor, heads: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, d, m) of a matrix in the 4-bit layout (the file's own for 4-bit formats, else re-quantized), rows
+    un-permuted for `heads`."""
+    _check_matrix(tensor)
+    exact = tensor.tensor_type in INT4_TYPES
+    values = int4_groups(tensor) if exact else int4_requantize(dequantize(tensor))
+    return tuple(_unpermuted(v, heads) for v in values)
+
+
+def int8_values(
+    tensor: gguf.ReaderTensor, heads: int | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q, d, m) of any matrix in the 8-bit grouped layout (exact for block formats), rows un-permuted."""
+    _check_matrix(tensor)
+    if tensor.tensor_type in BLOCK_TYPES:
+        starts = range(0, tensor_shape(tensor)[0], ROWS_PER_SLICE)
+        slices = [int8_group_values(tensor, slice(r, r + ROWS_PER_SLICE)) for r in starts]
+        values = tuple(torch.cat([part[j] for part in slices]) for j in range(3))
+    else:
+        values = int8_group_requantize(dequantize(tensor))
+    return tuple(_unpermuted(v, heads) for v in values)
+
+
+def _check_matrix(tensor: gguf.ReaderTensor) -> None:
+    if len(tensor_shape(tensor)) != 2:
+        raise ModelFormatError(f"tensor {tensor.name} has shape {tensor_shape(tensor)}, not a matrix")
 
 
 def _embedding(tensor: gguf.ReaderTensor, config: ModelConfig) -> nn.Module:

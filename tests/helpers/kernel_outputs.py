@@ -2,21 +2,33 @@
 
     python -m tests.helpers.kernel_outputs TINY_GGUF OUT.pt    (with LLMASOS_NATIVE_ISA=avx2, say)
 
-Covers every path whose instructions differ between the AVX2 and the AVX-512 VNNI builds: the 4-bit
-and int8 GEMMs at 1-3 tokens and in panels (with a one-block rest and tiles of every width), and
-the whole C++ forward step of a tiny model over a prompt in chunks and a decode step of three sequences.
+Covers every path whose instructions differ between the AVX2 and the AVX-512 VNNI builds: the 4-bit,
+int8 and 8-bit grouped GEMMs at 1-3 tokens and in panels (with a one-block rest and tiles of every
+width), and the whole C++ forward step of a tiny model (4-bit, and 4-bit mixed with 8-bit grouped
+projections) over a prompt in chunks and a decode step of three sequences.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
+from llmasos.model.group_linear import Int8GroupLinear
+from llmasos.model.llama import LlamaModel
 from llmasos.model.loader import load_model
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from tests.helpers.step_meta import chunk_meta, decode_meta
+from tests.helpers.tiny_model import MIXED, write_tiny_gguf
+
+
+def random_groups(out_features: int, in_features: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random 8-bit groups of 16 (q int8, d > 0, m of either sign), as group_linear takes them."""
+    q = torch.randint(-128, 128, (out_features, in_features), dtype=torch.int8)
+    d = torch.rand(out_features, in_features // 16) * 2e-3 + 1e-4
+    return q, d, (torch.rand(out_features, in_features // 16) - 0.5) * 0.1
 
 
 def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
@@ -27,13 +39,26 @@ def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
         weight = torch.randn(*shape) * 0.05
         int4 = Int4Linear(weight, None, max_quant_tokens=8, keep_dense=False)
         int8 = Int8Linear(weight, None, max_quant_tokens=8, keep_dense=False)
+        groups = Int8GroupLinear.from_groups(*random_groups(*shape), torch.randn(shape[0]))
         for n in (1, 2, 3, 7, 70):
             x = torch.randn(n, shape[1]) * 3
             outputs[f"int4 {shape} x{n}"] = int4(x)
             outputs[f"int8 {shape} x{n}"] = int8(x)
+            outputs[f"int8 groups {shape} x{n}"] = groups(x)
 
     model = load_model(tiny_gguf).model.quantize("int4", keep_dense=False)
+    outputs.update(_steps(model, "int4"))
+    with tempfile.TemporaryDirectory() as folder:  # 4-bit projections beside 8-bit grouped ones
+        mixed, _ = write_tiny_gguf(Path(folder) / "mixed.gguf", MIXED)
+        outputs.update(_steps(load_model(mixed, packed_format="int4").model, "mixed"))
+    return outputs
+
+
+def _steps(model: LlamaModel, name: str) -> dict[str, torch.Tensor]:
+    """The C++ forward step over a prompt in chunks and a decode step of three sequences."""
     assert model.native_layers is not None, "the C++ forward step is not in use"
+    outputs = {}
+    torch.manual_seed(1)
     c = model.config
     cache = torch.zeros(c.num_layers, 2, 3 * 32, c.num_kv_heads, c.head_dim, dtype=torch.bfloat16)
     lengths = [23, 9, 2]
@@ -45,12 +70,13 @@ def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
         meta = chunk_meta(contexts, [sizes[b] for b in seqs])
         ids = torch.cat([prompts[b][done[b] : done[b] + sizes[b]] for b in seqs])
         positions = torch.cat([torch.arange(done[b], done[b] + sizes[b]) for b in seqs])
-        outputs[f"chunk step {step}"] = model(ids, positions, cache, meta)
+        outputs[f"{name} chunk step {step}"] = model(ids, positions, cache, meta)
         for b in seqs:
             done[b] += sizes[b]
     meta = decode_meta(lengths, 32)
-    outputs["decode step"] = model(torch.randint(0, c.vocab_size, (3,)), torch.tensor(lengths), cache, meta)
-    outputs["cache"] = cache
+    ids = torch.randint(0, c.vocab_size, (3,))
+    outputs[f"{name} decode step"] = model(ids, torch.tensor(lengths), cache, meta)
+    outputs[f"{name} cache"] = cache
     return outputs
 
 

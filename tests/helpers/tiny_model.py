@@ -30,11 +30,25 @@ class TinySpec:
     tie_embeddings: bool = True
     seed: int = 0
     qtype: gguf.GGMLQuantizationType = gguf.GGMLQuantizationType.F32
+    # Other formats for the matrices whose GGUF names end so (e.g. {"attn_v.weight": Q8_0}), as mixed
+    # files like Q4_K_M store some projections with more bits.
+    qtype_overrides: dict = field(default_factory=dict)
     extra_metadata: dict = field(default_factory=dict)
 
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads
+
+
+# A mixed file, as Q4_K_M ones store some attn_v and ffn_down in Q6_K: Q8_0 and Q5_1 among Q4_1 parts.
+MIXED = TinySpec(
+    qtype=gguf.GGMLQuantizationType.Q4_1,
+    architecture="qwen2",
+    qtype_overrides={
+        "attn_v.weight": gguf.GGMLQuantizationType.Q8_0,
+        "ffn_down.weight": gguf.GGMLQuantizationType.Q5_1,
+    },
+)
 
 
 def _permute_for_gguf(w: np.ndarray, n_head: int) -> np.ndarray:
@@ -126,6 +140,7 @@ def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> tuple[Path, dic
         elif arch == "llama" and name.endswith("attn_k.weight"):
             value = _permute_for_gguf(value, spec.kv_heads)
         qtype = spec.qtype if value.ndim == 2 else gguf.GGMLQuantizationType.F32
+        qtype = next((q for end, q in spec.qtype_overrides.items() if name.endswith(end)), qtype)
         if qtype == gguf.GGMLQuantizationType.F32:
             writer.add_tensor(name, value)
         elif qtype == gguf.GGMLQuantizationType.F16:

@@ -13,9 +13,11 @@ from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model import loader, packed_cache
+from llmasos.model.block_layout import BLOCK_ROWS, from_row_blocks
+from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.loader import load_model
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
-from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+from tests.helpers.tiny_model import MIXED, TinySpec, write_tiny_gguf
 
 Q = gguf.GGMLQuantizationType
 GREEDY = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
@@ -36,10 +38,9 @@ def _engines(path: Path) -> tuple[LLMEngine, LLMEngine]:
     [
         TinySpec(qtype=Q.Q4_1),
         TinySpec(qtype=Q.Q4_0, architecture="qwen2", tie_embeddings=False),
-        TinySpec(qtype=Q.Q8_0),
         TinySpec(qtype=Q.F32, architecture="qwen2"),
     ],
-    ids=["llama-Q4_1", "qwen2-Q4_0-untied", "llama-Q8_0", "qwen2-F32"],
+    ids=["llama-Q4_1", "qwen2-Q4_0-untied", "qwen2-F32"],
 )
 def test_packed_load_is_the_float_paths_model(tmp_path: Path, spec: TinySpec) -> None:
     path, _ = write_tiny_gguf(tmp_path / "m.gguf", spec)
@@ -60,8 +61,6 @@ def test_packed_load_is_the_float_paths_model(tmp_path: Path, spec: TinySpec) ->
             else:  # the same q; d and m up to one float rounding, which may move an integer k a step
                 torch.testing.assert_close(wa, wb, rtol=0, atol=2e-3 * scale)
     assert torch.equal(packed.runner.model.logits_proj.qweight, converted.runner.model.logits_proj.qweight)
-    if spec.qtype == Q.Q8_0:
-        assert isinstance(packed.runner.model.embed_tokens, Q8Embedding)
     if spec.qtype != Q.Q4_0:
         assert packed.generate(PROMPTS, GREEDY) == converted.generate(PROMPTS, GREEDY)
 
@@ -76,6 +75,56 @@ def _layer_weights(layer: torch.nn.Module) -> torch.Tensor:
 def _weights(q: torch.Tensor, k: torch.Tensor, c: torch.Tensor, row_scale: torch.Tensor) -> torch.Tensor:
     groups = q.view(q.shape[0], -1, 32).float() * k[..., None].float() + c[..., None].float()
     return groups.view_as(q) * row_scale[:, None]
+
+
+@pytest.mark.parametrize("spec", [TinySpec(qtype=Q.Q8_0), MIXED], ids=["llama-Q8_0", "qwen2-mixed"])
+def test_projections_of_more_than_4_bits_are_computed_as_the_file_stores_them(
+    tmp_path: Path, spec: TinySpec
+) -> None:
+    path, _ = write_tiny_gguf(tmp_path / "m.gguf", spec)
+    packed = load_model(path, packed_format="int4")
+    reference = load_model(path).model  # the file's weights dequantized to float32
+    held_in_8_bits = {"qkv_proj", "down_proj"} if spec.qtype_overrides else set(PROJECTIONS)
+    for layer, ref in zip(packed.model.layers, reference.layers, strict=True):
+        for name in PROJECTIONS:
+            proj, want = getattr(layer, name), getattr(ref, name).weight
+            assert isinstance(proj, Int8GroupLinear) == (name in held_in_8_bits), name
+            if name in held_in_8_bits:  # every part exact, 4-bit ones among them
+                torch.testing.assert_close(_group_weights(proj), want, rtol=0, atol=1e-6 * want.abs().max())
+    if spec.qtype == Q.Q8_0:
+        assert isinstance(packed.model.embed_tokens, Q8Embedding)
+    config = EngineConfig(kv_cache_bytes=4 * 1024 * 1024, swap_reserve_bytes=0)
+    floats = LLMEngine(load_model(path), EngineConfig(kv_cache_bytes=4 << 20, weight_format="float32"))
+    assert LLMEngine(packed, config).generate(PROMPTS, GREEDY) == floats.generate(PROMPTS, GREEDY)
+
+
+def test_a_mixed_file_runs_the_cpp_step_and_reads_back_from_the_packed_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path, _ = write_tiny_gguf(tmp_path / "m.gguf", MIXED)
+    first = load_model(path, packed_format="int4")
+    if first.model.native_layers is None:
+        pytest.skip("the C++ kernels do not build here")
+    config = EngineConfig(kv_cache_bytes=4 * 1024 * 1024)
+    want = LLMEngine(first, config).generate(PROMPTS, GREEDY)
+    monkeypatch.setattr(loader, "open_gguf", _not_opened)  # the cache alone serves the next loads
+    second = load_model(path, packed_format="int4")
+    assert isinstance(second.model.layers[0].down_proj, Int8GroupLinear)
+    assert second.model.native_layers is not None
+    assert LLMEngine(second, config).generate(PROMPTS, GREEDY) == want
+    torch_layers = load_model(path, packed_format="int4")
+    torch_layers.model.native_layers = None  # each projection's kernel, the step in torch ops
+    assert LLMEngine(torch_layers, config).generate(PROMPTS, GREEDY) == want
+
+
+def _group_weights(layer: Int8GroupLinear) -> torch.Tensor:
+    """The weights an 8-bit grouped layer computes with, as float32 (out, in)."""
+    if layer.kernels is None:
+        return layer.dense
+    blocks, pairs, _ = layer.q.shape
+    q = layer.q.view(blocks, pairs, BLOCK_ROWS, 2).permute(0, 2, 1, 3).reshape(blocks * BLOCK_ROWS, -1)
+    d, m = from_row_blocks(layer.d), from_row_blocks(layer.m)
+    return (q.view(q.shape[0], -1, 16).float() * d[..., None] + m[..., None]).view(q.shape)
 
 
 def test_packed_model_refuses_another_format(tmp_path: Path) -> None:

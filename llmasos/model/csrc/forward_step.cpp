@@ -118,9 +118,9 @@ StepWeights::StepWeights(std::vector<at::Tensor> tensors) : tensors_(std::move(t
     const at::Tensor* t = tensors_.data() + l * kPerLayer;
     TORCH_CHECK(t[0].dtype() == at::kFloat && t[0].is_contiguous() && t[1].dtype() == at::kFloat && t[1].is_contiguous(),
                 "StepWeights: contiguous float32 norms");
-    layers_.push_back({t[0].data_ptr<float>(), t[1].data_ptr<float>(), q4_view(t[2], t[3], t[4], t[5], t[6]),
-                       q4_view(t[7], t[8], t[9], t[10], t[11]), q4_view(t[12], t[13], t[14], t[15], t[16]),
-                       q4_view(t[17], t[18], t[19], t[20], t[21])});
+    layers_.push_back({t[0].data_ptr<float>(), t[1].data_ptr<float>(), linear_view(t[2], t[3], t[4], t[5], t[6]),
+                       linear_view(t[7], t[8], t[9], t[10], t[11]), linear_view(t[12], t[13], t[14], t[15], t[16]),
+                       linear_view(t[17], t[18], t[19], t[20], t[21])});
   }
 }
 
@@ -162,7 +162,7 @@ at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions
   const at::Tensor pos_c = positions.contiguous(), slot_c = slot_mapping.contiguous(), kv_c = kv_slots.contiguous();
   const int64_t n = x.size(0), hidden = x.size(1), max_t = kv_c.size(1);
   const int64_t q_size = num_heads * head_dim, kv_size = num_kv_heads * head_dim;
-  const int64_t inter = layers.empty() ? 0 : layers[0].down.in_features;
+  const int64_t inter = layers.empty() ? 0 : layers[0].down.in_features();
   const int64_t num_slots = kv_cache.size(2);
   const int64_t* pos = pos_c.data_ptr<int64_t>();
   const int64_t* slots = slot_c.data_ptr<int64_t>();
@@ -212,7 +212,7 @@ at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions
                                  slot_stride};
     per_token(n, [&](int64_t b0, int64_t b1) { rms_norm(xp + b0 * hidden, lw.attn_norm, eps, b1 - b0, hidden, h.data() + b0 * hidden); });
     acts.quantize(h.data(), n, hidden);
-    q4_linear_into(acts, n, lw.qkv, qkv.data());
+    linear_into(acts, n, lw.qkv, qkv.data());
     per_token(n, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         float* row = qkv.data() + b * qkv_w;
@@ -239,18 +239,18 @@ at::Tensor forward_step(const at::Tensor& hidden_in, const at::Tensor& positions
       attend_decode(qkv.data(), qkv_w, kv32.k, kv32.v, ctx, max_t, pos, n, num_heads, num_kv_heads, head_dim, attn.data());
     }
     acts.quantize(attn.data(), n, q_size);
-    q4_linear_into(acts, n, lw.o, tmp.data());
+    linear_into(acts, n, lw.o, tmp.data());
     per_token(n, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0 * hidden; i < b1 * hidden; ++i) xp[i] += tmp[i];
       rms_norm(xp + b0 * hidden, lw.ffn_norm, eps, b1 - b0, hidden, h.data() + b0 * hidden);
     });
     acts.quantize(h.data(), n, hidden);
-    q4_linear_into(acts, n, lw.gate_up, gate_up.data());
+    linear_into(acts, n, lw.gate_up, gate_up.data());
     per_token(n, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) swiglu(gate_up.data() + b * 2 * inter, inter, act.data() + b * inter);
     });
     acts.quantize(act.data(), n, inter);
-    q4_linear_into(acts, n, lw.down, tmp.data());
+    linear_into(acts, n, lw.down, tmp.data());
     per_token(n, [&](int64_t b0, int64_t b1) {
       for (int64_t i = b0 * hidden; i < b1 * hidden; ++i) xp[i] += tmp[i];
     });

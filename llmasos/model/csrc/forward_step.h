@@ -13,7 +13,7 @@ namespace llmasos {
 struct LayerWeights {
   const float* attn_norm;
   const float* ffn_norm;
-  Q4Weight qkv, o, gate_up, down;
+  LinearWeight qkv, o, gate_up, down;  // each 4-bit or 8-bit grouped
 };
 
 // A model's layers as the forward step reads them, checked and viewed once when the model is converted:
@@ -21,7 +21,8 @@ struct LayerWeights {
 // tensors), ~3% of a one-token step. Holds the tensors, so the views stay valid.
 class StepWeights {
  public:
-  // attn_norm, ffn_norm, then (qs, k, c, row_scale, bias) for qkv, o, gate_up and down, per layer.
+  // attn_norm, ffn_norm, then (qs, k, c, row_scale, bias) or (q, d, m, empty, bias) for qkv, o, gate_up
+  // and down, per layer (quant_gemm.h, linear_view).
   explicit StepWeights(std::vector<at::Tensor> tensors);
   const std::vector<LayerWeights>& layers() const { return layers_; }
 

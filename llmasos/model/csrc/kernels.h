@@ -13,6 +13,9 @@ at::Tensor q4_linear(const at::Tensor& x, const at::Tensor& qs, const at::Tensor
                      const at::Tensor& row_scale, const c10::optional<at::Tensor>& bias);
 at::Tensor round_activations(const at::Tensor& x);
 at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scales);
+// group_gemm.cpp: y = x W^T (+ bias) with 8-bit grouped weights w = d_g q + m_g (quant_gemm.h).
+at::Tensor q8g_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const at::Tensor& m,
+                      const c10::optional<at::Tensor>& bias);
 
 // decode_attention.cpp: one query per sequence over the paged cache (float32 or bfloat16 as uint16_t).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,

@@ -20,7 +20,6 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -123,29 +122,6 @@ struct Q8Format {
 // y[t, rows] = (sums * token scale) * row scales for one vector of rows.
 inline void store_rows(FVec sums, float token_scale, const float* row_scales, float* y) {
   fvec_store(y, fvec_mul(fvec_mul(sums, fvec_set1(token_scale)), fvec_load(row_scales)));
-}
-
-// Runs of `per_claim` blocks, taken by the threads from a shared counter: a thread slowed by a busy core
-// takes fewer, where with fixed halves the other waits for it at every GEMM (OpenMP's spin was ~10% of a
-// 32-sequence step's samples before the panels were claimed this way). Each thread claims its next run
-// before computing the current one: fn(begin, end, next) gets that run's first block (`blocks`: none),
-// whose weights it can fetch while it computes this run.
-template <class Fn>
-void for_claimed_blocks(int64_t blocks, int64_t per_claim, const Fn& fn) {
-  const int64_t claims = (blocks + per_claim - 1) / per_claim;
-  std::atomic<int64_t> counter{0};
-  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), claims), 1, [&](int64_t, int64_t) {
-    for (int64_t claim = counter.fetch_add(1); claim < claims;) {
-      const int64_t after = counter.fetch_add(1), begin = claim * per_claim;
-      fn(begin, std::min(blocks, begin + per_claim), after < claims ? after * per_claim : blocks);
-      claim = after;
-    }
-  });
-}
-
-// The block `distance` blocks after b in a thread's sequence: within its run [b, end), else in its next run.
-inline int64_t block_ahead(int64_t b, int64_t distance, int64_t end, int64_t next) {
-  return b + distance < end ? b + distance : next + (b + distance - end);
 }
 
 // ---- steps of 1-3 tokens: the weights read in place, once ----

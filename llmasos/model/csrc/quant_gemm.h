@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -125,11 +126,67 @@ class AlignedBuffer {
 
 using AlignedFloats = AlignedBuffer<float>;
 
+// Runs of `per_claim` blocks, taken by the threads from a shared counter: a thread slowed by a busy core
+// takes fewer, where with fixed halves the other waits for it at every GEMM (OpenMP's spin was ~10% of a
+// 32-sequence step's samples before the panels were claimed this way). Each thread claims its next run
+// before computing the current one: fn(begin, end, next) gets that run's first block (`blocks`: none),
+// whose weights it can fetch while it computes this run.
+template <class Fn>
+void for_claimed_blocks(int64_t blocks, int64_t per_claim, const Fn& fn) {
+  const int64_t claims = (blocks + per_claim - 1) / per_claim;
+  std::atomic<int64_t> counter{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), claims), 1, [&](int64_t, int64_t) {
+    for (int64_t claim = counter.fetch_add(1); claim < claims;) {
+      const int64_t after = counter.fetch_add(1), begin = claim * per_claim;
+      fn(begin, std::min(blocks, begin + per_claim), after < claims ? after * per_claim : blocks);
+      claim = after;
+    }
+  });
+}
+
+// The block `distance` blocks after b in a thread's sequence: within its run [b, end), else in its next run.
+inline int64_t block_ahead(int64_t b, int64_t distance, int64_t end, int64_t next) {
+  return b + distance < end ? b + distance : next + (b + distance - end);
+}
+
 // A 4-bit layer's tensors (quant.py, Int4Linear) as the kernels read them, checked.
 Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c, const at::Tensor& row_scale,
                  const at::Tensor& bias);
 
 // y (n, out) = x (n, in) W^T (+ bias), with x already quantized in `acts`.
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y);
+
+// 8-bit grouped weights (group_gemm.cpp): w = d_g * q + m_g with int8 q and float32 d_g, m_g per group of
+// 16 inputs of a row. Every GGUF block format is exactly that (Q8_0 and Q6_K with m = 0, Q5_K and Q4_K with
+// their sub-block scales and minimums, Q5_0/Q5_1/Q4_0/Q4_1 with theirs), so formats of more than 4 bits, and
+// fused projections that mix them with 4-bit ones, are computed as the file stores them.
+constexpr int64_t kSubGroup = 16;
+
+// q in the int8 head's layout, (out/16, in/2, 32): byte 2r + e of pair p is w[r][2p + e]; d and m
+// (out/16, in/16, 16), a group's 16 rows side by side.
+struct Q8GroupWeight {
+  const int8_t* q;
+  const float* d;
+  const float* m;
+  const float* bias;  // nullptr: none
+  int64_t out_features, in_features, groups;
+};
+
+Q8GroupWeight q8g_view(const at::Tensor& q, const at::Tensor& d, const at::Tensor& m, const at::Tensor& bias);
+void q8g_linear_into(const QuantActs& acts, int64_t n, const Q8GroupWeight& w, float* y);
+
+// A projection of the forward step in either format: the tensors Int4Linear.native_tensors gives (qs, k, c,
+// row_scale, bias) or Int8GroupLinear's (q, d, m, an empty row_scale, bias), told apart by the first's dtype.
+struct LinearWeight {
+  Q4Weight q4{};
+  Q8GroupWeight q8g{};
+  bool grouped = false;
+
+  int64_t in_features() const { return grouped ? q8g.in_features : q4.in_features; }
+};
+
+LinearWeight linear_view(const at::Tensor& t0, const at::Tensor& t1, const at::Tensor& t2, const at::Tensor& t3,
+                         const at::Tensor& bias);
+void linear_into(const QuantActs& acts, int64_t n, const LinearWeight& w, float* y);
 
 }  // namespace llmasos

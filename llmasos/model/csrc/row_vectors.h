@@ -36,6 +36,8 @@ inline IVec dot_pairs(IVec acc, IVec w, IVec x) { return _mm512_dpwssd_epi32(acc
 inline IVec ivec_add(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
 inline FVec add_run(FVec f, IVec run) { return _mm512_add_ps(f, _mm512_cvtepi32_ps(run)); }
 inline FVec fvec_mul(FVec a, FVec b) { return _mm512_mul_ps(a, b); }
+inline FVec fvec_fmadd(FVec a, FVec b, FVec c) { return _mm512_fmadd_ps(a, b, c); }
+inline FVec ivec_to_float(IVec v) { return _mm512_cvtepi32_ps(v); }
 inline FVec fvec_set1(float v) { return _mm512_set1_ps(v); }
 inline FVec fvec_load(const float* p) { return _mm512_loadu_ps(p); }
 inline void fvec_store(float* p, FVec v) { _mm512_storeu_ps(p, v); }
@@ -69,6 +71,8 @@ inline IVec dot_pairs(IVec acc, IVec w, IVec x) { return _mm256_add_epi32(acc, _
 inline IVec ivec_add(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
 inline FVec add_run(FVec f, IVec run) { return _mm256_add_ps(f, _mm256_cvtepi32_ps(run)); }
 inline FVec fvec_mul(FVec a, FVec b) { return _mm256_mul_ps(a, b); }
+inline FVec fvec_fmadd(FVec a, FVec b, FVec c) { return _mm256_fmadd_ps(a, b, c); }
+inline FVec ivec_to_float(IVec v) { return _mm256_cvtepi32_ps(v); }
 inline FVec fvec_set1(float v) { return _mm256_set1_ps(v); }
 inline FVec fvec_load(const float* p) { return _mm256_loadu_ps(p); }
 inline void fvec_store(float* p, FVec v) { _mm256_storeu_ps(p, v); }
