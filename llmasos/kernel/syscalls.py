@@ -39,6 +39,8 @@ from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
+from llmasos.kernel.latency_window import LatencyWindow
+from llmasos.kernel.overview_calls import OverviewCalls
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
 from llmasos.kernel.residency_calls import ResidencyCalls
@@ -50,7 +52,7 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, OverviewCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
     the audit log, (from `ResidencyCalls`) loading and unloading models, and (from `DataCalls`) each
     app's files, vector stores and key-value store."""
@@ -76,6 +78,8 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
         kernel.on_finish.append(self._settle_tokens)
         self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
         kernel.on_finish.append(self.latency.observe)
+        self.latency_window = LatencyWindow()  # the last hour's latencies, for live views (overview)
+        kernel.on_finish.append(self.latency_window.observe)
 
     @property
     def audit(self) -> AuditLog | None:
