@@ -91,6 +91,11 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, OverviewCall
         """Count one call and write its audit row (see CallTrail.record)."""
         self.trail.record(app, call, target, error, **extra)
 
+    def audited(self, app: App, call: str, target: str = ""):
+        """A context that records the enclosed call of an upper layer (a workflow run's approval or
+        cancellation): one audit row, ok when it returns, denied or error when it raises."""
+        return self.trail.audited(app, call, target)
+
     def count(self, app: str, call: str, error: LLMasOSError | None = None) -> None:
         """Count a call in the metrics without an audit row (failures that are audited in aggregate)."""
         outcome = "ok" if error is None else ("denied" if isinstance(error, DENIALS) else "error")

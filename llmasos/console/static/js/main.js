@@ -189,8 +189,8 @@ async function approveRun(run) {
   const detail = await call("GET", `/os/workflows/runs/${run.id}`);
   const waiting = (detail.steps || []).find((s) => s.status === "waiting");
   if (!waiting) return notify(`run ${run.id} waits for no step`, true);
-  await act(`step ${waiting.name || waiting.id} of run ${run.id} approved`, () =>
-    call("POST", `/os/workflows/runs/${run.id}/approve`, { step: waiting.name || waiting.id }),
+  await act(`step ${waiting.step} of run ${run.id} approved`, () =>
+    call("POST", `/os/workflows/runs/${run.id}/approve`, { step: waiting.step }),
   );
   refreshRuns();
 }
@@ -211,9 +211,18 @@ async function showRun(id) {
   }
   fillTable(
     $("run-steps"),
-    [column("step", "name"), column("status", "status"), column("started", "started_at", clock), column("ended", "finished_at", clock), column("error", "error")],
+    [
+      column("step", "step"),
+      column("kind", "kind"),
+      column("needs", "needs", (v) => (v || []).join(", ")),
+      column("status", "status"),
+      column("started", "started_at", clock),
+      column("ended", "finished_at", clock),
+      column("seconds", "duration_s"),
+      column("error", "error"),
+    ],
     detail.steps || [],
-    { key: (s) => s.name },
+    { key: (s) => s.step },
   );
 }
 
