@@ -43,6 +43,19 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base
 	$(BIN)/pip install -q -e '.[test]'
+	@# The web console's tests (tests/console/) drive Debian's chromium with Playwright; Playwright's
+	@# own browser download is never used. Installed from the system's packages like espeak-ng; where
+	@# it cannot be, those tests are skipped and say what to run.
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO=sudo; \
+	  else SUDO=none; fi; \
+	  echo "installing chromium (for the web console's browser tests) with apt-get"; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1 && \
+	     { $$SUDO apt-get install -y -q chromium >/dev/null 2>&1 || \
+	       { $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q chromium >/dev/null; }; }; \
+	  then echo "chromium installed"; \
+	  else echo "WARNING: could not install chromium, so the web console's browser tests are skipped;" \
+	    "install it as root with 'apt-get install chromium' (or your system's package manager)" >&2; fi; }
 	touch $@
 
 setup: $(VENV)/.base

@@ -43,6 +43,7 @@ LAYERS = {
     "api": 7,
     "sdk": 7,
     "dashboard": 7,
+    "console": 7,  # the web console at /ui (llmasos/console)
 }
 #: `llmasos` itself: its __init__ is the public API, `Client` from the SDK.
 ROOT_LAYER = LAYERS["sdk"]

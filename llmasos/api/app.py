@@ -28,6 +28,7 @@ from llmasos.api.program_calls import close_program_pool
 from llmasos.api.stats_routes import router as stats_router
 from llmasos.api.vector_store_routes import router as vector_store_router
 from llmasos.api.workflow_routes import router as workflow_router
+from llmasos.console.routes import router as console_router
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.programs import default_registry
@@ -101,6 +102,7 @@ def create_app(
     app.include_router(stats_router)
     app.include_router(data_router)
     app.include_router(privacy_router)
+    app.include_router(console_router)
 
     @app.get("/metrics", tags=["os"], response_class=Response)
     def prometheus(request: Request, _: Admin) -> Response:

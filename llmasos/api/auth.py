@@ -41,6 +41,9 @@ ANONYMOUS = App("anonymous", priority="batch", capabilities=("model:*", "service
 PUBLIC_PATHS = frozenset(
     {"/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json", "/api/version"}
 )
+#: Prefixes of paths anyone may read: the web console's page and assets, which hold no data (every
+#: call the page makes carries the key it was given).
+PUBLIC_PREFIXES = ("/ui/",)
 #: Methods named in metric labels and audit rows; any other is "OTHER", so clients cannot add labels.
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 #: The label of every path that no route matches.
@@ -56,6 +59,10 @@ def bearer_key(headers: Headers) -> str | None:
     if scheme.lower() != "bearer" or not key.strip():
         return None
     return key.strip()
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == "/ui" or path.startswith(PUBLIC_PREFIXES)
 
 
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
@@ -95,7 +102,7 @@ class AuthenticationMiddleware:
         self._slots: dict[str, list] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import base64
 from dataclasses import asdict
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Admin, Caller
 from llmasos.api.program_calls import program_pool
-from llmasos.api.schemas import AppCreateRequest, AskRequest, ServiceCallRequest, VoiceRequest
+from llmasos.api.schemas import (
+    AppCreateRequest,
+    AppUpdateRequest,
+    AskRequest,
+    ServiceCallRequest,
+    VoiceRequest,
+)
 from llmasos.errors import InvalidRequestError
 from llmasos.programs import Cancellation, ProgramResult, default_registry
 from llmasos.security.apps import DEFAULT_CAPABILITIES, App
@@ -67,12 +74,47 @@ def remove_app(name: str, request: Request, app: Admin) -> dict:
     return {"removed": name}
 
 
+@router.patch("/os/apps/{name}")
+def update_app(name: str, body: AppUpdateRequest, request: Request, app: Admin) -> dict:
+    """Change an app's priority class, weight or quotas; its next requests run under them."""
+    changes = body.model_dump(exclude_none=True)
+    if not changes:
+        raise InvalidRequestError(
+            "nothing to change: give priority, weight, tokens_per_minute, max_concurrent or max_queued"
+        )
+    return _app_json(request, request.app.state.syscalls.update_app(app, name, **changes))
+
+
+@router.post("/os/apps/{name}/keys", status_code=201)
+def issue_key(name: str, request: Request, app: Admin) -> dict:
+    """Another API key for app `name` (its other keys stay valid); shown this once."""
+    key, _ = request.app.state.syscalls.issue_key(app, name)
+    return {"app": name, "api_key": key, "keys": request.app.state.syscalls.apps.key_hints(name)}
+
+
 @router.delete("/os/apps/{name}/keys")
 def revoke_keys(name: str, request: Request, app: Admin) -> dict:
     """Revoke every key of app `name`: its live processes are cancelled at once."""
     if name == app.name:
         raise InvalidRequestError("an app cannot revoke its own keys; use another admin key")
     return {"app": name, "revoked": request.app.state.syscalls.revoke_keys(app, name)}
+
+
+@router.get("/os/audit")
+def audit(
+    request: Request,
+    app: Caller,
+    app_name: Annotated[str | None, Query(alias="app")] = None,
+    outcome: str | None = None,
+    allowed: bool | None = None,
+    since: float | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict:
+    """Audit rows, newest first, filtered (an app that is not an admin reads its own rows only)."""
+    rows = request.app.state.syscalls.query_audit(
+        app, app=app_name, outcome=outcome, allowed=allowed, since=since, limit=limit
+    )
+    return {"rows": rows}
 
 
 @router.get("/os/models")

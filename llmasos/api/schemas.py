@@ -285,6 +285,16 @@ class AppCreateRequest(_RequestBody):
     pii: str | dict[str, str] | None = None
 
 
+class AppUpdateRequest(_RequestBody):
+    """`PATCH /os/apps/{name}`: the fields given change, the others stay."""
+
+    priority: PriorityName | None = None  # type: ignore[valid-type]
+    weight: Annotated[float, Field(gt=0, le=1000)] | None = None
+    tokens_per_minute: Annotated[int, Field(ge=0, le=10**12)] | None = None
+    max_concurrent: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    max_queued: Annotated[int, Field(ge=0, le=100_000)] | None = None
+
+
 class ServiceCallRequest(_RequestBody):
     input: Any
     params: Annotated[dict[str, Any], Field(max_length=64)] = Field(default_factory=dict)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from llmasos.errors import AuthenticationError, PermissionDeniedError
+from llmasos.errors import AuthenticationError, InvalidRequestError, PermissionDeniedError
 from llmasos.library.store import ModelStore
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog, AuditReport
@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from llmasos.kernel.call_trail import CallTrail
     from llmasos.kernel.kernel import Kernel
     from llmasos.kernel.process import Process
+
+#: What `update_app` may change: how an app is scheduled and limited, not who it is or what it may use.
+UPDATABLE_FIELDS = ("priority", "weight", "tokens_per_minute", "max_concurrent", "max_queued")
 
 
 class AdminCalls:
@@ -50,6 +53,19 @@ class AdminCalls:
             removed = self.apps.remove(name)
             self._cancel_all_of(removed, f"app {name!r} was removed")
             self.delete_app_data(removed)  # its files, stores, chunks, vectors and keys (DataCalls)
+
+    def update_app(self, caller: App, name: str, **changes: Any) -> App:
+        """Change app `name`'s priority class, weight or quotas (admin only); its next requests run
+        under them (processes already admitted keep the class and weight they started with)."""
+        with self.trail.audited(caller, "apps.update", name):
+            self._require_admin(caller, "change apps")
+            unknown = set(changes) - set(UPDATABLE_FIELDS)
+            if unknown:
+                raise InvalidRequestError(
+                    f"cannot change {', '.join(sorted(unknown))} of an app; "
+                    f"changeable: {', '.join(UPDATABLE_FIELDS)}"
+                )
+            return self.apps.update(name, **changes)
 
     def issue_key(self, caller: App, name: str, *, revoke_old: bool = False) -> tuple[str, int]:
         """Another API key for app `name` (to rotate it: `revoke_old`); returns it and how many old

@@ -40,6 +40,8 @@ from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
 from llmasos.kernel.privacy_calls import PrivacyCalls
+from llmasos.kernel.latency_window import LatencyWindow
+from llmasos.kernel.overview_calls import OverviewCalls
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
 from llmasos.kernel.residency_calls import ResidencyCalls
@@ -53,7 +55,7 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, PrivacyCalls):
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, PrivacyCalls, OverviewCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
     the audit log, (from `ResidencyCalls`) loading and unloading models, (from `DataCalls`) each
     app's files, vector stores and key-value store, and (from `PrivacyCalls`) each app's
@@ -82,6 +84,8 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, 
         kernel.on_finish.append(self.latency.observe)
         self.privacy = PrivacyGuard()  # apps' personal-data policies (privacy_calls.py)
         self._restorers = {}  # pid -> what restores its placeholders in the text it sends back
+        self.latency_window = LatencyWindow()  # the last hour's latencies, for live views (overview)
+        kernel.on_finish.append(self.latency_window.observe)
 
     @property
     def audit(self) -> AuditLog | None:
@@ -92,6 +96,11 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, 
     ) -> None:
         """Count one call and write its audit row (see CallTrail.record)."""
         self.trail.record(app, call, target, error, **extra)
+
+    def audited(self, app: App, call: str, target: str = ""):
+        """A context that records the enclosed call of an upper layer (a workflow run's approval or
+        cancellation): one audit row, ok when it returns, denied or error when it raises."""
+        return self.trail.audited(app, call, target)
 
     def count(self, app: str, call: str, error: LLMasOSError | None = None) -> None:
         """Count a call in the metrics without an audit row (failures that are audited in aggregate)."""

@@ -94,16 +94,22 @@ class WorkflowCalls:
         times = ("created_at", "updated_at", "finished_at")
         return {**{k: run[k] for k in fields}, **{k: run[k] for k in times}, "steps": steps}
 
+    # A run's cancellation, approval and resumption change what runs: each is an audit row, like
+    # a process's cancellation (its steps' own calls are audited as they run).
+
     def cancel(self, app: App, run_id: str) -> dict:
-        self.runner.cancel(app, run_id)
+        with self.runner.syscalls.audited(app, "workflows.cancel", run_id):
+            self.runner.cancel(app, run_id)
         return self.show(app, run_id)
 
     def approve(self, app: App, run_id: str, step: str, data: Any = None) -> dict:
-        self.runner.approve(app, run_id, step, data)
+        with self.runner.syscalls.audited(app, "workflows.approve", f"{run_id}/{step}"):
+            self.runner.approve(app, run_id, step, data)
         return self.show(app, run_id)
 
     def resume(self, app: App, run_id: str) -> dict:
-        self.runner.resume(app, run_id)
+        with self.runner.syscalls.audited(app, "workflows.resume", run_id):
+            self.runner.resume(app, run_id)
         return self.show(app, run_id)
 
     def events(self, app: App, run_id: str, after: int = 0) -> list[dict]:

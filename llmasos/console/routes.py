@@ -1,0 +1,91 @@
+"""The web console's routes: its static page at `/ui`, and the overview it shows, once or as a stream.
+
+The page holds no key in cookies: it sends the key it was given in an `Authorization` header on every
+call, so another site can make a browser send nothing that acts as the operator (no CSRF), and the
+key is never in a URL (so never in an access log or the browser's history). The page itself is
+public (it holds no data); every byte of data it shows comes through an authenticated call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib import resources
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from llmasos.api.auth import Caller
+
+router = APIRouter(tags=["console"])
+STATIC = Path(str(resources.files("llmasos.console") / "static"))
+#: The console's URL prefix; `/ui/` and what lies under it are served without a key.
+PREFIX = "/ui"
+#: What the page may do: its own scripts, styles and calls only; no inline script, no frames, no
+#: form posts elsewhere. `blob:` images are workflow graphs fetched with the key and shown as images.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' blob: data:; font-src 'self'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+#: Seconds between two snapshots of a live stream: the console's refresh (at most 1 s, as asked).
+DEFAULT_INTERVAL = 1.0
+
+
+@router.get(PREFIX, include_in_schema=False)
+def console_root() -> RedirectResponse:
+    return RedirectResponse(PREFIX + "/", status_code=308)
+
+
+@router.get(PREFIX + "/{path:path}", include_in_schema=False)
+def console_asset(path: str) -> FileResponse:
+    """A file of the console (index.html for `/ui/`), with the security headers."""
+    target = (STATIC / (path or "index.html")).resolve()
+    inside = target.is_relative_to(STATIC.resolve())
+    if not inside or not target.is_file() or target.suffix not in MEDIA_TYPES:
+        raise HTTPException(404, f"no console file {path!r}; open {PREFIX}/")
+    return FileResponse(target, media_type=MEDIA_TYPES[target.suffix], headers=SECURITY_HEADERS)
+
+
+@router.get("/os/console/overview", tags=["os"])
+def overview(request: Request, app: Caller) -> dict:
+    """Everything a live view shows, read at one moment, as the key's app may see it: processes,
+    apps with usage against quotas, models with memory and KV, latency p50/p95 over the last hour,
+    nodes and recent audit rows. A read like a /metrics scrape: counted, not audited."""
+    return request.app.state.syscalls.overview(app)
+
+
+# Not in the OpenAPI document: a stream that never ends by itself has no response a generated
+# client or a fuzzer could wait for; /os/console/overview is the same data, once.
+@router.get("/os/console/stream", tags=["os"], include_in_schema=False)
+async def stream(
+    request: Request,
+    app: Caller,
+    interval: float = Query(DEFAULT_INTERVAL, ge=0.25, le=10, description="seconds between snapshots"),
+) -> StreamingResponse:
+    """The overview as server-sent events (`event: overview`), one every `interval` seconds until
+    the client goes away. Opening it is audited (`overview.watch`); the snapshots are not."""
+    syscalls = request.app.state.syscalls
+    await run_in_threadpool(syscalls.watch_overview, app)
+
+    async def snapshots():
+        while not await request.is_disconnected():
+            snapshot = await run_in_threadpool(syscalls.overview, app)
+            yield f"event: overview\ndata: {json.dumps(snapshot)}\n\n"
+            await asyncio.sleep(interval)
+
+    return StreamingResponse(
+        snapshots(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
+    )

@@ -1,0 +1,257 @@
+// The console: sign in, follow the overview stream, switch views, and act through the /os calls
+// (each of which the server checks and audits).
+import { ApiError, call, currentKey, fetchRaw, readEvents, signIn, signOut } from "./api.js";
+import { LatencyCharts } from "./charts.js";
+import { bytes, clock, column, el, fillTable } from "./dom.js";
+import { PRIORITIES, renderApps, renderAudit, renderLatency, renderModels, renderNodes, renderProcesses } from "./views.js";
+import { Playground } from "./playground.js";
+
+const $ = (id) => document.getElementById(id);
+const state = { overview: null, view: "processes", stream: null, storage: {}, charts: null, playground: null };
+
+// ---- signing in and out ------------------------------------------------------------------------
+
+async function start(key, remember) {
+  signIn(key, remember);
+  try {
+    const overview = await call("GET", "/os/console/overview");
+    $("signin-error").textContent = "";
+    $("signin").hidden = true;
+    $("console").hidden = false;
+    $("who").textContent = `${overview.caller.app}${overview.caller.admin ? " (admin)" : ""}`;
+    state.charts = state.charts || new LatencyCharts($("chart-ttft"), $("chart-tpot"));
+    state.playground = state.playground || new Playground(notify);
+    show(overview);
+    follow();
+    refreshSideData();
+  } catch (err) {
+    signOut();
+    $("signin-error").textContent = err instanceof ApiError ? err.message : `cannot reach the server: ${err}`;
+  }
+}
+
+function stop() {
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+  signOut();
+  state.overview = null;
+  $("console").hidden = true;
+  $("signin").hidden = false;
+  $("signin-key").value = "";
+}
+
+// ---- the live stream ---------------------------------------------------------------------------
+
+async function follow() {
+  const controller = new AbortController();
+  state.stream = controller;
+  while (!controller.signal.aborted) {
+    try {
+      const response = await fetchRaw("GET", "/os/console/stream?interval=1", undefined, { signal: controller.signal });
+      setLive("live");
+      await readEvents(response, (name, data) => {
+        if (name === "overview") show(JSON.parse(data));
+      });
+    } catch (err) {
+      if (controller.signal.aborted) return;
+      if (err instanceof ApiError && err.status === 401) return stop();
+    }
+    setLive("down");
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
+}
+
+function setLive(how) {
+  $("live-status").textContent = how === "live" ? "live" : "reconnecting";
+  $("live-status").className = `badge ${how}`;
+}
+
+function show(overview) {
+  state.overview = overview;
+  $("updated").textContent = new Date().toLocaleTimeString();
+  renderProcesses(overview, actions);
+  renderApps(overview, actions);
+  renderModels(overview, actions);
+  renderLatency(overview, state.charts);
+  renderAudit(overview);
+  renderNodes(overview);
+  if (state.playground) state.playground.offer(overview);
+  document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
+}
+
+// ---- actions -----------------------------------------------------------------------------------
+
+function notify(message, failed = false) {
+  $("action-status").textContent = message;
+  $("action-status").className = failed ? "status error" : "status";
+}
+
+async function act(what, fn) {
+  try {
+    const result = await fn();
+    notify(what);
+    if (document.activeElement) document.activeElement.blur();
+    return result;
+  } catch (err) {
+    notify(`${what} failed: ${err.message}`, true);
+    return null;
+  }
+}
+
+const actions = {
+  cancel: (pid) => act(`process ${pid} cancelled`, () => call("DELETE", `/os/tasks/${pid}`)),
+  load: (name) => act(`model ${name} loaded`, () => call("POST", `/os/models/${encodeURIComponent(name)}/load`, {})),
+  unload: (name) => act(`model ${name} unloaded`, () => call("POST", `/os/models/${encodeURIComponent(name)}/unload`)),
+  saveApp: (name, row) =>
+    act(`app ${name} saved`, () =>
+      call("PATCH", `/os/apps/${encodeURIComponent(name)}`, {
+        priority: row.querySelector("select.priority").value,
+        weight: Number(row.querySelector("input.weight").value),
+      }),
+    ),
+  newKey: async (name) => {
+    const made = await act(`a new key for ${name}`, () => call("POST", `/os/apps/${encodeURIComponent(name)}/keys`));
+    if (made) showKeyOnce(name, made.api_key);
+  },
+  revokeKeys: (name) => act(`keys of ${name} revoked`, () => call("DELETE", `/os/apps/${encodeURIComponent(name)}/keys`)),
+  storageOf: (name) => state.storage[name],
+};
+
+function showKeyOnce(app, key) {
+  $("key-once-app").textContent = app;
+  $("key-once-value").textContent = key;
+  $("key-once").hidden = false;
+}
+
+async function createApp() {
+  const name = $("app-create-name").value.trim();
+  const made = await act(`app ${name} created`, () => call("POST", "/os/apps", { name, priority: $("app-create-priority").value }));
+  if (made) {
+    $("app-create-name").value = "";
+    showKeyOnce(name, made.api_key);
+  }
+}
+
+// ---- views read on demand: data usage, workflows -----------------------------------------------
+
+async function refreshSideData() {
+  if (!state.overview) return;
+  const apps = state.overview.apps.map((a) => a.name);
+  const usage = await Promise.all(apps.map((name) => call("GET", `/os/apps/${encodeURIComponent(name)}/data`).catch(() => null)));
+  const rows = usage.filter(Boolean);
+  for (const u of rows) state.storage[u.app] = `${bytes(u.bytes)} / ${u.max_bytes ? bytes(u.max_bytes) : "∞"}`;
+  fillTable(
+    $("data-usage-table"),
+    [column("app", "app"), column("bytes", "bytes", bytes, { numeric: true }), column("quota", "max_bytes", bytes, { numeric: true }), column("items", "items", undefined, { numeric: true })],
+    rows.sort((a, b) => (b.bytes || 0) - (a.bytes || 0)),
+    { key: (u) => u.app },
+  );
+  await Promise.all([refreshFiles(), refreshRuns()]);
+}
+
+async function refreshFiles() {
+  const files = (await call("GET", "/v1/files").catch(() => ({ data: [] }))).data || [];
+  fillTable(
+    $("files-table"),
+    [column("file", "filename"), column("id", "id"), column("bytes", "bytes", bytes, { numeric: true }), column("created", "created_at", clock)],
+    files.sort((a, b) => b.bytes - a.bytes),
+    { key: (f) => f.id },
+  );
+  const stores = (await call("GET", "/v1/vector_stores").catch(() => ({ data: [] }))).data || [];
+  fillTable(
+    $("stores-table"),
+    [column("store", "name"), column("id", "id"), column("bytes", "usage_bytes", bytes, { numeric: true }), column("files", "file_counts", (v) => (v ? v.total : "–"), { numeric: true })],
+    stores.sort((a, b) => b.usage_bytes - a.usage_bytes),
+    { key: (s) => s.id },
+  );
+}
+
+async function refreshRuns() {
+  const runs = (await call("GET", "/os/workflows/runs?limit=50").catch(() => ({ runs: [] }))).runs;
+  fillTable(
+    $("runs-table"),
+    [column("run", "id"), column("workflow", "workflow"), column("app", "app"), column("status", "status"), column("created", "created_at", clock)],
+    runs,
+    {
+      key: (r) => r.id,
+      extra: (r) => [
+        el("button", { type: "button", class: "show-run", onclick: () => showRun(r.id) }, "Show"),
+        r.status === "waiting" ? el("button", { type: "button", class: "approve", onclick: () => approveRun(r) }, "Approve") : "",
+        ["running", "waiting", "pending"].includes(r.status)
+          ? el("button", { type: "button", class: "danger cancel-run", onclick: () => act(`run ${r.id} cancelled`, () => call("DELETE", `/os/workflows/runs/${r.id}`)).then(refreshRuns) }, "Cancel")
+          : "",
+      ],
+    },
+  );
+}
+
+async function approveRun(run) {
+  const detail = await call("GET", `/os/workflows/runs/${run.id}`);
+  const waiting = (detail.steps || []).find((s) => s.status === "waiting");
+  if (!waiting) return notify(`run ${run.id} waits for no step`, true);
+  await act(`step ${waiting.step} of run ${run.id} approved`, () =>
+    call("POST", `/os/workflows/runs/${run.id}/approve`, { step: waiting.step }),
+  );
+  refreshRuns();
+}
+
+async function showRun(id) {
+  const detail = await call("GET", `/os/workflows/runs/${id}`);
+  $("run-detail").hidden = false;
+  $("run-detail-id").textContent = id;
+  try {
+    const picture = await fetchRaw("GET", `/os/workflows/runs/${id}/graph?format=svg`);
+    $("run-graph").src = URL.createObjectURL(await picture.blob());
+    $("run-graph").hidden = false;
+    $("run-graph-text").hidden = true;
+  } catch {
+    $("run-graph").hidden = true;
+    $("run-graph-text").hidden = false;
+    $("run-graph-text").textContent = await call("GET", `/os/workflows/runs/${id}/graph?format=dot`).catch((e) => e.message);
+  }
+  fillTable(
+    $("run-steps"),
+    [
+      column("step", "step"),
+      column("kind", "kind"),
+      column("needs", "needs", (v) => (v || []).join(", ")),
+      column("status", "status"),
+      column("started", "started_at", clock),
+      column("ended", "finished_at", clock),
+      column("seconds", "duration_s"),
+      column("error", "error"),
+    ],
+    detail.steps || [],
+    { key: (s) => s.step },
+  );
+}
+
+// ---- wiring ------------------------------------------------------------------------------------
+
+function switchView(view) {
+  state.view = view;
+  for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.view === view);
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+  if (["data", "workflows", "apps"].includes(view)) refreshSideData();
+}
+
+function wire() {
+  $("signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    start($("signin-key").value.trim(), $("signin-remember").checked);
+  });
+  $("signout").addEventListener("click", stop);
+  for (const button of document.querySelectorAll("#tabs button")) button.addEventListener("click", () => switchView(button.dataset.view));
+  $("app-create-priority").replaceChildren(...PRIORITIES.map((p) => el("option", { value: p, selected: p === "normal" }, p)));
+  $("app-create-button").addEventListener("click", createApp);
+  $("key-once-dismiss").addEventListener("click", () => {
+    $("key-once-value").textContent = "";
+    $("key-once").hidden = true;
+  });
+  for (const id of ["audit-filter", "audit-denied"]) $(id).addEventListener("input", () => state.overview && renderAudit(state.overview));
+  setInterval(() => state.overview && ["data", "workflows", "apps"].includes(state.view) && refreshSideData(), 5000);
+  document.body.dataset.ready = "true";
+  if (currentKey()) start(currentKey(), true);
+}
+
+wire();

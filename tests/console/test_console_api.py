@@ -1,0 +1,91 @@
+"""The console's HTTP side without a browser: the page is public and served with its security
+headers, the overview follows the caller's rights, the live stream is audited once when opened,
+and the calls the page's actions use check their input and rights."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from tests.api.conftest import LiveServer
+from tests.console.test_console_browser import audit_rows
+
+
+def test_the_page_is_public_and_strict(console_server: LiveServer):
+    with httpx.Client(base_url=console_server.url) as anonymous:
+        assert anonymous.get("/ui", follow_redirects=False).headers["location"] == "/ui/"
+        page = anonymous.get("/ui/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert (
+            "script-src 'self';" in policy and "unsafe-inline" not in policy and "unsafe-eval" not in policy
+        )
+        assert "frame-ancestors 'none'" in policy and page.headers["x-frame-options"] == "DENY"
+        assert "<script>" not in page.text  # every script is a file the policy allows
+        assert anonymous.get("/ui/js/main.js").headers["content-type"].startswith("text/javascript")
+        # only the page's own files, never the package's others (a client may normalise `..` away,
+        # and then the path is outside /ui and needs a key)
+        for path in (
+            "/ui/../routes.py",
+            "/ui/%2e%2e/routes.py",
+            "/ui/..%2froutes.py",
+            "/ui/vendor/uplot/LICENSE",
+        ):
+            response = anonymous.get(path)
+            assert response.status_code in (401, 404) and "APIRouter" not in response.text, path
+        assert anonymous.get("/ui/nope.js").status_code == 404
+        assert anonymous.get("/os/console/overview").status_code == 401  # the data needs a key
+
+
+def test_the_overview_follows_the_callers_rights(console_server: LiveServer):
+    key = console_server.new_app("solo")
+    with console_server.client(key) as solo:
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+        assert solo.post("/v1/chat/completions", json=chat).status_code == 200
+        mine = solo.get("/os/console/overview").json()
+    assert mine["caller"] == {"app": "solo", "admin": False}
+    assert [a["name"] for a in mine["apps"]] == ["solo"]
+    assert {p["app"] for p in mine["processes"]} == {"solo"}
+    assert {r["app"] for r in mine["audit"]} == {"solo"}
+    assert {s["app"] for s in mine["latency"]} == {"solo"}
+    assert all("prompt" not in r and "output" not in r for r in mine["audit"])
+    with console_server.client() as admin:
+        everything = admin.get("/os/console/overview").json()
+    assert {"solo", "admin"} <= {a["name"] for a in everything["apps"]}
+    assert everything["nodes"] == []
+
+
+def test_the_stream_is_audited_when_opened_not_per_snapshot(console_server: LiveServer):
+    before = len(audit_rows(console_server, app="admin"))
+    snapshots = []
+    with console_server.client() as admin, admin.stream("GET", "/os/console/stream?interval=0.25") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                snapshots.append(json.loads(line[6:]))
+            if len(snapshots) == 3:
+                break
+    assert all(s["caller"]["app"] == "admin" for s in snapshots)
+    rows = audit_rows(console_server, app="admin")
+    new = [r["call"] for r in rows[: len(rows) - before]]
+    assert new.count("overview.watch") == 1 and "overview" not in new
+
+
+def test_app_changes_check_rights_and_input(console_server: LiveServer):
+    key = console_server.new_app("delta")
+    with console_server.client(key) as delta, console_server.client() as admin:
+        assert delta.patch("/os/apps/delta", json={"priority": "realtime"}).status_code == 403
+        assert delta.post("/os/apps/delta/keys").status_code == 403
+        assert admin.patch("/os/apps/delta", json={"priority": "urgent"}).status_code == 422
+        assert admin.patch("/os/apps/delta", json={"weight": 0}).status_code == 422
+        assert admin.patch("/os/apps/delta", json={}).status_code == 400
+        # unknown fields are ignored (the contract's rule), so a rename changes nothing and says so
+        renamed = admin.patch("/os/apps/delta", json={"name": "other"})
+        assert renamed.status_code == 400 and "nothing to change" in renamed.json()["error"]["message"]
+        assert admin.patch("/os/apps/nobody", json={"weight": 2}).status_code == 404
+        changed = admin.patch("/os/apps/delta", json={"priority": "batch", "max_concurrent": 2})
+        assert changed.status_code == 200 and changed.json()["priority"] == "batch"
+        assert delta.get("/os/apps/delta").json()["max_concurrent"] == 2
+        assert delta.get("/os/audit?app=admin").status_code == 403  # an app reads its own rows only
+    denied = [r for r in audit_rows(console_server, app="delta") if r["call"] == "http PATCH /os/apps/{name}"]
+    assert denied and not denied[0]["allowed"]
