@@ -301,3 +301,16 @@ class StorageQuotaError(LLMasOSError):
 
 class UnsupportedFileError(InvalidRequestError):
     """A file that cannot be read as the format it claims (a PDF that is not one, empty, not text)."""
+
+
+class NodeRefusedError(LLMasOSError):
+    """A node asked to join the cluster without proving it knows the cluster secret."""
+
+    type = "node_refused"
+    http_status = 403
+
+
+class ClusterUnavailableError(ModelUnavailableError):
+    """No node of the cluster can do this now (no node has the capability, or none is left alive)."""
+
+    type = "cluster_unavailable"

@@ -75,6 +75,13 @@ def revoke_keys(name: str, request: Request, app: Admin) -> dict:
     return {"app": name, "revoked": request.app.state.syscalls.revoke_keys(app, name)}
 
 
+@router.get("/os/nodes")
+def nodes(request: Request, app: Admin) -> dict:
+    """The cluster's nodes (admin key): capabilities, models and their health, liveness, processes.
+    Empty on a server started without --cluster."""
+    return {"nodes": request.app.state.syscalls.nodes(app)}
+
+
 @router.get("/os/models")
 def models(request: Request, app: Caller) -> dict:
     """Library models this app may use, with whether each is loaded and its measured memory."""

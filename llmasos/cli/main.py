@@ -21,6 +21,7 @@ from llmasos.cli import ask, audit, call, chat, processes, run, serve
 from llmasos.cli import config as config_cli
 from llmasos.cli import docs as docs_cli
 from llmasos.cli import models as models_cli
+from llmasos.cli import nodes as nodes_cli
 from llmasos.cli import plugins as plugins_cli
 from llmasos.cli import workflow as workflow_cli
 from llmasos.errors import AuditIntegrityError, LLMasOSError
@@ -69,6 +70,7 @@ app.add_typer(apps_cli.app, name="apps")
 app.add_typer(plugins_cli.app, name="plugins")
 app.add_typer(workflow_cli.app, name="workflow")
 app.add_typer(config_cli.app, name="config")
+app.add_typer(nodes_cli.app, name="node")
 app.add_typer(docs_cli.docs_app, name="docs")
 app.add_typer(docs_cli.kv_app, name="kv")
 app.command()(run.run)
@@ -78,6 +80,7 @@ app.command()(ask.ask)
 app.command()(ask.voice)
 app.command()(serve.serve)
 app.command()(processes.ps)
+app.command()(nodes_cli.nodes)
 app.command()(audit.audit)
 
 # Ollama's habits: `pull`, `list`, `show`, `rm` at the top level run the `models` verbs themselves (same

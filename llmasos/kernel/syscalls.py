@@ -76,6 +76,23 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
         kernel.on_finish.append(self._settle_tokens)
         self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
         kernel.on_finish.append(self.latency.observe)
+        # The cluster's nodes as dicts (`llmasos.cluster.registry.NodeView`), when the engines run on a
+        # Ray cluster (`serve --cluster`); None on a single box.
+        self.cluster_nodes: Callable[[], list[dict]] | None = None
+
+    def nodes(self, app: App) -> list[dict]:
+        """The cluster's nodes (capabilities, models and their health, liveness) with the live
+        processes each runs now; empty on a single box."""
+        with self.trail.audited(app, "nodes"):
+            return self.node_snapshot()
+
+    def node_snapshot(self) -> list[dict]:
+        """`nodes` without the audit row: what /metrics reads at every scrape."""
+        if self.cluster_nodes is None:
+            return []
+        with self.kernel.lock:
+            live = [p.node for p in self.kernel.table.values() if p.node and not p.is_terminal]
+        return [{**node, "processes": live.count(node["name"])} for node in self.cluster_nodes()]
 
     @property
     def audit(self) -> AuditLog | None:
