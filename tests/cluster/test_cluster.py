@@ -96,6 +96,33 @@ def test_remote_engines_generate_what_a_local_one_does_and_the_table_names_the_n
     assert all(kernel.table[pid].state is ProcessState.FINISHED for pid in pids)
 
 
+def test_os_nodes_and_metrics_show_nodes_health_and_processes(tiny_cluster) -> None:
+    from fastapi.testclient import TestClient
+
+    from llmasos.api.app import create_app
+    from llmasos.security.admin import ensure_admin
+
+    kernel, sys = cluster_kernel(tiny_cluster.directory)
+    sys.cluster_nodes = lambda: [n.as_dict() for n in tiny_cluster.directory.nodes()]
+    app = sys.apps.create(App("etl"))
+    pid = sys.generate(app, "tiny", random_prompts([6], seed=1)[0], GREEDY).pid
+    kernel.tick()  # placed and running, not finished
+    node = kernel.table[pid].node
+    admin = {"Authorization": f"Bearer {ensure_admin(sys.apps)[1]}"}
+    with TestClient(create_app(sys, manage_kernel=False)) as client:
+        listed = client.get("/os/nodes", headers=admin).json()["nodes"]
+        metrics = client.get("/metrics", headers=admin).text
+        denied = client.get("/os/nodes", headers={"Authorization": f"Bearer {sys.apps.issue_key('etl')}"})
+    by_name = {n["name"]: n for n in listed}
+    assert by_name[node]["processes"] == 1 and by_name[node]["alive"]
+    assert by_name["a"]["models"]["broken"]["healthy"] is False
+    assert denied.status_code == 403
+    assert f'llmasos_node_processes{{node="{node}"}} 1.0' in metrics
+    assert 'llmasos_node_model_healthy{node="a",model="broken"} 0.0' in metrics
+    sys.cancel(app, pid)
+    kernel.tick()
+
+
 def test_a_node_dying_mid_stream_loses_and_repeats_nothing(tiny_cluster) -> None:
     prompts = random_prompts([9, 14, 6, 11, 8, 12], seed=5)
     expected = local_greedy(tiny_cluster.model_path, prompts)
