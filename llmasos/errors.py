@@ -334,3 +334,16 @@ class PersonalDataBlockedError(InvalidRequestError):
     def __init__(self, message: str, entity_types: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.entity_types = tuple(entity_types)
+
+
+class NodeRefusedError(LLMasOSError):
+    """A node asked to join the cluster without proving it knows the cluster secret."""
+
+    type = "node_refused"
+    http_status = 403
+
+
+class ClusterUnavailableError(ModelUnavailableError):
+    """No node of the cluster can do this now (no node has the capability, or none is left alive)."""
+
+    type = "cluster_unavailable"

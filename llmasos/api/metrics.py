@@ -31,6 +31,7 @@ class KernelCollector(Collector):
         yield from self._model_metrics(snap.counters["models"])
         yield from self._live_metrics(snap)
         yield from self._pii_metrics()
+        yield from self._node_metrics(self.syscalls.node_snapshot())
 
     def _pii_metrics(self) -> Iterator[Metric]:
         """Personal data found, per app, direction and type: counts only, never a value."""
@@ -42,6 +43,26 @@ class KernelCollector(Collector):
         for (app, direction, entity_type), n in sorted(self.syscalls.pii_counts().items()):
             found.add_metric([app, direction, entity_type], n)
         yield found
+
+    def _node_metrics(self, nodes: list[dict]) -> Iterator[Metric]:
+        """The cluster's nodes (`serve --cluster`): up, healthy, live processes, each model's health."""
+        if not nodes:
+            return
+        up = GaugeMetricFamily("llmasos_node_up", "1 while the cluster node is alive", labels=["node"])
+        healthy = GaugeMetricFamily(
+            "llmasos_node_healthy", "1 if the node is alive and every model it offers loaded", labels=["node"]
+        )
+        processes = GaugeMetricFamily("llmasos_node_processes", "Live processes on the node", labels=["node"])
+        models = GaugeMetricFamily(
+            "llmasos_node_model_healthy", "1 if the model loaded on the node", labels=["node", "model"]
+        )
+        for node in nodes:
+            up.add_metric([node["name"]], int(node["alive"]))
+            healthy.add_metric([node["name"]], int(node["healthy"]))
+            processes.add_metric([node["name"]], node["processes"])
+            for model, health in node["models"].items():
+                models.add_metric([node["name"], model], int(health["healthy"]))
+        yield from (up, healthy, processes, models)
 
     def _app_metrics(self, apps: dict) -> Iterator[Metric]:
         calls = CounterMetricFamily(

@@ -117,6 +117,13 @@ def audit(
     return {"rows": rows}
 
 
+@router.get("/os/nodes")
+def nodes(request: Request, app: Admin) -> dict:
+    """The cluster's nodes (admin key): capabilities, models and their health, liveness, processes.
+    Empty on a server started without --cluster."""
+    return {"nodes": request.app.state.syscalls.nodes(app)}
+
+
 @router.get("/os/models")
 def models(request: Request, app: Caller) -> dict:
     """Library models this app may use, with whether each is loaded and its measured memory."""

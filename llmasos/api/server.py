@@ -33,6 +33,7 @@ from llmasos.api.limits import HttpLimits
 from llmasos.config import llmasos_home
 from llmasos.errors import AddressInUseError
 from llmasos.kernel.boot import boot
+from llmasos.kernel.syscalls import Syscalls
 from llmasos.sdk.discovery import read_server_file, remove_server_file, write_server_file
 from llmasos.security.admin import admin_key_path, ensure_admin
 from llmasos.settings import Settings
@@ -113,7 +114,17 @@ def _holder(port: int) -> str:
     return "(by another program)"
 
 
-def serve(settings: Settings | None = None, *, preload: tuple[str, ...] = ()) -> None:
+@dataclasses.dataclass(frozen=True)
+class ClusterOptions:
+    """`serve --cluster`: start a Ray head on loopback at `port`, or join the one at `address`."""
+
+    address: str | None = None
+    port: int = 6380
+
+
+def serve(
+    settings: Settings | None = None, *, preload: tuple[str, ...] = (), cluster: ClusterOptions | None = None
+) -> None:
     """Serve until interrupted, as `settings` say (`llmasos.settings.load_settings`), loading the
     `preload` models and those the settings mark to preload at start. Prints where, and where the
     admin key is, before it starts; `server.access_log` writes one line per request to a rotating
@@ -122,7 +133,7 @@ def serve(settings: Settings | None = None, *, preload: tuple[str, ...] = ()) ->
     sock = listen_on(settings.server.host, settings.server.port)
     _exit_cleanly_on_sigterm()
     try:
-        _serve_on(sock, settings, (*preload, *settings.preloaded()))
+        _serve_on(sock, settings, (*preload, *settings.preloaded()), cluster)
     finally:
         remove_server_file()  # only if this process wrote it
         sock.close()
@@ -135,11 +146,31 @@ def _exit_cleanly_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
-def _serve_on(sock: socket.socket, settings: Settings, preload: tuple[str, ...]) -> None:
+def _serve_on(
+    sock: socket.socket, settings: Settings, preload: tuple[str, ...], cluster: ClusterOptions | None = None
+) -> None:
+    if cluster is None:
+        return _serve_booted(sock, settings, preload, boot(interface="http", settings=settings))
+    from llmasos.cluster.runtime import cluster_loader, start_head
+    from llmasos.cluster.secret import load_or_create_secret, secret_path
+
+    head = start_head(load_or_create_secret(), cluster.address, port=cluster.port)
+    print(f"cluster head at {head.address}; nodes join with `llmasos node start --address {head.address}` "
+          f"and the secret in {secret_path()}", flush=True)  # fmt: skip
+    try:
+        syscalls = boot(interface="http", settings=settings, engines=cluster_loader(head.directory))
+        syscalls.cluster_nodes = lambda: [node.as_dict() for node in head.directory.nodes()]
+        _serve_booted(sock, settings, preload, syscalls)
+    finally:
+        head.stop()
+
+
+def _serve_booted(
+    sock: socket.socket, settings: Settings, preload: tuple[str, ...], syscalls: Syscalls
+) -> None:
     server = settings.server
     host, port, anonymous_app, access_log = server.host, server.port, server.anonymous_app, server.access_log
     allow_anonymous = server.allow_anonymous
-    syscalls = boot(interface="http", settings=settings)
     admin, _ = ensure_admin(syscalls.apps)
     if anonymous_app is not None:
         keyless_app(syscalls.apps, anonymous_app)  # a missing or admin app fails now, not per request

@@ -22,6 +22,7 @@ from llmasos.cli import config as config_cli
 from llmasos.cli import docs as docs_cli
 from llmasos.cli import keys as keys_cli
 from llmasos.cli import models as models_cli
+from llmasos.cli import nodes as nodes_cli
 from llmasos.cli import pii as pii_cli
 from llmasos.cli import plugins as plugins_cli
 from llmasos.cli import top as top_cli
@@ -72,6 +73,7 @@ app.add_typer(apps_cli.app, name="apps")
 app.add_typer(plugins_cli.app, name="plugins")
 app.add_typer(workflow_cli.app, name="workflow")
 app.add_typer(config_cli.app, name="config")
+app.add_typer(nodes_cli.app, name="node")
 app.add_typer(docs_cli.docs_app, name="docs")
 app.add_typer(docs_cli.kv_app, name="kv")
 app.add_typer(keys_cli.app, name="keys")
@@ -84,6 +86,7 @@ app.command()(ask.voice)
 app.command()(serve.serve)
 app.command()(processes.ps)
 app.command()(top_cli.top)
+app.command()(nodes_cli.nodes)
 app.command()(audit.audit)
 
 # Ollama's habits: `pull`, `list`, `show`, `rm` at the top level run the `models` verbs themselves (same

@@ -60,6 +60,9 @@ def process_table(processes: list[dict]) -> Table:
     for column in ("PID", "APP", "MODEL", "STATE", "PRIORITY"):
         cells = [str(p[column.lower()]) for p in processes]
         table.add_column(column, no_wrap=True, min_width=max(map(len, [column, *cells])))
+    on_nodes = any(p.get("node") for p in processes)  # a cluster (`serve --cluster`): where each runs
+    if on_nodes:
+        table.add_column("NODE", no_wrap=True)
     for column in ("IN", "OUT", "WAITED", "RUNNING"):
         table.add_column(column, justify="right", overflow="fold")
     for p in processes:
@@ -69,6 +72,7 @@ def process_table(processes: list[dict]) -> Table:
             p["model"],
             p["state"],
             p["priority"],
+            *([p.get("node", "")] if on_nodes else []),
             str(p["tokens_in"]),
             str(p["tokens_out"]),
             f"{p['waited_seconds']:.1f}s",

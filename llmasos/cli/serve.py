@@ -75,6 +75,20 @@ def serve(
         int | None, typer.Option("--threads", min=0, help="Compute threads; 0: one per core.")
     ] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    cluster: Annotated[
+        bool,
+        typer.Option(
+            "--cluster",
+            help="Run models on Ray cluster nodes (`llmasos node start`): start a Ray head on loopback, "
+            "or join --address.",
+        ),
+    ] = False,
+    address: Annotated[
+        str | None, typer.Option("--address", help="With --cluster: an existing Ray head, HOST:PORT.")
+    ] = None,
+    cluster_port: Annotated[
+        int, typer.Option("--cluster-port", min=1, max=65535, help="With --cluster: the Ray head's port.")
+    ] = 6380,
 ) -> None:
     """Run the HTTP server (OpenAI-compatible API + OS endpoints) until interrupted.
 
@@ -102,7 +116,12 @@ def serve(
             device=device,
         )
     )
-    run_server(settings=effective.settings, preload=tuple(preload or ()))
+    if address is not None and not cluster:
+        raise typer.BadParameter("--address joins a cluster: use it with --cluster", param_hint="--address")
+    from llmasos.api.server import ClusterOptions
+
+    options = ClusterOptions(address, port=cluster_port) if cluster else None
+    run_server(settings=effective.settings, preload=tuple(preload or ()), cluster=options)
 
 
 #: Each flag of `serve` and the setting it overrides.

@@ -152,3 +152,13 @@ class Engine(Protocol):
     def stats(self) -> EngineStats:
         """Queue lengths, KV blocks and measured rates, now."""
         ...
+
+
+@runtime_checkable
+class PlacedEngine(Protocol):
+    """An engine whose requests run on several machines (`llmasos.cluster.ClusterEngine`): the kernel
+    asks it where each request runs now, for the process table's `node` column and the audit row."""
+
+    def node_of(self, request_id: str) -> str | None:
+        """The node running `request_id` now (it may move when a node fails), None if not held."""
+        ...

@@ -71,16 +71,18 @@ def boot(
     audit: bool = True,
     interface: str = "",
     settings: Settings | None = None,
+    engines: tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]] | None = None,
 ) -> Syscalls:
     """A kernel on the library's models with the persisted apps and the audit log under
     $LLMASOS_HOME; call `.kernel.start()` to run it. `settings` (default: config.toml and the
     environment, `load_settings`) size the engines, set keep-alives and the memory budget unless
-    `memory_budget` is given, and name the models services use."""
+    `memory_budget` is given, and name the models services use. `engines`: (load, estimate) to use
+    instead of this machine's library (`llmasos.cluster.runtime.cluster_loader` on a cluster)."""
     settings = settings or load_settings().settings
     config = config or KernelConfig()
     config = dataclasses.replace(config, engine=settings.engine_config(config.engine))
     store = ModelStore()
-    load, estimate = library_loader(config.engine, store, settings)
+    load, estimate = engines or library_loader(config.engine, store, settings)
     residency = ResidencyManager(
         memory_budget or settings.models.memory_budget or default_memory_budget(),
         load,

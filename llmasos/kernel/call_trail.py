@@ -112,7 +112,7 @@ class CallTrail:
             AuditRecord(
                 app=process.app,
                 call=started.call,
-                target=process.model,
+                target=f"{process.model}@{process.node}" if process.node else process.model,
                 outcome=process.state.value,
                 reason="" if finished else (process.reason or str(work.error or "")),
                 pid=process.pid,

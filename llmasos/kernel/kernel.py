@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from llmasos.config import EngineConfig
-from llmasos.engine.protocol import Engine, StepOutput
+from llmasos.engine.protocol import Engine, PlacedEngine, StepOutput
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.admission import QueueLimits, ServiceRate, TokenRateLimiter
 from llmasos.kernel.context_switch import choose_suspend_mode
@@ -290,8 +290,15 @@ class Kernel(KernelLoop):
             self._fail_request(engine, str(process.pid), err, "add")
             return
         work.in_engine = True
+        self._locate(engine, process)
         self.counters.waited(process.app, now - process.created_at)
         process.transition(ProcessState.RUNNING, "running", now)
+
+    @staticmethod
+    def _locate(engine: Engine, process: Process) -> None:
+        """Record where a cluster engine runs the process (it moves when its node fails)."""
+        if isinstance(engine, PlacedEngine):
+            process.node = engine.node_of(str(process.pid)) or process.node
 
     def _account(self, model: str, policy: Policy, step: StepOutput, now: float) -> None:
         for request_id, tokens in step.num_computed_tokens.items():
@@ -307,6 +314,8 @@ class Kernel(KernelLoop):
             if process is None or process.is_terminal:
                 continue
             process.record_output(len(output.token_ids), now)
+            if process.node:
+                self._locate(self.residency.models[model].engine, process)
             self.counters.generated(process.app, model, len(output.token_ids))
             work = self.work[process.pid]
             work.emit(Event(process.pid, output.text, tuple(output.token_ids), logprobs=output.logprobs))

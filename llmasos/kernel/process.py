@@ -108,6 +108,7 @@ class Process:
     tokens_computed: int = 0  # prefill + decode tokens the engine computed: the unit of fair share
     tokens_since_scheduled: int = 0  # computed since the last move into RUNNING
     num_preemptions: int = 0  # times it lost its slot while running
+    node: str = ""  # the cluster node running it now ("" on a single box)
     waited_seconds: float = 0.0  # closed stretches queued or suspended
     running_seconds: float = 0.0  # closed stretches running
     _state_since: float = field(init=False, repr=False)

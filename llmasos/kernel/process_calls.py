@@ -61,6 +61,8 @@ class ProcessCalls:
             "preemptions": process.num_preemptions,
             "reason": process.reason,
         }
+        if process.node:
+            info["node"] = process.node
         if process.state is ProcessState.QUEUED:
             info["estimated_wait_seconds"] = round(self.kernel.estimated_wait(process), 3)
         return info

@@ -39,9 +39,9 @@ from llmasos.kernel.call_trail import DENIALS, CallTrail
 from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
-from llmasos.kernel.privacy_calls import PrivacyCalls
 from llmasos.kernel.latency_window import LatencyWindow
 from llmasos.kernel.overview_calls import OverviewCalls
+from llmasos.kernel.privacy_calls import PrivacyCalls
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.kernel.process_calls import ProcessCalls
 from llmasos.kernel.residency_calls import ResidencyCalls
@@ -86,6 +86,23 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, 
         self._restorers = {}  # pid -> what restores its placeholders in the text it sends back
         self.latency_window = LatencyWindow()  # the last hour's latencies, for live views (overview)
         kernel.on_finish.append(self.latency_window.observe)
+        # The cluster's nodes as dicts (`llmasos.cluster.registry.NodeView`), when the engines run on a
+        # Ray cluster (`serve --cluster`); None on a single box.
+        self.cluster_nodes: Callable[[], list[dict]] | None = None
+
+    def nodes(self, app: App) -> list[dict]:
+        """The cluster's nodes (capabilities, models and their health, liveness) with the live
+        processes each runs now; empty on a single box."""
+        with self.trail.audited(app, "nodes"):
+            return self.node_snapshot()
+
+    def node_snapshot(self) -> list[dict]:
+        """`nodes` without the audit row: what /metrics reads at every scrape."""
+        if self.cluster_nodes is None:
+            return []
+        with self.kernel.lock:
+            live = [p.node for p in self.kernel.table.values() if p.node and not p.is_terminal]
+        return [{**node, "processes": live.count(node["name"])} for node in self.cluster_nodes()]
 
     @property
     def audit(self) -> AuditLog | None:

@@ -124,6 +124,10 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return env
 
 
+def _rebuild_chat_template(source: str | None, bos_token: str, eos_token: str) -> ChatTemplate:
+    return ChatTemplate(source, bos_token=bos_token, eos_token=eos_token)
+
+
 class ChatTemplate:
     """A compiled chat template (or the plain fallback when `source` is None)."""
 
@@ -141,6 +145,10 @@ class ChatTemplate:
                     f"the model's chat template is not valid Jinja (line {exc.lineno}: {exc.message}); "
                     "fix or remove the template in the model file"
                 ) from exc
+
+    def __reduce__(self) -> tuple:
+        # Compiled templates do not pickle; a remote engine's tokenizer crosses to the head (cluster/).
+        return (_rebuild_chat_template, (self.source, self.bos_token, self.eos_token))
 
     @property
     def is_model_template(self) -> bool:

@@ -157,6 +157,10 @@ class Client:
     def ps(self) -> list[dict]:
         return self._transport.ps()
 
+    def nodes(self) -> list[dict]:
+        """The cluster's nodes (admin key; empty when the server runs on one box)."""
+        return self._transport.nodes()
+
     def models(self) -> list[dict]:
         return self._transport.models()
 

@@ -188,6 +188,9 @@ class HTTPTransport:
     def ps(self) -> list[dict]:
         return self._request("GET", "/os/ps")["processes"]
 
+    def nodes(self) -> list[dict]:
+        return self._request("GET", "/os/nodes")["nodes"]
+
     def models(self) -> list[dict]:
         return self._request("GET", "/os/models")["models"]
 

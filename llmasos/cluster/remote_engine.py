@@ -1,0 +1,103 @@
+"""An engine on a node: an `LLMEngine` inside a Ray actor, stepped locally there.
+
+The head's `ClusterEngine` makes one call per step per node (`step`), and gets back one `StepOutput`
+holding every sequence's new tokens: nothing crosses per token. Continuous batching stays per node,
+in the node's own engine. `adopt` takes over a request another node was running when it died: the
+prompt and the tokens already streamed are prefilled together, and the detokenizer is fed those
+tokens first, so the text that follows continues exactly where the dead node's stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What the head reads of a node's engine once, when it starts using it."""
+
+    context_length: int
+    max_sequence_tokens: int
+    max_num_seqs: int
+    memory_bytes: int
+    block_size: int
+    pid: int  # the actor's process (the benchmark reads its memory and CPU)
+
+
+class EngineHost:
+    """The body of the engine actor (`ray.remote(EngineHost)`): one model on this node."""
+
+    def __init__(self, model_path: str, num_threads: int = 1, kv_cache_bytes: int | None = None) -> None:
+        import dataclasses
+
+        import torch
+
+        from llmasos.config import EngineConfig
+        from llmasos.engine.engine import LLMEngine
+
+        torch.set_num_threads(max(1, num_threads))  # the node's CPUs, not the box's
+        config = EngineConfig(num_threads=max(1, num_threads))
+        if kv_cache_bytes:
+            config = dataclasses.replace(config, kv_cache_bytes=kv_cache_bytes)
+        if not Path(model_path).exists():
+            raise FileNotFoundError(f"no model file at {model_path}")
+        self.engine = LLMEngine.from_path(model_path, config)
+
+    def facts(self) -> EngineFacts:
+        e = self.engine
+        return EngineFacts(
+            e.context_length,
+            e.max_sequence_tokens,
+            e.max_num_seqs,
+            e.memory_bytes,
+            e.config.block_size,
+            os.getpid(),
+        )
+
+    def tokenizer(self):  # -> Tokenizer
+        return self.engine.tokenizer
+
+    def add(self, request_id, prompt, params=None, cache_namespace: str = "default") -> None:
+        self.engine.add(request_id, prompt, params, cache_namespace=cache_namespace)
+
+    def adopt(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        output_ids: list[int],
+        params=None,
+        cache_namespace: str = "default",
+    ) -> None:
+        """Hold a request that already produced `output_ids` elsewhere: they are re-prefilled with
+        the prompt, count against its max_tokens, and prime its detokenizer (their text was sent)."""
+        self.engine.add(request_id, prompt_ids, params, cache_namespace=cache_namespace)
+        request = self.engine.requests[request_id]
+        for token_id in output_ids:
+            request.seq.append_token(token_id)
+            request.detokenizer.add(token_id)
+
+    def step(self, request_ids=None):  # -> StepOutput
+        return self.engine.step(request_ids)
+
+    def abort(self, request_id: str) -> None:
+        self.engine.abort(request_id)
+
+    def suspend(self, request_id: str, mode):  # -> SuspendReport
+        return self.engine.suspend(request_id, mode)
+
+    def resume(self, request_id: str):  # -> SuspendReport
+        return self.engine.resume(request_id)
+
+    def suspend_costs(self, request_id: str):
+        return self.engine.suspend_costs(request_id)
+
+    def stats(self):  # -> EngineStats
+        return self.engine.stats()
+
+    def ping(self) -> bool:
+        return True

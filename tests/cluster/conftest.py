@@ -1,0 +1,82 @@
+"""One Ray cluster on loopback for the whole session: a head (no CPUs) and nodes of one CPU each, on
+the tiny random model, joined through the same code `llmasos node start` runs.
+
+Node `a` advertises the tiny model and a model file that cannot load; node `b` the tiny model and
+the `vision` capability. Tests that remove a node add their own node first (see `TinyCluster.add`).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ray.exceptions import GetTimeoutError
+
+MB = 2**20
+SECRET = "test-cluster-secret"
+
+
+@dataclass
+class TinyCluster:
+    cluster: Any  # ray.cluster_utils.Cluster
+    directory: Any  # llmasos.cluster.runtime.Directory
+    model_path: Path
+    broken_path: Path
+    ray_nodes: dict[str, Any] = field(default_factory=dict)
+    actors: list = field(default_factory=list)
+
+    def add(self, name: str, capabilities: tuple[str, ...] = ("llm",), models: dict | None = None) -> None:
+        """Start a Ray node of one CPU and join it as `name`."""
+        from llmasos.cluster.runtime import NodeSpec, join_node
+        from llmasos.tools.nodes import NODE_TOOLS
+
+        node = self.cluster.add_node(num_cpus=1, object_store_memory=80 * MB)
+        self.ray_nodes[name] = node
+        models = {"tiny": str(self.model_path)} if models is None else models
+        spec = NodeSpec(name, node.node_id, capabilities, tuple(models.items()), num_threads=1)
+        self.actors += join_node(self.directory, spec, SECRET, NODE_TOOLS)
+
+    def remove(self, name: str) -> None:
+        """Kill node `name` (its raylet and every actor on it), as a machine failure would, and wait
+        until its engine actor is gone (its process outlives the raylet by a moment)."""
+        from llmasos.cluster.cluster_engine import NodeLostError, call
+
+        engines = [handle for node, handle in self.directory.engines("tiny") if node == name]
+        self.cluster.remove_node(self.ray_nodes.pop(name), allow_graceful=False)
+        deadline = time.monotonic() + 60
+        for handle in engines:
+            while time.monotonic() < deadline:
+                try:
+                    call(handle.ping.remote(), timeout=5)
+                except (NodeLostError, TimeoutError, GetTimeoutError):
+                    break
+                time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def tiny_cluster(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyCluster]:
+    # Ray binds its services to the address it finds for this machine; on Linux this variable (meant
+    # for macOS and Windows) makes that loopback, so the test cluster listens on 127.0.0.1 only.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from llmasos.cluster.runtime import start_registry
+
+    broken = tmp_path_factory.mktemp("broken") / "broken.gguf"
+    broken.write_bytes(b"GGUF but not really a model file")
+    head_args = {"num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 * MB}
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args=head_args)
+    tiny = TinyCluster(cluster, start_registry(SECRET), tiny_gguf, broken)
+    try:
+        tiny.add("a", ("llm",), {"tiny": str(tiny_gguf), "broken": str(broken)})
+        tiny.add("b", ("llm", "vision"))
+        yield tiny
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
