@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from llmasos.kernel.process import Process
 
 #: What `update_app` may change: how an app is scheduled and limited, not who it is or what it may use.
-UPDATABLE_FIELDS = ("priority", "weight", "tokens_per_minute", "max_concurrent", "max_queued")
+#: What `update_app` may change; `pii` is a `PiiPolicy` (set by `llmasos apps update --pii`).
+UPDATABLE_FIELDS = ("priority", "weight", "tokens_per_minute", "max_concurrent", "max_queued", "pii")
 
 
 class AdminCalls:
@@ -39,13 +40,6 @@ class AdminCalls:
             created = self.apps.create(app)
             return created, self.apps.issue_key(created.name)
 
-    def update_app(self, caller: App, name: str, **changes: Any) -> App:
-        """Change app `name`'s settings (not its name or id); returns the app as it now is. A running
-        server reads the app at each request, so the change applies to the next one."""
-        with self.trail.audited(caller, "apps.update", name):
-            self._require_admin(caller, "change apps")
-            return self.apps.update(name, **changes)
-
     def remove_app(self, caller: App, name: str) -> None:
         """Remove an app and its keys, and cancel its live processes at once."""
         with self.trail.audited(caller, "apps.remove", name):
@@ -55,8 +49,9 @@ class AdminCalls:
             self.delete_app_data(removed)  # its files, stores, chunks, vectors and keys (DataCalls)
 
     def update_app(self, caller: App, name: str, **changes: Any) -> App:
-        """Change app `name`'s priority class, weight or quotas (admin only); its next requests run
-        under them (processes already admitted keep the class and weight they started with)."""
+        """Change app `name`'s priority class, weight, quotas or privacy policy (admin only); returns
+        the app as it now is. Its next requests run under them (processes already admitted keep the
+        class and weight they started with)."""
         with self.trail.audited(caller, "apps.update", name):
             self._require_admin(caller, "change apps")
             unknown = set(changes) - set(UPDATABLE_FIELDS)
