@@ -72,3 +72,17 @@ def test_deleting_the_app_shreds_its_key_and_its_sealed_values() -> None:
     # No copy of the wrapped key is left in the database's free pages or its write-ahead log.
     folder = data_keys().path.parent
     assert not any(wrapped in p.read_bytes() for p in folder.iterdir() if p.name.startswith("data_keys.db"))
+
+
+def test_a_rotation_cut_short_still_opens_everything_and_finishes_with_its_own_key() -> None:
+    data = app_data("id:alpha")
+    kv_set(data, "k", "secret")
+    stored = data.db.execute("SELECT value FROM kv")[0]["value"]
+    pending = master_key.MasterKey(master_key.new_key(), "file")
+    master_key.store_key_file(master_key.next_key_file(), pending.key)
+    data_keys().rotate(pending)  # ...and the process dies before master.key is replaced
+    assert DataKeys(data_keys().path).open_text(stored, "kv:k") == '"secret"'  # both keys are loaded
+    report = rotate_master_key()
+    assert report.new_key_id == pending.key_id and not master_key.next_key_file().exists()
+    assert master_key.configured_key().key_id == pending.key_id
+    assert DataKeys(data_keys().path).open_text(stored, "kv:k") == '"secret"'
