@@ -86,3 +86,30 @@ def test_a_rotation_cut_short_still_opens_everything_and_finishes_with_its_own_k
     assert report.new_key_id == pending.key_id and not master_key.next_key_file().exists()
     assert master_key.configured_key().key_id == pending.key_id
     assert DataKeys(data_keys().path).open_text(stored, "kv:k") == '"secret"'
+
+
+def test_the_master_key_from_the_system_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyring is asked through the `keyring` package's API (a stand-in here: no backend on this
+    machine), after the environment and before the key file."""
+    import sys
+    import types
+
+    key = master_key.new_key()
+    asked = []
+
+    def get_password(service: str, user: str) -> str:
+        asked.append((service, user))
+        return master_key.encode_key(key)
+
+    errors = types.SimpleNamespace(KeyringError=RuntimeError)
+    monkeypatch.setitem(
+        sys.modules, "keyring", types.SimpleNamespace(get_password=get_password, errors=errors)
+    )
+    monkeypatch.setitem(sys.modules, "keyring.errors", errors)
+    found = master_key.configured_key()
+    assert found is not None and found.source == "keyring" and found.key == key
+    assert asked == [("llmasos", f"master-key:{master_key.llmasos_home()}")]
+    sealed = data_keys().seal_text("id:k", "v", "kv:k")
+    assert not master_key.key_file().exists()  # nothing written: the keyring holds it
+    assert data_keys().master_key_ids() == {found.key_id: 1}
+    assert DataKeys(data_keys().path).open_text(sealed, "kv:k") == "v"
