@@ -40,6 +40,7 @@ def rotate_master_key(new_key: bytes | None = None) -> RotationReport:
     old = tuple(key_id for key_id in available if key_id != new.key_id)
     count = data_keys().rotate(new)
     models = rewrap_models(new)
+    master_key.remember(new)
     configured = master_key.configured_key()
     if configured is not None and configured.source == "file":
         master_key.store_key_file(master_key.key_file(), new.key)

@@ -113,3 +113,12 @@ def test_the_master_key_from_the_system_keyring(monkeypatch: pytest.MonkeyPatch)
     assert not master_key.key_file().exists()  # nothing written: the keyring holds it
     assert data_keys().master_key_ids() == {found.key_id: 1}
     assert DataKeys(data_keys().path).open_text(sealed, "kv:k") == "v"
+
+
+def test_a_lost_master_key_is_never_silently_replaced_by_a_new_one() -> None:
+    kv_set(app_data("id:alpha"), "k", "secret")
+    used = master_key.configured_key().key_id
+    master_key.key_file().unlink()
+    with pytest.raises(MasterKeyError, match=f"master key {used} is needed and none was found"):
+        kv_set(app_data("id:beta"), "k", "new data")  # a new app's key would need a master key
+    assert not master_key.key_file().exists()
