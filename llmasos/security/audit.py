@@ -40,7 +40,7 @@ from llmasos.security.audit_seal import (
     write_anchor,
 )
 from llmasos.security.audit_verify import ANCHOR_LOST, AuditReport, first_legacy_break, verify_log
-from llmasos.security.data_keys import AUDIT_PURPOSE, data_keys
+from llmasos.security.data_keys import AUDIT_PURPOSE, open_text_or_note
 from llmasos.storage.db import Database
 from llmasos.storage.files import create_private
 
@@ -280,13 +280,12 @@ class AuditLog:
 
 def _readable(row: sqlite3.Row) -> dict:
     """A row as callers see it: content sealed under its app's data key opened (or noted as shredded)."""
-    keys = data_keys()
     return {
         **dict(row),
         "allowed": bool(row["allowed"]),
         "unfinished": bool(row["unfinished"]),
-        "prompt": keys.open_text_or_note(row["prompt"], AUDIT_PURPOSE),
-        "output": keys.open_text_or_note(row["output"], AUDIT_PURPOSE),
+        "prompt": open_text_or_note(row["prompt"], AUDIT_PURPOSE),
+        "output": open_text_or_note(row["output"], AUDIT_PURPOSE),
     }
 
 

@@ -153,15 +153,6 @@ class DataKeys:
         owner, _, body = value[len(TEXT_PREFIX) :].rpartition(":")
         return self._open(owner, base64.b64decode(body), purpose).decode()
 
-    def open_text_or_note(self, value: str | None, purpose: str) -> str | None:
-        """`open_text`, with a note in place of data whose key was shredded (for listings)."""
-        if value is None or not value.startswith(TEXT_PREFIX):
-            return value
-        try:
-            return self.open_text(value, purpose)
-        except DecryptionError:
-            return SHREDDED
-
     def _open(self, owner: str, body: bytes, purpose: str) -> bytes:
         cipher = self.cipher(owner, create=False)
         if cipher is None:
@@ -178,6 +169,17 @@ class DataKeys:
 
     def close(self) -> None:
         self.db.close()
+
+
+def open_text_or_note(value: str | None, purpose: str) -> str | None:
+    """`open_text`, with a note in place of data whose key was shredded (for listings). Text that was
+    never sealed is returned as it is, without touching the key store."""
+    if value is None or not value.startswith(TEXT_PREFIX):
+        return value
+    try:
+        return data_keys().open_text(value, purpose)
+    except DecryptionError:
+        return SHREDDED
 
 
 def _aad(owner: str, purpose: str) -> bytes:

@@ -145,21 +145,44 @@ def available_keys() -> dict[str, MasterKey]:
 
 def current_key(*, create: bool) -> MasterKey:
     """The key new wraps use: a rotation's next key while one is under way, else the configured one.
-    With `create`, a missing key is made as a 0600 key file (and said in the log)."""
+    With `create`, a missing key is made as a 0600 key file (and said in the log), but only where no
+    key was ever used here: once something is wrapped, a missing key is an error, never a fresh key
+    that would leave what was wrapped under the old one behind."""
     pending = _from_file(next_key_file(), "file (rotation in progress)")
     if pending is not None:
         return pending
     key = configured_key()
     if key is not None:
+        remember(key)
         return key
-    if not create:
-        raise MasterKeyError(missing_key_message())
+    used = used_key_id()
+    if not create or used is not None:
+        raise MasterKeyError(missing_key_message(used))
     key = MasterKey(new_key(), "file")
     store_key_file(key_file(), key.key)
+    remember(key)
     log.info(
         "created a master key in %s (id %s); back it up, or move it to $%s", key_file(), key.key_id, ENV_VAR
     )
     return key
+
+
+def used_key_id() -> str | None:
+    """The id of the master key last used to wrap a key here (public: an id, not the key)."""
+    try:
+        return id_file().read_text(encoding="ascii").strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def remember(key: MasterKey) -> None:
+    if used_key_id() != key.key_id:
+        private_dir(id_file().parent)
+        write_private(id_file(), key.key_id + "\n")
+
+
+def id_file() -> Path:
+    return keys_dir() / "master.id"
 
 
 def store_key_file(path: Path, key: bytes) -> None:

@@ -221,8 +221,11 @@ def rewrap_header(path: Path, master: master_key.MasterKey) -> bool:
         new = Header(header.file_id, header.chunk_bytes, master.key_id, wrapped).encode()
         if len(new) != len(raw):  # fixed-width fields: cannot happen unless the header was edited
             raise DecryptionError(f"{path}: the encryption header has an unexpected size; not re-wrapped")
+        before = os.fstat(f.fileno())
         f.seek(0)
         f.write(new)
         f.flush()
         os.fsync(f.fileno())
-        return True
+    # The plaintext did not change: keep the times, which caches made from the file are keyed on.
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    return True

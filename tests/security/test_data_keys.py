@@ -72,3 +72,53 @@ def test_deleting_the_app_shreds_its_key_and_its_sealed_values() -> None:
     # No copy of the wrapped key is left in the database's free pages or its write-ahead log.
     folder = data_keys().path.parent
     assert not any(wrapped in p.read_bytes() for p in folder.iterdir() if p.name.startswith("data_keys.db"))
+
+
+def test_a_rotation_cut_short_still_opens_everything_and_finishes_with_its_own_key() -> None:
+    data = app_data("id:alpha")
+    kv_set(data, "k", "secret")
+    stored = data.db.execute("SELECT value FROM kv")[0]["value"]
+    pending = master_key.MasterKey(master_key.new_key(), "file")
+    master_key.store_key_file(master_key.next_key_file(), pending.key)
+    data_keys().rotate(pending)  # ...and the process dies before master.key is replaced
+    assert DataKeys(data_keys().path).open_text(stored, "kv:k") == '"secret"'  # both keys are loaded
+    report = rotate_master_key()
+    assert report.new_key_id == pending.key_id and not master_key.next_key_file().exists()
+    assert master_key.configured_key().key_id == pending.key_id
+    assert DataKeys(data_keys().path).open_text(stored, "kv:k") == '"secret"'
+
+
+def test_the_master_key_from_the_system_keyring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyring is asked through the `keyring` package's API (a stand-in here: no backend on this
+    machine), after the environment and before the key file."""
+    import sys
+    import types
+
+    key = master_key.new_key()
+    asked = []
+
+    def get_password(service: str, user: str) -> str:
+        asked.append((service, user))
+        return master_key.encode_key(key)
+
+    errors = types.SimpleNamespace(KeyringError=RuntimeError)
+    monkeypatch.setitem(
+        sys.modules, "keyring", types.SimpleNamespace(get_password=get_password, errors=errors)
+    )
+    monkeypatch.setitem(sys.modules, "keyring.errors", errors)
+    found = master_key.configured_key()
+    assert found is not None and found.source == "keyring" and found.key == key
+    assert asked == [("llmasos", f"master-key:{master_key.llmasos_home()}")]
+    sealed = data_keys().seal_text("id:k", "v", "kv:k")
+    assert not master_key.key_file().exists()  # nothing written: the keyring holds it
+    assert data_keys().master_key_ids() == {found.key_id: 1}
+    assert DataKeys(data_keys().path).open_text(sealed, "kv:k") == "v"
+
+
+def test_a_lost_master_key_is_never_silently_replaced_by_a_new_one() -> None:
+    kv_set(app_data("id:alpha"), "k", "secret")
+    used = master_key.configured_key().key_id
+    master_key.key_file().unlink()
+    with pytest.raises(MasterKeyError, match=f"master key {used} is needed and none was found"):
+        kv_set(app_data("id:beta"), "k", "new data")  # a new app's key would need a master key
+    assert not master_key.key_file().exists()

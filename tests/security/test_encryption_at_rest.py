@@ -167,8 +167,10 @@ def test_rotation_rewraps_model_headers_and_the_old_key_no_longer_opens(
     store = ModelStore()
     store.pull(str(plain), name="secret", encrypt=True, progress=False)
     old = master_key.key_file().read_text()
+    mtime = store.model_path("secret").stat().st_mtime_ns  # what the packed cache is keyed on
     report = rotate_master_key()
     assert report.model_files == 1 and report.new_key_id not in report.old_key_ids
+    assert store.model_path("secret").stat().st_mtime_ns == mtime
     assert not master_key.next_key_file().exists()
     assert _decrypt(store.model_path("secret")) == plain.read_bytes()
     master_key.store_key_file(master_key.key_file(), master_key.decode_key(old, "old"))
