@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -79,7 +80,10 @@ def updates(page) -> int:
 def phase(url: str, key: str, args: argparse.Namespace, server_pid: int) -> dict:
     cpu_before = thread_cpu_seconds(server_pid)
     start = time.perf_counter()
-    results = asyncio.run(run_load(url, key, args.clients, args.seconds, args.max_tokens, 300.0, args.model))
+    load = run_load(url, key, args.clients, args.seconds, args.max_tokens, 300.0, args.model)
+    # On a thread of its own: Playwright's sync API keeps an event loop running on this one.
+    with ThreadPoolExecutor(1) as pool:
+        results = pool.submit(asyncio.run, load).result()
     elapsed = time.perf_counter() - start
     cpu_after = thread_cpu_seconds(server_pid)
     completed = [r for r in results if r["outcome"] == "completed"]
