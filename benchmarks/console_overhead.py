@@ -96,6 +96,16 @@ def phase(url: str, key: str, args: argparse.Namespace, server_pid: int) -> dict
     }
 
 
+def snapshot_cost(url: str, admin_key: str, server_pid: int, count: int = 100) -> float:
+    """Server CPU seconds (all its threads) per overview snapshot served: CPU time, not wall time, so
+    it holds on a busy machine where the tokens/s of two phases differ by more than the goal."""
+    before = sum(thread_cpu_seconds(server_pid))
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as client:
+        for _ in range(count):
+            client.get("/os/console/overview").raise_for_status()
+    return (sum(thread_cpu_seconds(server_pid)) - before) / count
+
+
 def measure(url: str, key: str, admin_key: str, args: argparse.Namespace, server_pid: int) -> dict:
     """Alternating closed and open phases; each side's phases, in order."""
     from playwright.sync_api import sync_playwright
@@ -148,7 +158,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--model", default="default")
     parser.add_argument("--seconds", type=float, default=30.0, help="each phase")
-    parser.add_argument("--rounds", type=int, default=3, help="closed/open pairs")
+    parser.add_argument("--rounds", type=int, default=3, help="closed/open pairs (0: the snapshot cost only)")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--pages", type=int, default=1, help="console pages open in an open phase")
     args = parser.parse_args()
@@ -166,7 +176,13 @@ def main() -> None:
             f"server pid {server.pid}; {args.clients} streams, max_tokens {args.max_tokens}, "
             f"phases of {args.seconds:.0f} s"
         )
-        summarise(measure(url, key, admin_key, args, server.pid), args)
+        cost = snapshot_cost(url, admin_key, server.pid)
+        print(
+            f"server CPU per overview snapshot: {1000 * cost:.1f} ms, so one open page refreshing "
+            f"once a second takes {100 * cost:.2f}% of one core"
+        )
+        if args.rounds:
+            summarise(measure(url, key, admin_key, args, server.pid), args)
     finally:
         server.terminate()
         server.wait(timeout=30)

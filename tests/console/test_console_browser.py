@@ -190,6 +190,11 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
                 proc["tokens_out"],
             )
         assert shown[str(running["pid"])]["state"] == "running"
+        # its KV, in the models view, under its app: at least its prompt's blocks (block_size 4)
+        kv = eventually(lambda: by_key(page, "kv-table").get("tiny/alpha"))
+        assert int(kv["blocks"]) * 4 >= live[running["pid"]]["tokens_in"] and kv["tokens"] == str(
+            4 * int(kv["blocks"])
+        )
         page.click(f"#processes-table tr[data-key='{running['pid']}'] button")  # cancel it from the page
         thread.join(timeout=30)
     assert api(console_server, f"/os/tasks/{running['pid']}")["state"] == "cancelled"
