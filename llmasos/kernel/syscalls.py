@@ -54,8 +54,8 @@ T = TypeVar("T")
 
 class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, OverviewCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
-    the audit log, (from `ResidencyCalls`) loading and unloading models, (from `DataCalls`) each
-    app's files, vector stores and key-value store, and (from `OverviewCalls`) the live views' read."""
+    the audit log, (from `ResidencyCalls`) loading and unloading models, and (from `DataCalls`) each
+    app's files, vector stores and key-value store."""
 
     def __init__(
         self,
