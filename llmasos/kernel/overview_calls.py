@@ -14,8 +14,12 @@ models it may use.
 from __future__ import annotations
 
 import math
+import time
 from typing import TYPE_CHECKING, Any
 
+from llmasos.data.app_data import app_data
+from llmasos.data.quota import usage
+from llmasos.data.schema import app_folder
 from llmasos.kernel import snapshots
 from llmasos.kernel.latency_window import LatencyWindow
 from llmasos.library.store import ModelStore
@@ -30,6 +34,9 @@ if TYPE_CHECKING:
 ENDED_SHOWN = 30
 #: Audit rows an overview carries (newest first).
 AUDIT_SHOWN = 100
+#: Seconds an app's storage figure is reused: summing its chunks scans its data, which a refresh a
+#: second must not do; storage changes slowly next to processes.
+STORAGE_SECONDS = 10.0
 #: Keys of audit rows a live view may show: never the prompt or output an app opted to keep.
 _AUDIT_FIELDS = (
     "id",
@@ -96,6 +103,7 @@ class OverviewCalls:
         with self.kernel.lock:
             used = {a.name: self.kernel.limiter.used(a.name, now) for a in apps}
         counters = snap.counters["apps"]
+        storage = self._storage(apps)
         rows = []
         for app in apps:
             live = [p for p in processes if p.app == app.name and not p.is_terminal]
@@ -116,9 +124,32 @@ class OverviewCalls:
                     "tokens_computed": totals.get("tokens_computed", 0),
                     "tokens_generated": totals.get("tokens_generated", 0),
                     "keys": self.apps.key_hints(app.name),
+                    **storage[app.identity],
                 }
             )
         return rows
+
+    def _storage(self, apps: list[App]) -> dict[str, dict]:
+        """Each app's stored bytes and items against its data quota, read at most every
+        STORAGE_SECONDS; an app that never stored anything has no data folder, and none is made."""
+        cache: dict[str, tuple[float, dict]] = self.__dict__.setdefault("_storage_cache", {})
+        now = time.monotonic()
+        out = {}
+        for app in apps:
+            read_at, figures = cache.get(app.identity, (-math.inf, {}))
+            if now - read_at > STORAGE_SECONDS:
+                figures = {"storage_bytes": 0, "storage_items": 0, "storage_max_bytes": None}
+                if (app_folder(app.identity) / "data.db").exists():
+                    with app_data(app.identity).db.transaction() as conn:
+                        used = usage(conn)
+                    figures = {
+                        "storage_bytes": used.bytes,
+                        "storage_items": used.items,
+                        "storage_max_bytes": used.max_bytes,
+                    }
+                cache[app.identity] = (now, figures)
+            out[app.identity] = figures
+        return out
 
     def _own_app(self, caller: App) -> App:
         """The caller's app as stored now (its priority may have been edited since its key was read);

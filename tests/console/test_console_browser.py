@@ -40,6 +40,11 @@ def work(console_server: LiveServer) -> dict[str, str]:
         with console_server.client(keys[name]) as client:
             for i in range(count):
                 assert client.post("/v1/chat/completions", json=chat(f"hello {i}", 6)).status_code == 200
+    with console_server.client(keys["alpha"]) as client:  # data, for the data view to weigh
+        upload = client.post(
+            "/v1/files", files={"file": ("notes.txt", b"x" * 3000)}, data={"purpose": "assistants"}
+        )
+        assert upload.status_code == 200, upload.text
     with console_server.client(keys["beta"]) as client:  # a denial, for the audit view to highlight
         assert client.get("/metrics").status_code == 403
     return keys
@@ -64,6 +69,16 @@ def metrics(server: LiveServer) -> dict[tuple[str, tuple], float]:
         for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def shown_bytes(n: float) -> str:
+    """How the page writes a byte count (dom.js `bytes`)."""
+    units = ["B", "KiB", "MiB", "GiB", "TiB"]
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n /= 1024
+        i += 1
+    return f"{n:.{1 if i else 0}f} {units[i]}"
 
 
 def audit_rows(server: LiveServer, **filters) -> list[dict]:
@@ -175,6 +190,11 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
                 proc["tokens_out"],
             )
         assert shown[str(running["pid"])]["state"] == "running"
+        # its KV, in the models view, under its app: at least its prompt's blocks (block_size 4)
+        kv = eventually(lambda: by_key(page, "kv-table").get("tiny/alpha"))
+        assert int(kv["blocks"]) * 4 >= live[running["pid"]]["tokens_in"] and kv["tokens"] == str(
+            4 * int(kv["blocks"])
+        )
         page.click(f"#processes-table tr[data-key='{running['pid']}'] button")  # cancel it from the page
         thread.join(timeout=30)
     assert api(console_server, f"/os/tasks/{running['pid']}")["state"] == "cancelled"
@@ -235,8 +255,11 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
     for view in ("workflows", "data"):
         show(page, view)
         page.screenshot(path=str(screenshots / f"{view}.png"), full_page=True)
-    data = {r["_key"]: r for r in eventually(lambda: rows(page, "data-usage-table"))}
+    data = by_key(page, "data-usage-table")
     assert set(data) == set(apps)
+    alpha = api(console_server, "/os/apps/alpha/data")
+    assert alpha["bytes"] >= 3000 and data["alpha"]["storage_items"] == str(alpha["items"])
+    assert data["alpha"]["storage_bytes"] == shown_bytes(alpha["bytes"])
     assert page.errors == []
 
 

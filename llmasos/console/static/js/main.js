@@ -3,11 +3,20 @@
 import { ApiError, call, currentKey, fetchRaw, readEvents, signIn, signOut } from "./api.js";
 import { LatencyCharts } from "./charts.js";
 import { bytes, clock, column, el, fillTable } from "./dom.js";
-import { PRIORITIES, renderApps, renderAudit, renderLatency, renderModels, renderNodes, renderProcesses } from "./views.js";
+import {
+  PRIORITIES,
+  renderApps,
+  renderAudit,
+  renderDataUsage,
+  renderLatency,
+  renderModels,
+  renderNodes,
+  renderProcesses,
+} from "./views.js";
 import { Playground } from "./playground.js";
 
 const $ = (id) => document.getElementById(id);
-const state = { overview: null, view: "processes", stream: null, storage: {}, charts: null, playground: null };
+const state = { overview: null, view: "processes", stream: null, charts: null, playground: null };
 
 // ---- signing in and out ------------------------------------------------------------------------
 
@@ -23,7 +32,6 @@ async function start(key, remember) {
     state.playground = state.playground || new Playground(notify);
     show(overview);
     follow();
-    refreshSideData();
   } catch (err) {
     signOut();
     $("signin-error").textContent = err instanceof ApiError ? err.message : `cannot reach the server: ${err}`;
@@ -75,6 +83,7 @@ function show(overview) {
   renderLatency(overview, state.charts);
   renderAudit(overview);
   renderNodes(overview);
+  renderDataUsage(overview);
   if (state.playground) state.playground.offer(overview);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
@@ -114,7 +123,6 @@ const actions = {
     if (made) showKeyOnce(name, made.api_key);
   },
   revokeKeys: (name) => act(`keys of ${name} revoked`, () => call("DELETE", `/os/apps/${encodeURIComponent(name)}/keys`)),
-  storageOf: (name) => state.storage[name],
 };
 
 function showKeyOnce(app, key) {
@@ -132,22 +140,7 @@ async function createApp() {
   }
 }
 
-// ---- views read on demand: data usage, workflows -----------------------------------------------
-
-async function refreshSideData() {
-  if (!state.overview) return;
-  const apps = state.overview.apps.map((a) => a.name);
-  const usage = await Promise.all(apps.map((name) => call("GET", `/os/apps/${encodeURIComponent(name)}/data`).catch(() => null)));
-  const rows = usage.filter(Boolean);
-  for (const u of rows) state.storage[u.app] = `${bytes(u.bytes)} / ${u.max_bytes ? bytes(u.max_bytes) : "∞"}`;
-  fillTable(
-    $("data-usage-table"),
-    [column("app", "app"), column("bytes", "bytes", bytes, { numeric: true }), column("quota", "max_bytes", bytes, { numeric: true }), column("items", "items", undefined, { numeric: true })],
-    rows.sort((a, b) => (b.bytes || 0) - (a.bytes || 0)),
-    { key: (u) => u.app },
-  );
-  await Promise.all([refreshFiles(), refreshRuns()]);
-}
+// ---- views read when opened (each read is an audited call, so never on a timer) ------------------
 
 async function refreshFiles() {
   const files = (await call("GET", "/v1/files").catch(() => ({ data: [] }))).data || [];
@@ -232,7 +225,8 @@ function switchView(view) {
   state.view = view;
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.view === view);
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
-  if (["data", "workflows", "apps"].includes(view)) refreshSideData();
+  if (view === "data") refreshFiles();
+  if (view === "workflows") refreshRuns();
 }
 
 function wire() {
@@ -249,7 +243,8 @@ function wire() {
     $("key-once").hidden = true;
   });
   for (const id of ["audit-filter", "audit-denied"]) $(id).addEventListener("input", () => state.overview && renderAudit(state.overview));
-  setInterval(() => state.overview && ["data", "workflows", "apps"].includes(state.view) && refreshSideData(), 5000);
+  $("files-refresh").addEventListener("click", refreshFiles);
+  $("runs-refresh").addEventListener("click", refreshRuns);
   document.body.dataset.ready = "true";
   if (currentKey()) start(currentKey(), true);
 }

@@ -47,11 +47,11 @@ export function renderApps(overview, actions) {
       column("tokens last min / quota", "tokens_last_minute", (v, a) => `${v} / ${a.tokens_per_minute || "∞"}`),
       column("running / max", "running", (v, a) => `${v} / ${a.max_concurrent || "∞"}`),
       column("queued / max", "queued", (v, a) => `${v} / ${a.max_queued || "∞"}`),
-      column("storage", "storage", (v) => v || "…"),
+      column("storage / quota", "storage_bytes", (v, a) => `${bytes(v)} / ${a.storage_max_bytes ? bytes(a.storage_max_bytes) : "∞"}`),
       column("tokens computed", "tokens_computed", undefined, { numeric: true }),
       column("keys", "keys", (v) => v.join(", ") || "none"),
     ],
-    overview.apps.map((a) => ({ ...a, storage: actions.storageOf(a.name) })),
+    overview.apps,
     {
       key: (a) => a.name,
       extra: (a) =>
@@ -155,6 +155,20 @@ export function renderAudit(overview) {
     ],
     rows,
     { key: (r) => r.id, rowClass: (r) => (r.allowed ? "allowed" : "denied") },
+  );
+}
+
+export function renderDataUsage(overview) {
+  fillTable(
+    $("data-usage-table"),
+    [
+      column("app", "name"),
+      column("bytes", "storage_bytes", bytes, { numeric: true }),
+      column("quota", "storage_max_bytes", bytes, { numeric: true }),
+      column("items", "storage_items", undefined, { numeric: true }),
+    ],
+    [...overview.apps].sort((a, b) => b.storage_bytes - a.storage_bytes),
+    { key: (a) => a.name },
   );
 }
 
