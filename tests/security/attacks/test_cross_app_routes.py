@@ -7,7 +7,8 @@ it appears. The classes:
 - ADMIN: another app's key is refused 403;
 - OWNED: it names a resource of one app (a process, file, store, run, key, workflow): another app's
   key with the owner's ids is answered 404 (or 403) and the resource is left as it was;
-- CALLER: it acts on the caller's own state: another app's answer never holds the owner's ids or data.
+- CALLER: it acts on the caller's own state: another app's answer never holds the owner's ids or data
+  (STREAM: the same, for a route that streams until the client leaves; its first bytes are read).
 Every route but the public ones answers 401 without a key. None answers 500.
 """
 
@@ -22,6 +23,7 @@ import pytest
 from tests.api.conftest import LiveServer
 
 PUBLIC, ADMIN, OWNED, CALLER = "public", "admin", "owned", "caller"
+STREAM = "stream"  # a CALLER route that streams until the client leaves: its first bytes are read
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 GATE = {
     "name": "alpha-gate",
@@ -181,6 +183,63 @@ ROUTES: dict[tuple[str, str], tuple[str, str, dict | None]] = {
     ("PUT", "/os/apps/{name}/data/quota"): (ADMIN, "/os/apps/alpha/data/quota", {"max_bytes": 1}),
 }
 
+#: Routes of branches being merged as this was written (h1 nodes, h2 pii, h3 stats, h4 console, h7
+#: responses and conversations), classified ahead so the merge finds them; absent ones are skipped.
+#: Their ids are alpha's where alpha's fixture makes one, else ids that exist nowhere (404 either way):
+#: whoever merges them should give `_alpha_holds` a real one.
+PENDING: dict[tuple[str, str], tuple[str, str, dict | None]] = {
+    ("GET", "/os/nodes"): (ADMIN, "/os/nodes", None),
+    ("POST", "/os/pii/analyze"): (CALLER, "/os/pii/analyze", {"text": "hi"}),
+    ("GET", "/os/stats"): (CALLER, "/os/stats", None),
+    ("PUT", "/os/stats/budgets/{name}"): (ADMIN, "/os/stats/budgets/alpha", {"epsilon": 1.0}),
+    ("PATCH", "/os/apps/{name}"): (ADMIN, "/os/apps/alpha", {"priority": "realtime"}),
+    ("POST", "/os/apps/{name}/keys"): (ADMIN, "/os/apps/alpha/keys", {}),
+    ("GET", "/os/audit"): (CALLER, "/os/audit", None),
+    ("GET", "/os/console/overview"): (CALLER, "/os/console/overview", None),
+    ("GET", "/os/console/stream"): (STREAM, "/os/console/stream", None),
+    ("POST", "/v1/responses"): (
+        CALLER,
+        "/v1/responses",
+        {"model": "tiny", "input": "hi", "max_output_tokens": 2},
+    ),
+    ("GET", "/v1/responses/{response_id}"): (OWNED, "/v1/responses/resp_alpha0000", None),
+    ("DELETE", "/v1/responses/{response_id}"): (OWNED, "/v1/responses/resp_alpha0000", None),
+    ("GET", "/v1/responses/{response_id}/input_items"): (
+        OWNED,
+        "/v1/responses/resp_alpha0000/input_items",
+        None,
+    ),
+    ("GET", "/os/responses/{response_id}/context"): (OWNED, "/os/responses/resp_alpha0000/context", None),
+    ("POST", "/v1/conversations"): (CALLER, "/v1/conversations", {}),
+    ("GET", "/v1/conversations/{conversation_id}"): (OWNED, "/v1/conversations/conv_alpha0000", None),
+    ("POST", "/v1/conversations/{conversation_id}"): (
+        OWNED,
+        "/v1/conversations/conv_alpha0000",
+        {"metadata": {}},
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}"): (OWNED, "/v1/conversations/conv_alpha0000", None),
+    ("POST", "/v1/conversations/{conversation_id}/items"): (
+        OWNED,
+        "/v1/conversations/conv_alpha0000/items",
+        {"items": []},
+    ),
+    ("GET", "/v1/conversations/{conversation_id}/items"): (
+        OWNED,
+        "/v1/conversations/conv_alpha0000/items",
+        None,
+    ),
+    ("GET", "/v1/conversations/{conversation_id}/items/{item_id}"): (
+        OWNED,
+        "/v1/conversations/conv_alpha0000/items/item_0",
+        None,
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}/items/{item_id}"): (
+        OWNED,
+        "/v1/conversations/conv_alpha0000/items/item_0",
+        None,
+    ),
+}
+
 
 def app_routes(app) -> set[tuple[str, str]]:
     """(method, path) of every route the FastAPI app serves, included routers and mounts too."""
@@ -201,12 +260,17 @@ def app_routes(app) -> set[tuple[str, str]]:
     return found
 
 
-def test_every_route_is_classified() -> None:
+def served_routes() -> set[tuple[str, str]]:
+    """The routes `llmasos serve` serves: the same app built over a kernel without models."""
     from llmasos.api.app import create_app
     from tests.helpers.programs import syscalls_without_models
 
-    served = app_routes(create_app(syscalls_without_models()))
-    missing = sorted(served - ROUTES.keys())
+    return app_routes(create_app(syscalls_without_models()))
+
+
+def test_every_route_is_classified() -> None:
+    served = served_routes()
+    missing = sorted(served - ROUTES.keys() - PENDING.keys())
     assert not missing, (
         f"routes with no class in {__file__}: {missing}; classify each (PUBLIC, ADMIN, OWNED, CALLER) "
         "with the path and body an attacker would send"
@@ -273,7 +337,9 @@ def test_another_apps_key_reaches_nothing_of_alpha(server: LiveServer) -> None:
     with alpha, beta, nobody:
         owned = _alpha_holds(alpha)
         wrong: list[str] = []
-        for (method, route), (kind, path, body) in sorted(ROUTES.items()):
+        served = served_routes()
+        attacked = {**ROUTES, **{k: v for k, v in PENDING.items() if k in served}}
+        for (method, route), (kind, path, body) in sorted(attacked.items()):
             url, payload = owned.fill(path), _fill_body(body, owned)
             answer = nobody.request(method, url, json=payload)
             if kind == PUBLIC:
@@ -282,7 +348,12 @@ def test_another_apps_key_reaches_nothing_of_alpha(server: LiveServer) -> None:
                 continue
             if answer.status_code not in (401, 429):  # 429: the failed-authentication lockout
                 wrong.append(f"{method} {route} without a key: {answer.status_code}, not 401")
-            answer = beta.request(method, url, json=payload)
+            if kind == STREAM:
+                with beta.stream(method, url) as streamed:
+                    status, text = streamed.status_code, next(streamed.iter_text(), "")
+                answer = httpx.Response(status, text=text)
+            else:
+                answer = beta.request(method, url, json=payload)
             text = answer.text
             if answer.status_code >= 500:
                 wrong.append(f"{method} {route} as beta: {answer.status_code} {text[:200]}")
