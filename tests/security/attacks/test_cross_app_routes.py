@@ -188,6 +188,8 @@ ROUTES: dict[tuple[str, str], tuple[str, str, dict | None]] = {
 #: Their ids are alpha's where alpha's fixture makes one, else ids that exist nowhere (404 either way):
 #: whoever merges them should give `_alpha_holds` a real one.
 PENDING: dict[tuple[str, str], tuple[str, str, dict | None]] = {
+    ("GET", "/ui"): (PUBLIC, "/ui", None),  # the console's page and assets: it signs in with a key
+    ("GET", "/ui/{path:path}"): (PUBLIC, "/ui/index.html", None),
     ("GET", "/os/nodes"): (ADMIN, "/os/nodes", None),
     ("POST", "/os/pii/analyze"): (CALLER, "/os/pii/analyze", {"text": "hi"}),
     ("GET", "/os/stats"): (CALLER, "/os/stats", None),
