@@ -26,7 +26,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from llmasos.errors import ServerUnavailableError
+from llmasos.errors import AuthenticationError, ServerUnavailableError
 
 #: Columns a process list can be sorted by, in the order `s` cycles through them.
 SORTS = ("pid", "app", "model", "state", "priority", "tokens_out", "waited_seconds", "running_seconds")
@@ -95,6 +95,8 @@ class Source:
 
     def _get(self, path: str, key: str) -> list[dict] | None:
         answer = self.http.get(path)
+        if answer.status_code == 401:  # not worth retrying: say so and stop
+            raise AuthenticationError(f"the server refused the key: {_message(answer)}")
         if answer.status_code in (403, 404):  # not offered to this key, or not by this server
             return None
         answer.raise_for_status()

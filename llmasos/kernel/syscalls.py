@@ -202,7 +202,8 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, 
         result, an OCR'd image) cannot add to them: they come from the request and the app alone."""
         if tools is None:
             return None
-        return [t for t in tools if app.allows("tool", str(t.get("function", t).get("name", "")))]
+        usable = [t for t in tools if app.allows("tool", str(t.get("function", t).get("name", "")))]
+        return usable or None  # none at all renders as a plain chat, not an empty tool list
 
     def usable_tools(self, app: App, names: list[str]) -> list[str]:
         """Those of `names` that `app` may have a model call, in order (see `offered_tools`)."""

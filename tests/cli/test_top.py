@@ -15,6 +15,7 @@ from llmasos.engine.sampling import SamplingParams
 from llmasos.kernel.process import ProcessState
 from llmasos.security.apps import App
 from tests.api.conftest import LiveServer, run_server
+from tests.helpers.cli import run_cli
 
 
 @pytest.fixture
@@ -68,3 +69,13 @@ def test_processes_appear_and_a_cancel_from_the_keyboard_ends_one(server: LiveSe
     table = server.syscalls.kernel.table
     assert table[first].state is ProcessState.CANCELLED
     assert table[second].state is ProcessState.QUEUED  # the filtered-out one was left alone
+
+
+def test_once_prints_one_frame_and_a_refused_key_says_so(server: LiveServer, monkeypatch, capsys) -> None:
+    server.syscalls.kernel.stop()
+    pid = _queued(server, "batcher")
+    at = ("top", "--once", "--url", server.url, "--key")
+    code, out, _ = run_cli(monkeypatch, capsys, *at, server.admin_key)
+    assert code == 0 and "batcher" in out and f"{pid}" in out and "queued" in out
+    code, _, err = run_cli(monkeypatch, capsys, *at, "lmos-wrong")
+    assert code == 1 and "refused the key" in err
