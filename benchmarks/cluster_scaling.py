@@ -26,18 +26,20 @@ import statistics
 import time
 from pathlib import Path
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on loopback (see llmasos.cluster.runtime)
+from llmasos.cluster.loopback import use_loopback
 
-import ray
-from ray.cluster_utils import Cluster
-from ray.exceptions import GetTimeoutError
+use_loopback(None)  # before Ray is imported: the cluster listens on 127.0.0.1 only
 
-from llmasos.cluster.cluster_engine import ClusterEngine, NodeLostError, call
-from llmasos.cluster.runtime import NodeSpec, join_node, start_registry
-from llmasos.config import EngineConfig
-from llmasos.engine.engine import LLMEngine
-from llmasos.engine.sampling import SamplingParams
-from llmasos.library.store import ModelStore
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+from ray.exceptions import GetTimeoutError  # noqa: E402
+
+from llmasos.cluster.cluster_engine import ClusterEngine, NodeLostError, call  # noqa: E402
+from llmasos.cluster.runtime import NodeSpec, join_node, start_registry  # noqa: E402
+from llmasos.config import EngineConfig  # noqa: E402
+from llmasos.engine.engine import LLMEngine  # noqa: E402
+from llmasos.engine.sampling import SamplingParams  # noqa: E402
+from llmasos.library.store import ModelStore  # noqa: E402
 
 MB = 2**20
 SECRET = "benchmark-secret"

@@ -128,15 +128,25 @@ class ClusterEngine:
 
     @property
     def context_length(self) -> int:
-        return min((n.facts.context_length for n in self._nodes.values()), default=1)
+        return min(n.facts.context_length for n in self._live_nodes())
 
     @property
     def max_sequence_tokens(self) -> int:
-        return min((n.facts.max_sequence_tokens for n in self._nodes.values()), default=1)
+        return min(n.facts.max_sequence_tokens for n in self._live_nodes())
 
     @property
     def max_num_seqs(self) -> int:
+        if not self._nodes:
+            self._refresh(force=False)  # a node may have come back
         return max(1, sum(n.facts.max_num_seqs for n in self._nodes.values()))
+
+    def _live_nodes(self) -> list[NodeEngine]:
+        """The nodes holding the model, looking again if none is left (ClusterUnavailableError if so)."""
+        if not self._nodes:
+            self._refresh(force=False)
+        if not self._nodes:
+            raise ClusterUnavailableError(self._missing())
+        return list(self._nodes.values())
 
     @property
     def memory_bytes(self) -> int:

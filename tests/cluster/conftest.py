@@ -7,7 +7,6 @@ the `vision` capability. Tests that remove a node add their own node first (see 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ray.exceptions import GetTimeoutError
+
+from llmasos.cluster.loopback import use_loopback
+
+use_loopback(None)  # before Ray is imported: the test cluster listens on 127.0.0.1 only
+
+from ray.exceptions import GetTimeoutError  # noqa: E402
 
 MB = 2**20
 SECRET = "test-cluster-secret"
@@ -60,9 +64,6 @@ class TinyCluster:
 
 @pytest.fixture(scope="session")
 def tiny_cluster(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyCluster]:
-    # Ray binds its services to the address it finds for this machine; on Linux this variable (meant
-    # for macOS and Windows) makes that loopback, so the test cluster listens on 127.0.0.1 only.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
     from ray.cluster_utils import Cluster
 

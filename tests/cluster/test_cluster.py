@@ -118,7 +118,7 @@ def test_os_nodes_and_metrics_show_nodes_health_and_processes(tiny_cluster) -> N
     assert by_name["a"]["models"]["broken"]["healthy"] is False
     assert denied.status_code == 403
     assert f'llmasos_node_processes{{node="{node}"}} 1.0' in metrics
-    assert 'llmasos_node_model_healthy{node="a",model="broken"} 0.0' in metrics
+    assert 'llmasos_node_model_healthy{model="broken",node="a"} 0.0' in metrics
     sys.cancel(app, pid)
     kernel.tick()
 
