@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -32,9 +33,8 @@ use_loopback(None)  # before Ray is imported: the cluster listens on 127.0.0.1 o
 
 import ray  # noqa: E402
 from ray.cluster_utils import Cluster  # noqa: E402
-from ray.exceptions import GetTimeoutError  # noqa: E402
 
-from llmasos.cluster.cluster_engine import ClusterEngine, NodeLostError, call  # noqa: E402
+from llmasos.cluster.cluster_engine import ClusterEngine, call  # noqa: E402
 from llmasos.cluster.runtime import NodeSpec, join_node, start_registry  # noqa: E402
 from llmasos.config import EngineConfig  # noqa: E402
 from llmasos.engine.engine import LLMEngine  # noqa: E402
@@ -277,17 +277,12 @@ def main() -> None:
     reference = run_streams(ClusterEngine(MODEL, directory), prompts, fparams, "ref", "undisturbed")
 
     def kill_b(engine) -> float:
-        engines = [h for n, h in directory.engines(MODEL) if n == "b"]
+        """Node b dies: its engine process is killed (SIGKILL), then its raylet and the rest."""
+        pids = [call(h.facts.remote()).pid for n, h in directory.engines(MODEL) if n == "b"]
         moment = time.perf_counter()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         cluster.remove_node(ray_nodes.pop("b"), allow_graceful=False)
-        deadline = time.monotonic() + 60
-        for handle in engines:  # its actor outlives the raylet by a moment: wait until it is gone
-            while time.monotonic() < deadline:
-                try:
-                    call(handle.ping.remote(), timeout=5)
-                except (NodeLostError, GetTimeoutError):
-                    break
-                time.sleep(0.05)
         return moment
 
     survivor = ClusterEngine(MODEL, directory)

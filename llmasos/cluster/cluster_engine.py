@@ -351,7 +351,8 @@ class ClusterEngine:
         raise ClusterUnavailableError(self._missing())
 
     def stats(self) -> EngineStats:
-        refs = {name: node.handle.stats.remote() for name, node in self._nodes.items()}
+        # list(): /metrics reads this from another thread while the kernel's may drop a dead node
+        refs = {name: node.handle.stats.remote() for name, node in list(self._nodes.items())}
         stats = []
         for ref in refs.values():
             try:
