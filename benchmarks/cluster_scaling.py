@@ -133,7 +133,7 @@ def ray_idle_cost(seconds: float = 10.0) -> tuple[int, float, int]:
 
 
 def run_streams(engine, prompts, params, tag: str, namespace: str, kill=None) -> dict:
-    """Every prompt as a stream; `kill(engine)` is called once every stream has 8 tokens. Returns
+    """Every prompt as a stream; `kill(engine)` is called once every stream has 8 tokens (or ended). Returns
     each stream's text, token ids, finish time and the node it started on."""
     ids = [f"{tag}-{i}" for i in range(len(prompts))]
     for request_id, prompt in zip(ids, prompts, strict=True):
@@ -150,7 +150,7 @@ def run_streams(engine, prompts, params, tag: str, namespace: str, kill=None) ->
             tokens[out.request_id] += out.token_ids
             if out.finished:
                 done[out.request_id] = time.perf_counter() - start
-        if kill is not None and killed_on is None and all(len(t) >= 8 for t in tokens.values()):
+        if kill is not None and killed_on is None and all(len(tokens[r]) >= 8 or r in done for r in ids):
             killed_on = kill(engine)
     return {
         "ids": ids,
@@ -287,7 +287,8 @@ def main() -> None:
 
     survivor = ClusterEngine(MODEL, directory)
     moved_run = run_streams(survivor, prompts, fparams, "ref", "killed", kill=kill_b)
-    moved = [rid for rid in moved_run["ids"] if moved_run["node"][rid] == "b"]
+    killed_at = moved_run["killed"] - moved_run["start"]
+    moved = [r for r in moved_run["ids"] if moved_run["node"][r] == "b" and moved_run["done"][r] > killed_at]
     same = sum(moved_run["texts"][r] == reference["texts"][r] for r in reference["ids"])
     same_ids = sum(moved_run["tokens"][r] == reference["tokens"][r] for r in reference["ids"])
     added = [moved_run["done"][r] - reference["done"][r] for r in moved]
