@@ -20,17 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import ray
-from ray.exceptions import (
-    ActorUnavailableError,
-    NodeDiedError,
-    ObjectLostError,
-    OwnerDiedError,
-    RayActorError,
-    RayTaskError,
-    WorkerCrashedError,
-)
-
+from llmasos.cluster.calls import NodeLostError, call
 from llmasos.cluster.placement import NodeLoad, PrefixIndex, choose_node, round_robin
 from llmasos.cluster.remote_engine import EngineFacts
 from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
@@ -42,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between looks at the registry for nodes that joined or died.
 REFRESH_SECONDS = 2.0
-
-
-class NodeLostError(Exception):
-    """A node's actor is gone (the node died or was removed)."""
 
 
 class EngineDirectory(Protocol):
@@ -73,30 +59,6 @@ class HeldRequest:
     node: str
     output_ids: list[int] = field(default_factory=list)
     suspended: bool = False
-
-
-#: What ray.get raises when the actor or the node that held the answer is gone.
-NODE_LOST = (
-    RayActorError,
-    ActorUnavailableError,
-    NodeDiedError,
-    ObjectLostError,
-    OwnerDiedError,
-    WorkerCrashedError,
-)
-
-
-def call(ref: Any, timeout: float | None = None) -> Any:
-    """`ray.get`, with the actor's own exception raised as itself, and a dead actor as NodeLostError."""
-    try:
-        return ray.get(ref, timeout=timeout)
-    except NODE_LOST as err:
-        raise NodeLostError(str(err).splitlines()[0]) from err
-    except RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
 
 
 class ClusterEngine:

@@ -9,11 +9,14 @@ is why `node start` starts its Ray processes itself: `runtime.start_ray_node`.)
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+
+logger = logging.getLogger(__name__)
 
 
 def is_loopback(address: str | None) -> bool:
@@ -26,5 +29,5 @@ def use_loopback(address: str | None) -> None:
     if not is_loopback(address):
         return
     if "ray" in sys.modules and os.environ.get(VARIABLE) != "0":
-        raise RuntimeError("use_loopback must run before ray is imported")
+        logger.warning("Ray was imported before use_loopback: it may bind to this machine's routable address")
     os.environ[VARIABLE] = "0"

@@ -24,7 +24,8 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from llmasos.cluster.cluster_engine import ClusterEngine, call
+from llmasos.cluster.calls import call
+from llmasos.cluster.cluster_engine import ClusterEngine
 from llmasos.cluster.registry import DEFAULT_CAPABILITIES, NAMESPACE, REGISTRY_NAME, NodeRegistry, NodeView
 from llmasos.cluster.remote_engine import EngineHost
 from llmasos.cluster.secret import join_proof

@@ -48,7 +48,7 @@ class TinyCluster:
     def remove(self, name: str) -> None:
         """Kill node `name` as a machine failure would: its engine processes (SIGKILL), its raylet and
         everything else on it."""
-        from llmasos.cluster.cluster_engine import call
+        from llmasos.cluster.calls import call
 
         engines = [handle for node, handle in self.directory.engines("tiny") if node == name]
         pids = [call(handle.facts.remote()).pid for handle in engines]
