@@ -275,7 +275,7 @@ def main() -> None:
     )
 
     # ---- failover ----
-    fparams = SamplingParams(max_tokens=32, temperature=0)
+    fparams = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True)  # every stream 32 tokens long
     prompts = prompts_for(tokenizer, 32, seed=7)
     reference = run_streams(ClusterEngine(MODEL, directory), prompts, fparams, "ref", "undisturbed")
 
@@ -290,10 +290,20 @@ def main() -> None:
 
     survivor = ClusterEngine(MODEL, directory)
     moved_run = run_streams(survivor, prompts, fparams, "ref", "killed", kill=kill_b)
+    if moved_run["killed"] is None:
+        raise SystemExit("no stream on node b reached 8 tokens: nothing to kill")
     killed_at = moved_run["killed"] - moved_run["start"]
     moved = [r for r in moved_run["ids"] if moved_run["node"][r] == "b" and moved_run["done"][r] > killed_at]
     same = sum(moved_run["texts"][r] == reference["texts"][r] for r in reference["ids"])
     same_ids = sum(moved_run["tokens"][r] == reference["tokens"][r] for r in reference["ids"])
+    differ = [r for r in reference["ids"] if moved_run["tokens"][r] != reference["tokens"][r]]
+    differ_moved = sum(r in moved for r in differ)
+    # Where a greedy stream differs: the first differing token, and whether it came after the kill
+    # (the re-prefill, or a larger batch on the surviving node) or before it.
+    first_diff = [
+        next(i for i, (x, y) in enumerate(zip(moved_run["tokens"][r], reference["tokens"][r])) if x != y)
+        for r in differ
+    ]
     added = [moved_run["done"][r] - reference["done"][r] for r in moved] or [float("nan")]
     stayed = [moved_run["done"][r] - reference["done"][r] for r in moved_run["ids"] if r not in moved]
     print(
@@ -302,7 +312,8 @@ def main() -> None:
     )
     print(
         f"  completed {len(moved_run['done'])}/32; identical to the undisturbed run: texts {same}/32, "
-        f"token ids {same_ids}/32; failovers {survivor.num_failovers}"
+        f"token ids {same_ids}/32; failovers {survivor.num_failovers}; differing: {len(differ)} "
+        f"({differ_moved} of them moved), first differing token at {first_diff}"
     )
     print(
         f"  added completion time, moved streams: median {statistics.median(added):.2f} s "
