@@ -301,7 +301,11 @@ def main() -> None:
     # Where a greedy stream differs: the first differing token, and whether it came after the kill
     # (the re-prefill, or a larger batch on the surviving node) or before it.
     first_diff = [
-        next(i for i, (x, y) in enumerate(zip(moved_run["tokens"][r], reference["tokens"][r])) if x != y)
+        next(
+            i
+            for i, (x, y) in enumerate(zip(moved_run["tokens"][r], reference["tokens"][r], strict=True))
+            if x != y
+        )
         for r in differ
     ]
     added = [moved_run["done"][r] - reference["done"][r] for r in moved] or [float("nan")]
