@@ -22,22 +22,25 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import statistics
 import time
 from pathlib import Path
 
-os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray on loopback (see llmasos.cluster.runtime)
+from llmasos.cluster.loopback import use_loopback
 
-import ray
-from ray.cluster_utils import Cluster
-from ray.exceptions import GetTimeoutError
+use_loopback(None)  # before Ray is imported: the cluster listens on 127.0.0.1 only
 
-from llmasos.cluster.cluster_engine import ClusterEngine, NodeLostError, call
-from llmasos.cluster.runtime import NodeSpec, join_node, start_registry
-from llmasos.config import EngineConfig
-from llmasos.engine.engine import LLMEngine
-from llmasos.engine.sampling import SamplingParams
-from llmasos.library.store import ModelStore
+import ray  # noqa: E402
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from llmasos.cluster.calls import call  # noqa: E402
+from llmasos.cluster.cluster_engine import ClusterEngine  # noqa: E402
+from llmasos.cluster.runtime import NodeSpec, join_node, start_registry  # noqa: E402
+from llmasos.config import EngineConfig  # noqa: E402
+from llmasos.engine.engine import LLMEngine  # noqa: E402
+from llmasos.engine.sampling import SamplingParams  # noqa: E402
+from llmasos.library.store import ModelStore  # noqa: E402
 
 MB = 2**20
 SECRET = "benchmark-secret"
@@ -131,7 +134,7 @@ def ray_idle_cost(seconds: float = 10.0) -> tuple[int, float, int]:
 
 
 def run_streams(engine, prompts, params, tag: str, namespace: str, kill=None) -> dict:
-    """Every prompt as a stream; `kill(engine)` is called once every stream has 8 tokens. Returns
+    """Every prompt as a stream; `kill(engine)` is called once a stream on node b has 8 tokens. Returns
     each stream's text, token ids, finish time and the node it started on."""
     ids = [f"{tag}-{i}" for i in range(len(prompts))]
     for request_id, prompt in zip(ids, prompts, strict=True):
@@ -148,7 +151,8 @@ def run_streams(engine, prompts, params, tag: str, namespace: str, kill=None) ->
             tokens[out.request_id] += out.token_ids
             if out.finished:
                 done[out.request_id] = time.perf_counter() - start
-        if kill is not None and killed_on is None and all(len(t) >= 8 for t in tokens.values()):
+        streaming_on_b = [r for r in ids if first_node[r] == "b" and r not in done and len(tokens[r]) >= 8]
+        if kill is not None and killed_on is None and streaming_on_b:
             killed_on = kill(engine)
     return {
         "ids": ids,
@@ -157,6 +161,7 @@ def run_streams(engine, prompts, params, tag: str, namespace: str, kill=None) ->
         "done": done,
         "node": first_node,
         "killed": killed_on,
+        "start": start,
     }
 
 
@@ -270,38 +275,49 @@ def main() -> None:
     )
 
     # ---- failover ----
-    fparams = SamplingParams(max_tokens=32, temperature=0)
+    fparams = SamplingParams(max_tokens=32, temperature=0, ignore_eos=True)  # every stream 32 tokens long
     prompts = prompts_for(tokenizer, 32, seed=7)
     reference = run_streams(ClusterEngine(MODEL, directory), prompts, fparams, "ref", "undisturbed")
 
     def kill_b(engine) -> float:
-        engines = [h for n, h in directory.engines(MODEL) if n == "b"]
+        """Node b dies: its engine process is killed (SIGKILL), then its raylet and the rest."""
+        pids = [call(h.facts.remote()).pid for n, h in directory.engines(MODEL) if n == "b"]
         moment = time.perf_counter()
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         cluster.remove_node(ray_nodes.pop("b"), allow_graceful=False)
-        deadline = time.monotonic() + 60
-        for handle in engines:  # its actor outlives the raylet by a moment: wait until it is gone
-            while time.monotonic() < deadline:
-                try:
-                    call(handle.ping.remote(), timeout=5)
-                except (NodeLostError, GetTimeoutError):
-                    break
-                time.sleep(0.05)
         return moment
 
     survivor = ClusterEngine(MODEL, directory)
     moved_run = run_streams(survivor, prompts, fparams, "ref", "killed", kill=kill_b)
-    moved = [rid for rid in moved_run["ids"] if moved_run["node"][rid] == "b"]
+    if moved_run["killed"] is None:
+        raise SystemExit("no stream on node b reached 8 tokens: nothing to kill")
+    killed_at = moved_run["killed"] - moved_run["start"]
+    moved = [r for r in moved_run["ids"] if moved_run["node"][r] == "b" and moved_run["done"][r] > killed_at]
     same = sum(moved_run["texts"][r] == reference["texts"][r] for r in reference["ids"])
     same_ids = sum(moved_run["tokens"][r] == reference["tokens"][r] for r in reference["ids"])
-    added = [moved_run["done"][r] - reference["done"][r] for r in moved]
+    differ = [r for r in reference["ids"] if moved_run["tokens"][r] != reference["tokens"][r]]
+    differ_moved = sum(r in moved for r in differ)
+    # Where a greedy stream differs: the first differing token, and whether it came after the kill
+    # (the re-prefill, or a larger batch on the surviving node) or before it.
+    first_diff = [
+        next(
+            i
+            for i, (x, y) in enumerate(zip(moved_run["tokens"][r], reference["tokens"][r], strict=True))
+            if x != y
+        )
+        for r in differ
+    ]
+    added = [moved_run["done"][r] - reference["done"][r] for r in moved] or [float("nan")]
     stayed = [moved_run["done"][r] - reference["done"][r] for r in moved_run["ids"] if r not in moved]
     print(
-        "failover, 32 streams over 2 nodes, node b killed once every stream had 8 tokens "
+        "failover, 32 streams over 2 nodes, node b killed once a stream on it had 8 tokens "
         f"({len(moved)} moved):"
     )
     print(
         f"  completed {len(moved_run['done'])}/32; identical to the undisturbed run: texts {same}/32, "
-        f"token ids {same_ids}/32; failovers {survivor.num_failovers}"
+        f"token ids {same_ids}/32; failovers {survivor.num_failovers}; differing: {len(differ)} "
+        f"({differ_moved} of them moved), first differing token at {first_diff}"
     )
     print(
         f"  added completion time, moved streams: median {statistics.median(added):.2f} s "

@@ -151,6 +151,9 @@ def _serve_on(
 ) -> None:
     if cluster is None:
         return _serve_booted(sock, settings, preload, boot(interface="http", settings=settings))
+    from llmasos.cluster.loopback import use_loopback
+
+    use_loopback(cluster.address)  # before Ray is imported
     from llmasos.cluster.runtime import cluster_loader, start_head
     from llmasos.cluster.secret import load_or_create_secret, secret_path
 

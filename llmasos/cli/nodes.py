@@ -40,6 +40,9 @@ def start(
     ] = None,
 ) -> None:
     """Join this machine to the cluster at --address with its capabilities and models, until interrupted."""
+    from llmasos.cluster.loopback import use_loopback
+
+    use_loopback(address)  # before Ray is imported
     from llmasos.cluster.runtime import run_node
     from llmasos.cluster.secret import secret_path
     from llmasos.tools.nodes import NODE_TOOLS

@@ -20,17 +20,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import ray
-from ray.exceptions import (
-    ActorUnavailableError,
-    NodeDiedError,
-    ObjectLostError,
-    OwnerDiedError,
-    RayActorError,
-    RayTaskError,
-    WorkerCrashedError,
-)
-
+from llmasos.cluster.calls import NodeLostError, call
 from llmasos.cluster.placement import NodeLoad, PrefixIndex, choose_node, round_robin
 from llmasos.cluster.remote_engine import EngineFacts
 from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
@@ -42,10 +32,6 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between looks at the registry for nodes that joined or died.
 REFRESH_SECONDS = 2.0
-
-
-class NodeLostError(Exception):
-    """A node's actor is gone (the node died or was removed)."""
 
 
 class EngineDirectory(Protocol):
@@ -73,30 +59,6 @@ class HeldRequest:
     node: str
     output_ids: list[int] = field(default_factory=list)
     suspended: bool = False
-
-
-#: What ray.get raises when the actor or the node that held the answer is gone.
-NODE_LOST = (
-    RayActorError,
-    ActorUnavailableError,
-    NodeDiedError,
-    ObjectLostError,
-    OwnerDiedError,
-    WorkerCrashedError,
-)
-
-
-def call(ref: Any, timeout: float | None = None) -> Any:
-    """`ray.get`, with the actor's own exception raised as itself, and a dead actor as NodeLostError."""
-    try:
-        return ray.get(ref, timeout=timeout)
-    except NODE_LOST as err:
-        raise NodeLostError(str(err).splitlines()[0]) from err
-    except RayTaskError as err:
-        cause = getattr(err, "cause", None)
-        if isinstance(cause, Exception):
-            raise cause from None
-        raise
 
 
 class ClusterEngine:
@@ -128,15 +90,25 @@ class ClusterEngine:
 
     @property
     def context_length(self) -> int:
-        return min((n.facts.context_length for n in self._nodes.values()), default=1)
+        return min(n.facts.context_length for n in self._live_nodes())
 
     @property
     def max_sequence_tokens(self) -> int:
-        return min((n.facts.max_sequence_tokens for n in self._nodes.values()), default=1)
+        return min(n.facts.max_sequence_tokens for n in self._live_nodes())
 
     @property
     def max_num_seqs(self) -> int:
+        if not self._nodes:
+            self._refresh(force=False)  # a node may have come back
         return max(1, sum(n.facts.max_num_seqs for n in self._nodes.values()))
+
+    def _live_nodes(self) -> list[NodeEngine]:
+        """The nodes holding the model, looking again if none is left (ClusterUnavailableError if so)."""
+        if not self._nodes:
+            self._refresh(force=False)
+        if not self._nodes:
+            raise ClusterUnavailableError(self._missing())
+        return list(self._nodes.values())
 
     @property
     def memory_bytes(self) -> int:
@@ -341,7 +313,8 @@ class ClusterEngine:
         raise ClusterUnavailableError(self._missing())
 
     def stats(self) -> EngineStats:
-        refs = {name: node.handle.stats.remote() for name, node in self._nodes.items()}
+        # list(): /metrics reads this from another thread while the kernel's may drop a dead node
+        refs = {name: node.handle.stats.remote() for name, node in list(self._nodes.items())}
         stats = []
         for ref in refs.values():
             try:

@@ -9,12 +9,12 @@ by the process that joined them: when it (or its node) dies, they die, and the h
 
 from __future__ import annotations
 
-import json
 import logging
-import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,7 +24,8 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from llmasos.cluster.cluster_engine import ClusterEngine, call
+from llmasos.cluster.calls import call
+from llmasos.cluster.cluster_engine import ClusterEngine
 from llmasos.cluster.registry import DEFAULT_CAPABILITIES, NAMESPACE, REGISTRY_NAME, NodeRegistry, NodeView
 from llmasos.cluster.remote_engine import EngineHost
 from llmasos.cluster.secret import join_proof
@@ -41,8 +42,6 @@ def connect(address: str) -> None:
     """Connect this process to the cluster at `address` as a Ray driver."""
     if ray.is_initialized():
         return
-    if address.startswith(("127.", "localhost")):
-        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # see loopback_env
     ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False)
 
 
@@ -205,12 +204,6 @@ def ray_command() -> str:
     return str(Path(sys.executable).with_name("ray"))
 
 
-def loopback_env() -> dict[str, str]:
-    """Environment for Ray processes that must bind to loopback: Ray picks the address other
-    machines would use unless this variable (meant for macOS and Windows) is set off."""
-    return {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-
-
 @dataclass
 class Head:
     """A Ray head this server started (or joined), and the registry on it."""
@@ -236,8 +229,7 @@ def start_head(secret: str, address: str | None = None, host: str = "127.0.0.1",
         address = f"{host}:{port}"
         command = [ray_command(), "start", "--head", "--block", f"--port={port}", f"--node-ip-address={host}"]
         command += ["--num-cpus=0", "--include-dashboard=false", "--disable-usage-stats"]
-        env = loopback_env() if host in ("127.0.0.1", "localhost") else dict(os.environ)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         _wait_for_gcs(address, process)
     connect(address)
     return Head(address, start_registry(secret), process)
@@ -259,6 +251,10 @@ def _wait_for_gcs(address: str, process: subprocess.Popen, timeout: float = 120.
     raise ClusterUnavailableError(f"the Ray head did not listen on {address} within {timeout:.0f} s")
 
 
+#: Object store of a node: steps carry a batch's new tokens, tens of kilobytes at most.
+NODE_OBJECT_STORE_BYTES = 256 * 2**20
+
+
 def run_node(
     address: str,
     name: str,
@@ -273,35 +269,44 @@ def run_node(
 ) -> None:
     """`llmasos node start`: a Ray node on this machine joined to the head at `address`, serving
     `models` and `capabilities` until interrupted (its engines and tools stop with it)."""
-    resource = f"llmasos-node-{name}"
-    command = [ray_command(), "start", f"--address={address}", "--block", f"--node-ip-address={host}"]
-    command += [f"--num-cpus={threads}", f"--resources={json.dumps({resource: 1})}", "--disable-usage-stats"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    node = start_ray_node(address, host, threads)
+    stop = threading.Event()
     try:
         connect(address)
-        node_id = _wait_for_node(resource, process)
+        for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
+            signal.signal(signum, lambda *_: stop.set())
         directory = find_registry()
-        spec = NodeSpec(name, node_id, capabilities, model_paths(models), threads)
+        spec = NodeSpec(name, node.node_id, capabilities, model_paths(models), threads)
         actors = join_node(directory, spec, secret, tools)  # noqa: F841  # they live while we hold them
         if on_joined is not None:
             on_joined(next(n for n in directory.nodes() if n.name == name))
-        process.wait()
+        while not stop.wait(1.0):
+            if not node.live_processes():
+                raise ClusterUnavailableError("this node's Ray processes ended; start it again")
     finally:
         ray.shutdown()
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=60)
+        node.kill_all_processes(check_alive=False, allow_graceful=True)
 
 
-def _wait_for_node(resource: str, process: subprocess.Popen, timeout: float = 120.0) -> str:
-    """The Ray node id of the node `process` started (found by its own resource)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            error = process.stderr.read().decode(errors="replace")[-2000:] if process.stderr else ""
-            raise ClusterUnavailableError(f"this node could not join the Ray cluster: {error.strip()}")
-        for node in ray.nodes():
-            if node.get("Alive") and resource in node.get("Resources", {}):
-                return node["NodeID"]
-        time.sleep(0.5)
-    raise ClusterUnavailableError(f"this node did not appear in the cluster within {timeout:.0f} s")
+def start_ray_node(address: str, host: str, threads: int) -> Any:  # -> ray._private.node.Node
+    """This machine's Ray processes (raylet, object store) joined to the head at `address`, bound to
+    `host`, as `ray start --address` would start them: in this process, because `ray start` rewrites
+    a loopback head address to the machine's routable one (see `loopback`)."""
+    from ray._private.node import Node
+    from ray._private.parameter import RayParams
+
+    params = RayParams(
+        node_ip_address=host,
+        gcs_address=address,
+        num_cpus=threads,
+        object_store_memory=NODE_OBJECT_STORE_BYTES,
+        include_log_monitor=False,
+        node_manager_port=0,
+        min_worker_port=0,
+        max_worker_port=0,
+    )
+    params.dashboard_agent_listen_port = None
+    try:
+        return Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+    except Exception as err:
+        raise ClusterUnavailableError(f"this node could not join the cluster at {address}: {err}") from err

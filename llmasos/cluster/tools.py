@@ -54,7 +54,7 @@ class ToolPlacer:
 
     def run(self, tool: str, payload: Any) -> tuple[str, Any]:
         """(the node that ran it, its result); retried once elsewhere if the node dies in flight."""
-        from llmasos.cluster.cluster_engine import NodeLostError, call
+        from llmasos.cluster.calls import NodeLostError, call
 
         capability = self._capability_of.get(tool)
         if capability is None:

@@ -8,14 +8,18 @@ the `vision` capability. Tests that remove a node add their own node first (see 
 from __future__ import annotations
 
 import os
-import time
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ray.exceptions import GetTimeoutError
+
+from llmasos.cluster.loopback import use_loopback
+
+use_loopback(None)  # before Ray is imported: the test cluster listens on 127.0.0.1 only
+
 
 MB = 2**20
 SECRET = "test-cluster-secret"
@@ -42,27 +46,19 @@ class TinyCluster:
         self.actors += join_node(self.directory, spec, SECRET, NODE_TOOLS)
 
     def remove(self, name: str) -> None:
-        """Kill node `name` (its raylet and every actor on it), as a machine failure would, and wait
-        until its engine actor is gone (its process outlives the raylet by a moment)."""
-        from llmasos.cluster.cluster_engine import NodeLostError, call
+        """Kill node `name` as a machine failure would: its engine processes (SIGKILL), its raylet and
+        everything else on it."""
+        from llmasos.cluster.calls import call
 
         engines = [handle for node, handle in self.directory.engines("tiny") if node == name]
+        pids = [call(handle.facts.remote()).pid for handle in engines]
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
         self.cluster.remove_node(self.ray_nodes.pop(name), allow_graceful=False)
-        deadline = time.monotonic() + 60
-        for handle in engines:
-            while time.monotonic() < deadline:
-                try:
-                    call(handle.ping.remote(), timeout=5)
-                except (NodeLostError, TimeoutError, GetTimeoutError):
-                    break
-                time.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
 def tiny_cluster(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyCluster]:
-    # Ray binds its services to the address it finds for this machine; on Linux this variable (meant
-    # for macOS and Windows) makes that loopback, so the test cluster listens on 127.0.0.1 only.
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
     from ray.cluster_utils import Cluster
 

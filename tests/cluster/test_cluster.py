@@ -1,7 +1,7 @@
 """The kernel on a real Ray cluster of loopback nodes (the session's `tiny_cluster`): who may join,
 node health, placement by capability, remote engines equal to local ones, and failover mid-stream.
 
-The failover test removes node `b`, so it runs last in this module."""
+The failover tests remove node `b`, then `a`, so they run last in this module, in that order."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_os_nodes_and_metrics_show_nodes_health_and_processes(tiny_cluster) -> N
     assert by_name["a"]["models"]["broken"]["healthy"] is False
     assert denied.status_code == 403
     assert f'llmasos_node_processes{{node="{node}"}} 1.0' in metrics
-    assert 'llmasos_node_model_healthy{node="a",model="broken"} 0.0' in metrics
+    assert 'llmasos_node_model_healthy{model="broken",node="a"} 0.0' in metrics
     sys.cancel(app, pid)
     kernel.tick()
 
@@ -140,3 +140,19 @@ def test_a_node_dying_mid_stream_loses_and_repeats_nothing(tiny_cluster) -> None
     assert {node for node, _ in where.values()} == {"a"}, (where, on_b)
     assert kernel.residency.models["tiny"].engine.num_failovers == len(on_b)
     assert not {n.name: n for n in tiny_cluster.directory.nodes()}["b"].alive
+
+
+def test_with_no_node_left_running_processes_fail_with_a_503_naming_the_capability(tiny_cluster) -> None:
+    kernel, sys = cluster_kernel(tiny_cluster.directory)
+    app = App("late")
+    pids = [sys.generate(app, "tiny", p, GREEDY).pid for p in random_prompts([7, 9], seed=8)]
+    for _ in range(3):
+        kernel.tick()
+    assert all(kernel.table[pid].node == "a" for pid in pids)
+    tiny_cluster.remove("a")  # the last node with the model
+    kernel.run_until_idle()
+    for pid in pids:
+        process, events = kernel.table[pid], list(sys.events(app, pid, timeout=60))
+        assert process.state is ProcessState.FAILED
+        error = events[-1].error
+        assert error is not None and error.http_status == 503 and "'llm'" in str(error)
