@@ -36,6 +36,7 @@ from llmasos.kernel.admission import (
     refuse_invalid_unicode,
 )
 from llmasos.kernel.call_trail import DENIALS, CallTrail
+from llmasos.kernel.conversation_calls import ConversationCalls
 from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
@@ -50,10 +51,11 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
+class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, ConversationCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
     the audit log, (from `ResidencyCalls`) loading and unloading models, and (from `DataCalls`) each
-    app's files, vector stores and key-value store."""
+    app's files, vector stores and key-value store, and (from `ConversationCalls`) its conversations
+    and stored responses."""
 
     def __init__(
         self,
