@@ -33,6 +33,11 @@ RECALL_CANDIDATES = 6
 #: in the catalog (ChatML: 5; Llama 3: 5; Gemma: 6); the whole prompt is counted exactly at the end.
 MESSAGE_OVERHEAD = 6
 _WORD = re.compile(r"\w+")
+CORE_HEADER = "Facts to keep in mind:"
+SUMMARY_HEADER = "Summary of the conversation so far:"
+RECALL_HEADER = "Earlier messages of this conversation that may bear on this one:"
+#: Tokens of the blank line that joins two parts of the system message (counted generously).
+JOIN = 2
 
 Count = Callable[[str], int]
 
@@ -96,16 +101,16 @@ def fit(
     summary = memory.summary if memory else ""
     head = [instructions or ""]
     if core:
-        head.append("Facts to keep in mind:\n" + "\n".join(f"- {fact}" for fact in core))
+        head.append(CORE_HEADER + "\n" + "\n".join(f"- {fact}" for fact in core))
         blocks.append({"kind": "core", "facts": len(core), "reason": "the conversation's core facts"})
-    fixed = sum(count(part) for part in head) + MESSAGE_OVERHEAD
-    summary_tokens = count(summary) if summary else 0
+    fixed = sum(count(part) + JOIN for part in head) + MESSAGE_OVERHEAD
+    summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN if summary else 0
     input_tokens = [count(text) + MESSAGE_OVERHEAD for _, text in inputs]
     # The parts that always go in must fit: the summary yields first, then the new message's middle.
     room_for_summary = max(0, budget // 4)
     if summary_tokens > room_for_summary:
         summary = _shorten(summary, summary_tokens, room_for_summary)
-        summary_tokens = count(summary)
+        summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN
     over = fixed + summary_tokens + sum(input_tokens) - budget
     if over > 0:
         role, text = inputs[-1]
@@ -115,7 +120,7 @@ def fit(
         reason = f"the new message alone passed the window by {over} tokens"
         blocks.append({"kind": "input_shortened", "reason": reason})
     if summary:
-        head.append("Summary of the conversation so far:\n" + summary)
+        head.append(SUMMARY_HEADER + "\n" + summary)
         blocks.append(
             {
                 "kind": "summary",
@@ -128,7 +133,10 @@ def fit(
     recent, used = _recent(history, int(left * RECENT_SHARE))
     window_start = recent[0].seq if recent else (history[-1].seq + 1 if history else 1 << 62)
     query = " ".join(text for role, text in inputs if role == "user") or inputs[-1][1]
-    recalled, recall_used, matched = _recalled(recall(window_start), query, left - used)
+    recall_room = left - used - count(RECALL_HEADER) - JOIN
+    recalled, recall_used, matched = _recalled(recall(window_start), query, recall_room, count)
+    if recalled:
+        recall_used += count(RECALL_HEADER) + JOIN
     more, more_used = _recent(
         [i for i in history if i.seq < window_start and i.seq not in {r.seq for r in recalled}],
         left - used - recall_used,
@@ -136,8 +144,7 @@ def fit(
     recent = sorted(more + recent, key=lambda i: i.seq) if more else recent
     if recalled:
         head.append(
-            "Earlier messages of this conversation that may bear on this one:\n"
-            + "\n".join(_item_line(i) for i in sorted(recalled, key=lambda i: i.seq))
+            RECALL_HEADER + "\n" + "\n".join(_item_line(i) for i in sorted(recalled, key=lambda i: i.seq))
         )
         blocks.append(
             {
@@ -191,11 +198,13 @@ def _recent(history: list[Item], room: int) -> tuple[list[Item], int]:
     return taken[::-1], used
 
 
-def _recalled(candidates: list[Item], query: str, room: int) -> tuple[list[Item], int, dict[int, set[str]]]:
+def _recalled(
+    candidates: list[Item], query: str, room: int, count: Count
+) -> tuple[list[Item], int, dict[int, set[str]]]:
     wanted = content_words(query)
     taken, used, matched = [], 0, {}
     for item in candidates:
-        cost = (item.tokens or 0) + 2  # a line of the system message, not a message of its own
+        cost = count(_item_line(item)) + 1  # a line of the system message, not a message of its own
         shared = wanted & content_words(item.text)
         if not shared or used + cost > room:
             continue
