@@ -8,6 +8,7 @@ from __future__ import annotations
 import openai
 import pytest
 
+from llmasos.data.app_data import app_data
 from llmasos.security.audit import AuditLog
 from llmasos.services import summaries
 
@@ -117,11 +118,8 @@ def test_store_false_keeps_nothing_and_deleting_a_conversation_leaves_no_rows(se
     assert client.conversations.delete(conversation.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(kept.id)
-    usage = served.call("alpha", "GET", "/os/data/usage/alpha")
-    if usage.status_code == 200:
-        assert usage.json()["conversation_items"] == 0
-    from llmasos.data.app_data import app_data
-
+    usage = served.call("alpha", "GET", "/os/apps/alpha/data").json()
+    assert usage["conversations"] == 0 and usage["conversation_items"] == 0  # no thread left behind
     owner = served.syscalls.apps.get("alpha").identity
     rows = app_data(owner).db.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'zanzibar'")
     assert rows[0][0] == 0
