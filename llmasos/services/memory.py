@@ -104,21 +104,11 @@ def fit(
         head.append(CORE_HEADER + "\n" + "\n".join(f"- {fact}" for fact in core))
         blocks.append({"kind": "core", "facts": len(core), "reason": "the conversation's core facts"})
     fixed = sum(count(part) + JOIN for part in head) + MESSAGE_OVERHEAD
-    summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN if summary else 0
-    input_tokens = [count(text) + MESSAGE_OVERHEAD for _, text in inputs]
-    # The parts that always go in must fit: the summary yields first, then the new message's middle.
-    room_for_summary = max(0, budget // 4)
-    if summary_tokens > room_for_summary:
-        summary = _shorten(summary, summary_tokens, room_for_summary)
-        summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN
-    over = fixed + summary_tokens + sum(input_tokens) - budget
-    if over > 0:
-        role, text = inputs[-1]
-        limit = max(8, input_tokens[-1] - over - MESSAGE_OVERHEAD - 16)
-        inputs = [*inputs[:-1], (role, _shorten(text, input_tokens[-1], limit))]
-        input_tokens[-1] = count(inputs[-1][1]) + MESSAGE_OVERHEAD
-        reason = f"the new message alone passed the window by {over} tokens"
-        blocks.append({"kind": "input_shortened", "reason": reason})
+    summary, summary_tokens, inputs, input_tokens, shortened = _always_in(
+        count, budget, fixed, summary, inputs
+    )
+    if shortened:
+        blocks.append(shortened)
     if summary:
         head.append(SUMMARY_HEADER + "\n" + summary)
         blocks.append(
@@ -164,22 +154,61 @@ def fit(
             }
         )
     blocks.append({"kind": "input", "messages": len(inputs), "tokens": sum(input_tokens)})
-    start = recent[0].seq if recent else window_start
-    pending = [i for i in history if i.seq < start]
-    left_out = len(pending) - len([r for r in recalled if r.seq > (memory.summary_upto if memory else 0)])
-    if left_out > 0:
-        blocks.append(
-            {"kind": "left_out", "items": left_out, "reason": "older turns not yet summarized, not recalled"}
-        )
-    to_summarize = None
-    if pending and sum(i.tokens or 0 for i in pending) >= limits.summarize_after:
-        to_summarize = ((memory.summary_upto if memory else 0), pending[-1].seq)
+    to_summarize = _paging(
+        history, recent[0].seq if recent else window_start, recalled, memory, limits, blocks
+    )
     system = "\n\n".join(part for part in head if part)
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": _role(i.role), "content": i.text} for i in recent]
     messages += [{"role": _role(role), "content": text} for role, text in inputs]
     explain = {"window": limits.window, "budget": budget, "max_output_tokens": limits.max_output}
     return Assembly(messages, {**explain, "blocks": blocks}, to_summarize, recent)
+
+
+def _always_in(
+    count: Count, budget: int, fixed: int, summary: str, inputs: list[tuple[str, str]]
+) -> tuple[str, int, list[tuple[str, str]], list[int], dict | None]:
+    """The summary and the new message made to fit beside the fixed parts: the summary yields first
+    (to a quarter of the budget), then the new message's middle. (summary, its tokens, inputs, their
+    tokens, the explain block of a shortened message or None)."""
+    summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN if summary else 0
+    input_tokens = [count(text) + MESSAGE_OVERHEAD for _, text in inputs]
+    room_for_summary = max(0, budget // 4)
+    if summary_tokens > room_for_summary:
+        summary = _shorten(summary, summary_tokens, room_for_summary)
+        summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN
+    over = fixed + summary_tokens + sum(input_tokens) - budget
+    if over <= 0:
+        return summary, summary_tokens, inputs, input_tokens, None
+    role, text = inputs[-1]
+    limit = max(8, input_tokens[-1] - over - MESSAGE_OVERHEAD - 16)
+    inputs = [*inputs[:-1], (role, _shorten(text, input_tokens[-1], limit))]
+    input_tokens[-1] = count(inputs[-1][1]) + MESSAGE_OVERHEAD
+    reason = f"the new message alone passed the window by {over} tokens"
+    return summary, summary_tokens, inputs, input_tokens, {"kind": "input_shortened", "reason": reason}
+
+
+def _paging(
+    history: list[Item],
+    start: int,
+    recalled: list[Item],
+    memory: Memory | None,
+    limits: Limits,
+    blocks: list[dict],
+) -> tuple[int, int] | None:
+    """The turns before the verbatim window (from `start`) that the summary does not cover yet: noted
+    in `blocks` when some are in no part of the context, and handed back for summarizing once they
+    pass `limits.summarize_after` tokens."""
+    covered = memory.summary_upto if memory else 0
+    pending = [i for i in history if i.seq < start]
+    left_out = len(pending) - len([r for r in recalled if r.seq > covered])
+    if left_out > 0:
+        blocks.append(
+            {"kind": "left_out", "items": left_out, "reason": "older turns not yet summarized, not recalled"}
+        )
+    if pending and sum(i.tokens or 0 for i in pending) >= limits.summarize_after:
+        return covered, pending[-1].seq
+    return None
 
 
 def _role(role: str) -> str:
