@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import openai
 
-FEW = {"model": "default", "max_output_tokens": 12, "temperature": 0}
+FEW = {"model": "default", "max_output_tokens": 8, "temperature": 0}
 
 
 def test_a_conversation_remembers_and_a_chain_continues(compat_server):
