@@ -13,6 +13,7 @@ from llmasos import __version__
 from llmasos.api import metrics
 from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
 from llmasos.api.auth_guard import FailedAuthGuard
+from llmasos.api.conversation_routes import router as conversation_router
 from llmasos.api.cors import OllamaJsonBodyMiddleware, install_cors
 from llmasos.api.data_routes import router as data_router
 from llmasos.api.errors import OLLAMA_PREFIX, install_error_handlers
@@ -25,6 +26,7 @@ from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
 from llmasos.api.privacy_routes import router as privacy_router
 from llmasos.api.program_calls import close_program_pool
+from llmasos.api.responses_routes import router as responses_router
 from llmasos.api.stats_routes import router as stats_router
 from llmasos.api.vector_store_routes import router as vector_store_router
 from llmasos.api.workflow_routes import router as workflow_router
@@ -32,6 +34,7 @@ from llmasos.console.routes import router as console_router
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
 from llmasos.programs import default_registry
+from llmasos.services import summaries
 from llmasos.tools.embed import load_embedder
 from llmasos.workflows import RunStore, WorkflowRunner
 from llmasos.workflows.calls import WorkflowCalls
@@ -69,6 +72,7 @@ def create_app(
             sweeper.cancel()
             close_program_pool(app)
             write_failure_summaries(guard, syscalls, everything=True)
+            summaries.cancel_running()  # conversation summaries in the background: asked again later
             if manage_kernel:
                 syscalls.stop()
 
@@ -103,6 +107,8 @@ def create_app(
     app.include_router(data_router)
     app.include_router(privacy_router)
     app.include_router(console_router)
+    app.include_router(responses_router)
+    app.include_router(conversation_router)
 
     @app.get("/metrics", tags=["os"], response_class=Response)
     def prometheus(request: Request, _: Admin) -> Response:

@@ -1,8 +1,9 @@
 """Per-app data quotas (bytes and items) and the usage they are checked against.
 
-Bytes are what the app's data takes: uploads, extracted chunk text and vectors, key-value entries.
-Items are the things an app creates one by one: files, vector stores and keys. A write that would
-pass a quota is refused (413) before anything is written.
+Bytes are what the app's data takes: uploads, extracted chunk text and vectors, key-value entries,
+conversation messages and stored responses. Items are the things an app creates one by one: files,
+vector stores, keys and conversations. A write that would pass a quota is refused (413) before
+anything is written.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class Usage:
     kv_keys: int
     max_bytes: int
     max_items: int
+    conversations: int = 0  # threads of response chains included
+    conversation_items: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -45,16 +48,23 @@ def usage(conn: sqlite3.Connection) -> Usage:
         "SELECT count(*), coalesce(sum(length(key) + length(value)), 0) FROM kv"
     ).fetchone()
     stores = one("SELECT count(*) FROM vector_stores")
+    conversations = one("SELECT count(*) FROM conversations")
+    items, item_bytes = conn.execute(
+        "SELECT count(*), coalesce(sum(length(text)), 0) FROM conversation_items"
+    ).fetchone()
+    item_bytes += one("SELECT sum(length(body) + length(context)) FROM responses")
     max_bytes, max_items = limits(conn)
     return Usage(
-        file_bytes + chunk_bytes + kv_bytes,
-        files + stores + keys,
+        file_bytes + chunk_bytes + kv_bytes + item_bytes,
+        files + stores + keys + conversations,
         files,
         stores,
         chunks,
         keys,
         max_bytes,
         max_items,
+        conversations,
+        items,
     )
 
 

@@ -149,6 +149,60 @@ def _chunk_versions(conn: sqlite3.Connection) -> None:
         )
 
 
+def _conversations(conn: sqlite3.Connection) -> None:
+    """Conversations (OpenAI's `/v1/conversations`, and the threads that `previous_response_id`
+    chains make), their items in order, a BM25 index over the items for recall, and responses."""
+    conn.execute(
+        """CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            metadata TEXT NOT NULL,         -- JSON object of strings
+            core TEXT NOT NULL,             -- JSON list of facts kept in every context
+            summary TEXT NOT NULL,          -- running summary of the items up to summary_upto
+            summary_upto INTEGER NOT NULL,  -- seq of the last item the summary covers (0: none)
+            is_thread INTEGER NOT NULL,     -- 1: made for a chain of responses, not by the client
+            created_at INTEGER NOT NULL
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE conversation_items (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- the order of the conversation, never reused
+            id TEXT NOT NULL,               -- msg_...; a forked thread keeps its items' ids
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,             -- user, assistant, system, developer
+            text TEXT NOT NULL,
+            tokens INTEGER,                 -- its length for tokens_model (NULL: not counted yet)
+            tokens_model TEXT,
+            response_id TEXT,               -- the response that wrote it, if one did
+            created_at INTEGER NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX items_by_conversation ON conversation_items (conversation_id, seq)")
+    conn.execute(
+        "CREATE VIRTUAL TABLE items_fts USING fts5(text, content='conversation_items', "
+        "content_rowid='seq', tokenize='porter unicode61')"
+    )
+    conn.execute(
+        "CREATE TRIGGER items_ai AFTER INSERT ON conversation_items BEGIN "
+        "INSERT INTO items_fts(rowid, text) VALUES (new.seq, new.text); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER items_ad AFTER DELETE ON conversation_items BEGIN "
+        "INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.seq, old.text); END"
+    )
+    conn.execute(
+        """CREATE TABLE responses (
+            id TEXT PRIMARY KEY,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            last_seq INTEGER NOT NULL,      -- seq of its last item: where a chain from it continues
+            body TEXT NOT NULL,             -- the response object (JSON)
+            context TEXT NOT NULL,          -- what went into the model's context and why (JSON)
+            input_item_ids TEXT NOT NULL,   -- JSON list
+            created_at INTEGER NOT NULL
+        )"""
+    )
+    conn.execute("CREATE INDEX responses_by_conversation ON responses (conversation_id, last_seq)")
+
+
 def _versioned(number: int, migration: Migration) -> Migration:
     def run(conn: sqlite3.Connection) -> None:
         migration(conn)
@@ -164,7 +218,8 @@ def _versioned(number: int, migration: Migration) -> Migration:
 MIGRATIONS: list[Migration] = [
     _versioned(number, migration)
     for number, migration in enumerate(
-        [_schema_version, _files, _vector_stores, _kv, _quota, _chunk_versions], start=1
+        [_schema_version, _files, _vector_stores, _kv, _quota, _chunk_versions, _conversations],
+        start=1,
     )
 ]
 

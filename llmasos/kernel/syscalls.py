@@ -36,6 +36,7 @@ from llmasos.kernel.admission import (
     refuse_invalid_unicode,
 )
 from llmasos.kernel.call_trail import DENIALS, CallTrail
+from llmasos.kernel.conversation_calls import ConversationCalls
 from llmasos.kernel.data_calls import DataCalls
 from llmasos.kernel.kernel import Event, Kernel, Work
 from llmasos.kernel.latency import LatencyHistograms
@@ -55,11 +56,22 @@ from llmasos.settings import Settings
 T = TypeVar("T")
 
 
-class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls, StatsCalls, PrivacyCalls, OverviewCalls):
+class Syscalls(
+    ProcessCalls,
+    AdminCalls,
+    ResidencyCalls,
+    DataCalls,
+    ConversationCalls,
+    StatsCalls,
+    PrivacyCalls,
+    OverviewCalls,
+):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
     the audit log, (from `ResidencyCalls`) loading and unloading models, (from `DataCalls`) each
-    app's files, vector stores and key-value store, and (from `PrivacyCalls`) each app's
-    personal-data policy on what goes to a model and what comes back."""
+    app's files, vector stores and key-value store, (from `ConversationCalls`) its conversations and
+    stored responses, (from `StatsCalls`) usage statistics, (from `PrivacyCalls`) each app's
+    personal-data policy on what goes to a model and what comes back, and (from `OverviewCalls`)
+    the live overview the console and `top` read."""
 
     def __init__(
         self,

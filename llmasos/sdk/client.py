@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from llmasos.errors import ServerUnavailableError
+from llmasos.errors import InvalidRequestError, ServerUnavailableError
+from llmasos.sdk.conversations import Conversations
 from llmasos.sdk.data import KV, Docs
 from llmasos.sdk.discovery import read_server_file
 from llmasos.sdk.results import ChatCompletion
@@ -83,6 +84,7 @@ class Client:
         self._workflows: Workflows | None = None
         self.docs = Docs(self._transport)  # the app's documents: vector stores with hybrid search
         self.kv = KV(self._transport)  # the app's key-value store
+        self.conversations = Conversations(self._transport)  # server-side conversations with memory
 
     @property
     def workflows(self) -> Workflows:
@@ -126,12 +128,23 @@ class Client:
         return self._transport.voice(data, model or self.model)
 
     def chat(
-        self, messages: list[dict], *, model: str | None = None, stream: bool = False, **sampling: Any
+        self,
+        messages: list[dict],
+        *,
+        model: str | None = None,
+        stream: bool = False,
+        conversation: str | None = None,
+        **sampling: Any,
     ) -> str | TextStream:
         """The assistant's reply to `messages`, or an iterator of text deltas with `stream=True`
         (a `TextStream`: once read, its `pid` and `usage` say which process answered and what it
         computed). Sampling: max_tokens, temperature, top_p, top_k, seed, stop, repetition_penalty,
-        priority (a lower class)."""
+        priority (a lower class). With `conversation` (an id from `client.conversations.create()`),
+        `messages` are the new turn only: the system keeps the history and assembles the context."""
+        if conversation is not None:
+            if stream:
+                raise InvalidRequestError("stream=True is not offered with conversation= in the SDK yet")
+            return self.conversations.respond(model or self.model, messages, conversation, dict(sampling))
         return self._transport.generate("chat", model or self.model, messages, sampling, stream)
 
     def chat_completion(

@@ -1,0 +1,147 @@
+"""The system calls over each app's conversations and stored responses (`llmasos.data`).
+
+Like the other data calls, each takes the calling `App`, opens that app's data from its identity
+alone (another app's ids are simply not there: 404), checks the capability `tool:conversations`
+and writes an audit row. The memory calls (`conversation_memory`, `recall_items`, ...) serve the
+context assembly of `services/memory.py` inside a response call, whose model call is audited itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmasos.data import conversations as conv
+from llmasos.data import responses as resp
+from llmasos.data.app_data import AppData
+from llmasos.data.pages import PageRequest
+from llmasos.errors import InvalidRequestError
+from llmasos.security.apps import App
+
+CAPABILITY = "conversations"
+
+
+class ConversationCalls:
+    """Mixed into `Syscalls` (with `DataCalls`, which provides `_data` and `trail`)."""
+
+    trail: Any
+
+    def _conversations(self, app: App) -> AppData:
+        return self._data(app, CAPABILITY)  # type: ignore[attr-defined]
+
+    # ---- conversations and their items ----------------------------------------------------------
+
+    def create_conversation(
+        self, app: App, metadata: dict | None = None, items: Any = None, core: list[str] | None = None
+    ) -> dict:
+        with self.trail.audited(app, "conversations.create"):
+            messages = conv.message_items(items, "items") if items else []
+            return conv.create_conversation(self._conversations(app), metadata, messages, core)
+
+    def get_conversation(self, app: App, conversation_id: str) -> dict:
+        with self.trail.audited(app, "conversations.get", conversation_id):
+            return conv.get_conversation(self._conversations(app), conversation_id)
+
+    def update_conversation(
+        self, app: App, conversation_id: str, metadata: dict | None, core: list[str] | None = None
+    ) -> dict:
+        with self.trail.audited(app, "conversations.update", conversation_id):
+            if metadata is None and core is None:
+                raise InvalidRequestError("nothing to update: send metadata or core_memory")
+            return conv.update_conversation(self._conversations(app), conversation_id, metadata, core)
+
+    def delete_conversation(self, app: App, conversation_id: str) -> dict:
+        with self.trail.audited(app, "conversations.delete", conversation_id):
+            return conv.delete_conversation(self._conversations(app), conversation_id)
+
+    def add_conversation_items(self, app: App, conversation_id: str, items: Any) -> dict:
+        with self.trail.audited(app, "conversations.items.create", conversation_id):
+            messages = conv.message_items(items, "items")
+            return conv.add_items(self._conversations(app), conversation_id, messages)
+
+    def list_conversation_items(self, app: App, conversation_id: str, page: PageRequest) -> dict:
+        with self.trail.audited(app, "conversations.items.list", conversation_id):
+            return conv.list_items(self._conversations(app), conversation_id, page)
+
+    def get_conversation_item(self, app: App, conversation_id: str, item_id: str) -> dict:
+        with self.trail.audited(app, "conversations.items.get", f"{conversation_id}/{item_id}"):
+            return conv.get_item(self._conversations(app), conversation_id, item_id)
+
+    def delete_conversation_item(self, app: App, conversation_id: str, item_id: str) -> dict:
+        with self.trail.audited(app, "conversations.items.delete", f"{conversation_id}/{item_id}"):
+            return conv.delete_item(self._conversations(app), conversation_id, item_id)
+
+    # ---- stored responses -----------------------------------------------------------------------
+
+    def get_response(self, app: App, response_id: str) -> dict:
+        with self.trail.audited(app, "responses.get", response_id):
+            return resp.get_response(self._conversations(app), response_id)
+
+    def response_context(self, app: App, response_id: str) -> dict:
+        with self.trail.audited(app, "responses.context", response_id):
+            return resp.response_context(self._conversations(app), response_id)
+
+    def response_input_items(self, app: App, response_id: str, page: PageRequest) -> dict:
+        with self.trail.audited(app, "responses.input_items", response_id):
+            return resp.response_input_items(self._conversations(app), response_id, page)
+
+    def delete_response(self, app: App, response_id: str) -> dict:
+        with self.trail.audited(app, "responses.delete", response_id):
+            return resp.delete_response(self._conversations(app), response_id)
+
+    # ---- memory, for the context assembly of a response -----------------------------------------
+
+    def response_place(
+        self, app: App, conversation_id: str | None, previous_response_id: str | None
+    ) -> resp.Place:
+        """Where a new response reads its history: a conversation, a chain's thread, or nowhere."""
+        with self.trail.audited(app, "responses.place", conversation_id or previous_response_id or ""):
+            if conversation_id and previous_response_id:
+                raise InvalidRequestError(
+                    "send conversation or previous_response_id, not both: a conversation keeps its "
+                    "own history"
+                )
+            data = self._conversations(app)
+            if conversation_id:
+                return resp.place_in(data, conversation_id)
+            if previous_response_id:
+                return resp.place_after(data, previous_response_id)
+            return resp.Place(None)
+
+    def conversation_memory(self, app: App, conversation_id: str) -> conv.Memory:
+        return conv.memory(self._conversations(app), conversation_id)
+
+    def conversation_items_after(
+        self, app: App, conversation_id: str, seq: int, upto: int | None = None
+    ) -> list[conv.Item]:
+        return conv.items_after(self._conversations(app), conversation_id, seq, upto)
+
+    def recall_items(
+        self, app: App, conversation_id: str, query: str, before_seq: int, limit: int
+    ) -> list[conv.Item]:
+        return conv.recall(self._conversations(app), conversation_id, query, before_seq, limit)
+
+    def remember_token_counts(self, app: App, counts: list[tuple[int, int]], model: str) -> None:
+        conv.remember_token_counts(self._conversations(app), counts, model)
+
+    def save_exchange(
+        self,
+        app: App,
+        place: resp.Place,
+        response_id: str,
+        inputs: list[tuple[str, str]],
+        output: str,
+        output_id: str,
+        body: dict | None,
+        context: dict,
+    ) -> resp.Stored:
+        """Write a response's messages (and the response, when stored) in one transaction."""
+        with self.trail.audited(app, "responses.store", response_id):
+            return resp.save_exchange(
+                self._conversations(app), place, response_id, inputs, output, output_id, body, context
+            )
+
+    def set_conversation_summary(
+        self, app: App, conversation_id: str, summary: str, upto: int, expected_upto: int
+    ) -> bool:
+        with self.trail.audited(app, "conversations.summarize", conversation_id):
+            return conv.set_summary(self._conversations(app), conversation_id, summary, upto, expected_upto)

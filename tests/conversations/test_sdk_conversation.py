@@ -1,0 +1,45 @@
+"""`client.chat(..., conversation=ID)` and `client.conversations` in-process: the SDK's local path
+over the same system calls a server uses."""
+
+from __future__ import annotations
+
+import pytest
+
+from llmasos.errors import DataNotFoundError
+from llmasos.sdk.conversations import Conversations
+from llmasos.security.apps import App
+
+
+class _Local:
+    mode = "local"
+
+    def __init__(self, syscalls, app) -> None:
+        self._pair = (syscalls, app)
+
+    def system_calls(self):
+        return self._pair
+
+
+def test_chat_in_a_conversation_keeps_the_turns_and_explains_the_context(syscalls) -> None:
+    app = syscalls.apps.create(App("sdk-user"))
+    conversations = Conversations(_Local(syscalls, app))
+    conversation = conversations.create(core_memory=["Ada likes tea."])
+    first = conversations.respond(
+        "tiny", [{"role": "user", "content": "Hello"}], conversation["id"], {"max_tokens": 3}
+    )
+    conversations.respond(
+        "tiny", [{"role": "user", "content": "Again"}], conversation["id"], {"max_tokens": 3}
+    )
+    assert [(i["role"], i["content"][0]["text"]) for i in conversations.items(conversation["id"])] == [
+        ("user", "Hello"),
+        ("assistant", first),
+        ("user", "Again"),
+        ("assistant", conversations.items(conversation["id"])[-1]["content"][0]["text"]),
+    ]
+    context = conversations.context(conversations.last_response_id)
+    assert [b["kind"] for b in context["blocks"]][:2] == ["core", "recent"]
+    with pytest.raises(Exception, match="stop cannot be used with a conversation"):
+        conversations.respond("tiny", [{"role": "user", "content": "x"}], conversation["id"], {"stop": ["."]})
+    conversations.delete(conversation["id"])
+    with pytest.raises(DataNotFoundError):
+        conversations.items(conversation["id"])
