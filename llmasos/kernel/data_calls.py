@@ -50,6 +50,8 @@ class DataCalls:
     _private_document: Callable[[App, str, bytes], bytes]  # from PrivacyCalls
     _private_query: Callable[[App, str], str]
     _restored_hits: Callable[[App, list[Hit]], list[Hit]]
+    _restored_text: Callable[[App, str], str]
+    _restored_bytes: Callable[[App, bytes], bytes]
 
     # ---- wiring ---------------------------------------------------------------------------------
 
@@ -112,7 +114,8 @@ class DataCalls:
 
     def file_content(self, app: App, file_id: str) -> tuple[str, bytes]:
         with self.trail.audited(app, "files.content", file_id):
-            return files_api.file_content(self._data(app, "files"), file_id)
+            filename, content = files_api.file_content(self._data(app, "files"), file_id)
+            return filename, self._restored_bytes(app, content)  # PrivacyCalls
 
     def delete_file(self, app: App, file_id: str) -> dict:
         with self.trail.audited(app, "files.delete", file_id):
@@ -195,7 +198,8 @@ class DataCalls:
 
     def store_file_content(self, app: App, store_id: str, file_id: str) -> list[dict]:
         with self.trail.audited(app, "vector_stores.files.content", f"{store_id}/{file_id}"):
-            return stores_api.parsed_content(self._data(app, "vector_stores"), store_id, file_id)
+            parts = stores_api.parsed_content(self._data(app, "vector_stores"), store_id, file_id)
+            return [{**part, "text": self._restored_text(app, part["text"])} for part in parts]
 
     def detach_file(self, app: App, store_id: str, file_id: str) -> dict:
         with self.trail.audited(app, "vector_stores.files.delete", f"{store_id}/{file_id}"):

@@ -106,12 +106,23 @@ class PrivacyCalls:
             return query
         return self.privacy.apply(app.name, app.identity, "documents", "pseudonymize", query, "the query")
 
-    def _restored_hits(self, app: App, hits: list[Any]) -> list[Any]:
-        """Search results as the outputs policy shows them (placeholders restored or not)."""
+    def _restored_text(self, app: App, text: str) -> str:
+        """Stored text as the outputs policy shows it to the app (placeholders restored or not)."""
         restorer = self.privacy.output_restorer(app.identity, app.pii)
-        if restorer is None:
-            return hits
-        return [replace(h, text=restorer.feed(h.text) + restorer.flush()) for h in hits]
+        return text if restorer is None else restorer.feed(text) + restorer.flush()
+
+    def _restored_bytes(self, app: App, content: bytes) -> bytes:
+        if app.pii.outputs == "off":
+            return content
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:  # not text: nothing in it was pseudonymized
+            return content
+        return self._restored_text(app, text).encode("utf-8")
+
+    def _restored_hits(self, app: App, hits: list[Any]) -> list[Any]:
+        """Search results as the outputs policy shows them."""
+        return [replace(h, text=self._restored_text(app, h.text)) for h in hits]
 
     # ---- what the app receives ------------------------------------------------------------------
 

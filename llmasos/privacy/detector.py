@@ -10,6 +10,7 @@ touches the network.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterable
@@ -161,6 +162,9 @@ def _build_analyzer():  # -> presidio_analyzer.AnalyzerEngine (imported late: sp
     from llmasos.privacy.recognizers import own_recognizers
 
     _offline_public_suffixes()
+    # Presidio's context enhancer logs each matched value and the words around it at DEBUG: personal
+    # data in the server's log, whatever the operator's level. Its warnings still come through.
+    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     nlp_engine = NlpEngineProvider(
         nlp_configuration={
             "nlp_engine_name": "spacy",

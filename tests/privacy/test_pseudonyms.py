@@ -17,7 +17,11 @@ from llmasos.privacy.pseudonyms import (
 )
 
 TEXT = "Ann Lee wrote to bob@example.com; Ann Lee again."
-SPANS = [Detection("PERSON", 0, 7, 0.9), Detection("EMAIL_ADDRESS", 17, 32, 1.0), Detection("PERSON", 34, 41, 0.9)]
+SPANS = [
+    Detection("PERSON", 0, 7, 0.9),
+    Detection("EMAIL_ADDRESS", 17, 32, 1.0),
+    Detection("PERSON", 34, 41, 0.9),
+]
 
 
 def test_a_value_gets_the_same_placeholder_every_time_and_restores() -> None:
@@ -55,7 +59,9 @@ def test_text_that_only_looks_like_a_placeholder_start_is_let_go() -> None:
 
 
 def test_policy_spellings() -> None:
-    assert PiiPolicy.parse("pseudonymize") == PiiPolicy("pseudonymize", "pseudonymize", "pseudonymize", "pseudonymize")
+    assert PiiPolicy.parse("pseudonymize") == PiiPolicy(
+        "pseudonymize", "pseudonymize", "pseudonymize", "pseudonymize"
+    )
     assert PiiPolicy.parse(["block"]).outputs == "redact"  # an answer is not refused, it is redacted
     assert PiiPolicy.parse(["redact", "audit=off"]) == PiiPolicy("redact", "redact", "redact", "off")
     assert PiiPolicy.parse({"prompts": "block"}) == PiiPolicy(prompts="block")
