@@ -25,6 +25,7 @@ class AdminCalls:
     apps: AppRegistry
     trail: CallTrail
     delete_app_data: Any  # from DataCalls
+    privacy: Any  # PrivacyGuard, set by Syscalls
 
     # ---- apps -----------------------------------------------------------------------------------
 
@@ -49,6 +50,7 @@ class AdminCalls:
             removed = self.apps.remove(name)
             self._cancel_all_of(removed, f"app {name!r} was removed")
             self.delete_app_data(removed)  # its files, stores, chunks, vectors and keys (DataCalls)
+            self.privacy.forget(removed.identity)  # its placeholders' values, held in memory only
 
     def issue_key(self, caller: App, name: str, *, revoke_old: bool = False) -> tuple[str, int]:
         """Another API key for app `name` (to rotate it: `revoke_old`); returns it and how many old

@@ -51,6 +51,8 @@ class DataCalls:
     _private_query: Callable[[App, str], str]
     _restored_hits: Callable[[App, list[Hit]], list[Hit]]
     _restored_text: Callable[[App, str], str]
+    _private_value: Callable[[App, Any], Any]
+    _restored_value: Callable[[App, Any], Any]
     _restored_bytes: Callable[[App, bytes], bytes]
 
     # ---- wiring ---------------------------------------------------------------------------------
@@ -284,11 +286,14 @@ class DataCalls:
 
     def kv_set(self, app: App, key: str, value: Any, ttl_s: float | None = None) -> dict:
         with self.trail.audited(app, "kv.set", key[:64] if isinstance(key, str) else ""):
-            return kv_api.kv_set(self._data(app, "kv"), key, value, ttl_s)
+            data = self._data(app, "kv")
+            stored = kv_api.kv_set(data, key, self._private_value(app, value), ttl_s)  # PrivacyCalls
+            return {**stored, "value": self._restored_value(app, stored["value"])}
 
     def kv_get(self, app: App, key: str) -> dict:
         with self.trail.audited(app, "kv.get", key[:64] if isinstance(key, str) else ""):
-            return kv_api.kv_get(self._data(app, "kv"), key)
+            stored = kv_api.kv_get(self._data(app, "kv"), key)
+            return {**stored, "value": self._restored_value(app, stored["value"])}
 
     def kv_delete(self, app: App, key: str) -> dict:
         with self.trail.audited(app, "kv.delete", key[:64] if isinstance(key, str) else ""):

@@ -100,6 +100,17 @@ class PrivacyCalls:
             ) from None
         return self.private_text(app, "documents", text, f"the document {filename!r}").encode("utf-8")
 
+    def _private_value(self, app: App, value: Any) -> Any:
+        """A key-value entry (any JSON) with the documents policy applied to each string in it."""
+        if app.pii.documents == "off":
+            return value
+        return _each_string(value, lambda text: self.private_text(app, "documents", text, "the value"))
+
+    def _restored_value(self, app: App, value: Any) -> Any:
+        if self.privacy.output_restorer(app.identity, app.pii) is None:
+            return value
+        return _each_string(value, lambda text: self._restored_text(app, text))
+
     def _private_query(self, app: App, query: str) -> str:
         """A search query with the values a pseudonymized store holds as placeholders put as those."""
         if app.pii.documents != "pseudonymize":
@@ -159,6 +170,17 @@ class PrivacyCalls:
         self._restorers.pop(pid, None)
         tail = restorer.flush()
         return [Event(pid, text=tail), event] if tail else [event]
+
+
+def _each_string(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` (JSON: dicts, lists, scalars) with `change` applied to every string value (not keys)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _each_string(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_each_string(v, change) for v in value]
+    return value
 
 
 def _with_private_arguments(call: Any, private: Callable[[Any], Any]) -> Any:

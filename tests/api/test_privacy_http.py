@@ -1,5 +1,6 @@
 """Personal data over HTTP, through the official `openai` package: the canary test (synthetic people
-sent through chat, streamed chat, completions, a stored document and a search by an app that
+sent through chat, streamed chat, completions, a stored document, a search and the key-value store
+by an app that
 pseudonymizes: no value in any file under LLMASOS_HOME, the logs, /metrics or the engine's input,
 every value back in the app's answers), and the block, analyze and app-policy endpoints."""
 
@@ -129,6 +130,11 @@ def test_canaries_leave_no_value_anywhere_and_come_back_restored(
     assert client.files.content(uploaded.id).read() == document  # restored for the app
     hits = client.vector_stores.search(store.id, query=people[5].name, max_num_results=3)
     assert any(people[5].name in part.text for hit in hits.data for part in hit.content)
+
+    profile = {"name": people[0].name, "contact": [people[0].email, {"card": people[0].card}], "visits": 3}
+    put = server.http.put("/os/kv/profile", json={"value": profile}, headers=server.auth(key))
+    assert put.status_code == 200 and put.json()["value"] == profile
+    assert server.http.get("/os/kv/profile", headers=server.auth(key)).json()["value"] == profile
 
     metrics = server.http.get("/metrics", headers=server.auth(server.admin_key)).text
     assert 'llmasos_pii_detections_total{app="canary",direction="prompts",type="PERSON"}' in metrics

@@ -131,3 +131,12 @@ def test_an_app_without_a_policy_is_served_as_before(system) -> None:
     assert answer(syscalls, app, [{"role": "user", "content": PROMPT}]) == f"user: {PROMPT}\n"
     assert PERSON in engine.prompts[-1]
     assert syscalls.pii_counts() == {}  # nothing was even read
+
+
+def test_removing_an_app_forgets_its_placeholders_values(system) -> None:
+    syscalls, _ = system
+    app = registered(syscalls, "gone", "pseudonymize")
+    answer(syscalls, app, [{"role": "user", "content": PROMPT}])
+    assert len(syscalls.privacy.vault(app.identity)) == 2
+    syscalls.remove_app(syscalls.apps.create(App("root", capabilities=("admin",))), "gone")
+    assert len(syscalls.privacy.vault(app.identity)) == 0
