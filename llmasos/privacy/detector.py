@@ -80,6 +80,9 @@ class PiiDetector:
     def __init__(self, thresholds: dict[str, float] | None = None) -> None:
         self.thresholds = {**THRESHOLDS, **(thresholds or {})}
         self.analyzer = _build_analyzer()
+        # One text at a time: Presidio documents no thread safety, and detection is CPU-bound Python
+        # that the GIL would serialize anyway.
+        self._lock = threading.Lock()
 
     def detect(self, text: str, entity_types: Iterable[str] | None = None) -> list[Detection]:
         """The personal data in `text`, in order, no two overlapping."""
@@ -87,7 +90,9 @@ class PiiDetector:
             return []
         wanted = set(entity_types or ENTITY_TYPES)
         found = []
-        for result in self.analyzer.analyze(text, language="en"):
+        with self._lock:
+            results = self.analyzer.analyze(text, language="en")
+        for result in results:
             entity = LABELS.get(result.entity_type, result.entity_type)
             detection = Detection(entity, result.start, result.end, result.score)
             if entity in wanted and self._kept(detection, text):

@@ -21,6 +21,7 @@ from llmasos.api.app import create_app
 from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
+from llmasos.library.store import ModelStore
 from llmasos.security.admin import ensure_admin
 from llmasos.security.apps import AppRegistry
 from llmasos.security.audit import AuditLog
@@ -151,6 +152,17 @@ def test_canaries_leave_no_value_anywhere_and_come_back_restored(
     )
     assert leaks == {}
     assert len(server.engine.prompts) == len(groups)
+
+
+def test_the_ollama_api_goes_through_the_same_policy(server: Server, tiny_gguf: Path) -> None:
+    ModelStore().pull(str(tiny_gguf), name="echo", progress=False)  # Ollama's routes look models up
+    key = server.new_app("llama-user", pii="pseudonymize")
+    person = synthetic_people(1, seed=3)[0]
+    body = {"model": "echo", "messages": [{"role": "user", "content": person.sentence()}], "stream": False}
+    reply = server.http.post("/api/chat", json=body, headers=server.auth(key))
+    assert reply.status_code == 200, reply.text
+    assert all(value in reply.json()["message"]["content"] for value in person.values)
+    assert not any(value in server.engine.prompts[-1] for value in person.values)
 
 
 def test_block_refuses_with_the_types_found_and_never_the_values(server: Server) -> None:
