@@ -7,6 +7,7 @@ every value back in the app's answers), and the block, analyze and app-policy en
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ from tests.helpers.echo_engine import EchoEngine
 from tests.helpers.fake_embedder import HashingEmbedder
 
 FIRST = ["Amelia", "Oskar", "Priya", "Mateo", "Ingrid", "Tomasz", "Hannah", "Dmitri", "Sofia", "Kwame"]
-LAST = ["Lindqvist", "Okafor", "Brennan", "Moreau", "Kowalski", "Haddad", "Nakamura", "Silva", "Novak"]
+STEMS = ["Lind", "Berg", "Nov", "Kowal", "Hadd", "Brenn", "Mor", "Okaf", "Nakam", "Silv", "Hald", "Ferr"]
+ENDINGS = ["qvist", "ström", "ak", "ski", "ad", "an", "eau", "or", "ura", "a", "sen", "ini"]
 PEOPLE_PER_MESSAGE = 4
+#: 24 in the default run (a few seconds); the issue's 1,000 by hand: LLMASOS_CANARY_PEOPLE=1000.
+CANARY_PEOPLE = int(os.environ.get("LLMASOS_CANARY_PEOPLE", "24"))
 
 
 @dataclass(frozen=True)
@@ -51,7 +55,7 @@ def synthetic_people(count: int, seed: int = 27) -> list[Person]:
     rng = random.Random(seed)
     people, names = [], set()
     while len(people) < count:
-        name = f"{rng.choice(FIRST)} {rng.choice(LAST)}"
+        name = f"{rng.choice(FIRST)} {rng.choice(STEMS)}{rng.choice(ENDINGS)}"
         if name in names:
             continue
         names.add(name)
@@ -98,7 +102,7 @@ def test_canaries_leave_no_value_anywhere_and_come_back_restored(
     server: Server, llmasos_home: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    people = synthetic_people(24)
+    people = synthetic_people(CANARY_PEOPLE)
     key = server.new_app("canary", pii="pseudonymize", audit_content=True)
     client = server.openai(key)
     groups = [people[i : i + PEOPLE_PER_MESSAGE] for i in range(0, len(people), PEOPLE_PER_MESSAGE)]
