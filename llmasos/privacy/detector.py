@@ -70,6 +70,7 @@ _WEEKDAYS_AND_MONTHS = (
 _DATE_SHAPE = re.compile(
     r"(?<![\d/.-])\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}(?![\d/.-]\d)|\b\d{1,2}:\d{2}\b|^(?:1[89]|20)\d{2}$|\b(?:1[89]|20)\d{2}s?\b(?!\s*\d)"
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PHONE_MIN_DIGITS = 7  # the shortest subscriber numbers; fewer is a house number or a zip code
 _EDGES = " \t\n,;:.()[]{}'\"-"
 
@@ -90,8 +91,11 @@ class PiiDetector:
             return []
         wanted = set(entity_types or ENTITY_TYPES)
         found = []
+        # spaCy encodes text as UTF-8, which a lone surrogate (valid JSON, "\ud800") is not: read it
+        # as U+FFFD, one for one so that offsets hold (the kernel then refuses such a prompt itself).
+        readable = _SURROGATE.sub("\ufffd", text)
         with self._lock:
-            results = self.analyzer.analyze(text, language="en")
+            results = self.analyzer.analyze(readable, language="en")
         for result in results:
             entity = LABELS.get(result.entity_type, result.entity_type)
             detection = Detection(entity, result.start, result.end, result.score)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmasos.engine.sampling import SamplingParams
-from llmasos.errors import PersonalDataBlockedError
+from llmasos.errors import InvalidRequestError, PersonalDataBlockedError
 from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
@@ -140,3 +140,11 @@ def test_removing_an_app_forgets_its_placeholders_values(system) -> None:
     assert len(syscalls.privacy.vault(app.identity)) == 2
     syscalls.remove_app(syscalls.apps.create(App("root", capabilities=("admin",))), "gone")
     assert len(syscalls.privacy.vault(app.identity)) == 0
+
+
+def test_a_prompt_with_a_lone_surrogate_is_refused_as_bad_input_not_crashed_on(system) -> None:
+    syscalls, engine = system
+    app = registered(syscalls, "odd", "pseudonymize")
+    with pytest.raises(InvalidRequestError, match="lone surrogate"):
+        syscalls.chat(app, "echo", [{"role": "user", "content": f"Hi \ud800, {PROMPT}"}], ECHO)
+    assert engine.prompts == []
