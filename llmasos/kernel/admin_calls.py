@@ -30,6 +30,7 @@ class AdminCalls:
     apps: AppRegistry
     trail: CallTrail
     delete_app_data: Any  # from DataCalls
+    privacy: Any  # PrivacyGuard, set by Syscalls
 
     # ---- apps -----------------------------------------------------------------------------------
 
@@ -47,6 +48,7 @@ class AdminCalls:
             removed = self.apps.remove(name)
             self._cancel_all_of(removed, f"app {name!r} was removed")
             self.delete_app_data(removed)  # its files, stores, chunks, vectors and keys (DataCalls)
+            self.privacy.forget(removed.identity)  # its placeholders' values, held in memory only
 
     def update_app(self, caller: App, name: str, **changes: Any) -> App:
         """Change app `name`'s priority class, weight, quotas or privacy policy (admin only); returns

@@ -50,6 +50,10 @@ class DataCalls:
     _private_document: Callable[[App, str, bytes], bytes]  # from PrivacyCalls
     _private_query: Callable[[App, str], str]
     _restored_hits: Callable[[App, list[Hit]], list[Hit]]
+    _restored_text: Callable[[App, str], str]
+    _private_value: Callable[[App, Any], Any]
+    _restored_value: Callable[[App, Any], Any]
+    _restored_bytes: Callable[[App, bytes], bytes]
 
     # ---- wiring ---------------------------------------------------------------------------------
 
@@ -112,7 +116,8 @@ class DataCalls:
 
     def file_content(self, app: App, file_id: str) -> tuple[str, bytes]:
         with self.trail.audited(app, "files.content", file_id):
-            return files_api.file_content(self._data(app, "files"), file_id)
+            filename, content = files_api.file_content(self._data(app, "files"), file_id)
+            return filename, self._restored_bytes(app, content)  # PrivacyCalls
 
     def delete_file(self, app: App, file_id: str) -> dict:
         with self.trail.audited(app, "files.delete", file_id):
@@ -195,7 +200,8 @@ class DataCalls:
 
     def store_file_content(self, app: App, store_id: str, file_id: str) -> list[dict]:
         with self.trail.audited(app, "vector_stores.files.content", f"{store_id}/{file_id}"):
-            return stores_api.parsed_content(self._data(app, "vector_stores"), store_id, file_id)
+            parts = stores_api.parsed_content(self._data(app, "vector_stores"), store_id, file_id)
+            return [{**part, "text": self._restored_text(app, part["text"])} for part in parts]
 
     def detach_file(self, app: App, store_id: str, file_id: str) -> dict:
         with self.trail.audited(app, "vector_stores.files.delete", f"{store_id}/{file_id}"):
@@ -280,11 +286,14 @@ class DataCalls:
 
     def kv_set(self, app: App, key: str, value: Any, ttl_s: float | None = None) -> dict:
         with self.trail.audited(app, "kv.set", key[:64] if isinstance(key, str) else ""):
-            return kv_api.kv_set(self._data(app, "kv"), key, value, ttl_s)
+            data = self._data(app, "kv")
+            stored = kv_api.kv_set(data, key, self._private_value(app, value), ttl_s)  # PrivacyCalls
+            return {**stored, "value": self._restored_value(app, stored["value"])}
 
     def kv_get(self, app: App, key: str) -> dict:
         with self.trail.audited(app, "kv.get", key[:64] if isinstance(key, str) else ""):
-            return kv_api.kv_get(self._data(app, "kv"), key)
+            stored = kv_api.kv_get(self._data(app, "kv"), key)
+            return {**stored, "value": self._restored_value(app, stored["value"])}
 
     def kv_delete(self, app: App, key: str) -> dict:
         with self.trail.audited(app, "kv.delete", key[:64] if isinstance(key, str) else ""):

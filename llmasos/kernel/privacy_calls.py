@@ -100,18 +100,40 @@ class PrivacyCalls:
             ) from None
         return self.private_text(app, "documents", text, f"the document {filename!r}").encode("utf-8")
 
+    def _private_value(self, app: App, value: Any) -> Any:
+        """A key-value entry (any JSON) with the documents policy applied to each string in it."""
+        if app.pii.documents == "off":
+            return value
+        return _each_string(value, lambda text: self.private_text(app, "documents", text, "the value"))
+
+    def _restored_value(self, app: App, value: Any) -> Any:
+        if self.privacy.output_restorer(app.identity, app.pii) is None:
+            return value
+        return _each_string(value, lambda text: self._restored_text(app, text))
+
     def _private_query(self, app: App, query: str) -> str:
         """A search query with the values a pseudonymized store holds as placeholders put as those."""
         if app.pii.documents != "pseudonymize":
             return query
         return self.privacy.apply(app.name, app.identity, "documents", "pseudonymize", query, "the query")
 
-    def _restored_hits(self, app: App, hits: list[Any]) -> list[Any]:
-        """Search results as the outputs policy shows them (placeholders restored or not)."""
+    def _restored_text(self, app: App, text: str) -> str:
+        """Stored text as the outputs policy shows it to the app (placeholders restored or not)."""
         restorer = self.privacy.output_restorer(app.identity, app.pii)
-        if restorer is None:
-            return hits
-        return [replace(h, text=restorer.feed(h.text) + restorer.flush()) for h in hits]
+        return text if restorer is None else restorer.feed(text) + restorer.flush()
+
+    def _restored_bytes(self, app: App, content: bytes) -> bytes:
+        if app.pii.outputs == "off":
+            return content
+        try:
+            text = content.decode("utf-8")
+        except UnicodeDecodeError:  # not text: nothing in it was pseudonymized
+            return content
+        return self._restored_text(app, text).encode("utf-8")
+
+    def _restored_hits(self, app: App, hits: list[Any]) -> list[Any]:
+        """Search results as the outputs policy shows them."""
+        return [replace(h, text=self._restored_text(app, h.text)) for h in hits]
 
     # ---- what the app receives ------------------------------------------------------------------
 
@@ -148,6 +170,17 @@ class PrivacyCalls:
         self._restorers.pop(pid, None)
         tail = restorer.flush()
         return [Event(pid, text=tail), event] if tail else [event]
+
+
+def _each_string(value: Any, change: Callable[[str], str]) -> Any:
+    """`value` (JSON: dicts, lists, scalars) with `change` applied to every string value (not keys)."""
+    if isinstance(value, str):
+        return change(value)
+    if isinstance(value, dict):
+        return {k: _each_string(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_each_string(v, change) for v in value]
+    return value
 
 
 def _with_private_arguments(call: Any, private: Callable[[Any], Any]) -> Any:

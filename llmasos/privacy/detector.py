@@ -10,6 +10,7 @@ touches the network.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Iterable
@@ -69,6 +70,7 @@ _WEEKDAYS_AND_MONTHS = (
 _DATE_SHAPE = re.compile(
     r"(?<![\d/.-])\d{1,4}[/.-]\d{1,2}[/.-]\d{1,4}(?![\d/.-]\d)|\b\d{1,2}:\d{2}\b|^(?:1[89]|20)\d{2}$|\b(?:1[89]|20)\d{2}s?\b(?!\s*\d)"
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PHONE_MIN_DIGITS = 7  # the shortest subscriber numbers; fewer is a house number or a zip code
 _EDGES = " \t\n,;:.()[]{}'\"-"
 
@@ -79,6 +81,9 @@ class PiiDetector:
     def __init__(self, thresholds: dict[str, float] | None = None) -> None:
         self.thresholds = {**THRESHOLDS, **(thresholds or {})}
         self.analyzer = _build_analyzer()
+        # One text at a time: Presidio documents no thread safety, and detection is CPU-bound Python
+        # that the GIL would serialize anyway.
+        self._lock = threading.Lock()
 
     def detect(self, text: str, entity_types: Iterable[str] | None = None) -> list[Detection]:
         """The personal data in `text`, in order, no two overlapping."""
@@ -86,7 +91,12 @@ class PiiDetector:
             return []
         wanted = set(entity_types or ENTITY_TYPES)
         found = []
-        for result in self.analyzer.analyze(text, language="en"):
+        # spaCy encodes text as UTF-8, which a lone surrogate (valid JSON, "\ud800") is not: read it
+        # as U+FFFD, one for one so that offsets hold (the kernel then refuses such a prompt itself).
+        readable = _SURROGATE.sub("\ufffd", text)
+        with self._lock:
+            results = self.analyzer.analyze(readable, language="en")
+        for result in results:
             entity = LABELS.get(result.entity_type, result.entity_type)
             detection = Detection(entity, result.start, result.end, result.score)
             if entity in wanted and self._kept(detection, text):
@@ -161,6 +171,9 @@ def _build_analyzer():  # -> presidio_analyzer.AnalyzerEngine (imported late: sp
     from llmasos.privacy.recognizers import own_recognizers
 
     _offline_public_suffixes()
+    # Presidio's context enhancer logs each matched value and the words around it at DEBUG: personal
+    # data in the server's log, whatever the operator's level. Its warnings still come through.
+    logging.getLogger("presidio-analyzer").setLevel(logging.WARNING)
     nlp_engine = NlpEngineProvider(
         nlp_configuration={
             "nlp_engine_name": "spacy",

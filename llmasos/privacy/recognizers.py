@@ -200,7 +200,8 @@ def phone_context_recognizer() -> RegexRecognizer:
 def person_context_recognizer() -> RegexRecognizer:
     """A name after an honorific or a phrase that introduces one (spaCy's small model misses many
     names it has not seen, and almost every name of the languages it was not trained on)."""
-    name = rf"(?P<value>{_NAME}(?:\s+[A-Z]\.)?(?:\s+{_NAME}){{0,2}})"
+    not_a_name = r"(?!(?:I|I'm|I've|I'll|I'd|It|It's|The|This|That|We|You|He|She|They|My|Our|Your)\b)"
+    name = rf"(?P<value>{not_a_name}{_NAME}(?:\s+[A-Z]\.)?(?:\s+{_NAME}){{0,2}})"
     return RegexRecognizer(
         "PERSON",
         [

@@ -79,6 +79,7 @@ def test_vague_dates_are_not_personal_data_but_a_birthday_is(detector) -> None:
 
 def test_nothing_in_text_without_personal_data(detector) -> None:
     assert detector.detect("") == []
+    assert found(detector, "\ud800 card 4539015112830369") == {"CREDIT_CARD": ["4539015112830369"]}
     assert found(detector, "The weather is nice and the tea is hot.") == {}
 
 
