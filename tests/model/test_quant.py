@@ -185,8 +185,8 @@ def test_int_engines_hold_a_q8_0_files_embedding_in_q8_0(tmp_path: Path, own_tin
     reference = load_model(path)
     dense = reference.model.embed_tokens.weight
     assert torch.equal(model.embed_tokens(torch.arange(dense.shape[0])), dense)
-    # The same engine with the float table: same tokens.
-    float_table = LLMEngine(reference, config)
+    # The same packed model with the float table: same tokens.
+    float_table = LLMEngine(load_model(path, packed_format="int4"), config)
     float_table.runner.model.embed_tokens = reference.model.embed_tokens
     prompts = random_prompts([5, 17])
     params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
