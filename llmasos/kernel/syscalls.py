@@ -49,6 +49,9 @@ from llmasos.settings import Settings
 
 T = TypeVar("T")
 
+#: Seconds a stopping kernel waits for its queued audit rows (a few milliseconds unless the disk stalls).
+AUDIT_FLUSH_SECONDS = 10.0
+
 
 class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
     """generate / chat / cancel / status / ps for one kernel, (from `AdminCalls`) apps, models and
@@ -76,6 +79,8 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
         kernel.on_finish.append(self._settle_tokens)
         self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
         kernel.on_finish.append(self.latency.observe)
+        if audit is not None:  # a process's final event goes out once its end row is durable
+            kernel.defer_final = audit.after_written
 
     @property
     def audit(self) -> AuditLog | None:
@@ -323,8 +328,11 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
                 app_id=app.identity,
             )
             kernel.limiter.reserve(app.name, process.pid, wanted, now)
-            self.trail.begin(process, call, started, request.audit_text() if app.audit_content else None)
+            start_row = self.trail.begin(
+                process, call, started, request.audit_text() if app.audit_content else None
+            )
             kernel.admit(process, work)
+        self.trail.wait_started(start_row)
         self.cancel_if_removed(app, process)
         return process
 
@@ -363,8 +371,10 @@ class Syscalls(ProcessCalls, AdminCalls, ResidencyCalls, DataCalls):
         self.kernel.start()
 
     def stop(self) -> None:
-        """Stop the loop; live processes stay in the table."""
+        """Stop the loop, and write the audit rows still queued; live processes stay in the table."""
         self.kernel.stop()
+        if self.trail.audit is not None:
+            self.trail.audit.flush(timeout=AUDIT_FLUSH_SECONDS)
 
     def resident_models(self) -> list[snapshots.ResidentModelInfo]:
         return snapshots.resident_models(self.kernel)
