@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from llmasos.engine.protocol import Engine
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
