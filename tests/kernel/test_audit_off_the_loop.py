@@ -64,7 +64,7 @@ def test_a_stalled_end_row_stalls_no_tick_and_holds_back_only_its_final_event(ll
     ticking = in_thread(kernel.run_until_idle)  # before the fix, its first _finish waited on the disk
     ticking.join(WAIT)
     assert not ticking.is_alive(), "the kernel's loop waited on the audit log's disk"
-    assert disk.stalled.is_set()
+    assert disk.stalled.wait(WAIT)  # the writer thread took the end row (and holds it)
     assert kernel.table[other.pid].tokens_out == 40  # the other app's generation went on meanwhile
     events = sys.events(short, first.pid, timeout=WAIT)
     assert [e.text for e in (next(events), next(events))] == ["t10 ", "t11 "]
