@@ -14,7 +14,7 @@ from llmasos.tools.builtin import builtin_tools
 from llmasos.tools.registry import Tool, ToolContext, ToolRegistry, ToolResult, default_registry, get_tool
 from tests.helpers.programs import syscalls_without_models
 
-BUILTIN = ["calculator", "clock", "embed", "knowledge", "ocr", "speak", "transcribe"]
+BUILTIN = ["calculator", "clock", "embed", "knowledge", "kv", "ocr", "speak", "transcribe"]
 
 
 class EchoTool(Tool):

@@ -21,7 +21,7 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from llmasos.engine.sampling import SamplingParams, TokenLogprobs
+from llmasos.engine.sampling_params import SamplingParams, TokenLogprobs
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.kernel import Event
 from llmasos.kernel.process import Process

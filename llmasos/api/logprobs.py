@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from llmasos.engine.sampling import TokenLogprobs
+from llmasos.engine.sampling_params import TokenLogprobs
 from llmasos.model.tokenizer import Tokenizer
 
 #: What OpenAI reports for a token with no probability at all (JSON has no -Infinity).

@@ -34,7 +34,7 @@ from llmasos.api.ollama_schemas import (
 from llmasos.api.openai_routes import EMBEDDING_ALIASES
 from llmasos.api.program_calls import program_pool
 from llmasos.engine.constrained import Grammar
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import ContextWindowExceededError, InvalidRequestError
 from llmasos.kernel.sampling_request import sampling_params
 from llmasos.kernel.syscalls import Syscalls

@@ -30,7 +30,7 @@ from llmasos.api.request_fields import (
 from llmasos.api.response_format import StructuredOutput, structured_grammar
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmasos.api.tool_calls import chat_with_tools, messages_for_template, tool_request
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import InvalidRequestError, LLMasOSError, ModelNotFoundError
 from llmasos.kernel.admission import refuse_invalid_unicode
 from llmasos.model.tokenizer import Tokenizer

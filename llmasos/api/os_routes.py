@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Admin, Caller
@@ -243,11 +244,18 @@ async def voice(body: VoiceRequest, request: Request, app: Caller) -> dict:
     }
 
 
-@router.get("/healthz")
-def healthz(request: Request) -> dict:
-    """Liveness without a key: the kernel thread runs and which models are loaded."""
+@router.get("/healthz", response_model=None)
+def healthz(request: Request) -> dict | JSONResponse:
+    """Liveness without a key: the kernel thread runs and which models are loaded; 503 `loading`
+    while the models the server preloads are still loading (it answers other calls meanwhile)."""
     syscalls = request.app.state.syscalls
-    return {
+    health = {
         "status": "ok" if syscalls.is_running else "stopped",
         "resident_models": [r.name for r in syscalls.resident_models()],
     }
+    preloading = getattr(request.app.state, "preloading", None)
+    if preloading is not None and preloading.failed:
+        health["preload_failed"] = preloading.failed
+    if preloading is not None and not preloading.is_done and syscalls.is_running:
+        return JSONResponse({**health, "status": "loading", "loading_models": preloading.loading}, 503)
+    return health

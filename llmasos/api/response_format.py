@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from llmasos.api.schemas import ChatCompletionRequest, CompletionRequest, ResponseFormat
-from llmasos.engine.constrained import Grammar
 from llmasos.engine.json_schema import check_schema
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import ContextWindowExceededError, InvalidRequestError
 from llmasos.kernel.syscalls import Syscalls
+
+if TYPE_CHECKING:
+    from llmasos.engine.constrained import Grammar
 from llmasos.security.apps import App
 
 #: The budget of a structured answer whose request sets no max_tokens: room for a useful value
@@ -65,6 +68,10 @@ class StructuredOutput:
             )
         budget = min(max_tokens or DEFAULT_STRUCTURED_TOKENS, room)
         tokenizer = syscalls.tokenizer(app, model)
+        # Imported here: the grammar's module imports torch, which a starting server loads only with
+        # its first model (so that it answers and resumes workflow runs meanwhile).
+        from llmasos.engine.constrained import Grammar
+
         try:
             if self.schema is None:
                 return Grammar.json_object(tokenizer, budget)

@@ -30,6 +30,7 @@ from uvicorn.config import LOGGING_CONFIG
 from llmasos.api.app import create_app
 from llmasos.api.auth import keyless_app
 from llmasos.api.limits import HttpLimits
+from llmasos.api.preloading import Preloading
 from llmasos.config import llmasos_home
 from llmasos.errors import AddressInUseError
 from llmasos.kernel.boot import boot
@@ -177,8 +178,10 @@ def _serve_booted(
     admin, _ = ensure_admin(syscalls.apps)
     if anonymous_app is not None:
         keyless_app(syscalls.apps, anonymous_app)  # a missing or admin app fails now, not per request
-    for model in dict.fromkeys(preload):
-        syscalls.preload(admin, model, keep=True)
+    # A name the library lacks fails now; the loads run once the server answers (preloading.py).
+    preloading = Preloading(
+        syscalls, admin, tuple(syscalls.allowed_model(admin, m) for m in dict.fromkeys(preload))
+    )
     limits = HttpLimits(
         max_body_bytes=server.max_body_size,
         trusted_hosts=server.trusted_hosts,
@@ -187,6 +190,7 @@ def _serve_booted(
     if host not in ("0.0.0.0", "::", *limits.trusted_hosts):  # the bound name is always trusted
         limits = dataclasses.replace(limits, trusted_hosts=(*limits.trusted_hosts, host))
     app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app, limits=limits)
+    app.state.preloading = preloading
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"LLMasOS serving on {url} (admin key: {admin_key_path()})", flush=True)
     if not is_loopback(host):
@@ -218,4 +222,5 @@ def _serve_booted(
     if access_log:  # uvicorn set every one of its loggers to `log_level`; access lines are INFO
         logging.getLogger("uvicorn.access").setLevel(logging.INFO)
     write_server_file(url if host not in ("0.0.0.0", "::") else f"http://127.0.0.1:{port}")
+    preloading.start()
     uvicorn.Server(config).run(sockets=[sock])

@@ -6,6 +6,7 @@ Expired keys read as absent at once and are deleted on the next write of the app
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -28,7 +29,11 @@ def _live(now: float) -> tuple[str, tuple]:
     return "(expires_at IS NULL OR expires_at > ?)", (now,)
 
 
-def kv_set(data: AppData, key: str, value: Any, ttl_s: float | None = None) -> dict:
+def kv_set(
+    data: AppData, key: str, value: Any, ttl_s: float | None = None, *, idempotency_key: str = ""
+) -> dict:
+    """Store `value` under `key`. With `idempotency_key`, a second call of the same key writes
+    nothing and answers what the first did (a workflow step re-run after a crash)."""
     _check_key(key)
     if ttl_s is not None and (isinstance(ttl_s, bool) or not isinstance(ttl_s, int | float) or ttl_s <= 0):
         raise InvalidRequestError("ttl_s must be a number of seconds > 0 (or absent: never expires)")
@@ -46,6 +51,9 @@ def kv_set(data: AppData, key: str, value: Any, ttl_s: float | None = None) -> d
     expires_at = now + ttl_s if ttl_s is not None else None
     sealed = data.seal_text(encoded, f"kv:{key}")
     with data.db.transaction() as conn:
+        done = _applied(conn, idempotency_key)
+        if done is not None:
+            return done
         conn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
         old = conn.execute("SELECT length(key) + length(value) FROM kv WHERE key = ?", (key,)).fetchone()
         grow = len(key) + len(sealed) - (old[0] if old else 0)
@@ -56,7 +64,7 @@ def kv_set(data: AppData, key: str, value: Any, ttl_s: float | None = None) -> d
             "SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
             (key, sealed, expires_at, now),
         )
-    return {"key": key, "value": value, "expires_at": expires_at}
+        return _apply(conn, idempotency_key, {"key": key, "value": value, "expires_at": expires_at})
 
 
 def kv_get(data: AppData, key: str) -> dict:
@@ -69,13 +77,36 @@ def kv_get(data: AppData, key: str) -> dict:
     return {"key": key, "value": value, "expires_at": rows[0]["expires_at"]}
 
 
-def kv_delete(data: AppData, key: str) -> dict:
+def kv_delete(data: AppData, key: str, *, idempotency_key: str = "") -> dict:
+    """Delete `key`; DataNotFoundError if it is not there. With `idempotency_key`, a second call of
+    the same key answers what the first did (not "no key": the first call deleted it)."""
     _check_key(key)
     live, params = _live(time.time())
     with data.db.transaction() as conn:
+        done = _applied(conn, idempotency_key)
+        if done is not None:
+            return done
         if conn.execute(f"DELETE FROM kv WHERE key = ? AND {live}", (key, *params)).rowcount == 0:
             raise DataNotFoundError(f"no key {key[:80]!r} (never set, deleted or expired)")
-    return {"key": key, "deleted": True}
+        return _apply(conn, idempotency_key, {"key": key, "deleted": True})
+
+
+def _applied(conn: sqlite3.Connection, idempotency_key: str) -> dict | None:
+    """What the write of `idempotency_key` answered, if it was made before (inside its transaction)."""
+    if not idempotency_key:
+        return None
+    row = conn.execute("SELECT answer FROM kv_applied_keys WHERE key = ?", (idempotency_key,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def _apply(conn: sqlite3.Connection, idempotency_key: str, answer: dict) -> dict:
+    """Record the write of `idempotency_key` in the same transaction as the write itself."""
+    if idempotency_key:
+        conn.execute(
+            "INSERT INTO kv_applied_keys (key, answer, created_at) VALUES (?, ?, ?)",
+            (idempotency_key, json.dumps(answer, ensure_ascii=False), time.time()),
+        )
+    return answer
 
 
 def kv_list(data: AppData, prefix: str = "", limit: int = 100, after: str | None = None) -> dict:

@@ -203,6 +203,19 @@ def _conversations(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX responses_by_conversation ON responses (conversation_id, last_seq)")
 
 
+def _kv_applied_keys(conn: sqlite3.Connection) -> None:
+    """Key-value writes made under an idempotency key (a workflow step's run, step, item and attempt)
+    and what they answered: the same key again writes nothing and answers the same, so a step re-run
+    after a crash writes once."""
+    conn.execute(
+        """CREATE TABLE kv_applied_keys (
+            key TEXT PRIMARY KEY,
+            answer TEXT NOT NULL,           -- JSON: what the write returned
+            created_at REAL NOT NULL
+        )"""
+    )
+
+
 def _versioned(number: int, migration: Migration) -> Migration:
     def run(conn: sqlite3.Connection) -> None:
         migration(conn)
@@ -218,7 +231,16 @@ def _versioned(number: int, migration: Migration) -> Migration:
 MIGRATIONS: list[Migration] = [
     _versioned(number, migration)
     for number, migration in enumerate(
-        [_schema_version, _files, _vector_stores, _kv, _quota, _chunk_versions, _conversations],
+        [
+            _schema_version,
+            _files,
+            _vector_stores,
+            _kv,
+            _quota,
+            _chunk_versions,
+            _conversations,
+            _kv_applied_keys,
+        ],
         start=1,
     )
 ]

@@ -24,15 +24,18 @@ import logging
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import llguidance
-import torch
 
 from llmasos.engine.json_object import json_object_grammar
 from llmasos.engine.json_schema import fit_to_budget, grammar_text
 from llmasos.engine.schema_bounds import Bounds
 from llmasos.errors import InvalidRequestError, InvalidSchemaError
 from llmasos.model.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 #: Parser states a processor keeps (one per sequence it serves, least recently used dropped).
@@ -138,6 +141,10 @@ class ConstrainedLogits:
         self._end_tokens = frozenset(grammar.tokenizer.eos_tokens)
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
+        # Imported here (loaded already: the engine calls this): grammars are built by the HTTP
+        # layer and function calling, which a starting server imports before it loads torch.
+        import torch
+
         matcher = self._matcher_for(output_ids)
         vocab = self.grammar.tokenizer.vocab_size
         if matcher.is_error():

@@ -22,7 +22,7 @@ from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from llmasos.engine.sampling import SamplingParams, TokenLogprobs
+from llmasos.engine.sampling_params import SamplingParams, TokenLogprobs
 from llmasos.engine.sequence import SuspendMode
 from llmasos.engine.suspend import SuspendCost, SuspendReport
 from llmasos.model.tokenizer import Tokenizer

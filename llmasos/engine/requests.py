@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 from llmasos.engine.detokenizer import IncrementalDetokenizer
 from llmasos.engine.protocol import RequestOutput
-from llmasos.engine.sampling import TokenLogprobs
+from llmasos.engine.sampling_params import TokenLogprobs
 from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus
 
 

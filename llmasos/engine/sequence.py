@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import time
 from enum import Enum, StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmasos.engine.sampling import SamplingParams, SamplingState
+from llmasos.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from llmasos.engine.sampling import SamplingState
 
 
 class SequenceStatus(Enum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,23 @@ DEFAULT_BUDGET_FRACTION = 0.8
 
 def default_memory_budget() -> int:
     """80% of free VRAM when CUDA is present, else 80% of available RAM."""
-    import torch
+    if _may_have_gpu():
+        import torch
 
-    if torch.cuda.is_available():
-        free, _ = torch.cuda.mem_get_info()
-        return int(free * DEFAULT_BUDGET_FRACTION)
+        if torch.cuda.is_available():
+            free, _ = torch.cuda.mem_get_info()
+            return int(free * DEFAULT_BUDGET_FRACTION)
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemAvailable:"):
             return int(int(line.split()[1]) * 1024 * DEFAULT_BUDGET_FRACTION)
     return 4 * 2**30
+
+
+def _may_have_gpu() -> bool:
+    """Whether asking torch about CUDA is worth importing it (seconds) at boot: torch is loaded
+    already, or the machine has NVIDIA or ROCm device files. A server then starts without torch and
+    loads it with its first model (see api/preloading.py)."""
+    return "torch" in sys.modules or any(Path("/dev").glob("nvidia*")) or Path("/dev/kfd").exists()
 
 
 def library_loader(
@@ -39,13 +48,14 @@ def library_loader(
 ) -> tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]]:
     """(load, estimate) for the residency manager: engines on library models, and their sizes. With
     `settings`, a model with its own context length in them gets it."""
-    from llmasos.engine.engine import LLMEngine, resolve_device
-    from llmasos.engine.model_runner import packed_weight_format
-
     store = store or ModelStore()
     settings = settings or Settings()
+    # The engine's modules (and torch, seconds to import) are imported when a model is about to
+    # load, not at boot: a server answers and resumes its workflow runs first.
 
     def load(name: str) -> tuple[Any, int]:
+        from llmasos.engine.engine import LLMEngine
+
         config = settings.engine_config(engine_config, name)
         engine = LLMEngine.from_path(str(store.model_path(name)), config)
         if (written := engine.loaded.packed_cache_written) is not None:
@@ -53,6 +63,9 @@ def library_loader(
         return engine, engine.memory_bytes
 
     def estimate(name: str) -> int:
+        from llmasos.engine.engine import resolve_device
+        from llmasos.engine.model_runner import packed_weight_format
+
         # Weights as loaded plus the KV pool and swap reserve. Packed at load (int4 on the CPU, the
         # default) an engine holds under a byte a parameter (Qwen2.5-1.5B: 1.28 GB for 1.54 B; SmolLM2:
         # 140 MB for 135 M); float weights 4 bytes a parameter at most.

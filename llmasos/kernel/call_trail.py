@@ -11,6 +11,7 @@ so the interfaces' error mappers, which audit every error that ends a request, w
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +21,14 @@ from llmasos.errors import AuthenticationError, LLMasOSError, PermissionDeniedEr
 from llmasos.kernel.kernel import Kernel
 from llmasos.kernel.process import Process, ProcessState
 from llmasos.security.apps import App
-from llmasos.security.audit import AuditLog, AuditRecord
+from llmasos.security.audit import AuditLog, AuditRecord, QueuedRow
 from llmasos.security.data_keys import AUDIT_PURPOSE, data_keys
+
+logger = logging.getLogger(__name__)
+
+#: Seconds admission waits for a generation's start row to be written (milliseconds normally; a disk
+#: that stalls longer than this is logged, and the generation goes on).
+START_ROW_WAIT_SECONDS = 30.0
 
 #: Errors that mean "not allowed" (audited as denied) rather than "not valid".
 DENIALS = (PermissionDeniedError, QuotaExceededError, AuthenticationError)
@@ -34,7 +41,7 @@ class _Started:
     call: str
     started: float
     prompt: str | None
-    row: int | None  # the id of its start row in the audit log
+    row: QueuedRow | None  # its start row in the audit log (queued; written by the audit's writer)
 
 
 class CallTrail:
@@ -82,11 +89,12 @@ class CallTrail:
             raise
         self.record(app.name, call, target, duration_s=time.monotonic() - started)
 
-    def begin(self, process: Process, call: str, started: float, prompt: str | None) -> None:
-        """A generation is being admitted: its start row now, its end row when its process ends."""
+    def begin(self, process: Process, call: str, started: float, prompt: str | None) -> QueuedRow | None:
+        """A generation is being admitted: its start row queued now (the caller holds the kernel's
+        lock: no disk write here; `wait_started` waits for it), its end row when its process ends."""
         row = None
         if self.audit is not None:
-            row = self.audit.record(
+            row = self.audit.submit(
                 AuditRecord(
                     app=process.app,
                     call=call,
@@ -98,9 +106,17 @@ class CallTrail:
                 )
             )
         self._started[process.pid] = _Started(call, started, prompt, row)
+        return row
+
+    def wait_started(self, row: QueuedRow | None, timeout: float = START_ROW_WAIT_SECONDS) -> None:
+        """Wait until a generation's start row is durable (outside the kernel's lock), so a server
+        killed after admitting it leaves "started, never ended"."""
+        if row is not None and row.wait(timeout) is None:
+            logger.warning("the start row of a generation was not written within %.0f s", timeout)
 
     def ended(self, process: Process, work: Any) -> None:
-        """The kernel's on_finish observer: count the generation and write its row."""
+        """The kernel's on_finish observer (under the kernel's lock): count the generation and queue
+        its end row; the kernel sends the final event once it is written (`Kernel.defer_final`)."""
         started = self._started.pop(process.pid, None)
         if started is None:
             return
@@ -108,7 +124,7 @@ class CallTrail:
         if self.audit is None:
             return
         finished = process.state is ProcessState.FINISHED
-        self.audit.record(
+        self.audit.submit(
             AuditRecord(
                 app=process.app,
                 call=started.call,
@@ -122,8 +138,8 @@ class CallTrail:
                 interface=self.interface,
                 prompt=_sealed(process.app_id, started.prompt),
                 output=_sealed(process.app_id, "".join(work.text) if work.keep_text else None),
-                opens=started.row,
-            )
+            ),
+            opens=started.row,
         )
 
 

@@ -14,6 +14,7 @@ process table, under a lock. Everything that touches an engine runs in the kerne
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import threading
@@ -79,6 +80,11 @@ class Kernel(KernelLoop):
         self._ended: collections.deque[int] = collections.deque()  # pids in the order they ended
         # Called as fn(process, work) under the lock when a process ends (audit, metrics); must be quick.
         self.on_finish: list[Callable[[Process, Work], None]] = []
+        # When set, a process's final event is handed to it (as a callable that sends it) instead of
+        # sent at once; it must call it once. The audit log calls it when the end row is durable, so
+        # the kernel's loop never waits on the disk and a client that saw its answer end can still
+        # find the record of it.
+        self.defer_final: Callable[[Callable[[], None]], None] | None = None
         make_policy(self.config.policy, **self.config.policy_options)  # fail fast on a bad name
 
     # ---- the table (any thread, under the lock) -------------------------------------------------
@@ -343,16 +349,23 @@ class Kernel(KernelLoop):
         self.counters.finished(process.app, process.model, state.value, error)
         work = self.work[process.pid]
         work.error = error
-        # Observers (the audit log) run before the final event goes out, so a client that has seen
-        # its answer end can already find the record of it.
         for observer in self.on_finish:
             try:
                 observer(process, work)
             except Exception:  # an observer's bug must not wedge the scheduler
                 logger.exception("on_finish observer failed for pid %d", process.pid)
-        work.emit(Event(process.pid, finished=True, finish_reason=finish_reason, error=error))
+        final = Event(process.pid, finished=True, finish_reason=finish_reason, error=error)
+        if self.defer_final is None:
+            work.emit(final)
+        else:
+            self.defer_final(functools.partial(self._emit_late, work, final))
         self._ended.append(process.pid)
         self._forget_old()
+
+    def _emit_late(self, work: Work, event: Event) -> None:
+        """Send an event from another thread (under the lock, so a subscription cannot miss it)."""
+        with self.lock:
+            work.emit(event)
 
     def _forget_old(self) -> None:
         """Drop the oldest ended processes beyond the retention limit (their engine work is gone)."""

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import InvalidSamplingParamsError
 
 #: OpenAI's newer name for `max_tokens`; when both are given, this one wins, as in OpenAI's API.

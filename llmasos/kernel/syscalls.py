@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from llmasos.engine.protocol import Engine
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
@@ -54,6 +54,9 @@ from llmasos.security.audit import AuditLog
 from llmasos.settings import Settings
 
 T = TypeVar("T")
+
+#: Seconds a stopping kernel waits for its queued audit rows (a few milliseconds unless the disk stalls).
+AUDIT_FLUSH_SECONDS = 10.0
 
 
 class Syscalls(
@@ -98,6 +101,8 @@ class Syscalls(
         self._restorers = {}  # pid -> what restores its placeholders in the text it sends back
         self.latency_window = LatencyWindow()  # the last hour's latencies, for live views (overview)
         kernel.on_finish.append(self.latency_window.observe)
+        if audit is not None:  # a process's final event goes out once its end row is durable
+            kernel.defer_final = audit.after_written
         # The cluster's nodes as dicts (`llmasos.cluster.registry.NodeView`), when the engines run on a
         # Ray cluster (`serve --cluster`); None on a single box.
         self.cluster_nodes: Callable[[], list[dict]] | None = None
@@ -384,8 +389,9 @@ class Syscalls(
             )
             kernel.limiter.reserve(app.name, process.pid, wanted, now)
             self._watch_output(app, process.pid)
-            self.trail.begin(process, call, started, self._audit_content(app, request))
+            start_row = self.trail.begin(process, call, started, self._audit_content(app, request))
             kernel.admit(process, work)
+        self.trail.wait_started(start_row)
         self.cancel_if_removed(app, process)
         return process
 
@@ -431,8 +437,10 @@ class Syscalls(
         self.kernel.start()
 
     def stop(self) -> None:
-        """Stop the loop; live processes stay in the table."""
+        """Stop the loop, and write the audit rows still queued; live processes stay in the table."""
         self.kernel.stop()
+        if self.trail.audit is not None:
+            self.trail.audit.flush(timeout=AUDIT_FLUSH_SECONDS)
 
     def resident_models(self) -> list[snapshots.ResidentModelInfo]:
         return snapshots.resident_models(self.kernel)

@@ -7,7 +7,7 @@ import queue
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmasos.engine.sampling import SamplingParams, TokenLogprobs
+from llmasos.engine.sampling_params import SamplingParams, TokenLogprobs
 from llmasos.errors import LLMasOSError
 
 

@@ -188,7 +188,12 @@ class ProgramRegistry:
         """Run tool `name` in this process for `context.app`, without the kernel: for scripts and tests
         that hold no kernel. Nothing is audited or capability-checked here; interfaces use `run`."""
         tool = self.get(name, "tool")
-        invocation = Invocation(context.app, home=context.home, file_roots=context.file_roots)
+        invocation = Invocation(
+            context.app,
+            home=context.home,
+            file_roots=context.file_roots,
+            idempotency_key=getattr(context, "idempotency_key", ""),
+        )
         return self.execute(tool, args, None, invocation)
 
     def get_tool(self, name: str) -> Program:

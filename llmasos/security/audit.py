@@ -20,7 +20,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from llmasos.security.audit_seal import (
     write_anchor,
 )
 from llmasos.security.audit_verify import ANCHOR_LOST, AuditReport, first_legacy_break, verify_log
+from llmasos.security.audit_writer import AuditWriter, QueuedRow
 from llmasos.security.data_keys import AUDIT_PURPOSE, open_text_or_note
 from llmasos.storage.db import Database
 from llmasos.storage.files import create_private
@@ -125,6 +126,7 @@ class AuditLog:
         self._database: Database | None = None
         self._key: bytes | None = None
         self._lock_fd: int | None = None
+        self._writer = AuditWriter(lambda rows: self.record_many(rows))
 
     @property
     def db(self) -> Database:
@@ -136,10 +138,28 @@ class AuditLog:
     # ---- writing ------------------------------------------------------------------------------
 
     def record(self, record: AuditRecord) -> int:
-        """Append one row, sealed and anchored; returns its id.
+        """Append one row now, in the caller's thread, sealed and anchored; returns its id."""
+        return self.record_many([QueuedRow(record)])[0]
 
-        The anchor is rewritten after every row unless another thread of this process is already
-        waiting to write: that one's anchor then covers this row too, so a burst of writers costs
+    def submit(self, record: AuditRecord, opens: QueuedRow | None = None) -> QueuedRow:
+        """Queue one row for the writer thread (see audit_writer.py); `opens`: the queued start row
+        this one ends. `QueuedRow.wait()` waits for it and gives its id."""
+        return self._writer.submit(QueuedRow(record, opens))
+
+    def after_written(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every row submitted so far is durable (in the writer's thread)."""
+        self._writer.after_written(callback)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every row submitted so far is written; False if `timeout` passed first."""
+        return self._writer.flush(timeout)
+
+    def record_many(self, rows: Sequence[QueuedRow]) -> list[int]:
+        """Append `rows` in order in one transaction, sealed, and anchor the last; their ids (also
+        set on each row once committed). A row that ends a queued start row names its id.
+
+        The anchor is rewritten after every batch unless another thread of this process is already
+        waiting to write: that one's anchor then covers these rows too, so a burst of writers costs
         one anchor fsync, and at rest the anchor always names the last row."""
         with self._counting:
             self._queued += 1
@@ -155,7 +175,11 @@ class AuditLog:
                     head, lost = self._head(conn, key)
                     if lost is not None:
                         head = self._append(conn, key, head, _system_row(ANCHOR_LOST, lost))
-                head = self._append(conn, key, head, _values(record))
+                ids = []
+                for row in rows:
+                    head = self._append(conn, key, head, _values(row.resolved()))
+                    ids.append(head.last_id)
+                    row.row_id = head.last_id  # read by the rows after it in this batch
             # After the commit: a crash in between leaves authentic rows past the anchor, which the
             # next writer and `verify` accept, never an anchor ahead of the database.
             self._written = head
@@ -163,7 +187,7 @@ class AuditLog:
                 followed = self._queued > 0
             if fresh or lost is not None or not followed:  # the next writer needs an anchor to find
                 write_anchor(self.anchor_path, head, key)
-        return head.last_id
+        return ids
 
     def _sealing_key(self) -> tuple[bytes, bool]:
         """The key, and whether it was made just now (the log becomes keyed from this row on)."""
@@ -247,6 +271,7 @@ class AuditLog:
     ) -> list[dict]:
         """Rows, newest first, filtered by app, outcome, allowed and time. A start row carries
         `unfinished`: True while no row has ended its generation."""
+        self.flush()  # rows this process queued are read too
         where, params = [], []
         for column, value in (("app", app), ("outcome", outcome)):
             if value is not None:
@@ -268,9 +293,12 @@ class AuditLog:
 
     def verify(self) -> AuditReport:
         """Check every row's seal, the chain, and the anchor; the report says exactly what is wrong."""
+        self.flush()
         return verify_log(self.path, self.key_path, self.anchor_path)
 
     def close(self) -> None:
+        """Write what is queued, stop the writer thread, close the files."""
+        self._writer.close()
         if self._database is not None:
             self._database.close()
         if self._lock_fd is not None:
@@ -316,4 +344,4 @@ def _keyed_from_here(conn: sqlite3.Connection) -> dict:
     )
 
 
-__all__ = ["GENESIS", "OUTCOMES", "AuditLog", "AuditRecord", "AuditReport"]
+__all__ = ["GENESIS", "OUTCOMES", "AuditLog", "AuditRecord", "AuditReport", "QueuedRow"]

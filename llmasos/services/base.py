@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, ClassVar
 
-from llmasos.engine.sampling import LogitsProcessor, SamplingParams
+from llmasos.engine.sampling_params import LogitsProcessor, SamplingParams
 from llmasos.errors import CallCancelledError, LLMasOSError
 from llmasos.kernel.sampling_request import sampling_params
 from llmasos.kernel.syscalls import Syscalls

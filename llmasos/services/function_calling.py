@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from llmasos.engine.constrained import Grammar
 from llmasos.engine.json_schema import check_schema
-from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import InvalidRequestError, PermissionDeniedError
 from llmasos.services.base import Call, Session
 

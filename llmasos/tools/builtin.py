@@ -9,6 +9,7 @@ from llmasos.tools.calculator import CalculatorTool
 from llmasos.tools.clock import ClockTool
 from llmasos.tools.embed import EmbedTool
 from llmasos.tools.knowledge import KnowledgeTool
+from llmasos.tools.kv import KvTool
 from llmasos.tools.ocr import OcrTool
 from llmasos.tools.speak import SpeakTool
 from llmasos.tools.transcribe import TranscribeTool
@@ -45,6 +46,7 @@ def builtin_tools() -> list[Tool]:
         ClockTool(),
         EmbedTool(),
         KnowledgeTool(),
+        KvTool(),
         OcrTool(),
         SpeakTool(),
         TranscribeTool(),
