@@ -75,17 +75,7 @@ def respond(syscalls, app, model: str, text: str, **fields) -> tuple[dict, dict]
     from llmasos.services import responses as flow
 
     request = flow.ResponseRequest(model=model, input=text, instructions=INSTRUCTIONS, **fields)
-    prepared = flow.prepare(syscalls, app, request)
-    process = flow.start(syscalls, app, prepared)
-    parts, reason = [], None
-    for event in syscalls.events(app, process.pid):
-        if event.finished:
-            if event.error is not None:
-                raise event.error
-            reason = event.finish_reason
-        else:
-            parts.append(event.text)
-    body = flow.finish(syscalls, app, prepared, "".join(parts), reason, process)
+    body, prepared = flow.respond(syscalls, app, request)
     return body, prepared.assembly.explain
 
 

@@ -89,14 +89,4 @@ def _respond_locally(
     from llmasos.services import responses as flow
 
     request = flow.ResponseRequest(model=model, input=messages, conversation=conversation, **fields)
-    prepared = flow.prepare(syscalls, app, request)
-    process = flow.start(syscalls, app, prepared)
-    text, reason = [], None
-    for event in syscalls.events(app, process.pid):
-        if event.finished:
-            if event.error is not None:
-                raise event.error
-            reason = event.finish_reason
-        else:
-            text.append(event.text)
-    return flow.finish(syscalls, app, prepared, "".join(text), reason, process)
+    return flow.respond(syscalls, app, request)[0]

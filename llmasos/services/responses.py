@@ -185,3 +185,19 @@ def finish(
             syscalls, app, prepared.model, stored.conversation_id, due[0], due[1], prepared.limits.window
         )
     return body
+
+
+def respond(syscalls: Any, app: Any, request: ResponseRequest) -> tuple[dict, Prepared]:
+    """A whole response, blocking (the SDK's in-process path and the benchmarks): prepare, run, collect
+    the text, finish; returns the response object and what was prepared (its context's explain)."""
+    prepared = prepare(syscalls, app, request)
+    process = start(syscalls, app, prepared)
+    parts, reason = [], None
+    for event in syscalls.events(app, process.pid):
+        if event.finished:
+            if event.error is not None:
+                raise event.error
+            reason = event.finish_reason
+        else:
+            parts.append(event.text)
+    return finish(syscalls, app, prepared, "".join(parts), reason, process), prepared
