@@ -4,7 +4,6 @@ follow a run's events as server-sent events; draw its graph. Each route is a thi
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
@@ -17,8 +16,11 @@ from llmasos.api.auth import Caller
 from llmasos.workflows.calls import WorkflowCalls
 
 router = APIRouter(tags=["workflows"])
-#: How often a followed run's events are read again while it runs.
-EVENT_POLL_SECONDS = 0.2
+#: A followed run's events are sent when the store commits them (its change signal wakes the stream);
+#: this is only how long a stream waits with no commit at all before it reads again anyway.
+EVENT_WAIT_SECONDS = 15.0
+#: Statuses after which a run's event stream ends (a waiting run goes on only when approved).
+ENDED = ("succeeded", "failed", "cancelled", "waiting")
 MEDIA_TYPES = {"svg": "image/svg+xml", "png": "image/png", "dot": "text/vnd.graphviz"}
 
 
@@ -102,17 +104,21 @@ async def events(run_id: str, request: Request, app: Caller) -> StreamingRespons
     await run_in_threadpool(calls.events, app, run_id)  # a 404 before the stream starts
 
     async def body():
-        after = 0
+        after, changes = 0, calls.store.changes
         while not await request.is_disconnected():
+            seen = changes.version  # read before the store: a commit after it wakes the wait below
+            # the status before the events: the event of the commit that ended the run is then read
+            status = (await run_in_threadpool(calls.store.run, run_id))["status"]
             batch = await run_in_threadpool(calls.events, app, run_id, after)
             for event in batch:
                 yield f"event: {event['type']}\ndata: {json.dumps(event)}\n\n"
                 after = event["id"]
-            status = (await run_in_threadpool(calls.store.run, run_id))["status"]
-            if not batch and status in ("succeeded", "failed", "cancelled", "waiting"):
+            if batch:
+                continue
+            if status in ENDED:
                 yield "data: [DONE]\n\n"
                 return
-            await asyncio.sleep(EVENT_POLL_SECONDS)
+            await changes.wait_async(seen, EVENT_WAIT_SECONDS)
 
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

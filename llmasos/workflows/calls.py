@@ -116,21 +116,25 @@ class WorkflowCalls:
         self.store.run(run_id, app)
         return self.store.events(run_id, after)
 
-    def follow(self, app: App, run_id: str, *, poll: float = 0.2, timeout: float | None = None):
-        """Each event of the run as it happens, until the run ends (or waits for an approval)."""
+    def follow(self, app: App, run_id: str, *, timeout: float | None = None, wait_s: float = 15.0):
+        """Each event of the run as it is committed, until the run ends (or waits for an approval).
+        Woken by the store's commits; `wait_s` is only how long it sleeps when nothing commits."""
         after, deadline = 0, None if timeout is None else time.monotonic() + timeout
+        changes = self.store.changes
         while True:
+            seen = changes.version  # read before the store: a commit after it ends the wait below
+            status = self.store.run(run_id)["status"]  # before the events: the ending one is among them
             events = self.events(app, run_id, after)
             yield from events
             after = events[-1]["id"] if events else after
-            status = self.store.run(run_id)["status"]
-            if status in ("succeeded", "failed", "cancelled", "waiting") and not self.store.events(
-                run_id, after
-            ):
+            if events:
+                continue
+            if status in ("succeeded", "failed", "cancelled", "waiting"):
                 return
-            if deadline is not None and time.monotonic() > deadline:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
                 return
-            time.sleep(poll)
+            changes.wait(seen, wait_s if remaining is None else min(wait_s, remaining))
 
     def graph(
         self, app: App, *, run_id: str | None = None, workflow: str | None = None, fmt: str = "svg"

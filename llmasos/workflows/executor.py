@@ -120,20 +120,18 @@ class WorkflowRunner(RunDriver):
         return self.store.run(run_id)
 
     def wait(self, run_id: str, timeout: float | None = None) -> dict:
-        """The run's record once it has ended (or when `timeout` passes)."""
+        """The run's record once it has ended or waits for an approval (or when `timeout` passes).
+        Woken by the store's commits; POLL_SECONDS is only how long it sleeps when nothing commits."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            seen = self.store.changes.version  # before the read: a commit after it ends the wait
             run = self.store.run(run_id)
             if run["status"] in ("succeeded", "failed", "cancelled", "waiting"):
                 return run
-            live = self._live.get(run_id)
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return run
-            if live is not None:
-                live.done.wait(min(POLL_SECONDS, remaining) if remaining is not None else POLL_SECONDS)
-            else:
-                time.sleep(0.05)
+            self.store.changes.wait(seen, POLL_SECONDS if remaining is None else min(POLL_SECONDS, remaining))
 
     def close(self) -> None:
         """The server stops: stop driving without marking any run, so the next start resumes them."""

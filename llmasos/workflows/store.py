@@ -10,11 +10,13 @@ digest, so a run record never grows past a few kilobytes a step, whatever its st
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from llmasos.security.apps import App
 from llmasos.security.data_keys import data_keys
 from llmasos.storage.db import Database
 from llmasos.storage.files import private_dir, write_private
+from llmasos.workflows.changes import StoreChanges
 from llmasos.workflows.spec import Workflow, dumps, parse
 
 #: Outputs larger than this (as JSON) are stored apart from the run record.
@@ -112,6 +115,14 @@ class RunStore:
         self.home = Path(home or llmasos_home())
         self.db = Database(self.home / "workflows.db", MIGRATIONS)
         self.blobs = self.home / "workflow-blobs"
+        self.changes = StoreChanges()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that, once committed, wakes whoever follows runs (their events, status)."""
+        with self.db.transaction() as conn:
+            yield conn
+        self.changes.notify()
 
     # ---- definitions --------------------------------------------------------------------------
 
@@ -146,7 +157,7 @@ class RunStore:
         run_id = run_id or uuid.uuid4().hex[:16]
         now = time.time()
         depth = 0 if parent is None else self.run(parent)["depth"] + 1
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO runs (id, app, app_id, workflow, spec, inputs, status, parent, depth, "
                 "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)",
@@ -206,7 +217,7 @@ class RunStore:
         now = time.time()
         finished = now if status in FINISHED else None
         sealed = None if output is None else _seal(self._owner(run_id), json.dumps(output))
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             conn.execute(
                 "UPDATE runs SET status = ?, error = ?, output = ?, updated_at = ?, finished_at = ? "
                 "WHERE id = ?",
@@ -217,7 +228,7 @@ class RunStore:
     def reopen(self, run_id: str) -> None:
         """A failed or cancelled run made pending again: its failed results are dropped (those steps
         run again), everything that succeeded stays."""
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             conn.execute("DELETE FROM step_results WHERE run_id = ? AND status = 'failed'", (run_id,))
             conn.execute(
                 "UPDATE runs SET status = 'pending', error = NULL, finished_at = NULL, updated_at = ? "
@@ -248,7 +259,7 @@ class RunStore:
         keeps the first and returns it."""
         text, blob = self._encode(output, self._owner(run_id))
         now = time.time()
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             cursor = conn.execute(
                 "INSERT OR IGNORE INTO step_results (run_id, step, item, status, output, blob, error, "
                 "attempts, started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -266,7 +277,7 @@ class RunStore:
     def start_attempt(self, run_id: str, step: str, item: int) -> int:
         """Open the next attempt; its number is one more than the attempts that failed, so an attempt
         a crash cut short is tried again under its own number."""
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             failed = conn.execute(
                 "SELECT COUNT(*) FROM attempts WHERE run_id = ? AND step = ? AND item = ? "
                 "AND error IS NOT NULL",
@@ -281,7 +292,7 @@ class RunStore:
         return attempt
 
     def fail_attempt(self, run_id: str, step: str, item: int, error: str) -> None:
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             conn.execute(
                 "UPDATE attempts SET ended_at = ?, error = ? WHERE run_id = ? AND step = ? AND item = ? "
                 "AND ended_at IS NULL",
@@ -306,7 +317,7 @@ class RunStore:
     # ---- events -------------------------------------------------------------------------------
 
     def event(self, run_id: str, type_: str, step: str | None = None, data: dict | None = None) -> None:
-        with self.db.transaction() as conn:
+        with self._writing() as conn:
             _event(conn, run_id, type_, step, None, data)
 
     def events(self, run_id: str, after: int = 0) -> list[dict]:
