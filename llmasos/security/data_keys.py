@@ -157,14 +157,16 @@ class DataKeys:
         cipher = self.cipher(owner, create=False)
         if cipher is None:
             raise DecryptionError(
-                f"this {purpose} value of {owner} is unreadable: the app's data key was destroyed"
+                f"the stored value {purpose!r} of {owner} is unreadable: the app's data key was destroyed "
+                "when the app was deleted, so it cannot be recovered; write it again"
             )
         try:
             return cipher.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], _aad(owner, purpose))
         except InvalidTag:
             raise DecryptionError(
-                f"a stored {purpose} value of {owner} failed authentication (changed on disk, or moved from "
-                "elsewhere); it was not used"
+                f"the stored value {purpose!r} of {owner} failed authentication (changed on disk, or moved "
+                "from elsewhere) and was not used: restore the app's data from a backup, or delete the "
+                "value and write it again"
             ) from None
 
     def close(self) -> None:
