@@ -311,10 +311,14 @@ class MasterKeyError(LLMasOSError):
 
 
 class DecryptionError(LLMasOSError):
-    """Encrypted bytes failed authentication: flipped, truncated, reordered, or under another key."""
+    """Encrypted bytes failed authentication: flipped, truncated, reordered, or under another key.
+
+    Not the client's mistake, and not a bug to hide behind a 500: the stored data (a model file's
+    chunk, an app's value) cannot be served until it is restored or written again, which the message
+    names. 503, as a model that cannot be loaded now and a missing master key are."""
 
     type = "decryption_error"
-    http_status = 500
+    http_status = 503
 
 
 class PrivacyBudgetError(LLMasOSError):

@@ -4,10 +4,13 @@ The storage API takes the identity from the `App` the kernel authenticated; no m
 name or id from a request, so no call can name another app's rows. Handles are shared per process
 (one SQLite connection per app database, as `storage.db.Database` is thread-safe).
 
-Encryption at rest sits at this boundary: key-value values and uploaded files are sealed with the
-app's data key (`security/data_keys.py`) by `seal_*`/`open_*` below, and deleting the app destroys
-that key. Documents' chunks, their full-text index and vectors stay plaintext inside the app's own
-0600 database (FTS5 and vector search need them), and go with the app's folder.
+Encryption at rest sits at this boundary: key-value values, uploaded files, conversation items,
+core facts, summaries, stored responses and the pseudonym vault are sealed with the app's data key
+(`security/data_keys.py`) by `seal_*`/`open_*` below (conversation recall indexes keyed hashes of
+words: `search_terms.py`), and deleting the app destroys that key. Documents' chunks, their
+full-text index and vectors stay plaintext inside the app's own 0600 database (FTS5 and vector
+search need them; docs/THREAT_MODEL.md says what sealing them would take), and go with the app's
+folder.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class AppData:
 
     def open_text(self, stored: str, purpose: str) -> str:
         return data_keys().open_text(stored, purpose)
+
+    def search_key(self) -> bytes:
+        """The key that hashes this app's indexed words (data/search_terms.py)."""
+        return data_keys().search_key(self.owner)
 
 
 _open: dict[str, AppData] = {}

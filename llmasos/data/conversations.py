@@ -5,6 +5,11 @@ A conversation is also what a chain of responses (`previous_response_id`) lives 
 made by the system rather than the client (`is_thread`), and not listed among the app's
 conversations. Item text goes in and out of the database only here (`_insert_items`, `_item_rows`),
 so a cipher at the storage boundary has one place to wrap.
+
+At rest, an item's text, the core facts and the summary are sealed under the app's data key (bound
+to what each is: `item:<id>`, `core:<conversation>`, `summary:<conversation>`), and the recall index
+holds keyed hashes of the items' words, never the words (`search_terms.py`). Text written before
+sealing (no `llmenc1:` prefix) is read as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 from llmasos.data.app_data import AppData, new_id
 from llmasos.data.pages import PageRequest, page
 from llmasos.data.quota import require_room
-from llmasos.data.search import fts_query
+from llmasos.data.search_terms import hashed_query, hashed_terms
 from llmasos.errors import DataNotFoundError, InvalidRequestError
 
 ROLES = ("user", "assistant", "system", "developer")
@@ -140,14 +145,31 @@ def _item_dict(item_id: str, role: str, text: str, part: str) -> dict:
     return {"id": item_id, "type": "message", "role": role, "status": "completed", "content": [content]}
 
 
-def conversation_object(row: sqlite3.Row) -> dict:
+def conversation_object(data: AppData, row: sqlite3.Row) -> dict:
     return {
         "id": row["id"],
         "object": "conversation",
         "created_at": row["created_at"],
         "metadata": json.loads(row["metadata"]),
-        "core_memory": json.loads(row["core"]),  # LLMasOS: the facts kept in every context
+        "core_memory": core_of(data, row),  # LLMasOS: the facts kept in every context
     }
+
+
+def core_of(data: AppData, row: sqlite3.Row) -> list[str]:
+    """The core facts of a conversation's row, opened."""
+    return json.loads(data.open_text(row["core"], f"core:{row['id']}"))
+
+
+def summary_of(data: AppData, row: sqlite3.Row) -> str:
+    return data.open_text(row["summary"], f"summary:{row['id']}") if row["summary"] else ""
+
+
+def sealed_summary(data: AppData, conversation_id: str, summary: str) -> str:
+    return data.seal_text(summary, f"summary:{conversation_id}") if summary else ""
+
+
+def _sealed_core(data: AppData, conversation_id: str, core: list[str]) -> str:
+    return data.seal_text(json.dumps(core), f"core:{conversation_id}")
 
 
 # ---- conversations --------------------------------------------------------------------------------
@@ -166,19 +188,30 @@ def create_conversation(
         raise InvalidRequestError(f"at most {MAX_ITEMS_PER_CALL} items can be added at once")
     conversation_id = new_id("conv_")
     with data.db.transaction() as conn:
-        insert_conversation(conn, conversation_id, metadata, core, is_thread)
-        _insert_items(conn, conversation_id, items)
-        return conversation_object(_row(conn, conversation_id))
+        insert_conversation(data, conn, conversation_id, metadata, core, is_thread)
+        _insert_items(data, conn, conversation_id, items)
+        return conversation_object(data, _row(conn, conversation_id))
 
 
 def insert_conversation(
-    conn: sqlite3.Connection, conversation_id: str, metadata: dict, core: list[str], is_thread: bool
+    data: AppData,
+    conn: sqlite3.Connection,
+    conversation_id: str,
+    metadata: dict,
+    core: list[str],
+    is_thread: bool,
 ) -> None:
     require_room(conn, len(json.dumps(core)), 1, "creating a conversation")
     conn.execute(
         "INSERT INTO conversations (id, metadata, core, summary, summary_upto, is_thread, created_at) "
         "VALUES (?, ?, ?, '', 0, ?, ?)",
-        (conversation_id, json.dumps(metadata), json.dumps(core), int(is_thread), int(time.time())),
+        (
+            conversation_id,
+            json.dumps(metadata),
+            _sealed_core(data, conversation_id, core),
+            int(is_thread),
+            int(time.time()),
+        ),
     )
 
 
@@ -195,7 +228,7 @@ def _row(conn: sqlite3.Connection, conversation_id: str, *, threads: bool = Fals
 
 def get_conversation(data: AppData, conversation_id: str) -> dict:
     with data.db.transaction() as conn:
-        return conversation_object(_row(conn, conversation_id))
+        return conversation_object(data, _row(conn, conversation_id))
 
 
 def update_conversation(
@@ -211,9 +244,9 @@ def update_conversation(
         if core is not None:
             conn.execute(
                 "UPDATE conversations SET core = ? WHERE id = ?",
-                (json.dumps(check_core(core)), conversation_id),
+                (_sealed_core(data, conversation_id, check_core(core)), conversation_id),
             )
-        return conversation_object(_row(conn, conversation_id))
+        return conversation_object(data, _row(conn, conversation_id))
 
 
 def delete_conversation(data: AppData, conversation_id: str) -> dict:
@@ -228,14 +261,17 @@ def delete_conversation(data: AppData, conversation_id: str) -> dict:
 
 
 def _insert_items(
+    data: AppData,
     conn: sqlite3.Connection,
     conversation_id: str,
     items: list[tuple[str, str]] | list[Item],
     response_id: str | None = None,
     item_ids: list[str] | None = None,
 ) -> list[dict]:
-    """Append messages (role, text), or copies of items, to the conversation; their objects."""
+    """Append messages (role, text), or copies of items, to the conversation; their objects. The
+    text is stored sealed, its words as keyed hashes for recall."""
     added = []
+    search_key = data.search_key() if items else b""
     now = int(time.time())
     size = sum(len(i[1] if isinstance(i, tuple) else i.text) for i in items)
     if items:
@@ -246,10 +282,21 @@ def _insert_items(
         else:
             item_id = item_ids[index] if item_ids else new_id("msg_")
             values = (item_id, item[0], item[1], None, None, now)
+        sealed = data.seal_text(values[2], f"item:{values[0]}")
         conn.execute(
-            "INSERT INTO conversation_items (id, conversation_id, role, text, tokens, tokens_model, "
-            "response_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (values[0], conversation_id, values[1], values[2], values[3], values[4], response_id, values[5]),
+            "INSERT INTO conversation_items (id, conversation_id, role, text, terms, tokens, tokens_model, "
+            "response_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                values[0],
+                conversation_id,
+                values[1],
+                sealed,
+                hashed_terms(search_key, values[2]),
+                values[3],
+                values[4],
+                response_id,
+                values[5],
+            ),
         )
         added.append(item_object(Item(0, values[0], values[1], values[2], None, None, values[5])))
     return added
@@ -260,7 +307,7 @@ def add_items(data: AppData, conversation_id: str, items: list[tuple[str, str]])
         raise InvalidRequestError(f"add 1 to {MAX_ITEMS_PER_CALL} items at once")
     with data.db.transaction() as conn:
         _row(conn, conversation_id)
-        added = _insert_items(conn, conversation_id, items)
+        added = _insert_items(data, conn, conversation_id, items)
     return {
         "object": "list",
         "data": added,
@@ -296,7 +343,7 @@ def delete_item(data: AppData, conversation_id: str, item_id: str) -> dict:
         ).rowcount
         if not deleted:
             raise DataNotFoundError(f"no item {item_id!r} in conversation {conversation_id!r}")
-        return conversation_object(_row(conn, conversation_id))
+        return conversation_object(data, _row(conn, conversation_id))
 
 
 def _item_rows(data: AppData, where: str, params: tuple) -> list[Item]:
@@ -304,7 +351,19 @@ def _item_rows(data: AppData, where: str, params: tuple) -> list[Item]:
         "SELECT seq, id, role, text, tokens, tokens_model, created_at FROM conversation_items WHERE " + where,
         params,
     )
-    return [Item(*tuple(r)) for r in rows]
+    return [_opened(data, Item(*tuple(r))) for r in rows]
+
+
+def _opened(data: AppData, item: Item) -> Item:
+    return Item(
+        item.seq,
+        item.id,
+        item.role,
+        data.open_text(item.text, f"item:{item.id}"),
+        item.tokens,
+        item.tokens_model,
+        item.created_at,
+    )
 
 
 # ---- memory ---------------------------------------------------------------------------------------
@@ -315,7 +374,11 @@ def memory(data: AppData, conversation_id: str) -> Memory:
     with data.db.transaction() as conn:
         row = _row(conn, conversation_id, threads=True)
     return Memory(
-        row["id"], json.loads(row["core"]), row["summary"], row["summary_upto"], bool(row["is_thread"])
+        row["id"],
+        core_of(data, row),
+        summary_of(data, row),
+        row["summary_upto"],
+        bool(row["is_thread"]),
     )
 
 
@@ -330,7 +393,7 @@ def items_after(data: AppData, conversation_id: str, seq: int, upto: int | None 
 
 def recall(data: AppData, conversation_id: str, query: str, before_seq: int, limit: int) -> list[Item]:
     """The items before `before_seq` that best match `query` (BM25), best first."""
-    expression = fts_query(query)
+    expression = hashed_query(data.search_key(), query)
     if not expression:
         return []
     seqs = [
@@ -364,7 +427,7 @@ def set_summary(data: AppData, conversation_id: str, summary: str, upto: int, ex
         return (
             conn.execute(
                 "UPDATE conversations SET summary = ?, summary_upto = ? WHERE id = ? AND summary_upto = ?",
-                (summary, upto, conversation_id, expected_upto),
+                (sealed_summary(data, conversation_id, summary), upto, conversation_id, expected_upto),
             ).rowcount
             == 1
         )

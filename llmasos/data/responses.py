@@ -79,9 +79,11 @@ def save_exchange(
     if body is None and not (place.conversation_id and not place.is_chain):
         return Stored(None, [], [])
     with data.db.transaction() as conn:
-        conversation_id = _writable(conn, place)
-        added = conv._insert_items(conn, conversation_id, inputs, response_id)
-        answer = conv._insert_items(conn, conversation_id, [("assistant", output)], response_id, [output_id])
+        conversation_id = _writable(data, conn, place)
+        added = conv._insert_items(data, conn, conversation_id, inputs, response_id)
+        answer = conv._insert_items(
+            data, conn, conversation_id, [("assistant", output)], response_id, [output_id]
+        )
         if body is not None:
             last_seq = conn.execute(
                 "SELECT max(seq) FROM conversation_items WHERE conversation_id = ?", (conversation_id,)
@@ -93,8 +95,8 @@ def save_exchange(
                     response_id,
                     conversation_id,
                     last_seq,
-                    json.dumps(body),
-                    json.dumps(context),
+                    data.seal_text(json.dumps(body), f"response:{response_id}:body"),
+                    data.seal_text(json.dumps(context), f"response:{response_id}:context"),
                     json.dumps([i["id"] for i in added]),
                     int(time.time()),
                 ),
@@ -102,11 +104,11 @@ def save_exchange(
     return Stored(conversation_id, added, answer)
 
 
-def _writable(conn: sqlite3.Connection, place: Place) -> str:
+def _writable(data: AppData, conn: sqlite3.Connection, place: Place) -> str:
     """The conversation the exchange goes to: the client's, the chain's thread, or a new thread."""
     if place.conversation_id is None:
         thread = new_id("conv_")
-        conv.insert_conversation(conn, thread, {}, [], True)
+        conv.insert_conversation(data, conn, thread, {}, [], True)
         return thread
     if not place.is_chain:
         return place.conversation_id
@@ -117,24 +119,24 @@ def _writable(conn: sqlite3.Connection, place: Place) -> str:
     ).fetchone()
     if row is not None and row[0] and row[1] == place.upto:
         return place.conversation_id  # the chain grows at its thread's end
-    return _fork(conn, place)
+    return _fork(data, conn, place)
 
 
-def _fork(conn: sqlite3.Connection, place: Place) -> str:
+def _fork(data: AppData, conn: sqlite3.Connection, place: Place) -> str:
     """A new thread with a copy of the history up to `place.upto` (and the summary, if it covers no
     more than that)."""
     source = conn.execute("SELECT * FROM conversations WHERE id = ?", (place.conversation_id,)).fetchone()
     if source is None:
         raise DataNotFoundError("the conversation of the previous response was deleted meanwhile")
     thread = new_id("conv_")
-    conv.insert_conversation(conn, thread, {}, json.loads(source["core"]), True)
+    conv.insert_conversation(data, conn, thread, {}, conv.core_of(data, source), True)
     rows = conn.execute(
         "SELECT seq, id, role, text, tokens, tokens_model, created_at FROM conversation_items "
         "WHERE conversation_id = ? AND seq <= ? ORDER BY seq",
         (place.conversation_id, place.upto),
     ).fetchall()
-    items = [conv.Item(*tuple(r)) for r in rows]
-    conv._insert_items(conn, thread, items)
+    items = [conv._opened(data, conv.Item(*tuple(r))) for r in rows]
+    conv._insert_items(data, conn, thread, items)
     if 0 < source["summary_upto"] <= (place.upto or 0):
         covered = sum(1 for i in items if i.seq <= source["summary_upto"])
         new_seqs = [
@@ -145,13 +147,15 @@ def _fork(conn: sqlite3.Connection, place: Place) -> str:
         ]
         conn.execute(
             "UPDATE conversations SET summary = ?, summary_upto = ? WHERE id = ?",
-            (source["summary"], new_seqs[covered - 1], thread),
+            (conv.sealed_summary(data, thread, conv.summary_of(data, source)), new_seqs[covered - 1], thread),
         )
     return thread
 
 
 def get_response(data: AppData, response_id: str) -> dict:
-    return json.loads(_response_row(data, response_id)["body"])
+    return json.loads(
+        data.open_text(_response_row(data, response_id)["body"], f"response:{response_id}:body")
+    )
 
 
 def response_context(data: AppData, response_id: str) -> dict:
@@ -159,7 +163,9 @@ def response_context(data: AppData, response_id: str) -> dict:
     return {
         "id": response_id,
         "object": "response.context",
-        **json.loads(_response_row(data, response_id)["context"]),
+        **json.loads(
+            data.open_text(_response_row(data, response_id)["context"], f"response:{response_id}:context")
+        ),
     }
 
 

@@ -216,6 +216,41 @@ def _kv_applied_keys(conn: sqlite3.Connection) -> None:
     )
 
 
+def _pseudonyms(conn: sqlite3.Connection) -> None:
+    """The app's pseudonym vault (data/pseudonym_store.py), so stored placeholders restore after a
+    restart."""
+    conn.execute(
+        """CREATE TABLE pseudonyms (
+            placeholder TEXT PRIMARY KEY,   -- <PERSON_1>
+            value TEXT NOT NULL,            -- sealed under the app's data key (llmenc1:...)
+            added_at REAL NOT NULL
+        )"""
+    )
+
+
+def _sealed_conversation_items(conn: sqlite3.Connection) -> None:
+    """Conversation items are stored sealed under the app's data key (data/conversations.py), so
+    recall indexes `terms`, their words as keyed hashes (data/search_terms.py), instead of `text`.
+    Items written before keep their plaintext and are not recalled (this came the day items did)."""
+    conn.execute("DROP TRIGGER items_ai")
+    conn.execute("DROP TRIGGER items_ad")
+    conn.execute("DROP TABLE items_fts")
+    conn.execute("ALTER TABLE conversation_items ADD COLUMN terms TEXT NOT NULL DEFAULT ''")
+    # No porter stemming: a hashed word has no stem.
+    conn.execute(
+        "CREATE VIRTUAL TABLE items_fts USING fts5(terms, content='conversation_items', "
+        "content_rowid='seq', tokenize='unicode61')"
+    )
+    conn.execute(
+        "CREATE TRIGGER items_ai AFTER INSERT ON conversation_items BEGIN "
+        "INSERT INTO items_fts(rowid, terms) VALUES (new.seq, new.terms); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER items_ad AFTER DELETE ON conversation_items BEGIN "
+        "INSERT INTO items_fts(items_fts, rowid, terms) VALUES ('delete', old.seq, old.terms); END"
+    )
+
+
 def _versioned(number: int, migration: Migration) -> Migration:
     def run(conn: sqlite3.Connection) -> None:
         migration(conn)
@@ -240,6 +275,8 @@ MIGRATIONS: list[Migration] = [
             _chunk_versions,
             _conversations,
             _kv_applied_keys,
+            _pseudonyms,
+            _sealed_conversation_items,
         ],
         start=1,
     )

@@ -4,10 +4,17 @@ Like the other data calls, each takes the calling `App`, opens that app's data f
 alone (another app's ids are simply not there: 404), checks the capability `tool:conversations`
 and writes an audit row. The memory calls (`conversation_memory`, `recall_items`, ...) serve the
 context assembly of `services/memory.py` inside a response call, whose model call is audited itself.
+
+Personal data: what is stored (items, core facts, summaries) goes through the app's `documents`
+policy first (pseudonymized, redacted or refused, as documents are), and what the app reads back
+through its `outputs` policy (placeholders restored); the memory calls hand the stored text, with
+its placeholders, to the model's context. At rest it is all sealed under the app's data key
+(data/conversations.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from llmasos.data import conversations as conv
@@ -21,9 +28,41 @@ CAPABILITY = "conversations"
 
 
 class ConversationCalls:
-    """Mixed into `Syscalls` (with `DataCalls`, which provides `_data` and `trail`)."""
+    """Mixed into `Syscalls` (with `DataCalls`, which provides `_data` and `trail`, and `PrivacyCalls`,
+    which provides `private_text`, `_private_query` and `_restored_text`)."""
 
     trail: Any
+    private_text: Any
+    _private_query: Any
+    _restored_text: Any
+
+    def _stored(self, app: App, text: str, what: str) -> str:
+        """`text` as the app's documents policy stores it."""
+        if app.pii.documents == "off":
+            return text
+        return self.private_text(app, "documents", text, what)
+
+    def _stored_messages(self, app: App, messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [(role, self._stored(app, text, "the conversation item")) for role, text in messages]
+
+    def _stored_core(self, app: App, core: list[str] | None) -> list[str] | None:
+        return None if core is None else [self._stored(app, fact, "the core fact") for fact in core]
+
+    def _shown(self, app: App, obj: dict) -> dict:
+        """An item or conversation object as the app's outputs policy shows it."""
+        if app.pii.outputs == "off":
+            return obj
+        obj = dict(obj)
+        if isinstance(obj.get("content"), list):
+            obj["content"] = [
+                {**part, "text": self._restored_text(app, part["text"])} if "text" in part else part
+                for part in obj["content"]
+            ]
+        if isinstance(obj.get("core_memory"), list):
+            obj["core_memory"] = [self._restored_text(app, fact) for fact in obj["core_memory"]]
+        if isinstance(obj.get("data"), list):
+            obj["data"] = [self._shown(app, item) for item in obj["data"]]
+        return obj
 
     def _conversations(self, app: App) -> AppData:
         return self._data(app, CAPABILITY)  # type: ignore[attr-defined]
@@ -34,12 +73,15 @@ class ConversationCalls:
         self, app: App, metadata: dict | None = None, items: Any = None, core: list[str] | None = None
     ) -> dict:
         with self.trail.audited(app, "conversations.create"):
-            messages = conv.message_items(items, "items") if items else []
-            return conv.create_conversation(self._conversations(app), metadata, messages, core)
+            messages = self._stored_messages(app, conv.message_items(items, "items")) if items else []
+            created = conv.create_conversation(
+                self._conversations(app), metadata, messages, self._stored_core(app, core)
+            )
+            return self._shown(app, created)
 
     def get_conversation(self, app: App, conversation_id: str) -> dict:
         with self.trail.audited(app, "conversations.get", conversation_id):
-            return conv.get_conversation(self._conversations(app), conversation_id)
+            return self._shown(app, conv.get_conversation(self._conversations(app), conversation_id))
 
     def update_conversation(
         self, app: App, conversation_id: str, metadata: dict | None, core: list[str] | None = None
@@ -47,7 +89,10 @@ class ConversationCalls:
         with self.trail.audited(app, "conversations.update", conversation_id):
             if metadata is None and core is None:
                 raise InvalidRequestError("nothing to update: send metadata or core_memory")
-            return conv.update_conversation(self._conversations(app), conversation_id, metadata, core)
+            updated = conv.update_conversation(
+                self._conversations(app), conversation_id, metadata, self._stored_core(app, core)
+            )
+            return self._shown(app, updated)
 
     def delete_conversation(self, app: App, conversation_id: str) -> dict:
         with self.trail.audited(app, "conversations.delete", conversation_id):
@@ -55,20 +100,20 @@ class ConversationCalls:
 
     def add_conversation_items(self, app: App, conversation_id: str, items: Any) -> dict:
         with self.trail.audited(app, "conversations.items.create", conversation_id):
-            messages = conv.message_items(items, "items")
-            return conv.add_items(self._conversations(app), conversation_id, messages)
+            messages = self._stored_messages(app, conv.message_items(items, "items"))
+            return self._shown(app, conv.add_items(self._conversations(app), conversation_id, messages))
 
     def list_conversation_items(self, app: App, conversation_id: str, page: PageRequest) -> dict:
         with self.trail.audited(app, "conversations.items.list", conversation_id):
-            return conv.list_items(self._conversations(app), conversation_id, page)
+            return self._shown(app, conv.list_items(self._conversations(app), conversation_id, page))
 
     def get_conversation_item(self, app: App, conversation_id: str, item_id: str) -> dict:
         with self.trail.audited(app, "conversations.items.get", f"{conversation_id}/{item_id}"):
-            return conv.get_item(self._conversations(app), conversation_id, item_id)
+            return self._shown(app, conv.get_item(self._conversations(app), conversation_id, item_id))
 
     def delete_conversation_item(self, app: App, conversation_id: str, item_id: str) -> dict:
         with self.trail.audited(app, "conversations.items.delete", f"{conversation_id}/{item_id}"):
-            return conv.delete_item(self._conversations(app), conversation_id, item_id)
+            return self._shown(app, conv.delete_item(self._conversations(app), conversation_id, item_id))
 
     # ---- stored responses -----------------------------------------------------------------------
 
@@ -82,7 +127,7 @@ class ConversationCalls:
 
     def response_input_items(self, app: App, response_id: str, page: PageRequest) -> dict:
         with self.trail.audited(app, "responses.input_items", response_id):
-            return resp.response_input_items(self._conversations(app), response_id, page)
+            return self._shown(app, resp.response_input_items(self._conversations(app), response_id, page))
 
     def delete_response(self, app: App, response_id: str) -> dict:
         with self.trail.audited(app, "responses.delete", response_id):
@@ -118,6 +163,7 @@ class ConversationCalls:
     def recall_items(
         self, app: App, conversation_id: str, query: str, before_seq: int, limit: int
     ) -> list[conv.Item]:
+        query = self._private_query(app, query)  # stored values are placeholders: match them as such
         return conv.recall(self._conversations(app), conversation_id, query, before_seq, limit)
 
     def remember_token_counts(self, app: App, counts: list[tuple[int, int]], model: str) -> None:
@@ -136,12 +182,20 @@ class ConversationCalls:
     ) -> resp.Stored:
         """Write a response's messages (and the response, when stored) in one transaction."""
         with self.trail.audited(app, "responses.store", response_id):
-            return resp.save_exchange(
+            inputs = self._stored_messages(app, inputs)
+            output = self._stored(app, output, "the answer")
+            stored = resp.save_exchange(
                 self._conversations(app), place, response_id, inputs, output, output_id, body, context
+            )
+            return replace(
+                stored,
+                input_items=[self._shown(app, i) for i in stored.input_items],
+                output_items=[self._shown(app, i) for i in stored.output_items],
             )
 
     def set_conversation_summary(
         self, app: App, conversation_id: str, summary: str, upto: int, expected_upto: int
     ) -> bool:
         with self.trail.audited(app, "conversations.summarize", conversation_id):
+            summary = self._stored(app, summary, "the summary")
             return conv.set_summary(self._conversations(app), conversation_id, summary, upto, expected_upto)

@@ -10,10 +10,11 @@ Which cells are released is public (the registered apps x the days asked for), n
 data, so an app's activity is not revealed by its row being present. Released figures are clamped
 at zero (post-processing costs no privacy).
 
-Budgets: each analyst (an app, whatever key it uses: a new key does not reset it) may spend
-`DEFAULT_BUDGET` epsilon in all unless an admin sets another; a release that would pass it is refused
-before anything is computed, and the spend is committed before the figures are (a failed release
-is charged, never a free retry). Exact figures are for admins only.
+Budgets: each analyst API key (`key:<key id>`; an in-process caller, who has no key, by its app's
+identity) may spend `DEFAULT_BUDGET` epsilon in all unless an admin grants it another (0 refuses it
+every release). Only admins issue keys, so a new key is a budget an admin chose to give. A release
+that would pass a budget is refused before anything is computed, and the spend is committed before
+the figures are (a failed release is charged, never a free retry). Exact figures are for admins only.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from llmasos.data.pseudonym_store import pseudonym_store
 from llmasos.engine.protocol import Engine
 from llmasos.engine.sampling_params import SamplingParams
 from llmasos.errors import (
@@ -97,7 +98,8 @@ class Syscalls(
         kernel.on_finish.append(self._settle_tokens)
         self.latency = LatencyHistograms()  # read by /metrics; fed once per process as it ends
         kernel.on_finish.append(self.latency.observe)
-        self.privacy = PrivacyGuard()  # apps' personal-data policies (privacy_calls.py)
+        # apps' personal-data policies (privacy_calls.py); their placeholders kept in their databases
+        self.privacy = PrivacyGuard(vault_store=pseudonym_store)
         self._restorers = {}  # pid -> what restores its placeholders in the text it sends back
         self.latency_window = LatencyWindow()  # the last hour's latencies, for live views (overview)
         kernel.on_finish.append(self.latency_window.observe)

@@ -16,6 +16,7 @@ from llmasos.privacy.policy import PiiPolicy
 from llmasos.privacy.pseudonyms import (
     PseudonymVault,
     StreamRestorer,
+    VaultStore,
     outside_placeholders,
     pseudonymize,
     redact,
@@ -26,8 +27,15 @@ from llmasos.privacy.pseudonyms import (
 class PrivacyGuard:
     """Applies apps' policies. One per kernel; the detector loads on the first text it must read."""
 
-    def __init__(self, detector: Callable[[], PiiDetector] = shared_detector) -> None:
+    def __init__(
+        self,
+        detector: Callable[[], PiiDetector] = shared_detector,
+        vault_store: Callable[[str], VaultStore] | None = None,
+    ) -> None:
+        """`vault_store(app identity)`: where that app's placeholders are kept across restarts
+        (None: in memory only)."""
         self._detector = detector
+        self._vault_store = vault_store
         self._vaults: dict[str, PseudonymVault] = {}
         self._lock = threading.Lock()
         self.detections: Counter[tuple[str, str, str]] = Counter()  # (app, direction, type) -> count
@@ -37,7 +45,11 @@ class PrivacyGuard:
 
     def vault(self, app_identity: str) -> PseudonymVault:
         with self._lock:
-            return self._vaults.setdefault(app_identity, PseudonymVault())
+            vault = self._vaults.get(app_identity)
+            if vault is None:
+                store = self._vault_store(app_identity) if self._vault_store is not None else None
+                vault = self._vaults[app_identity] = PseudonymVault(store)
+            return vault
 
     def forget(self, app_identity: str) -> None:
         """Drop an app's vault (the app was removed): its placeholders can no longer be restored."""

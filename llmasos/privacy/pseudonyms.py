@@ -1,9 +1,11 @@
 """What is done to personal data once found: a stable placeholder in its place (`<PERSON_1>`), kept
 in the app's vault so that what comes back can be restored; or its type (`[PERSON]`), for good.
 
-The vault lives in the server's memory only: the values it maps are never written anywhere (not to
-`$LLMASOS_HOME`, not to a log). Placeholders are stable per app while the server runs, so a value
-pseudonymized in a stored document and the same value in a later prompt read alike to the model.
+The vault is kept in memory and, given a store, in the app's database with every value sealed under
+the app's data key (never in the clear: not in `$LLMASOS_HOME`, not in a log); deleting the app
+destroys that key with it. Placeholders are stable per app across restarts, so a value pseudonymized
+in a stored conversation or document and the same value in a later prompt read alike to the model,
+and stored text is restored after a restart.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 from llmasos.privacy.entities import Detection
 
@@ -21,14 +24,42 @@ _PLACEHOLDER_PREFIX = re.compile(r"<(?:[A-Z][A-Z_]*\d*)?")
 _LONGEST_PLACEHOLDER = 40
 
 
-class PseudonymVault:
-    """One app's values and their placeholders, both ways. Thread-safe."""
+class VaultStore(Protocol):
+    """Where a vault keeps its pairs across restarts (`data/pseudonym_store.py`: the app's database,
+    each value sealed under the app's data key)."""
 
-    def __init__(self) -> None:
+    def load(self) -> list[tuple[str, str]]:
+        """Every (placeholder, value) kept so far."""
+        ...
+
+    def add(self, placeholder: str, value: str) -> None:
+        """Keep a new pair (durably, before the placeholder is used)."""
+        ...
+
+
+class PseudonymVault:
+    """One app's values and their placeholders, both ways. Thread-safe.
+
+    With a `store`, the pairs outlive the process: text stored with placeholders (conversations,
+    documents, key-value data) is restored after a restart, and a new value never gets a number an
+    earlier value had (which would restore stored text to the wrong person)."""
+
+    def __init__(self, store: VaultStore | None = None) -> None:
         self._placeholders: dict[str, str] = {}  # value -> placeholder
         self._values: dict[str, str] = {}  # placeholder -> value
-        self._numbers: Counter[str] = Counter()  # entity type -> placeholders given
+        self._numbers: Counter[str] = Counter()  # entity type -> highest number given
         self._lock = threading.Lock()
+        self._store = store
+        for placeholder, value in store.load() if store is not None else ():
+            self._remember(placeholder, value)
+
+    def _remember(self, placeholder: str, value: str) -> None:
+        self._placeholders[value] = placeholder
+        self._values[placeholder] = value
+        match = PLACEHOLDER.fullmatch(placeholder)
+        if match:
+            entity_type, number = match.group(1), int(match.group(2))
+            self._numbers[entity_type] = max(self._numbers[entity_type], number)
 
     def __len__(self) -> int:
         return len(self._values)
@@ -39,10 +70,10 @@ class PseudonymVault:
             known = self._placeholders.get(value)
             if known is not None:
                 return known
-            self._numbers[entity_type] += 1
-            placeholder = f"<{entity_type}_{self._numbers[entity_type]}>"
-            self._placeholders[value] = placeholder
-            self._values[placeholder] = value
+            placeholder = f"<{entity_type}_{self._numbers[entity_type] + 1}>"
+            if self._store is not None:
+                self._store.add(placeholder, value)
+            self._remember(placeholder, value)
             return placeholder
 
     def restore(self, text: str) -> str:

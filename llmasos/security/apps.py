@@ -207,6 +207,13 @@ class AppRegistry:
             conn.execute("DELETE FROM api_keys WHERE app = ?", (name,))
         return count
 
+    def key_ids(self, name: str) -> dict[str, str]:
+        """{key id: hint} of app `name`'s keys, oldest first. A key id is the first 16 hex digits of
+        the key's digest (`key_id`): what per-key state (an analyst's privacy budget) keys on."""
+        self.get(name)
+        rows = self.db.execute("SELECT digest, hint FROM api_keys WHERE app = ? ORDER BY created_at", (name,))
+        return {r["digest"][:KEY_ID_DIGITS]: r["hint"] for r in rows}
+
     def key_hints(self, name: str) -> list[str]:
         rows = self.db.execute("SELECT hint FROM api_keys WHERE app = ? ORDER BY created_at", (name,))
         return [r["hint"] for r in rows]
@@ -226,6 +233,14 @@ class AppRegistry:
                 "the API key is not valid (revoked, or for another LLMASOS_HOME); ask an admin for a new one"
             )
         return _app_from_json(rows[0]["config"])
+
+
+KEY_ID_DIGITS = 16
+
+
+def key_id(key: str) -> str:
+    """The public id of an API key (not the key; not reversible to it)."""
+    return key_digest(key)[:KEY_ID_DIGITS]
 
 
 def _app_from_json(text: str) -> App:

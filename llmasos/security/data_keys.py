@@ -22,7 +22,9 @@ import time
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from llmasos.errors import DecryptionError
 from llmasos.security import master_key
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 TEXT_PREFIX = "llmenc1:"
 BYTES_PREFIX = b"LLMENC1"
 NONCE_BYTES = 12
+SEARCH_KEY_INFO = b"llmasos search terms v1"
 AUDIT_PURPOSE = "audit"  # prompts and outputs in the audit log
 SHREDDED = "[unreadable: the app's data key was destroyed when the app was deleted]"
 
@@ -59,6 +62,7 @@ class DataKeys:
         # Overwrite deleted rows with zeros, so a shredded key leaves no copy in free pages.
         self.db.execute("PRAGMA secure_delete=ON")
         self._cache: dict[str, AESGCM] = {}
+        self._search_keys: dict[str, bytes] = {}  # owner -> HKDF(data key): hashes indexed terms
         self._lock = threading.Lock()
 
     # ---- keys ----------------------------------------------------------------------------------
@@ -82,7 +86,17 @@ class DataKeys:
             else:
                 return None
             self._cache[owner] = AESGCM(key)
+            self._search_keys[owner] = HKDF(
+                algorithm=hashes.SHA256(), length=32, salt=None, info=SEARCH_KEY_INFO
+            ).derive(key)
             return self._cache[owner]
+
+    def search_key(self, owner: str) -> bytes:
+        """A key derived from `owner`'s data key (HKDF, so neither reveals the other) that keys the
+        hashes of indexed words (`data/search_terms.py`); destroyed with the data key."""
+        self.cipher(owner)
+        with self._lock:
+            return self._search_keys[owner]
 
     def _create(self, owner: str) -> bytes:
         master = master_key.current_key(create=True)
@@ -100,6 +114,7 @@ class DataKeys:
         """Destroy `owner`'s data key for good; whether it had one."""
         with self._lock:
             self._cache.pop(owner, None)
+            self._search_keys.pop(owner, None)
             with self.db.transaction() as conn:
                 gone = conn.execute("DELETE FROM data_keys WHERE owner = ?", (owner,)).rowcount > 0
             # The WAL still holds the page as it was before the delete: fold it in and empty it.
@@ -157,14 +172,16 @@ class DataKeys:
         cipher = self.cipher(owner, create=False)
         if cipher is None:
             raise DecryptionError(
-                f"this {purpose} value of {owner} is unreadable: the app's data key was destroyed"
+                f"the stored value {purpose!r} of {owner} is unreadable: the app's data key was destroyed "
+                "when the app was deleted, so it cannot be recovered; write it again"
             )
         try:
             return cipher.decrypt(body[:NONCE_BYTES], body[NONCE_BYTES:], _aad(owner, purpose))
         except InvalidTag:
             raise DecryptionError(
-                f"a stored {purpose} value of {owner} failed authentication (changed on disk, or moved from "
-                "elsewhere); it was not used"
+                f"the stored value {purpose!r} of {owner} failed authentication (changed on disk, or moved "
+                "from elsewhere) and was not used: restore the app's data from a backup, or delete the "
+                "value and write it again"
             ) from None
 
     def close(self) -> None:

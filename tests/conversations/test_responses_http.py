@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from llmasos.data.app_data import app_data
+from llmasos.data.search_terms import hashed_query
 from llmasos.security.audit import AuditLog
 from llmasos.services import summaries
 
@@ -115,14 +116,16 @@ def test_store_false_keeps_nothing_and_deleting_a_conversation_leaves_no_rows(se
         client.responses.retrieve(loose.id)
     conversation = client.conversations.create(items=[{"type": "message", "role": "user", "content": "x"}])
     kept = client.responses.create(input="zanzibar", conversation=conversation.id, **SHORT)
+    owner = served.syscalls.apps.get("alpha").identity
+    indexed = "SELECT count(*) FROM items_fts WHERE items_fts MATCH ?"
+    zanzibar = hashed_query(app_data(owner).search_key(), "zanzibar")  # the index holds hashed words
+    assert app_data(owner).db.execute(indexed, (zanzibar,))[0][0] == 1
     assert client.conversations.delete(conversation.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(kept.id)
     usage = served.call("alpha", "GET", "/os/apps/alpha/data").json()
     assert usage["conversations"] == 0 and usage["conversation_items"] == 0  # no thread left behind
-    owner = served.syscalls.apps.get("alpha").identity
-    rows = app_data(owner).db.execute("SELECT count(*) FROM items_fts WHERE items_fts MATCH 'zanzibar'")
-    assert rows[0][0] == 0
+    assert app_data(owner).db.execute(indexed, (zanzibar,))[0][0] == 0
 
 
 def test_every_conversation_endpoint_answers_404_for_another_apps_ids(served) -> None:
