@@ -28,6 +28,7 @@ from llmasos.api.privacy_routes import router as privacy_router
 from llmasos.api.program_calls import close_program_pool
 from llmasos.api.responses_routes import router as responses_router
 from llmasos.api.stats_routes import router as stats_router
+from llmasos.api.upload_quota import UploadQuotaMiddleware
 from llmasos.api.vector_store_routes import router as vector_store_router
 from llmasos.api.workflow_routes import router as workflow_router
 from llmasos.console.routes import router as console_router
@@ -118,6 +119,7 @@ def create_app(
     # Each middleware added wraps the ones before: the Host is checked first, then the key, then the
     # body's size, and only then does a route read the body.
     install_body_limit(app, limits.max_body_bytes)
+    app.add_middleware(UploadQuotaMiddleware, syscalls=syscalls)  # uploads: the app's quota, as read
     app.add_middleware(OllamaJsonBodyMiddleware, prefix=OLLAMA_PREFIX)
     app.add_middleware(
         AuthenticationMiddleware,

@@ -19,7 +19,8 @@ from starlette.middleware.body_limit import RequestBodyLimitMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmasos.api.auth_guard import FailedAuthPolicy
-from llmasos.api.errors import error_body
+from llmasos.api.errors import error_body, error_response
+from llmasos.errors import LLMasOSError
 
 #: Host names a keyless server always answers: loopback spelled every way browsers and clients do.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -108,4 +109,7 @@ def install_body_limit(app: FastAPI, limit: int) -> None:
 
     @app.exception_handler(413)
     async def _too_large(request: Request, err: StarletteHTTPException) -> JSONResponse:
+        error = getattr(err, "error", None)  # upload_quota.UploadOverQuota: the app's quota, not ours
+        if isinstance(error, LLMasOSError):
+            return error_response(error)
         return too_large(limit)

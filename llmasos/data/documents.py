@@ -80,7 +80,7 @@ def _decode(filename: str, content: bytes) -> str:
 
 def _pdf_text(filename: str, content: bytes) -> str:
     from pypdf import PdfReader
-    from pypdf.errors import PyPdfError
+    from pypdf.errors import LimitReachedError, PyPdfError
 
     if not content.lstrip().startswith(b"%PDF-"):
         raise UnsupportedFileError(f"{filename!r} is not a PDF (it does not start with %PDF-)")
@@ -95,6 +95,13 @@ def _pdf_text(filename: str, content: bytes) -> str:
                     f"{filename!r} expands to more than {MAX_TEXT_CHARS:,} characters of text; split it"
                 )
             pages.append(text.strip())
+    except LimitReachedError:
+        # pypdf stops inflating a stream past its limit (75 MB): a compression bomb, or a PDF too
+        # big to index whole; either way it is refused before it takes the memory.
+        raise UnsupportedFileError(
+            f"{filename!r} expands past the limit for one PDF stream when decompressed (a compression "
+            "bomb, or a file to split into smaller ones); it was not indexed"
+        ) from None
     except (PyPdfError, ValueError, KeyError, TypeError, OSError) as err:
         raise UnsupportedFileError(f"{filename!r} is a damaged PDF that cannot be read ({err})") from None
     return "\n\n".join(p for p in pages if p)

@@ -313,6 +313,13 @@ class DataCalls:
             with data.db.transaction() as conn:
                 return {"app": name, **usage(conn).to_dict()}
 
+    def data_room(self, app: App) -> int:
+        """Bytes left in the app's data quota: what an upload may take (not audited: the upload's
+        own call is)."""
+        with app_data(app.identity).db.transaction() as conn:
+            used = usage(conn)
+        return max(0, used.max_bytes - used.bytes)
+
     def set_data_quota(self, caller: App, name: str, max_bytes: int | None, max_items: int | None) -> dict:
         """Set an app's data quota (admin only); None restores a default."""
         with self.trail.audited(caller, "data.quota", name):

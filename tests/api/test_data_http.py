@@ -3,6 +3,8 @@ where it has a method (unchanged, over an in-process transport), with a hashing 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -11,8 +13,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from llmasos.api.app import create_app
+from llmasos.api.limits import HttpLimits
+from llmasos.data.pages import PageRequest
+from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import App
 from llmasos.security.audit import AuditLog
+from tests.api.conftest import free_port
+from tests.api.test_admission_http import _raw_request
 from tests.helpers.fake_embedder import HashingEmbedder
 from tests.helpers.programs import syscalls_without_models
 
@@ -184,3 +191,66 @@ def test_os_search_explains_ranks_and_cites_spans(served: Served) -> None:
         "alpha", "POST", f"/os/vector_stores/{store.id}/search", json={"query": "x", "mode": "magic"}
     )
     assert bad.status_code == 400 and "mode" in bad.json()["error"]["message"]
+
+
+@pytest.fixture
+def live_alpha() -> Iterator[tuple[str, dict, App, Syscalls]]:
+    """A real uvicorn server (the test client reads a whole body before the app sees it) whose
+    operator raised the body limit to 2 GiB, and an app `alpha` with 1 MiB of data quota."""
+    import uvicorn
+
+    syscalls = syscalls_without_models()
+    syscalls.use_embedder(HashingEmbedder)
+    alpha, root = (
+        syscalls.apps.create(App("alpha")),
+        syscalls.apps.create(App("root", capabilities=("admin",))),
+    )
+    syscalls.set_data_quota(root, "alpha", max_bytes=2**20, max_items=None)
+    headers = {"Authorization": f"Bearer {syscalls.apps.issue_key('alpha')}"}
+    app = create_app(syscalls, limits=HttpLimits(max_body_bytes=2 * 2**30))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}", headers, alpha, syscalls
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_an_upload_past_the_apps_quota_is_refused_while_it_is_read(live_alpha) -> None:
+    """A 1 GiB upload to an app with 1 MiB of quota left: answered 413 (with the quota's message)
+    from its declared length after its first bytes, or, sent chunked with no length, once 2 MiB of
+    it are in: the server does not wait for the gigabyte. Nothing is written."""
+    url, headers, alpha, syscalls = live_alpha
+    boundary = "llmasos-test-boundary"
+    part = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="huge.txt"\r\n'
+        "Content-Type: text/plain\r\n\r\n"
+    ).encode()
+    head = (
+        f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: {headers['Authorization']}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}"
+    )
+    declared = _raw_request(url, f"{head}\r\nContent-Length: {2**30}", part + b"x" * 1000)
+    two_mib = part + b"x" * (2 * 2**20)
+    chunked = _raw_request(
+        url, f"{head}\r\nTransfer-Encoding: chunked", b"%x\r\n%s\r\n" % (len(two_mib), two_mib)
+    )
+    for answer in (declared, chunked):
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:300]
+        assert b"quota" in answer
+    assert syscalls.list_files(alpha, PageRequest())["data"] == []
+    assert syscalls.data_usage(alpha, "alpha")["bytes"] == 0
+    fits = httpx.post(
+        f"{url}/v1/files",
+        headers=headers,
+        files={"file": ("ok.txt", b"fits")},
+        data={"purpose": "assistants"},
+    )
+    assert fits.status_code == 200, fits.text

@@ -4,13 +4,14 @@ bound chunks, overlap, items of JSON lines, and clear refusals of what cannot be
 from __future__ import annotations
 
 import itertools
+import resource
 
 import pytest
 
 from llmasos.data.chunking import ChunkingStrategy, chunk_document, count_tokens
 from llmasos.data.documents import read_document
 from llmasos.errors import InvalidRequestError, UnsupportedFileError
-from tests.helpers.pdf import minimal_pdf
+from tests.helpers.pdf import compression_bomb_pdf, minimal_pdf
 
 MARKDOWN = """Intro line before any heading.
 
@@ -95,6 +96,18 @@ def test_a_real_pdf_is_read() -> None:
 def test_unreadable_files_are_refused_with_what_is_wrong(name: str, content: bytes, says: str) -> None:
     with pytest.raises(UnsupportedFileError, match=says):
         read_document(name, content)
+
+
+def test_a_compression_bomb_is_refused_before_it_expands() -> None:
+    """A 1 MB PDF whose page inflates to 1 GiB: refused by pypdf's decompression limit, without
+    the gigabyte ever being held (the whole test's peak memory stays far under it)."""
+    bomb = compression_bomb_pdf(2**30)
+    assert len(bomb) < 2 * 2**20
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with pytest.raises(UnsupportedFileError, match="expands past"):
+        read_document("bomb.pdf", bomb)
+    grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    assert grown < 512 * 2**20, f"peak memory grew by {grown:,} bytes"
 
 
 def test_chunking_strategy_follows_openai_and_refuses_nonsense() -> None:
