@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
 import httpx
@@ -182,9 +183,33 @@ async def run_load(
     return results
 
 
-def engine_tokens_per_second(model_path: str, sequences: int, seconds: float, max_tokens: int) -> float:
+@dataclass
+class StepFigures:
+    """What the engine's steps did over a window: how full each batch was and how long it took."""
+
+    steps: float = 0.0
+    seconds: float = 0.0  # inside engine steps
+    generated: float = 0.0  # sampled tokens: one per sequence that reached its last token
+    computed: float = 0.0  # prompt and decode tokens through the model
+
+    def __sub__(self, other: StepFigures) -> StepFigures:
+        return StepFigures(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    def describe(self, wall_seconds: float) -> str:
+        steps = max(self.steps, 1)
+        return (
+            f"{self.steps / wall_seconds:.1f} steps/s, {1000 * self.seconds / steps:.1f} ms a step, "
+            f"{self.generated / steps:.1f} sequences sampled and {self.computed / steps:.1f} tokens "
+            f"computed a step, {self.seconds / wall_seconds:.0%} of the time in steps"
+        )
+
+
+def engine_tokens_per_second(
+    model_path: str, sequences: int, seconds: float, max_tokens: int
+) -> tuple[float, StepFigures]:
     """Generated tokens/s of the engine alone, in this process, with `sequences` requests in flight:
-    each finished one is replaced at once by the next prompt, as the server's clients do."""
+    each finished one is replaced at once by the next prompt, as the server's clients do (so the
+    prefill of every new request is in it, as in the server's run); and its step figures."""
     from llmasos.config import EngineConfig
     from llmasos.engine.engine import LLMEngine
     from llmasos.engine.sampling import SamplingParams
@@ -197,24 +222,48 @@ def engine_tokens_per_second(model_path: str, sequences: int, seconds: float, ma
     live: set[str] = set()
     added = 0
 
-    def run(until: float) -> int:
+    def run(until: float) -> StepFigures:
         nonlocal added
-        tokens = 0
+        figures = StepFigures()
         while time.perf_counter() < until:
             while len(live) < sequences:
                 engine.add(f"r{added}", prompts[added % len(prompts)], params)
                 live.add(f"r{added}")
                 added += 1
-            for output in engine.step():
-                tokens += len(output.token_ids)
+            started = time.perf_counter()
+            step = engine.step()
+            figures.seconds += time.perf_counter() - started
+            figures.steps += 1
+            figures.computed += step.total_computed_tokens
+            for output in step:
+                figures.generated += len(output.token_ids)
                 if output.finished:
                     live.discard(output.request_id)
-        return tokens
+        return figures
 
     run(time.perf_counter() + 3)  # warm up, and reach the steady mix of prefill and decode
     start = time.perf_counter()
-    tokens = run(start + seconds)
-    return tokens / (time.perf_counter() - start)
+    figures = run(start + seconds)
+    elapsed = time.perf_counter() - start
+    print(f"  engine alone: {figures.describe(elapsed)}")
+    return figures.generated / elapsed, figures
+
+
+def step_figures(url: str, admin_key: str, model: str = "smollm2-135m-instruct") -> StepFigures:
+    """The server's engine counters for `model`, from /metrics."""
+    metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}).text
+    names = {
+        "llmasos_engine_steps_total": "steps",
+        "llmasos_engine_step_seconds_total": "seconds",
+        "llmasos_model_tokens_generated_total": "generated",
+        "llmasos_model_tokens_computed_total": "computed",
+    }
+    figures = StepFigures()
+    for line in metrics.splitlines():
+        name, _, rest = line.partition("{")
+        if name in names and f'model="{model}"' in rest:
+            setattr(figures, names[name], float(line.rsplit(" ", 1)[1]))
+    return figures
 
 
 def finished_chats(url: str, admin_key: str) -> float:
@@ -249,7 +298,7 @@ def main() -> None:
 
         model_path = str(ModelStore().model_path(args.model))
         measure = (model_path, args.clients, args.engine_seconds, args.max_tokens)
-        engine_before = engine_tokens_per_second(*measure)
+        engine_before, _ = engine_tokens_per_second(*measure)
         print(f"engine alone, {args.clients} sequences: {engine_before:.1f} tokens/s")
         key = llmasos(
             home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
@@ -285,12 +334,17 @@ def main() -> None:
             f"server pid {server.pid}; {args.clients} clients for {args.seconds:.0f} s, "
             f"max_tokens {args.max_tokens}"
         )
+        model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
+        steps_before = step_figures(url, admin_key, model_name)
         cpu_before = thread_cpu_seconds(server.pid)
+        client_cpu = time.process_time()
         start = time.perf_counter()
         load = (url, key, args.clients, args.seconds, args.max_tokens, args.timeout, args.model)
         results = asyncio.run(run_load(*load))
         elapsed = time.perf_counter() - start
+        client_cpu = time.process_time() - client_cpu
         cpu_after = thread_cpu_seconds(server.pid)
+        server_steps = step_figures(url, admin_key, model_name) - steps_before
         rss_after = rss_mb(server.pid)
         time.sleep(15)
         rss_idle = rss_mb(server.pid)
@@ -317,6 +371,8 @@ def main() -> None:
             f"event loop, {1000 * engine_cpu / max(tokens, 1):.2f} s in the kernel and engine threads "
             f"(the loop's share: {loop_cpu / max(loop_cpu + engine_cpu, 1e-9):.0%})"
         )
+        print(f"  server's engine: {server_steps.describe(elapsed)}")
+        print(f"  the clients (this process): {client_cpu:.1f} s CPU, {client_cpu / elapsed:.0%} of a core")
         if ttfts:
             p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
             print(f"time to first token: p50 {statistics.median(ttfts):.2f} s, p95 {p95:.2f} s")
@@ -328,7 +384,7 @@ def main() -> None:
         )
         print("RESULT:", "every request completed or was refused with 429" if bad == 0 else f"{bad} problems")
         stop(server)
-        engine_after = engine_tokens_per_second(*measure)
+        engine_after, _ = engine_tokens_per_second(*measure)
         engine_rate = (engine_before + engine_after) / 2
         print(
             f"engine alone, {args.clients} sequences: {engine_before:.1f} tokens/s before the server, "

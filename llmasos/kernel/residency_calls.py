@@ -6,10 +6,13 @@ Mixed into `Syscalls`, as `AdminCalls` is.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llmasos.errors import ModelNotFoundError, PermissionDeniedError
 from llmasos.kernel import snapshots
+from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.apps import App
 from llmasos.settings import Settings
 
@@ -22,12 +25,12 @@ DEFAULT_NAME = "default"
 
 
 class ResidencyCalls:
-    """Mixed into `Syscalls`, which provides `kernel`, `trail`, `settings` and `allowed_model`
-    (the canonical name of a model the app may use)."""
+    """Mixed into `Syscalls`, which provides `kernel`, `trail`, `settings` and `_resolve_model`."""
 
     kernel: Kernel
     trail: CallTrail
     settings: Settings
+    _resolve_model: Callable[[str], str]  # name or alias -> the library's canonical name
 
     def load_model(
         self, app: App, model: str, *, keep_alive: float | None = None
@@ -82,6 +85,46 @@ class ResidencyCalls:
         if requested != DEFAULT_NAME:
             return requested
         return self.settings.router.decider or DEFAULT_NAME
+
+    def resolve_model(self, name: str) -> str:
+        """The library's canonical name of a model name or alias; ModelNotFoundError if none."""
+        return self._resolve_model(name)
+
+    def allowed_model(self, app: App, model: str) -> str:
+        """The canonical name of `model`, if `app` may use it; PermissionDeniedError otherwise."""
+        name = self._resolve_model(model)
+        if not app.allows("model", name):
+            raise PermissionDeniedError(
+                f"app {app.name!r} may not use model {name!r}; an admin can grant model:{name}"
+            )
+        return name
+
+    def tokenizer(self, app: App, model: str) -> Tokenizer:
+        """The tokenizer of `model` (loading the model if needed), e.g. to build a grammar for it."""
+        name = self.allowed_model(app, model)
+        engine = self.kernel.residency.acquire(name)
+        self.kernel.residency.release(name)
+        return engine.tokenizer
+
+    def model_limits(self, app: App, model: str) -> snapshots.ModelLimits:
+        """The context length and KV pool of `model` (loading it if needed), to size requests by."""
+        name = self.allowed_model(app, model)
+        engine = self.kernel.residency.acquire(name)
+        self.kernel.residency.release(name)
+        return snapshots.model_limits(engine)
+
+    def preload(self, app: App, model: str, *, keep: bool = False) -> float:
+        """Load `model` now, so that a first request does not wait for it; the seconds it took.
+        With `keep`, it stays loaded (never expires or is evicted) until it is unloaded on request
+        (`llmasos serve --preload`, `llmasos models unload`)."""
+        with self.trail.audited(app, "preload", model):
+            name = self.allowed_model(app, model)
+            started = time.monotonic()
+            self.kernel.residency.acquire(name)
+            if keep:
+                self.kernel.residency.hold(name)
+            self.kernel.residency.release(name)
+            return time.monotonic() - started
 
     def _loaded(self, name: str) -> snapshots.ResidentModelInfo | None:
         return next((r for r in snapshots.resident_models(self.kernel) if r.name == name), None)
