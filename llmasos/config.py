@@ -64,3 +64,11 @@ class EngineConfig:
     # Most tokens one sequence (prompt and output) may take; 0 is the model's own context window. A
     # smaller window bounds what one request can hold of the KV pool (config.toml: engine.context_length).
     max_context_length: int = 0
+    # Steps hold either decode tokens or prompt chunks, never both, and tokens appended to a sequence
+    # after its prompt (a request taken over from a lost cluster node) are computed one per step as
+    # decode steps compute them. A token's numerics then never depend on its batch, so a greedy stream
+    # re-prefilled on another node continues exactly: SmolLM2's logprobs differed (by up to 9e-3) when a
+    # decode token shared a step with prompt chunks, and when a stream's earlier outputs were
+    # re-prefilled as one chunk; pure decode steps of 1, 16 or 32 sequences were bitwise equal. Cluster
+    # nodes turn it on; one box leaves it off (a new prompt then joins the running streams' step).
+    batch_invariant: bool = False

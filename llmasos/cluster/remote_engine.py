@@ -2,9 +2,11 @@
 
 The head's `ClusterEngine` makes one call per step per node (`step`), and gets back one `StepOutput`
 holding every sequence's new tokens: nothing crosses per token. Continuous batching stays per node,
-in the node's own engine. `adopt` takes over a request another node was running when it died: the
-prompt and the tokens already streamed are prefilled together, and the detokenizer is fed those
-tokens first, so the text that follows continues exactly where the dead node's stopped.
+in the node's own engine, which runs batch invariant (`EngineConfig.batch_invariant`). `adopt` takes
+over a request another node was running when it died: its prompt is prefilled and the tokens already
+streamed are recomputed one per step, as that node computed them, so a greedy stream continues with the
+very tokens it would have produced there; the detokenizer is fed those tokens first and a seeded
+generator skips their draws, so the text that follows continues exactly where the dead node's stopped.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ class EngineHost:
         from llmasos.engine.engine import LLMEngine
 
         torch.set_num_threads(max(1, num_threads))  # the node's CPUs, not the box's
-        config = EngineConfig(num_threads=max(1, num_threads))
+        # Batch invariant: a request moved here from a lost node continues exactly (EngineConfig).
+        config = EngineConfig(num_threads=max(1, num_threads), batch_invariant=True)
         if kv_cache_bytes:
             config = dataclasses.replace(config, kv_cache_bytes=kv_cache_bytes)
         if not Path(model_path).exists():
@@ -73,13 +76,8 @@ class EngineHost:
         params=None,
         cache_namespace: str = "default",
     ) -> None:
-        """Hold a request that already produced `output_ids` elsewhere: they are re-prefilled with
-        the prompt, count against its max_tokens, and prime its detokenizer (their text was sent)."""
-        self.engine.add(request_id, prompt_ids, params, cache_namespace=cache_namespace)
-        request = self.engine.requests[request_id]
-        for token_id in output_ids:
-            request.seq.append_token(token_id)
-            request.detokenizer.add(token_id)
+        """Hold a request that already produced `output_ids` elsewhere (`LLMEngine.take_over`)."""
+        self.engine.take_over(request_id, prompt_ids, output_ids, params, cache_namespace=cache_namespace)
 
     def step(self, request_ids=None):  # -> StepOutput
         return self.engine.step(request_ids)

@@ -1,8 +1,10 @@
 """Tools on nodes: OCR, transcription, speech and embeddings as Ray actors on nodes with the capability.
 
 A node that joins with `vision`, `speech` or `embed` gets one `ToolHost` actor per capability; the
-head sends each tool call to a node that has it (`ToolPlacer`, least busy by its own count), and a
-call whose node dies in flight is retried once on another such node.
+head sends each tool call to a node that has it (`ToolPlacer`, round robin among them), and a call
+whose node dies in flight is retried once on another such node. A server with `--cluster` hands its
+placer to the tools (`llmasos.tools.devices.use_nodes`), so `ocr`, `transcribe`, `speak` and `embed`
+run on nodes however they are called (`llmasos ask` with an image, a tool call, a workflow step).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import importlib
 import itertools
 import logging
+import os
+import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +48,10 @@ class ToolHost:
         self.num_calls += 1
         return self.node, _resolve(self.functions[tool])(payload)
 
+    def pid(self) -> int:
+        """This actor's process (tests kill it as a machine failure would)."""
+        return os.getpid()
+
 
 class ToolPlacer:
     """Sends tool calls to nodes with the tool's capability (round robin among them)."""
@@ -51,6 +60,8 @@ class ToolPlacer:
         self._directory = directory
         self._capability_of = {tool: cap for cap, functions in tools.items() for tool in functions}
         self._turns = itertools.count()
+        self._lock = threading.Lock()
+        self.calls: Counter[tuple[str, str]] = Counter()  # (tool, node) -> calls sent there, retries too
 
     def run(self, tool: str, payload: Any) -> tuple[str, Any]:
         """(the node that ran it, its result); retried once elsewhere if the node dies in flight."""
@@ -67,6 +78,8 @@ class ToolPlacer:
             if not hosts:
                 break
             name, host = hosts[next(self._turns) % len(hosts)]
+            with self._lock:
+                self.calls[tool, name] += 1
             try:
                 return call(host.run.remote(tool, payload))
             except NodeLostError as err:

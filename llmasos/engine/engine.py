@@ -71,7 +71,10 @@ class LLMEngine:
             self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
         self.scheduler = Scheduler(
-            self.block_manager, self.config.max_num_seqs, self.config.max_num_batched_tokens
+            self.block_manager,
+            self.config.max_num_seqs,
+            self.config.max_num_batched_tokens,
+            batch_invariant=self.config.batch_invariant,
         )
         self.requests: dict[str, Request] = {}  # live requests by id (the kernel never reads it)
         # Measured rates, smoothed: what recomputing a context or copying KV costs on this box.
@@ -170,6 +173,23 @@ class LLMEngine:
         )
         self.requests[request_id] = Request(seq, detokenizer)
         self.scheduler.add(seq)
+
+    def take_over(
+        self,
+        request_id: str,
+        prompt_ids: list[int],
+        output_ids: list[int],
+        params: SamplingParams | None = None,
+        *,
+        cache_namespace: str = "default",
+    ) -> None:
+        """Queue a request that generated `output_ids` on a lost cluster node, to continue here
+        where it stopped (`Request.replay`; exactly so with EngineConfig.batch_invariant)."""
+        vocab_size = self.loaded.config.vocab_size
+        if any(not 0 <= t < vocab_size for t in output_ids):
+            raise InvalidRequestError(f"output token ids must be in [0, {vocab_size})")
+        self.add(request_id, prompt_ids, params, cache_namespace=cache_namespace)
+        self.requests[request_id].replay(output_ids, vocab_size)
 
     def step(self, request_ids: Collection[str] | None = None) -> StepOutput:
         """Run one forward pass over the scheduled batch: what each request computed, and what each

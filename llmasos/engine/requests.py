@@ -18,6 +18,14 @@ class Request:
         self.seq = seq
         self.detokenizer = detokenizer
 
+    def replay(self, output_ids: list[int], vocab_size: int) -> None:
+        """Take `output_ids` as already generated (elsewhere, their text already sent): appended to
+        be computed, fed to the detokenizer, and their draws skipped by a seeded generator."""
+        for token_id in output_ids:
+            self.seq.append_token(token_id)
+            self.detokenizer.add(token_id)
+        self.seq.sampling.skip_draws(len(output_ids), vocab_size)
+
     def accept(
         self, token_id: int, eos_token_ids: Collection[int], logprobs: TokenLogprobs | None = None
     ) -> RequestOutput:

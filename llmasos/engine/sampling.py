@@ -34,6 +34,16 @@ class SamplingState:
             generator.manual_seed(params.seed)
         return cls(params=params, generator=generator)
 
+    def skip_draws(self, num_draws: int, vocab_size: int) -> None:
+        """Advance a seeded generator past `num_draws` samples drawn elsewhere (a request taken over
+        from a lost node), so that its next draw is the one it would have made there: drawing one
+        token from a row of `vocab_size` probabilities takes the same random numbers whatever they are."""
+        if self.generator is None or self.params.is_greedy:
+            return
+        row = torch.ones(vocab_size, device=self.generator.device)
+        for _ in range(num_draws):
+            torch.multinomial(row, 1, generator=self.generator)
+
 
 def _argmax(logits: torch.Tensor) -> torch.Tensor:
     """logits.argmax(dim=-1), by the C++ kernel on CPU (torch's took 0.9-1.9 ms of a 32-sequence step)."""

@@ -8,6 +8,10 @@ blocks usually survive in the prefix cache, so the recomputation is mostly a cac
 
 A new sequence is admitted with the longest cached prefix of its prompt; a sequence resumed from
 host memory is admitted with fresh blocks that the engine fills from its host copy.
+
+`batch_invariant` (EngineConfig's): steps alternate between decode tokens and prompt chunks instead
+of packing both, and tokens after a sequence's prompt go one per step, so every token is computed by
+the same kind of step whatever else runs (see EngineConfig.batch_invariant for why).
 """
 
 from __future__ import annotations
@@ -54,10 +58,19 @@ class SchedulerOutput:
 class Scheduler:
     """Admits waiting sequences and packs running ones into steps under a token budget."""
 
-    def __init__(self, block_manager: BlockManager, max_num_seqs: int, max_num_batched_tokens: int) -> None:
+    def __init__(
+        self,
+        block_manager: BlockManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        *,
+        batch_invariant: bool = False,
+    ) -> None:
         self.block_manager = block_manager
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
+        self.batch_invariant = batch_invariant
+        self.last_kind: str | None = None  # "decode" or "prefill": the last step's, when invariant
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.suspended: dict[str, Sequence] = {}
@@ -105,13 +118,51 @@ class Scheduler:
 
     def schedule(self, only: Collection[str] | None = None) -> SchedulerOutput:
         """This step's batch; with `only`, of those sequences alone (the others wait a step)."""
+        if not self.batch_invariant:
+            return self._schedule(only, None)
+        kinds = self._pending_kinds(only)
+        first = "decode" if self.last_kind == "prefill" or "prefill" not in kinds else "prefill"
+        if first not in kinds and kinds:
+            first = next(iter(kinds))
+        out = self._schedule(only, first)
+        if out.is_empty:  # e.g. no blocks for a new prompt: let the other kind run
+            first = "prefill" if first == "decode" else "decode"
+            out = self._schedule(only, first)
+        if not out.is_empty:
+            self.last_kind = first
+        return out
+
+    def kind_of(self, seq: Sequence) -> str:
+        """ "prefill" while its prompt is not all computed, else "decode" (one token per step)."""
+        return "prefill" if seq.num_computed_tokens < seq.num_prompt_tokens else "decode"
+
+    def _pending_kinds(self, only: Collection[str] | None) -> set[str]:
+        running = [s for s in self.running if only is None or s.seq_id in only]
+        kinds = {self.kind_of(s) for s in running}
+        if len(self.running) < self.max_num_seqs:
+            kinds |= {self.kind_of(s) for s in self.waiting if only is None or s.seq_id in only}
+        return kinds
+
+    def _wanted(self, seq: Sequence, num_computed: int) -> int:
+        """Tokens `seq` would compute this step from `num_computed`: all it lacks, or when batch
+        invariant, the rest of its prompt or else one token."""
+        if not self.batch_invariant:
+            return seq.num_tokens - num_computed
+        if num_computed < seq.num_prompt_tokens:
+            return seq.num_prompt_tokens - num_computed
+        return min(1, seq.num_tokens - num_computed)
+
+    def _schedule(self, only: Collection[str] | None, kind: str | None) -> SchedulerOutput:
+        """A batch of every kind of work (kind None), or of "decode" or "prefill" work alone."""
         out = SchedulerOutput()
         budget = self.max_num_batched_tokens
         # Running sequences first, oldest first: they hold memory and users are watching them.
         for seq in list(self.running):
             if seq not in self.running or (only is not None and seq.seq_id not in only):
                 continue  # preempted earlier in this loop to make room, or not asked for
-            num_new = min(seq.num_uncomputed_tokens, budget)
+            if kind is not None and self.kind_of(seq) != kind:
+                continue
+            num_new = min(self._wanted(seq, seq.num_computed_tokens), budget)
             if num_new == 0:
                 break
             if not self._make_room(seq, num_new, out):
@@ -123,6 +174,8 @@ class Scheduler:
         for seq in [s for s in self.waiting if only is None or s.seq_id in only]:
             if budget <= 0 or len(self.running) >= self.max_num_seqs:
                 break
+            if kind is not None and self.kind_of(seq) != kind:
+                continue
             num_new = self._admit(seq, budget)
             if num_new is None:
                 break
@@ -141,7 +194,7 @@ class Scheduler:
         manager = self.block_manager
         is_new = seq.swapped_kv is None and not seq.block_table
         hits = manager.match_prefix(seq) if is_new else []
-        num_new = min(seq.num_uncomputed_tokens - len(hits) * manager.block_size, budget)
+        num_new = min(self._wanted(seq, seq.num_computed_tokens + len(hits) * manager.block_size), budget)
         if manager.num_blocks_to_admit(seq, hits, num_new) > manager.num_free_blocks:
             return None
         if is_new:

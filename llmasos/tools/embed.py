@@ -18,6 +18,7 @@ from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError, ToolUnavailableError
 from llmasos.tools.base import Tool, ToolContext, ToolResult
+from llmasos.tools.devices import run_tool
 
 MODEL_NAME = "all-minilm-l6-v2"
 BATCH_SIZE = 32  # texts per forward pass; sorted by length first so padding stays small
@@ -149,7 +150,11 @@ class EmbedTool(Tool):
     }
 
     def run(self, args: dict, context: ToolContext) -> ToolResult:
-        embedder = load_embedder()
-        vectors, num_tokens = embedder.embed(args["texts"])
-        output = {"model": embedder.name, "dim": embedder.dim, "vectors": vectors, "num_tokens": num_tokens}
-        return ToolResult(self.name, output)
+        return ToolResult(self.name, run_tool(self.name, args["texts"], embed_output))
+
+
+def embed_output(texts: list[str]) -> dict:
+    """The embed tool's output for `texts` (what a node with the `embed` capability returns)."""
+    embedder = load_embedder()
+    vectors, num_tokens = embedder.embed(texts)
+    return {"model": embedder.name, "dim": embedder.dim, "vectors": vectors, "num_tokens": num_tokens}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from llmasos.errors import ToolUnavailableError
+from llmasos.tools.devices import run_tool
 from llmasos.tools.instances import InstancePool
 from llmasos.tools.media import decode_image, read_input
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
@@ -106,4 +107,4 @@ class OcrTool(Tool):
 
     def run(self, args: dict, context: ToolContext) -> ToolResult:
         data = read_input(args, context, path_key="path", data_key="image_base64", what="image")
-        return ToolResult(self.name, recognize(data))
+        return ToolResult(self.name, run_tool(self.name, data, recognize))

@@ -23,6 +23,7 @@ from typing import ClassVar
 
 from llmasos.errors import InvalidRequestError, LLMasOSError, ToolUnavailableError
 from llmasos.storage.files import write_private
+from llmasos.tools.devices import run_tool
 from llmasos.tools.media import read_wav_header
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
 
@@ -75,6 +76,11 @@ def synthesize(text: str, voice: str = DEFAULT_VOICE, speed: int = DEFAULT_SPEED
         "duration_s": round(header.duration_s, 3),
     }
     return data, info
+
+
+def speak_request(request: dict) -> tuple[bytes, dict]:
+    """`synthesize` of {"text", "voice", "speed"}: what a node with the `speech` capability runs."""
+    return synthesize(request["text"], request["voice"], request["speed"])
 
 
 class SpeakTool(Tool):
@@ -134,7 +140,8 @@ class SpeakTool(Tool):
                 raise InvalidRequestError(
                     f"no folder {str(path.parent)!r} to write the WAV into; create it first"
                 )
-        data, info = synthesize(args["text"], args["voice"], args["speed"])
+        request = {"text": args["text"], "voice": args["voice"], "speed": args["speed"]}
+        data, info = run_tool(self.name, request, speak_request)
         output = {**info, "voice": args["voice"]}
         if path is not None:
             write_private(path, data)

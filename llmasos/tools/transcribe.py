@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from llmasos.errors import InvalidRequestError, ToolUnavailableError
+from llmasos.tools.devices import run_tool
 from llmasos.tools.instances import ProcessInstancePool
 from llmasos.tools.media import Audio, decode_wav, read_input, resample, to_pcm16
 from llmasos.tools.registry import Tool, ToolContext, ToolResult
@@ -139,4 +140,4 @@ class TranscribeTool(Tool):
 
     def run(self, args: dict, context: ToolContext) -> ToolResult:
         data = read_input(args, context, path_key="path", data_key="audio_base64", what="audio")
-        return ToolResult(self.name, transcribe_wav(data))
+        return ToolResult(self.name, run_tool(self.name, data, transcribe_wav))

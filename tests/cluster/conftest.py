@@ -1,8 +1,10 @@
 """One Ray cluster on loopback for the whole session: a head (no CPUs) and nodes of one CPU each, on
 the tiny random model, joined through the same code `llmasos node start` runs.
 
-Node `a` advertises the tiny model and a model file that cannot load; node `b` the tiny model and
-the `vision` capability. Tests that remove a node add their own node first (see `TinyCluster.add`).
+Node `a` advertises the tiny model, a model file that cannot load and the `speech` capability; node
+`b` the tiny model and `vision`. Both have `nap`, a tool that sleeps as long as it is told (a tool
+call in flight when a node dies). Tests that remove a node add their own node first (see
+`TinyCluster.add`), or run last in their module.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ use_loopback(None)  # before Ray is imported: the test cluster listens on 127.0.
 
 MB = 2**20
 SECRET = "test-cluster-secret"
+NAP = {"nap": {"nap": "time:sleep"}}  # capability -> tool -> function, as llmasos.tools.nodes has
 
 
 @dataclass
@@ -34,8 +37,14 @@ class TinyCluster:
     ray_nodes: dict[str, Any] = field(default_factory=dict)
     actors: list = field(default_factory=list)
 
-    def add(self, name: str, capabilities: tuple[str, ...] = ("llm",), models: dict | None = None) -> None:
-        """Start a Ray node of one CPU and join it as `name`."""
+    def add(
+        self,
+        name: str,
+        capabilities: tuple[str, ...] = ("llm",),
+        models: dict | None = None,
+        tools: dict | None = None,
+    ) -> None:
+        """Start a Ray node of one CPU and join it as `name` (`tools`: added to the built-in ones)."""
         from llmasos.cluster.runtime import NodeSpec, join_node
         from llmasos.tools.nodes import NODE_TOOLS
 
@@ -43,18 +52,26 @@ class TinyCluster:
         self.ray_nodes[name] = node
         models = {"tiny": str(self.model_path)} if models is None else models
         spec = NodeSpec(name, node.node_id, capabilities, tuple(models.items()), num_threads=1)
-        self.actors += join_node(self.directory, spec, SECRET, NODE_TOOLS)
+        self.actors += join_node(self.directory, spec, SECRET, {**NODE_TOOLS, **(tools or {})})
 
-    def remove(self, name: str) -> None:
-        """Kill node `name` as a machine failure would: its engine processes (SIGKILL), its raylet and
-        everything else on it."""
+    def remove(self, name: str, pids: list[int] | None = None) -> None:
+        """Kill node `name` as a machine failure would: its engine and tool processes (SIGKILL; `pids`
+        if given, see `pids_on`), its raylet and everything else on it."""
+        for pid in self.pids_on(name) if pids is None else pids:
+            os.kill(pid, signal.SIGKILL)
+        self.cluster.remove_node(self.ray_nodes.pop(name), allow_graceful=False)
+
+    def pids_on(self, name: str) -> list[int]:
+        """The processes of node `name`'s engine and tool actors."""
         from llmasos.cluster.calls import call
 
         engines = [handle for node, handle in self.directory.engines("tiny") if node == name]
         pids = [call(handle.facts.remote()).pid for handle in engines]
-        for pid in pids:
-            os.kill(pid, signal.SIGKILL)
-        self.cluster.remove_node(self.ray_nodes.pop(name), allow_graceful=False)
+        view = next(n for n in self.directory.nodes() if n.name == name)
+        for capability in view.capabilities:
+            tools = [handle for node, handle in self.directory.tools(capability) if node == name]
+            pids += [call(handle.pid.remote()) for handle in tools]
+        return pids
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +87,8 @@ def tiny_cluster(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cluster = Cluster(initialize_head=True, connect=True, head_node_args=head_args)
     tiny = TinyCluster(cluster, start_registry(SECRET), tiny_gguf, broken)
     try:
-        tiny.add("a", ("llm",), {"tiny": str(tiny_gguf), "broken": str(broken)})
-        tiny.add("b", ("llm", "vision"))
+        tiny.add("a", ("llm", "speech", "nap"), {"tiny": str(tiny_gguf), "broken": str(broken)}, NAP)
+        tiny.add("b", ("llm", "vision", "nap"), tools=NAP)
         yield tiny
     finally:
         ray.shutdown()

@@ -1,11 +1,15 @@
 """The kernel on a real Ray cluster of loopback nodes (the session's `tiny_cluster`): who may join,
 node health, placement by capability, remote engines equal to local ones, and failover mid-stream.
 
-The failover tests remove node `b`, then `a`, so they run last in this module, in that order."""
+The failover tests remove node `b` (with a tool call in flight there), then `a`, so they run last in
+this module, in that order."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
+from collections import Counter
 
 import pytest
 
@@ -21,10 +25,22 @@ from llmasos.kernel.process import ProcessState
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import App, AppRegistry
+from llmasos.tools.base import ToolContext
+from llmasos.tools.devices import use_nodes
 from llmasos.tools.nodes import NODE_TOOLS
+from llmasos.tools.registry import default_registry
+from tests.cluster.conftest import NAP
 from tests.helpers.engines import random_prompts
 
 GREEDY = SamplingParams(max_tokens=24, temperature=0, repetition_penalty=1.3)
+
+
+def png() -> bytes:
+    from PIL import Image
+
+    image = io.BytesIO()
+    Image.new("RGB", (64, 32), "white").save(image, format="PNG")
+    return image.getvalue()
 
 
 def cluster_kernel(directory) -> tuple[Kernel, Syscalls]:
@@ -49,7 +65,7 @@ def test_nodes_show_capabilities_models_and_the_reason_a_model_is_unhealthy(tiny
     assert set(nodes) >= {"a", "b"}
     a, b = nodes["a"], nodes["b"]
     assert a.alive and b.alive and b.healthy
-    assert b.capabilities == ("llm", "vision")
+    assert b.capabilities == ("llm", "vision", "nap")
     assert a.models["tiny"] == {"healthy": True, "reason": ""}
     assert not a.models["broken"]["healthy"] and not a.healthy
     assert "could not be loaded" in a.models["broken"]["reason"] and "broken" in a.reason
@@ -69,18 +85,62 @@ def test_no_node_with_the_model_is_a_503_naming_the_capability(tiny_cluster) -> 
         ClusterEngine("absent-model", tiny_cluster.directory)
     assert caught.value.http_status == 503
     assert "'llm'" in str(caught.value) and "absent-model" in str(caught.value)
-    with pytest.raises(ClusterUnavailableError, match="'speech'"):
-        ToolPlacer(tiny_cluster.directory, NODE_TOOLS).run("transcribe", b"")
+    with pytest.raises(ClusterUnavailableError, match="'embed'"):
+        ToolPlacer(tiny_cluster.directory, NODE_TOOLS).run("embed", ["a text"])
 
 
-def test_ocr_runs_only_on_vision_nodes(tiny_cluster) -> None:
-    from PIL import Image
+@pytest.fixture
+def on_nodes(tiny_cluster):
+    """The tools run on the cluster's nodes, as under `serve --cluster`; the placer counts the calls."""
+    placer = ToolPlacer(tiny_cluster.directory, {**NODE_TOOLS, **NAP})
+    previous = use_nodes(placer)
+    yield placer
+    use_nodes(previous)
 
-    image = io.BytesIO()
-    Image.new("RGB", (64, 32), "white").save(image, format="PNG")
-    placer = ToolPlacer(tiny_cluster.directory, NODE_TOOLS)
-    ran_on = {placer.run("ocr", image.getvalue())[0] for _ in range(4)}
-    assert ran_on == {"b"}
+
+def test_ocr_and_speech_calls_land_only_on_nodes_with_the_capability(on_nodes) -> None:
+    """A mixed load through the tools themselves: every OCR call on `b` (vision), every speech call on
+    `a` (speech), though both nodes host tools."""
+    context, registry = ToolContext(App("media")), default_registry()
+    calls = [("ocr", {"image_base64": _b64(png())}), ("speak", {"text": "hello node"})] * 3
+    results: list = []
+    threads = [threading.Thread(target=lambda c=c: results.append(registry.call(*c, context))) for c in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == len(calls)
+    assert sum(r.output["duration_s"] > 0 for r in results if "audio_base64" in r.output) == 3
+    assert on_nodes.calls == Counter({("ocr", "b"): 3, ("speak", "a"): 3})
+
+
+def test_ask_with_an_image_runs_ocr_on_a_vision_node(tiny_cluster, on_nodes) -> None:
+    from llmasos.router.ask import ask
+
+    _, sys = cluster_kernel(tiny_cluster.directory)
+    request = "what text is in this image?"
+    answer = ask(sys, App("reader"), request, attachment=png(), use_model_for_close_calls=False)
+    assert [step["step"] for step in answer.steps] == ["ocr"]
+    assert on_nodes.calls == Counter({("ocr", "b"): 1})
+
+
+def _nap_on_b(placer: ToolPlacer) -> tuple[threading.Thread, list]:
+    """A 3 s `nap` call in flight on node b (round robin: the first call goes to a, the next to b),
+    and the list its (node, result) goes into."""
+    assert placer.run("nap", 0) == ("a", None)
+    napped: list = []
+    caller = threading.Thread(target=lambda: napped.append(placer.run("nap", 3.0)))
+    caller.start()
+    deadline = time.monotonic() + 30
+    while placer.calls["nap", "b"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return caller, napped
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
 
 
 def test_remote_engines_generate_what_a_local_one_does_and_the_table_names_the_node(tiny_cluster) -> None:
@@ -123,7 +183,9 @@ def test_os_nodes_and_metrics_show_nodes_health_and_processes(tiny_cluster) -> N
     kernel.tick()
 
 
-def test_a_node_dying_mid_stream_loses_and_repeats_nothing(tiny_cluster) -> None:
+def test_a_node_dying_mid_stream_loses_and_repeats_nothing_and_its_tool_call_is_retried(
+    tiny_cluster, on_nodes
+) -> None:
     prompts = random_prompts([9, 14, 6, 11, 8, 12], seed=5)
     expected = local_greedy(tiny_cluster.model_path, prompts)
     kernel, sys = cluster_kernel(tiny_cluster.directory)
@@ -133,8 +195,13 @@ def test_a_node_dying_mid_stream_loses_and_repeats_nothing(tiny_cluster) -> None
         kernel.tick()
     on_b = [pid for pid in pids if kernel.table[pid].node == "b"]
     assert on_b and all(0 < kernel.table[pid].tokens_out < GREEDY.max_tokens for pid in on_b)
-    tiny_cluster.remove("b")
+    pids_on_b = tiny_cluster.pids_on("b")
+    napping, napped = _nap_on_b(on_nodes)
+    tiny_cluster.remove("b", pids_on_b)  # with a tool call in flight there
     kernel.run_until_idle()
+    napping.join(timeout=60)
+    assert napped == [("a", None)]  # retried once, on a
+    assert on_nodes.calls == Counter({("nap", "a"): 2, ("nap", "b"): 1})
     assert [streamed(sys, app, pid) for pid in pids] == expected
     where = {pid: (kernel.table[pid].node, kernel.table[pid].tokens_out) for pid in pids}
     assert {node for node, _ in where.values()} == {"a"}, (where, on_b)

@@ -46,7 +46,11 @@ def check_invariants(sched: Scheduler) -> None:
 
 def step(sched: Scheduler) -> SchedulerOutput:
     """One simulated step: schedule, 'run' the batch, sample for the sequences that reached their end."""
-    out = sched.schedule()
+    return run_step(sched, sched.schedule())
+
+
+def run_step(sched: Scheduler, out: SchedulerOutput) -> SchedulerOutput:
+    """'Run' a scheduled batch (see `step`)."""
     assert out.num_batched_tokens <= sched.max_num_batched_tokens
     ids = [item.seq.seq_id for item in out.scheduled]
     assert len(ids) == len(set(ids)), "a sequence scheduled twice in one step"
@@ -275,3 +279,47 @@ def test_random_workload_keeps_every_invariant() -> None:
     assert sum(s.num_preemptions for s in seqs) > 0  # the pool was tight enough to preempt
     assert sched.block_manager.num_free_blocks == 24
     assert sched.block_manager.ref_counts == [0] * 24
+
+
+def test_batch_invariant_steps_hold_one_kind_of_work_and_everything_finishes() -> None:
+    rng = random.Random(99)
+    sched = Scheduler(BlockManager(24, 4), 4, 12, batch_invariant=True)
+    seqs, kinds_seen = [], []
+    while len(seqs) < 80 or sched.has_unfinished:
+        if len(seqs) < 80 and (rng.random() < 0.4 or not sched.has_unfinished):
+            seqs.append(make_seq(f"s{len(seqs)}", rng.randint(1, 40), max_tokens=rng.randint(1, 10)))
+            sched.add(seqs[-1])
+            continue
+        out = sched.schedule()
+        kinds = {sched.kind_of(item.seq) for item in out.scheduled}
+        assert len(kinds) == 1, "a step mixed decode tokens with prompt chunks"
+        assert all(item.num_new_tokens == 1 for item in out.scheduled) or kinds == {"prefill"}
+        kinds_seen += kinds
+        run_step(sched, out)
+    assert all(s.is_finished and s.num_output_tokens == s.max_tokens for s in seqs)
+    assert set(kinds_seen) == {"decode", "prefill"}
+    assert sum(s.num_preemptions for s in seqs) > 0  # the pool was tight enough to preempt
+
+
+def test_batch_invariant_tokens_after_the_prompt_go_one_per_step_and_only_the_last_samples() -> None:
+    sched = Scheduler(BlockManager(64, 4), 8, 64, batch_invariant=True)
+    taken = make_seq("taken", 10, max_tokens=8)
+    for token in (11, 12, 13):  # produced on a node that was lost
+        taken.append_token(token)
+    sched.add(taken)
+    plans = []
+    for _ in range(4):
+        out = sched.schedule()
+        plans.append(shares_and_samples(out))
+        run_step(sched, out)
+    assert plans == [
+        {"taken": (10, False)},  # the prompt, as one chunk
+        {"taken": (1, False)},  # then each earlier output as a decode step computes it
+        {"taken": (1, False)},
+        {"taken": (1, True)},  # the last one samples the next token
+    ]
+    assert taken.num_output_tokens == 4
+
+
+def shares_and_samples(out: SchedulerOutput) -> dict[str, tuple[int, bool]]:
+    return {item.seq.seq_id: (item.num_new_tokens, item.samples) for item in out.scheduled}
