@@ -18,6 +18,8 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Caller
+from llmasos.errors import InvalidRequestError
+from llmasos.kernel.overview_calls import SECTIONS
 
 router = APIRouter(tags=["console"])
 STATIC = Path(str(resources.files("llmasos.console") / "static"))
@@ -67,6 +69,18 @@ def overview(request: Request, app: Caller) -> dict:
     return request.app.state.syscalls.overview(app)
 
 
+@router.get("/os/apps/{name}/data/inventory", tags=["os"])
+def data_inventory(
+    name: str,
+    request: Request,
+    app: Caller,
+    limit: int = Query(50, ge=1, le=500, description="rows of each kind, the largest"),
+) -> dict:
+    """App `name`'s largest documents, vector stores and conversations, each list largest first,
+    with its data usage against its quota (its own app, or any app's with the admin key)."""
+    return request.app.state.syscalls.data_inventory(app, name, limit)
+
+
 # Not in the OpenAPI document: a stream that never ends by itself has no response a generated
 # client or a fuzzer could wait for; /os/console/overview is the same data, once.
 @router.get("/os/console/stream", tags=["os"], include_in_schema=False)
@@ -74,18 +88,57 @@ async def stream(
     request: Request,
     app: Caller,
     interval: float = Query(DEFAULT_INTERVAL, ge=0.25, le=10, description="seconds between snapshots"),
+    views: str | None = Query(
+        None, description="the overview's sections to follow, comma-separated (all when absent)"
+    ),
 ) -> StreamingResponse:
     """The overview as server-sent events (`event: overview`), one every `interval` seconds until
-    the client goes away. Opening it is audited (`overview.watch`); the snapshots are not."""
+    the client goes away. Opening it is audited (`overview.watch`); the snapshots are not.
+
+    Only the sections named in `views` are built (a page follows what its visible view shows), and
+    each event carries only the sections that changed since the one before: the first carries them
+    all, a section absent from a later event is as it was. `caller` and `now` are in every event."""
+    sections = wanted_sections(views)
     syscalls = request.app.state.syscalls
     await run_in_threadpool(syscalls.watch_overview, app)
 
     async def snapshots():
+        sent: dict[str, str] = {}
         while not await request.is_disconnected():
-            snapshot = await run_in_threadpool(syscalls.overview, app)
-            yield f"event: overview\ndata: {json.dumps(snapshot)}\n\n"
+            snapshot = await run_in_threadpool(syscalls.overview, app, sections)
+            yield f"event: overview\ndata: {changed_sections(snapshot, sent)}\n\n"
             await asyncio.sleep(interval)
 
     return StreamingResponse(
         snapshots(), media_type="text/event-stream", headers={"Cache-Control": "no-store"}
     )
+
+
+def wanted_sections(views: str | None) -> frozenset[str] | None:
+    """The sections a `views` parameter names (None: all; empty: none, the stream then only says
+    the server is there), or InvalidRequestError naming the one it does not know."""
+    if views is None:
+        return None
+    names = frozenset(name.strip() for name in views.split(",") if name.strip())
+    if unknown := names - SECTIONS:
+        raise InvalidRequestError(
+            f"no overview section {sorted(unknown)[0]!r}; views takes some of {', '.join(sorted(SECTIONS))}"
+        )
+    return names
+
+
+#: Fields of every event, changed or not.
+ALWAYS_SENT = ("caller", "now")
+
+
+def changed_sections(snapshot: dict, sent: dict[str, str]) -> str:
+    """`snapshot` as JSON with only the sections whose JSON differs from what `sent` holds (what
+    this stream sent before), which it then updates: an idle server's events are a few bytes, and
+    a page redraws only what changed."""
+    parts = []
+    for name, value in snapshot.items():
+        text = json.dumps(value, separators=(",", ":"))
+        if name in ALWAYS_SENT or sent.get(name) != text:
+            sent[name] = text
+            parts.append(f"{json.dumps(name)}:{text}")
+    return "{" + ",".join(parts) + "}"

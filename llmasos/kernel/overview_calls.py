@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
+from llmasos.data import inventory
 from llmasos.data.app_data import app_data
 from llmasos.data.quota import usage
 from llmasos.data.schema import app_folder
+from llmasos.errors import InvalidRequestError
 from llmasos.kernel import snapshots
 from llmasos.kernel.latency_window import LatencyWindow
 from llmasos.library.store import ModelStore
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
     from llmasos.kernel.kernel import Kernel
     from llmasos.kernel.process import Process
 
+#: The parts of an overview, each built only when asked for.
+SECTIONS = frozenset({"processes", "apps", "models", "latency", "nodes", "audit"})
 #: Ended processes an overview still lists (newest first), so a page sees what just finished.
 ENDED_SHOWN = 30
 #: Audit rows an overview carries (newest first).
@@ -57,7 +62,7 @@ _AUDIT_FIELDS = (
 
 class OverviewCalls:
     """Mixed into `Syscalls`, which provides `kernel`, `apps`, `trail`, `latency_window`, `count`,
-    `describe` and `_audit_log`."""
+    `describe`, `node_snapshot`, `_named_app` and `_audit_log`."""
 
     kernel: Kernel
     apps: AppRegistry
@@ -65,6 +70,8 @@ class OverviewCalls:
     latency_window: LatencyWindow
     count: Any
     describe: Any
+    node_snapshot: Any
+    _named_app: Any
     _audit_log: Any
 
     def watch_overview(self, caller: App, interface: str = "console") -> None:
@@ -72,22 +79,66 @@ class OverviewCalls:
         with self.trail.audited(caller, "overview.watch", interface):
             pass
 
-    def overview(self, caller: App) -> dict[str, Any]:
+    def overview(self, caller: App, sections: Collection[str] | None = None) -> dict[str, Any]:
         """Processes, apps with usage against quotas, models with memory and KV, latency over the
-        last hour, nodes and recent audit rows, as `caller` may see them, read at one moment."""
+        last hour, nodes and recent audit rows, as `caller` may see them, read at one moment.
+
+        `sections` (a subset of SECTIONS; all when None) names the parts to build: a live page
+        asks only for what its visible view shows, so the server reads nothing else."""
+        wanted = SECTIONS if sections is None else frozenset(sections)
+        if unknown := wanted - SECTIONS:
+            raise InvalidRequestError(
+                f"no overview section {sorted(unknown)[0]!r}; ask for some of {', '.join(sorted(SECTIONS))}"
+            )
         self.count(caller.name, "overview")
-        snap = snapshots.kernel_snapshot(self.kernel)
-        processes = self._visible_processes(caller)
-        return {
+        out: dict[str, Any] = {
             "caller": {"app": caller.name, "admin": caller.is_admin},
             "now": self.kernel.clock(),
-            "processes": [self.describe(p) | {"node": "local"} for p in processes],
-            "apps": self._app_usage(caller, processes, snap),
-            "models": self._model_state(caller, snap, processes),
-            "latency": self.latency_window.series(lambda app: caller.is_admin or app == caller.name),
-            "nodes": [],  # filled when the server runs a cluster (llmasos/cluster)
-            "audit": self._recent_audit(caller),
         }
+        needs_snapshot = wanted & {"apps", "models"}
+        snap = snapshots.kernel_snapshot(self.kernel) if needs_snapshot else None
+        processes = self._visible_processes(caller) if wanted & {"processes", "apps", "models"} else []
+        if "processes" in wanted:
+            out["processes"] = [{"node": "local"} | self.describe(p) for p in processes]
+        if "apps" in wanted:
+            out["apps"] = self._app_usage(caller, processes, snap)
+        if "models" in wanted:
+            out["models"] = self._model_state(caller, snap, processes)
+        if "latency" in wanted:
+            out["latency"] = self.latency_window.series(lambda app: caller.is_admin or app == caller.name)
+        if "nodes" in wanted:
+            out["nodes"] = self._visible_nodes(caller)
+        if "audit" in wanted:
+            out["audit"] = self._recent_audit(caller)
+        return out
+
+    def data_inventory(self, caller: App, name: str, limit: int = inventory.DEFAULT_LIMIT) -> dict[str, Any]:
+        """App `name`'s largest documents, vector stores and conversations (its own, or any app's
+        for an admin), with its usage against its quota. Audited: it is read when a view opens,
+        not on a timer."""
+        with self.trail.audited(caller, "data.inventory", name):
+            target = self._named_app(caller, name, "see other apps' data")
+            if not (app_folder(target.identity) / "data.db").exists():  # never stored anything: none made
+                empty = {"documents": [], "vector_stores": [], "conversations": []}
+                return {"app": name, **empty, "usage": None}
+            data = app_data(target.identity)
+            listed = inventory.inventory(data, limit)
+            with data.db.transaction() as conn:
+                return {"app": name, **listed, "usage": usage(conn).to_dict()}
+
+    def _visible_nodes(self, caller: App) -> list[dict]:
+        """The cluster's nodes (empty on a single box). A node's capabilities, models and health are
+        no app's data; the count of processes on it is the caller's own unless it is the admin."""
+        nodes = self.node_snapshot()
+        if caller.is_admin or not nodes:
+            return nodes
+        with self.kernel.lock:
+            mine = [
+                p.node
+                for p in self.kernel.table.values()
+                if p.app_id == caller.identity and not p.is_terminal
+            ]
+        return [{**node, "processes": mine.count(node["name"])} for node in nodes]
 
     def _visible_processes(self, caller: App) -> list[Process]:
         """Live processes, then the most recently ended, that `caller` may see (as `ps`)."""

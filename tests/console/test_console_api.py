@@ -89,3 +89,63 @@ def test_app_changes_check_rights_and_input(console_server: LiveServer):
         assert delta.get("/os/audit?app=admin").status_code == 403  # an app reads its own rows only
     denied = [r for r in audit_rows(console_server, app="delta") if r["call"] == "http PATCH /os/apps/{name}"]
     assert denied and not denied[0]["allowed"]
+
+
+def events(console_server: LiveServer, query: str, count: int) -> list[dict]:
+    """The first `count` events of the admin's overview stream opened with `query`."""
+    out = []
+    with console_server.client() as admin, admin.stream("GET", f"/os/console/stream?{query}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                out.append(json.loads(line[6:]))
+            if len(out) == count:
+                return out
+    return out
+
+
+def test_the_stream_builds_only_the_sections_asked_for_and_then_only_what_changed(console_server: LiveServer):
+    key = console_server.new_app("sections")
+    with console_server.client(key) as app:  # an ended process: the processes section is not empty
+        chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+        assert app.post("/v1/chat/completions", json=chat).status_code == 200
+    first, *later = events(console_server, "interval=0.25&views=processes,nodes", 4)
+    assert set(first) == {"caller", "now", "processes", "nodes"}  # nothing else is built or sent
+    overview = api_overview(console_server)
+    ended = {p["pid"]: p for p in overview["processes"] if p["state"] == "finished"}
+    assert {p["pid"]: p for p in first["processes"] if p["pid"] in ended} == ended
+    # nothing runs: later events say only that the server is there, and when
+    assert [set(e) for e in later] == [{"caller", "now"}] * 3
+    assert all(b["now"] > a["now"] for a, b in zip([first, *later], later, strict=False))
+    assert set(events(console_server, "views=", 1)[0]) == {"caller", "now"}
+    with console_server.client() as admin:
+        wrong = admin.get("/os/console/stream?views=processes,nope")
+    assert wrong.status_code == 400 and "'nope'" in wrong.json()["error"]["message"]
+    assert "processes" in wrong.json()["error"]["message"]  # it names the sections there are
+
+
+def api_overview(console_server: LiveServer) -> dict:
+    with console_server.client() as admin:
+        return admin.get("/os/console/overview").json()
+
+
+def test_an_apps_data_inventory_is_its_own_or_the_admins(console_server: LiveServer):
+    key = console_server.new_app("stock")
+    other = console_server.new_app("nosy")
+    with console_server.client(key) as stock:
+        empty = stock.get("/os/apps/stock/data/inventory").json()  # nothing stored yet, nothing made
+        assert (empty["documents"], empty["conversations"], empty["usage"]) == ([], [], None)
+        for size in (10, 300, 40):
+            upload = {"file": (f"f{size}.txt", b"z" * size)}
+            assert stock.post("/v1/files", files=upload, data={"purpose": "assistants"}).status_code == 200
+        mine = stock.get("/os/apps/stock/data/inventory?limit=2").json()
+    assert [d["bytes"] for d in mine["documents"]] == [300, 40]  # the largest, first
+    assert mine["usage"]["files"] == 3 and mine["usage"]["bytes"] >= 350
+    with console_server.client(other) as nosy:
+        refused = nosy.get("/os/apps/stock/data/inventory")
+    assert refused.status_code == 403 and "admin" in refused.json()["error"]["message"]
+    with console_server.client() as admin:
+        assert len(admin.get("/os/apps/stock/data/inventory").json()["documents"]) == 3
+        assert admin.get("/os/apps/stock/data/inventory?limit=0").status_code == 422
+        assert admin.get("/os/apps/nobody/data/inventory").status_code == 404
+    calls = [(r["call"], r["target"]) for r in audit_rows(console_server, app="admin")]
+    assert ("data.inventory", "stock") in calls

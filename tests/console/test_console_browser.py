@@ -45,6 +45,11 @@ def work(console_server: LiveServer) -> dict[str, str]:
             "/v1/files", files={"file": ("notes.txt", b"x" * 3000)}, data={"purpose": "assistants"}
         )
         assert upload.status_code == 200, upload.text
+        assert client.post("/v1/files", files={"file": ("todo.md", b"y" * 500)}).status_code == 200
+        assert client.post("/v1/vector_stores", json={"name": "shelf"}).status_code == 200
+        for texts in (["a short one"], ["a longer conversation", "with two messages in it"]):
+            items = [{"type": "message", "role": "user", "content": t} for t in texts]
+            assert client.post("/v1/conversations", json={"items": items}).status_code == 200
     with console_server.client(keys["beta"]) as client:  # a denial, for the audit view to highlight
         assert client.get("/metrics").status_code == 403
     return keys
@@ -144,14 +149,17 @@ def fresh(page, snapshots: int = 2) -> None:
 
 
 def show(page, view: str) -> None:
+    """Show `view` and wait for the first snapshot of its own stream (the page follows only what
+    its visible view shows)."""
     page.click(f"#tabs button[data-view={view}]")
     page.wait_for_selector(f"#view-{view}:not([hidden])")
+    page.wait_for_selector(f"body[data-following={view}]")
 
 
 def rows(page, table: str) -> list[dict]:
     """The rows of table `#table`: each cell's text by its field, the row's key and class."""
     return page.evaluate(
-        """(id) => [...document.querySelectorAll(`#${id} tbody tr`)].map((tr) => ({
+        """(id) => [...document.querySelectorAll(`#${id} tbody tr[data-key]`)].map((tr) => ({
             _key: tr.dataset.key, _class: tr.className,
             ...Object.fromEntries([...tr.querySelectorAll('td[data-field]')]
                 .map((td) => [td.dataset.field, td.textContent])),
@@ -191,10 +199,13 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
             )
         assert shown[str(running["pid"])]["state"] == "running"
         # its KV, in the models view, under its app: at least its prompt's blocks (block_size 4)
+        show(page, "models")
         kv = eventually(lambda: by_key(page, "kv-table").get("tiny/alpha"))
         assert int(kv["blocks"]) * 4 >= live[running["pid"]]["tokens_in"] and kv["tokens"] == str(
             4 * int(kv["blocks"])
         )
+        page.screenshot(path=str(screenshots / "models-running.png"), full_page=True)
+        show(page, "processes")
         page.click(f"#processes-table tr[data-key='{running['pid']}'] button")  # cancel it from the page
         thread.join(timeout=30)
     assert api(console_server, f"/os/tasks/{running['pid']}")["state"] == "cancelled"
@@ -231,6 +242,9 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
     show(page, "latency")
     page.wait_for_selector("#chart-ttft canvas")
     page.screenshot(path=str(screenshots / "latency.png"), full_page=True)
+    for chart in ("ttft", "tpot"):  # every tick of the y axes is its own number
+        ticks = page.get_attribute(f"#chart-{chart}", "data-y-ticks").split()
+        assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks
     for key, row in by_key(page, "latency-table").items():
         model, app = key.split("/")
         observed = numbers[("llmasos_time_to_first_token_seconds_count", (("app", app), ("model", model)))]
@@ -249,18 +263,43 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
     assert {r["_class"] for r in rows(page, "audit-table")} == {"denied"}
     page.screenshot(path=str(screenshots / "audit-denials.png"), full_page=True)
 
-    show(page, "nodes")
+    show(page, "nodes")  # a single box (the nodes of a cluster: tests/cluster/test_console_nodes.py)
     assert page.is_visible("#nodes-empty") and rows(page, "nodes-table") == []
-    page.screenshot(path=str(screenshots / "nodes.png"), full_page=True)
-    for view in ("workflows", "data"):
-        show(page, view)
-        page.screenshot(path=str(screenshots / f"{view}.png"), full_page=True)
-    data = by_key(page, "data-usage-table")
-    assert set(data) == set(apps)
-    alpha = api(console_server, "/os/apps/alpha/data")
-    assert alpha["bytes"] >= 3000 and data["alpha"]["storage_items"] == str(alpha["items"])
-    assert data["alpha"]["storage_bytes"] == shown_bytes(alpha["bytes"])
+    page.screenshot(path=str(screenshots / "nodes-single-box.png"), full_page=True)
+    show(page, "workflows")
+    page.screenshot(path=str(screenshots / "workflows-none-shown.png"), full_page=True)
+    check_the_data_view(page, console_server, work, set(apps), screenshots)
     assert page.errors == []
+
+
+def check_the_data_view(page, console_server: LiveServer, work: dict, apps: set[str], screenshots) -> None:
+    """Each app's usage against its quota, and one app's documents, vector stores and conversations
+    by size, as /os/apps/{name}/data and alpha's own /v1 reads report them."""
+    show(page, "data")
+    data = by_key(page, "data-usage-table")
+    assert set(data) == apps
+    alpha = api(console_server, "/os/apps/alpha/data")
+    assert alpha["bytes"] >= 3500 and data["alpha"]["storage_items"] == str(alpha["items"])
+    assert data["alpha"]["storage_bytes"] == shown_bytes(alpha["bytes"])
+    page.select_option("#data-app", "alpha")
+    eventually(lambda: page.text_content("#inventory-app") == "alpha")
+    page.screenshot(path=str(screenshots / "data.png"), full_page=True)
+    files = sorted(api(console_server, "/v1/files", work["alpha"])["data"], key=lambda f: -f["bytes"])
+    assert [(r["_key"], r["filename"], r["bytes"]) for r in rows(page, "files-table")] == [
+        (f["id"], f["filename"], shown_bytes(f["bytes"])) for f in files
+    ]
+    stores = api(console_server, "/v1/vector_stores", work["alpha"])["data"]
+    assert [(r["_key"], r["name"], r["files"], r["bytes"]) for r in rows(page, "stores-table")] == [
+        (s["id"], s["name"], str(s["file_counts"]["total"]), shown_bytes(s["usage_bytes"])) for s in stores
+    ]
+    conversations = rows(page, "conversations-table")
+    assert len(conversations) == alpha["conversations"] == 2
+    texts = {}
+    for row in conversations:
+        items = api(console_server, f"/v1/conversations/{row['_key']}/items", work["alpha"])["data"]
+        texts[row["_key"]] = sum(len(c["text"]) for i in items for c in i["content"])
+        assert row["items"] == str(len(items))
+    assert [r["_key"] for r in conversations] == sorted(texts, key=lambda c: -texts[c])  # largest first
 
 
 # ---- actions take effect and are audited ----------------------------------------------------------
@@ -370,11 +409,10 @@ def test_an_app_key_sees_nothing_of_other_apps(page, console_server, work, scree
         assert str(running["pid"]) not in {r["_key"] for r in processes}
         mine = {p["pid"] for p in api(console_server, "/os/ps", work["beta"])["processes"]}
         assert {int(r["_key"]) for r in processes} <= mine
-        fresh(page, 1)  # every view is drawn from each snapshot, shown or not
         for view in VIEWS:
             show(page, view)
             if view == "data":  # read when shown, not from the stream
-                page.wait_for_selector("#data-usage-table tbody tr")
+                eventually(lambda: page.text_content("#inventory-app") == "beta")
             text = page.inner_text(f"#view-{view}")
             for other in ("alpha", "gamma"):  # ("admin" is a word of denial reasons)
                 assert other not in text, f"{other!r} shown in the {view} view to app beta"
@@ -413,6 +451,7 @@ def test_the_playground_streams_as_the_chosen_app_and_its_process_is_visible(
     page.screenshot(path=str(screenshots / "playground.png"), full_page=True)
     process = api(console_server, f"/os/tasks/{pid}")
     assert (process["app"], process["state"], process["tokens_out"]) == ("alpha", "finished", 40)
+    assert page.text_content("#play-state").startswith("finished:")  # its end, not its last snapshot
     assert page.text_content("#play-output")  # the streamed text
     assert page.errors == []
 

@@ -22,22 +22,49 @@ export function column(heading, field, format = (v) => v, { numeric = false } = 
 }
 
 // Fill `table` with one row per item; `key(item)` names the row (data-key), `extra(item)` adds
-// cells (actions) at the end, `rowClass(item)` marks rows. A table the operator is typing in is
-// left as it is until they leave it, so a refresh never eats what they typed.
-export function fillTable(table, columns, items, { key, extra, rowClass, extraHeading } = {}) {
+// cells (actions) at the end, `rowClass(item)` marks rows, `empty` is what an empty table says.
+// Rows are kept between calls and matched by key: a row whose item is as it was is not touched,
+// a changed one has only its changed cells rewritten, so a refresh a second costs the browser a
+// comparison per row rather than a rebuilt table (and a restyled page). A table the operator is
+// typing in is left as it is until they leave it, so a refresh never eats what they typed.
+export function fillTable(table, columns, items, { key, extra, rowClass, extraHeading, empty = "none" } = {}) {
   if (table.contains(document.activeElement) && document.activeElement !== document.body) return;
-  const head = el("tr", {}, columns.map((c) => el("th", {}, c.heading)), extra ? el("th", {}, extraHeading || "") : null);
-  const rows = items.map((item) =>
-    el(
-      "tr",
-      { dataset: key ? { key: String(key(item)) } : {}, class: rowClass ? rowClass(item) : undefined },
-      columns.map((c) =>
-        el("td", { dataset: { field: c.field }, class: c.numeric ? "num" : undefined }, show(c.format(item[c.field], item))),
-      ),
-      extra ? el("td", { class: "actions" }, extra(item)) : null,
-    ),
-  );
-  table.replaceChildren(el("thead", {}, head), el("tbody", {}, rows));
+  const heading = [...columns.map((c) => c.heading), extra ? extraHeading || "" : null].join("|");
+  if (table.dataset.heading !== heading || !table.tBodies.length) {
+    const head = el("tr", {}, columns.map((c) => el("th", {}, c.heading)), extra ? el("th", {}, extraHeading || "") : null);
+    table.replaceChildren(el("thead", {}, head), el("tbody"));
+    table.dataset.heading = heading;
+  }
+  const body = table.tBodies[0];
+  const kept = new Map([...body.rows].filter((r) => r.dataset.key !== undefined).map((r) => [r.dataset.key, r]));
+  items.forEach((item, i) => {
+    const name = key ? String(key(item)) : String(i);
+    const seen = JSON.stringify(item);
+    let row = kept.get(name);
+    kept.delete(name);
+    if (!row) {
+      row = el("tr", { dataset: { key: name } });
+      for (const c of columns) row.append(el("td", { dataset: { field: c.field }, class: c.numeric ? "num" : undefined }));
+      if (extra) row.append(el("td", { class: "actions" }));
+    }
+    if (row.seen !== seen) {
+      row.seen = seen;
+      row.className = rowClass ? rowClass(item) : "";
+      columns.forEach((c, j) => setCell(row.cells[j], show(c.format(item[c.field], item))));
+      if (extra) row.cells[columns.length].replaceChildren(...[extra(item)].flat().filter((x) => x !== "" && x != null));
+    }
+    if (body.rows[i] !== row) body.insertBefore(row, body.rows[i] || null);
+  });
+  for (const row of kept.values()) row.remove();
+  const left = [...body.rows].slice(items.length); // the "empty" line, if any
+  if (!items.length && left.length === 1 && left[0].className === "empty" && left[0].textContent === empty) return;
+  for (const row of left) row.remove();
+  if (!items.length) body.append(el("tr", { class: "empty" }, el("td", { colspan: columns.length + (extra ? 1 : 0) }, empty)));
+}
+
+function setCell(cell, value) {
+  if (value instanceof Node) cell.replaceChildren(value);
+  else if (cell.textContent !== value || cell.firstElementChild) cell.textContent = value;
 }
 
 function show(value) {
@@ -59,6 +86,10 @@ export function bytes(n) {
 
 export function seconds(s) {
   return s === null || s === undefined ? "–" : Number(s).toFixed(3);
+}
+
+export function millis(s) {
+  return s === null || s === undefined ? "–" : (1000 * Number(s)).toFixed(1);
 }
 
 export function percent(x) {

@@ -2,7 +2,7 @@
 // (each of which the server checks and audits).
 import { ApiError, call, currentKey, fetchRaw, readEvents, signIn, signOut } from "./api.js";
 import { LatencyCharts } from "./charts.js";
-import { bytes, clock, column, el, fillTable } from "./dom.js";
+import { clock, column, el, fillTable } from "./dom.js";
 import {
   PRIORITIES,
   renderApps,
@@ -11,11 +11,25 @@ import {
   renderLatency,
   renderModels,
   renderNodes,
+  renderInventory,
   renderProcesses,
 } from "./views.js";
 import { Playground } from "./playground.js";
 
 const $ = (id) => document.getElementById(id);
+// What each view shows of the overview: the stream is asked for these sections only, so the server
+// builds nothing a hidden view would show (and the page draws nothing it would not).
+const VIEW_SECTIONS = {
+  processes: ["processes"],
+  apps: ["apps"],
+  models: ["models"],
+  latency: ["latency"],
+  audit: ["audit"],
+  workflows: [],
+  data: ["apps"],
+  nodes: ["nodes"],
+  playground: ["models", "processes"],
+};
 const state = { overview: null, view: "processes", stream: null, charts: null, playground: null };
 
 // ---- signing in and out ------------------------------------------------------------------------
@@ -30,7 +44,8 @@ async function start(key, remember) {
     $("who").textContent = `${overview.caller.app}${overview.caller.admin ? " (admin)" : ""}`;
     state.charts = state.charts || new LatencyCharts($("chart-ttft"), $("chart-tpot"));
     state.playground = state.playground || new Playground(notify);
-    show(overview);
+    state.overview = overview;
+    draw(new Set(Object.keys(overview)));
     follow();
   } catch (err) {
     signOut();
@@ -50,15 +65,24 @@ function stop() {
 
 // ---- the live stream ---------------------------------------------------------------------------
 
+// Follow the stream of the visible view's sections until it is aborted (sign-out, or another view
+// shown, which follows its own); each event carries only the sections that changed.
 async function follow() {
+  if (state.stream) state.stream.abort();
   const controller = new AbortController();
+  const view = state.view;
   state.stream = controller;
   while (!controller.signal.aborted) {
     try {
-      const response = await fetchRaw("GET", "/os/console/stream?interval=1", undefined, { signal: controller.signal });
+      const views = VIEW_SECTIONS[view].join(",");
+      const response = await fetchRaw("GET", `/os/console/stream?interval=1&views=${views}`, undefined, { signal: controller.signal });
       setLive("live");
       await readEvents(response, (name, data) => {
-        if (name === "overview") show(JSON.parse(data));
+        if (name !== "overview" || controller.signal.aborted) return;
+        const changed = JSON.parse(data);
+        Object.assign(state.overview, changed);
+        draw(new Set(Object.keys(changed)));
+        document.body.dataset.following = view;
       });
     } catch (err) {
       if (controller.signal.aborted) return;
@@ -70,23 +94,36 @@ async function follow() {
 }
 
 function setLive(how) {
+  if ($("live-status").dataset.how === how) return;
+  $("live-status").dataset.how = how;
   $("live-status").textContent = how === "live" ? "live" : "reconnecting";
   $("live-status").className = `badge ${how}`;
 }
 
-function show(overview) {
-  state.overview = overview;
+// Draw the visible view if a section it shows is among `changed` (all of its sections when it has
+// just been shown); hidden views are drawn when they are shown, from the sections kept meanwhile.
+function draw(changed) {
+  const overview = state.overview;
   $("updated").textContent = new Date().toLocaleTimeString();
-  renderProcesses(overview, actions);
-  renderApps(overview, actions);
-  renderModels(overview, actions);
-  renderLatency(overview, state.charts);
-  renderAudit(overview);
-  renderNodes(overview);
-  renderDataUsage(overview);
-  if (state.playground) state.playground.offer(overview);
+  const view = state.view;
+  if (VIEW_SECTIONS[view].some((section) => changed.has(section) && section in overview)) {
+    const render = RENDERERS[view];
+    if (render) render(overview);
+    $(`view-${view}`).dataset.drawn = String(Number($(`view-${view}`).dataset.drawn || 0) + 1);
+  }
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
+
+const RENDERERS = {
+  processes: (o) => renderProcesses(o, actions),
+  apps: (o) => renderApps(o, actions),
+  models: (o) => renderModels(o, actions),
+  latency: (o) => renderLatency(o, state.charts),
+  audit: (o) => renderAudit(o),
+  data: (o) => renderDataUsage(o),
+  nodes: (o) => renderNodes(o),
+  playground: (o) => state.playground.offer(o),
+};
 
 // ---- actions -----------------------------------------------------------------------------------
 
@@ -142,21 +179,14 @@ async function createApp() {
 
 // ---- views read when opened (each read is an audited call, so never on a timer) ------------------
 
-async function refreshFiles() {
-  const files = (await call("GET", "/v1/files").catch(() => ({ data: [] }))).data || [];
-  fillTable(
-    $("files-table"),
-    [column("file", "filename"), column("id", "id"), column("bytes", "bytes", bytes, { numeric: true }), column("created", "created_at", clock)],
-    files.sort((a, b) => b.bytes - a.bytes),
-    { key: (f) => f.id },
-  );
-  const stores = (await call("GET", "/v1/vector_stores").catch(() => ({ data: [] }))).data || [];
-  fillTable(
-    $("stores-table"),
-    [column("store", "name"), column("id", "id"), column("bytes", "usage_bytes", bytes, { numeric: true }), column("files", "file_counts", (v) => (v ? v.total : "–"), { numeric: true })],
-    stores.sort((a, b) => b.usage_bytes - a.usage_bytes),
-    { key: (s) => s.id },
-  );
+async function refreshInventory() {
+  const app = $("data-app").value || (state.overview && state.overview.caller.app);
+  if (!app) return;
+  try {
+    renderInventory(await call("GET", `/os/apps/${encodeURIComponent(app)}/data/inventory`));
+  } catch (err) {
+    notify(`the data of ${app}: ${err.message}`, true);
+  }
 }
 
 async function refreshRuns() {
@@ -222,10 +252,16 @@ async function showRun(id) {
 // ---- wiring ------------------------------------------------------------------------------------
 
 function switchView(view) {
+  if (view === state.view) return;
   state.view = view;
   for (const button of document.querySelectorAll("#tabs button")) button.classList.toggle("active", button.dataset.view === view);
   for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
-  if (view === "data") refreshFiles();
+  delete document.body.dataset.following;
+  if (state.overview) {
+    draw(new Set(VIEW_SECTIONS[view])); // at once, from what the page holds; then live
+    follow();
+  }
+  if (view === "data") refreshInventory();
   if (view === "workflows") refreshRuns();
 }
 
@@ -242,8 +278,9 @@ function wire() {
     $("key-once-value").textContent = "";
     $("key-once").hidden = true;
   });
-  for (const id of ["audit-filter", "audit-denied"]) $(id).addEventListener("input", () => state.overview && renderAudit(state.overview));
-  $("files-refresh").addEventListener("click", refreshFiles);
+  for (const id of ["audit-filter", "audit-denied"]) $(id).addEventListener("input", () => state.overview && state.overview.audit && renderAudit(state.overview));
+  $("files-refresh").addEventListener("click", refreshInventory);
+  $("data-app").addEventListener("change", refreshInventory);
   $("runs-refresh").addEventListener("click", refreshRuns);
   document.body.dataset.ready = "true";
   if (currentKey()) start(currentKey(), true);

@@ -33,7 +33,11 @@ export class Playground {
       );
     }
     const mine = this.pid && overview.processes.find((p) => p.pid === this.pid);
-    if (mine) $("play-state").textContent = `${mine.state}: ${mine.reason} (${mine.tokens_out} tokens out)`;
+    if (mine && !$("play-output").dataset.done) this.showState(mine);
+  }
+
+  showState(process) {
+    $("play-state").textContent = `${process.state}: ${process.reason} (${process.tokens_out} tokens out)`;
   }
 
   async send() {
@@ -69,6 +73,8 @@ export class Playground {
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
       if (delta && delta.content) $("play-output").append(delta.content);
     });
+    // Its final state at once (the overview would show it within a second, in the process view).
+    if (this.pid) this.showState(await call("GET", `/os/tasks/${this.pid}`, undefined, { key }));
     $("play-output").dataset.done = "true";
   }
 

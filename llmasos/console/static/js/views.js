@@ -1,5 +1,5 @@
 // The views fed by the overview stream: processes, apps, models, latency, audit, nodes.
-import { bytes, clock, column, el, fillTable, percent, seconds } from "./dom.js";
+import { bytes, clock, column, el, fillTable, millis, percent, seconds } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 export const PRIORITIES = ["realtime", "interactive", "normal", "batch"];
@@ -121,10 +121,10 @@ export function renderLatency(overview, charts) {
       column("model", "model"),
       column("app", "app"),
       column("requests", "ttft_count", undefined, { numeric: true }),
-      column("TTFT p50 s", "ttft_p50", seconds, { numeric: true }),
-      column("TTFT p95 s", "ttft_p95", seconds, { numeric: true }),
-      column("TPOT p50 s", "tpot_p50", seconds, { numeric: true }),
-      column("TPOT p95 s", "tpot_p95", seconds, { numeric: true }),
+      column("TTFT p50 ms", "ttft_p50", millis, { numeric: true }),
+      column("TTFT p95 ms", "ttft_p95", millis, { numeric: true }),
+      column("TPOT p50 ms", "tpot_p50", millis, { numeric: true }),
+      column("TPOT p95 ms", "tpot_p95", millis, { numeric: true }),
     ],
     overview.latency,
     { key: (s) => `${s.model}/${s.app}` },
@@ -170,14 +170,57 @@ export function renderDataUsage(overview) {
     [...overview.apps].sort((a, b) => b.storage_bytes - a.storage_bytes),
     { key: (a) => a.name },
   );
+  const apps = overview.apps.map((a) => a.name);
+  const picker = $("data-app");
+  if (picker.dataset.apps !== apps.join(",") && document.activeElement !== picker) {
+    const chosen = picker.value || overview.caller.app;
+    picker.replaceChildren(...apps.map((name) => el("option", { value: name, selected: name === chosen }, name)));
+    picker.dataset.apps = apps.join(",");
+  }
+}
+
+// An app's documents, vector stores and conversations by size: read when the view opens (or its
+// app is chosen), an audited call, never on a timer.
+export function renderInventory(inventory) {
+  $("inventory-app").textContent = inventory.app;
+  fillTable(
+    $("files-table"),
+    [column("document", "filename"), column("id", "id"), column("purpose", "purpose"), column("bytes", "bytes", bytes, { numeric: true }), column("created", "created_at", clock)],
+    inventory.documents,
+    { key: (f) => f.id, empty: "no documents" },
+  );
+  fillTable(
+    $("stores-table"),
+    [column("store", "name"), column("id", "id"), column("files", "files", undefined, { numeric: true }), column("bytes", "bytes", bytes, { numeric: true }), column("created", "created_at", clock)],
+    inventory.vector_stores,
+    { key: (s) => s.id, empty: "no vector stores" },
+  );
+  fillTable(
+    $("conversations-table"),
+    [column("conversation", "id"), column("items", "items", undefined, { numeric: true }), column("bytes", "bytes", bytes, { numeric: true }), column("of responses", "is_thread", (v) => (v ? "yes" : "no")), column("created", "created_at", clock)],
+    inventory.conversations,
+    { key: (c) => c.id, empty: "no conversations" },
+  );
 }
 
 export function renderNodes(overview) {
   $("nodes-empty").hidden = overview.nodes.length > 0;
+  const models = (v) =>
+    Object.entries(v || {})
+      .map(([name, m]) => (m.healthy ? name : `${name} (unhealthy: ${m.reason})`))
+      .join(", ");
   fillTable(
     $("nodes-table"),
-    [column("node", "name"), column("address", "address"), column("health", "health"), column("capabilities", "capabilities", (v) => (v || []).join(", ")), column("load", "load")],
+    [
+      column("node", "name"),
+      column("alive", "alive", (v) => (v ? "yes" : "no")),
+      column("health", "healthy", (v, n) => (v ? "healthy" : `unhealthy: ${n.reason}`)),
+      column("capabilities", "capabilities", (v) => (v || []).join(", ")),
+      column("models", "models", models),
+      column("processes", "processes", undefined, { numeric: true }),
+      column("joined", "joined_at", clock),
+    ],
     overview.nodes,
-    { key: (n) => n.name },
+    { key: (n) => n.name, rowClass: (n) => (n.alive && n.healthy ? "" : "denied"), empty: "no nodes" },
   );
 }
