@@ -25,10 +25,26 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "locomo-dev"
+#: ../shared/data/locomo-dev beside the checkout (or beside the folder of worktrees holding it).
+DEFAULT_DATA = next(
+    (
+        p / "shared" / "data" / "locomo-dev"
+        for p in (REPO.parent, REPO.parent.parent)
+        if (p / "shared").is_dir()
+    ),
+    REPO.parent / "shared" / "data" / "locomo-dev",
+)
 CATEGORIES = {1: "multi-hop", 2: "temporal", 3: "open-domain", 4: "single-hop"}
 KS = (5, 10)
-METHODS = ("bm25s", "numpy-cosine", "ours-bm25", "ours-vector", "ours-fused")
+METHODS = ("bm25s", "numpy-cosine", "ours-bm25", "ours-vector", "ours-rrf60", "ours-fused")
+#: Our retrievals: (mode, fusion) per method. ours-fused is the default (convex combination of
+#: min-max scaled scores); ours-rrf60 is the reciprocal rank fusion it replaced, on the same candidates.
+OURS = {
+    "ours-bm25": ("bm25", "convex"),
+    "ours-vector": ("vector", "convex"),
+    "ours-rrf60": ("hybrid", "rrf"),
+    "ours-fused": ("hybrid", "convex"),
+}
 
 
 def turns_of(conversation: dict) -> list[dict]:
@@ -103,8 +119,9 @@ def evaluate(path: Path, embedder, per_category: dict, totals: dict) -> tuple[in
         )
         ranked["bm25s"] = [dia_ids[i] for i in ids[0]]
         ranked["numpy-cosine"] = [dia_ids[i] for i in np.argsort(-(matrix @ query_vector))[:10]]
-        for mode, method in (("bm25", "ours-bm25"), ("vector", "ours-vector"), ("hybrid", "ours-fused")):
-            hits = search(data, store_id, text, query_vector, SearchOptions(max_results=10, mode=mode))
+        for method, (mode, fusion) in OURS.items():
+            options = SearchOptions(max_results=10, mode=mode, fusion=fusion)
+            hits = search(data, store_id, text, query_vector, options)
             ranked[method] = [h.meta["dia_id"] for h in hits]
         for method, order in ranked.items():
             for k in KS:

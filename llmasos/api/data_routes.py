@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from llmasos.api.auth import Admin, Caller
-from llmasos.data.search import MODES, SearchOptions
+from llmasos.data.search import FUSIONS, MODES, SearchOptions
 
 router = APIRouter(tags=["os"])
 
@@ -23,6 +23,7 @@ class OsSearch(BaseModel):
     score_threshold: float = Field(0.0, ge=0)
     filters: dict | None = None
     explain: bool = False
+    fusion: str = Field("convex", description=f"hybrid mode's fusion: one of {', '.join(FUSIONS)}")
 
 
 class QuotaBody(BaseModel):

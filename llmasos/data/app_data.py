@@ -18,8 +18,9 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
-from llmasos.data.index import IndexCache
+from llmasos.data.index import IndexCache, remove_saved_graphs
 from llmasos.data.schema import app_folder, open_database, remove_app_folder
 from llmasos.security.data_keys import data_keys
 from llmasos.storage.db import Database
@@ -53,6 +54,17 @@ _open: dict[str, AppData] = {}
 _lock = threading.Lock()
 #: Vector indexes of every open app, keyed by (owner, store id).
 indexes = IndexCache()
+
+
+def index_folder(owner: str) -> Path:
+    """Where the app's saved vector index graphs live (`index.SavedGraph`)."""
+    return app_folder(owner) / "indexes"
+
+
+def forget_store_index(owner: str, store_id: str) -> None:
+    """Drop a deleted store's vector index, in memory and on disk."""
+    indexes.discard((owner, store_id))
+    remove_saved_graphs(index_folder(owner), store_id)
 
 
 def app_data(owner: str) -> AppData:

@@ -9,17 +9,27 @@ only (no faster than numpy), and hnswlib would compile from source here, while u
 and keeps vectors as f16. The cost is HNSW's build: 100k rows took 24 minutes on this loaded
 machine (the first search after a bulk load pays it; later changes add or remove only their rows).
 `benchmarks/retrieval_locomo.py --speed-only` measures search at 10k and 100k chunks again.
-The rows stay the truth; an index is a cache of them.
+The rows stay the truth; an index is a cache of them. The HNSW graph is kept on disk beside the
+app's database (`indexes/<store>.<model digest>.usearch`, 0600), so a restarted server restores it
+(100k rows: well under a second) instead of building it again; on restore, rows added or deleted
+since it was saved are added or removed, and a graph of another embedding model is never used
+(re-indexing writes new vectors: the next search builds anew and replaces the file).
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
+logger = logging.getLogger(__name__)
 _blas = ThreadpoolController()
 
 EXACT_MAX_ROWS = 20_000
@@ -28,6 +38,9 @@ OVERSAMPLE = 4
 HNSW_CONNECTIVITY = 16
 HNSW_EXPANSION_ADD = 128
 HNSW_EXPANSION_SEARCH = 128
+#: Seconds between saves of a graph that rows were added to or removed from (a kill loses at most
+#: this much of the graph's work: restore adds the missing rows again).
+SAVE_EVERY_S = 60.0
 
 
 @dataclass
@@ -37,6 +50,9 @@ class VectorIndex:
     matrix: np.ndarray | None = None  # (N, dim) float32 unit rows, in chunk_ids order
     hnsw: object | None = None  # usearch Index keyed by chunk id, once past EXACT_MAX_ROWS
     version: int = -1  # the store's chunks_version these rows reflect
+    saved: SavedGraph | None = None  # where the graph is kept between runs (None: memory only)
+    unsaved_changes: int = 0
+    saved_at: float = 0.0
 
     @property
     def max_id(self) -> int:
@@ -49,6 +65,7 @@ class VectorIndex:
         if not keep.all():
             if self.hnsw is not None:
                 self.hnsw.remove(self.chunk_ids[~keep])  # type: ignore[attr-defined]
+                self.unsaved_changes += int((~keep).sum())
             self.chunk_ids, self.file_ids = self.chunk_ids[keep], self.file_ids[keep]
             self.matrix = self.matrix[keep] if self.matrix is not None else None
         if new_rows:
@@ -61,9 +78,40 @@ class VectorIndex:
             )
             if self.hnsw is not None:
                 self.hnsw.add(ids, vectors)  # type: ignore[attr-defined]
+                self.unsaved_changes += len(ids)
         if self.hnsw is None and len(self.chunk_ids) > EXACT_MAX_ROWS:
-            self.hnsw = _new_hnsw(self.matrix.shape[1])  # type: ignore[union-attr]
-            self.hnsw.add(self.chunk_ids, self.matrix)  # type: ignore[attr-defined]
+            self.hnsw = self._restored_graph() or self._built_graph()
+        if self.unsaved_changes and time.monotonic() - self.saved_at > SAVE_EVERY_S:
+            self._save()
+
+    def _built_graph(self):
+        graph = _new_hnsw(self.matrix.shape[1])  # type: ignore[union-attr]
+        graph.add(self.chunk_ids, self.matrix)
+        self.unsaved_changes += len(self.chunk_ids)
+        return graph
+
+    def _restored_graph(self):
+        """The saved graph of these vectors brought up to date with the rows, or None."""
+        if self.saved is None:
+            return None
+        graph = self.saved.load(self.matrix.shape[1])  # type: ignore[union-attr]
+        if graph is None:
+            return None
+        keys = np.asarray(graph.keys, np.int64)
+        stale = keys[~np.isin(keys, self.chunk_ids)]
+        missing = ~np.isin(self.chunk_ids, keys)
+        if len(stale):
+            graph.remove(stale)
+        if missing.any():
+            graph.add(self.chunk_ids[missing], self.matrix[missing])  # type: ignore[index]
+        self.unsaved_changes += len(stale) + int(missing.sum())
+        return graph
+
+    def _save(self) -> None:
+        self.saved_at = time.monotonic()
+        if self.saved is not None and self.hnsw is not None:
+            self.saved.save(self.hnsw)
+        self.unsaved_changes = 0
 
     def search(
         self, query: np.ndarray, k: int, allowed_files: set[str] | None = None
@@ -105,6 +153,50 @@ class VectorIndex:
             if len(found) == k:
                 break
         return found
+
+
+@dataclass(frozen=True)
+class SavedGraph:
+    """Where one store's HNSW graph for one embedding model is kept between runs."""
+
+    folder: Path
+    store_id: str
+    model: str
+
+    @property
+    def path(self) -> Path:
+        digest = hashlib.sha256(self.model.encode()).hexdigest()[:16]
+        return self.folder / f"{self.store_id}.{digest}.usearch"
+
+    def load(self, dim: int):
+        """The saved graph, or None when there is none (or it cannot be read: it is rebuilt)."""
+        from usearch.index import Index
+
+        if not self.path.exists():
+            return None
+        try:
+            graph = Index.restore(str(self.path), expansion_search=HNSW_EXPANSION_SEARCH)
+        except Exception:  # a torn or foreign file: the rows are the truth, build again
+            logger.warning("the saved vector index %s cannot be read; rebuilding it", self.path.name)
+            return None
+        return graph if graph is not None and graph.ndim == dim else None
+
+    def save(self, graph) -> None:
+        """Write the graph (to a temporary file renamed over the old one, so a kill leaves either),
+        and remove this store's graphs of other models."""
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        partial = self.path.with_suffix(".partial")
+        graph.save(str(partial))
+        os.chmod(partial, 0o600)
+        os.replace(partial, self.path)
+        remove_saved_graphs(self.folder, self.store_id, keep=self.path)
+
+
+def remove_saved_graphs(folder: Path, store_id: str, keep: Path | None = None) -> None:
+    """Delete a store's saved graphs (all of them, or all but `keep`)."""
+    for path in folder.glob(f"{store_id}.*.usearch") if folder.exists() else ():
+        if path != keep:
+            path.unlink(missing_ok=True)
 
 
 def _new_hnsw(dim: int):

@@ -1,9 +1,17 @@
-"""Hybrid search over one vector store: BM25 (SQLite FTS5) and vectors (index.py), fused by weighted
-reciprocal rank fusion, restricted to the files whose attributes pass a filter.
+"""Hybrid search over one vector store: BM25 (SQLite FTS5) and vectors (index.py), fused by a convex
+combination of their normalized scores, restricted to the files whose attributes pass a filter.
 
-Reciprocal rank fusion (Cormack et al., 2009) adds `weight / (k + rank)` over the rankings a chunk
-appears in; it needs no calibration between BM25 scores and cosines, which live on unrelated scales.
-Only chunks of completed files exist in the table, so a file being ingested is never found.
+Fusion (`fusion="convex"`, the default): each retriever's scores over its own candidates are scaled
+to [0, 1] (min-max), and a chunk's fused score is the weighted mean of its scaled scores (0 where a
+retriever did not return it). Bruch et al. (2023, "An analysis of fusion functions for hybrid
+retrieval") found this beats reciprocal rank fusion, which it replaced here on LoCoMo (dev split,
+`benchmarks/retrieval_locomo.py`): recall@10 fused 64.2 with RRF (k=60), +0.1 over BM25 alone,
+against 70.6 (+6.5) with the convex combination at equal, untuned weights. RRF's `1 / (60 + rank)`
+over 50-deep lists barely separates rank 1 from rank 10 (1/61 against 1/70), so a chunk both
+retrievers put in their middle outranks one that either puts first, which is where the evidence of
+a question mostly is; scaled scores keep how far ahead a first result is. `fusion="rrf"` keeps the
+old ranking. Only chunks of completed files exist in the table, so a file being ingested is never
+found.
 """
 
 from __future__ import annotations
@@ -14,12 +22,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from llmasos.data.app_data import AppData, indexes
+from llmasos.data.app_data import AppData, index_folder, indexes
 from llmasos.data.filters import compile_filter
-from llmasos.data.index import VectorIndex
+from llmasos.data.index import SavedGraph, VectorIndex
 from llmasos.errors import InvalidRequestError
 
 RRF_K = 60
+FUSIONS = ("convex", "rrf")
 #: Candidates taken from each retriever before fusing, per result asked for (at least 50).
 CANDIDATES_PER_RESULT = 5
 MAX_RESULTS = 50
@@ -49,12 +58,15 @@ class SearchOptions:
     score_threshold: float = 0.0  # OpenAI's ranking_options.score_threshold, on the returned score
     filters: dict | None = None
     explain: bool = False
+    fusion: str = "convex"  # how hybrid mode merges the rankings: one of FUSIONS
 
     def __post_init__(self) -> None:
         if not isinstance(self.max_results, int) or not 1 <= self.max_results <= MAX_RESULTS:
             raise InvalidRequestError(f"max_num_results must be an integer from 1 to {MAX_RESULTS}")
         if self.mode not in MODES:
             raise InvalidRequestError(f"mode must be one of {', '.join(MODES)}")
+        if self.fusion not in FUSIONS:
+            raise InvalidRequestError(f"fusion must be one of {', '.join(FUSIONS)}")
         for name in ("bm25_weight", "vector_weight"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -123,9 +135,13 @@ def vector_index(data: AppData, store_id: str) -> VectorIndex:
     rows are read; whether any did is one row: the store's `chunks_version`)."""
     with indexes.lock:
         index = indexes.get((data.owner, store_id))
-        version = data.db.execute("SELECT chunks_version FROM vector_stores WHERE id = ?", (store_id,))
-        version = version[0][0] if version else -1
+        row = data.db.execute(
+            "SELECT chunks_version, embedding_model FROM vector_stores WHERE id = ?", (store_id,)
+        )
+        version, model = (row[0][0], row[0][1]) if row else (-1, None)
         if version != index.version:
+            if model is not None:
+                index.saved = SavedGraph(index_folder(data.owner), store_id, model)
             ids = data.db.execute("SELECT id FROM chunks WHERE store_id = ? ORDER BY id", (store_id,))
             rows = data.db.execute(
                 "SELECT id, file_id, embedding FROM chunks WHERE store_id = ? AND id > ? ORDER BY id",
@@ -154,15 +170,28 @@ def allowed_files(
 
 
 def fuse(
-    rankings: dict[str, list[tuple[int, float]]], weights: dict[str, float]
+    rankings: dict[str, list[tuple[int, float]]], weights: dict[str, float], fusion: str = "convex"
 ) -> list[tuple[int, float, dict]]:
-    """Weighted reciprocal rank fusion: (chunk id, fused score, {retriever: (rank, score)}), best first."""
+    """(chunk id, fused score in [0, 1], {retriever: its rank, score and scaled score}), best first:
+    the convex combination of min-max scaled scores, or weighted reciprocal rank fusion scaled so
+    that a chunk first in every ranking scores 1."""
+    total = sum(weights[name] for name in rankings) or 1.0
     fused: dict[int, float] = {}
     why: dict[int, dict] = {}
     for name, ranking in rankings.items():
-        for rank, (chunk_id, score) in enumerate(ranking, start=1):
-            fused[chunk_id] = fused.get(chunk_id, 0.0) + weights[name] / (RRF_K + rank)
-            why.setdefault(chunk_id, {})[name] = {"rank": rank, "score": round(score, 6)}
+        scores = np.asarray([score for _, score in ranking], np.float64)
+        if fusion == "rrf":
+            scaled = (RRF_K + 1) / (RRF_K + np.arange(1, len(ranking) + 1))
+        else:
+            low, high = (scores.min(), scores.max()) if len(scores) else (0.0, 0.0)
+            scaled = (scores - low) / (high - low) if high > low else np.ones_like(scores)
+        for rank, ((chunk_id, score), part) in enumerate(zip(ranking, scaled, strict=True), start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + weights[name] * float(part) / total
+            why.setdefault(chunk_id, {})[name] = {
+                "rank": rank,
+                "score": round(score, 6),
+                "scaled": round(float(part), 6),
+            }
     return sorted(((c, s, why[c]) for c, s in fused.items()), key=lambda t: -t[1])
 
 
@@ -179,10 +208,7 @@ def search(
         rankings["vector"] = vector_index(data, store_id).search(query_vector, depth, files)
     weights = {"bm25": options.bm25_weight, "vector": options.vector_weight}
     if options.mode == "hybrid":
-        ranked = fuse(rankings, weights)
-        # Fused scores are tiny (about 1/60); scale so that a chunk first in every ranking scores 1.
-        top = sum(weights[name] / (RRF_K + 1) for name in rankings) or 1.0
-        ranked = [(c, s / top, w) for c, s, w in ranked]
+        ranked = fuse(rankings, weights, options.fusion)
     else:
         only = rankings.get(options.mode, [])
         ranked = [

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from llmasos.data.app_data import AppData, new_id
+from llmasos.data.app_data import AppData, forget_store_index, new_id
 from llmasos.data.chunking import ChunkingStrategy
 from llmasos.data.pages import PageRequest, page
 from llmasos.data.quota import require_room
@@ -111,6 +111,7 @@ def delete_store(data: AppData, store_id: str) -> dict:
         _store_row(conn, store_id)
         conn.execute("DELETE FROM chunks WHERE store_id = ?", (store_id,))
         conn.execute("DELETE FROM vector_stores WHERE id = ?", (store_id,))
+    forget_store_index(data.owner, store_id)
     return {"id": store_id, "object": "vector_store.deleted", "deleted": True}
 
 
