@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -81,9 +82,10 @@ class Server:
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
 
-    def state(self) -> dict[str, float]:
+    def state(self) -> dict:
         metrics = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30).text
         return {
+            "series": {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and line[0] != "#"},
             "rss_mb": rss_mb(self.pid),
             "metrics_bytes": len(metrics),
             "metrics_series": sum(1 for line in metrics.splitlines() if line and not line.startswith("#")),
@@ -210,6 +212,18 @@ def report(row: dict) -> str:
     )
 
 
+def grown_series(before: dict, after: dict) -> str:
+    """The series added between two states, counted by metric family and app label."""
+    added = Counter()
+    for series in after["series"] - before["series"]:
+        name, _, labels = series.partition("{")
+        family = name.removesuffix("_bucket").removesuffix("_count").removesuffix("_sum")
+        family = family.removesuffix("_created").removesuffix("_total")
+        app = next((label for label in labels.split(",") if label.startswith("app=")), "no app")
+        added[f"{family} {app}"] += 1
+    return ", ".join(f"{key}: {n}" for key, n in sorted(added.items())) or "none"
+
+
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -280,6 +294,7 @@ def main() -> None:
             f"{start['audit_rows']} -> {end['audit_rows']} rows; logs "
             f"{start['log_bytes'] / 1024:.0f} -> {end['log_bytes'] / 1024:.0f} KB"
         )
+        print(f"  /metrics series added over the run, by metric and app: {grown_series(start, end)}")
     finally:
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGINT)

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmasos.api.auth_guard import FailedAuthGuard, FailureSummary
 from llmasos.api.errors import OLLAMA_PREFIX, error_response
+from llmasos.api.limits import closing_if_body_unread
 from llmasos.errors import (
     AppNotFoundError,
     AuthenticationError,
@@ -108,7 +109,8 @@ class AuthenticationMiddleware:
         try:
             caller = await self._authenticate(scope)
         except LLMasOSError as err:
-            await error_response(err, scope["path"].startswith(OLLAMA_PREFIX))(scope, receive, send)
+            refusal = error_response(err, scope["path"].startswith(OLLAMA_PREFIX))
+            await closing_if_body_unread(refusal, scope)(scope, receive, send)
             return
         scope.setdefault("state", {})["caller"] = caller
         await self.app(scope, receive, send)

@@ -45,6 +45,17 @@ class HttpLimits:
     cors_origins: tuple[str, ...] = ()
 
 
+def closing_if_body_unread(response: JSONResponse, scope: Scope) -> JSONResponse:
+    """`response`, marked to close the connection when the request declared a body that is answered
+    before it is read. Kept open, the server must read the rest to find the next request: a 30 MB
+    body refused at once still cost 30 MB of reading in the event loop (benchmarks/abuse.py)."""
+    headers = Headers(scope=scope)
+    declared = headers.get("content-length", "0")
+    if "transfer-encoding" in headers or not declared.isdigit() or int(declared) > 0:
+        response.headers["connection"] = "close"
+    return response
+
+
 def host_of(header: str | None) -> str | None:
     """The host name of a Host header (`[::1]:8080` -> `::1`), lowercased; None if malformed."""
     if not header:
@@ -75,7 +86,7 @@ class TrustedHostMiddleware:
                     "invalid_request_error",
                     "untrusted_host",
                 )
-                await JSONResponse(body, 400)(scope, receive, send)
+                await closing_if_body_unread(JSONResponse(body, 400), scope)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
@@ -89,7 +100,7 @@ class BodyLimitMiddleware(RequestBodyLimitMiddleware):
         if scope["type"] == "http":
             declared = Headers(scope=scope).get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body_size:
-                await too_large(self.max_body_size)(scope, receive, send)
+                await closing_if_body_unread(too_large(self.max_body_size), scope)(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
@@ -111,5 +122,5 @@ def install_body_limit(app: FastAPI, limit: int) -> None:
     async def _too_large(request: Request, err: StarletteHTTPException) -> JSONResponse:
         error = getattr(err, "error", None)  # upload_quota.UploadOverQuota: the app's quota, not ours
         if isinstance(error, LLMasOSError):
-            return error_response(error)
-        return too_large(limit)
+            return closing_if_body_unread(error_response(error), request.scope)
+        return closing_if_body_unread(too_large(limit), request.scope)  # the rest of it is unread

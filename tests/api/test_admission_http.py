@@ -69,6 +69,43 @@ def test_a_declared_oversized_body_is_refused_at_once(tiny_server):
     assert b"limit" in answer
 
 
+def _closed_after_answer(url: str, head: str) -> tuple[bytes, bool]:
+    """Send a head declaring a body and only its first bytes; the answer, and whether the server then
+    closed the connection (rather than reading on, to discard the rest, as it used to: a 30 MB body
+    refused at once still cost the server 30 MB of reading)."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(head.encode() + b"\r\n\r\n" + b'{"model": "tiny", "messages": [')
+        answer = sock.recv(65536)
+        sock.settimeout(2)
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except TimeoutError:
+            return answer, False
+        except ConnectionResetError:
+            pass
+        return answer, True
+
+
+def test_a_body_refused_before_it_is_read_closes_the_connection(tiny_server):
+    start = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    for head, status in (
+        (start + "Content-Length: 31457280", b"401"),
+        (start + "Authorization: Bearer lmos-wrong\r\nContent-Length: 31457280", b"401"),
+        (start + f"Authorization: Bearer {tiny_server.admin_key}\r\nContent-Length: 31457280", b"413"),
+    ):
+        answer, closed = _closed_after_answer(tiny_server.url, head)
+        assert answer.startswith(b"HTTP/1.1 " + status), answer[:200]
+        assert closed and b"connection: close" in answer.lower(), answer[:300]
+
+
+def test_a_refusal_without_a_body_keeps_the_connection(tiny_server):
+    with httpx.Client(base_url=tiny_server.url, headers={"Authorization": "Bearer lmos-wrong"}) as bad:
+        assert bad.get("/v1/models").status_code == 401
+        assert "close" not in bad.get("/v1/models").headers.get("connection", "")
+
+
 def test_an_oversized_body_without_a_content_length_is_refused_while_read(tiny_server):
     def chunks():
         yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
