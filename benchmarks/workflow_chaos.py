@@ -1,29 +1,34 @@
-"""Durable workflows under SIGKILL: a real `llmasos serve` killed at random moments while runs go on.
+"""Durable workflows under SIGKILL: a real `llmasos serve` killed while steps run, started again.
 
-    .venv/bin/python benchmarks/workflow_chaos.py [--runs 50] [--kills 20] [--seed 0]
+    .venv/bin/python benchmarks/workflow_chaos.py [--runs 50] [--kills 20] [--seed 0] [--max-delay 0.5]
         [--langgraph-python /path/to/venv/bin/python]   # the same harness against LangGraph
+        [--only-chaos | --only-in-process] [--parallel-model PATH_OR_NAME]
 
 A 5-step workflow (chat -> knowledge add, the side effect -> calculator -> chat -> clean_text) on the
-tiny random model. Runs are submitted in waves between kills; after each wave the server is killed
-with SIGKILL after a random delay and started again (it resumes every unfinished run). At the end,
-read from the stores themselves (not from the server's answers):
+tiny random model, each chat step generating 128 tokens. Runs are submitted in waves; after each wave
+a random delay (uniform 0.05 s .. --max-delay, from --seed), then a wait until a step attempt has
+started and not committed, then SIGKILL and a restart (which resumes every unfinished run). So every
+kill cuts work short, and the figures say how many did. At the end, read from the stores themselves
+(not from the server's answers):
 - every run succeeded;
 - every side effect happened exactly once: one keyed write per run in knowledge.db (`applied_keys`),
   one triple per run;
 - no step attempt started after its step's result was committed (`attempts` vs `step_results`);
-- restart-to-progress: from spawning the server again to the first new step event, p50 / p95.
+- restart-to-progress: from spawning the server again to the first step result committed by a run
+  that was unfinished at the kill, p50 / p95 (server start included: that is what a crash costs).
 Then the step overhead: a one-step workflow (calculator) in process against the same call made
-directly, p50 of the difference (goal <= 5 ms).
+directly, p50 of the difference (goal <= 5 ms); and the parallel branches figure (parallel_model_steps).
 
 With --langgraph-python (a venv with benchmarks/requirements-langgraph.txt), the same harness runs
 benchmarks/workflow_chaos_langgraph.py there: the same five steps as LangGraph nodes with its SQLite
-checkpointer (model steps replaced by sleeps of the duration measured here), and prints its figures
-beside these.
+checkpointer, the same waves, delays and gate, its model steps sleeps as long as the median chat step
+measured here, and prints its figures beside these.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import random
@@ -44,11 +49,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from server_load import free_port  # noqa: E402
 
+#: Tokens each chat step generates (the tiny model rarely ends earlier): long enough that a kill lands
+#: inside a model step, not only between runs.
+CHAT_TOKENS = 128
+
+
 WORKFLOW = {
     "name": "chaos",
     "inputs": {"n": {"type": "integer"}},
     "steps": {
-        "draft": {"kind": "chat", "model": "bench", "max_tokens": 48, "prompt": "Write note {{ inputs.n }}."},
+        "draft": {
+            "kind": "chat",
+            "model": "bench",
+            "max_tokens": CHAT_TOKENS,
+            "prompt": "Write note {{ inputs.n }}.",
+        },
         "remember": {
             "kind": "tool",
             "name": "knowledge",
@@ -69,7 +84,7 @@ WORKFLOW = {
         "reply": {
             "kind": "chat",
             "model": "bench",
-            "max_tokens": 48,
+            "max_tokens": CHAT_TOKENS,
             "needs": ["double"],
             "prompt": "Note {{ steps.double.output.value }}: {{ steps.draft.output[:40] }}",
         },
@@ -82,6 +97,14 @@ WORKFLOW = {
     },
     "output": "{{ steps.tidy.output.text }}",
 }
+
+
+def chaos_workflow(chat_tokens: int = CHAT_TOKENS) -> dict:
+    """The 5-step workflow, its chat steps generating `chat_tokens` each."""
+    spec = copy.deepcopy(WORKFLOW)
+    for step in ("draft", "reply"):
+        spec["steps"][step]["max_tokens"] = chat_tokens
+    return spec
 
 
 class Server:
@@ -149,53 +172,100 @@ def _db(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def latest_step_event(home: Path) -> float:
+def open_attempts(home: Path, since: float) -> int:
+    """Step attempts the server started since `since` that have not ended: work a kill now cuts short."""
     try:
         with _db(home / "workflows.db") as conn:
-            row = conn.execute("SELECT MAX(at) AS at FROM events WHERE type LIKE 'step_%'").fetchone()
+            return conn.execute(
+                "SELECT COUNT(*) FROM attempts WHERE ended_at IS NULL AND started_at >= ?", (since,)
+            ).fetchone()[0]
+    except sqlite3.Error:  # the server has not made its tables yet
+        return 0
+
+
+def unfinished(home: Path) -> list[str]:
+    """Top-level runs not yet ended (sub-workflows resume inside their parent's step)."""
+    try:
+        with _db(home / "workflows.db") as conn:
+            rows = conn.execute(
+                "SELECT id FROM runs WHERE status IN ('pending', 'running') AND parent IS NULL"
+            ).fetchall()
     except sqlite3.Error:
-        return 0.0
-    return row["at"] or 0.0
+        return []
+    return [row[0] for row in rows]
 
 
-def unfinished(home: Path) -> int:
-    with _db(home / "workflows.db") as conn:
-        return conn.execute("SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running')").fetchone()[0]
+def wait_for_open_attempt(home: Path, since: float, timeout: float = 120) -> bool:
+    """Until a step attempt is open (True), or no run is left unfinished (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if open_attempts(home, since):
+            return True
+        if not unfinished(home):
+            return False
+        time.sleep(0.005)
+    return False
 
 
-def run_chaos(home: Path, runs: int, kills: int, seed: int = 0, max_delay: float = 2.0) -> dict:
-    """The harness: submit runs in waves, kill and restart the server `kills` times; the figures."""
+def run_chaos(
+    home: Path, runs: int, kills: int, seed: int = 0, max_delay: float = 0.5, chat_tokens: int = CHAT_TOKENS
+) -> dict:
+    """The harness: submit runs in waves; after each, a random delay, then a wait until a step is
+    running (so the kill cuts work short), SIGKILL, and a restart; the figures."""
     rng = random.Random(seed)
+    spec = chaos_workflow(chat_tokens)
     server = Server(home)
     server.pull_tiny_model()
-    server.start()
+    spawned = server.start()
     server.wait_ready()
     per_wave = [runs // kills + (1 if i < runs % kills else 0) for i in range(kills)]
-    progress_s, submitted, n = [], [], 0
+    progress_s, ready_s, interrupted_per_kill, submitted, n = [], [], [], [], 0
     for wave in per_wave:
         with server.client() as http:
             for _ in range(wave):
-                answer = http.post("/os/workflows/runs", json={"spec": WORKFLOW, "inputs": {"n": n}})
+                answer = http.post("/os/workflows/runs", json={"spec": spec, "inputs": {"n": n}})
                 answer.raise_for_status()
                 submitted.append(answer.json()["id"])
                 n += 1
         time.sleep(rng.uniform(0.05, max_delay))
-        had_work = unfinished(home) > 0
+        wait_for_open_attempt(home, spawned)
         server.kill()
+        interrupted_per_kill.append(open_attempts(home, spawned))
+        resumed = unfinished(home)
         spawned = server.start()
-        if had_work:
-            progress_s.append(_time_to_progress(home, spawned))
+        if resumed:
+            progress_s.append(_time_to_progress(home, resumed, spawned))
         server.wait_ready()
+        ready_s.append(time.time() - spawned)
     _wait_for_runs(home, timeout=600)
     server.stop()
-    return {**count_outcomes(home, submitted), "kills": kills, "progress_s": progress_s}
+    return {
+        **count_outcomes(home, submitted),
+        "kills": kills,
+        "kills_interrupting_work": sum(1 for i in interrupted_per_kill if i),
+        "steps_interrupted": sum(interrupted_per_kill),
+        "progress_s": progress_s,
+        "restart_to_ready_p50_s": statistics.median(ready_s) if ready_s else float("nan"),
+        "model_step_seconds": model_step_seconds(home),
+    }
 
 
-def _time_to_progress(home: Path, spawned: float, timeout: float = 300) -> float:
+def _time_to_progress(home: Path, resumed: list[str], spawned: float, timeout: float = 300) -> float:
+    """From spawning the server to the first step result committed by one of the `resumed` runs."""
+    marks = ",".join("?" * len(resumed))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if latest_step_event(home) > spawned:
-            return latest_step_event(home) - spawned
+        try:
+            with _db(home / "workflows.db") as conn:
+                first = conn.execute(
+                    "SELECT MIN(finished_at) FROM step_results "
+                    f"WHERE run_id IN ({marks}) AND finished_at > ?",
+                    (*resumed, spawned),
+                ).fetchone()[0]
+        except sqlite3.Error:
+            first = None
+        if first is not None:
+            return first - spawned
         time.sleep(0.02)
     return float("nan")
 
@@ -204,6 +274,16 @@ def _wait_for_runs(home: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while unfinished(home) and time.monotonic() < deadline:
         time.sleep(0.2)
+
+
+def model_step_seconds(home: Path) -> float:
+    """The median wall time of the chat steps that ran in one attempt (what LangGraph's sleeps take)."""
+    with _db(home / "workflows.db") as conn:
+        rows = conn.execute(
+            "SELECT finished_at - started_at FROM step_results WHERE step IN ('draft', 'reply') "
+            "AND status = 'succeeded' AND attempts = 1"
+        ).fetchall()
+    return statistics.median(r[0] for r in rows) if rows else float("nan")
 
 
 def count_outcomes(home: Path, run_ids: list[str]) -> dict:
@@ -350,55 +430,66 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-delay", type=float, default=0.5, help="most seconds from a wave to its kill")
     parser.add_argument("--langgraph-python", type=Path, default=None)
     parser.add_argument(
         "--only-in-process", action="store_true", help="only the overhead and parallel figures"
     )
+    parser.add_argument("--only-chaos", action="store_true", help="only the kill/restart figures")
     args = parser.parse_args()
-    if args.only_in_process:
-        with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
-            os.environ["LLMASOS_HOME"] = str(Path(tmp) / "home")
-            print(json.dumps({"overhead": step_overhead(), "parallel": parallel_model_steps()}, indent=2))
-        return
+    figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
         home = Path(tmp) / "home"
         os.environ["LLMASOS_HOME"] = str(home)
-        started = time.monotonic()
-        figures = run_chaos(home, args.runs, args.kills, args.seed)
-        figures["wall_s"] = time.monotonic() - started
-        figures["overhead"] = step_overhead()
-        figures["parallel"] = parallel_model_steps()
-    progress = figures.pop("progress_s")
-    figures["restart_to_progress_p50_s"] = percentile(progress, 0.5)
-    figures["restart_to_progress_p95_s"] = percentile(progress, 0.95)
+        if not args.only_in_process:
+            started = time.monotonic()
+            figures = run_chaos(home, args.runs, args.kills, args.seed, args.max_delay)
+            figures["wall_s"] = time.monotonic() - started
+            progress = figures.pop("progress_s")
+            figures["restart_to_progress_p50_s"] = percentile(progress, 0.5)
+            figures["restart_to_progress_p95_s"] = percentile(progress, 0.95)
+        if not args.only_chaos:
+            figures["overhead"] = step_overhead()
+            figures["parallel"] = parallel_model_steps()
     print("LLMasOS:", json.dumps(figures, indent=2))
-    if args.langgraph_python is not None:
-        script = Path(__file__).resolve().parent / "workflow_chaos_langgraph.py"
-        command = [
-            str(args.langgraph_python),
-            str(script),
-            "--runs",
-            str(args.runs),
-            "--kills",
-            str(args.kills),
-        ]
-        done = subprocess.run(
-            [*command, "--seed", str(args.seed)], capture_output=True, text=True, check=True
-        )
-        theirs = json.loads(done.stdout.strip().splitlines()[-1])
-        print("LangGraph:", json.dumps(theirs, indent=2))
-        keys = (
-            "runs",
-            "kills",
-            "runs_with_one_effect",
-            "duplicate_effects",
-            "reruns_after_commit",
-            "restart_to_progress_p50_s",
-            "restart_to_progress_p95_s",
-        )
-        print(f"{'':32}{'LLMasOS':>12}{'LangGraph':>12}")
-        for key in keys:
-            print(f"{key:32}{figures.get(key, '-')!s:>12}{theirs.get(key, '-')!s:>12}")
+    if args.langgraph_python is not None and not args.only_in_process:
+        print_beside_langgraph(args, figures)
+
+
+def print_beside_langgraph(args: argparse.Namespace, figures: dict) -> None:
+    """Run the LangGraph peer on the same schedule (seed, waves, delays), its model steps as long as
+    ours were; print both side by side."""
+    script = Path(__file__).resolve().parent / "workflow_chaos_langgraph.py"
+    command = [str(args.langgraph_python), str(script), "--runs", str(args.runs), "--kills", str(args.kills)]
+    command += ["--seed", str(args.seed), "--max-delay", str(args.max_delay)]
+    command += ["--step-seconds", f"{figures['model_step_seconds']:.4f}"]
+    done = subprocess.run(command, capture_output=True, text=True, check=True, timeout=1200)
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    print("LangGraph:", json.dumps(theirs, indent=2))
+    keys = (
+        "runs",
+        "kills",
+        "kills_interrupting_work",
+        "steps_interrupted",
+        "runs_with_one_effect",
+        "duplicate_effects",
+        "reruns_after_commit",
+        "restart_to_progress_p50_s",
+        "restart_to_progress_p95_s",
+        "model_step_seconds",
+        "wall_s",
+    )
+    print(f"{'':32}{'LLMasOS':>12}{'LangGraph':>12}")
+    for key in keys:
+        print(f"{key:32}{_cell(figures.get(key)):>12}{_cell(theirs.get(key)):>12}")
+    print(
+        f"{'succeeded':32}{_cell(figures['statuses'].get('succeeded')):>12}"
+        f"{_cell(theirs['statuses'].get('succeeded')):>12}"
+    )
+
+
+def _cell(value) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value if value is not None else "-")
 
 
 if __name__ == "__main__":

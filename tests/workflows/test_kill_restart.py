@@ -1,5 +1,6 @@
-"""The chaos check, small: a real `llmasos serve` SIGKILLed while runs go on, started again, and the
-stores read afterwards (benchmarks/workflow_chaos.py runs the full one: 50 runs, 20 kills)."""
+"""The chaos check, small: a real `llmasos serve` SIGKILLed while a step of a run is running, started
+again, and the stores read afterwards (benchmarks/workflow_chaos.py runs the full one: 50 runs, 20
+kills)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ def test_runs_survive_sigkill_with_each_side_effect_once(llmasos_home: Path) -> 
         from workflow_chaos import run_chaos
     finally:
         sys.path.remove(str(BENCHMARKS))
-    figures = run_chaos(llmasos_home, runs=3, kills=2, seed=1, max_delay=0.5)
+    figures = run_chaos(llmasos_home, runs=3, kills=2, seed=1, max_delay=0.1, chat_tokens=16)
+    # each kill cut a running step short, and each such attempt ran again after the restart
+    assert figures["kills_interrupting_work"] == 2
+    assert figures["attempts_resumed_after_kill"] >= 2
+    assert len(figures["progress_s"]) == 2
     assert figures["statuses"] == {"succeeded": 3}
     assert figures["runs_with_one_effect"] == 3 and figures["duplicate_effects"] == 0
     assert figures["triples"] == 3
