@@ -5,7 +5,9 @@ A Ray cluster on loopback (`ray.cluster_utils.Cluster`: a head with no CPUs and 
 node's engine on one thread) is started by the script; nodes join through `join_node`, as `llmasos node
 start` does. Prints:
 - aggregate decode tok/s of 2 nodes (8 streams each) against 1 node (8 streams) — goal >= 1.6x;
-- the same 8 streams on a remote engine against an in-process `LLMEngine` at one thread — goal <= 10%;
+- the same 8 streams on a remote engine against an in-process `LLMEngine` at one thread (both batch
+  invariant, as nodes run) — goal <= 10%; with where the remote step's time goes: a no-op actor call's
+  round trip and the pickled size of one step's output;
 - Ray's idle memory (RSS of its processes) and CPU (share of one core over 10 s) before any engine;
 - failover: 32 greedy streams over 2 nodes, one node killed mid-stream: completed, identical to an
   undisturbed run, and the added latency of the streams that moved;
@@ -94,6 +96,32 @@ def decode_rate(engine, prompts: list[list[int]], params: SamplingParams, tag: s
         if begin is None and started >= set(ids):
             begin = time.perf_counter()
     return tokens / (time.perf_counter() - begin)
+
+
+def step_output_bytes(engine, prompts: list[list[int]], params: SamplingParams) -> int:
+    """Pickled size of a decode step's output for `prompts` (what a node's step sends the head)."""
+    import pickle
+
+    ids = [f"size-{i}" for i in range(len(prompts))]
+    for request_id, prompt in zip(ids, prompts, strict=True):
+        engine.add(request_id, prompt, params)
+    for _ in range(4):  # past the prefill
+        step = engine.step()
+    size = len(pickle.dumps(step, protocol=5))
+    for request_id in ids:
+        engine.abort(request_id)
+    return size
+
+
+def actor_round_trip_ms(directory, calls: int = 200) -> float:
+    """Median round trip of a no-op call to node a's engine actor (`ping`)."""
+    handle = next(h for n, h in directory.engines(MODEL) if n == "a")
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        call(handle.ping.remote())
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
 
 
 def ray_processes() -> list[int]:
@@ -251,27 +279,42 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    local = LLMEngine.from_path(path, EngineConfig(num_threads=1, kv_cache_bytes=KV_BYTES))
-    rates = {"local": [], "one": [], "two": []}
+    config = EngineConfig(num_threads=1, kv_cache_bytes=KV_BYTES, batch_invariant=True)  # as on nodes
+    local = LLMEngine.from_path(path, config)
+    single = ClusterEngine(MODEL, OnlyNodes(directory, {"a"}), steps_per_call=1)
+    rates = {"local": [], "one": [], "single": [], "two": []}
     two = ClusterEngine(MODEL, directory)
     for round_ in range(2):  # alternate, so a burst of other load hits each more evenly
         rates["local"].append(
             decode_rate(local, prompts_for(tokenizer, streams, round_), params, f"l{round_}")
         )
         rates["one"].append(decode_rate(one, prompts_for(tokenizer, streams, round_), params, f"o{round_}"))
+        rates["single"].append(
+            decode_rate(single, prompts_for(tokenizer, streams, round_), params, f"s{round_}")
+        )
         rates["two"].append(
             decode_rate(two, prompts_for(tokenizer, 2 * streams, round_), params, f"t{round_}")
         )
+    output_bytes = step_output_bytes(local, prompts_for(tokenizer, streams, 9), params)
     del local
     med = {k: statistics.median(v) for k, v in rates.items()}
     print(f"decode, {streams} streams per node, {args.tokens} tokens, 1 thread each (median of 2 rounds):")
     print(f"  in-process engine, 1 node's load: {med['local']:.1f} tok/s  (rounds {rates['local']})")
     print(f"  remote engine, 1 node:            {med['one']:.1f} tok/s  (rounds {rates['one']})")
+    print(f"  the same, 1 step per call:        {med['single']:.1f} tok/s  (rounds {rates['single']})")
     print(f"  remote engines, 2 nodes:          {med['two']:.1f} tok/s  (rounds {rates['two']})")
     print(f"  2 nodes / 1 node: {med['two'] / med['one']:.2f}x (goal >= 1.6)")
     print(
         f"  remote / in-process: {med['one'] / med['local']:.2f} "
-        f"({(1 - med['one'] / med['local']) * 100:+.1f}% slower; goal <= 10%)"
+        f"({(1 - med['one'] / med['local']) * 100:+.1f}% slower; goal <= 10%; 1 step per call: "
+        f"{(1 - med['single'] / med['local']) * 100:+.1f}%)"
+    )
+    step_ms = streams / med["single"] * 1000
+    round_trip = actor_round_trip_ms(directory)
+    print(
+        f"  remote step {step_ms:.1f} ms vs in-process {streams / med['local'] * 1000:.1f} ms; a no-op call "
+        f"to the node's engine actor: median {round_trip:.2f} ms; one step's output pickled: "
+        f"{output_bytes} bytes"
     )
 
     # ---- failover ----

@@ -39,12 +39,16 @@ def start(
         ),
     ] = None,
 ) -> None:
-    """Join this machine to the cluster at --address with its capabilities and models, until interrupted."""
+    """Join this machine to the cluster at --address with its capabilities and models, until interrupted;
+    when the head goes away (a restart), join it again once it is back."""
+    import signal
+    import threading
+
     from llmasos.cluster.loopback import use_loopback
 
-    use_loopback(address)  # before Ray is imported
-    from llmasos.cluster.runtime import run_node
+    use_loopback(address)  # before Ray is imported (the node's process inherits it)
     from llmasos.cluster.secret import secret_path
+    from llmasos.cluster.supervise import keep_node_joined
     from llmasos.tools.nodes import NODE_TOOLS
 
     path = secret_file or secret_path()
@@ -54,21 +58,16 @@ def start(
             "or pass --secret-file"
         )
     node = name or socket.gethostname()
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    node_args = (address, node, _names(capabilities), _names(models), path.read_text().strip())
+    options = {"threads": threads, "host": host, "tools": NODE_TOOLS, "on_joined": announce_joined}
+    keep_node_joined(address, node_args, options, stop)
 
-    def joined(view) -> None:
-        typer.echo(f"node {node} joined {address}: " + json.dumps(view.as_dict()["models"]), err=True)
 
-    run_node(
-        address,
-        node,
-        _names(capabilities),
-        _names(models),
-        path.read_text().strip(),
-        threads=threads,
-        host=host,
-        tools=NODE_TOOLS,
-        on_joined=joined,
-    )
+def announce_joined(view) -> None:  # runs in the node's process: a module function, so it pickles
+    typer.echo(f"node {view.name} joined: " + json.dumps(view.as_dict()["models"]), err=True)
 
 
 def nodes(

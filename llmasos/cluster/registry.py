@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from llmasos.cluster.secret import is_valid_proof
-from llmasos.errors import NodeRefusedError
+from llmasos.errors import ModelNotFoundError, NodeRefusedError
 
 REGISTRY_NAME = "llmasos-registry"
 NAMESPACE = "llmasos"
@@ -101,6 +102,10 @@ class NodeRegistry:
         with self._lock:
             self._nodes[name].tools[capability] = tool
 
+    def ping(self) -> bool:
+        """A node's check that the head it joined still runs."""
+        return True
+
     def leave(self, name: str, proof: str) -> None:
         self._check(name, proof)
         with self._lock:
@@ -150,6 +155,26 @@ class NodeRegistry:
             for node in self._nodes.values():
                 if node.alive and node.ray_node_id not in alive:
                     node.alive, node.reason = False, "its Ray node is gone"
+
+
+def model_resolver(
+    nodes: Callable[[], list[NodeView]], library: Callable[[str], str], alias: Callable[[str], str]
+) -> Callable[[str], str]:
+    """The head's model names: what its own library knows (`library`, aliases too), else a model that a
+    live node advertises (after `alias`), so the head need not hold a model's file that its nodes run."""
+
+    def resolve(name: str) -> str:
+        try:
+            return library(name)
+        except ModelNotFoundError as err:
+            wanted = alias(name).lower()
+            if any(wanted in node.models for node in nodes() if node.alive):
+                return wanted
+            raise ModelNotFoundError(
+                f"{err}; or join a node that serves it: `llmasos node start --models {wanted}`"
+            ) from None
+
+    return resolve
 
 
 def _view(node: NodeRecord) -> NodeView:

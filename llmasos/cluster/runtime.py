@@ -253,6 +253,8 @@ def _wait_for_gcs(address: str, process: subprocess.Popen, timeout: float = 120.
 
 #: Object store of a node: steps carry a batch's new tokens, tens of kilobytes at most.
 NODE_OBJECT_STORE_BYTES = 256 * 2**20
+#: Seconds between a node's checks that its head still runs (a lost head: the node starts again).
+HEAD_CHECK_SECONDS = 2.0
 
 
 def run_node(
@@ -267,10 +269,12 @@ def run_node(
     tools: ToolTable | None = None,
     on_joined: Any = None,  # called with this node's NodeView once it has joined
 ) -> None:
-    """`llmasos node start`: a Ray node on this machine joined to the head at `address`, serving
-    `models` and `capabilities` until interrupted (its engines and tools stop with it)."""
+    """A Ray node on this machine joined to the head at `address`, serving `models` and
+    `capabilities` until interrupted (its engines and tools stop with it); ClusterUnavailableError
+    when it loses the head (`supervise.keep_node_joined` then joins a new one)."""
     node = start_ray_node(address, host, threads)
     stop = threading.Event()
+    head_lost = False
     try:
         connect(address)
         for signum in (signal.SIGINT, signal.SIGTERM):  # after ray.init, which installs its own
@@ -280,11 +284,17 @@ def run_node(
         actors = join_node(directory, spec, secret, tools)  # noqa: F841  # they live while we hold them
         if on_joined is not None:
             on_joined(next(n for n in directory.nodes() if n.name == name))
-        while not stop.wait(1.0):
+        while not stop.wait(HEAD_CHECK_SECONDS):
             if not node.live_processes():
                 raise ClusterUnavailableError("this node's Ray processes ended; start it again")
+            try:
+                call(directory.handle.ping.remote(), timeout=10)
+            except Exception as err:
+                head_lost = True
+                raise ClusterUnavailableError(f"lost the head at {address} ({type(err).__name__})") from err
     finally:
-        ray.shutdown()
+        if not head_lost:  # with the head gone, Ray's shutdown may wait on it: only stop our processes
+            ray.shutdown()
         node.kill_all_processes(check_alive=False, allow_graceful=True)
 
 

@@ -85,12 +85,15 @@ def boot(
     interface: str = "",
     settings: Settings | None = None,
     engines: tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]] | None = None,
+    resolve_model: Callable[[str], str] | None = None,
 ) -> Syscalls:
     """A kernel on the library's models with the persisted apps and the audit log under
     $LLMASOS_HOME; call `.kernel.start()` to run it. `settings` (default: config.toml and the
     environment, `load_settings`) size the engines, set keep-alives and the memory budget unless
     `memory_budget` is given, and name the models services use. `engines`: (load, estimate) to use
-    instead of this machine's library (`llmasos.cluster.runtime.cluster_loader` on a cluster)."""
+    instead of this machine's library (`llmasos.cluster.runtime.cluster_loader` on a cluster);
+    `resolve_model`: a model name or alias -> its canonical name, instead of the library's (a
+    cluster's also knows the models its nodes serve: `llmasos.cluster.registry.model_resolver`)."""
     settings = settings or load_settings().settings
     config = config or KernelConfig()
     config = dataclasses.replace(config, engine=settings.engine_config(config.engine))
@@ -107,7 +110,7 @@ def boot(
     return Syscalls(
         kernel,
         AppRegistry(),
-        resolve_model=lambda name: store.get(name).name,
+        resolve_model=resolve_model or (lambda name: store.get(name).name),
         audit=AuditLog() if audit else None,
         interface=interface,
         settings=settings,
