@@ -6,10 +6,9 @@ made by the system rather than the client (`is_thread`), and not listed among th
 conversations. Item text goes in and out of the database only here (`_insert_items`, `_item_rows`),
 so a cipher at the storage boundary has one place to wrap.
 
-At rest, an item's text, the core facts and the summary are sealed under the app's data key (bound
-to what each is: `item:<id>`, `core:<conversation>`, `summary:<conversation>`), and the recall index
-holds keyed hashes of the items' words, never the words (`search_terms.py`). Text written before
-sealing (no `llmenc1:` prefix) is read as it is.
+At rest, an item's text, the core facts and the summary are sealed under the app's data key
+(`conversation_sealing.py`), and the recall index holds keyed hashes of the items' words, never the
+words (`search_terms.py`).
 """
 
 from __future__ import annotations
@@ -17,10 +16,18 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmasos.data.app_data import AppData, new_id
+from llmasos.data.conversation_sealing import (
+    core_of,
+    open_item_text,
+    seal_item_text,
+    sealed_core,
+    sealed_summary,
+    summary_of,
+)
 from llmasos.data.pages import PageRequest, page
 from llmasos.data.quota import require_room
 from llmasos.data.search_terms import hashed_query, hashed_terms
@@ -155,23 +162,6 @@ def conversation_object(data: AppData, row: sqlite3.Row) -> dict:
     }
 
 
-def core_of(data: AppData, row: sqlite3.Row) -> list[str]:
-    """The core facts of a conversation's row, opened."""
-    return json.loads(data.open_text(row["core"], f"core:{row['id']}"))
-
-
-def summary_of(data: AppData, row: sqlite3.Row) -> str:
-    return data.open_text(row["summary"], f"summary:{row['id']}") if row["summary"] else ""
-
-
-def sealed_summary(data: AppData, conversation_id: str, summary: str) -> str:
-    return data.seal_text(summary, f"summary:{conversation_id}") if summary else ""
-
-
-def _sealed_core(data: AppData, conversation_id: str, core: list[str]) -> str:
-    return data.seal_text(json.dumps(core), f"core:{conversation_id}")
-
-
 # ---- conversations --------------------------------------------------------------------------------
 
 
@@ -208,7 +198,7 @@ def insert_conversation(
         (
             conversation_id,
             json.dumps(metadata),
-            _sealed_core(data, conversation_id, core),
+            sealed_core(data, conversation_id, core),
             int(is_thread),
             int(time.time()),
         ),
@@ -244,7 +234,7 @@ def update_conversation(
         if core is not None:
             conn.execute(
                 "UPDATE conversations SET core = ? WHERE id = ?",
-                (_sealed_core(data, conversation_id, check_core(core)), conversation_id),
+                (sealed_core(data, conversation_id, check_core(core)), conversation_id),
             )
         return conversation_object(data, _row(conn, conversation_id))
 
@@ -282,7 +272,7 @@ def _insert_items(
         else:
             item_id = item_ids[index] if item_ids else new_id("msg_")
             values = (item_id, item[0], item[1], None, None, now)
-        sealed = data.seal_text(values[2], f"item:{values[0]}")
+        sealed = seal_item_text(data, values[0], values[2])
         conn.execute(
             "INSERT INTO conversation_items (id, conversation_id, role, text, terms, tokens, tokens_model, "
             "response_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -355,15 +345,7 @@ def _item_rows(data: AppData, where: str, params: tuple) -> list[Item]:
 
 
 def _opened(data: AppData, item: Item) -> Item:
-    return Item(
-        item.seq,
-        item.id,
-        item.role,
-        data.open_text(item.text, f"item:{item.id}"),
-        item.tokens,
-        item.tokens_model,
-        item.created_at,
-    )
+    return replace(item, text=open_item_text(data, item.id, item.text))
 
 
 # ---- memory ---------------------------------------------------------------------------------------

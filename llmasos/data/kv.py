@@ -51,7 +51,7 @@ def kv_set(
     expires_at = now + ttl_s if ttl_s is not None else None
     sealed = data.seal_text(encoded, f"kv:{key}")
     with data.db.transaction() as conn:
-        done = _applied(conn, idempotency_key)
+        done = _applied(data, conn, idempotency_key)
         if done is not None:
             return done
         conn.execute("DELETE FROM kv WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,))
@@ -64,7 +64,7 @@ def kv_set(
             "SET value = excluded.value, expires_at = excluded.expires_at, updated_at = excluded.updated_at",
             (key, sealed, expires_at, now),
         )
-        return _apply(conn, idempotency_key, {"key": key, "value": value, "expires_at": expires_at})
+        return _apply(data, conn, idempotency_key, {"key": key, "value": value, "expires_at": expires_at})
 
 
 def kv_get(data: AppData, key: str) -> dict:
@@ -83,30 +83,36 @@ def kv_delete(data: AppData, key: str, *, idempotency_key: str = "") -> dict:
     _check_key(key)
     live, params = _live(time.time())
     with data.db.transaction() as conn:
-        done = _applied(conn, idempotency_key)
+        done = _applied(data, conn, idempotency_key)
         if done is not None:
             return done
         if conn.execute(f"DELETE FROM kv WHERE key = ? AND {live}", (key, *params)).rowcount == 0:
             raise DataNotFoundError(f"no key {key[:80]!r} (never set, deleted or expired)")
-        return _apply(conn, idempotency_key, {"key": key, "deleted": True})
+        return _apply(data, conn, idempotency_key, {"key": key, "deleted": True})
 
 
-def _applied(conn: sqlite3.Connection, idempotency_key: str) -> dict | None:
+def _applied(data: AppData, conn: sqlite3.Connection, idempotency_key: str) -> dict | None:
     """What the write of `idempotency_key` answered, if it was made before (inside its transaction)."""
     if not idempotency_key:
         return None
     row = conn.execute("SELECT answer FROM kv_applied_keys WHERE key = ?", (idempotency_key,)).fetchone()
-    return None if row is None else json.loads(row[0])
+    return None if row is None else json.loads(data.open_text(row[0], _applied_purpose(idempotency_key)))
 
 
-def _apply(conn: sqlite3.Connection, idempotency_key: str, answer: dict) -> dict:
-    """Record the write of `idempotency_key` in the same transaction as the write itself."""
+def _apply(data: AppData, conn: sqlite3.Connection, idempotency_key: str, answer: dict) -> dict:
+    """Record the write of `idempotency_key` in the same transaction as the write itself. The answer
+    holds the value written: it is sealed as the value is."""
     if idempotency_key:
+        encoded = json.dumps(answer, ensure_ascii=False)
         conn.execute(
             "INSERT INTO kv_applied_keys (key, answer, created_at) VALUES (?, ?, ?)",
-            (idempotency_key, json.dumps(answer, ensure_ascii=False), time.time()),
+            (idempotency_key, data.seal_text(encoded, _applied_purpose(idempotency_key)), time.time()),
         )
     return answer
+
+
+def _applied_purpose(idempotency_key: str) -> str:
+    return f"kv-applied:{idempotency_key}"
 
 
 def kv_list(data: AppData, prefix: str = "", limit: int = 100, after: str | None = None) -> dict:

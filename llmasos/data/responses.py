@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from llmasos.data import conversations as conv
 from llmasos.data.app_data import AppData, new_id
+from llmasos.data.conversation_sealing import core_of, sealed_summary, summary_of
 from llmasos.data.pages import PageRequest, page
 from llmasos.errors import DataNotFoundError
 
@@ -129,7 +130,7 @@ def _fork(data: AppData, conn: sqlite3.Connection, place: Place) -> str:
     if source is None:
         raise DataNotFoundError("the conversation of the previous response was deleted meanwhile")
     thread = new_id("conv_")
-    conv.insert_conversation(data, conn, thread, {}, conv.core_of(data, source), True)
+    conv.insert_conversation(data, conn, thread, {}, core_of(data, source), True)
     rows = conn.execute(
         "SELECT seq, id, role, text, tokens, tokens_model, created_at FROM conversation_items "
         "WHERE conversation_id = ? AND seq <= ? ORDER BY seq",
@@ -147,7 +148,7 @@ def _fork(data: AppData, conn: sqlite3.Connection, place: Place) -> str:
         ]
         conn.execute(
             "UPDATE conversations SET summary = ?, summary_upto = ? WHERE id = ?",
-            (conv.sealed_summary(data, thread, conv.summary_of(data, source)), new_seqs[covered - 1], thread),
+            (sealed_summary(data, thread, summary_of(data, source)), new_seqs[covered - 1], thread),
         )
     return thread
 

@@ -32,14 +32,20 @@ class ConversationCalls:
     which provides `private_text`, `_private_query` and `_restored_text`)."""
 
     trail: Any
+    privacy: Any  # PrivacyGuard
     private_text: Any
     _private_query: Any
     _restored_text: Any
 
-    def _stored(self, app: App, text: str, what: str) -> str:
-        """`text` as the app's documents policy stores it."""
-        if app.pii.documents == "off":
+    def _stored(self, app: App, text: str, what: str, *, written_by_model: bool = False) -> str:
+        """`text` as the app's documents policy stores it. What the model wrote (an answer, a
+        summary) is redacted where the policy blocks: it was computed already, and refusing to keep
+        it would fail the response after the fact."""
+        mode = app.pii.documents
+        if mode == "off":
             return text
+        if mode == "block" and written_by_model:
+            return self.privacy.apply(app.name, app.identity, "documents", "redact", text, what)
         return self.private_text(app, "documents", text, what)
 
     def _stored_messages(self, app: App, messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -183,7 +189,7 @@ class ConversationCalls:
         """Write a response's messages (and the response, when stored) in one transaction."""
         with self.trail.audited(app, "responses.store", response_id):
             inputs = self._stored_messages(app, inputs)
-            output = self._stored(app, output, "the answer")
+            output = self._stored(app, output, "the answer", written_by_model=True)
             stored = resp.save_exchange(
                 self._conversations(app), place, response_id, inputs, output, output_id, body, context
             )
@@ -197,5 +203,5 @@ class ConversationCalls:
         self, app: App, conversation_id: str, summary: str, upto: int, expected_upto: int
     ) -> bool:
         with self.trail.audited(app, "conversations.summarize", conversation_id):
-            summary = self._stored(app, summary, "the summary")
+            summary = self._stored(app, summary, "the summary", written_by_model=True)
             return conv.set_summary(self._conversations(app), conversation_id, summary, upto, expected_upto)
