@@ -11,11 +11,15 @@ Scores: token F1 (SQuAD's normalisation) and containment (the normalised answer 
 reply), averaged per category. Also: errors during the replay (must be 0), and the context
 assembly's cost per turn (ms, from each response's own explain record).
 
-The replay adds each turn as a conversation item (speaker and session date in its text) and makes a
-response every `--respond-every` turns (that is what pages: summaries are requested then, and
-written in the background at the batch priority class).
+The replay adds each turn as a conversation item (speaker and session date in its text), with no
+answer per turn; every `--page-every` turns it pages the memory (`services.responses.page`: the
+summary of turns that fell out of the window is written in the background at the batch priority
+class, and waited for), and ends with one response to the last turn, which the questions chain to.
+A long run can be cut in pieces (`--skip`, `--questions`, `--out`), joined with `--report`.
 
-    LLMASOS_HOME=/tmp/lh-bench python benchmarks/conversation_memory.py [--turns 200] [--questions 20]
+    LLMASOS_HOME=/tmp/lh-bench python benchmarks/conversation_memory.py --data ../shared/data/locomo-dev \
+        [--model qwen2.5-coder-1.5b-instruct] [--per-category 5] [--out rows.jsonl]
+    python benchmarks/conversation_memory.py --report rows.jsonl
 """
 
 from __future__ import annotations
@@ -112,84 +116,70 @@ def _baseline_messages(lines: list[str], question: str) -> list[dict]:
 def replay(
     syscalls, app, model: str, turns: list[dict], every: int, max_out: int
 ) -> tuple[str, list[float], int]:
-    """The turns into one conversation; (the last response's id, assembly ms per response, errors)."""
+    """The turns into one conversation as items (no answer per turn), its memory paged every `every`
+    turns (summaries written by the background summarizer, waited for); then one response to the
+    last turn, for the questions to chain to. (that response's id, assembly ms per paging, errors)."""
     from llmasos.errors import LLMasOSError
+    from llmasos.services import responses as flow
     from llmasos.services import summaries
 
     conversation = syscalls.create_conversation(app)["id"]
-    costs, errors, last = [], 0, None
-    for start in range(0, len(turns), every):
-        chunk = turns[start : start + every]
-        lines = [_line(t) for t in chunk]
-        for batch in range(0, len(lines) - 1, 20):
-            items = [
-                {"role": "user", "content": line} for line in lines[batch : min(batch + 20, len(lines) - 1)]
-            ]
-            if items:
-                syscalls.add_conversation_items(app, conversation, items)
+    costs, errors = [], 0
+    lines = [_line(t) for t in turns]
+    for start in range(0, len(lines) - 1, every):
+        upto = min(start + every, len(lines) - 1)
         try:
-            body, explain = respond(
-                syscalls,
-                app,
-                model,
-                lines[-1],
-                conversation=conversation,
-                max_output_tokens=max_out,
-                temperature=0,
-            )
-            costs.append(explain["assembly_ms"])
-            last = body["id"]
+            for batch in range(start, upto, 20):
+                items = [{"role": "user", "content": line} for line in lines[batch : min(batch + 20, upto)]]
+                syscalls.add_conversation_items(app, conversation, items)
+            started = time.perf_counter()
+            flow.page(syscalls, app, model, conversation, max_out)
+            costs.append(1000 * (time.perf_counter() - started))
+            summaries.wait_idle(900)
         except LLMasOSError as err:
             errors += 1
-            print(f"error at turn {start + len(chunk)}: {err}", file=sys.stderr)
-        summaries.wait_idle(600)
-        print(f"  replayed {start + len(chunk)}/{len(turns)} turns", file=sys.stderr)
-    return last, costs, errors
+            print(f"error at turn {upto}: {err}", file=sys.stderr)
+        print(f"  replayed {upto}/{len(turns)} turns", file=sys.stderr)
+    body, explain = respond(
+        syscalls, app, model, lines[-1], conversation=conversation, max_output_tokens=max_out, temperature=0
+    )
+    costs.append(explain["assembly_ms"])
+    summaries.wait_idle(900)
+    return body["id"], costs, errors
 
 
 def _line(turn: dict) -> str:
     return f"{turn['speaker']} ({turn['date']}): {turn['text']}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--conversation", default="conv-26")
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--window", type=int, default=2048)
-    parser.add_argument("--turns", type=int, default=0, help="replay only the first N turns (0: all)")
-    parser.add_argument(
-        "--questions", type=int, default=20, help="at most N questions whose evidence was replayed"
-    )
-    parser.add_argument("--respond-every", type=int, default=10)
-    parser.add_argument("--max-output", type=int, default=24)
-    args = parser.parse_args()
-
-    conversation = json.loads((args.data / f"{args.conversation}.json").read_text())
-    conversation = conversation.get("conversation", conversation)
-    turns = turns_of(conversation)
-    if args.turns:
-        turns = turns[: args.turns]
-    replayed = {t["dia_id"] for t in turns}
-    qa = json.loads((args.data / f"{args.conversation}.json").read_text()).get("qa", [])
-    questions = [
+def select_questions(qa: list[dict], replayed: set[str], args: argparse.Namespace) -> list[dict]:
+    """The questions of categories 1-4 whose evidence was replayed: all of them, or `--per-category`
+    of each category (the first ones, in the data's order), then `--skip` and `--questions`."""
+    eligible = [
         q
         for q in qa
         if q.get("category") in CATEGORIES
         and q.get("evidence")
         and all(e in replayed for e in q["evidence"])
         and "answer" in q
-    ][: args.questions]
+    ]
+    if args.per_category:
+        taken = Counter()
+        balanced = []
+        for q in eligible:
+            if taken[q["category"]] < args.per_category:
+                taken[q["category"]] += 1
+                balanced.append(q)
+        eligible = balanced
+    eligible = eligible[args.skip :]
+    return eligible[: args.questions] if args.questions else eligible
 
-    syscalls, app = boot(args.window)
-    model = syscalls.resolve_model(args.model)
-    started = time.perf_counter()
-    last, costs, errors = replay(syscalls, app, model, turns, args.respond_every, args.max_output)
-    replay_s = time.perf_counter() - started
-    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    lines = [_line(t) for t in turns]
+
+def ask_all(
+    syscalls, app, model: str, last: str, lines: list[str], questions: list[dict], args
+) -> list[dict]:
+    """Each question with memory (chained to the replay) and with the last turns only; one row each."""
+    rows = []
     for number, q in enumerate(questions, 1):
         answer = str(q["answer"])
         body, explain = respond(
@@ -201,35 +191,99 @@ def main() -> None:
             max_output_tokens=args.max_output,
             temperature=0,
         )
-        costs.append(explain["assembly_ms"])
         with_memory = "".join(p["text"] for item in body["output"] for p in item["content"])
         without = last_turns_only(syscalls, app, model, lines, q["question"], args.window, args.max_output)
-        category = CATEGORIES[q["category"]]
-        for label, reply in (("memory", with_memory), ("last-turns", without)):
-            for group in (category, "all"):
-                scores[group][f"{label}-f1"].append(token_f1(reply, answer))
-                scores[group][f"{label}-contains"].append(contains(reply, answer))
+        rows.append(
+            {
+                "model": model,
+                "conversation": args.conversation,
+                "question": q["question"],
+                "answer": answer,
+                "category": CATEGORIES[q["category"]],
+                "assembly_ms": explain["assembly_ms"],
+                "memory": with_memory,
+                "last_turns": without,
+                "memory_f1": token_f1(with_memory, answer),
+                "last_turns_f1": token_f1(without, answer),
+                "memory_contains": contains(with_memory, answer),
+                "last_turns_contains": contains(without, answer),
+            }
+        )
         print(f"  question {number}/{len(questions)}", file=sys.stderr)
+    return rows
 
+
+def print_table(rows: list[dict]) -> None:
+    """Mean token F1 and containment (percent) per category and over all, memory beside last turns."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        groups[row["category"]].append(row)
+        groups["all"].append(row)
     print(
-        f"model {model}, window {args.window}, {args.conversation}: {len(turns)} turns replayed "
-        f"in {replay_s:.0f} s, errors {errors}"
-    )
-    print(
-        f"context assembly per response: p50 {statistics.median(costs):.1f} ms, max {max(costs):.1f} ms "
-        f"({len(costs)} responses)"
-    )
-    header = (
         f"{'category':12} {'n':>3}  {'memory F1':>9} {'last F1':>8}  {'memory cont.':>12} {'last cont.':>10}"
     )
-    print(header)
-    for group, values in sorted(scores.items(), key=lambda kv: kv[0] != "all"):
-        n = len(values["memory-f1"])
-        mean = {key: 100 * statistics.mean(v) for key, v in values.items()}
+    for group, members in sorted(groups.items(), key=lambda kv: kv[0] != "all"):
+
+        def mean(key: str, members: list[dict] = members) -> float:
+            return 100 * statistics.mean(r[key] for r in members)
+
         print(
-            f"{group:12} {n:>3}  {mean['memory-f1']:>9.1f} {mean['last-turns-f1']:>8.1f}  "
-            f"{mean['memory-contains']:>12.1f} {mean['last-turns-contains']:>10.1f}"
+            f"{group:12} {len(members):>3}  {mean('memory_f1'):>9.1f} {mean('last_turns_f1'):>8.1f}  "
+            f"{mean('memory_contains'):>12.1f} {mean('last_turns_contains'):>10.1f}"
         )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--conversation", default="conv-26")
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--window", type=int, default=2048)
+    parser.add_argument("--turns", type=int, default=0, help="replay only the first N turns (0: all)")
+    parser.add_argument("--questions", type=int, default=0, help="at most N questions (0: all)")
+    parser.add_argument("--per-category", type=int, default=0, help="the first N questions of each category")
+    parser.add_argument("--skip", type=int, default=0, help="leave out the first N selected questions")
+    parser.add_argument("--page-every", type=int, default=40, help="page the memory every N turns")
+    parser.add_argument("--max-output", type=int, default=24)
+    parser.add_argument("--out", type=Path, help="append one JSON line per question to this file")
+    parser.add_argument(
+        "--report", type=Path, nargs="+", help="only print the table of the JSON lines of earlier runs"
+    )
+    args = parser.parse_args()
+    if args.report:
+        rows = [json.loads(line) for path in args.report for line in path.read_text().splitlines()]
+        for model in sorted({r["model"] for r in rows}):
+            print(f"model {model}")
+            print_table([r for r in rows if r["model"] == model])
+        return
+
+    record = json.loads((args.data / f"{args.conversation}.json").read_text())
+    turns = turns_of(record.get("conversation", record))
+    if args.turns:
+        turns = turns[: args.turns]
+    questions = select_questions(record.get("qa", []), {t["dia_id"] for t in turns}, args)
+
+    syscalls, app = boot(args.window)
+    model = syscalls.resolve_model(args.model)
+    started = time.perf_counter()
+    last, costs, errors = replay(syscalls, app, model, turns, args.page_every, args.max_output)
+    replay_s = time.perf_counter() - started
+    rows = ask_all(syscalls, app, model, last, [_line(t) for t in turns], questions, args)
+    costs += [r["assembly_ms"] for r in rows]
+    if args.out:
+        with args.out.open("a") as out:
+            out.writelines(json.dumps(r) + "\n" for r in rows)
+    print(
+        f"model {model}, window {args.window}, {args.conversation}: {len(turns)} turns replayed "
+        f"in {replay_s:.0f} s, errors {errors}; {len(rows)} questions"
+    )
+    print(
+        f"context assembly per paging/response: p50 {statistics.median(costs):.1f} ms, "
+        f"max {max(costs):.1f} ms ({len(costs)})"
+    )
+    print_table(rows)
     syscalls.stop()
 
 

@@ -239,6 +239,26 @@ def update_conversation(
         return conversation_object(data, _row(conn, conversation_id))
 
 
+def edit_core(data: AppData, conversation_id: str, append: str | None, old: str | None = None) -> list[str]:
+    """Append a fact to the core block (`old` None) or replace the fact `old` with `append` (an
+    empty `append` removes it); the new core block. One transaction, so two edits never lose one."""
+    with data.db.transaction() as conn:
+        core = json.loads(_row(conn, conversation_id)["core"])
+        if old is None:
+            core.append(append)
+        elif old not in core:
+            raise InvalidRequestError(
+                f"the core memory holds no fact {old[:80]!r}; replace one of its facts word for word"
+            )
+        elif append:
+            core[core.index(old)] = append
+        else:
+            core.remove(old)
+        core = check_core(core)
+        conn.execute("UPDATE conversations SET core = ? WHERE id = ?", (json.dumps(core), conversation_id))
+        return core
+
+
 def delete_conversation(data: AppData, conversation_id: str) -> dict:
     """Delete the conversation with its items, their index entries and its responses (cascade)."""
     with data.db.transaction() as conn:

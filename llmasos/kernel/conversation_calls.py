@@ -100,6 +100,17 @@ class ConversationCalls:
             )
             return self._shown(app, updated)
 
+    def append_core_memory(self, app: App, conversation_id: str, fact: str) -> list[str]:
+        """Add a fact to the conversation's core block (the app, or its model through the memory
+        tools); the new block."""
+        with self.trail.audited(app, "conversations.core_memory.append", conversation_id):
+            return conv.edit_core(self._conversations(app), conversation_id, fact)
+
+    def replace_core_memory(self, app: App, conversation_id: str, old: str, new: str) -> list[str]:
+        """Replace the core fact `old` with `new` (`new` empty: remove it); the new block."""
+        with self.trail.audited(app, "conversations.core_memory.replace", conversation_id):
+            return conv.edit_core(self._conversations(app), conversation_id, new, old)
+
     def delete_conversation(self, app: App, conversation_id: str) -> dict:
         with self.trail.audited(app, "conversations.delete", conversation_id):
             return conv.delete_conversation(self._conversations(app), conversation_id)

@@ -122,7 +122,7 @@ def fit(
     left = budget - fixed - summary_tokens - sum(input_tokens)
     recent, used = _recent(history, int(left * RECENT_SHARE))
     window_start = recent[0].seq if recent else (history[-1].seq + 1 if history else 1 << 62)
-    query = " ".join(text for role, text in inputs if role == "user") or inputs[-1][1]
+    query = " ".join(text for role, text in inputs if role == "user") or (inputs[-1][1] if inputs else "")
     recall_room = left - used - count(RECALL_HEADER) - JOIN
     recalled, recall_used, matched = _recalled(recall(window_start), query, recall_room, count)
     if recalled:
@@ -178,7 +178,7 @@ def _always_in(
         summary = _shorten(summary, summary_tokens, room_for_summary)
         summary_tokens = count(summary) + count(SUMMARY_HEADER) + JOIN
     over = fixed + summary_tokens + sum(input_tokens) - budget
-    if over <= 0:
+    if over <= 0 or not inputs:
         return summary, summary_tokens, inputs, input_tokens, None
     role, text = inputs[-1]
     limit = max(8, input_tokens[-1] - over - MESSAGE_OVERHEAD - 16)

@@ -1,12 +1,14 @@
 """qa: the answer to a question from a given context, or from a vector store of the app's documents
 with citations (file, chunk, span) — and "I don't know" when nothing relevant was retrieved, without
-asking the model (a small model asked anyway makes an answer up)."""
+asking the model (`citing.py`, shared with `/v1/responses`' file_search)."""
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from llmasos.services import citing
 from llmasos.services.base import Call, Service, Session, common_params
+from llmasos.services.citing import DONT_KNOW
 
 QA_INPUT = {
     "type": "object",
@@ -25,18 +27,8 @@ QA_INPUT = {
     "then": {"required": ["context"]},
     "additionalProperties": False,
 }
-#: Passages retrieved for an answer.
-TOP_K = 4
-#: Cosine (all-MiniLM-L6-v2) under which a passage that shares no content word with the question
-#: is taken as unrelated: unrelated English sentences score about 0-0.2 with this model.
-MIN_COSINE = 0.3
-DONT_KNOW = "I don't know: nothing in the documents bears on this question."
 SYSTEM = (
     "Answer the question using only the context. If the context does not say, reply that it does not say."
-)
-CITING_SYSTEM = (
-    "Answer the question using only the numbered passages, and cite the passages you used as [1], [2]. "
-    "If they do not say, reply that you do not know."
 )
 
 
@@ -69,29 +61,19 @@ class QuestionAnswering(Service):
         return done.text.strip(), {"finish_reason": done.finish_reason}
 
     def _from_store(self, session: Session, input: dict, params: dict) -> tuple[Any, dict]:
-        from llmasos.data.search import SearchOptions
-        from llmasos.tools.embed import load_embedder
-
-        session.syscalls.use_embedder(load_embedder, replace=False)
-        hits = session.syscalls.search_store(
-            session.app,
-            input["vector_store_id"],
-            input["question"],
-            SearchOptions(max_results=TOP_K, explain=True),
+        passages = citing.retrieve(
+            session.syscalls, session.app, [input["vector_store_id"]], input["question"]
         )
-        relevant = [
-            h
-            for h in hits
-            if "bm25" in h.explain or h.explain.get("vector", {}).get("score", 0) >= MIN_COSINE
-        ]
-        if not relevant:
+        if not passages:
             return DONT_KNOW, {"citations": [], "finish_reason": "no_relevant_passages"}
-        passages = "\n\n".join(f"[{i}] {h.text}" for i, h in enumerate(relevant, start=1))
         messages = [
-            {"role": "system", "content": CITING_SYSTEM},
-            {"role": "user", "content": f"Passages:\n{passages}\n\nQuestion: {input['question']}"},
+            {"role": "system", "content": citing.CITING_SYSTEM},
+            {
+                "role": "user",
+                "content": f"Passages:\n{citing.numbered(passages)}\n\nQuestion: {input['question']}",
+            },
         ]
         call = Call(messages, params["max_tokens"], params["temperature"], seed=params.get("seed"))
         done = session.chat(call)
-        citations = [{"marker": f"[{i}]", **h.cited()} for i, h in enumerate(relevant, start=1)]
-        return done.text.strip(), {"citations": citations, "finish_reason": done.finish_reason}
+        details = {"citations": citing.citations(passages), "finish_reason": done.finish_reason}
+        return done.text.strip(), details

@@ -169,7 +169,7 @@ def test_every_conversation_endpoint_answers_404_for_another_apps_ids(served) ->
         ({"input": [{"type": "function_call_output", "output": "x"}]}, "only messages are supported"),
         ({"input": [{"role": "robot", "content": "x"}]}, "role must be one of"),
         ({"input": "x", "conversation": "conv_1", "previous_response_id": "resp_1"}, "not both"),
-        ({"input": "x", "tools": [{"type": "web_search"}]}, "tools are not supported"),
+        ({"input": "x", "tools": [{"type": "web_search"}]}, "is not supported by /v1/responses"),
     ],
 )
 def test_bad_input_is_a_clear_400_and_writes_nothing(served, body: dict, says: str) -> None:
