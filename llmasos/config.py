@@ -45,9 +45,11 @@ class EngineConfig:
     # torch intra-op threads; 0 leaves torch's default (one per core).
     num_threads: int = 0
     # Host memory for suspended sequences' KV, allocated and touched when the engine starts (it grows on
-    # demand beyond this): a first suspend into fresh memory spent ~35 of its ~50 ms on page faults for
-    # a 2,048-token SmolLM2 context (94 MB). At most the KV pool's size; 0 allocates only on demand.
-    swap_reserve_bytes: int = 128 * 1024 * 1024
+    # demand beyond this, in chunks it keeps). 0 (the default) allocates only on demand: touching a
+    # 128 MB reserve was 0.26-0.39 s of every load and 128 MB of RSS that most engines never use,
+    # while a first suspend into fresh memory pays ~35 ms of page faults for a 2,048-token SmolLM2
+    # context (94 MB), once. At most the KV pool's size.
+    swap_reserve_bytes: int = 0
     # int4/int8 layers also keep their weights dequantized to float32 for steps of more than
     # NATIVE_MAX_TOKENS tokens (long prefill chunks), which then take MKL's float32 GEMM instead of
     # the C++ kernels. Off by default: since the kernels' threads claim rows as they go, a 1,024-token

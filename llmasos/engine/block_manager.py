@@ -39,6 +39,10 @@ class BlockManager:
         self.free_block_ids: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.hash_of_block: list[bytes | None] = [None] * num_blocks
         self.block_of_hash: dict[bytes, int] = {}
+        # Blocks ever handed out: the pool's memory is mapped lazily (model_runner.allocate_kv_pool), so
+        # these are the blocks whose pages are resident. Fresh blocks are taken in id order after every
+        # freed unnamed one, so the touched blocks are always ids below this count.
+        self.num_touched_blocks = 0
         self.num_prefix_queries = 0  # prompt tokens looked up in the prefix cache
         self.num_prefix_hits = 0  # of those, tokens found
 
@@ -80,6 +84,7 @@ class BlockManager:
             block_id, _ = self.free_block_ids.popitem(last=False)
             self._forget(block_id)  # its old contents are about to be overwritten
             self.ref_counts[block_id] = 1
+            self.num_touched_blocks = max(self.num_touched_blocks, block_id + 1)
             seq.block_table.append(block_id)
 
     def free(self, seq: Sequence) -> None:

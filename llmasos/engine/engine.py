@@ -121,7 +121,8 @@ class LLMEngine:
 
     @property
     def memory_bytes(self) -> int:
-        return self.runner.memory_bytes
+        """What the engine holds now: weights, the KV blocks it has touched, its swap space."""
+        return self.runner.held_bytes(self.block_manager.num_touched_blocks)
 
     @property
     def has_unfinished_requests(self) -> bool:

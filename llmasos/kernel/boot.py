@@ -44,10 +44,14 @@ def _may_have_gpu() -> bool:
 
 
 def library_loader(
-    engine_config: EngineConfig, store: ModelStore | None = None, settings: Settings | None = None
+    engine_config: EngineConfig,
+    store: ModelStore | None = None,
+    settings: Settings | None = None,
+    budget_bytes: int | None = None,
 ) -> tuple[Callable[[str], tuple[Any, int]], Callable[[str], int]]:
     """(load, estimate) for the residency manager: engines on library models, and their sizes. With
-    `settings`, a model with its own context length in them gets it."""
+    `settings`, a model with its own context length in them gets it. With `budget_bytes`, each engine's
+    KV pool is at most what the budget leaves beside the model's weights."""
     store = store or ModelStore()
     settings = settings or Settings()
     # The engine's modules (and torch, seconds to import) are imported when a model is about to
@@ -57,6 +61,9 @@ def library_loader(
         from llmasos.engine.engine import LLMEngine
 
         config = settings.engine_config(engine_config, name)
+        if budget_bytes is not None:  # a pool the budget could never hold would only mislead admission
+            room = max(budget_bytes - estimate(name), 0)
+            config = dataclasses.replace(config, kv_cache_bytes=min(config.kv_cache_bytes, room))
         engine = LLMEngine.from_path(str(store.model_path(name)), config)
         if (written := engine.loaded.packed_cache_written) is not None:
             store.record_packed_cache(name, *written)
@@ -66,13 +73,13 @@ def library_loader(
         from llmasos.engine.engine import resolve_device
         from llmasos.engine.model_runner import packed_weight_format
 
-        # Weights as loaded plus the KV pool and swap reserve. Packed at load (int4 on the CPU, the
-        # default) an engine holds under a byte a parameter (Qwen2.5-1.5B: 1.28 GB for 1.54 B; SmolLM2:
-        # 140 MB for 135 M); float weights 4 bytes a parameter at most.
+        # What the engine holds right after its load: its weights and swap reserve. Packed at load
+        # (int4 on the CPU, the default) an engine holds under a byte a parameter (Qwen2.5-1.5B:
+        # 1.28 GB for 1.54 B; SmolLM2: 140 MB for 135 M); float weights 4 bytes a parameter at most.
+        # Not its KV pool: that is mapped lazily and charged as it is touched (ResidentModel.memory_bytes).
         packed = packed_weight_format(engine_config, resolve_device(engine_config.device)) is not None
         per_parameter = 1 if packed else 4
-        reserved = engine_config.kv_cache_bytes + engine_config.swap_reserve_bytes
-        return store.get(name).parameter_count * per_parameter + reserved
+        return store.get(name).parameter_count * per_parameter + engine_config.swap_reserve_bytes
 
     return load, estimate
 
@@ -98,9 +105,10 @@ def boot(
     config = config or KernelConfig()
     config = dataclasses.replace(config, engine=settings.engine_config(config.engine))
     store = ModelStore()
-    load, estimate = engines or library_loader(config.engine, store, settings)
+    budget = memory_budget or settings.models.memory_budget or default_memory_budget()
+    load, estimate = engines or library_loader(config.engine, store, settings, budget)
     residency = ResidencyManager(
-        memory_budget or settings.models.memory_budget or default_memory_budget(),
+        budget,
         load,
         estimate,
         keep_alive_seconds=settings.models.keep_alive,

@@ -39,14 +39,24 @@ class ResidentModel:
 
     name: str
     engine: Engine
-    memory_bytes: int  # measured after loading: weights + KV pool
-    load_seconds: float
+    loaded_bytes: int  # measured right after loading (its charge once the engine is dropped)
+    load_seconds: float  # measured: from the start of its load to its engine being ready
     last_used: float
     demand: float = 1.0  # decayed count of recent uses
     active: int = 0  # live processes on it; a model with any is never evicted
     pins: int = 0  # callers between acquire() and release(); never evicted while pinned
     held: bool = False  # loaded to stay (serve --preload): never expires or is evicted until unloaded
     demand_at: float = field(default=0.0)
+    engine_bytes_at_load: int | None = None  # the engine's own reading then; its growth is charged on top
+
+    @property
+    def memory_bytes(self) -> int:
+        """Its charge: what it held when loaded plus what its engine has grabbed since (the KV blocks
+        and swap space it touches as it serves), not the KV pool it could grow to."""
+        engine = self.engine
+        if engine is None or self.engine_bytes_at_load is None:
+            return self.loaded_bytes
+        return self.loaded_bytes + max(0, int(engine.memory_bytes) - self.engine_bytes_at_load)
 
     @property
     def is_idle(self) -> bool:
@@ -102,6 +112,7 @@ class ResidencyManager:
         """The engine of `name`, loading it (and evicting idle models) if needed, pinned until
         `release(name)`."""
         if (engine := self._pin(name)) is not None:
+            self.trim_to_budget()
             return engine
         with self._load_lock:
             if (engine := self._pin(name)) is not None:  # loaded by another caller meanwhile
@@ -207,7 +218,8 @@ class ResidencyManager:
         resident = ResidentModel(
             name=name,
             engine=engine,
-            memory_bytes=measured,
+            loaded_bytes=measured,
+            engine_bytes_at_load=int(engine.memory_bytes),
             load_seconds=loaded - start,
             last_used=loaded,
             demand=1.0,
@@ -243,9 +255,31 @@ class ResidencyManager:
         logger.info("unloaded %s", name)
 
     def unload_expired(self) -> list[str]:
-        """Unload models idle past their keep-alive; return their names."""
+        """Unload models idle past their keep-alive, then idle models while the resident ones' KV has
+        grown past the budget (`trim_to_budget`); return their names."""
         with self._lock:
             expired = [m.name for m in self.models.values() if m.is_idle and self.expires_in(m) == 0.0]
             for name in expired:
                 self.unload(name)
-        return expired
+        return expired + self.trim_to_budget()
+
+    def trim_to_budget(self) -> list[str]:
+        """Evict idle models, least valuable first, while what the resident models hold exceeds the
+        budget; return their names.
+
+        Why: a model is charged what it holds, and its KV grows with use after it was admitted (the
+        pool is mapped lazily), so the models together can pass the budget after their loads fit it.
+        Models in use are never evicted: they may hold more until their processes end."""
+        trimmed: list[str] = []
+        with self._lock:
+            if self.used_bytes <= self.budget_bytes:
+                return trimmed
+            now = self.clock()
+            idle = sorted(
+                (m for m in self.models.values() if m.is_idle and not m.held), key=lambda m: m.keep_value(now)
+            )
+            while idle and self.used_bytes > self.budget_bytes:
+                victim = idle.pop(0)
+                self.unload(victim.name)
+                trimmed.append(victim.name)
+        return trimmed

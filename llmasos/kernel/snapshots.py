@@ -21,7 +21,7 @@ class ResidentModelInfo:
     """One loaded model."""
 
     name: str
-    memory_bytes: int  # measured after loading: weights + KV pool
+    memory_bytes: int  # what it holds now: weights + the KV and swap memory it has touched
     active_processes: int  # live processes on it
     # Seconds until it is unloaded if it stays idle (the whole keep-alive while it is in use; None:
     # never). A reading that changes by the second, so two snapshots of the same state still compare equal.

@@ -58,6 +58,8 @@ class LoadedModel:
     # (file name, hex sha256) of the packed cache this load wrote beside the file, for the library's
     # manifest; None where it read one or wrote none.
     packed_cache_written: tuple[str, str] | None = None
+    # Whether the model came from its packed cache (nothing was built, so no temporaries to give back).
+    read_from_cache: bool = False
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -89,12 +91,13 @@ def load_model(
     """
     start = time.perf_counter()
     path = Path(path)
-    written = None
+    written, from_cache = None, False
     if path.is_dir():
         config, tokenizer, tensors = _read_hf_folder(path)
         model = build_model(config, tensors, dtype=dtype, device=torch.device(device))
     elif (cached := _cached_packed(path, packed_format, dtype, torch.device(device), keep_dense)) is not None:
         model, tokenizer, config = cached
+        from_cache = True
     else:
         with _plaintext_path(path) as plaintext:
             reader = open_gguf(plaintext)
@@ -114,7 +117,12 @@ def load_model(
     elapsed = time.perf_counter() - start
     logger.info("loaded %s (%s) in %.2fs", path.name, config.architecture, elapsed)
     return LoadedModel(
-        model=model, tokenizer=tokenizer, config=config, load_seconds=elapsed, packed_cache_written=written
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        load_seconds=elapsed,
+        packed_cache_written=written,
+        read_from_cache=from_cache,
     )
 
 

@@ -4,11 +4,15 @@ Why: packing Qwen2.5-1.5B from its GGUF blocks is ~40 s of CPU (and parsing the 
 vocabulary a few more), where llama.cpp maps the file in 0.7 s. The first packed load writes what it
 made (projections in the C++ kernels' layout, the head, the embedding, norms, the architecture and the
 tokenizer) to one file, `<model>.gguf.int4.pt`, atomically (a temporary file renamed into place, mode
-0600); later loads read it (`torch.load`): no GGUF parsing, no conversion.
+0600); later loads read it: no GGUF parsing, no conversion. The file is a tensor file
+(tensor_file.py, safetensors' layout; the name is older than the format): its data section is read
+with one `readinto` while another thread builds the tokenizer from its metadata (1.0-1.2 s for
+Qwen2.5's vocabulary, which then costs no wall time on a second core).
 
 The cache names the file it was made from (size and modification time) and this code's layout
-(`CACHE_VERSION`, the kernels' integer range); any mismatch, or an unreadable cache, means a fresh
-build that replaces it. Where the folder is not writable the model is simply built each time.
+(`CACHE_VERSION`, the kernels' integer range); any mismatch, or an unreadable cache (a torch.save file
+of version 2 included), means a fresh build that replaces it. Where the folder is not writable the
+model is simply built each time.
 
 Beside an encrypted model (`models pull --encrypt`) the cache is sealed the same way
 (`<model>.gguf.enc.int4.pt.enc`, security/sealed_file.py) and decrypted in memory when read: without
@@ -18,14 +22,17 @@ weights back on disk in the clear.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import os
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import tokenizers
 import torch
@@ -36,13 +43,14 @@ from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
+from llmasos.model.tensor_file import read_header, read_tensors, write_tensor_file
 from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.sealed_file import encrypt_stream, is_sealed, plaintext_in_memory
 
 logger = logging.getLogger(__name__)
 
 # Bump whenever what is stored, or the layout of a stored tensor, changes.
-CACHE_VERSION = 2  # 2: projections with parts of more than 4 bits in 8-bit groups (group_linear.py)
+CACHE_VERSION = 3  # 2: 8-bit groups for parts of more than 4 bits (group_linear.py); 3: a tensor file
 PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 
@@ -51,13 +59,48 @@ def cache_path(gguf_path: Path) -> Path:
     return gguf_path.with_name(gguf_path.name + suffix)
 
 
-def _read(path: Path, sealed: bool) -> dict[str, Any]:
-    if not sealed:
-        return torch.load(path, weights_only=True)
-    # Decrypted into anonymous memory and mapped from there: no copy into a second buffer, and
-    # (unlike a mapped file on disk) nothing the OS can drop and read back from the file.
-    with plaintext_in_memory(path) as plaintext:
-        return torch.load(plaintext, weights_only=True, mmap=True)
+def _read(
+    path: Path, sealed: bool, key: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], tokenizers.Tokenizer] | None:
+    """(stored fields, tensors, tokenizer) of the cache file `path`; None where it was made from another
+    file or layout than `key` says (found from its header, before its data is read)."""
+    with contextlib.ExitStack() as stack:
+        if sealed:  # decrypted into anonymous memory (a memfd), then read from there like a file
+            path = stack.enter_context(plaintext_in_memory(path))
+        f = stack.enter_context(open(path, "rb", buffering=0))
+        metadata, header = read_header(f)
+        stored = json.loads(metadata.get("llmasos", "{}"))
+        if stored.get("key") != key:
+            return None
+        # The weights are read in a thread of its own (its readinto releases the GIL) while this one
+        # builds the tokenizer (which holds it): on two cores the tokenizer's second costs no wall time.
+        reader = _Reader(f, header)
+        reader.start()
+        try:
+            tokenizer = tokenizers.Tokenizer.from_str(metadata["tokenizer"])
+        finally:
+            reader.join()
+        return stored, reader.tensors(), tokenizer
+
+
+class _Reader(threading.Thread):
+    """`read_tensors` in a thread; `tensors()` returns them or raises what the read raised."""
+
+    def __init__(self, file: BinaryIO, header: dict[str, dict]) -> None:
+        super().__init__(name="packed-cache-read", daemon=True)
+        self.file, self.header = file, header
+        self.result: dict[str, torch.Tensor] | BaseException = {}
+
+    def run(self) -> None:
+        try:
+            self.result = read_tensors(self.file, self.header)
+        except BaseException as err:  # re-raised in the loading thread
+            self.result = err
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
 
 
 def cache_key(gguf_path: Path, int_max: int) -> dict[str, int]:
@@ -72,16 +115,16 @@ def load_cached(gguf_path: Path, int_max: int) -> tuple[LlamaModel, Tokenizer, M
     if not path.is_file():
         return None
     try:
-        # Read, not mapped (mmap=True): mapped weights are page cache the OS may evict under memory
-        # pressure, and SmolLM2's decode then swung between 8 and 100 tok/s on this shared machine
-        # while the read copy held 45; reading 133 MB (1.27 GB for Qwen2.5-1.5B) costs a fraction of
-        # a second, and the engine's RSS is what it really holds.
-        stored = _read(path, is_sealed(gguf_path))
-        if stored.get("key") != cache_key(gguf_path, int_max):
+        # Read, not mapped: mapped weights are page cache the OS may evict under memory pressure, and
+        # SmolLM2's decode then swung between 8 and 100 tok/s on this shared machine while the read
+        # copy held 45; the engine's RSS is then what it really holds.
+        read = _read(path, is_sealed(gguf_path), cache_key(gguf_path, int_max))
+        if read is None:
             logger.info("packed cache %s is stale; packing %s again", path.name, gguf_path.name)
             return None
+        stored, tensors, backend = read
         config = _config(stored["config"])
-        return _model(config, stored["tensors"]), _tokenizer(stored["tokenizer"]), config
+        return _model(config, tensors), _tokenizer(stored["tokenizer"], backend), config
     except Exception as err:  # a torn or foreign file: rebuild and replace it
         logger.warning(
             "packed cache %s could not be read (%s); packing %s again", path.name, err, gguf_path.name
@@ -104,8 +147,9 @@ def save_cached(
         "key": cache_key(gguf_path, int_max),
         "config": dataclasses.asdict(config),
         "tokenizer": _tokenizer_state(tokenizer, chat_template),
-        "tensors": _tensors(model),
     }
+    metadata = {"llmasos": json.dumps(stored), "tokenizer": tokenizer._backend.to_str()}
+    tensors = _tensors(model)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     except OSError as err:
@@ -115,12 +159,12 @@ def save_cached(
         if is_sealed(gguf_path):
             os.close(fd)
             buffer = io.BytesIO()
-            torch.save(stored, buffer)
+            write_tensor_file(buffer, tensors, metadata)
             buffer.seek(0)
             encrypt_stream(buffer, Path(tmp))
         else:
             with os.fdopen(fd, "wb") as f:
-                torch.save(stored, f)
+                write_tensor_file(f, tensors, metadata)
                 f.flush()
                 os.fsync(f.fileno())
         with open(tmp, "rb") as f:  # read back from the page cache: ~1 s for Qwen2.5-1.5B's 1.4 GB, once
@@ -174,7 +218,7 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
 
 def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
     with torch.device("meta"):
-        model = LlamaModel(config)
+        model = LlamaModel(config, rope_tables=False)  # the stored tables are installed below
     model.norm.weight = nn.Parameter(tensors["norm"], requires_grad=False)
     for i, layer in enumerate(model.layers):
         layer.attn_norm.weight = nn.Parameter(tensors[f"{i}.attn_norm"], requires_grad=False)
@@ -214,12 +258,13 @@ def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
 
 
 def _config(stored: dict[str, Any]) -> ModelConfig:
-    return ModelConfig(**{**stored, "rope_scaling": RopeScaling(**stored["rope_scaling"])})
+    # JSON gives lists where the config holds tuples (sliding_layers)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in stored.items()}
+    return ModelConfig(**{**fields, "rope_scaling": RopeScaling(**stored["rope_scaling"])})
 
 
 def _tokenizer_state(tokenizer: Tokenizer, chat_template: str | None) -> dict[str, Any]:
     return {
-        "backend": tokenizer._backend.to_str(),
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
         "chat_template": chat_template,
@@ -230,9 +275,9 @@ def _tokenizer_state(tokenizer: Tokenizer, chat_template: str | None) -> dict[st
     }
 
 
-def _tokenizer(state: dict[str, Any]) -> Tokenizer:
+def _tokenizer(state: dict[str, Any], backend: tokenizers.Tokenizer) -> Tokenizer:
     return Tokenizer(
-        tokenizers.Tokenizer.from_str(state["backend"]),
+        backend,
         bos_token_id=state["bos_token_id"],
         eos_token_id=state["eos_token_id"],
         chat_template=state["chat_template"],

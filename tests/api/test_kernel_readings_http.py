@@ -27,5 +27,6 @@ def test_health_and_models_show_a_preloaded_model(tiny_server):
     assert httpx.get(tiny_server.url + "/healthz").json()["resident_models"] == ["tiny"]
     body = tiny_server.client().get("/os/models").json()
     (tiny,) = body["models"]
-    assert tiny["resident"] and tiny["memory_bytes"] > 2**20 and tiny["active_processes"] == 0
+    # its weights (~0.2 MB); its 1 MiB KV pool is charged only as it is written
+    assert tiny["resident"] and tiny["memory_bytes"] > 2**17 and tiny["active_processes"] == 0
     assert body["memory_used_bytes"] == tiny["memory_bytes"] <= body["memory_budget_bytes"] == 4 * 2**30

@@ -126,8 +126,10 @@ def test_bfloat16_weights_run_through_the_engine(own_tiny) -> None:
 @pytest.mark.parametrize("fmt", ["float32", "int4"])
 def test_runner_memory_counts_every_tensor_it_holds(own_tiny, fmt: str) -> None:
     """What the residency manager charges a loaded engine: parameters, buffers, the packed weights of
-    quantized layers (plain attributes, not parameters), the KV pool and the swap space."""
-    engine = LLMEngine(own_tiny, EngineConfig(weight_format=fmt, block_size=4, kv_cache_bytes=1 << 20))
+    quantized layers (plain attributes, not parameters), the KV blocks it has touched and the swap
+    space."""
+    config = EngineConfig(weight_format=fmt, block_size=4, kv_cache_bytes=1 << 20, swap_reserve_bytes=1 << 16)
+    engine = LLMEngine(own_tiny, config)
     model = engine.runner.model
     packed = sum(m.quant_bytes() for m in model.modules() if isinstance(m, (Int4Linear, Int8Linear)))
     assert (packed > 0) == (fmt == "int4")
@@ -135,9 +137,9 @@ def test_runner_memory_counts_every_tensor_it_holds(own_tiny, fmt: str) -> None:
     assert model.held_bytes() == dense + packed
     swap = engine.runner.swap_space
     assert swap.num_blocks > 0
-    assert engine.runner.memory_bytes == (
-        model.held_bytes() + engine.runner.kv_cache_bytes + swap.num_blocks * swap.bytes_per_block
-    )
+    touched = engine.block_manager.num_touched_blocks
+    assert touched == 0
+    assert engine.memory_bytes == model.held_bytes() + swap.num_blocks * swap.bytes_per_block
 
 
 def _q8_0_table(rows: int, dim: int) -> torch.Tensor:

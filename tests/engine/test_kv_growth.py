@@ -1,0 +1,92 @@
+"""The KV pool holds memory as it is used, not up front; residency charges what an engine holds and
+evicts idle models when that grows past the budget; a library engine's pool fits the budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+
+from llmasos.config import EngineConfig
+from llmasos.engine.block_manager import BlockManager
+from llmasos.engine.engine import LLMEngine
+from llmasos.engine.sampling import SamplingParams
+from llmasos.kernel.boot import library_loader
+from llmasos.kernel.residency import ResidencyManager
+from llmasos.library import ModelStore
+from tests.engine.test_block_manager import make_seq
+from tests.helpers.fake_engine import FakeEngine
+from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_blocks_are_touched_once_and_reused_before_fresh_ones() -> None:
+    manager = BlockManager(num_blocks=16, block_size=4, enable_prefix_caching=False)
+    first = make_seq("a", 10)
+    manager.allocate(first, 10)  # 3 blocks
+    assert manager.num_touched_blocks == 3
+    manager.free(first)
+    second = make_seq("b", 6)
+    manager.allocate(second, 6)  # 2 blocks, both taken from the freed ones
+    assert manager.num_touched_blocks == 3
+    third = make_seq("c", 20)
+    manager.allocate(third, 20)  # 5 blocks: the freed one left, then 4 fresh
+    assert manager.num_touched_blocks == 7
+    assert set(second.block_table + third.block_table) == set(range(7))
+
+
+def test_an_engine_is_charged_the_kv_it_wrote_and_its_pool_is_not_resident_up_front(tiny_loaded) -> None:
+    before = _rss_bytes()
+    # (max_num_seqs: the tiny context would cap the pool far lower)
+    engine = LLMEngine(tiny_loaded, EngineConfig(block_size=4, kv_cache_bytes=256 * 2**20, max_num_seqs=4096))
+    assert engine.runner.kv_cache_bytes > 200 * 2**20  # a large pool ...
+    assert _rss_bytes() - before < 64 * 2**20  # ... that holds no memory until it is written
+    weights = engine.memory_bytes
+    assert weights == engine.runner.weight_bytes
+    prompt = list(range(1, 22))
+    engine.generate([prompt], SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    touched = engine.block_manager.num_touched_blocks
+    assert touched == -(-(len(prompt) + 3) // 4)  # the prompt and its new tokens, 4 a block
+    assert engine.memory_bytes == weights + touched * engine.runner.kv_block_bytes
+    engine.generate([prompt], SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    assert engine.block_manager.num_touched_blocks <= 2 * touched  # freed blocks are reused
+
+
+def test_residency_charges_what_engines_hold_and_evicts_idle_ones_when_kv_grows_past_the_budget() -> None:
+    engines: dict[str, FakeEngine] = {}
+
+    def load(name: str) -> tuple[FakeEngine, int]:
+        engines[name] = FakeEngine()
+        return engines[name], engines[name].memory_bytes
+
+    residency = ResidencyManager(2500, load, lambda name: 1000)
+    residency.acquire("a")
+    residency.acquire("b")  # both fit: 2,000 of 2,500
+    residency.release("b")
+    assert residency.used_bytes == 2000
+    engines["a"].memory_bytes = 1400  # a's KV grows while it serves
+    assert residency.models["a"].memory_bytes == 1400 and residency.used_bytes == 2400
+    assert residency.unload_expired() == []  # within the budget: nothing to do
+    engines["a"].memory_bytes = 1800  # past it: the idle model goes, the pinned one stays
+    assert residency.unload_expired() == ["b"]
+    assert set(residency.models) == {"a"} and residency.used_bytes == 1800
+
+
+def test_a_library_engines_kv_pool_is_what_the_budget_leaves_beside_its_weights(tmp_path) -> None:
+    path, _ = write_tiny_gguf(tmp_path / "tiny.gguf", TinySpec(qtype=gguf.GGMLQuantizationType.F32))
+    store = ModelStore()
+    store.pull(str(path), name="tiny", progress=False)
+    config = EngineConfig(device="cpu", weight_format="float32", kv_cache_bytes=64 * 2**20)
+    _, estimate = library_loader(config, store)
+    budget = estimate("tiny") + 2**20
+    load, _ = library_loader(config, store, budget_bytes=budget)
+    engine, _ = load("tiny")
+    assert engine.runner.kv_cache_bytes <= 2**20
+    roomy, _ = library_loader(config, store, budget_bytes=2**40)
+    assert roomy("tiny")[0].runner.kv_cache_bytes > 2**20  # the configured pool where the budget allows it
