@@ -46,6 +46,12 @@ logger = logging.getLogger("llmasos.serve")
 ACCESS_LOG_BYTES = 10 * 2**20
 ACCESS_LOG_BACKUPS = 3
 
+#: The niceness of the server's HTTP threads (event loop, request pool), below the kernel's thread and
+#: its OpenMP workers (api/thread_priority.py). At 10 a thread that competes with them for a core gets
+#: about a tenth of it: room for the loop's own few percent of the server's CPU, none for what an
+#: abusive client makes it do.
+HTTP_NICENESS = 10
+
 
 def access_log_path() -> Path:
     return llmasos_home() / "logs" / "access.log"
@@ -189,7 +195,13 @@ def _serve_booted(
     )
     if host not in ("0.0.0.0", "::", *limits.trusted_hosts):  # the bound name is always trusted
         limits = dataclasses.replace(limits, trusted_hosts=(*limits.trusted_hosts, host))
-    app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app, limits=limits)
+    app = create_app(
+        syscalls,
+        allow_anonymous=allow_anonymous,
+        anonymous_app=anonymous_app,
+        limits=limits,
+        http_niceness=HTTP_NICENESS,
+    )
     app.state.preloading = preloading
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
     print(f"LLMasOS serving on {url} (admin key: {admin_key_path()})", flush=True)
