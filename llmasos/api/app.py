@@ -55,8 +55,8 @@ def create_app(
     """The HTTP API over `syscalls`. With `manage_kernel`, the app starts the kernel's thread when
     it starts serving and stops it on shutdown. With `anonymous_app`, requests without an LLMasOS
     key run as that app (see auth.keyless_app). `limits` bound what one request may make it do.
-    `http_niceness` > 0: the event loop's thread, and the threads it starts, run at that niceness,
-    below the kernel's (`thread_priority.py`; `llmasos serve` sets it)."""
+    `http_niceness` > 0: the event loop's thread, and the threads it starts, run that many steps of
+    niceness below the kernel's (`thread_priority.py`; `llmasos serve` sets it)."""
     limits = limits or HttpLimits()
     guard = FailedAuthGuard(limits.failed_auth)
 

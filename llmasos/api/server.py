@@ -46,10 +46,10 @@ logger = logging.getLogger("llmasos.serve")
 ACCESS_LOG_BYTES = 10 * 2**20
 ACCESS_LOG_BACKUPS = 3
 
-#: The niceness of the server's HTTP threads (event loop, request pool), below the kernel's thread and
-#: its OpenMP workers (api/thread_priority.py). At 10 a thread that competes with them for a core gets
-#: about a tenth of it: room for the loop's own few percent of the server's CPU, none for what an
-#: abusive client makes it do.
+#: How many steps of niceness the server's HTTP threads (event loop, request pool) run below the
+#: kernel's thread and its OpenMP workers (api/thread_priority.py). At 10 a thread that competes with
+#: them for a core gets about a tenth of it: room for the loop's own few percent of the server's CPU,
+#: none for what an abusive client makes it do.
 HTTP_NICENESS = 10
 
 

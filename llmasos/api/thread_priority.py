@@ -26,14 +26,16 @@ def thread_niceness(native_id: int | None = None) -> int:
     return os.getpriority(os.PRIO_PROCESS, native_id or threading.get_native_id())
 
 
-def yield_cpu_to_the_kernel(niceness: int) -> bool:
-    """Raise the calling thread's niceness to `niceness` (never lower it); whether it was set. A
-    platform without per-thread niceness (not Linux) keeps the thread as it is."""
-    if niceness <= 0 or not hasattr(os, "setpriority"):
+def yield_cpu_to_the_kernel(steps: int) -> bool:
+    """Raise the calling thread's niceness by `steps` (at most to 19), relative to what it was: a
+    server started at nice -15 or 5 keeps its HTTP threads the same distance below its kernel's.
+    Whether it changed; a platform without per-thread niceness keeps the thread as it is."""
+    if steps <= 0 or not hasattr(os, "setpriority"):
         return False
     tid = threading.get_native_id()
     try:
-        if thread_niceness(tid) >= niceness:
+        niceness = min(19, thread_niceness(tid) + steps)
+        if niceness == thread_niceness(tid):
             return False
         os.setpriority(os.PRIO_PROCESS, tid, niceness)
     except OSError as err:  # a sandbox that forbids it: serve as before
