@@ -320,7 +320,16 @@ def main() -> None:
     parser.add_argument(
         "--engine-seconds", type=float, default=30.0, help="each of the two engine-alone measurements"
     )
+    parser.add_argument(
+        "--http-niceness",
+        type=int,
+        default=None,
+        help="steps of niceness of the server's HTTP threads below its kernel's (default: the server's, 10; "
+        "0 turns it off)",
+    )
     args = parser.parse_args()
+    if args.http_niceness is not None:  # the server process reads it (llmasos.api.server.http_niceness)
+        os.environ["LLMASOS_HTTP_NICENESS"] = str(args.http_niceness)
 
     home = Path(tempfile.mkdtemp(prefix="llmasos-load-"))
     server = None
@@ -365,7 +374,8 @@ def main() -> None:
         finished_before = finished_chats(url, admin_key)
         print(
             f"server pid {server.pid}; {args.clients} clients for {args.seconds:.0f} s, "
-            f"max_tokens {args.max_tokens}"
+            f"max_tokens {args.max_tokens}; its HTTP threads "
+            f"{os.environ.get('LLMASOS_HTTP_NICENESS', '10 (default)')} steps of niceness below its kernel's"
         )
         model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
         steps_before = step_figures(url, admin_key, model_name)
