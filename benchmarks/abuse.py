@@ -257,7 +257,16 @@ def main() -> None:
         metavar="0-19",
         help="CPU niceness of the attacking process (19, the default, stands in for another machine)",
     )
+    parser.add_argument(
+        "--http-niceness",
+        type=int,
+        default=None,
+        help="steps of niceness of the server's HTTP threads below its kernel's (default: the server's, 10; "
+        "0 turns it off)",
+    )
     args = parser.parse_args()
+    if args.http_niceness is not None:  # the server process reads it (llmasos.api.server.http_niceness)
+        os.environ["LLMASOS_HTTP_NICENESS"] = str(args.http_niceness)
     seconds = 6.0 if args.quick else args.seconds
 
     home = Path(tempfile.mkdtemp(prefix="llmasos-abuse-"))
@@ -282,7 +291,8 @@ def main() -> None:
             httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
         print(
             f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each"
-            f" attack; the attacker at nice {args.attacker_nice}"
+            f" attack; the attacker at nice {args.attacker_nice}; the server's HTTP threads "
+            f"{os.environ.get('LLMASOS_HTTP_NICENESS', '10 (default)')} steps of niceness below its kernel's"
         )
         start = server.state()
         for name in ATTACKS:

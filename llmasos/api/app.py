@@ -28,6 +28,7 @@ from llmasos.api.privacy_routes import router as privacy_router
 from llmasos.api.program_calls import close_program_pool
 from llmasos.api.responses_routes import router as responses_router
 from llmasos.api.stats_routes import router as stats_router
+from llmasos.api.thread_priority import yield_cpu_to_the_kernel
 from llmasos.api.upload_quota import UploadQuotaMiddleware
 from llmasos.api.vector_store_routes import router as vector_store_router
 from llmasos.api.workflow_routes import router as workflow_router
@@ -50,10 +51,13 @@ def create_app(
     manage_kernel: bool = True,
     anonymous_app: str | None = None,
     limits: HttpLimits | None = None,
+    http_niceness: int = 0,
 ) -> FastAPI:
     """The HTTP API over `syscalls`. With `manage_kernel`, the app starts the kernel's thread when
     it starts serving and stops it on shutdown. With `anonymous_app`, requests without an LLMasOS
-    key run as that app (see auth.keyless_app). `limits` bound what one request may make it do."""
+    key run as that app (see auth.keyless_app). `limits` bound what one request may make it do.
+    `http_niceness` > 0: the event loop's thread, and the threads it starts, run that many steps of
+    niceness below the kernel's (`thread_priority.py`; `llmasos serve` sets it)."""
     limits = limits or HttpLimits()
     guard = FailedAuthGuard(limits.failed_auth)
 
@@ -62,6 +66,7 @@ def create_app(
         if manage_kernel:
             syscalls.start()
             syscalls.resume_ingestion()  # files a stopped server left half-indexed
+        yield_cpu_to_the_kernel(http_niceness)  # after the kernel's thread started: it keeps its own
         sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls))
         resumed = workflows.runner.resume_unfinished()  # runs a previous server left unfinished
         if resumed:
