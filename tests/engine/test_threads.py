@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 
 import torch
 
@@ -47,7 +48,7 @@ def test_models_load_single_threaded_and_the_kernel_loop_claims_the_threads() ->
 
     def load(name: str):
         seen["load"] = torch.get_num_threads()
-        return object(), 1
+        return SimpleNamespace(memory_bytes=0), 1  # residency reads what the engine holds
 
     residency = ResidencyManager(1 << 30, load, lambda name: 1)
     torch.set_num_threads(2)
