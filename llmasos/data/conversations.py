@@ -243,7 +243,7 @@ def edit_core(data: AppData, conversation_id: str, append: str | None, old: str 
     """Append a fact to the core block (`old` None) or replace the fact `old` with `append` (an
     empty `append` removes it); the new core block. One transaction, so two edits never lose one."""
     with data.db.transaction() as conn:
-        core = json.loads(_row(conn, conversation_id)["core"])
+        core = core_of(data, _row(conn, conversation_id))
         if old is None:
             core.append(append)
         elif old not in core:
@@ -255,7 +255,10 @@ def edit_core(data: AppData, conversation_id: str, append: str | None, old: str 
         else:
             core.remove(old)
         core = check_core(core)
-        conn.execute("UPDATE conversations SET core = ? WHERE id = ?", (json.dumps(core), conversation_id))
+        conn.execute(
+            "UPDATE conversations SET core = ? WHERE id = ?",
+            (sealed_core(data, conversation_id, core), conversation_id),
+        )
         return core
 
 

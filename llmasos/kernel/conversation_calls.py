@@ -104,12 +104,14 @@ class ConversationCalls:
         """Add a fact to the conversation's core block (the app, or its model through the memory
         tools); the new block."""
         with self.trail.audited(app, "conversations.core_memory.append", conversation_id):
-            return conv.edit_core(self._conversations(app), conversation_id, fact)
+            stored = self._stored(app, fact, "the core fact", written_by_model=True)
+            return conv.edit_core(self._conversations(app), conversation_id, stored)
 
     def replace_core_memory(self, app: App, conversation_id: str, old: str, new: str) -> list[str]:
         """Replace the core fact `old` with `new` (`new` empty: remove it); the new block."""
         with self.trail.audited(app, "conversations.core_memory.replace", conversation_id):
-            return conv.edit_core(self._conversations(app), conversation_id, new, old)
+            stored = self._stored(app, new, "the core fact", written_by_model=True) if new else new
+            return conv.edit_core(self._conversations(app), conversation_id, stored, old)
 
     def delete_conversation(self, app: App, conversation_id: str) -> dict:
         with self.trail.audited(app, "conversations.delete", conversation_id):
