@@ -167,21 +167,20 @@ def _serve_on(
     from llmasos.cluster.loopback import use_loopback
 
     use_loopback(cluster.address)  # before Ray is imported
+    from llmasos.cluster.registry import model_resolver
     from llmasos.cluster.runtime import cluster_loader, start_head
     from llmasos.cluster.secret import load_or_create_secret, secret_path
-
-    head = start_head(load_or_create_secret(), cluster.address, port=cluster.port)
-    print(f"cluster head at {head.address}; nodes join with `llmasos node start --address {head.address}` "
-          f"and the secret in {secret_path()}", flush=True)  # fmt: skip
-    from llmasos.cluster.registry import model_resolver
     from llmasos.cluster.tools import ToolPlacer
     from llmasos.library.catalog import resolve_alias
     from llmasos.library.store import ModelStore
     from llmasos.tools.devices import use_nodes
     from llmasos.tools.nodes import NODE_TOOLS
 
-    use_nodes(ToolPlacer(head.directory, NODE_TOOLS))  # ocr, speech, embed run on capable nodes
-    try:
+    head = start_head(load_or_create_secret(), cluster.address, port=cluster.port)
+    print(f"cluster head at {head.address}; nodes join with `llmasos node start --address {head.address}` "
+          f"and the secret in {secret_path()}", flush=True)  # fmt: skip
+    try:  # from here on the head's Ray processes stop with the server, whatever fails
+        use_nodes(ToolPlacer(head.directory, NODE_TOOLS))  # ocr, speech, embed run on capable nodes
         store = ModelStore()  # a model may be on the nodes alone: the head need not hold its file
         resolve = model_resolver(head.directory.nodes, lambda name: store.get(name).name, resolve_alias)
         syscalls = boot(

@@ -33,9 +33,11 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between looks at the registry for nodes that joined or died.
 REFRESH_SECONDS = 2.0
-#: Engine steps a node runs per call of the head (`EngineHost.step`): a call's round trip cost ~3 ms
-#: of a 28 ms remote step of 8 SmolLM2 streams on one thread (11% slower than in-process); two steps
-#: per call halve that, for tokens that reach the stream in pairs and a cancel that waits one more step.
+#: Engine steps a node runs per call of the head (`EngineHost.step`). A remote step of 8 SmolLM2 streams
+#: on one thread was 11% slower than in-process (~3 of ~28 ms, idle box); a no-op call to an engine
+#: actor took 1.0 ms (median, load 14) and a step's output pickles to ~760 bytes, so the cost is the
+#: call's, paid half as often with two steps per call, for tokens that reach the stream in pairs and a
+#: cancel that waits one more step.
 STEPS_PER_CALL = 2
 
 

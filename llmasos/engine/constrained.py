@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import llguidance
@@ -68,6 +68,14 @@ class Grammar:
     max_tokens: int  # tokens the longest accepted output takes at most, end token included
     schema: dict | None = None  # the bounded JSON schema, for json_schema grammars
     bounds: Bounds | None = None
+    # The model's tokenizer it was built for: llguidance's does not pickle, so a copy sent to another
+    # process (a cluster node) rebuilds it from this one.
+    source: Tokenizer | None = field(default=None, compare=False, repr=False)
+
+    def __reduce__(self) -> tuple:
+        if self.source is None:
+            raise TypeError("a grammar built without its model tokenizer cannot go to another process")
+        return (_rebuilt, (self.text, self.source, self.max_tokens, self.schema, self.bounds))
 
     @classmethod
     def json_schema(cls, schema: object, tokenizer: Tokenizer, max_tokens: int) -> Grammar:
@@ -76,7 +84,9 @@ class Grammar:
         # Every token is at least one byte, so a value of at most max_tokens - 1 bytes always ends in time.
         bounded, bounds = fit_to_budget(schema, max_tokens - 1)
         text = grammar_text(bounded)
-        grammar = cls(text, grammar_tokenizer(tokenizer), bounds.worst_case_bytes + 1, bounded, bounds)
+        grammar = cls(
+            text, grammar_tokenizer(tokenizer), bounds.worst_case_bytes + 1, bounded, bounds, tokenizer
+        )
         grammar._check()
         return grammar
 
@@ -86,7 +96,7 @@ class Grammar:
         _check_budget(max_tokens)
         text, worst_case = json_object_grammar(max_tokens - 1)
         lark = llguidance.LLMatcher.grammar_from_lark(text)
-        grammar = cls(lark, grammar_tokenizer(tokenizer), worst_case + 1)
+        grammar = cls(lark, grammar_tokenizer(tokenizer), worst_case + 1, source=tokenizer)
         grammar._check()
         return grammar
 
@@ -101,7 +111,7 @@ class Grammar:
         lark = "start: " + " | ".join(json.dumps(o, ensure_ascii=False) for o in dict.fromkeys(options))
         text = llguidance.LLMatcher.grammar_from_lark(lark)
         longest = max(len(o.encode()) for o in options)
-        grammar = cls(text, grammar_tokenizer(tokenizer), longest + 1)
+        grammar = cls(text, grammar_tokenizer(tokenizer), longest + 1, source=tokenizer)
         grammar._check()
         return grammar
 
@@ -119,6 +129,12 @@ class Grammar:
         if matcher.is_error():
             raise InvalidSchemaError(f"the grammar could not be compiled: {matcher.get_error()}")
         return matcher
+
+
+def _rebuilt(
+    text: str, source: Tokenizer, max_tokens: int, schema: dict | None, bounds: Bounds | None
+) -> Grammar:
+    return Grammar(text, grammar_tokenizer(source), max_tokens, schema, bounds, source)
 
 
 def _check_budget(max_tokens: object) -> None:
@@ -139,6 +155,11 @@ class ConstrainedLogits:
         self.num_replays = 0  # parsers rebuilt from scratch (first use, preemption, other sequences)
         self.failed = False  # a parser reached an error state (never expected; logged once)
         self._end_tokens = frozenset(grammar.tokenizer.eos_tokens)
+
+    def __getstate__(self) -> dict:
+        # Parsers do not pickle: a copy (a request sent to a cluster node, or moved to another when
+        # its node died) replays them from the output ids it is given, as after a preemption.
+        return {**self.__dict__, "_states": []}
 
     def __call__(self, output_ids: list[int], logits: torch.Tensor) -> torch.Tensor:
         # Imported here (loaded already: the engine calls this): grammars are built by the HTTP

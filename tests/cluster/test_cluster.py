@@ -156,6 +156,23 @@ def test_remote_engines_generate_what_a_local_one_does_and_the_table_names_the_n
     assert all(kernel.table[pid].state is ProcessState.FINISHED for pid in pids)
 
 
+def test_a_constrained_request_runs_on_a_node(tiny_cluster, tiny_loaded) -> None:
+    """response_format's grammar crosses to the node with the request (rebuilt there)."""
+    import json
+
+    from llmasos.engine.constrained import Grammar
+
+    kernel, sys = cluster_kernel(tiny_cluster.directory)
+    grammar = Grammar.json_object(tiny_loaded.tokenizer, max_tokens=40)
+    params = SamplingParams(
+        max_tokens=grammar.max_tokens, temperature=1.5, seed=1, logits_processors=(grammar.processor(),)
+    )
+    app = App("json")
+    pid = sys.generate(app, "tiny", random_prompts([6], seed=9)[0], params).pid
+    kernel.run_until_idle()
+    assert isinstance(json.loads(streamed(sys, app, pid)[0]), dict)
+
+
 def test_os_nodes_and_metrics_show_nodes_health_and_processes(tiny_cluster) -> None:
     from fastapi.testclient import TestClient
 
