@@ -265,8 +265,8 @@ def main() -> None:
         "0 turns it off)",
     )
     args = parser.parse_args()
-    if args.http_niceness is not None:  # the server process reads it (llmasos.api.server.http_niceness)
-        os.environ["LLMASOS_HTTP_NICENESS"] = str(args.http_niceness)
+    if args.http_niceness is not None:  # the server process reads it (setting server.http_niceness)
+        os.environ["LLMASOS_SERVER_HTTP_NICENESS"] = str(args.http_niceness)
     seconds = 6.0 if args.quick else args.seconds
 
     home = Path(tempfile.mkdtemp(prefix="llmasos-abuse-"))
@@ -292,7 +292,7 @@ def main() -> None:
         print(
             f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each"
             f" attack; the attacker at nice {args.attacker_nice}; the server's HTTP threads "
-            f"{os.environ.get('LLMASOS_HTTP_NICENESS', '10 (default)')} steps of niceness below its kernel's"
+            f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
         )
         start = server.state()
         for name in ATTACKS:

@@ -328,8 +328,8 @@ def main() -> None:
         "0 turns it off)",
     )
     args = parser.parse_args()
-    if args.http_niceness is not None:  # the server process reads it (llmasos.api.server.http_niceness)
-        os.environ["LLMASOS_HTTP_NICENESS"] = str(args.http_niceness)
+    if args.http_niceness is not None:  # the server process reads it (setting server.http_niceness)
+        os.environ["LLMASOS_SERVER_HTTP_NICENESS"] = str(args.http_niceness)
 
     home = Path(tempfile.mkdtemp(prefix="llmasos-load-"))
     server = None
@@ -375,7 +375,7 @@ def main() -> None:
         print(
             f"server pid {server.pid}; {args.clients} clients for {args.seconds:.0f} s, "
             f"max_tokens {args.max_tokens}; its HTTP threads "
-            f"{os.environ.get('LLMASOS_HTTP_NICENESS', '10 (default)')} steps of niceness below its kernel's"
+            f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
         )
         model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
         steps_before = step_figures(url, admin_key, model_name)

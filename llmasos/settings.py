@@ -131,6 +131,11 @@ class ServerSettings(_Section):
     max_body_size: Size = 8 * 2**20  # largest request body accepted
     trusted_hosts: tuple[str, ...] = ()  # Host names keyless requests may use besides loopback
     cors_origins: tuple[str, ...] = ()  # web origins allowed to call the API from a browser (off)
+    # Steps of niceness the HTTP threads (event loop, request pool) run below the kernel's thread and its
+    # OpenMP workers (api/thread_priority.py); 0: the same. At 10 a thread competing with them for a core
+    # gets about a tenth of it: room for the loop's few percent of the server's CPU, none for what an
+    # abusive client makes it do.
+    http_niceness: int = Field(10, ge=0, le=19)
 
     @field_validator("cors_origins")
     @classmethod

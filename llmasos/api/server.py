@@ -46,18 +46,6 @@ logger = logging.getLogger("llmasos.serve")
 ACCESS_LOG_BYTES = 10 * 2**20
 ACCESS_LOG_BACKUPS = 3
 
-#: How many steps of niceness the server's HTTP threads (event loop, request pool) run below the
-#: kernel's thread and its OpenMP workers (api/thread_priority.py). At 10 a thread that competes with
-#: them for a core gets about a tenth of it: room for the loop's own few percent of the server's CPU,
-#: none for what an abusive client makes it do. `LLMASOS_HTTP_NICENESS` overrides it (0: off), for
-#: benchmarks that compare the two (benchmarks/abuse.py, server_load.py: --http-niceness).
-HTTP_NICENESS = 10
-
-
-def http_niceness() -> int:
-    value = os.environ.get("LLMASOS_HTTP_NICENESS", "")
-    return int(value) if value.strip().isdigit() else HTTP_NICENESS
-
 
 def access_log_path() -> Path:
     return llmasos_home() / "logs" / "access.log"
@@ -218,7 +206,7 @@ def _serve_booted(
         allow_anonymous=allow_anonymous,
         anonymous_app=anonymous_app,
         limits=limits,
-        http_niceness=http_niceness(),
+        http_niceness=server.http_niceness,
     )
     app.state.preloading = preloading
     url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"

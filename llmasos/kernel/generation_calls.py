@@ -161,9 +161,9 @@ class GenerationCalls:
         """QuotaExceededError when one more process of `app` would pass a queue or concurrency bound
         (processes still being admitted count as queued). Under the kernel's lock."""
         kernel = self.kernel
-        live = [p for p in kernel.table.values() if p.app_id == app.identity and not p.is_terminal]
-        queued_total = sum(p.state is ProcessState.QUEUED for p in kernel.table.values())
-        ahead = sum(kernel.remaining_tokens(p) for p in kernel.table.values() if not p.is_terminal)
+        live = [p for p in kernel.live.values() if p.app_id == app.identity]
+        queued_total = sum(p.state is ProcessState.QUEUED for p in kernel.live.values())
+        ahead = sum(kernel.remaining_tokens(p) for p in kernel.live.values())
         refuse_if_full(
             app.name,
             sum(p.state is ProcessState.QUEUED for p in live) + self.pending.of(app.name),

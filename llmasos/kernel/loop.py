@@ -22,6 +22,7 @@ class KernelLoop:
     config: KernelConfig
     residency: ResidencyManager
     table: dict[int, Process]
+    live: dict[int, Process]
     lock: threading.RLock
     _pending_aborts: list[tuple[str, int]]
 
@@ -74,7 +75,7 @@ class KernelLoop:
         """Tick in the caller's thread until no process is live (tests, scripts)."""
         for _ in range(max_ticks):
             with self.lock:
-                live = any(not p.is_terminal for p in self.table.values())
+                live = bool(self.live)
             if not live and not self._pending_aborts:
                 return
             self.tick()
