@@ -405,9 +405,9 @@ def parallel_model_steps(
             assert runner.wait(run_id, 600)["status"] == "succeeded"
             wall = time.perf_counter() - started
             after = _model_counters(kernel)
-            samples.append((wall, after[0] - before[0], after[1] - before[1]))
-        wall, engine_steps, tokens = (statistics.median(column) for column in zip(*samples, strict=True))
-        return {"s": wall, "engine_steps": engine_steps, "tokens": tokens}
+            samples.append((wall, *(a - b for a, b in zip(after, before, strict=True))))
+        wall, engine_steps, tokens, in_steps = (statistics.median(c) for c in zip(*samples, strict=True))
+        return {"s": wall, "engine_steps": engine_steps, "tokens": tokens, "in_engine_steps_s": in_steps}
 
     timed({"warm": chat(0)})  # the first forward passes pay for allocation and packing
     alone = [timed({"s": chat(i)}) for i in range(branches)]
@@ -432,13 +432,24 @@ def parallel_model_steps(
         "chained_engine_steps": chained["engine_steps"],
         "parallel_tokens": parallel["tokens"],
         "parallel_tokens_per_engine_step": parallel["tokens"] / max(parallel["engine_steps"], 1),
+        # where the wall time went: inside the engine's steps (the forward passes), or around them
+        "longest_alone_in_engine_steps_s": max(alone, key=lambda a: a["s"])["in_engine_steps_s"],
+        "parallel_in_engine_steps_s": parallel["in_engine_steps_s"],
+        "ms_per_engine_step_alone": 1000
+        * statistics.median(a["in_engine_steps_s"] / a["engine_steps"] for a in alone),
+        "ms_per_engine_step_parallel": 1000 * parallel["in_engine_steps_s"] / parallel["engine_steps"],
     }
 
 
-def _model_counters(kernel) -> tuple[int, int]:
-    """(engine steps, tokens generated) of every model, from the kernel's counters."""
+def _model_counters(kernel) -> tuple[int, int, float]:
+    """(engine steps, tokens generated, seconds inside engine steps) of every model, from the
+    kernel's counters."""
     models = kernel.counters.snapshot()["models"].values()
-    return sum(m["steps"] for m in models), sum(m["tokens_generated"] for m in models)
+    return (
+        sum(m["steps"] for m in models),
+        sum(m["tokens_generated"] for m in models),
+        sum(m["step_seconds_total"] for m in models),
+    )
 
 
 def _parallel_model_path(model: str | None) -> Path:
