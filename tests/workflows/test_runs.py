@@ -195,6 +195,34 @@ def test_a_wait_step_holds_the_run_until_approved(system, calls) -> None:
     assert done["status"] == "succeeded" and done["output"] == "YES"
 
 
+def test_cancel_stops_a_run_and_resume_runs_only_what_is_missing(system, calls) -> None:
+    runner, app = system
+    go = calls.gate["upper"] = threading.Event()
+    spec = flow(
+        {
+            "a": fn("count_words"),
+            "b": fn("upper", needs=["a"]),
+            "c": fn("count_words", "{{ steps.b.output.text }} more", needs=["b"]),
+        },
+        output="{{ steps.c.output.words }}",
+    )
+    run_id = runner.submit(app, parse(spec))
+    deadline = time.monotonic() + 10
+    while not any(a["step"] == "b" for a in runner.store.attempt_rows(run_id)):
+        assert time.monotonic() < deadline, "step b never started"
+        time.sleep(0.01)
+    threading.Timer(0.2, go.set).start()  # b's call ends on its own; the cancel lets nothing new start
+    cancelled = runner.cancel(app, run_id)
+    assert cancelled["status"] == "cancelled"
+    assert ("c", WHOLE) not in runner.store.results(run_id) and calls.counts["count_words"] == 1
+    with pytest.raises(WorkflowStateError):
+        runner.cancel(app, run_id)
+    runner.resume(app, run_id)
+    done = runner.wait(run_id, 10)
+    assert done["status"] == "succeeded" and done["output"] == 4
+    assert calls.counts["upper"] == 1 and calls.counts["count_words"] == 2  # a and b were not run again
+
+
 def test_a_sub_workflow_runs_as_a_run_of_its_own(system, calls) -> None:
     runner, app = system
     runner.define(
