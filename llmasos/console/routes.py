@@ -62,11 +62,15 @@ def console_asset(path: str) -> FileResponse:
 
 
 @router.get("/os/console/overview", tags=["os"])
-def overview(request: Request, app: Caller) -> dict:
+def overview(
+    request: Request,
+    app: Caller,
+    views: str | None = Query(None, description="the sections to read, comma-separated (all when absent)"),
+) -> dict:
     """Everything a live view shows, read at one moment, as the key's app may see it: processes,
     apps with usage against quotas, models with memory and KV, latency p50/p95 over the last hour,
     nodes and recent audit rows. A read like a /metrics scrape: counted, not audited."""
-    return request.app.state.syscalls.overview(app)
+    return request.app.state.syscalls.overview(app, wanted_sections(views))
 
 
 @router.get("/os/apps/{name}/data/inventory", tags=["os"])
