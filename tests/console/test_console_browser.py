@@ -24,6 +24,18 @@ from tests.console.conftest import eventually
 pytestmark = pytest.mark.timeout(120)
 
 VIEWS = ("processes", "apps", "models", "latency", "audit", "workflows", "data", "nodes", "playground")
+#: The sections of the overview each view follows (main.js), as the stream's `views=` spells them.
+VIEW_SECTIONS = {
+    "processes": "processes",
+    "apps": "apps",
+    "models": "models",
+    "latency": "latency",
+    "audit": "audit",
+    "workflows": "",
+    "data": "apps",
+    "nodes": "nodes",
+    "playground": "models,processes",
+}
 
 
 # ---- work on the server, and reading it through the API -------------------------------------------
@@ -461,10 +473,16 @@ def test_the_playground_streams_as_the_chosen_app_and_its_process_is_visible(
 
 def test_the_key_stays_out_of_urls_storage_and_cookies_and_the_csp_holds(page, console_server, work):
     key = console_server.admin_key
+    watches = [r["id"] for r in audit_rows(console_server, app="admin") if r["call"] == "overview.watch"]
     sign_in(page, key)  # "keep for this tab" unticked: the key lives in the page's memory only
     for view in VIEWS:
         show(page, view)
     fresh(page, 1)
+    # each view followed its own stream, and the console's opening is one audit row, not one per view
+    asked = [r.url.split("views=")[1].split("&")[0] for r in page.requests if "/os/console/stream" in r.url]
+    assert asked == ["processes", *(VIEW_SECTIONS[v] for v in VIEWS[1:])]
+    now = [r["id"] for r in audit_rows(console_server, app="admin") if r["call"] == "overview.watch"]
+    assert len(now) == len(watches) + 1
     stored = page.evaluate(
         "() => [JSON.stringify(sessionStorage), JSON.stringify(localStorage), document.cookie, location.href]"
     )
