@@ -180,6 +180,34 @@ def rows(page, table: str) -> list[dict]:
     )
 
 
+def rows_touched_over(page, table: str, snapshots: int) -> set[str]:
+    """The keys of the rows of `#table` whose DOM the page changed (or replaced) while it showed
+    `snapshots` more overviews: a refresh rewrites the cells that changed, not the table."""
+    page.evaluate(
+        """(id) => {
+            const body = document.querySelector(`#${id} tbody`);
+            window.touchedRows = new Set();
+            for (const tr of body.rows) tr.watched = true;
+            window.rowWatch = new MutationObserver((records) => {
+                for (const r of records) {
+                    const node = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+                    const tr = node && node.closest("tr");
+                    if (tr && tr.parentElement === body) window.touchedRows.add(tr.dataset.key);
+                    for (const added of r.addedNodes) {
+                        const row = added.tagName === "TR" && !added.watched;
+                        if (row) window.touchedRows.add(added.dataset.key);
+                    }
+                }
+            });
+            const what = { subtree: true, childList: true, characterData: true, attributes: true };
+            window.rowWatch.observe(body, what);
+        }""",
+        table,
+    )
+    fresh(page, snapshots)
+    return set(page.evaluate("() => { window.rowWatch.disconnect(); return [...window.touchedRows]; }"))
+
+
 def by_key(page, table: str) -> dict[str, dict]:
     return {r["_key"]: r for r in rows(page, table)}
 
@@ -194,6 +222,9 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
         thread, running = start_stream(console_server, work["alpha"])
         page.wait_for_selector(f"#processes-table tr[data-key='{running['pid']}'].running")
         page.screenshot(path=str(screenshots / "processes.png"), full_page=True)
+        touched = rows_touched_over(page, "processes-table", snapshots=2)
+        assert str(running["pid"]) in touched  # its tokens and times move: its cells are rewritten
+        assert touched <= {str(running["pid"])}  # the ended rows, which do not change, are left alone
         shown = by_key(page, "processes-table")
         live = {p["pid"]: p for p in api(console_server, "/os/ps")["processes"]}
         # every process the API lists (live and ended) is on the page with its app, model, priority
