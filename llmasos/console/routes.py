@@ -62,11 +62,15 @@ def console_asset(path: str) -> FileResponse:
 
 
 @router.get("/os/console/overview", tags=["os"])
-def overview(request: Request, app: Caller) -> dict:
+def overview(
+    request: Request,
+    app: Caller,
+    views: str | None = Query(None, description="the sections to read, comma-separated (all when absent)"),
+) -> dict:
     """Everything a live view shows, read at one moment, as the key's app may see it: processes,
     apps with usage against quotas, models with memory and KV, latency p50/p95 over the last hour,
     nodes and recent audit rows. A read like a /metrics scrape: counted, not audited."""
-    return request.app.state.syscalls.overview(app)
+    return request.app.state.syscalls.overview(app, wanted_sections(views))
 
 
 @router.get("/os/apps/{name}/data/inventory", tags=["os"])
@@ -91,16 +95,22 @@ async def stream(
     views: str | None = Query(
         None, description="the overview's sections to follow, comma-separated (all when absent)"
     ),
+    continued: bool = Query(False, description="a page already watching reopens it for another view"),
 ) -> StreamingResponse:
     """The overview as server-sent events (`event: overview`), one every `interval` seconds until
     the client goes away. Opening it is audited (`overview.watch`); the snapshots are not.
 
     Only the sections named in `views` are built (a page follows what its visible view shows), and
     each event carries only the sections that changed since the one before: the first carries them
-    all, a section absent from a later event is as it was. `caller` and `now` are in every event."""
+    all, a section absent from a later event is as it was. `caller` and `now` are in every event.
+
+    A page that shows another view reopens its stream `continued`, which is not audited again: one
+    row per console opened, not per tab clicked (the snapshots themselves are reads that
+    /os/console/overview gives unaudited, counted like a /metrics scrape)."""
     sections = wanted_sections(views)
     syscalls = request.app.state.syscalls
-    await run_in_threadpool(syscalls.watch_overview, app)
+    if not continued:
+        await run_in_threadpool(syscalls.watch_overview, app)
 
     async def snapshots():
         sent: dict[str, str] = {}

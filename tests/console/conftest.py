@@ -8,7 +8,6 @@ Python; Playwright's own browser downloads are never used.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,8 +16,8 @@ import pytest
 
 from llmasos.config import EngineConfig
 from tests.api.conftest import LiveServer, run_server
+from tests.helpers.browser import chromium, console_page
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = Path(__file__).parent / "screenshots"
 
 
@@ -44,14 +43,8 @@ def console_server(console_home: Path, tiny_gguf: Path) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="package")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extras")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: `make setup-test` installs Debian's chromium with apt-get")
-    with sync_api.sync_playwright() as playwright:
-        # --no-sandbox: the tests may run as root, where Chromium refuses its sandbox.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="package")
@@ -65,18 +58,9 @@ def screenshots() -> Path:
 def page(browser, console_server: LiveServer):
     """A fresh browser context (its own sessionStorage) on the console, with every request it
     makes, every script error and every console message recorded for the test to check."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.requests = []
-    page.errors = []
-    page.messages = []
-    page.on("request", lambda r: page.requests.append(r))
-    page.on("pageerror", lambda e: page.errors.append(str(e)))
-    page.on("console", lambda m: page.messages.append(f"{m.type}: {m.text}"))
-    page.goto(console_server.url + "/ui/")
-    page.wait_for_selector("body[data-ready=true]")
+    page = console_page(browser, console_server.url)
     yield page
-    context.close()
+    page.context.close()
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.1):

@@ -24,6 +24,18 @@ from tests.console.conftest import eventually
 pytestmark = pytest.mark.timeout(120)
 
 VIEWS = ("processes", "apps", "models", "latency", "audit", "workflows", "data", "nodes", "playground")
+#: The sections of the overview each view follows (main.js), as the stream's `views=` spells them.
+VIEW_SECTIONS = {
+    "processes": "processes",
+    "apps": "apps",
+    "models": "models",
+    "latency": "latency",
+    "audit": "audit",
+    "workflows": "",
+    "data": "apps",
+    "nodes": "nodes",
+    "playground": "models,processes",
+}
 
 
 # ---- work on the server, and reading it through the API -------------------------------------------
@@ -168,6 +180,34 @@ def rows(page, table: str) -> list[dict]:
     )
 
 
+def rows_touched_over(page, table: str, snapshots: int) -> set[str]:
+    """The keys of the rows of `#table` whose DOM the page changed (or replaced) while it showed
+    `snapshots` more overviews: a refresh rewrites the cells that changed, not the table."""
+    page.evaluate(
+        """(id) => {
+            const body = document.querySelector(`#${id} tbody`);
+            window.touchedRows = new Set();
+            for (const tr of body.rows) tr.watched = true;
+            window.rowWatch = new MutationObserver((records) => {
+                for (const r of records) {
+                    const node = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+                    const tr = node && node.closest("tr");
+                    if (tr && tr.parentElement === body) window.touchedRows.add(tr.dataset.key);
+                    for (const added of r.addedNodes) {
+                        const row = added.tagName === "TR" && !added.watched;
+                        if (row) window.touchedRows.add(added.dataset.key);
+                    }
+                }
+            });
+            const what = { subtree: true, childList: true, characterData: true, attributes: true };
+            window.rowWatch.observe(body, what);
+        }""",
+        table,
+    )
+    fresh(page, snapshots)
+    return set(page.evaluate("() => { window.rowWatch.disconnect(); return [...window.touchedRows]; }"))
+
+
 def by_key(page, table: str) -> dict[str, dict]:
     return {r["_key"]: r for r in rows(page, table)}
 
@@ -182,6 +222,9 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
         thread, running = start_stream(console_server, work["alpha"])
         page.wait_for_selector(f"#processes-table tr[data-key='{running['pid']}'].running")
         page.screenshot(path=str(screenshots / "processes.png"), full_page=True)
+        touched = rows_touched_over(page, "processes-table", snapshots=2)
+        assert str(running["pid"]) in touched  # its tokens and times move: its cells are rewritten
+        assert touched <= {str(running["pid"])}  # the ended rows, which do not change, are left alone
         shown = by_key(page, "processes-table")
         live = {p["pid"]: p for p in api(console_server, "/os/ps")["processes"]}
         # every process the API lists (live and ended) is on the page with its app, model, priority
@@ -461,10 +504,16 @@ def test_the_playground_streams_as_the_chosen_app_and_its_process_is_visible(
 
 def test_the_key_stays_out_of_urls_storage_and_cookies_and_the_csp_holds(page, console_server, work):
     key = console_server.admin_key
+    watches = [r["id"] for r in audit_rows(console_server, app="admin") if r["call"] == "overview.watch"]
     sign_in(page, key)  # "keep for this tab" unticked: the key lives in the page's memory only
     for view in VIEWS:
         show(page, view)
     fresh(page, 1)
+    # each view followed its own stream, and the console's opening is one audit row, not one per view
+    asked = [r.url.split("views=")[1].split("&")[0] for r in page.requests if "/os/console/stream" in r.url]
+    assert asked == ["processes", *(VIEW_SECTIONS[v] for v in VIEWS[1:])]
+    now = [r["id"] for r in audit_rows(console_server, app="admin") if r["call"] == "overview.watch"]
+    assert len(now) == len(watches) + 1
     stored = page.evaluate(
         "() => [JSON.stringify(sessionStorage), JSON.stringify(localStorage), document.cookie, location.href]"
     )

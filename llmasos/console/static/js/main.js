@@ -67,7 +67,9 @@ function stop() {
 
 // Follow the stream of the visible view's sections until it is aborted (sign-out, or another view
 // shown, which follows its own); each event carries only the sections that changed.
-async function follow() {
+// The first stream of a sign-in is audited (`overview.watch`); those reopened for another view, or
+// after a lost connection, say they continue it.
+async function follow(continued = false) {
   if (state.stream) state.stream.abort();
   const controller = new AbortController();
   const view = state.view;
@@ -75,7 +77,9 @@ async function follow() {
   while (!controller.signal.aborted) {
     try {
       const views = VIEW_SECTIONS[view].join(",");
-      const response = await fetchRaw("GET", `/os/console/stream?interval=1&views=${views}`, undefined, { signal: controller.signal });
+      const path = `/os/console/stream?interval=1&views=${views}${continued ? "&continued=true" : ""}`;
+      continued = true;
+      const response = await fetchRaw("GET", path, undefined, { signal: controller.signal });
       setLive("live");
       await readEvents(response, (name, data) => {
         if (name !== "overview" || controller.signal.aborted) return;
@@ -259,7 +263,7 @@ function switchView(view) {
   delete document.body.dataset.following;
   if (state.overview) {
     draw(new Set(VIEW_SECTIONS[view])); // at once, from what the page holds; then live
-    follow();
+    follow(true);
   }
   if (view === "data") refreshInventory();
   if (view === "workflows") refreshRuns();

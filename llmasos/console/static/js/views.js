@@ -207,7 +207,7 @@ export function renderNodes(overview) {
   $("nodes-empty").hidden = overview.nodes.length > 0;
   const models = (v) =>
     Object.entries(v || {})
-      .map(([name, m]) => (m.healthy ? name : `${name} (unhealthy: ${m.reason})`))
+      .map(([name, m]) => (m.healthy ? name : `${name} (unhealthy)`))
       .join(", ");
   fillTable(
     $("nodes-table"),
@@ -221,6 +221,6 @@ export function renderNodes(overview) {
       column("joined", "joined_at", clock),
     ],
     overview.nodes,
-    { key: (n) => n.name, rowClass: (n) => (n.alive && n.healthy ? "" : "denied"), empty: "no nodes" },
+    { key: (n) => n.name, rowClass: (n) => (!n.alive ? "dead" : n.healthy ? "" : "unhealthy"), empty: "no nodes" },
   );
 }
