@@ -164,3 +164,15 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
     again = restarted.list_conversation_items(app, conversation.id, PageRequest(limit=100, order="asc"))
     assert _all_in(g[0] + g[1][1:] + g[2], json.dumps(again, ensure_ascii=False))
     assert restarted.get_conversation(app, conversation.id)["core_memory"] == [g[1][0].sentence()]
+
+
+def test_a_blocking_policy_refuses_conversation_items_and_keeps_nothing(server: Server) -> None:  # noqa: F811
+    key = server.new_app("strict-memory", pii={"documents": "block"})
+    person = synthetic_people(1, seed=8)[0]
+    item = {"type": "message", "role": "user", "content": person.sentence()}
+    refused = server.http.post("/v1/conversations", json={"items": [item]}, headers=server.auth(key))
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "personal_data_blocked"
+    assert "EMAIL_ADDRESS" in refused.json()["error"]["message"]
+    assert not any(v in refused.text for v in person.values)
+    usage = server.http.get("/os/apps/strict-memory/data", headers=server.auth(key)).json()
+    assert usage["conversations"] == 0 and usage["conversation_items"] == 0
