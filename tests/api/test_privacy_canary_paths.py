@@ -110,7 +110,12 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
                 "max_tokens": 4000,
                 "prompt": "Repeat {{ inputs.text }}",
             },
-            "reply": {"kind": "service", "name": "chat", "input": "{{ inputs.text }}"},
+            "reply": {
+                "kind": "service",
+                "name": "chat",
+                "input": "{{ inputs.text }}",
+                "params": {"max_tokens": 4000},
+            },
         },
         "output": {"said": "{{ steps.say.output }}", "replied": "{{ steps.reply.output }}"},
     }
