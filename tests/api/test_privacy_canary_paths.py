@@ -107,14 +107,14 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
             "say": {
                 "kind": "chat",
                 "model": "echo",
-                "max_tokens": 4000,
+                "max_tokens": 32768,
                 "prompt": "Repeat {{ inputs.text }}",
             },
             "reply": {
                 "kind": "service",
                 "name": "chat",
                 "input": "{{ inputs.text }}",
-                "params": {"max_tokens": 4000},
+                "params": {"max_tokens": 32768},
             },
         },
         "output": {"said": "{{ steps.say.output }}", "replied": "{{ steps.reply.output }}"},
