@@ -54,7 +54,8 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    per_message = max(2, CANARY_PEOPLE // 12)  # 2 in the default run: 14 people over 7 paths
+    # 2 per path in the default run (14 people); LLMASOS_CANARY_PEOPLE=1000 sends 994 over the 7 paths
+    per_message = max(2, CANARY_PEOPLE // 7) if CANARY_PEOPLE > 24 else 2
     people = synthetic_people(7 * per_message, seed=41)
     g = [people[i : i + per_message] for i in range(0, len(people), per_message)]
     key = server.new_app("canary", pii="pseudonymize", audit_content=True)
@@ -91,7 +92,7 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
     texts = " ".join(part.text for item in listed.data for part in item.content)
     assert _all_in(g[0] + g[1][1:] + g[2], texts)
     assert client.conversations.retrieve(conversation.id).model_extra["core_memory"] == [g[1][0].sentence()]
-    assert _all_in(g[2], json.dumps(client.responses.retrieve(first.id).model_dump()))
+    assert _all_in(g[2], json.dumps(client.responses.retrieve(first.id).model_dump(), ensure_ascii=False))
 
     # A workflow: the kv tool keeps the text, a chat step and a service (chat) read it.
     spec = {
@@ -106,10 +107,15 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
             "say": {
                 "kind": "chat",
                 "model": "echo",
-                "max_tokens": 4000,
+                "max_tokens": 32768,
                 "prompt": "Repeat {{ inputs.text }}",
             },
-            "reply": {"kind": "service", "name": "chat", "input": "{{ inputs.text }}"},
+            "reply": {
+                "kind": "service",
+                "name": "chat",
+                "input": "{{ inputs.text }}",
+                "params": {"max_tokens": 32768},
+            },
         },
         "output": {"said": "{{ steps.say.output }}", "replied": "{{ steps.reply.output }}"},
     }
@@ -164,3 +170,15 @@ def test_canaries_through_conversations_workflows_and_tool_calls(
     again = restarted.list_conversation_items(app, conversation.id, PageRequest(limit=100, order="asc"))
     assert _all_in(g[0] + g[1][1:] + g[2], json.dumps(again, ensure_ascii=False))
     assert restarted.get_conversation(app, conversation.id)["core_memory"] == [g[1][0].sentence()]
+
+
+def test_a_blocking_policy_refuses_conversation_items_and_keeps_nothing(server: Server) -> None:  # noqa: F811
+    key = server.new_app("strict-memory", pii={"documents": "block"})
+    person = synthetic_people(1, seed=8)[0]
+    item = {"type": "message", "role": "user", "content": person.sentence()}
+    refused = server.http.post("/v1/conversations", json={"items": [item]}, headers=server.auth(key))
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "personal_data_blocked"
+    assert "EMAIL_ADDRESS" in refused.json()["error"]["message"]
+    assert not any(v in refused.text for v in person.values)
+    usage = server.http.get("/os/apps/strict-memory/data", headers=server.auth(key)).json()
+    assert usage["conversations"] == 0 and usage["conversation_items"] == 0
