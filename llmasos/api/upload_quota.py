@@ -34,14 +34,10 @@ class UploadQuotaMiddleware:
         self.syscalls = syscalls
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        caller = scope.get("state", {}).get("caller")
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
+        room = await self._room(scope)
+        if room is None:
             await self.app(scope, receive, send)
             return
-        if caller is None:  # not authenticated: the route answers that
-            await self.app(scope, receive, send)
-            return
-        room = await run_in_threadpool(self.syscalls.data_room, caller)
         limit = room + FRAMING_ALLOWANCE
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -61,6 +57,16 @@ class UploadQuotaMiddleware:
             return message
 
         await self.app(scope, counted, send)
+
+    async def _room(self, scope: Scope) -> int | None:
+        """The caller's room for an upload; None for any other request, or a caller that is not
+        authenticated or may not upload (the route answers those itself)."""
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in UPLOAD_PATHS:
+            return None
+        caller = scope.get("state", {}).get("caller")
+        if caller is None:
+            return None
+        return await run_in_threadpool(self.syscalls.data_room, caller)
 
 
 class UploadOverQuota(HTTPException):

@@ -313,9 +313,11 @@ class DataCalls:
             with data.db.transaction() as conn:
                 return {"app": name, **usage(conn).to_dict()}
 
-    def data_room(self, app: App) -> int:
+    def data_room(self, app: App) -> int | None:
         """Bytes left in the app's data quota: what an upload may take (not audited: the upload's
-        own call is)."""
+        own call is); None for an app that may not upload files (its call refuses it)."""
+        if not app.allows("tool", "files"):
+            return None
         with app_data(app.identity).db.transaction() as conn:
             used = usage(conn)
         return max(0, used.max_bytes - used.bytes)

@@ -23,6 +23,7 @@ from llmasos.data.vector_stores import create_store
 from tests.helpers.fake_embedder import HashingEmbedder
 
 OWNER = "name:durable"
+KILLS = 2  # each a fresh child (about 1 s of the suite), then a last resume in this process
 PARAGRAPHS = 60  # two 8-token paragraphs per 16-token chunk: 30 chunks a file, in batches of 16
 
 CHILD = f"""
@@ -119,7 +120,7 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_file_and_shows_none_half_
     rng = random.Random(seed)
     acked: dict[str, int] = {}
     states = []
-    for _ in range(3):
+    for _ in range(KILLS):
         acked |= _run_until_killed(env, store_id, max(acked.values(), default=0) + 1, rng)
         states.append(_check_nothing_half_ingested(store_id, acked, seed))
     assert any(s == "in_progress" for state in states for s in state.values()), (

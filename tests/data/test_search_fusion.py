@@ -4,10 +4,14 @@ in their middle outrank one that a retriever puts far ahead of the rest."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from llmasos.data.search import SearchOptions, fuse
+from llmasos.data.app_data import app_data
+from llmasos.data.search import SearchOptions, bm25_ranking, fuse
 from llmasos.errors import InvalidRequestError
+from tests.data.conftest import DataWorld
 
 WEIGHTS = {"bm25": 1.0, "vector": 1.0}
 # Chunk 1 is BM25's clear winner and not among the vector candidates; chunk 2 is in the middle of both.
@@ -39,3 +43,19 @@ def test_fused_scores_lie_in_0_1_and_explain_each_retriever() -> None:
 def test_an_unknown_fusion_is_refused() -> None:
     with pytest.raises(InvalidRequestError, match="fusion"):
         SearchOptions(fusion="magic")
+
+
+def test_bm25_finds_a_stores_match_when_another_stores_matches_rank_above_it(world: DataWorld) -> None:
+    """The app's full-text index spans its stores: a store whose only match ranks below many of
+    another store's still finds it."""
+    crowded = world.syscalls.create_store(world.alpha, "crowded")
+    sparse = world.syscalls.create_store(world.alpha, "sparse")
+    notes = "\n".join(json.dumps({"text": f"apple apple orchard note {i}"}) for i in range(120))
+    world.add_document(world.alpha, crowded["id"], "apples.jsonl", notes.encode())
+    world.add_document(
+        world.alpha, sparse["id"], "one.md", b"A long note that mentions an apple once among many words."
+    )
+    data = app_data(world.alpha.identity)
+    found = bm25_ranking(data, sparse["id"], "apple", 10, None)
+    assert len(found) == 1
+    assert len(bm25_ranking(data, crowded["id"], "apple", 10, None)) == 10

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 from llmasos.data import index as index_module
+from llmasos.data.app_data import app_data, index_folder
 from llmasos.data.index import SavedGraph, VectorIndex
+from llmasos.data.vector_stores import create_store, delete_store
 
 DIM, ROWS, CLUSTERS = 32, 3000, 30
 
@@ -86,3 +88,14 @@ def test_a_graph_of_another_embedding_model_is_not_used(tmp_path: Path, vectors:
     assert new.load(DIM) is None
     VectorIndex(saved=new).update(ids, _rows(ids, vectors))
     assert new.path.exists() and not old.path.exists()  # the stale graph is removed
+
+
+def test_deleting_a_store_deletes_its_saved_graph(vectors: np.ndarray) -> None:
+    data = app_data("name:graphs")
+    store_id = create_store(data, "s", None)["id"]
+    saved = SavedGraph(index_folder(data.owner), store_id, "model-one")
+    ids = np.arange(1, 1001)
+    VectorIndex(saved=saved).update(ids, _rows(ids, vectors))
+    assert saved.path.exists() and stat.S_IMODE(saved.path.parent.stat().st_mode) == 0o700
+    delete_store(data, store_id)
+    assert not saved.path.exists()
