@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from llmasos.errors import InvalidRequestError, ServerUnavailableError
+from llmasos.errors import ServerUnavailableError
 from llmasos.sdk.conversations import Conversations
 from llmasos.sdk.data import KV, Docs
 from llmasos.sdk.discovery import read_server_file
@@ -143,7 +143,7 @@ class Client:
         `messages` are the new turn only: the system keeps the history and assembles the context."""
         if conversation is not None:
             if stream:
-                raise InvalidRequestError("stream=True is not offered with conversation= in the SDK yet")
+                return self.conversations.stream(model or self.model, messages, conversation, dict(sampling))
             return self.conversations.respond(model or self.model, messages, conversation, dict(sampling))
         return self._transport.generate("chat", model or self.model, messages, sampling, stream)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmasos.errors import DataNotFoundError
+from llmasos.errors import DataNotFoundError, LLMasOSError
 from llmasos.sdk.conversations import Conversations
 from llmasos.security.apps import App
 
@@ -43,3 +43,39 @@ def test_chat_in_a_conversation_keeps_the_turns_and_explains_the_context(syscall
     conversations.delete(conversation["id"])
     with pytest.raises(DataNotFoundError):
         conversations.items(conversation["id"])
+
+
+def test_streamed_chat_in_a_conversation_yields_deltas_and_keeps_the_turn(syscalls) -> None:
+    app = syscalls.apps.create(App("sdk-streamer"))
+    conversations = Conversations(_Local(syscalls, app))
+    conversation = conversations.create()["id"]
+    stream = conversations.stream(
+        "tiny", [{"role": "user", "content": "Hello"}], conversation, {"max_tokens": 4}
+    )
+    deltas = list(stream)
+    assert deltas and stream.usage["completion_tokens"] == 4 and stream.finish_reason == "length"
+    assert stream.response_id == conversations.last_response_id
+    items = conversations.items(conversation)
+    assert [(i["role"], i["content"][0]["text"]) for i in items] == [
+        ("user", "Hello"),
+        ("assistant", "".join(deltas)),
+    ]
+    assert conversations.context(stream.response_id)["blocks"][-1]["kind"] == "input"
+
+
+def test_streamed_chat_in_a_conversation_over_http(served) -> None:
+    from llmasos.sdk.http import HTTPTransport
+
+    transport = HTTPTransport("http://testserver", served.keys["alpha"], 30.0)
+    transport._http = served.http  # the in-process server's transport
+    transport._http.headers["Authorization"] = f"Bearer {served.keys['alpha']}"
+    conversations = Conversations(transport)
+    conversation = conversations.create()["id"]
+    stream = conversations.stream(
+        "tiny", [{"role": "user", "content": "Hi"}], conversation, {"max_tokens": 3}
+    )
+    text = "".join(stream)
+    assert stream.response_id and stream.usage["completion_tokens"] == 3
+    assert conversations.items(conversation)[-1]["content"][0]["text"] == text
+    with pytest.raises(LLMasOSError, match="no conversation 'conv_missing'"):  # a 404, as its class
+        list(conversations.stream("tiny", [{"role": "user", "content": "x"}], "conv_missing", {}))
