@@ -79,3 +79,23 @@ def test_streamed_chat_in_a_conversation_over_http(served) -> None:
     assert conversations.items(conversation)[-1]["content"][0]["text"] == text
     with pytest.raises(LLMasOSError, match="no conversation 'conv_missing'"):  # a 404, as its class
         list(conversations.stream("tiny", [{"role": "user", "content": "x"}], "conv_missing", {}))
+
+
+def test_items_added_without_answers_are_paged_into_the_summary(syscalls) -> None:
+    from llmasos.services import responses as flow
+    from llmasos.services import summaries
+
+    app = syscalls.apps.create(App("replayer"))
+    conversation = syscalls.create_conversation(app)["id"]
+    assert flow.page(syscalls, app, "tiny", conversation, 4) is None  # nothing to page yet
+    for batch in range(3):
+        turns = [
+            {"role": "user", "content": f"Turn {batch}-{n}: the river was cold today."} for n in range(20)
+        ]
+        syscalls.add_conversation_items(app, conversation, turns)
+    flow.page(syscalls, app, "tiny", conversation, 4).result(120)
+    summaries.wait_idle(120)
+    memory = syscalls.conversation_memory(app, conversation)
+    assert memory.summary and 0 < memory.summary_upto < 60 + 1
+    items = syscalls.conversation_items_after(app, conversation, 0)
+    assert len(items) == 60 and {i.role for i in items} == {"user"}  # no answer was added
