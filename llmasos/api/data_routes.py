@@ -3,11 +3,13 @@ weights, a mode, filters and an explanation of each rank; data usage and quotas 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
 
 from llmasos.api.auth import Admin, Caller
 from llmasos.data.search import FUSIONS, MODES, SearchOptions
+from llmasos.services.export import export_zip
 
 router = APIRouter(tags=["os"])
 
@@ -49,3 +51,12 @@ def data_usage(name: str, request: Request, app: Caller) -> dict:
 @router.put("/os/apps/{name}/data/quota")
 def set_quota(name: str, body: QuotaBody, request: Request, app: Admin) -> dict:
     return request.app.state.syscalls.set_data_quota(app, name, body.max_bytes, body.max_items)
+
+
+@router.get("/os/apps/{name}/export")
+async def export(name: str, request: Request, app: Caller) -> Response:
+    """An app's data as a zip of JSON lines and original files (its own, or any app's with the
+    admin key): files, vector stores, chunks, conversations, responses, key-value data, triples."""
+    archive = await run_in_threadpool(export_zip, request.app.state.syscalls, app, name)
+    headers = {"Content-Disposition": f'attachment; filename="{name}-export.zip"'}
+    return Response(archive, media_type="application/zip", headers=headers)

@@ -19,6 +19,7 @@ import typer
 from llmasos.cli import apps as apps_cli
 from llmasos.cli import ask, audit, call, chat, processes, run, serve
 from llmasos.cli import config as config_cli
+from llmasos.cli import data as data_cli
 from llmasos.cli import docs as docs_cli
 from llmasos.cli import keys as keys_cli
 from llmasos.cli import models as models_cli
@@ -76,6 +77,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(nodes_cli.app, name="node")
 app.add_typer(docs_cli.docs_app, name="docs")
 app.add_typer(docs_cli.kv_app, name="kv")
+app.add_typer(data_cli.data_app, name="data")
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(pii_cli.app, name="pii")
 app.command()(run.run)

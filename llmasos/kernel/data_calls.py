@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,12 +23,19 @@ from llmasos.data import kv as kv_api
 from llmasos.data import vector_stores as stores_api
 from llmasos.data.app_data import AppData, app_data, delete_app_data, indexes
 from llmasos.data.chunking import ChunkingStrategy
+from llmasos.data.export import Restore, export_app_data
 from llmasos.data.ingest import Embedder, Ingested, Ingestor, reindex_store
 from llmasos.data.pages import PageRequest
 from llmasos.data.quota import set_limits, usage
 from llmasos.data.search import Hit, SearchOptions, search
 from llmasos.data.vector_stores import touch_store
-from llmasos.errors import InvalidRequestError, LLMasOSError, PermissionDeniedError, ToolUnavailableError
+from llmasos.errors import (
+    DataNotFoundError,
+    InvalidRequestError,
+    LLMasOSError,
+    PermissionDeniedError,
+    ToolUnavailableError,
+)
 from llmasos.security.apps import App
 
 if TYPE_CHECKING:
@@ -97,6 +105,23 @@ class DataCalls:
                 f"app {app.name!r} may not use {capability}; an admin can grant tool:{capability}"
             )
         return app_data(app.identity)
+
+    # ---- export ---------------------------------------------------------------------------------
+
+    def export_app_data(self, caller: App, name: str, folder: Path) -> dict:
+        """Write app `name`'s files, stores, chunks, conversations, responses and key-value data into
+        `folder` as JSON lines and original files (`data/export.py`); the manifest. The app itself
+        or an admin only; another app's name is not found, as its data is for any other call."""
+        with self.trail.audited(caller, "data.export", name):
+            if name != caller.name and not caller.is_admin:
+                raise DataNotFoundError(f"no app {name!r} whose data you may export; export your own")
+            target = caller if name == caller.name else self.apps.get(name)
+            restore = Restore(
+                text=lambda text: self._restored_text(target, text),
+                bytes=lambda content: self._restored_bytes(target, content),
+                value=lambda value: self._restored_value(target, value),
+            )
+            return export_app_data(app_data(target.identity), target.name, folder, restore)
 
     # ---- files ----------------------------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import httpx
 
-from llmasos.errors import InvalidRequestError, ServerUnavailableError
+from llmasos.errors import ServerUnavailableError
 from llmasos.sdk.conversations import Conversations
-from llmasos.sdk.data import KV, Docs
+from llmasos.sdk.data import KV, Docs, export_app
 from llmasos.sdk.discovery import read_server_file
 from llmasos.sdk.results import ChatCompletion
 from llmasos.sdk.retries import RetryPolicy
@@ -143,7 +143,7 @@ class Client:
         `messages` are the new turn only: the system keeps the history and assembles the context."""
         if conversation is not None:
             if stream:
-                raise InvalidRequestError("stream=True is not offered with conversation= in the SDK yet")
+                return self.conversations.stream(model or self.model, messages, conversation, dict(sampling))
             return self.conversations.respond(model or self.model, messages, conversation, dict(sampling))
         return self._transport.generate("chat", model or self.model, messages, sampling, stream)
 
@@ -166,6 +166,12 @@ class Client:
     def embed(self, texts: str | list[str], *, model: str = "all-minilm-l6-v2") -> list[list[float]]:
         """Sentence embeddings (L2-normalized) of one text or a list."""
         return self._transport.embed([texts] if isinstance(texts, str) else list(texts), model)
+
+    def export(self, app: str, folder: str | Path) -> dict:
+        """App `app`'s data (your own; any app's with the admin key) written into `folder`, new or
+        empty: files (with their original bytes), vector stores, chunks, conversations, responses,
+        key-value data and knowledge triples as JSON lines; returns the manifest."""
+        return export_app(self._transport, app, folder)
 
     def ps(self) -> list[dict]:
         return self._transport.ps()

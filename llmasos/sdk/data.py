@@ -10,6 +10,7 @@ key-value store, the same over HTTP and in-process.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,30 @@ class KV:
         else:
             keys = self._transport.request("GET", "/os/kv", params={"prefix": prefix, "limit": limit})["data"]
         return [k["key"] for k in keys]
+
+
+def export_app(transport: Any, name: str, folder: str | Path) -> dict:
+    """App `name`'s data written into `folder` (new or empty): JSON lines and original files; the
+    manifest. Over HTTP the server's zip archive is unpacked there."""
+    import io
+    import zipfile
+
+    folder = Path(folder)
+    if transport.mode == "local":
+        from llmasos.services.export import export_app as export_locally
+
+        syscalls, app = transport.data_calls()
+        return export_locally(syscalls, app, name, folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise LLMasOSError(f"{folder} is not empty; export into a new or empty folder")
+    archive = transport.request_bytes("GET", f"/os/apps/{quote(name, safe='')}/export")
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with zipfile.ZipFile(io.BytesIO(archive)) as unpacked:
+        for member in unpacked.namelist():
+            target = (folder / member).resolve()
+            if not target.is_relative_to(folder.resolve()):  # a path that climbs out is not written
+                raise LLMasOSError(f"the export holds a path outside its folder: {member!r}")
+            target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            target.write_bytes(unpacked.read(member))
+            target.chmod(0o600)
+    return json.loads((folder / "manifest.json").read_text())

@@ -163,6 +163,18 @@ class HTTPTransport:
         except httpx.HTTPError as err:
             raise LLMasOSError(f"the stream from {self.base_url} broke: {err}") from err
 
+    def stream_events(self, path: str, body: dict) -> Iterator[dict]:
+        """The JSON data of each server-sent event of a POST (retried as `_send` retries, before
+        the first event only), e.g. the Responses API's typed events."""
+        try:
+            with self._open_stream(path, body) as source:
+                for event in source.iter_sse():
+                    if event.data == "[DONE]":
+                        return
+                    yield json.loads(event.data)
+        except httpx.HTTPError as err:
+            raise LLMasOSError(f"the stream from {self.base_url} broke: {err}") from err
+
     def preload(self, model: str) -> float | None:
         return None
 

@@ -17,6 +17,7 @@ class TextStream(Iterator[str]):
         self.usage: dict[str, int] | None = None
         self.finish_reason: str | None = None
         self.tool_calls: list[dict[str, Any]] = []
+        self.response_id: str | None = None  # a conversation's reply: its stored response
         self._deltas = make(self)
 
     def __next__(self) -> str:

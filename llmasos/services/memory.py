@@ -276,7 +276,8 @@ def assemble(
     # The estimate above is per part; the template's exact count decides (a margin of error
     # drops the oldest verbatim turn until it fits).
     target = limits.budget
-    while len(tokenizer.encode_chat(assembly.messages)) > target and limits.budget > 16:
+    # (No messages at all: paging an empty conversation with no new message; nothing to count.)
+    while assembly.messages and len(tokenizer.encode_chat(assembly.messages)) > target and limits.budget > 16:
         limits = Limits(limits.window, limits.max_output + 32, limits.summarize_after)
         assembly = fit(count, limits, instructions, memory, history, recall, inputs)
     return assembly

@@ -55,6 +55,18 @@ def test_an_answer_from_file_search_cites_file_chunk_and_span(served) -> None:
     context = served.call("alpha", "GET", f"/os/responses/{response.id}/context").json()
     assert context["blocks"][0]["kind"] == "file_search"
     assert context["blocks"][0]["passages"][0]["file_id"] == file_id
+    # Streamed: the search item first, then the text, its annotations announced before it closes.
+    tools = [{"type": "file_search", "vector_store_ids": [store_id]}]
+    with client.responses.stream(input="Where do visitors park?", tools=tools, **SHORT) as stream:
+        events = list(stream)
+    # four tokens of the tiny model: "incomplete" (max_output_tokens) rather than "completed"
+    assert events[-1].type in ("response.completed", "response.incomplete")
+    final = events[-1].response
+    added = [e.item.type for e in events if e.type == "response.output_item.added"]
+    assert added == ["file_search_call", "message"]
+    notes = [e.annotation for e in events if e.type == "response.output_text.annotation.added"]
+    assert notes and notes[0]["file_id"] == file_id
+    assert final.output[1].content[0].annotations[0].file_id == file_id
 
 
 def test_nothing_relevant_means_i_dont_know_with_no_model_call_also_streamed(served) -> None:
@@ -70,22 +82,6 @@ def test_nothing_relevant_means_i_dont_know_with_no_model_call_also_streamed(ser
         final = stream.get_final_response()
     assert final.output_text == DONT_KNOW and kinds[-1] == "response.completed"
     assert "response.output_text.done" in kinds
-
-
-def test_streamed_file_search_sends_the_search_item_then_text_with_annotations(served) -> None:
-    store_id, file_id = _store(served, "alpha")
-    client = served.openai()
-    tools = [{"type": "file_search", "vector_store_ids": [store_id]}]
-    with client.responses.stream(input="Where do visitors park?", tools=tools, **SHORT) as stream:
-        events = list(stream)
-    # four tokens of the tiny model: "incomplete" (max_output_tokens) rather than "completed"
-    assert events[-1].type in ("response.completed", "response.incomplete")
-    final = events[-1].response
-    added = [e.item.type for e in events if e.type == "response.output_item.added"]
-    assert added == ["file_search_call", "message"]
-    notes = [e.annotation for e in events if e.type == "response.output_text.annotation.added"]
-    assert notes and notes[0]["file_id"] == file_id
-    assert final.output[1].content[0].annotations[0].file_id == file_id
 
 
 def test_another_apps_store_and_bad_tools_are_refused(served) -> None:

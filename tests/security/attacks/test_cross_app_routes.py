@@ -181,6 +181,7 @@ ROUTES: dict[tuple[str, str], tuple[str, str, dict | None]] = {
     ("DELETE", "/os/kv/{key:path}"): (OWNED, "/os/kv/alpha-key", None),
     ("GET", "/os/apps/{name}/data"): (OWNED, "/os/apps/alpha/data", None),
     ("GET", "/os/apps/{name}/data/inventory"): (OWNED, "/os/apps/alpha/data/inventory", None),
+    ("GET", "/os/apps/{name}/export"): (OWNED, "/os/apps/alpha/export", None),
     ("PUT", "/os/apps/{name}/data/quota"): (ADMIN, "/os/apps/alpha/data/quota", {"max_bytes": 1}),
     # the cluster, privacy, statistics, the console, responses and conversations
     ("GET", "/ui"): (PUBLIC, "/ui", None),  # the console's page and assets: it signs in with a key
