@@ -90,7 +90,10 @@ def test_classify_extract_qa_and_chat(system) -> None:
 
 def test_code_writes_a_working_function(system) -> None:
     result = _run(
-        system, "code", "a Python function `total(xs)` that returns the sum of a list", {"task": "write"}
+        system,
+        "code",
+        "a Python function `total(xs)` that returns the sum of a list",
+        {"task": "write", "max_tokens": 160},
     )
     namespace: dict = {}
     exec(result.details["code"], namespace)
