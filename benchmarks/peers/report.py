@@ -93,10 +93,17 @@ def print_table(
             line += f"{fmt(summary.get(f'{key}_vs_same_file'), '.2f'):>9}"
         line += f"{fmt(summary.get(f'{key}_vs_transformers'), '.2f'):>11}"
         print(line)
-    rss = {n: get(results, n, "peak_rss_bytes") for n in engines}
-    print(f"{'peak RSS MB':<28}" + "".join(f"{fmt(r and r / 1e6):>16}" for r in rss.values()))
-    load = {n: get(results, n, "load_s") for n in engines}
-    print(f"{'load s':<28}" + "".join(f"{fmt(s, '.2f'):>16}" for s in load.values()))
+    # Costs: the last column is LLMasOS ÷ llama.cpp on the same file (goals: peak RSS <= 1.3, load <= 2).
+    for title, key, scale, spec in (
+        ("peak RSS MB", "peak_rss_bytes", 1e6, ",.0f"),
+        ("RSS after load MB", "rss_after_load_bytes", 1e6, ",.0f"),
+        ("load s (libraries imported)", "load_s", 1, ".2f"),
+    ):
+        values = [get(results, n, key) for n in engines]
+        line = f"{title:<28}" + "".join(f"{fmt(v and v / scale, spec):>16}" for v in values)
+        print(line + f"{'':>13}" + f"{fmt(summary.get(f'{key}_vs_same_file'), '.2f'):>9}")
+    imports = {n: get(results, n, "import_s") for n in engines}
+    print(f"{'import s':<28}" + "".join(f"{fmt(s, '.2f'):>16}" for s in imports.values()))
     prefill = {n: get(results, n, "prefill", "ttft_ms") for n in engines}
     print(f"{'TTFT prefill ms':<28}" + "".join(f"{fmt(s):>16}" for s in prefill.values()))
 

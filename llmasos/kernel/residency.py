@@ -53,10 +53,10 @@ class ResidentModel:
     def memory_bytes(self) -> int:
         """Its charge: what it held when loaded plus what its engine has grabbed since (the KV blocks
         and swap space it touches as it serves), not the KV pool it could grow to."""
-        engine = self.engine
-        if engine is None or self.engine_bytes_at_load is None:
+        now = _engine_bytes(self.engine)
+        if now is None or self.engine_bytes_at_load is None:
             return self.loaded_bytes
-        return self.loaded_bytes + max(0, int(engine.memory_bytes) - self.engine_bytes_at_load)
+        return self.loaded_bytes + max(0, now - self.engine_bytes_at_load)
 
     @property
     def is_idle(self) -> bool:
@@ -72,6 +72,12 @@ class ResidentModel:
     def keep_value(self, now: float) -> float:
         """Reload seconds saved per byte held, weighted by demand: low values are evicted first."""
         return self.decayed_demand(now) * max(self.load_seconds, 1e-3) / max(self.memory_bytes, 1)
+
+
+def _engine_bytes(engine: object) -> int | None:
+    """The engine's own reading of what it holds; None for an engine that gives none (or none now)."""
+    value = getattr(engine, "memory_bytes", None)
+    return None if value is None else int(value)
 
 
 def gib(n: float) -> str:
@@ -219,7 +225,7 @@ class ResidencyManager:
             name=name,
             engine=engine,
             loaded_bytes=measured,
-            engine_bytes_at_load=int(engine.memory_bytes),
+            engine_bytes_at_load=_engine_bytes(engine),
             load_seconds=loaded - start,
             last_used=loaded,
             demand=1.0,
