@@ -29,6 +29,7 @@ from llmasos.data import conversations as conv
 from llmasos.data import files as files_api
 from llmasos.data import kv as kv_api
 from llmasos.data.app_data import AppData
+from llmasos.data.conversation_sealing import summary_of
 from llmasos.errors import DataNotFoundError, InvalidRequestError
 
 FORMAT = "llmasos-app-export/1"
@@ -144,10 +145,12 @@ def _conversations(data: AppData, folder: Path, restore: Restore) -> dict:
     items = 0
     _make_folder(folder / "conversations")
     for row in rows:
+        conversation = conv.conversation_object(data, row)
         listed.append(
             {
-                **conv.conversation_object(row),
-                "summary": row["summary"],
+                **conversation,
+                "core_memory": [restore.text(fact) for fact in conversation["core_memory"]],
+                "summary": restore.text(summary_of(data, row)),
                 "is_thread": bool(row["is_thread"]),
             }
         )
@@ -159,11 +162,12 @@ def _conversations(data: AppData, folder: Path, restore: Restore) -> dict:
                 for i in rows_of
             ),
         )
-    responses = data.db.execute("SELECT body FROM responses ORDER BY created_at, id")
+    responses = data.db.execute("SELECT id, body FROM responses ORDER BY created_at, id")
+    bodies = (json.loads(data.open_text(r["body"], f"response:{r['id']}:body")) for r in responses)
     return {
         "conversations": write_jsonl(folder / "conversations.jsonl", listed),
         "conversation_items": items,
-        "responses": write_jsonl(folder / "responses.jsonl", (json.loads(r["body"]) for r in responses)),
+        "responses": write_jsonl(folder / "responses.jsonl", bodies),
     }
 
 
