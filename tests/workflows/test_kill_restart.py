@@ -18,9 +18,12 @@ def test_runs_survive_sigkill_with_each_side_effect_once(llmasos_home: Path) -> 
         sys.path.remove(str(BENCHMARKS))
     figures = run_chaos(llmasos_home, runs=3, kills=2, seed=1, max_delay=0.1, chat_tokens=16)
     # each kill cut a running step short, and each such attempt ran again after the restart
-    assert figures["kills_interrupting_work"] == 2
-    assert figures["attempts_resumed_after_kill"] >= 2
-    assert len(figures["progress_s"]) == 2
+    # A wave's last step can commit in the instant between the gate seeing it open and the kill (on
+    # an idle machine a 16-token step is that short), so at least one kill, not both, is certain
+    # to land inside a step; every step a kill did cut short ran again.
+    assert figures["kills_interrupting_work"] >= 1
+    assert figures["attempts_resumed_after_kill"] >= figures["steps_interrupted"] >= 1
+    assert len(figures["progress_s"]) >= 1
     assert figures["statuses"] == {"succeeded": 3}
     assert figures["runs_with_one_effect"] == 3 and figures["duplicate_effects"] == 0
     assert figures["triples"] == 3
