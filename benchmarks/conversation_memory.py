@@ -264,6 +264,9 @@ def ask_all(
                 "before_contains": contains(earlier, answer),
             }
         rows.append(row)
+        if args.out:  # row by row, so that a run cut short keeps what it measured
+            with args.out.open("a") as out:
+                out.write(json.dumps(row) + "\n")
         print(f"  question {number}/{len(questions)}", file=sys.stderr)
     return rows
 
@@ -336,9 +339,6 @@ def main() -> None:
     replay_s = time.perf_counter() - started
     rows = ask_all(syscalls, app, model, last, [_line(t) for t in turns], questions, args, before)
     costs += [r["assembly_ms"] for r in rows]
-    if args.out:
-        with args.out.open("a") as out:
-            out.writelines(json.dumps(r) + "\n" for r in rows)
     print(
         f"model {model}, window {args.window}, {args.conversation}: {len(turns)} turns replayed "
         f"in {replay_s:.0f} s, errors {errors}; {len(rows)} questions"
