@@ -5,7 +5,10 @@ server-side conversation on a model with a small window (default 2,048 tokens), 
 - memory: a response chained to the replay (`previous_response_id`; each question forks its own
   thread, so questions do not see one another), whose context the system assembles (core facts,
   running summary, recent turns, BM25-recalled older turns);
-- last turns: a plain chat call given only the most recent turns that fit the same window.
+- last turns: a plain chat call given only the most recent turns that fit the same window;
+- with `--before-ref REF`, also memory as it was at git revision REF: the same replayed conversation
+  and the same chained question, the context assembled by REF's `services/memory.py` (loaded from
+  git, swapped in for that one call), for a before/after of the context's layout in one sitting.
 
 Scores: token F1 (SQuAD's normalisation) and containment (the normalised answer appears in the
 reply), averaged per category. Also: errors during the replay (must be 0), and the context
@@ -18,19 +21,23 @@ class, and waited for), and ends with one response to the last turn, which the q
 A long run can be cut in pieces (`--skip`, `--questions`, `--out`), joined with `--report`.
 
     LLMASOS_HOME=/tmp/lh-bench python benchmarks/conversation_memory.py --data ../shared/data/locomo-dev \
-        [--model qwen2.5-coder-1.5b-instruct] [--per-category 5] [--out rows.jsonl]
+        [--model qwen2.5-coder-1.5b-instruct] [--per-category 5] [--before-ref aff7fb8] [--out rows.jsonl]
     python benchmarks/conversation_memory.py --report rows.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import string
+import subprocess
 import sys
 import time
+import types
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -81,6 +88,47 @@ def respond(syscalls, app, model: str, text: str, **fields) -> tuple[dict, dict]
     request = flow.ResponseRequest(model=model, input=text, instructions=INSTRUCTIONS, **fields)
     body, prepared = flow.respond(syscalls, app, request)
     return body, prepared.assembly.explain
+
+
+def memory_module_at(ref: str) -> types.ModuleType:
+    """`llmasos/services/memory.py` as it was at git revision `ref`, loaded as a module of its own."""
+    source = subprocess.run(
+        ["git", "show", f"{ref}:llmasos/services/memory.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    module = types.ModuleType(f"memory_at_{ref}")
+    sys.modules[module.__name__] = module  # its dataclasses look their module up there
+    exec(compile(source, f"{ref}:llmasos/services/memory.py", "exec"), module.__dict__)
+    return module
+
+
+@contextlib.contextmanager
+def assembled_by(module: types.ModuleType | None) -> Iterator[None]:
+    """Responses assembled by `module`'s `assemble` inside the block (None: today's)."""
+    from llmasos.services import responses as flow
+
+    if module is None:
+        yield
+        return
+    today = flow.assemble
+    flow.assemble = module.assemble
+    try:
+        yield
+    finally:
+        flow.assemble = today
+
+
+def ask_with_memory(syscalls, app, model: str, last: str, question: str, max_out: int) -> tuple[str, dict]:
+    from llmasos.services import summaries
+
+    body, explain = respond(
+        syscalls, app, model, question, previous_response_id=last, max_output_tokens=max_out, temperature=0
+    )
+    summaries.wait_idle(900)  # a summary the answer asked for is in place before the next call
+    return "".join(p["text"] for item in body["output"] for p in item["content"]), explain
 
 
 def last_turns_only(
@@ -176,51 +224,66 @@ def select_questions(qa: list[dict], replayed: set[str], args: argparse.Namespac
 
 
 def ask_all(
-    syscalls, app, model: str, last: str, lines: list[str], questions: list[dict], args
+    syscalls,
+    app,
+    model: str,
+    last: str,
+    lines: list[str],
+    questions: list[dict],
+    args,
+    before: types.ModuleType | None = None,
 ) -> list[dict]:
-    """Each question with memory (chained to the replay) and with the last turns only; one row each."""
+    """Each question with memory (chained to the replay), with memory as at `--before-ref` if given,
+    and with the last turns only; one row each."""
     rows = []
     for number, q in enumerate(questions, 1):
         answer = str(q["answer"])
-        body, explain = respond(
-            syscalls,
-            app,
-            model,
-            q["question"],
-            previous_response_id=last,
-            max_output_tokens=args.max_output,
-            temperature=0,
-        )
-        with_memory = "".join(p["text"] for item in body["output"] for p in item["content"])
+        with_memory, explain = ask_with_memory(syscalls, app, model, last, q["question"], args.max_output)
         without = last_turns_only(syscalls, app, model, lines, q["question"], args.window, args.max_output)
-        rows.append(
-            {
-                "model": model,
-                "conversation": args.conversation,
-                "question": q["question"],
-                "answer": answer,
-                "category": CATEGORIES[q["category"]],
-                "assembly_ms": explain["assembly_ms"],
-                "memory": with_memory,
-                "last_turns": without,
-                "memory_f1": token_f1(with_memory, answer),
-                "last_turns_f1": token_f1(without, answer),
-                "memory_contains": contains(with_memory, answer),
-                "last_turns_contains": contains(without, answer),
+        row = {
+            "model": model,
+            "conversation": args.conversation,
+            "question": q["question"],
+            "answer": answer,
+            "category": CATEGORIES[q["category"]],
+            "assembly_ms": explain["assembly_ms"],
+            "memory": with_memory,
+            "last_turns": without,
+            "memory_f1": token_f1(with_memory, answer),
+            "last_turns_f1": token_f1(without, answer),
+            "memory_contains": contains(with_memory, answer),
+            "last_turns_contains": contains(without, answer),
+        }
+        if before is not None:
+            with assembled_by(before):
+                earlier, _ = ask_with_memory(syscalls, app, model, last, q["question"], args.max_output)
+            row |= {
+                "before_ref": args.before_ref,
+                "before": earlier,
+                "before_f1": token_f1(earlier, answer),
+                "before_contains": contains(earlier, answer),
             }
-        )
+        rows.append(row)
+        if args.out:  # row by row, so that a run cut short keeps what it measured
+            with args.out.open("a") as out:
+                out.write(json.dumps(row) + "\n")
         print(f"  question {number}/{len(questions)}", file=sys.stderr)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    """Mean token F1 and containment (percent) per category and over all, memory beside last turns."""
+    """Mean token F1 and containment (percent) per category and over all: memory beside last turns,
+    and beside memory as at `--before-ref` when the rows have it."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["category"]].append(row)
         groups["all"].append(row)
+    arms = [("memory", "memory"), ("last", "last_turns")]
+    if all("before_f1" in r for r in rows):
+        arms.insert(1, (f"before {rows[0]['before_ref']}", "before"))
     print(
-        f"{'category':12} {'n':>3}  {'memory F1':>9} {'last F1':>8}  {'memory cont.':>12} {'last cont.':>10}"
+        f"{'category':12} {'n':>3}  "
+        + "  ".join(f"{name + ' F1':>16} {name + ' cont.':>18}" for name, _ in arms)
     )
     for group, members in sorted(groups.items(), key=lambda kv: kv[0] != "all"):
 
@@ -228,8 +291,8 @@ def print_table(rows: list[dict]) -> None:
             return 100 * statistics.mean(r[key] for r in members)
 
         print(
-            f"{group:12} {len(members):>3}  {mean('memory_f1'):>9.1f} {mean('last_turns_f1'):>8.1f}  "
-            f"{mean('memory_contains'):>12.1f} {mean('last_turns_contains'):>10.1f}"
+            f"{group:12} {len(members):>3}  "
+            + "  ".join(f"{mean(key + '_f1'):>16.1f} {mean(key + '_contains'):>18.1f}" for _, key in arms)
         )
 
 
@@ -247,6 +310,9 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=0, help="leave out the first N selected questions")
     parser.add_argument("--page-every", type=int, default=40, help="page the memory every N turns")
     parser.add_argument("--max-output", type=int, default=24)
+    parser.add_argument(
+        "--before-ref", help="also ask with the context assembly of this git revision (before/after)"
+    )
     parser.add_argument("--out", type=Path, help="append one JSON line per question to this file")
     parser.add_argument(
         "--report", type=Path, nargs="+", help="only print the table of the JSON lines of earlier runs"
@@ -265,16 +331,14 @@ def main() -> None:
         turns = turns[: args.turns]
     questions = select_questions(record.get("qa", []), {t["dia_id"] for t in turns}, args)
 
+    before = memory_module_at(args.before_ref) if args.before_ref else None  # before a long replay
     syscalls, app = boot(args.window)
     model = syscalls.resolve_model(args.model)
     started = time.perf_counter()
     last, costs, errors = replay(syscalls, app, model, turns, args.page_every, args.max_output)
     replay_s = time.perf_counter() - started
-    rows = ask_all(syscalls, app, model, last, [_line(t) for t in turns], questions, args)
+    rows = ask_all(syscalls, app, model, last, [_line(t) for t in turns], questions, args, before)
     costs += [r["assembly_ms"] for r in rows]
-    if args.out:
-        with args.out.open("a") as out:
-            out.writelines(json.dumps(r) + "\n" for r in rows)
     print(
         f"model {model}, window {args.window}, {args.conversation}: {len(turns)} turns replayed "
         f"in {replay_s:.0f} s, errors {errors}; {len(rows)} questions"

@@ -6,6 +6,13 @@ What goes in, in this order of precedence (MemGPT's idea, done by the system):
 3. the most recent turns verbatim, up to `RECENT_SHARE` of what is left;
 4. older turns recalled by BM25 over the conversation when they share content words with the new
    message, in what is left after that; then more recent turns with any room still free.
+
+How it is laid out: one system message with the instructions, then the labelled core facts and
+summary, then the earlier turns (recalled and recent) as one transcript, oldest first, one line per
+turn with its role, a line with the day whenever it changes and "..." where turns were left out;
+then the new message(s) last, as the messages to answer. Earlier turns are not replayed as chat
+messages of their own: a long run of same-role messages (items added without answers) reads to a
+small model as a transcript to continue, not as a question to answer.
 Turns that fell out of the verbatim window and are not yet in the summary are handed back
 (`Assembly.to_summarize`) once they pass `summarize_after` tokens, for the background summarizer.
 Every choice is recorded in `Assembly.explain`, which `GET /os/responses/{id}/context` returns.
@@ -17,6 +24,7 @@ rows through the system calls.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +43,13 @@ MESSAGE_OVERHEAD = 6
 _WORD = re.compile(r"\w+")
 CORE_HEADER = "Facts to keep in mind:"
 SUMMARY_HEADER = "Summary of the conversation so far:"
-RECALL_HEADER = "Earlier messages of this conversation that may bear on this one:"
+TRANSCRIPT_HEADER = 'Earlier messages of this conversation, oldest first ("..." marks messages left out):'
+GAP_LINE = "..."
+#: Tokens of one transcript line besides its text: the role label and the line break.
+LINE_OVERHEAD = 4
+#: Tokens kept for the day lines of the transcript ("[2026-12-06]"); the exact count at the end
+#: settles any excess.
+DAY_LINE = 8
 #: Tokens of the blank line that joins two parts of the system message (counted generously).
 JOIN = 2
 
@@ -119,29 +133,25 @@ def fit(
                 "reason": "older turns, summarized in the background",
             }
         )
-    left = budget - fixed - summary_tokens - sum(input_tokens)
+    transcript_fixed = count(TRANSCRIPT_HEADER) + JOIN + DAY_LINE
+    left = budget - fixed - summary_tokens - sum(input_tokens) - transcript_fixed
     recent, used = _recent(history, int(left * RECENT_SHARE))
     window_start = recent[0].seq if recent else (history[-1].seq + 1 if history else 1 << 62)
     query = " ".join(text for role, text in inputs if role == "user") or (inputs[-1][1] if inputs else "")
-    recall_room = left - used - count(RECALL_HEADER) - JOIN
-    recalled, recall_used, matched = _recalled(recall(window_start), query, recall_room, count)
-    if recalled:
-        recall_used += count(RECALL_HEADER) + JOIN
+    # A gap line may come before each recalled turn (and after the last one).
+    recalled, recall_used, matched = _recalled(recall(window_start), query, left - used, count)
     more, more_used = _recent(
         [i for i in history if i.seq < window_start and i.seq not in {r.seq for r in recalled}],
         left - used - recall_used,
     )
     recent = sorted(more + recent, key=lambda i: i.seq) if more else recent
     if recalled:
-        head.append(
-            RECALL_HEADER + "\n" + "\n".join(_item_line(i) for i in sorted(recalled, key=lambda i: i.seq))
-        )
         blocks.append(
             {
                 "kind": "recalled",
                 "items": [{"id": i.id, "matched": sorted(matched[i.seq])} for i in recalled],
                 "tokens": recall_used,
-                "reason": "older turns sharing content words with the new message (BM25)",
+                "reason": "older turns sharing content words with the new message (BM25), in the transcript",
             }
         )
     if recent:
@@ -150,19 +160,53 @@ def fit(
                 "kind": "recent",
                 "items": [i.id for i in recent],
                 "tokens": used + more_used,
-                "reason": f"the last {len(recent)} turns, verbatim",
+                "reason": f"the last {len(recent)} turns, verbatim, in the transcript",
             }
         )
     blocks.append({"kind": "input", "messages": len(inputs), "tokens": sum(input_tokens)})
     to_summarize = _paging(
         history, recent[0].seq if recent else window_start, recalled, memory, limits, blocks
     )
+    covered = memory.summary_upto if memory else 0
+    earlier = sorted(recalled + recent, key=lambda i: i.seq)
+    if earlier:
+        head.append(TRANSCRIPT_HEADER + "\n" + transcript(earlier, [i.seq for i in history], covered))
     system = "\n\n".join(part for part in head if part)
     messages = [{"role": "system", "content": system}] if system else []
-    messages += [{"role": _role(i.role), "content": i.text} for i in recent]
     messages += [{"role": _role(role), "content": text} for role, text in inputs]
     explain = {"window": limits.window, "budget": budget, "max_output_tokens": limits.max_output}
     return Assembly(messages, {**explain, "blocks": blocks}, to_summarize, recent)
+
+
+def transcript(items: list[Item], thread: list[int], covered: int) -> str:
+    """`items` (oldest first) as transcript lines: a day line whenever the day changes, and a gap
+    line where the thread (`thread`: the seqs after the summary, which covers up to `covered`) has
+    turns between two of them that are not shown."""
+    lines: list[str] = []
+    day = None
+    for n, item in enumerate(items):
+        if n and not _follows(items[n - 1].seq, item.seq, thread, covered):
+            lines.append(GAP_LINE)
+        item_day = _day(item)
+        if item_day != day:
+            lines.append(f"[{item_day}]")
+            day = item_day
+        lines.append(_item_line(item))
+    if items and not _follows(items[-1].seq, None, thread, covered):
+        lines.append(GAP_LINE)
+    return "\n".join(lines)
+
+
+def _day(item: Item) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(item.created_at))
+
+
+def _follows(before: int, after: int | None, thread: list[int], covered: int) -> bool:
+    """Whether the turn `after` (None: the new message) comes right after `before` in the thread."""
+    if before < covered:
+        return False  # the turns after `before` up to the summary's end are in the summary only
+    later = [seq for seq in thread if seq > before]
+    return (later[0] == after) if later else after is None
 
 
 def _always_in(
@@ -216,10 +260,13 @@ def _role(role: str) -> str:
 
 
 def _recent(history: list[Item], room: int) -> tuple[list[Item], int]:
-    """The newest items of `history` that fit in `room` tokens together (oldest first)."""
+    """The newest items of `history` that fit in `room` tokens together (oldest first), each a
+    transcript line (with a day line where the day changes)."""
     taken, used = [], 0
     for item in reversed(history):
-        cost = (item.tokens or 0) + MESSAGE_OVERHEAD
+        cost = (item.tokens or 0) + LINE_OVERHEAD
+        if taken and _day(item) != _day(taken[-1]):
+            cost += DAY_LINE
         if used + cost > room:
             break
         taken.append(item)
@@ -233,7 +280,7 @@ def _recalled(
     wanted = content_words(query)
     taken, used, matched = [], 0, {}
     for item in candidates:
-        cost = count(_item_line(item)) + 1  # a line of the system message, not a message of its own
+        cost = count(_item_line(item)) + 1 + len(GAP_LINE)  # its line, and a gap line before it
         shared = wanted & content_words(item.text)
         if not shared or used + cost > room:
             continue

@@ -51,13 +51,56 @@ def test_nothing_is_recalled_without_a_shared_content_word_and_no_summary_below_
     )
     kinds = [b["kind"] for b in found.explain["blocks"]]
     assert "recalled" not in kinds and found.to_summarize is None
-    assert [m["content"] for m in found.messages] == [
-        "the cat sleeps",
-        "ok",
-        "the dog barks",
-        "ok",
-        "what time is it",
+    # The earlier turns are one transcript in the system message; the new message comes last, alone.
+    assert [m["role"] for m in found.messages] == ["system", "user"]
+    assert found.messages[-1]["content"] == "what time is it"
+    assert found.messages[0]["content"].splitlines()[1:] == [
+        "[1970-01-01]",
+        "user: the cat sleeps",
+        "assistant: ok",
+        "user: the dog barks",
+        "assistant: ok",
     ]
+
+
+def test_the_transcript_marks_left_out_turns_and_each_new_day() -> None:
+    """A recalled old turn and the recent ones are one transcript, oldest first, with "..." where
+    turns between them were left out and a day line where the day changes: the model can tell an
+    old remark from the last thing said, and when each was said."""
+    day = 86_400
+    history = [
+        Item(
+            n,
+            f"msg_{n}",
+            "user",
+            f"{'the boat is blue' if n == 1 else 'filler'} " + "z " * 20,
+            25,
+            "m",
+            n * day // 2,
+        )
+        for n in range(1, 41)
+    ]
+    found = fit(
+        words,
+        Limits(window=300, max_output=50, summarize_after=40),
+        None,
+        None,
+        history,
+        lambda before: [h for h in history if h.seq < before and "boat" in h.text],
+        [("user", "what colour is the boat")],
+    )
+    lines = found.messages[0]["content"].splitlines()
+    kinds = {b["kind"]: b for b in found.explain["blocks"]}
+    recent = [h for h in history if h.id in kinds["recent"]["items"]]
+    assert kinds["recalled"]["items"][0]["id"] == "msg_1"
+    assert recent[-1] == history[-1] and len(recent) < len(history) - 1
+    boat = lines.index(next(line for line in lines if "boat is blue" in line))
+    assert lines[boat - 1] == "[1970-01-01]" and lines[boat + 1] == "..."
+    shown_days = [line for line in lines if line.startswith("[")]
+    recent_days = sorted({f"[1970-01-{1 + h.created_at // day:02d}]" for h in recent})
+    assert shown_days == ["[1970-01-01]", *recent_days]
+    assert lines[-1].startswith("user: filler")  # the newest turn ends it: no gap before the question
+    assert [m["role"] for m in found.messages] == ["system", "user"]
 
 
 def test_core_facts_and_summary_lead_and_an_oversize_message_is_shortened_not_refused() -> None:
