@@ -27,6 +27,12 @@ def _client():
     return Client()
 
 
+def _note_when_local(client) -> None:
+    """Without a server, this CLI process drives nothing once it exits: say where the run goes on."""
+    if client.mode == "local":
+        typer.echo("note: no server runs; the run goes on when `llmasos serve` starts", err=True)
+
+
 def _read(path: Path) -> str:
     from llmasos.errors import WorkflowValidationError
 
@@ -72,8 +78,8 @@ def run(
     with _client() as client:
         spec = _read(file) if file is not None else None
         result = client.workflows.run(spec, workflow=name, inputs=inputs, wait=wait)
-        if not wait and client.mode == "local":
-            typer.echo("note: no server runs; the run goes on when `llmasos serve` starts", err=True)
+        if not wait:
+            _note_when_local(client)
     if json_:
         typer.echo(json.dumps(result, indent=2))
     elif wait:
@@ -127,6 +133,7 @@ def resume(run_id: RunArg) -> None:
     """Run a failed or cancelled run again: its failed steps re-run, its committed results stay."""
     with _client() as client:
         result = client.workflows.resume(run_id)
+        _note_when_local(client)
     typer.echo(f"{run_id}: {result['status']}")
 
 
@@ -142,6 +149,7 @@ def approve(
         _, value = parse_param(f"data={data}")
     with _client() as client:
         result = client.workflows.approve(run_id, step, value)
+        _note_when_local(client)
     typer.echo(f"{run_id}: {step} approved; the run is {result['status']}")
 
 

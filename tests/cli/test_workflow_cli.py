@@ -51,3 +51,40 @@ def test_a_bad_workflow_exits_1_with_the_path(tmp_path: Path, monkeypatch, capsy
     assert code == 1 and "steps.tidy.input.text" in err and "nope" in err
     code, _, err = run_cli(monkeypatch, capsys, "workflow", "run", str(tmp_path / "missing.yaml"))
     assert code == 1 and "cannot read" in err
+
+
+GATED = """
+name: cli-gated
+steps:
+  ok:
+    kind: wait
+  calc:
+    kind: tool
+    name: calculator
+    needs: [ok]
+    input: {expression: "6*7"}
+output: "{{ steps.calc.output.value }}"
+"""
+
+
+def test_approve_cancel_and_resume_without_a_server_say_where_the_run_goes_on(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    path = tmp_path / "gated.yaml"
+    path.write_text(GATED)
+    code, out, err = run_cli(monkeypatch, capsys, "workflow", "run", str(path))
+    assert code == 0 and "llmasos serve" in err
+    run_id = out.strip()
+    code, _, err = run_cli(monkeypatch, capsys, "workflow", "approve", run_id, "nope")
+    assert code == 1 and "no wait step 'nope'" in err and "['ok']" in err
+    code, out, err = run_cli(monkeypatch, capsys, "workflow", "cancel", run_id)
+    assert code == 0 and out.strip() == f"{run_id}: cancelled"
+    code, _, err = run_cli(monkeypatch, capsys, "workflow", "approve", run_id, "ok", "--data", '"yes"')
+    assert code == 0 and "llmasos serve" in err
+    code, out, err = run_cli(monkeypatch, capsys, "workflow", "resume", run_id)
+    assert code == 0 and run_id in out and "llmasos serve" in err
+    code, out, _ = run_cli(monkeypatch, capsys, "workflow", "show", run_id, "--json")
+    shown = json.loads(out)
+    assert shown["status"] in ("running", "succeeded", "pending")
+    first = shown["steps"][0]
+    assert (first["step"], first["status"], first["output"]) == ("ok", "succeeded", "yes")
