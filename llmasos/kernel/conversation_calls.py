@@ -48,6 +48,12 @@ class ConversationCalls:
             return self.privacy.apply(app.name, app.identity, "documents", "redact", text, what)
         return self.private_text(app, "documents", text, what)
 
+    def check_storable(self, app: App, messages: list[tuple[str, str]]) -> None:
+        """Refuse, before any model runs, messages that the app's documents policy would refuse to
+        keep (`block`): a response stores its input only after the model has answered."""
+        if app.pii.documents == "block":
+            self._stored_messages(app, messages)
+
     def _stored_messages(self, app: App, messages: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return [(role, self._stored(app, text, "the conversation item")) for role, text in messages]
 

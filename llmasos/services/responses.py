@@ -82,6 +82,7 @@ def prepare(syscalls: Any, app: Any, request: ResponseRequest) -> Prepared:
     the context (may load the model)."""
     inputs = message_items(request.input)
     model = syscalls.allowed_model(app, request.model)
+    syscalls.check_storable(app, inputs)
     place = syscalls.response_place(app, request.conversation, request.previous_response_id)
     if request.memory_tools and not (request.conversation and place.conversation_id):
         raise InvalidRequestError(

@@ -182,3 +182,19 @@ def test_a_blocking_policy_refuses_conversation_items_and_keeps_nothing(server: 
     assert not any(v in refused.text for v in person.values)
     usage = server.http.get("/os/apps/strict-memory/data", headers=server.auth(key)).json()
     assert usage["conversations"] == 0 and usage["conversation_items"] == 0
+
+
+def test_a_blocking_policy_refuses_a_response_input_before_the_model_runs(server: Server) -> None:  # noqa: F811
+    key = server.new_app("strict-answers", pii={"documents": "block"})
+    person = synthetic_people(1, seed=9)[0]
+    prompts_before = len(server.engine.prompts)
+    refused = server.http.post(
+        "/v1/responses",
+        json={"model": "default", "input": person.sentence(), "max_output_tokens": 8},
+        headers=server.auth(key),
+    )
+    assert refused.status_code == 400 and refused.json()["error"]["type"] == "personal_data_blocked"
+    assert not any(v in refused.text for v in person.values)
+    assert len(server.engine.prompts) == prompts_before  # the model never ran
+    usage = server.http.get("/os/apps/strict-answers/data", headers=server.auth(key)).json()
+    assert usage["conversation_items"] == 0
