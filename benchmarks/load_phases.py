@@ -117,14 +117,15 @@ class Timeline:
 
     requests: int
     to_headers: float  # sent -> response headers (parsing, auth, tokenizing, admission, audit start row)
-    to_first_token: float  # headers -> first token (the next tick, the prefill step)
+    to_first_token: float  # headers -> first token (the rest of the step running, then the prefill step)
     decoding: float  # first token -> last token
     to_done: float  # last token -> `[DONE]` (the final event, its audit end row, usage chunk)
     to_next: float  # `[DONE]` -> the client's next request sent
+    step: float  # a decode step as the clients saw it: first -> last token over the tokens between
 
     @classmethod
     def of(cls, results: list[dict]) -> Timeline | None:
-        done = [r for r in results if r["outcome"] == "completed" and r.get("times")]
+        done = [r for r in results if r["outcome"] == "completed" and r.get("times") and r["tokens"] > 1]
         if not done:
             return None
 
@@ -132,6 +133,7 @@ class Timeline:
             return statistics.fmean(r["times"][b] - r["times"][a] for r in done)
 
         gaps = [r["times"]["next"] - r["times"]["done"] for r in done if "next" in r["times"]]
+        step = statistics.fmean((r["times"]["last"] - r["times"]["first"]) / (r["tokens"] - 1) for r in done)
         return cls(
             len(done),
             mean("sent", "headers"),
@@ -139,14 +141,17 @@ class Timeline:
             mean("first", "last"),
             mean("last", "done"),
             statistics.fmean(gaps) if gaps else 0.0,
+            step,
         )
 
     @property
-    def outside_decoding(self) -> float:
-        return self.to_headers + self.to_first_token + self.to_done + self.to_next
+    def idle(self) -> float:
+        """Seconds of a cycle the client's sequence is in no step: all but decoding and the prefill
+        step (which samples the first token, as it does for the engine alone)."""
+        return self.to_headers + max(0.0, self.to_first_token - self.step) + self.to_done + self.to_next
 
-    def describe(self, ms_a_step: float) -> str:
-        """Each part in ms and in engine steps of `ms_a_step`."""
+    def describe(self, clients: int) -> str:
+        """Each part in ms and in decode steps, and the sequences this leaves out of each step."""
         parts = {
             "send -> headers": self.to_headers,
             "headers -> first token": self.to_first_token,
@@ -154,7 +159,10 @@ class Timeline:
             "last token -> [DONE]": self.to_done,
             "[DONE] -> next request": self.to_next,
         }
-        return "; ".join(
-            f"{name} {1000 * s:.0f} ms ({1000 * s / max(ms_a_step, 1e-9):.1f} steps)"
-            for name, s in parts.items()
+        cycle = self.to_headers + self.to_first_token + self.decoding + self.to_done + self.to_next
+        each = "; ".join(f"{name} {1000 * s:.0f} ms ({s / self.step:.1f} steps)" for name, s in parts.items())
+        return (
+            f"{each}; a step {1000 * self.step:.0f} ms; idle (not in a step) {1000 * self.idle:.0f} ms = "
+            f"{self.idle / self.step:.1f} steps of a {cycle / self.step:.1f}-step cycle: about "
+            f"{clients * self.idle / cycle:.1f} of {clients} sequences missing from each step"
         )

@@ -346,14 +346,8 @@ def report_ratio(args: argparse.Namespace, engine: list[float], served: list[flo
     ratios = [s / ((engine[i] + engine[i + 1]) / 2) for i, s in enumerate(served)]
     timeline = Timeline.of(run.results)
     if timeline is not None:
-        cycle = timeline.decoding + timeline.outside_decoding
-        missing = args.clients * timeline.outside_decoding / cycle
-        print(
-            f"a server client's cycle, mean of {timeline.requests} completed requests: "
-            f"{timeline.describe(run.steps.ms_a_step)}; outside decoding "
-            f"{timeline.outside_decoding / cycle:.0%} of the cycle, about {missing:.1f} of {args.clients} "
-            "sequences missing from each step"
-        )
+        cycle = timeline.describe(args.clients)
+        print(f"a server client's cycle, mean of {timeline.requests} requests: {cycle}")
     print(f"  server's engine over its windows: {run.steps.describe(run.seconds)}")
     print(
         f"RATIO server / engine at {args.clients} streams, {len(ratios)} rounds: median "
