@@ -125,7 +125,11 @@ class Timeline:
 
     @classmethod
     def of(cls, results: list[dict]) -> Timeline | None:
-        done = [r for r in results if r["outcome"] == "completed" and r.get("times") and r["tokens"] > 1]
+        done = [
+            r
+            for r in results
+            if r["outcome"] == "completed" and r["tokens"] > 1 and r["times"]["last"] > r["times"]["first"]
+        ]  # a stream that fell behind may get all its tokens in one chunk: no step to see
         if not done:
             return None
 
