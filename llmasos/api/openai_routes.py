@@ -245,13 +245,22 @@ class _Meta:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
 
 
-def _sse(chunks: AsyncIterator[dict | str], gen: Generation) -> StreamingResponse:
+def _sse(chunks: AsyncIterator[Chunks], gen: Generation) -> StreamingResponse:
     async def body() -> AsyncIterator[str]:
         async for chunk in chunks:
-            yield f"data: {chunk if isinstance(chunk, str) else json.dumps(chunk)}\n\n"
+            yield "".join(map(_sse_event, chunk)) if isinstance(chunk, list) else _sse_event(chunk)
 
     headers = {**_pid_headers(gen), "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+#: What a chunk generator yields: one chunk (a dict as JSON, or a literal such as `[DONE]`), or a list
+#: of them sent in one write (a stream's end: its last choice's finish, the usage, `[DONE]`).
+Chunks = dict | str | list[dict | str]
+
+
+def _sse_event(chunk: dict | str) -> str:
+    return f"data: {chunk if isinstance(chunk, str) else json.dumps(chunk)}\n\n"
 
 
 def _error_chunk(err: LLMasOSError) -> dict:
@@ -260,24 +269,28 @@ def _error_chunk(err: LLMasOSError) -> dict:
 
 async def _chat_chunks(
     gen: Generation, meta: _Meta, request: Request, include_usage: bool, tokenizer: Tokenizer | None
-) -> AsyncIterator[dict | str]:
+) -> AsyncIterator[Chunks]:
     base = meta.fields("chat.completion.chunk")
     for c in gen.choices:
         yield {**base, "choices": [{"index": c.index, "delta": {"role": "assistant", "content": ""}}]}
+    end: list[dict | str] = []  # the last choice's finish: sent with the usage and `[DONE]`, one write
     async for choice, event in gen.events(request):
         if event.finished:
-            if event.error is not None:
-                yield _error_chunk(event.error)
+            finish = [_error_chunk(event.error)] if event.error is not None else []
             delta = {"index": choice.index, "delta": {}, "finish_reason": choice.finish_reason}
-            yield {**base, "choices": [delta]}
+            finish.append({**base, "choices": [delta]})
+            if all(c.done for c in gen.choices):
+                end = finish
+            else:
+                yield finish
         elif event.text or (tokenizer is not None and event.logprobs):
             delta = {"index": choice.index, "delta": {"content": event.text}, "finish_reason": None}
             if tokenizer is not None:
                 delta["logprobs"] = chat_logprobs(tokenizer, event.logprobs)
             yield {**base, "choices": [delta]}
     if include_usage:
-        yield {**base, "choices": [], "usage": gen.usage()}
-    yield "[DONE]"
+        end.append({**base, "choices": [], "usage": gen.usage()})
+    yield [*end, "[DONE]"]
 
 
 async def _completion_chunks(
@@ -287,23 +300,27 @@ async def _completion_chunks(
     include_usage: bool,
     tokenizer: Tokenizer | None,
     echo: list[str],
-) -> AsyncIterator[dict | str]:
+) -> AsyncIterator[Chunks]:
     base = meta.fields("text_completion")
     for c in gen.choices:
         if echo[c.index]:
             item = {"index": c.index, "text": echo[c.index], "finish_reason": None, "logprobs": None}
             yield {**base, "choices": [item]}
+    end: list[dict | str] = []  # the last choice's finish: sent with the usage and `[DONE]`, one write
     async for choice, event in gen.events(request):
         if event.finished:
-            if event.error is not None:
-                yield _error_chunk(event.error)
+            finish = [_error_chunk(event.error)] if event.error is not None else []
             item = {
                 "index": choice.index,
                 "text": "",
                 "finish_reason": choice.finish_reason,
                 "logprobs": None,
             }
-            yield {**base, "choices": [item]}
+            finish.append({**base, "choices": [item]})
+            if all(c.done for c in gen.choices):
+                end = finish
+            else:
+                yield finish
         elif event.text or (tokenizer is not None and event.logprobs):
             item = {"index": choice.index, "text": event.text, "finish_reason": None, "logprobs": None}
             if tokenizer is not None:
@@ -311,5 +328,5 @@ async def _completion_chunks(
                 item["logprobs"] = completion_logprobs(tokenizer, event.logprobs, offset)
             yield {**base, "choices": [item]}
     if include_usage:
-        yield {**base, "choices": [], "usage": gen.usage()}
-    yield "[DONE]"
+        end.append({**base, "choices": [], "usage": gen.usage()})
+    yield [*end, "[DONE]"]
