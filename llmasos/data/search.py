@@ -32,6 +32,8 @@ FUSIONS = ("convex", "rrf")
 #: Candidates taken from each retriever before fusing, per result asked for (at least 50).
 CANDIDATES_PER_RESULT = 5
 MAX_RESULTS = 50
+#: Rows FTS5 ranks on its own, per result asked for, before they are joined to their store and file.
+FTS_FIRST_DEPTH = 2
 MODES = ("hybrid", "bm25", "vector")
 
 # Words that carry no topic: a question's "what did ... do" would otherwise match every chunk that
@@ -117,17 +119,43 @@ def fts_query(query: str) -> str:
 def bm25_ranking(
     data: AppData, store_id: str, query: str, limit: int, files: set[str] | None
 ) -> list[tuple[int, float]]:
+    """(chunk id, BM25 score) of the store's `limit` best matches of `query`, best first (ties by
+    chunk id), among chunks of `files` (None: all).
+
+    FTS5 ranks first, on its own: its best `limit * FTS_FIRST_DEPTH` rows are taken inside the FTS
+    query and only they are joined to `chunks` to learn their store and file. Joining every match
+    before ranking cost a row lookup per match (most of a search's time at 100k chunks). The index
+    spans the app's stores, and a filter drops files, so when fewer than `limit` of those rows
+    belong here the ranking is done again over every match, restricted in SQL before the cut: the
+    result is the same either way (the first rows of an ordered list, filtered, are the first rows
+    of the filtered list)."""
     expression = fts_query(query)
-    if not expression:
+    if not expression or limit <= 0:
         return []
-    sql = (
-        "SELECT c.id, -bm25(chunks_fts) AS score, c.file_id FROM chunks_fts JOIN chunks c ON "
-        "c.id = chunks_fts.rowid "
-        "WHERE chunks_fts MATCH ? AND c.store_id = ? ORDER BY bm25(chunks_fts) LIMIT ?"
-    )
-    # A filter keeps fewer files: ask for more rows, then drop the others.
-    rows = data.db.execute(sql, (expression, store_id, limit if files is None else limit * 20))
-    return [(r[0], float(r[1])) for r in rows if files is None or r[2] in files][:limit]
+    depth = limit * FTS_FIRST_DEPTH
+    rows = data.db.execute(_FTS_TOP_ROWS, (expression, depth))
+    ranked = [(r[0], float(r[1])) for r in rows if r[2] == store_id and (files is None or r[3] in files)]
+    if len(ranked) >= limit or len(rows) < depth:
+        return ranked[:limit]
+    allowed = None if files is None else json.dumps(sorted(files))
+    rows = data.db.execute(_FTS_STORE_ROWS, (expression, store_id, allowed, allowed, limit))
+    return [(r[0], float(r[1])) for r in rows]
+
+
+#: The FTS index's best `?` matches of `?` (no join while ranking), then their store and file.
+_FTS_TOP_ROWS = (
+    "SELECT top.id, top.score, c.store_id, c.file_id FROM ("
+    "SELECT rowid AS id, -bm25(chunks_fts) AS score FROM chunks_fts WHERE chunks_fts MATCH ? "
+    "ORDER BY bm25(chunks_fts), rowid LIMIT ?) AS top JOIN chunks c ON c.id = top.id "
+    "ORDER BY top.score DESC, top.id"
+)
+#: Every match of `?` in store `?` (of the files in the JSON list `?`, or any when it is NULL).
+_FTS_STORE_ROWS = (
+    "SELECT c.id, -bm25(chunks_fts) AS score FROM chunks_fts JOIN chunks c ON c.id = chunks_fts.rowid "
+    "WHERE chunks_fts MATCH ? AND c.store_id = ? "
+    "AND (? IS NULL OR c.file_id IN (SELECT value FROM json_each(?))) "
+    "ORDER BY bm25(chunks_fts), c.id LIMIT ?"
+)
 
 
 def vector_index(data: AppData, store_id: str) -> VectorIndex:
@@ -152,21 +180,17 @@ def vector_index(data: AppData, store_id: str) -> VectorIndex:
         return index
 
 
-def allowed_files(
-    data: AppData, store_id: str, filters: dict | None
-) -> tuple[set[str] | None, dict[str, dict]]:
-    """(the files a filter lets through, None for all; each completed file's attributes)."""
+def allowed_files(data: AppData, store_id: str, filters: dict | None) -> set[str] | None:
+    """The completed files of the store whose attributes pass `filters`; None (all) without one,
+    read without a query: an unfiltered search reads only its hits' attributes (`_hits`)."""
     predicate = compile_filter(filters)
-    attributes = {
-        r[0]: json.loads(r[1])
-        for r in data.db.execute(
-            "SELECT file_id, attributes FROM store_files WHERE store_id = ? AND status = 'completed'",
-            (store_id,),
-        )
-    }
     if filters is None:
-        return None, attributes
-    return {f for f, a in attributes.items() if predicate(a)}, attributes
+        return None
+    rows = data.db.execute(
+        "SELECT file_id, attributes FROM store_files WHERE store_id = ? AND status = 'completed'",
+        (store_id,),
+    )
+    return {r[0] for r in rows if predicate(json.loads(r[1]))}
 
 
 def fuse(
@@ -199,7 +223,7 @@ def search(
     data: AppData, store_id: str, query: str, query_vector: np.ndarray | None, options: SearchOptions
 ) -> list[Hit]:
     """The best chunks of the store for `query` (`query_vector`: its embedding, for the vector side)."""
-    files, attributes = allowed_files(data, store_id, options.filters)
+    files = allowed_files(data, store_id, options.filters)
     depth = max(50, options.max_results * CANDIDATES_PER_RESULT)
     rankings: dict[str, list[tuple[int, float]]] = {}
     if options.mode in ("hybrid", "bm25") and options.bm25_weight > 0:
@@ -215,21 +239,20 @@ def search(
             (c, s, {options.mode: {"rank": i, "score": round(s, 6)}}) for i, (c, s) in enumerate(only, 1)
         ]
     ranked = [r for r in ranked if r[1] >= options.score_threshold][: options.max_results]
-    return _hits(data, ranked, attributes, options.explain)
+    return _hits(data, store_id, ranked, options.explain)
 
 
-def _hits(
-    data: AppData, ranked: list[tuple[int, float, dict]], attributes: dict[str, dict], explain: bool
-) -> list[Hit]:
+def _hits(data: AppData, store_id: str, ranked: list[tuple[int, float, dict]], explain: bool) -> list[Hit]:
     if not ranked:
         return []
     marks = ",".join("?" * len(ranked))
     rows = {
         r["id"]: r
         for r in data.db.execute(
-            "SELECT c.id, c.file_id, c.text, c.start, c.end, c.ordinal, c.heading, c.meta, f.filename "
-            f"FROM chunks c JOIN files f ON f.id = c.file_id WHERE c.id IN ({marks})",
-            [c for c, _, _ in ranked],
+            "SELECT c.id, c.file_id, c.text, c.start, c.end, c.ordinal, c.heading, c.meta, f.filename, "
+            "sf.attributes FROM chunks c JOIN files f ON f.id = c.file_id JOIN store_files sf "
+            f"ON sf.store_id = ? AND sf.file_id = c.file_id WHERE c.id IN ({marks})",
+            [store_id, *(c for c, _, _ in ranked)],
         )
     }
     hits = []
@@ -249,7 +272,7 @@ def _hits(
                 row["ordinal"],
                 row["heading"],
                 json.loads(row["meta"]),
-                attributes.get(row["file_id"], {}),
+                json.loads(row["attributes"]),
                 why if explain else {},
             )
         )

@@ -5,11 +5,12 @@ in their middle outrank one that a retriever puts far ahead of the rest."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from llmasos.data.app_data import app_data
-from llmasos.data.search import SearchOptions, bm25_ranking, fuse
+from llmasos.data.search import SearchOptions, bm25_ranking, fts_query, fuse
 from llmasos.errors import InvalidRequestError
 from tests.data.conftest import DataWorld
 
@@ -59,3 +60,55 @@ def test_bm25_finds_a_stores_match_when_another_stores_matches_rank_above_it(wor
     found = bm25_ranking(data, sparse["id"], "apple", 10, None)
     assert len(found) == 1
     assert len(bm25_ranking(data, crowded["id"], "apple", 10, None)) == 10
+
+
+def _full_scoring(
+    data, store_id: str, query: str, limit: int, files: set[str] | None
+) -> list[tuple[int, float]]:
+    """The ranking before FTS5 ranked on its own: every match joined to its chunk, then filtered,
+    then sorted (best score first, ties by chunk id)."""
+    rows = data.db.execute(
+        "SELECT c.id, -bm25(chunks_fts), c.store_id, c.file_id FROM chunks_fts "
+        "JOIN chunks c ON c.id = chunks_fts.rowid WHERE chunks_fts MATCH ?",
+        (fts_query(query),),
+    )
+    kept = [(r[0], r[1]) for r in rows if r[2] == store_id and (files is None or r[3] in files)]
+    return sorted(kept, key=lambda hit: (-hit[1], hit[0]))[:limit]
+
+
+def test_bm25s_fast_top_k_equals_full_scoring_across_stores_and_filters(world: DataWorld) -> None:
+    """FTS5 takes its top rows before they are joined to their store and file; a store that holds
+    few of the matches, or a filter that drops most of them, must still get the same top-k as
+    scoring every match (the cut is made again over the store's own matches when it falls short)."""
+    vocabulary = [f"term{i}" for i in range(12)]
+    rng = random.Random(7)
+
+    def notes(count: int) -> bytes:
+        lines = (" ".join(rng.choices(vocabulary, k=rng.randint(3, 14))) for _ in range(count))
+        return "\n".join(json.dumps({"text": line}) for line in lines).encode()
+
+    main = world.syscalls.create_store(world.alpha, "main")
+    other = world.syscalls.create_store(world.alpha, "other")
+    kept = world.add_document(world.alpha, main["id"], "kept.jsonl", notes(40), attributes={"kind": "kept"})
+    world.add_document(world.alpha, main["id"], "dropped.jsonl", notes(60), attributes={"kind": "dropped"})
+    world.add_document(world.alpha, other["id"], "crowd.jsonl", notes(300))
+    data = app_data(world.alpha.identity)
+    calls = {"fast": 0, "again": 0}
+    execute = data.db.execute
+
+    def counting(sql: str, params=()):  # which of the two ways each ranking took
+        calls["again" if "json_each" in sql else "fast"] += "chunks_fts" in sql
+        return execute(sql, params)
+
+    data.db.execute = counting  # type: ignore[method-assign]
+    cases = 0
+    for query in (" ".join(rng.sample(vocabulary, rng.randint(1, 3))) for _ in range(25)):
+        for store_id, files in ((main["id"], None), (main["id"], {kept["id"]}), (other["id"], None)):
+            for limit in (1, 5, 20):
+                fast = bm25_ranking(data, store_id, query, limit, files)
+                assert [c for c, _ in fast] == [
+                    c for c, _ in _full_scoring(data, store_id, query, limit, files)
+                ]
+                cases += 1
+    assert calls["again"] and calls["fast"] > calls["again"], calls  # both ways were taken
+    assert cases == 25 * 9
