@@ -116,6 +116,21 @@ def test_truncation_is_detected_mid_chunk_and_at_a_chunk_boundary(
         decrypt(sealed)
 
 
+def test_the_in_memory_reader_over_many_reads_and_threads(tmp_path: Path) -> None:
+    """More chunks than one preadv takes (sealed_buffer._CHUNKS_PER_READ) on each of three threads,
+    a short last chunk, and a file of no bytes at all."""
+    data = os.urandom(1024 * 1100 + 77)
+    (tmp_path / "big.bin").write_bytes(data)
+    sealed_file.encrypt_file(tmp_path / "big.bin", tmp_path / "big.enc", chunk_bytes=1024)
+    with SealedBuffer(tmp_path / "big.enc", threads=3) as buffer:
+        assert buffer.num_chunks == 1101 and buffer.wait()[: buffer.size] == data
+    (tmp_path / "empty.bin").write_bytes(b"")
+    sealed_file.encrypt_file(tmp_path / "empty.bin", tmp_path / "empty.enc", chunk_bytes=1024)
+    with SealedBuffer(tmp_path / "empty.enc") as buffer:
+        buffer.wait()
+        assert buffer.size == 0 and bytes(buffer.prefix(8)) == b""
+
+
 def test_the_in_memory_reader_hands_out_authenticated_chunks_only(sealed: Path) -> None:
     """The header's chunk may be used before the rest is decrypted; a later chunk that fails is still
     an error naming it, and its memory is released (nothing of the file can be used)."""
