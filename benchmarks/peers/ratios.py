@@ -54,7 +54,7 @@ def summarize(results: dict, wl: Workload, same_file: str | None = None) -> dict
         get(results, "llmasos", "prefill", "tok_s"), get(results, "transformers", "prefill", "tok_s")
     )
     # Costs, not speeds: lower is better (issue 23's goals: load <= 2x, peak RSS <= 1.3x the same file's).
-    for key in ("load_s", "peak_rss_bytes", "rss_after_load_bytes"):
+    for key in ("load_s", "ready_s", "peak_rss_bytes", "peak_rss_common_bytes", "rss_after_load_bytes"):
         out[f"{key}_vs_same_file"] = ratio(get(results, "llmasos", key), get(results, same_file or "", key))
     single = get(results, "llmasos", "single", "tok_s")
     weights = get(results, "llmasos", "weight_bytes", "bytes")

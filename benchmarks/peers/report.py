@@ -96,8 +96,10 @@ def print_table(
     # Costs: the last column is LLMasOS ÷ llama.cpp on the same file (goals: peak RSS <= 1.3, load <= 2).
     for title, key, scale, spec in (
         ("peak RSS MB", "peak_rss_bytes", 1e6, ",.0f"),
+        ("peak RSS, common figures MB", "peak_rss_common_bytes", 1e6, ",.0f"),
         ("RSS after load MB", "rss_after_load_bytes", 1e6, ",.0f"),
-        ("load s (libraries imported)", "load_s", 1, ".2f"),
+        ("load s (libraries imported)", "load_s", 1, ".3f"),
+        ("ready s (load + KV/context)", "ready_s", 1, ".3f"),
     ):
         values = [get(results, n, key) for n in engines]
         line = f"{title:<28}" + "".join(f"{fmt(v and v / scale, spec):>16}" for v in values)

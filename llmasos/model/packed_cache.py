@@ -22,7 +22,6 @@ weights back on disk in the clear.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import io
@@ -43,9 +42,17 @@ from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
-from llmasos.model.tensor_file import read_header, read_tensors, write_tensor_file
+from llmasos.model.tensor_file import (
+    header_bytes,
+    parse_header,
+    read_header,
+    read_tensors,
+    tensors_in,
+    write_tensor_file,
+)
 from llmasos.model.tokenizer import Tokenizer
-from llmasos.security.sealed_file import encrypt_stream, is_sealed, plaintext_in_memory
+from llmasos.security.sealed_buffer import SealedBuffer
+from llmasos.security.sealed_file import encrypt_stream, is_sealed
 
 logger = logging.getLogger(__name__)
 
@@ -63,11 +70,10 @@ def _read(
     path: Path, sealed: bool, key: dict[str, int]
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor], tokenizers.Tokenizer] | None:
     """(stored fields, tensors, tokenizer) of the cache file `path`; None where it was made from another
-    file or layout than `key` says (found from its header, before its data is read)."""
-    with contextlib.ExitStack() as stack:
-        if sealed:  # decrypted into anonymous memory (a memfd), then read from there like a file
-            path = stack.enter_context(plaintext_in_memory(path))
-        f = stack.enter_context(open(path, "rb", buffering=0))
+    file or layout than `key` says (found from its header, before its data is used)."""
+    if sealed:
+        return _read_sealed(path, key)
+    with open(path, "rb", buffering=0) as f:
         metadata, header = read_header(f)
         stored = json.loads(metadata.get("llmasos", "{}"))
         if stored.get("key") != key:
@@ -81,6 +87,24 @@ def _read(
         finally:
             reader.join()
         return stored, reader.tensors(), tokenizer
+
+
+def _read_sealed(
+    path: Path, key: dict[str, int]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], tokenizers.Tokenizer] | None:
+    """`_read` of a sealed cache: decrypted into anonymous memory on every core (sealed_buffer.py).
+    The chunks holding the header are authenticated first; the others are read while the tokenizer is
+    built (its build holds the GIL, the reads do not) and decrypted once it is done. A chunk that fails
+    raises before any tensor exists, and the tokenizer built from the header is dropped with it."""
+    with SealedBuffer(path) as plaintext:
+        start = header_bytes(plaintext.prefix(8))
+        metadata, header = parse_header(plaintext.prefix(start)[8:])
+        stored = json.loads(metadata.get("llmasos", "{}"))
+        if stored.get("key") != key:
+            return None
+        plaintext.start()
+        tokenizer = tokenizers.Tokenizer.from_str(metadata["tokenizer"])
+        return stored, tensors_in(plaintext.wait(), start, header), tokenizer
 
 
 class _Reader(threading.Thread):

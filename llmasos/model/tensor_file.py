@@ -75,10 +75,22 @@ def _entry(dtype: str, shape: list[int], offset: int, nbytes: int) -> dict[str, 
 def read_header(file: BinaryIO) -> tuple[dict[str, str], dict[str, dict]]:
     """(metadata, the tensors' entries) of a file written by `write_tensor_file`, read from its start;
     the file is left at its data section (for `read_tensors`). ValueError where it is no such file."""
-    (length,) = struct.unpack("<Q", _read_exactly(file, 8))
+    length = header_bytes(_read_exactly(file, 8)) - 8
+    return parse_header(_read_exactly(file, length))
+
+
+def header_bytes(first_eight: bytes) -> int:
+    """How many bytes from the file's start hold its header (the data section starts there), from
+    its first 8 bytes. ValueError where it is no tensor file."""
+    (length,) = struct.unpack("<Q", bytes(first_eight[:8]))
     if length > 256 * 2**20:
         raise ValueError(f"header of {length} bytes: not a tensor file")
-    header = json.loads(_read_exactly(file, length))
+    return 8 + length
+
+
+def parse_header(text: bytes | memoryview) -> tuple[dict[str, str], dict[str, dict]]:
+    """(metadata, the tensors' entries) of the header's JSON (the bytes after the first 8)."""
+    header = json.loads(bytes(text))
     metadata = header.pop("__metadata__", {}) or {}
     return metadata, header
 
@@ -97,12 +109,25 @@ def read_tensors(file: BinaryIO, header: dict[str, dict]) -> dict[str, torch.Ten
             raise ValueError(f"data section ends after {done} of {size} bytes: the file is truncated")
         done += count
     view.release()
-    return {name: _view(data, entry) for name, entry in header.items() if not name.startswith(_PAD_PREFIX)}
+    return tensors_in(data, 0, header)
 
 
-def _view(data: mmap.mmap, entry: dict) -> torch.Tensor:
+def tensors_in(data: mmap.mmap, data_start: int, header: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """The tensors of `header`, as views of `data` whose data section starts at byte `data_start`
+    (a whole file decrypted into memory, say). ValueError where `data` is too short for them."""
+    size = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    if data_start + size > len(data):
+        raise ValueError(f"data section ends after {len(data) - data_start} of {size} bytes: truncated")
+    return {
+        name: _view(data, entry, data_start)
+        for name, entry in header.items()
+        if not name.startswith(_PAD_PREFIX)
+    }
+
+
+def _view(data: mmap.mmap, entry: dict, data_start: int) -> torch.Tensor:
     dtype = _TORCH_DTYPES[entry["dtype"]]
-    start, end = entry["data_offsets"]
+    start, end = (data_start + offset for offset in entry["data_offsets"])
     shape = entry["shape"]
     count = (end - start) // torch.empty((), dtype=dtype).element_size()
     if count == 0:

@@ -7,6 +7,7 @@ made small so that the tiny file spans several chunks."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from llmasos.library.store import ModelStore
 from llmasos.model.loader import load_model
 from llmasos.security import master_key, sealed_file
 from llmasos.security.key_rotation import rotate_master_key
+from llmasos.security.sealed_buffer import SealedBuffer
 from tests.helpers.tiny_model import write_tiny_gguf
 
 CHUNK = 64 * 1024
@@ -36,10 +38,26 @@ def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def _decrypt(path: Path) -> bytes:
+def _decrypt_stream(path: Path) -> bytes:
     out = bytearray()
     sealed_file.decrypt_file(path, out.extend)
     return bytes(out)
+
+
+def _decrypt_in_memory(path: Path) -> bytes:
+    """What the packed cache's load does: the first chunk in this thread, the rest on three threads."""
+    with SealedBuffer(path, threads=3) as buffer:
+        head = bytes(buffer.prefix(10))
+        buffer.start()
+        data = buffer.wait()
+        assert data[:10] == head
+        return data[: buffer.size]
+
+
+@pytest.fixture(params=["stream", "in_memory"])
+def decrypt(request: pytest.FixtureRequest) -> Callable[[Path], bytes]:
+    """Both readers of a sealed file: each must give the same plaintext and the same errors."""
+    return _decrypt_stream if request.param == "stream" else _decrypt_in_memory
 
 
 def _chunk_offset(path: Path, index: int) -> int:
@@ -66,69 +84,109 @@ def sealed(tmp_path: Path, plain: Path) -> Path:
 
 
 def test_round_trip_over_several_chunks_and_an_exact_multiple(
-    tmp_path: Path, plain: Path, sealed: Path
+    tmp_path: Path, plain: Path, sealed: Path, decrypt: Callable[[Path], bytes]
 ) -> None:
     assert plain.stat().st_size > 3 * CHUNK
-    assert _decrypt(sealed) == plain.read_bytes()
+    assert decrypt(sealed) == plain.read_bytes()
     assert plain.read_bytes()[:4096] not in sealed.read_bytes()
     assert sealed.stat().st_mode & 0o777 == 0o600
     exact = tmp_path / "exact.bin"
     exact.write_bytes(os.urandom(2 * CHUNK))
     sealed_file.encrypt_file(exact, tmp_path / "exact.enc", chunk_bytes=CHUNK)
-    assert _decrypt(tmp_path / "exact.enc") == exact.read_bytes()
+    assert decrypt(tmp_path / "exact.enc") == exact.read_bytes()
 
 
-def test_a_flipped_byte_names_the_file_and_chunk(sealed: Path) -> None:
+def test_a_flipped_byte_names_the_file_and_chunk(sealed: Path, decrypt: Callable[[Path], bytes]) -> None:
     data = bytearray(sealed.read_bytes())
     data[_chunk_offset(sealed, 2) + 100] ^= 0x01
     _rewrite(sealed, bytes(data))
     with pytest.raises(DecryptionError, match=r"tiny\.gguf\.enc: chunk 2 failed authentication"):
-        _decrypt(sealed)
+        decrypt(sealed)
 
 
-def test_truncation_is_detected_mid_chunk_and_at_a_chunk_boundary(sealed: Path) -> None:
+def test_truncation_is_detected_mid_chunk_and_at_a_chunk_boundary(
+    sealed: Path, decrypt: Callable[[Path], bytes]
+) -> None:
     data = sealed.read_bytes()
     _rewrite(sealed, data[: _chunk_offset(sealed, 2)])  # whole chunks 0 and 1 left: boundary
     with pytest.raises(DecryptionError, match="truncated after chunk 1"):
-        _decrypt(sealed)
+        decrypt(sealed)
     _rewrite(sealed, data[: _chunk_offset(sealed, 1) + 500])
     with pytest.raises(DecryptionError, match="chunk 1"):
-        _decrypt(sealed)
+        decrypt(sealed)
 
 
-def test_reordered_chunks_fail(sealed: Path) -> None:
+def test_the_in_memory_reader_over_many_reads_and_threads(tmp_path: Path) -> None:
+    """More chunks than one preadv takes (sealed_buffer._CHUNKS_PER_READ) on each of three threads,
+    a short last chunk, and a file of no bytes at all."""
+    data = os.urandom(1024 * 1100 + 77)
+    (tmp_path / "big.bin").write_bytes(data)
+    sealed_file.encrypt_file(tmp_path / "big.bin", tmp_path / "big.enc", chunk_bytes=1024)
+    with SealedBuffer(tmp_path / "big.enc", threads=3) as buffer:
+        assert buffer.num_chunks == 1101 and buffer.wait()[: buffer.size] == data
+    (tmp_path / "empty.bin").write_bytes(b"")
+    sealed_file.encrypt_file(tmp_path / "empty.bin", tmp_path / "empty.enc", chunk_bytes=1024)
+    with SealedBuffer(tmp_path / "empty.enc") as buffer:
+        buffer.wait()
+        assert buffer.size == 0 and bytes(buffer.prefix(8)) == b""
+
+
+def test_the_in_memory_reader_hands_out_authenticated_chunks_only(sealed: Path) -> None:
+    """The header's chunk may be used before the rest is decrypted; a later chunk that fails is still
+    an error naming it, and its memory is released (nothing of the file can be used)."""
+    data = bytearray(sealed.read_bytes())
+    data[_chunk_offset(sealed, 3) + 7] ^= 0x40
+    _rewrite(sealed, bytes(data))
+    buffer = SealedBuffer(sealed, threads=2)
+    assert bytes(buffer.prefix(4)) == b"GGUF"
+    buffer.start()
+    with pytest.raises(DecryptionError, match=r"tiny\.gguf\.enc: chunk 3 failed authentication"):
+        buffer.wait()
+    assert buffer._data.closed  # its memory is given back, not left for a caller to read
+    with pytest.raises(DecryptionError, match="chunk 3"):  # it stays failed
+        buffer.wait()
+    buffer.close()
+    data[_chunk_offset(sealed, 0) + 1] ^= 0x40
+    _rewrite(sealed, bytes(data))
+    with SealedBuffer(sealed) as first_bad, pytest.raises(DecryptionError, match="chunk 0 failed auth"):
+        first_bad.prefix(4)
+
+
+def test_reordered_chunks_fail(sealed: Path, decrypt: Callable[[Path], bytes]) -> None:
     data = sealed.read_bytes()
     a, b, c = (_chunk_offset(sealed, i) for i in range(3))
     _rewrite(sealed, data[:a] + data[b:c] + data[a:b] + data[c:])
     with pytest.raises(DecryptionError, match="chunk 0 failed authentication"):
-        _decrypt(sealed)
+        decrypt(sealed)
 
 
-def test_wrong_and_missing_master_key(sealed: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_and_missing_master_key(
+    sealed: Path, monkeypatch: pytest.MonkeyPatch, decrypt: Callable[[Path], bytes]
+) -> None:
     monkeypatch.setenv(master_key.ENV_VAR, master_key.encode_key(master_key.new_key()))
     with pytest.raises(MasterKeyError, match=r"wrapped under master key .* but the configured key is"):
-        _decrypt(sealed)
+        decrypt(sealed)
     monkeypatch.delenv(master_key.ENV_VAR)
     master_key.key_file().unlink()
     with pytest.raises(MasterKeyError, match="none was found"):
-        _decrypt(sealed)
+        decrypt(sealed)
 
 
-def test_a_key_file_others_can_read_is_refused(sealed: Path) -> None:
+def test_a_key_file_others_can_read_is_refused(sealed: Path, decrypt: Callable[[Path], bytes]) -> None:
     os.chmod(master_key.key_file(), 0o644)
     with pytest.raises(MasterKeyError, match="chmod 600"):
-        _decrypt(sealed)
+        decrypt(sealed)
 
 
 def test_the_master_key_from_the_environment(
-    tmp_path: Path, plain: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, plain: Path, monkeypatch: pytest.MonkeyPatch, decrypt: Callable[[Path], bytes]
 ) -> None:
     key = master_key.new_key()
     monkeypatch.setenv(master_key.ENV_VAR, key.hex())
     sealed_file.encrypt_file(plain, tmp_path / "env.enc", chunk_bytes=CHUNK)
     assert not master_key.key_file().exists()
     monkeypatch.setenv(master_key.ENV_VAR, master_key.encode_key(key))  # base64 names the same key
-    assert _decrypt(tmp_path / "env.enc") == plain.read_bytes()
+    assert decrypt(tmp_path / "env.enc") == plain.read_bytes()
 
 
 def test_pull_encrypt_stores_no_plaintext_and_loads_the_same_model(plain: Path, small_chunks: None) -> None:
@@ -172,10 +230,10 @@ def test_rotation_rewraps_model_headers_and_the_old_key_no_longer_opens(
     assert report.model_files == 1 and report.new_key_id not in report.old_key_ids
     assert store.model_path("secret").stat().st_mtime_ns == mtime
     assert not master_key.next_key_file().exists()
-    assert _decrypt(store.model_path("secret")) == plain.read_bytes()
+    assert _decrypt_stream(store.model_path("secret")) == plain.read_bytes()
     master_key.store_key_file(master_key.key_file(), master_key.decode_key(old, "old"))
     with pytest.raises(MasterKeyError, match=f"wrapped under master key {report.new_key_id}"):
-        _decrypt(store.model_path("secret"))
+        _decrypt_stream(store.model_path("secret"))
 
 
 def test_an_encrypted_models_packed_cache_is_sealed_and_serves_the_next_load(
