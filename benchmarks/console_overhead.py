@@ -150,8 +150,15 @@ class Bench:
             return self.readers.events
         return sum(page.updates() for page in self.pages)
 
+    def main_thread_seconds(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for page in self.pages:
+            total.update(page.main_thread_seconds())
+        return total
+
     def phase(self, is_open: bool) -> dict:
         self.set_open(is_open)
+        work = self.main_thread_seconds() if is_open else Counter()
         drawn, browser = self.drawn(), chromium_cpu_by_type()
         cpu, tokens, start = (
             thread_cpu_seconds(self.server_pid),
@@ -161,7 +168,9 @@ class Bench:
         time.sleep(self.args.seconds)
         tokens_after, elapsed = generated_tokens(self.metrics), time.perf_counter() - start
         cpu_after, browser_after = thread_cpu_seconds(self.server_pid), chromium_cpu_by_type()
+        work = (self.main_thread_seconds() - work) if is_open else Counter()
         return {
+            "page_work_s": dict(work),
             "open": is_open,
             "tokens_per_second": (tokens_after - tokens) / elapsed,
             "loop_cpu_s": cpu_after[0] - cpu[0],
@@ -203,7 +212,15 @@ def describe(row: dict) -> str:
         f"{row['loop_cpu_s']:.2f} CPU s, other threads {row['other_cpu_s']:.1f}, browser "
         f"{sum(row['browser_cpu_s'].values()):.2f} ({browser or 'idle'})"
         + (f", {row['drawn']} snapshots drawn" if row["open"] else "")
+        + (page_work(row["page_work_s"]) if row["open"] and row["page_work_s"] else "")
     )
+
+
+def page_work(work: dict[str, float]) -> str:
+    """The page's main-thread milliseconds in a phase: all its tasks, and script, layout and style."""
+    names = {"TaskDuration": "tasks", "ScriptDuration": "script", "LayoutDuration": "layout"}
+    names["RecalcStyleDuration"] = "style"
+    return "; page main thread " + ", ".join(f"{names[k]} {1000 * work.get(k, 0):.0f} ms" for k in names)
 
 
 def run_pairs(bench: Bench, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -243,11 +260,17 @@ def summarise(found: dict, args: argparse.Namespace) -> None:
             f"{statistics.median(sum(r['browser_cpu_s'].values()) for r in mine):.2f} CPU s ("
             + ", ".join(f"{k} {v:.2f}" for k, v in per_kind.items())
             + ")"
+            + (page_work(median_work(mine)) if side and args.reader == "browser" else "")
         )
     print(
         f"goal: overhead <= 2%; {args.pages} {args.reader} reader(s) on the {args.view} view, "
         f"flags {args.flags}"
     )
+
+
+def median_work(rows: list[dict]) -> dict[str, float]:
+    kinds = {k for r in rows for k in r["page_work_s"]}
+    return {k: statistics.median(r["page_work_s"].get(k, 0.0) for r in rows) for k in kinds}
 
 
 def parse_args() -> argparse.Namespace:

@@ -34,8 +34,12 @@ VIEW_SECTIONS = {
 class ConsolePage:
     """One browser context's page that shows the console (signed in as the admin) or about:blank."""
 
+    #: The renderer main thread's seconds by kind of work (Chrome DevTools' Performance domain).
+    WORK = ("ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "TaskDuration")
+
     def __init__(self, browser, url: str, admin_key: str) -> None:
         self.page = browser.new_context(viewport={"width": 1400, "height": 900}).new_page()
+        self.devtools = self.page.context.new_cdp_session(self.page)
         self.url, self.admin_key = url, admin_key
 
     def open(self, view: str) -> None:
@@ -49,6 +53,12 @@ class ConsolePage:
         if view != "processes":
             page.click(f"#tabs button[data-view={view}]")
         page.wait_for_selector(f"body[data-following={view}]")
+        self.devtools.send("Performance.enable")
+
+    def main_thread_seconds(self) -> dict[str, float]:
+        """The page's main-thread seconds so far: script, layout, style and all its tasks."""
+        metrics = self.devtools.send("Performance.getMetrics")["metrics"]
+        return {m["name"]: m["value"] for m in metrics if m["name"] in self.WORK}
 
     def blank(self) -> None:
         """Leave the console: its stream ends with the page; the browser and its context stay."""
