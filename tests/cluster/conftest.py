@@ -54,6 +54,16 @@ class TinyCluster:
         spec = NodeSpec(name, node.node_id, capabilities, tuple(models.items()), num_threads=1)
         self.actors += join_node(self.directory, spec, SECRET, {**NODE_TOOLS, **(tools or {})})
 
+    def ensure_nodes(self) -> None:
+        """Join nodes `a` and `b` as the session's cluster starts with them, each that is not there
+        (a test removed it): a test that needs them holds whatever ran before it. Joining again
+        under the same name replaces the dead node's record in the registry."""
+        if "a" not in self.ray_nodes:
+            models = {"tiny": str(self.model_path), "broken": str(self.broken_path)}
+            self.add("a", ("llm", "speech", "nap"), models, NAP)
+        if "b" not in self.ray_nodes:
+            self.add("b", ("llm", "vision", "nap"), tools=NAP)
+
     def remove(self, name: str, pids: list[int] | None = None) -> None:
         """Kill node `name` as a machine failure would: its engine and tool processes (SIGKILL; `pids`
         if given, see `pids_on`), its raylet and everything else on it."""
@@ -87,8 +97,7 @@ def tiny_cluster(tiny_gguf: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     cluster = Cluster(initialize_head=True, connect=True, head_node_args=head_args)
     tiny = TinyCluster(cluster, start_registry(SECRET), tiny_gguf, broken)
     try:
-        tiny.add("a", ("llm", "speech", "nap"), {"tiny": str(tiny_gguf), "broken": str(broken)}, NAP)
-        tiny.add("b", ("llm", "vision", "nap"), tools=NAP)
+        tiny.ensure_nodes()
         yield tiny
     finally:
         ray.shutdown()

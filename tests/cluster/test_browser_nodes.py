@@ -4,8 +4,8 @@ each node's liveness, health (with the reason a model did not load), capabilitie
 live processes as `/os/nodes` and `/metrics` report them at the same moment.
 
 The kernel is ticked by the test (the server does not run it), so a process stays placed and
-running on its node while the page and the API are read. It removes no node; files run in name
-order, so it runs before test_cluster.py's failover tests remove nodes `a` and `b`.
+running on its node while the page and the API are read. It removes no node, and joins nodes `a`
+and `b` again if a test that ran before it removed them (test_cluster.py's failover tests do).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ def cluster_server(tiny_cluster) -> Iterator[LiveServer]:
     from llmasos.kernel.boot import boot
     from llmasos.library.store import ModelStore
 
+    tiny_cluster.ensure_nodes()
     ModelStore().pull(str(tiny_cluster.model_path), name="tiny", progress=False)  # names the apps may ask for
     syscalls = boot(interface="http", engines=cluster_loader(tiny_cluster.directory))
     syscalls.cluster_nodes = lambda: [node.as_dict() for node in tiny_cluster.directory.nodes()]

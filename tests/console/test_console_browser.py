@@ -222,8 +222,12 @@ def test_each_view_shows_what_the_os_endpoints_and_metrics_report(page, console_
         thread, running = start_stream(console_server, work["alpha"])
         page.wait_for_selector(f"#processes-table tr[data-key='{running['pid']}'].running")
         page.screenshot(path=str(screenshots / "processes.png"), full_page=True)
+        cancel_button = f"#processes-table tr[data-key='{running['pid']}'] button"
+        page.eval_on_selector(cancel_button, "(button) => { button.kept = true; }")
         touched = rows_touched_over(page, "processes-table", snapshots=2)
         assert str(running["pid"]) in touched  # its tokens and times move: its cells are rewritten
+        # but not its Cancel button, which is the same while the process lives
+        assert page.eval_on_selector(cancel_button, "(button) => button.kept === true")
         assert touched <= {str(running["pid"])}  # the ended rows, which do not change, are left alone
         shown = by_key(page, "processes-table")
         live = {p["pid"]: p for p in api(console_server, "/os/ps")["processes"]}

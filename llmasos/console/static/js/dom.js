@@ -22,12 +22,14 @@ export function column(heading, field, format = (v) => v, { numeric = false } = 
 }
 
 // Fill `table` with one row per item; `key(item)` names the row (data-key), `extra(item)` adds
-// cells (actions) at the end, `rowClass(item)` marks rows, `empty` is what an empty table says.
+// cells (actions) at the end, rebuilt only when `extraKey(item)` changes (by default, when the item
+// does: a process's Cancel button is the same while the process runs, though its counters move
+// every second), `rowClass(item)` marks rows, `empty` is what an empty table says.
 // Rows are kept between calls and matched by key: a row whose item is as it was is not touched,
 // a changed one has only its changed cells rewritten, so a refresh a second costs the browser a
 // comparison per row rather than a rebuilt table (and a restyled page). A table the operator is
 // typing in is left as it is until they leave it, so a refresh never eats what they typed.
-export function fillTable(table, columns, items, { key, extra, rowClass, extraHeading, empty = "none" } = {}) {
+export function fillTable(table, columns, items, { key, extra, extraKey, rowClass, extraHeading, empty = "none" } = {}) {
   if (table.contains(document.activeElement) && document.activeElement !== document.body) return;
   const heading = [...columns.map((c) => c.heading), extra ? extraHeading || "" : null].join("|");
   if (table.dataset.heading !== heading || !table.tBodies.length) {
@@ -49,9 +51,14 @@ export function fillTable(table, columns, items, { key, extra, rowClass, extraHe
     }
     if (row.seen !== seen) {
       row.seen = seen;
-      row.className = rowClass ? rowClass(item) : "";
+      const className = rowClass ? rowClass(item) : "";
+      if (row.className !== className) row.className = className;
       columns.forEach((c, j) => setCell(row.cells[j], show(c.format(item[c.field], item))));
-      if (extra) row.cells[columns.length].replaceChildren(...[extra(item)].flat().filter((x) => x !== "" && x != null));
+      const extraSeen = extra && (extraKey ? JSON.stringify(extraKey(item)) : seen);
+      if (extra && row.extraSeen !== extraSeen) {
+        row.extraSeen = extraSeen;
+        row.cells[columns.length].replaceChildren(...[extra(item)].flat().filter((x) => x !== "" && x != null));
+      }
     }
     if (body.rows[i] !== row) body.insertBefore(row, body.rows[i] || null);
   });
@@ -71,6 +78,11 @@ function show(value) {
   if (value === null || value === undefined) return "–";
   if (value instanceof Node) return value;
   return String(value);
+}
+
+// Set `node`'s text only when it differs: an unchanged write still costs the page a layout.
+export function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
 }
 
 export function bytes(n) {

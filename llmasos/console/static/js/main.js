@@ -85,8 +85,7 @@ async function follow(continued = false) {
         if (name !== "overview" || controller.signal.aborted) return;
         const changed = JSON.parse(data);
         Object.assign(state.overview, changed);
-        draw(new Set(Object.keys(changed)));
-        document.body.dataset.following = view;
+        drawAtNextFrame(Object.keys(changed), view);
       });
     } catch (err) {
       if (controller.signal.aborted) return;
@@ -102,6 +101,25 @@ function setLive(how) {
   $("live-status").dataset.how = how;
   $("live-status").textContent = how === "live" ? "live" : "reconnecting";
   $("live-status").className = `badge ${how}`;
+}
+
+// Draw what the stream changed at the next frame, merging events that come before it: a tab in the
+// background gets no frames, so a console left open behind other tabs keeps the sections it is sent
+// and does no DOM work until it is shown (then it draws them all at once).
+let pendingDraw = null;
+function drawAtNextFrame(sections, view) {
+  if (pendingDraw) {
+    for (const section of sections) pendingDraw.add(section);
+    return;
+  }
+  pendingDraw = new Set(sections);
+  requestAnimationFrame(() => {
+    const changed = pendingDraw;
+    pendingDraw = null;
+    if (!state.overview) return; // signed out meanwhile
+    draw(changed);
+    if (view === state.view) document.body.dataset.following = view;
+  });
 }
 
 // Draw the visible view if a section it shows is among `changed` (all of its sections when it has

@@ -1,5 +1,5 @@
 // The views fed by the overview stream: processes, apps, models, latency, audit, nodes.
-import { bytes, clock, column, el, fillTable, millis, percent, seconds } from "./dom.js";
+import { bytes, clock, column, el, fillTable, millis, percent, seconds, setText } from "./dom.js";
 
 const $ = (id) => document.getElementById(id);
 export const PRIORITIES = ["realtime", "interactive", "normal", "batch"];
@@ -7,9 +7,11 @@ export const PRIORITIES = ["realtime", "interactive", "normal", "batch"];
 export function renderProcesses(overview, actions) {
   const processes = overview.processes;
   const count = (state) => processes.filter((p) => p.state === state).length;
-  $("process-summary").textContent =
+  setText(
+    $("process-summary"),
     `${count("running")} running, ${count("queued")} queued, ${count("suspended")} suspended; ` +
-    `${processes.length} shown (live, then the latest ended)`;
+      `${processes.length} shown (live, then the latest ended)`,
+  );
   const live = (p) => ["queued", "running", "suspended"].includes(p.state);
   fillTable(
     $("processes-table"),
@@ -32,6 +34,7 @@ export function renderProcesses(overview, actions) {
       key: (p) => p.pid,
       rowClass: (p) => (live(p) ? p.state : "ended"),
       extra: (p) => (live(p) ? el("button", { type: "button", class: "danger", onclick: () => actions.cancel(p.pid) }, "Cancel") : ""),
+      extraKey: live,
     },
   );
 }
@@ -62,6 +65,7 @@ export function renderApps(overview, actions) {
               a.admin ? "" : el("button", { type: "button", class: "danger revoke", onclick: () => actions.revokeKeys(a.name) }, "Revoke keys"),
             ]
           : "",
+      extraKey: (a) => [admin, a.admin],
     },
   );
   $("app-create").hidden = !admin;
@@ -74,7 +78,7 @@ function prioritySelect(app) {
 export function renderModels(overview, actions) {
   const m = overview.models;
   const admin = overview.caller.admin;
-  $("memory-summary").textContent = `memory: ${bytes(m.memory_used_bytes)} used of a ${bytes(m.memory_budget_bytes)} budget`;
+  setText($("memory-summary"), `memory: ${bytes(m.memory_used_bytes)} used of a ${bytes(m.memory_budget_bytes)} budget`);
   $("memory-bar").style.width = `${Math.min(100, (100 * m.memory_used_bytes) / Math.max(1, m.memory_budget_bytes))}%`;
   const kv = (f) => (v, model) => (model.kv ? f(model.kv) : "–");
   fillTable(
@@ -98,6 +102,7 @@ export function renderModels(overview, actions) {
             ? el("button", { type: "button", class: "unload", onclick: () => actions.unload(model.name) }, "Unload")
             : el("button", { type: "button", class: "load", onclick: () => actions.load(model.name) }, "Load")
           : "",
+      extraKey: (model) => [admin, model.resident],
     },
   );
   const kvRows = [];
