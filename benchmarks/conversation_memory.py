@@ -187,13 +187,33 @@ def replay(
         except LLMasOSError as err:
             errors += 1
             print(f"error at turn {upto}: {err}", file=sys.stderr)
-        print(f"  replayed {upto}/{len(turns)} turns", file=sys.stderr)
+        print(f"  replayed {upto}/{len(turns)} turns at {time.strftime('%H:%M:%S')}", file=sys.stderr)
     body, explain = respond(
         syscalls, app, model, lines[-1], conversation=conversation, max_output_tokens=max_out, temperature=0
     )
     costs.append(explain["assembly_ms"])
     summaries.wait_idle(900)
     return body["id"], costs, errors
+
+
+def replayed(syscalls, app, model: str, turns: list[dict], args) -> tuple[str, list[float], int, float]:
+    """The replay, or the one recorded in `--state` by an earlier run on the same home (the
+    conversation and its responses are kept there), so that questions can be asked again without
+    replaying; (last response id, assembly ms, errors, replay seconds)."""
+    key = {"model": model, "conversation": args.conversation, "turns": len(turns), "window": args.window}
+    if args.state and args.state.exists():
+        state = json.loads(args.state.read_text())
+        if {k: state.get(k) for k in key} != key:
+            raise SystemExit(f"{args.state} records another replay: {state}")
+        print(f"reusing the replay recorded in {args.state}", file=sys.stderr)
+        return state["last"], state["costs"], state["errors"], state["replay_s"]
+    started = time.perf_counter()
+    last, costs, errors = replay(syscalls, app, model, turns, args.page_every, args.max_output)
+    replay_s = time.perf_counter() - started
+    if args.state:
+        state = key | {"last": last, "costs": costs, "errors": errors, "replay_s": replay_s}
+        args.state.write_text(json.dumps(state))
+    return last, costs, errors, replay_s
 
 
 def _line(turn: dict) -> str:
@@ -313,6 +333,10 @@ def main() -> None:
     parser.add_argument(
         "--before-ref", help="also ask with the context assembly of this git revision (before/after)"
     )
+    parser.add_argument(
+        "--state", type=Path, help="record the replay here, or reuse the one recorded (same home)"
+    )
+    parser.add_argument("--replay-only", action="store_true", help="replay (and record), ask nothing")
     parser.add_argument("--out", type=Path, help="append one JSON line per question to this file")
     parser.add_argument(
         "--report", type=Path, nargs="+", help="only print the table of the JSON lines of earlier runs"
@@ -334,9 +358,11 @@ def main() -> None:
     before = memory_module_at(args.before_ref) if args.before_ref else None  # before a long replay
     syscalls, app = boot(args.window)
     model = syscalls.resolve_model(args.model)
-    started = time.perf_counter()
-    last, costs, errors = replay(syscalls, app, model, turns, args.page_every, args.max_output)
-    replay_s = time.perf_counter() - started
+    last, costs, errors, replay_s = replayed(syscalls, app, model, turns, args)
+    if args.replay_only:
+        print(f"model {model}: {len(turns)} turns replayed in {replay_s:.0f} s, errors {errors}")
+        syscalls.stop()
+        return
     rows = ask_all(syscalls, app, model, last, [_line(t) for t in turns], questions, args, before)
     costs += [r["assembly_ms"] for r in rows]
     print(
