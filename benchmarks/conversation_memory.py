@@ -47,7 +47,15 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from retrieval_locomo import CATEGORIES, DEFAULT_DATA, turns_of  # noqa: E402
 
-INSTRUCTIONS = "Answer the question in a few words, from what was said in this conversation."
+#: The answer's form, as LoCoMo's own evaluation asks for it (a short phrase in the conversation's
+#: words; a date worked out from the message's date), the same for every arm: token F1 and
+#: containment both reward an answer that is the phrase and nothing around it.
+INSTRUCTIONS = (
+    "Answer the question from what was said in this conversation, with a short phrase only: a name, "
+    "a date, a place, a number or a short list, in the conversation's own words where possible, not a "
+    "sentence. For when something happened, give the date, worked out from the date of the message "
+    "that tells it."
+)
 
 
 def normalise(text: str) -> list[str]:
@@ -298,6 +306,7 @@ def ask_all(
             "answer": answer,
             "category": CATEGORIES[q["category"]],
             "assembly_ms": explain["assembly_ms"],
+            "instructions": INSTRUCTIONS,
             "memory": with_memory,
             "last_turns": without,
             "memory_f1": token_f1(with_memory, answer),
@@ -373,16 +382,19 @@ def main() -> None:
         "--state", type=Path, help="record the replay here, or reuse the one recorded (same home)"
     )
     parser.add_argument("--replay-only", action="store_true", help="replay (and record), ask nothing")
+    parser.add_argument("--instructions", help="the answer's instructions (default: the short-phrase ones)")
     parser.add_argument("--out", type=Path, help="append one JSON line per question to this file")
     parser.add_argument(
         "--report", type=Path, nargs="+", help="only print the table of the JSON lines of earlier runs"
     )
     args = parser.parse_args()
+    if args.instructions:  # every arm's, for a before/after of the prompt on one replay
+        globals()["INSTRUCTIONS"] = args.instructions
     if args.report:
         rows = [json.loads(line) for path in args.report for line in path.read_text().splitlines()]
-        for model in sorted({r["model"] for r in rows}):
-            print(f"model {model}")
-            print_table([r for r in rows if r["model"] == model])
+        for model, instructions in sorted({(r["model"], r.get("instructions", "")) for r in rows}):
+            print(f"model {model}, instructions {instructions[:60]!r}...")
+            print_table([r for r in rows if (r["model"], r.get("instructions", "")) == (model, instructions)])
         return
 
     record = json.loads((args.data / f"{args.conversation}.json").read_text())
