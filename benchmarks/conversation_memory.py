@@ -226,8 +226,9 @@ def replay(syscalls, app, model: str, turns: list[dict], args, state: dict) -> N
         temperature=0,
     )
     state["costs"].append(explain["assembly_ms"])
-    summaries.wait_idle(SUMMARY_WAIT)
     state["last"] = body["id"]
+    _record(args, state)  # before the wait: a run cut short in it goes on without answering again
+    summaries.wait_idle(SUMMARY_WAIT)
     state["replay_s"] += time.perf_counter() - began
     _record(args, state)
 
@@ -253,6 +254,12 @@ def replayed(syscalls, app, model: str, turns: list[dict], args) -> dict:
         print(f"going on from the replay recorded in {args.state}", file=sys.stderr)
     if not state.get("last"):
         replay(syscalls, app, model, turns, args, state)
+    else:  # a summary the replay's end asked for is written before the questions, as after a replay
+        from llmasos.services import responses as flow
+        from llmasos.services import summaries
+
+        flow.page(syscalls, app, model, state["conversation_id"], args.max_output)
+        summaries.wait_idle(SUMMARY_WAIT)
     return state
 
 

@@ -41,13 +41,22 @@ def test_questions_need_their_evidence_replayed_and_a_shuffle_is_a_stable_sample
     assert select_questions(QA, replayed_turns, _args(per_category=1, questions=3)) == chosen[:3]
 
 
-def test_a_recorded_replay_is_reused_and_one_of_another_model_is_refused(tmp_path: Path) -> None:
+def test_a_recorded_replay_is_reused_and_one_of_another_model_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmasos.services import responses, summaries
+
+    paged = []
+    monkeypatch.setattr(responses, "page", lambda syscalls, app, model, cid, out: paged.append((model, cid)))
+    monkeypatch.setattr(summaries, "wait_idle", lambda timeout: paged.append("waited"))
     state = tmp_path / "state.json"
     record = {"model": "m", "conversation": "conv-1", "window": 2048, "replayed": 2, "last": "resp_1"}
-    state.write_text(json.dumps(record | {"costs": [1.0], "errors": 0, "replay_s": 3.0}))
-    args = argparse.Namespace(state=state, conversation="conv-1", window=2048)
+    record |= {"conversation_id": "c1", "costs": [1.0], "errors": 0, "replay_s": 3.0}
+    state.write_text(json.dumps(record))
+    args = argparse.Namespace(state=state, conversation="conv-1", window=2048, max_output=24)
     turns = [{"dia_id": f"D1:{n}"} for n in range(3)]
-    assert replayed(None, None, "m", turns, args)["last"] == "resp_1"  # no replay: no system calls
+    assert replayed(None, None, "m", turns, args)["last"] == "resp_1"  # not replayed again
+    assert paged == [("m", "c1"), "waited"]  # a summary still due is written before the questions
     with pytest.raises(SystemExit, match="another replay"):
         replayed(None, None, "other", turns, args)
     with pytest.raises(SystemExit, match="holds 3 turns, not 4"):
