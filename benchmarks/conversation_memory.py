@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import statistics
 import string
 import subprocess
@@ -46,7 +47,19 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from retrieval_locomo import CATEGORIES, DEFAULT_DATA, turns_of  # noqa: E402
 
-INSTRUCTIONS = "Answer the question in a few words, from what was said in this conversation."
+#: The answer's form, as LoCoMo's own evaluation asks for it (a short phrase in the conversation's
+#: words; a date worked out from the message's date), the same for every arm: token F1 and
+#: containment both reward an answer that is the phrase and nothing around it.
+INSTRUCTIONS = (
+    "Answer the question from what was said in this conversation, with a short phrase only: a name, "
+    "a date, a place, a number or a short list, in the conversation's own words where possible, not a "
+    "sentence. For when something happened, give the date, worked out from the date of the message "
+    "that tells it."
+)
+
+#: Seconds a replay or a question waits for the background summary: a summary of a 1.5B model on a
+#: loaded 2-core machine has taken over 15 minutes, and a run that gives up measures nothing.
+SUMMARY_WAIT = 3600
 
 
 def normalise(text: str) -> list[str]:
@@ -65,6 +78,16 @@ def token_f1(reply: str, answer: str) -> float:
 
 def contains(reply: str, answer: str) -> float:
     return float(" ".join(normalise(answer)) in " ".join(normalise(reply)))
+
+
+def all_words(reply: str, answer: str) -> float:
+    """Whether every word of the answer is in the reply, in any order: containment that a date
+    written another way ("May 7, 2023" for "7 May 2023") or a list in another order still meets."""
+    return float(not Counter(normalise(answer)) - Counter(normalise(reply)))
+
+
+#: The scores of a reply against the reference answer, by their name in the table.
+SCORES = {"F1": token_f1, "cont.": contains, "words": all_words}
 
 
 def boot(window: int):
@@ -127,7 +150,7 @@ def ask_with_memory(syscalls, app, model: str, last: str, question: str, max_out
     body, explain = respond(
         syscalls, app, model, question, previous_response_id=last, max_output_tokens=max_out, temperature=0
     )
-    summaries.wait_idle(900)  # a summary the answer asked for is in place before the next call
+    summaries.wait_idle(SUMMARY_WAIT)  # a summary the answer asked for is in place before the next call
     return "".join(p["text"] for item in body["output"] for p in item["content"]), explain
 
 
@@ -161,39 +184,83 @@ def _baseline_messages(lines: list[str], question: str) -> list[dict]:
     ]
 
 
-def replay(
-    syscalls, app, model: str, turns: list[dict], every: int, max_out: int
-) -> tuple[str, list[float], int]:
-    """The turns into one conversation as items (no answer per turn), its memory paged every `every`
-    turns (summaries written by the background summarizer, waited for); then one response to the
-    last turn, for the questions to chain to. (that response's id, assembly ms per paging, errors)."""
+def replay(syscalls, app, model: str, turns: list[dict], args, state: dict) -> None:
+    """The turns into one conversation as items (no answer per turn), its memory paged every
+    `--page-every` turns (summaries written by the background summarizer, waited for); then one
+    response to the last turn, for the questions to chain to. Goes on from where `state` (the
+    conversation, the turns replayed, assembly ms per paging, errors, seconds) stands, and records
+    each step in it (and in `--state`), so a replay cut short can be resumed or ended early."""
     from llmasos.errors import LLMasOSError
     from llmasos.services import responses as flow
     from llmasos.services import summaries
 
-    conversation = syscalls.create_conversation(app)["id"]
-    costs, errors = [], 0
     lines = [_line(t) for t in turns]
-    for start in range(0, len(lines) - 1, every):
-        upto = min(start + every, len(lines) - 1)
+    state.setdefault("conversation_id", syscalls.create_conversation(app)["id"])
+    conversation = state["conversation_id"]
+    for start in range(state["replayed"], len(lines) - 1, args.page_every):
+        began = time.perf_counter()
+        upto = min(start + args.page_every, len(lines) - 1)
         try:
             for batch in range(start, upto, 20):
                 items = [{"role": "user", "content": line} for line in lines[batch : min(batch + 20, upto)]]
                 syscalls.add_conversation_items(app, conversation, items)
             started = time.perf_counter()
-            flow.page(syscalls, app, model, conversation, max_out)
-            costs.append(1000 * (time.perf_counter() - started))
-            summaries.wait_idle(900)
+            flow.page(syscalls, app, model, conversation, args.max_output)
+            state["costs"].append(1000 * (time.perf_counter() - started))
+            summaries.wait_idle(SUMMARY_WAIT)
         except LLMasOSError as err:
-            errors += 1
+            state["errors"] += 1
             print(f"error at turn {upto}: {err}", file=sys.stderr)
-        print(f"  replayed {upto}/{len(turns)} turns", file=sys.stderr)
+        state["replayed"] = upto
+        state["replay_s"] += time.perf_counter() - began
+        _record(args, state)
+        print(f"  replayed {upto}/{len(turns)} turns at {time.strftime('%H:%M:%S')}", file=sys.stderr)
+    began = time.perf_counter()
     body, explain = respond(
-        syscalls, app, model, lines[-1], conversation=conversation, max_output_tokens=max_out, temperature=0
+        syscalls,
+        app,
+        model,
+        lines[-1],
+        conversation=conversation,
+        max_output_tokens=args.max_output,
+        temperature=0,
     )
-    costs.append(explain["assembly_ms"])
-    summaries.wait_idle(900)
-    return body["id"], costs, errors
+    state["costs"].append(explain["assembly_ms"])
+    state["last"] = body["id"]
+    _record(args, state)  # before the wait: a run cut short in it goes on without answering again
+    summaries.wait_idle(SUMMARY_WAIT)
+    state["replay_s"] += time.perf_counter() - began
+    _record(args, state)
+
+
+def _record(args, state: dict) -> None:
+    if args.state:
+        args.state.write_text(json.dumps(state))
+
+
+def replayed(syscalls, app, model: str, turns: list[dict], args) -> dict:
+    """The replay's state (last response id, assembly ms, errors, seconds): replayed now, or taken
+    from `--state` as an earlier run on the same home left it (the conversation and its responses
+    are kept there) and finished if it was cut short, so the questions can be asked again without
+    replaying. `--turns` equal to the turns a cut-short replay reached ends it there."""
+    key = {"model": model, "conversation": args.conversation, "window": args.window}
+    state = key | {"replayed": 0, "costs": [], "errors": 0, "replay_s": 0.0}
+    if args.state and args.state.exists():
+        state = json.loads(args.state.read_text())
+        if {k: state.get(k) for k in key} != key:
+            raise SystemExit(f"{args.state} records another replay: {state}")
+        if state["replayed"] > len(turns) - 1 or (state.get("last") and state["replayed"] != len(turns) - 1):
+            raise SystemExit(f"{args.state} holds {state['replayed'] + 1} turns, not {len(turns)}")
+        print(f"going on from the replay recorded in {args.state}", file=sys.stderr)
+    if not state.get("last"):
+        replay(syscalls, app, model, turns, args, state)
+    else:  # a summary the replay's end asked for is written before the questions, as after a replay
+        from llmasos.services import responses as flow
+        from llmasos.services import summaries
+
+        flow.page(syscalls, app, model, state["conversation_id"], args.max_output)
+        summaries.wait_idle(SUMMARY_WAIT)
+    return state
 
 
 def _line(turn: dict) -> str:
@@ -202,7 +269,8 @@ def _line(turn: dict) -> str:
 
 def select_questions(qa: list[dict], replayed: set[str], args: argparse.Namespace) -> list[dict]:
     """The questions of categories 1-4 whose evidence was replayed: all of them, or `--per-category`
-    of each category (the first ones, in the data's order), then `--skip` and `--questions`."""
+    of each category (the first ones, in the data's order), in an order shuffled by `--shuffle SEED`
+    if given, then `--skip` and `--questions`."""
     eligible = [
         q
         for q in qa
@@ -219,6 +287,8 @@ def select_questions(qa: list[dict], replayed: set[str], args: argparse.Namespac
                 taken[q["category"]] += 1
                 balanced.append(q)
         eligible = balanced
+    if args.shuffle is not None:  # a run cut short is then a sample of the whole conversation
+        random.Random(args.shuffle).shuffle(eligible)
     eligible = eligible[args.skip :]
     return eligible[: args.questions] if args.questions else eligible
 
@@ -247,6 +317,7 @@ def ask_all(
             "answer": answer,
             "category": CATEGORIES[q["category"]],
             "assembly_ms": explain["assembly_ms"],
+            "instructions": INSTRUCTIONS,
             "memory": with_memory,
             "last_turns": without,
             "memory_f1": token_f1(with_memory, answer),
@@ -272,28 +343,27 @@ def ask_all(
 
 
 def print_table(rows: list[dict]) -> None:
-    """Mean token F1 and containment (percent) per category and over all: memory beside last turns,
-    and beside memory as at `--before-ref` when the rows have it."""
+    """Mean token F1, containment and all-words containment (percent) per category and over all,
+    scored from the replies kept in the rows: memory beside last turns, and beside memory as at
+    `--before-ref` when the rows have it."""
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
         groups[row["category"]].append(row)
         groups["all"].append(row)
     arms = [("memory", "memory"), ("last", "last_turns")]
-    if all("before_f1" in r for r in rows):
+    if all("before" in r for r in rows):
         arms.insert(1, (f"before {rows[0]['before_ref']}", "before"))
     print(
         f"{'category':12} {'n':>3}  "
-        + "  ".join(f"{name + ' F1':>16} {name + ' cont.':>18}" for name, _ in arms)
+        + "  ".join(f"{name + ' ' + score:>20}" for name, _ in arms for score in SCORES)
     )
     for group, members in sorted(groups.items(), key=lambda kv: kv[0] != "all"):
-
-        def mean(key: str, members: list[dict] = members) -> float:
-            return 100 * statistics.mean(r[key] for r in members)
-
-        print(
-            f"{group:12} {len(members):>3}  "
-            + "  ".join(f"{mean(key + '_f1'):>16.1f} {mean(key + '_contains'):>18.1f}" for _, key in arms)
-        )
+        cells = [
+            100 * statistics.mean(score(r[key], r["answer"]) for r in members)
+            for _, key in arms
+            for score in SCORES.values()
+        ]
+        print(f"{group:12} {len(members):>3}  " + "  ".join(f"{cell:>20.1f}" for cell in cells))
 
 
 def main() -> None:
@@ -304,25 +374,38 @@ def main() -> None:
     parser.add_argument("--conversation", default="conv-26")
     parser.add_argument("--model", default="default")
     parser.add_argument("--window", type=int, default=2048)
-    parser.add_argument("--turns", type=int, default=0, help="replay only the first N turns (0: all)")
+    parser.add_argument(
+        "--turns",
+        type=int,
+        default=0,
+        help="replay the first N turns (0: all): N-1 as items, 1 answered",
+    )
     parser.add_argument("--questions", type=int, default=0, help="at most N questions (0: all)")
     parser.add_argument("--per-category", type=int, default=0, help="the first N questions of each category")
+    parser.add_argument("--shuffle", type=int, help="ask the questions in an order shuffled by this seed")
     parser.add_argument("--skip", type=int, default=0, help="leave out the first N selected questions")
     parser.add_argument("--page-every", type=int, default=40, help="page the memory every N turns")
     parser.add_argument("--max-output", type=int, default=24)
     parser.add_argument(
         "--before-ref", help="also ask with the context assembly of this git revision (before/after)"
     )
+    parser.add_argument(
+        "--state", type=Path, help="record the replay here, or reuse the one recorded (same home)"
+    )
+    parser.add_argument("--replay-only", action="store_true", help="replay (and record), ask nothing")
+    parser.add_argument("--instructions", help="the answer's instructions (default: the short-phrase ones)")
     parser.add_argument("--out", type=Path, help="append one JSON line per question to this file")
     parser.add_argument(
         "--report", type=Path, nargs="+", help="only print the table of the JSON lines of earlier runs"
     )
     args = parser.parse_args()
+    if args.instructions:  # every arm's, for a before/after of the prompt on one replay
+        globals()["INSTRUCTIONS"] = args.instructions
     if args.report:
         rows = [json.loads(line) for path in args.report for line in path.read_text().splitlines()]
-        for model in sorted({r["model"] for r in rows}):
-            print(f"model {model}")
-            print_table([r for r in rows if r["model"] == model])
+        for model, instructions in sorted({(r["model"], r.get("instructions", "")) for r in rows}):
+            print(f"model {model}, instructions {instructions[:60]!r}...")
+            print_table([r for r in rows if (r["model"], r.get("instructions", "")) == (model, instructions)])
         return
 
     record = json.loads((args.data / f"{args.conversation}.json").read_text())
@@ -334,9 +417,12 @@ def main() -> None:
     before = memory_module_at(args.before_ref) if args.before_ref else None  # before a long replay
     syscalls, app = boot(args.window)
     model = syscalls.resolve_model(args.model)
-    started = time.perf_counter()
-    last, costs, errors = replay(syscalls, app, model, turns, args.page_every, args.max_output)
-    replay_s = time.perf_counter() - started
+    state = replayed(syscalls, app, model, turns, args)
+    last, costs, errors, replay_s = state["last"], state["costs"], state["errors"], state["replay_s"]
+    if args.replay_only:
+        print(f"model {model}: {len(turns)} turns replayed in {replay_s:.0f} s, errors {errors}")
+        syscalls.stop()
+        return
     rows = ask_all(syscalls, app, model, last, [_line(t) for t in turns], questions, args, before)
     costs += [r["assembly_ms"] for r in rows]
     print(
