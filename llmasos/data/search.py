@@ -141,7 +141,9 @@ def vector_index(data: AppData, store_id: str) -> VectorIndex:
         version, model = (row[0][0], row[0][1]) if row else (-1, None)
         if version != index.version:
             if model is not None:
-                index.saved = SavedGraph(index_folder(data.owner), store_id, model)
+                index.saved = SavedGraph(
+                    index_folder(data.owner), store_id, model, data.seal_bytes, data.open_bytes
+                )
             ids = data.db.execute("SELECT id FROM chunks WHERE store_id = ? ORDER BY id", (store_id,))
             rows = data.db.execute(
                 "SELECT id, file_id, embedding FROM chunks WHERE store_id = ? AND id > ? ORDER BY id",
