@@ -120,8 +120,10 @@ def bm25_ranking(
     expression = fts_query(query)
     if not expression:
         return []
+    # CROSS JOIN keeps FTS5 the outer loop: SQLCipher's SQLite 3.51 otherwise plans the store's
+    # chunks first and runs the MATCH once per chunk (2,000 chunks: 1.9 s a query instead of 1 ms).
     sql = (
-        "SELECT c.id, -bm25(chunks_fts) AS score, c.file_id FROM chunks_fts JOIN chunks c ON "
+        "SELECT c.id, -bm25(chunks_fts) AS score, c.file_id FROM chunks_fts CROSS JOIN chunks c ON "
         "c.id = chunks_fts.rowid "
         "WHERE chunks_fts MATCH ? AND c.store_id = ? ORDER BY bm25(chunks_fts) LIMIT ?"
     )
