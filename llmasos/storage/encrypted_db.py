@@ -10,13 +10,14 @@ statement only, never in a message: SQLite's errors do not quote statements.
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
 import sqlcipher3.dbapi2 as sqlcipher
 
 from llmasos.errors import DecryptionError
-from llmasos.storage.files import touch_private
+from llmasos.storage.files import open_private, touch_private
 
 PLAINTEXT_HEADER = b"SQLite format 3\x00"
 #: Pages SQLCipher keeps decrypted per connection (KiB): it decrypts a page each time one enters this
@@ -83,6 +84,18 @@ def encrypt_in_place(path: Path, key: bytes) -> bool:
     """
     if not is_plaintext(path):
         return False
+    # Two processes opening the same old home (a server and the CLI) convert it once: the second
+    # waits, then finds it encrypted.
+    with open_private(path.with_name(path.name + ".converting"), "w") as guard:
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        if not is_plaintext(path):
+            return False
+        _convert(path, key)
+    path.with_name(path.name + ".converting").unlink(missing_ok=True)
+    return True
+
+
+def _convert(path: Path, key: bytes) -> None:
     partial = path.with_name(path.name + ".encrypting")
     _remove_with_sidecars(partial)  # an earlier conversion cut short
     plain = sqlcipher.connect(str(path), isolation_level=None)  # no key: plain SQLite
@@ -102,7 +115,6 @@ def encrypt_in_place(path: Path, key: bytes) -> bool:
         path.with_name(path.name + sidecar).unlink(missing_ok=True)
     os.replace(partial, path)
     _fsync(path.parent)
-    return True
 
 
 def _remove_with_sidecars(path: Path) -> None:
