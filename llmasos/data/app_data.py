@@ -4,13 +4,16 @@ The storage API takes the identity from the `App` the kernel authenticated; no m
 name or id from a request, so no call can name another app's rows. Handles are shared per process
 (one SQLite connection per app database, as `storage.db.Database` is thread-safe).
 
-Encryption at rest sits at this boundary: key-value values, uploaded files, conversation items,
-core facts, summaries, stored responses and the pseudonym vault are sealed with the app's data key
-(`security/data_keys.py`) by `seal_*`/`open_*` below (conversation recall indexes keyed hashes of
-words: `search_terms.py`), and deleting the app destroys that key. Documents' chunks, their
-full-text index and vectors stay plaintext inside the app's own 0600 database (FTS5 and vector
-search need them; docs/THREAT_MODEL.md says what sealing them would take), and go with the app's
-folder.
+Encryption at rest sits at this boundary. The whole database is SQLCipher, keyed by a key derived
+from the app's data key (`security/data_keys.py`): documents' chunks, their FTS5 index, their
+vectors and every other row are ciphertext on disk, pages of the write-ahead log included, while
+FTS5 and vector search run unchanged on the decrypted pages; `open_database` is the only way it is
+opened, and converts a plaintext file from an earlier version on first open. On top of that,
+key-value values, uploaded files, conversation items, core facts, summaries, stored responses and
+the pseudonym vault are sealed value by value by `seal_*`/`open_*` below (so they stay sealed in an
+export or a copied row; conversation recall indexes keyed hashes of words: `search_terms.py`), and
+the saved HNSW graphs (which hold the vectors) are sealed files. Deleting the app destroys the data
+key, and with it every key derived from it.
 """
 
 from __future__ import annotations
@@ -73,9 +76,17 @@ def app_data(owner: str) -> AppData:
         data = _open.get(owner)
         # A home switched under a running process (tests) must not keep the old file.
         if data is None or data.db.path != app_folder(owner) / "data.db" or not data.db.path.exists():
-            data = AppData(owner, open_database(owner))
+            data = AppData(owner, open_database(owner, data_keys().database_key(owner)))
             _open[owner] = data
         return data
+
+
+def close_app_data(owner: str) -> None:
+    """Close this process's handle on the app's database (the next `app_data` opens it again)."""
+    with _lock:
+        data = _open.pop(owner, None)
+        if data is not None:
+            data.db.close()
 
 
 def delete_app_data(owner: str) -> bool:

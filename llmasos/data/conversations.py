@@ -404,7 +404,8 @@ def recall(data: AppData, conversation_id: str, query: str, before_seq: int, lim
     seqs = [
         r[0]
         for r in data.db.execute(
-            "SELECT c.seq FROM items_fts JOIN conversation_items c ON c.seq = items_fts.rowid "
+            # CROSS JOIN: FTS5 first, as in data/search.py's bm25_ranking (SQLite 3.51's planner).
+            "SELECT c.seq FROM items_fts CROSS JOIN conversation_items c ON c.seq = items_fts.rowid "
             "WHERE items_fts MATCH ? AND c.conversation_id = ? AND c.seq < ? "
             "ORDER BY bm25(items_fts) LIMIT ?",
             (expression, conversation_id, before_seq, limit),

@@ -12,10 +12,11 @@ add or remove only their rows), then searched in p50 1.6 ms of CPU with recall@1
 exact, and its saved graph was restored in 2 s. `benchmarks/retrieval_locomo.py --speed-only`
 measures search at 10k and 100k chunks again.
 The rows stay the truth; an index is a cache of them. The HNSW graph is kept on disk beside the
-app's database (`indexes/<store>.<model digest>.usearch`, 0600), so a restarted server restores it
-(100k rows: well under a second) instead of building it again; on restore, rows added or deleted
-since it was saved are added or removed, and a graph of another embedding model is never used
-(re-indexing writes new vectors: the next search builds anew and replaces the file).
+app's database (`indexes/<store>.<model digest>.usearch`, 0600, sealed under the app's data key),
+so a restarted server restores it (100k rows: well under a second) instead of building it again;
+on restore, rows added or deleted since it was saved are added or removed, and a graph of another
+embedding model is never used (re-indexing writes new vectors: the next search builds anew and
+replaces the file).
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
+
+from llmasos.storage.files import open_private
 
 logger = logging.getLogger(__name__)
 _blas = ThreadpoolController()
@@ -164,32 +168,53 @@ class SavedGraph:
     folder: Path
     store_id: str
     model: str
+    #: The app's `seal_bytes`/`open_bytes`: the graph holds every vector (as f16), so it is kept on
+    #: disk sealed under the app's data key like the rest of its data (None: kept as usearch writes it).
+    seal: Callable[[bytes, str], bytes] | None = field(default=None, compare=False)
+    unseal: Callable[[bytes, str], bytes] | None = field(default=None, compare=False)
 
     @property
     def path(self) -> Path:
-        digest = hashlib.sha256(self.model.encode()).hexdigest()[:16]
-        return self.folder / f"{self.store_id}.{digest}.usearch"
+        return self.folder / f"{self.store_id}.{self._digest}.usearch"
+
+    @property
+    def purpose(self) -> str:
+        """What a sealed graph is bound to: it does not open as another store's or model's graph."""
+        return f"vector-index:{self.store_id}:{self._digest}"
+
+    @property
+    def _digest(self) -> str:
+        return hashlib.sha256(self.model.encode()).hexdigest()[:16]
 
     def load(self, dim: int):
-        """The saved graph, or None when there is none (or it cannot be read: it is rebuilt)."""
+        """The saved graph, or None when there is none (or it cannot be read: it is rebuilt). A graph
+        saved unsealed (before graphs were sealed) is sealed again at once."""
         from usearch.index import Index
 
         if not self.path.exists():
             return None
         try:
-            graph = Index.restore(str(self.path), expansion_search=HNSW_EXPANSION_SEARCH)
-        except Exception:  # a torn or foreign file: the rows are the truth, build again
+            stored = self.path.read_bytes()
+            plain = stored if self.unseal is None else self.unseal(stored, self.purpose)
+            graph = Index.restore(plain, expansion_search=HNSW_EXPANSION_SEARCH)
+        except Exception:  # a torn, tampered or foreign file: the rows are the truth, build again
             logger.warning("the saved vector index %s cannot be read; rebuilding it", self.path.name)
             return None
-        return graph if graph is not None and graph.ndim == dim else None
+        if graph is None or graph.ndim != dim:
+            return None
+        if self.seal is not None and plain == stored:
+            self.save(graph)
+        return graph
 
     def save(self, graph) -> None:
-        """Write the graph (to a temporary file renamed over the old one, so a kill leaves either),
-        and remove this store's graphs of other models."""
+        """Write the graph, sealed where the store's app seals its data (to a temporary file renamed
+        over the old one, so a kill leaves either), and remove this store's graphs of other models."""
+        plain = bytes(graph.save())
+        stored = plain if self.seal is None else self.seal(plain, self.purpose)
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = self.path.with_suffix(".partial")
-        graph.save(str(partial))
-        os.chmod(partial, 0o600)
+        with open_private(partial) as f:
+            f.write(stored)
         os.replace(partial, self.path)
         remove_saved_graphs(self.folder, self.store_id, keep=self.path)
 

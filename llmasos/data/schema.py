@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from llmasos.config import llmasos_home
+from llmasos.storage import encrypted_db
 from llmasos.storage.db import Database, Migration
 
 
@@ -283,6 +284,13 @@ MIGRATIONS: list[Migration] = [
 ]
 
 
-def open_database(identity: str) -> Database:
-    """The app's database, created (0600, WAL) and migrated to the latest schema."""
-    return Database(app_folder(identity) / "data.db", MIGRATIONS)
+def database_path(identity: str) -> Path:
+    return app_folder(identity) / "data.db"
+
+
+def open_database(identity: str, key: bytes) -> Database:
+    """The app's database, encrypted under `key` (SQLCipher), created (0600, WAL) and migrated to
+    the latest schema; a plaintext file left by an earlier version is converted first."""
+    path = database_path(identity)
+    encrypted_db.encrypt_in_place(path, key)
+    return Database(path, MIGRATIONS, key=key)

@@ -38,6 +38,7 @@ TEXT_PREFIX = "llmenc1:"
 BYTES_PREFIX = b"LLMENC1"
 NONCE_BYTES = 12
 SEARCH_KEY_INFO = b"llmasos search terms v1"
+DATABASE_KEY_INFO = b"llmasos app database v1"  # the SQLCipher key of the app's data.db
 AUDIT_PURPOSE = "audit"  # prompts and outputs in the audit log
 SHREDDED = "[unreadable: the app's data key was destroyed when the app was deleted]"
 
@@ -63,6 +64,7 @@ class DataKeys:
         self.db.execute("PRAGMA secure_delete=ON")
         self._cache: dict[str, AESGCM] = {}
         self._search_keys: dict[str, bytes] = {}  # owner -> HKDF(data key): hashes indexed terms
+        self._database_keys: dict[str, bytes] = {}  # owner -> HKDF(data key): encrypts its data.db
         self._lock = threading.Lock()
 
     # ---- keys ----------------------------------------------------------------------------------
@@ -86,9 +88,8 @@ class DataKeys:
             else:
                 return None
             self._cache[owner] = AESGCM(key)
-            self._search_keys[owner] = HKDF(
-                algorithm=hashes.SHA256(), length=32, salt=None, info=SEARCH_KEY_INFO
-            ).derive(key)
+            self._search_keys[owner] = _derive(key, SEARCH_KEY_INFO)
+            self._database_keys[owner] = _derive(key, DATABASE_KEY_INFO)
             return self._cache[owner]
 
     def search_key(self, owner: str) -> bytes:
@@ -97,6 +98,13 @@ class DataKeys:
         self.cipher(owner)
         with self._lock:
             return self._search_keys[owner]
+
+    def database_key(self, owner: str) -> bytes:
+        """The SQLCipher key of `owner`'s database (HKDF of its data key, made on first use):
+        destroyed with the data key, so a shredded app's database pages are ciphertext for good."""
+        self.cipher(owner)
+        with self._lock:
+            return self._database_keys[owner]
 
     def _create(self, owner: str) -> bytes:
         master = master_key.current_key(create=True)
@@ -115,6 +123,7 @@ class DataKeys:
         with self._lock:
             self._cache.pop(owner, None)
             self._search_keys.pop(owner, None)
+            self._database_keys.pop(owner, None)
             with self.db.transaction() as conn:
                 gone = conn.execute("DELETE FROM data_keys WHERE owner = ?", (owner,)).rowcount > 0
             # The WAL still holds the page as it was before the delete: fold it in and empty it.
@@ -197,6 +206,11 @@ def open_text_or_note(value: str | None, purpose: str) -> str | None:
         return data_keys().open_text(value, purpose)
     except DecryptionError:
         return SHREDDED
+
+
+def _derive(key: bytes, info: bytes) -> bytes:
+    """A 256-bit key for one use (`info`) derived from a data key; neither reveals the other."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(key)
 
 
 def _aad(owner: str, purpose: str) -> bytes:

@@ -5,7 +5,6 @@ and a one-line error in the CLI, naming what failed and what to do, never a 500 
 from __future__ import annotations
 
 import base64
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,8 @@ import pytest
 from llmasos.data.schema import app_folder
 from llmasos.library.store import ModelStore
 from llmasos.security import master_key
+from llmasos.security.data_keys import data_keys
+from llmasos.storage import encrypted_db
 from tests.api.test_privacy_http import Server, server  # noqa: F401 (the fixture)
 from tests.helpers.cli import run_cli
 
@@ -72,7 +73,7 @@ def test_a_tampered_value_is_a_503_that_names_it_and_says_what_to_do(server: Ser
         == 200
     )
     owner = server.syscalls.apps.get("vault").identity
-    with sqlite3.connect(app_folder(owner) / "data.db") as db:
+    with encrypted_db.connect(app_folder(owner) / "data.db", data_keys().database_key(owner)) as db:
         stored = db.execute("SELECT value FROM kv WHERE key = 'profile'").fetchone()[0]
         prefix, _, body = stored.rpartition(":")
         flipped = bytearray(base64.b64decode(body))

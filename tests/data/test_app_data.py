@@ -19,6 +19,8 @@ from llmasos.data.vector_stores import attach_files
 from llmasos.errors import DataNotFoundError, InvalidRequestError, StorageQuotaError
 from llmasos.security.apps import App
 from llmasos.security.audit import AuditLog
+from llmasos.security.data_keys import data_keys
+from llmasos.storage import encrypted_db
 from tests.data.conftest import DataWorld
 
 DOC = b"""# Cats
@@ -227,7 +229,9 @@ def test_the_database_is_private_in_wal_mode_with_its_schema_versions(world: Dat
     path = app_folder(world.alpha.identity) / "data.db"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-    conn = sqlite3.connect(path)
+    with pytest.raises(sqlite3.DatabaseError, match="not a database"):  # SQLCipher: no plaintext page
+        sqlite3.connect(path).execute("SELECT count(*) FROM sqlite_master").fetchone()
+    conn = encrypted_db.connect(path, data_keys().database_key(world.alpha.identity))
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     versions = [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
     assert versions == list(range(1, conn.execute("PRAGMA user_version").fetchone()[0] + 1))

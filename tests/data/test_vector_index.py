@@ -99,3 +99,36 @@ def test_deleting_a_store_deletes_its_saved_graph(vectors: np.ndarray) -> None:
     assert saved.path.exists() and stat.S_IMODE(saved.path.parent.stat().st_mode) == 0o700
     delete_store(data, store_id)
     assert not saved.path.exists()
+
+
+def test_the_saved_graph_is_sealed_under_the_apps_key_and_restored_from_it(
+    vectors: np.ndarray, monkeypatch
+) -> None:
+    data = app_data("name:graphs")
+    store_id = create_store(data, "s", None)["id"]
+    sealed = SavedGraph(index_folder(data.owner), store_id, "model-one", data.seal_bytes, data.open_bytes)
+    ids = np.arange(1, 1001)
+    VectorIndex(saved=sealed).update(ids, _rows(ids, vectors))
+    stored = sealed.path.read_bytes()
+    assert vectors[0].astype(np.float16).tobytes() not in stored  # the graph keeps f16 rows
+    assert SavedGraph(sealed.folder, store_id, "model-one").load(DIM) is None  # unusable unsealed
+
+    def no_build(dim: int):
+        raise AssertionError("the sealed graph should have been restored, not built again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(index_module, "_new_hnsw", no_build)
+        restored = VectorIndex(saved=sealed)
+        restored.update(ids, _rows(ids, vectors))
+        assert restored.search(vectors[41], 1)[0][0] == 42
+
+    damaged = bytearray(stored)
+    damaged[len(damaged) // 2] ^= 1
+    sealed.path.write_bytes(bytes(damaged))
+    assert sealed.load(DIM) is None  # failed authentication: rebuilt from the rows, never used
+
+    plain = SavedGraph(sealed.folder, store_id, "model-one")  # a graph saved before sealing...
+    VectorIndex(saved=plain).update(ids, _rows(ids, vectors))
+    assert vectors[0].astype(np.float16).tobytes() in sealed.path.read_bytes()
+    assert sealed.load(DIM) is not None  # ...is used, and sealed at once
+    assert vectors[0].astype(np.float16).tobytes() not in sealed.path.read_bytes()
