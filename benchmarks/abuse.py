@@ -9,6 +9,8 @@ well-behaved app `calm` and a metered app `metered` (2,000 tokens a minute), and
   machine): the p95 gap between two chunks of its streams (a stall shows there) and the p95 of a
   whole stream's time, with their ratios (goal: within 1.5x);
 - the server's resident memory before and after the attack (goal: growth under 100 MB);
+- the tokens the engine computed meanwhile, by app (an attacker's requests that the engine never
+  prefilled cost it nothing: their cost to the calm app is the HTTP side's);
 - the growth of /metrics (bytes and series), of the audit log (rows; audit.db and its WAL, which
   SQLite checkpoints at about 4 MB) and of $LLMASOS_HOME/logs (goal: none that grows with the
   attack's size), and the attackers' processes still live a second after the attack.
@@ -87,6 +89,7 @@ class Server:
         return {
             "series": {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and line[0] != "#"},
             "rss_mb": rss_mb(self.pid),
+            "computed": _tokens_computed(metrics),
             "metrics_bytes": len(metrics),
             "metrics_series": sum(1 for line in metrics.splitlines() if line and not line.startswith("#")),
             "audit_rows": self.audit_rows(),
@@ -103,6 +106,17 @@ class Server:
     def live_processes(self, apps: tuple[str, ...]) -> int:
         ps = httpx.get(self.url + "/os/ps?all=false", headers=self.headers(), timeout=30).json()
         return sum(1 for p in ps["processes"] if p["app"] in apps)
+
+
+def _tokens_computed(metrics: str) -> Counter:
+    """Tokens the engine computed (prompt and output) per app, from /metrics."""
+    prefix = 'llmasos_app_tokens_computed_total{app="'
+    computed: Counter = Counter()
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            app, _, value = line.removeprefix(prefix).partition('"}')
+            computed[app] += float(value)
+    return computed
 
 
 def _size(path: Path) -> int:
@@ -208,8 +222,14 @@ def report(row: dict) -> str:
         f"(audit.db {b['audit_bytes'] / 1024:.0f} -> {a['audit_bytes'] / 1024:.0f} KB, its WAL "
         f"{b['audit_wal_bytes'] / 1024:.0f} -> {a['audit_wal_bytes'] / 1024:.0f} KB); "
         f"logs {b['log_bytes'] / 1024:.0f} -> {a['log_bytes'] / 1024:.0f} KB\n"
+        f"  tokens the engine computed meanwhile, by app: {_computed_between(b, a)}\n"
         f"  attack: {stats}"
     )
+
+
+def _computed_between(before: dict, after: dict) -> str:
+    grown = after["computed"] - before["computed"]  # Counter subtraction keeps the apps that grew
+    return ", ".join(f"{app} {n:.0f}" for app, n in sorted(grown.items())) or "none"
 
 
 def grown_series(before: dict, after: dict) -> str:
@@ -231,7 +251,8 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "llmasos.cli.main", "serve", "--port", str(port)]
     cmd += ["--preload", "default", "--log-level", "warning", "--access-log"]
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 180
+    # The first load in a fresh checkout builds the C++ kernels: minutes on a busy machine.
+    deadline = time.monotonic() + 600
     while True:
         try:
             if httpx.get(url + "/healthz", timeout=2).is_success:
@@ -239,7 +260,10 @@ def start_server(home: Path) -> tuple[subprocess.Popen, str]:
         except httpx.HTTPError:
             pass
         if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the server did not start:\n{server.stdout.read() if server.stdout else ''}")
+            if server.poll() is None:  # its output ends only when it does (it once hung here)
+                server.kill()
+            output, _ = server.communicate()
+            raise SystemExit(f"the server did not start:\n{output}")
         time.sleep(0.5)
 
 
@@ -264,7 +288,17 @@ def main() -> None:
         help="steps of niceness of the server's HTTP threads below its kernel's (default: the server's, 10; "
         "0 turns it off)",
     )
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="run only the attacks whose name contains TEXT (repeatable), e.g. --only storm",
+    )
     args = parser.parse_args()
+    attacks = [name for name in ATTACKS if not args.only or any(t in name for t in args.only)]
+    if not attacks:
+        parser.error(f"no attack matches {args.only}; the attacks are: {', '.join(ATTACKS)}")
     if args.http_niceness is not None:  # the server process reads it (setting server.http_niceness)
         os.environ["LLMASOS_SERVER_HTTP_NICENESS"] = str(args.http_niceness)
     seconds = 6.0 if args.quick else args.seconds
@@ -295,7 +329,7 @@ def main() -> None:
             f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
         )
         start = server.state()
-        for name in ATTACKS:
+        for name in attacks:
             print(report(asyncio.run(measure(server, keys, name, seconds, args.attacker_nice))), flush=True)
         end = server.state()
         print(

@@ -157,11 +157,13 @@ class AuthenticationMiddleware:
                 del self._slots[address]
 
     async def _look_up(self, scope: Scope, key: str | None, address: str, digest: bytes | None) -> App:
-        call = call_name(scope["method"], route_template(self.routes, scope))
         self.guard.checking(address)
         try:
             app = await run_in_threadpool(self.syscalls.apps.authenticate, key)
         except AuthenticationError as err:
+            # The route's name only for a refusal: matching a path against every route cost a
+            # quarter of the event loop's time in a storm of well-keyed streams (py-spy, issue 20).
+            call = call_name(scope["method"], route_template(self.routes, scope))
             if self.guard.failed(address):
                 self.syscalls.record("?", call, address, err)
             else:

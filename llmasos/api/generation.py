@@ -227,7 +227,8 @@ def _coalesced(batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
 
 
 def _cancel_quietly(syscalls: Syscalls, app: App, process: Process, reason: str) -> None:
+    """Cancel from the event loop: the audit row is queued (`wait=False`), never written here."""
     if process.is_terminal:
         return
     with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
-        syscalls.cancel(app, process.pid, reason=reason)
+        syscalls.cancel(app, process.pid, reason=reason, wait=False)

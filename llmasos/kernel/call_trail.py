@@ -52,10 +52,18 @@ class CallTrail:
         self._started: dict[int, _Started] = {}
 
     def record(
-        self, app: str, call: str, target: str = "", error: LLMasOSError | None = None, **extra: Any
+        self,
+        app: str,
+        call: str,
+        target: str = "",
+        error: LLMasOSError | None = None,
+        *,
+        queued: bool = False,
+        **extra: Any,
     ) -> None:
         """Count the call and write its audit row (when there is an audit log). `error` makes it
-        denied (not allowed) or an error (allowed but invalid)."""
+        denied (not allowed) or an error (allowed but invalid). `queued`: hand the row to the audit
+        log's writer thread (written soon, batched with others) instead of writing it now."""
         if error is None:
             outcome, allowed, reason = extra.pop("outcome", "ok"), True, ""
         else:
@@ -65,29 +73,32 @@ class CallTrail:
         self.kernel.counters.call(app, call, outcome, error.type if error is not None else None)
         if self.audit is None:
             return
-        self.audit.record(
-            AuditRecord(
-                app=app,
-                call=call,
-                target=target,
-                outcome=outcome,
-                allowed=allowed,
-                reason=reason,
-                interface=self.interface,
-                **extra,
-            )
+        row = AuditRecord(
+            app=app,
+            call=call,
+            target=target,
+            outcome=outcome,
+            allowed=allowed,
+            reason=reason,
+            interface=self.interface,
+            **extra,
         )
+        if queued:
+            self.audit.submit(row)
+        else:
+            self.audit.record(row)
 
     @contextlib.contextmanager
-    def audited(self, app: App, call: str, target: str = "") -> Iterator[None]:
-        """Record the enclosed call: ok when it returns, denied or error when it raises."""
+    def audited(self, app: App, call: str, target: str = "", *, queued: bool = False) -> Iterator[None]:
+        """Record the enclosed call: ok when it returns, denied or error when it raises (`queued`:
+        see `record`)."""
         started = time.monotonic()
         try:
             yield
         except LLMasOSError as err:
-            self.record(app.name, call, target, err, duration_s=time.monotonic() - started)
+            self.record(app.name, call, target, err, queued=queued, duration_s=time.monotonic() - started)
             raise
-        self.record(app.name, call, target, duration_s=time.monotonic() - started)
+        self.record(app.name, call, target, queued=queued, duration_s=time.monotonic() - started)
 
     def begin(self, process: Process, call: str, started: float, prompt: str | None) -> QueuedRow | None:
         """A generation is being admitted: its start row queued now (the caller holds the kernel's

@@ -192,6 +192,12 @@ class GenerationCalls:
         refuse_if_prompt_cannot_fit(
             sum(len(t) for t in request.texts), engine.tokenizer, engine.context_length, name
         )
+        # The least this request can reserve (one prompt token and its max_tokens, within the window):
+        # an app already at its quota is refused before its prompt costs a tokenizer thread.
+        fewest = min(params.max_tokens + 1, engine.context_length)
+        with kernel.lock:
+            now = kernel.clock()
+            refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, fewest, now)
         prompt_ids = self._tokenize(request, engine.tokenizer)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty; give at least one token of input")

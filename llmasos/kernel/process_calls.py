@@ -22,8 +22,14 @@ class ProcessCalls:
     kernel: Kernel
     trail: CallTrail
 
-    def cancel(self, app: App, pid: int, *, reason: str = "cancelled by its owner") -> Process:
-        with self.trail.audited(app, "cancel", str(pid)):
+    def cancel(
+        self, app: App, pid: int, *, reason: str = "cancelled by its owner", wait: bool = True
+    ) -> Process:
+        """End `app`'s process `pid` now. `wait=False`: its audit row is queued for the audit log's
+        writer instead of written before returning, for a caller that must not wait on the disk (the
+        server's event loop, cancelling a departed client's stream: a storm of them once cost every
+        other stream of that loop a commit and an anchor fsync each)."""
+        with self.trail.audited(app, "cancel", str(pid), queued=not wait):
             process = self._visible(app, pid)
             if process.is_terminal:
                 raise ProcessStateError(

@@ -36,13 +36,18 @@ from llmasos.security.admin import read_admin_key
 
 DEFAULT_TIMEOUT = 600.0
 
+#: Probing the server named in server.json: a server that is gone refuses the connection at once
+#: (loopback), but one that is there may be slow to answer on a busy machine. A 2 s limit on the
+#: whole probe once made a client run in-process beside a live, loaded server.
+PROBE_TIMEOUT = httpx.Timeout(15.0, connect=2.0)
+
 
 def _local_server_url() -> str | None:
     info = read_server_file()
     if info is None:
         return None
     try:
-        ok = httpx.get(info["url"] + "/healthz", timeout=2.0).is_success
+        ok = httpx.get(info["url"] + "/healthz", timeout=PROBE_TIMEOUT).is_success
     except httpx.HTTPError:
         ok = False
     return info["url"] if ok else None

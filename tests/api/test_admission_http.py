@@ -271,3 +271,23 @@ def test_concurrent_requests_stay_within_the_token_quota(tiny_server):
     assert len(ok) + len(refused) == 20 and refused
     assert sum(r.json()["usage"]["total_tokens"] for r in ok) <= 2000
     assert all(int(r.headers["retry-after"]) >= 1 for r in refused)
+
+
+def test_a_valid_key_is_let_in_without_naming_the_route(tiny_server, monkeypatch):
+    """The route's template names refusals only; matching every request's path against every route
+    in the authentication middleware cost a quarter of the event loop in a storm of streams."""
+    from llmasos.api import auth
+
+    matched: list[str] = []
+    real = auth.route_template
+    monkeypatch.setattr(
+        auth, "route_template", lambda routes, scope: matched.append(scope["path"]) or real(routes, scope)
+    )
+    client = tiny_server.client(tiny_server.new_app("keyed"))
+    assert client.get("/os/ps").status_code == 200
+    assert matched == []
+    assert (
+        httpx.get(tiny_server.url + "/os/ps", headers={"Authorization": "Bearer lmos-wrong"}).status_code
+        == 401
+    )
+    assert matched == ["/os/ps"]

@@ -50,6 +50,35 @@ def test_client_finds_the_local_server_and_its_admin_key(tiny_server):
         llmasos.Client(local=False)
 
 
+def test_a_slow_but_live_server_is_still_found(llmasos_home):
+    """A server that accepts the connection but is slow to answer /healthz (a busy machine) is
+    still the local server: the discovery once gave up after 2 s and ran in-process instead."""
+    import http.server
+    import threading
+    import time
+
+    class SlowHealth(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            time.sleep(2.5)
+            body = b'{"status": "ok"}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    stub = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowHealth)
+    threading.Thread(target=stub.serve_forever, daemon=True).start()
+    write_server_file(f"http://127.0.0.1:{stub.server_address[1]}")
+    try:
+        assert llmasos.Client(api_key="lmos-any").mode == "http"
+    finally:
+        stub.shutdown()
+        remove_server_file()
+
+
 def test_in_process_client_runs_its_own_kernel(tiny_server):
     # tiny_server pulled the model into this LLMASOS_HOME; no server file exists, so Client() is local.
     with llmasos.Client(model="tiny") as client:

@@ -131,3 +131,25 @@ def test_prompts_are_tokenized_on_the_small_tokenizing_pool() -> None:
     sys.generate(App("a"), "m", "hello", params(2))
     assert len(threads) == 1 and threads[0].startswith("llmasos-tokenize")
     assert threads[0] != threading.current_thread().name
+
+
+def test_a_request_over_the_token_quota_is_refused_before_its_prompt_is_tokenized(monkeypatch) -> None:
+    """The over-quota attacker's refused requests cost no tokenizing: `max_tokens` + 1 (the least a
+    request can reserve) is checked against the quota first."""
+    _, sys, engines = make_kernel()
+    app = App("metered", tokens_per_minute=1000)
+    sys.generate(app, "m", "x" * 10, params(900))
+    encoded: list[str] = []
+    tokenizer = type(engines["m"].tokenizer)
+    real_encode = tokenizer.encode
+
+    def spied(self, text: str) -> list[int]:
+        encoded.append(text)
+        return real_encode(self, text)
+
+    monkeypatch.setattr(tokenizer, "encode", spied)
+    with pytest.raises(QuotaExceededError, match="tokens per minute"):
+        sys.generate(app, "m", "a long prompt " * 100, params(100))  # 910 reserved + 101 > 1000
+    assert encoded == []
+    sys.generate(App("other", tokens_per_minute=1000), "m", "y", params(100))  # another app's: tokenized
+    assert encoded == ["y"]

@@ -121,3 +121,23 @@ def test_a_burst_of_rows_is_one_transaction_with_one_anchor(llmasos_home, monkey
     ends = [r for r in rows.values() if r["outcome"] == "finished"]
     assert len(ends) == 50 and all(rows[r["opens"]]["pid"] == r["pid"] for r in ends)
     assert log.verify().intact
+
+
+def test_a_cancel_for_a_departed_client_queues_its_row_instead_of_waiting_on_the_disk(llmasos_home) -> None:
+    """The server cancels a dropped stream from its event loop: that cancel's audit row goes to the
+    writer thread, so a disk that stalls (or a storm of disconnects, each a commit and an anchor
+    fsync) does not stall every other stream of that loop."""
+    _, sys, log = audited_kernel(llmasos_home)
+    app = App("storm")
+    process = sys.generate(app, "m", "hi", SamplingParams(max_tokens=40))
+    disk = StallingDisk(log, {"ok", "cancelled"})
+    cancelling = in_thread(lambda: sys.cancel(app, process.pid, reason="the client disconnected", wait=False))
+    cancelling.join(WAIT)
+    assert not cancelling.is_alive(), "the cancel waited on the audit log's disk"
+    assert process.state.value == "cancelled" and process.reason == "the client disconnected"
+    assert disk.stalled.wait(WAIT)  # the writer thread holds the row meanwhile
+    disk.released.set()
+    assert log.flush(WAIT)
+    rows = [r for r in log.query() if r["call"] == "cancel"]
+    assert [(r["app"], r["target"], r["outcome"]) for r in rows] == [("storm", str(process.pid), "ok")]
+    assert log.verify().intact
