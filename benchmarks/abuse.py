@@ -50,7 +50,7 @@ from pathlib import Path
 
 import httpx
 from abuse_attacks import ATTACKS, CALM_CHAT, run_attack
-from server_load import free_port, rss_mb
+from server_load import rss_mb, serve
 
 
 def llmasos(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -245,26 +245,8 @@ def grown_series(before: dict, after: dict) -> str:
 
 
 def start_server(home: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LLMASOS_HOME": str(home)}
-    cmd = [sys.executable, "-m", "llmasos.cli.main", "serve", "--port", str(port)]
-    cmd += ["--preload", "default", "--log-level", "warning", "--access-log"]
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # The first load in a fresh checkout builds the C++ kernels: minutes on a busy machine.
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).is_success:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            if server.poll() is None:  # its output ends only when it does (it once hung here)
-                server.kill()
-            output, _ = server.communicate()
-            raise SystemExit(f"the server did not start:\n{output}")
-        time.sleep(0.5)
+    return serve(home, "--preload", "default", "--access-log", seconds=600)
 
 
 def main() -> None:

@@ -7,14 +7,12 @@ import argparse
 import asyncio
 import os
 import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-from server_load import free_port, run_load, thread_cpu_seconds
+from server_load import run_load, serve, thread_cpu_seconds
 
 CHROMIUM = "/usr/bin/chromium"
 #: The overview's sections each console view follows (llmasos/console/static/js/main.js VIEW_SECTIONS).
@@ -132,26 +130,7 @@ def chromium_cpu_by_type() -> dict[str, float]:
 
 
 def start_server(home: Path, model: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    exe = Path(sys.executable).parent / "llmasos"
-    server = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--preload", model, "--log-level", "warning"],
-        env={**os.environ, "LLMASOS_HOME": str(home)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).is_success:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit(f"the server did not start:\n{server.stdout.read() if server.stdout else ''}")
-        time.sleep(0.5)
+    return serve(home, "--preload", model, seconds=180)
 
 
 def snapshot_cost(url: str, admin_key: str, server_pid: int, sections: str, view: str) -> None:

@@ -58,6 +58,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve(home: Path, *options: str, seconds: float) -> tuple[subprocess.Popen, str]:
+    """`llmasos serve` over `home` on a free loopback port with `options`, once its /healthz answers
+    (within `seconds`: a fresh checkout's first load builds the C++ kernels); its process and URL."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    exe = Path(sys.executable).parent / "llmasos"
+    server = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--log-level", "warning", *options],
+        env={**os.environ, "LLMASOS_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/healthz", timeout=2).is_success:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            if server.poll() is None:  # its output ends only when it does (it once hung here)
+                server.kill()
+            output, _ = server.communicate()
+            raise SystemExit(f"the server did not start:\n{output}")
+        time.sleep(0.5)
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -281,28 +309,7 @@ def start_server(home: Path, args: argparse.Namespace) -> Server:
     key = llmasos(
         home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
     ).stdout.strip()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "LLMASOS_HOME": str(home)}
-    exe = Path(sys.executable).parent / "llmasos"
-    process = subprocess.Popen(
-        [str(exe), "serve", "--port", str(port), "--preload", args.model, "--log-level", "warning"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).is_success:
-                break
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            stop(process)
-            raise SystemExit(f"the server did not start:\n{process.stdout.read() if process.stdout else ''}")
-        time.sleep(0.5)
+    process, url = serve(home, "--preload", args.model, seconds=120)
     asyncio.run(run_load(url, key, 4, 5, 8, 60, args.model))  # warm up: first steps, allocator
     model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
     return Server(process, url, key, (home / "admin.key").read_text().strip(), model_name)
