@@ -93,8 +93,8 @@ class Gemma3Model(LlamaModel):
     """Token ids in, hidden states out, for Gemma 3; the Llama model's loading, quantizing and
     accounting apply unchanged (the layers keep Llama's projection names)."""
 
-    def __init__(self, config: ModelConfig) -> None:
-        super().__init__(config)
+    def __init__(self, config: ModelConfig, *, rope_tables: bool = True) -> None:
+        super().__init__(config, rope_tables=rope_tables)
         self.layers = nn.ModuleList(Gemma3DecoderLayer(config, i) for i in range(config.num_layers))
         self.embed_scale = config.hidden_size**0.5
 
@@ -150,3 +150,8 @@ def gemma3_layer_state(
         f"layers.{i}.{ours}.weight": take(weights, f"blk.{i}.{theirs}.weight")
         for ours, theirs in GEMMA3_LAYER_NORMS.items()
     }
+
+
+def model_class(config: ModelConfig) -> type[LlamaModel]:
+    """The module class of the config's architecture (Gemma 3's own, else Llama's)."""
+    return Gemma3Model if config.architecture == "gemma3" else LlamaModel

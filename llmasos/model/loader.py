@@ -19,13 +19,13 @@ import torch
 
 from llmasos.errors import ModelFormatError
 from llmasos.model.config import ModelConfig
-from llmasos.model.gemma3 import Gemma3Model, gemma3_layer_state
+from llmasos.model.gemma3 import gemma3_layer_state, model_class
 from llmasos.model.gguf_weights import config_from_gguf, field_value, iter_gguf_tensors, open_gguf
 from llmasos.model.layers import rope_inv_freq
 from llmasos.model.llama import LlamaModel
 from llmasos.model.native import cpu_kernels
 from llmasos.model.packed_build import PACKED_FORMATS, build_packed_model, can_build_packed
-from llmasos.model.packed_cache import cache_path, load_cached, save_cached
+from llmasos.model.packed_cache import cache_path, in_kernel_layout, load_cached, save_cached
 from llmasos.model.tokenizer import Tokenizer
 from llmasos.security.sealed_file import is_sealed, plaintext_in_memory
 
@@ -107,7 +107,7 @@ def load_model(
             model, rope_freqs = build_packed_model(config, reader, keep_dense=keep_dense)
             _set_rope(model, config, rope_freqs, torch.device(device))
             kernels = cpu_kernels()
-            if not keep_dense and kernels is not None and model.native_layers is not None:
+            if not keep_dense and kernels is not None and in_kernel_layout(model):
                 template = field_value(reader, "tokenizer.chat_template")
                 digest = save_cached(path, kernels.Q4_INT_MAX, model, tokenizer, config, template)
                 written = None if digest is None else (cache_path(path).name, digest)
@@ -206,7 +206,7 @@ def build_model(
             f"model file has tensors this architecture does not use: {sorted(weights)[:5]}"
         )
     with torch.device("meta"):
-        model = (Gemma3Model if config.architecture == "gemma3" else LlamaModel)(config)
+        model = model_class(config)(config)
     _check_shapes(model, state)
     model.load_state_dict(
         {k: v.to(device=device, dtype=dtype) for k, v in state.items()}, strict=False, assign=True

@@ -28,6 +28,7 @@ from torch import nn
 
 from llmasos.errors import ModelFormatError
 from llmasos.model.config import ModelConfig
+from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, model_class
 from llmasos.model.gguf_blocks import (
     BLOCK_TYPES,
     EIGHT_BIT_TYPES,
@@ -52,12 +53,7 @@ PACKED_FORMATS = ("int4",)
 
 
 def can_build_packed(config: ModelConfig) -> bool:
-    """Whether this architecture's projections fit the int4 layout (rows by 16, inputs by 32).
-
-    Gemma 3's extra norms and sliding-window layers live in its own module (gemma3.py), which this
-    builder does not assemble: it loads through build_model."""
-    if config.architecture == "gemma3":
-        return False
+    """Whether this architecture's projections fit the int4 layout (rows by 16, inputs by 32)."""
     sizes = (config.q_size + 2 * config.kv_size, config.hidden_size, 2 * config.intermediate_size)
     inputs = (config.hidden_size, config.q_size, config.intermediate_size)
     return all(n % 16 == 0 for n in sizes) and all(n % 32 == 0 for n in inputs)
@@ -73,7 +69,7 @@ def build_packed_model(
     """(the model with int4 projections and an int8 head, the file's RoPE divisors or None)."""
     tensors = _Released(reader)
     with torch.device("meta"):
-        model = LlamaModel(config)
+        model = model_class(config)(config)  # Gemma 3's norms and windows: gemma3.py
     pack = _Packer(config, tensors, max_quant_tokens, keep_dense)
     for i, layer in enumerate(model.layers):
         pack.layer(layer, i)
@@ -159,6 +155,13 @@ class _Packer:
                     f"expected {expected}"
                 )
             setattr(layer, name, packed)
+        if c.architecture == "gemma3":
+            self.gemma3_norms(layer, i)
+
+    def gemma3_norms(self, layer: nn.Module, i: int) -> None:
+        """Gemma 3's QK-norm and sandwich norms of layer `i`, float32 as the file stores them."""
+        for ours, theirs in GEMMA3_LAYER_NORMS.items():
+            getattr(layer, ours).weight = _param(_take(self.tensors, f"blk.{i}.{theirs}.weight"))
 
     def linear(self, parts: list[tuple[str, int | None]], bias: torch.Tensor | None = None) -> nn.Module:
         """The fused projection of `parts` (name, heads to un-permute or None), stacked by rows."""

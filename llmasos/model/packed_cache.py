@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from llmasos.model.config import ModelConfig, RopeScaling
+from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3DecoderLayer, Gemma3Model, model_class
 from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
@@ -202,6 +203,12 @@ def save_cached(
     return digest
 
 
+def in_kernel_layout(model: LlamaModel) -> bool:
+    """Whether every projection holds the C++ kernels' layout, which is what the cache stores (Llama's
+    layers then also take the C++ step; Gemma 3's never do, its norms are not in it)."""
+    return all(getattr(layer, name).kernels is not None for layer in model.layers for name in PROJECTIONS)
+
+
 def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {"norm": model.norm.weight.detach()}
     for i, layer in enumerate(model.layers):
@@ -226,6 +233,7 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
                 )
             if bias.numel():
                 out[f"{i}.{name}.bias"] = bias
+        out.update(_gemma3_layer_tensors(layer, i))
     head = model.logits_proj
     out["head.qweight"], out["head.scales"] = head.qweight, head.scales
     out["head.shape"] = torch.tensor([head.out_features, head.in_features])
@@ -237,16 +245,28 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
     else:
         out["embed.dense"] = embed.weight.detach()
     out["rope_cos"], out["rope_sin"] = model.rope_cos, model.rope_sin
+    if isinstance(model, Gemma3Model):  # its sliding-window layers' own base
+        out["rope_local_cos"], out["rope_local_sin"] = model.rope_local_cos, model.rope_local_sin
     return out
+
+
+def _gemma3_layer_tensors(layer: nn.Module, i: int) -> dict[str, torch.Tensor]:
+    """Gemma 3's extra norms of layer `i` (none for other architectures)."""
+    if not isinstance(layer, Gemma3DecoderLayer):
+        return {}
+    return {f"{i}.{ours}": getattr(layer, ours).weight.detach() for ours in GEMMA3_LAYER_NORMS}
 
 
 def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
     with torch.device("meta"):
-        model = LlamaModel(config, rope_tables=False)  # the stored tables are installed below
+        model = model_class(config)(config, rope_tables=False)  # the stored tables are installed below
     model.norm.weight = nn.Parameter(tensors["norm"], requires_grad=False)
     for i, layer in enumerate(model.layers):
         layer.attn_norm.weight = nn.Parameter(tensors[f"{i}.attn_norm"], requires_grad=False)
         layer.ffn_norm.weight = nn.Parameter(tensors[f"{i}.ffn_norm"], requires_grad=False)
+        if isinstance(layer, Gemma3DecoderLayer):
+            for ours in GEMMA3_LAYER_NORMS:
+                getattr(layer, ours).weight = nn.Parameter(tensors[f"{i}.{ours}"], requires_grad=False)
         for name in PROJECTIONS:
             p = f"{i}.{name}."
             shape = tuple(getattr(layer, name).weight.shape)
@@ -272,9 +292,12 @@ def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
         model.embed_tokens = nn.Embedding.from_pretrained(tensors["embed.dense"])
     model.register_buffer("rope_cos", tensors["rope_cos"], persistent=False)
     model.register_buffer("rope_sin", tensors["rope_sin"], persistent=False)
+    if isinstance(model, Gemma3Model):
+        model.register_buffer("rope_local_cos", tensors["rope_local_cos"], persistent=False)
+        model.register_buffer("rope_local_sin", tensors["rope_local_sin"], persistent=False)
     with torch.device("cpu"):  # the per-head factor, as set_rope_inv_freq makes it
         head_scale = torch.ones(config.num_heads + config.num_kv_heads, 1)
-        head_scale[: config.num_heads] = config.head_dim**-0.5
+        head_scale[: config.num_heads] = config.attention_scale  # 1/sqrt(head_dim) unless Gemma's differs
     model.register_buffer("rope_head_scale", head_scale, persistent=False)
     model.packed_format = "int4"
     model._enable_native_step()

@@ -15,6 +15,8 @@ import torch
 
 from tests.helpers.tiny_tokenizer import add_tiny_tokenizer
 
+F32 = gguf.GGMLQuantizationType.F32
+
 _HF_TO_GGUF = {
     "input_layernorm": "attn_norm",
     "self_attn.q_proj": "attn_q",
@@ -69,8 +71,13 @@ def tiny_gemma3_reference(vocab_size: int, *, sliding_window: int, layers: int =
     return model
 
 
-def write_tiny_gemma3_gguf(path: Path, *, sliding_window: int = 4, seed: int = 0):
-    """Write the tiny Gemma 3 as GGUF; returns (path, the transformers model with the same weights)."""
+def write_tiny_gemma3_gguf(
+    path: Path, *, sliding_window: int = 4, seed: int = 0, qtype: gguf.GGMLQuantizationType = F32
+):
+    """Write the tiny Gemma 3 as GGUF; returns (path, the transformers model with the same weights).
+
+    qtype: the block format of every matrix (projections and the embedding; norms stay float32), as a
+    quantized file stores them; the transformers model then holds the float32 weights, not their blocks."""
     writer = gguf.GGUFWriter(str(path), "gemma3")
     vocab_size = add_tiny_tokenizer(writer, chat_template=False)  # a base model, as Gemma 3 270M is
     model = tiny_gemma3_reference(vocab_size, sliding_window=sliding_window, seed=seed)
@@ -94,7 +101,12 @@ def write_tiny_gemma3_gguf(path: Path, *, sliding_window: int = 4, seed: int = 0
         array = value.float().numpy()
         if hf_name.endswith("norm.weight"):
             array = array + 1.0  # llama.cpp's converter stores Gemma's (1 + w)
-        writer.add_tensor(_gguf_name(hf_name), np.ascontiguousarray(array, dtype=np.float32))
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        if qtype != F32 and array.ndim == 2:
+            packed = gguf.quants.quantize(array, qtype)
+            writer.add_tensor(_gguf_name(hf_name), packed, raw_shape=packed.shape, raw_dtype=qtype)
+        else:
+            writer.add_tensor(_gguf_name(hf_name), array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

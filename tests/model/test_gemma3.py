@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gguf
 import pytest
 import torch
 
 from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
+from llmasos.model import loader
+from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3Model
+from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.loader import load_model
+from llmasos.model.q8_embedding import Q8Embedding
 from tests.helpers.reference import full_logits, hf_greedy, hf_logits
 from tests.helpers.tiny_gemma3 import write_tiny_gemma3_gguf
 
@@ -116,3 +121,42 @@ def test_paged_attention_hides_keys_outside_the_window(step: str) -> None:
             row = s * new + j
             expected = _reference_attention(q[row], keys[s], values[s], n - new + j, window)
             torch.testing.assert_close(out[row], expected, atol=1e-5, rtol=0)
+
+
+def test_the_int4_load_keeps_a_q8_0_files_blocks_and_reads_back_from_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `serve` runs (the int4 load, packed_build.py) on a Gemma 3 file of Q8_0 blocks: every projection
+    holds the file's values exactly (8-bit groups, not re-quantized to 4 bits), the extra norms are the
+    file's, and greedy tokens are the float32 model's; a second load reads the packed cache alone."""
+    path, _ = write_tiny_gemma3_gguf(tmp_path / "q8.gguf", qtype=gguf.GGMLQuantizationType.Q8_0)
+    floats = load_model(path)  # the file's blocks dequantized to float32
+    exact = load_model(path, packed_format="int4", keep_dense=True)  # each layer's weights, as floats
+    assert isinstance(exact.model, Gemma3Model) and exact.model.packed_format == "int4"
+    assert isinstance(exact.model.embed_tokens, Q8Embedding)
+    for layer, want in zip(exact.model.layers, floats.model.layers, strict=True):
+        for name in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"):
+            proj, weight = getattr(layer, name), getattr(want, name).weight
+            assert isinstance(proj, Int8GroupLinear), name
+            torch.testing.assert_close(proj.dense, weight, rtol=0, atol=1e-6 * weight.abs().max())
+        for norm in GEMMA3_LAYER_NORMS:
+            assert torch.equal(getattr(layer, norm).weight, getattr(want, norm).weight)
+    config = EngineConfig(kv_cache_bytes=4 << 20, swap_reserve_bytes=0)
+    prompts = [PROMPT, PROMPT[3:]]
+    greedy = SamplingParams(max_tokens=12, temperature=0, ignore_eos=True)
+    want = LLMEngine(floats, EngineConfig(kv_cache_bytes=4 << 20, weight_format="float32")).generate(
+        prompts, greedy
+    )
+    packed = load_model(path, packed_format="int4")
+    assert LLMEngine(packed, config).generate(prompts, greedy) == want
+    if packed.packed_cache_written is None:
+        pytest.skip("the cache holds the C++ kernels' layout; they do not build here")
+    monkeypatch.setattr(loader, "open_gguf", _not_opened)
+    cached = load_model(path, packed_format="int4")
+    assert cached.read_from_cache and isinstance(cached.model, Gemma3Model)
+    assert [layer.sliding_window for layer in cached.model.layers] == [4, 4, 4, 4, 4, None, 4]
+    assert LLMEngine(cached, config).generate(prompts, greedy) == want
+
+
+def _not_opened(path: Path) -> None:
+    raise AssertionError(f"{path} was parsed although its packed cache is valid")
