@@ -17,7 +17,9 @@ one projection's temporaries beyond what the model keeps:
   else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time.
 
 The result is what `LlamaModel.quantize("int4")` made from the float32 model, with `packed_format`
-set, so quantizing it again returns it unchanged.
+set, so quantizing it again returns it unchanged. Gemma 3 (gemma3.py) is built the same way, its QK-norm
+and sandwich norms taken as the file stores them: through float32 and `quantize`, its Q5_0, Q6_K and Q8_0
+projections were re-quantized to 4 bits (mean |logit error| 0.96 against transformers, 0.06 here).
 """
 
 from __future__ import annotations
