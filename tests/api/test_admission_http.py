@@ -291,3 +291,18 @@ def test_a_valid_key_is_let_in_without_naming_the_route(tiny_server, monkeypatch
         == 401
     )
     assert matched == ["/os/ps"]
+
+
+def test_a_refused_key_on_a_real_route_is_counted_under_the_route_template(tiny_server):
+    """FastAPI keeps an included router as one entry whose own `matches` finds nothing outside its
+    dispatch, so every refused key was once counted as "unmatched", whatever route it was sent to."""
+    bad = httpx.Client(base_url=tiny_server.url, headers={"Authorization": "Bearer lmos-wrong"})
+    assert bad.get("/os/tasks/12345").status_code == 401
+    assert bad.post("/v1/chat/completions", json=CHAT).status_code == 401
+    assert bad.get("/no/such/route").status_code == 401
+    text = tiny_server.client().get("/metrics").text
+    assert 'app="?",call="http GET /os/tasks/{pid}",outcome="denied"' in text
+    assert 'app="?",call="http POST /v1/chat/completions",outcome="denied"' in text
+    assert 'app="?",call="http GET unmatched",outcome="denied"' in text
+    calls = {row["call"] for row in AuditLog().query(app="?")}
+    assert calls == {"http GET /os/tasks/{pid}", "http POST /v1/chat/completions", "http GET unmatched"}
