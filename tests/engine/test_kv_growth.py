@@ -90,3 +90,38 @@ def test_a_library_engines_kv_pool_is_what_the_budget_leaves_beside_its_weights(
     assert engine.runner.kv_cache_bytes <= 2**20
     roomy, _ = library_loader(config, store, budget_bytes=2**40)
     assert roomy("tiny")[0].runner.kv_cache_bytes > 2**20  # the configured pool where the budget allows it
+
+
+def test_finished_answers_leave_the_prefix_cache_at_its_bound_not_the_whole_pool() -> None:
+    """Each request of a server under load ends with blocks of its own answer named for reuse. They
+    once stayed cached until the pool was full, every new request taking never-written pages (the
+    server's RSS grew by the whole pool and stayed). Past the bound, the least recently freed named
+    block is overwritten first; the prompts the requests share stay cached."""
+    manager = BlockManager(num_blocks=1000, block_size=4, max_idle_cached_blocks=10)
+    shared_prompt = [7] * 8  # two whole blocks every request starts with
+    for request in range(300):
+        seq = make_seq(f"r{request}", 0)
+        seq.token_ids = shared_prompt + [1000 + request] * 12  # and an answer of its own: 3 blocks
+        manager.take_prefix(seq, manager.match_prefix(seq))
+        manager.allocate(seq, seq.num_tokens - seq.num_computed_tokens)
+        seq.num_computed_tokens = seq.num_tokens
+        manager.register_computed_blocks(seq)
+        manager.free(seq)
+        assert len(manager.idle_cached_block_ids) <= 10 + 5
+    assert manager.num_touched_blocks <= 5 + 10 + 1  # one request's blocks, the bound, and a spare
+    last = make_seq("again", 0)
+    last.token_ids = shared_prompt + [1299] * 12 + [1]
+    assert len(manager.match_prefix(last)) == 5  # the shared prompt and the latest answer are cached
+    assert manager.num_prefix_hits == 299 * 8  # every request after the first found the shared prompt
+
+
+def test_without_a_bound_the_cache_takes_the_pool() -> None:
+    manager = BlockManager(num_blocks=1000, block_size=4)
+    for request in range(100):
+        seq = make_seq(f"r{request}", 0)
+        seq.token_ids = [1000 + request] * 12
+        manager.allocate(seq, 12)
+        seq.num_computed_tokens = 12
+        manager.register_computed_blocks(seq)
+        manager.free(seq)
+    assert manager.num_touched_blocks == 300
