@@ -3,6 +3,7 @@ evicts idle models when that grows past the budget; a library engine's pool fits
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import gguf
@@ -125,3 +126,20 @@ def test_without_a_bound_the_cache_takes_the_pool() -> None:
         manager.register_computed_blocks(seq)
         manager.free(seq)
     assert manager.num_touched_blocks == 300
+
+
+def test_an_engine_serving_many_answers_keeps_its_pool_resident_memory_at_the_bound(tiny_loaded) -> None:
+    config = EngineConfig(block_size=4, kv_cache_bytes=64 * 2**20, max_num_seqs=4096)
+    engine = LLMEngine(tiny_loaded, config)
+    block = engine.runner.kv_block_bytes
+    bounded = LLMEngine(tiny_loaded, replace(config, prefix_cache_bytes=8 * block))
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    for request in range(12):  # distinct prompts of 3 blocks, answers of 2: 5 blocks each
+        prompts = [[1 + (request * 4 + i) % 200] * 12 for i in range(4)]
+        engine.generate(prompts, params)
+        bounded.generate(prompts, params)
+    # The default bound is more than the tiny model's whole pool: every answer's named blocks kept.
+    assert engine.block_manager.num_touched_blocks >= 12 * 4 * 4
+    # Bounded: 4 sequences at once (20 blocks), the 8 idle ones and what one batch frees at once.
+    assert bounded.block_manager.num_touched_blocks <= 20 + 8 + 20
+    assert bounded.memory_bytes < engine.memory_bytes
