@@ -26,7 +26,8 @@ ratio is taken to the mean of the engine phases either side of it. Prints:
   duplicated (a response id seen twice), live processes left, and other errors — the goal is zero of
   each; the server's own count of finished processes for the app, which must equal the completed ones;
 - server CPU per 1,000 generated tokens in its HTTP event loop and in its other threads;
-- time to first token p50/p95; the server's resident memory before, right after, and 15 s after.
+- time to first token p50/p95; the server's resident memory before, after each round (beside what its
+  engine says it holds: weights and the KV blocks written), right after, and 15 s after.
 """
 
 from __future__ import annotations
@@ -315,6 +316,19 @@ def start_server(home: Path, args: argparse.Namespace) -> Server:
     return Server(process, url, key, (home / "admin.key").read_text().strip(), model_name)
 
 
+def memory_after_round(server: Server, requests: int) -> str:
+    """The server's RSS after a round, beside the part of it its model's engine says it holds
+    (weights, the KV blocks it has written, swap): RSS that grows with requests while the engine's
+    part stays is held elsewhere; growth of both is the KV pool's (bounded by the prefix cache)."""
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+    page = httpx.get(server.url + "/metrics", headers=admin).text
+    resident = "llmasos_model_resident_bytes{"
+    held = [line.split()[-1] for line in page.splitlines() if line.startswith(resident)]
+    engine = f"{float(held[0]) / 2**20:.0f} MB" if held else "?"
+    rss = rss_mb(server.process.pid)
+    return f"after {requests} requests: server RSS {rss:.0f} MB, its engine holds {engine}"
+
+
 def report_requests(server: Server, run: ServerRun, finished_before: float) -> None:
     """Every request's outcome (the goal: none lost, duplicated or hanging), the server's CPU per
     token, time to first token."""
@@ -424,6 +438,7 @@ def main() -> None:
                 rate, figures, seconds = server_phase(args, server, run)
                 served.append(rate)
                 print(f"  server       {rate:6.1f} tokens/s: {figures.describe(seconds)}")
+                print(f"    {memory_after_round(server, len(run.results))}")
         rss_after = rss_mb(server.process.pid)
         report_requests(server, run, finished_before)
         report_ratio(args, engine_rates, served, run)

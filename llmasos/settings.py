@@ -151,6 +151,7 @@ class EngineSettings(_Section):
 
     context_length: int | None = Field(None, ge=16)  # at most this many tokens a sequence
     kv_cache_bytes: Size | None = None  # the KV pool of each loaded model
+    prefix_cache_bytes: Size | None = None  # KV kept cached for reuse while no sequence holds it
     threads: int | None = Field(None, ge=0)  # compute threads; 0: one per core
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -197,6 +198,8 @@ class Settings(_Section):
             changes["device"] = engine.device
         if engine.kv_cache_bytes is not None:
             changes["kv_cache_bytes"] = engine.kv_cache_bytes
+        if engine.prefix_cache_bytes is not None:
+            changes["prefix_cache_bytes"] = engine.prefix_cache_bytes
         if engine.threads is not None:
             changes["num_threads"] = engine.threads
         override = self.models.per_model.get(model) if model else None

@@ -101,7 +101,7 @@ def test_an_unknown_key_names_the_file_the_line_and_the_allowed_keys() -> None:
         load_settings(environ={})
     message = caught.value.message
     assert f"engine.treads in {path} line 3" in message and "did you mean 'threads'" in message
-    assert "context_length, kv_cache_bytes, threads, device" in message
+    assert "context_length, kv_cache_bytes, prefix_cache_bytes, threads, device" in message
 
 
 def test_an_unknown_section_and_an_unknown_per_model_key_are_refused() -> None:

@@ -86,3 +86,32 @@ def test_a_delete_step_re_run_after_a_crash_succeeds_and_deletes_once(llmasos_ho
     fresh.close()
     assert done["status"] == "succeeded", done["error"]
     assert done["output"] is True
+
+
+def test_the_tool_writes_through_the_kv_system_calls_pseudonymized_and_audited(llmasos_home) -> None:
+    """The tool once wrote the store directly: the value was kept as sent, whatever the app's privacy
+    policy, and only a `tool.kv` row was written, not the `kv.set` row that /os/kv and the SDK get."""
+    syscalls = syscalls_without_models()
+    app = syscalls.apps.create(App("private", pii="pseudonymize"))
+    value = {"note": "write to alice.smith@example.com", "n": 1}
+    registry = ToolRegistry(builtin_tools())
+    written = registry.run(
+        syscalls, app, "kv", {"operation": "set", "key": "contact", "value": value}, kind="tool"
+    )
+    assert written.output["value"] == value  # the app sees its own value back
+    stored = kv_api.kv_get(app_data(app.identity), "contact")["value"]
+    assert "alice.smith@example.com" not in stored["note"] and stored["n"] == 1  # a placeholder on disk
+    read = registry.run(syscalls, app, "kv", {"operation": "get", "key": "contact"}, kind="tool")
+    assert read.output["value"] == value and syscalls.kv_get(app, "contact")["value"] == value
+    registry.run(syscalls, app, "kv", {"operation": "delete", "key": "contact"}, kind="tool")
+    calls = [row["call"] for row in reversed(syscalls.audit.query(app="private"))]
+    # Each tool call's row is written when it ends, after the row of the system call it made.
+    assert calls == ["kv.set", "tool.kv", "kv.get", "tool.kv", "kv.get", "kv.delete", "tool.kv"], calls
+    # In-process with the kernel in the context (as /os/ask runs tools): the same system call.
+    registry.call(
+        "kv",
+        {"operation": "set", "key": "k", "value": "bob@example.org"},
+        ToolContext(app, syscalls=syscalls),
+    )
+    assert "bob@example.org" not in kv_api.kv_get(app_data(app.identity), "k")["value"]
+    assert syscalls.audit.query(app="private", limit=1)[0]["call"] == "kv.set"

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated
 
+import fastapi.routing
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute, compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmasos.api.auth_guard import FailedAuthGuard, FailureSummary
@@ -69,11 +71,47 @@ def is_public(path: str) -> bool:
 def route_template(routes: Sequence[BaseRoute], scope: Scope) -> str:
     """The path template of the route `scope` goes to (`/os/tasks/{pid}`), or "unmatched": what
     metrics and audit rows name, so that a client's raw paths never become labels or rows."""
-    for route in routes:
-        match, _ = route.matches(scope)
-        if match is not Match.NONE:
-            return getattr(route, "path", UNMATCHED)
-    return UNMATCHED
+    path = scope["path"]
+    root = scope.get("root_path", "")
+    if root and path.startswith(root + "/"):
+        path = path[len(root) :]
+    partial = UNMATCHED  # a route of this path for another method (405), if none is for this one
+    for template, regex, methods in _named_routes(routes):
+        if regex.match(path):
+            if methods is None or scope.get("method") in methods:
+                return template
+            partial = template if partial == UNMATCHED else partial
+    return partial
+
+
+#: A route's template, the regular expression of its paths, and its methods (None: any).
+_NamedRoute = tuple[str, re.Pattern[str], frozenset[str] | None]
+#: The routes last named, as (routes, how many there were, their named routes): one app's routes
+#: are flattened once, not on each refusal.
+_named: tuple[Sequence[BaseRoute], int, list[_NamedRoute]] | None = None
+
+
+def _named_routes(routes: Sequence[BaseRoute]) -> list[_NamedRoute]:
+    """Every route a request can reach, with its whole path template, in the router's order.
+
+    FastAPI (0.16x) keeps each included router as one entry whose `matches` only answers inside its
+    own dispatch: asked from a middleware it matched nothing, and every refused key was counted as
+    "unmatched". `fastapi.routing.iter_route_contexts` lists the routes inside with their whole
+    paths; older FastAPI lists them flat already."""
+    global _named
+    named = _named
+    if named is not None and named[0] is routes and named[1] == len(routes):
+        return named[2]
+    iter_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
+    flat = iter_contexts(routes) if iter_contexts is not None else routes
+    found: list[_NamedRoute] = []
+    for route in flat:
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if isinstance(path, str) and path:
+            found.append((path, compile_path(path)[0], frozenset(methods) if methods else None))
+    named = (routes, len(routes), found)
+    _named = named
+    return named[2]
 
 
 def call_name(method: str, template: str) -> str:

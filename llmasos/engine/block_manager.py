@@ -6,6 +6,13 @@ sequence whose prompt starts with blocks of those names takes them copy-free (re
 +1) and skips their computation. Blocks whose count drops to zero keep their name and stay in the
 free list, ordered least-recently-freed first, so they are reused until the pool needs them.
 
+The idle named blocks are bounded (`max_idle_cached_blocks`): past the bound, the least recently
+freed one is overwritten before a block that was never written is taken. The pool is mapped lazily,
+so a never-written block costs no memory until it is; without the bound every finished sequence's
+generated blocks stayed named and each new one took fresh pages, so a server's resident memory
+grew by the whole pool (598 to 910 MB over `benchmarks/server_load.py`'s 433 requests, on its way
+to +512 MB) to hold a cache of answers that are rarely asked again.
+
 The namespace partitions the cache: sequences of different namespaces never share a block,
 because a shared prefix cache leaks, through timing, what another tenant's prompts start with
 (vLLM CVE-2025-46570). The kernel gives each app its own namespace unless the app opts in.
@@ -30,8 +37,17 @@ def block_hash(parent: bytes | None, namespace: str, token_ids: list[int]) -> by
 class BlockManager:
     """Hands out fixed-size KV blocks to sequences, shares cached prefixes, takes blocks back."""
 
-    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        enable_prefix_caching: bool = True,
+        max_idle_cached_blocks: int | None = None,
+    ) -> None:
+        """`max_idle_cached_blocks`: most named blocks kept free for reuse before a never-written
+        block is taken instead of the least recently freed of them (None: no bound but the pool)."""
         self.num_blocks = num_blocks
+        self.max_idle_cached_blocks = num_blocks if max_idle_cached_blocks is None else max_idle_cached_blocks
         self.block_size = block_size
         self.enable_prefix_caching = enable_prefix_caching
         self.ref_counts = [0] * num_blocks
@@ -39,6 +55,8 @@ class BlockManager:
         self.free_block_ids: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_blocks))
         self.hash_of_block: list[bytes | None] = [None] * num_blocks
         self.block_of_hash: dict[bytes, int] = {}
+        # Free blocks that still hold a name (their reference count is 0), least recently freed first.
+        self.idle_cached_block_ids: OrderedDict[int, None] = OrderedDict()
         # Blocks ever handed out: the pool's memory is mapped lazily (model_runner.allocate_kv_pool), so
         # these are the blocks whose pages are resident. Fresh blocks are taken in id order after every
         # freed unnamed one, so the touched blocks are always ids below this count.
@@ -81,7 +99,7 @@ class BlockManager:
         if count > self.num_free_blocks:
             raise RuntimeError(f"allocate {count} blocks with {self.num_free_blocks} free")
         for _ in range(count):
-            block_id, _ = self.free_block_ids.popitem(last=False)
+            block_id = self._next_free_block()
             self._forget(block_id)  # its old contents are about to be overwritten
             self.ref_counts[block_id] = 1
             self.num_touched_blocks = max(self.num_touched_blocks, block_id + 1)
@@ -96,6 +114,8 @@ class BlockManager:
                 self.free_block_ids[block_id] = None
                 if self.hash_of_block[block_id] is None:
                     self.free_block_ids.move_to_end(block_id, last=False)
+                else:
+                    self.idle_cached_block_ids[block_id] = None
         seq.block_table = []
         seq.block_hashes = []
         seq.num_computed_tokens = 0
@@ -131,6 +151,7 @@ class BlockManager:
         for block_id in hits:
             if self.ref_counts[block_id] == 0:
                 del self.free_block_ids[block_id]
+                self.idle_cached_block_ids.pop(block_id, None)
             self.ref_counts[block_id] += 1
             seq.block_table.append(block_id)
             seq.block_hashes.append(self.hash_of_block[block_id])  # type: ignore[arg-type]
@@ -155,6 +176,18 @@ class BlockManager:
         """Forget every name (e.g. after the weights change). Blocks in use are unaffected."""
         self.block_of_hash.clear()
         self.hash_of_block = [None] * self.num_blocks
+        self.idle_cached_block_ids.clear()
+
+    def _next_free_block(self) -> int:
+        """Take the block to write next off the free list: a freed unnamed block, else a never-written
+        one while the idle named blocks are within their bound, else the least recently freed named one."""
+        block_id = next(iter(self.free_block_ids))
+        never_written = block_id >= self.num_touched_blocks
+        if never_written and len(self.idle_cached_block_ids) > self.max_idle_cached_blocks:
+            block_id = next(iter(self.idle_cached_block_ids))
+        del self.free_block_ids[block_id]
+        self.idle_cached_block_ids.pop(block_id, None)
+        return block_id
 
     def _forget(self, block_id: int) -> None:
         name = self.hash_of_block[block_id]

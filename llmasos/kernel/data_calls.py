@@ -309,10 +309,15 @@ class DataCalls:
 
     # ---- key-value store ------------------------------------------------------------------------
 
-    def kv_set(self, app: App, key: str, value: Any, ttl_s: float | None = None) -> dict:
+    def kv_set(
+        self, app: App, key: str, value: Any, ttl_s: float | None = None, *, idempotency_key: str = ""
+    ) -> dict:
+        """Store `value` under `key`; with `idempotency_key` (a workflow step's attempt), a second
+        call of the same key writes nothing and answers what the first did."""
         with self.trail.audited(app, "kv.set", key[:64] if isinstance(key, str) else ""):
             data = self._data(app, "kv")
-            stored = kv_api.kv_set(data, key, self._private_value(app, value), ttl_s)  # PrivacyCalls
+            private = self._private_value(app, value)  # PrivacyCalls
+            stored = kv_api.kv_set(data, key, private, ttl_s, idempotency_key=idempotency_key)
             return {**stored, "value": self._restored_value(app, stored["value"])}
 
     def kv_get(self, app: App, key: str) -> dict:
@@ -320,9 +325,9 @@ class DataCalls:
             stored = kv_api.kv_get(self._data(app, "kv"), key)
             return {**stored, "value": self._restored_value(app, stored["value"])}
 
-    def kv_delete(self, app: App, key: str) -> dict:
+    def kv_delete(self, app: App, key: str, *, idempotency_key: str = "") -> dict:
         with self.trail.audited(app, "kv.delete", key[:64] if isinstance(key, str) else ""):
-            return kv_api.kv_delete(self._data(app, "kv"), key)
+            return kv_api.kv_delete(self._data(app, "kv"), key, idempotency_key=idempotency_key)
 
     def kv_list(self, app: App, prefix: str = "", limit: int = 100, after: str | None = None) -> dict:
         with self.trail.audited(app, "kv.list", prefix[:64]):

@@ -193,6 +193,7 @@ class ProgramRegistry:
             home=context.home,
             file_roots=context.file_roots,
             idempotency_key=getattr(context, "idempotency_key", ""),
+            syscalls=getattr(context, "syscalls", None),  # a tool that makes system calls of its own
         )
         return self.execute(tool, args, None, invocation)
 

@@ -9,6 +9,7 @@ before anything is routed, then runs the route: each step through the kernel's s
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -116,6 +117,7 @@ def _run_tool(step: Step, syscalls: Any, app: App, context: ToolContext, attachm
     else:
         args = dict(step.input or {})
     registry = default_registry()
+    context = dataclasses.replace(context, syscalls=syscalls)  # `kv` writes through its system calls
     result = syscalls.invoke(app, "tool", step.name, lambda: registry.call(step.name, args, context))
     return result.output
 

@@ -35,6 +35,9 @@ class ToolContext:
     home: Path = field(default_factory=llmasos_home)
     file_roots: tuple[Path, ...] | None = None
     idempotency_key: str = ""  # see Invocation.idempotency_key: tools that write honour it
+    # The kernel's system calls (Invocation.syscalls), for tools whose work is a system call of
+    # their own (`kv`: privacy policy and audit row); None for in-process callers without a kernel.
+    syscalls: Any = None
 
     def check_path(self, path: str | Path, *, purpose: str) -> Path:
         """`path` resolved, if this caller may use it for `purpose` ("read"/"write")."""
@@ -96,7 +99,11 @@ class Tool(Program):
             k: s["default"] for k, s in self.parameters.get("properties", {}).items() if "default" in s
         }
         context = ToolContext(
-            invocation.app, invocation.home, invocation.file_roots, invocation.idempotency_key
+            invocation.app,
+            invocation.home,
+            invocation.file_roots,
+            invocation.idempotency_key,
+            invocation.syscalls,
         )
         return ProgramResult(self.run({**defaults, **input}, context).output)
 

@@ -4,6 +4,9 @@ steps and function calls can keep small state.
 Writes honour the call's idempotency key (a workflow step's run, step, item and attempt): a step
 re-run after a crash sets or deletes once, and a re-run delete answers as the first did rather than
 failing on a key that the first attempt already removed.
+
+Called through the kernel (`Invocation.syscalls`), each operation is the kv system call itself, so a
+program's write is pseudonymized and audited as one through `/os/kv` is.
 """
 
 from __future__ import annotations
@@ -68,21 +71,40 @@ class KvTool(Tool):
     }
 
     def run(self, args: dict, context: ToolContext) -> ToolResult:
-        operation, data = args["operation"], app_data(context.app.identity)
-        if operation == "list":
-            listed = kv_api.kv_list(data, args["prefix"], args["limit"])
-            return ToolResult(self.name, {"operation": operation, "keys": [k["key"] for k in listed["data"]]})
-        if "key" not in args:
+        operation = args["operation"]
+        if operation != "list" and "key" not in args:
             raise InvalidRequestError(f"kv {operation} needs a key")
-        key, idempotency_key = args["key"], context.idempotency_key
-        if operation == "get":
-            answer = kv_api.kv_get(data, key)
-        elif operation == "delete":
-            answer = kv_api.kv_delete(data, key, idempotency_key=idempotency_key)
-        elif "value" not in args:
+        if operation == "set" and "value" not in args:
             raise InvalidRequestError("kv set needs a value (any JSON value)")
-        else:
-            answer = kv_api.kv_set(
-                data, key, args["value"], args.get("ttl_s"), idempotency_key=idempotency_key
-            )
+        answer = (_direct if context.syscalls is None else _system_call)(operation, args, context)
+        if operation == "list":
+            return ToolResult(self.name, {"operation": operation, "keys": [k["key"] for k in answer["data"]]})
         return ToolResult(self.name, {"operation": operation, **answer})
+
+
+def _system_call(operation: str, args: dict, context: ToolContext) -> dict:
+    """Through the kernel's kv system calls, as /os/kv and the SDK: the app's privacy policy applies
+    to the value and each operation writes its own audit row (`kv.set`, ...)."""
+    syscalls, app, idempotency_key = context.syscalls, context.app, context.idempotency_key
+    if operation == "list":
+        return syscalls.kv_list(app, args["prefix"], args["limit"])
+    if operation == "get":
+        return syscalls.kv_get(app, args["key"])
+    if operation == "delete":
+        return syscalls.kv_delete(app, args["key"], idempotency_key=idempotency_key)
+    return syscalls.kv_set(
+        app, args["key"], args["value"], args.get("ttl_s"), idempotency_key=idempotency_key
+    )
+
+
+def _direct(operation: str, args: dict, context: ToolContext) -> dict:
+    """The store itself, for in-process callers that hold no kernel (`ProgramRegistry.call`: scripts
+    and tests); no privacy policy or audit row applies there."""
+    data, idempotency_key = app_data(context.app.identity), context.idempotency_key
+    if operation == "list":
+        return kv_api.kv_list(data, args["prefix"], args["limit"])
+    if operation == "get":
+        return kv_api.kv_get(data, args["key"])
+    if operation == "delete":
+        return kv_api.kv_delete(data, args["key"], idempotency_key=idempotency_key)
+    return kv_api.kv_set(data, args["key"], args["value"], args.get("ttl_s"), idempotency_key=idempotency_key)

@@ -215,12 +215,18 @@ def test_metric_labels_are_route_templates_not_raw_paths(tiny_server):
             admin.get(f"/os/tasks/{1000 + i}")  # 404
             narrow.delete(f"/os/apps/app{i}")  # 403, audited under the template
 
+    # A refused key on a real route is named by its template: FastAPI keeps each included router as
+    # one entry whose own `matches` finds nothing outside its dispatch, so these were once "unmatched".
+    assert bad.get("/os/tasks/12345").status_code == 401
+    assert bad.post("/v1/chat/completions", json=CHAT).status_code == 401
     requests_on_distinct_paths(0, 1)
     series = admin.get("/metrics").text.count("\n")
     requests_on_distinct_paths(1, 40)
     text = admin.get("/metrics").text
     assert "/nothing/" not in text and "app7" not in text
     assert 'call="http GET unmatched"' in text
+    assert 'app="?",call="http GET /os/tasks/{pid}",outcome="denied"' in text
+    assert 'app="?",call="http POST /v1/chat/completions",outcome="denied"' in text
     assert 'call="http DELETE /os/apps/{name}"' in text
     assert text.count("\n") - series <= 2  # at most the 429 outcome joins; no label per path
 

@@ -3,6 +3,7 @@ evicts idle models when that grows past the budget; a library engine's pool fits
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import gguf
@@ -90,3 +91,55 @@ def test_a_library_engines_kv_pool_is_what_the_budget_leaves_beside_its_weights(
     assert engine.runner.kv_cache_bytes <= 2**20
     roomy, _ = library_loader(config, store, budget_bytes=2**40)
     assert roomy("tiny")[0].runner.kv_cache_bytes > 2**20  # the configured pool where the budget allows it
+
+
+def test_finished_answers_leave_the_prefix_cache_at_its_bound_not_the_whole_pool() -> None:
+    """Each request of a server under load ends with blocks of its own answer named for reuse. They
+    once stayed cached until the pool was full, every new request taking never-written pages (the
+    server's RSS grew by the whole pool and stayed). Past the bound, the least recently freed named
+    block is overwritten first; the prompts the requests share stay cached."""
+    manager = BlockManager(num_blocks=1000, block_size=4, max_idle_cached_blocks=10)
+    shared_prompt = [7] * 8  # two whole blocks every request starts with
+    for request in range(300):
+        seq = make_seq(f"r{request}", 0)
+        seq.token_ids = shared_prompt + [1000 + request] * 12  # and an answer of its own: 3 blocks
+        manager.take_prefix(seq, manager.match_prefix(seq))
+        manager.allocate(seq, seq.num_tokens - seq.num_computed_tokens)
+        seq.num_computed_tokens = seq.num_tokens
+        manager.register_computed_blocks(seq)
+        manager.free(seq)
+        assert len(manager.idle_cached_block_ids) <= 10 + 5
+    assert manager.num_touched_blocks <= 5 + 10 + 1  # one request's blocks, the bound, and a spare
+    last = make_seq("again", 0)
+    last.token_ids = shared_prompt + [1299] * 12 + [1]
+    assert len(manager.match_prefix(last)) == 5  # the shared prompt and the latest answer are cached
+    assert manager.num_prefix_hits == 299 * 8  # every request after the first found the shared prompt
+
+
+def test_without_a_bound_the_cache_takes_the_pool() -> None:
+    manager = BlockManager(num_blocks=1000, block_size=4)
+    for request in range(100):
+        seq = make_seq(f"r{request}", 0)
+        seq.token_ids = [1000 + request] * 12
+        manager.allocate(seq, 12)
+        seq.num_computed_tokens = 12
+        manager.register_computed_blocks(seq)
+        manager.free(seq)
+    assert manager.num_touched_blocks == 300
+
+
+def test_an_engine_serving_many_answers_keeps_its_pool_resident_memory_at_the_bound(tiny_loaded) -> None:
+    config = EngineConfig(block_size=4, kv_cache_bytes=64 * 2**20, max_num_seqs=4096)
+    engine = LLMEngine(tiny_loaded, config)
+    block = engine.runner.kv_block_bytes
+    bounded = LLMEngine(tiny_loaded, replace(config, prefix_cache_bytes=8 * block))
+    params = SamplingParams(max_tokens=8, temperature=0, ignore_eos=True)
+    for request in range(12):  # distinct prompts of 3 blocks, answers of 2: 5 blocks each
+        prompts = [[1 + (request * 4 + i) % 200] * 12 for i in range(4)]
+        engine.generate(prompts, params)
+        bounded.generate(prompts, params)
+    # The default bound is more than the tiny model's whole pool: every answer's named blocks kept.
+    assert engine.block_manager.num_touched_blocks >= 12 * 4 * 4
+    # Bounded: 4 sequences at once (20 blocks), the 8 idle ones and what one batch frees at once.
+    assert bounded.block_manager.num_touched_blocks <= 20 + 8 + 20
+    assert bounded.memory_bytes < engine.memory_bytes
