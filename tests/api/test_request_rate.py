@@ -21,6 +21,7 @@ from llmasos.errors import QuotaExceededError
 from llmasos.security.apps import App
 from llmasos.security.audit import AuditLog
 from tests.api.test_admission_http import _raw_request
+from tests.helpers.cli import run_cli
 
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
 
@@ -166,3 +167,16 @@ def test_a_client_that_left_before_admission_is_never_admitted(tiny_server, stre
     assert start["status"] == 409 and json.loads(body)["error"]["type"] == "client_disconnected"
     gone = tiny_server.syscalls.apps.get("gone")
     assert tiny_server.syscalls.ps(gone, include_finished=True) == []  # no process, so no prefill
+
+
+def test_apps_create_sets_the_request_rate_the_server_applies(tiny_server, monkeypatch, capsys):
+    code, out, _ = run_cli(
+        monkeypatch, capsys, "apps", "create", "paced", "--requests-per-minute", "1", "--request-burst", "2"
+    )
+    assert code == 0
+    paced = tiny_server.client(out.strip())
+    assert [paced.get("/v1/models").status_code for _ in range(3)] == [200, 200, 429]
+    code, out, _ = run_cli(monkeypatch, capsys, "apps", "show", "paced", "--json")
+    assert (json.loads(out)["requests_per_minute"], json.loads(out)["request_burst"]) == (1, 2)
+    code, _, err = run_cli(monkeypatch, capsys, "apps", "create", "bad", "--requests-per-minute", "-1")
+    assert code != 0 and "requests_per_minute" in err.replace("-", "_")
