@@ -137,7 +137,8 @@ async def disconnect_storm(server, keys: dict, deadline: float, stats: dict) -> 
                 async with c.stream("POST", "/v1/chat/completions", json=body) as r:
                     async for _ in r.aiter_lines():
                         break  # hang up after the first chunk
-                stats["dropped"] = stats.get("dropped", 0) + 1
+                outcome = "dropped" if r.status_code == 200 else str(r.status_code)  # 429: the app's rate
+                stats[outcome] = stats.get(outcome, 0) + 1
             except httpx.HTTPError:
                 stats["error"] = stats.get("error", 0) + 1
 

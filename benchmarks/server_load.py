@@ -310,7 +310,8 @@ def start_server(home: Path, args: argparse.Namespace) -> Server:
     key = llmasos(
         home, "apps", "create", "load", "--priority", "normal", "--max-concurrent", str(args.clients)
     ).stdout.strip()
-    process, url = serve(home, "--preload", args.model, seconds=120)
+    # No request-start limit (api/request_rate.py): the load app's clients are the load, not an attacker.
+    process, url = serve(home, "--preload", args.model, "--requests-per-minute", "0", seconds=120)
     asyncio.run(run_load(url, key, 4, 5, 8, 60, args.model))  # warm up: first steps, allocator
     model_name = "smollm2-135m-instruct" if args.model == "default" else args.model
     return Server(process, url, key, (home / "admin.key").read_text().strip(), model_name)

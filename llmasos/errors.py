@@ -236,6 +236,13 @@ class CallCancelledError(LLMasOSError):
     http_status = 409
 
 
+class ClientDisconnectedError(CallCancelledError):
+    """The client closed its connection before its request was admitted, or while it was: the request
+    is dropped before it costs the engine a prefill (nobody would read the answer)."""
+
+    type = "client_disconnected"
+
+
 class PluginError(LLMasOSError):
     """A plugin does not hold to the plugin contract (e.g. registers a name already taken)."""
 

@@ -136,6 +136,11 @@ class ServerSettings(_Section):
     # gets about a tenth of it: room for the loop's few percent of the server's CPU, none for what an
     # abusive client makes it do.
     http_niceness: int = Field(10, ge=0, le=19)
+    # Requests one app may start a minute, and at once after a pause, unless the app sets its own
+    # (api/request_rate.py); 0: no limit. 20 a second: the benchmark's calm app, two clients streaming back
+    # to back, starts about 13 a second on an idle machine; its disconnect storm started 57.
+    requests_per_minute: int = Field(1200, ge=0)
+    request_burst: int = Field(40, ge=0)
 
     @field_validator("cors_origins")
     @classmethod

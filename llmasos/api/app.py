@@ -11,7 +11,13 @@ from fastapi import FastAPI, Request, Response
 
 from llmasos import __version__
 from llmasos.api import metrics
-from llmasos.api.auth import SWEEP_SECONDS, Admin, AuthenticationMiddleware, write_failure_summaries
+from llmasos.api.auth import (
+    SWEEP_SECONDS,
+    Admin,
+    AuthenticationMiddleware,
+    write_failure_summaries,
+    write_refusal_summaries,
+)
 from llmasos.api.auth_guard import FailedAuthGuard
 from llmasos.api.conversation_routes import router as conversation_router
 from llmasos.api.cors import OllamaJsonBodyMiddleware, install_cors
@@ -26,6 +32,7 @@ from llmasos.api.openai_routes import router as openai_router
 from llmasos.api.os_routes import router as os_router
 from llmasos.api.privacy_routes import router as privacy_router
 from llmasos.api.program_calls import close_program_pool
+from llmasos.api.request_rate import RequestRateLimiter
 from llmasos.api.responses_routes import router as responses_router
 from llmasos.api.stats_routes import router as stats_router
 from llmasos.api.thread_priority import yield_cpu_to_the_kernel
@@ -60,6 +67,7 @@ def create_app(
     niceness below the kernel's (`thread_priority.py`; `llmasos serve` sets it)."""
     limits = limits or HttpLimits()
     guard = FailedAuthGuard(limits.failed_auth)
+    request_rate = RequestRateLimiter(limits.request_rate)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,7 +75,7 @@ def create_app(
             syscalls.start()
             syscalls.resume_ingestion()  # files a stopped server left half-indexed
         yield_cpu_to_the_kernel(http_niceness)  # after the kernel's thread started: it keeps its own
-        sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls))
+        sweeper = asyncio.create_task(_sweep_failed_auth(guard, syscalls, request_rate))
         resumed = workflows.runner.resume_unfinished()  # runs a previous server left unfinished
         if resumed:
             logger.info("resumed %d unfinished workflow runs", len(resumed))
@@ -78,6 +86,7 @@ def create_app(
             sweeper.cancel()
             close_program_pool(app)
             write_failure_summaries(guard, syscalls, everything=True)
+            write_refusal_summaries(request_rate, syscalls, everything=True)
             summaries.cancel_running()  # conversation summaries in the background: asked again later
             if manage_kernel:
                 syscalls.stop()
@@ -98,6 +107,7 @@ def create_app(
     app.state.anonymous_app = anonymous_app
     app.state.metrics = metrics.registry_for(syscalls)
     app.state.auth_guard = guard
+    app.state.request_rate = request_rate
     default_registry()  # load the plugins now: a broken one is logged at start (and skipped)
     workflows = app.state.workflows = WorkflowCalls(WorkflowRunner(syscalls, RunStore(), default_registry()))
     install_error_handlers(app)
@@ -133,6 +143,7 @@ def create_app(
         guard=guard,
         allow_anonymous=allow_anonymous,
         anonymous_app=anonymous_app,
+        request_rate=request_rate,
     )
     keyless = allow_anonymous or anonymous_app is not None  # then a rebinding page could act as that app
     if keyless if limits.check_hosts is None else limits.check_hosts:
@@ -141,11 +152,14 @@ def create_app(
     return app
 
 
-async def _sweep_failed_auth(guard: FailedAuthGuard, syscalls: Syscalls) -> None:
-    """Write the summary rows of failed-authentication windows as they end."""
+async def _sweep_failed_auth(
+    guard: FailedAuthGuard, syscalls: Syscalls, request_rate: RequestRateLimiter
+) -> None:
+    """Write the summary rows of failed-authentication and refused-request windows as they end."""
     while True:
         await asyncio.sleep(SWEEP_SECONDS)
         try:
             write_failure_summaries(guard, syscalls)
+            write_refusal_summaries(request_rate, syscalls)
         except Exception:  # an audit write that fails must not end the sweeps
             logger.exception("writing failed-authentication summaries")

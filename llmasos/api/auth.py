@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from llmasos.api.auth_guard import FailedAuthGuard, FailureSummary
 from llmasos.api.errors import OLLAMA_PREFIX, error_response
 from llmasos.api.limits import closing_if_body_unread
+from llmasos.api.request_rate import RATE_LIMITED_CALL, RequestRateLimiter, summary_row
 from llmasos.errors import (
     AppNotFoundError,
     AuthenticationError,
@@ -130,8 +131,10 @@ class AuthenticationMiddleware:
         guard: FailedAuthGuard,
         allow_anonymous: bool = False,
         anonymous_app: str | None = None,
+        request_rate: RequestRateLimiter | None = None,
     ) -> None:
         self.app = app
+        self.request_rate = request_rate or RequestRateLimiter()
         self.syscalls = syscalls
         self.routes = routes
         self.guard = guard
@@ -156,16 +159,33 @@ class AuthenticationMiddleware:
     async def _authenticate(self, scope: Scope) -> App:
         key = bearer_key(Headers(scope=scope))
         if self.anonymous_app and (key is None or not key.startswith(KEY_PREFIX)):
-            return await run_in_threadpool(keyless_app, self.syscalls.apps, self.anonymous_app)
+            return self._started(await run_in_threadpool(keyless_app, self.syscalls.apps, self.anonymous_app))
         if key is None and self.allow_anonymous:
-            return ANONYMOUS
+            return self._started(ANONYMOUS)
         client = scope.get("client")
         address = client[0] if client else "unknown"
         digest = self.guard.digest(key)
         self._refuse_if_locked(address, digest)
+        self._refuse_if_out_of_requests(digest)  # from the key's digest: no lookup for a refused app
         async with self._lookup_slot(address):
             self._refuse_if_locked(address, digest)  # the lookups it waited behind may have failed
-            return await self._look_up(scope, key, address, digest)
+            return self._started(await self._look_up(scope, key, address, digest), digest)
+
+    def _refuse_if_out_of_requests(self, digest: bytes | None) -> None:
+        try:
+            self.request_rate.refuse_key_if_empty(digest)
+        except QuotaExceededError as err:
+            self.syscalls.count("?", RATE_LIMITED_CALL, err)
+            raise
+
+    def _started(self, app: App, digest: bytes | None = None) -> App:
+        """`app`, once one more request start fits its request rate (429 otherwise)."""
+        try:
+            self.request_rate.take(app, digest)
+        except QuotaExceededError as err:
+            self.syscalls.count(app.name, RATE_LIMITED_CALL, err)
+            raise
+        return app
 
     def _refuse_if_locked(self, address: str, digest: bytes | None) -> None:
         retry = self.guard.retry_after(address, digest)
@@ -220,6 +240,17 @@ def write_failure_summaries(guard: FailedAuthGuard, syscalls: Syscalls, *, every
     if syscalls.audit is not None:
         for summary in summaries:
             syscalls.audit.record(_summary_row(summary))
+    return len(summaries)
+
+
+def write_refusal_summaries(
+    limiter: RequestRateLimiter, syscalls: Syscalls, *, everything: bool = False
+) -> int:
+    """Write one audit row per app and ended window of requests refused by its request rate."""
+    summaries = limiter.finished_windows(everything=everything)
+    if syscalls.audit is not None:
+        for summary in summaries:
+            syscalls.audit.record(summary_row(summary))
     return len(summaries)
 
 

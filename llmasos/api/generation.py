@@ -22,7 +22,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from llmasos.engine.sampling_params import SamplingParams, TokenLogprobs
-from llmasos.errors import LLMasOSError
+from llmasos.errors import ClientDisconnectedError, LLMasOSError
 from llmasos.kernel.kernel import Event
 from llmasos.kernel.process import Process
 from llmasos.kernel.sampling_request import SAMPLING_FIELDS, sampling_params
@@ -108,17 +108,27 @@ class Generation:
 
     @classmethod
     async def start(
-        cls, syscalls: Syscalls, app: App, n: int, start_one: Callable[[int], Process]
+        cls,
+        syscalls: Syscalls,
+        app: App,
+        n: int,
+        start_one: Callable[[int], Process],
+        request: Request | None = None,
     ) -> Generation:
         """Start `n` processes with `start_one(choice)` (off the event loop: admission may load a
-        model); if one is refused, cancel those already started and raise its error."""
+        model); if one is refused, cancel those already started and raise its error. With `request`,
+        a client that has left is never admitted (ClientDisconnectedError), and one that left while
+        its processes were admitted has them cancelled at once, before the kernel prefills them."""
         processes: list[Process] = []
         try:
             for i in range(n):
+                await refuse_if_client_left(request)
                 processes.append(await run_in_threadpool(start_one, i))
-        except BaseException:
+            await refuse_if_client_left(request)
+        except BaseException as err:
+            reason = str(err) if isinstance(err, ClientDisconnectedError) else "a sibling choice was refused"
             for process in processes:
-                _cancel_quietly(syscalls, app, process, "a sibling choice was refused")
+                _cancel_quietly(syscalls, app, process, reason)
             raise
         return cls(syscalls, app, processes)
 
@@ -192,6 +202,13 @@ class Generation:
         for choice in self.choices:
             if not choice.done:
                 _cancel_quietly(self.syscalls, self.app, choice.process, reason)
+
+
+async def refuse_if_client_left(request: Request | None) -> None:
+    """ClientDisconnectedError when `request`'s client has closed its connection. Checked before
+    admission (a storm of dropped requests once cost tokenizing, admission and audit rows each)."""
+    if request is not None and await request.is_disconnected():
+        raise ClientDisconnectedError("the client disconnected before its request was admitted")
 
 
 _DELIVERIES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopDelivery] = weakref.WeakKeyDictionary()

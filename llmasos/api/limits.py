@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llmasos.api.auth_guard import FailedAuthPolicy
 from llmasos.api.errors import error_body, error_response
+from llmasos.api.request_rate import RequestRatePolicy
 from llmasos.errors import LLMasOSError
 
 #: Host names a keyless server always answers: loopback spelled every way browsers and clients do.
@@ -41,6 +42,9 @@ class HttpLimits:
     # keys, a rebinding page has nothing to send).
     check_hosts: bool | None = None
     failed_auth: FailedAuthPolicy = field(default_factory=FailedAuthPolicy)
+    # Requests an app may start (api/request_rate.py); the default limits none but apps that set a rate
+    # (`llmasos serve` passes its generous server-wide default).
+    request_rate: RequestRatePolicy = field(default_factory=RequestRatePolicy)
     # Origins whose web pages may call the API (CORS, `api/cors.py`); none: browsers' same-origin rule.
     cors_origins: tuple[str, ...] = ()
 

@@ -145,7 +145,9 @@ async def chat(body: ChatRequest, request: Request, app: Caller) -> JSONResponse
     timing = Timing()
     if (schema := body.format_schema()) is not None:
         params = await run_in_threadpool(_constrained, syscalls, app, model, messages, "", schema, params)
-    gen = await Generation.start(syscalls, app, 1, lambda _: syscalls.chat(app, model, messages, params))
+    gen = await Generation.start(
+        syscalls, app, 1, lambda _: syscalls.chat(app, model, messages, params), request
+    )
     apply_keep_alive(syscalls, app, model, keep_alive_seconds(body.keep_alive))
     timing.mark("admitted")
     return await reply(gen, shape, timing, request, body.streams)
@@ -173,7 +175,7 @@ async def generate(body: GenerateRequest, request: Request, app: Caller) -> JSON
         params = await run_in_threadpool(
             _constrained, syscalls, app, model, messages, body.prompt, schema, params
         )
-    gen = await Generation.start(syscalls, app, 1, start)
+    gen = await Generation.start(syscalls, app, 1, start, request)
     apply_keep_alive(syscalls, app, model, keep_alive_seconds(body.keep_alive))
     timing.mark("admitted")
     return await reply(gen, shape, timing, request, body.streams)

@@ -106,6 +106,7 @@ async def chat_completions(
         app,
         body.n,
         lambda i: syscalls.chat(app, body.model, messages, sampling(i), priority=body.priority),
+        request,
     )
     apply_keep_alive(syscalls, app, gen.choices[0].process.model, keep_alive)
     meta = _Meta(f"chatcmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
@@ -145,7 +146,7 @@ async def completions(
         return syscalls.generate(app, body.model, prompt, sampling(i % n), priority=body.priority)
 
     keep_alive = keep_alive_seconds(body.keep_alive)
-    gen = await Generation.start(syscalls, app, len(prompts) * n, start)
+    gen = await Generation.start(syscalls, app, len(prompts) * n, start, request)
     apply_keep_alive(syscalls, app, gen.choices[0].process.model, keep_alive)
     meta = _Meta(f"cmpl-{gen.choices[0].process.pid}", int(time.time()), gen.choices[0].process.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)

@@ -81,7 +81,8 @@ def update_app(name: str, body: AppUpdateRequest, request: Request, app: Admin) 
     changes = body.model_dump(exclude_none=True)
     if not changes:
         raise InvalidRequestError(
-            "nothing to change: give priority, weight, tokens_per_minute, max_concurrent or max_queued"
+            "nothing to change: give priority, weight, tokens_per_minute, max_concurrent, max_queued, "
+            "requests_per_minute or request_burst"
         )
     return _app_json(request, request.app.state.syscalls.update_app(app, name, **changes))
 

@@ -278,6 +278,8 @@ class AppCreateRequest(_RequestBody):
     tokens_per_minute: Annotated[int, Field(ge=0, le=10**12)] = 0
     max_concurrent: Annotated[int, Field(ge=0, le=100_000)] = 16
     max_queued: Annotated[int, Field(ge=0, le=100_000)] = 64
+    requests_per_minute: Annotated[int, Field(ge=0, le=10**9)] = 0  # 0: the server's default
+    request_burst: Annotated[int, Field(ge=0, le=10**9)] = 0
     capabilities: Annotated[list[Name], Field(max_length=256)] | None = None
     share_prefix_cache: bool = False
     audit_content: bool = False
@@ -293,6 +295,8 @@ class AppUpdateRequest(_RequestBody):
     tokens_per_minute: Annotated[int, Field(ge=0, le=10**12)] | None = None
     max_concurrent: Annotated[int, Field(ge=0, le=100_000)] | None = None
     max_queued: Annotated[int, Field(ge=0, le=100_000)] | None = None
+    requests_per_minute: Annotated[int, Field(ge=0, le=10**9)] | None = None
+    request_burst: Annotated[int, Field(ge=0, le=10**9)] | None = None
 
 
 class ServiceCallRequest(_RequestBody):

@@ -31,6 +31,7 @@ from llmasos.api.app import create_app
 from llmasos.api.auth import keyless_app
 from llmasos.api.limits import HttpLimits
 from llmasos.api.preloading import Preloading
+from llmasos.api.request_rate import RequestRatePolicy
 from llmasos.config import llmasos_home
 from llmasos.errors import AddressInUseError
 from llmasos.kernel.boot import boot
@@ -198,6 +199,7 @@ def _serve_booted(
         max_body_bytes=server.max_body_size,
         trusted_hosts=server.trusted_hosts,
         cors_origins=server.cors_origins,
+        request_rate=RequestRatePolicy(server.requests_per_minute, server.request_burst),
     )
     if host not in ("0.0.0.0", "::", *limits.trusted_hosts):  # the bound name is always trusted
         limits = dataclasses.replace(limits, trusted_hosts=(*limits.trusted_hosts, host))

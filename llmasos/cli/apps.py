@@ -45,6 +45,12 @@ def create(
     tokens_per_minute: Annotated[int, typer.Option(help="Token quota per rolling minute; 0 = none.")] = 0,
     max_concurrent: Annotated[int, typer.Option(help="Processes holding the engine at once; 0 = none.")] = 16,
     max_queued: Annotated[int, typer.Option(help="Processes waiting for the engine; 0 = none.")] = 64,
+    requests_per_minute: Annotated[
+        int, typer.Option(help="Requests it may start a minute; 0 = the server's default.")
+    ] = 0,
+    request_burst: Annotated[
+        int, typer.Option(help="Requests it may start at once after a pause; 0 = the server's default.")
+    ] = 0,
     allow: Annotated[
         list[str] | None,
         typer.Option(
@@ -66,6 +72,8 @@ def create(
         tokens_per_minute=tokens_per_minute,
         max_concurrent=max_concurrent,
         max_queued=max_queued,
+        requests_per_minute=requests_per_minute,
+        request_burst=request_burst,
         capabilities=tuple(allow or DEFAULT_CAPABILITIES),
         share_prefix_cache=share_prefix_cache,
         audit_content=audit_content,

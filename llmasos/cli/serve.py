@@ -61,6 +61,14 @@ def serve(
             "from a browser (repeatable; off by default).",
         ),
     ] = None,
+    requests_per_minute: Annotated[
+        int | None,
+        typer.Option(
+            "--requests-per-minute",
+            min=0,
+            help="Requests an app may start a minute unless it sets its own; 0: no limit (1200).",
+        ),
+    ] = None,
     keep_alive: Annotated[
         str | None,
         typer.Option("--keep-alive", help="How long an idle model stays loaded: 5m, 300, 0, -1 (forever)."),
@@ -109,6 +117,7 @@ def serve(
             max_body_size=max_body_size,
             trusted_host=trusted_host,
             cors_origin=cors_origin,
+            requests_per_minute=requests_per_minute,
             keep_alive=keep_alive,
             context_length=context_length,
             kv_cache_bytes=kv_cache_bytes,
@@ -135,6 +144,7 @@ FLAG_KEYS = {
     "max_body_size": ("server.max_body_size", "--max-body-size"),
     "trusted_host": ("server.trusted_hosts", "--trusted-host"),
     "cors_origin": ("server.cors_origins", "--cors-origin"),
+    "requests_per_minute": ("server.requests_per_minute", "--requests-per-minute"),
     "memory_budget": ("models.memory_budget", "--memory-budget"),
     "keep_alive": ("models.keep_alive", "--keep-alive"),
     "context_length": ("engine.context_length", "--context-length"),

@@ -20,7 +20,16 @@ if TYPE_CHECKING:
 
 #: What `update_app` may change: how an app is scheduled and limited, not who it is or what it may use.
 #: What `update_app` may change; `pii` is a `PiiPolicy` (set by `llmasos apps update --pii`).
-UPDATABLE_FIELDS = ("priority", "weight", "tokens_per_minute", "max_concurrent", "max_queued", "pii")
+UPDATABLE_FIELDS = (
+    "priority",
+    "weight",
+    "tokens_per_minute",
+    "max_concurrent",
+    "max_queued",
+    "pii",
+    "requests_per_minute",
+    "request_burst",
+)
 
 
 class AdminCalls:

@@ -45,6 +45,8 @@ class App:
     tokens_per_minute: int = 0  # prompt + generated tokens per rolling minute
     max_concurrent: int = 16  # processes holding the engine at once
     max_queued: int = 64  # processes waiting for the engine
+    requests_per_minute: int = 0  # requests it may start a minute (api/request_rate.py); 0: the server's
+    request_burst: int = 0  # requests it may start at once after a pause; 0: the server's default
     capabilities: tuple[str, ...] = DEFAULT_CAPABILITIES
     share_prefix_cache: bool = False  # opt in to sharing cached prompt prefixes with other apps
     audit_content: bool = False  # opt in to keeping prompts and outputs in the audit log
@@ -63,7 +65,8 @@ class App:
             )
         if not isinstance(self.weight, int | float) or not 0 < self.weight <= 1000:
             raise InvalidRequestError(f"weight must be a number in (0, 1000], got {self.weight!r}")
-        for quota in ("tokens_per_minute", "max_concurrent", "max_queued"):
+        quotas = ("tokens_per_minute", "max_concurrent", "max_queued", "requests_per_minute", "request_burst")
+        for quota in quotas:
             value = getattr(self, quota)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InvalidRequestError(f"{quota} must be an integer >= 0 (0 = unlimited), got {value!r}")
