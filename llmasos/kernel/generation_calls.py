@@ -7,6 +7,7 @@ events. Mixed into `Syscalls`, as `AdminCalls` is.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -49,6 +50,8 @@ class GenerationCalls:
     trail: CallTrail
     pending: PendingAdmissions
     _tokenizing: ThreadPoolExecutor
+    # Keys of the token reservations held while a prompt is tokenized: negative, so never a pid.
+    _provisional_ids = itertools.count(-1, -1)
 
     def generate(
         self,
@@ -193,11 +196,38 @@ class GenerationCalls:
             sum(len(t) for t in request.texts), engine.tokenizer, engine.context_length, name
         )
         # The least this request can reserve (one prompt token and its max_tokens, within the window):
-        # an app already at its quota is refused before its prompt costs a tokenizer thread.
+        # an app already at its quota is refused before its prompt costs a tokenizer thread. The least
+        # is held while the prompt is tokenized, so requests arriving together are charged for one
+        # another before tokenizing (else all 20 of a quota attack passed this check and were
+        # tokenized); the real reservation below replaces it.
         fewest = min(params.max_tokens + 1, engine.context_length)
+        provisional = next(self._provisional_ids)
         with kernel.lock:
             now = kernel.clock()
             refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, fewest, now)
+            if app.tokens_per_minute:
+                kernel.limiter.reserve(app.name, provisional, fewest, now)
+        try:
+            return self._admit_tokenized(
+                engine, app, call, name, params, process_class, request, started, provisional
+            )
+        finally:
+            with kernel.lock:
+                kernel.limiter.settle(provisional)  # a no-op once the real reservation replaced it
+
+    def _admit_tokenized(
+        self,
+        engine: Engine,
+        app: App,
+        call: str,
+        name: str,
+        params: SamplingParams,
+        process_class: PriorityClass,
+        request: PromptRequest,
+        started: float,
+        provisional: int,
+    ) -> Process:
+        kernel = self.kernel
         prompt_ids = self._tokenize(request, engine.tokenizer)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty; give at least one token of input")
@@ -220,6 +250,7 @@ class GenerationCalls:
         )
         with kernel.lock:  # the quota check and the reservation are one step
             now = kernel.clock()
+            kernel.limiter.settle(provisional)  # this request's least, held while it was tokenized
             wanted = len(prompt_ids) + params.max_tokens
             refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, wanted, now)
             process = Process(

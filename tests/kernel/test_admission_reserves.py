@@ -8,6 +8,7 @@ means admitted before the kernel computed anything.
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -153,3 +154,47 @@ def test_a_request_over_the_token_quota_is_refused_before_its_prompt_is_tokenize
     assert encoded == []
     sys.generate(App("other", tokens_per_minute=1000), "m", "y", params(100))  # another app's: tokenized
     assert encoded == ["y"]
+
+
+def test_requests_that_arrive_together_are_refused_before_tokenizing_once_their_least_fills_the_quota(
+    monkeypatch,
+) -> None:
+    """The quota attack (issue 20): 20 requests of max_tokens 300 arriving together all passed the
+    pre-tokenizer check, since none was charged until tokenized, and all 20 were tokenized. Each
+    one's least (max_tokens + 1) is now held from that check until its real reservation replaces it,
+    so 2000 // 301 pass it and the other 14 are refused while the first are still tokenizing."""
+    kernel, sys, engines = make_kernel(slots=32)
+    app = App("metered", tokens_per_minute=2000, max_queued=0)
+    kernel.residency.acquire("m")  # loaded before the requests, as on a server that serves it
+    kernel.residency.release("m")
+    tokenizer = type(engines["m"].tokenizer)
+    real_encode = tokenizer.encode
+    release = threading.Event()
+    encoded: list[str] = []
+
+    def held(self, text: str) -> list[int]:  # tokenizing waits until the test lets it go on
+        encoded.append(text)
+        release.wait(10)
+        return real_encode(self, text)
+
+    monkeypatch.setattr(tokenizer, "encode", held)
+    outcomes: list[object] = []
+
+    def request() -> None:
+        outcomes.append(_try(lambda: sys.generate(app, "m", "x" * 10, params(300))))
+
+    threads = [threading.Thread(target=request) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(outcomes) < 20 - 2000 // 301 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    refused_while_tokenizing = sum(isinstance(o, QuotaExceededError) for o in outcomes)
+    release.set()
+    for thread in threads:
+        thread.join(10)
+    assert refused_while_tokenizing == 20 - 2000 // 301
+    assert len(encoded) == 2000 // 301
+    admitted = [o for o in outcomes if not isinstance(o, QuotaExceededError)]
+    assert len(admitted) == 2000 // (10 + 300)
+    assert kernel.limiter.used("metered", kernel.clock()) == len(admitted) * 310  # no provisional left
