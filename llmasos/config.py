@@ -42,6 +42,11 @@ class EngineConfig:
     max_num_batched_tokens: int = 512
     # Share computed KV blocks between sequences whose prompts start alike (within a namespace).
     enable_prefix_caching: bool = True
+    # Free KV blocks that keep a cached prefix are kept up to this many bytes before a block the pool
+    # never wrote is taken instead (beyond it, the least recently freed is reused): the pool is mapped
+    # lazily, so without a bound a server's resident KV grew with every distinct prompt towards the
+    # whole kv_cache_bytes. 32 MiB is ~1,450 SmolLM2 tokens of bfloat16 KV. (block_manager.py)
+    prefix_cache_bytes: int = 32 * 1024 * 1024
     # torch intra-op threads; 0 leaves torch's default (one per core).
     num_threads: int = 0
     # Host memory for suspended sequences' KV, allocated and touched when the engine starts (it grows on

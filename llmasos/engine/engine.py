@@ -68,7 +68,10 @@ class LLMEngine:
         self.tokenizer: Tokenizer = loaded.tokenizer
         self.runner = ModelRunner(loaded, self.config, owns_load=owns_load)
         self.block_manager = BlockManager(
-            self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
+            self.runner.num_blocks,
+            self.config.block_size,
+            self.config.enable_prefix_caching,
+            max_free_named_blocks=self.config.prefix_cache_bytes // self.runner.kv_block_bytes,
         )
         self.scheduler = Scheduler(
             self.block_manager,

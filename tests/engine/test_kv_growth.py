@@ -41,6 +41,63 @@ def test_blocks_are_touched_once_and_reused_before_fresh_ones() -> None:
     assert set(second.block_table + third.block_table) == set(range(7))
 
 
+def _computed(manager: BlockManager, seq_id: str, first_token: int, num_tokens: int):
+    """A sequence whose `num_tokens` prompt tokens (distinct from any other's) are computed and named."""
+    seq = make_seq(seq_id, num_tokens)
+    seq.token_ids = list(range(first_token, first_token + num_tokens))
+    manager.allocate(seq, num_tokens)
+    seq.num_computed_tokens = num_tokens
+    manager.register_computed_blocks(seq)
+    return seq
+
+
+def test_named_blocks_are_reused_before_fresh_ones_are_touched() -> None:
+    """With no allowance for cached blocks, freed blocks that hold a cached prefix are taken (least
+    recently freed first) before a block whose pages were never written: the pool stays as resident
+    as the most KV held at once."""
+    manager = BlockManager(num_blocks=64, block_size=4, enable_prefix_caching=True, max_free_named_blocks=0)
+    older = _computed(manager, "older", 1000, 8)  # 2 named blocks
+    newer = _computed(manager, "newer", 2000, 8)
+    manager.free(older)
+    manager.free(newer)
+    assert manager.num_touched_blocks == 4 and manager.num_cached_blocks == 4
+    third = _computed(manager, "third", 3000, 8)  # takes the older prompt's two blocks
+    assert manager.num_touched_blocks == 4
+    assert set(third.block_table) == {0, 1}
+    # The newer prompt's blocks are still cached and found again; the older one's are gone.
+    again = make_seq("again", 9)
+    again.token_ids = list(range(2000, 2009))
+    assert len(manager.match_prefix(again)) == 2
+    repeat = make_seq("repeat", 9)
+    repeat.token_ids = list(range(1000, 1009))
+    assert manager.match_prefix(repeat) == []
+    for i in range(20):  # many distinct prompts one after another touch no more than one needs
+        manager.free(_computed(manager, f"p{i}", 10_000 * (i + 1), 8))
+    assert manager.num_touched_blocks == 4  # `third` holds two, the others take turns with two
+
+
+def test_cached_blocks_are_kept_up_to_their_allowance_then_the_oldest_is_reused() -> None:
+    manager = BlockManager(num_blocks=64, block_size=4, enable_prefix_caching=True, max_free_named_blocks=4)
+    for i in range(8):  # 2 named blocks each, freed: fresh blocks until 4 are kept, then reuse
+        manager.free(_computed(manager, f"p{i}", 1000 * (i + 1), 8))
+    # At most what one prompt holds beyond the allowance: a block is reused once 4 are kept.
+    assert 4 <= manager.num_touched_blocks <= 2 + 4
+    assert manager.num_cached_blocks >= 4
+    newest, oldest = make_seq("newest", 9), make_seq("oldest", 9)
+    newest.token_ids, oldest.token_ids = list(range(8000, 8009)), list(range(1000, 1009))
+    assert len(manager.match_prefix(newest)) == 2
+    assert manager.match_prefix(oldest) == []
+
+
+def test_blocks_named_and_freed_become_first_in_line_when_the_cache_is_reset() -> None:
+    manager = BlockManager(num_blocks=16, block_size=4, enable_prefix_caching=True)
+    manager.free(_computed(manager, "a", 100, 8))
+    manager.reset_prefix_cache()
+    assert manager.num_cached_blocks == 0
+    _computed(manager, "b", 200, 8)
+    assert manager.num_touched_blocks == 2 and manager.num_free_blocks == 14
+
+
 def test_an_engine_is_charged_the_kv_it_wrote_and_its_pool_is_not_resident_up_front(tiny_loaded) -> None:
     before = _rss_bytes()
     # (max_num_seqs: the tiny context would cap the pool far lower)
