@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import gguf
+import torch
 
 from llmasos.config import EngineConfig
 from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.swap_space import SwapSpace
 from llmasos.kernel.boot import library_loader
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.library import ModelStore
@@ -147,3 +149,19 @@ def test_a_library_engines_kv_pool_is_what_the_budget_leaves_beside_its_weights(
     assert engine.runner.kv_cache_bytes <= 2**20
     roomy, _ = library_loader(config, store, budget_bytes=2**40)
     assert roomy("tiny")[0].runner.kv_cache_bytes > 2**20  # the configured pool where the budget allows it
+
+
+def test_swap_space_grows_by_what_a_swap_lacks_and_copies_back_exactly() -> None:
+    """A swap of more blocks than a chunk holds gets one chunk of exactly those blocks (not whole
+    chunks of `chunk_blocks`), the blocks come back as they went, and freed blocks are reused."""
+    block_shape = (2, 2, 4, 1, 8)  # (layers, K/V, block_size, kv_heads, head_dim)
+    pool = torch.randn(2, 2, 12, 4, 1, 8)  # a pool of 12 blocks, viewed by block
+    space = SwapSpace(block_shape, torch.float32, pin=False, chunk_blocks=4)
+    handle = space.swap_out(pool, list(range(9)))
+    assert space.num_blocks == 9
+    restored = torch.zeros_like(pool)
+    space.swap_in(handle, restored, list(range(9)))
+    assert torch.equal(restored[:, :, :9], pool[:, :, :9])
+    assert space.num_free_blocks == 9
+    space.swap_out(pool, [10, 11])  # fits in the freed blocks: no growth
+    assert space.num_blocks == 9
