@@ -176,6 +176,8 @@ class BlockManager:
         """Forget every name (e.g. after the weights change). Blocks in use are unaffected."""
         self.block_of_hash.clear()
         self.hash_of_block = [None] * self.num_blocks
+        for block_id in self.idle_cached_block_ids:  # unnamed now: first in line again
+            self.free_block_ids.move_to_end(block_id, last=False)
         self.idle_cached_block_ids.clear()
 
     def _next_free_block(self) -> int:

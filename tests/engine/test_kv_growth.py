@@ -7,11 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import gguf
+import torch
 
 from llmasos.config import EngineConfig
 from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
+from llmasos.engine.swap_space import SwapSpace
 from llmasos.kernel.boot import library_loader
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.library import ModelStore
@@ -40,6 +42,63 @@ def test_blocks_are_touched_once_and_reused_before_fresh_ones() -> None:
     manager.allocate(third, 20)  # 5 blocks: the freed one left, then 4 fresh
     assert manager.num_touched_blocks == 7
     assert set(second.block_table + third.block_table) == set(range(7))
+
+
+def _computed(manager: BlockManager, seq_id: str, first_token: int, num_tokens: int):
+    """A sequence whose `num_tokens` prompt tokens (distinct from any other's) are computed and named."""
+    seq = make_seq(seq_id, num_tokens)
+    seq.token_ids = list(range(first_token, first_token + num_tokens))
+    manager.allocate(seq, num_tokens)
+    seq.num_computed_tokens = num_tokens
+    manager.register_computed_blocks(seq)
+    return seq
+
+
+def test_named_blocks_are_reused_before_fresh_ones_are_touched() -> None:
+    """With no allowance for cached blocks, freed blocks that hold a cached prefix are taken (least
+    recently freed first) before a block whose pages were never written: the pool stays as resident
+    as the most KV held at once."""
+    manager = BlockManager(num_blocks=64, block_size=4, enable_prefix_caching=True, max_idle_cached_blocks=0)
+    older = _computed(manager, "older", 1000, 8)  # 2 named blocks
+    newer = _computed(manager, "newer", 2000, 8)
+    manager.free(older)
+    manager.free(newer)
+    assert manager.num_touched_blocks == 4 and manager.num_cached_blocks == 4
+    third = _computed(manager, "third", 3000, 8)  # takes the older prompt's two blocks
+    assert manager.num_touched_blocks == 4
+    assert set(third.block_table) == {0, 1}
+    # The newer prompt's blocks are still cached and found again; the older one's are gone.
+    again = make_seq("again", 9)
+    again.token_ids = list(range(2000, 2009))
+    assert len(manager.match_prefix(again)) == 2
+    repeat = make_seq("repeat", 9)
+    repeat.token_ids = list(range(1000, 1009))
+    assert manager.match_prefix(repeat) == []
+    for i in range(20):  # many distinct prompts one after another touch no more than one needs
+        manager.free(_computed(manager, f"p{i}", 10_000 * (i + 1), 8))
+    assert manager.num_touched_blocks == 4  # `third` holds two, the others take turns with two
+
+
+def test_cached_blocks_are_kept_up_to_their_allowance_then_the_oldest_is_reused() -> None:
+    manager = BlockManager(num_blocks=64, block_size=4, enable_prefix_caching=True, max_idle_cached_blocks=4)
+    for i in range(8):  # 2 named blocks each, freed: fresh blocks until 4 are kept, then reuse
+        manager.free(_computed(manager, f"p{i}", 1000 * (i + 1), 8))
+    # At most what one prompt holds beyond the allowance: a block is reused once 4 are kept.
+    assert 4 <= manager.num_touched_blocks <= 2 + 4
+    assert manager.num_cached_blocks >= 4
+    newest, oldest = make_seq("newest", 9), make_seq("oldest", 9)
+    newest.token_ids, oldest.token_ids = list(range(8000, 8009)), list(range(1000, 1009))
+    assert len(manager.match_prefix(newest)) == 2
+    assert manager.match_prefix(oldest) == []
+
+
+def test_blocks_named_and_freed_become_first_in_line_when_the_cache_is_reset() -> None:
+    manager = BlockManager(num_blocks=16, block_size=4, enable_prefix_caching=True)
+    manager.free(_computed(manager, "a", 100, 8))
+    manager.reset_prefix_cache()
+    assert manager.num_cached_blocks == 0
+    _computed(manager, "b", 200, 8)
+    assert manager.num_touched_blocks == 2 and manager.num_free_blocks == 14
 
 
 def test_an_engine_is_charged_the_kv_it_wrote_and_its_pool_is_not_resident_up_front(tiny_loaded) -> None:
@@ -143,3 +202,19 @@ def test_an_engine_serving_many_answers_keeps_its_pool_resident_memory_at_the_bo
     # Bounded: 4 sequences at once (20 blocks), the 8 idle ones and what one batch frees at once.
     assert bounded.block_manager.num_touched_blocks <= 20 + 8 + 20
     assert bounded.memory_bytes < engine.memory_bytes
+
+
+def test_swap_space_grows_by_what_a_swap_lacks_and_copies_back_exactly() -> None:
+    """A swap of more blocks than a chunk holds gets one chunk of exactly those blocks (not whole
+    chunks of `chunk_blocks`), the blocks come back as they went, and freed blocks are reused."""
+    block_shape = (2, 2, 4, 1, 8)  # (layers, K/V, block_size, kv_heads, head_dim)
+    pool = torch.randn(2, 2, 12, 4, 1, 8)  # a pool of 12 blocks, viewed by block
+    space = SwapSpace(block_shape, torch.float32, pin=False, chunk_blocks=4)
+    handle = space.swap_out(pool, list(range(9)))
+    assert space.num_blocks == 9
+    restored = torch.zeros_like(pool)
+    space.swap_in(handle, restored, list(range(9)))
+    assert torch.equal(restored[:, :, :9], pool[:, :, :9])
+    assert space.num_free_blocks == 9
+    space.swap_out(pool, [10, 11])  # fits in the freed blocks: no growth
+    assert space.num_blocks == 9
