@@ -82,6 +82,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "and range per engine and each ratio's median and range over the rounds (a round takes ~4 "
         "minutes; --quick ~1.5)",
     )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated LLMasOS-only figures not to run (shared_prefix, suspend): on Qwen2.5-1.5B "
+        "the suspend figure alone took 6 minutes of a loaded machine, so repeats of the shared figures fit",
+    )
     parser.add_argument("--json", type=Path, help="write every measurement and ratio to this file")
     parser.add_argument(
         "--model",

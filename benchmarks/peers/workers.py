@@ -78,8 +78,11 @@ def run_worker(
         figures[f"b{b}"] = lambda b=b: fig_concurrent(peer, prompts, wl, b)
     figures["prefill"] = lambda: fig_prefill(peer, prompts, wl)
     if name == "llmasos":
-        figures["shared_prefix"] = lambda: fig_shared_prefix(peer, prompts, wl)
-        figures["suspend"] = lambda: fig_suspend(peer, prompts, notes)
+        skip = {s.strip() for s in args.skip.split(",")}
+        if "shared_prefix" not in skip:
+            figures["shared_prefix"] = lambda: fig_shared_prefix(peer, prompts, wl)
+        if "suspend" not in skip:
+            figures["suspend"] = lambda: fig_suspend(peer, prompts, notes)
         figures["weight_bytes"] = peer.weight_bytes
     for key, figure in figures.items():
         t = time.perf_counter()
@@ -186,6 +189,7 @@ def spawn_worker(name: str, model: Path, prompts: Path, args: argparse.Namespace
         ]
         cmd += ["--prompts", str(prompts)]
         cmd += ["--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+        cmd += ["--skip", args.skip]
         for option in args.engine_option:
             cmd += ["--engine-option", option]
         # Same thread count for every library's pools, whatever reads which variable.
