@@ -9,7 +9,11 @@ then prints one table with the ratios LLMasOS ÷ peer next to the floors the eng
 - LLMasOS only: time to first token of 32 requests sharing a 512-token system prompt (prefix cache);
 - LLMasOS only: suspend + resume of a 2,048-token context in each mode;
 - LLMasOS only: batch-1 decode as a share of the measured memory-bandwidth limit;
-- peak RSS of each engine.
+- peak RSS of each engine;
+- load time, cold and warm: before each engine's worker, a worker of its own loads the engine once after
+  dropping the model file's pages (and LLMasOS's packed cache beside it) from the page cache
+  (posix_fadvise DONTNEED: a first load after boot, or after other work evicted it); the engine's worker
+  then loads from the warm page cache (a swap back to a recently used model).
 
 Each engine runs in its own subprocess (this script again, with `--worker`) so that peak RSS is each
 engine's own and no engine's threads, caches or allocator state colour another's numbers. The parent
@@ -39,9 +43,9 @@ from pathlib import Path
 
 from .engines import requantize
 from .machine import cpu_description, installed
-from .ratios import merge_rounds, ratio_medians, summarize
+from .ratios import add_ranges, merge_rounds, ratio_medians, summarize
 from .report import print_report
-from .workers import engine_options, peak_rss_bytes, run_worker, spawn_worker
+from .workers import COLD, engine_options, peak_rss_bytes, run_worker, spawn_worker
 from .workload import Workload, build_prompts
 
 PEERS = ("llmasos", "llamacpp", "transformers")
@@ -70,10 +74,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--rounds",
+        "--repeats",
+        dest="rounds",
         type=int,
         default=1,
         help="run every engine this many times, engines alternating, and report each figure's median "
-        "and each ratio's median and range over the rounds (a round takes ~4 minutes)",
+        "and range per engine and each ratio's median and range over the rounds (a round takes ~4 "
+        "minutes; --quick ~1.5)",
+    )
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated LLMasOS-only figures not to run (shared_prefix, suspend): on Qwen2.5-1.5B "
+        "the suspend figure alone took 6 minutes of a loaded machine, so repeats of the shared figures fit",
     )
     parser.add_argument("--json", type=Path, help="write every measurement and ratio to this file")
     parser.add_argument(
@@ -107,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         rounds = run_rounds(workers, prompts, args)
     note_busy_machine(load_before, args)
     results = merge_rounds(rounds)
+    add_ranges(results, rounds)
     per_round = [summarize(r, wl, args.same_file) for r in rounds]
     summary, spread = ratio_medians(per_round)
     print_report(results, summary, wl, args, spread if args.rounds > 1 else None)
@@ -207,7 +221,14 @@ def run_rounds(
     for number in range(args.rounds):
         if args.rounds > 1:
             print(f"round {number + 1} of {args.rounds}", file=sys.stderr, flush=True)
-        rounds.append({name: spawn_worker(name, path, prompts, args) for name, path in workers})
+        results: dict[str, dict] = {}
+        for name, path in workers:
+            cold = None if name == "bandwidth" else spawn_worker(COLD + name, path, prompts, args)
+            results[name] = spawn_worker(name, path, prompts, args)
+            if cold is not None:
+                results[name]["load_cold_s"] = cold.get("load_s")
+                results[name].setdefault("notes", []).extend(cold.get("notes", []))
+        rounds.append(results)
     return rounds
 
 

@@ -54,7 +54,9 @@ def summarize(results: dict, wl: Workload, same_file: str | None = None) -> dict
         get(results, "llmasos", "prefill", "tok_s"), get(results, "transformers", "prefill", "tok_s")
     )
     # Costs, not speeds: lower is better (issue 23's goals: load <= 2x, peak RSS <= 1.3x the same file's).
-    for key in ("load_s", "ready_s", "peak_rss_bytes", "peak_rss_common_bytes", "rss_after_load_bytes"):
+    costs = ("load_s", "load_cold_s", "ready_s", "peak_rss_bytes", "peak_rss_common_bytes")
+    costs += ("rss_after_load_bytes",)
+    for key in costs:
         out[f"{key}_vs_same_file"] = ratio(get(results, "llmasos", key), get(results, same_file or "", key))
     single = get(results, "llmasos", "single", "tok_s")
     weights = get(results, "llmasos", "weight_bytes", "bytes")
@@ -97,3 +99,26 @@ def ratio_medians(per_round: list[dict]) -> tuple[dict, dict]:
         if values:
             ranges[key] = (min(values), max(values))
     return medians, ranges
+
+
+# The figures whose range over the rounds the table prints beside their median: (result keys).
+RANGED = (
+    *((figure, "tok_s") for figure in ("single", "b8", "b32", "prefill")),
+    ("load_s",),
+    ("load_cold_s",),
+)
+
+
+def add_ranges(results: dict, rounds: list[dict]) -> None:
+    """Each engine's (lowest, highest) of every RANGED figure over the rounds, as results[engine]["ranges"]
+    keyed by the keys joined with "."; only with more than one round."""
+    if len(rounds) < 2:
+        return
+    for name, merged in results.items():
+        ranges = {}
+        for keys in RANGED:
+            values = [v for r in rounds if (v := get(r, name, *keys)) is not None]
+            if len(values) > 1:
+                ranges[".".join(keys)] = (min(values), max(values))
+        if isinstance(merged, dict):
+            merged["ranges"] = ranges

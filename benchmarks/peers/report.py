@@ -24,6 +24,17 @@ FLOORS = (
 )
 
 
+# Issue 23's goals on a model of useful size (Qwen2.5-1.5B), against llama.cpp on the same file.
+ISSUE_23_GOALS = (
+    ("single_vs_same_file", "decode B=1 ÷ llama.cpp", ">=", 1.3, None),
+    ("b32_vs_same_file", "decode B=32 ÷ llama.cpp", ">=", 2.0, None),
+    ("prefill_vs_same_file", "prefill ÷ llama.cpp", ">=", 2.0, None),
+    ("load_cold_s_vs_same_file", "load, cold page cache ÷ llama.cpp", "<=", 2.0, None),
+    ("load_s_vs_same_file", "load, warm page cache ÷ llama.cpp", "<=", 2.0, None),
+    ("peak_rss_common_bytes_vs_same_file", "peak RSS ÷ llama.cpp", "<=", 1.3, None),
+)
+
+
 FASTER_FILE_FLOORS = tuple(
     (key.replace("_vs_same_file", "_vs_llamacpp"), text, op, floor, goal)
     for key, text, op, floor, goal in FLOORS
@@ -66,6 +77,8 @@ def print_report(
     print_verdicts(FLOORS, summary, spread)
     print("the llama.cpp floors against its faster file (whichever file ran faster, figure by figure):")
     print_verdicts(FASTER_FILE_FLOORS, summary, spread)
+    print("issue 23's goals, llama.cpp on the same file:")
+    print_verdicts(ISSUE_23_GOALS, summary, spread)
     print_notes(results, args)
 
 
@@ -77,8 +90,10 @@ def print_table(
     labels: dict[str, str],
     same_file: str | None,
 ) -> None:
-    """Each engine's figures side by side, with LLMasOS's ratios to the peers."""
-    head = f"{'figure':<28}" + "".join(f"{labels[n]:>16}" for n in engines)
+    """Each engine's figures side by side, with LLMasOS's ratios to the peers (of the medians' rounds:
+    each ratio is taken within a round); with several rounds, each figure's lowest-highest after it."""
+    width = 22 if any(results[n].get("ranges") for n in engines) else 16
+    head = f"{'figure':<28}" + "".join(f"{labels[n]:>{width}}" for n in engines)
     head += f"{'÷ llama.cpp':>13}" + (f"{'÷ ' + labels[same_file].split()[-1]:>9}" if same_file else "")
     head += f"{'÷ transf.':>11}"
     print(head)
@@ -87,7 +102,7 @@ def print_table(
     rows += [(f"decode B={b} tok/s", (f"b{b}", "tok_s"), f"b{b}") for b in wl.batch_sizes]
     rows += [(f"prefill {wl.prefill_len} tok/s", ("prefill", "tok_s"), "prefill")]
     for title, keys, key in rows:
-        line = f"{title:<28}" + "".join(f"{fmt(get(results, n, *keys)):>16}" for n in engines)
+        line = f"{title:<28}" + "".join(f"{cell(results, n, keys, '.0f'):>{width}}" for n in engines)
         line += f"{fmt(summary.get(f'{key}_vs_llamacpp'), '.2f'):>13}"
         if same_file:
             line += f"{fmt(summary.get(f'{key}_vs_same_file'), '.2f'):>9}"
@@ -98,16 +113,26 @@ def print_table(
         ("peak RSS MB", "peak_rss_bytes", 1e6, ",.0f"),
         ("peak RSS, common figures MB", "peak_rss_common_bytes", 1e6, ",.0f"),
         ("RSS after load MB", "rss_after_load_bytes", 1e6, ",.0f"),
-        ("load s (libraries imported)", "load_s", 1, ".3f"),
-        ("ready s (load + KV/context)", "ready_s", 1, ".3f"),
+        ("load s, cold page cache", "load_cold_s", 1, ".2f"),
+        ("load s, warm page cache", "load_s", 1, ".2f"),
+        ("ready s (warm load + KV)", "ready_s", 1, ".2f"),
     ):
-        values = [get(results, n, key) for n in engines]
-        line = f"{title:<28}" + "".join(f"{fmt(v and v / scale, spec):>16}" for v in values)
+        line = f"{title:<28}" + "".join(f"{cell(results, n, (key,), spec, scale):>{width}}" for n in engines)
         print(line + f"{'':>13}" + f"{fmt(summary.get(f'{key}_vs_same_file'), '.2f'):>9}")
     imports = {n: get(results, n, "import_s") for n in engines}
-    print(f"{'import s':<28}" + "".join(f"{fmt(s, '.2f'):>16}" for s in imports.values()))
+    print(f"{'import s':<28}" + "".join(f"{fmt(s, '.2f'):>{width}}" for s in imports.values()))
     prefill = {n: get(results, n, "prefill", "ttft_ms") for n in engines}
-    print(f"{'TTFT prefill ms':<28}" + "".join(f"{fmt(s):>16}" for s in prefill.values()))
+    print(f"{'TTFT prefill ms':<28}" + "".join(f"{fmt(s):>{width}}" for s in prefill.values()))
+
+
+def cell(results: dict, name: str, keys: tuple[str, ...], spec: str, scale: float = 1) -> str:
+    """An engine's figure (its median over the rounds) and, where the rounds differ, their range."""
+    value = get(results, name, *keys)
+    text = fmt(value and value / scale, spec)
+    low_high = results.get(name, {}).get("ranges", {}).get(".".join(keys))
+    if value is not None and low_high:
+        text += f" ({format(low_high[0] / scale, spec)}-{format(low_high[1] / scale, spec)})"
+    return text
 
 
 def print_agreement(results: dict, wl: Workload, engines: list[str], labels: dict[str, str]) -> None:

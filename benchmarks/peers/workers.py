@@ -28,6 +28,8 @@ from .workload import Workload
 
 # The script a worker runs: the benchmark's entry point, with `--worker NAME`.
 ENTRY_POINT = Path(__file__).resolve().parents[1] / "engine_vs_peers.py"
+# A worker named COLD + engine only loads that engine, after dropping its files from the page cache.
+COLD = "cold:"
 
 
 def run_worker(
@@ -43,11 +45,17 @@ def run_worker(
         torch.set_num_threads(threads)
         result.update(fig_bandwidth())
         return result
+    cold = name.startswith(COLD)
+    name = name.removeprefix(COLD)
     # The engine's libraries are imported (and LLMasOS's C++ kernels loaded) before the load is timed:
     # a server imports them once, and each model load after that is what a swap costs. Reported apart.
     start = time.perf_counter()
     import_engine(name)
     result["import_s"] = time.perf_counter() - start
+    if cold:
+        dropped = drop_pages(model, *(llmasos_caches(model) if name == "llmasos" else []))
+        if not dropped:
+            notes.append("cold load: no file's pages could be dropped; it is a warm load")
     start = time.perf_counter()
     if name == "llmasos":
         peer: Any = LLMasOSPeer(model, threads, engine_options(args.engine_option), notes)
@@ -62,14 +70,19 @@ def run_worker(
     # context (its KV cache and compute buffers) too, which its `load_s` does not include.
     result["ready_s"] = result["load_s"] + getattr(peer, "context_s", 0.0)
     result["rss_after_load_bytes"] = _status_bytes("VmRSS")
+    if cold:  # the load is the figure
+        return result
     warm_up(peer, prompts)
     figures: dict[str, Callable[[], Any]] = {"single": lambda: fig_single_stream(peer, prompts, wl)}
     for b in wl.batch_sizes:
         figures[f"b{b}"] = lambda b=b: fig_concurrent(peer, prompts, wl, b)
     figures["prefill"] = lambda: fig_prefill(peer, prompts, wl)
     if name == "llmasos":
-        figures["shared_prefix"] = lambda: fig_shared_prefix(peer, prompts, wl)
-        figures["suspend"] = lambda: fig_suspend(peer, prompts, notes)
+        skip = {s.strip() for s in args.skip.split(",")}
+        if "shared_prefix" not in skip:
+            figures["shared_prefix"] = lambda: fig_shared_prefix(peer, prompts, wl)
+        if "suspend" not in skip:
+            figures["suspend"] = lambda: fig_suspend(peer, prompts, notes)
         figures["weight_bytes"] = peer.weight_bytes
     for key, figure in figures.items():
         t = time.perf_counter()
@@ -84,6 +97,34 @@ def run_worker(
             # whole run's peak is no same-work comparison.
             result["peak_rss_common_bytes"] = peak_rss_bytes()
     return result
+
+
+def llmasos_caches(model: Path) -> list[Path]:
+    """LLMasOS's packed model cached beside the GGUF file (packed_cache.py), where there is one."""
+    from llmasos.model.packed_cache import cache_path
+
+    path = cache_path(model)
+    return [path] if path.is_file() else []
+
+
+def drop_pages(*paths: Path) -> int:
+    """Evict each file's pages from the page cache (its clean, unmapped ones: what a cold load reads from
+    disk); how many files it was done for."""
+    done = 0
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.fsync(fd)  # dirty pages are not dropped: a cache just written must reach the disk first
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            done += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return done
 
 
 def engine_options(pairs: list[str]) -> dict[str, Any]:
@@ -148,6 +189,7 @@ def spawn_worker(name: str, model: Path, prompts: Path, args: argparse.Namespace
         ]
         cmd += ["--prompts", str(prompts)]
         cmd += ["--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+        cmd += ["--skip", args.skip]
         for option in args.engine_option:
             cmd += ["--engine-option", option]
         # Same thread count for every library's pools, whatever reads which variable.

@@ -58,6 +58,33 @@ def pack_int8_blocks(q: torch.Tensor) -> torch.Tensor:
     return values.permute(0, 2, 1, 3).contiguous().view(blocks, pairs, 2 * BLOCK_ROWS)
 
 
+Q6_QUAD_BYTES = 96  # 8 inputs x 16 rows at 6 bits (csrc/quant_gemm.h, Q6KWeight)
+
+
+def pack_q6_blocks(q: torch.Tensor) -> torch.Tensor:
+    """6-bit weights q (out, in), integers in [0, 63], in the C++ kernels' Q6_K layout (csrc/quant_gemm.h):
+    (out/16, in/8, 96) bytes. For each 4 input pairs of a block (the int8 layout's 4 x 32 bytes), 32 bytes of
+    low nibbles of pairs 0 and 1 (pair 1's in the high nibble), 32 of pairs 2 and 3, then 32 of every pair's
+    high 2 bits (pair j's at bits 2j)."""
+    pairs = pack_int8_blocks(q.to(torch.uint8))  # (blocks, in/2, 32)
+    quads = pairs.view(pairs.shape[0], -1, 4, 2 * BLOCK_ROWS)  # (blocks, in/8, pair, byte)
+    low, high = quads & 0x0F, quads >> 4
+    nibbles_01 = low[:, :, 0] | (low[:, :, 1] << 4)
+    nibbles_23 = low[:, :, 2] | (low[:, :, 3] << 4)
+    highs = high[:, :, 0] | (high[:, :, 1] << 2) | (high[:, :, 2] << 4) | (high[:, :, 3] << 6)
+    return torch.cat([nibbles_01, nibbles_23, highs], dim=-1).contiguous()
+
+
+def unpack_q6_blocks(packed: torch.Tensor) -> torch.Tensor:
+    """`pack_q6_blocks`' inverse: q (out, in) uint8."""
+    blocks, quads, _ = packed.shape
+    n01, n23, highs = packed[..., :32], packed[..., 32:64], packed[..., 64:]
+    low = torch.stack([n01 & 0x0F, n01 >> 4, n23 & 0x0F, n23 >> 4], dim=2)
+    high = torch.stack([(highs >> s) & 0x03 for s in (0, 2, 4, 6)], dim=2)
+    pairs = (low | (high << 4)).view(blocks, quads * 4, BLOCK_ROWS, 2)  # (block, pair, row, e)
+    return pairs.permute(0, 2, 1, 3).reshape(blocks * BLOCK_ROWS, quads * 8)
+
+
 def quantize_activations(x: torch.Tensor) -> torch.Tensor:
     """x (n, in) float32 rounded as the C++ kernels see it: integers in [-ACTIVATION_MAX, ACTIVATION_MAX]
     with one scale per token, amax / ACTIVATION_MAX.

@@ -14,6 +14,10 @@ Every block format, 4-bit or more, is also "q * d + m" over groups of 16 with q 
 (`int8_group_values`): the engine's 8-bit grouped layout (group_linear.Int8GroupLinear), which computes
 Q5_0, Q5_1, Q5_K, Q6_K and Q8_0 projections as stored rather than re-quantized to 4 bits.
 
+Q6_K tensors a projection holds alone (Qwen2.5's ffn_down, its LM head) keep their 6-bit q, int8 sub-block
+scales and fp16 super-block scale (`q6k_blocks`, q6k_linear.Q6KLinear): 6.6 bits a weight where the 8-bit
+groups take 12.
+
 Everything else is dequantized with gguf-py a slice of rows at a time (`dequantize_rows`), so no
 step holds more than a slice of float32 values.
 """
@@ -148,6 +152,35 @@ def int8_group_values(
     safe = np.where(d == 0, 1, d)
     q = np.clip(np.rint((values - m[..., None]) / safe[..., None]), -128, 127).astype(np.int8)
     return _int8_groups_tensors(q.reshape(n, -1), d, m)
+
+
+def q6k_blocks(
+    tensor: gguf.ReaderTensor, rows: slice = slice(None)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(q (out, in) uint8 in [0, 63], sc (out, in/16) int8, dsup (out, in/256) float32) of a Q6_K tensor's
+    `rows`, the weights being dsup * sc * (q - 32): the file's bits as stored, read without a float copy."""
+    if tensor.tensor_type != Q.Q6_K:
+        raise ValueError(f"{tensor.name} is {tensor.tensor_type.name}, not Q6_K")
+    blocks = _row_blocks(tensor)[rows]  # ql[128], qh[64], scales[16] int8, d
+    n, per_row = blocks.shape[:2]
+    # In each half of 128 elements, quarter k (32 elements) is the low (k < 2) or high nibbles of ql's
+    # chunk k % 2, with bits 2k and 2k + 1 of qh above them (llama.cpp's dequantize_row_q6_K).
+    ql = blocks[..., :128].reshape(n, per_row, 2, 2, 32)[:, :, :, [0, 1, 0, 1]]
+    qh = blocks[..., 128:192].reshape(n, per_row, 2, 1, 32)
+    low = (ql >> _Q6_LOW_SHIFTS) & 0x0F
+    high = (qh >> _Q6_HIGH_SHIFTS) & 0x03
+    q = (low | (high << 4)).reshape(n, -1)
+    sc = blocks[..., 192:208].view(np.int8).reshape(n, -1)
+    dsup = _f16(blocks, 208)[..., 0]
+    return (
+        torch.from_numpy(np.ascontiguousarray(q)),
+        torch.from_numpy(np.ascontiguousarray(sc)),
+        torch.from_numpy(np.ascontiguousarray(dsup, dtype=np.float32)),
+    )
+
+
+_Q6_LOW_SHIFTS = np.array([0, 0, 4, 4], dtype=np.uint8).reshape(1, 1, 1, 4, 1)
+_Q6_HIGH_SHIFTS = np.array([0, 2, 4, 6], dtype=np.uint8).reshape(1, 1, 1, 4, 1)
 
 
 def _group_scales(blocks: np.ndarray, kind: Q) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,9 @@ one projection's temporaries beyond what the model keeps:
   (gguf_blocks.int4_groups), exact up to the kernels' integer rounding of d and m (quant_linear.Int4Linear);
   float parts are dequantized one tensor at a time and re-quantized to 4-bit groups of 32
   (int_weights.int4_requantize), as the float32 path does (an F16 model stays the size of a 4-bit one).
+- Projections whose parts are all Q6_K (Qwen2.5's ffn_down in half its layers), and a Q6_K LM head, keep the
+  file's 6-bit blocks (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear) where the C++ kernels run: 6.6 bits a
+  weight against the 8-bit groups' 12 and the int8 head's 8 (`q6k_layer`).
 - The embedding table stays in the file's integers where they are 8-bit exact (Q8_0, Q6_K; Q8Embedding),
   else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time.
 
@@ -26,9 +29,11 @@ from __future__ import annotations
 
 import gguf
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llmasos.errors import ModelFormatError
+from llmasos.model.block_layout import BLOCK_ROWS, pack_q6_blocks, to_row_blocks
 from llmasos.model.config import ModelConfig
 from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, model_class
 from llmasos.model.gguf_blocks import (
@@ -42,12 +47,15 @@ from llmasos.model.gguf_blocks import (
     int4_groups,
     int8_group_values,
     int8_groups,
+    q6k_blocks,
     tensor_shape,
 )
 from llmasos.model.gguf_weights import PERMUTED_QK_ARCHITECTURES, unpermute_qk
 from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.int_weights import int4_requantize, int8_group_requantize
 from llmasos.model.llama import LlamaModel
+from llmasos.model.native import cpu_kernels
+from llmasos.model.q6k_linear import SUPER_GROUP, Q6KLinear
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, Int4Linear, Int8Linear
 
@@ -80,7 +88,10 @@ def build_packed_model(
     model.embed_tokens = _embedding(embedding, config)
     head = tensors.pop("output.weight", None) or embedding
     model.lm_head = None
-    model.logits_proj = Int8Linear.from_rows(dequantize_rows(head), tensor_shape(head), max_quant_tokens)
+    if keeps_q6k([head], whole_blocks=False):
+        model.logits_proj = q6k_layer([head], None, max_quant_tokens)
+    else:
+        model.logits_proj = Int8Linear.from_rows(dequantize_rows(head), tensor_shape(head), max_quant_tokens)
     rope_freqs = tensors.pop("rope_freqs.weight", None)
     tensors.release_taken()
     if tensors:
@@ -171,6 +182,9 @@ class _Packer:
             if name not in self.tensors:
                 raise ModelFormatError(f"model file lacks tensor {name}")
         kinds = [self.tensors[name].tensor_type for name, _ in parts]
+        unpermuted = all(heads is None for _, heads in parts)
+        if unpermuted and not self.keep_dense and keeps_q6k([self.tensors[name] for name, _ in parts]):
+            return q6k_layer([_take(self.tensors, name) for name, _ in parts], bias, self.max_quant_tokens)
         four_bit = not any(kind in EIGHT_BIT_TYPES for kind in kinds)
         values = int4_values if four_bit else int8_values
         groups = [values(_take(self.tensors, name), heads) for name, heads in parts]
@@ -202,6 +216,47 @@ def int8_values(
     else:
         values = int8_group_requantize(dequantize(tensor))
     return tuple(_unpermuted(v, heads) for v in values)
+
+
+def keeps_q6k(tensors: list[gguf.ReaderTensor], whole_blocks: bool = True) -> bool:
+    """Whether these parts of one projection become a Q6KLinear: all Q6_K, inputs by 256, rows by 16 unless
+    `whole_blocks` is False (the head, whose last block is padded), and the C++ kernels to run it (without
+    them the 8-bit groups' float copy serves as well)."""
+    if cpu_kernels() is None or any(t.tensor_type != gguf.GGMLQuantizationType.Q6_K for t in tensors):
+        return False
+    shapes = [tensor_shape(t) for t in tensors]
+    rows_fit = (s[0] % BLOCK_ROWS == 0 or not whole_blocks for s in shapes)
+    fits = (len(s) == 2 and s[1] % SUPER_GROUP == 0 for s in shapes)
+    fits = (a and b for a, b in zip(fits, rows_fit, strict=True))
+    return all(fits) and len({s[-1] for s in shapes}) == 1 and (whole_blocks or len(shapes) == 1)
+
+
+def q6k_layer(
+    tensors: list[gguf.ReaderTensor], bias: torch.Tensor | None, max_quant_tokens: int
+) -> Q6KLinear:
+    """The Q6_K parts stacked by rows as one Q6KLinear, packed a slice of rows at a time (an LM head of
+    151,936 rows unpacked whole would be 233 MB of temporaries); a last part short of a block of 16 rows
+    is padded with zero weights, whose outputs the layer drops."""
+    rows = sum(tensor_shape(t)[0] for t in tensors)
+    cols = tensor_shape(tensors[0])[1]
+    blocks = -(-rows // BLOCK_ROWS)
+    q = torch.empty(blocks, cols // 8, 96, dtype=torch.uint8)
+    sc = torch.empty(blocks, cols // 16, BLOCK_ROWS, dtype=torch.int8)
+    dsup = torch.empty(blocks, cols // SUPER_GROUP, BLOCK_ROWS)
+    b0 = 0
+    for tensor in tensors:
+        for r0 in range(0, tensor_shape(tensor)[0], ROWS_PER_SLICE):
+            part_q, part_sc, part_dsup = q6k_blocks(tensor, slice(r0, r0 + ROWS_PER_SLICE))
+            pad = -len(part_q) % BLOCK_ROWS
+            part_q, part_sc, part_dsup = (F.pad(t, (0, 0, 0, pad)) for t in (part_q, part_sc, part_dsup))
+            b1 = b0 + len(part_q) // BLOCK_ROWS
+            q[b0:b1], sc[b0:b1], dsup[b0:b1] = (
+                pack_q6_blocks(part_q),
+                to_row_blocks(part_sc),
+                to_row_blocks(part_dsup),
+            )
+            b0 = b1
+    return Q6KLinear.from_packed(q, sc, dsup, bias, (rows, cols), max_quant_tokens)
 
 
 def _check_matrix(tensor: gguf.ReaderTensor) -> None:

@@ -41,6 +41,7 @@ from llmasos.model.config import ModelConfig, RopeScaling
 from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3DecoderLayer, Gemma3Model, model_class
 from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.llama import LlamaModel
+from llmasos.model.q6k_linear import Q6KLinear
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from llmasos.model.tensor_file import (
@@ -58,7 +59,9 @@ from llmasos.security.sealed_file import encrypt_stream, is_sealed
 logger = logging.getLogger(__name__)
 
 # Bump whenever what is stored, or the layout of a stored tensor, changes.
-CACHE_VERSION = 3  # 2: 8-bit groups for parts of more than 4 bits (group_linear.py); 3: a tensor file
+# 2: 8-bit groups for parts of more than 4 bits (group_linear.py); 3: a tensor file;
+# 4: Q6_K blocks kept at 6 bits (q6k_linear.py)
+CACHE_VERSION = 4
 PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 
@@ -218,7 +221,10 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
         )
         for name in PROJECTIONS:
             proj = getattr(layer, name)
-            if isinstance(proj, Int8GroupLinear):
+            if isinstance(proj, Q6KLinear):
+                q, sc, dsup, _, bias = proj.native_tensors()
+                out.update({f"{i}.{name}.q6": q, f"{i}.{name}.sc": sc, f"{i}.{name}.dsup": dsup})
+            elif isinstance(proj, Int8GroupLinear):
                 q, d, m, _, bias = proj.native_tensors()
                 out.update({f"{i}.{name}.q8": q, f"{i}.{name}.d": d, f"{i}.{name}.m": m})
             else:
@@ -235,7 +241,10 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
                 out[f"{i}.{name}.bias"] = bias
         out.update(_gemma3_layer_tensors(layer, i))
     head = model.logits_proj
-    out["head.qweight"], out["head.scales"] = head.qweight, head.scales
+    if isinstance(head, Q6KLinear):
+        out["head.q6"], out["head.sc"], out["head.dsup"] = head.q, head.sc, head.dsup
+    else:
+        out["head.qweight"], out["head.scales"] = head.qweight, head.scales
     out["head.shape"] = torch.tensor([head.out_features, head.in_features])
     embed = model.embed_tokens
     if isinstance(embed, Q8Embedding):
@@ -271,16 +280,23 @@ def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
             p = f"{i}.{name}."
             shape = tuple(getattr(layer, name).weight.shape)
             bias = tensors.get(p + "bias")
-            if p + "q8" in tensors:
+            if p + "q6" in tensors:
+                parts = (tensors[p + "q6"], tensors[p + "sc"], tensors[p + "dsup"])
+                setattr(layer, name, Q6KLinear.from_packed(*parts, bias, shape))
+            elif p + "q8" in tensors:
                 parts = (tensors[p + "q8"], tensors[p + "d"], tensors[p + "m"])
                 setattr(layer, name, Int8GroupLinear.from_packed(*parts, bias, shape))
             else:
                 parts = (tensors[p + "qs"], tensors[p + "k"], tensors[p + "c"], tensors[p + "row_scale"])
                 setattr(layer, name, Int4Linear.from_packed(*parts, bias, shape))
     out_features, in_features = (int(n) for n in tensors["head.shape"])
-    model.logits_proj = Int8Linear.from_packed(
-        tensors["head.qweight"], tensors["head.scales"], (out_features, in_features)
-    )
+    if "head.q6" in tensors:
+        parts = (tensors["head.q6"], tensors["head.sc"], tensors["head.dsup"])
+        model.logits_proj = Q6KLinear.from_packed(*parts, None, (out_features, in_features))
+    else:
+        model.logits_proj = Int8Linear.from_packed(
+            tensors["head.qweight"], tensors["head.scales"], (out_features, in_features)
+        )
     model.lm_head = None
     if "embed.q8.q" in tensors:
         model.embed_tokens = Q8Embedding(tensors["embed.q8.q"], tensors["embed.q8.scales"])

@@ -146,3 +146,30 @@ def test_model_by_an_unknown_name_is_refused_by_the_library() -> None:
 
     with pytest.raises(LLMasOSError):
         cli.fetch_model(cli.parse_args(["--model", "no-such-model-here"]))
+
+
+def test_each_engine_gets_the_range_of_its_figures_over_the_rounds(capsys) -> None:
+    rounds = [
+        {"llmasos": {"single": {"tok_s": v}, "load_s": w, "load_cold_s": c}}
+        for v, w, c in ((30.0, 1.0, 3.0), (36.0, 1.4, 2.0), (33.0, 1.2, 9.0))
+    ]
+    merged = ratios.merge_rounds(rounds)
+    ratios.add_ranges(merged, rounds)
+    llmasos = merged["llmasos"]
+    assert llmasos["single"]["tok_s"] == 33.0 and llmasos["load_cold_s"] == 3.0
+    want = {"single.tok_s": (30.0, 36.0), "load_s": (1.0, 1.4), "load_cold_s": (2.0, 9.0)}
+    assert llmasos["ranges"] == want
+    assert report.cell(merged, "llmasos", ("single", "tok_s"), ".0f") == "33 (30-36)"
+    one = {"llmasos": {"single": {"tok_s": 30.0}}}
+    ratios.add_ranges(one, [one])  # one round: no range to print
+    assert report.cell(one, "llmasos", ("single", "tok_s"), ".0f") == "30"
+
+
+def test_a_cold_load_drops_the_files_pages_and_skips_missing_ones(tmp_path: Path) -> None:
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"x" * 8192)
+    assert workers.drop_pages(model, tmp_path / "absent.int4.pt") == 1
+
+
+def test_repeats_is_the_number_of_rounds() -> None:
+    assert cli.parse_args(["--repeats", "3", "--quick"]).rounds == 3

@@ -3,9 +3,9 @@
     python -m tests.helpers.kernel_outputs TINY_GGUF OUT.pt    (with LLMASOS_NATIVE_ISA=avx2, say)
 
 Covers every path whose instructions differ between the AVX2 and the AVX-512 VNNI builds: the 4-bit,
-int8 and 8-bit grouped GEMMs at 1-3 tokens and in panels (with a one-block rest and tiles of every
+int8, 8-bit grouped and 6-bit Q6_K GEMMs at 1-3 tokens and in panels (with a one-block rest and tiles of every
 width), and the whole C++ forward step of a tiny model (4-bit, and 4-bit mixed with 8-bit grouped
-projections) over a prompt in chunks and a decode step of three sequences.
+projections, and with 6-bit Q6_K ones) over a prompt in chunks and a decode step of three sequences.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import torch
 from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.llama import LlamaModel
 from llmasos.model.loader import load_model
+from llmasos.model.q6k_linear import Q6KLinear
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from tests.helpers.step_meta import chunk_meta, decode_meta
-from tests.helpers.tiny_model import MIXED, write_tiny_gguf
+from tests.helpers.tiny_model import MIXED, Q6K_MIXED, write_tiny_gguf
 
 
 def random_groups(out_features: int, in_features: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -45,12 +46,21 @@ def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
             outputs[f"int4 {shape} x{n}"] = int4(x)
             outputs[f"int8 {shape} x{n}"] = int8(x)
             outputs[f"int8 groups {shape} x{n}"] = groups(x)
+    for shape in ((48, 256), (576, 1536)):  # Q6_K blocks at 6 bits: q, sc of either sign, dsup
+        out_features, in_features = shape
+        q = torch.randint(0, 64, shape, dtype=torch.uint8)
+        sc = torch.randint(-128, 128, (out_features, in_features // 16), dtype=torch.int8)
+        six_bit = Q6KLinear.from_blocks(q, sc, torch.rand(out_features, in_features // 256) * 1e-3, None)
+        for n in (1, 2, 3, 7, 70):
+            outputs[f"q6k {shape} x{n}"] = six_bit(torch.randn(n, in_features) * 3)
 
     model = load_model(tiny_gguf).model.quantize("int4", keep_dense=False)
     outputs.update(_steps(model, "int4"))
     with tempfile.TemporaryDirectory() as folder:  # 4-bit projections beside 8-bit grouped ones
         mixed, _ = write_tiny_gguf(Path(folder) / "mixed.gguf", MIXED)
         outputs.update(_steps(load_model(mixed, packed_format="int4").model, "mixed"))
+        q6k, _ = write_tiny_gguf(Path(folder) / "q6k.gguf", Q6K_MIXED)  # 6-bit ffn_down among them
+        outputs.update(_steps(load_model(q6k, packed_format="int4").model, "q6k"))
     return outputs
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from tests.helpers.q6k_blocks import quantize_q6_k
 from tests.helpers.tiny_tokenizer import add_tiny_tokenizer
 
 
@@ -47,6 +48,21 @@ MIXED = TinySpec(
     qtype_overrides={
         "attn_v.weight": gguf.GGMLQuantizationType.Q8_0,
         "ffn_down.weight": gguf.GGMLQuantizationType.Q5_1,
+    },
+)
+
+# Q6_K projections and head as Qwen2.5's Q4_K_M file has them (ffn_down, attn_v; "output.weight" also
+# matches attn_output), wide enough (256) for the 6-bit layout's super-blocks.
+Q6K_MIXED = TinySpec(
+    qtype=gguf.GGMLQuantizationType.Q4_1,
+    architecture="qwen2",
+    hidden=256,
+    ffn=256,
+    tie_embeddings=False,
+    qtype_overrides={
+        "attn_v.weight": gguf.GGMLQuantizationType.Q6_K,
+        "ffn_down.weight": gguf.GGMLQuantizationType.Q6_K,
+        "output.weight": gguf.GGMLQuantizationType.Q6_K,
     },
 )
 
@@ -146,7 +162,9 @@ def write_tiny_gguf(path: Path, spec: TinySpec | None = None) -> tuple[Path, dic
         elif qtype == gguf.GGMLQuantizationType.F16:
             writer.add_tensor(name, value.astype(np.float16))
         else:
-            packed = gguf.quants.quantize(value, qtype)
+            # gguf-py cannot quantize to Q6_K: written by hand (q6k_blocks.py)
+            q6_k = qtype == gguf.GGMLQuantizationType.Q6_K
+            packed = quantize_q6_k(value) if q6_k else gguf.quants.quantize(value, qtype)
             writer.add_tensor(name, packed, raw_shape=packed.shape, raw_dtype=qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()

@@ -1,6 +1,7 @@
 // The Python module of the C++ CPU kernels (native.py builds every source here into it):
 //   quant_gemm.cpp         4-bit and int8 weight GEMMs (quant_gemm.h: what the forward step shares)
 //   group_gemm.cpp         the 8-bit grouped GEMM (formats of more than 4 bits, as the file stores them)
+//                          and Q6_K blocks at their 6 bits
 //   forward_step.cpp       a whole step of the Llama family (decode tokens, prompt chunks) in one call, over
 //                          the layers' weights held as a StepWeights (forward_step.h)
 //   decode_attention.cpp   one query per sequence over the paged KV cache
@@ -25,6 +26,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("round_activations", &round_activations, release(), "x rounded to 15-bit integers with one scale per token, as the GEMMs see it");
   m.def("q8g_linear", &q8g_linear, release(), "y = x W^T (+ bias) with 8-bit grouped weights w = d q + m per 16 inputs",
         py::arg("x"), py::arg("q"), py::arg("d"), py::arg("m"), py::arg("bias") = py::none());
+  m.def("q6k_linear", &q6k_linear, release(), "y = x W^T (+ bias) with Q6_K blocks at 6 bits, w = dsup sc (q - 32)",
+        py::arg("x"), py::arg("q"), py::arg("sc"), py::arg("dsup"), py::arg("bias") = py::none());
   m.def("q8_linear", &q8_linear, release(), "y = x W^T with per-row int8 weights (AVX2, integer activations)");
   m.def("decode_attention", &decode_attention, release(), "one-token-per-sequence attention over a paged KV cache");
   m.def("prefill_attention", &prefill_attention, release(),

@@ -8,6 +8,10 @@
 // two FMAs per lane, then times the token's scale. The integer sums are exact (16 products of at most
 // 128 x 16383), and every path (1-3 tokens in place, 4 or more through panels; AVX2 or AVX-512) takes the
 // same float steps per lane in the same order, so they give the same bits.
+//
+// Q6_K blocks kept at 6 bits (Q6KWeight) run the same loops: only where a row vector's weights and group
+// scales come from differs (Q8Rows, Q6Rows). Their q - 32 is widened to the same int16 pairs, their d_g is
+// float(sc_g) * dsup (exact in float32: an 8-bit integer times an fp16), and they have no m_g.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/Parallel.h>
@@ -49,63 +53,124 @@ void group_sums(const QuantActs& acts, int64_t n, AlignedFloats& xs) {
   }
 }
 
-// Where row vector rv's weights lie: its block's pairs, its lanes (v), its d and m of group 0.
-struct RowVector {
+// Where row vector rv's 8-bit weights lie: its block's pairs, its lanes (v), its d and m of group 0.
+struct Q8Rows {
+  using Weight = Q8GroupWeight;
+  static constexpr bool kOffsets = true;  // m_g
   const int8_t* q;
   const float* d;
   const float* m;
   int v;
 
-  RowVector(const Q8GroupWeight& w, int64_t rv) {
+  Q8Rows(const Q8GroupWeight& w, int64_t rv) {
     const int64_t block = rv / kBlockVecs;
     v = static_cast<int>(rv % kBlockVecs);
     q = w.q + block * (w.in_features / 2) * 32;
     d = w.d + block * w.groups * kBlockRows + v * kRowLanes;
     m = w.m + block * w.groups * kBlockRows + v * kRowLanes;
   }
-};
+  // Input pair j of group g, widened to int16 (kRowLanes rows x 2).
+  IVec pair(int64_t g, int j) const { return widen_i8(q + (g * kSubPairs + j) * 32, v); }
+  FVec scale(int64_t g) const { return fvec_load(d + g * kBlockRows); }
+  FVec offset(int64_t g) const { return fvec_load(m + g * kBlockRows); }
+  const char* first_byte() const { return reinterpret_cast<const char*>(q); }
+  static int64_t pair_bytes() { return 32; }
 
-// The lanes' float step for one group: sums += acc * d; sums += m * xsum.
-inline FVec add_group(FVec sums, IVec acc, FVec d, FVec m, float xsum) {
-  return fvec_fmadd(m, fvec_set1(xsum), fvec_fmadd(ivec_to_float(acc), d, sums));
-}
-
-// Group g of the blocks holding row vectors [rv, rv + NV), fetched ahead of their use.
-template <int NV>
-inline void prefetch_group(const Q8GroupWeight& w, int64_t rv, int64_t g) {
-  for (int64_t b = rv / kBlockVecs; b <= (rv + NV - 1) / kBlockVecs; ++b) {
-    if (b * kBlockRows >= w.out_features) return;
+  // Group g of block b, fetched ahead of its use.
+  static void prefetch(const Q8GroupWeight& w, int64_t b, int64_t g) {
     prefetch_bytes(w.q + (b * (w.in_features / 2) + g * kSubPairs) * 32, kSubPairs * 32);
     prefetch_line(reinterpret_cast<const char*>(w.d + (b * w.groups + g) * kBlockRows));
     prefetch_line(reinterpret_cast<const char*>(w.m + (b * w.groups + g) * kBlockRows));
+  }
+};
+
+// The same for Q6_K blocks at 6 bits (quant_gemm.h, Q6KWeight).
+struct Q6Rows {
+  using Weight = Q6KWeight;
+  static constexpr bool kOffsets = false;
+  const uint8_t* q;
+  const int8_t* sc;
+  const float* dsup;
+  int v;
+
+  Q6Rows(const Q6KWeight& w, int64_t rv) {
+    const int64_t block = rv / kBlockVecs;
+    v = static_cast<int>(rv % kBlockVecs);
+    q = w.q + block * (w.in_features / 8) * kQ6QuadBytes;
+    sc = w.sc + block * w.groups * kBlockRows + v * kRowLanes;
+    dsup = w.dsup + block * (w.in_features / kSuperGroup) * kBlockRows + v * kRowLanes;
+  }
+  // Pair j of group g: (low nibble | high 2 bits << 4) - 32, as int16. With j a constant (the loops over it
+  // unroll), the shifts are immediates and the two pairs sharing a nibble byte widen it once.
+  IVec pair(int64_t g, int j) const {
+    const uint8_t* quad = q + (g * 2 + j / 4) * kQ6QuadBytes;
+    const int jj = j % 4;
+    const IVec low = bits16(widen_u8(quad + (jj / 2) * 32, v), 4 * (jj % 2), 0x0F);
+    const IVec high = bits16(widen_u8(quad + 64, v), 2 * jj, 0x03);
+    return sub16(or16(low, shl16(high, 4)), set16(32));
+  }
+  FVec scale(int64_t g) const {
+    return fvec_mul(fvec_from_i8(sc + g * kBlockRows), fvec_load(dsup + (g / kSubPerSuper) * kBlockRows));
+  }
+  FVec offset(int64_t) const { return fvec_zero(); }
+  const char* first_byte() const { return reinterpret_cast<const char*>(q); }
+  static int64_t pair_bytes() { return kQ6QuadBytes / 4; }
+
+  static void prefetch(const Q6KWeight& w, int64_t b, int64_t g) {
+    prefetch_bytes(w.q + (b * (w.in_features / 8) + g * 2) * kQ6QuadBytes, 2 * kQ6QuadBytes);
+    prefetch_line(reinterpret_cast<const char*>(w.sc + (b * w.groups + g) * kBlockRows));
+  }
+
+ private:
+  static constexpr int64_t kSubPerSuper = kSuperGroup / kSubGroup;
+};
+
+// The lanes' float step for one group: sums += acc * d; sums += m * xsum (formats with offsets only).
+template <bool Offsets>
+inline FVec add_group(FVec sums, IVec acc, FVec d, FVec m, float xsum) {
+  const FVec scaled = fvec_fmadd(ivec_to_float(acc), d, sums);
+  if constexpr (Offsets) return fvec_fmadd(m, fvec_set1(xsum), scaled);
+  return scaled;
+}
+
+// Group g of the blocks holding row vectors [rv, rv + NV), fetched ahead of their use.
+template <class Rows, int NV>
+inline void prefetch_group(const typename Rows::Weight& w, int64_t rv, int64_t g) {
+  for (int64_t b = rv / kBlockVecs; b <= (rv + NV - 1) / kBlockVecs; ++b) {
+    if (b * kBlockRows >= w.out_features) return;
+    Rows::prefetch(w, b, g);
   }
 }
 
 // ---- steps of 1-3 tokens: the weights read in place, once ----
 
-template <int NV, int TN>
-void small_vecs(const QuantActs& acts, const float* xs, const Q8GroupWeight& w, int64_t rv0, int64_t ahead, float* y) {
+template <class Rows, int NV, int TN>
+void small_vecs(const QuantActs& acts, const float* xs, const typename Rows::Weight& w, int64_t rv0, int64_t ahead,
+                float* y) {
   const int16_t* x[TN];
   for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
-  const RowVector first(w, rv0), last(w, rv0 + NV - 1);
-  const RowVector* rows[2] = {&first, &last};
+  const Rows first(w, rv0), last(w, rv0 + NV - 1);
+  const Rows* rows[2] = {&first, &last};
   FVec sums[NV][TN];
   for (int i = 0; i < NV; ++i)
     for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
   for (int64_t g = 0; g < w.groups; ++g) {
-    prefetch_group<NV>(w, ahead, g);
+    prefetch_group<Rows, NV>(w, ahead, g);
     IVec acc[NV][TN];
     for (int i = 0; i < NV; ++i)
       for (int j = 0; j < TN; ++j) acc[i][j] = ivec_zero();
-    for (int64_t p = g * kSubPairs; p < (g + 1) * kSubPairs; ++p) {
+#pragma GCC unroll 8
+    for (int jp = 0; jp < kSubPairs; ++jp) {
+      const int64_t p = g * kSubPairs + jp;
       for (int i = 0; i < NV; ++i) {
-        const IVec wv = widen_i8(rows[i]->q + p * 32, rows[i]->v);
+        const IVec wv = rows[i]->pair(g, jp);
         for (int j = 0; j < TN; ++j) acc[i][j] = dot_pairs(acc[i][j], wv, activation_pair(x[j], p));
       }
     }
     for (int i = 0; i < NV; ++i) {
-      const FVec d = fvec_load(rows[i]->d + g * kBlockRows), m = fvec_load(rows[i]->m + g * kBlockRows);
-      for (int j = 0; j < TN; ++j) sums[i][j] = add_group(sums[i][j], acc[i][j], d, m, xs[j * w.groups + g]);
+      const FVec d = rows[i]->scale(g), m = rows[i]->offset(g);
+      for (int j = 0; j < TN; ++j)
+        sums[i][j] = add_group<Rows::kOffsets>(sums[i][j], acc[i][j], d, m, Rows::kOffsets ? xs[j * w.groups + g] : 0.f);
     }
   }
   for (int i = 0; i < NV; ++i)
@@ -113,14 +178,14 @@ void small_vecs(const QuantActs& acts, const float* xs, const Q8GroupWeight& w, 
       fvec_store(y + j * w.out_features + (rv0 + i) * kRowLanes, fvec_mul(sums[i][j], fvec_set1(acts.scale[j])));
 }
 
-template <int TN>
-void small_gemm(const QuantActs& acts, const float* xs, const Q8GroupWeight& w, float* y) {
+template <class Rows, int TN>
+void small_gemm(const QuantActs& acts, const float* xs, const typename Rows::Weight& w, float* y) {
   const int64_t vecs = w.out_features / kRowLanes;
   for_claimed_blocks(vecs, kClaimVecs, [&](int64_t begin, int64_t end, int64_t next) {
     int64_t rv = begin;
     for (; rv + kUnitVecs <= end; rv += kUnitVecs)
-      small_vecs<kUnitVecs, TN>(acts, xs, w, rv, block_ahead(rv, kAheadVecs, end, next), y);
-    for (; rv < end; ++rv) small_vecs<1, TN>(acts, xs, w, rv, block_ahead(rv, kAheadVecs, end, next), y);
+      small_vecs<Rows, kUnitVecs, TN>(acts, xs, w, rv, block_ahead(rv, kAheadVecs, end, next), y);
+    for (; rv < end; ++rv) small_vecs<Rows, 1, TN>(acts, xs, w, rv, block_ahead(rv, kAheadVecs, end, next), y);
   });
 }
 
@@ -133,32 +198,31 @@ struct GroupPanel {
   AlignedBuffer<int16_t> pairs;
   AlignedFloats d, m;
 
-  template <int RV>
-  void unpack(const Q8GroupWeight& w, int64_t rv0, int64_t next) {
+  template <class Rows, int RV>
+  void unpack(const typename Rows::Weight& w, int64_t rv0, int64_t next) {
     const int64_t n_pairs = w.in_features / 2;
     pairs.resize(n_pairs * RV * kRowLanes * 2);
     d.resize(w.groups * RV * kRowLanes);
     m.resize(w.groups * RV * kRowLanes);
     const bool fetch = next * kRowLanes < w.out_features;
-    const char* ahead = reinterpret_cast<const char*>(RowVector(w, fetch ? next : 0).q);
+    const char* ahead = Rows(w, fetch ? next : 0).first_byte();
     for (int i = 0; i < RV; ++i) {
-      const RowVector row(w, rv0 + i);
-      for (int64_t p = 0; p < n_pairs; p += 2) {
-        if (fetch && i == 0) prefetch_line(ahead + p * 32);
-        store_pairs(pairs.data() + (p * RV + i) * kRowLanes * 2, widen_i8(row.q + p * 32, row.v));
-        store_pairs(pairs.data() + ((p + 1) * RV + i) * kRowLanes * 2, widen_i8(row.q + (p + 1) * 32, row.v));
-      }
+      const Rows row(w, rv0 + i);
       for (int64_t g = 0; g < w.groups; ++g) {
-        std::memcpy(d.data() + (g * RV + i) * kRowLanes, row.d + g * kBlockRows, kRowLanes * sizeof(float));
-        std::memcpy(m.data() + (g * RV + i) * kRowLanes, row.m + g * kBlockRows, kRowLanes * sizeof(float));
+        if (fetch && i == 0) prefetch_bytes(ahead + g * kSubPairs * Rows::pair_bytes(), kSubPairs * Rows::pair_bytes());
+#pragma GCC unroll 8
+        for (int jp = 0; jp < kSubPairs; ++jp)
+          store_pairs(pairs.data() + ((g * kSubPairs + jp) * RV + i) * kRowLanes * 2, row.pair(g, jp));
+        fvec_store(d.data() + (g * RV + i) * kRowLanes, row.scale(g));
+        fvec_store(m.data() + (g * RV + i) * kRowLanes, row.offset(g));
       }
     }
   }
 };
 
 // Tokens [t0, t0 + TN) against a panel of RV row vectors starting at row vector rv0.
-template <int RV, int TN>
-inline void panel_tokens(const GroupPanel& s, const Q8GroupWeight& w, const QuantActs& acts, const float* xs,
+template <class Rows, int RV, int TN>
+inline void panel_tokens(const GroupPanel& s, const typename Rows::Weight& w, const QuantActs& acts, const float* xs,
                          int64_t t0, int64_t rv0, float* y) {
   const int16_t* x[TN];
   for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + (t0 + j) * acts.k;
@@ -182,7 +246,9 @@ inline void panel_tokens(const GroupPanel& s, const Q8GroupWeight& w, const Quan
     for (int i = 0; i < RV; ++i) {
       const FVec d = fvec_load(s.d.data() + (g * RV + i) * kRowLanes);
       const FVec m = fvec_load(s.m.data() + (g * RV + i) * kRowLanes);
-      for (int j = 0; j < TN; ++j) sums[i][j] = add_group(sums[i][j], acc[i][j], d, m, xs[(t0 + j) * w.groups + g]);
+      for (int j = 0; j < TN; ++j)
+        sums[i][j] = add_group<Rows::kOffsets>(sums[i][j], acc[i][j], d, m,
+                                               Rows::kOffsets ? xs[(t0 + j) * w.groups + g] : 0.f);
     }
   }
   for (int j = 0; j < TN; ++j)
@@ -191,31 +257,64 @@ inline void panel_tokens(const GroupPanel& s, const Q8GroupWeight& w, const Quan
                  fvec_mul(sums[i][j], fvec_set1(acts.scale[t0 + j])));
 }
 
-template <int RV>
-void panel_rows(const GroupPanel& s, const Q8GroupWeight& w, const QuantActs& acts, const float* xs, int64_t n,
-                int64_t rv0, float* y) {
+template <class Rows, int RV>
+void panel_rows(const GroupPanel& s, const typename Rows::Weight& w, const QuantActs& acts, const float* xs,
+                int64_t n, int64_t rv0, float* y) {
   int64_t t = 0;
-  for (; t + kTileTokens <= n; t += kTileTokens) panel_tokens<RV, kTileTokens>(s, w, acts, xs, t, rv0, y);
+  for (; t + kTileTokens <= n; t += kTileTokens) panel_tokens<Rows, RV, kTileTokens>(s, w, acts, xs, t, rv0, y);
   const int64_t left = n - t;
-  if (left == 1) panel_tokens<RV, 1>(s, w, acts, xs, t, rv0, y);
-  if (left == 2) panel_tokens<RV, 2>(s, w, acts, xs, t, rv0, y);
+  if (left == 1) panel_tokens<Rows, RV, 1>(s, w, acts, xs, t, rv0, y);
+  if (left == 2) panel_tokens<Rows, RV, 2>(s, w, acts, xs, t, rv0, y);
   if constexpr (kTileTokens > 3) {
-    if (left == 3) panel_tokens<RV, 3>(s, w, acts, xs, t, rv0, y);
+    if (left == 3) panel_tokens<Rows, RV, 3>(s, w, acts, xs, t, rv0, y);
   }
 }
 
-void panel_gemm(const QuantActs& acts, const float* xs, int64_t n, const Q8GroupWeight& w, float* y) {
+template <class Rows>
+void panel_gemm(const QuantActs& acts, const float* xs, int64_t n, const typename Rows::Weight& w, float* y) {
   const int64_t vecs = w.out_features / kRowLanes;
   for_claimed_blocks(vecs, kUnitVecs, [&](int64_t rv0, int64_t rv1, int64_t next) {
     thread_local GroupPanel s;  // a thread's panel lives as long as it does: no allocation per claim
     if (rv1 - rv0 == kUnitVecs) {
-      s.unpack<kUnitVecs>(w, rv0, next);
-      panel_rows<kUnitVecs>(s, w, acts, xs, n, rv0, y);
+      s.unpack<Rows, kUnitVecs>(w, rv0, next);
+      panel_rows<Rows, kUnitVecs>(s, w, acts, xs, n, rv0, y);
     } else {
-      s.unpack<1>(w, rv0, next);
-      panel_rows<1>(s, w, acts, xs, n, rv0, y);
+      s.unpack<Rows, 1>(w, rv0, next);
+      panel_rows<Rows, 1>(s, w, acts, xs, n, rv0, y);
     }
   });
+}
+
+// y (n, out) = x W^T (+ bias) for either grouped format.
+template <class Rows>
+void grouped_linear_into(const QuantActs& acts, int64_t n, const typename Rows::Weight& w, float* y) {
+  thread_local AlignedFloats xs;
+  if constexpr (Rows::kOffsets) group_sums(acts, n, xs);
+  switch (n) {  // 1-3 tokens read the weights in place; more take the panels
+    case 0: break;
+    case 1: small_gemm<Rows, 1>(acts, xs.data(), w, y); break;
+    case 2: small_gemm<Rows, 2>(acts, xs.data(), w, y); break;
+    case 3: small_gemm<Rows, 3>(acts, xs.data(), w, y); break;
+    default: panel_gemm<Rows>(acts, xs.data(), n, w, y);
+  }
+  if (w.bias != nullptr) {
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < w.out_features; ++r) y[t * w.out_features + r] += w.bias[r];
+  }
+}
+
+const float* bias_data(const at::Tensor& bias, int64_t out) {
+  if (!bias.defined() || bias.numel() == 0) return nullptr;
+  TORCH_CHECK(bias.dtype() == at::kFloat && bias.is_contiguous() && bias.numel() == out, "bias: contiguous float32 (out,)");
+  return bias.data_ptr<float>();
+}
+
+at::Tensor quantized_input(const at::Tensor& x, int64_t in_features, QuantActs& acts) {
+  const at::Tensor xc = x.to(at::kFloat).contiguous();
+  TORCH_CHECK(xc.dim() == 2 && xc.size(1) == in_features && in_features % 32 == 0,
+              "x: (n, in_features), in_features a multiple of 32");
+  acts.quantize(xc.data_ptr<float>(), xc.size(0), in_features);
+  return xc;
 }
 
 }  // namespace
@@ -229,50 +328,60 @@ Q8GroupWeight q8g_view(const at::Tensor& q, const at::Tensor& d, const at::Tenso
                     && t->size(1) == groups && t->size(2) == kBlockRows,
                 "d/m: contiguous float32 (out/16, in/16, 16)");
   }
-  const float* b = nullptr;
-  if (bias.defined() && bias.numel() > 0) {
-    TORCH_CHECK(bias.dtype() == at::kFloat && bias.is_contiguous() && bias.numel() == out, "bias: contiguous float32 (out,)");
-    b = bias.data_ptr<float>();
-  }
-  return {q.data_ptr<int8_t>(), d.data_ptr<float>(), m.data_ptr<float>(), b, out, in, groups};
+  return {q.data_ptr<int8_t>(), d.data_ptr<float>(), m.data_ptr<float>(), bias_data(bias, out), out, in, groups};
 }
 
 void q8g_linear_into(const QuantActs& acts, int64_t n, const Q8GroupWeight& w, float* y) {
-  thread_local AlignedFloats xs;
-  group_sums(acts, n, xs);
-  switch (n) {  // 1-3 tokens read the weights in place; more take the panels
-    case 0: break;
-    case 1: small_gemm<1>(acts, xs.data(), w, y); break;
-    case 2: small_gemm<2>(acts, xs.data(), w, y); break;
-    case 3: small_gemm<3>(acts, xs.data(), w, y); break;
-    default: panel_gemm(acts, xs.data(), n, w, y);
-  }
-  if (w.bias != nullptr) {
-    for (int64_t t = 0; t < n; ++t)
-      for (int64_t r = 0; r < w.out_features; ++r) y[t * w.out_features + r] += w.bias[r];
-  }
+  grouped_linear_into<Q8Rows>(acts, n, w, y);
 }
 
 at::Tensor q8g_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const at::Tensor& m,
                       const c10::optional<at::Tensor>& bias) {
   const Q8GroupWeight w = q8g_view(q, d, m, bias.has_value() ? *bias : at::Tensor());
-  const at::Tensor xc = x.to(at::kFloat).contiguous();
-  TORCH_CHECK(xc.dim() == 2 && xc.size(1) == w.in_features && w.in_features % 32 == 0,
-              "x: (n, in_features), in_features a multiple of 32");
-  const int64_t n = xc.size(0);
-  at::Tensor y = at::empty({n, w.out_features}, xc.options());
   QuantActs acts;
-  acts.quantize(xc.data_ptr<float>(), n, w.in_features);
-  q8g_linear_into(acts, n, w, y.data_ptr<float>());
+  const at::Tensor xc = quantized_input(x, w.in_features, acts);
+  at::Tensor y = at::empty({xc.size(0), w.out_features}, xc.options());
+  q8g_linear_into(acts, xc.size(0), w, y.data_ptr<float>());
+  return y;
+}
+
+Q6KWeight q6k_view(const at::Tensor& q, const at::Tensor& sc, const at::Tensor& dsup, const at::Tensor& bias) {
+  TORCH_CHECK(q.dtype() == at::kByte && q.is_contiguous() && q.dim() == 3 && q.size(2) == kQ6QuadBytes
+                  && q.size(1) % (kSuperGroup / 8) == 0,
+              "q: contiguous uint8 (out/16, in/8, 96), in a multiple of 256");
+  const int64_t blocks = q.size(0), in = q.size(1) * 8, groups = in / kSubGroup, out = blocks * kBlockRows;
+  TORCH_CHECK(sc.dtype() == at::kChar && sc.is_contiguous() && sc.dim() == 3 && sc.size(0) == blocks
+                  && sc.size(1) == groups && sc.size(2) == kBlockRows,
+              "sc: contiguous int8 (out/16, in/16, 16)");
+  TORCH_CHECK(dsup.dtype() == at::kFloat && dsup.is_contiguous() && dsup.dim() == 3 && dsup.size(0) == blocks
+                  && dsup.size(1) == in / kSuperGroup && dsup.size(2) == kBlockRows,
+              "dsup: contiguous float32 (out/16, in/256, 16)");
+  return {q.data_ptr<uint8_t>(), sc.data_ptr<int8_t>(), dsup.data_ptr<float>(), bias_data(bias, out), out, in, groups};
+}
+
+void q6k_linear_into(const QuantActs& acts, int64_t n, const Q6KWeight& w, float* y) {
+  grouped_linear_into<Q6Rows>(acts, n, w, y);
+}
+
+at::Tensor q6k_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& sc, const at::Tensor& dsup,
+                      const c10::optional<at::Tensor>& bias) {
+  const Q6KWeight w = q6k_view(q, sc, dsup, bias.has_value() ? *bias : at::Tensor());
+  QuantActs acts;
+  const at::Tensor xc = quantized_input(x, w.in_features, acts);
+  at::Tensor y = at::empty({xc.size(0), w.out_features}, xc.options());
+  q6k_linear_into(acts, xc.size(0), w, y.data_ptr<float>());
   return y;
 }
 
 LinearWeight linear_view(const at::Tensor& t0, const at::Tensor& t1, const at::Tensor& t2, const at::Tensor& t3,
                          const at::Tensor& bias) {
   LinearWeight w;
-  w.grouped = t0.dtype() == at::kChar;
-  if (w.grouped) {
+  if (t0.dtype() == at::kChar) {
+    w.kind = LinearWeight::Kind::kQ8Group;
     w.q8g = q8g_view(t0, t1, t2, bias);
+  } else if (t1.dtype() == at::kChar) {
+    w.kind = LinearWeight::Kind::kQ6K;
+    w.q6k = q6k_view(t0, t1, t2, bias);
   } else {
     w.q4 = q4_view(t0, t1, t2, t3, bias);
   }
@@ -280,10 +389,10 @@ LinearWeight linear_view(const at::Tensor& t0, const at::Tensor& t1, const at::T
 }
 
 void linear_into(const QuantActs& acts, int64_t n, const LinearWeight& w, float* y) {
-  if (w.grouped) {
-    q8g_linear_into(acts, n, w.q8g, y);
-  } else {
-    q4_linear_into(acts, n, w.q4, y);
+  switch (w.kind) {
+    case LinearWeight::Kind::kQ8Group: q8g_linear_into(acts, n, w.q8g, y); break;
+    case LinearWeight::Kind::kQ6K: q6k_linear_into(acts, n, w.q6k, y); break;
+    case LinearWeight::Kind::kQ4: q4_linear_into(acts, n, w.q4, y); break;
   }
 }
 

@@ -16,6 +16,9 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
 // group_gemm.cpp: y = x W^T (+ bias) with 8-bit grouped weights w = d_g q + m_g (quant_gemm.h).
 at::Tensor q8g_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& d, const at::Tensor& m,
                       const c10::optional<at::Tensor>& bias);
+// group_gemm.cpp: the same with Q6_K blocks at 6 bits, w = dsup sc_g (q - 32) (quant_gemm.h, Q6KWeight).
+at::Tensor q6k_linear(const at::Tensor& x, const at::Tensor& q, const at::Tensor& sc, const at::Tensor& dsup,
+                      const c10::optional<at::Tensor>& bias);
 
 // decode_attention.cpp: one query per sequence over the paged cache (float32 or bfloat16 as uint16_t).
 at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,

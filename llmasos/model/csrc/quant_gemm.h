@@ -175,14 +175,41 @@ struct Q8GroupWeight {
 Q8GroupWeight q8g_view(const at::Tensor& q, const at::Tensor& d, const at::Tensor& m, const at::Tensor& bias);
 void q8g_linear_into(const QuantActs& acts, int64_t n, const Q8GroupWeight& w, float* y);
 
-// A projection of the forward step in either format: the tensors Int4Linear.native_tensors gives (qs, k, c,
-// row_scale, bias) or Int8GroupLinear's (q, d, m, an empty row_scale, bias), told apart by the first's dtype.
+// GGUF's Q6_K blocks kept at their 6 bits (group_gemm.cpp): w = dsup_s * sc_g * (q - 32), q in [0, 63], an int8
+// sc_g per group of 16 inputs and a float32 dsup_s per super-block of 256 inputs of a row, as the file has them
+// (its fp16 d as float). In the int8 layout q took 12 bits a weight with its float d and m; here 6.625, so
+// Qwen2.5-1.5B's Q6_K ffn_down and head read 171 MB less per token.
+// q is (out/16, in/8, 96) bytes: for each 4 input pairs (8 inputs) of a block of 16 rows, 32 bytes of low
+// nibbles of pairs 0 and 1 (byte 2r + e: pair 0's in bits 0-3, pair 1's in bits 4-7), 32 of pairs 2 and 3,
+// then 32 of the high 2 bits of the four pairs (pair j's at bits 2j, 2j + 1); byte 2r + e is row r's input
+// 2p + e, as in the int8 layout. sc is (out/16, in/16, 16) int8, dsup (out/16, in/256, 16) float32.
+constexpr int64_t kSuperGroup = 256;
+constexpr int64_t kQ6QuadBytes = 96;
+
+struct Q6KWeight {
+  const uint8_t* q;
+  const int8_t* sc;
+  const float* dsup;
+  const float* bias;  // nullptr: none
+  int64_t out_features, in_features, groups;
+};
+
+Q6KWeight q6k_view(const at::Tensor& q, const at::Tensor& sc, const at::Tensor& dsup, const at::Tensor& bias);
+void q6k_linear_into(const QuantActs& acts, int64_t n, const Q6KWeight& w, float* y);
+
+// A projection of the forward step in any of the formats: the tensors Int4Linear.native_tensors gives (qs, k,
+// c, row_scale, bias), Int8GroupLinear's (q, d, m, an empty row_scale, bias) or Q6KLinear's (q, sc, dsup,
+// empty, bias), told apart by the first two's dtypes (uint8 + int16, int8, uint8 + int8).
 struct LinearWeight {
+  enum class Kind { kQ4, kQ8Group, kQ6K };
   Q4Weight q4{};
   Q8GroupWeight q8g{};
-  bool grouped = false;
+  Q6KWeight q6k{};
+  Kind kind = Kind::kQ4;
 
-  int64_t in_features() const { return grouped ? q8g.in_features : q4.in_features; }
+  int64_t in_features() const {
+    return kind == Kind::kQ8Group ? q8g.in_features : kind == Kind::kQ6K ? q6k.in_features : q4.in_features;
+  }
 };
 
 LinearWeight linear_view(const at::Tensor& t0, const at::Tensor& t1, const at::Tensor& t2, const at::Tensor& t3,

@@ -57,6 +57,15 @@ inline IVec pair_of_each(const int16_t* p) {
 inline IVec low_nibbles(IVec b) { return _mm512_and_si512(b, _mm512_set1_epi16(0x0F)); }
 inline IVec high_nibbles(IVec b) { return _mm512_srli_epi16(b, 4); }
 inline IVec mul_add16(IVec q, IVec k, IVec c) { return _mm512_add_epi16(_mm512_mullo_epi16(q, k), c); }
+// int16 lanes: (v >> s) & mask, a | b, a - b; kRowLanes int8 (one per row) as floats.
+inline IVec bits16(IVec v, int s, int16_t mask) { return _mm512_and_si512(_mm512_srli_epi16(v, s), _mm512_set1_epi16(mask)); }
+inline IVec shl16(IVec v, int s) { return _mm512_slli_epi16(v, s); }
+inline IVec or16(IVec a, IVec b) { return _mm512_or_si512(a, b); }
+inline IVec sub16(IVec a, IVec b) { return _mm512_sub_epi16(a, b); }
+inline IVec set16(int16_t v) { return _mm512_set1_epi16(v); }
+inline FVec fvec_from_i8(const int8_t* p) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
 #else
 constexpr int kRowLanes = 8;
 using IVec = __m256i;
@@ -90,6 +99,14 @@ inline IVec pair_of_each(const int16_t* p) {
 inline IVec low_nibbles(IVec b) { return _mm256_and_si256(b, _mm256_set1_epi16(0x0F)); }
 inline IVec high_nibbles(IVec b) { return _mm256_srli_epi16(b, 4); }
 inline IVec mul_add16(IVec q, IVec k, IVec c) { return _mm256_add_epi16(_mm256_mullo_epi16(q, k), c); }
+inline IVec bits16(IVec v, int s, int16_t mask) { return _mm256_and_si256(_mm256_srli_epi16(v, s), _mm256_set1_epi16(mask)); }
+inline IVec shl16(IVec v, int s) { return _mm256_slli_epi16(v, s); }
+inline IVec or16(IVec a, IVec b) { return _mm256_or_si256(a, b); }
+inline IVec sub16(IVec a, IVec b) { return _mm256_sub_epi16(a, b); }
+inline IVec set16(int16_t v) { return _mm256_set1_epi16(v); }
+inline FVec fvec_from_i8(const int8_t* p) {
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
+}
 #endif
 
 // Vectors per block of 16 rows: 1 with AVX-512, 2 with AVX2.
