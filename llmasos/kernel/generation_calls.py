@@ -6,6 +6,7 @@ events. Mixed into `Syscalls`, as `AdminCalls` is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import json
@@ -50,7 +51,7 @@ class GenerationCalls:
     trail: CallTrail
     pending: PendingAdmissions
     _tokenizing: ThreadPoolExecutor
-    # Keys of the token reservations held while a prompt is tokenized: negative, so never a pid.
+    # Keys of the quota holds while a prompt is tokenized (_least_held): negative, so never a pid.
     _provisional_ids = itertools.count(-1, -1)
 
     def generate(
@@ -195,39 +196,65 @@ class GenerationCalls:
         refuse_if_prompt_cannot_fit(
             sum(len(t) for t in request.texts), engine.tokenizer, engine.context_length, name
         )
-        # The least this request can reserve (one prompt token and its max_tokens, within the window):
-        # an app already at its quota is refused before its prompt costs a tokenizer thread. The least
-        # is held while the prompt is tokenized, so requests arriving together are charged for one
-        # another before tokenizing (else all 20 of a quota attack passed this check and were
-        # tokenized); the real reservation below replaces it.
+        # The least this request can reserve: one prompt token and its max_tokens, within the window.
         fewest = min(params.max_tokens + 1, engine.context_length)
-        provisional = next(self._provisional_ids)
+        with self._least_held(app, fewest) as hold:
+            prompt_ids, params = self._tokenized_prompt(request, engine, name, params)
+            work = Work(
+                prompt_ids=prompt_ids,
+                params=params,
+                cache_namespace=app.cache_namespace,
+                max_concurrent=app.max_concurrent,
+                keep_text=app.audit_content and self.trail.audit is not None,
+            )
+            with kernel.lock:  # the quota check and the reservation are one step
+                now = kernel.clock()
+                kernel.limiter.settle(hold)  # the real reservation replaces the least held
+                wanted = len(prompt_ids) + params.max_tokens
+                refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, wanted, now)
+                process = Process(
+                    pid=kernel.new_pid(),
+                    app=app.name,
+                    model=name,
+                    priority=process_class,
+                    created_at=now,
+                    weight=app.weight,
+                    tokens_in=len(prompt_ids),
+                    app_id=app.identity,
+                )
+                kernel.limiter.reserve(app.name, process.pid, wanted, now)
+                self._watch_output(app, process.pid)
+                start_row = self.trail.begin(process, call, started, self._audit_content(app, request))
+                kernel.admit(process, work)
+        self.trail.wait_started(start_row)
+        self.cancel_if_removed(app, process)
+        return process
+
+    @contextlib.contextmanager
+    def _least_held(self, app: App, least: int) -> Iterator[int]:
+        """Refuse an app already at its token quota before its prompt costs a tokenizer thread, and
+        hold `least` tokens of its quota while the prompt is tokenized, so requests arriving together
+        are charged for one another before tokenizing (all 20 of a quota attack passed the check
+        when nothing was held, and were all tokenized). Yields the hold's key, for the real
+        reservation to settle; settled here too when the request goes no further."""
+        kernel = self.kernel
+        hold = next(self._provisional_ids)
         with kernel.lock:
             now = kernel.clock()
-            refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, fewest, now)
+            refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, least, now)
             if app.tokens_per_minute:
-                kernel.limiter.reserve(app.name, provisional, fewest, now)
+                kernel.limiter.reserve(app.name, hold, least, now)
         try:
-            return self._admit_tokenized(
-                engine, app, call, name, params, process_class, request, started, provisional
-            )
+            yield hold
         finally:
             with kernel.lock:
-                kernel.limiter.settle(provisional)  # a no-op once the real reservation replaced it
+                kernel.limiter.settle(hold)  # a no-op once the real reservation settled it
 
-    def _admit_tokenized(
-        self,
-        engine: Engine,
-        app: App,
-        call: str,
-        name: str,
-        params: SamplingParams,
-        process_class: PriorityClass,
-        request: PromptRequest,
-        started: float,
-        provisional: int,
-    ) -> Process:
-        kernel = self.kernel
+    def _tokenized_prompt(
+        self, request: PromptRequest, engine: Engine, name: str, params: SamplingParams
+    ) -> tuple[list[int], SamplingParams]:
+        """The prompt's ids, checked against the model's window, and `params` with max_tokens clamped
+        to what the window leaves."""
         prompt_ids = self._tokenize(request, engine.tokenizer)
         if not prompt_ids:
             raise InvalidRequestError("the prompt is empty; give at least one token of input")
@@ -241,35 +268,7 @@ class GenerationCalls:
         # token quota and the wait estimates honest for requests that ask for "as much as possible".
         if len(prompt_ids) + params.max_tokens > engine.context_length:
             params = dataclasses.replace(params, max_tokens=engine.context_length - len(prompt_ids))
-        work = Work(
-            prompt_ids=prompt_ids,
-            params=params,
-            cache_namespace=app.cache_namespace,
-            max_concurrent=app.max_concurrent,
-            keep_text=app.audit_content and self.trail.audit is not None,
-        )
-        with kernel.lock:  # the quota check and the reservation are one step
-            now = kernel.clock()
-            kernel.limiter.settle(provisional)  # this request's least, held while it was tokenized
-            wanted = len(prompt_ids) + params.max_tokens
-            refuse_if_over_token_quota(kernel.limiter, app.name, app.tokens_per_minute, wanted, now)
-            process = Process(
-                pid=kernel.new_pid(),
-                app=app.name,
-                model=name,
-                priority=process_class,
-                created_at=now,
-                weight=app.weight,
-                tokens_in=len(prompt_ids),
-                app_id=app.identity,
-            )
-            kernel.limiter.reserve(app.name, process.pid, wanted, now)
-            self._watch_output(app, process.pid)
-            start_row = self.trail.begin(process, call, started, self._audit_content(app, request))
-            kernel.admit(process, work)
-        self.trail.wait_started(start_row)
-        self.cancel_if_removed(app, process)
-        return process
+        return prompt_ids, params
 
     def _audit_content(self, app: App, request: PromptRequest) -> str | None:
         """What the audit row keeps of the prompt: nothing unless the app opted in; then the text the
