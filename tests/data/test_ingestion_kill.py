@@ -120,8 +120,11 @@ def test_kill_9_during_ingestion_loses_no_acknowledged_file_and_shows_none_half_
     rng = random.Random(seed)
     acked: dict[str, int] = {}
     states = []
-    for _ in range(KILLS):
-        acked |= _run_until_killed(env, store_id, max(acked.values(), default=0) + 1, rng)
+    for kill in range(KILLS):
+        # Each child numbers its documents from its own thousand: a child killed after writing a
+        # file but before acknowledging it leaves that file (rightly) in the store, so the next
+        # child must not reuse its number, whose marker would then be found in two files.
+        acked |= _run_until_killed(env, store_id, 1 + 1000 * kill, rng)
         states.append(_check_nothing_half_ingested(store_id, acked, seed))
     assert any(s == "in_progress" for state in states for s in state.values()), (
         f"seed {seed}: no kill landed while a file was being ingested"
