@@ -82,6 +82,14 @@ def print_report(
     print_notes(results, args)
 
 
+def fit_column(text: str, width: int) -> str:
+    """`text` right-aligned in `width` characters with at least one space before it: a long file name
+    keeps its end (the quantization), so that neighbouring headers never run together."""
+    if len(text) > width - 1:
+        text = "…" + text[-(width - 2) :]
+    return f"{text:>{width}}"
+
+
 def print_table(
     results: dict,
     summary: dict,
@@ -93,8 +101,9 @@ def print_table(
     """Each engine's figures side by side, with LLMasOS's ratios to the peers (of the medians' rounds:
     each ratio is taken within a round); with several rounds, each figure's lowest-highest after it."""
     width = 22 if any(results[n].get("ranges") for n in engines) else 16
-    head = f"{'figure':<28}" + "".join(f"{labels[n]:>{width}}" for n in engines)
-    head += f"{'÷ llama.cpp':>13}" + (f"{'÷ ' + labels[same_file].split()[-1]:>9}" if same_file else "")
+    head = f"{'figure':<28}" + "".join(fit_column(labels[n], width) for n in engines)
+    head += f"{'÷ llama.cpp':>13}"
+    head += fit_column("÷ " + labels[same_file].split()[-1], 9) if same_file else ""
     head += f"{'÷ transf.':>11}"
     print(head)
     print("-" * len(head))

@@ -173,3 +173,12 @@ def test_a_cold_load_drops_the_files_pages_and_skips_missing_ones(tmp_path: Path
 
 def test_repeats_is_the_number_of_rounds() -> None:
     assert cli.parse_args(["--repeats", "3", "--quick"]).rounds == 3
+
+
+def test_a_long_file_name_in_a_header_keeps_its_end_and_a_space_before_it() -> None:
+    label = "llama.cpp qwen2.5-coder-1.5b-instruct-q4_k_m"
+    cells = [report.fit_column("LLMasOS", 22), report.fit_column(label, 22), report.fit_column("÷ q4_k_m", 9)]
+    assert [len(cell) for cell in cells] == [22, 22, 9]
+    assert all(cell.startswith(" ") for cell in cells)
+    assert cells[1].endswith("instruct-q4_k_m") and cells[1].strip().startswith("…")
+    assert cells[0].strip() == "LLMasOS" and cells[2].strip() == "÷ q4_k_m"
