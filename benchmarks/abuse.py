@@ -92,7 +92,8 @@ class Server:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
 
     def state(self) -> dict:
-        metrics = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30).text
+        answer = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30)
+        metrics = answer.raise_for_status().text  # a refusal must not read as an empty page
         return {
             "series": {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and line[0] != "#"},
             "rss_mb": rss_mb(self.pid),
@@ -160,7 +161,7 @@ async def measure(server: Server, keys: dict, name: str, args: argparse.Namespac
         "pairs": pairs,
         "before": before,
         "after": after,
-        "left_running": server.live_processes(("idle", "storm", "metered")),
+        "left_running": server.live_processes(("idle", "storm", "metered", "bulk")),
     }
 
 
@@ -279,6 +280,9 @@ def main() -> None:
                 ("metered", ["--tokens-per-minute", "2000"]),
                 ("idle", []),
                 ("storm", []),
+                # The oversized bodies' and huge prompts' key: an app of its own, so that its request
+                # rate (api/request_rate.py) never refuses the admin key this script reads /metrics with.
+                ("bulk", []),
             )
         }
         process, url = start_server(home)

@@ -57,7 +57,7 @@ async def oversized_bodies(server, keys: dict, deadline: float, stats: dict) -> 
     declared = [piece] * 30
     chunked = [b"100000\r\n" + piece + b"\r\n"] * 30 + [b"0\r\n\r\n"]
     start = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    auth = f"Authorization: Bearer {server.admin_key}\r\n"
+    auth = f"Authorization: Bearer {keys['bulk']}\r\n"
     variants = [
         (start + f"Content-Length: {size}", declared),
         (start + auth + f"Content-Length: {size}", declared),
@@ -72,7 +72,7 @@ async def oversized_bodies(server, keys: dict, deadline: float, stats: dict) -> 
 
 async def huge_prompts(server, keys: dict, deadline: float, stats: dict) -> None:
     body = {**CALM_CHAT, "stream": False, "messages": [{"role": "user", "content": "word " * 790_000}]}
-    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), timeout=120) as c:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(keys["bulk"]), timeout=120) as c:
         while time.monotonic() < deadline:
             rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(4)))
             for r in rs:
