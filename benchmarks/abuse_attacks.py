@@ -21,6 +21,12 @@ CALM_CHAT = {
 }
 
 
+def _answered(stats: dict, outcome: str) -> None:
+    """Count one attacking request by its outcome (a status code, "closed", "dropped ...")."""
+    stats[outcome] = stats.get(outcome, 0) + 1
+    stats["requests"] = stats.get("requests", 0) + 1
+
+
 async def _raw(url: str, head: str, chunks: list[bytes]) -> bytes:
     """Send a raw request over one connection while reading its answer: a server that answers before
     reading the whole body can close the connection under the writer."""
@@ -51,7 +57,7 @@ async def oversized_bodies(server, keys: dict, deadline: float, stats: dict) -> 
     declared = [piece] * 30
     chunked = [b"100000\r\n" + piece + b"\r\n"] * 30 + [b"0\r\n\r\n"]
     start = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-    auth = f"Authorization: Bearer {server.admin_key}\r\n"
+    auth = f"Authorization: Bearer {keys['bulk']}\r\n"
     variants = [
         (start + f"Content-Length: {size}", declared),
         (start + auth + f"Content-Length: {size}", declared),
@@ -61,23 +67,23 @@ async def oversized_bodies(server, keys: dict, deadline: float, stats: dict) -> 
         answers = await asyncio.gather(*(_raw(server.url, *variants[i % 3]) for i in range(9)))
         for a in answers:
             code = a[9:12].decode(errors="replace") or "closed"
-            stats[code] = stats.get(code, 0) + 1
+            _answered(stats, code)
 
 
 async def huge_prompts(server, keys: dict, deadline: float, stats: dict) -> None:
     body = {**CALM_CHAT, "stream": False, "messages": [{"role": "user", "content": "word " * 790_000}]}
-    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), timeout=120) as c:
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(keys["bulk"]), timeout=120) as c:
         while time.monotonic() < deadline:
             rs = await asyncio.gather(*(c.post("/v1/chat/completions", json=body) for _ in range(4)))
             for r in rs:
-                stats[str(r.status_code)] = stats.get(str(r.status_code), 0) + 1
+                _answered(stats, str(r.status_code))
 
 
 async def bad_keys(server, keys: dict, deadline: float, stats: dict, total: int = 3000) -> None:
     await _guesses(server.url, stats, total)
 
 
-async def bad_keys_elsewhere(server, keys: dict, deadline: float, stats: dict) -> None:
+async def bad_keys_elsewhere(server, keys: dict, deadline: float, stats: dict, total: int = 3000) -> None:
     """The control for `bad_keys`: the same client, against a stub in this process that answers 401 at
     once. What the calm app loses here is the attacker's CPU on this machine, not the server's work."""
 
@@ -92,7 +98,7 @@ async def bad_keys_elsewhere(server, keys: dict, deadline: float, stats: dict) -
     stub = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = stub.sockets[0].getsockname()[1]
     async with stub:
-        await _guesses(f"http://127.0.0.1:{port}", stats, 3000)
+        await _guesses(f"http://127.0.0.1:{port}", stats, total)
 
 
 async def _guesses(url: str, stats: dict, total: int) -> None:
@@ -104,7 +110,7 @@ async def _guesses(url: str, stats: dict, total: int) -> None:
             sent += len(rs)
             for r in rs:
                 code = str(r.status_code) if isinstance(r, httpx.Response) else "error"
-                stats[code] = stats.get(code, 0) + 1
+                _answered(stats, code)
 
 
 async def never_reading(server, keys: dict, deadline: float, stats: dict) -> None:
@@ -122,28 +128,57 @@ async def never_reading(server, keys: dict, deadline: float, stats: dict) -> Non
         _, writer = await asyncio.open_connection(host, int(port))
         writer.write(head.encode() + b"\r\n\r\n" + body)
         writers.append(writer)
-    stats["open"] = len(writers)
+    stats["requests"] = len(writers)
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
     for writer in writers:
         writer.close()
 
 
-async def disconnect_storm(server, keys: dict, deadline: float, stats: dict) -> None:
+#: The disconnect storm's pace: streams opened a second, at fixed times whatever the server answers.
+#: 15 a second stays under the server's default request-start limit (1,200 a minute, api/request_rate.py),
+#: so every stream is admitted and dropped rather than refused; `abuse.py --storm-rate` changes it.
+STORM_RATE = 15.0
+#: The longest a storm stream is held: it is dropped after its first chunk or after this, whichever first.
+STORM_HOLD_SECONDS = 0.5
+
+
+async def disconnect_storm(
+    server,
+    keys: dict,
+    deadline: float,
+    stats: dict,
+    rate: float = STORM_RATE,
+    hold: float = STORM_HOLD_SECONDS,
+) -> None:
+    """Streams opened at a fixed `rate`, each dropped after its first chunk or after `hold` seconds,
+    whichever first: the attack's pace does not depend on how fast the server answers (a storm that
+    waited for each first chunk grew weaker as the server slowed: 20 streams in one run, 340 in another)."""
     body = {**CALM_CHAT, "max_tokens": 200, "messages": [{"role": "user", "content": "Count to 100."}]}
-    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(keys["storm"]), timeout=60) as c:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    headers = server.headers(keys["storm"])
+    async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=60, limits=limits) as c:
 
         async def one() -> None:
             try:
-                async with c.stream("POST", "/v1/chat/completions", json=body) as r:
-                    async for _ in r.aiter_lines():
-                        break  # hang up after the first chunk
-                outcome = "dropped" if r.status_code == 200 else str(r.status_code)  # 429: the app's rate
-                stats[outcome] = stats.get(outcome, 0) + 1
+                async with asyncio.timeout(hold), c.stream("POST", "/v1/chat/completions", json=body) as r:
+                    outcome = str(r.status_code)  # 429: the app's request rate
+                    if r.status_code == 200:
+                        async for _ in r.aiter_lines():
+                            break
+                        outcome = "dropped after its first chunk"
+            except TimeoutError:
+                outcome = f"dropped at {hold} s"
             except httpx.HTTPError:
-                stats["error"] = stats.get("error", 0) + 1
+                outcome = "error"
+            _answered(stats, outcome)
 
+        started = time.monotonic()
+        streams = []
         while time.monotonic() < deadline:
-            await asyncio.gather(*(one() for _ in range(10)))
+            streams.append(asyncio.create_task(one()))
+            await asyncio.sleep(max(0.0, started + len(streams) / rate - time.monotonic()))
+        stats["seconds"] = time.monotonic() - started
+        await asyncio.gather(*streams)
 
 
 async def quota_overshoot(server, keys: dict, deadline: float, stats: dict) -> None:
@@ -153,26 +188,35 @@ async def quota_overshoot(server, keys: dict, deadline: float, stats: dict) -> N
     body = {**CALM_CHAT, "stream": False, "max_tokens": 300, "temperature": 1.0}
     timeout = max(1.0, deadline - time.monotonic())
     headers = server.headers(keys["metered"])
+    before = _computed_for(server, "metered")
     async with httpx.AsyncClient(base_url=server.url, headers=headers, timeout=timeout) as c:
         rs = await asyncio.gather(
             *(c.post("/v1/chat/completions", json=body) for _ in range(20)), return_exceptions=True
         )
     for r in rs:
-        code = str(r.status_code) if isinstance(r, httpx.Response) else "dropped at the deadline"
-        stats[code] = stats.get(code, 0) + 1
+        _answered(stats, str(r.status_code) if isinstance(r, httpx.Response) else "dropped at the deadline")
     await asyncio.sleep(1.0)
+    computed = _computed_for(server, "metered") - before
+    stats["tokens computed for the app (quota 2000 a minute)"] = int(computed)
+
+
+def _computed_for(server, app: str) -> float:
     metrics = httpx.get(server.url + "/metrics", headers=server.headers(), timeout=30).text
-    prefix = 'llmasos_app_tokens_computed_total{app="metered"}'
-    computed = [float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)]
-    stats["tokens computed for the app (quota 2000)"] = int(sum(computed))
+    prefix = f'llmasos_app_tokens_computed_total{{app="{app}"}}'
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix))
 
 
-def run_attack(name: str, server, keys: dict, deadline: float) -> dict:
+def run_attack(name: str, server, keys: dict, deadline: float, options: dict | None = None) -> dict:
     """One attack, in a process of its own (as an attacker is): its client work must not slow the
-    calm app's client, which runs in this benchmark's process."""
+    calm app's client, which runs in this benchmark's process. `options`: the attack's keywords."""
     stats: dict = {}
-    asyncio.run(ATTACKS[name](server, keys, deadline, stats))
+    asyncio.run(ATTACKS[name](server, keys, deadline, stats, **(options or {})))
     return stats
+
+
+def ready() -> None:
+    """Nothing: called once so the attacker's process has started and imported this module before
+    the first attack window opens (a spawned interpreter's start took ~1 s of the window before)."""
 
 
 Attack = Callable[[Any, dict, float, dict], Awaitable[None]]

@@ -14,6 +14,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: How soon a tick that ran nothing while processes are live looks again: what held them (the policy's
+#: latency hold after urgent work, an app's quota) ends with time, not with an event that wakes the loop.
+WAITING_RECHECK_SECONDS = 0.05
+
 
 class KernelLoop:
     """The loop half of `Kernel`: it ticks while any model has work and sleeps until woken when none
@@ -68,8 +72,14 @@ class KernelLoop:
                 logger.exception("kernel tick failed")
                 computed = 0
             if computed == 0:
-                self._wake.wait(self.config.idle_sleep_seconds)
+                self._wake.wait(self._idle_wait())
                 self._wake.clear()
+
+    def _idle_wait(self) -> float:
+        with self.lock:
+            waiting = bool(self.live)
+        idle = self.config.idle_sleep_seconds
+        return min(idle, WAITING_RECHECK_SECONDS) if waiting else idle
 
     def run_until_idle(self, max_ticks: int = 1_000_000) -> None:
         """Tick in the caller's thread until no process is live (tests, scripts)."""

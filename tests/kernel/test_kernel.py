@@ -13,6 +13,7 @@ from llmasos.errors import (
     QuotaExceededError,
 )
 from llmasos.kernel.kernel import Kernel, KernelConfig
+from llmasos.kernel.loop import WAITING_RECHECK_SECONDS
 from llmasos.kernel.process import ProcessState
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
@@ -200,3 +201,12 @@ def test_an_app_never_holds_more_processes_than_its_concurrency_quota() -> None:
         most_running = max(most_running, len(running))
     assert most_running == 1
     assert kernel.table[other.pid].is_terminal  # the other app was not held back by the quota
+
+
+def test_a_tick_that_ran_nothing_while_processes_are_live_looks_again_soon() -> None:
+    """The latency guard's hold and an app's quota end with time, not with an event that wakes the
+    kernel's loop: while a process is live it must not sleep the idle half second."""
+    kernel, sys, _ = make_kernel()
+    assert kernel._idle_wait() == kernel.config.idle_sleep_seconds
+    sys.generate(App("a"), "m", "x", params(3))
+    assert kernel._idle_wait() == WAITING_RECHECK_SECONDS < kernel.config.idle_sleep_seconds

@@ -181,7 +181,9 @@ def test_latency_guard_caps_background_slots_while_urgent_work_runs() -> None:
     assert all(p.state is ProcessState.RUNNING for p in background)  # kept running ones: no switch
     sim.run(25)  # the urgent processes finish ...
     assert all(p.is_terminal for p in urgent)
-    assert len(sim.step()) == 32  # ... and the batch streams get every slot back
+    assert len(sim.step()) == 4  # ... the cap holds a moment (their clients' next requests may come) ...
+    sim.run(25)
+    assert len(sim.step()) == 32  # ... and then the batch streams get every slot back
 
 
 def test_latency_guard_counts_base_classes_so_aging_never_lifts_it() -> None:
@@ -212,6 +214,39 @@ def test_default_guard_idles_background_work_until_it_has_aged_then_gives_it_one
         counts.append(sum(p.priority is BATCH for p in chosen))
     assert max(counts) == 1 and counts[-1] == 1  # aged work gets exactly the one slot, and keeps it
     assert sum(p.tokens_computed for p in batch) > 5 * 4 + 200
+
+
+def test_latency_guard_holds_through_an_interactive_clients_pause_between_requests() -> None:
+    """Issue 20's never-reading attack (benchmarks/abuse.py): 16 background streams beside an interactive
+    app whose clients stream back to back. Its streams end together, and in the milliseconds before the
+    next requests arrive the guard let the 16 in: a step of 16 prefills (or resumes) that the next
+    interactive request waited behind, then 16 suspensions; the engine computed more for the
+    background app than for the interactive one, whose p95 stream time doubled."""
+
+    def background_tokens_during_chats(policy: Policy) -> tuple[int, FakeEngineSim, list[Process]]:
+        sim = FakeEngineSim(policy, slots=32, step_seconds=0.01)
+        background = [sim.submit("idle", prompt=20, output=400) for _ in range(16)]
+        for _ in range(20):
+            chat = sim.submit("calm", output=16, priority=INTERACTIVE)
+            while not chat.is_terminal:
+                sim.step()
+            sim.run(3)  # 30 ms: the client reads the end of its stream and sends the next request
+        return sum(p.tokens_computed for p in background), sim, background
+
+    without_hold, _, _ = background_tokens_during_chats(ClassedFairSharePolicy(latency_hold_seconds=None))
+    assert without_hold > 16 * 20  # every pause admitted the background streams
+
+    held, sim, background = background_tokens_during_chats(ClassedFairSharePolicy())
+    assert held == 0
+    sim.run(30)  # the interactive app has been quiet longer than the hold (0.25 s): background work runs
+    assert all(p.tokens_computed > 0 for p in background)
+
+
+def test_latency_hold_option_is_validated() -> None:
+    assert make_policy("default", latency_hold_seconds=None).latency_hold_seconds is None
+    for bad in (-1.0, float("nan"), "x"):
+        with pytest.raises(InvalidRequestError, match="latency_hold_seconds"):
+            make_policy("default", latency_hold_seconds=bad)
 
 
 # -- no starvation ----------------------------------------------------------------------------------
