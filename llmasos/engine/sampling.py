@@ -118,7 +118,7 @@ class Sampler:
         tokens = greedy.tolist()
         unseeded = [r for r, s in enumerate(states) if not s.params.is_greedy and s.generator is None]
         if unseeded:
-            draws = torch.multinomial(probs[unseeded], 1).squeeze(1).tolist()
+            draws = _inverse_cdf_draws(probs[unseeded]).tolist()
             for row, token in zip(unseeded, draws, strict=True):
                 tokens[row] = token
         for row, state in enumerate(states):
@@ -159,6 +159,21 @@ class Sampler:
             drop |= before >= torch.tensor(top_p, device=device).unsqueeze(1)
             logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
         return logits.softmax(-1)
+
+
+def _inverse_cdf_draws(probs: torch.Tensor) -> torch.Tensor:
+    """One token per row of `probs` (B, vocab), drawn from the global generator by inverting the
+    row's cumulative distribution with one uniform number.
+
+    `torch.multinomial` draws one exponential number per vocabulary entry instead (its argmax of
+    p / Exp(1)), in one thread: at 32 sequences and temperature 0.7 it held 38% of the kernel thread's
+    py-spy samples, and the engine's step went from 94-101 ms to 58-70 ms without it (both measured on
+    a 2-core box at load ~12). Same distribution; a token of zero probability is never drawn:
+    u lies in (0, total], and the first index whose running sum reaches u has a sum above the one
+    before it. The sums are float64 so that the rare tokens keep their share of a 49k-long sum."""
+    cdf = probs.cumsum(-1, dtype=torch.float64)  # (B, vocab)
+    u = (1.0 - torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(1).clamp_(max=probs.shape[-1] - 1)
 
 
 def _apply_presence_and_frequency(

@@ -224,6 +224,22 @@ def test_temperature_sampling_follows_the_distribution() -> None:
     assert freq == pytest.approx([0.7, 0.2, 0.1], abs=0.05)
 
 
+def test_unseeded_rows_follow_each_rows_own_distribution_and_never_draw_a_cut_token() -> None:
+    # One batch of 6,000 unseeded rows, as one decode step of many sequences draws them: the first
+    # half from one distribution, the second from another whose top-k cut leaves two tokens of four.
+    torch.manual_seed(5)  # the global generator, which unseeded rows use
+    first = torch.tensor([0.6, 0.0, 0.3, 0.1]).log()
+    second = torch.tensor([0.1, 0.2, 0.3, 0.4]).log()
+    rows = torch.stack([first] * 3000 + [second] * 3000)
+    states = [state(temperature=1.0)] * 3000 + [state(temperature=1.0, top_k=2)] * 3000
+    drawn = torch.tensor(Sampler()(rows, states, [[]] * 6000).token_ids)
+    freq_first = torch.bincount(drawn[:3000], minlength=4) / 3000
+    freq_second = torch.bincount(drawn[3000:], minlength=4) / 3000
+    assert freq_first.tolist() == pytest.approx([0.6, 0.0, 0.3, 0.1], abs=0.03)
+    assert freq_first[1] == 0  # a token of probability zero is never drawn
+    assert freq_second.tolist() == pytest.approx([0.0, 0.0, 3 / 7, 4 / 7], abs=0.03)
+
+
 def test_same_seed_same_tokens_different_seed_different_tokens() -> None:
     flat = torch.zeros(1000)
     a = sample_many(flat, 30, temperature=1.0, seed=123)
