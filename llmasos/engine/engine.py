@@ -211,7 +211,10 @@ class LLMEngine:
         sampled = self._run(plan)
         samplers = [item.seq for item in plan.scheduled if item.samples]  # before the counters move
         computed = self._update(plan)
-        return StepOutput(tuple(self._collect(samplers, sampled)), computed)
+        outputs = tuple(self._collect(samplers, sampled))
+        if not self.requests:  # the last one ended: what it used goes back (model_runner)
+            self.runner.release_idle_memory()
+        return StepOutput(outputs, computed)
 
     def _check_not_stalled(self) -> None:
         # add() clamps every request to fit the pool, so only blocks held by sequences
@@ -290,6 +293,8 @@ class LLMEngine:
         self.scheduler.remove(request.seq)
         request.seq.status = SequenceStatus.FINISHED
         request.seq.finish_reason = FinishReason.ABORT
+        if not self.requests:
+            self.runner.release_idle_memory()
 
     def suspend(self, request_id: str, mode: SuspendMode | str = SuspendMode.SWAP) -> SuspendReport:
         """Set a live request aside until `resume`; it keeps its place exactly (same tokens, same

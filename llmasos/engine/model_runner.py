@@ -197,6 +197,14 @@ class ModelRunner:
     def release_swap(self, handle: SwapHandle) -> None:
         self.swap_space.release(handle)
 
+    def release_idle_memory(self) -> None:
+        """Give back what an engine with nothing to run holds for no one: swap chunks beyond the
+        reserve, and the C heap's free pages (a prefill's or a large batch's activations). The engine
+        calls it when its last request ends, as a server between loads; the prefix cache's blocks
+        stay (they are what a next request may reuse)."""
+        self.swap_space.shrink()
+        trim_heap()
+
     @torch.no_grad()
     def execute(self, batch: list[ScheduledSequence]) -> SamplerOutput:
         """Run one step; return the sampled token (and logprobs, if asked) of each sequence whose

@@ -6,6 +6,10 @@ demand and keeps them, so a swap copies into memory that is already mapped: copy
 `chunk_blocks` blocks (16) or, where a swap needs more, exactly what it lacks: with chunks of 64 a
 context swapped at 2,048 tokens and again at 2,049 (SmolLM2, 128 then 129 blocks) held three chunks,
 67.5 MB for 45 MB of KV; now one of 128 blocks and one of 16, 50.6 MB.
+
+Chunks beyond the reserve are given back (`shrink`) when no suspended sequence holds a block of them:
+the engine does it when it has nothing left to run, as a server would between loads. Kept, the chunks
+of one 2,048-token suspend stayed resident for the process's life (45 MB of SmolLM2's RSS).
 """
 
 from __future__ import annotations
@@ -41,15 +45,21 @@ class SwapSpace:
         self.dtype = dtype
         self.pin = pin
         self.chunk_blocks = chunk_blocks
-        self.chunks: list[torch.Tensor] = []
+        self.reserve_bytes = reserve_bytes
+        self._chunks: dict[int, torch.Tensor] = {}  # by id: a slot's chunk id stays valid as others go
+        self._next_chunk_id = 0
         self.free_slots: list[tuple[int, int]] = []
         # Touched now, so that the first suspends copy into mapped memory (like a swap partition).
         while self.num_blocks * self.bytes_per_block < reserve_bytes:
             self._grow(self.chunk_blocks)
 
     @property
+    def chunks(self) -> list[torch.Tensor]:
+        return list(self._chunks.values())
+
+    @property
     def num_blocks(self) -> int:
-        return sum(chunk.shape[2] for chunk in self.chunks)
+        return sum(chunk.shape[2] for chunk in self._chunks.values())
 
     @property
     def num_free_blocks(self) -> int:
@@ -65,24 +75,45 @@ class SwapSpace:
             self._grow(max(self.chunk_blocks, len(block_ids) - len(self.free_slots)))
         slots = tuple(self.free_slots.pop() for _ in block_ids)
         for chunk, pairs in _by_chunk(slots, block_ids).items():
-            _copy_blocks(kv_blocks, [b for _, b in pairs], self.chunks[chunk], [i for i, _ in pairs])
+            _copy_blocks(kv_blocks, [b for _, b in pairs], self._chunks[chunk], [i for i, _ in pairs])
         return SwapHandle(slots, len(slots) * self.bytes_per_block)
 
     def swap_in(self, handle: SwapHandle, kv_blocks: torch.Tensor, block_ids: list[int]) -> None:
         """Copy a handle's blocks back into pool blocks `block_ids`, then free the swap blocks."""
         for chunk, pairs in _by_chunk(handle.slots, block_ids).items():
-            _copy_blocks(self.chunks[chunk], [i for i, _ in pairs], kv_blocks, [b for _, b in pairs])
+            _copy_blocks(self._chunks[chunk], [i for i, _ in pairs], kv_blocks, [b for _, b in pairs])
         self.release(handle)
 
     def release(self, handle: SwapHandle) -> None:
         self.free_slots.extend(handle.slots)
 
+    def shrink(self) -> int:
+        """Give back every chunk beyond the reserve none of whose blocks is held, newest first; the
+        bytes given back."""
+        free_per_chunk: dict[int, int] = defaultdict(int)
+        for chunk, _ in self.free_slots:
+            free_per_chunk[chunk] += 1
+        given = 0
+        for chunk_id in sorted(self._chunks, reverse=True):
+            chunk = self._chunks[chunk_id]
+            size = chunk.shape[2] * self.bytes_per_block
+            if free_per_chunk[chunk_id] < chunk.shape[2] or self.num_blocks * self.bytes_per_block - size < (
+                self.reserve_bytes
+            ):
+                continue
+            del self._chunks[chunk_id]
+            given += size
+        if given:
+            self.free_slots = [slot for slot in self.free_slots if slot[0] in self._chunks]
+        return given
+
     def _grow(self, num_blocks: int) -> None:
         layers, kv, *rest = self.block_shape
         chunk = torch.empty((layers, kv, num_blocks, *rest), dtype=self.dtype, pin_memory=self.pin)
         chunk.zero_()  # touch every page now, not during a swap
-        self.chunks.append(chunk)
-        index = len(self.chunks) - 1
+        index = self._next_chunk_id
+        self._next_chunk_id += 1
+        self._chunks[index] = chunk
         self.free_slots.extend((index, i) for i in reversed(range(num_blocks)))
 
 

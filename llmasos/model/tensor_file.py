@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import mmap
 import struct
+from collections.abc import Callable, Iterable
 from typing import BinaryIO
 
 import torch
@@ -95,21 +96,62 @@ def parse_header(text: bytes | memoryview) -> tuple[dict[str, str], dict[str, di
     return metadata, header
 
 
-def read_tensors(file: BinaryIO, header: dict[str, dict]) -> dict[str, torch.Tensor]:
+def read_tensors(
+    file: BinaryIO, header: dict[str, dict], mapped: Callable[[str], bool] | None = None
+) -> dict[str, torch.Tensor]:
     """The tensors of `header` (from `read_header`), read from the data section where `file` stands:
     views of one block of anonymous memory (not page cache the OS could drop and read back). Most of
-    the time is one `readinto`, which releases the GIL. ValueError where the file is truncated."""
+    the time is one `readinto`, which releases the GIL. ValueError where the file is truncated.
+
+    Tensors whose name `mapped` accepts are not read: they are views of a private map of the file,
+    so only the pages a reader touches become resident. Why: an embedding table is read one row per
+    token, and reading it whole made SmolLM2's 32 MB table resident where a few thousand rows are
+    ever used (llama.cpp maps its file the same way). Its pages are clean page cache the OS may drop
+    and read back, which costs a lookup a disk read at worst; the projections, read whole every
+    step, are never mapped (decode swung between 8 and 100 tok/s when they were)."""
     size = max((entry["data_offsets"][1] for entry in header.values()), default=0)
+    wanted = {name: entry for name, entry in header.items() if mapped is None or not mapped(name)}
     data = mmap.mmap(-1, max(size, 1))
     view = memoryview(data)
-    done = 0
-    while done < size:
-        count = file.readinto(view[done:size])
+    data_start = file.tell() if len(wanted) < len(header) else 0
+    for lo, hi in _spans(wanted.values()):
+        if len(wanted) < len(header):
+            file.seek(data_start + lo)
+        _read_into(file, view, lo, hi, size)
+    view.release()
+    tensors = tensors_in(data, 0, wanted)
+    if len(wanted) < len(header):
+        tensors.update(
+            _mapped_tensors(file, data_start, {k: v for k, v in header.items() if k not in wanted})
+        )
+    return tensors
+
+
+def _spans(entries: Iterable[dict]) -> list[tuple[int, int]]:
+    """The data section's byte ranges holding `entries`, sorted, touching ones merged."""
+    spans: list[tuple[int, int]] = []
+    for lo, hi in sorted(tuple(entry["data_offsets"]) for entry in entries):
+        if spans and lo <= spans[-1][1]:
+            spans[-1] = (spans[-1][0], max(hi, spans[-1][1]))
+        elif hi > lo:
+            spans.append((lo, hi))
+    return spans
+
+
+def _read_into(file: BinaryIO, view: memoryview, lo: int, hi: int, size: int) -> None:
+    done = lo
+    while done < hi:
+        count = file.readinto(view[done:hi])
         if not count:
             raise ValueError(f"data section ends after {done} of {size} bytes: the file is truncated")
         done += count
-    view.release()
-    return tensors_in(data, 0, header)
+
+
+def _mapped_tensors(file: BinaryIO, data_start: int, entries: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """`entries`' tensors as views of a private (copy-on-write) map of the whole file (ValueError, from
+    `tensors_in`, where the file is too short for them)."""
+    pages = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_COPY)
+    return tensors_in(pages, data_start, entries)
 
 
 def tensors_in(data: mmap.mmap, data_start: int, header: dict[str, dict]) -> dict[str, torch.Tensor]:

@@ -218,3 +218,46 @@ def test_swap_space_grows_by_what_a_swap_lacks_and_copies_back_exactly() -> None
     assert space.num_free_blocks == 9
     space.swap_out(pool, [10, 11])  # fits in the freed blocks: no growth
     assert space.num_blocks == 9
+
+
+def test_swap_space_gives_back_free_chunks_beyond_its_reserve_and_keeps_working() -> None:
+    block_shape = (2, 2, 4, 1, 8)
+    pool = torch.randn(2, 2, 12, 4, 1, 8)
+    block_bytes = 2 * 2 * 4 * 8 * 4
+    space = SwapSpace(block_shape, torch.float32, pin=False, chunk_blocks=2, reserve_bytes=2 * block_bytes)
+    assert space.num_blocks == 2  # the reserve: one chunk, touched up front
+    held = space.swap_out(pool, [0, 1, 2])  # grows by a chunk of 2
+    done = space.swap_out(pool, [3, 4, 5, 6, 7])  # and by one of 4
+    assert space.num_blocks == 8
+    space.release(done)
+    # Nothing the held handle uses goes, nor the reserve; the chunk of 4 is wholly free.
+    assert space.shrink() == 4 * block_bytes and space.num_blocks == 4
+    restored = torch.zeros_like(pool)
+    space.swap_in(held, restored, [0, 1, 2])
+    assert torch.equal(restored[:, :, :3], pool[:, :, :3])
+    assert space.shrink() == 2 * block_bytes and space.num_blocks == 2  # down to the reserve
+    again = space.swap_out(pool, [8, 9, 10])  # grows again as needed, copies exactly
+    space.swap_in(again, restored, [8, 9, 10])
+    assert torch.equal(restored[:, :, 8:11], pool[:, :, 8:11])
+
+
+def test_an_engine_with_nothing_left_to_run_gives_its_swap_chunks_back(tiny_loaded) -> None:
+    engine = LLMEngine(tiny_loaded, EngineConfig(block_size=4, kv_cache_bytes=4 * 1024 * 1024))
+    params = SamplingParams(max_tokens=6, temperature=0, ignore_eos=True)
+    engine.add("a", [5, 6, 7, 8, 9, 10, 11], params)
+    engine.add("b", [12, 13, 14], params)
+    engine.step()
+    engine.suspend("a", "swap")
+    engine.step()
+    assert engine.runner.swap_space.num_blocks > 0  # held by "a", suspended
+    engine.resume("a")
+    while engine.has_unfinished_requests:
+        engine.step()
+        assert engine.runner.swap_space.num_blocks > 0 or not engine.requests
+    assert engine.runner.swap_space.num_blocks == 0 and not engine.requests
+    engine.add("c", [5, 6, 7], params)
+    engine.step()
+    engine.suspend("c", "swap")
+    assert engine.runner.swap_space.num_blocks > 0
+    engine.abort("c")  # the last request: an abort gives back too
+    assert engine.runner.swap_space.num_blocks == 0

@@ -17,6 +17,7 @@ from llmasos.model.block_layout import BLOCK_ROWS, from_row_blocks
 from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.loader import load_model
 from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
+from tests.helpers.memory_maps import mapping_of
 from tests.helpers.tiny_model import MIXED, TinySpec, write_tiny_gguf
 
 Q = gguf.GGMLQuantizationType
@@ -169,6 +170,12 @@ def test_a_second_load_reads_the_packed_cache_and_is_the_same_model(
     second = load_model(path, packed_format="int4")
     monkeypatch.undo()
     assert second.config == first.config
+    # The tables read a row at a time are views of the cache file (only the rows used become resident).
+    embed = second.model.embed_tokens
+    sparse = [*embed.parameters(), *(v for v in vars(embed).values() if isinstance(v, torch.Tensor))]
+    for tensor in [*sparse, second.model.rope_cos, second.model.rope_sin]:
+        assert mapping_of(tensor.data_ptr()) == str(cache)
+    assert mapping_of(second.model.norm.weight.data_ptr()) != str(cache)  # the rest is read
     text = "Hello, world! 123"
     assert second.tokenizer.encode(text) == first.tokenizer.encode(text)
     assert second.tokenizer.stop_token_ids == first.tokenizer.stop_token_ids

@@ -10,6 +10,7 @@ import torch
 from safetensors import safe_open
 
 from llmasos.model.tensor_file import ALIGNMENT, read_header, read_tensors, write_tensor_file
+from tests.helpers.memory_maps import mapping_of
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -66,3 +67,29 @@ def test_a_truncated_file_is_an_error() -> None:
 def test_a_dtype_the_file_cannot_hold_is_refused() -> None:
     with pytest.raises(ValueError, match="complex64"):
         write_tensor_file(io.BytesIO(), {"c": torch.zeros(2, dtype=torch.complex64)}, {})
+
+
+def test_mapped_tensors_are_views_of_the_file_the_others_are_read(tmp_path) -> None:
+    tensors = _tensors()
+    path = tmp_path / "t.st"
+    _write(path, tensors, {})
+    with open(path, "rb", buffering=0) as f:
+        header = read_header(f)[1]
+        read = read_tensors(f, header, mapped=lambda name: name in ("f32", "i8"))
+    assert set(read) == set(tensors)
+    for name, tensor in tensors.items():
+        assert read[name].dtype == tensor.dtype and torch.equal(read[name], tensor), name
+    assert mapping_of(read["f32"].data_ptr()) == str(path)
+    assert mapping_of(read["i8"].data_ptr()) == str(path)
+    assert mapping_of(read["bf16"].data_ptr()) in ("", "/dev/zero")  # read into anonymous memory
+    read["f32"][0, 0] = 42.0  # a private map: writes never reach the file
+    with open(path, "rb", buffering=0) as f:
+        assert torch.equal(read_tensors(f, read_header(f)[1])["f32"], tensors["f32"])
+
+
+def test_a_mapped_tensor_past_the_files_end_is_an_error(tmp_path) -> None:
+    path = tmp_path / "t.st"
+    _write(path, _tensors(), {})
+    path.write_bytes(path.read_bytes()[:-10])  # the last tensor ("strided") is cut short
+    with open(path, "rb", buffering=0) as f, pytest.raises(ValueError, match="truncated"):
+        read_tensors(f, read_header(f)[1], mapped=lambda name: name == "strided")
