@@ -16,8 +16,10 @@ from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model import loader
+from llmasos.model.config import RopeScaling
 from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3Model
 from llmasos.model.group_linear import Int8GroupLinear
+from llmasos.model.layers import rope_cos_sin, rope_inv_freq, rope_rows
 from llmasos.model.loader import load_model
 from llmasos.model.q8_embedding import Q8Embedding
 from tests.helpers.reference import full_logits, hf_greedy, hf_logits
@@ -160,3 +162,28 @@ def test_the_int4_load_keeps_a_q8_0_files_blocks_and_reads_back_from_its_cache(
 
 def _not_opened(path: Path) -> None:
     raise AssertionError(f"{path} was parsed although its packed cache is valid")
+
+
+@pytest.mark.parametrize("theta", [10_000.0, 1_000_000.0])
+def test_rope_rows_are_the_tables_rows_bit_for_bit(theta: float) -> None:
+    """Gemma 3 computes each step's RoPE rows from its positions instead of holding tables over the whole
+    context: the rows must be the tables' own bits, at any position and in any batch of positions."""
+    inv_freq = rope_inv_freq(256, theta, RopeScaling())
+    cos, sin = rope_cos_sin(inv_freq, 32_768)
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 5, 32, 513):
+        positions = torch.randint(0, 32_768, (n,), generator=generator)
+        row_cos, row_sin = rope_rows(inv_freq, positions)
+        assert torch.equal(row_cos, cos[positions]) and torch.equal(row_sin, sin[positions])
+
+
+def test_the_model_holds_no_tables_over_its_context(tiny_gemma3, tmp_path: Path) -> None:
+    """A context 64x longer adds no bytes to the loaded model (whole tables grew with it: 134 MB of
+    Gemma 3 270M's 32,768 positions), loaded from the file or from the packed cache."""
+    ours, _, _ = tiny_gemma3
+    long, _ = write_tiny_gemma3_gguf(tmp_path / "long.gguf", sliding_window=4, context_length=64 * 256)
+    assert ours.config.context_length == 256
+    assert load_model(long).model.held_bytes() == ours.model.held_bytes()
+    for _ in range(2):  # packs and writes the cache, then reads it
+        packed = load_model(long, packed_format="int4")
+        assert not any(b.shape[0] == 64 * 256 for b in packed.model.buffers())
