@@ -43,7 +43,7 @@ from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3DecoderLayer, Gemma3M
 from llmasos.model.group_linear import Int8GroupLinear
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q6k_linear import Q6KLinear
-from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
+from llmasos.model.q8_embedding import HeadRowsEmbedding, Int4Embedding, Q8Embedding, untouched_zeros
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from llmasos.model.tensor_file import (
     header_bytes,
@@ -61,8 +61,9 @@ logger = logging.getLogger(__name__)
 
 # Bump whenever what is stored, or the layout of a stored tensor, changes.
 # 2: 8-bit groups for parts of more than 4 bits (group_linear.py); 3: a tensor file;
-# 4: Q6_K blocks kept at 6 bits (q6k_linear.py); 5: Gemma 3's RoPE frequencies instead of tables
-CACHE_VERSION = 5
+# 4: Q6_K blocks kept at 6 bits (q6k_linear.py); 5: Gemma 3's RoPE frequencies instead of tables;
+# 6: Gemma 3's tied Q8_0 table once, as the head's 8-bit groups
+CACHE_VERSION = 6
 PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 
@@ -232,12 +233,16 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
     head = model.logits_proj
     if isinstance(head, Q6KLinear):
         out["head.q6"], out["head.sc"], out["head.dsup"] = head.q, head.sc, head.dsup
+    elif isinstance(head, Int8GroupLinear):  # a tied Q8_0 table held once: m is all zero, not stored
+        out["head.q8"], out["head.d"] = head.q, head.d
     else:
         out["head.qweight"], out["head.scales"] = head.qweight, head.scales
     out["head.shape"] = torch.tensor([head.out_features, head.in_features])
     embed = model.embed_tokens
     if isinstance(embed, Q8Embedding):
         out["embed.q8.q"], out["embed.q8.scales"] = embed.q, embed.scales
+    elif isinstance(embed, HeadRowsEmbedding):
+        out["embed.from_head"] = torch.ones(1, dtype=torch.uint8)  # read from the head's tensors
     elif isinstance(embed, Int4Embedding):
         out["embed.int4.packed"], out["embed.int4.d"], out["embed.int4.m"] = embed.packed, embed.d, embed.m
     else:
@@ -283,12 +288,19 @@ def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
     if "head.q6" in tensors:
         parts = (tensors["head.q6"], tensors["head.sc"], tensors["head.dsup"])
         model.logits_proj = Q6KLinear.from_packed(*parts, None, (out_features, in_features))
+    elif "head.q8" in tensors:
+        q, d = tensors["head.q8"], tensors["head.d"]
+        model.logits_proj = Int8GroupLinear.from_packed(
+            q, d, untouched_zeros(d.shape), None, (out_features, in_features)
+        )
     else:
         model.logits_proj = Int8Linear.from_packed(
             tensors["head.qweight"], tensors["head.scales"], (out_features, in_features)
         )
     model.lm_head = None
-    if "embed.q8.q" in tensors:
+    if "embed.from_head" in tensors:
+        model.embed_tokens = HeadRowsEmbedding(model.logits_proj)
+    elif "embed.q8.q" in tensors:
         model.embed_tokens = Q8Embedding(tensors["embed.q8.q"], tensors["embed.q8.scales"])
     elif "embed.int4.packed" in tensors:
         model.embed_tokens = Int4Embedding.from_packed(

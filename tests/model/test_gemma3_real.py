@@ -14,6 +14,7 @@ from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model.gemma3 import Gemma3Model
 from llmasos.model.loader import LoadedModel, load_model
+from llmasos.model.q8_embedding import HeadRowsEmbedding
 from tests.helpers.reference import full_logits, hf_logits, hf_model_from_gguf
 
 # A base model: prompts to continue, not questions.
@@ -61,6 +62,8 @@ def _check_default_format(path: Path, prompts: list[list[int]], reference_logits
     0.96, 7.10 and 5/8). These bounds pin that with a margin of 2x, so the error can only shrink."""
     packed: LoadedModel = load_model(path, packed_format="int4")
     assert isinstance(packed.model, Gemma3Model) and packed.model.packed_format == "int4"
+    # The tied Q8_0 table once: the head's exact 8-bit groups, whose rows the lookup reads.
+    assert isinstance(packed.model.embed_tokens, HeadRowsEmbedding)
     for ids, theirs in zip(prompts, reference_logits, strict=True):
         ours = full_logits(packed, ids)[-1]
         error = (ours - theirs).abs().mean().item()
