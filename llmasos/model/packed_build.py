@@ -17,7 +17,9 @@ one projection's temporaries beyond what the model keeps:
   file's 6-bit blocks (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear) where the C++ kernels run: 6.6 bits a
   weight against the 8-bit groups' 12 and the int8 head's 8 (`q6k_layer`).
 - The embedding table stays in the file's integers where they are 8-bit exact (Q8_0, Q6_K; Q8Embedding),
-  else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time.
+  else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time. Gemma 3's
+  tied Q8_0 table is held once instead, as a head of exact 8-bit groups whose rows the lookup reads
+  (`shares_head_table`).
 
 The result is what `LlamaModel.quantize("int4")` made from the float32 model, with `packed_format`
 set, so quantizing it again returns it unchanged. Gemma 3 (gemma3.py) is built the same way, its QK-norm

@@ -6,8 +6,8 @@ made (projections in the C++ kernels' layout, the head, the embedding, norms, th
 tokenizer) to one file, `<model>.gguf.int4.pt`, atomically (a temporary file renamed into place, mode
 0600); later loads read it: no GGUF parsing, no conversion. The file is a tensor file
 (tensor_file.py, safetensors' layout; the name is older than the format): its data section is read
-with one `readinto` while another thread builds the tokenizer from its metadata (1.0-1.2 s for
-Qwen2.5's vocabulary, which then costs no wall time on a second core).
+after the tokenizer is built from its metadata (not beside it: Gemma 3's tokenizer build takes 370 MB of
+temporaries, which on top of the weights set the load's peak RSS; the file is read ahead meanwhile).
 
 The cache names the file it was made from (size and modification time) and this code's layout
 (`CACHE_VERSION`, the kernels' integer range); any mismatch, or an unreadable cache (a torch.save file
