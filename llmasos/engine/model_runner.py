@@ -7,7 +7,6 @@ its last token.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import mmap
@@ -21,6 +20,7 @@ from llmasos.engine.sampling import Sampler, SamplerOutput
 from llmasos.engine.scheduler import ScheduledSequence
 from llmasos.engine.swap_space import SwapHandle, SwapSpace
 from llmasos.model.attention import AttentionMetadata
+from llmasos.model.heap import trim_heap
 from llmasos.model.loader import LoadedModel
 from llmasos.model.weight_formats import resolve_weight_format
 
@@ -38,15 +38,6 @@ def return_freed_memory() -> None:
     dropped, 128 MB more were returned by the trim than by the frees."""
     gc.collect()
     trim_heap()
-
-
-def trim_heap() -> None:
-    """glibc's `malloc_trim`: the C heap's free pages go back to the OS (no garbage collection)."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to trim
-        return
-    trim(0)
 
 
 def resolve_kv_cache_dtype(kv_cache_dtype: str, weight_format: str, model_dtype: torch.dtype) -> torch.dtype:

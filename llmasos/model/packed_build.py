@@ -17,7 +17,9 @@ one projection's temporaries beyond what the model keeps:
   file's 6-bit blocks (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear) where the C++ kernels run: 6.6 bits a
   weight against the 8-bit groups' 12 and the int8 head's 8 (`q6k_layer`).
 - The embedding table stays in the file's integers where they are 8-bit exact (Q8_0, Q6_K; Q8Embedding),
-  else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time.
+  else float32; the LM head (or the tied table) becomes per-row int8, a slice of rows at a time. Gemma 3's
+  tied Q8_0 table is held once instead, as a head of exact 8-bit groups whose rows the lookup reads
+  (`shares_head_table`).
 
 The result is what `LlamaModel.quantize("int4")` made from the float32 model, with `packed_format`
 set, so quantizing it again returns it unchanged. Gemma 3 (gemma3.py) is built the same way, its QK-norm
@@ -33,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmasos.errors import ModelFormatError
-from llmasos.model.block_layout import BLOCK_ROWS, pack_q6_blocks, to_row_blocks
+from llmasos.model.block_layout import BLOCK_ROWS, pack_int8_blocks, pack_q6_blocks, to_row_blocks
 from llmasos.model.config import ModelConfig
 from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, model_class
 from llmasos.model.gguf_blocks import (
@@ -42,6 +44,7 @@ from llmasos.model.gguf_blocks import (
     INT4_TYPES,
     INT8_GROUP_TYPES,
     ROWS_PER_SLICE,
+    SUB_GROUP,
     dequantize,
     dequantize_rows,
     int4_groups,
@@ -56,7 +59,7 @@ from llmasos.model.int_weights import int4_requantize, int8_group_requantize
 from llmasos.model.llama import LlamaModel
 from llmasos.model.native import cpu_kernels
 from llmasos.model.q6k_linear import SUPER_GROUP, Q6KLinear
-from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
+from llmasos.model.q8_embedding import HeadRowsEmbedding, Int4Embedding, Q8Embedding, untouched_zeros
 from llmasos.model.quant_linear import DEFAULT_MAX_QUANT_TOKENS, Int4Linear, Int8Linear
 
 PACKED_FORMATS = ("int4",)
@@ -85,13 +88,13 @@ def build_packed_model(
         pack.layer(layer, i)
     model.norm.weight = _param(_take(tensors, "output_norm.weight"))
     embedding = _take(tensors, "token_embd.weight")
-    model.embed_tokens = _embedding(embedding, config)
-    head = tensors.pop("output.weight", None) or embedding
-    model.lm_head = None
-    if keeps_q6k([head], whole_blocks=False):
-        model.logits_proj = q6k_layer([head], None, max_quant_tokens)
+    if "output.weight" not in tensors and shares_head_table(config, embedding):
+        model.logits_proj = q8_0_head(embedding, max_quant_tokens)
+        model.embed_tokens = HeadRowsEmbedding(model.logits_proj)
     else:
-        model.logits_proj = Int8Linear.from_rows(dequantize_rows(head), tensor_shape(head), max_quant_tokens)
+        model.embed_tokens = _embedding(embedding, config)
+        model.logits_proj = _head(tensors.pop("output.weight", None) or embedding, max_quant_tokens)
+    model.lm_head = None
     rope_freqs = tensors.pop("rope_freqs.weight", None)
     tensors.release_taken()
     if tensors:
@@ -231,6 +234,35 @@ def keeps_q6k(tensors: list[gguf.ReaderTensor], whole_blocks: bool = True) -> bo
     return all(fits) and len({s[-1] for s in shapes}) == 1 and (whole_blocks or len(shapes) == 1)
 
 
+def shares_head_table(config: ModelConfig, embedding: gguf.ReaderTensor) -> bool:
+    """Whether the tied table is held once, as the head's 8-bit groups that the lookup reads too
+    (q8_0_head, q8_embedding.HeadRowsEmbedding): a Q8_0 table, rows by 16, the C++ kernels, and Gemma 3,
+    whose 262,144-token table is most of the model (two copies were 357 MB, one is 210 MB, and the head
+    became the file's exact values at the per-row head's speed). Other models keep their two copies
+    until measured: SmolLM2's head is 7 MB a token more as groups."""
+    rows, cols = tensor_shape(embedding)
+    return (
+        config.architecture == "gemma3"
+        and embedding.tensor_type == gguf.GGMLQuantizationType.Q8_0
+        and rows % BLOCK_ROWS == 0
+        and cols % 32 == 0
+        and cpu_kernels() is not None
+    )
+
+
+def q8_0_head(tensor: gguf.ReaderTensor, max_quant_tokens: int) -> Int8GroupLinear:
+    """The Q8_0 table as an 8-bit-group head holding the file's q and d exactly, packed a slice of rows at
+    a time; its m (all zero) lies on untouched pages, so it costs no RSS."""
+    rows, cols = tensor_shape(tensor)
+    q = torch.empty(rows // BLOCK_ROWS, cols // 2, 2 * BLOCK_ROWS, dtype=torch.int8)
+    d = torch.empty(rows // BLOCK_ROWS, cols // SUB_GROUP, BLOCK_ROWS)
+    for r0 in range(0, rows, ROWS_PER_SLICE):
+        part_q, part_d, _ = int8_group_values(tensor, slice(r0, r0 + ROWS_PER_SLICE))
+        b0, b1 = r0 // BLOCK_ROWS, (r0 + len(part_q)) // BLOCK_ROWS
+        q[b0:b1], d[b0:b1] = pack_int8_blocks(part_q), to_row_blocks(part_d)
+    return Int8GroupLinear.from_packed(q, d, untouched_zeros(d.shape), None, (rows, cols), max_quant_tokens)
+
+
 def q6k_layer(
     tensors: list[gguf.ReaderTensor], bias: torch.Tensor | None, max_quant_tokens: int
 ) -> Q6KLinear:
@@ -257,6 +289,13 @@ def q6k_layer(
             )
             b0 = b1
     return Q6KLinear.from_packed(q, sc, dsup, bias, (rows, cols), max_quant_tokens)
+
+
+def _head(head: gguf.ReaderTensor, max_quant_tokens: int) -> nn.Module:
+    """The LM head: the file's 6-bit blocks where they fit the kernels, else per-row int8."""
+    if keeps_q6k([head], whole_blocks=False):
+        return q6k_layer([head], None, max_quant_tokens)
+    return Int8Linear.from_rows(dequantize_rows(head), tensor_shape(head), max_quant_tokens)
 
 
 def _check_matrix(tensor: gguf.ReaderTensor) -> None:

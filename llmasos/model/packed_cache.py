@@ -6,8 +6,8 @@ made (projections in the C++ kernels' layout, the head, the embedding, norms, th
 tokenizer) to one file, `<model>.gguf.int4.pt`, atomically (a temporary file renamed into place, mode
 0600); later loads read it: no GGUF parsing, no conversion. The file is a tensor file
 (tensor_file.py, safetensors' layout; the name is older than the format): its data section is read
-with one `readinto` while another thread builds the tokenizer from its metadata (1.0-1.2 s for
-Qwen2.5's vocabulary, which then costs no wall time on a second core).
+after the tokenizer is built from its metadata (not beside it: Gemma 3's tokenizer build takes 370 MB of
+temporaries, which on top of the weights set the load's peak RSS; the file is read ahead meanwhile).
 
 The cache names the file it was made from (size and modification time) and this code's layout
 (`CACHE_VERSION`, the kernels' integer range); any mismatch, or an unreadable cache (a torch.save file
@@ -29,9 +29,8 @@ import json
 import logging
 import os
 import tempfile
-import threading
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import tokenizers
 import torch
@@ -40,9 +39,10 @@ from torch import nn
 from llmasos.model.config import ModelConfig, RopeScaling
 from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3DecoderLayer, Gemma3Model, model_class
 from llmasos.model.group_linear import Int8GroupLinear
+from llmasos.model.heap import trim_heap
 from llmasos.model.llama import LlamaModel
 from llmasos.model.q6k_linear import Q6KLinear
-from llmasos.model.q8_embedding import Int4Embedding, Q8Embedding
+from llmasos.model.q8_embedding import HeadRowsEmbedding, Int4Embedding, Q8Embedding, untouched_zeros
 from llmasos.model.quant_linear import Int4Linear, Int8Linear
 from llmasos.model.tensor_file import (
     header_bytes,
@@ -60,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 # Bump whenever what is stored, or the layout of a stored tensor, changes.
 # 2: 8-bit groups for parts of more than 4 bits (group_linear.py); 3: a tensor file;
-# 4: Q6_K blocks kept at 6 bits (q6k_linear.py)
-CACHE_VERSION = 4
+# 4: Q6_K blocks kept at 6 bits (q6k_linear.py); 5: Gemma 3's RoPE frequencies instead of tables;
+# 6: Gemma 3's tied Q8_0 table once, as the head's 8-bit groups
+CACHE_VERSION = 6
 PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 
 
@@ -82,15 +83,16 @@ def _read(
         stored = json.loads(metadata.get("llmasos", "{}"))
         if stored.get("key") != key:
             return None
-        # The weights are read in a thread of its own (its readinto releases the GIL) while this one
-        # builds the tokenizer (which holds it): on two cores the tokenizer's second costs no wall time.
-        reader = _Reader(f, header)
-        reader.start()
-        try:
-            tokenizer = tokenizers.Tokenizer.from_str(metadata["tokenizer"])
-        finally:
-            reader.join()
-        return stored, reader.tensors(), tokenizer
+        # The tokenizer first, and the heap pages of its parse given back, then the weights. Built while a
+        # thread read the weights, Gemma 3's (262,144 tokens, 514,906 merges) took 370 MB of temporaries
+        # on top of them (it keeps 96 MB): a peak RSS of 1,241 MB against 922 MB after the load. The
+        # file's pages are read ahead meanwhile, so a cold file still reads while the tokenizer builds;
+        # from a warm page cache the weights' copy now follows the tokenizer (0.2-0.5 s for 0.3-0.6 GB).
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+        tokenizer = tokenizers.Tokenizer.from_str(metadata.pop("tokenizer"))
+        del metadata
+        trim_heap()
+        return stored, read_tensors(f, header, mapped=is_sparsely_read), tokenizer
 
 
 def _read_sealed(
@@ -117,26 +119,6 @@ def is_sparsely_read(name: str) -> bool:
     only the rows used become resident. SmolLM2's Q8_0 table is 32 MB, of which a chat touches a few
     hundred KB; Qwen2.5's RoPE tables for 32,768 positions are 32 MB."""
     return name.startswith(("embed.", "rope_"))
-
-
-class _Reader(threading.Thread):
-    """`read_tensors` in a thread; `tensors()` returns them or raises what the read raised."""
-
-    def __init__(self, file: BinaryIO, header: dict[str, dict]) -> None:
-        super().__init__(name="packed-cache-read", daemon=True)
-        self.file, self.header = file, header
-        self.result: dict[str, torch.Tensor] | BaseException = {}
-
-    def run(self) -> None:
-        try:
-            self.result = read_tensors(self.file, self.header, mapped=is_sparsely_read)
-        except BaseException as err:  # re-raised in the loading thread
-            self.result = err
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        if isinstance(self.result, BaseException):
-            raise self.result
-        return self.result
 
 
 def cache_key(gguf_path: Path, int_max: int) -> dict[str, int]:
@@ -252,19 +234,24 @@ def _tensors(model: LlamaModel) -> dict[str, torch.Tensor]:
     head = model.logits_proj
     if isinstance(head, Q6KLinear):
         out["head.q6"], out["head.sc"], out["head.dsup"] = head.q, head.sc, head.dsup
+    elif isinstance(head, Int8GroupLinear):  # a tied Q8_0 table held once: m is all zero, not stored
+        out["head.q8"], out["head.d"] = head.q, head.d
     else:
         out["head.qweight"], out["head.scales"] = head.qweight, head.scales
     out["head.shape"] = torch.tensor([head.out_features, head.in_features])
     embed = model.embed_tokens
     if isinstance(embed, Q8Embedding):
         out["embed.q8.q"], out["embed.q8.scales"] = embed.q, embed.scales
+    elif isinstance(embed, HeadRowsEmbedding):
+        out["embed.from_head"] = torch.ones(1, dtype=torch.uint8)  # read from the head's tensors
     elif isinstance(embed, Int4Embedding):
         out["embed.int4.packed"], out["embed.int4.d"], out["embed.int4.m"] = embed.packed, embed.d, embed.m
     else:
         out["embed.dense"] = embed.weight.detach()
-    out["rope_cos"], out["rope_sin"] = model.rope_cos, model.rope_sin
-    if isinstance(model, Gemma3Model):  # its sliding-window layers' own base
-        out["rope_local_cos"], out["rope_local_sin"] = model.rope_local_cos, model.rope_local_sin
+    if isinstance(model, Gemma3Model):  # no tables: its rows are computed per step from the frequencies
+        out["rope_inv_freq"] = model.global_inv_freq
+    else:
+        out["rope_cos"], out["rope_sin"] = model.rope_cos, model.rope_sin
     return out
 
 
@@ -302,12 +289,19 @@ def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
     if "head.q6" in tensors:
         parts = (tensors["head.q6"], tensors["head.sc"], tensors["head.dsup"])
         model.logits_proj = Q6KLinear.from_packed(*parts, None, (out_features, in_features))
+    elif "head.q8" in tensors:
+        q, d = tensors["head.q8"], tensors["head.d"]
+        model.logits_proj = Int8GroupLinear.from_packed(
+            q, d, untouched_zeros(d.shape), None, (out_features, in_features)
+        )
     else:
         model.logits_proj = Int8Linear.from_packed(
             tensors["head.qweight"], tensors["head.scales"], (out_features, in_features)
         )
     model.lm_head = None
-    if "embed.q8.q" in tensors:
+    if "embed.from_head" in tensors:
+        model.embed_tokens = HeadRowsEmbedding(model.logits_proj)
+    elif "embed.q8.q" in tensors:
         model.embed_tokens = Q8Embedding(tensors["embed.q8.q"], tensors["embed.q8.scales"])
     elif "embed.int4.packed" in tensors:
         model.embed_tokens = Int4Embedding.from_packed(
@@ -315,18 +309,23 @@ def _model(config: ModelConfig, tensors: dict[str, torch.Tensor]) -> LlamaModel:
         )
     else:
         model.embed_tokens = nn.Embedding.from_pretrained(tensors["embed.dense"])
-    model.register_buffer("rope_cos", tensors["rope_cos"], persistent=False)
-    model.register_buffer("rope_sin", tensors["rope_sin"], persistent=False)
-    if isinstance(model, Gemma3Model):
-        model.register_buffer("rope_local_cos", tensors["rope_local_cos"], persistent=False)
-        model.register_buffer("rope_local_sin", tensors["rope_local_sin"], persistent=False)
-    with torch.device("cpu"):  # the per-head factor, as set_rope_inv_freq makes it
-        head_scale = torch.ones(config.num_heads + config.num_kv_heads, 1)
-        head_scale[: config.num_heads] = config.attention_scale  # 1/sqrt(head_dim) unless Gemma's differs
-    model.register_buffer("rope_head_scale", head_scale, persistent=False)
+    _install_rope(model, config, tensors)
     model.packed_format = "int4"
     model._enable_native_step()
     return model
+
+
+def _install_rope(model: LlamaModel, config: ModelConfig, tensors: dict[str, torch.Tensor]) -> None:
+    """The stored RoPE tables (Llama's C++ step reads them whole), or Gemma 3's frequencies."""
+    with torch.device("cpu"):  # the module was built on the meta device
+        if isinstance(model, Gemma3Model):
+            model.set_rope_inv_freq(tensors["rope_inv_freq"])
+            return
+        head_scale = torch.ones(config.num_heads + config.num_kv_heads, 1)  # as set_rope_inv_freq makes it
+        head_scale[: config.num_heads] = config.attention_scale
+    model.register_buffer("rope_cos", tensors["rope_cos"], persistent=False)
+    model.register_buffer("rope_sin", tensors["rope_sin"], persistent=False)
+    model.register_buffer("rope_head_scale", head_scale, persistent=False)
 
 
 def _config(stored: dict[str, Any]) -> ModelConfig:

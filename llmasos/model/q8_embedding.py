@@ -3,6 +3,8 @@ Q6_K's integers with a scale per 16 (1.25 bytes a value)."""
 
 from __future__ import annotations
 
+import mmap
+
 import torch
 from torch import nn
 
@@ -90,3 +92,40 @@ class Int4Embedding(nn.Module):
     def bytes_per_token(self) -> int:
         """Bytes one token's lookup reads: its packed row and the row's d and m."""
         return self.packed.shape[1] + 2 * self.d.shape[1] * self.d.element_size()
+
+
+def untouched_zeros(shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """A zero tensor in anonymous memory that is never written: reading it maps the kernel's one shared
+    zero page, so it adds nothing to the process's RSS however large it is (`torch.zeros` writes every
+    byte). For kernel operands that must exist but are all zero."""
+    count = torch.Size(shape).numel()
+    # Private: Python's default for anonymous maps is MAP_SHARED, whose pages are shared memory that a
+    # read makes resident (64 MB read added 68 MB of RSS); a private map reads the zero page.
+    size = max(count * torch.empty((), dtype=dtype).element_size(), 1)
+    pages = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(pages, dtype=dtype, count=count).view(shape)
+
+
+class HeadRowsEmbedding(nn.Module):
+    """The lookup table read from the LM head that holds the same table (a tied Q8_0 embedding kept once,
+    as 8-bit groups: group_linear.Int8GroupLinear with every m zero), in the head kernels' layout.
+
+    Why: Gemma 3's 262,144 x 640 table was held twice, as a Q8Embedding (189 MB) and as a per-row int8
+    head (168 MB). The 8-bit-group head is the file's Q8_0 values exactly (q and d, d repeated per 16) and
+    ran as fast as the per-row head, so the table is 210 MB once; a lookup gathers one row's q and d."""
+
+    def __init__(self, head: nn.Module) -> None:
+        super().__init__()
+        self.q = head.q  # (vocab / 16, dim / 2, 32) int8: byte 2r + e of pair p is w[r][2p + e]
+        self.d = head.d  # (vocab / 16, dim / 16, 16) float32: d[b, g, r] of row 16 b + r, group g
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, dim) float32
+        blocks, row = input_ids // 16, input_ids % 16
+        pairs = torch.stack([2 * row, 2 * row + 1], dim=-1)  # (N, 2): the row's two bytes of each pair
+        q = self.q[blocks].gather(2, pairs[:, None, :].expand(-1, self.q.shape[1], 2))  # (N, dim / 2, 2)
+        d = self.d[blocks].gather(2, row[:, None, None].expand(-1, self.d.shape[1], 1))  # (N, groups, 1)
+        return (q.reshape(len(input_ids), self.d.shape[1], -1).float() * d).flatten(1)
+
+    def bytes_per_token(self) -> int:
+        """Bytes one token's lookup reads: its row of q and the row's d."""
+        return self.q.shape[1] * 2 + self.d.shape[1] * self.d.element_size()

@@ -72,10 +72,16 @@ def tiny_gemma3_reference(vocab_size: int, *, sliding_window: int, layers: int =
 
 
 def write_tiny_gemma3_gguf(
-    path: Path, *, sliding_window: int = 4, seed: int = 0, qtype: gguf.GGMLQuantizationType = F32
+    path: Path,
+    *,
+    sliding_window: int = 4,
+    seed: int = 0,
+    qtype: gguf.GGMLQuantizationType = F32,
+    context_length: int | None = None,
 ):
     """Write the tiny Gemma 3 as GGUF; returns (path, the transformers model with the same weights).
 
+    context_length: the file's, where it should differ from the reference's 256 positions.
     qtype: the block format of every matrix (projections and the embedding; norms stay float32), as a
     quantized file stores them; the transformers model then holds the float32 weights, not their blocks."""
     writer = gguf.GGUFWriter(str(path), "gemma3")
@@ -84,7 +90,7 @@ def write_tiny_gemma3_gguf(
     c = model.config
     writer.add_name("tiny-gemma3")
     writer.add_block_count(c.num_hidden_layers)
-    writer.add_context_length(c.max_position_embeddings)
+    writer.add_context_length(context_length or c.max_position_embeddings)
     writer.add_embedding_length(c.hidden_size)
     writer.add_feed_forward_length(c.intermediate_size)
     writer.add_head_count(c.num_attention_heads)

@@ -16,10 +16,14 @@ from llmasos.config import EngineConfig
 from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model import loader
+from llmasos.model.config import RopeScaling
 from llmasos.model.gemma3 import GEMMA3_LAYER_NORMS, Gemma3Model
 from llmasos.model.group_linear import Int8GroupLinear
+from llmasos.model.layers import rope_cos_sin, rope_inv_freq, rope_rows
 from llmasos.model.loader import load_model
-from llmasos.model.q8_embedding import Q8Embedding
+from llmasos.model.native import cpu_kernels
+from llmasos.model.packed_build import q8_0_head
+from llmasos.model.q8_embedding import HeadRowsEmbedding, Q8Embedding, untouched_zeros
 from tests.helpers.reference import full_logits, hf_greedy, hf_logits
 from tests.helpers.tiny_gemma3 import write_tiny_gemma3_gguf
 
@@ -160,3 +164,70 @@ def test_the_int4_load_keeps_a_q8_0_files_blocks_and_reads_back_from_its_cache(
 
 def _not_opened(path: Path) -> None:
     raise AssertionError(f"{path} was parsed although its packed cache is valid")
+
+
+@pytest.mark.parametrize("theta", [10_000.0, 1_000_000.0])
+def test_rope_rows_are_the_tables_rows_bit_for_bit(theta: float) -> None:
+    """Gemma 3 computes each step's RoPE rows from its positions instead of holding tables over the whole
+    context: the rows must be the tables' own bits, at any position and in any batch of positions."""
+    inv_freq = rope_inv_freq(256, theta, RopeScaling())
+    cos, sin = rope_cos_sin(inv_freq, 32_768)
+    generator = torch.Generator().manual_seed(0)
+    for n in (1, 5, 32, 513):
+        positions = torch.randint(0, 32_768, (n,), generator=generator)
+        row_cos, row_sin = rope_rows(inv_freq, positions)
+        assert torch.equal(row_cos, cos[positions]) and torch.equal(row_sin, sin[positions])
+
+
+def test_the_model_holds_no_tables_over_its_context(tiny_gemma3, tmp_path: Path) -> None:
+    """A context 64x longer adds no bytes to the loaded model (whole tables grew with it: 134 MB of
+    Gemma 3 270M's 32,768 positions), loaded from the file or from the packed cache."""
+    ours, _, _ = tiny_gemma3
+    long, _ = write_tiny_gemma3_gguf(tmp_path / "long.gguf", sliding_window=4, context_length=64 * 256)
+    assert ours.config.context_length == 256
+    assert load_model(long).model.held_bytes() == ours.model.held_bytes()
+    for _ in range(2):  # packs and writes the cache, then reads it
+        packed = load_model(long, packed_format="int4")
+        assert not any(b.shape[0] == 64 * 256 for b in packed.model.buffers())
+
+
+def test_a_tied_q8_0_table_is_held_once_as_the_heads_exact_groups(tmp_path: Path) -> None:
+    """Gemma 3's tied Q8_0 table (262,144 rows) is kept once, as an 8-bit-group head (the file's q and d
+    exactly) whose rows the lookup reads: both give the file's dequantized values, not a re-quantized copy."""
+    if cpu_kernels() is None:
+        pytest.skip("the 8-bit-group head is the C++ kernels' layout; they do not build here")
+    generator = torch.Generator().manual_seed(0)
+    table = torch.randn(80, 64, generator=generator).numpy()  # 5 blocks of 16 rows, 2 Q8_0 blocks a row
+    writer = gguf.GGUFWriter(str(tmp_path / "t.gguf"), "gemma3")
+    packed = gguf.quants.quantize(table, gguf.GGMLQuantizationType.Q8_0)
+    writer.add_tensor(
+        "token_embd.weight", packed, raw_shape=packed.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0
+    )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tensor = gguf.GGUFReader(str(tmp_path / "t.gguf")).tensors[0]
+    exact = torch.from_numpy(gguf.quants.dequantize(tensor.data, tensor.tensor_type).copy()).view(80, 64)
+    head = q8_0_head(tensor, max_quant_tokens=64)
+    embedding = HeadRowsEmbedding(head)
+    ids = torch.tensor([0, 17, 79, 17, 40])
+    assert torch.equal(embedding(ids), exact[ids])
+    x = torch.randn(3, 64, generator=generator)
+    # The kernel rounds activations as for every int GEMM (quant_linear.py); the weights are exact.
+    torch.testing.assert_close(head(x).float(), x @ exact.T, atol=0.05, rtol=0.02)
+    assert embedding.bytes_per_token() == 64 + 4 * 4
+
+
+def test_untouched_zeros_add_no_resident_memory() -> None:
+    """The 8-bit-group head's all-zero m lies on pages that reading does not make resident (42 MB for
+    Gemma 3 270M's head)."""
+
+    def rss_kb() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    before = rss_kb()
+    zeros = untouched_zeros(((64 << 20) // 4,))
+    assert zeros.sum().item() == 0
+    assert rss_kb() - before < 8 << 10

@@ -14,6 +14,7 @@ from llmasos.engine.engine import LLMEngine
 from llmasos.engine.sampling import SamplingParams
 from llmasos.model.gemma3 import Gemma3Model
 from llmasos.model.loader import LoadedModel, load_model
+from llmasos.model.q8_embedding import HeadRowsEmbedding
 from tests.helpers.reference import full_logits, hf_logits, hf_model_from_gguf
 
 # A base model: prompts to continue, not questions.
@@ -54,13 +55,17 @@ def test_gemma3_270m_matches_transformers(gemma3_gguf_path: Path) -> None:
 
 def _check_default_format(path: Path, prompts: list[list[int]], reference_logits: list[torch.Tensor]) -> None:
     """The engine's default CPU load (what `serve` runs): the file's blocks kept as stored (Q5_0, Q6_K and
-    Q8_0 as 8-bit groups, Q4_K as 4-bit; packed_build.py), against transformers' float32 on the same file.
-    On these 3 prompts that gave mean |logit difference| 0.057-0.087 and the same top-1. On
-    benchmarks/model_parity.py's 8 prompts: mean 0.064, max 1.11, top-1 8/8, against llama.cpp's 0.21,
-    1.27 and 7/8 in the same run (re-quantizing every projection to 4-bit groups of our own had given
-    0.96, 7.10 and 5/8). These bounds pin that with a margin of 2x, so the error can only shrink."""
+    Q8_0 as 8-bit groups, Q4_K as 4-bit, the tied Q8_0 table once as an exact 8-bit-group head;
+    packed_build.py), against transformers' float32 on the same file. With the per-row int8 head these 3
+    prompts gave mean |logit difference| 0.057-0.087; with the exact head 0.008 on the first. On
+    benchmarks/model_parity.py's 8 prompts: mean 0.017, max 0.097, top-1 8/8, all 32 tokens equal on 8/8,
+    against llama.cpp's 0.21, 1.27, 7/8 and 5/8 in the same run (the per-row head had given 0.064, 1.11;
+    re-quantizing every projection to 4-bit groups of our own had given 0.96, 7.10 and 5/8 top-1).
+    These bounds pin that with a margin of 2x, so the error can only shrink."""
     packed: LoadedModel = load_model(path, packed_format="int4")
     assert isinstance(packed.model, Gemma3Model) and packed.model.packed_format == "int4"
+    # The tied Q8_0 table once: the head's exact 8-bit groups, whose rows the lookup reads.
+    assert isinstance(packed.model.embed_tokens, HeadRowsEmbedding)
     for ids, theirs in zip(prompts, reference_logits, strict=True):
         ours = full_logits(packed, ids)[-1]
         error = (ours - theirs).abs().mean().item()
