@@ -77,7 +77,9 @@ def allocate_kv_pool(shape: tuple[int, ...], dtype: torch.dtype, device: torch.d
     if device.type != "cpu":
         return torch.zeros(shape, dtype=dtype, device=device)
     nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
-    pages = mmap.mmap(-1, max(nbytes, 1))  # anonymous, private, zero-filled on first touch
+    # Private: Python's anonymous mmap is MAP_SHARED by default, whose pages become resident (as shared
+    # memory) when only read, and which MADV_DONTNEED does not give back.
+    pages = mmap.mmap(-1, max(nbytes, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return torch.frombuffer(pages, dtype=dtype, count=torch.Size(shape).numel()).view(shape)
 
 

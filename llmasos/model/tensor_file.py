@@ -111,7 +111,7 @@ def read_tensors(
     step, are never mapped (decode swung between 8 and 100 tok/s when they were)."""
     size = max((entry["data_offsets"][1] for entry in header.values()), default=0)
     wanted = {name: entry for name, entry in header.items() if mapped is None or not mapped(name)}
-    data = mmap.mmap(-1, max(size, 1))
+    data = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)  # see allocate_kv_pool
     view = memoryview(data)
     data_start = file.tell() if len(wanted) < len(header) else 0
     for lo, hi in _spans(wanted.values()):

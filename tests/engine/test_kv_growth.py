@@ -12,6 +12,7 @@ import torch
 from llmasos.config import EngineConfig
 from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.engine import LLMEngine
+from llmasos.engine.model_runner import allocate_kv_pool
 from llmasos.engine.sampling import SamplingParams
 from llmasos.engine.swap_space import SwapSpace
 from llmasos.kernel.boot import library_loader
@@ -261,3 +262,19 @@ def test_an_engine_with_nothing_left_to_run_gives_its_swap_chunks_back(tiny_load
     assert engine.runner.swap_space.num_blocks > 0
     engine.abort("c")  # the last request: an abort gives back too
     assert engine.runner.swap_space.num_blocks == 0
+
+
+def test_kv_pool_pages_only_read_stay_off_resident_memory() -> None:
+    """A read of a block never written maps the zero page: with Python's default anonymous mmap
+    (MAP_SHARED) every page read became resident shared memory, 64 MB here."""
+
+    def rss_kb() -> int:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+    before = rss_kb()
+    pool = allocate_kv_pool((16, 1 << 20), torch.float32, torch.device("cpu"))
+    assert pool.sum().item() == 0
+    assert rss_kb() - before < 8 << 10
+    pool[3].fill_(1.0)  # written pages are ordinary memory
+    assert pool[3].sum().item() == 1 << 20 and pool[2].sum().item() == 0
