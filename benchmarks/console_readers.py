@@ -14,19 +14,12 @@ from pathlib import Path
 import httpx
 from server_load import run_load, serve, thread_cpu_seconds
 
+from llmasos.console.routes import VIEW_SECTIONS as CONSOLE_VIEW_SECTIONS
+
 CHROMIUM = "/usr/bin/chromium"
-#: The overview's sections each console view follows (llmasos/console/static/js/main.js VIEW_SECTIONS).
-VIEW_SECTIONS = {
-    "processes": "processes",
-    "apps": "apps",
-    "models": "models",
-    "latency": "latency",
-    "audit": "audit",
-    "workflows": "",
-    "data": "apps",
-    "nodes": "nodes",
-    "playground": "models,processes",
-}
+#: The overview's sections each console view follows, as the stream's `views=` spells them (the page
+#: reads them from the same file: llmasos/console/static/js/view_sections.json).
+VIEW_SECTIONS = {view: ",".join(sections) for view, sections in CONSOLE_VIEW_SECTIONS.items()}
 
 
 class ConsolePage:

@@ -41,7 +41,16 @@ SECURITY_HEADERS = {
     "Cross-Origin-Resource-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-MEDIA_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".txt": "text/plain"}
+MEDIA_TYPES = {
+    ".html": "text/html",
+    ".js": "text/javascript",
+    ".css": "text/css",
+    ".txt": "text/plain",
+    ".json": "application/json",
+}
+#: The overview's sections each console view follows, as the page reads them (js/main.js); the
+#: benchmarks and tests that act as the page read the same file.
+VIEW_SECTIONS: dict[str, list[str]] = json.loads((STATIC / "js" / "view_sections.json").read_text())
 #: Seconds between two snapshots of a live stream: the console's refresh (at most 1 s, as asked).
 DEFAULT_INTERVAL = 1.0
 

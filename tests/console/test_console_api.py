@@ -5,9 +5,12 @@ and the calls the page's actions use check their input and rights."""
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 
+from llmasos.console.routes import STATIC, VIEW_SECTIONS
+from llmasos.kernel.overview_calls import SECTIONS
 from tests.api.conftest import LiveServer
 from tests.console.test_console_browser import audit_rows
 
@@ -36,6 +39,16 @@ def test_the_page_is_public_and_strict(console_server: LiveServer):
             assert response.status_code in (401, 404) and "APIRouter" not in response.text, path
         assert anonymous.get("/ui/nope.js").status_code == 404
         assert anonymous.get("/os/console/overview").status_code == 401  # the data needs a key
+
+
+def test_every_tab_has_its_sections_and_the_page_reads_them_from_the_served_file(console_server: LiveServer):
+    tabs = re.findall(r'data-view="([a-z]+)"', (STATIC / "index.html").read_text())
+    assert tabs and sorted(tabs) == sorted(VIEW_SECTIONS)
+    assert all(set(sections) <= SECTIONS for sections in VIEW_SECTIONS.values()), VIEW_SECTIONS
+    with httpx.Client(base_url=console_server.url) as anonymous:
+        served = anonymous.get("/ui/js/view_sections.json")
+    assert served.headers["content-type"].startswith("application/json")
+    assert served.json() == VIEW_SECTIONS
 
 
 def test_the_overview_follows_the_callers_rights(console_server: LiveServer):

@@ -18,24 +18,15 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmasos.console.routes import VIEW_SECTIONS as CONSOLE_VIEW_SECTIONS
 from tests.api.conftest import LiveServer
 from tests.console.conftest import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
 VIEWS = ("processes", "apps", "models", "latency", "audit", "workflows", "data", "nodes", "playground")
-#: The sections of the overview each view follows (main.js), as the stream's `views=` spells them.
-VIEW_SECTIONS = {
-    "processes": "processes",
-    "apps": "apps",
-    "models": "models",
-    "latency": "latency",
-    "audit": "audit",
-    "workflows": "",
-    "data": "apps",
-    "nodes": "nodes",
-    "playground": "models,processes",
-}
+#: The sections of the overview each view follows, as the stream's `views=` spells them.
+VIEW_SECTIONS = {view: ",".join(sections) for view, sections in CONSOLE_VIEW_SECTIONS.items()}
 
 
 # ---- work on the server, and reading it through the API -------------------------------------------

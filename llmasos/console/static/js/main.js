@@ -18,18 +18,9 @@ import { Playground } from "./playground.js";
 
 const $ = (id) => document.getElementById(id);
 // What each view shows of the overview: the stream is asked for these sections only, so the server
-// builds nothing a hidden view would show (and the page draws nothing it would not).
-const VIEW_SECTIONS = {
-  processes: ["processes"],
-  apps: ["apps"],
-  models: ["models"],
-  latency: ["latency"],
-  audit: ["audit"],
-  workflows: [],
-  data: ["apps"],
-  nodes: ["nodes"],
-  playground: ["models", "processes"],
-};
+// builds nothing a hidden view would show (and the page draws nothing it would not). One file says
+// it for the page, the server's tests and the benchmarks (llmasos/console/routes.py VIEW_SECTIONS).
+const VIEW_SECTIONS = await fetch(new URL("./view_sections.json", import.meta.url)).then((r) => r.json());
 const state = { overview: null, view: "processes", stream: null, charts: null, playground: null };
 
 // ---- signing in and out ------------------------------------------------------------------------
