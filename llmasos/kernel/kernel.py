@@ -103,7 +103,7 @@ class Kernel(KernelLoop):
             self.live[process.pid] = process
             self.work[process.pid] = work
             self.residency.models[process.model].active += 1
-        self._wake.set()
+        self.wake()
 
     def cancel(
         self, process: Process, reason: str = "cancelled by its owner", error: LLMasOSError | None = None
@@ -117,7 +117,7 @@ class Kernel(KernelLoop):
             if work.in_engine:
                 self._pending_aborts.append((process.model, process.pid))
             self._finish(process, ProcessState.CANCELLED, reason, "cancelled", error)
-        self._wake.set()
+        self.wake()
 
     def events(self, pid: int, timeout: float | None = None) -> Iterator[Event]:
         """A process's events until its final one. `timeout` bounds each wait (queue.Empty)."""

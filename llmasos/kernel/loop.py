@@ -38,6 +38,12 @@ class KernelLoop:
     def tick(self) -> int:
         raise NotImplementedError
 
+    def wake(self) -> None:
+        """Make the loop tick now. Call it (any thread, cheap, idempotent) whenever something makes a
+        process runnable: admitted, cancelled, its reader caught up, a hold released. A loop that
+        computed nothing sleeps until woken, so work that becomes runnable without a wake waits."""
+        self._wake.set()
+
     # ---- running in the background -------------------------------------------------------------
 
     @property
