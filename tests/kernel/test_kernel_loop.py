@@ -3,7 +3,6 @@ makes it so wakes it), and it sleeps until a policy's hold ends rather than poll
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -115,29 +114,3 @@ def test_an_in_process_stream_never_leaves_the_loop_asleep_or_stalled(tiny_gguf:
         counters = kernel.loop_counters
     assert counters.ticks >= generated and counters.stalled_ticks == 0, counters
     assert counters.sleeps_while_live == 0, counters
-
-
-def test_a_short_prompt_is_tokenized_in_the_admitting_thread_and_a_long_one_on_the_pool(monkeypatch) -> None:
-    """No hop to a tokenizer thread for a prompt that takes less to tokenize than the hop; a long
-    one still goes to the small pool (never the kernel's thread or the event loop)."""
-    from llmasos.kernel.generation_calls import INLINE_TOKENIZING_CHARS
-    from tests.kernel.test_kernel import make_kernel, params
-
-    kernel, sys, engines = make_kernel()
-    kernel.residency.acquire("m")
-    kernel.residency.release("m")
-    engines["m"].context_length = engines["m"].max_sequence_tokens = 3 * INLINE_TOKENIZING_CHARS
-    tokenizer = type(engines["m"].tokenizer)
-    real_encode = tokenizer.encode
-    threads: list[str] = []
-
-    def encode(self, text: str) -> list[int]:
-        threads.append(threading.current_thread().name)
-        return real_encode(self, text)
-
-    monkeypatch.setattr(tokenizer, "encode", encode)
-    app = App("a")
-    sys.generate(app, "m", "x" * INLINE_TOKENIZING_CHARS, params(1))
-    sys.generate(app, "m", "x" * (INLINE_TOKENIZING_CHARS + 1), params(1))
-    assert threads[0] == threading.current_thread().name
-    assert threads[1].startswith("llmasos-tokenize")
