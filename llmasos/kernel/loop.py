@@ -4,7 +4,8 @@
 The loop ticks while ticks compute, and sleeps after one that computed nothing until `wake()` is
 called or, when a policy holds live work back for a time (`Policy.changes_at`: the latency hold),
 until that time. Everything that makes work runnable calls `wake()`, so no sleep is a poll: the
-idle wait only bounds a sleep with nothing live (keep-alive expiries are checked after each tick).
+idle wait bounds a sleep with nothing live (keep-alive expiries are checked after each tick), and a
+tick whose chosen work computed nothing (a failure handled inside it) is retried after 50 ms.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ if TYPE_CHECKING:
     from llmasos.kernel.residency import ResidencyManager
 
 logger = logging.getLogger(__name__)
+
+
+#: How soon the loop ticks again after a tick whose chosen processes computed nothing (see `_sleep`).
+STALLED_RETRY_SECONDS = 0.05
 
 
 @dataclass
@@ -112,9 +117,14 @@ class KernelLoop:
         if not live:
             self._wake.wait(self.config.idle_sleep_seconds)
             return
-        counters.stalled_ticks += self.chosen_last_tick > 0
         counters.sleeps_while_live += 1
-        if not self._wake.wait(self._idle_wait()):
+        wait = self._idle_wait()
+        if self.chosen_last_tick > 0:
+            # Chosen work computed nothing: a step failed and its culprit was failed alone, a cluster
+            # node was lost and its requests move. No event follows; try again soon.
+            counters.stalled_ticks += 1
+            wait = min(wait, STALLED_RETRY_SECONDS)
+        if not self._wake.wait(wait):
             counters.timed_out_while_live += 1
 
     def _idle_wait(self) -> float:
