@@ -41,6 +41,11 @@ if TYPE_CHECKING:
     from llmasos.kernel.kernel import Kernel
 
 
+#: Prompts up to this many characters are tokenized in the admitting thread: about a millisecond of
+#: work, less than waiting for a tokenizer thread and back on a busy server.
+INLINE_TOKENIZING_CHARS = 4096
+
+
 class GenerationCalls:
     """Mixed into `Syscalls`, which provides `kernel`, `trail`, `pending`, `record`, `allowed_model`
     (residency_calls.py), the privacy hooks (`_private_prompt`, `_private_messages`, `private_text`,
@@ -278,8 +283,11 @@ class GenerationCalls:
         return self.private_text(app, "audit", request.audit_text(), "the audit content")
 
     def _tokenize(self, request: PromptRequest, tokenizer: Any) -> list[int]:
-        """The prompt's ids, computed on the small tokenizing pool: off the event loop and the
-        kernel's thread, and at most `TOKENIZING_THREADS` prompts at once however many arrive."""
+        """The prompt's ids. A short prompt's in the calling thread (a request's own, off the event
+        loop and the kernel's thread), which would only wait for the pool's thread; a long one's on
+        the small tokenizing pool, at most `TOKENIZING_THREADS` prompts at once however many arrive."""
+        if sum(len(text) for text in request.texts) <= INLINE_TOKENIZING_CHARS:
+            return request.encode(tokenizer)
         return self._tokenizing.submit(request.encode, tokenizer).result()
 
     def _settle_tokens(self, process: Process, work: Work) -> None:

@@ -103,7 +103,7 @@ class Kernel(KernelLoop):
             self.live[process.pid] = process
             self.work[process.pid] = work
             self.residency.models[process.model].active += 1
-        self._wake.set()
+        self.wake()
 
     def cancel(
         self, process: Process, reason: str = "cancelled by its owner", error: LLMasOSError | None = None
@@ -117,7 +117,7 @@ class Kernel(KernelLoop):
             if work.in_engine:
                 self._pending_aborts.append((process.model, process.pid))
             self._finish(process, ProcessState.CANCELLED, reason, "cancelled", error)
-        self._wake.set()
+        self.wake()
 
     def events(self, pid: int, timeout: float | None = None) -> Iterator[Event]:
         """A process's events until its final one. `timeout` bounds each wait (queue.Empty)."""
@@ -166,10 +166,21 @@ class Kernel(KernelLoop):
     def tick(self) -> int:
         """One scheduling step on every resident model with live work; tokens computed."""
         computed = 0
+        self.chosen_last_tick = 0
         self._run_pending_aborts()
         for model in list(self.residency.models):
             computed += self._tick_model(model)
         return computed
+
+    def changes_at(self) -> float | None:
+        """The earliest time at which a model's policy may choose differently with time alone."""
+        with self.lock:
+            now = self.clock()
+            due = (
+                policy.changes_at([p for p in self.live.values() if p.model == model], now)
+                for model, policy in self._policies.items()
+            )
+            return min((t for t in due if t is not None), default=None)
 
     def _tick_model(self, model: str) -> int:
         resident = self.residency.models.get(model)
@@ -187,6 +198,7 @@ class Kernel(KernelLoop):
             if not live:
                 return 0
             chosen = self._within_quotas(policy.select(live, engine.max_num_seqs, now))
+            self.chosen_last_tick += len(chosen)
             self._switch(engine, live, set(map(id, chosen)), chosen, now)
         start = time.perf_counter()
         step = self._step(engine, model)

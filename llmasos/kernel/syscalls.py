@@ -163,8 +163,12 @@ class Syscalls(
         return self.kernel.is_running
 
     def start(self) -> None:
-        """Run the kernel's scheduling loop in its own thread (a server at start-up)."""
+        """Run the kernel's scheduling loop in its own thread (a server at start-up), and the audit
+        log's writer in its own: both at the caller's priority, which a server's HTTP threads then
+        lower for themselves alone (every generation waits on its audit rows, as on its steps)."""
         self.kernel.start()
+        if self.trail.audit is not None:
+            self.trail.audit.start_writer()
 
     def stop(self) -> None:
         """Stop the loop, and write the audit rows still queued; live processes stay in the table."""

@@ -146,6 +146,10 @@ class AuditLog:
         this one ends. `QueuedRow.wait()` waits for it and gives its id."""
         return self._writer.submit(QueuedRow(record, opens))
 
+    def start_writer(self) -> None:
+        """Start the writer's thread now, at the caller's priority (see `AuditWriter.start`)."""
+        self._writer.start()
+
     def after_written(self, callback: Callable[[], None]) -> None:
         """Run `callback` once every row submitted so far is durable (in the writer's thread)."""
         self._writer.after_written(callback)

@@ -63,6 +63,13 @@ class AuditWriter:
         self._starting = threading.Lock()
         self._closed = False
 
+    def start(self) -> None:
+        """Start the thread now: it runs at the caller's thread's priority (threads inherit their
+        creator's niceness). A server starts it before its HTTP threads lower theirs: every
+        generation's start and end rows wait on it, and a writer niced with them got a tenth of a
+        core while a step ran, which held each stream's `[DONE]` for tens of milliseconds."""
+        self._ensure_thread()
+
     def submit(self, row: QueuedRow) -> QueuedRow:
         """Queue `row`; it is written soon, after every row queued before it."""
         if self._closed:  # after close (shutdown): written at once, in the caller's thread

@@ -1,6 +1,6 @@
 """A server's HTTP threads yield the CPU to the kernel's: the event loop's thread raises its niceness
-after starting the kernel's thread, so the kernel keeps its own and the threads the loop starts later
-(request pool, tokenizers, audit writer) inherit the loop's."""
+after starting the kernel's thread and the audit writer's, so those keep their own and the threads the
+loop starts later (request pool, tokenizers) inherit the loop's."""
 
 from __future__ import annotations
 
@@ -60,4 +60,6 @@ def test_the_served_app_lowers_its_loop_and_request_threads_below_the_kernel(nic
         assert client.get("/niceness-probe", headers={"Authorization": f"Bearer {key}"}).status_code == 200
         kernel = next(t for t in threading.enumerate() if t.name == "llmasos-kernel")
         assert thread_niceness(kernel.native_id) == base
+        # The audit writer too: a generation's start row holds its headers, its end row its [DONE].
+        assert thread_niceness(syscalls.audit._writer._thread.native_id) == base
     assert seen["request"] == base + niceness

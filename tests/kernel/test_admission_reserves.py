@@ -14,6 +14,7 @@ import pytest
 
 from llmasos.errors import ContextWindowExceededError, InvalidRequestError, QuotaExceededError
 from llmasos.kernel import admission
+from llmasos.kernel.generation_calls import INLINE_TOKENIZING_CHARS
 from llmasos.security.apps import App
 from tests.kernel.test_kernel import make_kernel, params
 
@@ -116,22 +117,27 @@ def test_a_lone_surrogate_in_a_prompt_is_a_clear_error() -> None:
         sys.chat(App("a"), "m", [{"role": "user", "content": "a\udfffb"}], params(3))
 
 
-def test_prompts_are_tokenized_on_the_small_tokenizing_pool() -> None:
+def test_a_short_prompt_is_tokenized_in_the_admitting_thread_and_a_long_one_on_the_pool(monkeypatch) -> None:
+    """No hop to a tokenizer thread for a prompt that takes less to tokenize than the hop; a long
+    one still goes to the small pool (never the kernel's thread or the event loop)."""
     kernel, sys, engines = make_kernel()
     kernel.residency.acquire("m")
     kernel.residency.release("m")
-    tokenizer = engines["m"].tokenizer
+    engines["m"].context_length = engines["m"].max_sequence_tokens = 3 * INLINE_TOKENIZING_CHARS
+    tokenizer = type(engines["m"].tokenizer)
+    real_encode = tokenizer.encode
     threads: list[str] = []
-    encode = tokenizer.encode
 
-    def recording_encode(text: str) -> list[int]:
+    def encode(self, text: str) -> list[int]:
         threads.append(threading.current_thread().name)
-        return encode(text)
+        return real_encode(self, text)
 
-    tokenizer.encode = recording_encode
-    sys.generate(App("a"), "m", "hello", params(2))
-    assert len(threads) == 1 and threads[0].startswith("llmasos-tokenize")
-    assert threads[0] != threading.current_thread().name
+    monkeypatch.setattr(tokenizer, "encode", encode)
+    app = App("a")
+    sys.generate(app, "m", "x" * INLINE_TOKENIZING_CHARS, params(1))
+    sys.generate(app, "m", "x" * (INLINE_TOKENIZING_CHARS + 1), params(1))
+    assert threads[0] == threading.current_thread().name
+    assert threads[1].startswith("llmasos-tokenize")
 
 
 def test_a_request_over_the_token_quota_is_refused_before_its_prompt_is_tokenized(monkeypatch) -> None:

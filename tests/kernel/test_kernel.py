@@ -13,7 +13,6 @@ from llmasos.errors import (
     QuotaExceededError,
 )
 from llmasos.kernel.kernel import Kernel, KernelConfig
-from llmasos.kernel.loop import WAITING_RECHECK_SECONDS
 from llmasos.kernel.process import ProcessState
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
@@ -203,10 +202,18 @@ def test_an_app_never_holds_more_processes_than_its_concurrency_quota() -> None:
     assert kernel.table[other.pid].is_terminal  # the other app was not held back by the quota
 
 
-def test_a_tick_that_ran_nothing_while_processes_are_live_looks_again_soon() -> None:
-    """The latency guard's hold and an app's quota end with time, not with an event that wakes the
-    kernel's loop: while a process is live it must not sleep the idle half second."""
+def test_the_loops_sleep_ends_when_the_latency_hold_does_and_nothing_else_is_timed() -> None:
+    """The latency guard's hold ends with time, not with an event that wakes the kernel's loop: the
+    loop sleeps until it ends (test_kernel_loop.py runs the loop itself)."""
     kernel, sys, _ = make_kernel()
-    assert kernel._idle_wait() == kernel.config.idle_sleep_seconds
-    sys.generate(App("a"), "m", "x", params(3))
-    assert kernel._idle_wait() == WAITING_RECHECK_SECONDS < kernel.config.idle_sleep_seconds
+    assert kernel._idle_wait() == kernel.config.idle_sleep_seconds  # nothing live
+    urgent = sys.generate(App("ui", priority="interactive"), "m", "x", params(1))
+    kernel.run_until_idle()
+    assert kernel.table[urgent.pid].is_terminal
+    background = sys.generate(App("etl", priority="batch"), "m", "y", params(1))
+    kernel.tick()  # the hold keeps the batch process waiting
+    assert kernel.table[background.pid].state is ProcessState.QUEUED
+    assert 0 < kernel._idle_wait() <= 0.25 < kernel.config.idle_sleep_seconds
+    kernel.clock.now += 0.25  # past the hold: it runs, and nothing is due any more
+    kernel.run_until_idle()
+    assert kernel.table[background.pid].is_terminal and kernel.changes_at() is None

@@ -57,6 +57,12 @@ class Policy(ABC):
             raise ValueError(f"charged tokens must be >= 0, got {tokens}")
         self._charge(process, tokens, now)
 
+    def changes_at(self, processes: Sequence[Process], now: float) -> float | None:
+        """When `select` over these processes may answer differently with time alone (a hold that
+        ends), so that the kernel's loop, finding nothing to run, sleeps until then rather than
+        polling; None when only an event (an arrival, a departure, a charge) can change it."""
+        return None
+
     @abstractmethod
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         """Choose among `live` (non-empty, no terminal process) for `slots` (> 0) slots."""

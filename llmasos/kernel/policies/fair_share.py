@@ -21,7 +21,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.policies.base import Aging, Policy, is_running
@@ -247,6 +247,17 @@ class ClassedFairSharePolicy(FairSharePolicy):
             return True
         hold, seen = self.latency_hold_seconds, self._urgent_seen_at
         return hold is not None and seen is not None and now - seen < hold
+
+    def changes_at(self, processes: Sequence[Process], now: float) -> float | None:
+        """When the latency hold ends, while it alone holds background work back (no urgent process
+        is live: one that is ends by an event). Aging could let a process in slightly sooner within
+        the hold; the hold's end bounds that delay to `latency_hold_seconds`."""
+        hold, seen = self.latency_hold_seconds, self._urgent_seen_at
+        if not processes or hold is None or seen is None:
+            return None
+        if any(p.priority.is_latency_sensitive for p in processes):
+            return None
+        return seen + hold if now < seen + hold else None
 
     def _by_class(
         self, live: list[Process], slots: int, class_of: Callable[[Process], int], guarded: bool
