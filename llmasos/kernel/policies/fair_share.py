@@ -158,6 +158,66 @@ class _BackgroundCap:
         return False
 
 
+class _PeerBound:
+    """Per app, the slots it may hold in one latency-sensitive class shared with other apps: what the
+    most modest app of the class wants (its live processes there, per unit of weight), times the app's
+    weight, plus `margin`. Apps that were live in the class within the hold count as still there, with
+    the most they wanted meanwhile, so the bound does not lapse in a client's pause between requests.
+    """
+
+    def __init__(self, margin: int | None, hold: float | None) -> None:
+        self.margin = margin
+        self.hold = hold
+        # (class, app) -> (when it last wanted `peak`, peak): the most it wanted within the hold
+        self._wanted: dict[tuple[int, str], tuple[float, int]] = {}
+
+    def observe(self, live: list[Process], now: float) -> None:
+        """Note what each app of a latency-sensitive class wants now; forget what is past the hold."""
+        wanted: dict[tuple[int, str], int] = defaultdict(int)
+        for process in live:
+            if process.priority.is_latency_sensitive:
+                wanted[(int(process.priority), process.app)] += 1
+        hold = self.hold or 0.0
+        for key, (at, _) in list(self._wanted.items()):
+            if key not in wanted and now - at >= hold:
+                del self._wanted[key]
+        for key, count in wanted.items():
+            at, peak = self._wanted.get(key, (now, 0))
+            if count >= peak or now - at >= hold:
+                self._wanted[key] = (now, count)
+
+    def limits(self, priority_class: int, weights: dict[str, float]) -> dict[str, int] | None:
+        """Slots per app of `weights` (the class's apps with a live process, and their weights), or
+        None when the class has no other app to protect."""
+        if self.margin is None:
+            return None
+        wanted = {app: peak for (cls, app), (_, peak) in self._wanted.items() if cls == priority_class}
+        if len(wanted) < 2:
+            return None
+        modest = min(peak / weights.get(app, 1.0) for app, peak in wanted.items())
+        return {
+            app: max(1, math.floor(modest * weight + 1e-9)) + self.margin for app, weight in weights.items()
+        }
+
+
+def _admitter(
+    cap: _BackgroundCap, limits: dict[str, int] | None, class_of: Callable[[Process], int]
+) -> Admit:
+    """Admits a process of one class's group while its app is within `limits` (the peer bound) and
+    the background cap has room; an admitted process counts against both."""
+    held: dict[str, int] = defaultdict(int)
+
+    def admit(process: Process) -> bool:
+        if limits is not None and held[process.app] >= limits[process.app]:
+            return False
+        if not cap.admit(process, aged=class_of(process) < int(process.priority)):
+            return False
+        held[process.app] += 1
+        return True
+
+    return admit
+
+
 class ClassedFairSharePolicy(FairSharePolicy):
     """The default: priority classes on top (with aging), weighted fair share inside each class.
 
@@ -182,6 +242,15 @@ class ClassedFairSharePolicy(FairSharePolicy):
     background work let in meanwhile cost that request a step of background prefills (or resumes)
     and then their suspensions (issue 20: 16 never-read streams took 1.5x the interactive app's
     tokens and doubled its p95 stream time). None: the guard ends with the last urgent process.
+
+    Between apps of one latency-sensitive class, the same cost holds: an app's every extra sequence
+    in the batch lengthens the step that each token of the others waits for. Fair share alone gives
+    slots away when there are more than the class wants (work-conserving), so an app with 16 streams
+    beside one with 2 held 16 slots to its 2, a batch of 18 (issue 20, `abuse.py --attackers-class
+    same`). So while two or more apps of a realtime or interactive class are live (or were within the
+    hold), each holds at most what the most modest of them wants, per unit of weight, times its own
+    weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. An app alone in
+    its class, and the throughput classes (normal, batch), are not bounded. None: no bound.
     """
 
     name = "classed_fair_share"
@@ -199,8 +268,20 @@ class ClassedFairSharePolicy(FairSharePolicy):
         # (its [DONE] read, the next request sent, authenticated, tokenized and admitted) is tens of
         # milliseconds; background work loses at most this much each time urgent work goes quiet.
         latency_hold_seconds: float | None = 0.25,
+        peer_slots_margin: int | None = 0,
     ) -> None:
         super().__init__(switch_tokens)
+        if peer_slots_margin is not None and not (
+            isinstance(peer_slots_margin, int)
+            and not isinstance(peer_slots_margin, bool)
+            and peer_slots_margin >= 0
+        ):
+            raise InvalidRequestError(
+                "scheduling option peer_slots_margin must be a whole number >= 0 or None, "
+                f"got {peer_slots_margin!r}"
+            )
+        self.peer_slots_margin = peer_slots_margin
+        self._peers = _PeerBound(peer_slots_margin, latency_hold_seconds)
         if latency_hold_seconds is not None and not (
             isinstance(latency_hold_seconds, int | float)
             and math.isfinite(latency_hold_seconds)
@@ -227,6 +308,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
             return int(process.priority)
 
         guarded = self._guarded(live, now)
+        self._peers.observe(live, now)
         chosen = self._by_class(live, slots, base_class, guarded)
         served = {p.priority for p in chosen}
         if not self.aging.enabled or all(p.priority in served for p in live):
@@ -270,8 +352,10 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 # for inside the same steps: rotate them far less often.
                 switch *= BACKGROUND_SWITCH_FACTOR_UNDER_LATENCY
 
-            def admit(process: Process) -> bool:
-                return cap.admit(process, aged=class_of(process) < int(process.priority))
-
+            weights: dict[str, float] = defaultdict(float)
+            for process in group:  # one weight per app; the largest, should its processes differ
+                weights[process.app] = max(weights[process.app], process.weight)
+            limits = self._peers.limits(effective_class, weights)
+            admit = _admitter(cap, limits, class_of)
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
