@@ -247,15 +247,16 @@ def test_latency_guard_holds_through_an_interactive_clients_pause_between_reques
 
 def chats_beside_a_flood(
     policy: Policy, rounds: int = 10, pause_steps: int = 3
-) -> tuple[FakeEngineSim, list]:
+) -> tuple[FakeEngineSim, list, dict[str, int]]:
     """Issue 20's attacks with the attacker in the calm app's class: an interactive app with 16 long
     streams beside an interactive app whose two clients stream 16 tokens back to back, pausing
-    `pause_steps` steps (10 ms each) between requests. Returns the sim and, per step while the calm
-    app was live or pausing, (calm's slots, the flood's slots)."""
+    `pause_steps` steps (10 ms each) between requests. Returns the sim; per step while the calm app
+    was live or pausing, (calm's slots, the flood's slots); and the tokens computed for each meanwhile."""
     sim = FakeEngineSim(policy, slots=32, step_seconds=0.01)
     flood = [sim.submit("flood", prompt=20, output=100_000, priority=INTERACTIVE) for _ in range(16)]
     sim.run(5)  # the flood alone: it holds 16 slots
     assert sum(p.state is ProcessState.RUNNING for p in flood) == 16
+    before = dict(sim.tokens_by_app)
     rows = []
     for _ in range(rounds):
         chats = [sim.submit("calm", prompt=8, output=16, priority=INTERACTIVE) for _ in range(2)]
@@ -264,24 +265,31 @@ def chats_beside_a_flood(
             rows.append((sum(p.app == "calm" for p in chosen), sum(p.app == "flood" for p in chosen)))
         for _ in range(pause_steps):
             rows.append((0, sum(p.app == "flood" for p in sim.step())))
-    return sim, rows
+    return sim, rows, {app: sim.tokens_by_app[app] - before.get(app, 0) for app in ("calm", "flood")}
 
 
 def test_an_app_gets_no_more_slots_than_the_most_modest_app_of_its_class() -> None:
     """An app with 16 streams beside one with 2, both interactive, got 16 slots a step to its 2: a
     batch of 18 that every token of the modest app waited for (8x its steps' tokens)."""
-    sim, rows = chats_beside_a_flood(ClassedFairSharePolicy())
+    sim, rows, tokens = chats_beside_a_flood(ClassedFairSharePolicy())
     assert max(flood for _, flood in rows) <= 2  # through the pauses between requests too (the hold)
-    calm_tokens = sum(calm for calm, _ in rows)
-    assert sum(flood for _, flood in rows) <= calm_tokens * 1.25  # the pauses: steps without calm
+    assert tokens["flood"] <= tokens["calm"] + 2 * 32  # fair share by app: within switch_tokens, a step
     sim.run(30)  # the calm app has been quiet longer than the hold: the flood gets every slot it wants
     assert sum(p.app == "flood" for p in sim.last_selected) == 16
 
 
+def test_an_app_that_ran_in_its_peers_pauses_waits_while_they_catch_up() -> None:
+    """Work done in the calm app's pauses (within the hold) counts: the calm app keeps its virtual
+    time through them, so the flood, once ahead by more than switch_tokens, yields its slots to it."""
+    _, rows, tokens = chats_beside_a_flood(ClassedFairSharePolicy(), pause_steps=10)
+    assert tokens["flood"] <= tokens["calm"] + 2 * 32  # 2 slots in every pause: 200 tokens more
+    assert any(calm and not flood for calm, flood in rows)  # the calm app ran alone meanwhile
+
+
 def test_the_bound_between_apps_of_a_class_has_a_margin_and_can_be_turned_off() -> None:
-    _, rows = chats_beside_a_flood(ClassedFairSharePolicy(peer_slots_margin=2), rounds=3)
+    _, rows, _ = chats_beside_a_flood(ClassedFairSharePolicy(peer_slots_margin=2), rounds=3)
     assert max(flood for _, flood in rows) == 4
-    _, rows = chats_beside_a_flood(ClassedFairSharePolicy(peer_slots_margin=None), rounds=3)
+    _, rows, _ = chats_beside_a_flood(ClassedFairSharePolicy(peer_slots_margin=None), rounds=3)
     assert min(flood for _, flood in rows) == 16
 
 

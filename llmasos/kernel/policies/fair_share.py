@@ -186,6 +186,10 @@ class _PeerBound:
             if count >= peak or now - at >= hold:
                 self._wanted[key] = (now, count)
 
+    def apps(self) -> set[str]:
+        """The apps the bound counts as present: live in a latency-sensitive class, or within the hold."""
+        return set() if self.margin is None else {app for _, app in self._wanted}
+
     def limits(self, priority_class: int, weights: dict[str, float]) -> dict[str, int] | None:
         """Slots per app of `weights` (the class's apps with a live process, and their weights), or
         None when the class has no other app to protect."""
@@ -201,14 +205,17 @@ class _PeerBound:
 
 
 def _admitter(
-    cap: _BackgroundCap, limits: dict[str, int] | None, class_of: Callable[[Process], int]
+    cap: _BackgroundCap,
+    limits: dict[str, int] | None,
+    class_of: Callable[[Process], int],
+    ahead: Callable[[str], bool],
 ) -> Admit:
-    """Admits a process of one class's group while its app is within `limits` (the peer bound) and
-    the background cap has room; an admitted process counts against both."""
+    """Admits a process of one class's group while its app is within `limits` (the peer bound) and not
+    `ahead` of its peers, and the background cap has room; an admitted process counts against both."""
     held: dict[str, int] = defaultdict(int)
 
     def admit(process: Process) -> bool:
-        if limits is not None and held[process.app] >= limits[process.app]:
+        if limits is not None and (held[process.app] >= limits[process.app] or ahead(process.app)):
             return False
         if not cap.admit(process, aged=class_of(process) < int(process.priority)):
             return False
@@ -303,12 +310,18 @@ class ClassedFairSharePolicy(FairSharePolicy):
         self.aging = Aging(aging_seconds)
         self.background_slots_under_latency = background_slots_under_latency
 
+    def _observe(self, live: list[Process]) -> None:
+        """The clock is told who is active in `_select`, which knows the time (see `_PeerBound`)."""
+
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         def base_class(process: Process) -> int:
             return int(process.priority)
 
         guarded = self._guarded(live, now)
         self._peers.observe(live, now)
+        # An app in a client's pause between requests (within the hold) keeps its virtual time, so the
+        # peer that ran meanwhile stays ahead of it rather than both restarting level.
+        self.clock.observe({p.app for p in live} | self._peers.apps())
         chosen = self._by_class(live, slots, base_class, guarded)
         served = {p.priority for p in chosen}
         if not self.aging.enabled or all(p.priority in served for p in live):
@@ -356,6 +369,15 @@ class ClassedFairSharePolicy(FairSharePolicy):
             for process in group:  # one weight per app; the largest, should its processes differ
                 weights[process.app] = max(weights[process.app], process.weight)
             limits = self._peers.limits(effective_class, weights)
-            admit = _admitter(cap, limits, class_of)
+            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(set(weights), projected))
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
+
+    def _ahead_of_peers(self, apps: set[str], projected: dict[str, float]) -> Callable[[str], bool]:
+        """Whether an app is more than `switch_tokens` of virtual time ahead of the app of `apps` (those
+        live in one class) that is furthest behind, counting the slots granted so far this step."""
+
+        def vtime(app: str) -> float:
+            return projected.get(app, self.clock.vtime(app))
+
+        return lambda app: vtime(app) - min(map(vtime, apps)) > self.switch_tokens
