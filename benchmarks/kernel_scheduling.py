@@ -20,12 +20,14 @@ import argparse
 import statistics
 import time
 from dataclasses import dataclass
+from unittest import mock
 
 import torch
 
 from llmasos.config import EngineConfig
 from llmasos.engine.sampling import SamplingParams
 from llmasos.kernel.kernel import Kernel, KernelConfig
+from llmasos.kernel.policies import latency_hold
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.library.store import ModelStore
@@ -152,8 +154,15 @@ def overhead(processes: int, ticks: int) -> tuple[float, float]:
 
 
 #: The interactive client's pauses between chats, in seconds, cycled: back to back (30 ms, what a
-#: streaming client's next request takes on this box) and away for up to 2 s.
-INTERACTIVE_PAUSES = (0.03, 0.03, 0.1, 0.5, 0.03, 1.0, 0.2, 2.0)
+#: streaming client's next request takes on this box) and away for up to 2 s, mixed; and a client that
+#: streams back to back, then goes away for a second or two.
+INTERACTIVE_PAUSES = {
+    "mixed": (0.03, 0.03, 0.1, 0.5, 0.03, 1.0, 0.2, 2.0),
+    "back to back, then away": (0.03, 0.03, 0.03, 1.0, 0.03, 0.03, 0.03, 2.0),
+}
+#: The hold's variants: learned (the default), fixed at its most (the policy before it learned: it
+#: learns from two returns, so remembering one it never does), and off.
+HOLDS = {"learned hold": (0.25, None), "fixed 0.25 s": (0.25, 1), "hold off": (None, None)}
 
 
 @dataclass
@@ -165,9 +174,18 @@ class HoldCost:
     chats: int
 
 
-def hold_cost(hold: float | None, seconds: float, background: int = 8) -> HoldCost:
+def hold_cost(
+    hold: float | None, remembered: int | None, pauses: tuple[float, ...], seconds: float, background: int = 8
+) -> HoldCost:
     """`background` batch clients, each with one job of 64 tokens live at a time, beside an interactive
-    client that chats (16 tokens) and pauses INTERACTIVE_PAUSES between chats, for `seconds`."""
+    client that chats (16 tokens) and pauses `pauses` between chats, for `seconds`."""
+    with mock.patch.object(latency_hold, "RETURNS_REMEMBERED", remembered or latency_hold.RETURNS_REMEMBERED):
+        return _hold_cost(hold, pauses, seconds, background)
+
+
+def _hold_cost(
+    hold: float | None, pauses_cycle: tuple[float, ...], seconds: float, background: int
+) -> HoldCost:
     kernel, sys = make_kernel(
         EngineConfig(max_num_seqs=32, kv_cache_bytes=512 << 20), {"latency_hold_seconds": hold}
     )
@@ -189,7 +207,7 @@ def hold_cost(hold: float | None, seconds: float, background: int = 8) -> HoldCo
             time.sleep(0.005)  # held: what the server's loop does is wait for a wake-up or a recheck
         if chat_process is not None and chat_process.is_terminal:
             chat_times.append(time.perf_counter() - chat_started)
-            next_chat_at = time.perf_counter() + INTERACTIVE_PAUSES[pauses % len(INTERACTIVE_PAUSES)]
+            next_chat_at = time.perf_counter() + pauses_cycle[pauses % len(pauses_cycle)]
             chat_process, pauses = None, pauses + 1
         for i, process in enumerate(jobs):
             if process.is_terminal:
@@ -209,21 +227,20 @@ def hold_cost(hold: float | None, seconds: float, background: int = 8) -> HoldCo
 
 
 def print_hold_cost(seconds: float) -> None:
-    held, unheld = hold_cost(0.25, seconds), hold_cost(None, seconds)
-    print(
-        f"the latency hold's cost, {seconds:.0f} s each, 8 background clients beside an interactive one "
-        f"pausing {', '.join(f'{p:g}' for p in INTERACTIVE_PAUSES)} s between chats:"
-    )
-    for name, cost in (("hold 0.25 s", held), ("hold off", unheld)):
+    for pattern, pauses in INTERACTIVE_PAUSES.items():
         print(
-            f"  {name:11}: background {cost.background_rate:6.1f} tok/s, p95 job wait "
-            f"{cost.background_wait_p95:.2f} s ({cost.background_jobs} jobs); interactive p95 chat "
-            f"{cost.interactive_p95 * 1000:.0f} ms ({cost.chats} chats)"
+            f"the latency hold's cost, {seconds:.0f} s each, 8 background clients beside an interactive "
+            f"one pausing {', '.join(f'{p:g}' for p in pauses)} s between chats ({pattern}):"
         )
-    print(
-        f"  the hold costs background {1 - held.background_rate / unheld.background_rate:.0%} of its "
-        f"throughput and buys the interactive p95 {unheld.interactive_p95 / held.interactive_p95:.2f}x"
-    )
+        costs = {name: hold_cost(*hold, pauses, seconds) for name, hold in HOLDS.items()}
+        off = costs["hold off"]
+        for name, cost in costs.items():
+            print(
+                f"  {name:12}: background {cost.background_rate:6.1f} tok/s "
+                f"({1 - cost.background_rate / off.background_rate:+.0%} lost to the hold), p95 job wait "
+                f"{cost.background_wait_p95:.2f} s ({cost.background_jobs} jobs); interactive p95 chat "
+                f"{cost.interactive_p95 * 1000:.0f} ms ({cost.chats} chats)"
+            )
 
 
 def main() -> None:

@@ -344,6 +344,34 @@ def test_peer_slots_margin_option_is_validated() -> None:
             make_policy("default", peer_slots_margin=bad)
 
 
+def steps_until_background_runs(pause_steps: int, rounds: int = 6) -> tuple[int, int]:
+    """An interactive client that chats (16 tokens) `rounds` times, pausing `pause_steps` steps (10 ms
+    each) between chats, beside 4 background streams; then it goes away. Returns the background
+    tokens computed during the chats, and the steps after the last chat until background work ran."""
+    sim = FakeEngineSim(ClassedFairSharePolicy(), slots=8, step_seconds=0.01)
+    background = [sim.submit("etl", output=100_000, priority=BATCH) for _ in range(4)]
+    for _ in range(rounds):
+        chat = sim.submit("calm", output=16, priority=INTERACTIVE)
+        while not chat.is_terminal:
+            sim.step()
+        sim.run(pause_steps)
+    during = sum(p.tokens_computed for p in background)
+    for steps in range(1, 100):
+        if any(p.priority is BATCH for p in sim.step()):
+            return during, steps
+    raise AssertionError("background work never ran")
+
+
+def test_the_hold_learns_to_be_short_when_urgent_work_returns_soon_or_late() -> None:
+    # Back to back (30 ms pauses): every pause is bridged, and once the client goes away background
+    # work runs after about twice such a pause, not after the whole 0.25 s.
+    during, steps = steps_until_background_runs(pause_steps=3)
+    assert during == 0 and steps <= 10
+    # Pauses of 0.5 s, longer than any hold: background work runs in them after the shortest hold.
+    during, steps = steps_until_background_runs(pause_steps=50)
+    assert during > 0 and steps <= 3
+
+
 def test_latency_hold_option_is_validated() -> None:
     assert make_policy("default", latency_hold_seconds=None).latency_hold_seconds is None
     for bad in (-1.0, float("nan"), "x"):

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.policies.base import Aging, Policy, is_running
+from llmasos.kernel.policies.latency_hold import LatencyHold
 from llmasos.kernel.process import Process
 
 
@@ -244,11 +245,14 @@ class ClassedFairSharePolicy(FairSharePolicy):
     default) background work waits while urgent work runs, until it has waited `aging_seconds`.
     None: no guard.
 
-    The guard holds for `latency_hold_seconds` after the last urgent process ended: an interactive
+    The guard holds for up to `latency_hold_seconds` after the last urgent process ended: an interactive
     client streaming back to back sends its next request milliseconds after its last one ended, and
     background work let in meanwhile cost that request a step of background prefills (or resumes)
     and then their suspensions (issue 20: 16 never-read streams took 1.5x the interactive app's
-    tokens and doubled its p95 stream time). None: the guard ends with the last urgent process.
+    tokens and doubled its p95 stream time). How long, within that, is learned from how soon urgent
+    work came back the last few times (`LatencyHold`): a hold bridges short pauses, and costs
+    background work little when urgent work goes away for longer. None: the guard ends with the last
+    urgent process.
 
     Between apps of one latency-sensitive class, the same cost holds: an app's every extra sequence
     in the batch lengthens the step that each token of the others waits for. Fair share alone gives
@@ -299,7 +303,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 f"got {latency_hold_seconds!r}"
             )
         self.latency_hold_seconds = latency_hold_seconds
-        self._urgent_seen_at: float | None = None  # the last select that saw a latency-sensitive process
+        self._hold = LatencyHold(latency_hold_seconds)
         if background_slots_under_latency is not None and not (
             isinstance(background_slots_under_latency, int) and background_slots_under_latency >= 0
         ):
@@ -335,13 +339,9 @@ class ClassedFairSharePolicy(FairSharePolicy):
         return self._by_class(live, slots, aged_class, guarded)
 
     def _guarded(self, live: list[Process], now: float) -> bool:
-        """Whether the latency guard applies: urgent work is live, or was within the hold. (Noting when
-        urgent work was last seen is noticing a departure: asking twice still gives the same answer.)"""
-        if any(p.priority.is_latency_sensitive for p in live):
-            self._urgent_seen_at = now
-            return True
-        hold, seen = self.latency_hold_seconds, self._urgent_seen_at
-        return hold is not None and seen is not None and now - seen < hold
+        """Whether the latency guard applies: urgent work is live, or was within the hold (see
+        `LatencyHold`; noting arrivals and departures: asking twice still gives the same answer)."""
+        return self._hold.guarded(any(p.priority.is_latency_sensitive for p in live), now)
 
     def _by_class(
         self, live: list[Process], slots: int, class_of: Callable[[Process], int], guarded: bool
