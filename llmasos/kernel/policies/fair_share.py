@@ -209,14 +209,18 @@ def _admitter(
     cap: _BackgroundCap,
     limits: dict[str, int] | None,
     class_of: Callable[[Process], int],
-    ahead: Callable[[str], bool],
+    ahead: Callable[[str, list[str]], bool],
 ) -> Admit:
     """Admits a process of one class's group while its app is within `limits` (the peer bound) and not
-    `ahead` of its peers, and the background cap has room; an admitted process counts against both."""
+    `ahead` of the peers granted a slot so far, and the background cap has room; an admitted process
+    counts against both. (Only granted peers hold an app back: one whose processes cannot run this
+    step must not keep the others waiting for it.)"""
     held: dict[str, int] = defaultdict(int)
 
     def admit(process: Process) -> bool:
-        if limits is not None and (held[process.app] >= limits[process.app] or ahead(process.app)):
+        app = process.app
+        granted_peers = [peer for peer, n in held.items() if n and peer != app]
+        if limits is not None and (held[app] >= limits[app] or ahead(app, granted_peers)):
             return False
         if not cap.admit(process, aged=class_of(process) < int(process.priority)):
             return False
@@ -369,15 +373,15 @@ class ClassedFairSharePolicy(FairSharePolicy):
             for process in group:  # one weight per app; the largest, should its processes differ
                 weights[process.app] = max(weights[process.app], process.weight)
             limits = self._peers.limits(effective_class, weights)
-            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(set(weights), projected))
+            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(projected))
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
 
-    def _ahead_of_peers(self, apps: set[str], projected: dict[str, float]) -> Callable[[str], bool]:
-        """Whether an app is more than `switch_tokens` of virtual time ahead of the app of `apps` (those
-        live in one class) that is furthest behind, counting the slots granted so far this step."""
+    def _ahead_of_peers(self, projected: dict[str, float]) -> Callable[[str, list[str]], bool]:
+        """Whether an app is more than `switch_tokens` of virtual time ahead of the one of `peers` that
+        is furthest behind, counting the slots granted so far this step."""
 
         def vtime(app: str) -> float:
             return projected.get(app, self.clock.vtime(app))
 
-        return lambda app: vtime(app) - min(map(vtime, apps)) > self.switch_tokens
+        return lambda app, peers: bool(peers) and vtime(app) - min(map(vtime, peers)) > self.switch_tokens
