@@ -264,8 +264,11 @@ class ClassedFairSharePolicy(FairSharePolicy):
     beside one with 2 held 16 slots to its 2, a batch of 18 (issue 20, `abuse.py --attackers-class
     same`). So while two or more apps of a realtime or interactive class are live (or were within the
     hold), each holds at most what the most modest of them wants, per unit of weight, times its own
-    weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. An app alone in
-    its class, and the throughput classes (normal, batch), are not bounded. None: no bound.
+    weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. And an app more
+    than `switch_tokens` of virtual time ahead of a peer served in the same step yields its slots until
+    that peer catches up, where an app in a pause within the hold keeps its virtual time: work done in
+    a peer's pauses counts, so the shares are by app over time, not only by slots a step. An app alone
+    in its class, and the throughput classes (normal, batch), are not bounded. None: no bound.
     """
 
     name = "classed_fair_share"
