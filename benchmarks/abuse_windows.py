@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -43,6 +44,8 @@ class Window:
     other_cpu: float  # CPU seconds of its other threads (the kernel, OpenMP workers, pools)
     steps: StepFigures  # the engine's steps in the window
     probes: list[float]  # seconds each GET /healthz took: the event loop's lag plus a request's cost
+    computed: Counter  # tokens the engine computed (prompt and output) in the window, by app
+    started: float = 0.0  # time.monotonic() when the window opened
 
     @property
     def stream_p95(self) -> float:
@@ -112,15 +115,36 @@ async def _probe(url: str, until: Callable[[], bool]) -> list[float]:
 
 
 async def timed_window(server, key: str, until: Callable[[], bool]) -> Window:
-    """The calm app's streams until `until()`, with the server's CPU, steps and loop lag meanwhile."""
+    """The calm app's streams until `until()`, with the server's CPU, steps, loop lag and the tokens
+    computed for each app meanwhile."""
     cpu_before = thread_cpu_seconds(server.pid)
     steps_before = await asyncio.to_thread(step_figures, server.url, server.admin_key)
+    computed_before = await asyncio.to_thread(tokens_computed_by_app, server.url, server.admin_key)
     started = time.monotonic()
     calm, probes = await asyncio.gather(calm_streams(server.url, key, until), _probe(server.url, until))
     seconds = time.monotonic() - started
     steps = await asyncio.to_thread(step_figures, server.url, server.admin_key)
+    computed = await asyncio.to_thread(tokens_computed_by_app, server.url, server.admin_key)
     loop_cpu, other_cpu = (a - b for a, b in zip(thread_cpu_seconds(server.pid), cpu_before, strict=True))
-    return Window(calm, seconds, loop_cpu, other_cpu, steps - steps_before, probes)
+    return Window(
+        calm, seconds, loop_cpu, other_cpu, steps - steps_before, probes, computed - computed_before, started
+    )
+
+
+def tokens_computed_by_app(url: str, admin_key: str) -> Counter:
+    """Tokens the engine has computed (prompt and output) per app, from /metrics."""
+    answer = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}, timeout=30)
+    return parse_tokens_computed(answer.raise_for_status().text)
+
+
+def parse_tokens_computed(metrics: str) -> Counter:
+    prefix = 'llmasos_app_tokens_computed_total{app="'
+    computed: Counter = Counter()
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            app, _, value = line.removeprefix(prefix).partition('"}')
+            computed[app] += float(value)
+    return computed
 
 
 def median_ratio(pairs: list[Pair]) -> tuple[float, float, float]:
@@ -150,9 +174,13 @@ def describe_windows(pairs: list[Pair]) -> str:
             f"{calm.loop_cpu / calm.seconds:.2f} -> {attack.loop_cpu / attack.seconds:.2f}, other "
             f"{calm.other_cpu / calm.seconds:.2f} -> {attack.other_cpu / attack.seconds:.2f}; engine "
             f"{_engine(calm)} -> {_engine(attack)}; /healthz p95 {p95(calm.probes) * 1000:.0f} -> "
-            f"{p95(attack.probes) * 1000:.0f} ms"
+            f"{p95(attack.probes) * 1000:.0f} ms; tokens computed {_by_app(calm)} -> {_by_app(attack)}"
         )
     return "\n".join(lines)
+
+
+def _by_app(window: Window) -> str:
+    return "/".join(f"{app} {n:.0f}" for app, n in sorted(window.computed.items())) or "none"
 
 
 def _engine(window: Window) -> str:

@@ -242,6 +242,136 @@ def test_latency_guard_holds_through_an_interactive_clients_pause_between_reques
     assert all(p.tokens_computed > 0 for p in background)
 
 
+# -- apps of one latency-sensitive class ------------------------------------------------------------
+
+
+def chats_beside_a_flood(
+    policy: Policy, rounds: int = 10, pause_steps: int = 3
+) -> tuple[FakeEngineSim, list, dict[str, int]]:
+    """Issue 20's attacks with the attacker in the calm app's class: an interactive app with 16 long
+    streams beside an interactive app whose two clients stream 16 tokens back to back, pausing
+    `pause_steps` steps (10 ms each) between requests. Returns the sim; per step while the calm app
+    was live or pausing, (calm's slots, the flood's slots); and the tokens computed for each meanwhile."""
+    sim = FakeEngineSim(policy, slots=32, step_seconds=0.01)
+    flood = [sim.submit("flood", prompt=20, output=100_000, priority=INTERACTIVE) for _ in range(16)]
+    sim.run(5)  # the flood alone: it holds 16 slots
+    assert sum(p.state is ProcessState.RUNNING for p in flood) == 16
+    before = dict(sim.tokens_by_app)
+    rows = []
+    for _ in range(rounds):
+        chats = [sim.submit("calm", prompt=8, output=16, priority=INTERACTIVE) for _ in range(2)]
+        while not all(c.is_terminal for c in chats):
+            chosen = sim.step()
+            rows.append((sum(p.app == "calm" for p in chosen), sum(p.app == "flood" for p in chosen)))
+        for _ in range(pause_steps):
+            rows.append((0, sum(p.app == "flood" for p in sim.step())))
+    return sim, rows, {app: sim.tokens_by_app[app] - before.get(app, 0) for app in ("calm", "flood")}
+
+
+def test_an_app_gets_no_more_slots_than_the_most_modest_app_of_its_class() -> None:
+    """An app with 16 streams beside one with 2, both interactive, got 16 slots a step to its 2: a
+    batch of 18 that every token of the modest app waited for (8x its steps' tokens)."""
+    sim, rows, tokens = chats_beside_a_flood(ClassedFairSharePolicy())
+    assert max(flood for _, flood in rows) <= 2  # through the pauses between requests too (the hold)
+    assert tokens["flood"] <= tokens["calm"] + 2 * 32  # fair share by app: within switch_tokens, a step
+    sim.run(30)  # the calm app has been quiet longer than the hold: the flood gets every slot it wants
+    assert sum(p.app == "flood" for p in sim.last_selected) == 16
+
+
+def test_an_app_that_ran_in_its_peers_pauses_waits_while_they_catch_up() -> None:
+    """Work done in the calm app's pauses (within the hold) counts: the calm app keeps its virtual
+    time through them, so the flood, once ahead by more than switch_tokens, yields its slots to it."""
+    _, rows, tokens = chats_beside_a_flood(ClassedFairSharePolicy(), pause_steps=10)
+    assert tokens["flood"] <= tokens["calm"] + 2 * 32  # 2 slots in every pause: 200 tokens more
+    assert any(calm and not flood for calm, flood in rows)  # the calm app ran alone meanwhile
+
+
+def test_the_bound_between_apps_of_a_class_has_a_margin_and_can_be_turned_off() -> None:
+    _, rows, _ = chats_beside_a_flood(ClassedFairSharePolicy(peer_slots_margin=2), rounds=3)
+    assert max(flood for _, flood in rows) == 4
+    _, rows, _ = chats_beside_a_flood(ClassedFairSharePolicy(peer_slots_margin=None), rounds=3)
+    assert min(flood for _, flood in rows) == 16
+
+
+def slots_by_app(policy: Policy, streams: dict[str, int], weights: dict[str, float] | None = None) -> dict:
+    sim = FakeEngineSim(policy, slots=32)
+    for app, n in streams.items():
+        for _ in range(n):
+            sim.submit(app, output=1000, priority=INTERACTIVE, weight=(weights or {}).get(app, 1.0))
+    chosen = sim.step()
+    return {app: sum(p.app == app for p in chosen) for app in streams}
+
+
+def test_the_bound_is_what_the_most_modest_app_wants_plus_the_margin_by_weight() -> None:
+    streams = {"one": 1, "two": 2, "many": 12}
+    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0), streams) == {
+        "one": 1,
+        "two": 1,
+        "many": 1,
+    }
+    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=1), streams) == {
+        "one": 1,
+        "two": 2,
+        "many": 2,
+    }
+    weighted = slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0), streams, {"many": 4.0})
+    assert weighted == {"one": 1, "two": 1, "many": 4}  # weight 4: four times the most modest's want
+    # Colluding floods are each held to it: the bound is the most modest app's, not the others' total.
+    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0), {"a": 16, "b": 16, "calm": 2}) == {
+        "a": 2,
+        "b": 2,
+        "calm": 2,
+    }
+
+
+def test_the_bound_is_for_latency_sensitive_classes_only() -> None:
+    """Throughput classes share by work over time, and an app alone in its class is not bounded."""
+    sim = FakeEngineSim(ClassedFairSharePolicy(), slots=32)
+    for _ in range(16):
+        sim.submit("flood", output=1000)
+    sim.submit("calm", output=1000)
+    assert sum(p.app == "flood" for p in sim.step()) == 16
+    sim = FakeEngineSim(ClassedFairSharePolicy(), slots=32)
+    for _ in range(16):
+        sim.submit("alone", output=1000, priority=INTERACTIVE)
+    assert len(sim.step()) == 16
+
+
+def test_peer_slots_margin_option_is_validated() -> None:
+    assert make_policy("default", peer_slots_margin=None).peer_slots_margin is None
+    for bad in (-1, 1.5, "x"):
+        with pytest.raises(InvalidRequestError, match="peer_slots_margin"):
+            make_policy("default", peer_slots_margin=bad)
+
+
+def steps_until_background_runs(pause_steps: int, rounds: int = 6) -> tuple[int, int]:
+    """An interactive client that chats (16 tokens) `rounds` times, pausing `pause_steps` steps (10 ms
+    each) between chats, beside 4 background streams; then it goes away. Returns the background
+    tokens computed during the chats, and the steps after the last chat until background work ran."""
+    sim = FakeEngineSim(ClassedFairSharePolicy(), slots=8, step_seconds=0.01)
+    background = [sim.submit("etl", output=100_000, priority=BATCH) for _ in range(4)]
+    for _ in range(rounds):
+        chat = sim.submit("calm", output=16, priority=INTERACTIVE)
+        while not chat.is_terminal:
+            sim.step()
+        sim.run(pause_steps)
+    during = sum(p.tokens_computed for p in background)
+    for steps in range(1, 100):
+        if any(p.priority is BATCH for p in sim.step()):
+            return during, steps
+    raise AssertionError("background work never ran")
+
+
+def test_the_hold_learns_to_be_short_when_urgent_work_returns_soon_or_late() -> None:
+    # Back to back (30 ms pauses): every pause is bridged, and once the client goes away background
+    # work runs after about twice such a pause, not after the whole 0.25 s.
+    during, steps = steps_until_background_runs(pause_steps=3)
+    assert during == 0 and steps <= 10
+    # Pauses of 0.5 s, longer than any hold: background work runs in them after the shortest hold.
+    during, steps = steps_until_background_runs(pause_steps=50)
+    assert during > 0 and steps <= 3
+
+
 def test_latency_hold_option_is_validated() -> None:
     assert make_policy("default", latency_hold_seconds=None).latency_hold_seconds is None
     for bad in (-1.0, float("nan"), "x"):

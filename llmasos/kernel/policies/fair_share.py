@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.policies.base import Aging, Policy, is_running
+from llmasos.kernel.policies.latency_hold import LatencyHold
 from llmasos.kernel.process import Process
 
 
@@ -158,6 +159,77 @@ class _BackgroundCap:
         return False
 
 
+class _PeerBound:
+    """Per app, the slots it may hold in one latency-sensitive class shared with other apps: what the
+    most modest app of the class wants (its live processes there, per unit of weight), times the app's
+    weight, plus `margin`. Apps that were live in the class within the hold count as still there, with
+    the most they wanted meanwhile, so the bound does not lapse in a client's pause between requests.
+    """
+
+    def __init__(self, margin: int | None, hold: float | None) -> None:
+        self.margin = margin
+        self.hold = hold
+        # (class, app) -> (when it last wanted `peak`, peak): the most it wanted within the hold
+        self._wanted: dict[tuple[int, str], tuple[float, int]] = {}
+
+    def observe(self, live: list[Process], now: float) -> None:
+        """Note what each app of a latency-sensitive class wants now; forget what is past the hold."""
+        wanted: dict[tuple[int, str], int] = defaultdict(int)
+        for process in live:
+            if process.priority.is_latency_sensitive:
+                wanted[(int(process.priority), process.app)] += 1
+        hold = self.hold or 0.0
+        for key, (at, _) in list(self._wanted.items()):
+            if key not in wanted and now - at >= hold:
+                del self._wanted[key]
+        for key, count in wanted.items():
+            at, peak = self._wanted.get(key, (now, 0))
+            if count >= peak or now - at >= hold:
+                self._wanted[key] = (now, count)
+
+    def apps(self) -> set[str]:
+        """The apps the bound counts as present: live in a latency-sensitive class, or within the hold."""
+        return set() if self.margin is None else {app for _, app in self._wanted}
+
+    def limits(self, priority_class: int, weights: dict[str, float]) -> dict[str, int] | None:
+        """Slots per app of `weights` (the class's apps with a live process, and their weights), or
+        None when the class has no other app to protect."""
+        if self.margin is None:
+            return None
+        wanted = {app: peak for (cls, app), (_, peak) in self._wanted.items() if cls == priority_class}
+        if len(wanted) < 2:
+            return None
+        modest = min(peak / weights.get(app, 1.0) for app, peak in wanted.items())
+        return {
+            app: max(1, math.floor(modest * weight + 1e-9)) + self.margin for app, weight in weights.items()
+        }
+
+
+def _admitter(
+    cap: _BackgroundCap,
+    limits: dict[str, int] | None,
+    class_of: Callable[[Process], int],
+    ahead: Callable[[str, list[str]], bool],
+) -> Admit:
+    """Admits a process of one class's group while its app is within `limits` (the peer bound) and not
+    `ahead` of the peers granted a slot so far, and the background cap has room; an admitted process
+    counts against both. (Only granted peers hold an app back: one whose processes cannot run this
+    step must not keep the others waiting for it.)"""
+    held: dict[str, int] = defaultdict(int)
+
+    def admit(process: Process) -> bool:
+        app = process.app
+        granted_peers = [peer for peer, n in held.items() if n and peer != app]
+        if limits is not None and (held[app] >= limits[app] or ahead(app, granted_peers)):
+            return False
+        if not cap.admit(process, aged=class_of(process) < int(process.priority)):
+            return False
+        held[process.app] += 1
+        return True
+
+    return admit
+
+
 class ClassedFairSharePolicy(FairSharePolicy):
     """The default: priority classes on top (with aging), weighted fair share inside each class.
 
@@ -177,11 +249,26 @@ class ClassedFairSharePolicy(FairSharePolicy):
     default) background work waits while urgent work runs, until it has waited `aging_seconds`.
     None: no guard.
 
-    The guard holds for `latency_hold_seconds` after the last urgent process ended: an interactive
+    The guard holds for up to `latency_hold_seconds` after the last urgent process ended: an interactive
     client streaming back to back sends its next request milliseconds after its last one ended, and
     background work let in meanwhile cost that request a step of background prefills (or resumes)
     and then their suspensions (issue 20: 16 never-read streams took 1.5x the interactive app's
-    tokens and doubled its p95 stream time). None: the guard ends with the last urgent process.
+    tokens and doubled its p95 stream time). How long, within that, is learned from how soon urgent
+    work came back the last few times (`LatencyHold`): a hold bridges short pauses, and costs
+    background work little when urgent work goes away for longer. None: the guard ends with the last
+    urgent process.
+
+    Between apps of one latency-sensitive class, the same cost holds: an app's every extra sequence
+    in the batch lengthens the step that each token of the others waits for. Fair share alone gives
+    slots away when there are more than the class wants (work-conserving), so an app with 16 streams
+    beside one with 2 held 16 slots to its 2, a batch of 18 (issue 20, `abuse.py --attackers-class
+    same`). So while two or more apps of a realtime or interactive class are live (or were within the
+    hold), each holds at most what the most modest of them wants, per unit of weight, times its own
+    weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. And an app more
+    than `switch_tokens` of virtual time ahead of a peer served in the same step yields its slots until
+    that peer catches up, where an app in a pause within the hold keeps its virtual time: work done in
+    a peer's pauses counts, so the shares are by app over time, not only by slots a step. An app alone
+    in its class, and the throughput classes (normal, batch), are not bounded. None: no bound.
     """
 
     name = "classed_fair_share"
@@ -199,8 +286,20 @@ class ClassedFairSharePolicy(FairSharePolicy):
         # (its [DONE] read, the next request sent, authenticated, tokenized and admitted) is tens of
         # milliseconds; background work loses at most this much each time urgent work goes quiet.
         latency_hold_seconds: float | None = 0.25,
+        peer_slots_margin: int | None = 0,
     ) -> None:
         super().__init__(switch_tokens)
+        if peer_slots_margin is not None and not (
+            isinstance(peer_slots_margin, int)
+            and not isinstance(peer_slots_margin, bool)
+            and peer_slots_margin >= 0
+        ):
+            raise InvalidRequestError(
+                "scheduling option peer_slots_margin must be a whole number >= 0 or None, "
+                f"got {peer_slots_margin!r}"
+            )
+        self.peer_slots_margin = peer_slots_margin
+        self._peers = _PeerBound(peer_slots_margin, latency_hold_seconds)
         if latency_hold_seconds is not None and not (
             isinstance(latency_hold_seconds, int | float)
             and math.isfinite(latency_hold_seconds)
@@ -211,7 +310,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 f"got {latency_hold_seconds!r}"
             )
         self.latency_hold_seconds = latency_hold_seconds
-        self._urgent_seen_at: float | None = None  # the last select that saw a latency-sensitive process
+        self._hold = LatencyHold(latency_hold_seconds)
         if background_slots_under_latency is not None and not (
             isinstance(background_slots_under_latency, int) and background_slots_under_latency >= 0
         ):
@@ -222,11 +321,18 @@ class ClassedFairSharePolicy(FairSharePolicy):
         self.aging = Aging(aging_seconds)
         self.background_slots_under_latency = background_slots_under_latency
 
+    def _observe(self, live: list[Process]) -> None:
+        """The clock is told who is active in `_select`, which knows the time (see `_PeerBound`)."""
+
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         def base_class(process: Process) -> int:
             return int(process.priority)
 
         guarded = self._guarded(live, now)
+        self._peers.observe(live, now)
+        # An app in a client's pause between requests (within the hold) keeps its virtual time, so the
+        # peer that ran meanwhile stays ahead of it rather than both restarting level.
+        self.clock.observe({p.app for p in live} | self._peers.apps())
         chosen = self._by_class(live, slots, base_class, guarded)
         served = {p.priority for p in chosen}
         if not self.aging.enabled or all(p.priority in served for p in live):
@@ -240,13 +346,9 @@ class ClassedFairSharePolicy(FairSharePolicy):
         return self._by_class(live, slots, aged_class, guarded)
 
     def _guarded(self, live: list[Process], now: float) -> bool:
-        """Whether the latency guard applies: urgent work is live, or was within the hold. (Noting when
-        urgent work was last seen is noticing a departure: asking twice still gives the same answer.)"""
-        if any(p.priority.is_latency_sensitive for p in live):
-            self._urgent_seen_at = now
-            return True
-        hold, seen = self.latency_hold_seconds, self._urgent_seen_at
-        return hold is not None and seen is not None and now - seen < hold
+        """Whether the latency guard applies: urgent work is live, or was within the hold (see
+        `LatencyHold`; noting arrivals and departures: asking twice still gives the same answer)."""
+        return self._hold.guarded(any(p.priority.is_latency_sensitive for p in live), now)
 
     def changes_at(self, processes: Sequence[Process], now: float) -> float | None:
         """When the latency hold ends, while it alone holds background work back (no urgent process
@@ -281,8 +383,19 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 # for inside the same steps: rotate them far less often.
                 switch *= BACKGROUND_SWITCH_FACTOR_UNDER_LATENCY
 
-            def admit(process: Process) -> bool:
-                return cap.admit(process, aged=class_of(process) < int(process.priority))
-
+            weights: dict[str, float] = defaultdict(float)
+            for process in group:  # one weight per app; the largest, should its processes differ
+                weights[process.app] = max(weights[process.app], process.weight)
+            limits = self._peers.limits(effective_class, weights)
+            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(projected))
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
+
+    def _ahead_of_peers(self, projected: dict[str, float]) -> Callable[[str, list[str]], bool]:
+        """Whether an app is more than `switch_tokens` of virtual time ahead of the one of `peers` that
+        is furthest behind, counting the slots granted so far this step."""
+
+        def vtime(app: str) -> float:
+            return projected.get(app, self.clock.vtime(app))
+
+        return lambda app, peers: bool(peers) and vtime(app) - min(map(vtime, peers)) > self.switch_tokens
