@@ -114,11 +114,12 @@ async def _guesses(url: str, stats: dict, total: int) -> None:
 
 
 async def never_reading(server, keys: dict, deadline: float, stats: dict) -> None:
-    """16 streams of long answers (4,000 tokens each) that read nothing; `stats` gets the tokens
-    the server generated for them by the end of the attack (bounded by backpressure, or all 64,000)."""
+    """16 streams of long answers (4,000 tokens each, end of text suppressed) that read nothing;
+    `stats` gets the tokens the server generated for them by the end of the attack (bounded by
+    backpressure, or all 64,000)."""
     body = (
         b'{"model": "default", "messages": [{"role": "user", "content": "Tell a long story."}], '
-        b'"max_tokens": 4000, "stream": true}'
+        b'"max_tokens": 4000, "logit_bias": {"0": -100, "2": -100}, "stream": true}'
     )
     before = await _idle_tokens(server)
     head = (

@@ -46,6 +46,7 @@ def open_never_reading(url: str, key: str, max_tokens: int) -> socket.socket:
             "model": "default",
             "messages": [{"role": "user", "content": "Tell a long story about a lighthouse keeper."}],
             "max_tokens": max_tokens,
+            "logit_bias": {"0": -100, "2": -100},  # no end of text: it asks for every one of them
             "stream": True,
         }
     ).encode()
