@@ -173,3 +173,15 @@ def test_a_blocked_process_kv_leaves_the_pool_when_it_runs_short(tiny_loaded) ->
     taken += read_waiting(sys, idle, stalled.pid)
     assert tokens(taken) == expected
     assert engine.stats().num_free_blocks == engine.stats().num_blocks and not engine.requests
+
+
+def test_the_settings_set_a_booted_kernels_limits_and_bad_ones_say_which(llmasos_home, monkeypatch) -> None:
+    from llmasos.errors import ConfigurationError
+    from llmasos.kernel.boot import boot
+
+    monkeypatch.setenv("LLMASOS_KERNEL_OUTPUT_BUFFER_TOKENS", "64")
+    monkeypatch.setenv("LLMASOS_KERNEL_READER_TIMEOUT", "30s")
+    assert boot(audit=False).kernel.config.output == OutputLimits(64, 30.0)
+    monkeypatch.setenv("LLMASOS_KERNEL_OUTPUT_BUFFER_TOKENS", "1")
+    with pytest.raises(ConfigurationError, match=r"kernel\.output_buffer_tokens"):
+        boot(audit=False)
