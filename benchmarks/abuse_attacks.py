@@ -114,10 +114,14 @@ async def _guesses(url: str, stats: dict, total: int) -> None:
 
 
 async def never_reading(server, keys: dict, deadline: float, stats: dict) -> None:
+    """16 streams of long answers (4,000 tokens each, end of text suppressed) that read nothing;
+    `stats` gets the tokens the server generated for them by the end of the attack (bounded by
+    backpressure, or all 64,000)."""
     body = (
         b'{"model": "default", "messages": [{"role": "user", "content": "Tell a long story."}], '
-        b'"max_tokens": 400, "stream": true}'
+        b'"max_tokens": 4000, "logit_bias": {"0": -100, "2": -100}, "stream": true}'
     )
+    before = await _idle_tokens(server)
     head = (
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"Authorization: Bearer {keys['idle']}\r\nContent-Length: {len(body)}"
@@ -130,8 +134,17 @@ async def never_reading(server, keys: dict, deadline: float, stats: dict) -> Non
         writers.append(writer)
     stats["requests"] = len(writers)
     await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+    after = await _idle_tokens(server)
+    stats["tokens generated for them"] = sum(n for pid, n in after.items() if pid not in before)
     for writer in writers:
         writer.close()
+
+
+async def _idle_tokens(server) -> dict[int, int]:
+    """pid -> tokens generated, of every process of the never-reading app."""
+    async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), timeout=30) as c:
+        ps = (await c.get("/os/ps")).json()["processes"]
+    return {p["pid"]: p["tokens_out"] for p in ps if p["app"] == "idle"}
 
 
 #: The disconnect storm's pace: streams opened a second, at fixed times whatever the server answers.

@@ -243,6 +243,13 @@ class ClientDisconnectedError(CallCancelledError):
     type = "client_disconnected"
 
 
+class ReaderTimeoutError(CallCancelledError):
+    """A stream's reader took none of its output for the reader timeout while the output waiting for
+    it was at its bound: the process was ended and its KV freed (a stream must be read to go on)."""
+
+    type = "reader_timeout"
+
+
 class PluginError(LLMasOSError):
     """A plugin does not hold to the plugin contract (e.g. registers a name already taken)."""
 

@@ -179,6 +179,15 @@ class ModelsSettings(_Section):
     per_model: dict[ModelName, ModelOverride] = Field(default_factory=dict)
 
 
+class KernelSettings(_Section):
+    """`[kernel]`: how the kernel treats its processes (kernel/backpressure.py)."""
+
+    # Output tokens a stream's reader may leave untaken before its process waits for it (not computed).
+    output_buffer_tokens: int = Field(512, ge=2)
+    # Seconds a waiting process's reader may take nothing before the process is ended (and its KV freed).
+    reader_timeout: Duration = Field(120.0, gt=0)
+
+
 class RouterSettings(_Section):
     """`[router]`: the model that decides close calls between destinations (None: the default)."""
 
@@ -192,6 +201,7 @@ class Settings(_Section):
     # `[services]`: service name -> the model it runs on when the caller names none.
     services: dict[ModelName, ModelName] = Field(default_factory=dict)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    kernel: KernelSettings = Field(default_factory=KernelSettings)
 
     # ---- derived values ------------------------------------------------------------------------
 
@@ -229,6 +239,7 @@ SCALAR_SECTIONS: dict[str, type[_Section]] = {
     "engine": EngineSettings,
     "models": ModelsSettings,
     "router": RouterSettings,
+    "kernel": KernelSettings,
 }
 
 

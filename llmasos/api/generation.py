@@ -5,7 +5,10 @@ so thousands of open streams cost no thread each. They cross in bursts: a tick's
 stream of a loop wake it once (`LoopDelivery`), not once per token, and a stream that fell behind
 reads what has piled up as one delta per choice. When the client goes away (a dropped stream, or a
 closed connection while waiting for a whole answer) the processes are cancelled at once and the
-kernel returns their KV blocks on its next tick.
+kernel returns their KV blocks on its next tick. An event counts as taken by the client (`taken`,
+kernel/backpressure.py) only when the consumer comes back for the next one, after the transport
+accepted it: a client that stops reading stops its processes once their untaken output is at the
+kernel's bound.
 """
 
 from __future__ import annotations
@@ -172,8 +175,17 @@ class Generation:
                         choice.text.append(event.text)
                         choice.logprobs.extend(event.logprobs)
                     yield choice, event
+                    # Resumed: the consumer is done with the event (a stream's body awaited the
+                    # transport's `send`, which waits while its write buffer is full), so the
+                    # kernel may compute more for it.
+                    self._taken(choice, event)
         finally:
             self.cancel_unfinished("the client disconnected")
+
+    def _taken(self, choice: Choice, event: Event) -> None:
+        if event.token_ids and not choice.process.is_terminal:
+            with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
+                self.syscalls.taken(self.app, choice.process.pid, len(event.token_ids))
 
     async def _next_batch(self) -> list[tuple[int, Event]]:
         """Every event waiting now (waiting up to the poll interval for one), coalesced; [] if none came."""

@@ -119,7 +119,8 @@ class KernelCollector(Collector):
         by_state = GaugeMetricFamily(
             "llmasos_processes", "Live processes by app, model and state", labels=["app", "model", "state"]
         )
-        for state in (ProcessState.QUEUED, ProcessState.RUNNING, ProcessState.SUSPENDED):
+        live = (ProcessState.QUEUED, ProcessState.RUNNING, ProcessState.SUSPENDED, ProcessState.BLOCKED)
+        for state in live:
             for (app, model, s), n in snap.live_processes.items():
                 if s == state.value:
                     by_state.add_metric([app, model, s], n)

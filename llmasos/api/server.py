@@ -84,12 +84,20 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+#: Each connection's kernel send buffer (Linux doubles it; accepted sockets inherit it from the
+#: listening one). Left to autotuning, a loopback connection's grew to megabytes at once (64 KiB
+#: segments): a client that never read took a whole 958-token answer of the tiny model into it, so
+#: the kernel's output bound (kernel/backpressure.py) never came into play. A stream needs a few KB/s.
+SEND_BUFFER_BYTES = 32 * 1024
+
+
 def listen_on(host: str, port: int) -> socket.socket:
     """A socket listening on host:port (handed to uvicorn), or AddressInUseError naming who holds it."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     # As uvicorn does: a restarted server may reuse a port whose old connections are in TIME_WAIT.
     # (On Linux this does not let two sockets listen on one port.)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
     try:
         sock.bind((host, port))
         sock.listen(2048)  # at once: until a socket listens, another could bind the same port

@@ -160,7 +160,9 @@ async def chat_with_tools(
     }
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = ToolStream({**fields, "object": "chat.completion.chunk"}, tools.legacy, include_usage)
+        base = {**fields, "object": "chat.completion.chunk"}
+        limits = syscalls.output_limits()  # the kernel's reader timeout holds for the tool stream too
+        stream = ToolStream(base, tools.legacy, include_usage, limits and limits.reader_timeout_seconds)
         return await stream.start(program_pool(request), run(stream.on_event))
     decisions, usage = await program_pool(request).run(request, run(None))
     choices = [

@@ -6,6 +6,11 @@ then `function.arguments` fragments — then each choice's finish reason ("tool_
 The program runs on a thread of the program pool and reports through `on_event`; the events reach
 the response through an asyncio queue. The response starts once the first event came (or the
 program ended), so an error before any output is still an ordinary HTTP error (400, 403, 429...).
+
+Backpressure: the program may be at most `WINDOW_EVENTS` events ahead of what the transport accepted;
+beyond that `on_event` waits, so the program stops reading its processes' output and the kernel stops
+computing them at its bound (kernel/backpressure.py). A client that takes nothing for the reader
+timeout fails the program with `ReaderTimeoutError` rather than holding its thread forever.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -22,25 +28,65 @@ from fastapi.responses import StreamingResponse
 from llmasos.api.errors import error_body
 from llmasos.api.generation import LoopDelivery
 from llmasos.api.program_calls import ProgramPool
-from llmasos.errors import LLMasOSError
+from llmasos.errors import LLMasOSError, ReaderTimeoutError
 from llmasos.services.function_calling import Decision, ToolEvent
 
 _END = object()  # put on the queue when the program has ended
+
+#: Events the program may send ahead of the transport: about as many tokens as the kernel lets a
+#: process's reader leave untaken (`[kernel] output_buffer_tokens`), each event being a token or less.
+WINDOW_EVENTS = 512
+
+
+class _Window:
+    """How many events the program is ahead of the transport; the program's thread waits at the size."""
+
+    def __init__(self, size: int, timeout: float | None) -> None:
+        self._size, self._timeout = size, timeout
+        self._ahead = 0
+        self._closed = False
+        self._changed = threading.Condition()
+
+    def enter(self) -> None:
+        """From the program's thread, before an event goes out."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._ahead < self._size or self._closed, self._timeout):
+                raise ReaderTimeoutError(
+                    f"the client took none of the stream for {self._timeout or 0:.0f} s with {self._ahead} "
+                    "events waiting; a stream must be read to go on"
+                )
+            self._ahead += 1
+
+    def left(self) -> None:
+        """From the event loop, once the transport accepted an event."""
+        with self._changed:
+            self._ahead -= 1
+            self._changed.notify()
+
+    def close(self) -> None:
+        """The response ended: the program never waits again."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
 class ToolStream:
     """The chunks of one streamed function-calling request."""
 
-    def __init__(self, base: dict, legacy: bool, include_usage: bool) -> None:
+    def __init__(
+        self, base: dict, legacy: bool, include_usage: bool, reader_timeout: float | None = None
+    ) -> None:
         self.base = base
         self.legacy = legacy
         self.include_usage = include_usage
         self._queue: asyncio.Queue = asyncio.Queue()
         self._delivery = LoopDelivery.of(asyncio.get_running_loop())
         self._started: set[int] = set()  # choices whose first delta (with the role) was sent
+        self._window = _Window(WINDOW_EVENTS, reader_timeout)
 
     def on_event(self, event: ToolEvent) -> None:
-        """From the program's thread."""
+        """From the program's thread; waits while the program is a window ahead of the transport."""
+        self._window.enter()
         self._delivery.put(self._queue, event)
 
     async def start(self, pool: ProgramPool, program: Callable[[Any], Any]) -> StreamingResponse:
@@ -59,6 +105,7 @@ class ToolStream:
             item = first
             while item is not _END:
                 yield _sse(self._chunk(item))
+                self._window.left()  # resumed: `send` accepted the chunk
                 item = await self._queue.get()
             try:
                 decisions, usage = task.result()
@@ -71,6 +118,7 @@ class ToolStream:
                     yield _sse({**self.base, "choices": [], "usage": usage})
             yield "data: [DONE]\n\n"
         finally:
+            self._window.close()
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):

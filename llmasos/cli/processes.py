@@ -36,7 +36,7 @@ def ps(
             Console(highlight=False).print(loaded_table(loaded["models"]))
         return
     if not all_:
-        processes = [p for p in processes if p["state"] in ("queued", "running", "suspended")]
+        processes = [p for p in processes if p["state"] in ("queued", "running", "suspended", "blocked")]
     if json_:
         typer.echo(json.dumps(processes, indent=2))
         return

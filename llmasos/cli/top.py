@@ -30,7 +30,7 @@ from llmasos.errors import AuthenticationError, ServerUnavailableError
 
 #: Columns a process list can be sorted by, in the order `s` cycles through them.
 SORTS = ("pid", "app", "model", "state", "priority", "tokens_out", "waited_seconds", "running_seconds")
-LIVE_STATES = ("queued", "running", "suspended")
+LIVE_STATES = ("queued", "running", "suspended", "blocked")
 KEYS = "↑↓ select  c cancel  s sort  r reverse  / filter  a all  q quit"
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmasos.config import EngineConfig
+from llmasos.kernel.backpressure import OutputLimits
 from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
@@ -104,6 +105,10 @@ def boot(
     settings = settings or load_settings().settings
     config = config or KernelConfig()
     config = dataclasses.replace(config, engine=settings.engine_config(config.engine))
+    if config.output is None:
+        kernel_settings = settings.kernel
+        limits = OutputLimits(kernel_settings.output_buffer_tokens, kernel_settings.reader_timeout)
+        config = dataclasses.replace(config, output=limits)
     store = ModelStore()
     budget = memory_budget or settings.models.memory_budget or default_memory_budget()
     load, estimate = engines or library_loader(config.engine, store, settings, budget)

@@ -32,6 +32,7 @@ from llmasos.kernel.admission import (
     refuse_if_prompt_cannot_fit,
     refuse_invalid_unicode,
 )
+from llmasos.kernel.backpressure import OutputLimits
 from llmasos.kernel.kernel import Event, Work
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 from llmasos.security.apps import App
@@ -119,6 +120,18 @@ class GenerationCalls:
         """Deliver the process's events to `callback` instead of `events()` (see Kernel.subscribe)."""
         self._visible(app, pid)
         self.kernel.subscribe(pid, self._restoring(pid, callback))
+
+    def taken(self, app: App, pid: int, tokens: int) -> None:
+        """A subscriber's reader took `tokens` of the process's output tokens (the HTTP server: its
+        transport accepted what it made of them). A process whose untaken output reaches the kernel's
+        bound waits for this (kernel/backpressure.py); `events()` counts by itself."""
+        self._visible(app, pid)
+        self.kernel.taken(pid, tokens)
+
+    def output_limits(self) -> OutputLimits | None:
+        """How far a process's reader may fall behind (None: unbounded), for interfaces that buffer
+        output of their own (a tool stream) to hold to the same bound and timeout."""
+        return self.kernel.config.output
 
     def _start(
         self,

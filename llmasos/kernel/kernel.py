@@ -26,6 +26,7 @@ from llmasos.config import EngineConfig
 from llmasos.engine.protocol import Engine, PlacedEngine, StepOutput
 from llmasos.errors import LLMasOSError
 from llmasos.kernel.admission import QueueLimits, ServiceRate, TokenRateLimiter
+from llmasos.kernel.backpressure import OutputLimits, ReaderWaits, is_runnable
 from llmasos.kernel.context_switch import choose_suspend_mode
 from llmasos.kernel.counters import KernelCounters
 from llmasos.kernel.faults import abort_quietly, engine_fault, step_apart
@@ -53,9 +54,13 @@ class KernelConfig:
     # Ended processes kept in the table for `ps`/`status` (newest first); older ones are forgotten so
     # a long-running server's table does not grow without bound.
     finished_retention: int = 1000
+    # How far a process's reader may fall behind before the process waits for it (backpressure.py);
+    # None: unbounded, for a kernel driven by hand that reads its outboxes afterwards. `boot` sets the
+    # settings' limits (`[kernel]`) when it is None.
+    output: OutputLimits | None = None
 
 
-class Kernel(KernelLoop):
+class Kernel(KernelLoop, ReaderWaits):
     """The process table and the scheduler's tick over every resident model (run by `KernelLoop`)."""
 
     def __init__(
@@ -124,6 +129,7 @@ class Kernel(KernelLoop):
         outbox = self.work[pid].events
         while True:
             event = outbox.get(timeout=timeout)
+            self.taken(pid, len(event.token_ids))  # out of the queue: its reader has it
             yield event
             if event.finished:
                 return
@@ -197,7 +203,9 @@ class Kernel(KernelLoop):
             live = [p for p in self.live.values() if p.model == model]
             if not live:
                 return 0
-            chosen = self._within_quotas(policy.select(live, engine.max_num_seqs, now))
+            self._hold_for_readers(engine, live, now)
+            runnable = [p for p in live if is_runnable(p)]
+            chosen = self._within_quotas(policy.select(runnable, engine.max_num_seqs, now))
             self.chosen_last_tick += len(chosen)
             self._switch(engine, live, set(map(id, chosen)), chosen, now)
         start = time.perf_counter()

@@ -172,6 +172,7 @@ class OverviewCalls:
                     "max_queued": app.max_queued,
                     "queued": sum(p.state.value == "queued" for p in live),
                     "suspended": sum(p.state.value == "suspended" for p in live),
+                    "blocked": sum(p.state.value == "blocked" for p in live),  # waiting for readers
                     "tokens_computed": totals.get("tokens_computed", 0),
                     "tokens_generated": totals.get("tokens_generated", 0),
                     "keys": self.apps.key_hints(app.name),

@@ -52,6 +52,9 @@ class ProcessState(StrEnum):
     QUEUED = "queued"  # admitted, never run yet
     RUNNING = "running"  # holds a batch slot in the engine
     SUSPENDED = "suspended"  # ran, lost its slot; its KV state is saved or dropped for recompute
+    # Its reader has not taken its output: not runnable until it does (its KV waits as a suspended
+    # process's does). Time here is neither waited nor run: the kernel is not what holds it back.
+    BLOCKED = "blocked"
     FINISHED = "finished"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -70,14 +73,26 @@ _TERMINAL = frozenset({ProcessState.FINISHED, ProcessState.FAILED, ProcessState.
 
 # The moves the kernel may make. A live state may "move" to itself to update its reason. A queued
 # process cannot finish without running, and a running one is suspended (not re-queued) when it loses
-# its slot, so "queued" always means "never ran".
+# its slot, so "queued" always means "never ran". Only a process that ran can have output to block on.
 _ALLOWED_MOVES: dict[ProcessState, frozenset[ProcessState]] = {
     ProcessState.QUEUED: frozenset(
         {ProcessState.QUEUED, ProcessState.RUNNING, ProcessState.FAILED, ProcessState.CANCELLED}
     ),
-    ProcessState.RUNNING: frozenset({ProcessState.RUNNING, ProcessState.SUSPENDED, *_TERMINAL}),
+    ProcessState.RUNNING: frozenset(
+        {ProcessState.RUNNING, ProcessState.SUSPENDED, ProcessState.BLOCKED, *_TERMINAL}
+    ),
     ProcessState.SUSPENDED: frozenset(
-        {ProcessState.SUSPENDED, ProcessState.RUNNING, ProcessState.FAILED, ProcessState.CANCELLED}
+        {
+            ProcessState.SUSPENDED,
+            ProcessState.RUNNING,
+            ProcessState.BLOCKED,
+            ProcessState.FAILED,
+            ProcessState.CANCELLED,
+        }
+    ),
+    # Unblocked, a process is ready again: suspended until the policy gives it a slot.
+    ProcessState.BLOCKED: frozenset(
+        {ProcessState.BLOCKED, ProcessState.SUSPENDED, ProcessState.FAILED, ProcessState.CANCELLED}
     ),
 }
 

@@ -18,12 +18,16 @@ class FakeSyscalls:
     def __init__(self) -> None:
         self.listeners: dict[int, object] = {}
         self.cancelled: list[int] = []
+        self.took: list[tuple[int, int]] = []  # (pid, tokens) as the consumer reports them
 
     def subscribe(self, app: App, pid: int, callback) -> None:
         self.listeners[pid] = callback
 
     def cancel(self, app: App, pid: int, *, reason: str) -> None:
         self.cancelled.append(pid)
+
+    def taken(self, app: App, pid: int, tokens: int) -> None:
+        self.took.append((pid, tokens))
 
 
 def process(pid: int) -> Process:
@@ -83,3 +87,28 @@ def test_events_that_piled_up_come_as_one_delta_per_choice_then_the_final_ones()
     assert finals == [(0, "length"), (1, "stop")]
     assert len(events) == 4  # one delta per choice, then each final event: nothing after a final one
     assert [e.finished for _, e in events] == [False, False, True, True]
+
+
+def test_an_event_counts_as_taken_only_when_its_consumer_comes_back_for_the_next() -> None:
+    """What a stream's body made of an event has been accepted by `send` when the body asks for the
+    next one; only then may the kernel compute more for it (kernel/backpressure.py)."""
+
+    async def main() -> list[list[tuple[int, int]]]:
+        syscalls = FakeSyscalls()
+        gen = Generation(syscalls, App("a"), [process(1)])  # type: ignore[arg-type]
+        seen = []
+        events = gen.events()
+        syscalls.listeners[1](Event(1, "a", (5,)))
+        await events.__anext__()
+        await asyncio.sleep(0)  # the second event arrives while the first is being sent
+        syscalls.listeners[1](Event(1, "bc", (6, 7)))
+        await asyncio.sleep(0)
+        seen.append(list(syscalls.took))  # the first is not taken while its consumer is away
+        await events.__anext__()
+        seen.append(list(syscalls.took))  # back for the next: the first one is taken
+        syscalls.listeners[1](Event(1, finished=True, finish_reason="stop"))
+        await events.__anext__()
+        seen.append(list(syscalls.took))
+        return seen
+
+    assert asyncio.run(main()) == [[], [(1, 1)], [(1, 1), (1, 2)]]

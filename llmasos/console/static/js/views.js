@@ -12,7 +12,7 @@ export function renderProcesses(overview, actions) {
     `${count("running")} running, ${count("queued")} queued, ${count("suspended")} suspended; ` +
       `${processes.length} shown (live, then the latest ended)`,
   );
-  const live = (p) => ["queued", "running", "suspended"].includes(p.state);
+  const live = (p) => ["queued", "running", "suspended", "blocked"].includes(p.state);
   fillTable(
     $("processes-table"),
     [
