@@ -354,12 +354,12 @@ class ClassedFairSharePolicy(FairSharePolicy):
         """When the latency hold ends, while it alone holds background work back (no urgent process
         is live: one that is ends by an event). Aging could let a process in slightly sooner within
         the hold; the hold's end bounds that delay to `latency_hold_seconds`."""
-        hold, seen = self.latency_hold_seconds, self._urgent_seen_at
-        if not processes or hold is None or seen is None:
+        ends_at = self._hold.ends_at
+        if not processes or ends_at is None:
             return None
         if any(p.priority.is_latency_sensitive for p in processes):
             return None
-        return seen + hold if now < seen + hold else None
+        return ends_at if now < ends_at else None
 
     def _by_class(
         self, live: list[Process], slots: int, class_of: Callable[[Process], int], guarded: bool

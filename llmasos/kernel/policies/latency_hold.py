@@ -50,6 +50,13 @@ class LatencyHold:
         return now - self._seen_at < self.seconds
 
     @property
+    def ends_at(self) -> float | None:
+        """When the hold ends if urgent work does not come back first; None: no hold to end."""
+        if self.most is None or self._seen_at is None:
+            return None
+        return self._seen_at + self.seconds
+
+    @property
     def seconds(self) -> float:
         """The hold now: a margin over the recent returns it could bridge, within [MIN, most]."""
         most = self.most or 0.0
