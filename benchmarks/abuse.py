@@ -79,6 +79,11 @@ from server_load import rss_mb, serve
 
 #: The calm app's class; `--attackers-class same` registers the attacking apps in it too.
 CALM_CLASS = "interactive"
+#: How the start line names `--attackers-class`.
+ATTACKERS_CLASS_WORDS = {
+    "same": f"the calm app's class ({CALM_CLASS})",
+    "lower": "the default class (normal)",
+}
 #: The metered app's tokens per minute.
 QUOTA_PER_MINUTE = 2000
 
@@ -374,8 +379,8 @@ def main() -> None:
             httpx.get(url + "/v1/models", headers=server.headers(key)).raise_for_status()
         print(
             f"server pid {process.pid} on {url}; per attack {args.pairs} pairs of {args.seconds:.0f} s "
-            f"calm, then {args.seconds:.0f} s under attack; the attacking apps in the "
-            f"{'calm app' if args.attackers_class == 'same' else 'lower'}'s class; "
+            f"calm, then {args.seconds:.0f} s under attack; the attacking apps in "
+            f"{ATTACKERS_CLASS_WORDS[args.attackers_class]}; "
             f"the attacker at nice {args.attacker_nice}; "
             "the server's HTTP threads "
             f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
