@@ -213,8 +213,9 @@ void small_gemm(const QuantActs& acts, const float* xs, const typename Rows::Wei
 
 // ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
-// A claim of RV row vectors unpacks its weights to int16 kChunkGroups groups at a time (pair p of row vector
-// i at (p * RV + i) * kRowLanes * 2 from the chunk's first pair; 8 KB with AVX-512), with their d and m
+// A claim of RV row vectors unpacks its weights to int16 kChunkGroups groups at a time (steps of more than
+// kChunkMaxTokens tokens: all of them, quant_gemm.h; pair p of row vector i at (p * RV + i) * kRowLanes * 2
+// from the chunk's first pair; 8 KB with AVX-512), with their d and m
 // group-major (group g of row vector i at (g * RV + i) * kRowLanes). Every token runs over a chunk while it
 // is in L1; a tile's float sums wait in the claim's buffer between chunks, so each lane takes its groups'
 // float steps in the same order as over a panel of every input. Why: that whole panel (the claim's rows
@@ -223,8 +224,8 @@ void small_gemm(const QuantActs& acts, const float* xs, const typename Rows::Wei
 constexpr int64_t kChunkGroups = 8;
 
 struct GroupPanel {
-  AlignedBuffer<int16_t> pairs;  // (kChunkGroups * kSubPairs, RV, kRowLanes, 2)
-  AlignedFloats d, m;  // (kChunkGroups, RV, kRowLanes)
+  AlignedBuffer<int16_t> pairs;  // (chunk groups * kSubPairs, RV, kRowLanes, 2)
+  AlignedFloats d, m;  // (chunk groups, RV, kRowLanes)
   AlignedFloats sums;  // every token's float sums between chunks: (n, RV, kRowLanes)
 
   // Groups [g0, g1) of row vectors [rv0, rv0 + RV), fetching the same groups of row vector `next` on.
@@ -308,9 +309,9 @@ void chunk_rows(const typename Rows::Weight& w, const QuantActs& acts, const flo
 
 template <class Rows, int RV>
 void claim_chunks(GroupPanel& s, const typename Rows::Weight& w, const QuantActs& acts, const float* xs, int64_t n,
-                  int64_t rv0, int64_t next, float* y) {
-  for (int64_t g0 = 0; g0 < w.groups; g0 += kChunkGroups) {
-    const GroupChunk c{g0, std::min(w.groups, g0 + kChunkGroups), g0 == 0, g0 + kChunkGroups >= w.groups,
+                  int64_t chunk_groups, int64_t rv0, int64_t next, float* y) {
+  for (int64_t g0 = 0; g0 < w.groups; g0 += chunk_groups) {
+    const GroupChunk c{g0, std::min(w.groups, g0 + chunk_groups), g0 == 0, g0 + chunk_groups >= w.groups,
                        s.pairs.data(), s.d.data(), s.m.data(), s.sums.data()};
     s.unpack<Rows, RV>(w, rv0, c.g0, c.g1, next);
     chunk_rows<Rows, RV>(w, acts, xs, n, c, rv0, y);
@@ -322,14 +323,15 @@ void panel_gemm(const QuantActs& acts, const float* xs, int64_t n, const typenam
   const int64_t vecs = w.out_features / kRowLanes;
   for_claimed_blocks(vecs, kUnitVecs, [&](int64_t rv0, int64_t rv1, int64_t next) {
     thread_local GroupPanel s;  // a thread's buffers live as long as it does: no allocation per claim
-    s.pairs.resize(kChunkGroups * kSubPairs * kUnitVecs * kRowLanes * 2);
-    s.d.resize(kChunkGroups * kUnitVecs * kRowLanes);
-    s.m.resize(kChunkGroups * kUnitVecs * kRowLanes);
+    const int64_t chunk_groups = n <= kChunkMaxTokens ? kChunkGroups : w.groups;  // quant_gemm.h
+    s.pairs.resize(chunk_groups * kSubPairs * kUnitVecs * kRowLanes * 2);
+    s.d.resize(chunk_groups * kUnitVecs * kRowLanes);
+    s.m.resize(chunk_groups * kUnitVecs * kRowLanes);
     s.sums.resize(n * kUnitVecs * kRowLanes);
     if (rv1 - rv0 == kUnitVecs) {
-      claim_chunks<Rows, kUnitVecs>(s, w, acts, xs, n, rv0, next, y);
+      claim_chunks<Rows, kUnitVecs>(s, w, acts, xs, n, chunk_groups, rv0, next, y);
     } else {
-      claim_chunks<Rows, 1>(s, w, acts, xs, n, rv0, next, y);
+      claim_chunks<Rows, 1>(s, w, acts, xs, n, chunk_groups, rv0, next, y);
     }
   });
 }

@@ -238,7 +238,7 @@ void q8_small(const QuantActs& acts, const Q8Format& f, float* y) {
 // ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
 // A claim of kPanelBlocks blocks unpacks its weights to int16 a chunk of input pairs at a time (4-bit: 4
-// groups, 8 KB with AVX-512), pair-major: pair p of row vector rv at (p * vecs + rv) * kRowLanes * 2. Every
+// groups, 8 KB with AVX-512; steps of more than kChunkMaxTokens tokens: all of them, quant_gemm.h), pair-major: pair p of row vector rv at (p * vecs + rv) * kRowLanes * 2. Every
 // token runs over a chunk while it is in L1, in tiles of RV row vectors x TN tokens that keep RV * TN int32
 // accumulators and as many float sums in registers (AVX-512: 2 x 4, 16 of its 32 registers; AVX2: 2 x 3 of
 // 16); each token's pair is broadcast from its activations. A tile's float sums wait in the claim's buffer
@@ -255,7 +255,7 @@ constexpr int kTileTokens = 3;
 constexpr int kPanelVecs = kPanelBlocks * kBlockVecs;
 
 struct PanelScratch {
-  AlignedBuffer<int16_t> pairs;  // a chunk: (kChunkPairs, vecs, kRowLanes, 2)
+  AlignedBuffer<int16_t> pairs;  // a chunk: (chunk pairs, vecs, kRowLanes, 2)
   AlignedFloats sums;  // every token's float sums between chunks: (n, vecs, kRowLanes)
   alignas(64) float rs[kPanelBlocks * kBlockRows];
 };
@@ -330,14 +330,15 @@ void panel_gemm(const Format& f, const QuantActs& acts, int64_t n, float* y) {
   const int64_t blocks = f.out_features() / kBlockRows, pairs = f.pairs();
   for_claimed_blocks(blocks, kPanelBlocks, [&](int64_t b0, int64_t b1, int64_t next) {
     thread_local PanelScratch s;  // a thread's buffers live as long as it does: no allocation per claim
-    s.pairs.resize(Format::kChunkPairs * kPanelVecs * kRowLanes * 2);
+    const int64_t chunk_pairs = n <= kChunkMaxTokens ? Format::kChunkPairs : pairs;  // whole runs either way
+    s.pairs.resize(chunk_pairs * kPanelVecs * kRowLanes * 2);
     s.sums.resize(n * kPanelVecs * kRowLanes);
     const int64_t nb = b1 - b0;
     const int vecs = static_cast<int>(nb) * kBlockVecs;
     int16_t* dst = s.pairs.data();
     f.row_scales(b0 * kBlockRows, nb * kBlockRows, s.rs);
-    for (int64_t p0 = 0; p0 < pairs; p0 += Format::kChunkPairs) {
-      const Chunk c{p0, std::min(pairs, p0 + Format::kChunkPairs), p0 == 0, p0 + Format::kChunkPairs >= pairs,
+    for (int64_t p0 = 0; p0 < pairs; p0 += chunk_pairs) {
+      const Chunk c{p0, std::min(pairs, p0 + chunk_pairs), p0 == 0, p0 + chunk_pairs >= pairs,
                     dst, s.sums.data(), s.rs};
       for (int64_t b = 0; b < nb; ++b)
         for (int v = 0; v < kBlockVecs; ++v) {
