@@ -114,9 +114,10 @@ def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape,
 @pytest.mark.parametrize("n", [7, 70])  # the panels' 3- or 4-token tiles and every rest of 1-3 tokens
 def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int) -> None:
     torch.manual_seed(0)
-    # 13 blocks of 16 rows: AVX-512's panels of 2 blocks leave a one-block rest
-    layer = Int4Linear(torch.randn(208, 128) * 0.05, None, max_quant_tokens=8)
-    x = torch.randn(n, 128)
+    # 13 blocks of 16 rows: AVX-512's panels of 2 blocks leave a one-block rest; 512 inputs: at 7 tokens
+    # four chunks of 4 groups, their sums kept between chunks; at 70 (above kChunkMaxTokens) one panel
+    layer = Int4Linear(torch.randn(208, 512) * 0.05, None, max_quant_tokens=8)
+    x = torch.randn(n, 512)
     batched = kernels.q4_linear(x, layer.qs, layer.k, layer.c, layer.row_scale, None)
     for t in range(n):
         assert torch.equal(batched[t], layer(x[t : t + 1])[0])

@@ -76,11 +76,13 @@ def test_kernel_equals_the_8bit_groups_of_the_same_weights_bit_for_bit(tmp_path:
     d = (sc.float().view(32, -1, 16) * dsup[..., None]).view(32, -1)
     grouped = Int8GroupLinear.from_groups((q.int() - 32).to(torch.int8), d, torch.zeros_like(d), None)
     six_bit = Q6KLinear.from_blocks(q, sc, dsup, None)
-    x = torch.randn(9, 768)
+    x = torch.randn(70, 768)  # above kChunkMaxTokens: one panel of every input
     whole = six_bit(x)
     assert torch.equal(whole, grouped(x))
-    for n in (1, 2, 3, 5):  # each token's result is the same whatever its batch
+    # each token's result is the same whatever its batch: in place (1-3), 8-group chunks (5, 9), one panel
+    for n in (1, 2, 3, 5, 9):
         assert torch.equal(six_bit(x[:n]), whole[:n])
+        assert torch.equal(grouped(x[:n]), whole[:n])
 
 
 def test_without_kernels_the_layer_multiplies_the_file_weights(

@@ -29,6 +29,7 @@ namespace llmasos {
 namespace {
 
 constexpr int64_t kSubPairs = kSubGroup / 2;  // input pairs per group
+static_assert(kSubPairs == 8, "a group's pairs are one dot_eight_pairs (row_vectors.h)");
 // Row vectors per small step's unit and per panel: two in both builds (AVX-512: two blocks; AVX2: one).
 constexpr int kUnitVecs = 2;
 constexpr int64_t kClaimVecs = 8;  // row vectors per claim of the threads
@@ -73,8 +74,14 @@ struct Q8Rows {
   IVec pair(int64_t g, int j) const { return widen_i8(q + (g * kSubPairs + j) * 32, v); }
   FVec scale(int64_t g) const { return fvec_load(d + g * kBlockRows); }
   FVec offset(int64_t g) const { return fvec_load(m + g * kBlockRows); }
+  // Group g's 8 pairs, sink(j, pair j), for the panels.
+  template <class Sink>
+  void group_pairs(int64_t g, const Sink& sink) const {
+#pragma GCC unroll 8
+    for (int jp = 0; jp < kSubPairs; ++jp) sink(jp, pair(g, jp));
+  }
   const char* first_byte() const { return reinterpret_cast<const char*>(q); }
-  static int64_t pair_bytes() { return 32; }
+  static constexpr int64_t kPairBytes = 32;
 
   // Group g of block b, fetched ahead of its use.
   static void prefetch(const Q8GroupWeight& w, int64_t b, int64_t g) {
@@ -113,8 +120,23 @@ struct Q6Rows {
     return fvec_mul(fvec_from_i8(sc + g * kBlockRows), fvec_load(dsup + (g / kSubPerSuper) * kBlockRows));
   }
   FVec offset(int64_t) const { return fvec_zero(); }
+  // Group g's 8 pairs, sink(j, pair j), for the panels: each quad's three 32-byte chunks widened once, and
+  // pair jj's high bits moved to bits 4-5 by one shift (the 8 bytes of pair() per pair took ~9 vector
+  // operations, a fifth of a 32-token step's Q6_K time).
+  template <class Sink>
+  void group_pairs(int64_t g, const Sink& sink) const {
+    for (int h = 0; h < 2; ++h) {
+      const uint8_t* quad = q + (g * 2 + h) * kQ6QuadBytes;
+      const IVec low01 = widen_u8(quad, v), low23 = widen_u8(quad + 32, v), high = widen_u8(quad + 64, v);
+      const IVec mask = set16(0x30), bias = set16(32);
+      sink(4 * h, sub16(or16(and16(low01, set16(0x0F)), and16(shl16(high, 4), mask)), bias));
+      sink(4 * h + 1, sub16(or16(shr16(low01, 4), and16(shl16(high, 2), mask)), bias));
+      sink(4 * h + 2, sub16(or16(and16(low23, set16(0x0F)), and16(high, mask)), bias));
+      sink(4 * h + 3, sub16(or16(shr16(low23, 4), and16(shr16(high, 2), mask)), bias));
+    }
+  }
   const char* first_byte() const { return reinterpret_cast<const char*>(q); }
-  static int64_t pair_bytes() { return kQ6QuadBytes / 4; }
+  static constexpr int64_t kPairBytes = kQ6QuadBytes / 4;
 
   static void prefetch(const Q6KWeight& w, int64_t b, int64_t g) {
     prefetch_bytes(w.q + (b * (w.in_features / 8) + g * 2) * kQ6QuadBytes, 2 * kQ6QuadBytes);
@@ -189,84 +211,110 @@ void small_gemm(const QuantActs& acts, const float* xs, const typename Rows::Wei
   });
 }
 
-// ---- steps of 4 or more tokens: panels unpacked once, tiles of row vectors x tokens ----
+// ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
-// A panel holds RV row vectors' weights unpacked to int16, pair-major (pair p of row vector i at
-// (p * RV + i) * kRowLanes * 2), and their d and m group-major (group g of row vector i at (g * RV + i) *
-// kRowLanes).
-struct GroupPanel {
-  AlignedBuffer<int16_t> pairs;
-  AlignedFloats d, m;
+// A claim of RV row vectors unpacks its weights to int16 kChunkGroups groups at a time (steps of more than
+// kChunkMaxTokens tokens: all of them, quant_gemm.h; pair p of row vector i at (p * RV + i) * kRowLanes * 2
+// from the chunk's first pair; 8 KB with AVX-512), with their d and m
+// group-major (group g of row vector i at (g * RV + i) * kRowLanes). Every token runs over a chunk while it
+// is in L1; a tile's float sums wait in the claim's buffer between chunks, so each lane takes its groups'
+// float steps in the same order as over a panel of every input. Why: that whole panel (the claim's rows
+// x every input, 96 KB at 1,536 inputs, 716 KB with its d and m at Qwen2.5-1.5B's 8,960) was read back
+// from L2 by every tile, and a down projection's panel beside the step's activations outgrew L2.
+constexpr int64_t kChunkGroups = 8;
 
+struct GroupPanel {
+  AlignedBuffer<int16_t> pairs;  // (chunk groups * kSubPairs, RV, kRowLanes, 2)
+  AlignedFloats d, m;  // (chunk groups, RV, kRowLanes)
+  AlignedFloats sums;  // every token's float sums between chunks: (n, RV, kRowLanes)
+
+  // Groups [g0, g1) of row vectors [rv0, rv0 + RV), fetching the same groups of row vector `next` on.
   template <class Rows, int RV>
-  void unpack(const typename Rows::Weight& w, int64_t rv0, int64_t next) {
-    const int64_t n_pairs = w.in_features / 2;
-    pairs.resize(n_pairs * RV * kRowLanes * 2);
-    d.resize(w.groups * RV * kRowLanes);
-    m.resize(w.groups * RV * kRowLanes);
+  void unpack(const typename Rows::Weight& w, int64_t rv0, int64_t g0, int64_t g1, int64_t next) {
     const bool fetch = next * kRowLanes < w.out_features;
     const char* ahead = Rows(w, fetch ? next : 0).first_byte();
+    constexpr int64_t kGroupBytes = kSubPairs * Rows::kPairBytes;
     for (int i = 0; i < RV; ++i) {
       const Rows row(w, rv0 + i);
-      for (int64_t g = 0; g < w.groups; ++g) {
-        if (fetch && i == 0) prefetch_bytes(ahead + g * kSubPairs * Rows::pair_bytes(), kSubPairs * Rows::pair_bytes());
-#pragma GCC unroll 8
-        for (int jp = 0; jp < kSubPairs; ++jp)
-          store_pairs(pairs.data() + ((g * kSubPairs + jp) * RV + i) * kRowLanes * 2, row.pair(g, jp));
-        fvec_store(d.data() + (g * RV + i) * kRowLanes, row.scale(g));
-        fvec_store(m.data() + (g * RV + i) * kRowLanes, row.offset(g));
+      for (int64_t g = g0; g < g1; ++g) {
+        if (fetch && i == 0) prefetch_bytes(ahead + g * kGroupBytes, kGroupBytes);
+        int16_t* dst = pairs.data() + ((g - g0) * kSubPairs * RV + i) * kRowLanes * 2;
+        row.group_pairs(g, [&](int jp, IVec pair) { store_pairs(dst + jp * RV * kRowLanes * 2, pair); });
+        fvec_store(d.data() + ((g - g0) * RV + i) * kRowLanes, row.scale(g));
+        if constexpr (Rows::kOffsets) fvec_store(m.data() + ((g - g0) * RV + i) * kRowLanes, row.offset(g));
       }
     }
   }
 };
 
-// Tokens [t0, t0 + TN) against a panel of RV row vectors starting at row vector rv0.
+// Where a chunk lies in the groups, whether it is a claim's first or last, and the claim's buffers (pointers,
+// not the thread_local scratch, whose address every tile would fetch again through __tls_get_addr).
+struct GroupChunk {
+  int64_t g0, g1;
+  bool first, last;
+  const int16_t* pairs;
+  const float* d;
+  const float* m;
+  float* sums;
+};
+
+// Tokens [t0, t0 + TN) against a chunk of RV row vectors starting at row vector rv0: their sums taken up
+// (zero at the first chunk), the chunk's groups added, then kept for the next chunk or, after the last,
+// scaled into y.
 template <class Rows, int RV, int TN>
-inline void panel_tokens(const GroupPanel& s, const typename Rows::Weight& w, const QuantActs& acts, const float* xs,
-                         int64_t t0, int64_t rv0, float* y) {
+inline void chunk_tokens(const typename Rows::Weight& w, const QuantActs& acts, const float* xs,
+                         const GroupChunk& c, int64_t t0, int64_t rv0, float* y) {
   const int16_t* x[TN];
   for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + (t0 + j) * acts.k;
+  float* kept = c.sums + t0 * RV * kRowLanes;
   FVec sums[RV][TN];
   for (int i = 0; i < RV; ++i)
-    for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
-  const int16_t* panel = s.pairs.data();
-  for (int64_t g = 0; g < w.groups; ++g) {
+    for (int j = 0; j < TN; ++j) sums[i][j] = c.first ? fvec_zero() : fvec_load(kept + (j * RV + i) * kRowLanes);
+  for (int64_t g = c.g0; g < c.g1; ++g) {
     IVec acc[RV][TN];
     for (int i = 0; i < RV; ++i)
       for (int j = 0; j < TN; ++j) acc[i][j] = ivec_zero();
-#pragma GCC unroll 8
-    for (int64_t p = g * kSubPairs; p < (g + 1) * kSubPairs; ++p) {
-      IVec wv[RV];
-      for (int i = 0; i < RV; ++i) wv[i] = load_pairs(panel + (p * RV + i) * kRowLanes * 2);
-      for (int j = 0; j < TN; ++j) {
-        const IVec xb = activation_pair(x[j], p);
-        for (int i = 0; i < RV; ++i) acc[i][j] = dot_pairs(acc[i][j], wv[i], xb);
-      }
-    }
+    dot_eight_pairs<RV, TN>(c.pairs + (g - c.g0) * kSubPairs * RV * kRowLanes * 2, g * kSubPairs, x, acc);
     for (int i = 0; i < RV; ++i) {
-      const FVec d = fvec_load(s.d.data() + (g * RV + i) * kRowLanes);
-      const FVec m = fvec_load(s.m.data() + (g * RV + i) * kRowLanes);
+      const FVec d = fvec_load(c.d + ((g - c.g0) * RV + i) * kRowLanes);
+      const FVec m = Rows::kOffsets ? fvec_load(c.m + ((g - c.g0) * RV + i) * kRowLanes) : fvec_zero();
       for (int j = 0; j < TN; ++j)
         sums[i][j] = add_group<Rows::kOffsets>(sums[i][j], acc[i][j], d, m,
                                                Rows::kOffsets ? xs[(t0 + j) * w.groups + g] : 0.f);
     }
   }
   for (int j = 0; j < TN; ++j)
-    for (int i = 0; i < RV; ++i)
-      fvec_store(y + (t0 + j) * w.out_features + (rv0 + i) * kRowLanes,
-                 fvec_mul(sums[i][j], fvec_set1(acts.scale[t0 + j])));
+    for (int i = 0; i < RV; ++i) {
+      if (c.last) {
+        fvec_store(y + (t0 + j) * w.out_features + (rv0 + i) * kRowLanes,
+                   fvec_mul(sums[i][j], fvec_set1(acts.scale[t0 + j])));
+      } else {
+        fvec_store(kept + (j * RV + i) * kRowLanes, sums[i][j]);
+      }
+    }
 }
 
 template <class Rows, int RV>
-void panel_rows(const GroupPanel& s, const typename Rows::Weight& w, const QuantActs& acts, const float* xs,
-                int64_t n, int64_t rv0, float* y) {
+void chunk_rows(const typename Rows::Weight& w, const QuantActs& acts, const float* xs, int64_t n,
+                const GroupChunk& c, int64_t rv0, float* y) {
   int64_t t = 0;
-  for (; t + kTileTokens <= n; t += kTileTokens) panel_tokens<Rows, RV, kTileTokens>(s, w, acts, xs, t, rv0, y);
+  for (; t + kTileTokens <= n; t += kTileTokens) chunk_tokens<Rows, RV, kTileTokens>(w, acts, xs, c, t, rv0, y);
   const int64_t left = n - t;
-  if (left == 1) panel_tokens<Rows, RV, 1>(s, w, acts, xs, t, rv0, y);
-  if (left == 2) panel_tokens<Rows, RV, 2>(s, w, acts, xs, t, rv0, y);
+  if (left == 1) chunk_tokens<Rows, RV, 1>(w, acts, xs, c, t, rv0, y);
+  if (left == 2) chunk_tokens<Rows, RV, 2>(w, acts, xs, c, t, rv0, y);
   if constexpr (kTileTokens > 3) {
-    if (left == 3) panel_tokens<Rows, RV, 3>(s, w, acts, xs, t, rv0, y);
+    if (left == 3) chunk_tokens<Rows, RV, 3>(w, acts, xs, c, t, rv0, y);
+  }
+}
+
+template <class Rows, int RV>
+void claim_chunks(GroupPanel& s, const typename Rows::Weight& w, const QuantActs& acts, const float* xs, int64_t n,
+                  int64_t chunk_groups, int64_t rv0, int64_t next, float* y) {
+  for (int64_t g0 = 0; g0 < w.groups; g0 += chunk_groups) {
+    const GroupChunk c{g0, std::min(w.groups, g0 + chunk_groups), g0 == 0, g0 + chunk_groups >= w.groups,
+                       s.pairs.data(), s.d.data(), s.m.data(), s.sums.data()};
+    s.unpack<Rows, RV>(w, rv0, c.g0, c.g1, next);
+    chunk_rows<Rows, RV>(w, acts, xs, n, c, rv0, y);
   }
 }
 
@@ -274,13 +322,16 @@ template <class Rows>
 void panel_gemm(const QuantActs& acts, const float* xs, int64_t n, const typename Rows::Weight& w, float* y) {
   const int64_t vecs = w.out_features / kRowLanes;
   for_claimed_blocks(vecs, kUnitVecs, [&](int64_t rv0, int64_t rv1, int64_t next) {
-    thread_local GroupPanel s;  // a thread's panel lives as long as it does: no allocation per claim
+    thread_local GroupPanel s;  // a thread's buffers live as long as it does: no allocation per claim
+    const int64_t chunk_groups = n <= kChunkMaxTokens ? kChunkGroups : w.groups;  // quant_gemm.h
+    s.pairs.resize(chunk_groups * kSubPairs * kUnitVecs * kRowLanes * 2);
+    s.d.resize(chunk_groups * kUnitVecs * kRowLanes);
+    s.m.resize(chunk_groups * kUnitVecs * kRowLanes);
+    s.sums.resize(n * kUnitVecs * kRowLanes);
     if (rv1 - rv0 == kUnitVecs) {
-      s.unpack<Rows, kUnitVecs>(w, rv0, next);
-      panel_rows<Rows, kUnitVecs>(s, w, acts, xs, n, rv0, y);
+      claim_chunks<Rows, kUnitVecs>(s, w, acts, xs, n, chunk_groups, rv0, next, y);
     } else {
-      s.unpack<Rows, 1>(w, rv0, next);
-      panel_rows<Rows, 1>(s, w, acts, xs, n, rv0, y);
+      claim_chunks<Rows, 1>(s, w, acts, xs, n, chunk_groups, rv0, next, y);
     }
   });
 }

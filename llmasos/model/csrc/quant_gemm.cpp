@@ -48,11 +48,13 @@ constexpr int64_t kPrefetchBlocks = 2;
 
 // ---- the two weight formats ----
 // Each says where a block's bytes lie (to fetch them early), how vector v of a block unpacks to int16
-// pairs (unpack_block writes pair p to dst(p)), its rows' float scales, and how many pairs a run sums.
+// pairs (unpack_pairs writes pairs [p0, p1) to dst(p - p0)), its rows' float scales, how many pairs a run
+// sums and how many a panel chunk holds (whole runs).
 
 struct Q4Format {
   const Q4Weight* w;
   static constexpr int64_t kRunPairs = kQ4RunPairs;
+  static constexpr int64_t kChunkPairs = 4 * kPairsPerGroup;  // panel_gemm's chunks: 4 groups
 
   int64_t out_features() const { return w->out_features; }
   int64_t pairs() const { return w->in_features / 2; }
@@ -76,14 +78,16 @@ struct Q4Format {
       sink(ch, mul_add16(low_nibbles(bytes), k, c), mul_add16(high_nibbles(bytes), k, c));
     }
   }
-  // Vector v of a block into dst(pair), fetching block `ahead` (the next panel's) group by group.
+  // Pairs [p0, p1) (whole groups) of vector v of a block into dst(pair - p0), fetching the same groups of
+  // block `ahead` (the next claim's).
   template <class Dst>
-  void unpack_block(int64_t block, int v, int64_t ahead, const Dst& dst) const {
-    for (int64_t g = 0; g < w->groups; ++g) {
+  void unpack_pairs(int64_t block, int v, int64_t p0, int64_t p1, int64_t ahead, const Dst& dst) const {
+    for (int64_t g = p0 / kPairsPerGroup; g < p1 / kPairsPerGroup; ++g) {
       if (v == 0) prefetch_group(ahead, g);
+      const int64_t at = g * kPairsPerGroup - p0;
       unpack_group(block, g, v, [&](int ch, IVec lo, IVec hi) {
-        store_pairs(dst(g * kPairsPerGroup + ch), lo);
-        store_pairs(dst(g * kPairsPerGroup + ch + 8), hi);
+        store_pairs(dst(at + ch), lo);
+        store_pairs(dst(at + ch + 8), hi);
       });
     }
   }
@@ -99,19 +103,20 @@ struct Q8Weight {
 struct Q8Format {
   const Q8Weight* w;
   static constexpr int64_t kRunPairs = kQ8RunPairs;
+  static constexpr int64_t kChunkPairs = kQ8RunPairs;  // a chunk holds whole runs
 
   int64_t out_features() const { return w->out_features; }
   int64_t pairs() const { return w->in_features / 2; }
   const int8_t* block_pairs(int64_t block) const { return w->q + block * pairs() * 32; }
   template <class Dst>
-  void unpack_block(int64_t block, int v, int64_t ahead, const Dst& dst) const {
+  void unpack_pairs(int64_t block, int v, int64_t p0, int64_t p1, int64_t ahead, const Dst& dst) const {
     const int8_t* src = block_pairs(block);
     const char* next = reinterpret_cast<const char*>(block_pairs(ahead));
     const bool fetch = v == 0 && ahead * kBlockRows < w->out_features;
-    for (int64_t p = 0; p < pairs(); p += 2) {
+    for (int64_t p = p0; p < p1; p += 2) {
       if (fetch) prefetch_line(next + p * 32);
-      store_pairs(dst(p), widen_i8(src + p * 32, v));
-      store_pairs(dst(p + 1), widen_i8(src + (p + 1) * 32, v));
+      store_pairs(dst(p - p0), widen_i8(src + p * 32, v));
+      store_pairs(dst(p - p0 + 1), widen_i8(src + (p + 1) * 32, v));
     }
   }
   void row_scales(int64_t r0, int64_t rows, float* dst) const {
@@ -230,13 +235,16 @@ void q8_small(const QuantActs& acts, const Q8Format& f, float* y) {
   });
 }
 
-// ---- steps of 4 or more tokens: panels unpacked once, tiles of row vectors x tokens ----
+// ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
-// A panel holds kPanelBlocks blocks' weights unpacked to int16, pair-major: pair p of row vector rv at
-// (p * vecs + rv) * kRowLanes * 2. A tile of RV row vectors x TN tokens keeps RV * TN int32 accumulators
-// and as many float sums in registers (AVX-512: 2 x 4, 16 of its 32 registers; AVX2: 2 x 3 of 16); each
-// token's pair is broadcast from its activations, so they need no tiling. A standalone copy ran such tiles
-// at vpdpwssd's peak (117 G multiply-adds/s per Zen 4 core) from L1.
+// A claim of kPanelBlocks blocks unpacks its weights to int16 a chunk of input pairs at a time (4-bit: 4
+// groups, 8 KB with AVX-512; steps of more than kChunkMaxTokens tokens: all of them, quant_gemm.h), pair-major: pair p of row vector rv at (p * vecs + rv) * kRowLanes * 2. Every
+// token runs over a chunk while it is in L1, in tiles of RV row vectors x TN tokens that keep RV * TN int32
+// accumulators and as many float sums in registers (AVX-512: 2 x 4, 16 of its 32 registers; AVX2: 2 x 3 of
+// 16); each token's pair is broadcast from its activations. A tile's float sums wait in the claim's buffer
+// between chunks, so each lane adds its runs in the same order as a panel of every input did.
+// Why chunks: that whole panel (96 KB at 1,536 inputs, 573 KB at Qwen2.5-1.5B's 8,960) was read back from
+// L2 by every tile, and a down projection's panel beside the step's activations outgrew L2.
 #ifdef __AVX512VNNI__
 constexpr int kPanelBlocks = 2;
 constexpr int kTileTokens = 4;
@@ -246,83 +254,103 @@ constexpr int kTileTokens = 3;
 #endif
 constexpr int kPanelVecs = kPanelBlocks * kBlockVecs;
 
-template <int RV, int TN, int64_t RunPairs>
-inline void panel_tile(const int16_t* panel, int64_t pairs, const int16_t* const* x, FVec (*sums)[TN]) {
+struct PanelScratch {
+  AlignedBuffer<int16_t> pairs;  // a chunk: (chunk pairs, vecs, kRowLanes, 2)
+  AlignedFloats sums;  // every token's float sums between chunks: (n, vecs, kRowLanes)
+  alignas(64) float rs[kPanelBlocks * kBlockRows];
+};
+
+// Where a chunk lies in the inputs, whether it is a claim's first or last, and the claim's buffers. The
+// tiles take these pointers, not the thread_local scratch: through it every tile of a chunk paid a call to
+// __tls_get_addr (10% of a 32-token 4-bit GEMM once the panels were cut into chunks).
+struct Chunk {
+  int64_t p0, p1;
+  bool first, last;
+  const int16_t* pairs;
+  float* sums;
+  const float* rs;
+};
+
+// Tokens [t0, t0 + TN) against a chunk of RV row vectors starting at row r0: their sums taken up (zero at
+// the first chunk), the chunk's runs added, then kept for the next chunk or, after the last, scaled into y.
+template <int RV, int TN, class Format>
+inline void chunk_tokens(const Format& f, const QuantActs& acts, const Chunk& c, int64_t t0,
+                         int64_t r0, float* y) {
+  constexpr int64_t kRunPairs = Format::kRunPairs;
+  const int16_t* x[TN];
+  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + (t0 + j) * acts.k;
+  float* kept = c.sums + t0 * RV * kRowLanes;
+  FVec sums[RV][TN];
   for (int i = 0; i < RV; ++i)
-    for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
-  for (int64_t p0 = 0; p0 < pairs; p0 += RunPairs) {
-    const int64_t p1 = std::min(pairs, p0 + RunPairs);
+    for (int j = 0; j < TN; ++j) sums[i][j] = c.first ? fvec_zero() : fvec_load(kept + (j * RV + i) * kRowLanes);
+  for (int64_t p0 = c.p0; p0 < c.p1; p0 += kRunPairs) {
+    const int64_t p1 = std::min(c.p1, p0 + kRunPairs);
+    const int16_t* at = c.pairs + (p0 - c.p0) * RV * kRowLanes * 2;
     IVec acc[RV][TN];
     for (int i = 0; i < RV; ++i)
       for (int j = 0; j < TN; ++j) acc[i][j] = ivec_zero();
-#pragma GCC unroll 8
-    for (int64_t p = p0; p < p1; ++p) {
-      IVec wv[RV];
-      for (int i = 0; i < RV; ++i) wv[i] = load_pairs(panel + (p * RV + i) * kRowLanes * 2);
-      for (int j = 0; j < TN; ++j) {
-        const IVec xb = activation_pair(x[j], p);
-        for (int i = 0; i < RV; ++i) acc[i][j] = dot_pairs(acc[i][j], wv[i], xb);
-      }
+    if constexpr (kRunPairs == 8) {  // 4-bit: pairs is a multiple of 16, every run whole
+      dot_eight_pairs<RV, TN>(at, p0, x, acc);
+    } else {  // pairs is a multiple of 16
+      for (int64_t p = p0; p < p1; p += 8) dot_eight_pairs<RV, TN>(at + (p - p0) * RV * kRowLanes * 2, p, x, acc);
     }
     for (int i = 0; i < RV; ++i)
       for (int j = 0; j < TN; ++j) sums[i][j] = add_run(sums[i][j], acc[i][j]);
   }
-}
-
-struct PanelScratch {
-  AlignedBuffer<int16_t> pairs;
-  alignas(64) float rs[kPanelBlocks * kBlockRows];
-};
-
-// Tokens [t0, t0 + TN) against an unpacked panel of RV row vectors starting at row r0.
-template <int RV, int TN, class Format>
-inline void panel_tokens(const Format& f, const QuantActs& acts, const PanelScratch& s, int64_t t0, int64_t r0,
-                         float* y) {
-  const int16_t* x[TN];
-  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + (t0 + j) * acts.k;
-  FVec sums[RV][TN];
-  panel_tile<RV, TN, Format::kRunPairs>(s.pairs.data(), f.pairs(), x, sums);
   const int64_t out = f.out_features();
   for (int j = 0; j < TN; ++j)
-    for (int i = 0; i < RV; ++i)
-      store_rows(sums[i][j], acts.scale[t0 + j], s.rs + i * kRowLanes, y + (t0 + j) * out + r0 + i * kRowLanes);
+    for (int i = 0; i < RV; ++i) {
+      if (c.last) {
+        store_rows(sums[i][j], acts.scale[t0 + j], c.rs + i * kRowLanes, y + (t0 + j) * out + r0 + i * kRowLanes);
+      } else {
+        fvec_store(kept + (j * RV + i) * kRowLanes, sums[i][j]);
+      }
+    }
 }
 
-// Every token of the step against the panel of RV row vectors at row r0: whole tiles, then the 1 to
+// Every token of the step against a chunk of RV row vectors at row r0: whole tiles, then the 1 to
 // kTileTokens - 1 left over.
 template <int RV, class Format>
-void panel_rows(const Format& f, const QuantActs& acts, int64_t n, const PanelScratch& s, int64_t r0, float* y) {
+void chunk_rows(const Format& f, const QuantActs& acts, int64_t n, const Chunk& c, int64_t r0,
+                float* y) {
   int64_t t = 0;
-  for (; t + kTileTokens <= n; t += kTileTokens) panel_tokens<RV, kTileTokens>(f, acts, s, t, r0, y);
+  for (; t + kTileTokens <= n; t += kTileTokens) chunk_tokens<RV, kTileTokens>(f, acts, c, t, r0, y);
   const int64_t left = n - t;
-  if (left == 1) panel_tokens<RV, 1>(f, acts, s, t, r0, y);
-  if (left == 2) panel_tokens<RV, 2>(f, acts, s, t, r0, y);
+  if (left == 1) chunk_tokens<RV, 1>(f, acts, c, t, r0, y);
+  if (left == 2) chunk_tokens<RV, 2>(f, acts, c, t, r0, y);
   if constexpr (kTileTokens > 3) {
-    if (left == 3) panel_tokens<RV, 3>(f, acts, s, t, r0, y);
+    if (left == 3) chunk_tokens<RV, 3>(f, acts, c, t, r0, y);
   }
 }
 
-// y (n, out) for a step of several tokens, a claim a panel. A panel's 32 rows (16 with AVX2) write whole
-// 64-byte lines of each token's output row, so the threads never share a line.
+// y (n, out) for a step of several tokens, a claim kPanelBlocks blocks. A claim's 32 rows (16 with AVX2)
+// write whole 64-byte lines of each token's output row, so the threads never share a line.
 template <class Format>
 void panel_gemm(const Format& f, const QuantActs& acts, int64_t n, float* y) {
   const int64_t blocks = f.out_features() / kBlockRows, pairs = f.pairs();
   for_claimed_blocks(blocks, kPanelBlocks, [&](int64_t b0, int64_t b1, int64_t next) {
-    thread_local PanelScratch s;  // a thread's panel lives as long as it does: no allocation per claim
-    s.pairs.resize(pairs * kPanelVecs * kRowLanes * 2);
+    thread_local PanelScratch s;  // a thread's buffers live as long as it does: no allocation per claim
+    const int64_t chunk_pairs = n <= kChunkMaxTokens ? Format::kChunkPairs : pairs;  // whole runs either way
+    s.pairs.resize(chunk_pairs * kPanelVecs * kRowLanes * 2);
+    s.sums.resize(n * kPanelVecs * kRowLanes);
     const int64_t nb = b1 - b0;
     const int vecs = static_cast<int>(nb) * kBlockVecs;
     int16_t* dst = s.pairs.data();
-    for (int64_t b = 0; b < nb; ++b)
-      for (int v = 0; v < kBlockVecs; ++v) {
-        const int64_t rv = b * kBlockVecs + v;  // the next claim's weights fetched as this one unpacks
-        f.unpack_block(b0 + b, v, next + b, [&](int64_t p) { return dst + (p * vecs + rv) * kRowLanes * 2; });
-      }
     f.row_scales(b0 * kBlockRows, nb * kBlockRows, s.rs);
-    if (vecs == kPanelVecs) {
-      panel_rows<kPanelVecs>(f, acts, n, s, b0 * kBlockRows, y);
-    } else {
-      panel_rows<kBlockVecs>(f, acts, n, s, b0 * kBlockRows, y);
+    for (int64_t p0 = 0; p0 < pairs; p0 += chunk_pairs) {
+      const Chunk c{p0, std::min(pairs, p0 + chunk_pairs), p0 == 0, p0 + chunk_pairs >= pairs,
+                    dst, s.sums.data(), s.rs};
+      for (int64_t b = 0; b < nb; ++b)
+        for (int v = 0; v < kBlockVecs; ++v) {
+          const int64_t rv = b * kBlockVecs + v;  // the next claim's weights fetched as this one unpacks
+          f.unpack_pairs(b0 + b, v, c.p0, c.p1, next + b,
+                         [&](int64_t p) { return dst + (p * vecs + rv) * kRowLanes * 2; });
+        }
+      if (vecs == kPanelVecs) {
+        chunk_rows<kPanelVecs>(f, acts, n, c, b0 * kBlockRows, y);
+      } else {
+        chunk_rows<kBlockVecs>(f, acts, n, c, b0 * kBlockRows, y);
+      }
     }
   });
 }

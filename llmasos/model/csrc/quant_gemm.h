@@ -149,6 +149,13 @@ inline int64_t block_ahead(int64_t b, int64_t distance, int64_t end, int64_t nex
   return b + distance < end ? b + distance : next + (b + distance - end);
 }
 
+// Steps of up to this many tokens cut a claim's unpacked weights into L1-sized chunks (quant_gemm.cpp,
+// group_gemm.cpp); larger ones (prompt chunks) unpack a claim's whole panel once, as one chunk: with every
+// token over each small chunk, the step's activations were read in 256-byte slices of each token's row
+// (1.5 MB of them for 512 tokens at 1,536 inputs, past L2) where a whole panel reads them in sequence, and a
+// 1,024-token prefill of Qwen2.5-1.5B measured 91 tok/s against 116 (busy machine, 3 rounds each).
+constexpr int64_t kChunkMaxTokens = 64;
+
 // A 4-bit layer's tensors (quant.py, Int4Linear) as the kernels read them, checked.
 Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c, const at::Tensor& row_scale,
                  const at::Tensor& bias);

@@ -57,9 +57,11 @@ inline IVec pair_of_each(const int16_t* p) {
 inline IVec low_nibbles(IVec b) { return _mm512_and_si512(b, _mm512_set1_epi16(0x0F)); }
 inline IVec high_nibbles(IVec b) { return _mm512_srli_epi16(b, 4); }
 inline IVec mul_add16(IVec q, IVec k, IVec c) { return _mm512_add_epi16(_mm512_mullo_epi16(q, k), c); }
-// int16 lanes: (v >> s) & mask, a | b, a - b; kRowLanes int8 (one per row) as floats.
+// int16 lanes: (v >> s) & mask, v << s, v >> s, a & b, a | b, a - b; kRowLanes int8 (one per row) as floats.
 inline IVec bits16(IVec v, int s, int16_t mask) { return _mm512_and_si512(_mm512_srli_epi16(v, s), _mm512_set1_epi16(mask)); }
 inline IVec shl16(IVec v, int s) { return _mm512_slli_epi16(v, s); }
+inline IVec shr16(IVec v, int s) { return _mm512_srli_epi16(v, s); }
+inline IVec and16(IVec a, IVec b) { return _mm512_and_si512(a, b); }
 inline IVec or16(IVec a, IVec b) { return _mm512_or_si512(a, b); }
 inline IVec sub16(IVec a, IVec b) { return _mm512_sub_epi16(a, b); }
 inline IVec set16(int16_t v) { return _mm512_set1_epi16(v); }
@@ -101,6 +103,8 @@ inline IVec high_nibbles(IVec b) { return _mm256_srli_epi16(b, 4); }
 inline IVec mul_add16(IVec q, IVec k, IVec c) { return _mm256_add_epi16(_mm256_mullo_epi16(q, k), c); }
 inline IVec bits16(IVec v, int s, int16_t mask) { return _mm256_and_si256(_mm256_srli_epi16(v, s), _mm256_set1_epi16(mask)); }
 inline IVec shl16(IVec v, int s) { return _mm256_slli_epi16(v, s); }
+inline IVec shr16(IVec v, int s) { return _mm256_srli_epi16(v, s); }
+inline IVec and16(IVec a, IVec b) { return _mm256_and_si256(a, b); }
 inline IVec or16(IVec a, IVec b) { return _mm256_or_si256(a, b); }
 inline IVec sub16(IVec a, IVec b) { return _mm256_sub_epi16(a, b); }
 inline IVec set16(int16_t v) { return _mm256_set1_epi16(v); }
@@ -118,6 +122,25 @@ inline IVec activation_pair(const int16_t* x, int64_t p) {
   int32_t v;
   std::memcpy(&v, x + 2 * p, sizeof(v));
   return broadcast_pair(v);
+}
+
+// Input pairs [p, p + 8) of a panel of RV row vectors times TN tokens' activations, added to acc[i][j]; `at`
+// points to pair p's first row vector (pair p + q of row vector i at at + (q * RV + i) * kRowLanes * 2).
+// Eight pairs is a 4-bit run and an 8-bit group: with the count fixed the compiler unrolls them whole; as
+// the tail of a loop whose bound it could not see (a run ended at min(pairs, p0 + 8)) it peeled the first
+// pair, shuffled the accumulators between registers after every run (16 moves per 64 vpdpwssd of a 2 x 4
+// tile) and branched on the remainder.
+template <int RV, int TN>
+inline void dot_eight_pairs(const int16_t* at, int64_t p, const int16_t* const* x, IVec (*acc)[TN]) {
+#pragma GCC unroll 8
+  for (int q = 0; q < 8; ++q) {
+    IVec wv[RV];
+    for (int i = 0; i < RV; ++i) wv[i] = load_pairs(at + (q * RV + i) * kRowLanes * 2);
+    for (int j = 0; j < TN; ++j) {
+      const IVec xb = activation_pair(x[j], p + q);
+      for (int i = 0; i < RV; ++i) acc[i][j] = dot_pairs(acc[i][j], wv[i], xb);
+    }
+  }
 }
 
 }  // namespace llmasos
