@@ -38,8 +38,12 @@ class EngineConfig:
     # Most sequences in one forward pass.
     max_num_seqs: int = 32
     # Most tokens (decode tokens plus prefill chunks) in one forward pass; bounds step latency so a
-    # long prompt never stalls running streams for more than one chunk.
-    max_num_batched_tokens: int = 512
+    # long prompt never stalls running streams for more than one chunk, and a step's activations: the
+    # C++ step's buffers of a 512-token chunk were 20.5 MB of SmolLM2's (the MLP's 3,072-wide
+    # gate/up rows alone 6.3 MB), which the C heap keeps while a figure runs. At 256 the peak RSS of
+    # `engine_vs_peers.py --quick`'s figures fell from 451 to 434 MB (with the prefix cache's 1,024
+    # tokens); a token's numbers do not depend on its chunk (tests/engine/test_step_memory.py).
+    max_num_batched_tokens: int = 256
     # Share computed KV blocks between sequences whose prompts start alike (within a namespace).
     enable_prefix_caching: bool = True
     # Most tokens of KV that ended sequences leave cached for reuse while no sequence holds them (the
