@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.rss import KnownRegion, breakdown, malloc_summary, status_kb
+from peers.rss import KnownRegion, breakdown, malloc_summary, reset_peak_rss, status_kb
 
 
 class Stages:
@@ -36,12 +36,17 @@ class Stages:
         self.engine: Any = None
         self.trace_python = trace_python
         self.modules = set(sys.modules)
+        self.peak_so_far = 0
+        self.resets_peak = False
 
     def record(self, stage: str) -> None:
         regions = self._regions()
+        stage_peak = status_kb("VmHWM")  # since the last stage's reset, where the kernel allows one
+        self.peak_so_far = max(self.peak_so_far, stage_peak)
         extra: dict[str, Any] = {
             "VmRSS": status_kb("VmRSS"),
-            "VmHWM": status_kb("VmHWM"),
+            "VmHWM": self.peak_so_far,
+            "stage_peak": stage_peak if self.resets_peak else None,
             "malloc": malloc_summary(),
             "threads": status_kb("Threads"),
         }
@@ -61,6 +66,8 @@ class Stages:
             extra["swap_kb"] = swap.num_blocks * swap.bytes_per_block // 1024
         self.rows.append((stage, breakdown(regions, self.model_files), extra))
         print(f"  {stage}: {extra['VmRSS'] / 1024:.0f} MB", file=sys.stderr, flush=True)
+        # After the smaps walk: the next stage's peak is its own (the table's reading is not in it).
+        self.resets_peak = reset_peak_rss()
 
     def _regions(self) -> list[KnownRegion]:
         if self.engine is None:
@@ -174,6 +181,8 @@ def print_table(rows: list[tuple[str, dict, dict]]) -> None:
     print()
     line("VmRSS", [e["VmRSS"] / 1024 for _, _, e in rows])
     line("VmHWM (peak so far)", [e["VmHWM"] / 1024 for _, _, e in rows])
+    if all(e.get("stage_peak") is not None for _, _, e in rows[1:]):
+        line("peak within the stage", [(e.get("stage_peak") or e["VmHWM"]) / 1024 for _, _, e in rows])
     line("  of which clean file pages", [sum(r["shared"] for r in t.values()) / 1024 for _, t, _ in rows])
     line("malloc: main arena size", [e["malloc"].get("arena", 0) / 2**20 for _, _, e in rows])
     line("malloc: free in arenas", [e["malloc"].get("free", 0) / 2**20 for _, _, e in rows])

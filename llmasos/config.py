@@ -38,17 +38,30 @@ class EngineConfig:
     # Most sequences in one forward pass.
     max_num_seqs: int = 32
     # Most tokens (decode tokens plus prefill chunks) in one forward pass; bounds step latency so a
-    # long prompt never stalls running streams for more than one chunk.
-    max_num_batched_tokens: int = 512
+    # long prompt never stalls running streams for more than one chunk, and a step's activations: the
+    # C++ step's buffers of a 512-token chunk were 20.5 MB of SmolLM2's (the MLP's 3,072-wide
+    # gate/up rows alone 6.3 MB), which the C heap keeps while a figure runs. At 256 the peak RSS of
+    # `engine_vs_peers.py --quick`'s figures fell from 451 to 434 MB (with the prefix cache's 1,024
+    # tokens); a token's numbers do not depend on its chunk (tests/engine/test_step_memory.py).
+    max_num_batched_tokens: int = 256
     # Share computed KV blocks between sequences whose prompts start alike (within a namespace).
     enable_prefix_caching: bool = True
-    # Most bytes of KV that ended sequences leave cached for reuse while no sequence holds them; past
-    # it the least recently freed is overwritten before a never-written block of the (lazily mapped)
-    # pool is taken. Unbounded, the cache took fresh pages for every answer and the server's RSS grew
-    # by the whole 512 MB pool under load (598 -> 910 MB over server_load's 433 requests, and
-    # staying); 64 MB keeps ~2,800 tokens of SmolLM2's bfloat16 KV (the prompts in flight stay
-    # shared however large, since blocks in use are not idle). The pool's size is no bound at all.
-    prefix_cache_bytes: int = 64 * 1024 * 1024
+    # Most tokens of KV that ended sequences leave cached for reuse while no sequence holds them (the
+    # prefix cache's idle blocks); past it the least recently freed is overwritten before a
+    # never-written block of the (lazily mapped) pool is taken, so it bounds what the pool holds beyond
+    # the sequences in flight. Unbounded, the cache took fresh pages for every answer and the server's
+    # RSS grew by the whole 512 MB pool under load (598 -> 910 MB over server_load's 433 requests, and
+    # staying). In tokens, so that every model keeps as much of its prompts (a fixed 64 MiB was 2,912
+    # tokens of SmolLM2's KV and 512 of Llama-3-8B's). 1,024 tokens (23.6 MB of SmolLM2's) keep a
+    # shared 512-token system prompt and a short chat's history; against 64 MiB they cut the peak RSS
+    # of `engine_vs_peers.py --quick`'s 1,024-token prefill by 11 MB (its fresh blocks reuse the
+    # batch figures' idle ones). The prompts in flight stay shared however large (blocks in use are
+    # not idle), and idle blocks are only overwritten when a step needs blocks, so a sequence
+    # suspended to recompute finds its context again if nothing ran between.
+    prefix_cache_tokens: int = 1024
+    # The same allowance in bytes of KV (config.toml's engine.prefix_cache_bytes); when set it takes
+    # the place of `prefix_cache_tokens`.
+    prefix_cache_bytes: int | None = None
     # torch intra-op threads; 0 leaves torch's default (one per core).
     num_threads: int = 0
     # Host memory for suspended sequences' KV, allocated and touched when the engine starts (it grows on

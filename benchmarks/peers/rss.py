@@ -130,6 +130,17 @@ def malloc_summary() -> dict[str, int]:
     return {"arena": info.arena, "in_use": info.uordblks, "free": info.fordblks, "mmapped": info.hblkhd}
 
 
+def reset_peak_rss() -> bool:
+    """Start VmHWM afresh at the present RSS (Linux 4.0+: `clear_refs` 5), so that the next reading of
+    VmHWM is the peak within what ran since; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
 def status_kb(field_name: str) -> int:
     with open("/proc/self/status") as status:
         for line in status:

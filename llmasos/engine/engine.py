@@ -18,7 +18,7 @@ import torch
 from llmasos.config import DEFAULT_MODEL, EngineConfig
 from llmasos.engine.block_manager import BlockManager
 from llmasos.engine.detokenizer import IncrementalDetokenizer
-from llmasos.engine.model_runner import ModelRunner, packed_weight_format
+from llmasos.engine.model_runner import ModelRunner, idle_cache_blocks, packed_weight_format
 from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
 from llmasos.engine.requests import Request
 from llmasos.engine.sampling import SamplerOutput, SamplingParams, SamplingState
@@ -71,7 +71,7 @@ class LLMEngine:
             self.runner.num_blocks,
             self.config.block_size,
             self.config.enable_prefix_caching,
-            max_idle_cached_blocks=self.config.prefix_cache_bytes // self.runner.kv_block_bytes,
+            max_idle_cached_blocks=idle_cache_blocks(self.config, self.runner.kv_block_bytes),
         )
         self.scheduler = Scheduler(
             self.block_manager,

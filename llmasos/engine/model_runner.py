@@ -69,6 +69,14 @@ def kv_pool_blocks(config: EngineConfig, context_length: int, bytes_per_block: i
     return max(1, min(config.kv_cache_bytes // bytes_per_block, most_useful))
 
 
+def idle_cache_blocks(config: EngineConfig, bytes_per_block: int) -> int:
+    """Most idle blocks the prefix cache keeps (BlockManager's `max_idle_cached_blocks`): the config's
+    `prefix_cache_bytes` where set, else `prefix_cache_tokens`, in whole blocks."""
+    if config.prefix_cache_bytes is not None:
+        return config.prefix_cache_bytes // bytes_per_block
+    return -(-config.prefix_cache_tokens // config.block_size)
+
+
 def allocate_kv_pool(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A zeroed KV pool. On the CPU it lies in an anonymous memory map, whose pages the OS gives (zeroed)
     when a block is first written, so the pool grows in resident memory with the KV actually held

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.peers.rss import KnownRegion, breakdown, classify, read_smaps
+from benchmarks.peers.rss import KnownRegion, breakdown, classify, read_smaps, reset_peak_rss
 
 SMAPS = """\
 55d0a0000000-55d0a4000000 rw-p 00000000 00:00 0                          [heap]
@@ -53,3 +53,18 @@ def test_breakdown_of_this_process_adds_up_to_its_rss() -> None:
     status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
     rss_kb = int(status["VmRSS"].split()[0])
     assert abs(total_kb - rss_kb) <= max(2048, rss_kb // 20)  # the two reads are moments apart
+
+
+def test_the_peak_is_reset_to_this_moment_so_a_stage_reads_its_own_peak() -> None:
+    import mmap
+
+    def status_kb(field: str) -> int:
+        line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+        return int(line.split()[1])
+
+    pages = mmap.mmap(-1, 64 << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    pages.write(b"x" * (64 << 20))  # 64 MB resident, then given back: the high-water mark keeps them
+    pages.close()
+    assert status_kb("VmHWM") - status_kb("VmRSS") >= 60 << 10
+    assert reset_peak_rss()
+    assert status_kb("VmHWM") - status_kb("VmRSS") < 8 << 10
