@@ -133,6 +133,7 @@ class ReaderWaits:
             work.kv_kept_while_blocked = mode is SuspendMode.KEEP
             where = f"; KV {mode.value}"
         work.taken_seen, work.taken_seen_at = work.tokens_taken, now
+        work.times_blocked += 1
         process.transition(
             ProcessState.BLOCKED,
             f"waiting for its reader: {work.undelivered} tokens not taken{where}",

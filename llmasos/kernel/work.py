@@ -49,6 +49,7 @@ class Work:
     taken_seen: int = 0
     taken_seen_at: float = 0.0
     kv_kept_while_blocked: bool = False  # blocked with its KV left in the pool (moved out if it runs short)
+    times_blocked: int = 0  # how often it waited for its reader
 
     @property
     def undelivered(self) -> int:
