@@ -31,9 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 from load_phases import Timeline
-from server_load import clients_below, free_port, llmasos, prepare_home, run_load, stop
+from server_load import clients_below, free_port, llmasos, prepare_home, run_load, stop, wait_until_serving
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,18 +76,7 @@ def serve_probed(home: Path, out: Path, model: str) -> tuple[subprocess.Popen, s
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            if httpx.get(url + "/healthz", timeout=2).is_success:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            if server.poll() is None:
-                server.kill()
-            raise SystemExit(f"the server did not start:\n{server.communicate()[0]}")
-        time.sleep(0.5)
+    return wait_until_serving(server, url, 180), url
 
 
 def record_stacks(pid: int, path: str, delay: float, seconds: float) -> subprocess.Popen:

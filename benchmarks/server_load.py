@@ -75,11 +75,16 @@ def serve(home: Path, *options: str, seconds: float) -> tuple[subprocess.Popen, 
         stderr=subprocess.STDOUT,
         text=True,
     )
+    return wait_until_serving(server, url, seconds), url
+
+
+def wait_until_serving(server: subprocess.Popen, url: str, seconds: float) -> subprocess.Popen:
+    """`server` once its /healthz at `url` answers; exits with its output if it ends or `seconds` pass."""
     deadline = time.monotonic() + seconds
     while True:
         try:
             if httpx.get(url + "/healthz", timeout=2).is_success:
-                return server, url
+                return server
         except httpx.HTTPError:
             pass
         if server.poll() is not None or time.monotonic() > deadline:

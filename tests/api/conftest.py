@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextmanager
+def serving(app, sock: socket.socket | None = None, join_seconds: float = 30) -> Iterator[str]:
+    """`app` served by uvicorn in a thread, on `sock` (as `llmasos serve` listens) or a free loopback
+    port, until the block ends; yields its base URL."""
+    import uvicorn
+
+    if sock is None:
+        port = free_port()
+        config, run = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"), {}
+    else:
+        port = sock.getsockname()[1]
+        config, run = uvicorn.Config(app, log_level="warning"), {"sockets": [sock]}
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs=run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=join_seconds)
+
+
 def run_server(
     model_path: Path,
     name: str,
@@ -58,28 +86,14 @@ def run_server(
     limits=None,  # llmasos.api.limits.HttpLimits; the server's defaults when None
     **kernel,
 ) -> Iterator[LiveServer]:
-    import uvicorn
-
     from llmasos.api.app import create_app
 
     ModelStore().pull(str(model_path), name=name, progress=False)
     syscalls = boot(KernelConfig(engine=engine, **kernel), memory_budget=memory_budget, interface="http")
     _, key = ensure_admin(syscalls.apps)
     app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app, limits=limits)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.02)
-    try:
-        yield LiveServer(f"http://127.0.0.1:{port}", key, syscalls, name)
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with serving(app) as url:
+        yield LiveServer(url, key, syscalls, name)
 
 
 @pytest.fixture

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from llmasos.api.app import create_app
 from llmasos.api.server import listen_on
@@ -29,7 +27,7 @@ from llmasos.kernel.boot import boot
 from llmasos.kernel.kernel import KernelConfig
 from llmasos.library.store import ModelStore
 from llmasos.security.admin import ensure_admin
-from tests.api.conftest import LiveServer
+from tests.api.conftest import LiveServer, serving
 from tests.helpers.tiny_tokenizer import tiny_vocab
 
 LONG = 4000  # tokens the never-reading client asks for: more than every buffer on the way holds
@@ -48,19 +46,10 @@ def bounded_server(tmp_path: Path) -> Iterator[LiveServer]:
     syscalls = boot(config, memory_budget=4 * 2**30, interface="http")
     _, key = ensure_admin(syscalls.apps)
     sock = listen_on("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(syscalls), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", key, syscalls, "tiny")
+        with serving(create_app(syscalls), sock) as url:
+            yield LiveServer(url, key, syscalls, "tiny")
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         sock.close()
 
 

@@ -3,8 +3,6 @@ where it has a method (unchanged, over an in-process transport), with a hashing 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 
 import httpx
@@ -18,7 +16,7 @@ from llmasos.data.pages import PageRequest
 from llmasos.kernel.syscalls import Syscalls
 from llmasos.security.apps import App
 from llmasos.security.audit import AuditLog
-from tests.api.conftest import free_port
+from tests.api.conftest import serving
 from tests.api.test_admission_http import _raw_request
 from tests.helpers.fake_embedder import HashingEmbedder
 from tests.helpers.programs import syscalls_without_models
@@ -197,7 +195,6 @@ def test_os_search_explains_ranks_and_cites_spans(served: Served) -> None:
 def live_alpha() -> Iterator[tuple[str, dict, App, Syscalls]]:
     """A real uvicorn server (the test client reads a whole body before the app sees it) whose
     operator raised the body limit to 2 GiB, and an app `alpha` with 1 MiB of data quota."""
-    import uvicorn
 
     syscalls = syscalls_without_models()
     syscalls.use_embedder(HashingEmbedder)
@@ -208,19 +205,8 @@ def live_alpha() -> Iterator[tuple[str, dict, App, Syscalls]]:
     syscalls.set_data_quota(root, "alpha", max_bytes=2**20, max_items=None)
     headers = {"Authorization": f"Bearer {syscalls.apps.issue_key('alpha')}"}
     app = create_app(syscalls, limits=HttpLimits(max_body_bytes=2 * 2**30))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the test server did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}", headers, alpha, syscalls
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(app, join_seconds=10) as url:
+        yield url, headers, alpha, syscalls
 
 
 def test_an_upload_past_the_apps_quota_is_refused_while_it_is_read(live_alpha) -> None:
