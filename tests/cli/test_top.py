@@ -39,6 +39,9 @@ def spawn_top(server: LiveServer, *args: str):
         encoding="utf-8",
         timeout=30,
         dimensions=(40, 160),
+        # poll, not select: select() refuses descriptors past 1,023, and the whole suite's process
+        # holds more than that by the time these tests run (CI failed with "filedescriptor out of range")
+        use_poll=True,
     )
 
 
