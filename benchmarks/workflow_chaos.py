@@ -6,8 +6,8 @@
 
 A 5-step workflow (chat -> knowledge add, the side effect -> calculator -> chat -> clean_text) on the
 tiny random model, each chat step generating 128 tokens. Runs are submitted in waves; after each wave
-a random delay (uniform 0.05 s .. --max-delay, from --seed), then a wait until a step attempt has
-started and not committed, then SIGKILL and a restart (which resumes every unfinished run). So every
+a random delay (uniform 0.05 s .. --max-delay, from --seed), then a wait until a model step's attempt
+has started and not committed, then SIGKILL and a restart (which resumes every unfinished run). So every
 kill cuts work short, and the figures say how many did. At the end, read from the stores themselves
 (not from the server's answers):
 - every run succeeded;
@@ -172,13 +172,23 @@ def _db(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def open_attempts(home: Path, since: float) -> int:
-    """Step attempts the server started since `since` that have not ended: work a kill now cuts short."""
+#: The workflow's model steps: the gate waits for one of them, since a tool step is open for about a
+#: millisecond and may commit between the gate seeing it and the kill (CI once saw both kills of the
+#: test land on nothing that way).
+MODEL_STEPS = ("draft", "reply")
+
+
+def open_attempts(home: Path, since: float, steps: tuple[str, ...] | None = None) -> int:
+    """Step attempts (of `steps`, or any) the server started since `since` that have not ended: work a
+    kill now cuts short."""
+    query = "SELECT COUNT(*) FROM attempts WHERE ended_at IS NULL AND started_at >= ?"
+    params: tuple = (since,)
+    if steps:
+        query += f" AND step IN ({','.join('?' * len(steps))})"
+        params += steps
     try:
         with _db(home / "workflows.db") as conn:
-            return conn.execute(
-                "SELECT COUNT(*) FROM attempts WHERE ended_at IS NULL AND started_at >= ?", (since,)
-            ).fetchone()[0]
+            return conn.execute(query, params).fetchone()[0]
     except sqlite3.Error:  # the server has not made its tables yet
         return 0
 
@@ -196,10 +206,10 @@ def unfinished(home: Path) -> list[str]:
 
 
 def wait_for_open_attempt(home: Path, since: float, timeout: float = 120) -> bool:
-    """Until a step attempt is open (True), or no run is left unfinished (False)."""
+    """Until a model step's attempt is open (True), or no run is left unfinished (False)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if open_attempts(home, since):
+        if open_attempts(home, since, MODEL_STEPS):
             return True
         if not unfinished(home):
             return False

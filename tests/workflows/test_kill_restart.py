@@ -16,11 +16,10 @@ def test_runs_survive_sigkill_with_each_side_effect_once(llmasos_home: Path) -> 
         from workflow_chaos import run_chaos
     finally:
         sys.path.remove(str(BENCHMARKS))
-    figures = run_chaos(llmasos_home, runs=3, kills=2, seed=1, max_delay=0.1, chat_tokens=16)
-    # each kill cut a running step short, and each such attempt ran again after the restart
-    # A wave's last step can commit in the instant between the gate seeing it open and the kill (on
-    # an idle machine a 16-token step is that short), so at least one kill, not both, is certain
-    # to land inside a step; every step a kill did cut short ran again.
+    figures = run_chaos(llmasos_home, runs=3, kills=2, seed=1, max_delay=0.1, chat_tokens=256)
+    # The gate kills while a model step (256 tokens, about a second here) is open; a wave's last
+    # step can still commit in the instant between the gate seeing it and the kill, so at least one
+    # kill, not both, is certain to land inside a step; every step a kill did cut short ran again.
     assert figures["kills_interrupting_work"] >= 1
     assert figures["attempts_resumed_after_kill"] >= figures["steps_interrupted"] >= 1
     assert len(figures["progress_s"]) >= 1
