@@ -562,3 +562,30 @@ def test_misuse_by_the_kernel_is_a_value_error() -> None:
         policy.select([], -1, now=0.0)
     with pytest.raises(ValueError, match="tokens"):
         policy.charge(make_process(1), -5, now=0.0)
+
+
+def test_the_most_modest_app_of_a_class_never_waits_for_a_peer_to_catch_up() -> None:
+    """Issue 20's disconnect storm in the calm app's class: streams that are prefilled (their prompt
+    mostly cached), give one token and are dropped, a few live at a time. Each costs the storm app a
+    few tokens of work, so it fell behind the calm app in virtual time; the calm app, more than
+    switch_tokens ahead of a peer served in the same step, yielded its slots while the storm caught
+    up: steps where its streams waited beside free slots (208 here). The catch-up rule now holds back
+    only an app that wants more than the peer it waits for: the bound already keeps an app from
+    holding more than the most modest app wants, and one that wants no more gets all it wants."""
+    sim = FakeEngineSim(ClassedFairSharePolicy(), slots=32, step_seconds=0.01)
+    waited = served = 0
+    for _ in range(40):
+        chats = [sim.submit("calm", prompt=8, output=16, priority=INTERACTIVE) for _ in range(2)]
+        step = 0
+        while not all(c.is_terminal for c in chats):
+            if step % 4 == 0:  # two storm streams every 40 ms
+                for _ in range(2):
+                    sim.submit("storm", prompt=4, output=1, priority=INTERACTIVE)
+            live_calm = [c for c in chats if not c.is_terminal]
+            chosen = sim.step()
+            served += sum(p.app == "storm" for p in chosen)
+            waited += any(c not in chosen for c in live_calm)
+            step += 1
+        sim.run(3)  # the calm clients' pause between requests
+    assert served > 40  # the storm was served beside the calm app
+    assert waited == 0

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.policies.base import Aging, Policy, is_running
 from llmasos.kernel.policies.latency_hold import LatencyHold
+from llmasos.kernel.policies.peer_bound import PeerBound
 from llmasos.kernel.process import Process
 
 
@@ -159,67 +160,23 @@ class _BackgroundCap:
         return False
 
 
-class _PeerBound:
-    """Per app, the slots it may hold in one latency-sensitive class shared with other apps: what the
-    most modest app of the class wants (its live processes there, per unit of weight), times the app's
-    weight, plus `margin`. Apps that were live in the class within the hold count as still there, with
-    the most they wanted meanwhile, so the bound does not lapse in a client's pause between requests.
-    """
-
-    def __init__(self, margin: int | None, hold: float | None) -> None:
-        self.margin = margin
-        self.hold = hold
-        # (class, app) -> (when it last wanted `peak`, peak): the most it wanted within the hold
-        self._wanted: dict[tuple[int, str], tuple[float, int]] = {}
-
-    def observe(self, live: list[Process], now: float) -> None:
-        """Note what each app of a latency-sensitive class wants now; forget what is past the hold."""
-        wanted: dict[tuple[int, str], int] = defaultdict(int)
-        for process in live:
-            if process.priority.is_latency_sensitive:
-                wanted[(int(process.priority), process.app)] += 1
-        hold = self.hold or 0.0
-        for key, (at, _) in list(self._wanted.items()):
-            if key not in wanted and now - at >= hold:
-                del self._wanted[key]
-        for key, count in wanted.items():
-            at, peak = self._wanted.get(key, (now, 0))
-            if count >= peak or now - at >= hold:
-                self._wanted[key] = (now, count)
-
-    def apps(self) -> set[str]:
-        """The apps the bound counts as present: live in a latency-sensitive class, or within the hold."""
-        return set() if self.margin is None else {app for _, app in self._wanted}
-
-    def limits(self, priority_class: int, weights: dict[str, float]) -> dict[str, int] | None:
-        """Slots per app of `weights` (the class's apps with a live process, and their weights), or
-        None when the class has no other app to protect."""
-        if self.margin is None:
-            return None
-        wanted = {app: peak for (cls, app), (_, peak) in self._wanted.items() if cls == priority_class}
-        if len(wanted) < 2:
-            return None
-        modest = min(peak / weights.get(app, 1.0) for app, peak in wanted.items())
-        return {
-            app: max(1, math.floor(modest * weight + 1e-9)) + self.margin for app, weight in weights.items()
-        }
-
-
 def _admitter(
     cap: _BackgroundCap,
     limits: dict[str, int] | None,
     class_of: Callable[[Process], int],
     ahead: Callable[[str, list[str]], bool],
+    wanted: dict[str, float],
 ) -> Admit:
     """Admits a process of one class's group while its app is within `limits` (the peer bound) and not
-    `ahead` of the peers granted a slot so far, and the background cap has room; an admitted process
-    counts against both. (Only granted peers hold an app back: one whose processes cannot run this
-    step must not keep the others waiting for it.)"""
+    `ahead` of the peers granted a slot so far that want less than it does (`wanted`), and the
+    background cap has room; an admitted process counts against both. (Only granted peers hold an app
+    back: one whose processes cannot run this step must not keep the others waiting for it.)"""
     held: dict[str, int] = defaultdict(int)
 
     def admit(process: Process) -> bool:
         app = process.app
-        granted_peers = [peer for peer, n in held.items() if n and peer != app]
+        want = wanted.get(app, 0.0)
+        granted_peers = [p for p, n in held.items() if n and p != app and wanted.get(p, 0.0) < want]
         if limits is not None and (held[app] >= limits[app] or ahead(app, granted_peers)):
             return False
         if not cap.admit(process, aged=class_of(process) < int(process.priority)):
@@ -265,10 +222,14 @@ class ClassedFairSharePolicy(FairSharePolicy):
     same`). So while two or more apps of a realtime or interactive class are live (or were within the
     hold), each holds at most what the most modest of them wants, per unit of weight, times its own
     weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. And an app more
-    than `switch_tokens` of virtual time ahead of a peer served in the same step yields its slots until
-    that peer catches up, where an app in a pause within the hold keeps its virtual time: work done in
-    a peer's pauses counts, so the shares are by app over time, not only by slots a step. An app alone
-    in its class, and the throughput classes (normal, batch), are not bounded. None: no bound.
+    than `switch_tokens` of virtual time ahead of a peer served in the same step that wants less than
+    it does yields its slots until that peer catches up, where an app in a pause within the hold keeps
+    its virtual time: work done in a peer's pauses counts, so the shares are by app over time, not only
+    by slots a step. An app that wants no more than its peers never yields to them: it gets all it
+    wants (max-min); a peer that cannot use its slots (a storm of streams dropped after their first
+    token) falls behind in virtual time, and waiting for it to catch up only left slots empty (issue
+    20: 1.7x the calm app's p95 stream time). An app alone in its class, and the throughput classes
+    (normal, batch), are not bounded. None: no bound.
     """
 
     name = "classed_fair_share"
@@ -299,7 +260,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 f"got {peer_slots_margin!r}"
             )
         self.peer_slots_margin = peer_slots_margin
-        self._peers = _PeerBound(peer_slots_margin, latency_hold_seconds)
+        self._peers = PeerBound(peer_slots_margin, latency_hold_seconds)
         if latency_hold_seconds is not None and not (
             isinstance(latency_hold_seconds, int | float)
             and math.isfinite(latency_hold_seconds)
@@ -322,7 +283,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
         self.background_slots_under_latency = background_slots_under_latency
 
     def _observe(self, live: list[Process]) -> None:
-        """The clock is told who is active in `_select`, which knows the time (see `_PeerBound`)."""
+        """The clock is told who is active in `_select`, which knows the time (see `PeerBound`)."""
 
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         def base_class(process: Process) -> int:
@@ -387,7 +348,8 @@ class ClassedFairSharePolicy(FairSharePolicy):
             for process in group:  # one weight per app; the largest, should its processes differ
                 weights[process.app] = max(weights[process.app], process.weight)
             limits = self._peers.limits(effective_class, weights)
-            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(projected))
+            wanted = self._peers.wanted(effective_class, weights)
+            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(projected), wanted)
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
 
