@@ -81,13 +81,19 @@ class Suspension:
 
     def suspend(self, request_id: str, mode: SuspendMode | str = SuspendMode.SWAP) -> SuspendReport:
         """Set a live request aside until `resume`; it keeps its place exactly (same tokens, same
-        sampler state). `mode` says where its KV waits: host memory, the pool, or nowhere."""
+        sampler state). `mode` says where its KV waits: host memory, the pool, or nowhere. A request
+        already set aside with its KV kept in the pool may be suspended again, to move that KV out
+        (the kernel does when the pool runs short) without first making it runnable."""
         seq = self._live(request_id).seq
         mode = _suspend_mode(mode)
-        if seq.status is SequenceStatus.SUSPENDED:
-            raise InvalidRequestError(f"request {request_id!r} is already suspended; resume it first")
         start = time.perf_counter()
-        self.scheduler.suspend(seq)
+        if seq.status is not SequenceStatus.SUSPENDED:
+            self.scheduler.suspend(seq)
+        elif seq.suspend_mode is not SuspendMode.KEEP:
+            where = seq.suspend_mode.value if seq.suspend_mode else "set aside"
+            raise InvalidRequestError(
+                f"request {request_id!r} is already suspended (KV {where}); resume it first"
+            )
         num_tokens, num_blocks, moved = seq.num_computed_tokens, 0, 0
         if seq.swapped_kv is not None:  # resumed but never re-admitted: its KV is still on the host
             mode = SuspendMode.SWAP
