@@ -195,5 +195,5 @@ class LocalTransport:
     def close(self) -> None:
         with self._lock:
             if self._syscalls is not None:
-                self._syscalls.stop()
+                self._syscalls.close()
                 self._syscalls = None

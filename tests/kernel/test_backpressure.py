@@ -199,7 +199,9 @@ def test_the_settings_set_a_booted_kernels_limits_and_bad_ones_say_which(llmasos
 
     monkeypatch.setenv("LLMASOS_KERNEL_OUTPUT_BUFFER_TOKENS", "64")
     monkeypatch.setenv("LLMASOS_KERNEL_READER_TIMEOUT", "30s")
-    assert boot(audit=False).kernel.config.output == OutputLimits(64, 30.0)
+    booted = boot(audit=False)
+    assert booted.kernel.config.output == OutputLimits(64, 30.0)
+    booted.close()
     monkeypatch.setenv("LLMASOS_KERNEL_OUTPUT_BUFFER_TOKENS", "1")
     with pytest.raises(ConfigurationError, match=r"kernel\.output_buffer_tokens"):
         boot(audit=False)
