@@ -193,6 +193,19 @@ def count_suspends_and_resumes(engine: LLMEngine) -> dict[str, list[str]]:
     return calls
 
 
+def test_a_blocked_process_is_not_counted_in_the_wait_of_a_process_queued_behind_it(tiny_loaded) -> None:
+    clock = Clock()
+    kernel, sys, _ = kernel_on(tiny_loaded, clock)
+    stalled = sys.generate(App("idle"), "tiny", random_prompts([9], seed=11)[0], LONG)
+    while stalled.state is not ProcessState.BLOCKED:
+        kernel.tick()
+    later = sys.generate(App("later"), "tiny", random_prompts([9], seed=12)[0], LONG)
+    assert later.state is ProcessState.QUEUED and kernel.remaining_tokens(stalled) == 40 - BOUND
+    assert kernel.rate("tiny").seconds_for(kernel.remaining_tokens(stalled)) > 0  # what it would add
+    assert kernel.estimated_wait(later) == 0.0  # nothing runnable is ahead of it
+    assert sys.describe(later)["estimated_wait_seconds"] == 0.0  # what `ps` shows
+
+
 def test_the_settings_set_a_booted_kernels_limits_and_bad_ones_say_which(llmasos_home, monkeypatch) -> None:
     from llmasos.errors import ConfigurationError
     from llmasos.kernel.boot import boot
