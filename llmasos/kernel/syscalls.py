@@ -183,7 +183,8 @@ class Syscalls(
         engines (their mapped weight files), the audit log, the apps' registry, and this process's
         handles on the apps' data and data keys. Whoever booted the kernel closes it once it is done
         with it (`llmasos serve` as it exits, the SDK's local mode, tests); without it each kernel
-        left a dozen descriptors open, and a test process ran out of select()'s 1,024."""
+        that served a generation left 9 or more descriptors open, and a test process holding over
+        1,023 failed select()."""
         self.stop()
         self.close_ingestion()
         self._tokenizing.shutdown(wait=True, cancel_futures=True)
