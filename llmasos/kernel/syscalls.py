@@ -182,7 +182,7 @@ class Syscalls(
         """Stop, then close what this kernel opened: the ingestion and tokenizing threads, the
         engines (their mapped weight files), the audit log, the apps' registry, and this process's
         handles on the apps' data and data keys. Whoever booted the kernel closes it once it is done
-        with it (`llmasos serve` as it exits, the SDK's local mode, tests); without it each kernel
+        with it (`llmasos serve` as it exits, the CLI's admin commands, tests); without it each kernel
         that served a generation left 9 or more descriptors open, and a test process holding over
         1,023 failed select()."""
         self.stop()
