@@ -160,7 +160,7 @@ def _serve_on(
     sock: socket.socket, settings: Settings, preload: tuple[str, ...], cluster: ClusterOptions | None = None
 ) -> None:
     if cluster is None:
-        return _serve_booted(sock, settings, preload, boot(interface="http", settings=settings))
+        return _serve_and_close(sock, settings, preload, boot(interface="http", settings=settings))
     from llmasos.cluster.loopback import use_loopback
 
     use_loopback(cluster.address)  # before Ray is imported
@@ -184,10 +184,21 @@ def _serve_on(
             interface="http", settings=settings, engines=cluster_loader(head.directory), resolve_model=resolve
         )
         syscalls.cluster_nodes = lambda: [node.as_dict() for node in head.directory.nodes()]
-        _serve_booted(sock, settings, preload, syscalls)
+        _serve_and_close(sock, settings, preload, syscalls)
     finally:
         use_nodes(None)
         head.stop()
+
+
+def _serve_and_close(
+    sock: socket.socket, settings: Settings, preload: tuple[str, ...], syscalls: Syscalls
+) -> None:
+    """Serve until shut down, then close the kernel: its audit log, databases and engines' files are
+    closed (SQLite folds each write-ahead log back into its database) before the process exits."""
+    try:
+        _serve_booted(sock, settings, preload, syscalls)
+    finally:
+        syscalls.close()
 
 
 def _serve_booted(

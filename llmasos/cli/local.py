@@ -27,8 +27,7 @@ def admin_syscalls() -> Iterator[tuple[Syscalls, App]]:
     try:
         yield syscalls, app
     finally:
-        if syscalls.audit is not None:
-            syscalls.audit.close()
+        syscalls.close()
 
 
 def remove_app_on_server(name: str) -> bool:

@@ -89,6 +89,18 @@ def close_app_data(owner: str) -> None:
             data.db.close()
 
 
+def close_open_app_data() -> None:
+    """Close every app database this process has open and drop their vector indexes from memory (a
+    closing kernel's; the next `app_data` opens one again)."""
+    with _lock:
+        opened = list(_open.values())
+        _open.clear()
+        for data in opened:
+            indexes.drop(data.owner)
+    for data in opened:
+        data.db.close()
+
+
 def delete_app_data(owner: str) -> bool:
     """Remove every file, store, chunk, vector and key of an app, and destroy its data key, so that
     what it sealed anywhere (the audit log, workflow runs, disk blocks) is unreadable; whether it had

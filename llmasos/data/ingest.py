@@ -222,4 +222,6 @@ class Ingestor:
             future.result(timeout)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Take no more work: the queued files are dropped (still `in_progress`, the next start
+        resumes them) and the one being ingested finishes, so its database is not closed under it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -23,8 +23,8 @@ from llmasos.engine.protocol import EngineStats, RequestOutput, StepOutput
 from llmasos.engine.requests import Request
 from llmasos.engine.sampling import SamplerOutput, SamplingParams, SamplingState
 from llmasos.engine.scheduler import Scheduler, SchedulerOutput
-from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus, SuspendMode
-from llmasos.engine.suspend import SuspendCost, SuspendReport, estimate_costs
+from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus
+from llmasos.engine.suspend import Suspension
 from llmasos.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
@@ -40,22 +40,15 @@ logger = logging.getLogger(__name__)
 __all__ = ["EngineStats", "LLMEngine", "RequestOutput", "StepOutput"]  # the dataclasses live in protocol.py
 
 
-def _suspend_mode(mode: SuspendMode | str) -> SuspendMode:
-    try:
-        return SuspendMode(mode)
-    except ValueError:
-        modes = ", ".join(m.value for m in SuspendMode)
-        raise InvalidRequestError(f"unknown suspend mode {mode!r}; use one of {modes}") from None
-
-
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
-class LLMEngine:
-    """Serves several sequences of one model in shared forward passes."""
+class LLMEngine(Suspension):
+    """Serves several sequences of one model in shared forward passes; `suspend`, `resume` and
+    `suspend_costs` come from `Suspension` (suspend.py)."""
 
     def __init__(
         self, loaded: LoadedModel, config: EngineConfig | None = None, *, owns_load: bool = False
@@ -295,69 +288,6 @@ class LLMEngine:
         request.seq.finish_reason = FinishReason.ABORT
         if not self.requests:
             self.runner.release_idle_memory()
-
-    def suspend(self, request_id: str, mode: SuspendMode | str = SuspendMode.SWAP) -> SuspendReport:
-        """Set a live request aside until `resume`; it keeps its place exactly (same tokens, same
-        sampler state). `mode` says where its KV waits: host memory, the pool, or nowhere."""
-        seq = self._live(request_id).seq
-        mode = _suspend_mode(mode)
-        if seq.status is SequenceStatus.SUSPENDED:
-            raise InvalidRequestError(f"request {request_id!r} is already suspended; resume it first")
-        start = time.perf_counter()
-        self.scheduler.suspend(seq)
-        num_tokens, num_blocks, moved = seq.num_computed_tokens, 0, 0
-        if seq.swapped_kv is not None:  # resumed but never re-admitted: its KV is still on the host
-            mode = SuspendMode.SWAP
-        elif mode is SuspendMode.SWAP and seq.block_table:
-            seq.swapped_kv = self.runner.swap_out(seq.block_table, num_tokens)
-            num_blocks, moved = len(seq.block_table), seq.swapped_kv.nbytes
-            self.block_manager.free(seq)
-            seq.num_computed_tokens = num_tokens  # the tokens are computed; their KV is on the host
-        elif mode is SuspendMode.RECOMPUTE:
-            num_blocks = len(seq.block_table)
-            self.block_manager.free(seq)
-        seq.suspend_mode = mode
-        seconds = time.perf_counter() - start
-        if moved and seconds > 0:
-            self.copy_bytes_per_second = 0.5 * self.copy_bytes_per_second + 0.5 * moved / seconds
-        return SuspendReport(request_id, mode, num_tokens, num_blocks, moved, seconds)
-
-    def resume(self, request_id: str) -> SuspendReport:
-        """Make a suspended request runnable again, where it stopped. A host copy is brought back
-        at once if blocks are free, else when the scheduler admits it (`pending`)."""
-        seq = self._live(request_id).seq
-        if seq.status is not SequenceStatus.SUSPENDED:
-            raise InvalidRequestError(f"request {request_id!r} is not suspended")
-        start = time.perf_counter()
-        mode = seq.suspend_mode or SuspendMode.RECOMPUTE
-        seq.suspend_mode = None
-        num_blocks = moved = 0
-        swapped_in = seq.swapped_kv is not None and self.block_manager.can_allocate(seq, 0)
-        if swapped_in:
-            self.block_manager.allocate(seq, 0)
-            self.runner.swap_in(seq.block_table, seq.swapped_kv)
-            num_blocks, moved = len(seq.block_table), seq.swapped_kv.nbytes
-            seq.swapped_kv = None
-        pending = seq.swapped_kv is not None
-        # Its KV is resident (kept, or copied back just now): it runs next step. Else it goes first
-        # in line for blocks: it had its turn.
-        self.scheduler.resume(seq, resident=mode is SuspendMode.KEEP or swapped_in)
-        return SuspendReport(
-            request_id, mode, seq.num_computed_tokens, num_blocks, moved, time.perf_counter() - start, pending
-        )
-
-    def suspend_costs(self, request_id: str) -> dict[SuspendMode, SuspendCost]:
-        """What suspending this request would cost in each mode, from measured rates."""
-        seq = self._live(request_id).seq
-        per_token = self.loaded.config.kv_bytes_per_token(self.runner.kv_cache.element_size())
-        return estimate_costs(
-            seq.num_computed_tokens,
-            len(seq.block_table),
-            per_token,
-            per_token * self.config.block_size,
-            self.copy_bytes_per_second,
-            self.prefill_tokens_per_second,
-        )
 
     def stats(self) -> EngineStats:
         bm = self.block_manager

@@ -138,7 +138,8 @@ class Engine(Protocol):
         ...
 
     def suspend(self, request_id: str, mode: SuspendMode | str = SuspendMode.SWAP) -> SuspendReport:
-        """Set a request aside until `resume`, its KV kept where `mode` says."""
+        """Set a request aside until `resume`, its KV kept where `mode` says. One set aside with its
+        KV kept in the pool (KEEP) may be suspended again to move the KV out."""
         ...
 
     def resume(self, request_id: str) -> SuspendReport:

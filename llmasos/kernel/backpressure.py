@@ -145,14 +145,10 @@ class ReaderWaits:
     def _move_out_if_pool_short(self, engine: Engine, process: Process, work: Work, now: float) -> None:
         """A blocked process's KV left in the pool goes to host memory (or is dropped for recompute,
         if cheaper) once under half the pool is free, as the context switch would have chosen then:
-        a client that does not read must not keep blocks that runnable processes need."""
+        a client that does not read must not keep blocks that runnable processes need. The request
+        stays suspended: the engine moves kept KV out without a resume (which would make it runnable
+        for nothing, and on a cluster cost a call to its node)."""
         if _free_fraction(engine) >= FREE_FRACTION_FOR_KEEP:
-            return
-        try:
-            engine.resume(str(process.pid))  # kept, so resident again at no cost, then set aside anew
-        except Exception as err:
-            logger.exception("moving pid %d's KV out of the pool failed", process.pid)
-            self._fail_request(engine, str(process.pid), err, "resume")
             return
         mode = self._suspend_for_reader(engine, process, math.inf)
         if mode is not None:

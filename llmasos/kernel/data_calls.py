@@ -85,6 +85,13 @@ class DataCalls:
                 self._ingestor = Ingestor(self._embedder, self._ingested)
             return self._ingestor
 
+    def close_ingestion(self) -> None:
+        """Stop the ingestion thread (a closing kernel); the files it had queued stay in progress."""
+        with self._data_lock:
+            ingestor, self._ingestor = self._ingestor, None
+        if ingestor is not None:
+            ingestor.close()
+
     def resume_ingestion(self) -> int:
         """Queue again files a stopped server left in progress; how many."""
         return self._ingest().resume()

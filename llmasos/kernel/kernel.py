@@ -148,14 +148,16 @@ class Kernel(KernelLoop, ReaderWaits):
         return self.rates.setdefault(model, ServiceRate())
 
     def estimated_wait(self, process: Process) -> float:
-        """Seconds until `process` gets the engine: the work of everything at least as urgent
-        that is ahead of it, at the model's measured token rate."""
+        """Seconds until `process` gets the engine: the work of everything runnable and at least as
+        urgent that is ahead of it, at the model's measured token rate. A process blocked on its
+        reader is not ahead: it computes nothing until read, and then queues again."""
         with self.lock:
             ahead = sum(
                 self.remaining_tokens(p)
                 for p in self.live.values()
                 if p.model == process.model
                 and p is not process
+                and is_runnable(p)
                 and p.priority <= process.priority
                 and p.created_at <= process.created_at
             )

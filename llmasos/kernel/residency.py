@@ -260,6 +260,14 @@ class ResidencyManager:
         self.num_evictions += evicted
         logger.info("unloaded %s", name)
 
+    def unload_all(self) -> None:
+        """Drop every engine, in use or not: the kernel is closing (its mapped weight files close
+        with them)."""
+        with self._lock:
+            names = list(self.models)
+        for name in names:
+            self.unload(name, evicted=False)
+
     def unload_expired(self) -> list[str]:
         """Unload models idle past their keep-alive, then idle models while the resident ones' KV has
         grown past the budget (`trim_to_budget`); return their names."""

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from llmasos.data.app_data import close_open_app_data
 from llmasos.data.pseudonym_store import pseudonym_store
 from llmasos.errors import LLMasOSError, PermissionDeniedError
 from llmasos.kernel import snapshots
@@ -33,6 +34,7 @@ from llmasos.kernel.stats_calls import StatsCalls
 from llmasos.privacy.guard import PrivacyGuard
 from llmasos.security.apps import App, AppRegistry
 from llmasos.security.audit import AuditLog
+from llmasos.security.data_keys import close_data_keys
 from llmasos.settings import Settings
 
 T = TypeVar("T")
@@ -175,6 +177,23 @@ class Syscalls(
         self.kernel.stop()
         if self.trail.audit is not None:
             self.trail.audit.flush(timeout=AUDIT_FLUSH_SECONDS)
+
+    def close(self) -> None:
+        """Stop, then close what this kernel opened: the ingestion and tokenizing threads, the
+        engines (their mapped weight files), the audit log, the apps' registry, and this process's
+        handles on the apps' data and data keys. Whoever booted the kernel closes it once it is done
+        with it (`llmasos serve` as it exits, the CLI's admin commands, tests); without it each kernel
+        that served a generation left 9 or more descriptors open, and a test process holding over
+        1,023 failed select()."""
+        self.stop()
+        self.close_ingestion()
+        self._tokenizing.shutdown(wait=True, cancel_futures=True)
+        self.kernel.residency.unload_all()
+        if self.trail.audit is not None:
+            self.trail.audit.close()
+        self.apps.close()
+        close_open_app_data()
+        close_data_keys()
 
     def resident_models(self) -> list[snapshots.ResidentModelInfo]:
         return snapshots.resident_models(self.kernel)

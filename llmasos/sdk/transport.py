@@ -195,5 +195,7 @@ class LocalTransport:
     def close(self) -> None:
         with self._lock:
             if self._syscalls is not None:
+                # Stopped, not closed: a workflow run this client started in-process goes on in its
+                # threads after the client closes, and needs the kernel's stores open.
                 self._syscalls.stop()
                 self._syscalls = None

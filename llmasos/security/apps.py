@@ -143,6 +143,10 @@ class AppRegistry:
     def __init__(self, path: Path | None = None) -> None:
         self.db = Database(path or llmasos_home() / "state.db", MIGRATIONS)
 
+    def close(self) -> None:
+        """Close the database (its -wal and -shm files with it)."""
+        self.db.close()
+
     def create(self, app: App, *, system: bool = False) -> App:
         """Register `app` under a new id; returns it with that id. Reserved names are refused
         unless the system makes its own (`system`: the admin app)."""

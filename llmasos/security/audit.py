@@ -301,10 +301,12 @@ class AuditLog:
         return verify_log(self.path, self.key_path, self.anchor_path)
 
     def close(self) -> None:
-        """Write what is queued, stop the writer thread, close the files."""
+        """Write what is queued, stop the writer thread, close the files (a row written later, in
+        its caller's thread, opens them again)."""
         self._writer.close()
         if self._database is not None:
             self._database.close()
+            self._database = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

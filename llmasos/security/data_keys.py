@@ -229,3 +229,13 @@ def data_keys() -> DataKeys:
         if keys is None or not path.exists():
             keys = _instances[path] = DataKeys(path)
         return keys
+
+
+def close_data_keys() -> None:
+    """Close every key store this process opened (a closing kernel's; the next `data_keys()` opens
+    one again)."""
+    with _instances_lock:
+        stores = list(_instances.values())
+        _instances.clear()
+    for keys in stores:
+        keys.close()

@@ -92,8 +92,11 @@ def run_server(
     syscalls = boot(KernelConfig(engine=engine, **kernel), memory_budget=memory_budget, interface="http")
     _, key = ensure_admin(syscalls.apps)
     app = create_app(syscalls, allow_anonymous=allow_anonymous, anonymous_app=anonymous_app, limits=limits)
-    with serving(app) as url:
-        yield LiveServer(url, key, syscalls, name)
+    try:
+        with serving(app) as url:
+            yield LiveServer(url, key, syscalls, name)
+    finally:
+        syscalls.close()  # its audit log, databases and engine: a suite boots hundreds of kernels
 
 
 @pytest.fixture

@@ -51,6 +51,7 @@ def bounded_server(tmp_path: Path) -> Iterator[LiveServer]:
             yield LiveServer(url, key, syscalls, "tiny")
     finally:
         sock.close()
+        syscalls.close()
 
 
 def never_reading(url: str, key: str, body: dict) -> socket.socket:

@@ -47,6 +47,7 @@ def served() -> Iterator[Served]:
         keys[name] = syscalls.apps.issue_key(name)
     with TestClient(create_app(syscalls)) as client:
         yield Served(client, keys)
+    syscalls.close()
 
 
 def test_the_openai_package_uploads_polls_and_searches(served: Served) -> None:
@@ -207,6 +208,7 @@ def live_alpha() -> Iterator[tuple[str, dict, App, Syscalls]]:
     app = create_app(syscalls, limits=HttpLimits(max_body_bytes=2 * 2**30))
     with serving(app, join_seconds=10) as url:
         yield url, headers, alpha, syscalls
+    syscalls.close()
 
 
 def test_an_upload_past_the_apps_quota_is_refused_while_it_is_read(live_alpha) -> None:

@@ -96,6 +96,7 @@ def server() -> Iterator[Server]:
     _, admin_key = ensure_admin(syscalls.apps)
     with TestClient(create_app(syscalls)) as client:
         yield Server(client, syscalls, engine, admin_key)
+    syscalls.close()
 
 
 def test_canaries_leave_no_value_anywhere_and_come_back_restored(

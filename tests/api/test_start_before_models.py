@@ -77,3 +77,4 @@ def test_the_server_answers_and_runs_steps_while_its_preloaded_model_loads(tiny_
         health = client.get("/healthz").json()
         assert health["status"] == "ok" and health["resident_models"] == ["tiny"]
         assert syscalls.kernel.residency.models["tiny"].held  # kept, as --preload keeps it
+    syscalls.close()

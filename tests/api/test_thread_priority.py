@@ -63,3 +63,4 @@ def test_the_served_app_lowers_its_loop_and_request_threads_below_the_kernel(nic
         # The audit writer too: a generation's start row holds its headers, its end row its [DONE].
         assert thread_niceness(syscalls.audit._writer._thread.native_id) == base
     assert seen["request"] == base + niceness
+    syscalls.close()

@@ -58,6 +58,7 @@ def cluster_server(tiny_cluster) -> Iterator[LiveServer]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+        syscalls.close()
 
 
 def test_the_nodes_view_shows_what_os_nodes_and_metrics_report(cluster_server: LiveServer) -> None:

@@ -84,6 +84,31 @@ def test_swap_resume_waits_for_blocks_then_continues_exactly(tiny_loaded) -> Non
     assert tokens["main"] == uninterrupted(tiny_loaded, prompt, GREEDY)
 
 
+@pytest.mark.parametrize("mode", [SuspendMode.SWAP, SuspendMode.RECOMPUTE], ids=str)
+def test_kept_kv_moves_out_of_the_pool_without_a_resume_and_continues_exactly(tiny_loaded, mode) -> None:
+    prompt = random_prompts([14], seed=12)[0]
+    engine = engine_with(tiny_loaded, num_blocks=24)
+    engine.add("main", prompt, GREEDY)
+    tokens: dict[str, list[int]] = {}
+    for _ in range(6):
+        for out in engine.step():
+            tokens.setdefault(out.request_id, []).extend(out.token_ids)
+    engine.suspend("main", "keep")
+    held = len(engine.requests["main"].seq.block_table)
+    free_before = engine.block_manager.num_free_blocks
+    report = engine.suspend("main", mode)  # still suspended: its KV leaves the pool
+    assert report.mode is mode and report.num_blocks == held
+    assert engine.block_manager.num_free_blocks == free_before + held
+    assert engine.stats().num_suspended == 1 and engine.stats().num_running == 0
+    for i, other in enumerate(random_prompts([30, 25], seed=13)):  # others overwrite the freed blocks
+        engine.add(f"other{i}", other, SamplingParams(max_tokens=15, temperature=0))
+    drain(engine, tokens)
+    engine.resume("main")
+    drain(engine, tokens)
+    assert tokens["main"] == uninterrupted(tiny_loaded, prompt, GREEDY)
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+
+
 def test_costs_name_every_mode(tiny_loaded) -> None:
     engine = engine_with(tiny_loaded, num_blocks=32)
     engine.add("a", random_prompts([17], seed=6)[0], GREEDY)
@@ -117,6 +142,6 @@ def test_bad_suspend_and_resume_calls_are_refused_clearly(tiny_loaded) -> None:
         engine.resume("a")
     with pytest.raises(InvalidRequestError, match="swap, keep, recompute"):
         engine.suspend("a", "hibernate")
-    engine.suspend("a", "keep")
-    with pytest.raises(InvalidRequestError, match="already suspended"):
-        engine.suspend("a", "swap")
+    engine.suspend("a", "swap")
+    with pytest.raises(InvalidRequestError, match=r"already suspended \(KV swap\)"):
+        engine.suspend("a", "recompute")

@@ -150,6 +150,7 @@ def test_a_blocked_process_kv_leaves_the_pool_when_it_runs_short(tiny_loaded) ->
     residency = ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1)
     kernel = Kernel(residency, KernelConfig(engine=config, output=LIMITS), clock=clock)
     sys = Syscalls(kernel, AppRegistry())
+    calls = count_suspends_and_resumes(engine)
     idle, big = App("idle"), App("big")
     stalled = sys.generate(idle, "tiny", prompts[0], LONG)
     while stalled.state is not ProcessState.BLOCKED:
@@ -163,6 +164,8 @@ def test_a_blocked_process_kv_leaves_the_pool_when_it_runs_short(tiny_loaded) ->
     assert stalled.state is ProcessState.BLOCKED and "the pool ran short" in stalled.reason
     assert "KV keep" not in stalled.reason and held == 4  # 16 tokens computed: 9 prompt, 7 sampled
     assert engine.stats().num_blocks - engine.stats().num_free_blocks <= 16  # the big one's alone
+    # Moved out while still suspended: set aside twice (kept, then out), never resumed in between.
+    assert calls[str(stalled.pid)] == ["suspend", "suspend"]
     while not other.is_terminal:
         kernel.tick()
 
@@ -173,6 +176,34 @@ def test_a_blocked_process_kv_leaves_the_pool_when_it_runs_short(tiny_loaded) ->
     taken += read_waiting(sys, idle, stalled.pid)
     assert tokens(taken) == expected
     assert engine.stats().num_free_blocks == engine.stats().num_blocks and not engine.requests
+    assert calls[str(stalled.pid)] == ["suspend", "suspend", "resume"]  # resumed once: when read
+
+
+def count_suspends_and_resumes(engine: LLMEngine) -> dict[str, list[str]]:
+    """Each request's engine calls that set it aside or bring it back, in order, as they are made."""
+    calls: dict[str, list[str]] = {}
+    for name in ("suspend", "resume"):
+        method = getattr(engine, name)
+
+        def counted(request_id: str, *args, _method=method, _name=name):
+            calls.setdefault(request_id, []).append(_name)
+            return _method(request_id, *args)
+
+        setattr(engine, name, counted)
+    return calls
+
+
+def test_a_blocked_process_is_not_counted_in_the_wait_of_a_process_queued_behind_it(tiny_loaded) -> None:
+    clock = Clock()
+    kernel, sys, _ = kernel_on(tiny_loaded, clock)
+    stalled = sys.generate(App("idle"), "tiny", random_prompts([9], seed=11)[0], LONG)
+    while stalled.state is not ProcessState.BLOCKED:
+        kernel.tick()
+    later = sys.generate(App("later"), "tiny", random_prompts([9], seed=12)[0], LONG)
+    assert later.state is ProcessState.QUEUED and kernel.remaining_tokens(stalled) == 40 - BOUND
+    assert kernel.rate("tiny").seconds_for(kernel.remaining_tokens(stalled)) > 0  # what it would add
+    assert kernel.estimated_wait(later) == 0.0  # nothing runnable is ahead of it
+    assert sys.describe(later)["estimated_wait_seconds"] == 0.0  # what `ps` shows
 
 
 def test_the_settings_set_a_booted_kernels_limits_and_bad_ones_say_which(llmasos_home, monkeypatch) -> None:
@@ -181,7 +212,9 @@ def test_the_settings_set_a_booted_kernels_limits_and_bad_ones_say_which(llmasos
 
     monkeypatch.setenv("LLMASOS_KERNEL_OUTPUT_BUFFER_TOKENS", "64")
     monkeypatch.setenv("LLMASOS_KERNEL_READER_TIMEOUT", "30s")
-    assert boot(audit=False).kernel.config.output == OutputLimits(64, 30.0)
+    booted = boot(audit=False)
+    assert booted.kernel.config.output == OutputLimits(64, 30.0)
+    booted.close()
     monkeypatch.setenv("LLMASOS_KERNEL_OUTPUT_BUFFER_TOKENS", "1")
     with pytest.raises(ConfigurationError, match=r"kernel\.output_buffer_tokens"):
         boot(audit=False)
