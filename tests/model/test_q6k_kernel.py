@@ -1,4 +1,4 @@
-"""Q6_K blocks kept at their 6 bits (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear over csrc/group_gemm.cpp's
+"""Q6_K blocks kept at their 6 bits (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear over csrc/group_rows.h's
 Q6Rows), against gguf-py's dequantization of random blocks written by the test."""
 
 from __future__ import annotations
