@@ -35,7 +35,7 @@ constexpr int kTileTokens = 4;
 constexpr int kTileTokens = 3;  // AVX2's 16 registers
 #endif
 
-// ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
+// ---- steps past kInPlaceMaxTokens tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
 // A claim of RV row vectors unpacks its weights to int16 kChunkGroups groups at a time (steps of more than
 // kChunkMaxTokens tokens: all of them, quant_gemm.h; pair p of row vector i at (p * RV + i) * kRowLanes * 2

@@ -59,7 +59,8 @@ void group_pass(const QuantActs& acts, const float* xs, const typename Rows::Wei
     for (int i = 0; i < NV; ++i) {
       const FVec d = rows[i]->scale(g), m = rows[i]->offset(g);
       for (int j = 0; j < TN; ++j)
-        sums[i][j] = add_group<Rows::kOffsets>(sums[i][j], acc[i][j], d, m, Rows::kOffsets ? xs[(t0 + j) * w.groups + g] : 0.f);
+        sums[i][j] = add_group<Rows::kOffsets>(sums[i][j], acc[i][j], d, m,
+                                               Rows::kOffsets ? xs[(t0 + j) * w.groups + g] : 0.f);
     }
   }
   for (int i = 0; i < NV; ++i)

@@ -182,7 +182,8 @@ inline void q8_pass(const QuantActs& acts, const Q8Weight& w, int64_t t0, int64_
     for (int j = 0; j < TN; ++j) sums[j] = add_run(sums[j], ivec_add(ivec_add(a0[j], a1[j]), ivec_add(a2[j], a3[j])));
   }
   for (int j = 0; j < TN; ++j)
-    store_rows(sums[j], acts.scale[t0 + j], rs + v * kRowLanes, y + (t0 + j) * w.out_features + block * kBlockRows + v * kRowLanes);
+    store_rows(sums[j], acts.scale[t0 + j], rs + v * kRowLanes,
+               y + (t0 + j) * w.out_features + block * kBlockRows + v * kRowLanes);
 }
 
 }  // namespace

@@ -112,7 +112,7 @@ struct Q8Format {
   }
 };
 
-// ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
+// ---- steps past kInPlaceMaxTokens tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
 // A claim of kPanelBlocks blocks unpacks its weights to int16 a chunk of input pairs at a time (4-bit: 4
 // groups, 8 KB with AVX-512; steps of more than kChunkMaxTokens tokens: all of them, quant_gemm.h), pair-major: pair p of row vector rv at (p * vecs + rv) * kRowLanes * 2. Every
