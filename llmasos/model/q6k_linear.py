@@ -6,9 +6,9 @@ Why: the 8-bit grouped layout (group_linear.Int8GroupLinear) holds these weights
 so Qwen2.5-1.5B Q4_K_M's Q6_K ffn_down (14 layers) and LM head cost 171 MB a token more than the file's
 6.56 bits (1,263 MB a token in all). Here they cost 6.625 bits (the fp16 super-block scale widened to float).
 
-With the C++ kernels (csrc/group_gemm.cpp, Q6Rows) every step runs them, activations rounded as for the
-other GEMMs; without them the layer multiplies a float32 copy of its weights (the torch fallback, exact
-values: an int8 times an fp16 times a 6-bit integer is exact in float32).
+With the C++ kernels (csrc/group_gemm.cpp and group_inplace.cpp, Q6Rows in group_rows.h) every step runs
+them, activations rounded as for the other GEMMs; without them the layer multiplies a float32 copy of its
+weights (the torch fallback, exact values: an int8 times an fp16 times a 6-bit integer is exact in float32).
 """
 
 from __future__ import annotations

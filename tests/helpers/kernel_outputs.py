@@ -3,9 +3,10 @@
     python -m tests.helpers.kernel_outputs TINY_GGUF OUT.pt    (with LLMASOS_NATIVE_ISA=avx2, say)
 
 Covers every path whose instructions differ between the AVX2 and the AVX-512 VNNI builds: the 4-bit,
-int8, 8-bit grouped and 6-bit Q6_K GEMMs at 1-3 tokens and in panels (with a one-block rest and tiles of every
-width), and the whole C++ forward step of a tiny model (4-bit, and 4-bit mixed with 8-bit grouped
-projections, and with 6-bit Q6_K ones) over a prompt in chunks and a decode step of three sequences.
+int8, 8-bit grouped and 6-bit Q6_K GEMMs at 1-8 tokens (in place) and in panels (with a one-block rest
+and tiles of every width), and the whole C++ forward step of a tiny model (4-bit, and 4-bit mixed with
+8-bit grouped projections, and with 6-bit Q6_K ones) over a prompt in chunks and a decode step of three
+sequences.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
         int4 = Int4Linear(weight, None, max_quant_tokens=8, keep_dense=False)
         int8 = Int8Linear(weight, None, max_quant_tokens=8, keep_dense=False)
         groups = Int8GroupLinear.from_groups(*random_groups(*shape), torch.randn(shape[0]))
-        for n in (1, 2, 3, 7, 70):
+        for n in (1, 2, 3, 4, 5, 8, 9, 70):
             x = torch.randn(n, shape[1]) * 3
             outputs[f"int4 {shape} x{n}"] = int4(x)
             outputs[f"int8 {shape} x{n}"] = int8(x)
@@ -51,7 +52,7 @@ def kernel_outputs(tiny_gguf: Path) -> dict[str, torch.Tensor]:
         q = torch.randint(0, 64, shape, dtype=torch.uint8)
         sc = torch.randint(-128, 128, (out_features, in_features // 16), dtype=torch.int8)
         six_bit = Q6KLinear.from_blocks(q, sc, torch.rand(out_features, in_features // 256) * 1e-3, None)
-        for n in (1, 2, 3, 7, 70):
+        for n in (1, 2, 3, 4, 5, 8, 9, 70):
             outputs[f"q6k {shape} x{n}"] = six_bit(torch.randn(n, in_features) * 3)
 
     model = load_model(tiny_gguf).model.quantize("int4", keep_dense=False)

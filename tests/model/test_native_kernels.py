@@ -111,7 +111,9 @@ def test_int4_kernel_is_within_activation_rounding_of_dequantized_weights(shape,
 
 
 @needs_kernels
-@pytest.mark.parametrize("n", [7, 70])  # the panels' 3- or 4-token tiles and every rest of 1-3 tokens
+# 1-8 tokens read the weights in place, in passes of up to 4; 9 and 70: the panels' 3- or 4-token tiles
+# and every rest of 1-3 tokens
+@pytest.mark.parametrize("n", [3, 4, 5, 8, 9, 70])
 def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int) -> None:
     torch.manual_seed(0)
     # 13 blocks of 16 rows: AVX-512's panels of 2 blocks leave a one-block rest; 512 inputs: at 7 tokens
@@ -121,6 +123,20 @@ def test_int4_kernel_gives_each_token_the_same_result_whatever_its_batch(n: int)
     batched = kernels.q4_linear(x, layer.qs, layer.k, layer.c, layer.row_scale, None)
     for t in range(n):
         assert torch.equal(batched[t], layer(x[t : t + 1])[0])
+
+
+@needs_kernels
+def test_steps_that_read_the_weights_in_place_give_the_panels_bits() -> None:
+    """Steps of 1-8 tokens (weights read in place, a 4-bit run as k sum(q x) + c sum(x)) and of 9 (the
+    panels, q k + c unpacked) give every token the same bits, for the 4-bit layers and the int8 head."""
+    torch.manual_seed(0)
+    int4 = Int4Linear(torch.randn(208, 512) * 0.05, None, max_quant_tokens=8)
+    int8 = Int8Linear(torch.randn(1008, 96), None, max_quant_tokens=8)  # 63 blocks: a one-block rest
+    for layer, x in ((int4, torch.randn(9, 512) * 3), (int8, torch.randn(9, 96))):
+        whole = layer(x)
+        for n in range(1, 9):
+            assert torch.equal(layer(x[:n]), whole[:n]), f"{type(layer).__name__}, {n} tokens"
+            assert torch.equal(layer(x[9 - n :]), whole[9 - n :]), f"{type(layer).__name__}, last {n} tokens"
 
 
 @needs_kernels
@@ -157,9 +173,27 @@ def test_int4_sums_at_the_largest_integers_do_not_wrap(sign: float) -> None:
     under 2^31. A longer run (or a wider range) would wrap, and the result would be garbage."""
     layer = Int4Linear(torch.full((16, 576), 3.0 * sign), None, max_quant_tokens=8)
     assert layer.c.abs().min() == kernels.Q4_INT_MAX - 8
-    for n in (1, 5):  # the weights read in place and the panels
+    for n in (1, 3, 5, 8, 9):  # the weights read in place (one pass, two) and the panels
         y = layer(torch.ones(n, 576))
         torch.testing.assert_close(y, torch.full((n, 16), 3.0 * sign * 576), rtol=1e-4, atol=0)
+
+
+@needs_kernels
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_int4_runs_whose_factored_products_wrap_still_sum_exactly(sign: float) -> None:
+    """Groups spanning [-3, 3] with all but their first weight at the top get k = 1091 (about 16382 / 15)
+    and c near -Q4_INT_MAX: with every activation at +-ACTIVATION_MAX, the in-place kernels' k * sum(q x)
+    (15 of a run's 16 q at 15) is about +-4.0e9 and wraps in int32, while the run's true sum fits. The
+    wrapped lanes must add up to it exactly: the panels' bits (q k + c unpacked), the weights' product."""
+    weight = torch.full((16, 576), 3.0)
+    weight[:, ::32] = -3.0
+    layer = Int4Linear(weight, None, max_quant_tokens=8, keep_dense=True)
+    assert layer.k.int().min() * 15 * 15 * ACTIVATION_MAX > 2**31
+    x = torch.full((9, 576), sign)
+    panels = layer(x)
+    for n in (1, 3, 5, 8):
+        assert torch.equal(layer(x[:n]), panels[:n]), f"{n} tokens"
+    torch.testing.assert_close(panels, x @ layer.dense.t(), rtol=1e-4, atol=0)
 
 
 def test_block_layouts_put_each_weight_where_the_kernels_read_it() -> None:

@@ -1,4 +1,4 @@
-"""Q6_K blocks kept at their 6 bits (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear over csrc/group_gemm.cpp's
+"""Q6_K blocks kept at their 6 bits (gguf_blocks.q6k_blocks, q6k_linear.Q6KLinear over csrc/group_rows.h's
 Q6Rows), against gguf-py's dequantization of random blocks written by the test."""
 
 from __future__ import annotations
@@ -79,8 +79,9 @@ def test_kernel_equals_the_8bit_groups_of_the_same_weights_bit_for_bit(tmp_path:
     x = torch.randn(70, 768)  # above kChunkMaxTokens: one panel of every input
     whole = six_bit(x)
     assert torch.equal(whole, grouped(x))
-    # each token's result is the same whatever its batch: in place (1-3), 8-group chunks (5, 9), one panel
-    for n in (1, 2, 3, 5, 9):
+    # each token's result is the same whatever its batch: in place (1-8: one pass of up to 4, or two),
+    # 8-group chunks (9), one panel
+    for n in (1, 2, 3, 4, 5, 8, 9):
         assert torch.equal(six_bit(x[:n]), whole[:n])
         assert torch.equal(grouped(x[:n]), whole[:n])
 

@@ -6,8 +6,8 @@
 // of 16 with q in int8, so this one kernel computes them all as stored. A row's result is, for each group
 // in order, float(the group's exact int32 sum of q x) * d_g + m_g * float(the token's sum of its 16 x),
 // two FMAs per lane, then times the token's scale. The integer sums are exact (16 products of at most
-// 128 x 16383), and every path (1-3 tokens in place, 4 or more through panels; AVX2 or AVX-512) takes the
-// same float steps per lane in the same order, so they give the same bits.
+// 128 x 16383), and every path (up to kInPlaceMaxTokens tokens in place, group_inplace.cpp; more through
+// panels; AVX2 or AVX-512) takes the same float steps per lane in the same order, so they give the same bits.
 //
 // Q6_K blocks kept at 6 bits (Q6KWeight) run the same loops: only where a row vector's weights and group
 // scales come from differs (Q8Rows, Q6Rows). Their q - 32 is widened to the same int16 pairs, their d_g is
@@ -22,196 +22,20 @@
 
 #include "kernels.h"
 #include "quant_gemm.h"
+#include "group_rows.h"
 #include "row_vectors.h"
 #include "simd.h"
 
 namespace llmasos {
 namespace {
 
-constexpr int64_t kSubPairs = kSubGroup / 2;  // input pairs per group
-static_assert(kSubPairs == 8, "a group's pairs are one dot_eight_pairs (row_vectors.h)");
-// Row vectors per small step's unit and per panel: two in both builds (AVX-512: two blocks; AVX2: one).
-constexpr int kUnitVecs = 2;
-constexpr int64_t kClaimVecs = 8;  // row vectors per claim of the threads
-constexpr int64_t kAheadVecs = 4;  // how far ahead (in row vectors) a step fetches weights
 #ifdef __AVX512VNNI__
 constexpr int kTileTokens = 4;
 #else
 constexpr int kTileTokens = 3;  // AVX2's 16 registers
 #endif
 
-// Each token's sum of its integer activations over every group of 16, as floats (exact: |sum| <= 16 x 16383).
-void group_sums(const QuantActs& acts, int64_t n, AlignedFloats& xs) {
-  const int64_t groups = acts.k / kSubGroup;
-  xs.resize(n * groups);
-  for (int64_t t = 0; t < n; ++t) {
-    const int16_t* x = acts.xq.data() + t * acts.k;
-    for (int64_t g = 0; g < groups; ++g) {
-      int32_t s = 0;
-      for (int64_t i = 0; i < kSubGroup; ++i) s += x[g * kSubGroup + i];
-      xs[t * groups + g] = static_cast<float>(s);
-    }
-  }
-}
-
-// Where row vector rv's 8-bit weights lie: its block's pairs, its lanes (v), its d and m of group 0.
-struct Q8Rows {
-  using Weight = Q8GroupWeight;
-  static constexpr bool kOffsets = true;  // m_g
-  const int8_t* q;
-  const float* d;
-  const float* m;
-  int v;
-
-  Q8Rows(const Q8GroupWeight& w, int64_t rv) {
-    const int64_t block = rv / kBlockVecs;
-    v = static_cast<int>(rv % kBlockVecs);
-    q = w.q + block * (w.in_features / 2) * 32;
-    d = w.d + block * w.groups * kBlockRows + v * kRowLanes;
-    m = w.m + block * w.groups * kBlockRows + v * kRowLanes;
-  }
-  // Input pair j of group g, widened to int16 (kRowLanes rows x 2).
-  IVec pair(int64_t g, int j) const { return widen_i8(q + (g * kSubPairs + j) * 32, v); }
-  FVec scale(int64_t g) const { return fvec_load(d + g * kBlockRows); }
-  FVec offset(int64_t g) const { return fvec_load(m + g * kBlockRows); }
-  // Group g's 8 pairs, sink(j, pair j), for the panels.
-  template <class Sink>
-  void group_pairs(int64_t g, const Sink& sink) const {
-#pragma GCC unroll 8
-    for (int jp = 0; jp < kSubPairs; ++jp) sink(jp, pair(g, jp));
-  }
-  const char* first_byte() const { return reinterpret_cast<const char*>(q); }
-  static constexpr int64_t kPairBytes = 32;
-
-  // Group g of block b, fetched ahead of its use.
-  static void prefetch(const Q8GroupWeight& w, int64_t b, int64_t g) {
-    prefetch_bytes(w.q + (b * (w.in_features / 2) + g * kSubPairs) * 32, kSubPairs * 32);
-    prefetch_line(reinterpret_cast<const char*>(w.d + (b * w.groups + g) * kBlockRows));
-    prefetch_line(reinterpret_cast<const char*>(w.m + (b * w.groups + g) * kBlockRows));
-  }
-};
-
-// The same for Q6_K blocks at 6 bits (quant_gemm.h, Q6KWeight).
-struct Q6Rows {
-  using Weight = Q6KWeight;
-  static constexpr bool kOffsets = false;
-  const uint8_t* q;
-  const int8_t* sc;
-  const float* dsup;
-  int v;
-
-  Q6Rows(const Q6KWeight& w, int64_t rv) {
-    const int64_t block = rv / kBlockVecs;
-    v = static_cast<int>(rv % kBlockVecs);
-    q = w.q + block * (w.in_features / 8) * kQ6QuadBytes;
-    sc = w.sc + block * w.groups * kBlockRows + v * kRowLanes;
-    dsup = w.dsup + block * (w.in_features / kSuperGroup) * kBlockRows + v * kRowLanes;
-  }
-  // Pair j of group g: (low nibble | high 2 bits << 4) - 32, as int16. With j a constant (the loops over it
-  // unroll), the shifts are immediates and the two pairs sharing a nibble byte widen it once.
-  IVec pair(int64_t g, int j) const {
-    const uint8_t* quad = q + (g * 2 + j / 4) * kQ6QuadBytes;
-    const int jj = j % 4;
-    const IVec low = bits16(widen_u8(quad + (jj / 2) * 32, v), 4 * (jj % 2), 0x0F);
-    const IVec high = bits16(widen_u8(quad + 64, v), 2 * jj, 0x03);
-    return sub16(or16(low, shl16(high, 4)), set16(32));
-  }
-  FVec scale(int64_t g) const {
-    return fvec_mul(fvec_from_i8(sc + g * kBlockRows), fvec_load(dsup + (g / kSubPerSuper) * kBlockRows));
-  }
-  FVec offset(int64_t) const { return fvec_zero(); }
-  // Group g's 8 pairs, sink(j, pair j), for the panels: each quad's three 32-byte chunks widened once, and
-  // pair jj's high bits moved to bits 4-5 by one shift (the 8 bytes of pair() per pair took ~9 vector
-  // operations, a fifth of a 32-token step's Q6_K time).
-  template <class Sink>
-  void group_pairs(int64_t g, const Sink& sink) const {
-    for (int h = 0; h < 2; ++h) {
-      const uint8_t* quad = q + (g * 2 + h) * kQ6QuadBytes;
-      const IVec low01 = widen_u8(quad, v), low23 = widen_u8(quad + 32, v), high = widen_u8(quad + 64, v);
-      const IVec mask = set16(0x30), bias = set16(32);
-      sink(4 * h, sub16(or16(and16(low01, set16(0x0F)), and16(shl16(high, 4), mask)), bias));
-      sink(4 * h + 1, sub16(or16(shr16(low01, 4), and16(shl16(high, 2), mask)), bias));
-      sink(4 * h + 2, sub16(or16(and16(low23, set16(0x0F)), and16(high, mask)), bias));
-      sink(4 * h + 3, sub16(or16(shr16(low23, 4), and16(shr16(high, 2), mask)), bias));
-    }
-  }
-  const char* first_byte() const { return reinterpret_cast<const char*>(q); }
-  static constexpr int64_t kPairBytes = kQ6QuadBytes / 4;
-
-  static void prefetch(const Q6KWeight& w, int64_t b, int64_t g) {
-    prefetch_bytes(w.q + (b * (w.in_features / 8) + g * 2) * kQ6QuadBytes, 2 * kQ6QuadBytes);
-    prefetch_line(reinterpret_cast<const char*>(w.sc + (b * w.groups + g) * kBlockRows));
-  }
-
- private:
-  static constexpr int64_t kSubPerSuper = kSuperGroup / kSubGroup;
-};
-
-// The lanes' float step for one group: sums += acc * d; sums += m * xsum (formats with offsets only).
-template <bool Offsets>
-inline FVec add_group(FVec sums, IVec acc, FVec d, FVec m, float xsum) {
-  const FVec scaled = fvec_fmadd(ivec_to_float(acc), d, sums);
-  if constexpr (Offsets) return fvec_fmadd(m, fvec_set1(xsum), scaled);
-  return scaled;
-}
-
-// Group g of the blocks holding row vectors [rv, rv + NV), fetched ahead of their use.
-template <class Rows, int NV>
-inline void prefetch_group(const typename Rows::Weight& w, int64_t rv, int64_t g) {
-  for (int64_t b = rv / kBlockVecs; b <= (rv + NV - 1) / kBlockVecs; ++b) {
-    if (b * kBlockRows >= w.out_features) return;
-    Rows::prefetch(w, b, g);
-  }
-}
-
-// ---- steps of 1-3 tokens: the weights read in place, once ----
-
-template <class Rows, int NV, int TN>
-void small_vecs(const QuantActs& acts, const float* xs, const typename Rows::Weight& w, int64_t rv0, int64_t ahead,
-                float* y) {
-  const int16_t* x[TN];
-  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
-  const Rows first(w, rv0), last(w, rv0 + NV - 1);
-  const Rows* rows[2] = {&first, &last};
-  FVec sums[NV][TN];
-  for (int i = 0; i < NV; ++i)
-    for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
-  for (int64_t g = 0; g < w.groups; ++g) {
-    prefetch_group<Rows, NV>(w, ahead, g);
-    IVec acc[NV][TN];
-    for (int i = 0; i < NV; ++i)
-      for (int j = 0; j < TN; ++j) acc[i][j] = ivec_zero();
-#pragma GCC unroll 8
-    for (int jp = 0; jp < kSubPairs; ++jp) {
-      const int64_t p = g * kSubPairs + jp;
-      for (int i = 0; i < NV; ++i) {
-        const IVec wv = rows[i]->pair(g, jp);
-        for (int j = 0; j < TN; ++j) acc[i][j] = dot_pairs(acc[i][j], wv, activation_pair(x[j], p));
-      }
-    }
-    for (int i = 0; i < NV; ++i) {
-      const FVec d = rows[i]->scale(g), m = rows[i]->offset(g);
-      for (int j = 0; j < TN; ++j)
-        sums[i][j] = add_group<Rows::kOffsets>(sums[i][j], acc[i][j], d, m, Rows::kOffsets ? xs[j * w.groups + g] : 0.f);
-    }
-  }
-  for (int i = 0; i < NV; ++i)
-    for (int j = 0; j < TN; ++j)
-      fvec_store(y + j * w.out_features + (rv0 + i) * kRowLanes, fvec_mul(sums[i][j], fvec_set1(acts.scale[j])));
-}
-
-template <class Rows, int TN>
-void small_gemm(const QuantActs& acts, const float* xs, const typename Rows::Weight& w, float* y) {
-  const int64_t vecs = w.out_features / kRowLanes;
-  for_claimed_blocks(vecs, kClaimVecs, [&](int64_t begin, int64_t end, int64_t next) {
-    int64_t rv = begin;
-    for (; rv + kUnitVecs <= end; rv += kUnitVecs)
-      small_vecs<Rows, kUnitVecs, TN>(acts, xs, w, rv, block_ahead(rv, kAheadVecs, end, next), y);
-    for (; rv < end; ++rv) small_vecs<Rows, 1, TN>(acts, xs, w, rv, block_ahead(rv, kAheadVecs, end, next), y);
-  });
-}
-
-// ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
+// ---- steps past kInPlaceMaxTokens tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
 // A claim of RV row vectors unpacks its weights to int16 kChunkGroups groups at a time (steps of more than
 // kChunkMaxTokens tokens: all of them, quant_gemm.h; pair p of row vector i at (p * RV + i) * kRowLanes * 2
@@ -341,12 +165,10 @@ template <class Rows>
 void grouped_linear_into(const QuantActs& acts, int64_t n, const typename Rows::Weight& w, float* y) {
   thread_local AlignedFloats xs;
   if constexpr (Rows::kOffsets) group_sums(acts, n, xs);
-  switch (n) {  // 1-3 tokens read the weights in place; more take the panels
-    case 0: break;
-    case 1: small_gemm<Rows, 1>(acts, xs.data(), w, y); break;
-    case 2: small_gemm<Rows, 2>(acts, xs.data(), w, y); break;
-    case 3: small_gemm<Rows, 3>(acts, xs.data(), w, y); break;
-    default: panel_gemm<Rows>(acts, xs.data(), n, w, y);
+  if (n > kInPlaceMaxTokens) {  // fewer read the weights in place (group_inplace.cpp)
+    panel_gemm<Rows>(acts, xs.data(), n, w, y);
+  } else if (n > 0) {
+    grouped_inplace_into(acts, xs.data(), n, w, y);
   }
   if (w.bias != nullptr) {
     for (int64_t t = 0; t < n; ++t)

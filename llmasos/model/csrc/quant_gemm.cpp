@@ -11,8 +11,9 @@
 // int8 head is (blocks, in/2, 32): byte 2r + e of pair p is w[r][2p + e], with a bfloat16 scale per row.
 // A row's result is the int32 sums of runs of its input pairs (8 pairs for 4-bit, see kQ4IntMax; up to 512
 // for int8), each converted to float and added in order, times the token's scale, times the row's scale.
-// Every path (1-3 tokens reading the weights in place, 4 or more through unpacked panels) takes those
-// steps in that order, so a sequence's result does not depend on what shares its step.
+// Every path (up to kInPlaceMaxTokens tokens reading the weights in place, inplace_gemm.cpp; more through
+// unpacked panels) takes those steps in that order, so a sequence's result does not depend on what shares
+// its step.
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -38,13 +39,6 @@ constexpr int64_t kPairsPerGroup = kGroup / 2;
 constexpr int64_t kQ4RunPairs = kPairsPerGroup / 2;
 // int8 runs: 1,024 products of at most 127 x 16383 per lane stay below 2^31.
 constexpr int64_t kQ8RunPairs = 512;
-
-// How far ahead of the block being computed a small step fetches weights. A one-token step reads each
-// weight once, from DRAM, in one sequential run per thread, yet the rows streamed at 8-15 GB/s against ~28
-// GB/s for a plain read of as many bytes until they were prefetched ~8-24 KB ahead. The prefetches go
-// with the work, a group (or a cache line of the head) at a time: a whole block's ~90 lines at once
-// stalled on the core's outstanding-miss slots (half the samples of that loop sat on its prefetches).
-constexpr int64_t kPrefetchBlocks = 2;
 
 // ---- the two weight formats ----
 // Each says where a block's bytes lie (to fetch them early), how vector v of a block unpacks to int16
@@ -94,12 +88,6 @@ struct Q4Format {
   void row_scales(int64_t r0, int64_t rows, float* dst) const { std::memcpy(dst, w->row_scale + r0, rows * 4); }
 };
 
-struct Q8Weight {
-  const int8_t* q;  // (blocks, in/2, 32)
-  const uint16_t* scales;  // (out) bfloat16
-  int64_t out_features, in_features;
-};
-
 struct Q8Format {
   const Q8Weight* w;
   static constexpr int64_t kRunPairs = kQ8RunPairs;
@@ -124,118 +112,7 @@ struct Q8Format {
   }
 };
 
-// y[t, rows] = (sums * token scale) * row scales for one vector of rows.
-inline void store_rows(FVec sums, float token_scale, const float* row_scales, float* y) {
-  fvec_store(y, fvec_mul(fvec_mul(sums, fvec_set1(token_scale)), fvec_load(row_scales)));
-}
-
-// ---- steps of 1-3 tokens: the weights read in place, once ----
-
-// Blocks [b0, b0 + NB) for TN tokens: each group's chunks unpacked in registers and multiplied by every
-// token's pairs. Runs A (pairs 0-7 of a group) and B (8-15) accumulate apart and enter the float sums in
-// that order, as in the panels. Two blocks at a time with AVX-512: their chains keep vpdpwssd busy.
-template <int NB, int TN>
-inline void q4_small_blocks(const QuantActs& acts, const Q4Format& f, int64_t b0, int64_t ahead, float* y) {
-  constexpr int NV = NB * kBlockVecs;
-  const Q4Weight& w = *f.w;
-  const int16_t* x[TN];
-  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
-  FVec sums[NV][TN];
-  for (int i = 0; i < NV; ++i)
-    for (int j = 0; j < TN; ++j) sums[i][j] = fvec_zero();
-  for (int64_t g = 0; g < w.groups; ++g) {
-    for (int b = 0; b < NB; ++b) f.prefetch_group(ahead + b, g);
-    IVec run_a[NV][TN], run_b[NV][TN];
-    for (int i = 0; i < NV; ++i)
-      for (int j = 0; j < TN; ++j) run_a[i][j] = run_b[i][j] = ivec_zero();
-    for (int i = 0; i < NV; ++i) {
-      f.unpack_group(b0 + i / kBlockVecs, g, i % kBlockVecs, [&](int ch, IVec lo, IVec hi) {
-        for (int j = 0; j < TN; ++j) {
-          run_a[i][j] = dot_pairs(run_a[i][j], lo, activation_pair(x[j], g * kPairsPerGroup + ch));
-          run_b[i][j] = dot_pairs(run_b[i][j], hi, activation_pair(x[j], g * kPairsPerGroup + ch + 8));
-        }
-      });
-    }
-    for (int i = 0; i < NV; ++i)
-      for (int j = 0; j < TN; ++j) sums[i][j] = add_run(add_run(sums[i][j], run_a[i][j]), run_b[i][j]);
-  }
-  const float* rs = w.row_scale + b0 * kBlockRows;
-  for (int i = 0; i < NV; ++i)
-    for (int j = 0; j < TN; ++j)
-      store_rows(sums[i][j], acts.scale[j], rs + i * kRowLanes, y + j * w.out_features + b0 * kBlockRows + i * kRowLanes);
-}
-
-#ifdef __AVX512VNNI__
-constexpr int kSmallBlocks = 2;
-#else
-constexpr int kSmallBlocks = 1;  // AVX2's 16 registers
-#endif
-
-// Blocks per claim of the small steps: 64 rows, so a 576-row layer makes 9 claims and the threads end
-// within one claim of each other.
-constexpr int64_t kSmallClaimBlocks = 4;
-
-template <int TN>
-void q4_small(const QuantActs& acts, const Q4Weight& w, float* y) {
-  const Q4Format f{&w};
-  const int64_t blocks = w.out_features / kBlockRows;
-  for_claimed_blocks(blocks, kSmallClaimBlocks, [&](int64_t begin, int64_t end, int64_t next) {
-    int64_t b0 = begin;
-    for (; b0 + kSmallBlocks <= end; b0 += kSmallBlocks)
-      q4_small_blocks<kSmallBlocks, TN>(acts, f, b0, block_ahead(b0, kPrefetchBlocks * kSmallBlocks, end, next), y);
-    for (; b0 < end; ++b0) q4_small_blocks<1, TN>(acts, f, b0, block_ahead(b0, kPrefetchBlocks * kSmallBlocks, end, next), y);
-  });
-}
-
-// The int8 head for 1-3 tokens: four interleaved accumulators per token break vpdpwssd's dependency
-// chain; their sum is the run's exact integer sum, as one accumulator would give.
-template <int TN>
-inline void q8_small_vec(const QuantActs& acts, const Q8Format& f, int64_t block, int v, int64_t ahead_block,
-                         const float* rs, float* y) {
-  const int64_t pairs = f.pairs();
-  const int16_t* x[TN];
-  for (int j = 0; j < TN; ++j) x[j] = acts.xq.data() + j * acts.k;
-  const int8_t* src = f.block_pairs(block);
-  const char* ahead = reinterpret_cast<const char*>(f.block_pairs(ahead_block));
-  const bool fetch = ahead_block * kBlockRows < f.out_features() && v == 0;
-  FVec sums[TN];
-  for (int j = 0; j < TN; ++j) sums[j] = fvec_zero();
-  for (int64_t p0 = 0; p0 < pairs; p0 += kQ8RunPairs) {
-    const int64_t p1 = std::min(pairs, p0 + kQ8RunPairs);
-    IVec a0[TN], a1[TN], a2[TN], a3[TN];
-    for (int j = 0; j < TN; ++j) a0[j] = a1[j] = a2[j] = a3[j] = ivec_zero();
-    for (int64_t p = p0; p < p1; p += 4) {  // pairs is a multiple of 16
-      if (fetch) prefetch_line(ahead + p * 32 + 64);  // two lines of pairs, in step with their use
-      if (fetch) prefetch_line(ahead + p * 32);
-      const IVec w0 = widen_i8(src + p * 32, v), w1 = widen_i8(src + (p + 1) * 32, v);
-      const IVec w2 = widen_i8(src + (p + 2) * 32, v), w3 = widen_i8(src + (p + 3) * 32, v);
-      for (int j = 0; j < TN; ++j) {
-        a0[j] = dot_pairs(a0[j], w0, activation_pair(x[j], p));
-        a1[j] = dot_pairs(a1[j], w1, activation_pair(x[j], p + 1));
-        a2[j] = dot_pairs(a2[j], w2, activation_pair(x[j], p + 2));
-        a3[j] = dot_pairs(a3[j], w3, activation_pair(x[j], p + 3));
-      }
-    }
-    for (int j = 0; j < TN; ++j) sums[j] = add_run(sums[j], ivec_add(ivec_add(a0[j], a1[j]), ivec_add(a2[j], a3[j])));
-  }
-  for (int j = 0; j < TN; ++j)
-    store_rows(sums[j], acts.scale[j], rs + v * kRowLanes, y + j * f.out_features() + block * kBlockRows + v * kRowLanes);
-}
-
-template <int TN>
-void q8_small(const QuantActs& acts, const Q8Format& f, float* y) {
-  const int64_t blocks = f.out_features() / kBlockRows;
-  for_claimed_blocks(blocks, 4 * kSmallClaimBlocks, [&](int64_t begin, int64_t end, int64_t next) {
-    alignas(64) float rs[kBlockRows];
-    for (int64_t b = begin; b < end; ++b) {
-      f.row_scales(b * kBlockRows, kBlockRows, rs);
-      const int64_t ahead = block_ahead(b, kPrefetchBlocks, end, next);
-      for (int v = 0; v < kBlockVecs; ++v) q8_small_vec<TN>(acts, f, b, v, ahead, rs, y);
-    }
-  });
-}
-
-// ---- steps of 4 or more tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
+// ---- steps past kInPlaceMaxTokens tokens: the weights unpacked a chunk at a time, tiles of row vectors x tokens ----
 //
 // A claim of kPanelBlocks blocks unpacks its weights to int16 a chunk of input pairs at a time (4-bit: 4
 // groups, 8 KB with AVX-512; steps of more than kChunkMaxTokens tokens: all of them, quant_gemm.h), pair-major: pair p of row vector rv at (p * vecs + rv) * kRowLanes * 2. Every
@@ -378,12 +255,10 @@ Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c,
 }
 
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y) {
-  switch (n) {  // 1-3 tokens read the weights in place; more take the panels
-    case 0: break;
-    case 1: q4_small<1>(acts, w, y); break;
-    case 2: q4_small<2>(acts, w, y); break;
-    case 3: q4_small<3>(acts, w, y); break;
-    default: panel_gemm(Q4Format{&w}, acts, n, y);
+  if (n > kInPlaceMaxTokens) {
+    panel_gemm(Q4Format{&w}, acts, n, y);
+  } else if (n > 0) {
+    q4_inplace_into(acts, n, w, y);
   }
   if (w.bias != nullptr) {
     for (int64_t t = 0; t < n; ++t)
@@ -443,12 +318,10 @@ at::Tensor q8_linear(const at::Tensor& x, const at::Tensor& qweight, const at::T
   float* yp = y.data_ptr<float>();
   QuantActs acts;
   acts.quantize(xc.data_ptr<float>(), n, k);
-  switch (n) {
-    case 0: break;
-    case 1: q8_small<1>(acts, f, yp); break;
-    case 2: q8_small<2>(acts, f, yp); break;
-    case 3: q8_small<3>(acts, f, yp); break;
-    default: panel_gemm(f, acts, n, yp);
+  if (n > kInPlaceMaxTokens) {
+    panel_gemm(f, acts, n, yp);
+  } else if (n > 0) {
+    q8_inplace_into(acts, n, w, yp);
   }
   return y;
 }

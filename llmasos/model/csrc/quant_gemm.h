@@ -163,6 +163,22 @@ Q4Weight q4_view(const at::Tensor& qs, const at::Tensor& k, const at::Tensor& c,
 // y (n, out) = x (n, in) W^T (+ bias), with x already quantized in `acts`.
 void q4_linear_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y);
 
+// The int8 LM head: q (out/16, in/2, 32), byte 2r + e of pair p is w[r][2p + e], a bfloat16 scale per row.
+struct Q8Weight {
+  const int8_t* q;
+  const uint16_t* scales;  // (out) bfloat16
+  int64_t out_features, in_features;
+};
+
+// Steps of up to this many tokens read the 4-bit and int8 weights in place, in registers (inplace_gemm.cpp);
+// larger ones unpack them to panels (quant_gemm.cpp). Each computes every output bit for bit as the other.
+// Why 8: at 4-8 tokens the panels' unpacking (stored, then read back) cost more than a second pass in place.
+constexpr int64_t kInPlaceMaxTokens = 8;
+
+// y (n, out) = x W^T for 1 to kInPlaceMaxTokens tokens of x, without the bias.
+void q4_inplace_into(const QuantActs& acts, int64_t n, const Q4Weight& w, float* y);
+void q8_inplace_into(const QuantActs& acts, int64_t n, const Q8Weight& w, float* y);
+
 // 8-bit grouped weights (group_gemm.cpp): w = d_g * q + m_g with int8 q and float32 d_g, m_g per group of
 // 16 inputs of a row. Every GGUF block format is exactly that (Q8_0 and Q6_K with m = 0, Q5_K and Q4_K with
 // their sub-block scales and minimums, Q5_0/Q5_1/Q4_0/Q4_1 with theirs), so formats of more than 4 bits, and

@@ -34,6 +34,12 @@ inline void store_pairs(int16_t* p, IVec v) { _mm512_store_si512(p, v); }
 // acc + w_lo x_lo + w_hi x_hi in each int32 lane: vpdpwssd.
 inline IVec dot_pairs(IVec acc, IVec w, IVec x) { return _mm512_dpwssd_epi32(acc, w, x); }
 inline IVec ivec_add(IVec a, IVec b) { return _mm512_add_epi32(a, b); }
+// The low 32 bits of each lane's product (wrapping alike in both builds).
+inline IVec ivec_mul(IVec a, IVec b) { return _mm512_mullo_epi32(a, b); }
+// kRowLanes int16 (one per row), sign-extended to int32 lanes.
+inline IVec widen_i16(const int16_t* p) {
+  return _mm512_cvtepi16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
 inline FVec add_run(FVec f, IVec run) { return _mm512_add_ps(f, _mm512_cvtepi32_ps(run)); }
 inline FVec fvec_mul(FVec a, FVec b) { return _mm512_mul_ps(a, b); }
 inline FVec fvec_fmadd(FVec a, FVec b, FVec c) { return _mm512_fmadd_ps(a, b, c); }
@@ -80,6 +86,10 @@ inline void store_pairs(int16_t* p, IVec v) { _mm256_store_si256(reinterpret_cas
 // madd + add: the int32 lanes vpdpwssd gives.
 inline IVec dot_pairs(IVec acc, IVec w, IVec x) { return _mm256_add_epi32(acc, _mm256_madd_epi16(w, x)); }
 inline IVec ivec_add(IVec a, IVec b) { return _mm256_add_epi32(a, b); }
+inline IVec ivec_mul(IVec a, IVec b) { return _mm256_mullo_epi32(a, b); }
+inline IVec widen_i16(const int16_t* p) {
+  return _mm256_cvtepi16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
 inline FVec add_run(FVec f, IVec run) { return _mm256_add_ps(f, _mm256_cvtepi32_ps(run)); }
 inline FVec fvec_mul(FVec a, FVec b) { return _mm256_mul_ps(a, b); }
 inline FVec fvec_fmadd(FVec a, FVec b, FVec c) { return _mm256_fmadd_ps(a, b, c); }
@@ -122,6 +132,11 @@ inline IVec activation_pair(const int16_t* x, int64_t p) {
   int32_t v;
   std::memcpy(&v, x + 2 * p, sizeof(v));
   return broadcast_pair(v);
+}
+
+// y[t, rows] = (sums * token scale) * row scales for one vector of rows.
+inline void store_rows(FVec sums, float token_scale, const float* row_scales, float* y) {
+  fvec_store(y, fvec_mul(fvec_mul(sums, fvec_set1(token_scale)), fvec_load(row_scales)));
 }
 
 // Input pairs [p, p + 8) of a panel of RV row vectors times TN tokens' activations, added to acc[i][j]; `at`
