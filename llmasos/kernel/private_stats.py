@@ -154,7 +154,21 @@ class PrivacyBudgets:
         return {"total": budget, "spent": spent, "remaining": max(0.0, budget - spent)}
 
 
+#: The smallest epsilon a release or a budget may name. Below it the noise drowns every figure, and a
+#: tiny one overflowed the noise scale (sensitivity / epsilon) to infinity: schemathesis's
+#: `epsilon=2.2250738585e-313` was a 500.
+MIN_EPSILON = 0.001
+#: The largest: beyond it the noise no longer protects anyone.
+MAX_EPSILON = 10.0
+
+
 def check_epsilon(epsilon: object) -> float:
-    if isinstance(epsilon, bool) or not isinstance(epsilon, int | float) or not 0 < epsilon <= 10:
-        raise InvalidRequestError("epsilon must be a number > 0 and <= 10 (1 is a common choice)")
+    if (
+        isinstance(epsilon, bool)
+        or not isinstance(epsilon, int | float)
+        or not MIN_EPSILON <= epsilon <= MAX_EPSILON
+    ):
+        raise InvalidRequestError(
+            f"epsilon must be a number from {MIN_EPSILON:g} to {MAX_EPSILON:g} (1 is a common choice)"
+        )
     return float(epsilon)

@@ -21,3 +21,9 @@ def test_stats_over_http(tiny_server) -> None:
     exact = admin.get("/os/stats", params={"exact": "true"}).json()
     assert exact["exact"] is True and exact["budget"] is None
     assert analyst.get("/os/stats", params={"since": "yesterday"}).status_code == 400
+    # schemathesis's subnormal epsilon overflowed the noise scale to infinity: a 500
+    for bad in ("2.2250738585e-313", "0", "-1", "11", "nan", "inf"):
+        refused = analyst.get("/os/stats", params={"epsilon": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "epsilon must be a number from 0.001 to 10" in refused.json()["error"]["message"]
+    assert admin.put("/os/stats/budgets/analyst", json={"epsilon": 1e-313}).status_code == 400
