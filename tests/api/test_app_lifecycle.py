@@ -15,10 +15,14 @@ from llmasos.security.admin import ADMIN_APP
 from llmasos.security.apps import App
 from llmasos.tools.knowledge import KnowledgeGraph
 
+#: Longer than the kernel's unread-output bound (512 tokens, backpressure): the stream cannot end before
+#: its client has read a good part of it, so it is still running when the test acts after the first
+#: text. At 200 tokens, on the default tiny server, the faster kernels of 2026-12-07 finished it
+#: before the client had read its first text (CI failed "assert not True").
 STREAM = {
     "model": "tiny",
     "messages": [{"role": "user", "content": "go on"}],
-    "max_tokens": 200,
+    "max_tokens": 900,
     "stream": True,
     "temperature": 1.0,
 }
@@ -53,7 +57,10 @@ def _end_while_streaming(tiny_server, key: str, end: Callable[[], object]) -> tu
 
 
 @pytest.mark.parametrize("how", ["remove", "revoke"])
-def test_removing_an_app_or_revoking_its_keys_ends_its_stream_with_an_error_and_frees_kv(tiny_server, how):
+def test_removing_an_app_or_revoking_its_keys_ends_its_stream_with_an_error_and_frees_kv(
+    long_tiny_server, how
+):
+    tiny_server = long_tiny_server  # a 1,024-token window: room for STREAM's 900 tokens
     syscalls = tiny_server.syscalls
     admin = syscalls.apps.get(ADMIN_APP)
     key = tiny_server.new_app("doomed")
@@ -67,7 +74,7 @@ def test_removing_an_app_or_revoking_its_keys_ends_its_stream_with_an_error_and_
     assert ("was removed" if how == "remove" else "were revoked") in errors[0]["message"]
     assert after[-1]["choices"][0]["finish_reason"] == "cancelled"
     process = syscalls.kernel.table[pid]
-    assert process.state.value == "cancelled" and process.tokens_out < 200
+    assert process.state.value == "cancelled" and process.tokens_out < STREAM["max_tokens"]
     engine = tiny_server.engine()
     assert _wait_for(lambda: str(pid) not in engine.requests)
     stats = engine.stats()
@@ -77,9 +84,10 @@ def test_removing_an_app_or_revoking_its_keys_ends_its_stream_with_an_error_and_
     )
 
 
-def test_revoking_an_apps_keys_over_http_ends_its_streams(tiny_server):
+def test_revoking_an_apps_keys_over_http_ends_its_streams(long_tiny_server):
     """DELETE /os/apps/{name}/keys (what `llmasos apps revoke` calls when a server runs) revokes the
     keys and cancels the app's live stream at once."""
+    tiny_server = long_tiny_server  # a 1,024-token window: room for STREAM's 900 tokens
     key = tiny_server.new_app("revoked")
     answers: list[httpx.Response] = []
     revoker = threading.Thread(
