@@ -228,6 +228,7 @@ class ClusterEngine:
                 refs[node] = (ids, self._nodes[node].handle.step.remote(chosen, steps))
         outputs: list[RequestOutput] = []
         computed: dict[str, int] = {}
+        work: dict[str, float] = {}
         for node, (ids, ref) in refs.items():
             try:
                 step = call(ref)
@@ -239,8 +240,9 @@ class ClusterEngine:
                 step = self._step_apart(node, ids, err)
             outputs += step.outputs
             computed.update(step.num_computed_tokens)
+            work.update(step.computed_work)
         self._record(outputs)
-        return StepOutput(tuple(outputs), computed)
+        return StepOutput(tuple(outputs), computed, work)
 
     def _record(self, outputs: list[RequestOutput]) -> None:
         for output in outputs:
@@ -256,6 +258,7 @@ class ClusterEngine:
         with an error output), as the kernel's fault isolation does on one engine."""
         outputs: list[RequestOutput] = []
         computed: dict[str, int] = {}
+        work: dict[str, float] = {}
         groups = [ids]
         while groups:
             group = groups.pop()
@@ -271,7 +274,8 @@ class ClusterEngine:
                 continue
             outputs += step.outputs
             computed.update(step.num_computed_tokens)
-        return StepOutput(tuple(outputs), computed)
+            work.update(step.computed_work)
+        return StepOutput(tuple(outputs), computed, work)
 
     def _error_output(self, node: str, request_id: str, err: Exception) -> RequestOutput:
         held = self._held[request_id]

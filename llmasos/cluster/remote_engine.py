@@ -118,12 +118,14 @@ class EngineHost:
 
 def merge_steps(steps: list[StepOutput]) -> StepOutput:
     """Several steps' outputs as one: per request its tokens, text and logprobs in order, and its
-    state (finished, counts) as of its last output; computed tokens summed."""
+    state (finished, counts) as of its last output; computed tokens and their work summed."""
     merged: dict[str, RequestOutput] = {}
     computed: dict[str, int] = {}
+    work: dict[str, float] = {}
     for step in steps:
         for request_id, tokens in step.num_computed_tokens.items():
             computed[request_id] = computed.get(request_id, 0) + tokens
+            work[request_id] = work.get(request_id, 0.0) + step.work_of(request_id)
         for out in step.outputs:
             before = merged.get(out.request_id)
             if before is not None:
@@ -134,4 +136,4 @@ def merge_steps(steps: list[StepOutput]) -> StepOutput:
                     logprobs=before.logprobs + out.logprobs,
                 )
             merged[out.request_id] = out
-    return StepOutput(tuple(merged.values()), computed)
+    return StepOutput(tuple(merged.values()), computed, work)

@@ -25,6 +25,7 @@ from llmasos.engine.sampling import SamplerOutput, SamplingParams, SamplingState
 from llmasos.engine.scheduler import Scheduler, SchedulerOutput
 from llmasos.engine.sequence import FinishReason, Sequence, SequenceStatus
 from llmasos.engine.suspend import Suspension
+from llmasos.engine.work_cost import WorkCost
 from llmasos.errors import (
     ContextWindowExceededError,
     InvalidRequestError,
@@ -76,6 +77,7 @@ class LLMEngine(Suspension):
         # Measured rates, smoothed: what recomputing a context or copying KV costs on this box.
         self.prefill_tokens_per_second = 1000.0
         self.copy_bytes_per_second = 5e9
+        self.work_cost = WorkCost.for_model(loaded.config)
 
     @classmethod
     def from_path(cls, path: str, config: EngineConfig | None = None) -> LLMEngine:
@@ -203,11 +205,12 @@ class LLMEngine(Suspension):
         self._swap_in(plan)
         sampled = self._run(plan)
         samplers = [item.seq for item in plan.scheduled if item.samples]  # before the counters move
+        work = {item.seq.seq_id: self._work(item.seq, item.num_new_tokens) for item in plan.scheduled}
         computed = self._update(plan)
         outputs = tuple(self._collect(samplers, sampled))
         if not self.requests:  # the last one ended: what it used goes back (model_runner)
             self.runner.release_idle_memory()
-        return StepOutput(outputs, computed)
+        return StepOutput(outputs, computed, work)
 
     def _check_not_stalled(self) -> None:
         # add() clamps every request to fit the pool, so only blocks held by sequences
@@ -239,6 +242,14 @@ class LLMEngine(Suspension):
             raise
         self._measure_prefill(plan, time.perf_counter() - start)
         return sampled
+
+    def _work(self, seq: Sequence, tokens: int) -> float:
+        """The work of the `tokens` the sequence computes next (before its counters move): one sampled
+        token is decoded; anything else (a prompt's chunk, a recomputed context) is prefilled."""
+        start = seq.num_computed_tokens
+        if tokens == 1 and start >= seq.num_prompt_tokens:
+            return self.work_cost.decode(start)
+        return self.work_cost.prefill(start, tokens)
 
     def _update(self, plan: SchedulerOutput) -> dict[str, int]:
         """Commit the step: every scheduled sequence's computed tokens and its full blocks."""

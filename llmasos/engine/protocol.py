@@ -54,10 +54,17 @@ class StepOutput:
 
     outputs: tuple[RequestOutput, ...] = ()
     num_computed_tokens: Mapping[str, int] = field(default_factory=dict)  # request id -> tokens
+    # request id -> the work of those tokens, in passes through the weights (engine/work_cost.py: a token
+    # that attends to a long context costs more); a request missing here cost its tokens.
+    computed_work: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def total_computed_tokens(self) -> int:
         return sum(self.num_computed_tokens.values())
+
+    def work_of(self, request_id: str) -> float:
+        """The work the request's computed tokens cost (their count, if the engine did not say)."""
+        return self.computed_work.get(request_id, float(self.num_computed_tokens.get(request_id, 0)))
 
     @property
     def is_empty(self) -> bool:

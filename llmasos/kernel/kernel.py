@@ -338,7 +338,7 @@ class Kernel(KernelLoop, ReaderWaits):
             if process is None or process.is_terminal:
                 continue
             process.record_computed(tokens)
-            policy.charge(process, tokens, now)
+            policy.charge(process, step.work_of(request_id), now)
             self.limiter.record(process.app, tokens, now, pid=process.pid)
             self.counters.computed(process.app, model, tokens)
         for output in step.outputs:

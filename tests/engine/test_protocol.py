@@ -64,3 +64,20 @@ def test_a_step_reports_what_each_request_computed_prompt_chunks_included(tiny_l
     third = engine.step()
     assert dict(third.num_computed_tokens) == {"long": 1, "short": 3}
     assert [(o.request_id, o.finished) for o in third] == [("long", True), ("short", False)]
+
+
+def test_a_step_reports_the_work_of_each_requests_tokens_by_their_positions(tiny_loaded) -> None:
+    """A prompt chunk is charged as prefill from where it starts, a sampled token as decode at its
+    position: the kernel's fair share counts what attending to a long context costs."""
+    engine: LLMEngine = engine_with(tiny_loaded, num_blocks=32, max_num_batched_tokens=16)
+    cost = engine.work_cost
+    (prompt,) = random_prompts([30], seed=2)
+    engine.add("r", prompt, SamplingParams(max_tokens=3, temperature=0, ignore_eos=True))
+    first, second = engine.step(), engine.step()
+    assert first.work_of("r") == pytest.approx(cost.prefill(0, 16))
+    assert second.work_of("r") == pytest.approx(cost.prefill(16, 14))
+    third = engine.step()  # the first sampled token, at position 30
+    assert dict(third.num_computed_tokens) == {"r": 1}
+    assert third.work_of("r") == pytest.approx(cost.decode(30))
+    assert first.work_of("r") > 16  # each position read adds to a prefill token's cost
+    assert StepOutput(num_computed_tokens={"x": 3}).work_of("x") == 3.0  # an engine that did not say

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
+from llmasos.engine.work_cost import TOKENS_ONLY, WorkCost
 from llmasos.kernel.policies import Policy
 from llmasos.kernel.process import PriorityClass, Process, ProcessState
 
@@ -52,9 +53,17 @@ class Job:
 
 class FakeEngineSim:
     def __init__(
-        self, policy: Policy, slots: int, prefill_chunk: int = 64, step_seconds: float = 0.01
+        self,
+        policy: Policy,
+        slots: int,
+        prefill_chunk: int = 64,
+        step_seconds: float = 0.01,
+        work_cost: WorkCost = TOKENS_ONLY,
     ) -> None:
+        """work_cost: how the engine weighs each computed token by its position (charged to the policy,
+        as `Kernel._account` does with the engine's figure); by default, every token is 1."""
         self.policy = policy
+        self.work_cost = work_cost
         self.slots = slots
         self.prefill_chunk = prefill_chunk
         self.step_seconds = step_seconds
@@ -115,11 +124,13 @@ class FakeEngineSim:
         process = job.process
         if job.prompt_left:
             tokens = min(self.prefill_chunk, job.prompt_left)
+            work = self.work_cost.prefill(process.tokens_in - job.prompt_left, tokens)
             job.prompt_left -= tokens
-        else:
+        else:  # the last sampled token, after the prompt and the outputs before it
             tokens = 1
+            work = self.work_cost.decode(process.tokens_in + process.tokens_out - 1)
         process.record_computed(tokens)
-        self.policy.charge(process, tokens, now)
+        self.policy.charge(process, work, now)
         self.tokens_by_app[process.app] += tokens
         if job.prompt_left == 0:  # the step that ends the prompt samples the first output token
             process.record_output(1, now)

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmasos.engine.work_cost import TOKENS_ONLY, WorkCost
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.policies import (
     POLICIES,
@@ -560,8 +561,9 @@ def test_misuse_by_the_kernel_is_a_value_error() -> None:
     policy = make_policy("default")
     with pytest.raises(ValueError, match="slots"):
         policy.select([], -1, now=0.0)
-    with pytest.raises(ValueError, match="tokens"):
-        policy.charge(make_process(1), -5, now=0.0)
+    for bad in (-5, float("nan")):
+        with pytest.raises(ValueError, match="work"):
+            policy.charge(make_process(1), bad, now=0.0)
 
 
 def test_the_most_modest_app_of_a_class_never_waits_for_a_peer_to_catch_up() -> None:
@@ -589,3 +591,35 @@ def test_the_most_modest_app_of_a_class_never_waits_for_a_peer_to_catch_up() -> 
         sim.run(3)  # the calm clients' pause between requests
     assert served > 40  # the storm was served beside the calm app
     assert waited == 0
+
+
+def test_a_peer_whose_tokens_attend_to_long_contexts_yields_by_their_cost() -> None:
+    """Issue 20's never-reading client in the calm app's class: its streams run to thousands of tokens
+    of context, and each of their tokens costs the engine several short ones (attention). Charged by
+    tokens, it kept pace with the calm app and joined nearly every step; charged by work, it is ahead
+    of the calm app after a few steps and yields until the calm app catches up, so the calm app's steps
+    are mostly its own, and the two apps' work stays level (fair share by cost)."""
+
+    def steps_joined(work_cost: WorkCost) -> float:
+        """The share of the calm app's steps that the long-context app joined."""
+        sim = FakeEngineSim(ClassedFairSharePolicy(), slots=32, step_seconds=0.01, work_cost=work_cost)
+        for _ in range(16):  # streams already deep in their context
+            sim.submit("idle", prompt=2000, output=100_000, priority=INTERACTIVE)
+        sim.run(100)  # their prompts, with no one else there
+        joined = steps = waited = 0
+        for _ in range(30):
+            chats = [sim.submit("calm", prompt=30, output=16, priority=INTERACTIVE) for _ in range(2)]
+            while not all(c.is_terminal for c in chats):
+                live_calm = [c for c in chats if not c.is_terminal]
+                chosen = sim.step()
+                joined += any(p.app == "idle" for p in chosen)
+                waited += any(c not in chosen for c in live_calm)
+                steps += 1
+            sim.run(1)
+        assert waited == 0  # the calm app is never held back
+        return joined / steps
+
+    by_tokens = steps_joined(TOKENS_ONLY)
+    by_work = steps_joined(WorkCost(decode_positions=235.0, prefill_positions=940.0))
+    assert by_tokens > 0.7
+    assert by_work < 0.3

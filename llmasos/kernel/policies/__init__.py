@@ -1,7 +1,7 @@
 """Scheduling policies: which live processes hold the engine's batch slots at each step.
 
 Each policy is a small class over the process table with `select(processes, slots, now)` and
-`charge(process, tokens, now)` (see `base.Policy`), testable without torch or an engine. Pick one by
+`charge(process, work, now)` (see `base.Policy`), testable without torch or an engine. Pick one by
 name with `make_policy`; "default" is priority classes with weighted fair share inside each class.
 """
 

@@ -3,8 +3,9 @@
 A policy answers one question per engine step: which live processes should hold the engine's batch
 slots, most deserving first. The kernel then suspends the running processes that were not chosen and
 admits or resumes the ones that were. After the step it reports what each chosen process actually
-computed with `charge`, so policies that share by work (round robin, fair share) see real tokens,
-prefill included, not estimates.
+computed with `charge`, so policies that share by work (round robin, fair share) see real work, prefill
+included, not estimates: the engine's figure for its tokens, in passes through the weights, where a token
+that attends to a long context costs more (engine/work_cost.py).
 
 Policies read `Process` objects and never write them (the kernel owns the process table); what a
 policy remembers between steps (virtual times, a round-robin line) lives in the policy, keyed by pid
@@ -15,9 +16,9 @@ The kernel's step loop, in order:
 
     chosen = policy.select(table, slots, now)
     ... suspend / resume / admit, engine.step() ...
-    for process, tokens in computed:
+    for process, tokens, work in computed:
         process.record_computed(tokens)
-        policy.charge(process, tokens, now)
+        policy.charge(process, work, now)
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ class Policy(ABC):
         assert len(chosen) <= slots, f"{type(self).__name__} chose {len(chosen)} for {slots} slots"
         return chosen
 
-    def charge(self, process: Process, tokens: int, now: float) -> None:
-        """Feedback after a step: `process` had `tokens` computed (prefill counted) in it."""
-        if tokens < 0:
-            raise ValueError(f"charged tokens must be >= 0, got {tokens}")
-        self._charge(process, tokens, now)
+    def charge(self, process: Process, work: float, now: float) -> None:
+        """Feedback after a step: `process` had `work` computed in it (its tokens, prefill counted,
+        each weighed by the context it attends to: a short-context token is 1)."""
+        if not work >= 0:
+            raise ValueError(f"charged work must be >= 0, got {work}")
+        self._charge(process, work, now)
 
     def changes_at(self, processes: Sequence[Process], now: float) -> float | None:
         """When `select` over these processes may answer differently with time alone (a hold that
@@ -67,7 +69,7 @@ class Policy(ABC):
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         """Choose among `live` (non-empty, no terminal process) for `slots` (> 0) slots."""
 
-    def _charge(self, process: Process, tokens: int, now: float) -> None:  # noqa: B027 - optional hook
+    def _charge(self, process: Process, work: float, now: float) -> None:  # noqa: B027 - optional hook
         """Policies that do not share by work ignore charges."""
 
     def _observe(self, live: list[Process]) -> None:  # noqa: B027 - optional hook

@@ -1,7 +1,8 @@
 """Weighted fair share across apps by virtual time, alone or under priority classes (the default).
 
-Every app has a virtual time: the tokens the engine computed for it (prefill and decode, as charged
-after each step) divided by its weight. Slots go, one at a time, to the app with the smallest virtual
+Every app has a virtual time: the work the engine computed for it (prefill and decode tokens, each
+weighed by the context it attends to, as charged after each step: engine/work_cost.py) divided by its
+weight. Slots go, one at a time, to the app with the smallest virtual
 time, so over any saturated window each app's tokens approach its weight's share of the total.
 Within one step, granting a slot advances the app's *projected* virtual time by one token (the cost
 of a decode step), so the slots of a single step are already split in proportion to weight; an app
@@ -57,8 +58,8 @@ class VirtualClock:
             self._vtime[app] = max(self._vtime.get(app, self._floor), self._floor)
         self._active = frozenset(active)
 
-    def charge(self, app: str, tokens: int, weight: float) -> None:
-        self._vtime[app] = self.vtime(app) + tokens / weight
+    def charge(self, app: str, work: float, weight: float) -> None:
+        self._vtime[app] = self.vtime(app) + work / weight
 
 
 Admit = Callable[[Process], bool]
@@ -126,8 +127,8 @@ class FairSharePolicy(Policy):
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         return allocate_fair(live, slots, self.clock, {}, self.switch_tokens)
 
-    def _charge(self, process: Process, tokens: int, now: float) -> None:
-        self.clock.charge(process.app, tokens, process.weight)
+    def _charge(self, process: Process, work: float, now: float) -> None:
+        self.clock.charge(process.app, work, process.weight)
 
 
 #: How much more computed work a background process must be ahead before it yields its slot to

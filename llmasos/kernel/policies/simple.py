@@ -49,7 +49,8 @@ class PriorityPolicy(Policy):
 
 
 class RoundRobinPolicy(Policy):
-    """Each process runs for `quantum_tokens` computed tokens, then goes to the back of the line.
+    """Each process runs for `quantum_tokens` computed tokens, then goes to the back of the line (tokens
+    of work, as charged: one that attends to a long context weighs more).
 
     The line is a ticket per pid: a newcomer draws the next ticket (in arrival order, so newcomers of
     one step line up first come first served), and so does a process when its quantum is used up.
@@ -64,7 +65,7 @@ class RoundRobinPolicy(Policy):
         self.quantum_tokens = quantum_tokens
         self._tickets = itertools.count()
         self._ticket: dict[int, int] = {}  # pid -> place in line
-        self._used: dict[int, int] = {}  # pid -> tokens computed in its current turn
+        self._used: dict[int, float] = {}  # pid -> work computed in its current turn
 
     def _observe(self, live: list[Process]) -> None:
         pids = {p.pid for p in live}
@@ -77,10 +78,10 @@ class RoundRobinPolicy(Policy):
     def _select(self, live: list[Process], slots: int, now: float) -> list[Process]:
         return sorted(live, key=lambda p: self._ticket[p.pid])[:slots]
 
-    def _charge(self, process: Process, tokens: int, now: float) -> None:
+    def _charge(self, process: Process, work: float, now: float) -> None:
         if process.pid not in self._ticket:  # not in the line (never seen, or gone): nothing to account
             return
-        used = self._used.get(process.pid, 0) + tokens
+        used = self._used.get(process.pid, 0) + work
         if used >= self.quantum_tokens:
             self._ticket[process.pid] = next(self._tickets)
             used = 0
