@@ -29,8 +29,9 @@ from llmasos.model.config import ModelConfig
 
 #: How many times dearer an attention multiply-add is than a weight's, in a decode token and in a prefill
 #: token, measured with benchmarks/context_cost.py (one thread, AMD Zen 4). SmolLM2-135M Q4_1: a decode
-#: token's attention cost a pass through the weights every 235 positions, where the multiply-adds alone
-#: say every 3,892 (16.6x); a prefill token's, every ~940 (4.1x).
+#: token's attention cost a pass through the weights every ~235 positions, where the multiply-adds alone
+#: say every 3,892 (16.6x); a prefill token's, every ~940 (4.1x). The same ratios predict Qwen2.5-1.5B
+#: Q4_K_M's figures from its shape within 8%: 1,081 positions (measured 1,002) and 4,377 (measured 4,177).
 DECODE_ATTENTION_RATIO = 16.6
 PREFILL_ATTENTION_RATIO = 4.1
 

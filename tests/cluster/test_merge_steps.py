@@ -31,3 +31,16 @@ def test_merged_steps_carry_the_same_streams_as_single_steps(tiny_loaded) -> Non
     merged = streams(engine_with(tiny_loaded), prompts, 3)
     assert merged == single
     assert all(s[3] == 7 and s[4] == "length" for s in merged.values())
+
+
+def test_merged_steps_sum_each_requests_computed_work(tiny_loaded) -> None:
+    """The kernel charges a node's merged steps by their work: the sum of the steps' (a request's
+    tokens, when a step did not say)."""
+    engine = engine_with(tiny_loaded)
+    (prompt,) = random_prompts([12], seed=3)
+    engine.add("r", prompt, PARAMS)
+    steps = [engine.step() for _ in range(3)]
+    merged = merge_steps(steps)
+    assert merged.work_of("r") == sum(step.work_of("r") for step in steps) > 12  # prefill reads positions
+    bare = [type(step)(step.outputs, step.num_computed_tokens) for step in steps]  # no work said
+    assert merge_steps(bare).work_of("r") == sum(step.num_computed_tokens["r"] for step in steps)
