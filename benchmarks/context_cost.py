@@ -5,8 +5,8 @@ charge for computed work (llmasos/engine/work_cost.py).
 
 On one thread (so the calling thread's CPU time is the step's whole compute, and other work on a shared
 machine moves it little), measures:
-- a decode step of 2 short sequences (30-token prompts), and of 3: the marginal cost of one more short
-  decode token, the unit of the charge;
+- a decode step of 2 short sequences (30-token prompts), and of 4: the marginal cost of a short decode
+  token (half the difference), the unit of the charge;
 - the same 2 beside one sequence decoding at each context length: the marginal cost of its token, and so
   the cost of each position of context it reads (a straight line through the lengths);
 - one prompt of each length prefilled in a single step: a prefill token's cost by its position.
@@ -81,15 +81,18 @@ def main() -> None:
     rounds = args.rounds
 
     two = median_of(rounds, lambda r: decode_ms(engine, 2, 0, 1000 + 10 * r))
-    three = median_of(rounds, lambda r: decode_ms(engine, 3, 0, 2000 + 10 * r))
-    unit = three - two
-    print(f"decode step, 2 short sequences: {two:.2f} ms; 3: {three:.2f} ms; a short token: {unit:.2f} ms")
+    four = median_of(rounds, lambda r: decode_ms(engine, 4, 0, 2000 + 10 * r))
+    unit = (four - two) / 2  # over two tokens: the difference of two noisy steps, halved
+    print(f"decode step, 2 short sequences: {two:.2f} ms; 4: {four:.2f} ms; a short token: {unit:.2f} ms")
     multiples = []  # (context, its decode token's cost in short tokens)
     for context in contexts:
         beside = median_of(rounds, lambda r, c=context: decode_ms(engine, 2, c, 3000 + c + 10 * r))
         multiples.append((context, (beside - two) / unit))
         cost = multiples[-1][1]
-        print(f"  one more at context {context}: {beside:.2f} ms, its token {cost:.1f} short tokens")
+        print(
+            f"  one more at context {context}: {beside:.2f} ms, its token {beside - two:.2f} ms = "
+            f"{cost:.1f} short tokens"
+        )
     model = WorkCost.for_model(engine.runner.model_config)
     # max(1, p / positions): the fit through the contexts whose token cost more than a short one
     fitted = [context / multiple for context, multiple in multiples if multiple > 1.5]
@@ -104,7 +107,8 @@ def main() -> None:
         took = median_of(rounds, lambda r, n=length: prefill_ms(engine, n, 5000 + n + 10 * r))
         per_token.append((length, took / unit / length))
         print(
-            f"prefill of {length} tokens: {took:.1f} ms = {took / unit:.0f} short tokens; "
+            f"prefill of {length} tokens: {took:.1f} ms ({took / length:.2f} ms a token) = "
+            f"{took / unit:.0f} short tokens; "
             f"the charge: {model.prefill(0, length):.0f}"
         )
     (short_n, short_cost), (long_n, long_cost) = per_token[0], per_token[-1]
