@@ -337,8 +337,9 @@ class Kernel(KernelLoop, ReaderWaits):
             process = self.table.get(int(request_id))
             if process is None or process.is_terminal:
                 continue
-            process.record_computed(tokens)
-            policy.charge(process, step.work_of(request_id), now)
+            work = step.work_of(request_id)
+            process.record_computed(tokens, work)
+            policy.charge(process, work, now)
             self.limiter.record(process.app, tokens, now, pid=process.pid)
             self.counters.computed(process.app, model, tokens)
         for output in step.outputs:

@@ -122,6 +122,9 @@ class Process:
     tokens_out: int = 0  # tokens generated (sampled)
     tokens_computed: int = 0  # prefill + decode tokens the engine computed: the unit of fair share
     tokens_since_scheduled: int = 0  # computed since the last move into RUNNING
+    # What each of its tokens cost in its last step, in work (engine/work_cost.py: a token that attends
+    # to a long context costs more): what its next one is expected to cost.
+    work_per_token: float = 1.0
     num_preemptions: int = 0  # times it lost its slot while running
     node: str = ""  # the cluster node running it now ("" on a single box)
     waited_seconds: float = 0.0  # closed stretches queued or suspended
@@ -189,12 +192,15 @@ class Process:
         if new_state.is_terminal:
             self.finished_at = now
 
-    def record_computed(self, tokens: int) -> None:
-        """The engine computed `tokens` (prefill chunk and/or decode) for this process in one step."""
+    def record_computed(self, tokens: int, work: float | None = None) -> None:
+        """The engine computed `tokens` (prefill chunk and/or decode) for this process in one step, at a
+        cost of `work` (None: a token each)."""
         if tokens < 0:
             raise ValueError(f"computed tokens must be >= 0, got {tokens}")
         self.tokens_computed += tokens
         self.tokens_since_scheduled += tokens
+        if tokens and work is not None and math.isfinite(work) and work > 0:
+            self.work_per_token = work / tokens
 
     def record_output(self, tokens: int, now: float) -> None:
         """`tokens` new tokens were sampled for this process."""

@@ -129,7 +129,7 @@ class FakeEngineSim:
         else:  # the last sampled token, after the prompt and the outputs before it
             tokens = 1
             work = self.work_cost.decode(process.tokens_in + process.tokens_out - 1)
-        process.record_computed(tokens)
+        process.record_computed(tokens, work)
         self.policy.charge(process, work, now)
         self.tokens_by_app[process.app] += tokens
         if job.prompt_left == 0:  # the step that ends the prompt samples the first output token

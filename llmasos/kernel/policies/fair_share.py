@@ -169,7 +169,7 @@ def _admitter(
     wanted: dict[str, float],
 ) -> Admit:
     """Admits a process of one class's group while its app is within `limits` (the peer bound) and not
-    `ahead` of the peers granted a slot so far that want less than it does (`wanted`), and the
+    `ahead` of the peers granted a slot so far that want less work a step than it does (`wanted`), and the
     background cap has room; an admitted process counts against both. (Only granted peers hold an app
     back: one whose processes cannot run this step must not keep the others waiting for it.)"""
     held: dict[str, int] = defaultdict(int)
@@ -223,14 +223,18 @@ class ClassedFairSharePolicy(FairSharePolicy):
     same`). So while two or more apps of a realtime or interactive class are live (or were within the
     hold), each holds at most what the most modest of them wants, per unit of weight, times its own
     weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. And an app more
-    than `switch_tokens` of virtual time ahead of a peer served in the same step that wants less than
-    it does yields its slots until that peer catches up, where an app in a pause within the hold keeps
-    its virtual time: work done in a peer's pauses counts, so the shares are by app over time, not only
-    by slots a step. An app that wants no more than its peers never yields to them: it gets all it
-    wants (max-min); a peer that cannot use its slots (a storm of streams dropped after their first
-    token) falls behind in virtual time, and waiting for it to catch up only left slots empty (issue
-    20: 1.7x the calm app's p95 stream time). An app alone in its class, and the throughput classes
-    (normal, batch), are not bounded. None: no bound.
+    than `switch_tokens` of virtual time ahead of a peer served in the same step that wants less work a
+    step than it does (its live processes' `work_per_token`, summed: two streams deep in long contexts
+    want more than two that just began) yields its slots until that peer catches up, where an app in a
+    pause within the hold keeps its virtual time: work done in a peer's pauses counts, so the shares are
+    by app over time, not only by slots a step. An app that wants no more work than its peers never
+    yields to them: it gets all it wants (max-min); a peer that cannot use its slots (a storm of streams
+    dropped after their first token) falls behind in virtual time, and waiting for it to catch up only
+    left slots empty (issue 20: 1.7x the calm app's p95 stream time). Virtual time counts work, so an
+    app whose tokens attend to thousands of positions runs ahead after a few of them and yields the
+    steps that its attention would have lengthened for everyone (issue 20's never-reading client: 2.1x
+    the calm app's p95 stream time when charged by tokens). An app alone in its class, and the
+    throughput classes (normal, batch), are not bounded. None: no bound.
     """
 
     name = "classed_fair_share"
@@ -349,7 +353,7 @@ class ClassedFairSharePolicy(FairSharePolicy):
             for process in group:  # one weight per app; the largest, should its processes differ
                 weights[process.app] = max(weights[process.app], process.weight)
             limits = self._peers.limits(effective_class, weights)
-            wanted = self._peers.wanted(effective_class, weights)
+            wanted = self._peers.wanted_work(effective_class, weights)
             admit = _admitter(cap, limits, class_of, self._ahead_of_peers(projected), wanted)
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen

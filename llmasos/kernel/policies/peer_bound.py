@@ -14,40 +14,55 @@ class PeerBound:
     most modest app of the class wants (its live processes there, per unit of weight), times the app's
     weight, plus `margin`. Apps that were live in the class within the hold count as still there, with
     the most they wanted meanwhile, so the bound does not lapse in a client's pause between requests.
+
+    It also keeps what each app wants in work a step (its live processes' `work_per_token`, summed: a
+    stream deep in a long context wants more than one that just began), which decides who yields to
+    whom when an app runs ahead (`wanted_work`).
     """
 
     def __init__(self, margin: int | None, hold: float | None) -> None:
         self.margin = margin
         self.hold = hold
-        # (class, app) -> (when it last wanted `peak`, peak): the most it wanted within the hold
-        self._wanted: dict[tuple[int, str], tuple[float, int]] = {}
+        # (class, app) -> (when it last wanted `peak`, peak): the most it wanted within the hold, in
+        # processes and in work a step
+        self._wanted: dict[tuple[int, str], tuple[float, float]] = {}
+        self._wanted_work: dict[tuple[int, str], tuple[float, float]] = {}
 
     def observe(self, live: list[Process], now: float) -> None:
         """Note what each app of a latency-sensitive class wants now; forget what is past the hold."""
         wanted: dict[tuple[int, str], int] = defaultdict(int)
+        work: dict[tuple[int, str], float] = defaultdict(float)
         for process in live:
             if process.priority.is_latency_sensitive:
-                wanted[(int(process.priority), process.app)] += 1
+                key = (int(process.priority), process.app)
+                wanted[key] += 1
+                work[key] += process.work_per_token
+        for peaks, now_wanted in ((self._wanted, wanted), (self._wanted_work, work)):
+            self._note_peaks(peaks, now_wanted, now)
+
+    def _note_peaks(self, peaks: dict, wanted: dict, now: float) -> None:
         hold = self.hold or 0.0
-        for key, (at, _) in list(self._wanted.items()):
+        for key, (at, _) in list(peaks.items()):
             if key not in wanted and now - at >= hold:
-                del self._wanted[key]
-        for key, count in wanted.items():
-            at, peak = self._wanted.get(key, (now, 0))
-            if count >= peak or now - at >= hold:
-                self._wanted[key] = (now, count)
+                del peaks[key]
+        for key, value in wanted.items():
+            at, peak = peaks.get(key, (now, 0))
+            if value >= peak or now - at >= hold:
+                peaks[key] = (now, value)
 
     def apps(self) -> set[str]:
         """The apps the bound counts as present: live in a latency-sensitive class, or within the hold."""
         return set() if self.margin is None else {app for _, app in self._wanted}
 
     def wanted(self, priority_class: int, weights: dict[str, float]) -> dict[str, float]:
-        """Per app of the class (live, or within the hold), the most it wanted, per unit of weight."""
-        return {
-            app: peak / weights.get(app, 1.0)
-            for (cls, app), (_, peak) in self._wanted.items()
-            if cls == priority_class
-        }
+        """Per app of the class (live, or within the hold), the most processes it wanted, per unit of
+        weight."""
+        return _per_weight(self._wanted, priority_class, weights)
+
+    def wanted_work(self, priority_class: int, weights: dict[str, float]) -> dict[str, float]:
+        """Per app of the class (live, or within the hold), the most work a step it wanted, per unit of
+        weight."""
+        return _per_weight(self._wanted_work, priority_class, weights)
 
     def limits(self, priority_class: int, weights: dict[str, float]) -> dict[str, int] | None:
         """Slots per app of `weights` (the class's apps with a live process, and their weights), or
@@ -61,3 +76,11 @@ class PeerBound:
         return {
             app: max(1, math.floor(modest * weight + 1e-9)) + self.margin for app, weight in weights.items()
         }
+
+
+def _per_weight(
+    peaks: dict[tuple[int, str], tuple[float, float]], priority_class: int, weights: dict[str, float]
+) -> dict[str, float]:
+    return {
+        app: peak / weights.get(app, 1.0) for (cls, app), (_, peak) in peaks.items() if cls == priority_class
+    }
