@@ -23,13 +23,18 @@ from tests.kernel.sim import FakeClock
 TICK_SECONDS = 0.01  # the fake clock's time per engine step
 
 
-def test_an_app_with_16_streams_holds_no_more_of_the_batch_than_one_with_2(tiny_loaded) -> None:
+def tiny_kernel(tiny_loaded) -> tuple[FakeClock, LLMEngine, Kernel, Syscalls]:
+    """A kernel on the tiny model with room for 32 sequences, on a fake clock."""
     clock = FakeClock()
     config = config_with(tiny_loaded, num_blocks=1024, max_num_seqs=32)
     engine = LLMEngine(tiny_loaded, config)
     residency = ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1)
     kernel = Kernel(residency, KernelConfig(engine=config), clock=lambda: clock.now)
-    sys = Syscalls(kernel, AppRegistry())
+    return clock, engine, kernel, Syscalls(kernel, AppRegistry())
+
+
+def test_an_app_with_16_streams_holds_no_more_of_the_batch_than_one_with_2(tiny_loaded) -> None:
+    clock, _, kernel, sys = tiny_kernel(tiny_loaded)
     flood, calm = App("flood", priority="interactive"), App("calm", priority="interactive")
 
     def tick() -> dict[str, int]:
@@ -68,12 +73,7 @@ def test_an_app_whose_tokens_attend_to_long_contexts_is_charged_their_work(tiny_
     values) gets fewer of its tokens computed beside the calm app than it would by count, and its
     virtual time moves by what the engine said its tokens cost. (Before, by count, it kept pace: 96
     tokens to the calm app's 96 here.)"""
-    clock = FakeClock()
-    config = config_with(tiny_loaded, num_blocks=1024, max_num_seqs=32)
-    engine = LLMEngine(tiny_loaded, config)
-    residency = ResidencyManager(1 << 40, lambda name: (engine, 1), lambda name: 1)
-    kernel = Kernel(residency, KernelConfig(engine=config), clock=lambda: clock.now)
-    sys = Syscalls(kernel, AppRegistry())
+    clock, engine, kernel, sys = tiny_kernel(tiny_loaded)
     deep, calm = App("deep", priority="interactive"), App("calm", priority="interactive")
     assert engine.work_cost.decode(150) > 3 * engine.work_cost.decode(12)  # the tiny model's figures
 
