@@ -167,6 +167,13 @@ class AuthenticationMiddleware:
         digest = self.guard.digest(key)
         self._refuse_if_locked(address, digest)
         self._refuse_if_out_of_requests(digest)  # from the key's digest: no lookup for a refused app
+        # A key verified since the registry last changed is answered here, on the loop: a lookup in
+        # a thread is a hand-off from this (niced) thread that can leave it holding the GIL while
+        # descheduled (py-spy, issue 20's disconnect storm), which the kernel's thread then waits on.
+        known = self.syscalls.apps.verified(key) if key is not None else None
+        if known is not None:
+            self.guard.succeeded(digest)
+            return self._started(known, digest)
         async with self._lookup_slot(address):
             self._refuse_if_locked(address, digest)  # the lookups it waited behind may have failed
             return self._started(await self._look_up(scope, key, address, digest), digest)

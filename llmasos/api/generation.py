@@ -129,9 +129,12 @@ class Generation:
                 processes.append(await run_in_threadpool(start_one, i))
             await refuse_if_client_left(request)
         except BaseException as err:
-            reason = str(err) if isinstance(err, ClientDisconnectedError) else "a sibling choice was refused"
+            departed = isinstance(err, ClientDisconnectedError)
+            reason = str(err) if departed else "a sibling choice was refused"
             for process in processes:
                 _cancel_quietly(syscalls, app, process, reason)
+            if departed and processes:
+                err.audited = True  # the processes' end rows say the client left: no row of its own
             raise
         return cls(syscalls, app, processes)
 
@@ -256,8 +259,9 @@ def _coalesced(batch: list[tuple[int, Event]]) -> list[tuple[int, Event]]:
 
 
 def _cancel_quietly(syscalls: Syscalls, app: App, process: Process, reason: str) -> None:
-    """Cancel from the event loop: the audit row is queued (`wait=False`), never written here."""
+    """Cancel from the event loop a process whose request is over without it (`Syscalls.abandon`):
+    no disk write here, and no row beside the process's own end row, which records `reason`."""
     if process.is_terminal:
         return
     with contextlib.suppress(LLMasOSError):  # it may have ended meanwhile
-        syscalls.cancel(app, process.pid, reason=reason, wait=False)
+        syscalls.abandon(app, process.pid, reason)

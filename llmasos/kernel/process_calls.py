@@ -26,9 +26,8 @@ class ProcessCalls:
         self, app: App, pid: int, *, reason: str = "cancelled by its owner", wait: bool = True
     ) -> Process:
         """End `app`'s process `pid` now. `wait=False`: its audit row is queued for the audit log's
-        writer instead of written before returning, for a caller that must not wait on the disk (the
-        server's event loop, cancelling a departed client's stream: a storm of them once cost every
-        other stream of that loop a commit and an anchor fsync each)."""
+        writer instead of written before returning, for a caller that must not wait on the disk (an
+        event loop). The server's own cancellations, for a client that left, are `abandon`."""
         with self.trail.audited(app, "cancel", str(pid), queued=not wait):
             process = self._visible(app, pid)
             if process.is_terminal:
@@ -37,6 +36,16 @@ class ProcessCalls:
                 )
             self.kernel.cancel(process, reason)
         return process
+
+    def abandon(self, app: App, pid: int, reason: str) -> None:
+        """End `app`'s process `pid`, which the server started for a request that is over without it
+        (its client left, or a sibling choice was refused). The server does this, not the app, so it
+        is no call of the app's and gets no `cancel` row: the process's end row records it (outcome
+        `cancelled`, `reason`). In a storm of dropped streams such a row was one more hand-off from
+        the server's event loop to the audit writer per stream, a third of the rows (issue 20)."""
+        process = self._visible(app, pid)
+        if not process.is_terminal:
+            self.kernel.cancel(process, reason)
 
     def status(self, app: App, pid: int) -> dict:
         with self.trail.audited(app, "status", str(pid)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, replace
@@ -135,6 +136,8 @@ def _give_apps_ids(conn) -> None:
 
 
 MIGRATIONS = [_create_apps_table, _create_keys_table, _give_apps_ids]
+#: Keys remembered as verified (by digest), at most; the oldest is forgotten first.
+VERIFIED_KEYS = 1024
 
 
 class AppRegistry:
@@ -142,6 +145,11 @@ class AppRegistry:
 
     def __init__(self, path: Path | None = None) -> None:
         self.db = Database(path or llmasos_home() / "state.db", MIGRATIONS)
+        # Key digest -> (the database's change stamp when it was looked up, its app). An entry holds
+        # only while nothing at all was written since (a revoked key, a removed or changed app, by
+        # this process or another), so it answers what a lookup would, without one.
+        self._verified: dict[str, tuple[tuple[int, int], App]] = {}
+        self._remembering = threading.Lock()
 
     def close(self) -> None:
         """Close the database (its -wal and -shm files with it)."""
@@ -231,15 +239,38 @@ class AppRegistry:
             raise AuthenticationError(
                 "no API key: send `Authorization: Bearer <key>`; `llmasos apps create NAME` makes one"
             )
+        digest = key_digest(key)
+        stamp = self.db.change_stamp()  # before the lookup: a write after it changes the stamp
+        entry = self._verified.get(digest)
+        if entry is not None and entry[0] == stamp:
+            return entry[1]
         rows = self.db.execute(
-            "SELECT a.config FROM api_keys k JOIN apps a ON a.name = k.app WHERE k.digest = ?",
-            (key_digest(key),),
+            "SELECT a.config FROM api_keys k JOIN apps a ON a.name = k.app WHERE k.digest = ?", (digest,)
         )
         if not rows:
+            with self._remembering:
+                self._verified.pop(digest, None)
             raise AuthenticationError(
                 "the API key is not valid (revoked, or for another LLMASOS_HOME); ask an admin for a new one"
             )
-        return _app_from_json(rows[0]["config"])
+        app = _app_from_json(rows[0]["config"])
+        with self._remembering:
+            self._verified[digest] = (stamp, app)
+            while len(self._verified) > VERIFIED_KEYS:
+                del self._verified[next(iter(self._verified))]
+        return app
+
+    def verified(self, key: str) -> App | None:
+        """The app of `key` if `authenticate` verified it since the last write to the registry,
+        without waiting for the database: a server's event loop asks this first, and only a key it
+        does not answer for costs a lookup in a thread. None: look it up (`authenticate`)."""
+        try:
+            entry = self._verified.get(key_digest(key))
+        except UnicodeEncodeError:
+            return None
+        if entry is None or self.db.change_stamp(blocking=False) != entry[0]:
+            return None
+        return entry[1]
 
 
 KEY_ID_DIGITS = 16

@@ -61,6 +61,18 @@ class Database:
                     raise encrypted_db.unreadable(self.path, err) from None
                 raise
 
+    def change_stamp(self, *, blocking: bool = True) -> tuple[int, int] | None:
+        """A value that changes whenever the file's rows may have: a commit by any other connection,
+        of this process or another (`PRAGMA data_version`), or a row this connection changed
+        (`total_changes`). Equal stamps: nothing was written in between. None when `blocking` is
+        False and another thread is using the connection."""
+        if not self._lock.acquire(blocking):
+            return None
+        try:
+            return self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes
+        finally:
+            self._lock.release()
+
     def close(self) -> None:
         with self._lock:
             self._conn.close()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import threading
 
+import pytest
+
 from llmasos.api.generation import Generation, LoopDelivery
+from llmasos.errors import ClientDisconnectedError
 from llmasos.kernel.kernel import Event
 from llmasos.kernel.process import PriorityClass, Process
 from llmasos.security.apps import App
@@ -18,6 +21,7 @@ class FakeSyscalls:
     def __init__(self) -> None:
         self.listeners: dict[int, object] = {}
         self.cancelled: list[int] = []
+        self.reasons: list[str] = []
         self.took: list[tuple[int, int]] = []  # (pid, tokens) as the consumer reports them
 
     def subscribe(self, app: App, pid: int, callback) -> None:
@@ -25,6 +29,10 @@ class FakeSyscalls:
 
     def cancel(self, app: App, pid: int, *, reason: str) -> None:
         self.cancelled.append(pid)
+
+    def abandon(self, app: App, pid: int, reason: str) -> None:
+        self.cancelled.append(pid)
+        self.reasons.append(reason)
 
     def taken(self, app: App, pid: int, tokens: int) -> None:
         self.took.append((pid, tokens))
@@ -112,3 +120,34 @@ def test_an_event_counts_as_taken_only_when_its_consumer_comes_back_for_the_next
         return seen
 
     assert asyncio.run(main()) == [[], [(1, 1)], [(1, 1), (1, 2)]]
+
+
+class LeavingClient:
+    """A request whose client is there for its first `present` checks, and gone after."""
+
+    def __init__(self, present: int) -> None:
+        self.present = present
+
+    async def is_disconnected(self) -> bool:
+        self.present -= 1
+        return self.present < 0
+
+
+@pytest.mark.parametrize("present", [0, 1])
+def test_a_client_that_left_during_admission_is_audited_by_its_processes_end_rows(present) -> None:
+    """Left before anything was admitted (present=0): nothing to cancel, and the error is the
+    request's only record (audited by the error handler). Left while its process was admitted
+    (present=1): the server abandons it (its end row records why) and the error needs no row."""
+
+    async def main() -> tuple[ClientDisconnectedError, FakeSyscalls]:
+        syscalls = FakeSyscalls()
+        with pytest.raises(ClientDisconnectedError) as refused:
+            await Generation.start(syscalls, App("a"), 1, lambda i: process(7), LeavingClient(present))
+        return refused.value, syscalls
+
+    err, syscalls = asyncio.run(main())
+    if present:
+        assert syscalls.cancelled == [7] and "disconnected" in syscalls.reasons[0]
+        assert err.audited
+    else:
+        assert syscalls.cancelled == [] and not err.audited

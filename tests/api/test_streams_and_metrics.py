@@ -86,3 +86,31 @@ def test_the_openapi_spec_lists_the_contract_routes(tiny_server):
         "/metrics",
     ):
         assert path in spec["paths"], path
+
+
+def test_a_dropped_stream_is_audited_by_its_start_and_end_rows_alone(tiny_server):
+    """The server's cancellation for a client that left is no call of the app's: the process's end
+    row records it (cancelled, and why); no `cancel` row of its own (a third of a storm's rows)."""
+    key = tiny_server.new_app("dropper")
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "go on"}],
+        "max_tokens": 900,
+        "stream": True,
+        "temperature": 1.0,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    with httpx.stream("POST", tiny_server.url + "/v1/chat/completions", json=body, headers=headers) as r:
+        pid = int(r.headers["x-llmasos-pids"])
+        next(line for line in r.iter_lines() if line.startswith("data: "))
+    process = tiny_server.syscalls.kernel.table[pid]
+    assert _wait_for(lambda: process.is_terminal)
+    assert process.state.value == "cancelled"
+    audit = tiny_server.syscalls.audit
+    assert audit.flush(10)
+    rows = sorted(audit.query(app="dropper"), key=lambda row: row["id"])
+    assert [(row["call"], row["outcome"]) for row in rows] == [("chat", "started"), ("chat", "cancelled")]
+    start, end = rows
+    assert start["pid"] == end["pid"] == pid and end["opens"] == start["id"]
+    assert "disconnected" in end["reason"]
+    assert audit.verify().intact

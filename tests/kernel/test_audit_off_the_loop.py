@@ -10,6 +10,7 @@ import threading
 import pytest
 
 from llmasos.engine.sampling import SamplingParams
+from llmasos.errors import ProcessNotFoundError
 from llmasos.kernel.kernel import Kernel, KernelConfig
 from llmasos.kernel.residency import ResidencyManager
 from llmasos.kernel.syscalls import Syscalls
@@ -140,4 +141,32 @@ def test_a_cancel_for_a_departed_client_queues_its_row_instead_of_waiting_on_the
     assert log.flush(WAIT)
     rows = [r for r in log.query() if r["call"] == "cancel"]
     assert [(r["app"], r["target"], r["outcome"]) for r in rows] == [("storm", str(process.pid), "ok")]
+    assert log.verify().intact
+
+
+def test_abandoning_a_departed_clients_process_writes_its_end_row_and_no_cancel_row(
+    llmasos_home,
+) -> None:
+    """The server's cancel for a client that left is no call of the app's: the process's end row
+    (cancelled, with the reason) records it; the app's own `cancel` still writes its row."""
+    kernel, sys, log = audited_kernel(llmasos_home)
+    app = App("storm")
+    dropped = sys.generate(app, "m", "hi", SamplingParams(max_tokens=40))
+    with pytest.raises(ProcessNotFoundError):  # another app's process is not found, as for cancel
+        sys.abandon(App("other"), dropped.pid, "the client disconnected")
+    sys.abandon(app, dropped.pid, "the client disconnected")
+    assert dropped.state.value == "cancelled" and dropped.reason == "the client disconnected"
+    sys.abandon(app, dropped.pid, "the client disconnected")  # already ended: nothing more
+    owned = sys.generate(app, "m", "hi", SamplingParams(max_tokens=40))
+    sys.cancel(app, owned.pid)
+    kernel.run_until_idle()
+    assert log.flush(WAIT)
+    rows = sorted(log.query(app="storm"), key=lambda row: row["id"])
+    by_pid = {pid: [(r["call"], r["outcome"]) for r in rows if r["pid"] == pid or r["target"] == str(pid)]
+              for pid in (dropped.pid, owned.pid)}  # fmt: skip
+    assert by_pid[dropped.pid] == [("generate", "started"), ("generate", "cancelled")]
+    assert sorted(by_pid[owned.pid]) == [("cancel", "ok"), ("generate", "cancelled"), ("generate", "started")]
+    assert [r["reason"] for r in rows if r["pid"] == dropped.pid and r["outcome"] == "cancelled"] == [
+        "the client disconnected"
+    ]
     assert log.verify().intact
