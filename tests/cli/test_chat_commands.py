@@ -92,9 +92,19 @@ def spawn_chat(*args: str):
         # poll, not select: select() refuses descriptors past 1,023, and the whole suite's process
         # holds more than that by the time these tests run (CI failed with "filedescriptor out of range")
         use_poll=True,
+        # Ctrl-C as a terminal user has it: a suite started in the background (`cmd &` without job
+        # control, nohup) runs with SIGINT ignored, which the chat inherited, so Ctrl-C never reached
+        # it (the fresh-clone CI runs of 44034f6 and 4572bc0 failed so).
+        preexec_fn=_default_sigint,
     )
     child.expect_exact(">>>")
     return child
+
+
+def _default_sigint() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_in_a_terminal_help_paste_and_history(tiny, reference) -> None:
@@ -151,15 +161,9 @@ def test_in_a_terminal_ctrl_c_stops_the_answer_and_keeps_the_chat(tiny_long, ref
     # This seeded answer says "question" within its first tokens and may go on for 2,000 (a second or more on
     # this model): Ctrl-C as soon as it is seen lands in the middle of the answer.
     child.expect_exact("question")
-    # Ctrl-C until the answer stops: in one fresh-clone CI run on a loaded machine the first one was not
-    # seen (no "[stopped: interrupted]" within 30 s; noted for the CLI's owners). The answer must stop
-    # before its end either way: its closing statistics ("prompt tokens") must not come first.
-    for _ in range(10):
-        child.sendintr()
-        seen = child.expect_exact(["[stopped: interrupted]", "prompt tokens", pexpect.TIMEOUT], timeout=3)
-        if seen != 2:
-            break
-    assert seen == 0, "the answer ran to its end: Ctrl-C did not stop it"
+    child.sendintr()
+    child.expect_exact("[stopped: interrupted]")
+    assert "prompt tokens" not in child.before  # the generation did not run to its end
     child.expect_exact(">>>")
     child.send("Hi\r")  # the conversation goes on, the stopped exchange in it
     # This answer runs to its 2,000 tokens: seconds on an idle machine, over 30 (pexpect's timeout)
