@@ -17,7 +17,7 @@ The kernel's step loop, in order:
     chosen = policy.select(table, slots, now)
     ... suspend / resume / admit, engine.step() ...
     for process, tokens, work in computed:
-        process.record_computed(tokens)
+        process.record_computed(tokens, work)
         policy.charge(process, work, now)
 """
 
