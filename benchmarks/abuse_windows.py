@@ -9,6 +9,7 @@ before it), printed with their range, and the verdict is the median's against th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from collections import Counter
@@ -32,6 +33,14 @@ class Calm:
 
     streams: list[float] = field(default_factory=list)
     gaps: list[float] = field(default_factory=list)
+    # Per stream, where its time went (PHASES): a slow stream shows which step of a request stalled.
+    phases: list[tuple[float, ...]] = field(default_factory=list)
+
+
+#: The phases of a calm stream, in order: the response's headers (admission and its audit start row),
+#: the first chunk (the role's, sent once admitted), the first token's, the last token's, `[DONE]`
+#: (sent after the end row is written).
+PHASES = ("headers", "role", "first token", "last token", "done")
 
 
 @dataclass
@@ -46,6 +55,8 @@ class Window:
     probes: list[float]  # seconds each GET /healthz took: the event loop's lag plus a request's cost
     computed: Counter  # tokens the engine computed (prompt and output) in the window, by app
     started: float = 0.0  # time.monotonic() when the window opened
+    # The calm app's processes ended in the window, from the kernel's histograms (kernel_latency)
+    kernel: Counter = field(default_factory=Counter)
 
     @property
     def stream_p95(self) -> float:
@@ -84,17 +95,23 @@ async def calm_streams(url: str, key: str, until: Callable[[], bool], clients: i
                 started = last = time.perf_counter()
                 gaps = []
                 async with c.stream("POST", "/v1/chat/completions", json=CALM_CHAT) as r:
+                    marks = [time.perf_counter()]  # headers, then each chunk's arrival
                     async for line in r.aiter_lines():
                         if not line:
                             continue
                         now = time.perf_counter()
                         gaps.append(now - last)
+                        marks.append(now)
                         last = now
                         if line == "data: [DONE]":
                             break
                 if r.status_code == 200:
                     calm.streams.append(time.perf_counter() - started)
                     calm.gaps.extend(gaps[1:])  # the first is the time to first token
+                    if len(marks) >= 5:  # headers, role, a token, ..., [DONE]
+                        # the last token's chunk is the one before the finish chunk and [DONE]
+                        points = (marks[0], marks[1], marks[2], marks[-3], marks[-1])
+                        calm.phases.append(tuple(b - a for a, b in itertools.pairwise((started, *points))))
 
         await asyncio.gather(*(loop() for _ in range(clients)))
     return calm
@@ -119,22 +136,61 @@ async def timed_window(server, key: str, until: Callable[[], bool]) -> Window:
     computed for each app meanwhile."""
     cpu_before = thread_cpu_seconds(server.pid)
     steps_before = await asyncio.to_thread(step_figures, server.url, server.admin_key)
-    computed_before = await asyncio.to_thread(tokens_computed_by_app, server.url, server.admin_key)
+    metrics_before = await asyncio.to_thread(metrics_text, server.url, server.admin_key)
     started = time.monotonic()
     calm, probes = await asyncio.gather(calm_streams(server.url, key, until), _probe(server.url, until))
     seconds = time.monotonic() - started
     steps = await asyncio.to_thread(step_figures, server.url, server.admin_key)
-    computed = await asyncio.to_thread(tokens_computed_by_app, server.url, server.admin_key)
+    metrics = await asyncio.to_thread(metrics_text, server.url, server.admin_key)
     loop_cpu, other_cpu = (a - b for a, b in zip(thread_cpu_seconds(server.pid), cpu_before, strict=True))
     return Window(
-        calm, seconds, loop_cpu, other_cpu, steps - steps_before, probes, computed - computed_before, started
+        calm,
+        seconds,
+        loop_cpu,
+        other_cpu,
+        steps - steps_before,
+        probes,
+        parse_tokens_computed(metrics) - parse_tokens_computed(metrics_before),
+        started,
+        kernel_latency(metrics) - kernel_latency(metrics_before),
     )
+
+
+def metrics_text(url: str, admin_key: str) -> str:
+    answer = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}, timeout=30)
+    return answer.raise_for_status().text
 
 
 def tokens_computed_by_app(url: str, admin_key: str) -> Counter:
     """Tokens the engine has computed (prompt and output) per app, from /metrics."""
-    answer = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}, timeout=30)
-    return parse_tokens_computed(answer.raise_for_status().text)
+    return parse_tokens_computed(metrics_text(url, admin_key))
+
+
+#: The kernel's histograms of the calm app read per window, and the bound above which a process counts
+#: as slow there (the histograms' bucket): whether its stalls are in the kernel's queue or its prefill.
+KERNEL_LATENCIES = {
+    "queue wait": "llmasos_queue_wait_seconds",
+    "first token": "llmasos_time_to_first_token_seconds",
+}
+SLOW_SECONDS = "0.05"
+
+
+def kernel_latency(metrics: str, app: str = "calm") -> Counter:
+    """Per histogram of KERNEL_LATENCIES, the app's processes (count), their seconds (sum) and those
+    within SLOW_SECONDS (fast), cumulative since the server started."""
+    figures: Counter = Counter()
+    for line in metrics.splitlines():
+        for name, metric in KERNEL_LATENCIES.items():
+            if not line.startswith(metric) or f'app="{app}"' not in line:
+                continue
+            value = float(line.split()[-1])
+            if line.startswith(metric + "_count"):
+                figures[name, "count"] += value
+            elif line.startswith(metric + "_sum"):
+                figures[name, "sum"] += value
+            elif line.startswith(metric + "_bucket") and f'le="{SLOW_SECONDS}"' in line:
+                figures[name, "fast"] += value
+    return figures
 
 
 def parse_tokens_computed(metrics: str) -> Counter:
@@ -176,7 +232,37 @@ def describe_windows(pairs: list[Pair]) -> str:
             f"{_engine(calm)} -> {_engine(attack)}; /healthz p95 {p95(calm.probes) * 1000:.0f} -> "
             f"{p95(attack.probes) * 1000:.0f} ms; tokens computed {_by_app(calm)} -> {_by_app(attack)}"
         )
+        lines.append(f"    calm streams' phases, ms: {_phases(calm)} -> {_phases(attack)}")
+        lines.append(f"    calm processes in the kernel: {_kernel(calm)} -> {_kernel(attack)}")
     return "\n".join(lines)
+
+
+def _phases(window: Window) -> str:
+    """Each phase's mean over the window's streams, and over its slowest 5% (where its p95 went)."""
+    phases = window.calm.phases
+    if not phases:
+        return "none"
+    slowest = sorted(phases, key=sum)[-max(1, len(phases) // 20) :]
+
+    def mean_ms(streams: list[tuple[float, ...]], i: int) -> float:
+        return 1000 * statistics.fmean(p[i] for p in streams)
+
+    means = (f"{name} {mean_ms(phases, i):.0f}/{mean_ms(slowest, i):.0f}" for i, name in enumerate(PHASES))
+    return " ".join(means)
+
+
+def _kernel(window: Window) -> str:
+    """Mean ms from admission to running and to the first token, and the share over SLOW_SECONDS."""
+    figures = window.kernel
+    parts = []
+    for name in KERNEL_LATENCIES:
+        count = figures[name, "count"]
+        if count:
+            slow = 1 - figures[name, "fast"] / count
+            parts.append(
+                f"{name} {1000 * figures[name, 'sum'] / count:.0f} ms ({slow:.0%} > {SLOW_SECONDS} s)"
+            )
+    return ", ".join(parts) or "none ended"
 
 
 def _by_app(window: Window) -> str:

@@ -305,18 +305,23 @@ def slots_by_app(policy: Policy, streams: dict[str, int], weights: dict[str, flo
 
 def test_the_bound_is_what_the_most_modest_app_wants_plus_the_margin_by_weight() -> None:
     streams = {"one": 1, "two": 2, "many": 12}
-    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0), streams) == {
+    unfloored = {"peer_slots_floor": 1}
+    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0, **unfloored), streams) == {
         "one": 1,
         "two": 1,
         "many": 1,
     }
-    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=1), streams) == {
+    assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=1, **unfloored), streams) == {
         "one": 1,
         "two": 2,
         "many": 2,
     }
-    weighted = slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0), streams, {"many": 4.0})
+    weighted = slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0, **unfloored), streams, {"many": 4.0})
     assert weighted == {"one": 1, "two": 1, "many": 4}  # weight 4: four times the most modest's want
+    # By default the most modest want counts as at least two streams (PEER_SLOTS_FLOOR): a peer with
+    # one stream does not hold an app's second back, and a flood still gets two.
+    assert slots_by_app(ClassedFairSharePolicy(), streams) == {"one": 1, "two": 2, "many": 2}
+    assert slots_by_app(ClassedFairSharePolicy(), streams, {"many": 4.0}) == {"one": 1, "two": 2, "many": 8}
     # Colluding floods are each held to it: the bound is the most modest app's, not the others' total.
     assert slots_by_app(ClassedFairSharePolicy(peer_slots_margin=0), {"a": 16, "b": 16, "calm": 2}) == {
         "a": 2,
@@ -336,6 +341,14 @@ def test_the_bound_is_for_latency_sensitive_classes_only() -> None:
     for _ in range(16):
         sim.submit("alone", output=1000, priority=INTERACTIVE)
     assert len(sim.step()) == 16
+
+
+def test_peer_slots_floor_option_is_validated() -> None:
+    assert make_policy("default").peer_slots_floor == 2
+    assert make_policy("default", peer_slots_floor=1).peer_slots_floor == 1
+    for bad in (0, -1, 1.5, True, None, "2"):
+        with pytest.raises(InvalidRequestError, match="peer_slots_floor"):
+            make_policy("default", peer_slots_floor=bad)
 
 
 def test_peer_slots_margin_option_is_validated() -> None:
@@ -566,22 +579,18 @@ def test_misuse_by_the_kernel_is_a_value_error() -> None:
             policy.charge(make_process(1), bad, now=0.0)
 
 
-def test_the_most_modest_app_of_a_class_never_waits_for_a_peer_to_catch_up() -> None:
-    """Issue 20's disconnect storm in the calm app's class: streams that are prefilled (their prompt
-    mostly cached), give one token and are dropped, a few live at a time. Each costs the storm app a
-    few tokens of work, so it fell behind the calm app in virtual time; the calm app, more than
-    switch_tokens ahead of a peer served in the same step, yielded its slots while the storm caught
-    up: steps where its streams waited beside free slots (208 here). The catch-up rule now holds back
-    only an app that wants more than the peer it waits for: the bound already keeps an app from
-    holding more than the most modest app wants, and one that wants no more gets all it wants."""
-    sim = FakeEngineSim(ClassedFairSharePolicy(), slots=32, step_seconds=0.01)
+def calm_steps_waited_beside_a_storm(policy: Policy, storm_streams: int) -> tuple[int, int]:
+    """Issue 20's disconnect storm in the calm app's class: `storm_streams` streams every 40 ms, each
+    prefilled, giving one token and dropped, beside the calm app's two clients streaming 16 tokens
+    back to back. (Steps in which a live calm stream was left out, storm streams served.)"""
+    sim = FakeEngineSim(policy, slots=32, step_seconds=0.01)
     waited = served = 0
     for _ in range(40):
         chats = [sim.submit("calm", prompt=8, output=16, priority=INTERACTIVE) for _ in range(2)]
         step = 0
         while not all(c.is_terminal for c in chats):
-            if step % 4 == 0:  # two storm streams every 40 ms
-                for _ in range(2):
+            if step % 4 == 0:
+                for _ in range(storm_streams):
                     sim.submit("storm", prompt=4, output=1, priority=INTERACTIVE)
             live_calm = [c for c in chats if not c.is_terminal]
             chosen = sim.step()
@@ -589,8 +598,24 @@ def test_the_most_modest_app_of_a_class_never_waits_for_a_peer_to_catch_up() -> 
             waited += any(c not in chosen for c in live_calm)
             step += 1
         sim.run(3)  # the calm clients' pause between requests
+    return waited, served
+
+
+@pytest.mark.parametrize("storm_streams", [2, 1])
+def test_the_most_modest_app_of_a_class_never_waits_for_a_peer_to_catch_up(storm_streams: int) -> None:
+    """Each storm stream costs its app a few tokens of work, so it falls behind the calm app in virtual
+    time; the calm app, more than switch_tokens ahead of a peer served in the same step, yielded its
+    slots while the storm caught up: steps where its streams waited beside free slots (208 with two
+    storm streams at a time). The catch-up rule holds back only an app that wants more than the peer
+    it waits for, and more than the floor's short streams (PEER_SLOTS_FLOOR): with one storm stream
+    at a time the calm app's two wanted more than the storm's one, and the bound (then the storm's
+    one) ran the calm app's clients one after the other (`peer_slots_floor=1` below: 1,054 steps)."""
+    waited, served = calm_steps_waited_beside_a_storm(ClassedFairSharePolicy(), storm_streams)
     assert served > 40  # the storm was served beside the calm app
     assert waited == 0
+    if storm_streams == 1:  # as it was: the peer's one stream bounded the calm app to one
+        waited, _ = calm_steps_waited_beside_a_storm(ClassedFairSharePolicy(peer_slots_floor=1), 1)
+        assert waited > 100
 
 
 def test_a_peer_whose_tokens_attend_to_long_contexts_yields_by_their_cost() -> None:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from llmasos.errors import InvalidRequestError
 from llmasos.kernel.policies.base import Aging, Policy, is_running
 from llmasos.kernel.policies.latency_hold import LatencyHold
-from llmasos.kernel.policies.peer_bound import PeerBound
+from llmasos.kernel.policies.peer_bound import PEER_SLOTS_FLOOR, PeerBound
 from llmasos.kernel.process import Process
 
 
@@ -167,17 +167,23 @@ def _admitter(
     class_of: Callable[[Process], int],
     ahead: Callable[[str, list[str]], bool],
     wanted: dict[str, float],
+    may_hold_back: Callable[[float], bool],
 ) -> Admit:
     """Admits a process of one class's group while its app is within `limits` (the peer bound) and not
-    `ahead` of the peers granted a slot so far that want less work a step than it does (`wanted`), and the
-    background cap has room; an admitted process counts against both. (Only granted peers hold an app
-    back: one whose processes cannot run this step must not keep the others waiting for it.)"""
+    `ahead` of the peers granted a slot so far that want less work a step than it does (`wanted`; an
+    app whose want `may_hold_back` refuses is never held back so), and the background cap has room;
+    an admitted process counts against both. (Only granted peers hold an app back: one whose
+    processes cannot run this step must not keep the others waiting for it.)"""
     held: dict[str, int] = defaultdict(int)
 
     def admit(process: Process) -> bool:
         app = process.app
         want = wanted.get(app, 0.0)
-        granted_peers = [p for p, n in held.items() if n and p != app and wanted.get(p, 0.0) < want]
+        granted_peers = (
+            [p for p, n in held.items() if n and p != app and wanted.get(p, 0.0) < want]
+            if may_hold_back(want)
+            else []
+        )
         if limits is not None and (held[app] >= limits[app] or ahead(app, granted_peers)):
             return False
         if not cap.admit(process, aged=class_of(process) < int(process.priority)):
@@ -221,14 +227,16 @@ class ClassedFairSharePolicy(FairSharePolicy):
     slots away when there are more than the class wants (work-conserving), so an app with 16 streams
     beside one with 2 held 16 slots to its 2, a batch of 18 (issue 20, `abuse.py --attackers-class
     same`). So while two or more apps of a realtime or interactive class are live (or were within the
-    hold), each holds at most what the most modest of them wants, per unit of weight, times its own
-    weight, plus `peer_slots_margin`; the slots left go to the classes below, as ever. And an app more
+    hold), each holds at most what the most modest of them wants (counted as at least
+    `peer_slots_floor` streams), per unit of weight, times its own weight, plus `peer_slots_margin`;
+    the slots left go to the classes below, as ever. And an app more
     than `switch_tokens` of virtual time ahead of a peer served in the same step that wants less work a
     step than it does (its live processes' `work_per_token`, summed: two streams deep in long contexts
     want more than two that just began) yields its slots until that peer catches up, where an app in a
     pause within the hold keeps its virtual time: work done in a peer's pauses counts, so the shares are
-    by app over time, not only by slots a step. An app that wants no more work than its peers never
-    yields to them: it gets all it wants (max-min); a peer that cannot use its slots (a storm of streams
+    by app over time, not only by slots a step. An app that wants no more work than its peers, or no
+    more than `peer_slots_floor` short streams do, never yields to them: it gets all it wants
+    (max-min; peer_bound.py says why the floor); a peer that cannot use its slots (a storm of streams
     dropped after their first token) falls behind in virtual time, and waiting for it to catch up only
     left slots empty (issue 20: 1.7x the calm app's p95 stream time). Virtual time counts work, so an
     app whose tokens attend to thousands of positions runs ahead after a few of them and yields the
@@ -253,19 +261,12 @@ class ClassedFairSharePolicy(FairSharePolicy):
         # milliseconds; background work loses at most this much each time urgent work goes quiet.
         latency_hold_seconds: float | None = 0.25,
         peer_slots_margin: int | None = 0,
+        peer_slots_floor: int = PEER_SLOTS_FLOOR,
     ) -> None:
         super().__init__(switch_tokens)
-        if peer_slots_margin is not None and not (
-            isinstance(peer_slots_margin, int)
-            and not isinstance(peer_slots_margin, bool)
-            and peer_slots_margin >= 0
-        ):
-            raise InvalidRequestError(
-                "scheduling option peer_slots_margin must be a whole number >= 0 or None, "
-                f"got {peer_slots_margin!r}"
-            )
+        self._peers = PeerBound(peer_slots_margin, latency_hold_seconds, peer_slots_floor)
         self.peer_slots_margin = peer_slots_margin
-        self._peers = PeerBound(peer_slots_margin, latency_hold_seconds)
+        self.peer_slots_floor = peer_slots_floor
         if latency_hold_seconds is not None and not (
             isinstance(latency_hold_seconds, int | float)
             and math.isfinite(latency_hold_seconds)
@@ -354,7 +355,8 @@ class ClassedFairSharePolicy(FairSharePolicy):
                 weights[process.app] = max(weights[process.app], process.weight)
             limits = self._peers.limits(effective_class, weights)
             wanted = self._peers.wanted_work(effective_class, weights)
-            admit = _admitter(cap, limits, class_of, self._ahead_of_peers(projected), wanted)
+            ahead = self._ahead_of_peers(projected)
+            admit = _admitter(cap, limits, class_of, ahead, wanted, self._peers.may_hold_back)
             chosen += allocate_fair(group, room, self.clock, projected, switch, admit)
         return chosen
 
