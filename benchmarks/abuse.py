@@ -326,8 +326,8 @@ def main() -> None:
         "--http-niceness",
         type=int,
         default=None,
-        help="steps of niceness of the server's HTTP threads below its kernel's (default: the server's, 10; "
-        "0 turns it off)",
+        help="steps of niceness of the server's HTTP threads below its kernel's (default: the "
+        "server's setting, http_niceness, 0: its kernel's priority)",
     )
     parser.add_argument(
         "--attackers-class",
@@ -383,7 +383,7 @@ def main() -> None:
             f"{ATTACKERS_CLASS_WORDS[args.attackers_class]}; "
             f"the attacker at nice {args.attacker_nice}; "
             "the server's HTTP threads "
-            f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower"
+            f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '0 (default)')} niceness steps lower"
         )
         start = server.state()
         spawn = multiprocessing.get_context("spawn")

@@ -438,8 +438,8 @@ def parse_args() -> argparse.Namespace:
         "--http-niceness",
         type=int,
         default=None,
-        help="steps of niceness of the server's HTTP threads below its kernel's (default: the server's, 10; "
-        "0 turns it off)",
+        help="steps of niceness of the server's HTTP threads below its kernel's (default: the "
+        "server's setting, http_niceness, 0: its kernel's priority)",
     )
     return parser.parse_args()
 
@@ -464,7 +464,7 @@ def main() -> None:
             f"server pid {server.process.pid}; {args.clients} clients, max_tokens {args.max_tokens}; "
             f"{args.rounds} rounds of {args.engine_seconds:.0f} s engine alone, {args.seconds:.0f} s server "
             f"(each after {args.warmup:.0f} s of warm-up); its HTTP threads "
-            f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '10 (default)')} niceness steps lower, its "
+            f"{os.environ.get('LLMASOS_SERVER_HTTP_NICENESS', '0 (default)')} niceness steps lower, its "
             f"clients {args.client_niceness}"
         )
         engine_rates, served, run = [], [], ServerRun()

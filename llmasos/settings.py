@@ -132,10 +132,13 @@ class ServerSettings(_Section):
     trusted_hosts: tuple[str, ...] = ()  # Host names keyless requests may use besides loopback
     cors_origins: tuple[str, ...] = ()  # web origins allowed to call the API from a browser (off)
     # Steps of niceness the HTTP threads (event loop, request pool) run below the kernel's thread and its
-    # OpenMP workers (api/thread_priority.py); 0: the same. At 10 a thread competing with them for a core
-    # gets about a tenth of it: room for the loop's few percent of the server's CPU, none for what an
-    # abusive client makes it do.
-    http_niceness: int = Field(10, ge=0, le=19)
+    # OpenMP workers (api/thread_priority.py); 0: the same. Niced, a thread competing with them for a
+    # core gets little of it, and every request waits for it at each hand-off: at 10 a busy server
+    # answered a stream's headers 43-59 ms after its request against 11-14 ms at 0, and at 32 streams
+    # served 0.74x the engine alone's tokens against 0.86x (benchmarks/abuse.py, server_load.py, one
+    # machine, back to back). At 0 every attack of abuse.py still kept the calm app within 1.5x (30 MB
+    # bodies, the HTTP side's worst, 1.45x against 1.24x at 10): raise it where HTTP work must yield.
+    http_niceness: int = Field(0, ge=0, le=19)
     # Requests one app may start a minute, and at once after a pause, unless the app sets its own
     # (api/request_rate.py); 0: no limit. 20 a second: the benchmark's calm app, two clients streaming back
     # to back, starts about 13 a second on an idle machine; its disconnect storm started 57.

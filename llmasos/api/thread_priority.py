@@ -13,6 +13,10 @@ headers wait for its start row and its `[DONE]` for its end row, and niced it ma
 at 32 streams (benchmarks/request_phases.py, load ~10: 26-38 ms at the kernel's priority, a batch being
 two fsyncs of ~4 ms). Raising niceness needs no privilege; lowering it back does, so it is done once,
 in the server's process only.
+
+It is off by default (`[server] http_niceness = 0`, settings.py says why): niced, every request
+waited for its threads at each hand-off while the engine was busy, which cost each stream more
+than the abusive clients it kept from the engine's cores.
 """
 
 from __future__ import annotations
