@@ -137,7 +137,7 @@ class ServerSettings(_Section):
     # answered a stream's headers 43-59 ms after its request against 11-14 ms at 0, and at 32 streams
     # served 0.74x the engine alone's tokens against 0.86x (benchmarks/abuse.py, server_load.py, one
     # machine, back to back). At 0 every attack of abuse.py still kept the calm app within 1.5x (30 MB
-    # bodies, the HTTP side's worst, 1.45x against 1.24x at 10): raise it where HTTP work must yield.
+    # bodies, the HTTP side's worst, at 1.45x): raise it where HTTP work must yield.
     http_niceness: int = Field(0, ge=0, le=19)
     # Requests one app may start a minute, and at once after a pause, unless the app sets its own
     # (api/request_rate.py); 0: no limit. 20 a second: the benchmark's calm app, two clients streaming back

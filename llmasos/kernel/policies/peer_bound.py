@@ -14,9 +14,10 @@ from llmasos.kernel.process import Process
 #: of weight: the most modest want counts as at least this, and an app that wants no more work a step
 #: than this many short streams never yields its slots to a peer. Holding an app's second stream back
 #: made it wait for the whole of its first (issue 20's disconnect storm: beside a peer with one stream
-#: at a time, the calm app's two clients ran one after the other, and 6-12% of its streams waited over
-#: 50 ms to start), while the peer gained little: a decode step of 3 or 4 sequences costs 1.2x and
-#: 1.36x one of 2 (SmolLM2, 2-core CPU). A flood is still held to 2 beside anyone.
+#: at a time, the calm app's two clients ran one after the other, and 6-12% of its processes waited
+#: over 50 ms in the kernel's queue, against 0-1% with the floor), while the peer gained little: a
+#: decode step of 4 sequences cost 1.36x one of 2 (SmolLM2, 2-core CPU). A flood is still held to 2
+#: beside anyone.
 PEER_SLOTS_FLOOR = 2
 
 
@@ -32,14 +33,9 @@ class PeerBound:
     """
 
     def __init__(self, margin: int | None, hold: float | None, floor: int = PEER_SLOTS_FLOOR) -> None:
-        for name, value, least in (("peer_slots_margin", margin, 0), ("peer_slots_floor", floor, 1)):
-            if (value is not None or name == "peer_slots_floor") and not (
-                isinstance(value, int) and not isinstance(value, bool) and value >= least
-            ):
-                none = " or None" if name == "peer_slots_margin" else ""
-                raise InvalidRequestError(
-                    f"scheduling option {name} must be a whole number >= {least}{none}, got {value!r}"
-                )
+        if margin is not None:
+            _refuse_unless_whole("peer_slots_margin", margin, 0, " or None")
+        _refuse_unless_whole("peer_slots_floor", floor, 1)
         self.margin = margin
         self.hold = hold
         self.floor = floor
@@ -101,6 +97,13 @@ class PeerBound:
         return {
             app: max(1, math.floor(modest * weight + 1e-9)) + self.margin for app, weight in weights.items()
         }
+
+
+def _refuse_unless_whole(option: str, value: object, least: int, alternatives: str = "") -> None:
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+        raise InvalidRequestError(
+            f"scheduling option {option} must be a whole number >= {least}{alternatives}, got {value!r}"
+        )
 
 
 def _per_weight(
