@@ -88,6 +88,8 @@ class KernelCollector(Collector):
                 errors.add_metric([app, type_], n)
             for state, n in c["processes"].items():
                 processes.add_metric([app, state], n)
+            if not (c["processes"] or c["waits"] or c["tokens_computed"]):
+                continue  # never ran on the kernel (the `?` of keyless requests): no token series at 0
             computed.add_metric([app], c["tokens_computed"])
             generated.add_metric([app], c["tokens_generated"])
             preempted.add_metric([app], c["preemptions"])

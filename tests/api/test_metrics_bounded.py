@@ -92,6 +92,10 @@ def test_series_grow_with_apps_never_with_what_clients_send(tiny_server):
     }
     assert all(("outcome=" in s and 'app="?"' in s) or s in ended for s in new), sorted(new)
     assert len(new - ended) <= 2, sorted(new)
+    # Keyless requests never reach the kernel: their app `?` has call and error series, not the
+    # per-app token, wait and preemption series at 0 that every app once got with its first call.
+    assert 'llmasos_requests_total{app="?"' in text
+    assert not [s for s in series(text) if s.startswith("llmasos_app_") and 'app="?"' in s]
 
     # What does grow: each app that ends its first process adds its own fixed share, no more.
     chat = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
