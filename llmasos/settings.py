@@ -134,7 +134,7 @@ class ServerSettings(_Section):
     # Steps of niceness the HTTP threads (event loop, request pool) run below the kernel's thread and its
     # OpenMP workers (api/thread_priority.py); 0: the same. Niced, a thread competing with them for a
     # core gets little of it, and every request waits for it at each hand-off: at 10 a busy server
-    # answered a stream's headers 43-59 ms after its request against 11-14 ms at 0, and at 32 streams
+    # answered a stream's headers 43-69 ms after its request against 11-17 ms at 0, and at 32 streams
     # served 0.74x the engine alone's tokens against 0.86x (benchmarks/abuse.py, server_load.py, one
     # machine, back to back). At 0 every attack of abuse.py still kept the calm app within 1.5x (30 MB
     # bodies, the HTTP side's worst, at 1.45x): raise it where HTTP work must yield.
