@@ -161,11 +161,6 @@ def metrics_text(url: str, admin_key: str) -> str:
     return answer.raise_for_status().text
 
 
-def tokens_computed_by_app(url: str, admin_key: str) -> Counter:
-    """Tokens the engine has computed (prompt and output) per app, from /metrics."""
-    return parse_tokens_computed(metrics_text(url, admin_key))
-
-
 #: The kernel's histograms of the calm app read per window, and the bound above which a process counts
 #: as slow there (the histograms' bucket): whether its stalls are in the kernel's queue or its prefill.
 KERNEL_LATENCIES = {
@@ -194,6 +189,7 @@ def kernel_latency(metrics: str, app: str = "calm") -> Counter:
 
 
 def parse_tokens_computed(metrics: str) -> Counter:
+    """Tokens the engine has computed (prompt and output) per app, from a /metrics page."""
     prefix = 'llmasos_app_tokens_computed_total{app="'
     computed: Counter = Counter()
     for line in metrics.splitlines():

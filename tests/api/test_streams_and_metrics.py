@@ -17,14 +17,19 @@ def _wait_for(predicate, timeout=30.0):
     return False
 
 
-def test_disconnect_mid_stream_cancels_and_frees_kv(tiny_server):
-    body = {
+def _long_stream(max_tokens: int) -> dict:
+    """A streamed chat that runs long enough for the client to hang up in the middle of it."""
+    return {
         "model": "tiny",
         "messages": [{"role": "user", "content": "go on"}],
-        "max_tokens": 200,
+        "max_tokens": max_tokens,
         "stream": True,
         "temperature": 1.0,
     }
+
+
+def test_disconnect_mid_stream_cancels_and_frees_kv(tiny_server):
+    body = _long_stream(max_tokens=200)
     headers = {"Authorization": f"Bearer {tiny_server.admin_key}"}
     with httpx.stream("POST", tiny_server.url + "/v1/chat/completions", json=body, headers=headers) as r:
         pid = int(r.headers["x-llmasos-pids"])
@@ -92,13 +97,7 @@ def test_a_dropped_stream_is_audited_by_its_start_and_end_rows_alone(tiny_server
     """The server's cancellation for a client that left is no call of the app's: the process's end
     row records it (cancelled, and why); no `cancel` row of its own (a third of a storm's rows)."""
     key = tiny_server.new_app("dropper")
-    body = {
-        "model": "tiny",
-        "messages": [{"role": "user", "content": "go on"}],
-        "max_tokens": 900,
-        "stream": True,
-        "temperature": 1.0,
-    }
+    body = _long_stream(max_tokens=900)
     headers = {"Authorization": f"Bearer {key}"}
     with httpx.stream("POST", tiny_server.url + "/v1/chat/completions", json=body, headers=headers) as r:
         pid = int(r.headers["x-llmasos-pids"])
